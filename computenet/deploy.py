@@ -1,0 +1,85 @@
+"""Deploying the four contracts and linking them: one code path for scripts and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import rlp
+from eth_utils import keccak, to_canonical_address, to_checksum_address
+
+from computenet.domain import Parameters
+
+# Defaults for a new market: 1 % keeper fee, 0.5 % protocol fee, 10 % slash per fault,
+# 10-minute challenge window, 1-minute decline window, 5-minute lease set-up grace,
+# 100-token minimum stake, 10-token challenge bond (6-decimal token).
+DEFAULT_PARAMETERS = Parameters(
+    keeper_fee_bps=100,
+    protocol_fee_bps=50,
+    slash_bps=1000,
+    challenge_window=600,
+    decline_window=60,
+    lease_grace=300,
+    min_stake=100 * 10**6,
+    challenge_bond=10 * 10**6,
+)
+DEFAULT_MIN_KEEPER_BOND = 100 * 10**6
+DEFAULT_UNBONDING_DELAY = 86_400
+TEST_TOKEN_NAME = "computenet Test USD"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The deployed contracts (ape ContractInstances)."""
+
+    token: Any
+    assets: Any
+    keepers: Any
+    market: Any
+
+    def addresses(self) -> dict[str, str]:
+        return {
+            "token": str(self.token.address),
+            "assets": str(self.assets.address),
+            "keepers": str(self.keepers.address),
+            "market": str(self.market.address),
+        }
+
+
+def create_address(deployer: str, nonce: int) -> str:
+    """The address a CREATE from `deployer` at `nonce` gets."""
+    return to_checksum_address(keccak(rlp.encode([to_canonical_address(deployer), nonce]))[12:])
+
+
+def deploy_stack(
+    project: Any,
+    deployer: Any,
+    *,
+    treasury: str | None = None,
+    token: Any = None,
+    parameters: Parameters = DEFAULT_PARAMETERS,
+    min_keeper_bond: int = DEFAULT_MIN_KEEPER_BOND,
+    unbonding_delay: int = DEFAULT_UNBONDING_DELAY,
+    **tx: Any,
+) -> Stack:
+    """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry,
+    ComputeAsset and JobMarket.
+
+    ComputeAsset takes the market's address as an immutable, so it is deployed with
+    the address the market will get one transaction later; the deployer account must
+    send nothing else in between, which is checked.
+    """
+    if token is None:
+        token = deployer.deploy(project.TestToken, TEST_TOKEN_NAME, **tx)
+    keepers = deployer.deploy(project.KeeperRegistry, token, min_keeper_bond, unbonding_delay, **tx)
+    predicted = create_address(deployer.address, deployer.nonce + 1)
+    assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted, **tx)
+    market = deployer.deploy(
+        project.JobMarket, token, assets, keepers, treasury or deployer.address, parameters.as_tuple(), **tx
+    )
+    if market.address != predicted:
+        raise RuntimeError(
+            f"JobMarket deployed at {market.address}, not at {predicted} where ComputeAsset expects it: "
+            "another transaction from the deployer came in between; deploy again"
+        )
+    return Stack(token=token, assets=assets, keepers=keepers, market=market)

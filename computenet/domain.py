@@ -1,0 +1,225 @@
+"""Typed domain objects: what the contracts store, as plain Python values.
+
+Pure data and arithmetic: no ape, web3, redis or celery here, so keepers' decision
+logic can use these types and be tested without a chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+BPS = 10_000
+MAX_SHARDS = 1024
+MAX_REPLICATION = 5
+
+
+class ReplicaState(IntEnum):
+    """A shard replica's state in JobMarket (same numbers as the contract)."""
+
+    OPEN = 0
+    ASSIGNED = 1
+    SUBMITTED = 2
+    DISPUTED = 3
+    FINALIZED = 4
+    CANCELLED = 5
+
+
+class Verification(IntEnum):
+    """How a job's results are checked. REPLICATED is required when replication > 1."""
+
+    OPTIMISTIC = 0
+    REPLICATED = 1
+    SPOT_CHECK = 2
+
+
+class ShardState(IntEnum):
+    """A shard's state, derived from its replicas (see `Shard.state`)."""
+
+    OPEN = 0
+    ASSIGNED = 1
+    SUBMITTED = 2
+    DISPUTED = 3
+    FINALIZED = 4
+    CANCELLED = 5
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a compute asset offers. `price` is per GPU-second (per second for CPU-only
+    nodes) in token base units; `expire` is unix seconds."""
+
+    gpu_model: int
+    vram_mib: int
+    gpu_count: int
+    cpu_cores: int
+    region: int
+    price: int
+    expire: int
+    active: bool = True
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.gpu_model,
+            self.vram_mib,
+            self.gpu_count,
+            self.cpu_cores,
+            self.region,
+            self.price,
+            self.expire,
+            self.active,
+        )
+
+    @property
+    def size_mib(self) -> int:
+        """ERC-7829 `size`: total GPU memory in MiB."""
+        return self.gpu_count * self.vram_mib
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """JobMarket's owner-set parameters (see contracts/modules/market_params.vy)."""
+
+    keeper_fee_bps: int
+    protocol_fee_bps: int
+    slash_bps: int
+    challenge_window: int
+    decline_window: int
+    lease_grace: int
+    min_stake: int
+    challenge_bond: int
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.keeper_fee_bps,
+            self.protocol_fee_bps,
+            self.slash_bps,
+            self.challenge_window,
+            self.decline_window,
+            self.lease_grace,
+            self.min_stake,
+            self.challenge_bond,
+        )
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a job needs from each asset, and how it is run and checked."""
+
+    min_vram_mib: int
+    gpu_count: int
+    max_price: int
+    max_gpu_seconds: int
+    deadline: int
+    shard_count: int = 1
+    replication: int = 1
+    verification: Verification = Verification.OPTIMISTIC
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.min_vram_mib,
+            self.gpu_count,
+            self.max_price,
+            self.max_gpu_seconds,
+            self.deadline,
+            self.shard_count,
+            self.replication,
+            int(self.verification),
+        )
+
+    def max_payment(self) -> int:
+        """Most a provider can earn for one replica."""
+        return self.max_price * self.max_gpu_seconds
+
+    def quote(self, keeper_fee_bps: int, protocol_fee_bps: int) -> int:
+        """The budget JobMarket escrows for this job (same rounding as the contract)."""
+        payment = self.max_payment()
+        per_replica = payment + payment * keeper_fee_bps // BPS + payment * protocol_fee_bps // BPS
+        return per_replica * self.shard_count * self.replication
+
+    def lease_seconds(self, lease_grace: int) -> int:
+        """How long one lease lasts: GPU-seconds spread over the GPUs, plus set-up grace."""
+        gpus = max(self.gpu_count, 1)
+        return -(-self.max_gpu_seconds // gpus) + lease_grace
+
+
+def settle_amounts(price: int, gpu_seconds: int, keeper_fee_bps: int, protocol_fee_bps: int) -> tuple[int, int, int]:
+    """(provider payment, keeper fee, protocol fee) for one finalized replica."""
+    payment = price * gpu_seconds
+    return payment, payment * keeper_fee_bps // BPS, payment * protocol_fee_bps // BPS
+
+
+@dataclass(frozen=True)
+class Stake:
+    amount: int
+    open_leases: int
+    unbond_at: int
+    unbonding: int
+
+    @property
+    def available(self) -> int:
+        """Stake that counts toward the market's minimum."""
+        return self.amount - min(self.unbonding, self.amount)
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A registered compute asset (ERC-7829 token)."""
+
+    id: int
+    owner: str
+    agent: str
+    spec: Spec
+    commit: bytes
+    stake: Stake
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    client: str
+    escrow: int
+    manifest_hash: bytes
+    requirements: Requirements
+    keeper_fee_bps: int
+    protocol_fee_bps: int
+    unfinished: int
+
+    @property
+    def finished(self) -> bool:
+        return self.unfinished == 0
+
+
+@dataclass(frozen=True)
+class Replica:
+    job: int
+    shard: int
+    index: int
+    asset: int
+    keeper_id: int
+    state: ReplicaState
+    lease: int
+    price: int
+    deadline: int
+    since: int
+    gpu_seconds: int
+    output_root: bytes = b"\x00" * 32
+
+
+@dataclass(frozen=True)
+class Shard:
+    job: int
+    index: int
+    replicas: tuple[Replica, ...] = field(default_factory=tuple)
+
+    @property
+    def state(self) -> ShardState:
+        """The least advanced live replica's state: a shard is only as far as its
+        slowest replica. All cancelled: CANCELLED."""
+        live = [r.state for r in self.replicas if r.state != ReplicaState.CANCELLED]
+        if not live:
+            return ShardState.CANCELLED
+        if ReplicaState.DISPUTED in live:
+            return ShardState.DISPUTED
+        order = (ReplicaState.OPEN, ReplicaState.ASSIGNED, ReplicaState.SUBMITTED, ReplicaState.FINALIZED)
+        return ShardState(int(min(live, key=order.index)))

@@ -1,0 +1,49 @@
+"""EIP-712 hashing shared by every signed message, matching `contracts/modules/eip712.vy`.
+
+    domain_separator = keccak256(abi.encode(DOMAIN_TYPEHASH, keccak256(name), keccak256(version),
+                                            chainId, verifyingContract))
+    digest           = keccak256(0x19 ‖ 0x01 ‖ domain_separator ‖ struct_hash)
+    struct_hash      = keccak256(typehash ‖ abi.encode(fields...))   # static fields only
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from eth_abi import encode
+from eth_utils import keccak
+
+DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+
+
+def type_hash(type_string: str) -> bytes:
+    """keccak256 of an EIP-712 type string."""
+    return keccak(text=type_string)
+
+
+DOMAIN_TYPEHASH = type_hash(DOMAIN_TYPE)
+
+
+def domain_separator(name: str, version: str, chain_id: int, address: str | bytes) -> bytes:
+    """The separator binding signatures to one contract on one chain."""
+    return keccak(
+        encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [DOMAIN_TYPEHASH, keccak(text=name), keccak(text=version), chain_id, address],
+        )
+    )
+
+
+def hash_struct(typehash: bytes, abi_types: Sequence[str], values: Sequence[Any]) -> bytes:
+    """The struct hash of a message whose fields are all static ABI types (no strings, bytes or arrays)."""
+    for abi_type in abi_types:
+        # EIP-712 hashes dynamic members instead of ABI-encoding them; callers must do that themselves.
+        if abi_type in ("string", "bytes") or abi_type.endswith("]") or abi_type.startswith("("):
+            raise ValueError(f"hash_struct takes static types only, got {abi_type!r}")
+    return keccak(typehash + encode(list(abi_types), list(values)))
+
+
+def hash_typed(domain_sep: bytes, struct_hash: bytes) -> bytes:
+    """The digest a signer signs: keccak256(0x1901 ‖ domain separator ‖ struct hash)."""
+    if len(domain_sep) != 32 or len(struct_hash) != 32:
+        raise ValueError("domain separator and struct hash must be 32 bytes each")
+    return keccak(b"\x19\x01" + bytes(domain_sep) + bytes(struct_hash))

@@ -1,0 +1,260 @@
+"""The job manifest: what to run, on which inputs, and where results go, plus its canonical hash.
+
+The hash committed on chain is
+
+    manifest_hash = keccak256(canonical_json(manifest))
+
+where `canonical_json` serialises the validated model (`model_dump(mode="json")`, so
+defaults are filled in) with sorted keys, no whitespace, and UTF-8 without ASCII
+escaping. Every object key is ASCII (field names, and env names by their pattern), so
+the key order is the same whichever canonical-JSON scheme a verifier uses. Hex values
+are stored lowercase, so the hash does not depend on the case a client used.
+"""
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from eth_utils import keccak
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from computenet.errors import ManifestError
+
+ZERO_ROOT = "0x" + "00" * 32
+# The runtime sets these for sharded jobs; a manifest must not override them.
+RESERVED_ENV = frozenset({"COMPUTENET_SHARD_INDEX", "COMPUTENET_SHARD_COUNT"})
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# Docker reference grammar: [host[:port]/]component(/component)*[:tag]
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::[0-9]+)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_IMAGE_NAME = re.compile(rf"(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?")
+
+
+def _fail(kind: str, message: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError(kind, message, context or None)
+
+
+def _check_image(value: str) -> str:
+    if "@" not in value:
+        raise _fail("image_digest", "a digest is required: pin the image as name@sha256:<64 lowercase hex>, "
+                                    "not by tag ({value})", value=value)
+    name, digest = value.rsplit("@", 1)
+    if not _DIGEST.fullmatch(digest):
+        raise _fail("image_digest", "a digest is required: expected sha256:<64 lowercase hex> after '@'")
+    if not _IMAGE_NAME.fullmatch(name):
+        raise _fail("image_name", "invalid image name {name}", name=repr(name))
+    return value
+
+
+def _check_bytes32(value: str) -> str:
+    if not (value.startswith("0x") and _HEX64.fullmatch(value[2:])):
+        raise _fail("bytes32_hex", "must be 0x followed by 64 hex digits")
+    return value.lower()
+
+
+def _check_sha256(value: str) -> str:
+    if not _HEX64.fullmatch(value):
+        raise _fail("sha256_hex", "must be 64 hex digits")
+    return value.lower()
+
+
+def _check_relative_path(value: str) -> str:
+    if value.startswith("/"):
+        raise _fail("relative_path", "must be a relative path, not start with '/'")
+    _check_segments(value.split("/"))
+    return value
+
+
+def _check_absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise _fail("absolute_path", "must be an absolute path starting with '/'")
+    if value == "/":
+        raise _fail("absolute_path", "must not be the container's root directory")
+    _check_segments(value[1:].split("/"))
+    return value
+
+
+def _check_segments(segments: list[str]) -> None:
+    # One spelling per file: no '..' escapes, no '.', no empty segments (from '//' or a trailing '/').
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise _fail("path_segment", "must be a normalised POSIX path without empty, '.' or '..' segments")
+        if "\x00" in segment:
+            raise _fail("path_segment", "must not contain NUL")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise _fail("nul", "must not contain NUL (it cannot reach a process)")
+    return value
+
+
+def _exact_int(value: Any) -> Any:
+    # Literal[1] alone would accept true and 1.0, which hash differently from 1.
+    if type(value) is not int:
+        raise _fail("int_type", "must be the integer 1")
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_check_image)]
+Bytes32Hex = Annotated[str, AfterValidator(_check_bytes32)]
+Sha256Hex = Annotated[str, AfterValidator(_check_sha256)]
+RelativePath = Annotated[str, AfterValidator(_check_relative_path)]
+AbsolutePath = Annotated[str, AfterValidator(_check_absolute_path)]
+ProcessString = Annotated[str, AfterValidator(_no_nul)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class InputFile(_Strict):
+    """One input file, staged at `path` under the container's input directory."""
+
+    path: RelativePath
+    size: int = Field(ge=0)
+    sha256: Sha256Hex
+
+
+class Inputs(_Strict):
+    """The input files and their Merkle root (`computenet.merkle`, leaves over path and content)."""
+
+    # Declared before `root` so the root validator can see the files.
+    files: list[InputFile]
+    root: Bytes32Hex
+
+    @field_validator("files")
+    @classmethod
+    def _unique_paths(cls, files: list[InputFile]) -> list[InputFile]:
+        seen: set[str] = set()
+        for file in files:
+            if file.path in seen:
+                raise _fail("duplicate_path", "duplicate path {path}", path=repr(file.path))
+            seen.add(file.path)
+        return files
+
+    @field_validator("root")
+    @classmethod
+    def _root_matches_emptiness(cls, root: str, info: ValidationInfo) -> str:
+        files = info.data.get("files")
+        if files is None:  # files failed validation; that error is reported instead
+            return root
+        if not files and root != ZERO_ROOT:
+            raise _fail("empty_root", "must be the zero hash when there are no input files")
+        if files and root == ZERO_ROOT:
+            raise _fail("empty_root", "must not be the zero hash when there are input files")
+        return root
+
+
+class Outputs(_Strict):
+    """Where the job writes results inside the container, and how much it may write."""
+
+    path: AbsolutePath = "/out"
+    max_bytes: int = Field(gt=0)
+
+
+class Manifest(_Strict):
+    """A job manifest, version 1."""
+
+    version: Annotated[Literal[1], BeforeValidator(_exact_int)]
+    image: ImageRef
+    command: list[ProcessString] = Field(min_length=1)
+    env: dict[str, ProcessString] = {}
+    inputs: Inputs
+    outputs: Outputs
+    timeout_seconds: int = Field(gt=0)
+
+    @field_validator("command")
+    @classmethod
+    def _executable_named(cls, command: list[str]) -> list[str]:
+        if not command[0]:
+            raise _fail("command", "the first element (the executable) must not be empty")
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not _ENV_NAME.fullmatch(name):
+                raise _fail("env_name", "variable name {name} must match [A-Z_][A-Z0-9_]*", name=repr(name))
+            if name in RESERVED_ENV:
+                raise _fail("env_reserved", "variable name {name} is reserved for the runtime", name=repr(name))
+        return env
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = "manifest"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(f"{_field_path(item['loc'])}: {item['msg']}" for item in error.errors())
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which duplicate wins; refuse rather than guess.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ManifestError(f"manifest: duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def parse_manifest(raw: bytes | str) -> Manifest:
+    """Validate a JSON manifest; every problem raises ManifestError naming its field path."""
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ManifestError(f"manifest: not UTF-8 ({error.reason} at byte {error.start})") from None
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        raise TypeError(f"a manifest is JSON bytes or str, not {type(raw).__name__}")
+    try:
+        json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"manifest: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    try:
+        return Manifest.model_validate_json(text)
+    except ValidationError as error:
+        raise ManifestError(_describe(error)) from None
+
+
+def canonical_json(manifest: Manifest) -> bytes:
+    """The manifest's one byte form: sorted keys, no whitespace, UTF-8, defaults included."""
+    return json.dumps(
+        manifest.model_dump(mode="json"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+
+
+def manifest_hash(manifest: Manifest) -> bytes:
+    """keccak256 of the canonical JSON: the 32 bytes a job commits to on chain."""
+    return keccak(canonical_json(manifest))
+
+
+def image_digest(manifest: Manifest) -> str:
+    """The image's content digest, `sha256:<64 hex>`."""
+    return manifest.image.rsplit("@", 1)[1]

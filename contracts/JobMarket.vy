@@ -1,0 +1,1071 @@
+# pragma version ~=0.4.3
+"""
+@title computenet job market
+@notice The scheduler escrow. Clients post jobs whose maximum cost is escrowed;
+        bonded keepers assign each shard replica to a compute asset, and the market
+        checks every hard constraint; the asset's agent submits a result with a
+        signed EIP-712 receipt; after the challenge window anyone finalizes, which
+        pays the provider by metered use, the keeper and the protocol their fees,
+        and, once the job is done, refunds the client what was not used.
+@dev Replica states: OPEN -> ASSIGNED -> SUBMITTED -> FINALIZED, with
+     ASSIGNED -> OPEN on decline or reclaim, SUBMITTED -> DISPUTED -> SUBMITTED|OPEN
+     on challenge or replica mismatch, and OPEN -> CANCELLED by the client. Every
+     transition emits an event, so the whole market can be rebuilt from logs.
+     Paused (market_params.pause): post_job, assign and reclaim stop; results,
+     finalization, cancels, disputes and withdrawals go on.
+"""
+
+from ethereum.ercs import IERC20
+
+from .interfaces import IComputeAsset
+from .interfaces import IKeeperRegistry
+from .modules import asset_spec
+from .modules import ecdsa
+from .modules import eip712
+from .modules import market_params
+from .modules import merkle
+from .modules import ownable_2step as ownable
+from .modules import settlement
+
+initializes: ownable
+initializes: eip712
+initializes: settlement
+initializes: market_params[ownable := ownable]
+
+exports: (
+    ownable.owner,
+    ownable.pending_owner,
+    ownable.transfer_ownership,
+    ownable.accept_ownership,
+    eip712.DOMAIN_SEPARATOR,
+    settlement.TOKEN,
+    settlement.credits,
+    settlement.withdraw,
+    settlement.withdraw_many,
+    market_params.__interface__,
+)
+
+# ------------------------------------------------------------------ constants
+
+MAX_SHARDS: constant(uint256) = 1024
+MAX_REPLICATION: constant(uint256) = 5
+
+# @dev Replica states.
+OPEN: constant(uint8) = 0
+ASSIGNED: constant(uint8) = 1
+SUBMITTED: constant(uint8) = 2
+DISPUTED: constant(uint8) = 3
+FINALIZED: constant(uint8) = 4
+CANCELLED: constant(uint8) = 5
+
+# @dev Verification modes. Replicated jobs (replication > 1) must use REPLICATED.
+OPTIMISTIC: constant(uint8) = 0
+REPLICATED: constant(uint8) = 1
+SPOT_CHECK: constant(uint8) = 2
+
+_BPS: constant(uint256) = 10000
+_RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
+    "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
+)
+
+_MASK8: constant(uint256) = 2**8 - 1
+_MASK16: constant(uint256) = 2**16 - 1
+_MASK24: constant(uint256) = 2**24 - 1
+_MASK32: constant(uint256) = 2**32 - 1
+_MASK40: constant(uint256) = 2**40 - 1
+_MASK64: constant(uint256) = 2**64 - 1
+_MASK80: constant(uint256) = 2**80 - 1
+
+# ------------------------------------------------------------------ types
+
+
+struct Requirements:
+    min_vram_mib: uint32  # VRAM per GPU an asset needs, MiB
+    gpu_count: uint8  # GPUs an asset needs (0: CPU work)
+    max_price: uint64  # highest price per GPU-second accepted, token base units
+    max_gpu_seconds: uint32  # most GPU-seconds paid per shard replica
+    deadline: uint64  # every lease must end by this unix time
+    shard_count: uint16  # independent sub-tasks
+    replication: uint8  # agents that run each shard (1 to 5)
+    verification: uint8  # OPTIMISTIC, REPLICATED or SPOT_CHECK
+
+
+struct Job:
+    client: address
+    escrow: uint256  # budget not yet paid out, token base units
+    unfinished: uint16  # shards neither finalized nor cancelled
+    manifest_hash: bytes32  # keccak256 of the canonical JSON manifest
+    requirements: Requirements
+    keeper_fee_bps: uint16  # fees as when the job was posted
+    protocol_fee_bps: uint16
+
+
+# @dev A job's mutable part: one storage word, the only job word written after posting.
+struct Head:
+    client: address
+    escrow: uint80
+    unfinished: uint16
+
+
+struct Replica:
+    asset: uint32  # 0 while never assigned
+    keeper: uint24  # keeper id of the assigner
+    state: uint8
+    lease: uint16  # how many times this replica has been assigned; binds receipts
+    price: uint64  # the asset's price when assigned, per GPU-second
+    deadline: uint40  # ASSIGNED: lease end; SUBMITTED: challenge window end
+    since: uint40  # when the current state began
+    gpu_seconds: uint32  # metered use, capped at max_gpu_seconds
+
+
+# ------------------------------------------------------------------ storage
+
+# @dev The compute asset registry, which also holds the assets' stakes.
+ASSETS: public(immutable(IComputeAsset))
+# @dev The keeper registry.
+KEEPERS: public(immutable(IKeeperRegistry))
+
+# @dev Number of jobs posted; ids run from 1 to this.
+job_count: public(uint256)
+# @dev job -> Head, packed: client 0-159, escrow 160-239, unfinished 240-255.
+_job_head: HashMap[uint256, uint256]
+# @dev job -> Requirements and fees, packed (see _pack_terms); never changes.
+_job_terms: HashMap[uint256, uint256]
+# @dev job -> manifest hash.
+_manifests: HashMap[uint256, bytes32]
+# @dev job -> shard * MAX_REPLICATION + replica -> Replica, packed.
+_replicas: HashMap[uint256, HashMap[uint256, uint256]]
+# @dev job -> shard * MAX_REPLICATION + replica -> Merkle root of the submitted outputs.
+_output_roots: HashMap[uint256, HashMap[uint256, bytes32]]
+# @dev job -> shard -> challenger (bits 0-159) and bond (160-255) of the open challenge.
+_challenges: HashMap[uint256, HashMap[uint256, uint256]]
+
+# ------------------------------------------------------------------ events
+
+
+event JobPosted:
+    job: indexed(uint256)
+    client: indexed(address)
+    manifest_hash: bytes32
+    budget: uint256
+    min_vram_mib: uint32
+    gpu_count: uint8
+    max_price: uint64
+    max_gpu_seconds: uint32
+    deadline: uint64
+    shard_count: uint16
+    replication: uint8
+    verification: uint8
+    keeper_fee_bps: uint16
+    protocol_fee_bps: uint16
+
+
+event ShardAssigned:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    keeper: indexed(address)
+    lease: uint256
+    lease_end: uint256
+    price: uint256
+
+
+event ShardDeclined:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    reason: bytes32
+
+
+event ResultSubmitted:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    output_root: bytes32
+    gpu_seconds: uint256
+    exit_code: uint256
+    challenge_end: uint256
+
+
+event DisputeOpened:
+    job: indexed(uint256)
+    shard: uint256
+    challenger: indexed(address)  # zero when replicas disagreed by themselves
+    bond: uint256
+
+
+event ReplicaRejected:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    slashed: uint256
+
+
+event DisputeResolved:
+    job: indexed(uint256)
+    shard: uint256
+    facilitator: indexed(address)
+    valid_root: bytes32
+    upheld: uint256
+    rejected: uint256
+
+
+event ShardReclaimed:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    caller: indexed(address)
+    slashed: uint256
+
+
+event ShardCancelled:
+    job: indexed(uint256)
+    shard: uint256
+    replicas: uint256
+
+
+event ShardFinalized:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    provider: indexed(address)
+    keeper: address
+    payment: uint256
+    keeper_fee: uint256
+    protocol_fee: uint256
+
+
+event JobFinished:
+    job: indexed(uint256)
+    client: indexed(address)
+    refund: uint256
+
+
+# ------------------------------------------------------------------ constructor
+
+
+@deploy
+def __init__(
+    token: IERC20,
+    assets: IComputeAsset,
+    keepers: IKeeperRegistry,
+    treasury: address,
+    params: market_params.Parameters,
+):
+    """
+    @param token The payment token (USDC, or TestToken locally).
+    @param assets The ComputeAsset registry.
+    @param keepers The keeper registry.
+    @param treasury Receives protocol fees.
+    @param params Initial fees, windows and minimums.
+    """
+    ownable.__init__()
+    eip712.__init__("computenet JobMarket", "1")
+    settlement.__init__(token)
+    market_params.__init__(treasury, params)
+    ASSETS = assets
+    KEEPERS = keepers
+
+
+# ------------------------------------------------------------------ clients
+
+
+@external
+@nonreentrant
+def post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
+    """
+    @notice Posts a job and escrows its maximum cost (see `quote`); approve first.
+    @param manifest_hash keccak256 of the job's canonical JSON manifest.
+    @param req The job's requirements.
+    @return The job id.
+    """
+    return self._post_job(manifest_hash, req)
+
+
+@external
+@nonreentrant
+def post_job_with_permit(
+    manifest_hash: bytes32, req: Requirements, permit_deadline: uint256, v: uint8, r: bytes32, s: bytes32
+) -> uint256:
+    """
+    @notice Posts a job, approving its budget with an EIP-2612 permit in the same call.
+    @dev A permit that was front-run (already used) is ignored: the allowance it
+         set is what the transfer needs, and the transfer still checks it.
+    @param manifest_hash keccak256 of the job's canonical JSON manifest.
+    @param req The job's requirements.
+    @param permit_deadline The permit's deadline.
+    @param v Permit signature v.
+    @param r Permit signature r.
+    @param s Permit signature s.
+    @return The job id.
+    """
+    budget: uint256 = self._quote(req, market_params._settings())
+    permitted: bool = raw_call(
+        settlement.TOKEN.address,
+        abi_encode(
+            msg.sender,
+            self,
+            budget,
+            permit_deadline,
+            v,
+            r,
+            s,
+            method_id=method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)"),
+        ),
+        revert_on_failure=False,
+    )
+    return self._post_job(manifest_hash, req)
+
+
+@external
+def cancel(job_id: uint256, shard: uint256):
+    """
+    @notice Cancels a shard's open replicas: any time if none is taken up, or after
+            the deadline (when they can no longer be assigned).
+    @param job_id The job.
+    @param shard The shard.
+    """
+    req: Requirements = self._terms(job_id)[0]
+    head: Head = self._head(job_id)
+    assert msg.sender == head.client, "job_market: caller is not the client"
+    self._check_shard(req.shard_count, shard)
+    opened: uint256 = 0
+    live: uint256 = 0
+    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
+        state: uint8 = self._replica(job_id, shard, r).state
+        if state == OPEN:
+            opened += 1
+        elif state != CANCELLED:
+            live += 1
+    assert opened > 0, "job_market: nothing to cancel"
+    assert live == 0 or block.timestamp > convert(req.deadline, uint256), "job_market: shard already assigned"
+    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        if rep.state == OPEN:
+            rep.state = CANCELLED
+            rep.since = convert(block.timestamp, uint40)
+            self._store_replica(job_id, shard, r, rep)
+    log ShardCancelled(job=job_id, shard=shard, replicas=opened)
+    if live == 0:
+        self._shard_done(job_id, head)
+
+
+# ------------------------------------------------------------------ keepers
+
+
+@external
+def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
+    """
+    @notice Leases a shard's next open replica to `asset`; active keepers only.
+    @dev Enforces every hard constraint: asset active, staked, unexpired at lease end,
+         enough VRAM and GPUs, price within the cap, lease within the deadline, and no
+         other replica of the shard on the same asset.
+    @param job_id The job.
+    @param shard The shard.
+    @param asset The compute asset.
+    @return The replica index leased.
+    """
+    settings: market_params.Settings = market_params._settings()
+    market_params._check_not_paused(settings)
+    keeper_id: uint24 = staticcall KEEPERS.active_keeper_id(msg.sender)
+    req: Requirements = self._terms(job_id)[0]
+    self._check_shard(req.shard_count, shard)
+    assert asset <= _MASK32, "job_market: unknown asset"
+    spec: asset_spec.Spec = asset_spec._unpack(extcall ASSETS.open_lease(asset, convert(settings.min_stake, uint256)))
+    assert spec.active, "job_market: asset is paused"
+    assert spec.gpu_count >= req.gpu_count, "job_market: asset has too few gpus"
+    assert spec.vram_mib >= req.min_vram_mib, "job_market: asset has too little vram"
+    assert spec.price <= req.max_price, "job_market: asset price above cap"
+    lease_end: uint256 = block.timestamp + self._lease_seconds(req, settings)
+    assert lease_end <= convert(req.deadline, uint256), "job_market: lease would end after the deadline"
+    assert lease_end <= convert(spec.expire, uint256), "job_market: asset expires before the lease ends"
+
+    slot: uint256 = MAX_REPLICATION
+    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
+        other: Replica = self._replica(job_id, shard, r)
+        if other.state == OPEN:
+            if slot == MAX_REPLICATION:
+                slot = r
+        elif other.state != CANCELLED:
+            assert convert(other.asset, uint256) != asset, "job_market: asset already runs this shard"
+    assert slot != MAX_REPLICATION, "job_market: shard has no open replica"
+
+    rep: Replica = self._replica(job_id, shard, slot)
+    rep.asset = convert(asset, uint32)
+    rep.keeper = keeper_id
+    rep.state = ASSIGNED
+    rep.lease += 1
+    rep.price = spec.price
+    rep.deadline = convert(lease_end, uint40)
+    rep.since = convert(block.timestamp, uint40)
+    rep.gpu_seconds = 0
+    self._store_replica(job_id, shard, slot, rep)
+    log ShardAssigned(
+        job=job_id,
+        shard=shard,
+        replica=slot,
+        asset=asset,
+        keeper=msg.sender,
+        lease=convert(rep.lease, uint256),
+        lease_end=lease_end,
+        price=convert(spec.price, uint256),
+    )
+    return slot
+
+
+@external
+def reclaim(job_id: uint256, shard: uint256, replica: uint256):
+    """
+    @notice Takes back a replica whose lease ran out without a result: part of the
+            asset's stake is slashed (half to the caller, half to the client) and
+            the replica reopens for another asset.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    """
+    settings: market_params.Settings = market_params._settings()
+    market_params._check_not_paused(settings)
+    self._check_replica(self._terms(job_id)[0], shard, replica)
+    rep: Replica = self._replica(job_id, shard, replica)
+    assert rep.state == ASSIGNED, "job_market: replica not assigned"
+    assert block.timestamp > convert(rep.deadline, uint256), "job_market: lease not expired"
+    asset: uint256 = convert(rep.asset, uint256)
+    rep.state = OPEN
+    rep.since = convert(block.timestamp, uint40)
+    self._store_replica(job_id, shard, replica, rep)
+    slashed: uint256 = extcall ASSETS.slash_lease(asset, convert(settings.slash_bps, uint256))
+    to_caller: uint256 = slashed // 2
+    settlement._credit(msg.sender, to_caller)
+    settlement._credit(self._head(job_id).client, slashed - to_caller)
+    log ShardReclaimed(job=job_id, shard=shard, replica=replica, asset=asset, caller=msg.sender, slashed=slashed)
+
+
+@external
+def finalize(job_id: uint256, shard: uint256):
+    """
+    @notice Settles a shard once every live replica has submitted, its challenge
+            window has closed and all replicas' output roots agree. Each replica's
+            provider is credited price × GPU-seconds, its keeper and the protocol
+            their fees; the job's last shard refunds the client the rest.
+    @param job_id The job.
+    @param shard The shard.
+    """
+    req: Requirements = empty(Requirements)
+    keeper_bps: uint16 = 0
+    protocol_bps: uint16 = 0
+    req, keeper_bps, protocol_bps = self._terms(job_id)
+    self._check_shard(req.shard_count, shard)
+    replication: uint256 = convert(req.replication, uint256)
+    agreed: bytes32 = empty(bytes32)
+    for r: uint256 in range(replication, bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        if rep.state == CANCELLED:
+            continue
+        assert rep.state == SUBMITTED, "job_market: shard not ready"
+        assert block.timestamp > convert(rep.deadline, uint256), "job_market: challenge window open"
+        root: bytes32 = self._output_roots[job_id][self._index(shard, r)]
+        if agreed == empty(bytes32):
+            agreed = root
+        assert root == agreed, "job_market: replica roots disagree"
+    assert agreed != empty(bytes32), "job_market: shard not ready"
+
+    head: Head = self._head(job_id)
+    treasury: address = market_params.treasury
+    for r: uint256 in range(replication, bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        if rep.state != SUBMITTED:
+            continue
+        rep.state = FINALIZED
+        rep.since = convert(block.timestamp, uint40)
+        self._store_replica(job_id, shard, r, rep)
+        asset: uint256 = convert(rep.asset, uint256)
+        provider: address = extcall ASSETS.close_lease(asset)
+        keeper: address = staticcall KEEPERS.keeper_of(convert(rep.keeper, uint256))
+        payment: uint256 = convert(rep.price, uint256) * convert(rep.gpu_seconds, uint256)
+        keeper_fee: uint256 = payment * convert(keeper_bps, uint256) // _BPS
+        protocol_fee: uint256 = payment * convert(protocol_bps, uint256) // _BPS
+        head.escrow -= convert(payment + keeper_fee + protocol_fee, uint80)
+        settlement._credit(provider, payment)
+        settlement._credit(keeper, keeper_fee)
+        settlement._credit(treasury, protocol_fee)
+        log ShardFinalized(
+            job=job_id,
+            shard=shard,
+            replica=r,
+            asset=asset,
+            provider=provider,
+            keeper=keeper,
+            payment=payment,
+            keeper_fee=keeper_fee,
+            protocol_fee=protocol_fee,
+        )
+    self._shard_done(job_id, head)
+
+
+# ------------------------------------------------------------------ agents
+
+
+@external
+def decline(job_id: uint256, shard: uint256, replica: uint256, reason: bytes32):
+    """
+    @notice Lets the asset's agent hand back an assignment it cannot run, without
+            penalty, within the decline window; the replica reopens.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @param reason A short reason, e.g. b"image not found" as bytes32.
+    """
+    self._check_replica(self._terms(job_id)[0], shard, replica)
+    rep: Replica = self._replica(job_id, shard, replica)
+    assert rep.state == ASSIGNED, "job_market: replica not assigned"
+    asset: uint256 = convert(rep.asset, uint256)
+    assert msg.sender == staticcall ASSETS.agentOf(asset), "job_market: caller is not the asset's agent"
+    decline_end: uint256 = convert(rep.since, uint256) + convert(market_params._settings().decline_window, uint256)
+    assert block.timestamp <= decline_end, "job_market: decline window closed"
+    rep.state = OPEN
+    rep.since = convert(block.timestamp, uint40)
+    self._store_replica(job_id, shard, replica, rep)
+    extcall ASSETS.close_lease(asset)
+    log ShardDeclined(job=job_id, shard=shard, replica=replica, asset=asset, reason=reason)
+
+
+@external
+def submit_result(
+    job_id: uint256,
+    shard: uint256,
+    replica: uint256,
+    output_root: bytes32,
+    gpu_seconds: uint32,
+    exit_code: uint8,
+    signature: Bytes[65],
+):
+    """
+    @notice Records a replica's result. Anyone may relay it; the EIP-712
+            ExecutionReceipt must be signed by the asset's agent key. A failed
+            container is still paid for its metered use.
+    @dev When the last replica of a replicated shard arrives and the roots differ,
+         a dispute opens by itself.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @param output_root Merkle root over the output files (logs included).
+    @param gpu_seconds Metered GPU-seconds; payment is capped at the job's maximum.
+    @param exit_code The container's exit code.
+    @param signature The agent's 65-byte receipt signature (r ‖ s ‖ v).
+    """
+    req: Requirements = self._terms(job_id)[0]
+    self._check_replica(req, shard, replica)
+    rep: Replica = self._replica(job_id, shard, replica)
+    assert rep.state == ASSIGNED, "job_market: replica not assigned"
+    assert block.timestamp <= convert(rep.deadline, uint256), "job_market: lease expired"
+    assert output_root != empty(bytes32), "job_market: empty output root"
+    asset: uint256 = convert(rep.asset, uint256)
+    digest: bytes32 = self._receipt_digest(
+        job_id, shard, replica, rep.lease, asset, self._manifests[job_id], output_root, gpu_seconds, exit_code
+    )
+    signer: address = ecdsa._recover(digest, signature)
+    assert signer != empty(address), "job_market: invalid receipt signature"
+    assert signer == staticcall ASSETS.agentOf(asset), "job_market: receipt not signed by the asset's agent"
+
+    challenge_end: uint256 = block.timestamp + convert(market_params._settings().challenge_window, uint256)
+    rep.state = SUBMITTED
+    rep.since = convert(block.timestamp, uint40)
+    rep.deadline = convert(challenge_end, uint40)
+    rep.gpu_seconds = min(gpu_seconds, req.max_gpu_seconds)
+    self._store_replica(job_id, shard, replica, rep)
+    self._output_roots[job_id][self._index(shard, replica)] = output_root
+    log ResultSubmitted(
+        job=job_id,
+        shard=shard,
+        replica=replica,
+        asset=asset,
+        output_root=output_root,
+        gpu_seconds=convert(gpu_seconds, uint256),
+        exit_code=convert(exit_code, uint256),
+        challenge_end=challenge_end,
+    )
+    if req.replication > 1:
+        self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
+
+
+# ------------------------------------------------------------------ verification
+
+
+@external
+@nonreentrant
+def challenge(job_id: uint256, shard: uint256):
+    """
+    @notice Disputes a shard's results inside their challenge window, posting the
+            challenge bond (approve first). The bond comes back if any replica is
+            found wrong; otherwise it goes to the challenged provider.
+    @param job_id The job.
+    @param shard The shard.
+    """
+    req: Requirements = self._terms(job_id)[0]
+    self._check_shard(req.shard_count, shard)
+    disputed: uint256 = 0
+    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        assert rep.state != DISPUTED, "job_market: dispute already open"
+        if rep.state == SUBMITTED and block.timestamp <= convert(rep.deadline, uint256):
+            rep.state = DISPUTED
+            rep.since = convert(block.timestamp, uint40)
+            self._store_replica(job_id, shard, r, rep)
+            disputed += 1
+    assert disputed > 0, "job_market: nothing to challenge"
+    bond: uint256 = market_params.challenge_bond
+    self._challenges[job_id][shard] = convert(msg.sender, uint256) | bond << 160
+    settlement._pull(msg.sender, bond)
+    log DisputeOpened(job=job_id, shard=shard, challenger=msg.sender, bond=bond)
+
+
+@external
+def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
+    """
+    @notice Settles a dispute (facilitators only). Disputed replicas whose root is
+            `valid_root` stand and may be finalized at once; the others are slashed
+            (to the challenger, or to the client for a replica mismatch) and reopen.
+    @param job_id The job.
+    @param shard The shard.
+    @param valid_root The output root the facilitator found correct (zero: none).
+    """
+    market_params._check_facilitator()
+    req: Requirements = self._terms(job_id)[0]
+    self._check_shard(req.shard_count, shard)
+    packed: uint256 = self._challenges[job_id][shard]
+    challenger: address = self._address(packed)
+    victim: address = challenger
+    if challenger == empty(address):
+        victim = self._head(job_id).client
+    slash_bps: uint256 = convert(market_params._settings().slash_bps, uint256)
+    upheld: uint256 = 0
+    rejected: uint256 = 0
+    upheld_asset: uint256 = 0
+    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        if rep.state != DISPUTED:
+            continue
+        asset: uint256 = convert(rep.asset, uint256)
+        rep.since = convert(block.timestamp, uint40)
+        if valid_root != empty(bytes32) and self._output_roots[job_id][self._index(shard, r)] == valid_root:
+            rep.state = SUBMITTED
+            rep.deadline = convert(block.timestamp, uint40)
+            self._store_replica(job_id, shard, r, rep)
+            upheld += 1
+            if upheld_asset == 0:
+                upheld_asset = asset
+        else:
+            rep.state = OPEN
+            self._store_replica(job_id, shard, r, rep)
+            slashed: uint256 = extcall ASSETS.slash_lease(asset, slash_bps)
+            settlement._credit(victim, slashed)
+            rejected += 1
+            log ReplicaRejected(job=job_id, shard=shard, replica=r, asset=asset, slashed=slashed)
+    assert upheld + rejected > 0, "job_market: no open dispute"
+    if packed != 0:
+        self._challenges[job_id][shard] = 0
+        if rejected > 0:
+            settlement._credit(challenger, packed >> 160)
+        else:
+            settlement._credit(staticcall ASSETS.ownerOf(upheld_asset), packed >> 160)
+    log DisputeResolved(
+        job=job_id, shard=shard, facilitator=msg.sender, valid_root=valid_root, upheld=upheld, rejected=rejected
+    )
+
+
+# ------------------------------------------------------------------ views
+
+
+@external
+@view
+def quote(req: Requirements) -> uint256:
+    """
+    @notice The budget `post_job` escrows: every replica at its price cap and
+            GPU-second cap, plus keeper and protocol fees at today's rates.
+    @param req The job's requirements.
+    @return Token base units.
+    """
+    return self._quote(req, market_params._settings())
+
+
+@external
+@view
+def lease_seconds(req: Requirements) -> uint256:
+    """
+    @notice How long one lease of this job lasts: its GPU-seconds spread over its
+            GPUs, plus the set-up grace.
+    @param req The job's requirements.
+    @return Seconds.
+    """
+    return self._lease_seconds(req, market_params._settings())
+
+
+@external
+@view
+def job(job_id: uint256) -> Job:
+    """
+    @notice A job's client, escrow, progress, manifest hash, requirements and fees.
+    @param job_id The job.
+    @return The job.
+    """
+    req: Requirements = empty(Requirements)
+    keeper_bps: uint16 = 0
+    protocol_bps: uint16 = 0
+    req, keeper_bps, protocol_bps = self._terms(job_id)
+    head: Head = self._head(job_id)
+    return Job(
+        client=head.client,
+        escrow=convert(head.escrow, uint256),
+        unfinished=head.unfinished,
+        manifest_hash=self._manifests[job_id],
+        requirements=req,
+        keeper_fee_bps=keeper_bps,
+        protocol_fee_bps=protocol_bps,
+    )
+
+
+@external
+@view
+def replica(job_id: uint256, shard: uint256, replica: uint256) -> Replica:
+    """
+    @notice One replica of a shard.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @return Its state, asset, lease and metering.
+    """
+    self._check_replica(self._terms(job_id)[0], shard, replica)
+    return self._replica(job_id, shard, replica)
+
+
+@external
+@view
+def output_root(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
+    """
+    @notice The Merkle root a replica submitted (zero before any result).
+    @return The root.
+    """
+    return self._output_roots[job_id][self._index(shard, replica)]
+
+
+@external
+@view
+def challenge_of(job_id: uint256, shard: uint256) -> (address, uint256):
+    """
+    @notice The open challenge of a shard, if any.
+    @return The challenger (zero if none) and its bond.
+    """
+    packed: uint256 = self._challenges[job_id][shard]
+    return self._address(packed), packed >> 160
+
+
+@external
+@view
+def receipt_digest(
+    job_id: uint256, shard: uint256, replica: uint256, output_root: bytes32, gpu_seconds: uint32, exit_code: uint8
+) -> bytes32:
+    """
+    @notice The EIP-712 digest an agent signs for the replica's current lease.
+    @return The digest.
+    """
+    self._check_replica(self._terms(job_id)[0], shard, replica)
+    rep: Replica = self._replica(job_id, shard, replica)
+    return self._receipt_digest(
+        job_id,
+        shard,
+        replica,
+        rep.lease,
+        convert(rep.asset, uint256),
+        self._manifests[job_id],
+        output_root,
+        gpu_seconds,
+        exit_code,
+    )
+
+
+@external
+@view
+def verify_output(
+    job_id: uint256,
+    shard: uint256,
+    replica: uint256,
+    path_hash: bytes32,
+    content_hash: bytes32,
+    proof: DynArray[bytes32, merkle.MAX_DEPTH],
+) -> bool:
+    """
+    @notice Whether a file belongs to a replica's submitted result.
+    @param path_hash keccak256 of the file's path, UTF-8.
+    @param content_hash keccak256 of the file's bytes.
+    @param proof Sibling hashes from the leaf up.
+    @return True if the proof leads to the submitted root.
+    """
+    root: bytes32 = self._output_roots[job_id][self._index(shard, replica)]
+    return root != empty(bytes32) and merkle._verify(proof, root, merkle._leaf(path_hash, content_hash))
+
+
+# ------------------------------------------------------------------ internals
+
+
+@internal
+def _post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
+    settings: market_params.Settings = market_params._settings()
+    market_params._check_not_paused(settings)
+    assert manifest_hash != empty(bytes32), "job_market: empty manifest hash"
+    assert req.shard_count > 0 and convert(req.shard_count, uint256) <= MAX_SHARDS, "job_market: shard count out of range"
+    assert req.replication > 0 and convert(req.replication, uint256) <= MAX_REPLICATION, "job_market: replication out of range"
+    assert req.verification <= SPOT_CHECK, "job_market: unknown verification mode"
+    assert (req.verification == REPLICATED) == (req.replication > 1), "job_market: verification mode does not match replication"
+    assert req.max_price > 0, "job_market: zero price cap"
+    assert req.max_gpu_seconds > 0, "job_market: zero gpu-seconds"
+    assert convert(req.deadline, uint256) <= _MASK40, "job_market: deadline out of range"
+    assert block.timestamp + self._lease_seconds(req, settings) <= convert(req.deadline, uint256), "job_market: deadline too soon"
+    budget: uint256 = self._quote(req, settings)
+    assert budget <= _MASK80, "job_market: budget too large"
+
+    job_id: uint256 = self.job_count + 1
+    self.job_count = job_id
+    self._store_head(job_id, Head(client=msg.sender, escrow=convert(budget, uint80), unfinished=req.shard_count))
+    self._job_terms[job_id] = self._pack_terms(req, settings.keeper_fee_bps, settings.protocol_fee_bps)
+    self._manifests[job_id] = manifest_hash
+    settlement._pull(msg.sender, budget)
+    log JobPosted(
+        job=job_id,
+        client=msg.sender,
+        manifest_hash=manifest_hash,
+        budget=budget,
+        min_vram_mib=req.min_vram_mib,
+        gpu_count=req.gpu_count,
+        max_price=req.max_price,
+        max_gpu_seconds=req.max_gpu_seconds,
+        deadline=req.deadline,
+        shard_count=req.shard_count,
+        replication=req.replication,
+        verification=req.verification,
+        keeper_fee_bps=settings.keeper_fee_bps,
+        protocol_fee_bps=settings.protocol_fee_bps,
+    )
+    return job_id
+
+
+@internal
+@pure
+def _quote(req: Requirements, settings: market_params.Settings) -> uint256:
+    payment: uint256 = convert(req.max_price, uint256) * convert(req.max_gpu_seconds, uint256)
+    per_replica: uint256 = (
+        payment
+        + payment * convert(settings.keeper_fee_bps, uint256) // _BPS
+        + payment * convert(settings.protocol_fee_bps, uint256) // _BPS
+    )
+    return per_replica * convert(req.shard_count, uint256) * convert(req.replication, uint256)
+
+
+@internal
+@pure
+def _lease_seconds(req: Requirements, settings: market_params.Settings) -> uint256:
+    gpus: uint256 = max(convert(req.gpu_count, uint256), 1)
+    return (convert(req.max_gpu_seconds, uint256) + gpus - 1) // gpus + convert(settings.lease_grace, uint256)
+
+
+@internal
+@view
+def _receipt_digest(
+    job_id: uint256,
+    shard: uint256,
+    replica: uint256,
+    lease: uint16,
+    asset: uint256,
+    manifest_hash: bytes32,
+    output_root: bytes32,
+    gpu_seconds: uint32,
+    exit_code: uint8,
+) -> bytes32:
+    return eip712._hash_typed(
+        keccak256(
+            abi_encode(
+                _RECEIPT_TYPEHASH,
+                job_id,
+                shard,
+                replica,
+                convert(lease, uint256),
+                asset,
+                manifest_hash,
+                output_root,
+                convert(gpu_seconds, uint256),
+                convert(exit_code, uint256),
+            )
+        )
+    )
+
+
+@internal
+def _dispute_if_replicas_disagree(job_id: uint256, shard: uint256, replication: uint256):
+    """
+    @dev Once every live replica has submitted, differing roots open a dispute.
+    """
+    first: bytes32 = empty(bytes32)
+    agree: bool = True
+    for r: uint256 in range(replication, bound=MAX_REPLICATION):
+        state: uint8 = self._replica(job_id, shard, r).state
+        if state == CANCELLED:
+            continue
+        if state != SUBMITTED:
+            return
+        root: bytes32 = self._output_roots[job_id][self._index(shard, r)]
+        if first == empty(bytes32):
+            first = root
+        elif root != first:
+            agree = False
+    if agree:
+        return
+    for r: uint256 in range(replication, bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        if rep.state == SUBMITTED:
+            rep.state = DISPUTED
+            rep.since = convert(block.timestamp, uint40)
+            self._store_replica(job_id, shard, r, rep)
+    log DisputeOpened(job=job_id, shard=shard, challenger=empty(address), bond=0)
+
+
+@internal
+def _shard_done(job_id: uint256, head: Head):
+    """
+    @dev Counts a finished shard and stores the head; the last shard refunds the
+         client what the job did not use.
+    """
+    refund: uint256 = 0
+    head.unfinished -= 1
+    if head.unfinished == 0:
+        refund = convert(head.escrow, uint256)
+        head.escrow = 0
+    self._store_head(job_id, head)
+    if head.unfinished == 0:
+        settlement._credit(head.client, refund)
+        log JobFinished(job=job_id, client=head.client, refund=refund)
+
+
+@internal
+@pure
+def _index(shard: uint256, replica: uint256) -> uint256:
+    return shard * MAX_REPLICATION + replica
+
+
+@internal
+@pure
+def _address(word: uint256) -> address:
+    return convert(convert(word % 2**160, uint160), address)
+
+
+@internal
+@pure
+def _check_shard(shard_count: uint16, shard: uint256):
+    assert shard < convert(shard_count, uint256), "job_market: unknown shard"
+
+
+@internal
+@pure
+def _check_replica(req: Requirements, shard: uint256, replica: uint256):
+    self._check_shard(req.shard_count, shard)
+    assert replica < convert(req.replication, uint256), "job_market: unknown replica"
+
+
+@internal
+@view
+def _head(job_id: uint256) -> Head:
+    word: uint256 = self._job_head[job_id]
+    return Head(
+        client=self._address(word),
+        escrow=convert((word >> 160) & _MASK80, uint80),
+        unfinished=convert(word >> 240, uint16),
+    )
+
+
+@internal
+def _store_head(job_id: uint256, head: Head):
+    self._job_head[job_id] = (
+        convert(head.client, uint256) | convert(head.escrow, uint256) << 160 | convert(head.unfinished, uint256) << 240
+    )
+
+
+@internal
+@view
+def _terms(job_id: uint256) -> (Requirements, uint16, uint16):
+    """
+    @dev The job's requirements and fee bps; reverts for unknown jobs.
+    """
+    terms: uint256 = self._job_terms[job_id]
+    assert terms != 0, "job_market: unknown job"
+    req: Requirements = Requirements(
+        min_vram_mib=convert((terms >> 72) & _MASK32, uint32),
+        gpu_count=convert((terms >> 104) & _MASK8, uint8),
+        max_price=convert((terms >> 112) & _MASK64, uint64),
+        max_gpu_seconds=convert((terms >> 176) & _MASK32, uint32),
+        deadline=convert(terms & _MASK40, uint64),
+        shard_count=convert((terms >> 40) & _MASK16, uint16),
+        replication=convert((terms >> 56) & _MASK8, uint8),
+        verification=convert((terms >> 64) & _MASK8, uint8),
+    )
+    return req, convert((terms >> 208) & _MASK16, uint16), convert((terms >> 224) & _MASK16, uint16)
+
+
+@internal
+@pure
+def _pack_terms(req: Requirements, keeper_bps: uint16, protocol_bps: uint16) -> uint256:
+    """
+    @dev deadline 0-39, shard_count 40-55, replication 56-63, verification 64-71,
+         min_vram_mib 72-103, gpu_count 104-111, max_price 112-175,
+         max_gpu_seconds 176-207, keeper bps 208-223, protocol bps 224-239.
+         Never zero for a posted job (replication >= 1).
+    """
+    return (
+        convert(req.deadline, uint256)
+        | convert(req.shard_count, uint256) << 40
+        | convert(req.replication, uint256) << 56
+        | convert(req.verification, uint256) << 64
+        | convert(req.min_vram_mib, uint256) << 72
+        | convert(req.gpu_count, uint256) << 104
+        | convert(req.max_price, uint256) << 112
+        | convert(req.max_gpu_seconds, uint256) << 176
+        | convert(keeper_bps, uint256) << 208
+        | convert(protocol_bps, uint256) << 224
+    )
+
+
+@internal
+@view
+def _replica(job_id: uint256, shard: uint256, replica: uint256) -> Replica:
+    word: uint256 = self._replicas[job_id][self._index(shard, replica)]
+    return Replica(
+        asset=convert(word & _MASK32, uint32),
+        keeper=convert((word >> 32) & _MASK24, uint24),
+        state=convert((word >> 56) & _MASK8, uint8),
+        lease=convert((word >> 64) & _MASK16, uint16),
+        price=convert((word >> 80) & _MASK64, uint64),
+        deadline=convert((word >> 144) & _MASK40, uint40),
+        since=convert((word >> 184) & _MASK40, uint40),
+        gpu_seconds=convert(word >> 224, uint32),
+    )
+
+
+@internal
+def _store_replica(job_id: uint256, shard: uint256, replica: uint256, rep: Replica):
+    """
+    @dev asset 0-31, keeper 32-55, state 56-63, lease 64-79, price 80-143,
+         deadline 144-183, since 184-223, gpu_seconds 224-255.
+    """
+    self._replicas[job_id][self._index(shard, replica)] = (
+        convert(rep.asset, uint256)
+        | convert(rep.keeper, uint256) << 32
+        | convert(rep.state, uint256) << 56
+        | convert(rep.lease, uint256) << 64
+        | convert(rep.price, uint256) << 80
+        | convert(rep.deadline, uint256) << 144
+        | convert(rep.since, uint256) << 184
+        | convert(rep.gpu_seconds, uint256) << 224
+    )

@@ -1,0 +1,219 @@
+# pragma version ~=0.4.3
+"""
+@title Asset stakes
+@notice Each compute asset's bond in the payment token. The market lets an asset
+        take work only while its stake (less any amount unbonding) meets the
+        market's minimum, counts its open leases, and slashes it on faults; the
+        slashed tokens go to the market, which credits them onward. The stake
+        belongs to the asset, so it moves with the token. Taking it back needs no
+        open lease and the unbonding delay, so a provider cannot run from a dispute.
+"""
+
+from ethereum.ercs import IERC20
+
+from . import erc721
+
+uses: erc721
+
+_MASK32: constant(uint256) = 2**32 - 1
+_MASK40: constant(uint256) = 2**40 - 1
+_MASK88: constant(uint256) = 2**88 - 1
+_MASK96: constant(uint256) = 2**96 - 1
+_BPS: constant(uint256) = 10000
+
+# @dev The payment token stakes are held in.
+TOKEN: public(immutable(IERC20))
+# @dev Seconds between asking for stake back and receiving it.
+UNBONDING_DELAY: public(immutable(uint256))
+# @dev The only contract that may open, close and slash leases. Immutable: it is
+#      known before deployment (the deployer predicts its address), so no one can
+#      ever swap it, and the hot paths read no storage for it.
+MARKET: public(immutable(address))
+
+
+struct Stake:
+    amount: uint96  # token base units
+    open_leases: uint32  # replicas assigned, submitted or disputed on this asset
+    unbond_at: uint40  # when the unbonding amount may be withdrawn
+    unbonding: uint88  # amount asked back; it no longer counts toward eligibility
+
+
+# @dev asset -> Stake, packed (96, 32, 40, 88 bits).
+_stakes: HashMap[uint256, uint256]
+
+
+event StakeAdded:
+    asset: indexed(uint256)
+    sender: indexed(address)
+    amount: uint256
+    stake: uint256
+
+
+event UnstakeRequested:
+    asset: indexed(uint256)
+    amount: uint256
+    unbond_at: uint256
+
+
+event StakeWithdrawn:
+    asset: indexed(uint256)
+    owner: indexed(address)
+    amount: uint256
+
+
+event StakeSlashed:
+    asset: indexed(uint256)
+    amount: uint256
+    stake: uint256
+
+
+@deploy
+def __init__(token: IERC20, unbonding_delay: uint256, market: address):
+    """
+    @param token The payment token.
+    @param unbonding_delay Seconds between asking for stake back and receiving it.
+    @param market The job market's address.
+    """
+    assert market != empty(address), "asset_stakes: zero market"
+    TOKEN = token
+    UNBONDING_DELAY = unbonding_delay
+    MARKET = market
+
+
+@external
+@nonreentrant
+def add_stake(asset: uint256, amount: uint256):
+    """
+    @notice Adds `amount` tokens (approve this contract first) to the asset's stake.
+    @param asset An asset the caller owns.
+    @param amount Token base units.
+    """
+    self._check_owner(asset)
+    assert amount > 0, "asset_stakes: zero amount"
+    s: Stake = self._stake(asset)
+    total: uint256 = convert(s.amount, uint256) + amount
+    assert total <= _MASK96, "asset_stakes: stake too large"
+    s.amount = convert(total, uint96)
+    self._store(asset, s)
+    assert extcall TOKEN.transferFrom(msg.sender, self, amount, default_return_value=True), "asset_stakes: transfer failed"
+    log StakeAdded(asset=asset, sender=msg.sender, amount=amount, stake=total)
+
+
+@external
+def request_unstake(asset: uint256, amount: uint256):
+    """
+    @notice Starts the unbonding delay for `amount`; it stops counting toward the
+            minimum stake at once. A new request replaces the previous one.
+    @param asset An asset the caller owns.
+    @param amount Token base units, at most the stake.
+    """
+    self._check_owner(asset)
+    s: Stake = self._stake(asset)
+    assert amount > 0 and amount <= convert(s.amount, uint256), "asset_stakes: amount exceeds stake"
+    unbond_at: uint256 = block.timestamp + UNBONDING_DELAY
+    s.unbonding = convert(amount, uint88)
+    s.unbond_at = convert(unbond_at, uint40)
+    self._store(asset, s)
+    log UnstakeRequested(asset=asset, amount=amount, unbond_at=unbond_at)
+
+
+@external
+@nonreentrant
+def withdraw_stake(asset: uint256) -> uint256:
+    """
+    @notice Pays the unbonded amount to the asset's owner.
+    @param asset An asset the caller owns.
+    @return Base units paid (less than asked if a slash came in between).
+    """
+    owner: address = self._check_owner(asset)
+    s: Stake = self._stake(asset)
+    assert s.unbonding != 0, "asset_stakes: nothing unbonding"
+    assert block.timestamp >= convert(s.unbond_at, uint256), "asset_stakes: still unbonding"
+    assert s.open_leases == 0, "asset_stakes: asset has open leases"
+    amount: uint256 = min(convert(s.unbonding, uint256), convert(s.amount, uint256))
+    s.amount -= convert(amount, uint96)
+    s.unbonding = 0
+    s.unbond_at = 0
+    self._store(asset, s)
+    assert extcall TOKEN.transfer(owner, amount, default_return_value=True), "asset_stakes: transfer failed"
+    log StakeWithdrawn(asset=asset, owner=owner, amount=amount)
+    return amount
+
+
+@external
+@view
+def stake(asset: uint256) -> Stake:
+    """
+    @notice An asset's stake, open leases and unbonding request.
+    @param asset The asset.
+    @return Its stake record.
+    """
+    return self._stake(asset)
+
+
+@internal
+@view
+def _stake(asset: uint256) -> Stake:
+    word: uint256 = self._stakes[asset]
+    return Stake(
+        amount=convert(word & _MASK96, uint96),
+        open_leases=convert((word >> 96) & _MASK32, uint32),
+        unbond_at=convert((word >> 128) & _MASK40, uint40),
+        unbonding=convert(word >> 168, uint88),
+    )
+
+
+@internal
+def _store(asset: uint256, s: Stake):
+    self._stakes[asset] = (
+        convert(s.amount, uint256)
+        | convert(s.open_leases, uint256) << 96
+        | convert(s.unbond_at, uint256) << 128
+        | convert(s.unbonding, uint256) << 168
+    )
+
+
+@internal
+@view
+def _check_owner(asset: uint256) -> address:
+    owner: address = erc721._require_owner(asset)
+    assert owner == msg.sender, "asset_stakes: caller is not the asset owner"
+    return owner
+
+
+@internal
+@view
+def _check_market():
+    assert msg.sender == MARKET, "asset_stakes: caller is not the market"
+
+
+@internal
+def _open_lease(asset: uint256, min_stake: uint256):
+    s: Stake = self._stake(asset)
+    available: uint256 = convert(s.amount, uint256) - min(convert(s.unbonding, uint256), convert(s.amount, uint256))
+    assert available >= min_stake, "asset_stakes: stake below minimum"
+    s.open_leases += 1
+    self._store(asset, s)
+
+
+@internal
+def _close_lease(asset: uint256):
+    s: Stake = self._stake(asset)
+    s.open_leases -= 1
+    self._store(asset, s)
+
+
+@internal
+def _close_and_slash(asset: uint256, slash_bps: uint256) -> uint256:
+    """
+    @dev Ends a faulty lease, takes `slash_bps` of the stake and sends it to the market.
+    """
+    s: Stake = self._stake(asset)
+    slashed: uint256 = convert(s.amount, uint256) * slash_bps // _BPS
+    s.amount -= convert(slashed, uint96)
+    s.open_leases -= 1
+    self._store(asset, s)
+    if slashed > 0:
+        assert extcall TOKEN.transfer(msg.sender, slashed, default_return_value=True), "asset_stakes: transfer failed"
+    log StakeSlashed(asset=asset, amount=slashed, stake=convert(s.amount, uint256))
+    return slashed

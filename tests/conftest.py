@@ -1,0 +1,246 @@
+"""Shared fixtures: named actors, the deployed stack, and factories for assets, jobs
+and receipts. Every test runs against a real anvil; ape reverts the chain between tests."""
+
+import os
+
+import pytest
+from eth_utils import keccak
+from hypothesis import HealthCheck, settings
+
+from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
+from computenet.domain import Requirements, Spec, Verification
+from computenet.receipts import ExecutionReceipt
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "deep", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+TOKEN = 10**6  # one whole token in base units (6 decimals)
+H100 = 1  # GPU model ids used in tests
+A100 = 2
+
+
+# ---------------------------------------------------------------- actors
+
+
+@pytest.fixture(scope="session")
+def owner(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def client(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def provider(accounts):
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def provider2(accounts):
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def keeper(accounts):
+    return accounts[4]
+
+
+@pytest.fixture(scope="session")
+def keeper2(accounts):
+    return accounts[5]
+
+
+@pytest.fixture(scope="session")
+def verifier(accounts):
+    return accounts[6]
+
+
+@pytest.fixture(scope="session")
+def facilitator(accounts):
+    return accounts[7]
+
+
+@pytest.fixture(scope="session")
+def treasury(accounts):
+    return accounts[8]
+
+
+@pytest.fixture(scope="session")
+def stranger(accounts):
+    return accounts[9]
+
+
+@pytest.fixture(scope="session")
+def agents(accounts):
+    """Agent keys of the provider machines; they hold ETH so they can decline."""
+    return [accounts[10], accounts[11], accounts[12], accounts[13]]
+
+
+@pytest.fixture(scope="session")
+def agent(agents):
+    return agents[0]
+
+
+# ---------------------------------------------------------------- contracts
+
+
+@pytest.fixture(scope="session")
+def stack(project, owner, treasury, facilitator, client, provider, provider2, keeper, keeper2, verifier):
+    s = deploy_stack(project, owner, treasury=treasury.address)
+    s.market.set_facilitator(facilitator, True, sender=owner)
+    for who in (client, provider, provider2, keeper, keeper2, verifier):
+        s.token.faucet(who, 1_000_000 * TOKEN, sender=who)
+        s.token.approve(s.market, 2**256 - 1, sender=who)
+        s.token.approve(s.assets, 2**256 - 1, sender=who)
+        s.token.approve(s.keepers, 2**256 - 1, sender=who)
+    return s
+
+
+@pytest.fixture(scope="session")
+def token(stack):
+    return stack.token
+
+
+@pytest.fixture(scope="session")
+def assets(stack):
+    return stack.assets
+
+
+@pytest.fixture(scope="session")
+def keepers(stack):
+    return stack.keepers
+
+
+@pytest.fixture(scope="session")
+def market(stack):
+    return stack.market
+
+
+@pytest.fixture(scope="session")
+def params():
+    return DEFAULT_PARAMETERS
+
+
+# ---------------------------------------------------------------- factories
+
+
+@pytest.fixture
+def now(chain):
+    """Timestamp of the next block."""
+    return lambda: chain.pending_timestamp
+
+
+@pytest.fixture
+def make_spec(chain):
+    def make(**overrides) -> Spec:
+        fields = dict(
+            gpu_model=H100,
+            vram_mib=81_920,
+            gpu_count=1,
+            cpu_cores=16,
+            region=276,
+            price=100,
+            expire=chain.pending_timestamp + 30 * 86_400,
+        )
+        fields.update(overrides)
+        return Spec(**fields)
+
+    return make
+
+
+@pytest.fixture
+def register_asset(assets, provider, agent, make_spec):
+    """Registers (and by default stakes) an asset; returns its id."""
+
+    def register(owner=None, agent_account=None, stake=1_000 * TOKEN, commit=b"\x11" * 32, **spec):
+        owner = owner or provider
+        agent_account = agent_account or agent
+        receipt = assets.register(make_spec(**spec).as_tuple(), agent_account, commit, sender=owner)
+        asset_id = receipt.events.filter(assets.AssetRegistered)[0].asset
+        if stake:
+            assets.add_stake(asset_id, stake, sender=owner)
+        return asset_id
+
+    return register
+
+
+@pytest.fixture
+def make_requirements(chain):
+    def make(**overrides) -> Requirements:
+        fields = dict(
+            min_vram_mib=40_960,
+            gpu_count=1,
+            max_price=200,
+            max_gpu_seconds=3_600,
+            deadline=chain.pending_timestamp + 7 * 86_400,
+            shard_count=1,
+            replication=1,
+            verification=Verification.OPTIMISTIC,
+        )
+        fields.update(overrides)
+        if fields["replication"] > 1 and "verification" not in overrides:
+            fields["verification"] = Verification.REPLICATED
+        return Requirements(**fields)
+
+    return make
+
+
+MANIFEST = keccak(b"manifest")
+
+
+@pytest.fixture
+def post_job(market, client, make_requirements):
+    """Posts a job; returns its id."""
+
+    def post(sender=None, manifest_hash=MANIFEST, **req):
+        receipt = market.post_job(manifest_hash, make_requirements(**req).as_tuple(), sender=sender or client)
+        return receipt.events.filter(market.JobPosted)[0].job
+
+    return post
+
+
+@pytest.fixture
+def registered_keeper(keepers, keeper, keeper2):
+    keepers.register(100 * TOKEN, sender=keeper)
+    keepers.register(100 * TOKEN, sender=keeper2)
+    return keeper
+
+
+@pytest.fixture
+def sign_receipt(chain, market):
+    """Signs the receipt for a replica's current lease with `signer`'s key."""
+
+    def sign(signer, job, shard, replica, output_root, gpu_seconds, exit_code=0, manifest_hash=MANIFEST, lease=None, asset=None):
+        rep = market.replica(job, shard, replica)
+        receipt = ExecutionReceipt(
+            job=job,
+            shard=shard,
+            replica=replica,
+            lease=rep.lease if lease is None else lease,
+            asset=rep.asset if asset is None else asset,
+            manifest=manifest_hash,
+            output_root=output_root,
+            gpu_seconds=gpu_seconds,
+            exit_code=exit_code,
+        )
+        return receipt.sign(signer.private_key, chain.chain_id, market.address)
+
+    return sign
+
+
+@pytest.fixture
+def submit(market, provider, sign_receipt):
+    """Submits a replica's result signed by `agent_account` (relayed by the provider)."""
+
+    def do(agent_account, job, shard, replica, output_root=b"\x42" * 32, gpu_seconds=1_000, exit_code=0, sender=None):
+        sig = sign_receipt(agent_account, job, shard, replica, output_root, gpu_seconds, exit_code)
+        return market.submit_result(job, shard, replica, output_root, gpu_seconds, exit_code, sig, sender=sender or provider)
+
+    return do
