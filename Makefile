@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node compile test clean distclean
+.PHONY: venv node compile test gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -52,3 +52,9 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) node_modules
+
+# Rewrites the committed gas-snapshot from a fresh measurement; commit the diff on purpose.
+gas-snapshot: venv node
+	$(RUN) $(VENV)/bin/ape compile --force
+	UPDATE_GAS_SNAPSHOT=1 $(RUN) $(VENV)/bin/ape test tests/gas --network $(NETWORK) -q
+	cat gas-snapshot

@@ -16,3 +16,70 @@ class ManifestError(ComputenetError, ValueError):
 
 class InvalidSignature(ComputenetError):
     """A signature is malformed, malleable (high s, v not 27/28) or recovers no signer."""
+
+
+class ContractRevert(ComputenetError):
+    """A contract refused a call. `reason` is the contract's revert string, word for word
+    (e.g. "job_market: lease expired"), whether the chain said it or a pre-flight
+    check predicted it before anything was sent."""
+
+    def __init__(self, reason: str, *, preflight: bool = False) -> None:
+        self.reason = reason
+        self.preflight = preflight
+        when = "would revert" if preflight else "reverted"
+        super().__init__(f"{when}: {reason}")
+
+
+class JobMarketError(ContractRevert):
+    """JobMarket refused: a job, shard, replica or dispute rule."""
+
+
+class MarketParamsError(ContractRevert):
+    """JobMarket's owner functions, facilitator role or pause refused."""
+
+
+class SettlementError(ContractRevert):
+    """Withdrawing credits failed."""
+
+
+class ComputeAssetError(ContractRevert):
+    """ComputeAsset (ERC-7829 / ERC-721) refused."""
+
+
+class StakeError(ContractRevert):
+    """An asset's stake rule refused (minimum, unbonding, open leases)."""
+
+
+class KeeperError(ContractRevert):
+    """KeeperRegistry refused: not a keeper, exiting, bond too small."""
+
+
+class OwnershipError(ContractRevert):
+    """An owner-only function was called by someone else."""
+
+
+class TokenError(ContractRevert):
+    """The payment token refused (balance, allowance, authorization)."""
+
+
+_PREFIXES: tuple[tuple[str, type[ContractRevert]], ...] = (
+    ("job_market:", JobMarketError),
+    ("market_params:", MarketParamsError),
+    ("settlement:", SettlementError),
+    ("compute_asset:", ComputeAssetError),
+    ("erc721:", ComputeAssetError),
+    ("asset_stakes:", StakeError),
+    ("keeper_registry:", KeeperError),
+    ("ownable:", OwnershipError),
+    ("ERC20:", TokenError),
+    ("FiatTokenV2:", TokenError),
+    ("test_token:", TokenError),
+)
+
+
+def revert_error(reason: str, *, preflight: bool = False) -> ContractRevert:
+    """The typed error for a revert string."""
+    for prefix, cls in _PREFIXES:
+        if reason.startswith(prefix):
+            return cls(reason, preflight=preflight)
+    return ContractRevert(reason, preflight=preflight)

@@ -1,0 +1,58 @@
+"""Small helpers shared by the `ape run` scripts: amounts, network names, output."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import click
+
+DECIMALS = 6  # USDC and the test token
+LOCAL_CHAIN_IDS = (31337, 1337)
+
+
+def parse_amount(text: str, decimals: int = DECIMALS) -> int:
+    """"12.5" tokens -> base units; refuses more decimals than the token has."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not a number") from None
+    base = value * (10**decimals)
+    if value < 0 or base != base.to_integral_value():
+        raise click.BadParameter(f"{text!r} is not a non-negative amount with at most {decimals} decimals")
+    return int(base)
+
+
+def format_amount(base_units: int, decimals: int = DECIMALS) -> str:
+    return f"{Decimal(base_units) / (10**decimals):,.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def network_key(ecosystem: Any, network: Any) -> str:
+    """The deployments.json key of the connected network, e.g. "ethereum:local"."""
+    return f"{ecosystem.name}:{network.name}"
+
+
+def is_local(chain_id: int) -> bool:
+    return chain_id in LOCAL_CHAIN_IDS
+
+
+def fail(message: str) -> None:
+    """Stops the script with a clear message and exit code 1."""
+    raise click.ClickException(message)
+
+
+def clear_errors(command):
+    """Shows SDK errors (reverts, pre-flight refusals, missing deployments) as one
+    clear line and exit code 1, instead of a traceback."""
+    import functools
+
+    from computenet.errors import ComputenetError
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ComputenetError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper

@@ -1,0 +1,335 @@
+"""The one seam between the chain and the application.
+
+`Market` wraps the four deployed contracts (through ape), returns typed domain objects,
+checks each action against the contracts' rules before sending it (so a doomed
+transaction fails early with the reason the chain would give), and turns chain reverts
+into the same typed errors (computenet.errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from computenet import preflight
+from computenet.deployments import DeploymentNotFound, load
+from computenet.domain import (
+    Asset,
+    Job,
+    MAX_REPLICATION,
+    Parameters,
+    Replica,
+    ReplicaState,
+    Requirements,
+    Shard,
+    Spec,
+    Stake,
+    Verification,
+)
+from computenet.errors import ContractRevert, revert_error
+from computenet.events import Event, from_log
+from computenet.receipts import ExecutionReceipt
+
+MAX_UINT256 = 2**256 - 1
+
+
+def _spec(raw: Any) -> Spec:
+    return Spec(*[bool(x) if isinstance(x, bool) else int(x) for x in raw])
+
+
+def _requirements(raw: Any) -> Requirements:
+    values = [int(x) for x in raw]
+    values[7] = Verification(values[7])
+    return Requirements(*values)
+
+
+@contextmanager
+def typed_reverts() -> Iterator[None]:
+    """Re-raises ape's ContractLogicError as the SDK's typed error for its reason."""
+    from ape.exceptions import ContractLogicError
+
+    try:
+        yield
+    except ContractLogicError as err:
+        raise revert_error(str(err.message)) from err
+
+
+class Market:
+    """The deployed computenet contracts on one network."""
+
+    def __init__(self, token: Any, assets: Any, keepers: Any, market: Any) -> None:
+        self.token = token
+        self.assets = assets
+        self.keepers = keepers
+        self.market = market
+
+    @classmethod
+    def from_stack(cls, stack: Any) -> Market:
+        return cls(stack.token, stack.assets, stack.keepers, stack.market)
+
+    @classmethod
+    def at(cls, addresses: dict[str, str]) -> Market:
+        """Binds to deployed addresses with this project's contract types."""
+        from ape import project
+
+        return cls(
+            project.TestToken.at(addresses["token"]),
+            project.ComputeAsset.at(addresses["assets"]),
+            project.KeeperRegistry.at(addresses["keepers"]),
+            project.JobMarket.at(addresses["market"]),
+        )
+
+    @classmethod
+    def from_deployments(cls, network: str | None = None) -> Market:
+        """The market recorded in deployments.json for `network` (default: the connected one)."""
+        from ape import chain, networks
+
+        if network is None:
+            network = f"{networks.provider.network.ecosystem.name}:{networks.provider.network.name}"
+        record = load(network)
+        if record.get("chain_id") not in (None, chain.chain_id):
+            raise DeploymentNotFound(
+                f"the {network} deployment was made on chain {record['chain_id']}, but the connected chain is {chain.chain_id}"
+            )
+        if not networks.provider.get_code(record["market"]):
+            raise DeploymentNotFound(
+                f"no contract at the recorded market {record['market']} on {network}: "
+                "the chain was reset since deployment; run `ape run deploy` again"
+            )
+        return cls.at(record)
+
+    # ------------------------------------------------------------- reads
+
+    @property
+    def chain_id(self) -> int:
+        from ape import chain
+
+        return chain.chain_id
+
+    def now(self) -> int:
+        """Timestamp the next block will (at least) have."""
+        from ape import chain
+
+        return chain.pending_timestamp
+
+    def parameters(self) -> Parameters:
+        return Parameters(*[int(x) for x in self.market.parameters()])
+
+    def paused(self) -> bool:
+        return bool(self.market.paused())
+
+    def job(self, job_id: int) -> Job | None:
+        """The job, or None if no job has this id."""
+        if not 0 < job_id <= self.market.job_count():
+            return None
+        raw = self.market.job(job_id)
+        return Job(
+            id=job_id,
+            client=str(raw.client),
+            escrow=int(raw.escrow),
+            manifest_hash=bytes(raw.manifest_hash),
+            requirements=_requirements(raw.requirements),
+            keeper_fee_bps=int(raw.keeper_fee_bps),
+            protocol_fee_bps=int(raw.protocol_fee_bps),
+            unfinished=int(raw.unfinished),
+        )
+
+    def replica(self, job_id: int, shard: int, index: int) -> Replica:
+        raw = self.market.replica(job_id, shard, index)
+        return Replica(
+            job=job_id,
+            shard=shard,
+            index=index,
+            asset=int(raw.asset),
+            keeper_id=int(raw.keeper),
+            state=ReplicaState(int(raw.state)),
+            lease=int(raw.lease),
+            price=int(raw.price),
+            deadline=int(raw.deadline),
+            since=int(raw.since),
+            gpu_seconds=int(raw.gpu_seconds),
+            output_root=bytes(self.market.output_root(job_id, shard, index)),
+        )
+
+    def shard(self, job_id: int, shard: int) -> Shard:
+        job = self.job(job_id)
+        if job is None:
+            raise revert_error("job_market: unknown job", preflight=True)
+        return Shard(
+            job=job_id,
+            index=shard,
+            replicas=tuple(self.replica(job_id, shard, r) for r in range(job.requirements.replication)),
+        )
+
+    def shards(self, job_id: int) -> list[Shard]:
+        job = self.job(job_id)
+        if job is None:
+            raise revert_error("job_market: unknown job", preflight=True)
+        return [self.shard(job_id, s) for s in range(job.requirements.shard_count)]
+
+    def stake(self, asset_id: int) -> Stake:
+        return Stake(*[int(x) for x in self.assets.stake(asset_id)])
+
+    def asset(self, asset_id: int) -> Asset | None:
+        """The asset, or None if no asset has this id."""
+        if not 0 < asset_id <= self.assets.totalSupply():
+            return None
+        return Asset(
+            id=asset_id,
+            owner=str(self.assets.ownerOf(asset_id)),
+            agent=str(self.assets.agentOf(asset_id)),
+            spec=_spec(self.assets.spec(asset_id)),
+            commit=bytes(self.assets.commitByTokenId(asset_id)),
+            stake=self.stake(asset_id),
+        )
+
+    def assets_of(self, owner: str) -> list[Asset]:
+        """Assets `owner` holds now (scans ids; fine for the registry sizes a CLI lists)."""
+        found = []
+        for asset_id in range(1, self.assets.totalSupply() + 1):
+            if str(self.assets.ownerOf(asset_id)).lower() == str(owner).lower():
+                found.append(self.asset(asset_id))
+        return found
+
+    def quote(self, req: Requirements) -> int:
+        return int(self.market.quote(req.as_tuple()))
+
+    def credits(self, account: Any) -> int:
+        return int(self.market.credits(account))
+
+    def events(self, start_block: int = 0, stop_block: int | None = None) -> list[Event]:
+        """Every event of the four contracts between two blocks, in chain order."""
+        logs = []
+        for contract in (self.assets, self.keepers, self.market):
+            for abi in contract.contract_type.events:
+                logs.extend(getattr(contract, abi.name).range(start_block, stop_block))
+        logs.sort(key=lambda log: (log.block_number, log.log_index))
+        return [from_log(log) for log in logs]
+
+    # ------------------------------------------------------------- checks
+
+    def _check(self, problem: str | None) -> None:
+        if problem:
+            raise revert_error(problem, preflight=True)
+
+    def check_post(self, manifest_hash: bytes, req: Requirements, client: Any) -> int:
+        """Raises what `post_job` would fail with; returns the budget it escrows."""
+        self._check(preflight.post_problem(manifest_hash, req, self.parameters(), self.now(), self.paused()))
+        budget = self.quote(req)
+        if self.token.balanceOf(client) < budget:
+            raise revert_error("ERC20: transfer amount exceeds balance", preflight=True)
+        return budget
+
+    def check_assign(self, job_id: int, shard: int, asset_id: int, keeper: Any) -> None:
+        """Raises what `assign` would fail with."""
+        with typed_reverts():
+            self.keepers.active_keeper_id(keeper)
+        job = self.job(job_id)
+        replicas = self.shard(job_id, shard).replicas if job and shard < job.requirements.shard_count else ()
+        self._check(
+            preflight.assign_problem(
+                job, shard, replicas, self.asset(asset_id), self.parameters(), self.now(), self.paused()
+            )
+        )
+
+    # ------------------------------------------------------------- actions
+
+    def register_asset(self, spec: Spec, agent: Any, commit: bytes, sender: Any, **tx: Any) -> int:
+        with typed_reverts():
+            receipt = self.assets.register(spec.as_tuple(), agent, commit, sender=sender, **tx)
+        return int(receipt.events.filter(self.assets.AssetRegistered)[0].asset)
+
+    def add_stake(self, asset_id: int, amount: int, sender: Any, **tx: Any) -> Any:
+        """Adds stake, approving the asset registry first when needed."""
+        self._approve(self.assets, amount, sender, **tx)
+        with typed_reverts():
+            return self.assets.add_stake(asset_id, amount, sender=sender, **tx)
+
+    def post_job(self, manifest_hash: bytes, req: Requirements, sender: Any, **tx: Any) -> int:
+        """Checks, approves the budget when needed, posts; returns the job id."""
+        budget = self.check_post(manifest_hash, req, sender)
+        self._approve(self.market, budget, sender, **tx)
+        with typed_reverts():
+            receipt = self.market.post_job(manifest_hash, req.as_tuple(), sender=sender, **tx)
+        return int(receipt.events.filter(self.market.JobPosted)[0].job)
+
+    def assign(self, job_id: int, shard: int, asset_id: int, sender: Any, **tx: Any) -> int:
+        """Checks and assigns; returns the replica index leased."""
+        self.check_assign(job_id, shard, asset_id, sender)
+        with typed_reverts():
+            receipt = self.market.assign(job_id, shard, asset_id, sender=sender, **tx)
+        return int(receipt.events.filter(self.market.ShardAssigned)[0].replica)
+
+    def receipt_for(self, job_id: int, shard: int, index: int, output_root: bytes, gpu_seconds: int, exit_code: int) -> ExecutionReceipt:
+        """The receipt an agent signs for a replica's current lease."""
+        job = self.job(job_id)
+        rep = self.replica(job_id, shard, index)
+        return ExecutionReceipt(
+            job=job_id,
+            shard=shard,
+            replica=index,
+            lease=rep.lease,
+            asset=rep.asset,
+            manifest=job.manifest_hash,
+            output_root=output_root,
+            gpu_seconds=gpu_seconds,
+            exit_code=exit_code,
+        )
+
+    def submit_result(
+        self,
+        job_id: int,
+        shard: int,
+        index: int,
+        output_root: bytes,
+        gpu_seconds: int,
+        exit_code: int,
+        agent_key: Any,
+        sender: Any,
+        **tx: Any,
+    ) -> Any:
+        """Signs the receipt with the agent's key, checks it would be accepted, submits."""
+        rep = self.replica(job_id, shard, index)
+        self._check(preflight.submit_problem(rep, self.now(), output_root))
+        receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
+        signature = receipt.sign(agent_key, self.chain_id, self.market.address)
+        if receipt.recover(signature, self.chain_id, self.market.address).lower() != str(self.assets.agentOf(rep.asset)).lower():
+            raise revert_error("job_market: receipt not signed by the asset's agent", preflight=True)
+        with typed_reverts():
+            return self.market.submit_result(
+                job_id, shard, index, output_root, gpu_seconds, exit_code, signature, sender=sender, **tx
+            )
+
+    def finalize(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
+        self._check(preflight.finalize_problem(self.shard(job_id, shard).replicas, self.now()))
+        with typed_reverts():
+            return self.market.finalize(job_id, shard, sender=sender, **tx)
+
+    def reclaim(self, job_id: int, shard: int, index: int, sender: Any, **tx: Any) -> Any:
+        self._check(preflight.reclaim_problem(self.replica(job_id, shard, index), self.now(), self.paused()))
+        with typed_reverts():
+            return self.market.reclaim(job_id, shard, index, sender=sender, **tx)
+
+    def cancel(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
+        job = self.job(job_id)
+        if job is None:
+            raise revert_error("job_market: unknown job", preflight=True)
+        self._check(preflight.cancel_problem(job, str(sender.address), self.shard(job_id, shard).replicas, self.now()))
+        with typed_reverts():
+            return self.market.cancel(job_id, shard, sender=sender, **tx)
+
+    def withdraw(self, sender: Any, receiver: Any = None, **tx: Any) -> int:
+        amount = self.credits(sender)
+        if amount == 0:
+            raise revert_error("settlement: nothing to withdraw", preflight=True)
+        with typed_reverts():
+            self.market.withdraw(receiver or sender, sender=sender, **tx)
+        return amount
+
+    def _approve(self, spender: Any, amount: int, owner: Any, **tx: Any) -> None:
+        if self.token.allowance(owner, spender) < amount:
+            with typed_reverts():
+                self.token.approve(spender, amount, sender=owner, **tx)
+
+

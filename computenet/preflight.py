@@ -1,0 +1,159 @@
+"""Pre-flight checks: the contracts' rules as pure functions over domain objects.
+
+Each `*_problem` function returns the exact revert string the contract would give
+(checked in the contract's order), or None when the call would pass the rule. The SDK
+raises them as typed errors before sending, and keepers use them to never propose
+what the chain would reject. Pure: no ape, web3, redis or celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Verification
+from computenet.domain import MAX_REPLICATION, MAX_SHARDS
+
+UINT32_MAX = 2**32 - 1
+UINT40_MAX = 2**40 - 1
+UINT80_MAX = 2**80 - 1
+ZERO_HASH = b"\x00" * 32
+
+
+def post_problem(manifest_hash: bytes, req: Requirements, params: Parameters, now: int, paused: bool = False) -> str | None:
+    """Why `post_job(manifest_hash, req)` would revert (token balance and allowance aside)."""
+    if paused:
+        return "market_params: paused"
+    if bytes(manifest_hash) == ZERO_HASH:
+        return "job_market: empty manifest hash"
+    if not 0 < req.shard_count <= MAX_SHARDS:
+        return "job_market: shard count out of range"
+    if not 0 < req.replication <= MAX_REPLICATION:
+        return "job_market: replication out of range"
+    if req.verification not in set(Verification):
+        return "job_market: unknown verification mode"
+    if (req.verification == Verification.REPLICATED) != (req.replication > 1):
+        return "job_market: verification mode does not match replication"
+    if req.max_price <= 0:
+        return "job_market: zero price cap"
+    if req.max_gpu_seconds <= 0:
+        return "job_market: zero gpu-seconds"
+    if req.deadline > UINT40_MAX:
+        return "job_market: deadline out of range"
+    if now + req.lease_seconds(params.lease_grace) > req.deadline:
+        return "job_market: deadline too soon"
+    if req.quote(params.keeper_fee_bps, params.protocol_fee_bps) > UINT80_MAX:
+        return "job_market: budget too large"
+    return None
+
+
+def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, now: int) -> str | None:
+    """Why an asset cannot take a lease of this job now (the asset-side rules of `assign`)."""
+    if asset is None or asset.id > UINT32_MAX:
+        return "compute_asset: unknown asset"
+    if asset.stake.available < params.min_stake:
+        return "asset_stakes: stake below minimum"
+    spec = asset.spec
+    if not spec.active:
+        return "job_market: asset is paused"
+    if spec.gpu_count < req.gpu_count:
+        return "job_market: asset has too few gpus"
+    if spec.vram_mib < req.min_vram_mib:
+        return "job_market: asset has too little vram"
+    if spec.price > req.max_price:
+        return "job_market: asset price above cap"
+    lease_end = now + req.lease_seconds(params.lease_grace)
+    if lease_end > req.deadline:
+        return "job_market: lease would end after the deadline"
+    if lease_end > spec.expire:
+        return "job_market: asset expires before the lease ends"
+    return None
+
+
+def open_replica(replicas: Sequence[Replica], asset_id: int) -> tuple[int | None, str | None]:
+    """(replica index `assign` would lease, or None; the revert reason, or None)."""
+    slot = None
+    for rep in replicas:
+        if rep.state == ReplicaState.OPEN:
+            if slot is None:
+                slot = rep.index
+        elif rep.state != ReplicaState.CANCELLED and rep.asset == asset_id:
+            return None, "job_market: asset already runs this shard"
+    if slot is None:
+        return None, "job_market: shard has no open replica"
+    return slot, None
+
+
+def assign_problem(
+    job: Job | None,
+    shard: int,
+    replicas: Sequence[Replica],
+    asset: Asset | None,
+    params: Parameters,
+    now: int,
+    paused: bool = False,
+) -> str | None:
+    """Why `assign(job, shard, asset)` would revert, keeper checks aside."""
+    if paused:
+        return "market_params: paused"
+    if job is None:
+        return "job_market: unknown job"
+    if not 0 <= shard < job.requirements.shard_count:
+        return "job_market: unknown shard"
+    problem = asset_problem(asset, job.requirements, params, now)
+    if problem:
+        return problem
+    return open_replica(replicas, asset.id)[1]
+
+
+def submit_problem(replica: Replica, now: int, output_root: bytes) -> str | None:
+    """Why `submit_result` would revert, the receipt signature aside."""
+    if replica.state != ReplicaState.ASSIGNED:
+        return "job_market: replica not assigned"
+    if now > replica.deadline:
+        return "job_market: lease expired"
+    if bytes(output_root) == ZERO_HASH:
+        return "job_market: empty output root"
+    return None
+
+
+def finalize_problem(replicas: Sequence[Replica], now: int) -> str | None:
+    """Why `finalize(job, shard)` would revert; `replicas` carry their output roots."""
+    agreed = None
+    for rep in replicas:
+        if rep.state == ReplicaState.CANCELLED:
+            continue
+        if rep.state != ReplicaState.SUBMITTED:
+            return "job_market: shard not ready"
+        if now <= rep.deadline:
+            return "job_market: challenge window open"
+        if agreed is None:
+            agreed = rep.output_root
+        if rep.output_root != agreed:
+            return "job_market: replica roots disagree"
+    if agreed is None:
+        return "job_market: shard not ready"
+    return None
+
+
+def reclaim_problem(replica: Replica, now: int, paused: bool = False) -> str | None:
+    """Why `reclaim(job, shard, replica)` would revert."""
+    if paused:
+        return "market_params: paused"
+    if replica.state != ReplicaState.ASSIGNED:
+        return "job_market: replica not assigned"
+    if now <= replica.deadline:
+        return "job_market: lease not expired"
+    return None
+
+
+def cancel_problem(job: Job, caller: str, replicas: Sequence[Replica], now: int) -> str | None:
+    """Why the client's `cancel(job, shard)` would revert."""
+    if caller.lower() != job.client.lower():
+        return "job_market: caller is not the client"
+    opened = sum(1 for r in replicas if r.state == ReplicaState.OPEN)
+    live = sum(1 for r in replicas if r.state not in (ReplicaState.OPEN, ReplicaState.CANCELLED))
+    if opened == 0:
+        return "job_market: nothing to cancel"
+    if live and now <= job.requirements.deadline:
+        return "job_market: shard already assigned"
+    return None

@@ -1,0 +1,50 @@
+"""Deploys computenet and records its addresses in deployments.json.
+
+    ape run deploy --network ethereum:local:foundry --account TEST::0
+    ape run deploy --network ethereum:sepolia:alchemy --account deployer --token 0x1c7D...USDC
+"""
+
+import click
+from ape import chain, project
+from ape.cli import ConnectedProviderCommand, account_option, network_option
+
+from computenet import deployments
+from computenet.cli import clear_errors, fail, is_local, network_key
+from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_UNBONDING_DELAY, deploy_stack
+
+
+@click.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.option("--token", help="Payment token address (USDC). Required off local chains; locally a TestToken is deployed.")
+@click.option("--treasury", help="Receives protocol fees (default: the deploying account).")
+@click.option("--facilitator", multiple=True, help="Account allowed to resolve disputes (repeatable).")
+@click.option("--unbonding-delay", type=int, default=DEFAULT_UNBONDING_DELAY, show_default=True, help="Seconds before stakes and keeper bonds can be withdrawn.")
+@click.option("--min-keeper-bond", type=int, default=DEFAULT_MIN_KEEPER_BOND, show_default=True, help="Keeper bond, token base units.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a public network.")
+@clear_errors
+def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_delay, min_keeper_bond, yes):
+    """Deploy TestToken (local only), KeeperRegistry, ComputeAsset and JobMarket."""
+    local = is_local(chain.chain_id)
+    if token is None and not local:
+        fail(f"{network_key(ecosystem, network)} is not a local chain: pass --token with the USDC address")
+    if not local and not yes:
+        click.confirm(f"Deploy computenet to {network_key(ecosystem, network)} from {account.address}?", abort=True)
+    token_contract = project.TestToken.at(token) if token else None
+    click.echo(f"deploying to {network_key(ecosystem, network)} (chain {chain.chain_id}) from {account.address}")
+    stack = deploy_stack(
+        project,
+        account,
+        treasury=treasury,
+        token=token_contract,
+        min_keeper_bond=min_keeper_bond,
+        unbonding_delay=unbonding_delay,
+    )
+    for address in facilitator:
+        stack.market.set_facilitator(address, True, sender=account)
+        click.echo(f"facilitator {address} enabled")
+    record = stack.addresses() | {"chain_id": chain.chain_id, "block": chain.blocks.head.number}
+    file = deployments.save(network_key(ecosystem, network), record)
+    for role, address in stack.addresses().items():
+        click.echo(f"{role:8} {address}")
+    click.echo(f"recorded in {file}")

@@ -1,0 +1,164 @@
+"""Provider commands: register GPU nodes as ERC-7829 assets, stake, price, pause, list.
+
+    ape run provider register --network ... --account provider --agent 0xAgent \
+        --gpu-model 1 --vram-mib 81920 --gpus 8 --cpu-cores 64 --region 276 --price 0.0004 --days 30
+    ape run provider stake --network ... --account provider 1 500
+    ape run provider list --network ... --account provider
+"""
+
+import json
+from pathlib import Path
+
+import click
+from ape import chain
+from ape.cli import ConnectedProviderCommand, account_option, network_option
+from eth_utils import keccak
+
+from computenet.cli import clear_errors, fail, format_amount, parse_amount
+from computenet.domain import Spec
+from computenet.market import Market, typed_reverts
+
+DAY = 86_400
+
+
+@click.group()
+def cli():
+    """Manage compute assets."""
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.option("--agent", required=True, help="Address of the node agent's signing key.")
+@click.option("--gpu-model", type=int, default=0, show_default=True, help="GPU model id (0 for CPU-only).")
+@click.option("--vram-mib", type=int, default=0, show_default=True, help="Memory per GPU, MiB.")
+@click.option("--gpus", type=int, default=0, show_default=True, help="GPUs offered.")
+@click.option("--cpu-cores", type=int, required=True, help="CPU cores offered.")
+@click.option("--region", type=int, default=0, show_default=True, help="ISO 3166-1 numeric country code.")
+@click.option("--price", required=True, help="Price per GPU-second (per second for CPU-only), in tokens, e.g. 0.0004.")
+@click.option("--days", type=int, default=30, show_default=True, help="Listing length in days.")
+@click.option("--spec-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Spec and attestation document; its keccak256 becomes the ERC-7829 commit.")
+@click.option("--stake", "stake_amount", help="Also stake this many tokens.")
+@clear_errors
+def register(account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price, days, spec_file, stake_amount):
+    """Register a node and mint its asset."""
+    market = Market.from_deployments()
+    spec = Spec(
+        gpu_model=gpu_model,
+        vram_mib=vram_mib,
+        gpu_count=gpus,
+        cpu_cores=cpu_cores,
+        region=region,
+        price=parse_amount(price),
+        expire=chain.pending_timestamp + days * DAY,
+    )
+    commit = keccak(spec_file.read_bytes()) if spec_file else keccak(json.dumps(spec.__dict__, sort_keys=True).encode())
+    asset_id = market.register_asset(spec, agent, commit, sender=account)
+    click.echo(f"asset {asset_id} registered to {account.address} (agent {agent}, size {spec.size_mib} MiB)")
+    if stake_amount:
+        market.add_stake(asset_id, parse_amount(stake_amount), sender=account)
+        click.echo(f"asset {asset_id} stake: {format_amount(market.stake(asset_id).amount)}")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("asset", type=int)
+@click.argument("amount")
+@clear_errors
+def stake(account, asset, amount):
+    """Add AMOUNT tokens to ASSET's stake."""
+    market = Market.from_deployments()
+    market.add_stake(asset, parse_amount(amount), sender=account)
+    click.echo(f"asset {asset} stake: {format_amount(market.stake(asset).amount)}")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("asset", type=int)
+@click.argument("amount")
+@clear_errors
+def unstake(account, asset, amount):
+    """Ask for AMOUNT of ASSET's stake back (starts the unbonding delay)."""
+    market = Market.from_deployments()
+    with typed_reverts():
+        market.assets.request_unstake(asset, parse_amount(amount), sender=account)
+    click.echo(f"asset {asset}: {amount} unbonding until {market.stake(asset).unbond_at} (unix time)")
+
+
+@cli.command("withdraw-stake", cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("asset", type=int)
+@clear_errors
+def withdraw_stake(account, asset):
+    """Withdraw ASSET's unbonded stake (no open leases, delay passed)."""
+    market = Market.from_deployments()
+    with typed_reverts():
+        receipt = market.assets.withdraw_stake(asset, sender=account)
+    paid = receipt.events.filter(market.assets.StakeWithdrawn)[0].amount
+    click.echo(f"asset {asset}: {format_amount(paid)} paid to {account.address}")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("asset", type=int)
+@click.argument("price")
+@clear_errors
+def price(account, asset, price):
+    """Set ASSET's price per GPU-second to PRICE tokens (future leases)."""
+    market = Market.from_deployments()
+    with typed_reverts():
+        market.assets.set_price(asset, parse_amount(price), sender=account)
+    click.echo(f"asset {asset} price: {price} per GPU-second")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("asset", type=int)
+@clear_errors
+def pause(account, asset):
+    """Stop new leases on ASSET."""
+    market = Market.from_deployments()
+    with typed_reverts():
+        market.assets.pause(asset, sender=account)
+    click.echo(f"asset {asset} paused")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("asset", type=int)
+@clear_errors
+def resume(account, asset):
+    """Open ASSET to new leases again."""
+    market = Market.from_deployments()
+    with typed_reverts():
+        market.assets.resume(asset, sender=account)
+    click.echo(f"asset {asset} resumed")
+
+
+@cli.command("list", cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.option("--owner", help="List this owner's assets instead of the account's.")
+@clear_errors
+def list_assets(account, owner):
+    """List the account's assets with spec, price, stake and state."""
+    market = Market.from_deployments()
+    owned = market.assets_of(owner or account.address)
+    if not owned:
+        click.echo("no assets")
+        return
+    click.echo(f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} expires")
+    for a in owned:
+        state = "active" if a.spec.active else "paused"
+        if a.spec.expire < chain.pending_timestamp:
+            state = "expired"
+        click.echo(
+            f"{a.id:>5} {a.spec.gpu_count:>4} {a.spec.vram_mib:>9} {a.spec.cpu_cores:>5} "
+            f"{format_amount(a.spec.price):>12} {format_amount(a.stake.amount):>12} {a.stake.open_leases:>6} {state:>7} {a.spec.expire}"
+        )

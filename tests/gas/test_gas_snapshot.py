@@ -1,0 +1,117 @@
+"""Gas of each market step, checked against the committed `gas-snapshot`.
+
+Gas is deterministic, so any step that costs more than its snapshot fails the test.
+After a deliberate change, rewrite the snapshot with
+
+    make gas-snapshot        (UPDATE_GAS_SNAPSHOT=1 for this test)
+
+Scenario: a warm market, the usual state of a running network. The measured job is
+the second one its client, provider, keeper and treasury take part in, so their
+credit slots already exist; the first credit ever paid to an account costs 17,100
+gas more (a new storage slot), once per account.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from eth_utils import keccak
+
+from computenet.domain import Requirements, Verification
+
+SNAPSHOT = Path(__file__).resolve().parents[2] / "gas-snapshot"
+LIFECYCLE_LIMIT = 400_000  # post + assign + submit + finalize, one shard
+REGISTER_LIMIT = 200_000
+
+
+def read_snapshot() -> dict[str, int]:
+    if not SNAPSHOT.exists():
+        return {}
+    rows = [line.split() for line in SNAPSHOT.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return {name: int(gas) for name, gas in rows}
+
+
+def write_snapshot(measured: dict[str, int]) -> None:
+    lines = ["# gas per step (receipt gasUsed, 21,000 intrinsic included); see tests/gas/test_gas_snapshot.py"]
+    lines += [f"{name} {gas}" for name, gas in measured.items()]
+    SNAPSHOT.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def measure(chain, market, assets, keeper, client, provider, agents, register_asset, post_job, registered_keeper, submit, params, make_spec):
+    """Runs every measured step once and returns {step: gas}."""
+    gas: dict[str, int] = {}
+
+    agent = agents[0]
+
+    def lifecycle(shards=1, replication=1):
+        asset_ids = [register_asset(agent_account=a) for a in agents[:replication]]
+        post = market.post_job(keccak(b"manifest"), _req(shards, replication), sender=client)
+        job = post.events.filter(market.JobPosted)[0].job
+        steps = {"post": post.gas_used, "assign": 0, "submit": 0, "finalize": 0, "total": post.gas_used}
+        for s in range(shards):
+            for r in range(replication):
+                steps["assign"] = market.assign(job, s, asset_ids[r], sender=keeper).gas_used
+                steps["submit"] = submit(agents[r], job, s, r).gas_used
+                steps["total"] += steps["assign"] + steps["submit"]
+        chain.mine(deltatime=params.challenge_window + 1)
+        for s in range(shards):
+            steps["finalize"] = market.finalize(job, s, sender=keeper).gas_used
+            steps["total"] += steps["finalize"]
+        return steps  # the last assign, submit and finalize, and the sum of all
+
+    def _req(shards, replication):
+        return Requirements(
+            min_vram_mib=40_960,
+            gpu_count=1,
+            max_price=200,
+            max_gpu_seconds=3_600,
+            deadline=chain.pending_timestamp + 7 * 86_400,
+            shard_count=shards,
+            replication=replication,
+            verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC,
+        ).as_tuple()
+
+    def run() -> dict[str, int]:
+        first = assets.register(make_spec().as_tuple(), agent, b"\x11" * 32, sender=provider)
+        gas["register_first_asset"] = first.gas_used
+        lifecycle()  # warms the participants' credit slots
+        register = assets.register(make_spec().as_tuple(), agent, b"\x11" * 32, sender=provider)
+        gas["register"] = register.gas_used
+        steps = lifecycle()
+        gas["post_1_shard"] = steps["post"]
+        gas["assign"] = steps["assign"]
+        gas["submit_result"] = steps["submit"]
+        gas["finalize_last_shard"] = steps["finalize"]
+        gas["lifecycle_1_shard"] = steps["total"]
+        eight = lifecycle(shards=8)
+        gas["post_8_shards"] = eight["post"]
+        gas["lifecycle_8_shards"] = eight["total"]
+        gas["lifecycle_1_shard_replication_2"] = lifecycle(replication=2)["total"]
+        gas["withdraw"] = market.withdraw(provider, sender=provider).gas_used
+        # a lease that runs out
+        asset = register_asset()
+        job = post_job()
+        market.assign(job, 0, asset, sender=keeper)
+        chain.mine(deltatime=market.lease_seconds(_req(1, 1)) + 1)
+        gas["reclaim"] = market.reclaim(job, 0, 0, sender=keeper).gas_used
+        return gas
+
+    return run
+
+
+def test_gas_within_snapshot(measure):
+    measured = measure()
+    if os.environ.get("UPDATE_GAS_SNAPSHOT"):
+        write_snapshot(measured)
+    snapshot = read_snapshot()
+    assert snapshot, f"{SNAPSHOT} is missing: run `make gas-snapshot`"
+    over = {name: (gas, snapshot.get(name)) for name, gas in measured.items() if name not in snapshot or gas > snapshot[name]}
+    assert not over, f"gas above snapshot (measured, snapshot): {over}"
+
+
+def test_gas_goals(measure):
+    measured = measure()
+    assert measured["lifecycle_1_shard"] <= LIFECYCLE_LIMIT
+    assert measured["register"] <= REGISTER_LIMIT
+    assert measured["register_first_asset"] <= REGISTER_LIMIT
