@@ -332,7 +332,11 @@ def approve(approved: address, token_id: uint256):
     @param approved The approved address.
     @param token_id The asset.
     """
-    owner: address = self._check_owner_or_operator(token_id)
+    owner: address = erc721._require_owner(token_id)
+    if msg.sender != owner:
+        # ERC-721: only the owner or an operator approves, not the approved address.
+        assert not self._readers[token_id][msg.sender], "compute_asset: readers cannot manage"
+        assert erc721.isApprovedForAll[owner][msg.sender], "compute_asset: caller is not owner nor operator"
     self._check_unexpired(token_id)
     assert approved != owner, "erc721: approval to current owner"
     erc721._approve(owner, approved, token_id)

@@ -92,7 +92,8 @@ def add_stake(asset: uint256, amount: uint256):
     assert amount > 0, "asset_stakes: zero amount"
     s: Stake = self._stake(asset)
     total: uint256 = convert(s.amount, uint256) + amount
-    assert total <= _MASK96, "asset_stakes: stake too large"
+    # 88 bits, so any amount of the stake fits the unbonding field too.
+    assert total <= _MASK88, "asset_stakes: stake too large"
     s.amount = convert(total, uint96)
     self._store(asset, s)
     assert extcall TOKEN.transferFrom(msg.sender, self, amount, default_return_value=True), "asset_stakes: transfer failed"

@@ -18,7 +18,7 @@ _owners: HashMap[uint256, address]
 # @dev owner -> number of tokens held.
 _balances: HashMap[address, uint256]
 # @dev token -> the one address approved to move it.
-getApproved: public(HashMap[uint256, address])
+_approvals: HashMap[uint256, address]
 # @dev owner -> operator -> may move all of the owner's tokens.
 isApprovedForAll: public(HashMap[address, HashMap[address, bool]])
 
@@ -63,6 +63,17 @@ def balanceOf(owner: address) -> uint256:
 
 
 @external
+@view
+def getApproved(token_id: uint256) -> address:
+    """
+    @notice The address approved to move `token_id`; reverts for tokens that do not exist.
+    @return The approved address, zero if none.
+    """
+    self._require_owner(token_id)
+    return self._approvals[token_id]
+
+
+@external
 def setApprovalForAll(operator: address, approved: bool):
     """
     @notice Lets `operator` move all of the caller's tokens, or stops it.
@@ -85,7 +96,7 @@ def _require_owner(token_id: uint256) -> address:
 @internal
 @view
 def _is_operator(owner: address, token_id: uint256, spender: address) -> bool:
-    return self.getApproved[token_id] == spender or self.isApprovedForAll[owner][spender]
+    return self._approvals[token_id] == spender or self.isApprovedForAll[owner][spender]
 
 
 @internal
@@ -98,15 +109,15 @@ def _mint(receiver: address, token_id: uint256):
 
 @internal
 def _approve(owner: address, approved: address, token_id: uint256):
-    self.getApproved[token_id] = approved
+    self._approvals[token_id] = approved
     log Approval(owner=owner, approved=approved, token_id=token_id)
 
 
 @internal
 def _transfer(owner: address, receiver: address, token_id: uint256):
     assert receiver != empty(address), "erc721: transfer to zero address"
-    if self.getApproved[token_id] != empty(address):
-        self.getApproved[token_id] = empty(address)
+    if self._approvals[token_id] != empty(address):
+        self._approvals[token_id] = empty(address)
     self._balances[owner] -= 1
     self._balances[receiver] += 1
     self._owners[token_id] = receiver
