@@ -24,6 +24,19 @@ H100 = 1  # GPU model ids used in tests
 A100 = 2
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_trace_on_revert():
+    """ape-foundry renders and prints a full call trace for every reverted transaction
+    (about 0.7 s each). The suite expects hundreds of reverts and checks each reason
+    string, so trace rendering is switched off for the test session."""
+    from ape_ethereum.trace import Trace
+
+    original = Trace.show
+    Trace.show = lambda self, *args, **kwargs: None
+    yield
+    Trace.show = original
+
+
 # ---------------------------------------------------------------- actors
 
 
