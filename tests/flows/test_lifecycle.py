@@ -411,7 +411,7 @@ def test_replicated_shard_with_disagreeing_roots_is_disputed_and_rerun(
     assert assets.stake(dishonest).amount == STAKE - slash
     assert assets.stake(dishonest).open_leases == 0
     assert [state(market, job, 0, r) for r in (0, 1)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
-    chain.mine(deltatime=1)  # the upheld replica is ready from the next second; the shard waits for the other
+    # The upheld replica is final at once; the shard still waits for the reopened one.
     with ape.reverts("job_market: shard not ready"):
         market.finalize(job, 0, sender=stranger)
 
@@ -625,8 +625,9 @@ def test_challenge_upheld_pays_the_bond_to_the_provider(
     assert market.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
     books.assert_credits(provider=bond)
     assert assets.stake(asset).amount == STAKE
-    assert market.replica(job, 0, 0).deadline == chain.blocks.head.timestamp
-    chain.mine(deltatime=1)  # from the next second on, the upheld result is final
+    # The upheld result's window closed the second before: no new challenge, and it
+    # can be finalized at once.
+    assert market.replica(job, 0, 0).deadline == chain.blocks.head.timestamp - 1
     with ape.reverts("job_market: nothing to challenge"):
         market.challenge(job, 0, sender=verifier)
 
