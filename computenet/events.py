@@ -72,6 +72,9 @@ AssetRenewed = _event("AssetRenewed", "asset", "expire")
 AgentChanged = _event("AgentChanged", "asset", "agent")
 CommitUpdated = _event("CommitUpdated", "asset", "commit")
 UpdateReader = _event("UpdateReader", "tokenId", "reader", "valid")
+Transfer = _event("Transfer", "sender", "receiver", "token_id")  # the asset's ERC-721 events
+Approval = _event("Approval", "owner", "approved", "token_id")
+ApprovalForAll = _event("ApprovalForAll", "owner", "operator", "approved")
 StakeAdded = _event("StakeAdded", "asset", "sender", "amount", "stake")
 UnstakeRequested = _event("UnstakeRequested", "asset", "amount", "unbond_at")
 StakeWithdrawn = _event("StakeWithdrawn", "asset", "owner", "amount")
@@ -81,7 +84,7 @@ KeeperRegistered = _event("KeeperRegistered", "keeper", "id", "bond")
 KeeperExitRequested = _event("KeeperExitRequested", "keeper", "exit_at")
 KeeperBondWithdrawn = _event("KeeperBondWithdrawn", "keeper", "amount")
 MinBondSet = _event("MinBondSet", "min_bond")
-# ownership and ERC-721 events are shared names; Transfer is the asset's when decoded from ComputeAsset
+# ownership (JobMarket and KeeperRegistry)
 OwnershipTransferStarted = _event("OwnershipTransferStarted", "previous_owner", "new_owner")
 OwnershipTransferred = _event("OwnershipTransferred", "previous_owner", "new_owner")
 

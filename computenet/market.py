@@ -45,14 +45,15 @@ def _requirements(raw: Any) -> Requirements:
 
 
 @contextmanager
-def typed_reverts() -> Iterator[None]:
-    """Re-raises ape's ContractLogicError as the SDK's typed error for its reason."""
+def typed_reverts(preflight: bool = False) -> Iterator[None]:
+    """Re-raises ape's ContractLogicError as the SDK's typed error for its reason;
+    `preflight` marks refusals found by a read, before anything was sent."""
     from ape.exceptions import ContractLogicError
 
     try:
         yield
     except ContractLogicError as err:
-        raise revert_error(str(err.message)) from err
+        raise revert_error(str(err.message), preflight=preflight) from err
 
 
 class Market:
@@ -136,7 +137,9 @@ class Market:
         )
 
     def replica(self, job_id: int, shard: int, index: int) -> Replica:
-        raw = self.market.replica(job_id, shard, index)
+        """A replica; an unknown job, shard or replica raises the contract's typed error."""
+        with typed_reverts(preflight=True):
+            raw = self.market.replica(job_id, shard, index)
         return Replica(
             job=job_id,
             shard=shard,
@@ -156,6 +159,8 @@ class Market:
         job = self.job(job_id)
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
+        if not 0 <= shard < job.requirements.shard_count:
+            raise revert_error("job_market: unknown shard", preflight=True)
         return Shard(
             job=job_id,
             index=shard,
@@ -199,11 +204,15 @@ class Market:
         return int(self.market.credits(account))
 
     def events(self, start_block: int = 0, stop_block: int | None = None) -> list[Event]:
-        """Every event of the four contracts between two blocks, in chain order."""
+        """Every event of the asset registry, keeper registry and market from
+        `start_block` up to and excluding `stop_block` (default: to the head), in chain order."""
+        from ape import chain
+
+        stop = chain.blocks.height + 1 if stop_block is None else stop_block  # ape's stop is exclusive
         logs = []
         for contract in (self.assets, self.keepers, self.market):
             for abi in contract.contract_type.events:
-                logs.extend(getattr(contract, abi.name).range(start_block, stop_block))
+                logs.extend(getattr(contract, abi.name).range(start_block, stop))
         logs.sort(key=lambda log: (log.block_number, log.log_index))
         return [from_log(log) for log in logs]
 
@@ -222,14 +231,19 @@ class Market:
         return budget
 
     def check_assign(self, job_id: int, shard: int, asset_id: int, keeper: Any) -> None:
-        """Raises what `assign` would fail with."""
-        with typed_reverts():
+        """Raises what `assign` would fail with, in the contract's order: pause, keeper,
+        then the job, shard, asset and replica rules."""
+        paused = self.paused()
+        if paused:
+            raise revert_error("market_params: paused", preflight=True)
+        with typed_reverts(preflight=True):
             self.keepers.active_keeper_id(keeper)
         job = self.job(job_id)
-        replicas = self.shard(job_id, shard).replicas if job and shard < job.requirements.shard_count else ()
+        replicas = self.shard(job_id, shard).replicas if job and 0 <= shard < job.requirements.shard_count else ()
+        asset = self.asset(asset_id) if asset_id <= preflight.UINT32_MAX else None
         self._check(
             preflight.assign_problem(
-                job, shard, replicas, self.asset(asset_id), self.parameters(), self.now(), self.paused()
+                job, shard, replicas, asset, self.parameters(), self.now(), paused, asset_id=asset_id
             )
         )
 
@@ -307,7 +321,9 @@ class Market:
             return self.market.finalize(job_id, shard, sender=sender, **tx)
 
     def reclaim(self, job_id: int, shard: int, index: int, sender: Any, **tx: Any) -> Any:
-        self._check(preflight.reclaim_problem(self.replica(job_id, shard, index), self.now(), self.paused()))
+        if self.paused():  # the contract's first check
+            raise revert_error("market_params: paused", preflight=True)
+        self._check(preflight.reclaim_problem(self.replica(job_id, shard, index), self.now()))
         with typed_reverts():
             return self.market.reclaim(job_id, shard, index, sender=sender, **tx)
 
@@ -315,16 +331,21 @@ class Market:
         job = self.job(job_id)
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
+        if str(sender.address).lower() != job.client.lower():
+            raise revert_error("job_market: caller is not the client", preflight=True)
         self._check(preflight.cancel_problem(job, str(sender.address), self.shard(job_id, shard).replicas, self.now()))
         with typed_reverts():
             return self.market.cancel(job_id, shard, sender=sender, **tx)
 
     def withdraw(self, sender: Any, receiver: Any = None, **tx: Any) -> int:
+        receiver = receiver or sender
+        if str(getattr(receiver, "address", receiver)) == "0x" + "00" * 20:
+            raise revert_error("settlement: zero receiver", preflight=True)
         amount = self.credits(sender)
         if amount == 0:
             raise revert_error("settlement: nothing to withdraw", preflight=True)
         with typed_reverts():
-            self.market.withdraw(receiver or sender, sender=sender, **tx)
+            self.market.withdraw(receiver, sender=sender, **tx)
         return amount
 
     def _approve(self, spender: Any, amount: int, owner: Any, **tx: Any) -> None:

@@ -48,7 +48,9 @@ def post_problem(manifest_hash: bytes, req: Requirements, params: Parameters, no
 
 def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, now: int) -> str | None:
     """Why an asset cannot take a lease of this job now (the asset-side rules of `assign`)."""
-    if asset is None or asset.id > UINT32_MAX:
+    if asset is not None and asset.id > UINT32_MAX:
+        return "job_market: unknown asset"  # ids are 32-bit in a packed replica
+    if asset is None:
         return "compute_asset: unknown asset"
     if asset.stake.available < params.min_stake:
         return "asset_stakes: stake below minimum"
@@ -91,14 +93,18 @@ def assign_problem(
     params: Parameters,
     now: int,
     paused: bool = False,
+    asset_id: int | None = None,
 ) -> str | None:
-    """Why `assign(job, shard, asset)` would revert, keeper checks aside."""
+    """Why `assign(job, shard, asset)` would revert, keeper checks aside. `asset_id`
+    names the asset asked for when `asset` is None (no such asset)."""
     if paused:
         return "market_params: paused"
     if job is None:
         return "job_market: unknown job"
     if not 0 <= shard < job.requirements.shard_count:
         return "job_market: unknown shard"
+    if asset is None and asset_id is not None and asset_id > UINT32_MAX:
+        return "job_market: unknown asset"
     problem = asset_problem(asset, job.requirements, params, now)
     if problem:
         return problem

@@ -354,6 +354,9 @@ def cancel(job_id: uint256, shard: uint256):
     log ShardCancelled(job=job_id, shard=shard, replicas=opened)
     if live == 0:
         self._shard_done(job_id, head)
+    elif req.replication > 1:
+        # The replicas left may all have submitted already, and disagree.
+        self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
 
 
 # ------------------------------------------------------------------ keepers

@@ -23,6 +23,10 @@ def cli(account, amount, receiver):
         fail(f"the faucet exists only on local chains; chain {chain.chain_id} is not one")
     market = Market.from_deployments()
     receiver = receiver or account.address
+    base_units = parse_amount(amount)
+    limit = market.token.FAUCET_LIMIT()
+    if base_units > limit:
+        fail(f"at most {format_amount(limit)} tokens per faucet call")
     with typed_reverts():
-        market.token.faucet(receiver, parse_amount(amount), sender=account)
+        market.token.faucet(receiver, base_units, sender=account)
     click.echo(f"{receiver} now holds {format_amount(market.token.balanceOf(receiver))} {market.token.symbol()}")

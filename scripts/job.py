@@ -112,3 +112,5 @@ def cancel(account, job_id, shards):
                 raise
             click.echo(f"  shard {shard}: {err}")
     click.echo(f"job {job_id}: {cancelled} shard(s) cancelled; credits now {format_amount(market.credits(account))}")
+    if cancelled == 0:
+        raise click.ClickException(f"no shard of job {job_id} could be cancelled")

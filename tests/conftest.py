@@ -25,16 +25,18 @@ A100 = 2
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_trace_on_revert():
-    """ape-foundry renders and prints a full call trace for every reverted transaction
-    (about 0.7 s each). The suite expects hundreds of reverts and checks each reason
-    string, so trace rendering is switched off for the test session."""
+def _plain_reverts():
+    """For every reverted transaction ape-foundry renders and prints the full call trace,
+    and ape maps the trace back to Vyper source lines: together about a second per
+    revert. The suite expects hundreds of reverts and checks each reason string, so
+    both are switched off for the test session."""
+    from ape.exceptions import TransactionError
     from ape_ethereum.trace import Trace
 
-    original = Trace.show
-    Trace.show = lambda self, *args, **kwargs: None
-    yield
-    Trace.show = original
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trace, "show", lambda self, *args, **kwargs: None)
+        mp.setattr(TransactionError, "source_traceback", property(lambda self: None, lambda self, value: None))
+        yield
 
 
 # ---------------------------------------------------------------- actors
