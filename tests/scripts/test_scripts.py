@@ -8,10 +8,13 @@ Every failure a user can cause must end in one `Error: ...` line and exit code 1
 
 import json
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from computenet.market import Market
 
@@ -185,6 +188,40 @@ def test_error_paths_print_one_clear_line(ape_run, deployed, manifest_file):
     assert ape_run.fails("faucet", "1000001", account=1) == "at most 1,000,000 tokens per faucet call"
 
 
-@pytest.mark.skip(reason="needs a chain whose id is not local (31337/1337); anvil here is always local")
-def test_deploy_off_local_chain_requires_token():
-    """`ape run deploy` on a public network without --token must stop before deploying."""
+@pytest.fixture
+def sepolia_like_node(tmp_path):
+    """A second anvil that reports Sepolia's chain id, so the scripts treat it as public."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    node = subprocess.Popen(
+        [str(ANVIL_BIN / "anvil"), "--port", str(port), "--chain-id", "11155111", "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        w3 = Web3(Web3.HTTPProvider(uri))
+        for _ in range(100):  # up to ~10 s for the node to answer
+            try:
+                if w3.eth.chain_id == 11155111:
+                    break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the second anvil did not start")
+        yield uri, w3
+    finally:
+        node.terminate()
+        node.wait(timeout=10)
+
+
+def test_deploy_off_local_chain_requires_token(ape_run, sepolia_like_node, accounts):
+    """`ape run deploy` on a public network without --token stops before sending anything."""
+    uri, w3 = sepolia_like_node
+    public = ApeRun(uri, ape_run.deployments.with_name("public.json"))
+    assert public.fails("deploy", account=0) == "ethereum:sepolia is not a local chain: pass --token with the USDC address"
+    assert w3.eth.get_transaction_count(accounts[0].address) == 0
+    assert not public.deployments.exists()
+    # The faucet refuses too: it exists only on local chains.
+    assert public.fails("faucet", "1", account=1) == "the faucet exists only on local chains; chain 11155111 is not one"
