@@ -33,17 +33,6 @@ class Verification(IntEnum):
     SPOT_CHECK = 2
 
 
-class ShardState(IntEnum):
-    """A shard's state, derived from its replicas (see `Shard.state`)."""
-
-    OPEN = 0
-    ASSIGNED = 1
-    SUBMITTED = 2
-    DISPUTED = 3
-    FINALIZED = 4
-    CANCELLED = 5
-
-
 @dataclass(frozen=True)
 class Spec:
     """What a compute asset offers. `price` is per GPU-second (per second for CPU-only
@@ -213,13 +202,14 @@ class Shard:
     replicas: tuple[Replica, ...] = field(default_factory=tuple)
 
     @property
-    def state(self) -> ShardState:
-        """The least advanced live replica's state: a shard is only as far as its
-        slowest replica. All cancelled: CANCELLED."""
+    def state(self) -> ReplicaState:
+        """The shard's state in the replicas' terms: DISPUTED while any replica is,
+        otherwise its least advanced live replica's (a shard is only as far as its
+        slowest replica); CANCELLED when all are."""
         live = [r.state for r in self.replicas if r.state != ReplicaState.CANCELLED]
         if not live:
-            return ShardState.CANCELLED
+            return ReplicaState.CANCELLED
         if ReplicaState.DISPUTED in live:
-            return ShardState.DISPUTED
+            return ReplicaState.DISPUTED
         order = (ReplicaState.OPEN, ReplicaState.ASSIGNED, ReplicaState.SUBMITTED, ReplicaState.FINALIZED)
-        return ShardState(int(min(live, key=order.index)))
+        return min(live, key=order.index)

@@ -60,12 +60,21 @@ def register(account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price
         click.echo(f"asset {asset_id} stake: {format_amount(market.stake(asset_id).amount)}")
 
 
-@cli.command(cls=ConnectedProviderCommand)
-@network_option()
-@account_option()
-@click.argument("asset", type=int)
+def asset_command(name: str | None = None):
+    """A command on one of the account's assets: --network, --account, then ASSET."""
+
+    def wrap(function):
+        function = clear_errors(function)
+        function = click.argument("asset", type=int)(function)
+        function = account_option()(function)
+        function = network_option()(function)
+        return cli.command(name, cls=ConnectedProviderCommand)(function)
+
+    return wrap
+
+
+@asset_command()
 @click.argument("amount")
-@clear_errors
 def stake(account, asset, amount):
     """Add AMOUNT tokens to ASSET's stake."""
     market = Market.from_deployments()
@@ -73,12 +82,8 @@ def stake(account, asset, amount):
     click.echo(f"asset {asset} stake: {format_amount(market.stake(asset).amount)}")
 
 
-@cli.command(cls=ConnectedProviderCommand)
-@network_option()
-@account_option()
-@click.argument("asset", type=int)
+@asset_command()
 @click.argument("amount")
-@clear_errors
 def unstake(account, asset, amount):
     """Ask for AMOUNT of ASSET's stake back (starts the unbonding delay)."""
     market = Market.from_deployments()
@@ -87,11 +92,7 @@ def unstake(account, asset, amount):
     click.echo(f"asset {asset}: {amount} unbonding until {market.stake(asset).unbond_at} (unix time)")
 
 
-@cli.command("withdraw-stake", cls=ConnectedProviderCommand)
-@network_option()
-@account_option()
-@click.argument("asset", type=int)
-@clear_errors
+@asset_command("withdraw-stake")
 def withdraw_stake(account, asset):
     """Withdraw ASSET's unbonded stake (no open leases, delay passed)."""
     market = Market.from_deployments()
@@ -101,12 +102,8 @@ def withdraw_stake(account, asset):
     click.echo(f"asset {asset}: {format_amount(paid)} paid to {account.address}")
 
 
-@cli.command(cls=ConnectedProviderCommand)
-@network_option()
-@account_option()
-@click.argument("asset", type=int)
+@asset_command()
 @click.argument("price")
-@clear_errors
 def price(account, asset, price):
     """Set ASSET's price per GPU-second to PRICE tokens (future leases)."""
     market = Market.from_deployments()
@@ -115,11 +112,7 @@ def price(account, asset, price):
     click.echo(f"asset {asset} price: {price} per GPU-second")
 
 
-@cli.command(cls=ConnectedProviderCommand)
-@network_option()
-@account_option()
-@click.argument("asset", type=int)
-@clear_errors
+@asset_command()
 def pause(account, asset):
     """Stop new leases on ASSET."""
     market = Market.from_deployments()
@@ -128,11 +121,7 @@ def pause(account, asset):
     click.echo(f"asset {asset} paused")
 
 
-@cli.command(cls=ConnectedProviderCommand)
-@network_option()
-@account_option()
-@click.argument("asset", type=int)
-@clear_errors
+@asset_command()
 def resume(account, asset):
     """Open ASSET to new leases again."""
     market = Market.from_deployments()

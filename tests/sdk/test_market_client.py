@@ -23,7 +23,6 @@ from computenet.domain import (
     Replica,
     ReplicaState,
     Requirements,
-    ShardState,
     Spec,
     Stake,
     Verification,
@@ -142,7 +141,7 @@ def test_job_reads_back_what_was_posted(sdk, client, make_requirements, params):
     assert sdk.job(job_id).requirements.verification is Verification.REPLICATED
     shards = sdk.shards(job_id)
     assert [s.index for s in shards] == [0, 1, 2]
-    assert all(s.state == ShardState.OPEN and len(s.replicas) == 2 for s in shards)
+    assert all(s.state == ReplicaState.OPEN and len(s.replicas) == 2 for s in shards)
     assert shards[1].replicas[1] == Replica(
         job=job_id, shard=1, index=1, asset=0, keeper_id=0, state=ReplicaState.OPEN, lease=0, price=0,
         deadline=0, since=0, gpu_seconds=0, output_root=ZERO,
@@ -170,7 +169,7 @@ def test_replica_and_shard_after_assign(sdk, chain, job, asset, keeper, register
         job=job, shard=0, index=0, asset=asset, keeper_id=1, state=ReplicaState.ASSIGNED, lease=1, price=100,
         deadline=head + req.lease_seconds(params.lease_grace), since=head, gpu_seconds=0, output_root=ZERO,
     )  # fmt: skip
-    assert sdk.shard(job, 0).state == ShardState.ASSIGNED
+    assert sdk.shard(job, 0).state == ReplicaState.ASSIGNED
     assert sdk.stake(asset).open_leases == 1
 
 
@@ -219,7 +218,7 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
     sdk.submit_result(job, 0, 0, ROOT, 1_000, 0, agent_key=agent.private_key, sender=stranger)
     assert sdk.replica(job, 0, 0).state == ReplicaState.SUBMITTED
     assert sdk.replica(job, 0, 0).output_root == ROOT
-    assert sdk.shard(job, 0).state == ShardState.SUBMITTED
+    assert sdk.shard(job, 0).state == ReplicaState.SUBMITTED
 
     chain.mine(deltatime=req.lease_seconds(params.lease_grace) + 1)
     slashed_before = sdk.stake(slow).amount
@@ -231,7 +230,7 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
 
     sdk.finalize(job, 0, sender=stranger)
     payment, keeper_fee, protocol_fee = settle_amounts(100, 1_000, params.keeper_fee_bps, params.protocol_fee_bps)
-    assert sdk.shard(job, 0).state == ShardState.FINALIZED
+    assert sdk.shard(job, 0).state == ReplicaState.FINALIZED
     assert sdk.credits(provider) == payment
     assert sdk.credits(keeper) == keeper_fee
     assert sdk.credits(treasury) == protocol_fee
@@ -239,7 +238,7 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
 
     sdk.cancel(job, 1, sender=client)
     sdk.cancel(job, 2, sender=client)
-    assert [s.state for s in sdk.shards(job)] == [ShardState.FINALIZED, ShardState.CANCELLED, ShardState.CANCELLED]
+    assert [s.state for s in sdk.shards(job)] == [ReplicaState.FINALIZED, ReplicaState.CANCELLED, ReplicaState.CANCELLED]
     assert sdk.job(job).unfinished == 0 and sdk.job(job).escrow == 0
     refund = budget - payment - keeper_fee - protocol_fee
     assert sdk.credits(client) == refund + (slashed - slashed // 2)
