@@ -167,7 +167,7 @@ def set_price(asset: uint256, price: uint64):
     @param asset The asset.
     @param price Price per GPU-second, token base units.
     """
-    self._check_manager(asset)
+    self._check_owner_or_operator(asset)
     spec: asset_spec.Spec = asset_spec._unpack(self.spec_word[asset])
     spec.price = price
     self.spec_word[asset] = asset_spec._pack(spec)
@@ -180,7 +180,7 @@ def pause(asset: uint256):
     @notice Stops new leases on the asset; running leases go on.
     @param asset The asset.
     """
-    self._check_manager(asset)
+    self._check_owner_or_operator(asset)
     spec: asset_spec.Spec = asset_spec._unpack(self.spec_word[asset])
     assert spec.active, "compute_asset: already paused"
     spec.active = False
@@ -194,7 +194,7 @@ def resume(asset: uint256):
     @notice Opens a paused asset to new leases again.
     @param asset The asset.
     """
-    self._check_manager(asset)
+    self._check_owner_or_operator(asset)
     spec: asset_spec.Spec = asset_spec._unpack(self.spec_word[asset])
     assert not spec.active, "compute_asset: not paused"
     spec.active = True
@@ -224,7 +224,7 @@ def set_agent(asset: uint256, agent: address):
     @param asset The asset.
     @param agent The new agent key.
     """
-    self._check_manager(asset)
+    self._check_owner_or_operator(asset)
     assert agent != empty(address), "compute_asset: zero agent"
     self.agentOf[asset] = agent
     log AgentChanged(asset=asset, agent=agent)
@@ -237,7 +237,7 @@ def set_commit(asset: uint256, commit: bytes32):
     @param asset The asset.
     @param commit Hash of the new spec document and attestation evidence.
     """
-    self._check_manager(asset)
+    self._check_owner_or_operator(asset)
     self._commits[asset] = commit
     log CommitUpdated(asset=asset, commit=commit)
 
@@ -434,13 +434,10 @@ def _check_owner_or_operator(token_id: uint256) -> address:
 
 @internal
 @view
-def _check_manager(asset: uint256):
-    self._check_owner_or_operator(asset)
-
-
-@internal
-@view
 def _check_unexpired(token_id: uint256):
+    """
+    @dev ERC-7829: a token past its expiry cannot be transferred, approved or given readers.
+    """
     expire: uint64 = asset_spec._unpack(self.spec_word[token_id]).expire
     assert block.timestamp <= convert(expire, uint256), "compute_asset: expired"
 
@@ -448,5 +445,8 @@ def _check_unexpired(token_id: uint256):
 @internal
 @view
 def _check_transfer(owner: address, token_id: uint256):
+    """
+    @dev The caller may move the token, `owner` is its owner, and it has not expired.
+    """
     assert self._check_owner_or_operator(token_id) == owner, "erc721: owner mismatch"
     self._check_unexpired(token_id)

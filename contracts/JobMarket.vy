@@ -819,6 +819,9 @@ def verify_output(
 
 @internal
 def _post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
+    """
+    @dev Checks the requirements, stores the job, escrows its quote and logs it.
+    """
     settings: market_params.Settings = market_params._settings()
     market_params._check_not_paused(settings)
     assert manifest_hash != empty(bytes32), "job_market: empty manifest hash"
@@ -861,6 +864,9 @@ def _post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
 @internal
 @pure
 def _quote(req: Requirements, settings: market_params.Settings) -> uint256:
+    """
+    @dev Every replica at its price and GPU-second caps, plus fees rounded down as at payment.
+    """
     payment: uint256 = convert(req.max_price, uint256) * convert(req.max_gpu_seconds, uint256)
     per_replica: uint256 = (
         payment
@@ -873,6 +879,9 @@ def _quote(req: Requirements, settings: market_params.Settings) -> uint256:
 @internal
 @pure
 def _lease_seconds(req: Requirements, settings: market_params.Settings) -> uint256:
+    """
+    @dev The GPU-seconds spread over the GPUs (rounded up), plus the set-up grace.
+    """
     gpus: uint256 = max(convert(req.gpu_count, uint256), 1)
     return (convert(req.max_gpu_seconds, uint256) + gpus - 1) // gpus + convert(settings.lease_grace, uint256)
 
@@ -890,6 +899,9 @@ def _receipt_digest(
     gpu_seconds: uint32,
     exit_code: uint8,
 ) -> bytes32:
+    """
+    @dev EIP-712 digest of an ExecutionReceipt; must match computenet.receipts.
+    """
     return eip712._hash_typed(
         keccak256(
             abi_encode(
@@ -957,24 +969,36 @@ def _shard_done(job_id: uint256, head: Head):
 @internal
 @pure
 def _index(shard: uint256, replica: uint256) -> uint256:
+    """
+    @dev Storage key of a replica within its job (a fixed stride of MAX_REPLICATION).
+    """
     return shard * MAX_REPLICATION + replica
 
 
 @internal
 @pure
 def _address(word: uint256) -> address:
+    """
+    @dev The address in the low 160 bits of a packed word.
+    """
     return convert(convert(word % 2**160, uint160), address)
 
 
 @internal
 @pure
 def _check_shard(shard_count: uint16, shard: uint256):
+    """
+    @dev Reverts for shard indexes the job does not have.
+    """
     assert shard < convert(shard_count, uint256), "job_market: unknown shard"
 
 
 @internal
 @pure
 def _check_replica(req: Requirements, shard: uint256, replica: uint256):
+    """
+    @dev Reverts for shard or replica indexes the job does not have.
+    """
     self._check_shard(req.shard_count, shard)
     assert replica < convert(req.replication, uint256), "job_market: unknown replica"
 
@@ -982,6 +1006,9 @@ def _check_replica(req: Requirements, shard: uint256, replica: uint256):
 @internal
 @view
 def _head(job_id: uint256) -> Head:
+    """
+    @dev Unpacks a job's client, escrow and unfinished count.
+    """
     word: uint256 = self._job_head[job_id]
     return Head(
         client=self._address(word),
@@ -992,6 +1019,9 @@ def _head(job_id: uint256) -> Head:
 
 @internal
 def _store_head(job_id: uint256, head: Head):
+    """
+    @dev Packs and stores a job's client, escrow and unfinished count.
+    """
     self._job_head[job_id] = (
         convert(head.client, uint256) | convert(head.escrow, uint256) << 160 | convert(head.unfinished, uint256) << 240
     )
@@ -1044,6 +1074,9 @@ def _pack_terms(req: Requirements, keeper_bps: uint16, protocol_bps: uint16) -> 
 @internal
 @view
 def _replica(job_id: uint256, shard: uint256, replica: uint256) -> Replica:
+    """
+    @dev Unpacks a replica (see _store_replica for the layout).
+    """
     word: uint256 = self._replicas[job_id][self._index(shard, replica)]
     return Replica(
         asset=convert(word & _MASK32, uint32),

@@ -175,6 +175,9 @@ def active_keeper_id(account: address) -> uint24:
 @internal
 @view
 def _keeper(account: address) -> Keeper:
+    """
+    @dev Unpacks a keeper's record.
+    """
     word: uint256 = self._keepers[account]
     return Keeper(
         id=convert(word & _MASK24, uint24),
@@ -185,6 +188,9 @@ def _keeper(account: address) -> Keeper:
 
 @internal
 def _set_min_bond(min_bond: uint256):
+    """
+    @dev Stores the minimum bond, which must fit the 96-bit bond field.
+    """
     assert min_bond <= _MASK96, "keeper_registry: bond too large"
     self.min_bond = min_bond
     log MinBondSet(min_bond=min_bond)

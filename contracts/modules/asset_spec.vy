@@ -28,6 +28,9 @@ struct Spec:
 @internal
 @pure
 def _pack(s: Spec) -> uint256:
+    """
+    @dev Spec -> storage word (layout in the module docstring).
+    """
     word: uint256 = convert(s.gpu_model, uint256)
     word |= convert(s.vram_mib, uint256) << 32
     word |= convert(s.gpu_count, uint256) << 64
@@ -43,6 +46,9 @@ def _pack(s: Spec) -> uint256:
 @internal
 @pure
 def _unpack(word: uint256) -> Spec:
+    """
+    @dev Storage word -> Spec.
+    """
     return Spec(
         gpu_model=convert(word & _MASK32, uint32),
         vram_mib=convert((word >> 32) & _MASK32, uint32),

@@ -155,6 +155,9 @@ def stake(asset: uint256) -> Stake:
 @internal
 @view
 def _stake(asset: uint256) -> Stake:
+    """
+    @dev Unpacks an asset's stake record.
+    """
     word: uint256 = self._stakes[asset]
     return Stake(
         amount=convert(word & _MASK96, uint96),
@@ -166,6 +169,9 @@ def _stake(asset: uint256) -> Stake:
 
 @internal
 def _store(asset: uint256, s: Stake):
+    """
+    @dev Packs and stores an asset's stake record.
+    """
     self._stakes[asset] = (
         convert(s.amount, uint256)
         | convert(s.open_leases, uint256) << 96
@@ -177,6 +183,9 @@ def _store(asset: uint256, s: Stake):
 @internal
 @view
 def _check_owner(asset: uint256) -> address:
+    """
+    @dev Reverts unless the caller owns the asset; returns the owner.
+    """
     owner: address = erc721._require_owner(asset)
     assert owner == msg.sender, "asset_stakes: caller is not the asset owner"
     return owner
@@ -185,11 +194,17 @@ def _check_owner(asset: uint256) -> address:
 @internal
 @view
 def _check_market():
+    """
+    @dev Reverts unless the caller is the job market.
+    """
     assert msg.sender == MARKET, "asset_stakes: caller is not the market"
 
 
 @internal
 def _open_lease(asset: uint256, min_stake: uint256):
+    """
+    @dev Counts a new lease if the stake not unbonding meets `min_stake`.
+    """
     s: Stake = self._stake(asset)
     available: uint256 = convert(s.amount, uint256) - min(convert(s.unbonding, uint256), convert(s.amount, uint256))
     assert available >= min_stake, "asset_stakes: stake below minimum"
@@ -199,6 +214,9 @@ def _open_lease(asset: uint256, min_stake: uint256):
 
 @internal
 def _close_lease(asset: uint256):
+    """
+    @dev Counts a lease as over.
+    """
     s: Stake = self._stake(asset)
     s.open_leases -= 1
     self._store(asset, s)

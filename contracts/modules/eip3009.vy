@@ -128,6 +128,9 @@ def _use_authorization(
     r: bytes32,
     s: bytes32,
 ):
+    """
+    @dev Checks the time window, nonce and signature of an authorization and burns its nonce.
+    """
     assert block.timestamp > valid_after, "FiatTokenV2: authorization is not yet valid"
     assert block.timestamp < valid_before, "FiatTokenV2: authorization is expired"
     assert not self.authorizationState[sender][nonce], "FiatTokenV2: authorization is used or canceled"
@@ -142,6 +145,9 @@ def _use_authorization(
 @internal
 @view
 def _check_signer(digest: bytes32, expected: address, v: uint8, r: bytes32, s: bytes32):
+    """
+    @dev Reverts unless the signature over `digest` is by `expected`.
+    """
     signer: address = ecdsa._recover_vrs(
         digest, convert(v, uint256), convert(r, uint256), convert(s, uint256)
     )

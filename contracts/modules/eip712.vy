@@ -42,6 +42,9 @@ def DOMAIN_SEPARATOR() -> bytes32:
 @internal
 @view
 def _domain_separator() -> bytes32:
+    """
+    @dev The cached separator, rebuilt only if the chain id changed (a fork).
+    """
     if chain.id == _CACHED_CHAIN_ID:
         return _CACHED_SEPARATOR
     return self._build_separator()
@@ -50,10 +53,16 @@ def _domain_separator() -> bytes32:
 @internal
 @view
 def _build_separator() -> bytes32:
+    """
+    @dev keccak256 of the domain for this chain id and contract.
+    """
     return keccak256(abi_encode(_DOMAIN_TYPEHASH, _NAME_HASH, _VERSION_HASH, chain.id, self))
 
 
 @internal
 @view
 def _hash_typed(struct_hash: bytes32) -> bytes32:
+    """
+    @dev The EIP-712 digest of a struct hash in this domain.
+    """
     return keccak256(concat(x"1901", self._domain_separator(), struct_hash))

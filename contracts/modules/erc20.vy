@@ -77,6 +77,9 @@ def approve(spender: address, amount: uint256) -> bool:
 
 @internal
 def _transfer(owner: address, receiver: address, amount: uint256):
+    """
+    @dev Moves `amount` from `owner` to `receiver`.
+    """
     assert receiver != empty(address), "ERC20: transfer to the zero address"
     balance: uint256 = self.balanceOf[owner]
     assert balance >= amount, "ERC20: transfer amount exceeds balance"
@@ -87,6 +90,9 @@ def _transfer(owner: address, receiver: address, amount: uint256):
 
 @internal
 def _approve(owner: address, spender: address, amount: uint256):
+    """
+    @dev Sets `spender`'s allowance over `owner`'s tokens.
+    """
     assert spender != empty(address), "ERC20: approve to the zero address"
     self.allowance[owner][spender] = amount
     log Approval(owner=owner, spender=spender, value=amount)
@@ -94,6 +100,9 @@ def _approve(owner: address, spender: address, amount: uint256):
 
 @internal
 def _spend_allowance(owner: address, spender: address, amount: uint256):
+    """
+    @dev Uses up allowance; an infinite (max) allowance is never decreased.
+    """
     allowed: uint256 = self.allowance[owner][spender]
     if allowed != max_value(uint256):
         assert allowed >= amount, "ERC20: transfer amount exceeds allowance"
@@ -102,6 +111,9 @@ def _spend_allowance(owner: address, spender: address, amount: uint256):
 
 @internal
 def _mint(receiver: address, amount: uint256):
+    """
+    @dev Creates `amount` new tokens for `receiver`.
+    """
     assert receiver != empty(address), "ERC20: mint to the zero address"
     self.totalSupply += amount
     self.balanceOf[receiver] += amount

@@ -88,6 +88,9 @@ def setApprovalForAll(operator: address, approved: bool):
 @internal
 @view
 def _require_owner(token_id: uint256) -> address:
+    """
+    @dev The owner of an existing token; reverts for tokens that do not exist.
+    """
     owner: address = self._owners[token_id]
     assert owner != empty(address), "erc721: unknown token"
     return owner
@@ -96,11 +99,17 @@ def _require_owner(token_id: uint256) -> address:
 @internal
 @view
 def _is_operator(owner: address, token_id: uint256, spender: address) -> bool:
+    """
+    @dev Whether `spender` is the token's approved address or an operator of its owner.
+    """
     return self._approvals[token_id] == spender or self.isApprovedForAll[owner][spender]
 
 
 @internal
 def _mint(receiver: address, token_id: uint256):
+    """
+    @dev Creates `token_id` for `receiver`.
+    """
     assert receiver != empty(address), "erc721: mint to zero address"
     self._owners[token_id] = receiver
     self._balances[receiver] += 1
@@ -109,12 +118,18 @@ def _mint(receiver: address, token_id: uint256):
 
 @internal
 def _approve(owner: address, approved: address, token_id: uint256):
+    """
+    @dev Sets the one address approved to move `token_id`.
+    """
     self._approvals[token_id] = approved
     log Approval(owner=owner, approved=approved, token_id=token_id)
 
 
 @internal
 def _transfer(owner: address, receiver: address, token_id: uint256):
+    """
+    @dev Moves `token_id` and clears its approval; callers check permission first.
+    """
     assert receiver != empty(address), "erc721: transfer to zero address"
     if self._approvals[token_id] != empty(address):
         self._approvals[token_id] = empty(address)

@@ -197,6 +197,9 @@ def parameters() -> Parameters:
 @internal
 @view
 def _settings() -> Settings:
+    """
+    @dev Unpacks the settings word.
+    """
     word: uint256 = self._packed
     return Settings(
         keeper_fee_bps=convert(word & _MASK16, uint16),
@@ -213,17 +216,26 @@ def _settings() -> Settings:
 @internal
 @view
 def _check_not_paused(s: Settings):
+    """
+    @dev Reverts while the market is paused.
+    """
     assert not s.paused, "market_params: paused"
 
 
 @internal
 @view
 def _check_facilitator():
+    """
+    @dev Reverts unless the caller may resolve disputes.
+    """
     assert self.is_facilitator[msg.sender], "market_params: caller is not a facilitator"
 
 
 @internal
 def _set_treasury(treasury: address):
+    """
+    @dev Stores a non-zero treasury and logs it.
+    """
     assert treasury != empty(address), "market_params: zero treasury"
     self.treasury = treasury
     log TreasurySet(treasury=treasury)
@@ -231,6 +243,9 @@ def _set_treasury(treasury: address):
 
 @internal
 def _set_parameters(p: Parameters):
+    """
+    @dev Checks every bound, packs the settings (keeping the pause bit) and logs them.
+    """
     assert p.keeper_fee_bps <= MAX_FEE_BPS, "market_params: keeper fee too high"
     assert p.protocol_fee_bps <= MAX_FEE_BPS, "market_params: protocol fee too high"
     assert p.slash_bps <= MAX_SLASH_BPS, "market_params: slash too high"

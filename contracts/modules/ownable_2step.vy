@@ -53,11 +53,17 @@ def accept_ownership():
 @internal
 @view
 def _check_owner():
+    """
+    @dev Reverts unless the caller is the owner.
+    """
     assert msg.sender == self.owner, "ownable: caller is not the owner"
 
 
 @internal
 def _transfer_ownership(new_owner: address):
+    """
+    @dev Moves ownership at once and clears any pending successor.
+    """
     previous: address = self.owner
     self.owner = new_owner
     self.pending_owner = empty(address)

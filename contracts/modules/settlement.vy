@@ -75,6 +75,9 @@ def withdraw_many(accounts: DynArray[address, MAX_BATCH]) -> uint256:
 
 @internal
 def _credit(account: address, amount: uint256):
+    """
+    @dev Adds to what `account` may withdraw; zero amounts are skipped.
+    """
     if amount == 0:
         return
     self.credits[account] += amount
@@ -83,6 +86,9 @@ def _credit(account: address, amount: uint256):
 
 @internal
 def _debit_all(account: address) -> uint256:
+    """
+    @dev Zeroes `account`'s credit and returns what it was.
+    """
     amount: uint256 = self.credits[account]
     if amount != 0:
         self.credits[account] = 0
@@ -101,4 +107,7 @@ def _pull(payer: address, amount: uint256):
 
 @internal
 def _push(receiver: address, amount: uint256):
+    """
+    @dev Sends tokens out; only withdrawals call it.
+    """
     assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "settlement: transfer failed"
