@@ -1,0 +1,211 @@
+"""Signed heartbeats: what an agent tells keepers about its node's load.
+
+A heartbeat is EIP-712 typed data bound to one ComputeAsset deployment:
+
+    struct_hash = keccak256(HEARTBEAT_TYPEHASH ‖ asset ‖ timestamp ‖ gpuUtilizationPct ‖ freeVramMib
+                            ‖ runningShards ‖ capacity ‖ seq)          # each a 32-byte word
+    digest      = keccak256(0x1901 ‖ domain_separator("computenet Heartbeat", "1", chainId, registry)
+                            ‖ struct_hash)
+
+signed with the asset's registered agent key (`ComputeAsset.agentOf`), the same key that signs
+execution receipts. No contract checks heartbeats; the registry address is the verifying
+contract only so that a heartbeat for one deployment is worthless on another. Keepers cache
+them in Redis in the compact JSON form of `to_json`, and accept one only if `check_heartbeat`
+says so: signed by the agent, fresh, and newer than the last one accepted from that asset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_utils import to_checksum_address
+
+from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash
+from computenet.errors import ComputenetError, InvalidSignature
+from computenet.receipts import SECP256K1_HALF_N, SECP256K1_N, recover_signer
+
+DOMAIN_NAME = "computenet Heartbeat"
+DOMAIN_VERSION = "1"
+
+HEARTBEAT_TYPE = (
+    "Heartbeat(uint256 asset,uint256 timestamp,uint256 gpuUtilizationPct,uint256 freeVramMib,"
+    "uint256 runningShards,uint256 capacity,uint256 seq)"
+)
+HEARTBEAT_TYPEHASH = type_hash(HEARTBEAT_TYPE)
+
+# (python field, EIP-712 member) in the order of HEARTBEAT_TYPE; every member is a uint256.
+_MEMBERS = (
+    ("asset", "asset"),
+    ("timestamp", "timestamp"),
+    ("gpu_utilization_pct", "gpuUtilizationPct"),
+    ("free_vram_mib", "freeVramMib"),
+    ("running_shards", "runningShards"),
+    ("capacity", "capacity"),
+    ("seq", "seq"),
+)
+_FIELDS = tuple(attr for attr, _ in _MEMBERS)
+_ABI_TYPES = ["uint256"] * len(_MEMBERS)
+
+# How far ahead of the keeper's clock a heartbeat may be dated: agents' clocks drift a little.
+DEFAULT_MAX_SKEW = 5
+
+_ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class HeartbeatError(ComputenetError, ValueError):
+    """A heartbeat or its wire form is malformed."""
+
+
+def registry_domain_separator(chain_id: int, registry: str | bytes) -> bytes:
+    """The heartbeat domain separator for the ComputeAsset registry at `registry` on `chain_id`."""
+    return domain_separator(DOMAIN_NAME, DOMAIN_VERSION, chain_id, registry)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One agent's report on its node at `timestamp` (unix seconds).
+
+    `gpu_utilization_pct` is the average over the node's GPUs (0-100); `free_vram_mib` the free
+    GPU memory summed over them; `running_shards` the leases it is running and `capacity` how
+    many it can run at once. `seq` grows with every heartbeat the agent sends, so a keeper can
+    refuse an old one replayed to it.
+    """
+
+    asset: int
+    timestamp: int
+    gpu_utilization_pct: int
+    free_vram_mib: int
+    running_shards: int
+    capacity: int
+    seq: int
+
+    def __post_init__(self) -> None:
+        for attr in _FIELDS:
+            value = getattr(self, attr)
+            # bool is an int subclass but never a count; other int subclasses are plain numbers.
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise HeartbeatError(f"heartbeat.{attr} must be an int, got {type(value).__name__}")
+            if not 0 <= value < 2**256:
+                raise HeartbeatError(f"heartbeat.{attr} must fit in uint256, got {value}")
+            object.__setattr__(self, attr, int(value))
+        if self.gpu_utilization_pct > 100:
+            raise HeartbeatError(f"heartbeat.gpu_utilization_pct must be 0-100, got {self.gpu_utilization_pct}")
+
+    def _values(self) -> list[int]:
+        return [getattr(self, attr) for attr in _FIELDS]
+
+    def struct_hash(self) -> bytes:
+        """hashStruct(Heartbeat)."""
+        return hash_struct(HEARTBEAT_TYPEHASH, _ABI_TYPES, self._values())
+
+    def digest(self, chain_id: int, registry: str | bytes) -> bytes:
+        """The 32-byte digest the agent signs for the registry at `registry` on `chain_id`."""
+        return hash_typed(registry_domain_separator(chain_id, registry), self.struct_hash())
+
+    def typed_data(self, chain_id: int, registry: str | bytes) -> dict[str, Any]:
+        """The full EIP-712 message, for wallets that sign typed data (eth_signTypedData_v4)."""
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Heartbeat": [{"name": member, "type": "uint256"} for _, member in _MEMBERS],
+            },
+            "primaryType": "Heartbeat",
+            "domain": {
+                "name": DOMAIN_NAME,
+                "version": DOMAIN_VERSION,
+                "chainId": chain_id,
+                "verifyingContract": to_checksum_address(registry),
+            },
+            "message": {member: getattr(self, attr) for attr, member in _MEMBERS},
+        }
+
+    def sign(self, private_key: Any, chain_id: int, registry: str | bytes) -> bytes:
+        """A 65-byte r ‖ s ‖ v signature (v in {27, 28}, low s) by `private_key`."""
+        signed = Account.unsafe_sign_hash(self.digest(chain_id, registry), private_key)
+        r, s, v = signed.r, signed.s, signed.v
+        if s > SECP256K1_HALF_N:  # the same canonical form receipts use
+            s, v = SECP256K1_N - s, 55 - v
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+
+    def recover(self, signature: bytes, chain_id: int, registry: str | bytes) -> str:
+        """The checksum address that signed this heartbeat; raises InvalidSignature for a malformed one."""
+        return recover_signer(self.digest(chain_id, registry), signature)
+
+    def to_json(self, signature: bytes) -> str:
+        """The compact wire form: the fields by name plus the signature as 0x-hex, no spaces."""
+        if not isinstance(signature, (bytes, bytearray, memoryview)):
+            raise HeartbeatError(f"heartbeat signature must be bytes, got {type(signature).__name__}")
+        body = {attr: getattr(self, attr) for attr in _FIELDS}
+        body["signature"] = "0x" + bytes(signature).hex()
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> tuple[Heartbeat, bytes]:
+        """(heartbeat, signature) from `to_json`'s form; raises HeartbeatError for anything else."""
+        try:
+            body = json.loads(text)
+        except (ValueError, TypeError) as error:  # JSONDecodeError and bad UTF-8 are ValueErrors
+            raise HeartbeatError(f"heartbeat: not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise HeartbeatError("heartbeat: wire form must be a JSON object")
+        expected = set(_FIELDS) | {"signature"}
+        if set(body) != expected:
+            missing, extra = sorted(expected - set(body)), sorted(set(body) - expected)
+            raise HeartbeatError(f"heartbeat: wrong fields (missing {missing}, unexpected {extra})")
+        signature = body.pop("signature")
+        if not isinstance(signature, str) or not signature.startswith("0x"):
+            raise HeartbeatError("heartbeat.signature must be 0x-prefixed hex")
+        try:
+            raw = bytes.fromhex(signature[2:])
+        except ValueError:
+            raise HeartbeatError(f"heartbeat.signature is not valid hex: {signature!r}") from None
+        return cls(**body), raw
+
+
+def check_heartbeat(
+    hb: Heartbeat,
+    signature: bytes,
+    agent_of_asset: str,
+    now: int,
+    max_age: int,
+    last_seq: int | None,
+    chain_id: int,
+    registry: str | bytes,
+    *,
+    max_skew: int = DEFAULT_MAX_SKEW,
+) -> str | None:
+    """Why a keeper must refuse this heartbeat, or None to accept it.
+
+    `agent_of_asset` is `ComputeAsset.agentOf(hb.asset)` now (the zero address for an unknown
+    asset); `last_seq` the sequence number of the last heartbeat accepted from the asset, None
+    if none. The cheap checks come first and the signature recovery last, so a flood of junk
+    costs little; nothing here changes state, so the caller records `hb.seq` on acceptance.
+    """
+    if not isinstance(hb, Heartbeat):
+        return f"heartbeat: malformed (expected a Heartbeat, got {type(hb).__name__})"
+    if not isinstance(signature, (bytes, bytearray, memoryview)) or len(signature) != 65:
+        return "heartbeat: malformed signature (must be 65 bytes r ‖ s ‖ v)"
+    if not agent_of_asset or agent_of_asset.lower() == _ZERO_ADDRESS:
+        return "heartbeat: unknown asset (no agent registered)"
+    if hb.timestamp > now + max_skew:
+        return "heartbeat: from the future"
+    age = now - hb.timestamp
+    if age > max_age:
+        return f"heartbeat: stale (age {age} s > {max_age} s)"
+    if last_seq is not None and hb.seq <= last_seq:
+        return f"heartbeat: replayed sequence ({hb.seq} <= {last_seq})"
+    try:
+        signer = hb.recover(signature, chain_id, registry)
+    except InvalidSignature as error:
+        return f"heartbeat: malformed signature ({error})"
+    if signer.lower() != agent_of_asset.lower():
+        return "heartbeat: not signed by the asset's agent"
+    return None
