@@ -46,6 +46,7 @@ class Spec:
     price: int
     expire: int
     active: bool = True
+    max_leases: int = 1  # leases held at once, each from assignment until finalized
 
     def as_tuple(self) -> tuple:
         return (
@@ -57,6 +58,7 @@ class Spec:
             self.price,
             self.expire,
             self.active,
+            self.max_leases,
         )
 
     @property

@@ -63,8 +63,10 @@ FacilitatorSet = _event("FacilitatorSet", "account", "enabled")
 # ComputeAsset
 AssetRegistered = _event(
     "AssetRegistered",
-    "asset", "owner", "agent", "gpu_model", "vram_mib", "gpu_count", "cpu_cores", "region", "price", "expire", "commit",
+    "asset", "owner", "agent", "gpu_model", "vram_mib", "gpu_count", "cpu_cores", "region", "price", "expire",
+    "max_leases", "commit",
 )  # fmt: skip
+CapacityUpdated = _event("CapacityUpdated", "asset", "max_leases")
 PriceUpdated = _event("PriceUpdated", "asset", "price")
 AssetPaused = _event("AssetPaused", "asset")
 AssetResumed = _event("AssetResumed", "asset")

@@ -54,6 +54,8 @@ def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, no
         return "compute_asset: unknown asset"
     if asset.stake.available < params.min_stake:
         return "asset_stakes: stake below minimum"
+    if asset.stake.open_leases >= asset.spec.max_leases:
+        return "asset_stakes: asset at lease capacity"
     spec = asset.spec
     if not spec.active:
         return "job_market: asset is paused"
@@ -141,10 +143,8 @@ def finalize_problem(replicas: Sequence[Replica], now: int) -> str | None:
     return None
 
 
-def reclaim_problem(replica: Replica, now: int, paused: bool = False) -> str | None:
-    """Why `reclaim(job, shard, replica)` would revert."""
-    if paused:
-        return "market_params: paused"
+def reclaim_problem(replica: Replica, now: int) -> str | None:
+    """Why `reclaim(job, shard, replica)` would revert (a pause does not stop it)."""
     if replica.state != ReplicaState.ASSIGNED:
         return "job_market: replica not assigned"
     if now <= replica.deadline:

@@ -76,12 +76,18 @@ event AssetRegistered:
     region: uint16
     price: uint64
     expire: uint64
+    max_leases: uint16
     commit: bytes32
 
 
 event PriceUpdated:
     asset: indexed(uint256)
     price: uint64
+
+
+event CapacityUpdated:
+    asset: indexed(uint256)
+    max_leases: uint16
 
 
 event AssetPaused:
@@ -125,8 +131,9 @@ def __init__(token: IERC20, unbonding_delay: uint256, market: address):
 def register(spec: asset_spec.Spec, agent: address, commit: bytes32) -> uint256:
     """
     @notice Registers a node and mints its asset to the caller, active from now on.
-    @param spec The node's spec; `active` is ignored (a new asset is active) and
-           `expire` ends the listing (unix seconds).
+    @param spec The node's spec; `active` is ignored (a new asset is active),
+           `expire` ends the listing (unix seconds) and `max_leases` (at least 1)
+           caps the leases it holds at once.
     @param agent The key the node's agent signs receipts and heartbeats with.
     @param commit Hash of the spec document and attestation evidence.
     @return The new asset id.
@@ -136,6 +143,7 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32) -> uint256:
     assert spec.gpu_count == 0 or spec.vram_mib > 0, "compute_asset: gpu without vram"
     assert spec.gpu_count > 0 or spec.gpu_model == 0, "compute_asset: gpu model without gpus"
     assert convert(spec.expire, uint256) > block.timestamp, "compute_asset: expiry in the past"
+    assert spec.max_leases > 0, "compute_asset: zero lease capacity"
     asset: uint256 = self.totalSupply + 1
     self.totalSupply = asset
     stored: asset_spec.Spec = spec
@@ -155,6 +163,7 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32) -> uint256:
         region=spec.region,
         price=spec.price,
         expire=spec.expire,
+        max_leases=spec.max_leases,
         commit=commit,
     )
     return asset
@@ -172,6 +181,22 @@ def set_price(asset: uint256, price: uint64):
     spec.price = price
     self.spec_word[asset] = asset_spec._pack(spec)
     log PriceUpdated(asset=asset, price=price)
+
+
+@external
+def set_capacity(asset: uint256, max_leases: uint16):
+    """
+    @notice Sets how many leases the asset holds at once (assigned until finalized);
+            leases already open stay.
+    @param asset The asset.
+    @param max_leases At least 1.
+    """
+    self._check_owner_or_operator(asset)
+    assert max_leases > 0, "compute_asset: zero lease capacity"
+    spec: asset_spec.Spec = asset_spec._unpack(self.spec_word[asset])
+    spec.max_leases = max_leases
+    self.spec_word[asset] = asset_spec._pack(spec)
+    log CapacityUpdated(asset=asset, max_leases=max_leases)
 
 
 @external
@@ -260,7 +285,8 @@ def spec(asset: uint256) -> asset_spec.Spec:
 @external
 def open_lease(asset: uint256, min_stake: uint256) -> uint256:
     """
-    @notice Counts a new lease on the asset if its stake is enough (market only).
+    @notice Counts a new lease on the asset if its stake is enough and it is below
+            its lease capacity (market only).
     @param asset The asset.
     @param min_stake The market's minimum stake, token base units.
     @return The asset's packed spec, for the market's eligibility checks.
@@ -268,7 +294,7 @@ def open_lease(asset: uint256, min_stake: uint256) -> uint256:
     asset_stakes._check_market()
     word: uint256 = self.spec_word[asset]
     assert word != 0, "compute_asset: unknown asset"
-    asset_stakes._open_lease(asset, min_stake)
+    asset_stakes._open_lease(asset, min_stake, asset_spec._unpack(word).max_leases)
     return word
 
 

@@ -11,8 +11,8 @@
      ASSIGNED -> OPEN on decline or reclaim, SUBMITTED -> DISPUTED -> SUBMITTED|OPEN
      on challenge or replica mismatch, and OPEN -> CANCELLED by the client. Every
      transition emits an event, so the whole market can be rebuilt from logs.
-     Paused (market_params.pause): post_job, assign and reclaim stop; results,
-     finalization, cancels, disputes and withdrawals go on.
+     Paused (market_params.pause): post_job and assign stop and reclaims do not
+     slash; results, finalization, cancels, disputes and withdrawals go on.
 """
 
 from ethereum.ercs import IERC20
@@ -427,13 +427,14 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     """
     @notice Takes back a replica whose lease ran out without a result: part of the
             asset's stake is slashed (half to the caller, half to the client) and
-            the replica reopens for another asset.
+            the replica reopens for another asset. While the market is paused the
+            replica reopens without a slash, so no one is punished for an outage
+            and the client can still cancel after the deadline.
     @param job_id The job.
     @param shard The shard.
     @param replica The replica.
     """
     settings: market_params.Settings = market_params._settings()
-    market_params._check_not_paused(settings)
     self._check_replica(self._terms(job_id)[0], shard, replica)
     rep: Replica = self._replica(job_id, shard, replica)
     assert rep.state == ASSIGNED, "job_market: replica not assigned"
@@ -442,7 +443,8 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     rep.state = OPEN
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
-    slashed: uint256 = extcall ASSETS.slash_lease(asset, convert(settings.slash_bps, uint256))
+    slash_bps: uint256 = 0 if settings.paused else convert(settings.slash_bps, uint256)
+    slashed: uint256 = extcall ASSETS.slash_lease(asset, slash_bps)
     to_caller: uint256 = slashed // 2
     settlement._credit(msg.sender, to_caller)
     settlement._credit(self._head(job_id).client, slashed - to_caller)
@@ -631,9 +633,11 @@ def challenge(job_id: uint256, shard: uint256):
 @external
 def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
     """
-    @notice Settles a dispute (facilitators only). Disputed replicas whose root is
-            `valid_root` stand and may be finalized at once; the others are slashed
-            (to the challenger, or to the client for a replica mismatch) and reopen.
+    @notice Settles a dispute (facilitators only) by ruling on the whole shard: every
+            disputed or submitted replica whose root is `valid_root` stands and may be
+            finalized at once; every other one is slashed (to the challenger, or to
+            the client for a replica mismatch) and reopens. Ruling on the submitted
+            ones too means no replica that disagrees with the ruling can linger.
     @param job_id The job.
     @param shard The shard.
     @param valid_root The output root the facilitator found correct (zero: none).
@@ -650,9 +654,12 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
     upheld: uint256 = 0
     rejected: uint256 = 0
     upheld_asset: uint256 = 0
+    disputed: bool = False
     for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
         rep: Replica = self._replica(job_id, shard, r)
-        if rep.state != DISPUTED:
+        if rep.state == DISPUTED:
+            disputed = True
+        elif rep.state != SUBMITTED:
             continue
         asset: uint256 = convert(rep.asset, uint256)
         rep.since = convert(block.timestamp, uint40)
@@ -671,7 +678,7 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
             settlement._credit(victim, slashed)
             rejected += 1
             log ReplicaRejected(job=job_id, shard=shard, replica=r, asset=asset, slashed=slashed)
-    assert upheld + rejected > 0, "job_market: no open dispute"
+    assert disputed, "job_market: no open dispute"
     if packed != 0:
         self._challenges[job_id][shard] = 0
         if rejected > 0:

@@ -37,10 +37,11 @@ def cli():
 @click.option("--region", type=int, default=0, show_default=True, help="ISO 3166-1 numeric country code.")
 @click.option("--price", required=True, help="Price per GPU-second (per second for CPU-only), in tokens, e.g. 0.0004.")
 @click.option("--days", type=int, default=30, show_default=True, help="Listing length in days.")
+@click.option("--max-leases", type=int, help="Leases held at once, each until finalized (default: one per GPU, at least 1).")
 @click.option("--spec-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Spec and attestation document; its keccak256 becomes the ERC-7829 commit.")
 @click.option("--stake", "stake_amount", help="Also stake this many tokens.")
 @clear_errors
-def register(account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price, days, spec_file, stake_amount):
+def register(account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price, days, max_leases, spec_file, stake_amount):
     """Register a node and mint its asset."""
     market = Market.from_deployments()
     spec = Spec(
@@ -51,6 +52,7 @@ def register(account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price
         region=region,
         price=parse_amount(price),
         expire=chain.pending_timestamp + days * DAY,
+        max_leases=max_leases or max(gpus, 1),
     )
     commit = keccak(spec_file.read_bytes()) if spec_file else keccak(json.dumps(spec.__dict__, sort_keys=True).encode())
     asset_id = market.register_asset(spec, agent, commit, sender=account)
@@ -110,6 +112,16 @@ def price(account, asset, price):
     with typed_reverts():
         market.assets.set_price(asset, parse_amount(price), sender=account)
     click.echo(f"asset {asset} price: {price} per GPU-second")
+
+
+@asset_command()
+@click.argument("max_leases", type=int)
+def capacity(account, asset, max_leases):
+    """Let ASSET hold MAX_LEASES leases at once."""
+    market = Market.from_deployments()
+    with typed_reverts():
+        market.assets.set_capacity(asset, max_leases, sender=account)
+    click.echo(f"asset {asset} holds up to {max_leases} lease(s) at once")
 
 
 @asset_command()

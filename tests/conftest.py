@@ -163,6 +163,7 @@ def make_spec(chain):
             region=276,
             price=100,
             expire=chain.pending_timestamp + 30 * 86_400,
+            max_leases=16,
         )
         fields.update(overrides)
         return Spec(**fields)

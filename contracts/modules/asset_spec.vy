@@ -5,7 +5,7 @@
 @dev Shared by ComputeAsset (which stores the word) and JobMarket (which reads it in
      one call when it checks an assignment), so the layout is defined once.
      Bits: gpu_model 0-31, vram_mib 32-63, gpu_count 64-71, cpu_cores 72-87,
-     region 88-103, price 104-167, expire 168-231, active 232.
+     region 88-103, price 104-167, expire 168-231, active 232, max_leases 240-255.
 """
 
 _MASK8: constant(uint256) = 2**8 - 1
@@ -23,6 +23,7 @@ struct Spec:
     price: uint64  # price per GPU-second (per second for CPU-only nodes), token base units
     expire: uint64  # end of the listing, unix seconds
     active: bool  # false while the owner has paused it
+    max_leases: uint16  # leases it holds at once (assigned until finalized), at least 1
 
 
 @internal
@@ -40,6 +41,7 @@ def _pack(s: Spec) -> uint256:
     word |= convert(s.expire, uint256) << 168
     if s.active:
         word |= 1 << 232
+    word |= convert(s.max_leases, uint256) << 240
     return word
 
 
@@ -58,4 +60,5 @@ def _unpack(word: uint256) -> Spec:
         price=convert((word >> 104) & _MASK64, uint64),
         expire=convert((word >> 168) & _MASK64, uint64),
         active=(word >> 232) & 1 == 1,
+        max_leases=convert(word >> 240, uint16),
     )

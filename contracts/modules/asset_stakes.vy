@@ -201,13 +201,16 @@ def _check_market():
 
 
 @internal
-def _open_lease(asset: uint256, min_stake: uint256):
+def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16):
     """
-    @dev Counts a new lease if the stake not unbonding meets `min_stake`.
+    @dev Counts a new lease if the stake not unbonding meets `min_stake` and the
+         asset holds fewer than `max_leases`, so no one can pile leases onto an
+         asset to have them expire and slash it.
     """
     s: Stake = self._stake(asset)
     available: uint256 = convert(s.amount, uint256) - min(convert(s.unbonding, uint256), convert(s.amount, uint256))
     assert available >= min_stake, "asset_stakes: stake below minimum"
+    assert s.open_leases < convert(max_leases, uint32), "asset_stakes: asset at lease capacity"
     s.open_leases += 1
     self._store(asset, s)
 

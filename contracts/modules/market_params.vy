@@ -111,8 +111,9 @@ def set_parameters(params: Parameters):
 @external
 def pause():
     """
-    @notice Stops new jobs, assignments and reclaims; results, finalization, cancels,
-            disputes and withdrawals go on, so no one is slashed or stuck while paused.
+    @notice Stops new jobs and assignments, and reclaims stop slashing; results,
+            finalization, cancels, disputes and withdrawals go on, so no one is
+            slashed or stuck while paused.
     """
     ownable._check_owner()
     assert not self._settings().paused, "market_params: paused"

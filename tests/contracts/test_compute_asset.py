@@ -14,7 +14,7 @@ TOKEN = 10**6
 H100 = 1
 COMMIT = b"\x11" * 32
 MAX_U8, MAX_U16, MAX_U32, MAX_U64 = 2**8 - 1, 2**16 - 1, 2**32 - 1, 2**64 - 1
-SPEC_FIELDS = ("gpu_model", "vram_mib", "gpu_count", "cpu_cores", "region", "price", "expire", "active")
+SPEC_FIELDS = ("gpu_model", "vram_mib", "gpu_count", "cpu_cores", "region", "price", "expire", "active", "max_leases")
 
 ERC7829_SIGNATURES = (
     "setReader(uint256,address,bool)",
@@ -512,6 +512,7 @@ def test_register(assets, provider, agent, make_spec):
     assert (log.gpu_model, log.vram_mib, log.gpu_count, log.cpu_cores, log.region, log.price, log.expire) == (
         spec.as_tuple()[:7]
     )
+    assert log.max_leases == spec.max_leases
     assert bytes(log.commit) == commit
     mint = only(receipt, assets.Transfer)
     assert (mint.sender, mint.receiver, mint.token_id) == (ZERO_ADDRESS, provider.address, 1)
@@ -695,7 +696,7 @@ def test_new_owner_manages_old_owner_does_not(assets, asset, provider, provider2
 
 
 def test_spec_packing_extremes(assets, provider, agent):
-    spec = Spec(MAX_U32, MAX_U32, MAX_U8, MAX_U16, MAX_U16, MAX_U64, MAX_U64)
+    spec = Spec(MAX_U32, MAX_U32, MAX_U8, MAX_U16, MAX_U16, MAX_U64, MAX_U64, True, MAX_U16)
     assets.register(spec.as_tuple(), agent, COMMIT, sender=provider)
     assert spec_tuple(assets.spec(1)) == spec.as_tuple()
     assert assets.sizeByTokenId(1) == MAX_U8 * MAX_U32
@@ -723,6 +724,7 @@ def valid_specs(draw):
         # Well past any test chain's clock; `test_spec_packing_minimums` covers near-now.
         expire=draw(st.integers(2**34, MAX_U64)),
         active=draw(st.booleans()),
+        max_leases=draw(st.integers(1, MAX_U16)),
     )
 
 
@@ -733,7 +735,37 @@ def test_spec_round_trip(assets, provider, agent, spec):
     stored = assets.spec(asset_id)
     assert spec_tuple(stored)[:7] == spec.as_tuple()[:7]
     assert stored.active is True
+    assert stored.max_leases == spec.max_leases
     assert assets.sizeByTokenId(asset_id) == spec.gpu_count * spec.vram_mib
+
+
+def test_register_zero_lease_capacity(assets, provider, agent, make_spec):
+    with ape.reverts("compute_asset: zero lease capacity"):
+        assets.register(make_spec(max_leases=0).as_tuple(), agent, COMMIT, sender=provider)
+
+
+def test_set_capacity(assets, asset, provider, stranger):
+    receipt = assets.set_capacity(asset, 3, sender=provider)
+    assert (only(receipt, assets.CapacityUpdated).asset, only(receipt, assets.CapacityUpdated).max_leases) == (asset, 3)
+    assert assets.spec(asset).max_leases == 3
+    with ape.reverts("compute_asset: zero lease capacity"):
+        assets.set_capacity(asset, 0, sender=provider)
+    with ape.reverts("compute_asset: caller is not owner nor approved"):
+        assets.set_capacity(asset, 2, sender=stranger)
+
+
+def test_lease_capacity_caps_open_leases(assets, market, provider, agent, register_asset, post_job, keeper, registered_keeper):
+    """No one can pile more leases on an asset than it offers, to have them expire and slash it."""
+    asset = register_asset(max_leases=2)
+    job = post_job(shard_count=3)
+    market.assign(job, 0, asset, sender=keeper)
+    market.assign(job, 1, asset, sender=keeper)
+    with ape.reverts("asset_stakes: asset at lease capacity"):
+        market.assign(job, 2, asset, sender=keeper)
+    assert assets.stake(asset).open_leases == 2
+    assets.set_capacity(asset, 3, sender=provider)
+    market.assign(job, 2, asset, sender=keeper)
+    assert assets.stake(asset).open_leases == 3
 
 
 # ================================================================ stakes

@@ -1075,11 +1075,15 @@ def test_reclaim_submitted_replica(chain, market, job, submitted, keeper):
         market.reclaim(job, 0, 0, sender=keeper)
 
 
-def test_reclaim_while_paused(chain, market, owner, job, assigned, keeper):
+def test_reclaim_while_paused_reopens_without_a_slash(chain, market, assets, owner, job, asset, assigned, keeper, client):
+    """No one is punished for an outage: while paused a reclaim only reopens the replica."""
     chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
     market.pause(sender=owner)
-    with ape.reverts("market_params: paused"):
-        market.reclaim(job, 0, 0, sender=keeper)
+    tx = market.reclaim(job, 0, 0, sender=keeper)
+    assert only(tx, market.ShardReclaimed).slashed == 0
+    assert market.replica(job, 0, 0).state == ReplicaState.OPEN
+    assert (assets.stake(asset).amount, assets.stake(asset).open_leases) == (STAKE, 0)
+    assert market.credits(keeper) == market.credits(client) == 0
 
 
 def test_reclaim_unknown_replica(chain, market, job, assigned, keeper):
@@ -1468,3 +1472,33 @@ def test_views_of_unknown_ids(market, job):
     assert market.output_root(job, 0, 0) == b"\x00" * 32
     assert market.challenge_of(job, 0) == (ZERO, 0)
 
+
+
+def test_resolve_rules_on_results_submitted_during_the_dispute(
+    chain, market, assets, post_job, register_asset, agents, provider2, keeper, registered_keeper, submit, verifier, facilitator, params
+):
+    """A replica that submits while another is disputed is ruled on too, so no result
+    that disagrees with the ruling can linger and block the shard."""
+    job = post_job(replication=2)
+    first = register_asset(agent_account=agents[0])
+    second = register_asset(owner=provider2, agent_account=agents[1])
+    third = register_asset(agent_account=agents[2])
+    market.assign(job, 0, first, sender=keeper)
+    market.assign(job, 0, second, sender=keeper)
+    submit(agents[0], job, 0, 0, output_root=ROOT)
+    market.challenge(job, 0, sender=verifier)
+    submit(agents[1], job, 0, 1, output_root=OTHER_ROOT)  # arrives during the dispute
+
+    tx = market.resolve(job, 0, ROOT, sender=facilitator)
+
+    rejected = only(tx, market.ReplicaRejected)
+    assert (rejected.replica, rejected.asset) == (1, second)
+    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
+    slash = STAKE * params.slash_bps // 10_000
+    assert market.credits(verifier) == slash + params.challenge_bond  # slash plus the bond back
+    market.assign(job, 0, third, sender=keeper)
+    submit(agents[2], job, 0, 1, output_root=ROOT)
+    chain.mine(deltatime=params.challenge_window + 1)
+    market.finalize(job, 0, sender=keeper)
+    assert market.job(job).unfinished == 0
+    assert assets.stake(first).open_leases == assets.stake(second).open_leases == assets.stake(third).open_leases == 0

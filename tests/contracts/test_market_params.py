@@ -244,15 +244,19 @@ def test_paused_stops_assign(market, owner, keeper, live_job):
     assert market.replica(job, 2, 0).state == ReplicaState.ASSIGNED
 
 
-def test_paused_stops_reclaim(chain, market, owner, stranger, params, make_requirements, live_job):
-    job, _ = live_job
+def test_paused_reclaim_does_not_slash(chain, market, assets, owner, stranger, params, make_requirements, live_job):
+    """While paused an expired lease still reopens (so the client can cancel), unslashed;
+    after unpausing, reclaims slash again."""
+    job, asset = live_job
     chain.mine(deltatime=make_requirements().lease_seconds(params.lease_grace) + 1)
+    stake = assets.stake(asset).amount
     market.pause(sender=owner)
-    with ape.reverts("market_params: paused"):
-        market.reclaim(job, 1, 0, sender=stranger)
-    market.unpause(sender=owner)
     market.reclaim(job, 1, 0, sender=stranger)
     assert market.replica(job, 1, 0).state == ReplicaState.OPEN
+    assert assets.stake(asset).amount == stake
+    market.unpause(sender=owner)
+    market.reclaim(job, 0, 0, sender=stranger)
+    assert assets.stake(asset).amount == stake - stake * params.slash_bps // 10_000
 
 
 def test_paused_results_finalize_and_withdraw_go_on(

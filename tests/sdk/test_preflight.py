@@ -401,16 +401,15 @@ def test_reclaim_happy_path():
 
 
 def test_reclaim_reasons_in_contract_order():
-    def check(state, deadline, paused):
-        return preflight.reclaim_problem(rep(0, state, asset=1, deadline=deadline), NOW, paused)
+    def check(state, deadline):
+        return preflight.reclaim_problem(rep(0, state, asset=1, deadline=deadline), NOW)
 
     seen = fixes_in_order(
         check,
-        dict(state=ReplicaState.SUBMITTED, deadline=NOW, paused=True),
-        [dict(paused=False), dict(state=ReplicaState.ASSIGNED), dict(deadline=NOW - 1)],
+        dict(state=ReplicaState.SUBMITTED, deadline=NOW),
+        [dict(state=ReplicaState.ASSIGNED), dict(deadline=NOW - 1)],
     )
     assert seen == [
-        "market_params: paused",
         "job_market: replica not assigned",
         "job_market: lease not expired",
         None,
