@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eth_abi import encode
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 
@@ -47,3 +47,35 @@ def hash_typed(domain_sep: bytes, struct_hash: bytes) -> bytes:
     if len(domain_sep) != 32 or len(struct_hash) != 32:
         raise ValueError("domain separator and struct hash must be 32 bytes each")
     return keccak(b"\x19\x01" + bytes(domain_sep) + bytes(struct_hash))
+
+
+def typed_message(
+    name: str,
+    version: str,
+    chain_id: int,
+    contract: str | bytes,
+    primary_type: str,
+    members: Sequence[tuple[str, str]],
+    message: dict[str, Any],
+) -> dict[str, Any]:
+    """The full EIP-712 message (eth_signTypedData_v4 form) for wallets that sign typed data;
+    `members` are (name, type) pairs in type-string order."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            primary_type: [{"name": member, "type": abi} for member, abi in members],
+        },
+        "primaryType": primary_type,
+        "domain": {
+            "name": name,
+            "version": version,
+            "chainId": chain_id,
+            "verifyingContract": to_checksum_address(contract),
+        },
+        "message": message,
+    }

@@ -20,12 +20,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from eth_account import Account
-from eth_utils import to_checksum_address
 
-from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash
+from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash, typed_message
 from computenet.errors import ComputenetError, InvalidSignature
-from computenet.receipts import SECP256K1_HALF_N, SECP256K1_N, recover_signer
+from computenet.receipts import recover_signer, sign_digest
 
 DOMAIN_NAME = "computenet Heartbeat"
 DOMAIN_VERSION = "1"
@@ -107,33 +105,19 @@ class Heartbeat:
 
     def typed_data(self, chain_id: int, registry: str | bytes) -> dict[str, Any]:
         """The full EIP-712 message, for wallets that sign typed data (eth_signTypedData_v4)."""
-        return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Heartbeat": [{"name": member, "type": "uint256"} for _, member in _MEMBERS],
-            },
-            "primaryType": "Heartbeat",
-            "domain": {
-                "name": DOMAIN_NAME,
-                "version": DOMAIN_VERSION,
-                "chainId": chain_id,
-                "verifyingContract": to_checksum_address(registry),
-            },
-            "message": {member: getattr(self, attr) for attr, member in _MEMBERS},
-        }
+        return typed_message(
+            DOMAIN_NAME,
+            DOMAIN_VERSION,
+            chain_id,
+            registry,
+            "Heartbeat",
+            [(member, "uint256") for _, member in _MEMBERS],
+            {member: getattr(self, attr) for attr, member in _MEMBERS},
+        )
 
     def sign(self, private_key: Any, chain_id: int, registry: str | bytes) -> bytes:
         """A 65-byte r ‖ s ‖ v signature (v in {27, 28}, low s) by `private_key`."""
-        signed = Account.unsafe_sign_hash(self.digest(chain_id, registry), private_key)
-        r, s, v = signed.r, signed.s, signed.v
-        if s > SECP256K1_HALF_N:  # the same canonical form receipts use
-            s, v = SECP256K1_N - s, 55 - v
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+        return sign_digest(self.digest(chain_id, registry), private_key)
 
     def recover(self, signature: bytes, chain_id: int, registry: str | bytes) -> str:
         """The checksum address that signed this heartbeat; raises InvalidSignature for a malformed one."""

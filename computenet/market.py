@@ -17,7 +17,6 @@ from computenet.deployments import DeploymentNotFound, load
 from computenet.domain import (
     Asset,
     Job,
-    MAX_REPLICATION,
     Parameters,
     Replica,
     ReplicaState,
@@ -27,7 +26,7 @@ from computenet.domain import (
     Stake,
     Verification,
 )
-from computenet.errors import ContractRevert, revert_error
+from computenet.errors import revert_error
 from computenet.events import Event, from_log
 from computenet.receipts import ExecutionReceipt
 

@@ -17,9 +17,8 @@ from typing import Any
 from eth_account import Account
 from eth_keys import keys
 from eth_keys.exceptions import BadSignature, ValidationError as KeysValidationError
-from eth_utils import to_checksum_address
 
-from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash
+from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash, typed_message
 from computenet.errors import InvalidSignature
 
 DOMAIN_NAME = "computenet JobMarket"
@@ -114,37 +113,33 @@ class ExecutionReceipt:
 
     def typed_data(self, chain_id: int, market: str | bytes) -> dict[str, Any]:
         """The full EIP-712 message, for wallets that sign typed data (eth_signTypedData_v4)."""
-        return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "ExecutionReceipt": [{"name": member, "type": abi} for _, member, abi in _MEMBERS],
-            },
-            "primaryType": "ExecutionReceipt",
-            "domain": {
-                "name": DOMAIN_NAME,
-                "version": DOMAIN_VERSION,
-                "chainId": chain_id,
-                "verifyingContract": to_checksum_address(market),
-            },
-            "message": {member: getattr(self, attr) for attr, member, _ in _MEMBERS},
-        }
+        return typed_message(
+            DOMAIN_NAME,
+            DOMAIN_VERSION,
+            chain_id,
+            market,
+            "ExecutionReceipt",
+            [(member, abi) for _, member, abi in _MEMBERS],
+            {member: getattr(self, attr) for attr, member, _ in _MEMBERS},
+        )
 
     def sign(self, private_key: Any, chain_id: int, market: str | bytes) -> bytes:
         """A 65-byte r ‖ s ‖ v signature (v in {27, 28}, low s) by `private_key`."""
-        signed = Account.unsafe_sign_hash(self.digest(chain_id, market), private_key)
-        r, s, v = signed.r, signed.s, signed.v
-        if s > SECP256K1_HALF_N:  # eth_keys already signs low-s; keep the invariant explicit
-            s, v = SECP256K1_N - s, 55 - v
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+        return sign_digest(self.digest(chain_id, market), private_key)
 
     def recover(self, signature: bytes, chain_id: int, market: str | bytes) -> str:
         """The checksum address that signed this receipt; raises InvalidSignature for any form the contract refuses."""
         return recover_signer(self.digest(chain_id, market), signature)
+
+
+def sign_digest(digest: bytes, private_key: Any) -> bytes:
+    """A 65-byte r ‖ s ‖ v signature over `digest` in the one form the contracts accept
+    (v in {27, 28}, low s)."""
+    signed = Account.unsafe_sign_hash(digest, private_key)
+    r, s, v = signed.r, signed.s, signed.v
+    if s > SECP256K1_HALF_N:  # eth_keys already signs low-s; keep the invariant explicit
+        s, v = SECP256K1_N - s, 55 - v
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
 
 
 def recover_signer(digest: bytes, signature: bytes) -> str:

@@ -14,7 +14,7 @@ from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 from eth_utils import keccak
 
-from computenet.cli import clear_errors, fail, format_amount, parse_amount
+from computenet.cli import clear_errors, format_amount, parse_amount
 from computenet.domain import Spec
 from computenet.market import Market, typed_reverts
 
