@@ -454,7 +454,7 @@ class MarketMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ agents
 
     @precondition(lambda self: self.model.jobs)
-    @rule(choice=st.integers(0, 255), assigned=mostly(), replica=st.integers(0, 2),
+    @rule(choice=st.integers(0, 255), assigned=mostly(), replica=st.integers(0, 3),
           root=st.sampled_from(ROOTS[:1] * 3 + ROOTS[1:] + [ZERO_ROOT]),
           gpu_seconds=st.sampled_from(["zero", "half", "cap", "over", "max"]),
           forgery=st.sampled_from(["none"] * 6 + ["wrong key", "stale lease", "other gpu-seconds"]))
