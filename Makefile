@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node compile test gas-snapshot clean distclean
+.PHONY: venv node redis compile test gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -38,11 +38,20 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The keeper tests start their own redis-server; install Debian's when it is missing.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }; \
+	  else echo "error: redis-server not found; install it (Debian: apt-get install redis-server)" >&2; exit 1; fi; }
+
 compile: venv
 	$(RUN) $(VENV)/bin/ape compile
 
 # Forced: ape's cache does not notice edits to imported modules.
-test: venv node
+test: venv node redis
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) $(ARGS)
 

@@ -9,9 +9,10 @@ A heartbeat is EIP-712 typed data bound to one ComputeAsset deployment:
 
 signed with the asset's registered agent key (`ComputeAsset.agentOf`), the same key that signs
 execution receipts. No contract checks heartbeats; the registry address is the verifying
-contract only so that a heartbeat for one deployment is worthless on another. Keepers cache
-them in Redis in the compact JSON form of `to_json`, and accept one only if `check_heartbeat`
-says so: signed by the agent, fresh, and newer than the last one accepted from that asset.
+contract only so that a heartbeat for one deployment is worthless on another. Agents publish
+them in the compact JSON form of `to_json` on the Redis stream `stream_key` names; keepers
+accept one only if `check_heartbeat` says so: signed by the agent, fresh, and newer than the
+last one accepted from that asset.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ _ZERO_ADDRESS = "0x" + "00" * 20
 
 class HeartbeatError(ComputenetError, ValueError):
     """A heartbeat or its wire form is malformed."""
+
+
+# Agents XADD the `to_json` form to this Redis stream (field "hb"), capped at about
+# STREAM_MAX_LEN entries; every keeper reads the whole stream from its own position.
+STREAM_FIELD = "hb"
+STREAM_MAX_LEN = 10_000
+
+
+def stream_key(chain_id: int, registry: str) -> str:
+    """The Redis stream carrying heartbeats for the ComputeAsset registry at `registry`."""
+    return f"computenet:heartbeats:{chain_id}:{str(registry).lower()}"
 
 
 def registry_domain_separator(chain_id: int, registry: str | bytes) -> bytes:

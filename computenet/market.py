@@ -63,6 +63,7 @@ class Market:
         self.assets = assets
         self.keepers = keepers
         self.market = market
+        self.deployment_block = 0  # where to start reading events; from_deployments knows it
 
     @classmethod
     def from_stack(cls, stack: Any) -> Market:
@@ -97,7 +98,9 @@ class Market:
                 f"no contract at the recorded market {record['market']} on {network}: "
                 "the chain was reset since deployment; run `ape run deploy` again"
             )
-        return cls.at(record)
+        market = cls.at(record)
+        market.deployment_block = int(record.get("block", 0))
+        return market
 
     # ------------------------------------------------------------- reads
 
@@ -204,15 +207,23 @@ class Market:
 
     def events(self, start_block: int = 0, stop_block: int | None = None) -> list[Event]:
         """Every event of the asset registry, keeper registry and market from
-        `start_block` up to and excluding `stop_block` (default: to the head), in chain order."""
+        `start_block` up to and excluding `stop_block` (default: to the head), in chain order.
+        One `eth_getLogs` per page of blocks for all three contracts."""
         from ape import chain
+        from ape.types import LogFilter
 
-        stop = chain.blocks.height + 1 if stop_block is None else stop_block  # ape's stop is exclusive
-        logs = []
-        for contract in (self.assets, self.keepers, self.market):
-            for abi in contract.contract_type.events:
-                logs.extend(getattr(contract, abi.name).range(start_block, stop))
-        logs.sort(key=lambda log: (log.block_number, log.log_index))
+        last = chain.blocks.height if stop_block is None else stop_block - 1
+        if last < start_block:
+            return []
+        contracts = (self.assets, self.keepers, self.market)
+        abis = {abi.selector: abi for contract in contracts for abi in contract.contract_type.events}
+        log_filter = LogFilter(
+            addresses=[contract.address for contract in contracts],
+            events=list(abis.values()),
+            start_block=start_block,
+            stop_block=last,
+        )
+        logs = sorted(chain.provider.get_contract_logs(log_filter), key=lambda log: (log.block_number, log.log_index))
         return [from_log(log) for log in logs]
 
     # ------------------------------------------------------------- checks

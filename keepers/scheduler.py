@@ -7,7 +7,8 @@ What it guarantees
 ------------------
 * It never proposes what the chain would reject. A candidate passes the asset-side
   rules of `JobMarket.assign` (those of `computenet.preflight.asset_problem`: id,
-  stake, paused, GPUs, VRAM, price cap, lease vs deadline, lease vs expiry) and
+  stake, lease capacity, paused, GPUs, VRAM, price cap, lease vs deadline, lease vs
+  expiry) and
   `open_replica`'s (not already running this shard), checked against the shard's
   replicas as they stand after the batch's earlier assignments.
 * It only uses nodes it can trust to start: a heartbeat no older than
@@ -202,8 +203,10 @@ class Policy:
 
     max_heartbeat_age        a node silent for longer (s) is presumed down
     max_utilization_pct      a node whose GPUs are busier is overloaded
-    require_heartbeat        False: an asset with no heartbeat at all is assumed to have
-                             `assumed_capacity` free slots at `assumed_utilization_pct`
+    require_heartbeat        False: an asset with no heartbeat at all is assumed to run
+                             `assumed_capacity` leases at once at `assumed_utilization_pct`
+                             (capacity is capped by the asset's registered max_leases, and
+                             the chain's count of its open leases is always counted as running)
     check_free_vram          on a node already running shards, require free VRAM for the
                              shard (min_vram_mib × gpu_count, taken from it as leases are given)
     """
@@ -391,6 +394,9 @@ class Batch:
                     continue
                 util, free = node.gpu_utilization_pct, node.free_vram_mib
                 running, capacity = node.running_shards, node.capacity
+            # The chain's count and cap of open leases bound whatever the agent reports.
+            running = max(running, asset.stake.open_leases)
+            capacity = min(capacity, spec.max_leases)
             if util > max_util or running >= capacity:
                 continue
             self._k_of[asset.id] = len(self._ids)

@@ -55,17 +55,21 @@ GPU_SECONDS = 3600  # with one GPU the lease is 3600 + 300 s
 LEASE_END = NOW + GPU_SECONDS + GRACE
 
 
-def asset(id, owner=None, gpus=1, vram=80_000, price=100, expire=NOW + DAY, active=True, stake=1_000, unbonding=0):
+def asset(
+    id, owner=None, gpus=1, vram=80_000, price=100, expire=NOW + DAY, active=True, stake=1_000, unbonding=0,
+    max_leases=16, open_leases=0,
+):  # fmt: skip
     spec = Spec(
-        gpu_model=1, vram_mib=vram, gpu_count=gpus, cpu_cores=8, region=0, price=price, expire=expire, active=active
-    )
+        gpu_model=1, vram_mib=vram, gpu_count=gpus, cpu_cores=8, region=0, price=price, expire=expire, active=active,
+        max_leases=max_leases,
+    )  # fmt: skip
     return Asset(
         id=id,
         owner=owner or f"0x{id:040x}",
         agent=f"0x{id + 1000:040x}",
         spec=spec,
         commit=b"\x00" * 32,
-        stake=Stake(amount=stake, open_leases=0, unbond_at=0, unbonding=unbonding),
+        stake=Stake(amount=stake, open_leases=open_leases, unbond_at=0, unbonding=unbonding),
     )
 
 
@@ -139,7 +143,12 @@ def brute_force(shards, assets, nodes, reputations, params, now, weights, policy
             n = NodeState(a.id, policy.assumed_utilization_pct, free, 0, policy.assumed_capacity, now)
         if now - n.last_seen > policy.max_heartbeat_age or n.gpu_utilization_pct > policy.max_utilization_pct:
             continue
-        state[a.id] = {"util": n.gpu_utilization_pct, "run": n.running_shards, "cap": n.capacity, "free": n.free_vram_mib}
+        state[a.id] = {
+            "util": n.gpu_utilization_pct,
+            "run": max(n.running_shards, a.stake.open_leases),
+            "cap": min(n.capacity, a.spec.max_leases),
+            "free": n.free_vram_mib,
+        }
     replicas = {(s.job.id, s.shard): sorted(s.replicas, key=lambda r: r.index) for s in shards}
     jobs = {(s.job.id, s.shard): s.job for s in shards}
     holding = (ReplicaState.ASSIGNED, ReplicaState.SUBMITTED, ReplicaState.DISPUTED)
@@ -210,6 +219,7 @@ def replay(assignments, shards, assets, nodes, policy=Policy()):
         live_owners = [by_id[id].owner.lower() for id in live if id in by_id]
         assert asset_.owner.lower() not in live_owners
         given[a.asset] = given.get(a.asset, 0) + 1
+        assert asset_.stake.open_leases + given[a.asset] <= asset_.spec.max_leases  # the chain's lease cap
         n = node_of.get(a.asset)
         if n is not None:
             assert NOW - n.last_seen <= policy.max_heartbeat_age
@@ -251,6 +261,8 @@ def markets(draw):
                 active=draw(mostly(True, False)),
                 stake=draw(mostly(1_000, 0, 100)),
                 unbonding=draw(mostly(0, 950)),
+                max_leases=draw(mostly(16, 0, 1, 2)),
+                open_leases=draw(mostly(0, 1, 2)),
             )
         )
         if draw(mostly(True, False)):
@@ -468,6 +480,17 @@ def test_capacity_is_consumed_within_the_batch():
     jobs = [job(id) for id in (1, 2, 3)]
     got = picked([open_shard(j) for j in jobs], [asset(1)], nodes=[node(1, running=1, capacity=3)])
     assert got == [(1, 0, 0, 1), (2, 0, 0, 1)]
+
+
+def test_the_chains_lease_count_and_cap_bound_what_the_agent_reports():
+    # The agent reports an idle node with four slots, but the chain already counts two open
+    # leases against a registered cap of three: one more lease, then the asset is full.
+    j = job(shards=3)
+    shards = [open_shard(j, s) for s in range(3)]
+    full = asset(1, price=10, max_leases=3, open_leases=2)
+    other = asset(2, price=90)
+    assert [a for _, _, _, a in picked(shards, [full, other])] == [1, 2, 2]  # the third: 1 is full
+    assert picked(shards, [asset(1, max_leases=2, open_leases=2)]) == []
 
 
 def test_free_vram_is_checked_on_busy_nodes_only():

@@ -1,0 +1,216 @@
+"""What each keeper task does: load fresh state, ask keepers.decisions, send at most one
+transaction. The Celery tasks in keepers.tasks are thin wrappers around these.
+
+Sending is safe when many workers, on many machines, share one key: the decision, the
+nonce and the broadcast happen under one Redis lock per key, the nonce is the node's count
+of the key's transactions including those still in its pool, and an assignment that is
+sent but not yet mined is recorded as pending, so the next decision (by any worker) sees
+it as made. No worker waits for a block: a `confirm` task follows each transaction, clears
+its pending record, and runs the work again if the transaction reverted (a lost race).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from computenet.errors import ContractRevert
+from computenet.market import typed_reverts
+from computenet.domain import ReplicaState
+from keepers.decisions import (
+    IN_FLIGHT,
+    NO_OPEN_REPLICA,
+    Decision,
+    Done,
+    Send,
+    Wait,
+    decide_assign,
+    decide_finalize,
+    decide_reclaim,
+)
+from keepers.runtime import Runtime
+
+log = logging.getLogger("keepers.actions")
+
+
+class TransientError(Exception):
+    """Worth retrying with backoff: the node, Redis or the network hiccuped."""
+
+
+class Requeue(Exception):
+    """The work may still be possible after a lost race: run the task again."""
+
+
+def _send(rt: Runtime, decision: Send) -> Any:
+    """Estimates, signs with an explicit nonce and broadcasts; returns the tx hash.
+    A revert found by the estimate raises the typed ContractRevert; nothing was sent."""
+    from ape import networks
+
+    web3 = networks.provider.web3
+    nonce = web3.eth.get_transaction_count(rt.account.address, "pending")
+    method = getattr(rt.market.market, decision.call)
+    with typed_reverts(preflight=True):
+        txn = method.as_transaction(*decision.args, sender=rt.account, nonce=nonce, sign=True)
+    try:
+        return web3.eth.send_raw_transaction(txn.serialize_transaction())
+    except ValueError as error:  # the node refused it: nonce taken by a send outside this keeper, fee, ...
+        raise TransientError(f"node refused {decision.call}{decision.args}: {error}") from error
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A broadcast transaction for `confirm` to follow; `task` is the task to run again if it
+    fails, `pending` the record of an assignment in flight."""
+
+    tx: str
+    call: str
+    args: tuple[int, ...]
+    task: tuple
+    pending: str | None
+    at: float
+
+
+class NotMined(Exception):
+    """The transaction is not in a block yet: `confirm` looks again shortly."""
+
+
+def confirm(rt: Runtime, sent: Sent) -> tuple[str, tuple | None]:
+    """Looks for the receipt once. Returns (outcome, task to run again or None); raises
+    NotMined while the transaction waits, until `tx_timeout` has passed."""
+    from ape import networks
+    from web3.exceptions import TransactionNotFound
+
+    try:
+        receipt = networks.provider.web3.eth.get_transaction_receipt(sent.tx)
+    except TransactionNotFound:
+        if time.time() - sent.at < rt.settings.tx_timeout:
+            raise NotMined(sent.tx) from None
+        if sent.pending:
+            rt.state.remove_pending(sent.pending)
+        rt.state.record("timeout", call=sent.call, args=list(sent.args), tx=sent.tx)
+        return "not mined in time", sent.task
+    if sent.pending:
+        rt.state.remove_pending(sent.pending)
+    fields = dict(call=sent.call, args=list(sent.args), tx=sent.tx, block=receipt["blockNumber"],
+                  gas=receipt["gasUsed"], seconds=round(time.time() - sent.at, 3))  # fmt: skip
+    if receipt["status"] != 1:
+        rt.state.record("reverted", **fields)
+        log.info("lost race", extra={"fields": fields})
+        return "reverted: another keeper was first", sent.task
+    rt.state.record("mined", **fields)
+    log.info("mined", extra={"fields": fields})
+    return "mined", None
+
+
+def _settle(decision: Decision) -> str | None:
+    """The outcome of a Done or Wait; None for a Send."""
+    if isinstance(decision, Done):
+        return "done: " + decision.reason
+    if isinstance(decision, Wait):
+        return "wait: " + decision.reason
+    return None
+
+
+def _dry_run(rt: Runtime, decision: Send) -> str:
+    fields = dict(call=decision.call, args=list(decision.args))
+    if decision.assignment is not None:
+        fields["score"] = round(decision.assignment.score, 4)
+    rt.state.record("dry_run", **fields)
+    log.info("dry run: would send", extra={"fields": fields})
+    return "dry run"
+
+
+def _refused(rt: Runtime, decision: Send, error: ContractRevert) -> str:
+    """The estimate reverted: the state changed under the decision (another keeper, a block)."""
+    rt.view.forget_assets()
+    rt.state.record("refused", call=decision.call, args=list(decision.args), reason=error.reason)
+    raise Requeue(f"{decision.call}{decision.args} would revert: {error.reason}")
+
+
+def _assign_needless(rt: Runtime, job_id: int, shard: int) -> str | None:
+    """A cheap look at the shard alone: the outcome when it certainly needs nothing, else None."""
+    job = rt.market.job(job_id)
+    if job is None or not 0 <= shard < job.requirements.shard_count:
+        return None  # decide_assign names the problem
+    replicas = rt.view.replicas(job_id, shard, job.requirements.replication)
+    open_ = {r.index for r in replicas if r.state == ReplicaState.OPEN}
+    if not open_:
+        return "done: " + NO_OPEN_REPLICA
+    in_flight = {r for j, s, r, _ in rt.state.pending() if (j, s) == (job_id, shard)}
+    if open_ <= in_flight:
+        return "wait: " + IN_FLIGHT
+    return None
+
+
+def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
+    """Leases the shard's next open replica to the best asset, if any."""
+    market, view, state, settings = rt.market, rt.view, rt.state, rt.settings
+    early = _assign_needless(rt, job_id, shard)
+    if early is not None:  # the common repeat: nothing open, or all of it in flight; no lock needed
+        return early
+    with state.send_lock(rt.address):
+        job = market.job(job_id)
+        shards = view.job_shards(job, shard) if job and 0 <= shard < job.requirements.shard_count else []
+        pending = state.pending()
+        own = {(s, r): a for j, s, r, a in pending if j == job_id}
+        now = view.now()
+        decision = decide_assign(
+            job, shard, shards, rt.assets_with(Counter(a for *_, a in pending)),
+            state.nodes(clock_offset=now - int(time.time())), state.reputations(), view.params(), now,
+            paused=market.paused(), pending=own, weights=settings.weights(), policy=settings.policy(),
+            min_fee=settings.min_fee,
+        )  # fmt: skip
+        outcome = _settle(decision)
+        if outcome is not None:
+            return outcome
+        if rt.account is None:
+            return _dry_run(rt, decision)
+        a = decision.assignment
+        member = state.add_pending(a.job, a.shard, a.replica, a.asset, ttl=settings.tx_timeout)
+        try:
+            tx_hash = _send(rt, decision)
+        except ContractRevert as error:
+            state.remove_pending(member)
+            return _refused(rt, decision, error)
+        except BaseException:
+            state.remove_pending(member)
+            raise
+        state.record("sent", call="assign", args=list(decision.args), replica=a.replica, score=round(a.score, 4),
+                     reasons=list(a.reasons), tx=tx_hash.to_0x_hex())  # fmt: skip
+    return Sent(tx_hash.to_0x_hex(), "assign", decision.args, ("assign", job_id, shard), member, time.time())
+
+
+def _simple(rt: Runtime, decision: Decision, task: tuple) -> str | Sent:
+    outcome = _settle(decision)
+    if outcome is not None:
+        return outcome
+    if rt.account is None:
+        return _dry_run(rt, decision)
+    with rt.state.send_lock(rt.address):
+        try:
+            tx_hash = _send(rt, decision)
+        except ContractRevert as error:
+            return _refused(rt, decision, error)
+        rt.state.record("sent", call=decision.call, args=list(decision.args), tx=tx_hash.to_0x_hex())
+    return Sent(tx_hash.to_0x_hex(), decision.call, decision.args, task, None, time.time())
+
+
+def reclaim(rt: Runtime, job_id: int, shard: int, replica: int) -> str | Sent:
+    """Reclaims the replica's lease once it has expired."""
+    job = rt.market.job(job_id)
+    if job is None or not 0 <= shard < job.requirements.shard_count or not 0 <= replica < job.requirements.replication:
+        return "done: unknown replica"
+    rep = rt.view.replicas(job_id, shard, job.requirements.replication)[replica]
+    return _simple(rt, decide_reclaim(rep, rt.view.now()), ("reclaim", job_id, shard, replica))
+
+
+def finalize(rt: Runtime, job_id: int, shard: int) -> str | Sent:
+    """Finalizes the shard once every replica's challenge window has closed."""
+    job = rt.market.job(job_id)
+    if job is None or not 0 <= shard < job.requirements.shard_count:
+        return "done: unknown shard"
+    replicas = rt.view.replicas(job_id, shard, job.requirements.replication, roots=True)
+    return _simple(rt, decide_finalize(job_id, shard, list(replicas), rt.view.now()), ("finalize", job_id, shard))

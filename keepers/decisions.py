@@ -1,0 +1,139 @@
+"""The keeper tasks' decisions: given fresh chain state, send one transaction, stop, or wait.
+
+Pure: no ape, web3, redis or celery. Each task loads state, asks one of these functions,
+and acts on the answer, so running a task twice (or after another keeper) only ever leads
+to `Done`: the chain state it re-reads already shows the work as done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from computenet import preflight
+from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Shard
+from keepers.scheduler import Assignment, Batch, NodeState, OpenShard, Policy, Reputation, Weights
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send `call(*args)` to the market. `assignment` carries the scheduler's reasoning."""
+
+    call: str
+    args: tuple[int, ...]
+    assignment: Assignment | None = None
+
+
+@dataclass(frozen=True)
+class Done:
+    """Nothing (more) to do now that the chain has moved on."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Not now; the sweep will ask again."""
+
+    reason: str
+
+
+Decision = Send | Done | Wait
+
+NO_OPEN_REPLICA = "job_market: shard has no open replica"
+IN_FLIGHT = "every open replica has an assignment in flight"
+
+
+def max_keeper_fee(job: Job) -> int:
+    """The most the keeper can earn for one replica of `job`: its fee on a lease at the price cap
+    that uses every GPU-second."""
+    req = job.requirements
+    return req.max_price * req.max_gpu_seconds * job.keeper_fee_bps // 10_000
+
+
+def with_pending(shards: Iterable[Shard], pending: Mapping[tuple[int, int], int]) -> list[Shard]:
+    """The shards as they will be once this keeper's sent-but-unmined assignments land:
+    `pending` maps (shard, replica) to the asset it was sent for."""
+    out = []
+    for shard in shards:
+        reps = tuple(
+            dataclasses.replace(r, state=ReplicaState.ASSIGNED, asset=pending[(shard.index, r.index)])
+            if r.state == ReplicaState.OPEN and (shard.index, r.index) in pending
+            else r
+            for r in shard.replicas
+        )
+        out.append(dataclasses.replace(shard, replicas=reps))
+    return out
+
+
+def decide_assign(
+    job: Job | None,
+    shard: int,
+    shards: list[Shard],
+    assets: Iterable[Asset],
+    nodes: Mapping[int, NodeState],
+    reputations: Mapping[int, Reputation],
+    params: Parameters,
+    now: int,
+    *,
+    paused: bool = False,
+    pending: Mapping[tuple[int, int], int] | None = None,
+    weights: Weights = Weights(),
+    policy: Policy = Policy(),
+    min_fee: int = 0,
+) -> Decision:
+    """Assign the next open replica of (`job`, `shard`)? `shards` are all the job's shards
+    (the others tell which assets already hold the job)."""
+    if job is None:
+        return Done("job_market: unknown job")
+    if not 0 <= shard < job.requirements.shard_count:
+        return Done("job_market: unknown shard")
+    if paused:
+        return Wait("market_params: paused")
+    this = next((s for s in shards if s.index == shard), None)
+    if this is None or not any(r.state == ReplicaState.OPEN for r in this.replicas):
+        return Done(NO_OPEN_REPLICA)
+    shards = with_pending(shards, pending or {})
+    this = next(s for s in shards if s.index == shard)
+    if not any(r.state == ReplicaState.OPEN for r in this.replicas):
+        return Wait(IN_FLIGHT)  # until it is mined (or fails and the replica is open again)
+    if max_keeper_fee(job) < min_fee:
+        return Done(f"keeper fee at most {max_keeper_fee(job)}, below this keeper's minimum {min_fee}")
+    if now + job.requirements.lease_seconds(params.lease_grace) > job.requirements.deadline:
+        return Done("job_market: lease would end after the deadline")
+    batch = Batch(
+        [OpenShard(job, s.index, s.replicas) for s in shards],
+        assets,
+        nodes,
+        reputations,
+        params,
+        now,
+        weights,
+        policy,
+    )
+    decision = batch.place(job.id, shard)
+    if isinstance(decision, Assignment):
+        return Send("assign", (job.id, shard, decision.asset), decision)
+    return Wait(decision.reason)
+
+
+def decide_reclaim(replica: Replica, now: int) -> Decision:
+    """Reclaim this replica's lease?"""
+    problem = preflight.reclaim_problem(replica, now)
+    if problem is None:
+        return Send("reclaim", (replica.job, replica.shard, replica.index))
+    if problem == "job_market: lease not expired":
+        return Wait(problem)
+    return Done(problem)
+
+
+def decide_finalize(job: int, shard: int, replicas: list[Replica], now: int) -> Decision:
+    """Finalize this shard? Waits while a challenge window is open; a shard whose replicas
+    disagree or are disputed waits for the facilitator, whose ruling wakes it again."""
+    problem = preflight.finalize_problem(replicas, now)
+    if problem is None:
+        return Send("finalize", (job, shard))
+    if problem == "job_market: challenge window open":
+        return Wait(problem)
+    return Done(problem)

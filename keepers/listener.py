@@ -1,0 +1,133 @@
+"""The listener: follows the market's events from the cursor kept in Redis and turns them
+into Celery tasks (by id only), and sweeps for work that time alone makes possible.
+
+Each step reads the events of the blocks between the cursor and the head less the
+confirmation depth, enqueues the tasks their reaction names, then commits the reaction to
+the projection together with the new cursor. A crash before the commit only means the
+same blocks are read again, and tasks are safe to run twice; a crash after it loses
+nothing, because the sweep re-enqueues whatever the projection still holds open or due.
+Without a cursor (a new keeper, or a Redis that was lost) it starts from the deployment
+block and so rebuilds the projection from the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from keepers.reactions import react
+from keepers.settings import KeeperSettings
+from keepers.state import KeeperState
+
+log = logging.getLogger("keepers.listener")
+
+Enqueue = Callable[[tuple], None]
+
+
+class Listener:
+    def __init__(
+        self,
+        settings: KeeperSettings,
+        market: Any,
+        state: KeeperState,
+        enqueue: Enqueue,
+        start_block: int,
+        head: Callable[[], int],
+        chain_now: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.market = market
+        self.state = state
+        self.enqueue = enqueue
+        self.start_block = start_block
+        self.head = head
+        self.chain_now = chain_now
+        self._last_sweep = 0.0
+
+    def _submit(self, task: tuple) -> bool:
+        """Enqueues `task` unless it is already waiting in the queue."""
+        if self.state.mark_queued(task, ttl=max(10, int(3 * self.settings.sweep_interval))):
+            self.enqueue(task)
+            return True
+        return False
+
+    def step(self) -> int:
+        """Processes the confirmed blocks past the cursor (at most `block_range`); returns how
+        many events it read."""
+        cursor = self.state.cursor()
+        first = self.start_block if cursor is None else cursor + 1
+        safe = self.head() - self.settings.confirmations
+        if safe < first:
+            return 0
+        last = min(safe, first + self.settings.block_range - 1)
+        events = self.market.events(first, last + 1)
+        reaction = react(events)
+        live = safe - last < self.settings.block_range  # catching up from far behind: the sweep will do
+        if live:
+            for task in reaction.tasks:
+                self._submit(task)
+        if reaction.wake and live:
+            for job, shard in self.state.open_shards():
+                self._submit(("assign", job, shard))
+        self.state.commit(reaction, last)
+        self.state.set_listener(cursor=last, head=safe + self.settings.confirmations, at=round(time.time(), 3))
+        if events:
+            log.info("events", extra={"fields": {"from": first, "to": last, "events": len(events), "tasks": len(reaction.tasks)}})
+        return len(events)
+
+    def sweep(self) -> int:
+        """Enqueues the work due by chain time and a retry of every open shard; returns how many."""
+        now = self.chain_now()
+        count = 0
+        for kind, ids in self.state.due(now):
+            count += self._submit((kind, *ids))
+        for job, shard in self.state.open_shards():
+            count += self._submit(("assign", job, shard))
+        self.state.set_listener(swept=round(time.time(), 3))
+        return count
+
+    def heartbeats(self) -> int:
+        accepted, refused = self.state.ingest_heartbeats(time.time(), self.settings.max_heartbeat_age)
+        for reason in refused:
+            log.warning("heartbeat refused", extra={"fields": {"reason": reason}})
+        return accepted
+
+    def tick(self) -> None:
+        """One round: heartbeats, new events (all of them when catching up), the sweep when due."""
+        self.heartbeats()
+        while True:
+            self.step()
+            cursor = self.state.cursor()
+            if cursor is None or cursor >= self.head() - self.settings.confirmations:
+                break
+        if time.time() - self._last_sweep >= self.settings.sweep_interval:
+            self.sweep()
+            self._last_sweep = time.time()
+
+    def run(self, stop: threading.Event) -> None:
+        """Ticks until `stop` is set; a transient failure is logged once and retried."""
+        failing = False
+        while not stop.is_set():
+            try:
+                self.tick()
+                if failing:
+                    log.info("recovered")
+                failing = False
+            except Exception as error:
+                if not failing:
+                    log.warning("tick failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+                    self.state_record_error(error)
+                failing = True
+                stop.wait(min(5.0, 10 * self.settings.poll_interval))
+                continue
+            stop.wait(self.settings.poll_interval)
+
+    def state_record_error(self, error: Exception) -> None:
+        try:
+            self.state.record("error", call="listener", error=f"{type(error).__name__}: {error}")
+        except Exception:  # Redis itself is down: the log line above is all we can do
+            pass
+

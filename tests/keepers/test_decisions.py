@@ -1,0 +1,115 @@
+"""keepers.decisions: what each keeper task does with the state it re-read (pure)."""
+
+from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Shard, Spec, Stake
+from keepers.decisions import (
+    IN_FLIGHT,
+    NO_OPEN_REPLICA,
+    Done,
+    Send,
+    Wait,
+    decide_assign,
+    decide_finalize,
+    decide_reclaim,
+    max_keeper_fee,
+)
+from keepers.scheduler import NodeState, Policy
+
+NOW = 1_000_000
+PARAMS = Parameters(100, 50, 1000, 600, 60, 300, 100, 10)
+S = ReplicaState
+
+
+def job(shards=2, replication=1, deadline=NOW + 86_400):
+    req = Requirements(40_000, 1, 200, 3_600, deadline, shards, replication, 1 if replication > 1 else 0)
+    return Job(1, "0x" + "c1" * 20, 0, b"\x01" * 32, req, 100, 50, shards * replication)
+
+
+def rep(shard, index, state=S.OPEN, asset=0, deadline=0, root=b"\x00" * 32):
+    return Replica(1, shard, index, asset, 0, state, 0, 0, deadline, 0, 0, root)
+
+
+def shards(j, states=None):
+    states = states or {}
+    return [
+        Shard(1, s, tuple(rep(s, r, *states.get((s, r), (S.OPEN, 0))) for r in range(j.requirements.replication)))
+        for s in range(j.requirements.shard_count)
+    ]
+
+
+def asset(id, price=100, owner=None):
+    spec = Spec(1, 80_000, 1, 8, 0, price, NOW + 30 * 86_400, True, 16)
+    return Asset(id, owner or f"0x{id:040x}", f"0x{id + 99:040x}", spec, b"", Stake(1_000, 0, 0, 0))
+
+
+def nodes(*ids):
+    return {i: NodeState(i, 10, 80_000, 0, 4, NOW) for i in ids}
+
+
+def assign(j, shard=0, state=None, assets=(asset(1), asset(2)), node_ids=(1, 2), **kw):
+    return decide_assign(j, shard, shards(j, state), list(assets), nodes(*node_ids), {}, PARAMS, NOW, **kw)
+
+
+def test_the_cheapest_fresh_asset_gets_the_open_replica():
+    d = assign(job(), assets=[asset(1, price=150), asset(2, price=100)])
+    assert isinstance(d, Send) and d.call == "assign" and d.args == (1, 0, 2)
+
+
+def test_a_shard_with_no_open_replica_is_done_and_unknown_ids_are_done():
+    j = job()
+    assert assign(j, state={(0, 0): (S.ASSIGNED, 1)}) == Done(NO_OPEN_REPLICA)
+    assert decide_assign(None, 0, [], [], {}, {}, PARAMS, NOW) == Done("job_market: unknown job")
+    assert assign(j, shard=5) == Done("job_market: unknown shard")
+
+
+def test_a_replica_sent_but_not_mined_is_not_sent_again():
+    j = job()
+    assert assign(j, pending={(0, 0): 1}) == Wait(IN_FLIGHT)
+
+
+def test_pending_assignments_count_as_made_for_the_next_replica():
+    j = job(replication=2)
+    d = assign(j, pending={(0, 0): 2}, assets=[asset(1, price=150), asset(2, price=100)])
+    assert d.args == (1, 0, 1)  # asset 2 already (pending) runs replica 0
+
+
+def test_another_shard_of_the_job_pending_on_an_asset_steers_away_from_it():
+    j = job(shards=2)
+    d = assign(j, shard=1, pending={(0, 0): 2}, assets=[asset(1, price=150), asset(2, price=100)])
+    assert d.args == (1, 1, 1)
+
+
+def test_no_eligible_asset_waits_for_the_next_sweep():
+    assert assign(job(), node_ids=()) == Wait("scheduler: no eligible asset")
+    no_heartbeat_needed = Policy(require_heartbeat=False, assumed_capacity=4)
+    assert isinstance(assign(job(), node_ids=(), policy=no_heartbeat_needed), Send)
+
+
+def test_a_paused_market_waits_and_a_hopeless_deadline_is_done():
+    assert assign(job(), paused=True) == Wait("market_params: paused")
+    assert assign(job(deadline=NOW + 100)) == Done("job_market: lease would end after the deadline")
+
+
+def test_jobs_paying_less_than_the_keepers_minimum_fee_are_skipped():
+    j = job()
+    fee = max_keeper_fee(j)
+    assert fee == 200 * 3_600 * 100 // 10_000
+    assert isinstance(assign(j, min_fee=fee), Send)
+    assert isinstance(assign(j, min_fee=fee + 1), Done)
+
+
+def test_reclaim_waits_for_the_lease_end_and_is_done_once_the_replica_moved_on():
+    live = rep(0, 0, S.ASSIGNED, 1, deadline=NOW + 10)
+    assert decide_reclaim(live, NOW) == Wait("job_market: lease not expired")
+    assert decide_reclaim(live, NOW + 11) == Send("reclaim", (1, 0, 0))
+    assert decide_reclaim(rep(0, 0, S.SUBMITTED, 1, deadline=NOW), NOW + 11) == Done("job_market: replica not assigned")
+
+
+def test_finalize_waits_for_every_window_and_leaves_disagreement_to_the_facilitator():
+    a, b = b"\x0a" * 32, b"\x0b" * 32
+    done = [rep(0, 0, S.SUBMITTED, 1, NOW, a), rep(0, 1, S.SUBMITTED, 2, NOW + 5, a)]
+    assert decide_finalize(1, 0, done, NOW + 3) == Wait("job_market: challenge window open")
+    assert decide_finalize(1, 0, done, NOW + 6) == Send("finalize", (1, 0))
+    split = [rep(0, 0, S.SUBMITTED, 1, NOW, a), rep(0, 1, S.SUBMITTED, 2, NOW, b)]
+    assert decide_finalize(1, 0, split, NOW + 6) == Done("job_market: replica roots disagree")
+    running = [rep(0, 0, S.SUBMITTED, 1, NOW, a), rep(0, 1, S.ASSIGNED, 2, NOW + 99)]
+    assert decide_finalize(1, 0, running, NOW + 6) == Done("job_market: shard not ready")

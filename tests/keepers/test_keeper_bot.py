@@ -1,0 +1,401 @@
+"""The keeper bot as operators run it: real listener and Celery worker processes
+(`python -m keepers ...`) against this session's anvil and a real redis-server.
+
+Agents are not part of this suite, so the test plays them: it publishes signed heartbeats
+(the SDK format) for its assets and, where a test needs results, submits them. ape's
+isolation brings the chain back after each test; each test uses its own Redis database.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from computenet.domain import ReplicaState
+from computenet.heartbeat import STREAM_FIELD, Heartbeat, stream_key
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = 10**6
+WAIT = 90  # seconds any one keeper outcome may take here, at most
+
+
+def wait_for(condition, timeout=WAIT, what="condition", interval=0.05):
+    """Polls `condition` until it returns something truthy; fails after `timeout` s."""
+    deadline = time.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.time() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Keeper:
+    """One keeper: its settings, and its listener and worker processes."""
+
+    def __init__(self, name, account, redis_url, uri, deployments, logdir, **settings):
+        self.name = name
+        self.logdir = logdir
+        self.env = os.environ | {
+            "COMPUTENET_DEPLOYMENTS": str(deployments),
+            "COMPUTENET_KEEPER_NETWORK": uri,
+            "COMPUTENET_KEEPER_NAME": name,
+            "COMPUTENET_KEEPER_REDIS_URL": redis_url,
+            "COMPUTENET_KEEPER_POLL_INTERVAL": "0.05",
+            "COMPUTENET_KEEPER_SWEEP_INTERVAL": "1",
+            "COMPUTENET_KEEPER_METRICS_PORT": "0",
+            "COMPUTENET_KEEPER_TX_TIMEOUT": "30",
+        }
+        if account is not None:
+            self.env["COMPUTENET_KEEPER_ACCOUNT"] = account
+        self.env.update({f"COMPUTENET_KEEPER_{k.upper()}": str(v) for k, v in settings.items()})
+        self.processes = []
+
+    def spawn(self, command):
+        log = open(self.logdir / f"{self.name}-{command}-{len(self.processes)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keepers", command], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes.append(proc)
+        return proc
+
+    def start(self, workers=2):
+        self.spawn("listen")
+        for _ in range(workers):
+            self.spawn("worker")
+        return self
+
+    def run(self, command, *args):
+        return subprocess.run(
+            [sys.executable, "-m", "keepers", command, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def stop(self, sig=signal.SIGTERM):
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes = []
+
+    def logs(self):
+        return "\n".join(p.read_text() for p in sorted(self.logdir.glob(f"{self.name}-*.log")))
+
+
+class Agents:
+    """Plays the agents: publishes a signed heartbeat for each live asset every 0.5 s."""
+
+    def __init__(self, chain_id, registry, agent_of, clients):
+        self.chain_id, self.registry = chain_id, str(registry)
+        self.agent_of = agent_of  # asset id -> ape test account (the agent key)
+        self.clients = clients
+        self.live = set(agent_of)
+        self.seq = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def beat(self):
+        for asset in sorted(self.live):
+            self.seq += 1
+            hb = Heartbeat(asset, int(time.time()), 10, 800_000, 0, 16, self.seq)
+            wire = hb.to_json(hb.sign(self.agent_of[asset].private_key, self.chain_id, self.registry))
+            for client in self.clients:
+                client.xadd(stream_key(self.chain_id, self.registry), {STREAM_FIELD: wire})
+
+    def _loop(self):
+        while not self.stopped.wait(0.5):
+            self.beat()
+
+    def __enter__(self):
+        self.beat()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def deployments(stack, chain, tmp_path_factory):
+    """The session's stack, recorded for `python -m keepers` (which joins a local node as ethereum:local)."""
+    path = tmp_path_factory.mktemp("keeper") / "deployments.json"
+    record = stack.addresses() | {"chain_id": chain.chain_id, "block": 0}
+    path.write_text(json.dumps({"ethereum:local": record}))
+    return path
+
+
+_dbs = iter(range(1, 32))
+
+
+@pytest.fixture
+def make_keeper(networks, redis_server, deployments, tmp_path):
+    """Builds keepers on fresh Redis databases; stops every process they started."""
+    made = []
+
+    def make(name="keeper", account="TEST::4", **settings):
+        db = next(_dbs)
+        redis_server.client(db).flushdb()
+        keeper = Keeper(name, account, redis_server.url(db), networks.provider.uri, deployments, tmp_path, **settings)
+        keeper.redis = redis_server.client(db)
+        made.append(keeper)
+        return keeper
+
+    yield make
+    for keeper in made:
+        keeper.stop()
+
+
+@pytest.fixture
+def fleet(register_asset, provider, provider2, agents):
+    """Registers `n` assets over two owners and four agent keys; returns {asset id: agent}."""
+
+    def make(n, prices=None):
+        agent_of = {}
+        for i in range(n):
+            agent = agents[i % len(agents)]
+            price = prices[i] if prices else 100
+            asset = register_asset(owner=provider if i % 2 == 0 else provider2, agent_account=agent, price=price)
+            agent_of[asset] = agent
+        return agent_of
+
+    return make
+
+
+def assigned(market, job_ids, shards, replication=1):
+    """{(job, shard, replica): asset} for the replicas currently leased."""
+    out = {}
+    for job in job_ids:
+        for shard in range(shards):
+            for r in range(replication):
+                rep = market.replica(job, shard, r)
+                if ReplicaState(int(rep.state)) != ReplicaState.OPEN:
+                    out[(job, shard, r)] = int(rep.asset)
+    return out
+
+
+def assignments(market, start_block):
+    """Every ShardAssigned since `start_block`: (job, shard, replica, asset, keeper)."""
+    logs = market.ShardAssigned.range(start_block, market.chain_manager.blocks.height + 1)
+    return [(int(e.job), int(e.shard), int(e.replica), int(e.asset), str(e.keeper)) for e in logs]
+
+
+def failed_txs_from(chain, address, start_block):
+    """Transactions `address` sent since `start_block` that reverted."""
+    failed = []
+    for number in range(start_block, chain.blocks.height + 1):
+        for tx in chain.provider.web3.eth.get_block(number, full_transactions=True)["transactions"]:
+            if tx["from"].lower() == str(address).lower():
+                if chain.provider.web3.eth.get_transaction_receipt(tx["hash"])["status"] != 1:
+                    failed.append(tx["hash"].hex())
+    return failed
+
+
+def projection(keeper):
+    """The rebuildable part of a keeper's Redis: open shards, due work, reputation, agents, cursor."""
+    r, prefix = keeper.redis, None
+    for key in r.scan_iter("computenet:*:cursor"):
+        prefix = key.decode().rsplit(":", 1)[0]
+    assert prefix, "keeper has no cursor"
+    return {
+        "open": sorted(r.smembers(f"{prefix}:open")),
+        "due": r.zrange(f"{prefix}:due", 0, -1, withscores=True),
+        "reputation": r.hgetall(f"{prefix}:reputation"),
+        "agents": r.hgetall(f"{prefix}:agents"),
+    }
+
+
+def cursor_of(keeper):
+    for key in keeper.redis.scan_iter("computenet:*:cursor"):
+        return int(keeper.redis.get(key))
+    return None
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_twenty_jobs_of_four_shards_over_eight_assets_are_each_assigned_once(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets
+):
+    agent_of = fleet(8)
+    k = make_keeper()
+    start = chain.blocks.height
+    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+        k.start(workers=2)
+        jobs = [post_job(shard_count=4) for _ in range(20)]
+        got = wait_for(lambda: len(assigned(market, jobs, 4)) == 80 and assigned(market, jobs, 4), what="80 shards assigned")
+    events = assignments(market, start)
+    assert Counter((j, s) for j, s, *_ in events) == {(j, s): 1 for j in jobs for s in range(4)}
+    assert set(got.values()) <= set(agent_of)
+    for job in jobs:  # the four shards of a job went to four distinct assets
+        assert len({got[(job, s, 0)] for s in range(4)}) == 4
+    assert failed_txs_from(chain, keeper, start) == []
+
+    # status and metrics report the work, read from Redis
+    status = k.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["stats"].get("mined:assign") == 80 and report["errors"] == []
+    assert report["cursor"] >= max(e.block_number for e in market.ShardAssigned.range(start, chain.blocks.height + 1))
+    text = k.run("status")
+    assert "cursor" in text.stdout and "mined" in text.stdout
+
+
+def test_metrics_endpoint_counts_the_keepers_actions(make_keeper, fleet, post_job, market, chain, registered_keeper, assets):
+    agent_of = fleet(2)
+    port = free_port()
+    k = make_keeper(metrics_port=port)
+    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+        k.start(workers=1)
+        job = post_job(shard_count=2)
+        wait_for(lambda: len(assigned(market, [job], 2)) == 2, what="2 shards assigned")
+
+        def scrape():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                return None
+
+        body = wait_for(lambda: (b := scrape()) and 'computenet_keeper_actions_total{call="assign",kind="mined"} 2.0' in b and b,
+                        what="metrics to show two mined assignments")  # fmt: skip
+    assert "computenet_keeper_cursor_block" in body and "computenet_keeper_queue_depth" in body
+
+
+def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets
+):
+    agent_of = fleet(8)
+    k = make_keeper()
+    start = chain.blocks.height
+    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+        k.start(workers=2)
+        jobs = [post_job(shard_count=4) for _ in range(10)]
+        wait_for(lambda: len(assigned(market, jobs, 4)) >= 6, what="the first assignments")
+        k.stop(signal.SIGKILL)  # mid-run: no chance to clean up
+        jobs += [post_job(shard_count=4) for _ in range(5)]  # posted while the keeper is down
+        k.start(workers=2)
+        wait_for(lambda: len(assigned(market, jobs, 4)) == 60, what="all 60 shards assigned after the restart")
+        wait_for(lambda: cursor_of(k) is not None and cursor_of(k) >= chain.blocks.height, what="the cursor at the head")
+        before = projection(k)
+        k.stop()
+
+        k.redis.flushdb()  # Redis lost: rebuilt from the deployment block
+        k.start(workers=1)
+        wait_for(lambda: cursor_of(k) is not None and cursor_of(k) >= chain.blocks.height, what="the rebuilt cursor")
+        assert projection(k) == before
+        job = post_job(shard_count=2)  # and it goes on working
+        wait_for(lambda: len(assigned(market, [job], 2)) == 2, what="a new job assigned after the rebuild")
+    events = assignments(market, start)
+    assert Counter((j, s, r) for j, s, r, *_ in events) == {(j, s, 0): 1 for j in jobs + [job] for s in range(4 if j != job else 2)}
+    assert failed_txs_from(chain, keeper, start) == []  # nothing was sent twice
+
+
+def test_two_keepers_assign_every_shard_exactly_once(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, keeper2, assets
+):
+    agent_of = fleet(8)
+    a = make_keeper("keeper-a", "TEST::4")
+    b = make_keeper("keeper-b", "TEST::5")
+    start = chain.blocks.height
+    jobs = [post_job(shard_count=4, replication=2) for _ in range(5)]
+    with Agents(chain.chain_id, assets.address, agent_of, [a.redis, b.redis]):
+        a.start(workers=2)
+        b.start(workers=2)
+        wait_for(lambda: len(assigned(market, jobs, 4, 2)) == 40, what="40 replicas assigned by two keepers")
+    events = assignments(market, start)
+    assert Counter((j, s, r) for j, s, r, *_ in events) == {(j, s, r): 1 for j in jobs for s in range(4) for r in range(2)}
+    for j in jobs:  # the chain's rule: the replicas of a shard run on distinct assets
+        for s in range(4):
+            assert len({asset for jj, ss, _, asset, _ in events if (jj, ss) == (j, s)}) == 2
+    assert {e[4] for e in events} <= {str(keeper.address), str(keeper2.address)}
+    for k in (a, b):
+        assert [e for e in json.loads(k.run("status", "--json").stdout)["errors"]] == []
+    # A transaction that lost its race reverted, changing nothing; the shard went to the other keeper.
+    lost = failed_txs_from(chain, keeper, start) + failed_txs_from(chain, keeper2, start)
+    recorded = lambda: sum(json.loads(k.run("status", "--json").stdout)["stats"].get("reverted:assign", 0) for k in (a, b))  # noqa: E731
+    wait_for(lambda: recorded() == len(lost), what="each reverted transaction to be seen as a lost race")
+
+
+def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, submit
+):
+    agent_of = fleet(2, prices=[100, 150])  # asset 1 is cheaper: the first choice
+    cheap, dear = sorted(agent_of)
+    k = make_keeper(max_heartbeat_age=3)
+    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]) as agents_:
+        k.start(workers=1)
+        job = post_job(shard_count=1)
+        wait_for(lambda: assigned(market, [job], 1).get((job, 0, 0)) == cheap, what="the cheap asset's lease")
+        stake_before = int(assets.stake(cheap).amount)
+        agents_.live.discard(cheap)  # its node dies: no more heartbeats
+        dead_since = time.time()
+        wait_for(lambda: time.time() - dead_since > 3.5, what="the dead node's heartbeat to go stale", interval=0.2)
+        lease_end = int(market.replica(job, 0, 0).deadline)
+        chain.pending_timestamp = lease_end + 1
+        chain.mine()
+        wait_for(lambda: len(list(market.ShardReclaimed.range(0, chain.blocks.height + 1))) == 1, what="the reclaim")
+        wait_for(lambda: assigned(market, [job], 1).get((job, 0, 0)) == dear, what="the reassignment to the live asset")
+        assert int(assets.stake(cheap).amount) < stake_before  # slashed
+
+        submit(agent_of[dear], job, 0, 0)
+        chain.pending_timestamp = int(market.replica(job, 0, 0).deadline) + 1
+        chain.mine()
+        wait_for(lambda: ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.FINALIZED, what="finalization")
+    assert market.credits(keeper) > 0  # the keeper fee
+    finalized = list(market.ShardFinalized.range(0, chain.blocks.height + 1))
+    assert [(int(e.job), int(e.asset)) for e in finalized] == [(job, dear)]
+
+
+def test_without_a_key_the_keeper_only_logs_what_it_would_send(make_keeper, fleet, post_job, market, chain, assets):
+    agent_of = fleet(1)
+    k = make_keeper(account=None)
+    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+        k.start(workers=1)
+        job = post_job(shard_count=1)
+        report = wait_for(
+            lambda: (r := json.loads(k.run("status", "--json").stdout)) and r["stats"].get("dry_run:assign") and r,
+            what="a dry-run action",
+        )
+    assert report["keeper"] == "dry-run"
+    assert report["actions"][0]["args"] == [job, 0, next(iter(agent_of))]
+    assert ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.OPEN  # nothing was sent
+    assert '"msg": "dry run: would send"' in k.logs()
+
+
+def test_a_key_that_is_not_a_keeper_stops_the_worker_with_a_clear_error(make_keeper):
+    k = make_keeper(account="TEST::9")
+    result = k.run("worker")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "cannot assign: keeper_registry: not a keeper" in result.stderr and "register it with a bond first" in result.stderr
+
+
+def test_bad_settings_are_named(make_keeper):
+    k = make_keeper(confirmations=-1)
+    result = k.run("status")
+    assert result.returncode == 1
+    assert "COMPUTENET_KEEPER_CONFIRMATIONS" in result.stderr and "Traceback" not in result.stderr

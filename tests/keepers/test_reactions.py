@@ -1,0 +1,106 @@
+"""keepers.reactions: each market event's effect on the keeper's projection (pure)."""
+
+import pytest
+
+from computenet import events as ev
+from keepers.reactions import finalize_member, parse_member, react, reclaim_member
+
+A = "0x" + "aa" * 20
+
+
+def posted(job=1, shards=2, replication=1):
+    return ev.JobPosted(
+        block=1, tx="", index=0, job=job, client=A, manifest_hash=b"", budget=0, min_vram_mib=0, gpu_count=0,
+        max_price=1, max_gpu_seconds=1, deadline=0, shard_count=shards, replication=replication, verification=0,
+        keeper_fee_bps=0, protocol_fee_bps=0,
+    )  # fmt: skip
+
+
+def assigned(job=1, shard=0, replica=0, asset=7, lease_end=500):
+    return ev.ShardAssigned(block=2, tx="", index=0, job=job, shard=shard, replica=replica, asset=asset, keeper=A,
+                            lease=1, lease_end=lease_end, price=1)  # fmt: skip
+
+
+def submitted(job=1, shard=0, replica=0, challenge_end=900):
+    return ev.ResultSubmitted(block=3, tx="", index=0, job=job, shard=shard, replica=replica, asset=7,
+                              output_root=b"", gpu_seconds=1, exit_code=0, challenge_end=challenge_end)  # fmt: skip
+
+
+def test_a_posted_job_opens_every_replica_of_every_shard_and_assigns_at_once():
+    r = react([posted(shards=3, replication=2)])
+    assert r.open == {"1:0": 2, "1:1": 2, "1:2": 2}
+    assert r.tasks == [("assign", 1, 0), ("assign", 1, 1), ("assign", 1, 2)]
+
+
+def test_an_assignment_closes_a_replica_and_makes_its_lease_due_for_reclaim():
+    r = react([posted(shards=1), assigned()])
+    assert r.open == {"1:0": 0}
+    assert r.due == {reclaim_member(1, 0, 0): 500}
+
+
+def test_a_result_replaces_the_reclaim_with_a_finalize_at_the_window_end():
+    r = react([posted(shards=1), assigned(), submitted()])
+    assert r.due == {finalize_member(1, 0): 900}
+    assert reclaim_member(1, 0, 0) in r.undue
+
+
+def test_the_latest_challenge_window_of_a_shards_replicas_counts():
+    r = react([submitted(replica=0, challenge_end=900), submitted(replica=1, challenge_end=950)])
+    assert r.due[finalize_member(1, 0)] == 950
+
+
+@pytest.mark.parametrize("cls", [ev.ShardReclaimed, ev.ShardDeclined])
+def test_a_reclaimed_or_declined_lease_reopens_its_replica(cls):
+    extra = {"caller": A, "slashed": 5} if cls is ev.ShardReclaimed else {"reason": b""}
+    event = cls(block=4, tx="", index=0, job=1, shard=0, replica=0, asset=7, **extra)
+    r = react([posted(shards=1), assigned(), event])
+    assert r.open == {"1:0": 1}
+    assert reclaim_member(1, 0, 0) in r.undue and r.tasks[-1] == ("assign", 1, 0)
+    assert r.reputation == ({(7, "reclaimed"): 1} if cls is ev.ShardReclaimed else {})
+    assert r.wake
+
+
+def test_dispute_flow_counts_the_loser_and_finalizes_after_the_ruling():
+    opened = ev.DisputeOpened(block=5, tx="", index=0, job=1, shard=0, challenger=A, bond=1)
+    rejected = ev.ReplicaRejected(block=6, tx="", index=0, job=1, shard=0, replica=1, asset=8, slashed=3)
+    resolved = ev.DisputeResolved(block=6, tx="", index=1, job=1, shard=0, facilitator=A, valid_root=b"", upheld=1, rejected=1)
+    r = react([submitted(), opened])
+    assert finalize_member(1, 0) in r.undue and finalize_member(1, 0) not in r.due
+    r = react([rejected, resolved])
+    assert r.reputation == {(8, "disputes_lost"): 1}
+    assert r.open == {"1:0": 1} and r.due == {finalize_member(1, 0): 0}
+    assert ("finalize", 1, 0) in r.tasks and ("assign", 1, 0) in r.tasks
+
+
+def test_finalization_counts_for_the_asset_and_ends_the_due_work():
+    fin = ev.ShardFinalized(block=7, tx="", index=0, job=1, shard=0, replica=0, asset=7, provider=A, keeper=A,
+                            payment=1, keeper_fee=0, protocol_fee=0)  # fmt: skip
+    r = react([submitted(), fin])
+    assert r.reputation == {(7, "finalized"): 1} and finalize_member(1, 0) in r.undue and r.wake
+
+
+def test_cancelled_replicas_leave_the_open_count():
+    cancelled = ev.ShardCancelled(block=8, tx="", index=0, job=1, shard=0, replicas=2)
+    assert react([posted(shards=1, replication=3), assigned(), cancelled]).open == {"1:0": 0}
+
+
+def test_agents_are_tracked_and_a_new_agent_voids_the_old_heartbeat():
+    reg = ev.AssetRegistered(block=1, tx="", index=0, asset=3, owner=A, agent="0x" + "01" * 20, gpu_model=1,
+                             vram_mib=1, gpu_count=1, cpu_cores=1, region=0, price=1, expire=9, max_leases=1, commit=b"")  # fmt: skip
+    changed = ev.AgentChanged(block=2, tx="", index=0, asset=3, agent="0x" + "02" * 20)
+    assert react([reg]).agents == {3: "0x" + "01" * 20} and react([reg]).wake
+    r = react([reg, changed])
+    assert r.agents == {3: "0x" + "02" * 20} and r.forget_nodes == {3}
+
+
+def test_events_that_change_nothing_the_keeper_tracks_leave_it_alone():
+    r = react([ev.Withdrawn(block=1, tx="", index=0, account=A, receiver=A, amount=1)])
+    assert (r.open, r.due, r.undue, r.tasks, r.wake) == ({}, {}, set(), [], False)
+
+
+def test_due_members_parse_back_and_junk_is_refused():
+    assert parse_member(reclaim_member(1, 2, 3)) == ("reclaim", (1, 2, 3))
+    assert parse_member(finalize_member(4, 5)) == ("finalize", (4, 5))
+    for junk in ("assign:1:2", "reclaim:1:2", "finalize:1", ""):
+        with pytest.raises(ValueError, match="not a due member"):
+            parse_member(junk)
