@@ -138,8 +138,9 @@ class Market:
             unfinished=int(raw.unfinished),
         )
 
-    def replica(self, job_id: int, shard: int, index: int) -> Replica:
-        """A replica; an unknown job, shard or replica raises the contract's typed error."""
+    def replica(self, job_id: int, shard: int, index: int, *, root: bool = True) -> Replica:
+        """A replica; an unknown job, shard or replica raises the contract's typed error.
+        `root=False` skips the read of its output root (left zero), for callers that need only its state."""
         with typed_reverts(preflight=True):
             raw = self.market.replica(job_id, shard, index)
         return Replica(
@@ -154,7 +155,7 @@ class Market:
             deadline=int(raw.deadline),
             since=int(raw.since),
             gpu_seconds=int(raw.gpu_seconds),
-            output_root=bytes(self.market.output_root(job_id, shard, index)),
+            output_root=bytes(self.market.output_root(job_id, shard, index)) if root else b"\x00" * 32,
         )
 
     def shard(self, job_id: int, shard: int) -> Shard:

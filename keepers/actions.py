@@ -19,7 +19,7 @@ from typing import Any
 
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
-from computenet.domain import ReplicaState
+from computenet.domain import Job, ReplicaState
 from keepers.decisions import (
     IN_FLIGHT,
     NO_OPEN_REPLICA,
@@ -130,16 +130,15 @@ def _refused(rt: Runtime, decision: Send, error: ContractRevert) -> str:
     raise Requeue(f"{decision.call}{decision.args} would revert: {error.reason}")
 
 
-def _assign_needless(rt: Runtime, job_id: int, shard: int) -> str | None:
+def _assign_needless(rt: Runtime, job: Job | None, shard: int) -> str | None:
     """A cheap look at the shard alone: the outcome when it certainly needs nothing, else None."""
-    job = rt.market.job(job_id)
     if job is None or not 0 <= shard < job.requirements.shard_count:
         return None  # decide_assign names the problem
-    replicas = rt.view.replicas(job_id, shard, job.requirements.replication)
+    replicas = rt.view.replicas(job.id, shard, job.requirements.replication)
     open_ = {r.index for r in replicas if r.state == ReplicaState.OPEN}
     if not open_:
         return "done: " + NO_OPEN_REPLICA
-    in_flight = {r for j, s, r, _ in rt.state.pending() if (j, s) == (job_id, shard)}
+    in_flight = {r for j, s, r, _ in rt.state.pending() if (j, s) == (job.id, shard)}
     if open_ <= in_flight:
         return "wait: " + IN_FLIGHT
     return None
@@ -148,11 +147,11 @@ def _assign_needless(rt: Runtime, job_id: int, shard: int) -> str | None:
 def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
     """Leases the shard's next open replica to the best asset, if any."""
     market, view, state, settings = rt.market, rt.view, rt.state, rt.settings
-    early = _assign_needless(rt, job_id, shard)
+    job = market.job(job_id)  # a job's terms never change, so one read serves the whole task
+    early = _assign_needless(rt, job, shard)
     if early is not None:  # the common repeat: nothing open, or all of it in flight; no lock needed
         return early
     with state.send_lock(rt.address):
-        job = market.job(job_id)
         shards = view.job_shards(job, shard) if job and 0 <= shard < job.requirements.shard_count else []
         pending = state.pending()
         own = {(s, r): a for j, s, r, a in pending if j == job_id}

@@ -119,13 +119,13 @@ class Listener:
             except Exception as error:
                 if not failing:
                     log.warning("tick failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
-                    self.state_record_error(error)
+                    self._record_error(error)
                 failing = True
                 stop.wait(min(5.0, 10 * self.settings.poll_interval))
                 continue
             stop.wait(self.settings.poll_interval)
 
-    def state_record_error(self, error: Exception) -> None:
+    def _record_error(self, error: Exception) -> None:
         try:
             self.state.record("error", call="listener", error=f"{type(error).__name__}: {error}")
         except Exception:  # Redis itself is down: the log line above is all we can do

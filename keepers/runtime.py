@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from computenet.domain import Asset, Parameters, Replica, ReplicaState, Shard, Stake
+from computenet.domain import Asset, Parameters, Replica, Shard, Stake
 from computenet.errors import ComputenetError, ContractRevert
 from computenet.market import Market, _spec, typed_reverts
 from keepers.settings import KeeperSettings
@@ -108,19 +108,7 @@ class ChainView:
 
     def replicas(self, job: int, shard: int, replication: int, roots: bool = False) -> tuple[Replica, ...]:
         """The shard's replicas; output roots only when asked (finalize compares them)."""
-        if roots:
-            return self.market.shard(job, shard).replicas
-        out = []
-        for index in range(replication):
-            raw = self.market.market.replica(job, shard, index)
-            out.append(
-                Replica(
-                    job=job, shard=shard, index=index, asset=int(raw.asset), keeper_id=int(raw.keeper),
-                    state=ReplicaState(int(raw.state)), lease=int(raw.lease), price=int(raw.price),
-                    deadline=int(raw.deadline), since=int(raw.since), gpu_seconds=int(raw.gpu_seconds),
-                )
-            )  # fmt: skip
-        return tuple(out)
+        return tuple(self.market.replica(job, shard, index, root=roots) for index in range(replication))
 
     def job_shards(self, job: Any, shard: int) -> list[Shard]:
         """`shard` with its replicas, and the job's other shards when the job is small enough."""

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from computenet.heartbeat import STREAM_FIELD, Heartbeat, HeartbeatError, check_heartbeat, stream_key
@@ -145,7 +146,7 @@ class KeeperState:
         for raw in self.redis.hvals(self.key("nodes")):
             hb, _ = Heartbeat.from_json(raw)
             node = NodeState.from_heartbeat(hb)
-            out[hb.asset] = NodeState(**{**node.__dict__, "last_seen": node.last_seen + clock_offset})
+            out[hb.asset] = replace(node, last_seen=node.last_seen + clock_offset)
         return out
 
     # ------------------------------------------------------------- sending

@@ -16,7 +16,7 @@ import requests
 from celery import Celery, signals
 
 from keepers import actions, logs
-from keepers.runtime import KeeperConfigError, runtime
+from keepers.runtime import runtime
 from keepers.settings import KeeperSettings
 from keepers.state import LockTimeout
 
@@ -70,8 +70,6 @@ def _run(task, name: str, *ids: int) -> str:
     except TRANSIENT as error:
         rt.state.record("retry", call=name, args=list(ids), error=str(error))
         raise task.retry(exc=error, countdown=min(30, 2**task.request.retries), max_retries=settings.max_retries)
-    except KeeperConfigError:
-        raise
     except Exception as error:
         rt.state.record("error", call=name, args=list(ids), error=f"{type(error).__name__}: {error}")
         log.exception("task failed", extra={"fields": {"call": name, "args": list(ids)}})
