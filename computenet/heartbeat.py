@@ -205,3 +205,10 @@ def check_heartbeat(
     if signer.lower() != agent_of_asset.lower():
         return "heartbeat: not signed by the asset's agent"
     return None
+
+
+def publish(client: Any, chain_id: int, registry: str, heartbeat: Heartbeat, private_key: Any) -> Any:
+    """Signs `heartbeat` with the agent key and appends it to the keepers' stream on the
+    Redis `client` (trimmed to about STREAM_MAX_LEN); returns the entry id."""
+    wire = heartbeat.to_json(heartbeat.sign(private_key, chain_id, registry))
+    return client.xadd(stream_key(chain_id, registry), {STREAM_FIELD: wire}, maxlen=STREAM_MAX_LEN, approximate=True)

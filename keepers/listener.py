@@ -96,13 +96,14 @@ class Listener:
         return accepted
 
     def tick(self) -> None:
-        """One round: heartbeats, new events (all of them when catching up), the sweep when due."""
-        self.heartbeats()
+        """One round: new events (all of them when catching up), heartbeats, the sweep when due.
+        Heartbeats come after the events, so those of assets registered meanwhile are known."""
         while True:
             self.step()
             cursor = self.state.cursor()
             if cursor is None or cursor >= self.head() - self.settings.confirmations:
                 break
+        self.heartbeats()
         if time.time() - self._last_sweep >= self.settings.sweep_interval:
             self.sweep()
             self._last_sweep = time.time()

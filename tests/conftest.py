@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
+from computenet.localnet import RedisServer, ServiceError
 from computenet.receipts import ExecutionReceipt
 
 settings.register_profile(
@@ -265,53 +266,12 @@ def submit(market, provider, sign_receipt):
 # ---------------------------------------------------------------- services
 
 
-class RedisServer:
-    """A real redis-server on a free loopback port, with no persistence."""
-
-    def __init__(self, directory):
-        import shutil
-        import socket
-        import subprocess
-        import time
-
-        import redis
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(directory), "--databases", "32"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.time() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                break
-            except redis.ConnectionError:
-                if time.time() > deadline or self.process.poll() is not None:
-                    pytest.fail(f"redis-server did not start on port {self.port}")
-                time.sleep(0.02)
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def client(self, db: int = 0):
-        import redis
-
-        return redis.Redis(port=self.port, db=db)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    """A real redis-server with 32 databases, one per keeper a test starts."""
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except ServiceError as error:
+        pytest.fail(f"{error} (`make test` installs it)")
     yield server
     server.stop()

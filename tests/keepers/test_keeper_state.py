@@ -8,6 +8,7 @@ import pytest
 from eth_account import Account
 
 from computenet import events as ev
+from computenet import heartbeat
 from computenet.heartbeat import STREAM_FIELD, Heartbeat
 from keepers.reactions import Reaction, finalize_member, react, reclaim_member
 from keepers.scheduler import Reputation
@@ -49,8 +50,8 @@ def test_a_later_due_time_wins_an_earlier_one_does_not(state):
 
 
 def publish(state, hb, key=AGENT):
-    wire = hb.to_json(hb.sign(key.key, CHAIN, REGISTRY))
-    state.redis.xadd(state.heartbeats, {STREAM_FIELD: wire})
+    """What an agent does: computenet.heartbeat.publish to the stream this keeper reads."""
+    heartbeat.publish(state.redis, CHAIN, REGISTRY, hb, key.key)
 
 
 def hb(asset=3, seq=1, at=None, running=1):
