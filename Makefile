@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node redis compile test gas-snapshot clean distclean
+.PHONY: venv node redis docker compile test gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -47,11 +47,21 @@ redis:
 	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }; \
 	  else echo "error: redis-server not found; install it (Debian: apt-get install redis-server)" >&2; exit 1; fi; }
 
+# The agent tests need a Docker engine; they start a private dockerd when none answers.
+# Install Debian's docker.io when dockerd is missing (root only; the tests say what is wrong otherwise).
+docker:
+	@command -v dockerd >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing docker.io (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; }; \
+	  else echo "note: dockerd not found and cannot be installed here; the agent tests need a Docker engine (DOCKER_HOST)" >&2; fi; }
+
 compile: venv
 	$(RUN) $(VENV)/bin/ape compile
 
 # Forced: ape's cache does not notice edits to imported modules.
-test: venv node redis
+test: venv node redis docker
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) $(ARGS)
 

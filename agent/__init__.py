@@ -1,1 +1,1 @@
-"""computenet agent."""
+"""The computenet GPU agent: runs assigned shards in Docker and submits signed, Merkle-committed results."""

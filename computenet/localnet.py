@@ -7,10 +7,12 @@ and Redis.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -205,3 +207,46 @@ class ProcessGroup:
                 process.kill()
                 process.wait()
         self.processes = []
+
+
+class DockerEngine(_Process):
+    """A private dockerd for tests and the demo, for machines where none runs: no bridge and
+    no iptables (containers run with networking off anyway), the vfs storage driver (works
+    in any container), state under `directory`. Needs root."""
+
+    name = "dockerd"
+
+    def __init__(self, directory: Path, log: Path | None = None, timeout: float = 60) -> None:
+        binary = shutil.which("dockerd")
+        if binary is None:
+            raise ServiceError("dockerd not found: install Docker (Debian: apt-get install docker.io)")
+        if os.geteuid() != 0:
+            raise ServiceError("starting a Docker engine needs root; start one yourself and set DOCKER_HOST")
+        directory.mkdir(parents=True, exist_ok=True)
+        # A unix socket path is limited to 108 bytes; keep it short.
+        self.socket = Path(tempfile.mkdtemp(prefix="dockerd-")) / "sock"
+        argv = [binary, "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
+                "--data-root", str(directory / "data"), "--exec-root", str(self.socket.parent / "exec"),
+                "--pidfile", str(directory / "dockerd.pid"), "-H", f"unix://{self.socket}"]  # fmt: skip
+        super().__init__(argv, log)
+        self._wait_ready(lambda: self.client().ping(), timeout)
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def client(self) -> Any:
+        import docker
+
+        return docker.DockerClient(base_url=self.url, timeout=60)
+
+
+def docker_reachable() -> bool:
+    """Whether the engine DOCKER_HOST (or the default socket) names answers."""
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False

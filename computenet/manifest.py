@@ -258,3 +258,19 @@ def manifest_hash(manifest: Manifest) -> bytes:
 def image_digest(manifest: Manifest) -> str:
     """The image's content digest, `sha256:<64 hex>`."""
     return manifest.image.rsplit("@", 1)[1]
+
+
+def build_manifest(image: str, command: list[str], files: dict[str, bytes], *, timeout_seconds: int,
+                   max_output_bytes: int, env: dict[str, str] | None = None, output_path: str = "/out") -> Manifest:  # fmt: skip
+    """A validated manifest for `files` (relative path -> content) staged under /in: each
+    file named by its SHA-256 and size, and their Merkle root."""
+    import hashlib
+
+    from computenet.merkle import MerkleTree
+
+    inputs = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in sorted(files.items())]
+    root = "0x" + MerkleTree.from_files(files).root.hex() if files else ZERO_ROOT
+    body = {"version": 1, "image": image, "command": command, "env": env or {},
+            "inputs": {"files": inputs, "root": root},
+            "outputs": {"path": output_path, "max_bytes": max_output_bytes}, "timeout_seconds": timeout_seconds}  # fmt: skip
+    return parse_manifest(json.dumps(body))

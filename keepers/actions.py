@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from computenet.connection import broadcast
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
 from computenet.domain import Job, ReplicaState
@@ -44,26 +45,16 @@ class Requeue(Exception):
     """The work may still be possible after a lost race: run the task again."""
 
 
-# Unused gas is not charged, and a limit near the block's (ape's default on local chains)
-# lets one transaction fill a block. The margin covers storage that another transaction in
-# the same block turns from zero to non-zero.
-GAS_MARGIN = 1.5
-
-
 def _send(rt: Runtime, decision: Send) -> Any:
     """Estimates, signs with an explicit nonce and broadcasts; returns the tx hash.
     A revert found by the estimate raises the typed ContractRevert; nothing was sent."""
-    from ape import networks
+    from web3.exceptions import Web3Exception
 
-    web3 = networks.provider.web3
-    nonce = web3.eth.get_transaction_count(rt.account.address, "pending")
     method = getattr(rt.market.market, decision.call)
-    with typed_reverts(preflight=True):
-        gas = int(method.estimate_gas_cost(*decision.args, sender=rt.account) * GAS_MARGIN)
-        txn = method.as_transaction(*decision.args, sender=rt.account, nonce=nonce, gas=gas, sign=True)
     try:
-        return web3.eth.send_raw_transaction(txn.serialize_transaction())
-    except ValueError as error:  # the node refused it: nonce taken by a send outside this keeper, fee, ...
+        with typed_reverts(preflight=True):
+            return broadcast(method, decision.args, rt.account)
+    except (ValueError, Web3Exception) as error:  # the node refused it: nonce taken outside this keeper, fee, ...
         raise TransientError(f"node refused {decision.call}{decision.args}: {error}") from error
 
 

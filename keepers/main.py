@@ -19,7 +19,7 @@ import time
 
 import click
 
-from keepers import logs
+from computenet import logs
 from keepers.settings import KeeperSettings
 
 log = logging.getLogger("keepers.main")

@@ -3,7 +3,6 @@ keeper's key, and Redis. Built once per process, on first use, from the settings
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import redis
 
 from computenet.domain import Asset, Parameters, Replica, Shard, Stake
-from computenet.errors import ComputenetError, ContractRevert
+from computenet.connection import ConfigError, load_account, network_context
+from computenet.errors import ContractRevert
 from computenet.market import Market, _spec, typed_reverts
 from keepers.settings import KeeperSettings
 from keepers.state import KeeperState
@@ -22,31 +22,8 @@ HELD_SCAN_LIMIT = 64
 ASSET_BATCH = 500  # assets read per JSON-RPC batch
 
 
-class KeeperConfigError(ComputenetError):
+class KeeperConfigError(ConfigError):
     """The keeper cannot start: a fatal misconfiguration, named in the message."""
-
-
-def load_account(alias: str) -> Any:
-    """The ape account for `alias`: "TEST::n" for a local test key, otherwise an imported
-    keyfile whose passphrase is in APE_ACCOUNTS_<alias>_PASSPHRASE (a bot cannot be prompted)."""
-    from ape import accounts
-
-    if alias.upper().startswith("TEST::"):
-        try:
-            return accounts.test_accounts[int(alias.split("::", 1)[1])]
-        except (ValueError, IndexError):
-            raise KeeperConfigError(f"keeper account {alias!r}: no such test account") from None
-    try:
-        account = accounts.load(alias)
-    except Exception:
-        known = ", ".join(a.alias for a in accounts if getattr(a, "alias", None)) or "none"
-        raise KeeperConfigError(f"keeper account {alias!r} is not an imported ape account (known: {known})") from None
-    if hasattr(account, "set_autosign"):
-        passphrase = os.environ.get(f"APE_ACCOUNTS_{alias}_PASSPHRASE")
-        if not passphrase:
-            raise KeeperConfigError(f"keeper account {alias!r} is locked: set APE_ACCOUNTS_{alias}_PASSPHRASE")
-        account.set_autosign(True, passphrase=passphrase)
-    return account
 
 
 class ChainView:
@@ -138,20 +115,6 @@ class Runtime:
             else a
             for a in self.view.assets()
         ]
-
-
-def network_context(network: str) -> Any:
-    """ape's provider context for `network`. A node on this machine (an http URI on the
-    loopback) is joined through ape-foundry, which decodes revert reasons from anvil; ape's
-    generic node provider would report them as "reverted without message"."""
-    from urllib.parse import urlparse
-
-    from ape import networks
-
-    url = urlparse(network)
-    if url.scheme in ("http", "https") and url.hostname in ("127.0.0.1", "localhost"):
-        return networks.parse_network_choice("ethereum:local:foundry", provider_settings={"host": network})
-    return networks.parse_network_choice(network)
 
 
 def connect(settings: KeeperSettings) -> Runtime:

@@ -15,7 +15,8 @@ import redis
 import requests
 from celery import Celery, signals
 
-from keepers import actions, logs
+from computenet import logs
+from keepers import actions
 from keepers.runtime import runtime
 from keepers.settings import KeeperSettings
 from keepers.state import LockTimeout

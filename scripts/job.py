@@ -15,7 +15,7 @@ from ape.cli import ConnectedProviderCommand, account_option, network_option
 from computenet.cli import clear_errors, format_amount, parse_amount
 from computenet.domain import Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
-from computenet.manifest import manifest_hash, parse_manifest
+from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
 
 HOUR = 3_600
@@ -38,13 +38,18 @@ def cli():
 @click.option("--max-price", required=True, help="Highest price per GPU-second accepted, in tokens.")
 @click.option("--max-gpu-seconds", type=int, required=True, help="Most GPU-seconds paid per shard.")
 @click.option("--hours", type=float, default=24, show_default=True, help="Deadline, hours from now.")
+@click.option("--store", envvar="COMPUTENET_STORE_URL", help="Content store to upload the manifest and inputs to (agents fetch them there).")
+@click.option("--inputs", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder holding the manifest's input files at their paths (default: the manifest's folder).")
 @clear_errors
-def post(account, manifest, shards, replication, spot_check, min_vram_mib, gpus, max_price, max_gpu_seconds, hours):
-    """Post a job for MANIFEST (a JSON manifest); its budget is escrowed."""
+def post(account, manifest, shards, replication, spot_check, min_vram_mib, gpus, max_price, max_gpu_seconds, hours, store, inputs):
+    """Post a job for MANIFEST (a JSON manifest); its budget is escrowed. With --store, the
+    manifest and its inputs are uploaded first, each checked against the manifest."""
     try:
         parsed = parse_manifest(manifest.read_bytes())
     except ManifestError as err:
         raise click.ClickException(f"{manifest}: {err}") from None
+    if store:
+        upload(parsed, inputs or manifest.parent, store)
     if replication > 1:
         mode = Verification.REPLICATED
     else:
@@ -64,6 +69,52 @@ def post(account, manifest, shards, replication, spot_check, min_vram_mib, gpus,
     job = market.job(job_id)
     click.echo(f"job {job_id} posted: {shards} shard(s) × {replication}, budget {format_amount(job.escrow)} escrowed")
     click.echo(f"manifest hash 0x{job.manifest_hash.hex()}")
+
+
+def upload(manifest, folder: Path, store_url: str) -> None:
+    """Checks every input under `folder` against the manifest, then uploads inputs and manifest."""
+    import hashlib
+
+    from agent.store import StoreClient, StoreError
+
+    blobs = []
+    for item in manifest.inputs.files:
+        path = folder / item.path
+        if not path.is_file():
+            raise click.ClickException(f"input {item.path}: no such file under {folder}")
+        data = path.read_bytes()
+        if len(data) != item.size or hashlib.sha256(data).hexdigest() != item.sha256:
+            raise click.ClickException(f"input {item.path}: content differs from the manifest (size or sha256)")
+        blobs.append(data)
+    client = StoreClient(store_url)
+    try:
+        for data in blobs:
+            client.put(data)
+        client.put(canonical_json(manifest))
+    except StoreError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"uploaded the manifest and {len(blobs)} input(s) to {store_url}")
+
+
+@cli.command()
+@click.option("--image", required=True, help="Image as name@sha256:<digest> (`python -m agent image` prints one).")
+@click.option("--inputs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Folder of input files, staged under /in.")
+@click.option("--timeout", "timeout_seconds", type=int, default=600, show_default=True, help="Wall-clock limit per shard, seconds.")
+@click.option("--max-output-bytes", type=int, default=64 << 20, show_default=True)
+@click.option("--env", "env_pairs", multiple=True, help="NAME=value for the container (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the manifest JSON.")
+@click.argument("command", nargs=-1, required=True)
+def manifest(image, inputs, timeout_seconds, max_output_bytes, env_pairs, output, command):
+    """Write a manifest for COMMAND over the files in --inputs (each named by its SHA-256)."""
+    files = {p.relative_to(inputs).as_posix(): p.read_bytes() for p in sorted(inputs.rglob("*")) if p.is_file()}
+    env = dict(pair.split("=", 1) for pair in env_pairs)
+    try:
+        built = build_manifest(image, list(command), files, timeout_seconds=timeout_seconds,
+                               max_output_bytes=max_output_bytes, env=env)  # fmt: skip
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from None
+    output.write_bytes(canonical_json(built))
+    click.echo(f"{output}: {len(files)} input(s), manifest hash 0x{manifest_hash(built).hex()}")
 
 
 @cli.command(cls=ConnectedProviderCommand)

@@ -1,7 +1,10 @@
 """Shared fixtures: named actors, the deployed stack, and factories for assets, jobs
 and receipts. Every test runs against a real anvil; ape reverts the chain between tests."""
 
+import json
 import os
+import threading
+from dataclasses import dataclass
 
 import pytest
 from eth_utils import keccak
@@ -9,7 +12,8 @@ from hypothesis import HealthCheck, settings
 
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
-from computenet.localnet import RedisServer, ServiceError
+from agent.store import LocalStore, StoreClient, app
+from computenet.localnet import RedisServer, ServiceError, free_port, wait_until
 from computenet.receipts import ExecutionReceipt
 
 settings.register_profile(
@@ -264,6 +268,61 @@ def submit(market, provider, sign_receipt):
 
 
 # ---------------------------------------------------------------- services
+
+
+@pytest.fixture
+def wait_for():
+    """Polls a condition until it holds (returning its value); fails the test after `timeout` s."""
+
+    def wait(condition, timeout=90, what="condition", interval=0.1):
+        try:
+            return wait_until(condition, timeout, what, interval)
+        except TimeoutError as error:
+            pytest.fail(str(error))
+
+    return wait
+
+
+@pytest.fixture(scope="session")
+def deployments(stack, chain, tmp_path_factory):
+    """The session's stack, recorded for role processes (`python -m keepers`, `python -m agent`),
+    which join a local node as ethereum:local."""
+    path = tmp_path_factory.mktemp("deployments") / "deployments.json"
+    record = stack.addresses() | {"chain_id": chain.chain_id, "block": 0}
+    path.write_text(json.dumps({"ethereum:local": record}))
+    return path
+
+
+@dataclass
+class Store:
+    local: LocalStore
+    client: StoreClient
+    url: str
+
+
+@pytest.fixture(scope="session")
+def content_store(tmp_path_factory):
+    import uvicorn
+
+    local = LocalStore(tmp_path_factory.mktemp("store"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app(local), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 20, "the content store to listen")
+    url = f"http://127.0.0.1:{port}"
+    yield Store(local, StoreClient(url), url)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def stop_after():
+    """Registers process groups (computenet.localnet.ProcessGroup) to stop when the test ends."""
+    groups = []
+    yield groups.append
+    for group in groups:
+        group.stop()
 
 
 @pytest.fixture(scope="session")

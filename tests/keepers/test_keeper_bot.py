@@ -22,19 +22,10 @@ import pytest
 
 from computenet.domain import ReplicaState
 from computenet.heartbeat import Heartbeat, publish
-from computenet.localnet import ProcessGroup, free_port, wait_until
+from computenet.localnet import ProcessGroup, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = 10**6
-WAIT = 90  # seconds any one keeper outcome may take here, at most
-
-
-def wait_for(condition, timeout=WAIT, what="condition", interval=0.05):
-    """Polls `condition` until it returns something truthy; fails the test after `timeout` s."""
-    try:
-        return wait_until(condition, timeout, what, interval)
-    except TimeoutError as error:
-        pytest.fail(str(error))
 
 
 class Keeper(ProcessGroup):
@@ -122,34 +113,22 @@ def interval_mining(chain, seconds=1):
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def deployments(stack, chain, tmp_path_factory):
-    """The session's stack, recorded for `python -m keepers` (which joins a local node as ethereum:local)."""
-    path = tmp_path_factory.mktemp("keeper") / "deployments.json"
-    record = stack.addresses() | {"chain_id": chain.chain_id, "block": 0}
-    path.write_text(json.dumps({"ethereum:local": record}))
-    return path
-
-
 _dbs = iter(range(1, 32))
 
 
 @pytest.fixture
-def make_keeper(networks, redis_server, deployments, tmp_path):
+def make_keeper(networks, redis_server, deployments, tmp_path, stop_after):
     """Builds keepers on fresh Redis databases; stops every process they started."""
-    made = []
 
     def make(name="keeper", account="TEST::4", **settings):
         db = next(_dbs)
         redis_server.client(db).flushdb()
         keeper = Keeper(name, account, redis_server.url(db), networks.provider.uri, deployments, tmp_path, **settings)
         keeper.redis = redis_server.client(db)
-        made.append(keeper)
+        stop_after(keeper)
         return keeper
 
-    yield make
-    for keeper in made:
-        keeper.stop()
+    return make
 
 
 @pytest.fixture
@@ -221,7 +200,7 @@ def cursor_of(keeper):
 
 
 def test_twenty_jobs_of_four_shards_over_eight_assets_are_each_assigned_once(
-    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, wait_for
 ):
     agent_of = fleet(8)
     k = make_keeper()
@@ -247,7 +226,7 @@ def test_twenty_jobs_of_four_shards_over_eight_assets_are_each_assigned_once(
     assert "cursor" in text.stdout and "mined" in text.stdout
 
 
-def test_metrics_endpoint_counts_the_keepers_actions(make_keeper, fleet, post_job, market, chain, registered_keeper, assets):
+def test_metrics_endpoint_counts_the_keepers_actions(make_keeper, fleet, post_job, market, chain, registered_keeper, assets, wait_for):
     agent_of = fleet(2)
     port = free_port()
     k = make_keeper(metrics_port=port)
@@ -268,7 +247,7 @@ def test_metrics_endpoint_counts_the_keepers_actions(make_keeper, fleet, post_jo
 
 
 def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
-    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, wait_for
 ):
     agent_of = fleet(8)
     k = make_keeper()
@@ -297,7 +276,7 @@ def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
 
 
 def test_two_keepers_assign_every_shard_exactly_once(
-    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, keeper2, assets
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, keeper2, assets, wait_for
 ):
     agent_of = fleet(8)
     a = make_keeper("keeper-a", "TEST::4")
@@ -326,7 +305,7 @@ def test_two_keepers_assign_every_shard_exactly_once(
 
 
 def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
-    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, submit
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, submit, wait_for
 ):
     agent_of = fleet(2, prices=[100, 150])  # asset 1 is cheaper: the first choice
     cheap, dear = sorted(agent_of)
@@ -355,7 +334,7 @@ def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
     assert [(int(e.job), int(e.asset)) for e in finalized] == [(job, dear)]
 
 
-def test_without_a_key_the_keeper_only_logs_what_it_would_send(make_keeper, fleet, post_job, market, chain, assets):
+def test_without_a_key_the_keeper_only_logs_what_it_would_send(make_keeper, fleet, post_job, market, chain, assets, wait_for):
     agent_of = fleet(1)
     k = make_keeper(account=None)
     with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):

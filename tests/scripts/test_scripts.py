@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
+from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,3 +226,32 @@ def test_deploy_off_local_chain_requires_token(ape_run, sepolia_like_node, accou
     assert not public.deployments.exists()
     # The faucet refuses too: it exists only on local chains.
     assert public.fails("faucet", "1", account=1) == "the faucet exists only on local chains; chain 11155111 is not one"
+
+
+def test_job_manifest_and_post_upload_the_inputs_checked_to_the_store(ape_run, sdk, content_store, tmp_path):
+    inputs = tmp_path / "inputs"
+    (inputs / "data").mkdir(parents=True)
+    (inputs / "data" / "a.bin").write_bytes(b"\x01" * 100)
+    (inputs / "run.py").write_text("print('hi')\n")
+    manifest = tmp_path / "job.json"
+    image = "computenet/python@sha256:" + "ab" * 32
+    made = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "ape"), "run", "job", "manifest", "--image", image, "--inputs", str(inputs),
+         "--timeout", "120", "-o", str(manifest), "python3", "/in/run.py"],
+        cwd=REPO, env=ape_run.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    parsed = parse_manifest(manifest.read_bytes())
+    assert [f.path for f in parsed.inputs.files] == ["data/a.bin", "run.py"] and parsed.command == ["python3", "/in/run.py"]
+
+    ape_run.ok("faucet", "100", account=1)
+    (inputs / "run.py").write_text("print('changed')\n")  # no longer what the manifest names
+    message = ape_run.fails("job", "post", str(manifest), "--inputs", str(inputs), "--store", content_store.url,
+                            "--max-price", "0.0005", "--max-gpu-seconds", "60", account=1)  # fmt: skip
+    assert message == "input run.py: content differs from the manifest (size or sha256)"
+    (inputs / "run.py").write_text("print('hi')\n")
+    out = ape_run.ok("job", "post", str(manifest), "--inputs", str(inputs), "--store", content_store.url,
+                     "--max-price", "0.0005", "--max-gpu-seconds", "60", account=1)  # fmt: skip
+    assert f"uploaded the manifest and 2 input(s) to {content_store.url}" in out
+    assert content_store.local.get("keccak256", manifest_hash(parsed).hex()) == canonical_json(parsed)
+    assert content_store.local.get("sha256", parsed.inputs.files[0].sha256) == b"\x01" * 100

@@ -32,9 +32,9 @@ class TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()} {fields}".rstrip()
 
 
-def setup(fmt: str = "json", level: str = "INFO") -> None:
-    """Routes the `keepers` loggers to stderr in `fmt`; idempotent."""
-    logger = logging.getLogger("keepers")
+def setup(fmt: str = "json", level: str = "INFO", name: str = "keepers") -> None:
+    """Routes the loggers under `name` (a role: keepers, agent) to stderr in `fmt`; idempotent."""
+    logger = logging.getLogger(name)
     logger.setLevel(level.upper())
     logger.propagate = False
     if not logger.handlers:

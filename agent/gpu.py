@@ -1,0 +1,113 @@
+"""GPU telemetry through NVML (`nvidia-ml-py`), with a CPU fallback that names itself.
+
+`probe()` reads every GPU's model, memory, utilisation, temperature and power. Where NVML
+cannot load (no driver, no GPU), the fallback reports the CPU count and load instead and
+says why, so the agent serves CPU-only assets and tells its operator.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from computenet.domain import Spec
+
+# GPU model ids as registered on chain (Spec.gpu_model); 0 is CPU-only.
+GPU_MODELS = {1: "H100", 2: "H200", 3: "A100", 4: "L40S", 5: "L4", 6: "A10", 7: "RTX 4090"}
+# NVML reports a little less than the marketed memory (80 GB cards show about 81,559 MiB).
+VRAM_TOLERANCE = 0.97
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory_total_mib: int
+    memory_used_mib: int
+    utilization_pct: int
+    temperature_c: int
+    power_w: float
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One sample: `source` is "nvml" or "cpu-fallback"; `reason` says why there is no NVML."""
+
+    source: str
+    gpus: tuple[Gpu, ...]
+    cpu_count: int
+    cpu_load_pct: int
+    reason: str = ""
+
+    @property
+    def utilization_pct(self) -> int:
+        if not self.gpus:
+            return self.cpu_load_pct
+        return round(sum(g.utilization_pct for g in self.gpus) / len(self.gpus))
+
+    @property
+    def free_vram_mib(self) -> int:
+        return sum(g.memory_total_mib - g.memory_used_mib for g in self.gpus)
+
+
+def _cpu(reason: str) -> Telemetry:
+    count = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return Telemetry("cpu-fallback", (), count, min(100, round(100 * load / count)), reason)
+
+
+def probe() -> Telemetry:
+    """A telemetry sample from NVML, or the CPU fallback with the reason NVML failed."""
+    try:
+        import pynvml
+    except ImportError as error:
+        return _cpu(f"nvidia-ml-py not importable: {error}")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        return _cpu(f"NVML unavailable: {error}")
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = pynvml.nvmlDeviceGetName(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            try:
+                power = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000
+            except pynvml.NVMLError:  # not every board reports power
+                power = 0.0
+            gpus.append(Gpu(
+                index=index, name=name.decode() if isinstance(name, bytes) else name,
+                memory_total_mib=memory.total >> 20, memory_used_mib=memory.used >> 20,
+                utilization_pct=int(rates.gpu),
+                temperature_c=int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
+                power_w=round(power, 1),
+            ))  # fmt: skip
+    finally:
+        pynvml.nvmlShutdown()
+    return Telemetry("nvml", tuple(gpus), os.cpu_count() or 1, 0)
+
+
+def spec_mismatch(spec: Spec, sample: Telemetry) -> str | None:
+    """What differs between a registered spec and this machine, or None (pure)."""
+    if spec.gpu_count == 0:
+        return None  # CPU-only: any machine serves it
+    if not sample.gpus:
+        return (f"the asset is registered with {spec.gpu_count} GPU(s) but this machine has none "
+                f"({sample.reason})")  # fmt: skip
+    if len(sample.gpus) < spec.gpu_count:
+        return f"the asset is registered with {spec.gpu_count} GPUs but NVML sees {len(sample.gpus)}"
+    small = [g for g in sample.gpus[: spec.gpu_count] if g.memory_total_mib < spec.vram_mib * VRAM_TOLERANCE]
+    if small:
+        return (f"the asset is registered with {spec.vram_mib} MiB per GPU but GPU {small[0].index} "
+                f"({small[0].name}) has {small[0].memory_total_mib} MiB")  # fmt: skip
+    model = GPU_MODELS.get(spec.gpu_model)
+    if model is not None:
+        wrong = [g for g in sample.gpus[: spec.gpu_count] if model.lower() not in g.name.lower()]
+        if wrong:
+            return f"the asset is registered as {model} but GPU {wrong[0].index} is {wrong[0].name}"
+    return None

@@ -1,0 +1,162 @@
+"""The agent's commands, shared by `ape run agent ...` and `python -m agent ...`:
+
+    run      serve the configured assets until SIGTERM/SIGINT
+    status   the journal: leases per state and the latest ones
+    image    build the Python job image and print its manifest reference
+    store    serve a content-store folder over HTTP
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from computenet import logs
+
+log = logging.getLogger("agent.main")
+
+
+def _clear(command):
+    """SDK errors and bad settings end in one `Error: ...` line and exit code 1."""
+    from pydantic import ValidationError
+
+    from computenet.errors import ComputenetError
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ValidationError as error:
+            parts = [f"COMPUTENET_AGENT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
+            raise click.ClickException("bad agent settings: " + "; ".join(parts)) from None
+        except ComputenetError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def _docker(host: str | None):
+    import docker
+
+    from computenet.connection import ConfigError
+
+    try:
+        client = docker.DockerClient(base_url=host) if host else docker.from_env()
+        client.ping()
+    except Exception as error:
+        raise ConfigError(f"no Docker engine at {host or 'the default socket'}: {error}") from None
+    return client
+
+
+def build_agent(settings):
+    """Connects to the chain (unless `ape run` did), Docker, the store and Redis; checks the assets."""
+    from ape import networks
+
+    from agent.journal import Journal
+    from agent.node import Agent
+    from agent.store import LocalStore, StoreClient
+    from computenet.connection import load_account, network_context
+    from computenet.market import Market
+
+    if not networks.active_provider or not networks.active_provider.is_connected:
+        network_context(settings.network).__enter__()
+    market = Market.from_deployments()
+    account = load_account(settings.account)
+    redis_client = None
+    if settings.redis_url:
+        import redis
+
+        redis_client = redis.Redis.from_url(settings.redis_url)
+    work = Path(settings.work_dir)
+    agent = Agent(settings, market, account, _docker(settings.docker_host), StoreClient(settings.store_url),
+                  Journal(work / "journal.sqlite"), LocalStore(work / "outputs"), redis_client)  # fmt: skip
+    agent.check_assets()
+    return agent
+
+
+def run(settings) -> None:
+    from ape.logging import logger as ape_logger
+
+    logs.setup(settings.log_format, settings.log_level, "agent")
+    ape_logger.set_level("WARNING")
+    agent = build_agent(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("serving", extra={"fields": {
+        "agent": str(agent.account.address), "telemetry": agent.telemetry.source,
+        "assets": {a: s.capacity for a, s in agent.served.items()}, "work_dir": str(settings.work_dir)}})  # fmt: skip
+    agent.run(stop)
+    log.info("stopped")
+
+
+def commands(command_kwargs: dict | None = None, options=()):
+    """The click group; `ape run agent` passes ape's command class and network option."""
+    kwargs = command_kwargs or {}
+
+    @click.group()
+    def cli():
+        """The computenet GPU agent."""
+
+    def with_options(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    @cli.command("run", **kwargs)
+    @with_options
+    @_clear
+    def run_cmd(**_):
+        """Serve the configured assets (COMPUTENET_AGENT_* settings)."""
+        from agent.settings import AgentSettings
+
+        run(AgentSettings())
+
+    @cli.command("status")
+    @click.option("--json", "as_json", is_flag=True)
+    @_clear
+    def status_cmd(as_json):
+        """Leases in the journal, per state, and the latest ones."""
+        from agent.journal import Journal
+        from agent.settings import AgentSettings
+
+        settings = AgentSettings()
+        journal = Journal(Path(settings.work_dir) / "journal.sqlite")
+        report = {"cursor": journal.get_meta("cursor"), "counts": journal.counts(),
+                  "latest": [e.__dict__ for e in journal.entries()[-10:]]}  # fmt: skip
+        if as_json:
+            click.echo(json.dumps(report, default=str))
+            return
+        click.echo(f"cursor {report['cursor']}  " + "  ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())))
+        for e in report["latest"]:
+            click.echo(f"  job {e['job']} shard {e['shard']} replica {e['replica']} lease {e['lease']}: {e['state']} {e['note']}")
+
+    @cli.command("image")
+    @click.option("--tag", default="computenet/python:3.11", show_default=True)
+    @click.option("--docker-host", envvar="DOCKER_HOST")
+    @_clear
+    def image_cmd(tag, docker_host):
+        """Build the Python job image without a registry; print its manifest reference."""
+        from agent import image
+
+        click.echo(image.build(_docker(docker_host), tag))
+
+    @cli.command("store")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), required=True)
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", type=int, default=8700, show_default=True)
+    def store_cmd(directory, host, port):
+        """Serve a content-store folder over HTTP."""
+        import uvicorn
+
+        from agent.store import LocalStore, app
+
+        uvicorn.run(app(LocalStore(directory)), host=host, port=port, log_level="warning")
+
+    return cli

@@ -1,0 +1,322 @@
+"""The agent on one provider machine: follows the chain for assignments to its assets, runs
+each in a container (as many at once as each asset's capacity), submits the signed result,
+declines what it cannot run, sends signed heartbeats, and after a restart finishes what its
+journal says was left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from computenet import events as ev
+from computenet.connection import ConfigError, broadcast
+from computenet.domain import Asset, Job, ReplicaState
+from computenet.heartbeat import Heartbeat, publish
+from computenet.market import Market
+from agent import execute, gpu, plan
+from agent.journal import Entry, Journal, Lease
+from agent.settings import AgentSettings
+from agent.store import LocalStore, StoreClient
+
+log = logging.getLogger("agent")
+
+RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
+
+
+@dataclass
+class Served:
+    """An asset this agent serves, and how many of its shards it runs at once."""
+
+    asset: Asset
+    capacity: int
+    running: int = 0
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, market: Market, account: Any, docker: Any, store: StoreClient,
+                 journal: Journal, outputs: LocalStore, redis: Any = None) -> None:  # fmt: skip
+        self.settings, self.market, self.account = settings, market, account
+        self.docker, self.store, self.journal, self.outputs, self.redis = docker, store, journal, outputs, redis
+        self.work = Path(settings.work_dir) / "leases"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.chain_lock = threading.RLock()  # ape is shared by the shard threads
+        self.send_lock = threading.Lock()  # one key: one nonce sequence
+        self.served: dict[int, Served] = {}
+        self.pools: dict[int, ThreadPoolExecutor] = {}
+        self.telemetry = gpu.probe()
+        self.jobs: dict[int, Job] = {}
+
+    # ------------------------------------------------------------ start-up
+
+    def check_assets(self) -> dict[int, Served]:
+        """Each asset must exist, name this key as its agent and match this machine;
+        anything else stops the agent with a message that says what differs."""
+        problems = []
+        for asset_id in self.settings.assets:
+            asset = self.market.asset(asset_id)
+            if asset is None:
+                problems.append(f"asset {asset_id} does not exist")
+                continue
+            if asset.agent.lower() != str(self.account.address).lower():
+                problems.append(f"asset {asset_id}: its registered agent is {asset.agent}, not this key {self.account.address}")
+                continue
+            mismatch = gpu.spec_mismatch(asset.spec, self.telemetry)
+            if mismatch and self.settings.require_gpu_match:
+                problems.append(f"asset {asset_id}: {mismatch}")
+                continue
+            capacity = self.settings.capacity or max(1, asset.spec.max_leases)
+            self.served[asset_id] = Served(asset, capacity)
+            self.pools[asset_id] = ThreadPoolExecutor(capacity, thread_name_prefix=f"asset-{asset_id}")
+        if problems:
+            raise ConfigError("agent cannot serve: " + "; ".join(problems))
+        if self.telemetry.source != "nvml":
+            log.warning("no GPU: serving CPU-only assets", extra={"fields": {"reason": self.telemetry.reason}})
+        return self.served
+
+    # ------------------------------------------------------------ chain
+
+    def job(self, job_id: int) -> Job:
+        if job_id not in self.jobs:
+            with self.chain_lock:
+                self.jobs[job_id] = self.market.job(job_id)
+        return self.jobs[job_id]
+
+    def _send(self, method_name: str, *args: Any) -> dict:
+        """Sends one transaction from the agent key and waits for its receipt."""
+        from ape import networks
+
+        with self.chain_lock, self.send_lock:
+            tx = broadcast(getattr(self.market.market, method_name), args, self.account)
+        receipt = networks.provider.web3.eth.wait_for_transaction_receipt(tx, timeout=RECEIPT_TIMEOUT, poll_latency=0.1)
+        return dict(receipt)
+
+    def now(self) -> int:
+        """The chain's time (leases end by it; a test chain may run ahead of the wall clock)."""
+        with self.chain_lock:
+            return self.market.now()
+
+    def chain_replica(self, job: int, shard: int, replica: int) -> plan.ChainReplica:
+        with self.chain_lock:
+            rep = self.market.replica(job, shard, replica, root=False)
+        return plan.ChainReplica(ReplicaState(int(rep.state)), int(rep.lease), int(rep.deadline))
+
+    # ------------------------------------------------------------ one lease
+
+    def dispatch(self, lease: Lease, container: Any = None) -> None:
+        served = self.served[lease.asset]
+        served.running += 1
+        self.pools[lease.asset].submit(self._run_guarded, lease, container)
+
+    def _run_guarded(self, lease: Lease, container: Any) -> None:
+        try:
+            self.run_lease(lease, container)
+        except Exception as error:  # one lease's failure must not stop the agent
+            log.exception("lease failed", extra={"fields": {"lease": lease.name}})
+            self.journal.update(lease.key, "dropped", note=f"{type(error).__name__}: {error}"[:500])
+        finally:
+            self.served[lease.asset].running -= 1
+
+    def run_lease(self, lease: Lease, container: Any = None) -> None:
+        """Prepares, runs and submits one lease, recording each step in the journal."""
+        job = self.job(lease.job)
+        folder = self.work / lease.name
+        try:
+            manifest = execute.fetch_manifest(self.store, job.manifest_hash)
+            plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end,
+                                job_gpu_count=job.requirements.gpu_count,
+                                asset_gpu_count=self.served[lease.asset].asset.spec.gpu_count)  # fmt: skip
+            image = execute.ensure_image(self.docker, manifest.image)
+            if container is None:
+                inputs, outputs = execute.prepare(lease, folder)
+                execute.stage_inputs(self.store, manifest, inputs)
+            else:
+                inputs, outputs = folder / "in", folder / "out"
+        except plan.Decline as decline:
+            self.decline(lease, decline)
+            return
+        result = execute.execute(
+            lease, manifest, image, client=self.docker, inputs=inputs, outputs=outputs,
+            shard_count=job.requirements.shard_count, gpu_count=job.requirements.gpu_count,
+            max_gpu_seconds=job.requirements.max_gpu_seconds, limits=self.settings.limits(), out_store=self.outputs,
+            on_start=lambda name: self.journal.update(lease.key, "running", container=name), container=container,
+        )  # fmt: skip
+        execute.write_index(folder, lease, result)
+        with self.chain_lock:
+            receipt = self.market.receipt_for(lease.job, lease.shard, lease.replica, result.output_root,
+                                              result.gpu_seconds, result.exit_code)  # fmt: skip
+        if receipt.lease != lease.lease:
+            self.journal.update(lease.key, "dropped", note="the lease changed while the shard ran")
+            return
+        signature = receipt.sign(self.account.private_key, self.market.chain_id, self.market.market.address)
+        self.journal.update(lease.key, "computed", output_root="0x" + result.output_root.hex(),
+                            gpu_seconds=result.gpu_seconds, exit_code=result.exit_code,
+                            signature="0x" + signature.hex(),
+                            note="oom" if result.oom_killed else "timeout" if result.timed_out else "")  # fmt: skip
+        log.info("computed", extra={"fields": {"lease": lease.name, "exit_code": result.exit_code,
+                                               "seconds": round(result.seconds, 3), "root": "0x" + result.output_root.hex()}})  # fmt: skip
+        self.submit(self.journal.get(lease.key))
+
+    def submit(self, entry: Entry) -> None:
+        """Sends a computed result; a result the chain already holds is done."""
+        chain = self.chain_replica(entry.job, entry.shard, entry.replica)
+        action = plan.recovery("computed", entry.lease, entry.lease_end, chain, self.now(), None)
+        if action != "submit":
+            self.journal.update(entry.key, "done" if action == "done" else "dropped", note=f"at submit: {action}")
+            return
+        self.journal.update(entry.key, "submitted")
+        receipt = self._send("submit_result", entry.job, entry.shard, entry.replica, bytes.fromhex(entry.output_root[2:]),
+                             entry.gpu_seconds, entry.exit_code, bytes.fromhex(entry.signature[2:]))  # fmt: skip
+        tx = receipt["transactionHash"].to_0x_hex()
+        if receipt["status"] != 1:
+            self.journal.update(entry.key, "dropped", tx=tx, note="submit_result reverted")
+            log.warning("result refused", extra={"fields": {"job": entry.job, "shard": entry.shard, "tx": tx}})
+            return
+        self.journal.update(entry.key, "done", tx=tx)
+        log.info("submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}})
+
+    def decline(self, lease: Lease, decline: plan.Decline) -> None:
+        log.warning("declining", extra={"fields": {"lease": lease.name, "reason": decline.reason, "detail": decline.detail}})
+        try:
+            receipt = self._send("decline", lease.job, lease.shard, lease.replica, plan.reason_bytes(decline.reason))
+            note = decline.detail if receipt["status"] == 1 else f"decline reverted: {decline.detail}"
+        except Exception as error:  # window closed, lease gone: the keeper's reclaim takes over
+            note = f"decline failed ({error}): {decline.detail}"
+        self.journal.update(lease.key, "declined", note=note[:500])
+
+    # ------------------------------------------------------------ events and recovery
+
+    def on_assigned(self, event: ev.ShardAssigned) -> None:
+        if int(event.asset) not in self.served:
+            return
+        lease = Lease(int(event.job), int(event.shard), int(event.replica), int(event.lease),
+                              int(event.asset), int(event.lease_end))  # fmt: skip
+        if self.journal.accept(*lease.key, lease.asset, lease.lease_end):
+            log.info("assigned", extra={"fields": {"lease": lease.name}})
+            self.dispatch(lease)
+
+    def recover(self) -> dict[str, int]:
+        """Finishes what the journal left open: submits computed results, collects or reruns
+        shards still inside their lease, drops the rest. Returns how many of each."""
+        done: dict[str, int] = {}
+        for entry in self.journal.open_entries():
+            if entry.asset not in self.served:
+                continue
+            chain = self.chain_replica(entry.job, entry.shard, entry.replica)
+            action = plan.recovery(entry.state, entry.lease, entry.lease_end, chain, self.now(), None)
+            lease = Lease(entry.job, entry.shard, entry.replica, entry.lease, entry.asset, entry.lease_end)
+            container = self._container(lease.name)
+            if action == "resume" and container is not None and container.status in ("running", "exited"):
+                self.dispatch(lease, container)  # it ran on (or to its end) while the agent was down
+            elif action == "resume":
+                if container is not None:
+                    container.remove(force=True)
+                self.journal.update(lease.key, "accepted", container="", note="resumed after a restart")
+                self.dispatch(lease)
+            elif action == "submit":
+                self.pools[entry.asset].submit(self.submit, entry)
+            else:
+                if container is not None:
+                    container.remove(force=True)
+                self.journal.update(lease.key, "done" if action == "done" else "dropped", note=f"after a restart: {action}")
+            done[action] = done.get(action, 0) + 1
+        return done
+
+    def _container(self, name: str) -> Any:
+        import docker.errors
+
+        try:
+            return self.docker.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def step(self, head: int) -> int:
+        """Reads the events past the cursor up to `head`; returns how many assignments it saw."""
+        cursor = self.journal.get_meta("cursor")
+        first = (self.market.deployment_block or 0) if cursor is None else int(cursor) + 1
+        if first > head:
+            return 0
+        last = min(head, first + 1999)
+        with self.chain_lock:
+            events = self.market.events(first, last + 1)
+        seen = 0
+        for event in events:
+            if isinstance(event, ev.ShardAssigned):
+                seen += 1
+                self.on_assigned(event)
+        self.journal.set_meta("cursor", last)
+        return seen
+
+    # ------------------------------------------------------------ heartbeats
+
+    def heartbeat(self) -> None:
+        if self.redis is None:
+            return
+        self.telemetry = gpu.probe()
+        now = time.time()
+        for asset_id, served in self.served.items():
+            hb = Heartbeat(asset_id, int(now), self.telemetry.utilization_pct, self.telemetry.free_vram_mib,
+                           served.running, served.capacity, int(now * 1000))  # fmt: skip
+            publish(self.redis, self.market.chain_id, str(self.market.assets.address), hb, self.account.private_key)
+
+    # ------------------------------------------------------------ outputs
+
+    def may_read(self, job_id: int, address: str) -> bool:
+        """The job's client and bonded verifiers (active keepers) may read its outputs."""
+        from computenet.errors import ContractRevert
+        from computenet.market import typed_reverts
+
+        if self.job(job_id) is None:
+            return False
+        if self.job(job_id).client.lower() == address.lower():
+            return True
+        try:
+            with self.chain_lock, typed_reverts(preflight=True):
+                self.market.keepers.active_keeper_id(address)
+            return True
+        except ContractRevert:
+            return False
+
+    def serve_outputs(self) -> Any:
+        """Starts the outputs service in a thread; returns the uvicorn server (None when off)."""
+        if not self.settings.outputs_port:
+            return None
+        import uvicorn
+
+        from agent.outputs import app
+
+        api = app(self.work, self.outputs, self.market.chain_id, str(self.account.address), self.may_read)
+        server = uvicorn.Server(uvicorn.Config(api, host=self.settings.outputs_host, port=self.settings.outputs_port,
+                                               log_level="warning"))  # fmt: skip
+        threading.Thread(target=server.run, name="outputs", daemon=True).start()
+        return server
+
+    # ------------------------------------------------------------ loop
+
+    def run(self, stop: threading.Event) -> None:
+        from ape import chain
+
+        self.recover()
+        server = self.serve_outputs()
+        last_beat = 0.0
+        while not stop.is_set():
+            try:
+                if time.time() - last_beat >= self.settings.heartbeat_interval:
+                    self.heartbeat()
+                    last_beat = time.time()
+                with self.chain_lock:
+                    head = chain.blocks.height
+                self.step(head)
+            except Exception as error:
+                log.warning("loop step failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+                stop.wait(1)
+            stop.wait(self.settings.poll_interval)
+        for pool in self.pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        if server is not None:
+            server.should_exit = True

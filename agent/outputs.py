@@ -1,0 +1,99 @@
+"""Serving a lease's outputs over HTTP, only to the job's client and to bonded verifiers (the
+active keepers of the KeeperRegistry, the only bond the chain knows), with a Merkle proof
+for any single file so a spot check needs one leaf, not the whole result.
+
+    GET /outputs/{job}/{shard}/{replica}                 the index: root, leaf -> sha256
+    GET /outputs/{job}/{shard}/{replica}/file?path=LEAF  the file; its proof in X-Merkle-Proof
+
+Every request is signed (EIP-191) by the caller's key over
+
+    computenet outputs|<chain id>|<agent address>|GET <path and query>|<expires>
+
+so a signature works for one agent, one chain, one request and a few minutes only; the
+headers are X-Computenet-Address, X-Computenet-Expires and X-Computenet-Signature.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from computenet.merkle import MerkleTree
+from agent.store import LocalStore
+
+MAX_VALIDITY = 300  # seconds a signed request may be valid for
+
+
+def request_message(chain_id: int, agent: str, target: str, expires: int) -> str:
+    return f"computenet outputs|{chain_id}|{agent.lower()}|GET {target}|{expires}"
+
+
+def sign_request(private_key: Any, chain_id: int, agent: str, target: str, validity: int = 60) -> dict[str, str]:
+    """Headers that authorise one GET of `target` (path and query) at `agent`'s server."""
+    expires = int(time.time()) + validity
+    signed = Account.sign_message(encode_defunct(text=request_message(chain_id, agent, target, expires)), private_key)
+    return {
+        "X-Computenet-Address": Account.from_key(private_key).address,
+        "X-Computenet-Expires": str(expires),
+        "X-Computenet-Signature": "0x" + bytes(signed.signature).hex(),
+    }
+
+
+def caller(headers: Any, chain_id: int, agent: str, target: str, now: float) -> str:
+    """The address that signed this request; HTTPException 401 naming what is wrong."""
+    try:
+        address, expires, signature = (headers[h] for h in ("X-Computenet-Address", "X-Computenet-Expires",
+                                                            "X-Computenet-Signature"))  # fmt: skip
+        expires_at = int(expires)
+    except (KeyError, ValueError):
+        raise HTTPException(401, "sign the request: X-Computenet-Address, X-Computenet-Expires, X-Computenet-Signature")
+    if expires_at < now:
+        raise HTTPException(401, "the request's signature has expired")
+    if expires_at > now + MAX_VALIDITY:
+        raise HTTPException(401, f"the request's signature is valid for over {MAX_VALIDITY} s")
+    try:
+        signer = Account.recover_message(encode_defunct(text=request_message(chain_id, agent, target, expires_at)),
+                                         signature=signature)  # fmt: skip
+    except Exception:
+        raise HTTPException(401, "the request's signature is malformed") from None
+    if signer.lower() != address.lower():
+        raise HTTPException(401, "the request's signature is not by X-Computenet-Address")
+    return signer
+
+
+def app(work: Path, store: LocalStore, chain_id: int, agent: str, allowed: Callable[[int, str], bool]) -> FastAPI:
+    """The outputs service. `allowed(job, address)` says whether `address` may read `job`'s outputs."""
+    api = FastAPI(title="computenet agent outputs")
+
+    def index(job: int, shard: int, replica: int, request: Request) -> dict:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        who = caller(request.headers, chain_id, agent, target, time.time())
+        if not allowed(job, who):
+            raise HTTPException(403, f"{who} is neither job {job}'s client nor a bonded verifier")
+        found = sorted(work.glob(f"computenet-{job}-{shard}-{replica}-*/outputs.json"))
+        if not found:
+            raise HTTPException(404, f"no outputs here for job {job} shard {shard} replica {replica}")
+        return json.loads(found[-1].read_text())
+
+    @api.get("/outputs/{job}/{shard}/{replica}")
+    def get_index(job: int, shard: int, replica: int, request: Request) -> JSONResponse:
+        return JSONResponse(index(job, shard, replica, request))
+
+    @api.get("/outputs/{job}/{shard}/{replica}/file")
+    def get_file(job: int, shard: int, replica: int, path: str, request: Request) -> Response:
+        entry = index(job, shard, replica, request)
+        if path not in entry["files"]:
+            raise HTTPException(404, f"no output {path!r} in this result")
+        files = {leaf: store.get("sha256", sha) for leaf, sha in entry["files"].items()}
+        proof = MerkleTree.from_files(files).proof(path)
+        return Response(files[path], media_type="application/octet-stream",
+                        headers={"X-Merkle-Root": entry["root"], "X-Merkle-Proof": json.dumps(["0x" + p.hex() for p in proof])})  # fmt: skip
+
+    return api

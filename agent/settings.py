@@ -1,0 +1,51 @@
+"""The agent's settings: environment variables `COMPUTENET_AGENT_*`, or a `.env`-style file
+named by `COMPUTENET_AGENT_ENV_FILE`. Documented in the README's configuration table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from agent.sandbox import Limits
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COMPUTENET_AGENT_", env_file=os.environ.get("COMPUTENET_AGENT_ENV_FILE"), extra="ignore"
+    )
+
+    network: str = Field("http://127.0.0.1:8545", description="ape network choice or node URI")
+    account: str = Field(..., description="ape account alias of the agent key (TEST::n locally); it signs and sends")
+    assets: Annotated[list[int], NoDecode] = Field(..., min_length=1, description="asset ids this agent runs, comma-separated")
+    store_url: str = Field("http://127.0.0.1:8700", description="content store with manifests and inputs")
+    redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="keepers' Redis for heartbeats; empty: none sent")
+    docker_host: str | None = Field(None, description="Docker engine socket (default: DOCKER_HOST or the system one)")
+    work_dir: Path = Field(Path(".agent"), description="shard folders, the output store and the journal")
+    capacity: int = Field(0, ge=0, description="shards run at once per asset; 0: the asset's max_leases")
+    heartbeat_interval: float = Field(3.0, gt=0)
+    poll_interval: float = Field(0.2, gt=0, description="seconds between looks at the chain head")
+    memory_mib: int = Field(1024, gt=0, description="memory limit per container (swap included)")
+    pids: int = Field(256, gt=0)
+    cpus: float = Field(1.0, gt=0)
+    tmp_mib: int = Field(64, gt=0, description="size of each container's /tmp")
+    require_gpu_match: bool = Field(True, description="refuse to start when NVML disagrees with a registered spec")
+    outputs_host: str = "127.0.0.1"
+    outputs_port: int = Field(8710, ge=0, le=65535, description="HTTP port serving outputs; 0: off")
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    @field_validator("assets", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(x) for x in value.replace(" ", "").split(",") if x]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    def limits(self) -> Limits:
+        return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)

@@ -1,0 +1,189 @@
+"""The content store: blobs named by their hash, in a local folder and over HTTP.
+
+Every blob is filed under its SHA-256 (what manifests name inputs by) and its keccak-256
+(what a job commits its manifest by), and every read, local or remote, is checked against
+the name it was asked for: a store, a disk or a network that changes a byte is caught.
+
+    python -m agent store --dir D --port 8700     # serve D over HTTP
+
+HTTP: `PUT /blobs` with the bytes as body answers {"sha256", "keccak256", "size"};
+`GET /blobs/{sha256|keccak256}/{64 hex}` answers the bytes. Reads are open: what is stored
+here is what clients publish for agents (manifests, inputs). Outputs stay with the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from eth_utils import keccak
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import Response
+
+from computenet.errors import ComputenetError
+
+ALGORITHMS = ("sha256", "keccak256")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_MAX_BYTES = 256 << 20
+
+
+class StoreError(ComputenetError):
+    """A blob is missing, too large, or does not match its name."""
+
+
+class BlobNotFound(StoreError):
+    """No blob under that name."""
+
+
+class BadName(StoreError):
+    """Not a blob name: an unknown algorithm or not 64 hex digits."""
+
+
+def digest(algorithm: str, data: bytes) -> str:
+    """The blob's name under `algorithm`: 64 lowercase hex digits."""
+    if algorithm == "sha256":
+        return hashlib.sha256(data).hexdigest()
+    if algorithm == "keccak256":
+        return keccak(data).hex()
+    raise BadName(f"unknown hash algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
+
+
+def _name(algorithm: str, hexdigest: str) -> str:
+    hexdigest = hexdigest.lower().removeprefix("0x")
+    if algorithm not in ALGORITHMS:
+        raise BadName(f"unknown hash algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
+    if not _HEX64.fullmatch(hexdigest):
+        raise BadName(f"a {algorithm} name is 64 hex digits, got {hexdigest[:80]!r}")
+    return hexdigest
+
+
+def check(algorithm: str, hexdigest: str, data: bytes) -> bytes:
+    """`data` if it hashes to `hexdigest` under `algorithm`; StoreError otherwise."""
+    want = _name(algorithm, hexdigest)
+    got = digest(algorithm, data)
+    if got != want:
+        raise StoreError(f"blob {algorithm}:{want} does not match its content (it hashes to {got})")
+    return data
+
+
+class LocalStore:
+    """Blobs in a folder: `<dir>/sha256/<hex>` holds the bytes, `<dir>/keccak256/<hex>` is a
+    hard link to them. Writes go through a temporary file and a rename, so a crash never
+    leaves a partial blob under a real name."""
+
+    def __init__(self, directory: Path | str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        for algorithm in ALGORITHMS:
+            (self.dir / algorithm).mkdir(parents=True, exist_ok=True)
+
+    def path(self, algorithm: str, hexdigest: str) -> Path:
+        return self.dir / algorithm / _name(algorithm, hexdigest)
+
+    def put(self, data: bytes) -> dict[str, str | int]:
+        """Stores `data`; returns its names and size."""
+        if len(data) > self.max_bytes:
+            raise StoreError(f"blob of {len(data)} bytes is over this store's limit of {self.max_bytes}")
+        names = {a: digest(a, data) for a in ALGORITHMS}
+        main = self.path("sha256", names["sha256"])
+        if not main.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".incoming-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, main)
+        alias = self.path("keccak256", names["keccak256"])
+        if not alias.exists():
+            try:
+                os.link(main, alias)
+            except FileExistsError:
+                pass
+        return {**names, "size": len(data)}
+
+    def get(self, algorithm: str, hexdigest: str) -> bytes:
+        """The blob named `hexdigest` under `algorithm`, checked."""
+        path = self.path(algorithm, hexdigest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {algorithm}:{path.name} in {self.dir}") from None
+        return check(algorithm, hexdigest, data)
+
+    def has(self, algorithm: str, hexdigest: str) -> bool:
+        return self.path(algorithm, hexdigest).exists()
+
+
+class StoreClient:
+    """The HTTP store as a client sees it; every blob read is checked against its name."""
+
+    def __init__(self, url: str, timeout: float = 30) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def put(self, data: bytes) -> dict[str, str | int]:
+        import json
+
+        request = urllib.request.Request(f"{self.url}/blobs", data=data, method="PUT",
+                                         headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise StoreError(f"store {self.url} refused the upload: {error.code} {error.read()[:300].decode(errors='replace')}") from None
+        except urllib.error.URLError as error:
+            raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
+        if answer.get("sha256") != digest("sha256", data):
+            raise StoreError(f"store {self.url} filed the upload under a wrong name: {answer}")
+        return answer
+
+    def get(self, algorithm: str, hexdigest: str) -> bytes:
+        name = _name(algorithm, hexdigest)
+        try:
+            with urllib.request.urlopen(f"{self.url}/blobs/{algorithm}/{name}", timeout=self.timeout) as response:
+                data = response.read()
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                raise BlobNotFound(f"no blob {algorithm}:{name} in the store at {self.url}") from None
+            raise StoreError(f"store {self.url}: {error.code} for {algorithm}:{name}") from None
+        except urllib.error.URLError as error:
+            raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
+        return check(algorithm, name, data)
+
+
+def app(store: LocalStore):
+    """The store's HTTP service (FastAPI)."""
+    api = FastAPI(title="computenet content store")
+
+    @api.put("/blobs")
+    async def put(request: Request) -> dict:
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > store.max_bytes:
+            raise HTTPException(413, f"blob of {declared} bytes is over the limit of {store.max_bytes}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > store.max_bytes:
+                raise HTTPException(413, f"blob is over the limit of {store.max_bytes} bytes")
+        try:
+            return store.put(bytes(body))
+        except StoreError as error:
+            raise HTTPException(413, str(error)) from None
+
+    @api.get("/blobs/{algorithm}/{hexdigest}")
+    def get(algorithm: str, hexdigest: str) -> Response:
+        try:
+            return Response(store.get(algorithm, hexdigest), media_type="application/octet-stream")
+        except BlobNotFound as error:
+            raise HTTPException(404, str(error)) from None
+        except BadName as error:
+            raise HTTPException(400, str(error)) from None
+        except StoreError as error:  # a blob that no longer matches its name: ours to fix
+            raise HTTPException(500, str(error)) from None
+
+    return api

@@ -1,0 +1,165 @@
+"""The agent as providers run it: `python -m agent run` processes against this session's
+anvil, a real Docker engine and a real content store. The test plays the keeper (it assigns)."""
+
+import hashlib
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from eth_utils import keccak
+
+from computenet.domain import ReplicaState
+from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, stream_key
+from computenet.merkle import MerkleTree
+from agent.outputs import sign_request
+from agent.store import LocalStore
+from computenet.localnet import free_port
+from examples import workloads
+
+
+def state_of(market, job, shard, replica=0):
+    return ReplicaState(int(market.replica(job, shard, replica).state))
+
+
+def outputs_of(agent_proc, job, shard, replica, lease):
+    """The files an agent committed to for a lease: {leaf path: bytes}, read from its output store."""
+    folder = agent_proc.workdir / "leases" / f"computenet-{job}-{shard}-{replica}-{lease}"
+    index = json.loads((folder / "outputs.json").read_text())
+    store = LocalStore(agent_proc.workdir / "outputs")
+    return {leaf: store.get("sha256", sha) for leaf, sha in index["files"].items()}
+
+
+def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
+    make_agent, cpu_asset, agents, publish_job, post_job, market, keeper, registered_keeper, wait_for, client, stranger,
+    chain,
+):
+    a, b = cpu_asset(agents[0]), cpu_asset(agents[1])
+    command, env, files = workloads.hashing(files=8, rounds=500)
+    manifest, mhash = publish_job(command, files, env=env)
+    job = post_job(manifest_hash=mhash, shard_count=4, gpu_count=0, min_vram_mib=0)
+    ports = {a: free_port(), b: free_port()}
+    procs = {x: make_agent(agents[i], [x], outputs_port=ports[x]).start() for i, x in enumerate((a, b))}
+    placement = {0: a, 1: a, 2: b, 3: b}
+    for shard, asset in placement.items():
+        market.assign(job, shard, asset, sender=keeper)
+    wait_for(lambda: all(state_of(market, job, s) == ReplicaState.SUBMITTED for s in range(4)), what="4 results submitted")
+
+    hashes = {}
+    for shard, asset in placement.items():
+        rep = market.replica(job, shard, 0)
+        files_out = outputs_of(procs[asset], job, shard, 0, int(rep.lease))
+        assert MerkleTree.from_files(files_out).root == bytes(market.output_root(job, shard, 0))
+        for leaf, data in files_out.items():  # and each file checks on chain, by its proof
+            proof = MerkleTree.from_files(files_out).proof(leaf)
+            assert market.verify_output(job, shard, 0, keccak(leaf.encode()), keccak(data), proof)
+        result = json.loads(files_out["out/result.json"])
+        assert (result["shard"], result["of"]) == (shard, 4)
+        hashes.update(result["hashes"])
+        assert int(rep.gpu_seconds) >= 1 and b"hashed 2 of 8 files" in files_out["log/container.log"]
+    # the four shards together hashed every input exactly as the job defines
+    for path, data in files.items():
+        if path.startswith("data/"):
+            digest = data
+            for _ in range(500):
+                digest = hashlib.sha256(digest).digest()
+            assert hashes[path.removeprefix("data/")] == digest.hex()
+    assert len(hashes) == 8
+
+    # the client reads a single output from the agent, with the proof that it is in the result
+    def fetch(key, shard, path="out/result.json", headers=None):
+        target = f"/outputs/{job}/{shard}/0/file?path={path}"
+        headers = headers if headers is not None else sign_request(key, chain.chain_id, agents[0].address, target)
+        request = urllib.request.Request(f"http://127.0.0.1:{ports[a]}{target}", headers=headers)
+        return urllib.request.urlopen(request, timeout=10)
+
+    response = fetch(client.private_key, 1)
+    data, proof = response.read(), [bytes.fromhex(p[2:]) for p in json.loads(response.headers["X-Merkle-Proof"])]
+    assert market.verify_output(job, 1, 0, keccak(b"out/result.json"), keccak(data), proof)
+    for key, headers, code in [(stranger.private_key, None, 403), (client.private_key, {}, 401)]:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            fetch(key, 1, headers=headers)
+        assert refused.value.code == code
+    signed_for_shard_0 = sign_request(client.private_key, chain.chain_id, agents[0].address,
+                                      f"/outputs/{job}/0/0/file?path=out/result.json")  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as replayed:  # a signature serves one request only
+        fetch(client.private_key, 1, headers=signed_for_shard_0)
+    assert replayed.value.code == 401
+
+
+def test_a_wrong_image_digest_is_declined_with_its_reason(make_agent, cpu_asset, agents, publish_job, post_job, market,
+                                                           keeper, registered_keeper, wait_for):  # fmt: skip
+    asset = cpu_asset(agents[0])
+    missing = "computenet/python@sha256:" + "0" * 64
+    _, mhash = publish_job(["python3", "-c", "print(1)"], {}, image_ref=missing)
+    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0)
+    start = market.chain_manager.blocks.height
+    proc = make_agent(agents[0], [asset]).start()
+    market.assign(job, 0, asset, sender=keeper)
+    declined = wait_for(lambda: list(market.ShardDeclined.range(start, market.chain_manager.blocks.height + 1)),
+                        what="the decline")  # fmt: skip
+    assert declined[0].reason.rstrip(b"\x00") == b"image not found"
+    assert state_of(market, job, 0) == ReplicaState.OPEN  # handed back, no penalty
+    assert "not here and not pullable" in proc.log()
+
+
+def test_going_over_the_memory_limit_is_reported_as_oom_with_exit_code_137(
+    make_agent, cpu_asset, agents, publish_job, post_job, market, keeper, registered_keeper, wait_for
+):
+    asset = cpu_asset(agents[0])
+    _, mhash = publish_job(["python3", "-c", "x = bytearray(512 * 1024 * 1024)"], {})
+    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0)
+    proc = make_agent(agents[0], [asset], memory_mib=64).start()
+    market.assign(job, 0, asset, sender=keeper)
+    wait_for(lambda: state_of(market, job, 0) == ReplicaState.SUBMITTED, what="the failed run's result")
+    submitted = list(market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1))
+    assert [(int(e.job), int(e.exit_code)) for e in submitted if int(e.job) == job] == [(job, 137)]
+    status = json.loads(proc.run_status())
+    assert any(e["note"] == "oom" for e in status["latest"])
+
+
+def test_an_agent_killed_mid_shard_resumes_it_and_submits_once(
+    make_agent, cpu_asset, agents, publish_job, post_job, market, keeper, registered_keeper, wait_for, docker_engine
+):
+    asset = cpu_asset(agents[0])
+    _, mhash = publish_job(["python3", "-c", "import time; time.sleep(4); open('/out/done', 'w').write('ok')"], {})
+    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0)
+    proc = make_agent(agents[0], [asset]).start()
+    market.assign(job, 0, asset, sender=keeper)
+    name = f"computenet-{job}-0-0-{int(market.replica(job, 0, 0).lease)}"
+    wait_for(lambda: _container_status(docker_engine.client, name) == "running", what="the container to run")
+    proc.stop(signal.SIGKILL)  # mid-shard; the container runs on
+    assert state_of(market, job, 0) == ReplicaState.ASSIGNED
+    proc.start()
+    wait_for(lambda: state_of(market, job, 0) == ReplicaState.SUBMITTED, what="the resumed shard's result")
+    submitted = [e for e in market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1) if int(e.job) == job]
+    assert len(submitted) == 1 and int(submitted[0].exit_code) == 0
+    rep = market.replica(job, 0, 0)
+    assert outputs_of(proc, job, 0, 0, int(rep.lease))["out/done"] == b"ok"
+
+
+def _container_status(client, name):
+    import docker.errors
+
+    try:
+        return client.containers.get(name).status
+    except docker.errors.NotFound:
+        return None
+
+
+def test_the_agent_sends_signed_heartbeats_a_keeper_accepts(make_agent, cpu_asset, agents, redis_server, assets, chain,
+                                                            wait_for):  # fmt: skip
+    asset = cpu_asset(agents[0], max_leases=3)
+    client = redis_server.client(0)  # the keeper tests use databases 1 and up
+    client.flushdb()
+    make_agent(agents[0], [asset], redis_url=redis_server.url(0), heartbeat_interval=0.5).start()
+    key = stream_key(chain.chain_id, str(assets.address))
+    entries = wait_for(lambda: client.xlen(key) >= 2 and client.xrange(key), what="two heartbeats")
+    beats = [Heartbeat.from_json(fields[STREAM_FIELD.encode()]) for _, fields in entries]
+    (first, _), (hb, signature) = beats[0], beats[-1]
+    assert hb.seq > first.seq and hb.asset == asset and hb.capacity == 3 and hb.running_shards == 0
+    problem = check_heartbeat(hb, signature, agents[0].address, int(time.time()), 30, first.seq, chain.chain_id,
+                              str(assets.address))  # fmt: skip
+    assert problem is None

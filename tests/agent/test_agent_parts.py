@@ -1,0 +1,202 @@
+"""The agent's parts: the container's confinement (real Docker), telemetry, the content store,
+the journal, and the pure decisions."""
+
+import json
+import shutil
+import urllib.request
+
+import ape
+import pytest
+
+from agent import gpu, plan, sandbox
+from agent.journal import Journal
+from agent.store import BadName, BlobNotFound, LocalStore, StoreError, digest
+from computenet.domain import ReplicaState, Spec
+from computenet.manifest import build_manifest
+
+
+def _spec(tmp_path, job_image, code, **kw):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    for folder in (inputs, outputs):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+    (inputs / "x.txt").write_text("input")
+    fields = dict(name=f"computenet-test-{tmp_path.name}", image=job_image.rsplit("@", 1)[1],
+                  command=["python3", "-c", code], env={}, shard=2, shard_count=4, inputs=inputs, outputs=outputs,
+                  output_path="/out", timeout_seconds=30)  # fmt: skip
+    fields.update(kw)
+    return sandbox.RunSpec(**fields)
+
+
+PROBE = """
+import errno, json, os, socket
+facts = {"interfaces": sorted(os.listdir("/sys/class/net")), "uid": os.getuid(),
+         "shard": [os.environ["COMPUTENET_SHARD_INDEX"], os.environ["COMPUTENET_SHARD_COUNT"]],
+         "input": open("/in/x.txt").read()}
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(("10.1.2.3", 80))  # any address: with only loopback there is no route
+    facts["connect"] = "connected"
+except OSError as e:
+    facts["connect"] = errno.errorcode.get(e.errno, str(e))
+for path in ("/etc/owned", "/in/owned"):
+    try:
+        open(path, "w")
+        facts[path] = "written"
+    except OSError as e:
+        facts[path] = errno.errorcode.get(e.errno, str(e))
+open("/out/facts.json", "w").write(json.dumps(facts))
+"""
+
+
+def test_a_container_has_no_network_a_read_only_root_and_read_only_inputs(docker_engine, job_image, tmp_path):
+    result = sandbox.run(docker_engine.client, _spec(tmp_path, job_image, PROBE))
+    assert result.exit_code == 0, result.logs
+    facts = json.loads((tmp_path / "out" / "facts.json").read_text())
+    assert facts["interfaces"] == ["lo"]
+    assert facts["connect"] == "ENETUNREACH"
+    assert facts["/etc/owned"] == "EROFS" and facts["/in/owned"] == "EROFS"
+    assert facts["uid"] == 65534 and facts["shard"] == ["2", "4"] and facts["input"] == "input"
+
+
+def test_the_wall_clock_limit_kills_the_container(docker_engine, job_image, tmp_path):
+    result = sandbox.run(docker_engine.client, _spec(tmp_path, job_image, "import time; time.sleep(60)", timeout_seconds=2))
+    assert result.timed_out and result.exit_code == sandbox.KILLED and not result.oom_killed
+
+
+def test_container_options_confine_and_pass_gpus_only_for_gpu_assets(tmp_path):
+    spec = _spec(tmp_path, "x@sha256:" + "1" * 64, "pass")
+    options = sandbox.container_options(spec)
+    assert options["network_mode"] == "none" and options["read_only"] and options["cap_drop"] == ["ALL"]
+    assert options["user"] == sandbox.NOBODY and options["mem_limit"] == options["memswap_limit"]
+    assert options["volumes"][str(spec.inputs)]["mode"] == "ro" and "device_requests" not in options
+    gpu_options = sandbox.container_options(_spec(tmp_path, "x@sha256:" + "1" * 64, "pass", gpu_count=2))
+    assert gpu_options["device_requests"][0]["Count"] == 2
+
+
+def test_a_forged_receipt_is_rejected_on_chain(register_asset, agent, stranger, post_job, market, keeper,
+                                               registered_keeper, sign_receipt):  # fmt: skip
+    asset = register_asset(agent_account=agent)
+    job = post_job()
+    market.assign(job, 0, asset, sender=keeper)
+    forged = sign_receipt(stranger, job, 0, 0, b"\x42" * 32, 10)
+    with ape.reverts("job_market: receipt not signed by the asset's agent"):
+        market.submit_result(job, 0, 0, b"\x42" * 32, 10, 0, forged, sender=agent)
+    honest = sign_receipt(agent, job, 0, 0, b"\x42" * 32, 10)
+    with ape.reverts("job_market: receipt not signed by the asset's agent"):  # a changed claim breaks the signature
+        market.submit_result(job, 0, 0, b"\x43" * 32, 10, 0, honest, sender=agent)
+    market.submit_result(job, 0, 0, b"\x42" * 32, 10, 0, honest, sender=agent)
+    assert ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.SUBMITTED
+
+
+# ---------------------------------------------------------------- telemetry
+
+
+def test_nvml_reports_each_gpu_where_one_exists():
+    sample = gpu.probe()
+    if sample.source != "nvml":
+        pytest.skip(f"no GPU on this machine: {sample.reason}")
+    assert sample.gpus and all(g.memory_total_mib > 0 and g.name for g in sample.gpus)
+    assert 0 <= sample.utilization_pct <= 100 and sample.free_vram_mib > 0
+
+
+def test_without_nvml_the_cpu_fallback_names_itself_and_why(monkeypatch):
+    import pynvml
+
+    def unavailable():  # mocked: stands for a machine with no NVIDIA driver
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", unavailable)
+    sample = gpu.probe()
+    assert sample.source == "cpu-fallback" and sample.gpus == () and "NVML unavailable" in sample.reason
+    assert sample.cpu_count >= 1 and 0 <= sample.utilization_pct <= 100 and sample.free_vram_mib == 0
+
+
+def test_a_spec_that_does_not_match_the_machine_is_named():
+    spec = Spec(gpu_model=1, vram_mib=81_920, gpu_count=2, cpu_cores=16, region=0, price=1, expire=0)
+    h100 = gpu.Gpu(0, "NVIDIA H100 80GB HBM3", 81_559, 0, 0, 30, 70.0)
+    a100 = gpu.Gpu(1, "NVIDIA A100-SXM4-40GB", 40_960, 0, 0, 30, 70.0)
+    cpu = gpu.Telemetry("cpu-fallback", (), 4, 0, "NVML unavailable: Shared Library Not Found")
+    assert "has none (NVML unavailable" in gpu.spec_mismatch(spec, cpu)
+    assert "NVML sees 1" in gpu.spec_mismatch(spec, gpu.Telemetry("nvml", (h100,), 4, 0))
+    assert "GPU 1 (NVIDIA A100-SXM4-40GB) has 40960 MiB" in gpu.spec_mismatch(spec, gpu.Telemetry("nvml", (h100, a100), 4, 0))
+    assert gpu.spec_mismatch(spec, gpu.Telemetry("nvml", (h100, h100), 4, 0)) is None
+    assert gpu.spec_mismatch(Spec(0, 0, 0, 2, 0, 1, 0), cpu) is None  # CPU-only assets run anywhere
+
+
+# ---------------------------------------------------------------- content store
+
+
+def test_the_local_store_checks_every_read_and_survives_a_changed_byte(tmp_path):
+    store = LocalStore(tmp_path)
+    names = store.put(b"hello")
+    assert store.get("sha256", names["sha256"]) == store.get("keccak256", names["keccak256"]) == b"hello"
+    store.path("sha256", names["sha256"]).write_bytes(b"hellO")  # the disk changed a byte
+    with pytest.raises(StoreError, match="does not match its content"):
+        store.get("sha256", names["sha256"])
+    with pytest.raises(BlobNotFound):
+        store.get("sha256", digest("sha256", b"other"))
+    with pytest.raises(BadName, match="64 hex digits"):
+        store.get("sha256", "../../etc/passwd")
+
+
+def test_the_http_store_round_trips_and_refuses_bad_names(content_store):
+    names = content_store.client.put(b"blob over http")
+    assert content_store.client.get("keccak256", names["keccak256"]) == b"blob over http"
+    with pytest.raises(BlobNotFound):
+        content_store.client.get("sha256", digest("sha256", b"never stored"))
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{content_store.url}/blobs/md5/{'0' * 64}")
+    assert error.value.code == 400
+
+
+# ---------------------------------------------------------------- journal and decisions
+
+
+def test_the_journal_keeps_each_step_across_a_reopen(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    assert journal.accept(1, 0, 0, 7, 3, 1_000) and not journal.accept(1, 0, 0, 7, 3, 1_000)
+    journal.update((1, 0, 0, 7), "computed", output_root="0x" + "ab" * 32, gpu_seconds=5, signature="0x01")
+    journal.set_meta("cursor", 42)
+    journal.close()
+    again = Journal(tmp_path / "j.sqlite")
+    [entry] = again.open_entries()
+    assert (entry.state, entry.gpu_seconds, entry.output_root) == ("computed", 5, "0x" + "ab" * 32)
+    assert again.get_meta("cursor") == 42
+    with pytest.raises(ValueError, match="unknown journal state"):
+        again.update(entry.key, "finished")
+
+
+def test_a_shard_that_cannot_finish_inside_its_lease_is_declined():
+    manifest = build_manifest("x@sha256:" + "1" * 64, ["true"], {}, timeout_seconds=600, max_output_bytes=1)
+    with pytest.raises(plan.Decline, match="lease too short"):
+        plan.check_runnable(manifest, now=0, lease_end=600, job_gpu_count=0, asset_gpu_count=0)
+    plan.check_runnable(manifest, now=0, lease_end=600 + plan.SUBMIT_MARGIN, job_gpu_count=0, asset_gpu_count=0)
+    with pytest.raises(plan.Decline, match="not enough GPUs"):
+        plan.check_runnable(manifest, now=0, lease_end=10_000, job_gpu_count=2, asset_gpu_count=1)
+    assert plan.reason_bytes("image not found") == b"image not found".ljust(32, b"\x00")
+
+
+def test_metering_rounds_up_counts_gpus_and_stops_at_the_cap():
+    assert plan.metered_seconds(0.2, 0, 100) == 1
+    assert plan.metered_seconds(10.1, 2, 100) == 21
+    assert plan.metered_seconds(500, 1, 100) == 100
+
+
+@pytest.mark.parametrize(
+    "state, chain_state, chain_lease, now, expected",
+    [
+        ("running", ReplicaState.ASSIGNED, 7, 100, "resume"),
+        ("accepted", ReplicaState.ASSIGNED, 7, 100, "resume"),
+        ("computed", ReplicaState.ASSIGNED, 7, 100, "submit"),
+        ("submitted", ReplicaState.ASSIGNED, 7, 100, "submit"),  # sent but never mined
+        ("submitted", ReplicaState.SUBMITTED, 7, 100, "done"),
+        ("running", ReplicaState.ASSIGNED, 8, 100, "drop"),  # reclaimed and leased again
+        ("running", ReplicaState.OPEN, 7, 100, "drop"),  # reclaimed
+        ("computed", ReplicaState.ASSIGNED, 7, 2_000, "drop"),  # the lease has ended
+    ],
+)
+def test_recovery_after_a_restart(state, chain_state, chain_lease, now, expected):
+    chain = plan.ChainReplica(chain_state, chain_lease, 1_000)
+    assert plan.recovery(state, 7, 1_000, chain, now, None) == expected
