@@ -14,7 +14,7 @@ from typing import Any, Callable
 from computenet.errors import ManifestError
 from computenet.manifest import Manifest, manifest_hash, parse_manifest
 from computenet.merkle import MerkleTree
-from agent import sandbox
+from agent import gpu, sandbox
 from agent.journal import Lease
 from agent.plan import Decline, metered_seconds
 from agent.store import BlobNotFound, LocalStore, StoreClient, StoreError
@@ -32,6 +32,7 @@ class Result:
     timed_out: bool
     seconds: float
     files: dict[str, str]  # leaf path -> sha256 in the output store
+    utilization_pct: int | None = None  # mean GPU (or CPU) utilisation sampled each second of the run
 
 
 def fetch_manifest(store: StoreClient, committed: bytes) -> Manifest:
@@ -138,8 +139,10 @@ def execute(lease: Lease, manifest: Manifest, image_id: str, *, client: Any, inp
         )  # fmt: skip
         on_start(lease.name)
         container = sandbox.start(client, spec)
+    samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
     try:
-        run = sandbox.wait(container, manifest.timeout_seconds, started=sandbox.started_at(container))
+        run = sandbox.wait(container, manifest.timeout_seconds, started=sandbox.started_at(container),
+                           on_poll=lambda: samples.append(gpu.probe().utilization_pct))  # fmt: skip
     finally:
         container.remove(force=True)
     root, names, over = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
@@ -147,11 +150,13 @@ def execute(lease: Lease, manifest: Manifest, image_id: str, *, client: Any, inp
     return Result(
         output_root=root, gpu_seconds=metered_seconds(run.seconds, gpu_count, max_gpu_seconds),
         exit_code=min(exit_code, 255), oom_killed=run.oom_killed, timed_out=run.timed_out, seconds=run.seconds,
-        files=names,
+        files=names, utilization_pct=round(sum(samples) / len(samples)) if samples else None,
     )  # fmt: skip
 
 
 def write_index(folder: Path, lease: Lease, result: Result) -> None:
     """The lease's output index (leaf path -> sha256) for serving outputs and proofs."""
-    (folder / "outputs.json").write_text(json.dumps({"lease": lease.name, "root": "0x" + result.output_root.hex(),
-                                                      "files": result.files}, indent=1))  # fmt: skip
+    (folder / "outputs.json").write_text(json.dumps({
+        "lease": lease.name, "root": "0x" + result.output_root.hex(), "files": result.files,
+        "seconds": round(result.seconds, 3), "gpu_seconds": result.gpu_seconds, "exit_code": result.exit_code,
+        "utilization_pct": result.utilization_pct}, indent=1))  # fmt: skip

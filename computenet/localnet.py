@@ -211,25 +211,37 @@ class ProcessGroup:
 
 class DockerEngine(_Process):
     """A private dockerd for tests and the demo, for machines where none runs: no bridge and
-    no iptables (containers run with networking off anyway), the vfs storage driver (works
-    in any container), state under `directory`. Needs root."""
+    no iptables (containers run with networking off anyway), state under `directory`. Needs
+    root. Storage is overlay2 (a container is created in milliseconds) where the kernel
+    allows it, else vfs, which works in any container but copies the image per container."""
 
     name = "dockerd"
 
-    def __init__(self, directory: Path, log: Path | None = None, timeout: float = 60) -> None:
+    def __init__(self, directory: Path, log: Path | None = None, timeout: float = 60,
+                 storage_drivers: tuple[str, ...] = ("overlay2", "vfs")) -> None:  # fmt: skip
         binary = shutil.which("dockerd")
         if binary is None:
             raise ServiceError("dockerd not found: install Docker (Debian: apt-get install docker.io)")
         if os.geteuid() != 0:
             raise ServiceError("starting a Docker engine needs root; start one yourself and set DOCKER_HOST")
-        directory.mkdir(parents=True, exist_ok=True)
-        # A unix socket path is limited to 108 bytes; keep it short.
-        self.socket = Path(tempfile.mkdtemp(prefix="dockerd-")) / "sock"
-        argv = [binary, "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
-                "--data-root", str(directory / "data"), "--exec-root", str(self.socket.parent / "exec"),
-                "--pidfile", str(directory / "dockerd.pid"), "-H", f"unix://{self.socket}"]  # fmt: skip
-        super().__init__(argv, log)
-        self._wait_ready(lambda: self.client().ping(), timeout)
+        failures = []
+        for driver in storage_drivers:
+            root = directory / driver
+            root.mkdir(parents=True, exist_ok=True)
+            # A unix socket path is limited to 108 bytes; keep it short.
+            self.socket = Path(tempfile.mkdtemp(prefix="dockerd-")) / "sock"
+            argv = [binary, "--iptables=false", "--ip6tables=false", "--bridge=none", f"--storage-driver={driver}",
+                    "--data-root", str(root / "data"), "--exec-root", str(self.socket.parent / "exec"),
+                    "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{self.socket}"]  # fmt: skip
+            super().__init__(argv, log)
+            try:
+                self._wait_ready(lambda: self.client().ping(), timeout)
+            except ServiceError as error:
+                failures.append(f"{driver}: {str(error).splitlines()[0]}")
+                continue
+            self.storage_driver = driver
+            return
+        raise ServiceError("dockerd did not start with any storage driver: " + "; ".join(failures))
 
     @property
     def url(self) -> str:

@@ -88,12 +88,16 @@ class AgentProcess(ProcessGroup):
         self.spawn([sys.executable, "-m", "agent", "run"], self.workdir / f"agent-{self.runs}.log", self.env)
         return self
 
-    def run_status(self):
-        """`python -m agent status --json` for this agent's journal."""
+    def run_command(self, *args):
+        """`python -m agent ARGS` with this agent's settings, to its end."""
         import subprocess
 
-        done = subprocess.run([sys.executable, "-m", "agent", "status", "--json"], cwd=REPO, env=self.env,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "agent", *args], cwd=REPO, env=self.env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    def run_status(self):
+        """`python -m agent status --json` for this agent's journal."""
+        done = self.run_command("status", "--json")
         assert done.returncode == 0, done.stderr
         return done.stdout
 

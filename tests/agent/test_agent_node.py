@@ -163,3 +163,14 @@ def test_the_agent_sends_signed_heartbeats_a_keeper_accepts(make_agent, cpu_asse
     problem = check_heartbeat(hb, signature, agents[0].address, int(time.time()), 30, first.seq, chain.chain_id,
                               str(assets.address))  # fmt: skip
     assert problem is None
+
+
+def test_an_agent_refuses_to_start_naming_what_differs(make_agent, cpu_asset, register_asset, agents):
+    mine, theirs = cpu_asset(agents[0]), cpu_asset(agents[1])
+    gpu_asset = register_asset(agent_account=agents[0])  # 1 × H100: this machine has no GPU
+    proc = make_agent(agents[0], [mine, theirs, gpu_asset])
+    done = proc.run_command("run")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"asset {theirs}: its registered agent is {agents[1].address}, not this key {agents[0].address}" in done.stderr
+    assert f"asset {gpu_asset}: the asset is registered with 1 GPU(s) but this machine has none (NVML" in done.stderr
+    assert f"asset {mine}" not in done.stderr  # a CPU-only asset runs anywhere

@@ -200,3 +200,20 @@ def test_metering_rounds_up_counts_gpus_and_stops_at_the_cap():
 def test_recovery_after_a_restart(state, chain_state, chain_lease, now, expected):
     chain = plan.ChainReplica(chain_state, chain_lease, 1_000)
     assert plan.recovery(state, 7, 1_000, chain, now, None) == expected
+
+
+def test_the_batch_inference_example_splits_its_records_over_shards(docker_engine, job_image, tmp_path):
+    from examples import workloads
+
+    command, env, files = workloads.batch_inference(records=50)
+    predictions = []
+    for shard in range(2):
+        spec = _spec(tmp_path, job_image, "", command=command, env=env, shard=shard, shard_count=2)
+        for path, data in files.items():
+            (spec.inputs / path).write_bytes(data)
+        result = sandbox.run(docker_engine.client, spec)
+        assert result.exit_code == 0, result.logs
+        assert f"shard {shard}/2: scored 25 of 50 records".encode() in result.logs
+        predictions += [json.loads(line) for line in (spec.outputs / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(p["id"] for p in predictions) == list(range(50))
+    assert all(p["label"] in ("cat", "dog", "bird") and abs(sum(p["p"]) - 1) < 1e-4 for p in predictions)

@@ -1,0 +1,191 @@
+"""Agent benchmark: dispatch latency (assignment mined → container running) and the agent's
+overhead per shard, with a real agent process, Docker engine and content store.
+
+    .venv/bin/python bench/bench_agent.py [--shards 20] [--run-seconds 1]
+
+One CPU-only asset on a fresh anvil (a block per transaction, so an assignment is mined the
+moment its receipt returns); the agent runs with default settings (head polled every 0.2 s).
+Shards are assigned one at a time, each a container that sleeps `--run-seconds`. Measured:
+
+- dispatch: assignment receipt → the engine's `start` event for the shard's container;
+- after-run: the engine's `die` event → the agent's "submitted" log line (outputs
+  committed, receipt signed, result mined);
+- overhead per shard = dispatch + after-run, also as a share of a 60 s shard (what the
+  agent adds does not grow with the run time; the container's own start-up counts as run).
+
+Docker: the engine DOCKER_HOST names, else a private dockerd (root). Figures go to
+bench/results/agent.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+
+from agent import image  # noqa: E402
+from agent.store import LocalStore, StoreClient, app  # noqa: E402
+from computenet.deploy import deploy_stack  # noqa: E402
+from computenet.domain import Requirements, Spec  # noqa: E402
+from computenet.localnet import Anvil, DockerEngine, ProcessGroup, docker_reachable, free_port, wait_until  # noqa: E402
+from computenet.manifest import build_manifest, canonical_json, manifest_hash  # noqa: E402
+
+TOKEN = 10**6
+SHARD_SECONDS = 60  # the reference shard length for the overhead share
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def summary(values: list[float]) -> dict:
+    return {"n": len(values), "p50": round(percentile(values, 50), 1), "p99": round(percentile(values, 99), 1),
+            "max": round(max(values), 1), "mean": round(statistics.fmean(values), 1)}  # fmt: skip
+
+
+class DockerEvents(threading.Thread):
+    """Records when each container (by name) started and died, by the engine's clock."""
+
+    def __init__(self, client) -> None:
+        super().__init__(daemon=True)
+        self.client, self.started, self.died = client, {}, {}
+
+    def run(self) -> None:
+        for event in self.client.events(decode=True, filters={"type": "container", "event": ["start", "die"]}):
+            name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+            when = event["timeNano"] / 1e9
+            (self.started if event["status"] == "start" else self.died)[name] = when
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--run-seconds", type=float, default=1.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "agent.json")
+    args = parser.parse_args()
+
+    import docker
+    import uvicorn
+    from ape import accounts, chain, networks, project
+    from ape.logging import logger
+
+    logger.set_level("ERROR")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    print(f"logs in {workdir}", flush=True)
+    engine = None
+    if docker_reachable():
+        client, host = docker.from_env(), os.environ.get("DOCKER_HOST", "")
+    else:
+        engine = DockerEngine(workdir / "docker", log=workdir / "dockerd.log")
+        client, host = engine.client(), engine.url
+    store = LocalStore(workdir / "store")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app(store), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    driver = client.info().get("Driver", "?")
+    agent_proc = ProcessGroup()
+    try:
+        print("building the job image...", flush=True)
+        reference = image.build(client)
+        with Anvil(log=workdir / "anvil.log") as anvil, networks.parse_network_choice(
+            "ethereum:local:foundry", provider_settings={"host": anvil.uri}
+        ):
+            acct = accounts.test_accounts
+            owner, client_acct, provider, keeper, agent_key = acct[0], acct[1], acct[2], acct[4], acct[6]
+            stack = deploy_stack(project, owner)
+            for who in (client_acct, provider, keeper):
+                stack.token.faucet(who, 1_000_000 * TOKEN, sender=who)
+                for spender in (stack.market, stack.assets, stack.keepers):
+                    stack.token.approve(spender, 2**256 - 1, sender=who)
+            stack.keepers.register(100 * TOKEN, sender=keeper)
+            spec = Spec(gpu_model=0, vram_mib=0, gpu_count=0, cpu_cores=2, region=0, price=100,
+                        expire=chain.pending_timestamp + 30 * 86_400, max_leases=256)  # fmt: skip  (leases stay open: none is finalized)
+            receipt = stack.assets.register(spec.as_tuple(), agent_key, b"\x11" * 32, sender=provider)
+            asset = receipt.events.filter(stack.assets.AssetRegistered)[0].asset
+            stack.assets.add_stake(asset, 1_000 * TOKEN, sender=provider)
+            deployments = workdir / "deployments.json"
+            deployments.write_text(json.dumps({"ethereum:local": stack.addresses() | {"chain_id": chain.chain_id, "block": 0}}))
+
+            manifest = build_manifest(reference, ["python3", "-c", f"import time; time.sleep({args.run_seconds})"], {},
+                                      timeout_seconds=600, max_output_bytes=1 << 20)  # fmt: skip
+            StoreClient(f"http://127.0.0.1:{port}").put(canonical_json(manifest))
+            env = os.environ | {
+                "COMPUTENET_DEPLOYMENTS": str(deployments), "COMPUTENET_AGENT_NETWORK": anvil.uri,
+                "COMPUTENET_AGENT_ACCOUNT": "TEST::6", "COMPUTENET_AGENT_ASSETS": str(asset),
+                "COMPUTENET_AGENT_STORE_URL": f"http://127.0.0.1:{port}", "COMPUTENET_AGENT_REDIS_URL": "",
+                "COMPUTENET_AGENT_WORK_DIR": str(workdir / "agent"), "COMPUTENET_AGENT_OUTPUTS_PORT": "0",
+                "COMPUTENET_AGENT_CAPACITY": "4",
+            }  # fmt: skip
+            if host:
+                env["COMPUTENET_AGENT_DOCKER_HOST"] = host
+            log = workdir / "agent.log"
+            agent_proc.spawn([sys.executable, "-m", "agent", "run"], log, env)
+            wait_until(lambda: '"msg": "serving"' in log.read_text(), 60, "the agent to start", 0.1)
+            events = DockerEvents(client)
+            events.start()
+
+            req = Requirements(min_vram_mib=0, gpu_count=0, max_price=200, max_gpu_seconds=600,
+                               deadline=chain.pending_timestamp + 86_400, shard_count=1)  # fmt: skip
+            dispatch, after, run = [], [], []
+            for n in range(args.shards):
+                job = stack.market.post_job(manifest_hash(manifest), req.as_tuple(), sender=client_acct)
+                job_id = job.events.filter(stack.market.JobPosted)[0].job
+                stack.market.assign(job_id, 0, asset, sender=keeper)
+                assigned = time.time()
+                lease = int(stack.market.replica(job_id, 0, 0).lease)
+                name = f"computenet-{job_id}-0-0-{lease}"
+                wait_until(lambda: f'"job": {job_id}, "shard": 0, "replica": 0, "tx"' in log.read_text(), 120,
+                           f"shard {n}'s result", 0.02)  # fmt: skip
+                submitted = _log_time(log, f'"msg": "submitted", "job": {job_id},')
+                wait_until(lambda: name in events.died, 10, "the engine's die event")
+                dispatch.append((events.started[name] - assigned) * 1000)
+                after.append((submitted - events.died[name]) * 1000)
+                run.append((events.died[name] - events.started[name]) * 1000)
+                print(f"  shard {n + 1}/{args.shards}: dispatch {dispatch[-1]:.0f} ms, after-run {after[-1]:.0f} ms",
+                      flush=True)  # fmt: skip
+    finally:
+        agent_proc.stop()
+        server.should_exit = True
+        if engine is not None:
+            engine.stop()
+
+    overhead = [d + a for d, a in zip(dispatch, after)]
+    share = [o / (SHARD_SECONDS * 1000) * 100 for o in overhead]
+    results = {"dispatch_ms": summary(dispatch), "after_run_ms": summary(after), "container_run_ms": summary(run),
+               "overhead_ms": summary(overhead), "overhead_pct_of_60s": round(statistics.median(share), 3)}  # fmt: skip
+    print()
+    print(f"Docker storage driver: {driver}")
+    print(f"dispatch (assignment mined -> container running): p50 {results['dispatch_ms']['p50']} ms, "
+          f"p99 {results['dispatch_ms']['p99']} ms   goal p50 <= 300 ms")
+    print(f"after-run (container exit -> result mined):       p50 {results['after_run_ms']['p50']} ms, "
+          f"p99 {results['after_run_ms']['p99']} ms")
+    print(f"overhead per shard: p50 {results['overhead_ms']['p50']} ms = {results['overhead_pct_of_60s']} % "
+          f"of a 60 s shard   goal <= 1 %")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "agent", "shards": args.shards, "run_seconds": args.run_seconds,
+                                    "cpus": os.cpu_count(), "python": platform.python_version(), "docker_storage": driver,
+                                    "results": results}, indent=2))  # fmt: skip
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+def _log_time(log: Path, marker: str) -> float:
+    for line in log.read_text().splitlines():
+        if marker in line:
+            return json.loads(line)["ts"]
+    raise LookupError(marker)
+
+
+if __name__ == "__main__":
+    main()
