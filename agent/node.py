@@ -27,6 +27,7 @@ from agent.store import LocalStore, StoreClient
 log = logging.getLogger("agent")
 
 RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
+RETRY_INTERVAL = 10  # seconds between looks for results whose submission failed
 
 
 @dataclass
@@ -118,9 +119,27 @@ class Agent:
             self.run_lease(lease, container)
         except Exception as error:  # one lease's failure must not stop the agent
             log.exception("lease failed", extra={"fields": {"lease": lease.name}})
-            self.journal.update(lease.key, "dropped", note=f"{type(error).__name__}: {error}"[:500])
+            entry = self.journal.get(lease.key)
+            if entry is None or entry.state not in ("computed", "submitted"):  # a computed result is retried
+                self.journal.update(lease.key, "dropped", note=f"{type(error).__name__}: {error}"[:500])
         finally:
             self.served[lease.asset].running -= 1
+
+    def retry_submissions(self) -> int:
+        """Sends again the computed results whose submission failed (node down, a timeout);
+        one sent but unanswered for RECEIPT_TIMEOUT is sent again (a duplicate reverts harmlessly)."""
+        wait = {"computed": RETRY_INTERVAL, "submitted": RECEIPT_TIMEOUT}
+        due = [e for e in self.journal.open_entries() if time.time() - e.updated > wait.get(e.state, float("inf"))]
+        for entry in due:
+            self.pools[entry.asset].submit(self._submit_guarded, entry)
+        return len(due)
+
+    def _submit_guarded(self, entry: Entry) -> None:
+        try:
+            self.submit(entry)
+        except Exception as error:
+            log.warning("submit failed, will retry", extra={"fields": {"lease": entry.name, "error": str(error)}})
+            self.journal.update(entry.key, entry.state, note=f"retrying: {error}"[:500])
 
     def run_lease(self, lease: Lease, container: Any = None) -> None:
         """Prepares, runs and submits one lease, recording each step in the journal."""
@@ -174,6 +193,10 @@ class Agent:
                              entry.gpu_seconds, entry.exit_code, bytes.fromhex(entry.signature[2:]))  # fmt: skip
         tx = receipt["transactionHash"].to_0x_hex()
         if receipt["status"] != 1:
+            chain = self.chain_replica(entry.job, entry.shard, entry.replica)
+            if chain.lease == entry.lease and chain.state != ReplicaState.ASSIGNED:  # an earlier send was mined
+                self.journal.update(entry.key, "done", note="submitted by an earlier transaction")
+                return
             self.journal.update(entry.key, "dropped", tx=tx, note="submit_result reverted")
             log.warning("result refused", extra={"fields": {"job": entry.job, "shard": entry.shard, "tx": tx}})
             return
@@ -219,7 +242,7 @@ class Agent:
                 self.journal.update(lease.key, "accepted", container="", note="resumed after a restart")
                 self.dispatch(lease)
             elif action == "submit":
-                self.pools[entry.asset].submit(self.submit, entry)
+                self.pools[entry.asset].submit(self._submit_guarded, entry)
             else:
                 if container is not None:
                     container.remove(force=True)
@@ -303,12 +326,15 @@ class Agent:
 
         self.recover()
         server = self.serve_outputs()
-        last_beat = 0.0
+        last_beat = last_retry = 0.0
         while not stop.is_set():
             try:
                 if time.time() - last_beat >= self.settings.heartbeat_interval:
                     self.heartbeat()
                     last_beat = time.time()
+                if time.time() - last_retry >= RETRY_INTERVAL:
+                    self.retry_submissions()
+                    last_retry = time.time()
                 with self.chain_lock:
                     head = chain.blocks.height
                 self.step(head)

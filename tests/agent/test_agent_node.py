@@ -14,6 +14,7 @@ from eth_utils import keccak
 from computenet.domain import ReplicaState
 from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, stream_key
 from computenet.merkle import MerkleTree
+from agent.journal import Journal
 from agent.outputs import sign_request
 from agent.store import LocalStore
 from computenet.localnet import free_port
@@ -174,3 +175,26 @@ def test_an_agent_refuses_to_start_naming_what_differs(make_agent, cpu_asset, re
     assert f"asset {theirs}: its registered agent is {agents[1].address}, not this key {agents[0].address}" in done.stderr
     assert f"asset {gpu_asset}: the asset is registered with 1 GPU(s) but this machine has none (NVML" in done.stderr
     assert f"asset {mine}" not in done.stderr  # a CPU-only asset runs anywhere
+
+
+def test_a_result_computed_before_a_crash_is_submitted_after_the_restart(
+    make_agent, cpu_asset, agents, publish_job, post_job, market, keeper, registered_keeper, sign_receipt, wait_for
+):
+    asset = cpu_asset(agents[0])
+    _, mhash = publish_job(["python3", "-c", "print(1)"], {})
+    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0)
+    market.assign(job, 0, asset, sender=keeper)
+    rep = market.replica(job, 0, 0)
+    root = b"\x5e" * 32
+    signature = sign_receipt(agents[0], job, 0, 0, root, 7, manifest_hash=mhash)
+    proc = make_agent(agents[0], [asset])
+    # What the journal holds when an agent dies between computing a result and sending it.
+    journal = Journal(proc.workdir / "journal.sqlite")
+    journal.accept(job, 0, 0, int(rep.lease), asset, int(rep.deadline))
+    journal.update((job, 0, 0, int(rep.lease)), "computed", output_root="0x" + root.hex(), gpu_seconds=7,
+                   signature="0x" + bytes(signature).hex())  # fmt: skip
+    journal.close()
+    proc.start()
+    wait_for(lambda: state_of(market, job, 0) == ReplicaState.SUBMITTED, what="the journaled result to be submitted")
+    assert bytes(market.output_root(job, 0, 0)) == root and int(market.replica(job, 0, 0).gpu_seconds) == 7
+    wait_for(lambda: json.loads(proc.run_status())["counts"] == {"done": 1}, what="the journal to say done")

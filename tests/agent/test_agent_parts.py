@@ -217,3 +217,19 @@ def test_the_batch_inference_example_splits_its_records_over_shards(docker_engin
         predictions += [json.loads(line) for line in (spec.outputs / "predictions.jsonl").read_text().splitlines()]
     assert sorted(p["id"] for p in predictions) == list(range(50))
     assert all(p["label"] in ("cat", "dog", "bird") and abs(sum(p["p"]) - 1) < 1e-4 for p in predictions)
+
+
+def test_outputs_over_the_manifests_limit_are_not_committed_only_the_log(tmp_path):
+    from agent.execute import LOG_LEAF, collect
+    from computenet.merkle import MerkleTree
+
+    outputs = tmp_path / "out"
+    (outputs / "sub").mkdir(parents=True)
+    (outputs / "a.txt").write_bytes(b"a" * 10)
+    (outputs / "sub" / "b.txt").write_bytes(b"b" * 10)
+    store = LocalStore(tmp_path / "store")
+    root, names, over = collect(outputs, b"the log", 20, store)
+    assert not over and set(names) == {"out/a.txt", "out/sub/b.txt", LOG_LEAF}
+    assert root == MerkleTree.from_files({"out/a.txt": b"a" * 10, "out/sub/b.txt": b"b" * 10, LOG_LEAF: b"the log"}).root
+    root, names, over = collect(outputs, b"the log", 19, store)
+    assert over and set(names) == {LOG_LEAF} and root == MerkleTree.from_files({LOG_LEAF: b"the log"}).root
