@@ -48,10 +48,12 @@ class Agent:
         self.work.mkdir(parents=True, exist_ok=True)
         self.chain_lock = threading.RLock()  # ape is shared by the shard threads
         self.send_lock = threading.Lock()  # one key: one nonce sequence
+        self.count_lock = threading.Lock()  # shards taken per asset, for heartbeats
         self.served: dict[int, Served] = {}
         self.pools: dict[int, ThreadPoolExecutor] = {}
         self.telemetry = gpu.probe()
         self.jobs: dict[int, Job] = {}
+        self.chain_id = market.chain_id  # read once: the shard threads sign with it
 
     # ------------------------------------------------------------ start-up
 
@@ -110,8 +112,8 @@ class Agent:
     # ------------------------------------------------------------ one lease
 
     def dispatch(self, lease: Lease, container: Any = None) -> None:
-        served = self.served[lease.asset]
-        served.running += 1
+        with self.count_lock:
+            self.served[lease.asset].running += 1
         self.pools[lease.asset].submit(self._run_guarded, lease, container)
 
     def _run_guarded(self, lease: Lease, container: Any) -> None:
@@ -123,7 +125,8 @@ class Agent:
             if entry is None or entry.state not in ("computed", "submitted"):  # a computed result is retried
                 self.journal.update(lease.key, "dropped", note=f"{type(error).__name__}: {error}"[:500])
         finally:
-            self.served[lease.asset].running -= 1
+            with self.count_lock:
+                self.served[lease.asset].running -= 1
 
     def retry_submissions(self) -> int:
         """Sends again the computed results whose submission failed (node down, a timeout);
@@ -172,7 +175,7 @@ class Agent:
         if receipt.lease != lease.lease:
             self.journal.update(lease.key, "dropped", note="the lease changed while the shard ran")
             return
-        signature = receipt.sign(self.account.private_key, self.market.chain_id, self.market.market.address)
+        signature = receipt.sign(self.account.private_key, self.chain_id, self.market.market.address)
         self.journal.update(lease.key, "computed", output_root="0x" + result.output_root.hex(),
                             gpu_seconds=result.gpu_seconds, exit_code=result.exit_code,
                             signature="0x" + signature.hex(),
@@ -285,7 +288,7 @@ class Agent:
         for asset_id, served in self.served.items():
             hb = Heartbeat(asset_id, int(now), self.telemetry.utilization_pct, self.telemetry.free_vram_mib,
                            served.running, served.capacity, int(now * 1000))  # fmt: skip
-            publish(self.redis, self.market.chain_id, str(self.market.assets.address), hb, self.account.private_key)
+            publish(self.redis, self.chain_id, str(self.market.assets.address), hb, self.account.private_key)
 
     # ------------------------------------------------------------ outputs
 
@@ -313,7 +316,7 @@ class Agent:
 
         from agent.outputs import app
 
-        api = app(self.work, self.outputs, self.market.chain_id, str(self.account.address), self.may_read)
+        api = app(self.work, self.outputs, self.chain_id, str(self.account.address), self.may_read)
         server = uvicorn.Server(uvicorn.Config(api, host=self.settings.outputs_host, port=self.settings.outputs_port,
                                                log_level="warning"))  # fmt: skip
         threading.Thread(target=server.run, name="outputs", daemon=True).start()
