@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent.sandbox import Limits
+from computenet.connection import comma_list
 
 
 class AgentSettings(BaseSettings):
@@ -38,14 +39,7 @@ class AgentSettings(BaseSettings):
     log_format: str = "json"
     log_level: str = "INFO"
 
-    @field_validator("assets", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [int(x) for x in value.replace(" ", "").split(",") if x]
-        if isinstance(value, int):
-            return [value]
-        return value
+    _comma_list = field_validator("assets", mode="before")(lambda value: comma_list(value))
 
     def limits(self) -> Limits:
         return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)

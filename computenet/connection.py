@@ -13,6 +13,16 @@ class ConfigError(ComputenetError):
     """A role cannot start: a fatal misconfiguration, named in the message."""
 
 
+def comma_list(value: object) -> object:
+    """A comma-separated setting from the environment as a list; an int as a one-item list;
+    anything else unchanged (for pydantic-settings "before" validators)."""
+    if isinstance(value, str):
+        return [x.strip() for x in value.split(",") if x.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
 def network_context(network: str) -> Any:
     """ape's provider context for `network`. A node on this machine (an http URI on the
     loopback) is joined through ape-foundry, which decodes revert reasons from anvil; ape's

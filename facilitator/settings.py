@@ -1,0 +1,35 @@
+"""The facilitator's settings: environment variables `COMPUTENET_FACILITATOR_*` (README table)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from computenet.connection import comma_list
+
+
+class FacilitatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPUTENET_FACILITATOR_", extra="ignore")
+
+    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain it settles on")
+    account: str = Field(..., description="ape account alias of the facilitator key (TEST::n locally); it pays gas")
+    networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CAIP-2 networks served, comma-separated (default: the node's eip155:<chain id>)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(4022, ge=0, le=65535)
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    _comma_list = field_validator("networks", mode="before")(lambda value: comma_list(value))
+
+    @field_validator("networks")
+    @classmethod
+    def _caip2(cls, value: list[str]) -> list[str]:
+        for network in value:
+            namespace, _, reference = network.partition(":")
+            if namespace != "eip155" or not reference.isdigit():
+                raise ValueError(f"{network!r} is not an EVM CAIP-2 network (eip155:<chain id>)")
+        return value
