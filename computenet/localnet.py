@@ -237,6 +237,7 @@ class DockerEngine(_Process):
             try:
                 self._wait_ready(lambda: self.client().ping(), timeout)
             except ServiceError as error:
+                self.stop()  # closes its log before the next try reopens it
                 failures.append(f"{driver}: {str(error).splitlines()[0]}")
                 continue
             self.storage_driver = driver

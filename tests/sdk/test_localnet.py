@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from computenet.localnet import Anvil, RedisServer, ServiceError, wait_until
+from computenet.localnet import Anvil, DockerEngine, RedisServer, ServiceError, wait_until
 
 
 def test_anvil_mines_on_demand_then_every_second_then_on_demand_again(tmp_path):
@@ -41,3 +41,17 @@ def test_wait_until_returns_the_value_or_names_what_it_waited_for():
     assert wait_until(lambda: 42, 1, "an answer") == 42
     with pytest.raises(TimeoutError, match="waiting for the impossible"):
         wait_until(lambda: None, 0.05, "the impossible")
+
+
+def test_a_private_docker_engine_falls_back_to_the_next_storage_driver(tmp_path):
+    import os
+    import shutil
+
+    if shutil.which("dockerd") is None or os.geteuid() != 0:
+        pytest.skip("needs dockerd and root (`make test` installs docker.io when it can)")
+    with DockerEngine(tmp_path, log=tmp_path / "dockerd.log", storage_drivers=("no-such-driver", "vfs")) as engine:
+        assert engine.storage_driver == "vfs"
+        assert engine.client().info()["Driver"] == "vfs"
+    assert engine.process.poll() is not None
+    with pytest.raises(ServiceError, match="did not start with any storage driver: no-such-driver"):
+        DockerEngine(tmp_path / "again", storage_drivers=("no-such-driver",))
