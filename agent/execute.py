@@ -97,11 +97,16 @@ def stage_inputs(store: StoreClient, manifest: Manifest, folder: Path) -> None:
         target.write_bytes(data)
 
 
-def prepare(lease: Lease, folder: Path) -> tuple[Path, Path]:
-    """A clean folder for the lease: in/ for inputs, out/ for outputs."""
+def lease_dirs(folder: Path) -> tuple[Path, Path]:
+    """A lease folder's in/ (inputs) and out/ (outputs)."""
+    return folder / "in", folder / "out"
+
+
+def prepare(folder: Path) -> tuple[Path, Path]:
+    """A clean lease folder; returns its (in/, out/)."""
     if folder.exists():
         shutil.rmtree(folder)
-    inputs, outputs = folder / "in", folder / "out"
+    inputs, outputs = lease_dirs(folder)
     inputs.mkdir(parents=True)
     outputs.mkdir()
     return inputs, outputs

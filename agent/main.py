@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import signal
@@ -18,27 +17,12 @@ from pathlib import Path
 import click
 
 from computenet import logs
+from computenet.cli import clear_settings_errors
 
 log = logging.getLogger("agent.main")
 
 
-def _clear(command):
-    """SDK errors and bad settings end in one `Error: ...` line and exit code 1."""
-    from pydantic import ValidationError
-
-    from computenet.errors import ComputenetError
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except ValidationError as error:
-            parts = [f"COMPUTENET_AGENT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
-            raise click.ClickException("bad agent settings: " + "; ".join(parts)) from None
-        except ComputenetError as error:
-            raise click.ClickException(str(error)) from None
-
-    return wrapper
+_clear = clear_settings_errors("COMPUTENET_AGENT_", "agent")
 
 
 def _docker(host: str | None):

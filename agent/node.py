@@ -28,6 +28,7 @@ log = logging.getLogger("agent")
 
 RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
 RETRY_INTERVAL = 10  # seconds between looks for results whose submission failed
+BLOCK_RANGE = 2000  # most blocks per log query
 
 
 @dataclass
@@ -155,10 +156,10 @@ class Agent:
                                 asset_gpu_count=self.served[lease.asset].asset.spec.gpu_count)  # fmt: skip
             image = execute.ensure_image(self.docker, manifest.image)
             if container is None:
-                inputs, outputs = execute.prepare(lease, folder)
+                inputs, outputs = execute.prepare(folder)
                 execute.stage_inputs(self.store, manifest, inputs)
-            else:
-                inputs, outputs = folder / "in", folder / "out"
+            else:  # collecting a container that ran on while the agent was down
+                inputs, outputs = execute.lease_dirs(folder)
         except plan.Decline as decline:
             self.decline(lease, decline)
             return
@@ -187,7 +188,7 @@ class Agent:
     def submit(self, entry: Entry) -> None:
         """Sends a computed result; a result the chain already holds is done."""
         chain = self.chain_replica(entry.job, entry.shard, entry.replica)
-        action = plan.recovery("computed", entry.lease, entry.lease_end, chain, self.now(), None)
+        action = plan.recovery("computed", entry.lease, entry.lease_end, chain, self.now())
         if action != "submit":
             self.journal.update(entry.key, "done" if action == "done" else "dropped", note=f"at submit: {action}")
             return
@@ -234,7 +235,7 @@ class Agent:
             if entry.asset not in self.served:
                 continue
             chain = self.chain_replica(entry.job, entry.shard, entry.replica)
-            action = plan.recovery(entry.state, entry.lease, entry.lease_end, chain, self.now(), None)
+            action = plan.recovery(entry.state, entry.lease, entry.lease_end, chain, self.now())
             lease = Lease(entry.job, entry.shard, entry.replica, entry.lease, entry.asset, entry.lease_end)
             container = self._container(lease.name)
             if action == "resume" and container is not None and container.status in ("running", "exited"):
@@ -267,7 +268,7 @@ class Agent:
         first = (self.market.deployment_block or 0) if cursor is None else int(cursor) + 1
         if first > head:
             return 0
-        last = min(head, first + 1999)
+        last = min(head, first + BLOCK_RANGE - 1)
         with self.chain_lock:
             events = self.market.events(first, last + 1)
         seen = 0

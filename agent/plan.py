@@ -56,15 +56,14 @@ class ChainReplica:
     deadline: int
 
 
-def recovery(entry_state: str, entry_lease: int, lease_end: int, chain: ChainReplica, now: int,
-             timeout_seconds: int | None) -> str:  # fmt: skip
+def recovery(entry_state: str, entry_lease: int, lease_end: int, chain: ChainReplica, now: int) -> str:
     """What a restarted agent does with one open journal entry:
 
     - "done": the chain already holds this lease's result;
-    - "drop": the lease is no longer ours (reclaimed, cancelled, reassigned) or too little
-      of it is left to run the shard again;
+    - "drop": the lease is no longer ours (reclaimed, cancelled, reassigned) or has ended;
     - "submit": the result was computed (or sent but not mined): send it;
-    - "resume": the shard had not finished: run it again (or collect its container).
+    - "resume": the shard had not finished: run it again (or collect its container); a rerun
+      that no longer fits in the lease is declined like a new one (plan.check_runnable).
     """
     if chain.lease != entry_lease:
         return "drop"
@@ -74,6 +73,4 @@ def recovery(entry_state: str, entry_lease: int, lease_end: int, chain: ChainRep
         return "drop"
     if entry_state in ("computed", "submitted"):
         return "submit"
-    if timeout_seconds is not None and now + timeout_seconds + SUBMIT_MARGIN > lease_end:
-        return "drop"
     return "resume"

@@ -37,17 +37,13 @@ os.chdir(ROOT)
 from agent import image  # noqa: E402
 from agent.store import LocalStore, StoreClient, app  # noqa: E402
 from computenet.deploy import deploy_stack  # noqa: E402
+from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 from computenet.domain import Requirements, Spec  # noqa: E402
-from computenet.localnet import Anvil, DockerEngine, ProcessGroup, docker_reachable, free_port, wait_until  # noqa: E402
+from computenet.localnet import Anvil, DockerEngine, ProcessGroup, ServedApp, docker_reachable, wait_until  # noqa: E402
 from computenet.manifest import build_manifest, canonical_json, manifest_hash  # noqa: E402
 
 TOKEN = 10**6
 SHARD_SECONDS = 60  # the reference shard length for the overhead share
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def summary(values: list[float]) -> dict:
@@ -77,7 +73,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import docker
-    import uvicorn
     from ape import accounts, chain, networks, project
     from ape.logging import logger
 
@@ -90,10 +85,7 @@ def main() -> None:
     else:
         engine = DockerEngine(workdir / "docker", log=workdir / "dockerd.log")
         client, host = engine.client(), engine.url
-    store = LocalStore(workdir / "store")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app(store), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    store = ServedApp(app(LocalStore(workdir / "store")))
     driver = client.info().get("Driver", "?")
     agent_proc = ProcessGroup()
     try:
@@ -120,11 +112,11 @@ def main() -> None:
 
             manifest = build_manifest(reference, ["python3", "-c", f"import time; time.sleep({args.run_seconds})"], {},
                                       timeout_seconds=600, max_output_bytes=1 << 20)  # fmt: skip
-            StoreClient(f"http://127.0.0.1:{port}").put(canonical_json(manifest))
+            StoreClient(store.url).put(canonical_json(manifest))
             env = os.environ | {
                 "COMPUTENET_DEPLOYMENTS": str(deployments), "COMPUTENET_AGENT_NETWORK": anvil.uri,
                 "COMPUTENET_AGENT_ACCOUNT": "TEST::6", "COMPUTENET_AGENT_ASSETS": str(asset),
-                "COMPUTENET_AGENT_STORE_URL": f"http://127.0.0.1:{port}", "COMPUTENET_AGENT_REDIS_URL": "",
+                "COMPUTENET_AGENT_STORE_URL": store.url, "COMPUTENET_AGENT_REDIS_URL": "",
                 "COMPUTENET_AGENT_WORK_DIR": str(workdir / "agent"), "COMPUTENET_AGENT_OUTPUTS_PORT": "0",
                 "COMPUTENET_AGENT_CAPACITY": "4",
             }  # fmt: skip
@@ -157,7 +149,7 @@ def main() -> None:
                       flush=True)  # fmt: skip
     finally:
         agent_proc.stop()
-        server.should_exit = True
+        store.stop()
         if engine is not None:
             engine.stop()
 

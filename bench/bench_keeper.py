@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the working directory
 
 from computenet.deploy import deploy_stack  # noqa: E402
+from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 from computenet.domain import Requirements, Spec  # noqa: E402
 from computenet.heartbeat import Heartbeat, publish  # noqa: E402
 from computenet.localnet import Anvil, ProcessGroup, RedisServer, wait_until  # noqa: E402
@@ -47,12 +48,6 @@ WATCH_INTERVAL = 0.01
 ASSIGN_TIMEOUT = 120  # seconds for one run's shards to be assigned, at most
 # Test accounts (anvil's default mnemonic, ape's TEST::n): who plays which role.
 OWNER, CLIENT, PROVIDERS, KEEPERS, AGENTS = 0, 1, (2, 3), (4, 5), (6, 7, 8, 9)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank q-th percentile (q in 0-100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def summary(values: list[float]) -> dict:

@@ -56,3 +56,36 @@ def clear_errors(command):
             raise click.ClickException(str(err)) from None
 
     return wrapper
+
+
+def settings_message(error: Exception, prefix: str, role: str) -> str:
+    """An error as one line; a pydantic-settings validation error names each variable
+    (`prefix` + field) that is wrong, e.g. "bad keeper settings: COMPUTENET_KEEPER_X: ..."."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        parts = [f"{prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
+        return f"bad {role} settings: " + "; ".join(parts)
+    return str(error)
+
+
+def clear_settings_errors(prefix: str, role: str):
+    """Like `clear_errors` for a long-running role's commands: SDK errors and bad settings
+    end in one `Error: ...` line and exit code 1."""
+    import functools
+
+    from pydantic import ValidationError
+
+    from computenet.errors import ComputenetError
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except (ComputenetError, ValidationError) as error:
+                raise click.ClickException(settings_message(error, prefix, role)) from None
+
+        return wrapper
+
+    return decorate

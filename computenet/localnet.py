@@ -50,6 +50,29 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+class ServedApp:
+    """An ASGI app served by uvicorn in a daemon thread on a loopback port; `stop` ends it."""
+
+    def __init__(self, app: Any, port: int | None = None, timeout: float = 20) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout, f"the app to listen on port {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 class _Process:
     """A child process with a log file; `stop` terminates it (then kills it)."""
 
@@ -93,6 +116,17 @@ class _Process:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def set_interval_mining(rpc: Callable[[str, list], Any], seconds: int) -> None:
+    """Makes an anvil reached through `rpc(method, params)` mine a block every `seconds`
+    (0: each transaction at once, its default)."""
+    if seconds:
+        rpc("evm_setAutomine", [False])
+        rpc("evm_setIntervalMining", [seconds])
+    else:
+        rpc("evm_setIntervalMining", [0])
+        rpc("evm_setAutomine", [True])
 
 
 def anvil_binary() -> str:
@@ -143,12 +177,7 @@ class Anvil(_Process):
 
     def interval_mining(self, seconds: int) -> None:
         """Switches to a block every `seconds` (0: back to mining each transaction at once)."""
-        if seconds:
-            self.rpc("evm_setAutomine", [False])
-            self.rpc("evm_setIntervalMining", [seconds])
-        else:
-            self.rpc("evm_setIntervalMining", [0])
-            self.rpc("evm_setAutomine", [True])
+        set_interval_mining(self.rpc, seconds)
 
 
 class RedisServer(_Process):

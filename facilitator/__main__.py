@@ -12,6 +12,7 @@ def main() -> None:
     from pydantic import ValidationError
 
     from computenet import logs
+    from computenet.cli import settings_message
     from computenet.errors import ComputenetError
     from facilitator.service import build_facilitator, create_app
     from facilitator.settings import FacilitatorSettings
@@ -20,11 +21,8 @@ def main() -> None:
         settings = FacilitatorSettings()
         key = _private_key(settings.account)
         networks = settings.networks or [f"eip155:{_chain_id(settings.rpc_url)}"]
-    except ValidationError as error:
-        parts = [f"COMPUTENET_FACILITATOR_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
-        raise click.ClickException("bad facilitator settings: " + "; ".join(parts)) from None
-    except ComputenetError as error:
-        raise click.ClickException(str(error)) from None
+    except (ValidationError, ComputenetError) as error:
+        raise click.ClickException(settings_message(error, "COMPUTENET_FACILITATOR_", "facilitator")) from None
     logs.setup(settings.log_format, settings.log_level, "facilitator")
     app = create_app(build_facilitator(key, settings.rpc_url, networks), networks)
     click.echo(f"facilitator for {', '.join(networks)} on http://{settings.host}:{settings.port}", err=True)

@@ -20,6 +20,7 @@ import time
 import click
 
 from computenet import logs
+from computenet.cli import clear_settings_errors
 from keepers.settings import KeeperSettings
 
 log = logging.getLogger("keepers.main")
@@ -140,32 +141,7 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
     return report
 
 
-def settings_error(error: Exception) -> str:
-    """A settings validation error as one line naming the variables."""
-    from pydantic import ValidationError
-
-    if isinstance(error, ValidationError):
-        parts = [f"COMPUTENET_KEEPER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
-        return "bad keeper settings: " + "; ".join(parts)
-    return str(error)
-
-
-def _clear(command):
-    """SDK errors and bad settings end in one `Error: ...` line and exit code 1."""
-    import functools
-
-    from pydantic import ValidationError
-
-    from computenet.errors import ComputenetError
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (ComputenetError, ValidationError) as error:
-            raise click.ClickException(settings_error(error)) from None
-
-    return wrapper
+_clear = clear_settings_errors("COMPUTENET_KEEPER_", "keeper")
 
 
 def _stop_on_signals() -> threading.Event:

@@ -3,7 +3,6 @@ and receipts. Every test runs against a real anvil; ape reverts the chain betwee
 
 import json
 import os
-import threading
 from dataclasses import dataclass
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
 from agent.store import LocalStore, StoreClient, app
-from computenet.localnet import RedisServer, ServiceError, free_port, wait_until
+from computenet.localnet import RedisServer, ServedApp, ServiceError, wait_until
 from computenet.receipts import ExecutionReceipt
 
 settings.register_profile(
@@ -302,18 +301,10 @@ class Store:
 
 @pytest.fixture(scope="session")
 def content_store(tmp_path_factory):
-    import uvicorn
-
     local = LocalStore(tmp_path_factory.mktemp("store"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app(local), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 20, "the content store to listen")
-    url = f"http://127.0.0.1:{port}"
-    yield Store(local, StoreClient(url), url)
-    server.should_exit = True
-    thread.join(timeout=10)
+    served = ServedApp(app(local))
+    yield Store(local, StoreClient(served.url), served.url)
+    served.stop()
 
 
 @pytest.fixture

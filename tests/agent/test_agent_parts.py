@@ -199,7 +199,7 @@ def test_metering_rounds_up_counts_gpus_and_stops_at_the_cap():
 )
 def test_recovery_after_a_restart(state, chain_state, chain_lease, now, expected):
     chain = plan.ChainReplica(chain_state, chain_lease, 1_000)
-    assert plan.recovery(state, 7, 1_000, chain, now, None) == expected
+    assert plan.recovery(state, 7, 1_000, chain, now) == expected
 
 
 def test_the_batch_inference_example_splits_its_records_over_shards(docker_engine, job_image, tmp_path):

@@ -9,7 +9,6 @@ the session chain's clock is moved by other tests.
 import asyncio
 import base64
 import json
-import threading
 import time
 
 import pytest
@@ -18,21 +17,11 @@ from fastapi import FastAPI
 from web3 import Web3
 
 from computenet.deploy import TEST_TOKEN_NAME
-from computenet.localnet import Anvil, free_port, wait_until
+from computenet.localnet import Anvil, ServedApp
 from facilitator.service import build_facilitator, create_app
 
 PRICE = 1_000  # token base units per request
 NETWORK = "eip155:31337"
-
-
-def serve(app):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    wait_until(lambda: server.started, 20, "the server to listen")
-    return server, f"http://127.0.0.1:{port}"
 
 
 class Chain:
@@ -77,9 +66,9 @@ def x402_chain(project, accounts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def facilitator_url(x402_chain):
-    server, url = serve(create_app(build_facilitator(x402_chain.keys[0], x402_chain.anvil.uri, [NETWORK]), [NETWORK]))
-    yield url
-    server.should_exit = True
+    served = ServedApp(create_app(build_facilitator(x402_chain.keys[0], x402_chain.anvil.uri, [NETWORK]), [NETWORK]))
+    yield served.url
+    served.stop()
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +95,9 @@ def paid_endpoint(x402_chain, facilitator_url, merchant):
         return {"report": "paid content"}
 
     app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
-    uv, url = serve(app)
-    yield url
-    uv.should_exit = True
+    served = ServedApp(app)
+    yield served.url
+    served.stop()
 
 
 def payer(x402_chain, amount=10 * PRICE):

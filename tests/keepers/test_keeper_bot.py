@@ -22,7 +22,7 @@ import pytest
 
 from computenet.domain import ReplicaState
 from computenet.heartbeat import Heartbeat, publish
-from computenet.localnet import ProcessGroup, free_port
+from computenet.localnet import ProcessGroup, free_port, set_interval_mining
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = 10**6
@@ -100,14 +100,11 @@ class Agents:
 @contextmanager
 def interval_mining(chain, seconds=1):
     """A block every `seconds` instead of one per transaction, for the duration."""
-    rpc = chain.provider.make_request
-    rpc("evm_setAutomine", [False])
-    rpc("evm_setIntervalMining", [seconds])
+    set_interval_mining(chain.provider.make_request, seconds)
     try:
         yield
     finally:
-        rpc("evm_setIntervalMining", [0])
-        rpc("evm_setAutomine", [True])
+        set_interval_mining(chain.provider.make_request, 0)
 
 
 # ---------------------------------------------------------------- fixtures

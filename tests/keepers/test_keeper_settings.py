@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from keepers.main import settings_error
+from computenet.cli import settings_message
 from keepers.settings import KeeperSettings
 
 
@@ -41,4 +41,4 @@ def test_bad_values_are_refused_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(f"COMPUTENET_KEEPER_{name}", value)
     with pytest.raises(ValidationError) as error:
         KeeperSettings()
-    assert f"COMPUTENET_KEEPER_{name}:" in settings_error(error.value)
+    assert f"COMPUTENET_KEEPER_{name}:" in settings_message(error.value, "COMPUTENET_KEEPER_", "keeper")
