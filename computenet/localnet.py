@@ -267,6 +267,7 @@ class DockerEngine(_Process):
                 self._wait_ready(lambda: self.client().ping(), timeout)
             except ServiceError as error:
                 self.stop()  # closes its log before the next try reopens it
+                _unmount(root / "data")  # dockerd mounts its data root before it gives up on a driver
                 failures.append(f"{driver}: {str(error).splitlines()[0]}")
                 continue
             self.storage_driver = driver
@@ -281,6 +282,25 @@ class DockerEngine(_Process):
         import docker
 
         return docker.DockerClient(base_url=self.url, timeout=60)
+
+
+def mounted(path: Path) -> bool:
+    """Whether something is mounted at `path`. A bind mount of a folder onto itself (what
+    dockerd does with its data root) stays on one device, so os.path.ismount misses it."""
+    target = str(Path(path).resolve())
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return os.path.ismount(path)
+    # Spaces and other odd bytes in mount points are written as octal escapes.
+    return any(line.split()[1].encode().decode("unicode_escape") == target for line in lines if len(line.split()) > 1)
+
+
+def _unmount(path: Path) -> None:
+    """Unmounts whatever is mounted at `path` (a bind mount a failed dockerd left behind)."""
+    while mounted(path):
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            raise ServiceError(f"could not unmount {path}, which a failed dockerd left mounted")
 
 
 def docker_reachable() -> bool:

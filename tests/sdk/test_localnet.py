@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from computenet.localnet import Anvil, DockerEngine, RedisServer, ServiceError, wait_until
+from computenet.localnet import Anvil, DockerEngine, RedisServer, ServiceError, mounted, wait_until
 
 
 def test_anvil_mines_on_demand_then_every_second_then_on_demand_again(tmp_path):
@@ -51,7 +51,9 @@ def test_a_private_docker_engine_falls_back_to_the_next_storage_driver(tmp_path)
         pytest.skip("needs dockerd and root (`make test` installs docker.io when it can)")
     with DockerEngine(tmp_path, log=tmp_path / "dockerd.log", storage_drivers=("no-such-driver", "vfs")) as engine:
         assert engine.storage_driver == "vfs"
+        assert not mounted(tmp_path / "no-such-driver" / "data")  # the failed try left no mount behind
         assert engine.client().info()["Driver"] == "vfs"
     assert engine.process.poll() is not None
     with pytest.raises(ServiceError, match="did not start with any storage driver: no-such-driver"):
         DockerEngine(tmp_path / "again", storage_drivers=("no-such-driver",))
+    assert not mounted(tmp_path / "again" / "no-such-driver" / "data")
