@@ -49,6 +49,7 @@ ShardFinalized = _event(
     "ShardFinalized", "job", "shard", "replica", "asset", "provider", "keeper", "payment", "keeper_fee", "protocol_fee"
 )
 JobFinished = _event("JobFinished", "job", "client", "refund")
+JobFundedByAuthorization = _event("JobFundedByAuthorization", "job", "payer", "nonce", "front_run")
 Credited = _event("Credited", "account", "amount")
 Withdrawn = _event("Withdrawn", "account", "receiver", "amount")
 ParametersUpdated = _event(

@@ -45,6 +45,22 @@ exports: (
     market_params.__interface__,
 )
 
+# @dev The EIP-3009 part of the payment token (USDC's interface).
+interface IEIP3009:
+    def transferWithAuthorization(
+        payer: address,
+        payee: address,
+        amount: uint256,
+        valid_after: uint256,
+        valid_before: uint256,
+        nonce: bytes32,
+        v: uint8,
+        r: bytes32,
+        s: bytes32,
+    ): nonpayable
+    def authorizationState(authorizer: address, nonce: bytes32) -> bool: view
+    def DOMAIN_SEPARATOR() -> bytes32: view
+
 # ------------------------------------------------------------------ constants
 
 MAX_SHARDS: constant(uint256) = 1024
@@ -64,6 +80,9 @@ REPLICATED: constant(uint8) = 1
 SPOT_CHECK: constant(uint8) = 2
 
 _BPS: constant(uint256) = 10000
+_TRANSFER_WITH_AUTHORIZATION_TYPEHASH: constant(bytes32) = keccak256(
+    "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+)
 _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
     "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
 )
@@ -88,6 +107,14 @@ struct Requirements:
     shard_count: uint16  # independent sub-tasks
     replication: uint8  # agents that run each shard (1 to 5)
     verification: uint8  # OPTIMISTIC, REPLICATED or SPOT_CHECK
+
+
+# @dev An EIP-3009 authorization's terms, less the amount (the job's quote) and payee (the market).
+struct Authorization:
+    payer: address
+    valid_after: uint256
+    valid_before: uint256
+    nonce: bytes32
 
 
 struct Job:
@@ -139,6 +166,8 @@ _replicas: HashMap[uint256, HashMap[uint256, uint256]]
 _output_roots: HashMap[uint256, HashMap[uint256, bytes32]]
 # @dev job -> shard -> challenger (bits 0-159) and bond (160-255) of the open challenge.
 _challenges: HashMap[uint256, HashMap[uint256, uint256]]
+# @dev keccak256(payer, nonce) -> the job an EIP-3009 authorization funded.
+_funded_by: HashMap[bytes32, uint256]
 
 # ------------------------------------------------------------------ events
 
@@ -158,6 +187,13 @@ event JobPosted:
     verification: uint8
     keeper_fee_bps: uint16
     protocol_fee_bps: uint16
+
+
+event JobFundedByAuthorization:
+    job: indexed(uint256)
+    payer: indexed(address)
+    nonce: bytes32
+    front_run: bool  # the authorization reached the token before this call
 
 
 event ShardAssigned:
@@ -285,7 +321,11 @@ def post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
     @param req The job's requirements.
     @return The job id.
     """
-    return self._post_job(manifest_hash, req)
+    job_id: uint256 = 0
+    budget: uint256 = 0
+    job_id, budget = self._post_job(msg.sender, manifest_hash, req)
+    settlement._pull(msg.sender, budget)
+    return job_id
 
 
 @external
@@ -320,7 +360,74 @@ def post_job_with_permit(
         ),
         revert_on_failure=False,
     )
-    return self._post_job(manifest_hash, req)
+    job_id: uint256 = 0
+    job_id, budget = self._post_job(msg.sender, manifest_hash, req)
+    settlement._pull(msg.sender, budget)
+    return job_id
+
+
+@external
+@nonreentrant
+def post_job_with_authorization(
+    manifest_hash: bytes32, req: Requirements, auth: Authorization, front_run: bool, v: uint8, r: bytes32, s: bytes32
+) -> uint256:
+    """
+    @notice Posts a job for `auth.payer`, funded by the payer's EIP-3009
+            `transferWithAuthorization` of exactly `quote(req)` to this market: how an
+            x402 payment becomes a job (facilitators only, who bind each payment to the
+            job it was offered for; the payer needs no gas).
+    @dev Each authorization funds one job at most: the market records it (see
+         `funded_by`), and the token consumes its nonce in this call. If someone else submitted the signed authorization to the token
+         first (`front_run`), its tokens are already here, credited to no one; the
+         market then checks the payer's signature and that the nonce is used, and
+         posts the job without a second transfer. A nonce can also be used up by the
+         payer's own `cancelAuthorization`, which the chain cannot tell apart, so a
+         facilitator claims `front_run` only after seeing the token's transfer of
+         this authorization to the market mined.
+    @param manifest_hash keccak256 of the job's canonical JSON manifest.
+    @param req The job's requirements.
+    @param auth The authorization's payer, validity window and nonce.
+    @param front_run Whether the authorization was already executed by someone else.
+    @param v Authorization signature v.
+    @param r Authorization signature r.
+    @param s Authorization signature s.
+    @return The job id.
+    """
+    market_params._check_facilitator()
+    key: bytes32 = keccak256(abi_encode(auth.payer, auth.nonce))
+    assert self._funded_by[key] == 0, "job_market: authorization already funded a job"
+    job_id: uint256 = 0
+    budget: uint256 = 0
+    job_id, budget = self._post_job(auth.payer, manifest_hash, req)
+    self._funded_by[key] = job_id
+    token: IEIP3009 = IEIP3009(settlement.TOKEN.address)
+    if front_run:
+        assert staticcall token.authorizationState(auth.payer, auth.nonce), "job_market: authorization not used"
+        digest: bytes32 = keccak256(
+            concat(
+                b"\x19\x01",
+                staticcall token.DOMAIN_SEPARATOR(),
+                keccak256(
+                    abi_encode(
+                        _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+                        auth.payer,
+                        self,
+                        budget,
+                        auth.valid_after,
+                        auth.valid_before,
+                        auth.nonce,
+                    )
+                ),
+            )
+        )
+        signer: address = ecdsa._recover_vrs(digest, convert(v, uint256), convert(r, uint256), convert(s, uint256))
+        assert signer == auth.payer and signer != empty(address), "job_market: authorization not signed by payer"
+    else:
+        extcall token.transferWithAuthorization(
+            auth.payer, self, budget, auth.valid_after, auth.valid_before, auth.nonce, v, r, s
+        )
+    log JobFundedByAuthorization(job=job_id, payer=auth.payer, nonce=auth.nonce, front_run=front_run)
+    return job_id
 
 
 @external
@@ -695,6 +802,18 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
 
 @external
 @view
+def funded_by(payer: address, nonce: bytes32) -> uint256:
+    """
+    @notice The job an EIP-3009 authorization funded (zero: none).
+    @param payer The authorization's payer.
+    @param nonce The authorization's nonce.
+    @return The job id.
+    """
+    return self._funded_by[keccak256(abi_encode(payer, nonce))]
+
+
+@external
+@view
 def quote(req: Requirements) -> uint256:
     """
     @notice The budget `post_job` escrows: every replica at its price cap and
@@ -825,9 +944,10 @@ def verify_output(
 
 
 @internal
-def _post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
+def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (uint256, uint256):
     """
-    @dev Checks the requirements, stores the job, escrows its quote and logs it.
+    @dev Checks the requirements, stores the job for `client` and logs it; returns
+         the job id and its budget, which the caller must bring in.
     """
     settings: market_params.Settings = market_params._settings()
     market_params._check_not_paused(settings)
@@ -845,13 +965,12 @@ def _post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
 
     job_id: uint256 = self.job_count + 1
     self.job_count = job_id
-    self._store_head(job_id, Head(client=msg.sender, escrow=convert(budget, uint80), unfinished=req.shard_count))
+    self._store_head(job_id, Head(client=client, escrow=convert(budget, uint80), unfinished=req.shard_count))
     self._job_terms[job_id] = self._pack_terms(req, settings.keeper_fee_bps, settings.protocol_fee_bps)
     self._manifests[job_id] = manifest_hash
-    settlement._pull(msg.sender, budget)
     log JobPosted(
         job=job_id,
-        client=msg.sender,
+        client=client,
         manifest_hash=manifest_hash,
         budget=budget,
         min_vram_mib=req.min_vram_mib,
@@ -865,7 +984,7 @@ def _post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
         keeper_fee_bps=settings.keeper_fee_bps,
         protocol_fee_bps=settings.protocol_fee_bps,
     )
-    return job_id
+    return job_id, budget
 
 
 @internal

@@ -21,12 +21,56 @@ def main() -> None:
         settings = FacilitatorSettings()
         key = _private_key(settings.account)
         networks = settings.networks or [f"eip155:{_chain_id(settings.rpc_url)}"]
+        market_roles = _market_roles(settings, key) if settings.market else None
     except (ValidationError, ComputenetError) as error:
         raise click.ClickException(settings_message(error, "COMPUTENET_FACILITATOR_", "facilitator")) from None
     logs.setup(settings.log_format, settings.log_level, "facilitator")
-    app = create_app(build_facilitator(key, settings.rpc_url, networks), networks)
-    click.echo(f"facilitator for {', '.join(networks)} on http://{settings.host}:{settings.port}", err=True)
+    jobs, routers, lifespan = market_roles or (None, (), None)
+    app = create_app(build_facilitator(key, settings.rpc_url, networks), networks, jobs, routers, lifespan)
+    what = f" and the job market {settings.market}" if settings.market else ""
+    click.echo(f"facilitator for {', '.join(networks)}{what} on http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _market_roles(settings, key: str) -> tuple:
+    """Job payments, dispute arbitration and the refunder, for the market in the settings."""
+    import threading
+    from contextlib import asynccontextmanager
+    from pathlib import Path
+
+    from web3 import Web3
+
+    from computenet.connection import ConfigError
+    from computenet.web3calls import Sender, contract
+    from facilitator.disputes import Arbiter, router
+    from facilitator.jobs import JobSettlement
+    from facilitator.refunds import Refunder
+
+    web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+    sender = Sender(web3, key)
+    try:
+        market = contract(web3, "JobMarket", settings.market)
+        token, assets = market.functions.TOKEN().call(), market.functions.ASSETS().call()
+        if not market.functions.is_facilitator(sender.address).call():
+            raise ConfigError(f"{sender.address} is not a facilitator of the market {settings.market}")
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
+    jobs = JobSettlement(web3, sender, settings.market, token)
+    arbiter = Arbiter(web3, sender, settings.market, assets, Path(settings.audit_log))
+    refunder = Refunder(web3, sender, settings.market, settings.start_block)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        stop = threading.Event()
+        thread = threading.Thread(target=refunder.run, args=(stop,), name="refunder", daemon=True)
+        thread.start()
+        yield
+        stop.set()
+        thread.join(timeout=10)
+
+    return jobs, (router(arbiter),), lifespan
 
 
 def _private_key(alias: str) -> str:

@@ -7,6 +7,9 @@
 A payment for a scheme or network it does not serve is answered `unsupported_scheme` (or
 `invalid_network`), never an HTTP error; a body that is not a payment is a 400 naming
 the field. Every settlement is logged with its transaction.
+
+A payment whose payee is the job market is a job payment (facilitator/jobs.py): settling it
+posts the job it was offered for instead of a bare transfer.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from facilitator.jobs import JobSettlement, Refusal, is_job_payment
 
 log = logging.getLogger("facilitator")
 
@@ -61,10 +67,31 @@ def _unsupported(kinds: list[Any], requirements: Any) -> str | None:
     return None
 
 
-def create_app(facilitator: Any, networks: list[str]) -> FastAPI:
+def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None = None,
+               routers: tuple[APIRouter, ...] = (), lifespan: Any = None) -> FastAPI:  # fmt: skip
     """The API over `facilitator`, offering only `networks` (the package also registers x402 v1
-    on every public network it knows, which this facilitator's node does not serve)."""
-    api = FastAPI(title="computenet x402 facilitator")
+    on every public network it knows, which this facilitator's node does not serve). With
+    `jobs`, payments to the job market post jobs; `routers` add endpoints (disputes)."""
+    api = FastAPI(title="computenet x402 facilitator", lifespan=lifespan)
+    for router in routers:
+        api.include_router(router)
+
+    def job_payment(requirements: Any) -> bool:
+        return jobs is not None and is_job_payment(requirements, jobs.market_address)
+
+    async def check_job_payment(payload: Any, requirements: Any) -> tuple[Any, bool, dict | None]:
+        """(payment, front_run, refusal): a front-run authorization is valid as it stands; any
+        other must also pass the package's checks (signature, balance, validity window)."""
+        try:
+            payment = jobs.payment(payload, requirements)
+            front_run = await run_in_threadpool(jobs.spent, payment)
+        except Refusal as refusal:
+            return None, False, {"reason": refusal.reason, "message": refusal.message}
+        if not front_run:
+            check = await facilitator.verify(payload, requirements)
+            if not check.is_valid:
+                return None, False, {"reason": check.invalid_reason, "message": check.invalid_message}
+        return payment, front_run, None
     everything = facilitator.get_supported()
     kinds = [k for k in everything.kinds if k.network in networks]
 
@@ -82,6 +109,13 @@ def create_app(facilitator: Any, networks: list[str]) -> FastAPI:
         reason = _unsupported(kinds, requirements)
         if reason:
             return JSONResponse({"isValid": False, "invalidReason": reason})
+        if job_payment(requirements):
+            payment, _, refusal = await check_job_payment(payload, requirements)
+            if refusal:
+                log.info("job payment refused", extra={"fields": refusal})
+                return JSONResponse(_without_none({"isValid": False, "invalidReason": refusal["reason"],
+                                                   "invalidMessage": refusal["message"]}))  # fmt: skip
+            return JSONResponse({"isValid": True, "payer": payment.authorization.payer})
         result = await facilitator.verify(payload, requirements)
         answer = {"isValid": result.is_valid, "payer": result.payer}
         if not result.is_valid:
@@ -95,6 +129,8 @@ def create_app(facilitator: Any, networks: list[str]) -> FastAPI:
         reason = _unsupported(kinds, requirements)
         if reason:
             return JSONResponse({"success": False, "errorReason": reason, "transaction": "", "network": requirements.network})
+        if job_payment(requirements):
+            return await settle_job(payload, requirements)
         # Verify first: a replayed, expired or underfunded payment gets its reason and
         # nothing is broadcast.
         check = await facilitator.verify(payload, requirements)
@@ -109,8 +145,27 @@ def create_app(facilitator: Any, networks: list[str]) -> FastAPI:
                  extra={"fields": {k: v for k, v in answer.items() if v}})  # fmt: skip
         return JSONResponse({k: v for k, v in answer.items() if v is not None})
 
+    async def settle_job(payload: Any, requirements: Any) -> JSONResponse:
+        failed = {"success": False, "transaction": "", "network": requirements.network}
+        payment, front_run, refusal = await check_job_payment(payload, requirements)
+        if refusal:
+            log.info("job settlement refused", extra={"fields": refusal})
+            return JSONResponse(_without_none({**failed, "errorReason": refusal["reason"], "errorMessage": refusal["message"]}))
+        payer = payment.authorization.payer
+        try:
+            job, tx = await run_in_threadpool(jobs.post, payment, front_run)
+        except Refusal as refusal:
+            log.warning("job settlement failed", extra={"fields": {"reason": refusal.reason, "message": refusal.message}})
+            return JSONResponse({**failed, "payer": payer, "errorReason": refusal.reason, "errorMessage": refusal.message})
+        return JSONResponse({"success": True, "transaction": tx, "network": requirements.network, "payer": payer,
+                             "amount": str(payment.authorization.value)})  # fmt: skip
+
     @api.get("/health")
     def health() -> dict:
         return {"status": "ok"}
 
     return api
+
+
+def _without_none(answer: dict) -> dict:
+    return {k: v for k, v in answer.items() if v is not None}

@@ -18,6 +18,9 @@ class FacilitatorSettings(BaseSettings):
     networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="CAIP-2 networks served, comma-separated (default: the node's eip155:<chain id>)"
     )
+    market: str = Field("", description="JobMarket address: payments to it post jobs, and it is where disputes are resolved (empty: plain x402 only)")
+    audit_log: str = Field("logs/facilitator-audit.jsonl", description="where every dispute decision is appended")
+    start_block: int = Field(0, ge=0, description="first block the refunder scans for finished x402 jobs")
     host: str = "127.0.0.1"
     port: int = Field(4022, ge=0, le=65535)
     log_format: str = "json"

@@ -18,9 +18,13 @@ import pytest
 from eth_utils import keccak
 
 from computenet.domain import Requirements, Verification
+from computenet.eip3009 import TransferAuthorization, split
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "gas-snapshot"
 LIFECYCLE_LIMIT = 400_000  # post + assign + submit + finalize, one shard
+# An x402-funded post may cost at most this much more than the two transactions it replaces:
+# a plain EIP-3009 transfer to the market plus a plain post.
+AUTHORIZED_POST_MARGIN = 10_000
 REGISTER_LIMIT = 200_000
 # Calldata costs 16 gas per non-zero byte and 4 per zero byte, so times derived from
 # the clock would make gas drift; the measured calls use these fixed times instead.
@@ -42,7 +46,8 @@ def write_snapshot(measured: dict[str, int]) -> None:
 
 
 @pytest.fixture
-def measure(chain, market, assets, keeper, client, provider, agents, register_asset, post_job, registered_keeper, submit, params, make_spec):
+def measure(chain, market, assets, token, keeper, client, provider, facilitator, treasury, agents, register_asset, post_job,
+            registered_keeper, submit, params, make_spec):  # fmt: skip
     """Runs every measured step once and returns {step: gas}."""
     gas: dict[str, int] = {}
 
@@ -76,6 +81,13 @@ def measure(chain, market, assets, keeper, client, provider, agents, register_as
             verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC,
         ).as_tuple()
 
+    def _authorization(label: bytes, payee: str, value: int) -> TransferAuthorization:
+        # A fixed nonce and window: calldata gas depends on the bytes.
+        return TransferAuthorization(client.address, payee, value, 0, DEADLINE, keccak(b"gas-snapshot " + label))
+
+    def _sign(auth: TransferAuthorization) -> bytes:
+        return auth.sign(client.private_key, token.name(), token.version(), chain.chain_id, token.address)
+
     def run() -> dict[str, int]:
         first = assets.register(make_spec(expire=EXPIRE).as_tuple(), agent, b"\x11" * 32, sender=provider)
         gas["register_first_asset"] = first.gas_used
@@ -93,6 +105,16 @@ def measure(chain, market, assets, keeper, client, provider, agents, register_as
         gas["lifecycle_8_shards"] = eight["total"]
         gas["lifecycle_1_shard_replication_2"] = lifecycle(replication=2)["total"]
         gas["withdraw"] = market.withdraw(provider, sender=provider).gas_used
+        # x402: the token's own transferWithAuthorization (between two funded accounts, as
+        # USDC's 85.7k anchor), and a post funded by one
+        transfer = _authorization(b"transfer", treasury.address, 1_000)
+        gas["token_transfer_with_authorization"] = token.transferWithAuthorization(
+            *transfer.token_args(_sign(transfer)), sender=facilitator
+        ).gas_used
+        funded = _authorization(b"post", market.address, market.quote(_req(1, 1)))
+        gas["post_1_shard_by_authorization"] = market.post_job_with_authorization(
+            keccak(b"manifest"), _req(1, 1), funded.market_args(), False, *split(_sign(funded)), sender=facilitator
+        ).gas_used
         # a lease that runs out
         asset = register_asset()
         job = post_job()
@@ -119,3 +141,5 @@ def test_gas_goals(measure):
     assert measured["lifecycle_1_shard"] <= LIFECYCLE_LIMIT
     assert measured["register"] <= REGISTER_LIMIT
     assert measured["register_first_asset"] <= REGISTER_LIMIT
+    plain = measured["token_transfer_with_authorization"] + measured["post_1_shard"]
+    assert measured["post_1_shard_by_authorization"] <= plain + AUTHORIZED_POST_MARGIN

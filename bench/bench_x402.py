@@ -1,0 +1,195 @@
+"""x402 benchmark: paid job post latency through the gateway, and the gas of a funded post.
+
+    .venv/bin/python bench/bench_x402.py [--runs 3] [--posts 20] [--block-time 0,1]
+
+A fresh anvil gets the stack; the facilitator (`python -m facilitator`) and the job gateway
+(`python -m gateway`) run as their own processes with default settings. A payer with no ETH
+pays with the official `x402HttpxClient`: one measured post is the whole exchange, the
+402 offer, signing, and the paid retry that the gateway verifies and the facilitator settles
+by posting the job, until the 201 arrives. Each block-time setting (0: a block per
+transaction; 1: a block every second) gets its own anvil.
+
+Gas: the receipt gas of the funded posts (post_job_with_authorization), next to the token's
+own transferWithAuthorization and a plain approve-based post_job on the same chain, and the
+USDC anchor of 85.7k for a transferWithAuthorization. Figures go to bench/results/x402.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the working directory
+
+from computenet.deploy import deploy_stack  # noqa: E402
+from computenet.eip3009 import TransferAuthorization, random_nonce  # noqa: E402
+from computenet.localnet import Anvil, ProcessGroup, free_port, wait_until  # noqa: E402
+from figures import percentile  # noqa: E402  (bench/ is the script's folder)
+
+TOKEN = 10**6
+USDC_TRANSFER_WITH_AUTHORIZATION = 85_700
+GOAL_OVER_PLAIN = 10_000
+OWNER, FACILITATOR, CLIENT = 0, 7, 1
+IMAGE = "computenet/job@sha256:" + "ab" * 32
+
+
+def summary(values: list[float]) -> dict:
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values),
+            "mean": round(statistics.fmean(values), 1)}  # fmt: skip
+
+
+def job_body(now: int) -> dict:
+    from computenet.manifest import build_manifest
+
+    manifest = build_manifest(IMAGE, ["python3", "/in/run.py"], {"run.py": b"print(42)"}, timeout_seconds=600,
+                              max_output_bytes=1 << 20)  # fmt: skip
+    return {"manifest": manifest.model_dump(mode="json"),
+            "requirements": {"min_vram_mib": 40_960, "gpu_count": 1, "max_price": 200, "max_gpu_seconds": 600,
+                             "deadline": now + 86_400, "shard_count": 1, "replication": 1, "verification": 0}}  # fmt: skip
+
+
+def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
+    from ape import accounts, networks, project
+    from eth_account import Account
+    from web3 import Web3
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+    from x402.mechanisms.evm import EthAccountSigner
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    test = accounts.test_accounts
+    group = ProcessGroup()
+    with Anvil(log=workdir / f"anvil-{block_time}.log") as anvil:
+        try:
+            with networks.parse_network_choice("ethereum:local:foundry", provider_settings={"host": anvil.uri}):
+                stack = deploy_stack(project, test[OWNER])
+                stack.market.set_facilitator(test[FACILITATOR], True, sender=test[OWNER])
+                client = test[CLIENT]
+                stack.token.faucet(client, 1_000_000 * TOKEN, sender=client)
+                stack.token.approve(stack.market, 2**256 - 1, sender=client)
+                plain = stack.market.post_job(b"\x5a" * 32, _req(anvil), sender=client).gas_used
+                plain = stack.market.post_job(b"\x5a" * 32, _req(anvil), sender=client).gas_used  # warm, as a running market
+                auth = TransferAuthorization(client.address, test[OWNER].address, TOKEN, 0, 4_000_000_000, random_nonce())
+                signature = auth.sign(client.private_key, stack.token.name(), stack.token.version(), 31337, stack.token.address)
+                transfer = stack.token.transferWithAuthorization(*auth.token_args(signature), sender=test[OWNER]).gas_used
+                market, token = stack.market.address, stack.token.address
+                payers = [Account.create() for _ in range(runs)]  # tokens, no ETH
+                for payer in payers:
+                    stack.token.faucet(payer.address, 1_000_000 * TOKEN, sender=test[OWNER])
+            if block_time:
+                anvil.interval_mining(block_time)
+            web3 = Web3(Web3.HTTPProvider(anvil.uri))
+            fport, gport = free_port(), free_port()
+            env = {**os.environ, "COMPUTENET_FACILITATOR_RPC_URL": anvil.uri, "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
+                   "COMPUTENET_FACILITATOR_MARKET": market, "COMPUTENET_FACILITATOR_PORT": str(fport),
+                   "COMPUTENET_FACILITATOR_AUDIT_LOG": str(workdir / "audit.jsonl"),
+                   "COMPUTENET_GATEWAY_RPC_URL": anvil.uri, "COMPUTENET_GATEWAY_MARKET": market,
+                   "COMPUTENET_GATEWAY_FACILITATOR_URL": f"http://127.0.0.1:{fport}", "COMPUTENET_GATEWAY_PORT": str(gport)}  # fmt: skip
+            group.spawn([sys.executable, "-m", "facilitator"], workdir / f"facilitator-{block_time}.log", env=env)
+            group.spawn([sys.executable, "-m", "gateway"], workdir / f"gateway-{block_time}.log", env=env)
+            for port in (fport, gport):
+                wait_until(lambda p=port: _answers(f"http://127.0.0.1:{p}/health"), 120, f"service on port {port}")
+
+            latencies, gas, per_run = [], [], []
+            for payer in payers:
+                x402 = x402Client().set_spend_controls({"allowed_assets": [{"network": "eip155:31337", "asset": token}],
+                                                        "max_amount_per_payment": False})  # fmt: skip
+                register_exact_evm_client(x402, EthAccountSigner(payer), networks="eip155:*")
+                run = asyncio.run(_posts(x402HttpxClient, x402, f"http://127.0.0.1:{gport}", web3, posts))
+                per_run.append(summary([ms for ms, _ in run]))
+                latencies += [ms for ms, _ in run]
+                gas += [g for _, g in run]
+                print(f"  blocks {block_time or 'instant'}: run {len(per_run)}: p50 {per_run[-1]['p50']} ms, "
+                      f"p95 {per_run[-1]['p95']} ms", flush=True)
+            assert web3.eth.get_balance(payers[0].address) == 0
+        finally:
+            group.stop()
+    return {"block_time_s": block_time, "latency_ms": summary(latencies), "runs": per_run,
+            "gas": {"post_1_shard_by_authorization": int(statistics.median(gas)), "token_transfer_with_authorization": transfer,
+                    "post_1_shard": plain}}  # fmt: skip
+
+
+async def _posts(client_cls, x402, url: str, web3, posts: int) -> list[tuple[float, int]]:
+    out = []
+    async with client_cls(x402) as http:
+        for _ in range(posts):
+            body = job_body(web3.eth.get_block("latest")["timestamp"])
+            start = time.perf_counter()
+            answer = await http.post(f"{url}/jobs", json=body, timeout=120)
+            elapsed = (time.perf_counter() - start) * 1000
+            if answer.status_code != 201:
+                raise SystemExit(f"paid post failed: {answer.status_code} {answer.text}")
+            gas = web3.eth.get_transaction_receipt(answer.json()["transaction"])["gasUsed"]
+            out.append((round(elapsed, 1), gas))
+    return out
+
+
+def _req(anvil: Anvil) -> tuple:
+    now = int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    return (40_960, 1, 200, 600, now + 86_400, 1, 1, 0)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--posts", type=int, default=20)
+    parser.add_argument("--block-time", default="0,1", help="comma-separated seconds per block (0: a block per transaction)")
+    args = parser.parse_args()
+    from ape.logging import logger
+
+    logger.set_level("ERROR")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-x402-"))
+    settings = []
+    for block_time in (int(x) for x in args.block_time.split(",")):
+        print(f"block time {block_time or 'instant'}: {args.runs} runs x {args.posts} paid posts", flush=True)
+        settings.append(run_setting(block_time, args.runs, args.posts, workdir))
+    gas = settings[0]["gas"]
+    plain = gas["token_transfer_with_authorization"] + gas["post_1_shard"]
+    funded = gas["post_1_shard_by_authorization"]
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "settings": settings,
+        "gas": {**gas, "plain_transfer_plus_post": plain, "funded_minus_plain": funded - plain,
+                "goal_funded_minus_plain_at_most": GOAL_OVER_PLAIN,
+                "usdc_transfer_with_authorization_anchor": USDC_TRANSFER_WITH_AUTHORIZATION,
+                "funded_minus_usdc_anchor_plus_post": funded - (USDC_TRANSFER_WITH_AUTHORIZATION + gas["post_1_shard"])},
+        "logs": str(workdir),
+    }  # fmt: skip
+    out = ROOT / "bench" / "results" / "x402.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print("| blocks | paid post p50 | p95 | max |")
+    print("|---|---|---|---|")
+    for s in settings:
+        lat = s["latency_ms"]
+        print(f"| {'instant' if not s['block_time_s'] else str(s['block_time_s']) + ' s'} | {lat['p50']} ms | {lat['p95']} ms | {lat['max']} ms |")
+    print()
+    print(f"gas: funded post {funded:,}; plain transferWithAuthorization {gas['token_transfer_with_authorization']:,} "
+          f"+ plain post {gas['post_1_shard']:,} = {plain:,} (funded {funded - plain:+,}; goal <= +{GOAL_OVER_PLAIN:,}); "
+          f"with USDC's {USDC_TRANSFER_WITH_AUTHORIZATION:,} anchor: {USDC_TRANSFER_WITH_AUTHORIZATION + gas['post_1_shard']:,}")  # fmt: skip
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

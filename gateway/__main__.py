@@ -1,0 +1,41 @@
+"""`python -m gateway`: serve the job gateway (COMPUTENET_GATEWAY_* settings)."""
+
+import sys
+
+import click
+
+
+@click.command()
+def main() -> None:
+    """Serve POST /jobs (paid with x402) and GET /jobs/{id}."""
+    import uvicorn
+    from pydantic import ValidationError
+    from web3 import Web3
+
+    from agent.store import StoreClient
+    from computenet import logs
+    from computenet.cli import settings_message
+    from computenet.connection import ConfigError
+    from gateway.app import Chain, create_app
+    from gateway.settings import GatewaySettings
+
+    try:
+        settings = GatewaySettings()
+        web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+        try:
+            chain = Chain(web3, settings.market)
+        except Exception as error:
+            raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
+    except (ValidationError, ConfigError) as error:
+        raise click.ClickException(settings_message(error, "COMPUTENET_GATEWAY_", "gateway")) from None
+    logs.setup(settings.log_format, settings.log_level, "gateway")
+    network = settings.network or f"eip155:{chain.chain_id}"
+    store = StoreClient(settings.store_url) if settings.store_url else None
+    app = create_app(chain, settings.facilitator_url, network, store=store, outputs=settings.outputs_map())
+    click.echo(f"job gateway for {network} on http://{settings.host}:{settings.port}", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m gateway")
+    sys.exit(0)

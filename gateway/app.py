@@ -1,0 +1,308 @@
+"""The job gateway: clients that speak HTTP pay for jobs with x402 (spec v2) and need no gas.
+
+    POST /jobs                      {manifest, requirements}
+        unpaid: 402, PAYMENT-REQUIRED offers the job's quote in the payment token, payTo the
+                job market, the job itself in extra.computenetJob
+        paid:   201 {job, payer, budget, transaction, status}, PAYMENT-RESPONSE; the
+                facilitator settled the payment by posting exactly this job on chain
+    GET  /jobs/{id}                 the job and each shard's replicas, read from the chain
+    GET  /jobs/{id}/outputs/{shard}/{replica}[/file?path=]
+                                    a replica's outputs, relayed from its agent; the request
+                                    carries the job client's signature for the agent's own
+                                    path (agent/outputs.py), so only the payer reads them
+
+Every refusal names what is wrong: a malformed manifest or requirements (422), a payment
+that does not match the job's offer or that the facilitator refuses (402 with the spec's
+reason in PAYMENT-REQUIRED and the body). A facilitator that is down or does not serve this
+network makes POST /jobs answer 503; the server keeps running and checks again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from computenet.domain import Parameters, Replica, ReplicaState, Requirements, Shard, Verification
+from computenet.errors import ManifestError
+from computenet.manifest import canonical_json, manifest_hash, parse_manifest
+from computenet.preflight import post_problem
+from computenet.web3calls import contract
+from facilitator.jobs import JOB_EXTRA
+
+log = logging.getLogger("gateway")
+
+PAYMENT_TIMEOUT = 300  # seconds the client's authorization must stay valid for settlement
+PREFLIGHT_MARGIN = 60  # seconds between the offer and the post that the deadline must allow for
+
+
+class RequirementsBody(BaseModel):
+    min_vram_mib: int = Field(ge=0, lt=2**32)
+    gpu_count: int = Field(ge=0, lt=2**8)
+    max_price: int = Field(gt=0, lt=2**64, description="token base units per GPU-second")
+    max_gpu_seconds: int = Field(gt=0, lt=2**32)
+    deadline: int = Field(gt=0, lt=2**40, description="unix time every lease must end by")
+    shard_count: int = Field(1, gt=0, lt=2**16)
+    replication: int = Field(1, gt=0, lt=2**8)
+    verification: Verification = Verification.OPTIMISTIC
+
+
+class JobBody(BaseModel):
+    manifest: dict[str, Any]
+    requirements: RequirementsBody
+
+
+class Chain:
+    """The reads the gateway makes, over web3."""
+
+    def __init__(self, web3: Any, market: str) -> None:
+        self.web3 = web3
+        self.market = contract(web3, "JobMarket", market)
+        self.assets = contract(web3, "ComputeAsset", self.market.functions.ASSETS().call())
+        token = contract(web3, "TestToken", self.market.functions.TOKEN().call())
+        self.token = token.address
+        self.token_name = token.functions.name().call()
+        self.token_version = token.functions.version().call()
+        self.chain_id = web3.eth.chain_id
+
+    def problem(self, digest: bytes, req: Requirements) -> str | None:
+        params = Parameters(*[int(x) for x in self.market.functions.parameters().call()])
+        paused = bool(self.market.functions.paused().call())
+        now = self.web3.eth.get_block("latest")["timestamp"] + PREFLIGHT_MARGIN
+        return post_problem(digest, req, params, now, paused)
+
+    def quote(self, req: Requirements) -> int:
+        return int(self.market.functions.quote(req.as_tuple()).call())
+
+    def funded_by(self, payer: str, nonce: bytes) -> int:
+        return int(self.market.functions.funded_by(payer, nonce).call())
+
+    def job(self, job_id: int) -> dict | None:
+        if not 0 < job_id <= self.market.functions.job_count().call():
+            return None
+        client, escrow, unfinished, manifest, raw_req, keeper_bps, protocol_bps = self.market.functions.job(job_id).call()
+        req = Requirements(*[int(x) for x in raw_req[:7]], Verification(int(raw_req[7])))
+        keys = [(s, r) for s in range(req.shard_count) for r in range(req.replication)]
+        with self.web3.batch_requests() as batch:
+            for s, r in keys:
+                batch.add(self.market.functions.replica(job_id, s, r))
+                batch.add(self.market.functions.output_root(job_id, s, r))
+            raw = batch.execute()
+        replicas = [
+            Replica(job_id, s, r, int(rep[0]), int(rep[1]), ReplicaState(int(rep[2])), int(rep[3]), int(rep[4]),
+                    int(rep[5]), int(rep[6]), int(rep[7]), bytes(raw[2 * i + 1]))  # fmt: skip
+            for i, ((s, r), rep) in enumerate(zip(keys, raw[0::2]))
+        ]
+        shards = [Shard(job_id, s, tuple(x for x in replicas if x.shard == s)) for s in range(req.shard_count)]
+        return {
+            "job": job_id,
+            "client": client,
+            "manifest_hash": "0x" + bytes(manifest).hex(),
+            "escrow": int(escrow),
+            "unfinished": int(unfinished),
+            "finished": int(unfinished) == 0,
+            "requirements": _requirements_json(req),
+            "shards": [
+                {
+                    "shard": shard.index,
+                    "state": shard.state.name.lower(),
+                    "replicas": [
+                        {"replica": x.index, "state": x.state.name.lower(), "asset": x.asset, "gpu_seconds": x.gpu_seconds,
+                         "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None}  # fmt: skip
+                        for x in shard.replicas
+                    ],
+                }
+                for shard in shards
+            ],
+        }
+
+    def agent_of(self, asset: int) -> str:
+        return str(self.assets.functions.agentOf(asset).call())
+
+
+def _requirements_json(req: Requirements) -> dict[str, int]:
+    return {name: int(getattr(req, name)) for name in Requirements.__dataclass_fields__}
+
+
+def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any = None,
+               outputs: dict[str, str] | None = None) -> FastAPI:  # fmt: skip
+    """The gateway for the market `chain` reads, settling through the facilitator at
+    `facilitator_url` on `network` (CAIP-2). `store` (a StoreClient) receives each paid job's
+    manifest; `outputs` maps agent addresses to their outputs servers."""
+    from x402.http import FacilitatorConfig, HTTPFacilitatorClient
+    from x402.http.utils import (
+        decode_payment_signature_header,
+        encode_payment_required_header,
+        encode_payment_response_header,
+    )
+    from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo
+
+    api = FastAPI(title="computenet job gateway")
+    facilitator = HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url))
+    agents = {address.lower(): url.rstrip("/") for address, url in (outputs or {}).items()}
+    served: dict[str, bool] = {}  # remembered once the facilitator confirms the network
+
+    async def facilitator_problem() -> str | None:
+        if served.get(network):
+            return None
+        try:
+            supported = await run_in_threadpool(facilitator.get_supported)
+        except Exception as error:
+            return f"the facilitator at {facilitator_url} cannot be reached: {error}"
+        if not any(k.network == network and k.scheme == "exact" for k in supported.kinds):
+            return f"the facilitator at {facilitator_url} does not settle `exact` payments on {network}"
+        served[network] = True
+        return None
+
+    def offer(request: Request, digest: bytes, req: Requirements, quote: int) -> PaymentRequirements:
+        return PaymentRequirements(
+            scheme="exact",
+            network=network,
+            asset=chain.token,
+            amount=str(quote),
+            pay_to=chain.market.address,
+            max_timeout_seconds=PAYMENT_TIMEOUT,
+            extra={"name": chain.token_name, "version": chain.token_version,
+                   JOB_EXTRA: {"manifestHash": "0x" + digest.hex(), "requirements": _requirements_json(req)}},  # fmt: skip
+        )
+
+    def payment_required(request: Request, accepts: PaymentRequirements, error: str, message: str) -> JSONResponse:
+        required = PaymentRequired(
+            x402_version=2,
+            error=error,
+            resource=ResourceInfo(url=str(request.url), description="a computenet job", mime_type="application/json"),
+            accepts=[accepts],
+        )
+        body = {"error": error, "message": message, "accepts": [accepts.model_dump(by_alias=True, exclude_none=True)]}
+        return JSONResponse(body, status_code=402, headers={"PAYMENT-REQUIRED": encode_payment_required_header(required)})
+
+    @api.post("/jobs")
+    async def post_job(request: Request) -> Response:
+        try:
+            body = JobBody.model_validate_json(await request.body())
+            manifest = parse_manifest(json.dumps(body.manifest))
+        except ValidationError as error:
+            return _error(422, "invalid_request", _describe(error))
+        except ManifestError as error:
+            return _error(422, "invalid_manifest", str(error))
+        req = Requirements(**body.requirements.model_dump())
+        digest = manifest_hash(manifest)
+        problem = await run_in_threadpool(chain.problem, digest, req)
+        if problem:
+            return _error(422, "invalid_requirements", problem)
+        problem = await facilitator_problem()
+        if problem:
+            return _error(503, "facilitator_unavailable", problem)
+        accepts = offer(request, digest, req, await run_in_threadpool(chain.quote, req))
+
+        header = request.headers.get("PAYMENT-SIGNATURE")
+        if not header:
+            return payment_required(request, accepts, "payment_required",
+                                    f"this job costs {accepts.amount} base units of {chain.token_name} at most")  # fmt: skip
+        try:
+            payload = decode_payment_signature_header(header)
+        except Exception as error:
+            return payment_required(request, accepts, "invalid_payload", f"PAYMENT-SIGNATURE is not an x402 payment: {error}")
+        mismatch = _mismatch(getattr(payload, "accepted", None), accepts)
+        if mismatch:
+            return payment_required(request, accepts, "invalid_payment_requirements", mismatch)
+
+        try:
+            verified = await facilitator.verify(payload, accepts)
+        except (httpx.HTTPError, ValueError) as error:
+            return _error(503, "facilitator_unavailable", f"the facilitator could not verify the payment: {error}")
+        if not verified.is_valid:
+            log.info("payment refused", extra={"fields": {"reason": verified.invalid_reason, "payer": verified.payer}})
+            return payment_required(request, accepts, verified.invalid_reason or "invalid_payment",
+                                    verified.invalid_message or "the facilitator refused the payment")  # fmt: skip
+        if store is not None:
+            await run_in_threadpool(store.put, canonical_json(manifest))
+        try:
+            settled = await facilitator.settle(payload, accepts)
+        except (httpx.HTTPError, ValueError) as error:
+            # The job may have been posted: GET /jobs lists it, and a retry of this payment
+            # is refused with the job it funded.
+            return _error(503, "facilitator_unavailable", f"the facilitator did not confirm the settlement: {error}")
+        if not settled.success:
+            log.warning("settlement failed", extra={"fields": {"reason": settled.error_reason, "payer": settled.payer}})
+            return payment_required(request, accepts, settled.error_reason or "settlement_failed",
+                                    settled.error_message or "the facilitator could not settle the payment")  # fmt: skip
+        nonce = bytes.fromhex(payload.payload["authorization"]["nonce"].removeprefix("0x"))
+        job = await run_in_threadpool(chain.funded_by, settled.payer, nonce)
+        log.info("job posted", extra={"fields": {"job": job, "payer": settled.payer, "tx": settled.transaction}})
+        return JSONResponse(
+            {"job": job, "payer": settled.payer, "budget": int(accepts.amount), "transaction": settled.transaction,
+             "status": f"/jobs/{job}"},  # fmt: skip
+            status_code=201,
+            headers={"PAYMENT-RESPONSE": encode_payment_response_header(settled)},
+        )
+
+    @api.get("/jobs/{job_id}")
+    def get_job(job_id: int) -> JSONResponse:
+        job = chain.job(job_id)
+        if job is None:
+            return _error(404, "unknown_job", f"no job {job_id} on this market")
+        return JSONResponse(job)
+
+    @api.get("/jobs/{job_id}/outputs/{shard}/{replica}")
+    async def outputs_index(job_id: int, shard: int, replica: int, request: Request) -> Response:
+        return await relay(job_id, shard, replica, f"/outputs/{job_id}/{shard}/{replica}", request)
+
+    @api.get("/jobs/{job_id}/outputs/{shard}/{replica}/file")
+    async def outputs_file(job_id: int, shard: int, replica: int, path: str, request: Request) -> Response:
+        target = f"/outputs/{job_id}/{shard}/{replica}/file?{request.url.query}"
+        return await relay(job_id, shard, replica, target, request)
+
+    async def relay(job_id: int, shard: int, replica: int, target: str, request: Request) -> Response:
+        job = await run_in_threadpool(chain.job, job_id)
+        if job is None:
+            return _error(404, "unknown_job", f"no job {job_id} on this market")
+        try:
+            asset = job["shards"][shard]["replicas"][replica]["asset"]
+        except IndexError:
+            return _error(404, "unknown_replica", f"job {job_id} has no shard {shard} replica {replica}")
+        if not asset:
+            return _error(404, "not_assigned", f"shard {shard} replica {replica} was never assigned")
+        agent = await run_in_threadpool(chain.agent_of, asset)
+        base = agents.get(agent.lower())
+        if base is None:
+            return _error(502, "unknown_agent", f"no outputs server known for agent {agent} of asset {asset}")
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-computenet-")}
+        async with httpx.AsyncClient(timeout=60) as http:
+            answer = await http.get(base + target, headers=headers)
+        kept = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "x-merkle-proof", "x-merkle-root")}
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+    @api.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "time": int(time.time())}
+
+    return api
+
+
+def _mismatch(accepted: Any, offer: Any) -> str | None:
+    """What differs between the requirements a payment accepted and this job's offer."""
+    if accepted is None:
+        return "the payment does not say which offer it accepts"
+    for field in ("scheme", "network", "asset", "amount", "pay_to"):
+        mine, theirs = getattr(offer, field), getattr(accepted, field, None)
+        if str(mine).lower() != str(theirs).lower():
+            return f"the payment accepts {field} {theirs}, but this job's offer is {mine}"
+    if (accepted.extra or {}).get(JOB_EXTRA) != offer.extra[JOB_EXTRA]:
+        return "the payment was made for another job"
+    return None
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in error.errors())
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)

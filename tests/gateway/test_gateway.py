@@ -1,0 +1,424 @@
+"""The job gateway paid by the official x402 clients (httpx and requests) on anvil, through
+this project's facilitator: the payer holds no ETH, the escrow grows by exactly the job's
+budget, the job is posted for the payer, and what it did not use comes back at finalisation.
+Each refusal has the spec's reason and moves nothing; a front-run authorization funds its
+job exactly once.
+
+Like the facilitator's tests these run on an anvil of their own (x402 checks the wall clock);
+ape deploys the stack there, and everything after talks to it over web3.
+"""
+
+import asyncio
+import base64
+import json
+from dataclasses import replace
+
+import pytest
+import requests
+from eth_account import Account
+from web3 import Web3
+
+from agent.outputs import app as outputs_app
+from agent.outputs import sign_request
+from agent.store import LocalStore
+from computenet.connection import network_context
+from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
+from computenet.domain import Verification
+from computenet.eip3009 import TransferAuthorization, split
+from computenet.localnet import Anvil, ServedApp
+from computenet.manifest import build_manifest
+from computenet import merkle
+from computenet.merkle import MerkleTree
+from computenet.receipts import ExecutionReceipt
+from computenet.web3calls import Sender, contract
+from facilitator.jobs import JobSettlement
+from facilitator.refunds import Refunder
+from facilitator.service import build_facilitator, create_app
+from gateway.app import Chain
+from gateway.app import create_app as create_gateway
+
+NETWORK = "eip155:31337"
+TOKEN = 10**6
+CHALLENGE_WINDOW = 60  # short: finalising warps the clock, and x402 reads the wall clock
+IMAGE = "computenet/job@sha256:" + "ab" * 32
+OUTPUTS = {"out/result.txt": b"42\n", "log/container.log": b"done\n"}
+
+
+class Net:
+    """A fresh anvil with the whole stack, the facilitator and the gateway served on it."""
+
+    def __init__(self, project, accounts, tmp):
+        self.anvil = Anvil(log=tmp / "anvil.log")
+        owner, self.provider, self.keeper, self.facilitator = accounts[0], accounts[2], accounts[4], accounts[7]
+        self.agent, self.stranger = accounts[10], accounts[9]
+        with network_context(self.anvil.uri):
+            stack = deploy_stack(project, owner, parameters=replace(DEFAULT_PARAMETERS, challenge_window=CHALLENGE_WINDOW))
+            stack.market.set_facilitator(self.facilitator, True, sender=owner)
+            for who, spender in ((self.keeper, stack.keepers), (self.provider, stack.assets)):
+                stack.token.faucet(who, 10_000 * TOKEN, sender=who)
+                stack.token.approve(spender, 2**256 - 1, sender=who)
+            stack.keepers.register(100 * TOKEN, sender=self.keeper)
+            spec = (1, 81_920, 1, 16, 1, 100, 4_000_000_000, True, 1)
+            receipt = stack.assets.register(spec, self.agent, b"\x11" * 32, sender=self.provider)
+            self.asset = receipt.events.filter(stack.assets.AssetRegistered)[0].asset
+            stack.assets.add_stake(self.asset, 1_000 * TOKEN, sender=self.provider)
+        self.web3 = Web3(Web3.HTTPProvider(self.anvil.uri))
+        self.market = contract(self.web3, "JobMarket", stack.market.address)
+        self.token = contract(self.web3, "TestToken", stack.token.address)
+        self.sender = Sender(self.web3, self.facilitator.private_key)
+        self.jobs = JobSettlement(self.web3, self.sender, self.market.address, self.token.address)
+        self.facilitator_app = ServedApp(create_app(build_facilitator(self.facilitator.private_key, self.anvil.uri, [NETWORK]),
+                                                    [NETWORK], self.jobs))  # fmt: skip
+        self.outputs = tmp / "agent-work"
+        self.store = LocalStore(tmp / "agent-store")
+        self.chain = Chain(self.web3, self.market.address)
+        self.gateway = ServedApp(create_gateway(self.chain, self.facilitator_app.url, NETWORK,
+                                                outputs={self.agent.address: self.serve_outputs()}))  # fmt: skip
+
+    def serve_outputs(self):
+        client_of = lambda job: self.market.functions.job(job).call()[0].lower()  # noqa: E731
+        app = outputs_app(self.outputs, self.store, 31337, self.agent.address, lambda job, who: who.lower() == client_of(job))
+        self.outputs_server = ServedApp(app)
+        return self.outputs_server.url
+
+    def stop(self):
+        for served in (self.gateway, self.facilitator_app, self.outputs_server):
+            served.stop()
+        self.anvil.stop()
+
+    def send(self, account, call):
+        return Sender(self.web3, account.private_key).send(call)
+
+    def balance(self, who):
+        return self.token.functions.balanceOf(who).call()
+
+    def payer(self, amount):
+        """A fresh key holding `amount` tokens and no ETH."""
+        account = Account.create()
+        self.send(self.keeper, self.token.functions.faucet(account.address, amount))
+        return account
+
+    def now(self):
+        return self.web3.eth.get_block("latest")["timestamp"]
+
+
+@pytest.fixture(scope="module")
+def net(project, accounts, tmp_path_factory):
+    net = Net(project, accounts, tmp_path_factory.mktemp("gateway"))
+    yield net
+    net.stop()
+
+
+def job_body(net, shards=1, **overrides):
+    manifest = build_manifest(IMAGE, ["python3", "/in/run.py"], {"run.py": b"print(42)"}, timeout_seconds=600,
+                              max_output_bytes=1 << 20)  # fmt: skip
+    requirements = dict(min_vram_mib=40_960, gpu_count=1, max_price=200, max_gpu_seconds=600,
+                        deadline=net.now() + 86_400, shard_count=shards, replication=1,
+                        verification=int(Verification.OPTIMISTIC))  # fmt: skip
+    requirements.update(overrides)
+    return {"manifest": manifest.model_dump(mode="json"), "requirements": requirements}
+
+
+def clients(net, account, sync=False):
+    from x402 import x402Client, x402ClientSync
+    from x402.mechanisms.evm import EthAccountSigner
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    client = (x402ClientSync() if sync else x402Client()).set_spend_controls(
+        {"allowed_assets": [{"network": NETWORK, "asset": net.token.address}], "max_amount_per_payment": False}
+    )
+    return register_exact_evm_client(client, EthAccountSigner(account), networks="eip155:*")
+
+
+def decode(header):
+    return json.loads(base64.b64decode(header))
+
+
+def offer(net, body):
+    """The gateway's 402 for `body`: (PaymentRequired, its one offer as JSON)."""
+    from x402.http.utils import decode_payment_required_header
+
+    answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=30)
+    assert answer.status_code == 402, answer.text
+    return decode_payment_required_header(answer.headers["PAYMENT-REQUIRED"]), decode(answer.headers["PAYMENT-REQUIRED"])["accepts"][0]
+
+
+def signed_payment(net, account, body, **authorization):
+    """A payment for `body` as the official client makes it, its authorization changed by
+    `authorization` and signed again by `account`; returns the PAYMENT-SIGNATURE header."""
+    from x402.http.utils import encode_payment_signature_header
+
+    required, _ = offer(net, body)
+    payload = clients(net, account, sync=True).create_payment_payload(required)
+    if authorization:
+        auth = dict(payload.payload["authorization"], **{k: str(v) for k, v in authorization.items()})
+        signed = TransferAuthorization.from_x402(auth).sign(account.key, net.chain.token_name, net.chain.token_version,
+                                                            31337, net.token.address)  # fmt: skip
+        payload = payload.model_copy(update={"payload": {"authorization": auth, "signature": "0x" + signed.hex()}})
+    return encode_payment_signature_header(payload)
+
+
+def post_paid(net, body, header):
+    return requests.post(f"{net.gateway.url}/jobs", json=body, headers={"PAYMENT-SIGNATURE": header}, timeout=60)
+
+
+def test_an_unpaid_post_gets_the_jobs_offer(net):
+    body = job_body(net, shards=4)
+    _, accepts = offer(net, body)
+    quote = net.market.functions.quote((40_960, 1, 200, 600, body["requirements"]["deadline"], 4, 1, 0)).call()
+    assert int(accepts["amount"]) == quote == 4 * 200 * 600 * 10_150 // 10_000
+    assert (accepts["scheme"], accepts["network"], accepts["asset"], accepts["payTo"]) == (
+        "exact", NETWORK, net.token.address, net.market.address)  # fmt: skip
+    assert accepts["extra"]["computenetJob"]["requirements"]["shard_count"] == 4
+    assert accepts["extra"]["name"] == net.chain.token_name
+
+
+def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net):
+    from x402.http.clients.httpx import x402HttpxClient
+
+    account = net.payer(1_000 * TOKEN)
+    body = job_body(net)
+    escrow_before, jobs_before = net.balance(net.market.address), net.market.functions.job_count().call()
+
+    async def pay():
+        async with x402HttpxClient(clients(net, account)) as http:
+            return await http.post(f"{net.gateway.url}/jobs", json=body, timeout=60)
+
+    answer = asyncio.run(pay())
+    assert answer.status_code == 201, answer.text
+    job, budget = answer.json()["job"], answer.json()["budget"]
+    settled = decode(answer.headers["PAYMENT-RESPONSE"])
+    assert settled["success"] is True and settled["transaction"] == answer.json()["transaction"]
+    assert job == jobs_before + 1
+    assert net.balance(net.market.address) - escrow_before == budget  # exactly the job's budget
+    assert net.balance(account.address) == 1_000 * TOKEN - budget
+    assert net.web3.eth.get_balance(account.address) == 0  # the payer never held gas
+    status = requests.get(f"{net.gateway.url}/jobs/{job}", timeout=10).json()
+    assert status["client"] == account.address and status["escrow"] == budget
+    assert [s["state"] for s in status["shards"]] == ["open"]
+
+    # The job runs: a keeper assigns it, the agent submits a result, anyone finalises.
+    root = MerkleTree.from_files(OUTPUTS).root
+    net.send(net.keeper, net.market.functions.assign(job, 0, net.asset))
+    lease = net.market.functions.replica(job, 0, 0).call()[3]
+    receipt = ExecutionReceipt(job=job, shard=0, replica=0, lease=lease, asset=net.asset,
+                               manifest=bytes.fromhex(status["manifest_hash"][2:]), output_root=root, gpu_seconds=100,
+                               exit_code=0)  # fmt: skip
+    signature = receipt.sign(net.agent.private_key, 31337, net.market.address)
+    net.send(net.provider, net.market.functions.submit_result(job, 0, 0, root, 100, 0, signature))
+    net.anvil.rpc("evm_increaseTime", [CHALLENGE_WINDOW + 1])
+    net.anvil.rpc("evm_mine", [])
+    net.send(net.keeper, net.market.functions.finalize(job, 0))
+
+    paid = 100 * 100  # 100 GPU-seconds at the asset's price of 100
+    fees = paid * 100 // 10_000 + paid * 50 // 10_000
+    refund = budget - paid - fees
+    assert net.market.functions.credits(account.address).call() == refund
+    assert Refunder(net.web3, net.sender, net.market.address).run_once() == [account.address]
+    assert net.balance(account.address) == 1_000 * TOKEN - paid - fees  # the unused part came back
+    assert net.market.functions.credits(account.address).call() == 0
+    assert requests.get(f"{net.gateway.url}/jobs/{job}", timeout=10).json()["finished"] is True
+
+    # The payer reads the result through the gateway, signing for the agent's own path.
+    folder = net.outputs / f"computenet-{job}-0-0-1"
+    folder.mkdir(parents=True)
+    files = {leaf: net.store.put(data)["sha256"] for leaf, data in OUTPUTS.items()}
+    (folder / "outputs.json").write_text(json.dumps({"root": "0x" + root.hex(), "files": files}))
+    target = f"/outputs/{job}/0/0/file?path=out/result.txt"
+    fetched = requests.get(f"{net.gateway.url}/jobs/{job}/outputs/0/0/file?path=out/result.txt", timeout=10,
+                           headers=sign_request(account.key, 31337, net.agent.address, target))  # fmt: skip
+    assert fetched.status_code == 200 and fetched.content == b"42\n"
+    proof = [bytes.fromhex(p[2:]) for p in json.loads(fetched.headers["X-Merkle-Proof"])]
+    assert merkle.verify(proof, root, merkle.leaf("out/result.txt", b"42\n"))
+    stranger = requests.get(f"{net.gateway.url}/jobs/{job}/outputs/0/0/file?path=out/result.txt", timeout=10,
+                            headers=sign_request(Account.create().key, 31337, net.agent.address, target))  # fmt: skip
+    assert stranger.status_code == 403
+    assert requests.get(f"{net.gateway.url}/jobs/{job}/outputs/0/0", timeout=10).status_code == 401
+
+
+def test_the_requests_client_pays_a_job(net):
+    from x402.http.clients.requests import x402_requests
+
+    account = net.payer(1_000 * TOKEN)
+    escrow_before = net.balance(net.market.address)
+    with x402_requests(clients(net, account, sync=True)) as session:
+        answer = session.post(f"{net.gateway.url}/jobs", json=job_body(net, shards=2), timeout=60)
+    assert answer.status_code == 201, answer.text
+    job = answer.json()["job"]
+    assert net.market.functions.job(job).call()[0] == account.address
+    assert net.balance(net.market.address) - escrow_before == answer.json()["budget"]
+    assert len(requests.get(f"{net.gateway.url}/jobs/{job}", timeout=10).json()["shards"]) == 2
+
+
+@pytest.mark.parametrize(
+    "flaw, reason",
+    [
+        ("wrong amount", "invalid_exact_evm_payload_authorization_value_mismatch"),
+        ("expired", "invalid_exact_evm_payload_authorization_valid_before"),
+        ("not yet valid", "invalid_exact_evm_payload_authorization_valid_after"),
+        ("bad signature", "invalid_exact_evm_payload_signature"),
+        ("insufficient balance", "invalid_exact_evm_insufficient_balance"),
+        ("wrong payee", "invalid_exact_evm_payload_recipient_mismatch"),
+    ],
+)
+def test_a_bad_payment_gets_the_specs_reason_and_moves_nothing(net, flaw, reason):
+    account = net.payer(10 * TOKEN if flaw == "insufficient balance" else 1_000 * TOKEN)
+    body = job_body(net, shards=1 if flaw != "insufficient balance" else 100)
+    now = net.now()
+    changes = {
+        "wrong amount": {"value": 1},
+        "expired": {"validBefore": now - 10},
+        "not yet valid": {"validAfter": now + 3_600},
+        "wrong payee": {"to": net.stranger.address},
+        "insufficient balance": {},
+        "bad signature": {},
+    }[flaw]
+    header = signed_payment(net, account, body, **changes)
+    if flaw == "bad signature":  # well formed, but by another key
+        payload = decode(header)
+        auth = TransferAuthorization.from_x402(payload["payload"]["authorization"])
+        forged = auth.sign(Account.create().key, net.chain.token_name, net.chain.token_version, 31337, net.token.address)
+        payload["payload"]["signature"] = "0x" + forged.hex()
+        header = base64.b64encode(json.dumps(payload).encode()).decode()
+    before = net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call()
+
+    answer = post_paid(net, body, header)
+
+    assert answer.status_code == 402, answer.text
+    assert answer.json()["error"] == reason, answer.json()
+    assert answer.json()["message"]
+    assert decode(answer.headers["PAYMENT-REQUIRED"])["error"] == reason
+    assert (net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call()) == before
+
+
+def test_a_payment_for_another_job_token_or_network_is_refused(net):
+    account = net.payer(1_000 * TOKEN)
+    header = signed_payment(net, account, job_body(net, shards=1))
+    other_job = job_body(net, shards=1, max_gpu_seconds=601)
+    answer = post_paid(net, other_job, header)
+    assert answer.status_code == 402 and answer.json()["error"] == "invalid_payment_requirements"
+    assert "amount" in answer.json()["message"] or "another job" in answer.json()["message"]
+    for field, value in (("network", "eip155:8453"), ("asset", Account.create().address), ("scheme", "upto")):
+        payload = decode(header)
+        payload["accepted"][field] = value
+        forged = base64.b64encode(json.dumps(payload).encode()).decode()
+        answer = post_paid(net, job_body(net, shards=1), forged)
+        assert answer.status_code == 402 and field in answer.json()["message"], answer.json()
+    assert net.balance(account.address) == 1_000 * TOKEN
+
+
+def test_a_replayed_payment_is_refused_and_credited_once(net):
+    account = net.payer(1_000 * TOKEN)
+    body = job_body(net)
+    header = signed_payment(net, account, body)
+    first = post_paid(net, body, header)
+    assert first.status_code == 201
+    jobs, escrow = net.market.functions.job_count().call(), net.balance(net.market.address)
+
+    again = post_paid(net, body, header)
+
+    assert again.status_code == 402 and again.json()["error"] == "invalid_exact_evm_nonce_already_used"
+    assert f"job {first.json()['job']}" in again.json()["message"]
+    assert (net.market.functions.job_count().call(), net.balance(net.market.address)) == (jobs, escrow)
+
+
+def test_a_front_run_authorization_funds_its_job_exactly_once(net):
+    """Someone submits the client's signed authorization straight to the token first: the
+    tokens reach the market credited to no one, and the gateway's post still funds the job
+    on them, once."""
+    account = net.payer(1_000 * TOKEN)
+    body = job_body(net)
+    header = signed_payment(net, account, body)
+    payload = decode(header)["payload"]
+    auth = TransferAuthorization.from_x402(payload["authorization"])
+    net.send(net.stranger, net.token.functions.transferWithAuthorization(*auth.token_args(bytes.fromhex(payload["signature"][2:]))))
+    escrow = net.balance(net.market.address)
+    assert escrow and net.balance(account.address) == 1_000 * TOKEN - auth.value
+
+    answer = post_paid(net, body, header)
+
+    assert answer.status_code == 201, answer.text
+    job = answer.json()["job"]
+    funded = net.market.events.JobFundedByAuthorization().get_logs(from_block=0, argument_filters={"job": job})
+    assert [e["args"]["front_run"] for e in funded] == [True]
+    assert net.balance(net.market.address) == escrow  # no second transfer
+    assert net.balance(account.address) == 1_000 * TOKEN - auth.value
+    assert net.market.functions.job(job).call()[1] == auth.value  # the job's escrow holds the tokens
+    assert post_paid(net, body, header).json()["error"] == "invalid_exact_evm_nonce_already_used"
+    assert net.market.functions.job_count().call() == job
+
+
+def test_a_front_run_landing_while_settling_is_caught(net):
+    """The race: the facilitator's post is on its way when the front run lands; the revert is
+    recognised and the job posted on the front-run tokens."""
+    from x402.http.utils import decode_payment_signature_header
+    from x402.schemas import PaymentRequirements
+
+    account = net.payer(1_000 * TOKEN)
+    body = job_body(net)
+    header = signed_payment(net, account, body)
+    payload = decode_payment_signature_header(header)
+    requirements = PaymentRequirements.model_validate(decode(header)["accepted"])
+    payment = net.jobs.payment(payload, requirements)
+    assert net.jobs.spent(payment) is False  # checked before the front run...
+    net.send(net.stranger, net.token.functions.transferWithAuthorization(
+        *payment.authorization.token_args(bytes.fromhex(payment.signature[2:]))))  # fmt: skip
+    escrow = net.balance(net.market.address)
+
+    job, _ = net.jobs.post(payment, front_run=False)  # ...sent after it
+
+    assert net.market.functions.funded_by(account.address, payment.authorization.nonce).call() == job
+    assert net.balance(net.market.address) == escrow
+
+
+def test_a_cancelled_authorization_funds_nothing(net):
+    """A nonce the payer cancelled is used at the token but moved no money: refused."""
+    account = net.payer(1_000 * TOKEN)
+    body = job_body(net)
+    header = signed_payment(net, account, body)
+    nonce = bytes.fromhex(decode(header)["payload"]["authorization"]["nonce"][2:])
+    typed = {"types": {"EIP712Domain": [{"name": n, "type": t} for n, t in (("name", "string"), ("version", "string"),
+                       ("chainId", "uint256"), ("verifyingContract", "address"))],
+                       "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}]},
+             "primaryType": "CancelAuthorization",
+             "domain": {"name": net.chain.token_name, "version": net.chain.token_version, "chainId": 31337,
+                        "verifyingContract": net.token.address},
+             "message": {"authorizer": account.address, "nonce": nonce}}  # fmt: skip
+    v, r, s = split(Account.sign_typed_data(account.key, full_message=typed).signature)
+    net.send(net.stranger, net.token.functions.cancelAuthorization(account.address, nonce, v, r, s))
+    before = net.balance(net.market.address), net.market.functions.job_count().call()
+
+    answer = post_paid(net, body, header)
+
+    assert answer.status_code == 402 and answer.json()["error"] == "invalid_exact_evm_nonce_already_used"
+    assert "without paying the market" in answer.json()["message"]
+    assert (net.balance(net.market.address), net.market.functions.job_count().call()) == before
+
+
+def test_bad_requests_are_named(net):
+    body = job_body(net)
+    body["manifest"]["image"] = "not a digest"
+    answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_manifest" and "image" in answer.json()["message"]
+    soon = job_body(net, deadline=net.now() + 10)
+    answer = requests.post(f"{net.gateway.url}/jobs", json=soon, timeout=10)
+    assert answer.status_code == 422 and answer.json()["message"] == "job_market: deadline too soon"
+    answer = requests.post(f"{net.gateway.url}/jobs", json={"manifest": {}}, timeout=10)
+    assert answer.status_code == 422 and "requirements" in answer.json()["message"]
+    assert requests.get(f"{net.gateway.url}/jobs/999999", timeout=10).status_code == 404
+
+
+def test_a_network_the_facilitator_does_not_serve_answers_503_and_the_server_lives(net):
+    served = ServedApp(create_gateway(net.chain, net.facilitator_app.url, "eip155:8453"))
+    try:
+        answer = requests.post(f"{served.url}/jobs", json=job_body(net), timeout=10)
+        assert answer.status_code == 503 and "eip155:8453" in answer.json()["message"]
+        assert requests.get(f"{served.url}/health", timeout=10).json()["status"] == "ok"
+        down = ServedApp(create_gateway(net.chain, "http://127.0.0.1:9", NETWORK))
+        try:
+            answer = requests.post(f"{down.url}/jobs", json=job_body(net), timeout=10)
+            assert answer.status_code == 503 and "cannot be reached" in answer.json()["message"]
+        finally:
+            down.stop()
+    finally:
+        served.stop()
