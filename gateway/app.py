@@ -212,7 +212,7 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
             return payment_required(request, accepts, "invalid_payload", f"PAYMENT-SIGNATURE is not an x402 payment: {error}")
         mismatch = _mismatch(getattr(payload, "accepted", None), accepts)
         if mismatch:
-            return payment_required(request, accepts, "invalid_payment_requirements", mismatch)
+            return payment_required(request, accepts, *mismatch)
 
         try:
             verified = await facilitator.verify(payload, accepts)
@@ -287,16 +287,21 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
     return api
 
 
-def _mismatch(accepted: Any, offer: Any) -> str | None:
-    """What differs between the requirements a payment accepted and this job's offer."""
+# The spec's reason for a payment that accepted another value of each field.
+_MISMATCH_REASONS = {"scheme": "unsupported_scheme", "network": "invalid_network"}
+
+
+def _mismatch(accepted: Any, offer: Any) -> tuple[str, str] | None:
+    """(reason, message) when the requirements a payment accepted are not this job's offer."""
     if accepted is None:
-        return "the payment does not say which offer it accepts"
+        return "invalid_payload", "the payment does not say which offer it accepts"
     for field in ("scheme", "network", "asset", "amount", "pay_to"):
         mine, theirs = getattr(offer, field), getattr(accepted, field, None)
         if str(mine).lower() != str(theirs).lower():
-            return f"the payment accepts {field} {theirs}, but this job's offer is {mine}"
+            reason = _MISMATCH_REASONS.get(field, "invalid_payment_requirements")
+            return reason, f"the payment accepts {field} {theirs}, but this job's offer is {mine}"
     if (accepted.extra or {}).get(JOB_EXTRA) != offer.extra[JOB_EXTRA]:
-        return "the payment was made for another job"
+        return "invalid_payment_requirements", "the payment was made for another job"
     return None
 
 

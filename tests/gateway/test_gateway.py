@@ -298,12 +298,14 @@ def test_a_payment_for_another_job_token_or_network_is_refused(net):
     answer = post_paid(net, other_job, header)
     assert answer.status_code == 402 and answer.json()["error"] == "invalid_payment_requirements"
     assert "amount" in answer.json()["message"] or "another job" in answer.json()["message"]
-    for field, value in (("network", "eip155:8453"), ("asset", Account.create().address), ("scheme", "upto")):
+    for field, value, reason in (("network", "eip155:8453", "invalid_network"), ("scheme", "upto", "unsupported_scheme"),
+                                 ("asset", Account.create().address, "invalid_payment_requirements")):  # fmt: skip
         payload = decode(header)
         payload["accepted"][field] = value
         forged = base64.b64encode(json.dumps(payload).encode()).decode()
         answer = post_paid(net, job_body(net, shards=1), forged)
-        assert answer.status_code == 402 and field in answer.json()["message"], answer.json()
+        assert answer.status_code == 402 and answer.json()["error"] == reason, answer.json()
+        assert field in answer.json()["message"] and value in answer.json()["message"]
     assert net.balance(account.address) == 1_000 * TOKEN
 
 
