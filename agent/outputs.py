@@ -20,52 +20,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from computenet import signed_requests
 from computenet.merkle import MerkleTree
 from agent.store import LocalStore
 
-MAX_VALIDITY = 300  # seconds a signed request may be valid for
-
-
-def request_message(chain_id: int, agent: str, target: str, expires: int) -> str:
-    return f"computenet outputs|{chain_id}|{agent.lower()}|GET {target}|{expires}"
+SCOPE = "outputs"
 
 
 def sign_request(private_key: Any, chain_id: int, agent: str, target: str, validity: int = 60) -> dict[str, str]:
     """Headers that authorise one GET of `target` (path and query) at `agent`'s server."""
-    expires = int(time.time()) + validity
-    signed = Account.sign_message(encode_defunct(text=request_message(chain_id, agent, target, expires)), private_key)
-    return {
-        "X-Computenet-Address": Account.from_key(private_key).address,
-        "X-Computenet-Expires": str(expires),
-        "X-Computenet-Signature": "0x" + bytes(signed.signature).hex(),
-    }
-
-
-def caller(headers: Any, chain_id: int, agent: str, target: str, now: float) -> str:
-    """The address that signed this request; HTTPException 401 naming what is wrong."""
-    try:
-        address, expires, signature = (headers[h] for h in ("X-Computenet-Address", "X-Computenet-Expires",
-                                                            "X-Computenet-Signature"))  # fmt: skip
-        expires_at = int(expires)
-    except (KeyError, ValueError):
-        raise HTTPException(401, "sign the request: X-Computenet-Address, X-Computenet-Expires, X-Computenet-Signature")
-    if expires_at < now:
-        raise HTTPException(401, "the request's signature has expired")
-    if expires_at > now + MAX_VALIDITY:
-        raise HTTPException(401, f"the request's signature is valid for over {MAX_VALIDITY} s")
-    try:
-        signer = Account.recover_message(encode_defunct(text=request_message(chain_id, agent, target, expires_at)),
-                                         signature=signature)  # fmt: skip
-    except Exception:
-        raise HTTPException(401, "the request's signature is malformed") from None
-    if signer.lower() != address.lower():
-        raise HTTPException(401, "the request's signature is not by X-Computenet-Address")
-    return signer
+    return signed_requests.sign_request(private_key, SCOPE, chain_id, agent, f"GET {target}", validity)
 
 
 def app(work: Path, store: LocalStore, chain_id: int, agent: str, allowed: Callable[[int, str], bool]) -> FastAPI:
@@ -74,7 +41,7 @@ def app(work: Path, store: LocalStore, chain_id: int, agent: str, allowed: Calla
 
     def index(job: int, shard: int, replica: int, request: Request) -> dict:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        who = caller(request.headers, chain_id, agent, target, time.time())
+        who = signed_requests.caller(request.headers, SCOPE, chain_id, agent, f"GET {target}", time.time())
         if not allowed(job, who):
             raise HTTPException(403, f"{who} is neither job {job}'s client nor a bonded verifier")
         found = sorted(work.glob(f"computenet-{job}-{shard}-{replica}-*/outputs.json"))

@@ -28,19 +28,23 @@ and the refusal is logged (the HTTP detail is "rule N (name): what is wrong"):
 
   1. open-dispute: the job and shard must exist (else 404) and the shard must have an open
      dispute on chain, some replica in state DISPUTED (else 409).
-  2. receipts: every receipt must be the one the chain holds for a replica under ruling
+  2. caller: the request must be signed (computenet.signed_requests: scope "disputes", the
+     facilitator's address, request "POST /disputes <sha256 of the body>") by the job's
+     client, the shard's challenger, an active keeper or the owner of one of the shard's
+     assets: those with a stake in the ruling or a bond. Else 401 (unsigned) or 403.
+  3. receipts: every receipt must be the one the chain holds for a replica under ruling
      (SUBMITTED or DISPUTED): its output root is the replica's on-chain root, its GPU-seconds
      capped at the job's maximum are the chain's metering, and its EIP-712 signature over the
      replica's current lease and asset and the job's manifest recovers to the asset's agent
      (`ComputeAsset.agentOf`). Else 400 naming the receipt and what is wrong.
-  3. proofs: every Merkle proof must link its file to its replica's on-chain root, with the
+  4. proofs: every Merkle proof must link its file to its replica's on-chain root, with the
      leaf and node hashing `JobMarket.verify_output` uses (computenet.merkle) — a replica
      under ruling again. Else 400 naming the proof.
-  4. re-execution: the evidence must carry a re-execution, laid out as the agent commits a
+  5. re-execution: the evidence must carry a re-execution, laid out as the agent commits a
      result (leaves `out/<path>` and the log `log/container.log`, which is required). Receipts
      and proofs only show what replicas committed to, never which commitment is right, so
      without one the facilitator refuses: 400 "evidence needs a re-execution".
-  5. ruling: `valid_root` is the Merkle root of the re-execution's files, computed with the
+  6. ruling: `valid_root` is the Merkle root of the re-execution's files, computed with the
      code the agent commits with (computenet.merkle.MerkleTree). Every replica under ruling
      whose root equals it is upheld; every other one is rejected (the chain slashes it and
      reopens it), and none upheld when none matches. A rejected replica's reason names each
@@ -49,7 +53,8 @@ and the refusal is logged (the HTTP detail is "rule N (name): what is wrong"):
      when the market refused it, e.g. the dispute was resolved meanwhile; 503 otherwise).
 
 Trust: the facilitator does not run the container itself; the re-execution is taken as the
-truth, so POST /disputes must only be reachable by the operators and verifiers it trusts.
+truth. Rule 2 limits who may bring it to those with a stake or a bond in the shard, and the
+audit log names the caller of every decision.
 
 Audit log: one JSON line per decision, written with flush and fsync: time (UTC, ISO 8601),
 job, shard, evidence_sha256 (of the evidence's canonical JSON: keys sorted, no spaces, as
@@ -67,14 +72,17 @@ import hashlib
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from pydantic import AfterValidator, BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from web3.exceptions import ContractLogicError
 
+from computenet import signed_requests
 from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
 from computenet.errors import ContractRevert, InvalidSignature, JobMarketError
 from computenet.merkle import MAX_PROOF_DEPTH, MerkleTree, leaf, verify
@@ -82,7 +90,8 @@ from computenet.receipts import ExecutionReceipt
 from computenet.web3calls import Sender, contract
 from agent.execute import LOG_LEAF, OUTPUT_PREFIX
 
-RULES = ("open-dispute", "receipts", "proofs", "re-execution", "ruling")
+RULES = ("open-dispute", "caller", "receipts", "proofs", "re-execution", "ruling")
+SCOPE = "disputes"  # of the signed requests (computenet.signed_requests)
 # The replicas `resolve` rules on: the disputed ones and those submitted beside them.
 UNDER_RULING = (ReplicaState.SUBMITTED, ReplicaState.DISPUTED)
 
@@ -397,12 +406,18 @@ class Arbiter:
         return ChainFacts(self.web3.eth.chain_id, self.market.address, job, shard, bytes(manifest_hash),
                           max_gpu_seconds, tuple(replicas), agents)  # fmt: skip
 
-    def arbitrate(self, evidence: Evidence) -> dict[str, Any]:
-        """Rules on the evidence's shard and resolves it on chain; raises Refused (logged) when it cannot."""
+    def arbitrate(self, evidence: Evidence, caller: str | None = None) -> dict[str, Any]:
+        """Rules on the evidence's shard and resolves it on chain; raises Refused (logged) when it
+        cannot. `caller` is the request's signer (None: a trusted in-process call)."""
         base = {"job": evidence.job, "shard": evidence.shard, "evidence_sha256": evidence_sha256(evidence)}
+        if caller is not None:
+            base["caller"] = caller
         with self._lock:
             try:
-                decision = decide(evidence, self.facts(evidence.job, evidence.shard))
+                facts = self.facts(evidence.job, evidence.shard)
+                if caller is not None:
+                    self._check_caller(caller, facts)
+                decision = decide(evidence, facts)
                 try:
                     receipt = self.sender.send(self.market.functions.resolve(evidence.job, evidence.shard,
                                                                              decision.valid_root))  # fmt: skip
@@ -418,6 +433,26 @@ class Arbiter:
             self.log.append(_stamp(answer | {"rules": list(RULES), "decision": "resolved",
                                              "block": receipt["blockNumber"]}))  # fmt: skip
         return {key: answer[key] for key in ("job", "shard", "valid_root", "upheld", "rejected", "transaction")}
+
+    def _check_caller(self, caller: str, facts: ChainFacts) -> None:
+        """Rule 2: only those with a stake or a bond in the shard may bring evidence."""
+        calls = self.market.functions
+        allowed = {str(calls.job(facts.job).call()[0]).lower(), str(calls.challenge_of(facts.job, facts.shard).call()[0]).lower()}
+        allowed |= {str(self.assets.functions.ownerOf(rep.asset).call()).lower() for rep in facts.replicas if rep.asset}
+        if caller.lower() in allowed:
+            return
+        keepers = contract(self.web3, "KeeperRegistry", calls.KEEPERS().call())
+        try:
+            keepers.functions.active_keeper_id(caller).call()  # reverts for all but active keepers
+            return
+        except ContractLogicError:
+            pass
+        raise Refused(403, "caller", f"{caller} is neither job {facts.job}'s client, the challenger, an owner of the "
+                                     "shard's assets nor an active keeper")  # fmt: skip
+
+    @property
+    def chain_id(self) -> int:
+        return self.web3.eth.chain_id
 
     def entries(self) -> list[dict[str, Any]]:
         """The audit log, oldest first."""
@@ -439,15 +474,35 @@ def _stamp(entry: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- HTTP
 
 
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def _headers(request: Request) -> Any:
+    return request.headers
+
+
+def sign(private_key: Any, chain_id: int, facilitator: str, body: bytes, validity: int = 60) -> dict[str, str]:
+    """Headers that authorise POSTing `body` to `facilitator`'s /disputes (rule 2)."""
+    target = f"POST /disputes {hashlib.sha256(body).hexdigest()}"
+    return signed_requests.sign_request(private_key, SCOPE, chain_id, facilitator, target, validity)
+
+
 def router(arbiter: Arbiter) -> APIRouter:
     """POST /disputes and GET /disputes over `arbiter`. Handlers are plain `def`, so FastAPI runs
     their blocking web3 calls in its threadpool."""
     api = APIRouter()
 
     @api.post("/disputes")
-    def post_dispute(evidence: Evidence) -> dict:
+    def post_dispute(body: bytes = Depends(_raw_body), headers: Any = Depends(_headers)) -> dict:
+        target = f"POST /disputes {hashlib.sha256(body).hexdigest()}"
+        who = signed_requests.caller(headers, SCOPE, arbiter.chain_id, arbiter.sender.address, target, time.time())
         try:
-            return arbiter.arbitrate(evidence)
+            evidence = Evidence.model_validate_json(body)
+        except ValidationError as error:
+            raise HTTPException(422, error.errors(include_url=False, include_context=False, include_input=False)) from None
+        try:
+            return arbiter.arbitrate(evidence, who)
         except Refused as refusal:
             raise HTTPException(refusal.status, str(refusal)) from None
 

@@ -5,6 +5,7 @@ chain's own events, stakes and credits, and a refusal must leave the chain untou
 
 import base64
 import hashlib
+import json as _json
 import json
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from hexbytes import HexBytes
 from computenet.domain import Replica, ReplicaState
 from computenet.merkle import MerkleTree
 from computenet.web3calls import Sender
-from facilitator.disputes import RULES, Arbiter, AuditLog, ChainFacts, Evidence, Refused, decide, router
+from facilitator.disputes import RULES, Arbiter, AuditLog, ChainFacts, Evidence, Refused, decide, router, sign
 
 TOKEN = 10**6
 STAKE = 1_000 * TOKEN  # register_asset's default stake
@@ -88,12 +89,28 @@ def arbiter(chain, market, assets, facilitator, tmp_path):
     return Arbiter(web3, sender, market.address, assets.address, tmp_path / "audit" / "disputes.jsonl")
 
 
+class SignedApi:
+    """The HTTP layer; each POST is signed (rule 2), by the job's client unless told."""
+
+    def __init__(self, http, arbiter, signer):
+        self.http, self.arbiter, self.signer = http, arbiter, signer
+
+    def post(self, path, json, signer=None, headers=None):
+        body = _json.dumps(json).encode()
+        if headers is None:
+            headers = sign((signer or self.signer).private_key, self.arbiter.chain_id, self.arbiter.sender.address, body)
+        return self.http.post(path, content=body, headers={"Content-Type": "application/json", **headers})
+
+    def get(self, path):
+        return self.http.get(path)
+
+
 @pytest.fixture
-def api(arbiter):
+def api(arbiter, client):
     app = FastAPI()
     app.include_router(router(arbiter))
     with TestClient(app) as http:
-        yield http
+        yield SignedApi(http, arbiter, client)
 
 
 @dataclass
@@ -364,7 +381,7 @@ def test_the_audit_log_has_one_line_per_decision(chain, market, api, arbiter, mi
     assert api.get("/disputes").json() == entries
     assert [e["decision"] for e in entries] == ["refused", "resolved", "refused"]
     assert [e["evidence_sha256"] for e in entries] == [canonical_sha256(b) for b in (refused, ruled, ruled)]
-    assert [e["rules"] for e in entries] == [list(RULES[:4]), list(RULES), list(RULES[:1])]
+    assert [e["rules"] for e in entries] == [list(RULES[:5]), list(RULES), list(RULES[:1])]
     assert entries[2]["reason"] == f"job {mismatch.job} shard 0 has no open dispute"
     assert all(e["job"] == mismatch.job and e["shard"] == 0 and e["time"].endswith("+00:00") for e in entries)
 
@@ -435,3 +452,24 @@ def test_decide_needs_an_open_dispute():
     with pytest.raises(Refused) as refused:
         decide(Evidence.model_validate(evidence(1)), facts)
     assert (refused.value.status, refused.value.rule, refused.value.rules) == (409, "open-dispute", ["open-dispute"])
+
+
+def test_only_those_with_a_stake_or_a_bond_may_bring_evidence(api, chain, market, mismatch, stranger, keeper, provider2, arbiter):
+    """Rule 2: an unsigned request is 401, a stranger's 403 (logged), and nothing changes;
+    the job's client, an asset's owner and an active keeper are heard."""
+    body = evidence(mismatch.job)
+    nonce = chain.provider.web3.eth.get_transaction_count(arbiter.sender.address)
+    unsigned = api.post("/disputes", json=body, headers={})
+    assert unsigned.status_code == 401 and "sign the request" in unsigned.json()["detail"]
+    signed_for_other_body = sign(stranger.private_key, arbiter.chain_id, arbiter.sender.address, b"{}")
+    assert api.post("/disputes", json=body, headers=signed_for_other_body).status_code == 401
+    refused = api.post("/disputes", json=body, signer=stranger)
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith(f"rule 2 (caller): {stranger.address} is neither")
+    assert chain.provider.web3.eth.get_transaction_count(arbiter.sender.address) == nonce
+    assert [int(market.replica(mismatch.job, 0, r).state) for r in range(2)] == [3, 3]  # both still disputed
+    entry = arbiter.entries()[-1]
+    assert (entry["decision"], entry["rule"], entry["caller"]) == ("refused", "caller", stranger.address)
+    for allowed in (provider2, keeper):  # the dishonest asset's owner; an active keeper
+        answer = api.post("/disputes", json={**body, "reexecution": None}, signer=allowed)
+        assert answer.status_code == 400 and "rule 5 (re-execution)" in answer.json()["detail"]
