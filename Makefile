@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node redis docker compile test gas-snapshot clean distclean
+.PHONY: venv node redis docker compile test demo demo-faults gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -64,6 +64,17 @@ compile: venv
 test: venv node redis docker
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) $(ARGS)
+
+# The whole network on this machine, end to end (README: what it shows). DEMO_ARGS: see python -m demo --help.
+DEMO_ARGS ?=
+demo: venv node redis docker
+	$(RUN) $(VENV)/bin/ape compile
+	$(RUN) $(VENV)/bin/python -m demo $(DEMO_ARGS)
+
+# The same network under faults: a killed agent and keeper, Redis restarted, a dishonest agent.
+demo-faults: venv node redis docker
+	$(RUN) $(VENV)/bin/ape compile
+	$(RUN) $(VENV)/bin/python -m demo --faults $(DEMO_ARGS)
 
 clean:
 	rm -rf .build .cache .pytest_cache .hypothesis *.egg-info

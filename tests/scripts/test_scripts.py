@@ -179,6 +179,25 @@ def test_job_commands(ape_run, sdk, accounts, manifest_file, chain):
     assert [sdk.replica(1, s, 0).state.name for s in (0, 1)] == ["CANCELLED", "OPEN"]
 
 
+def test_status_lists_assets_jobs_queues_and_settlements(ape_run, sdk, accounts, manifest_file, redis_server):
+    ape_run.ok("faucet", "5000", account=3)
+    ape_run.ok("provider", "register", "--agent", accounts[10].address, "--gpu-model", "1", "--vram-mib", "81920",
+               "--gpus", "8", "--cpu-cores", "64", "--region", "276", "--price", "0.0004", "--days", "30",
+               "--stake", "500", account=3)  # fmt: skip
+    ape_run.ok("faucet", "100", account=1)
+    ape_run.ok("job", "post", str(manifest_file()), "--shards", "2", "--min-vram-mib", "16384", "--gpus", "1",
+               "--max-price", "0.0005", "--max-gpu-seconds", "600", "--hours", "2", account=1)  # fmt: skip
+    redis_server.client(5).rpush("computenet-keeper-a", b"x", b"y")
+    out = ape_run.ok("status", "--redis", redis_server.url(5), "--keepers", "keeper-a,keeper-b")
+    assert "assets" in out and "jobs (shards by state)" in out and "keeper queues" in out and "recent settlements" in out
+    asset = sdk.asset(1)
+    assert asset.owner in out and "0.0004" in out  # the registered asset and its price
+    job_rows = [line for line in out.splitlines() if line.startswith("│ 1 ") and sdk.job(1).client in line]
+    assert job_rows and job_rows[0].split("│")[3].strip() == "2"  # two shards
+    queue_rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines() if "keeper-" in line}
+    assert queue_rows == {"keeper-a": "2", "keeper-b": "0"}
+
+
 def test_error_paths_print_one_clear_line(ape_run, deployed, manifest_file):
     assert ape_run.fails("job", "status", "9") == "no job 9"
     assert ape_run.fails("job", "cancel", "9", account=1) == "no job 9"

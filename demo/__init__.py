@@ -1,0 +1,1 @@
+"""The whole network end to end on one machine (`make demo`)."""

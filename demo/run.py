@@ -1,0 +1,268 @@
+"""What the demo does on a running network: two clients post jobs (one with `ape run job post`,
+one paying over x402 with the official client), live progress until both jobs are finished and
+refunded, every output checked against its root, the settlement table, and the check that no
+money appeared or vanished."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from computenet.cli import format_amount
+from computenet.manifest import build_manifest, canonical_json
+from computenet.merkle import MerkleTree
+from computenet.signed_requests import sign_request
+from computenet.web3calls import contract
+from demo.network import CLIENT, Network
+from examples import workloads
+
+ROOT = Path(__file__).resolve().parent.parent
+STATES = ("open", "assigned", "submitted", "disputed", "finalized")
+
+
+class Chain:
+    """The demo's reads, over web3."""
+
+    def __init__(self, net: Network) -> None:
+        from web3 import Web3
+
+        self.web3 = Web3(Web3.HTTPProvider(net.anvil.uri))
+        self.market = contract(self.web3, "JobMarket", net.stack.market.address)
+        self.token = contract(self.web3, "TestToken", net.stack.token.address)
+        self.assets = contract(self.web3, "ComputeAsset", net.stack.assets.address)
+
+    def logs(self, event: str, **filters: Any) -> list:
+        return getattr(self.market.events, event)().get_logs(from_block=0, argument_filters=filters or None)
+
+    def gas(self, tx: Any) -> int:
+        return int(self.web3.eth.get_transaction_receipt(tx)["gasUsed"])
+
+
+def end_to_end(net: Network, console: Console, say: Callable[[str], None], *, shards: int, timeout: float) -> bool:
+    chain = Chain(net)
+    holders = _holders(net)
+    supply, before = chain.token.functions.totalSupply().call(), _balances(chain, holders)
+
+    inference = post_with_ape_run(net, chain, say, shards)
+    hashing = pay_over_x402(net, chain, say)
+    jobs = {inference: "batch inference (ape run job post)", hashing: "hashing (x402, official httpx client)"}
+    follow(net, chain, console, jobs, timeout, payer=net.payer.address)
+    say("every shard finalized; the x402 payer's refund is paid")
+
+    checked = verify_outputs(net, chain, jobs)
+    say(f"[green]outputs verified:[/green] {checked} files, each in its replica's on-chain Merkle root")
+    console.print(settlement_table(net, chain, jobs))
+    console.print(gas_table(chain, jobs))
+
+    after = _balances(chain, holders)
+    if chain.token.functions.totalSupply().call() != supply or sum(after.values()) != sum(before.values()):
+        console.print(f"[red]conservation failed:[/red] {sum(before.values())} before, {sum(after.values())} after")
+        return False
+    say(f"[green]conservation:[/green] the {len(holders)} accounts and contracts hold {format_amount(sum(after.values()))} "
+        "tokens before and after; nothing appeared or vanished")  # fmt: skip
+    return True
+
+
+# ----------------------------------------------------------------- the two clients
+
+
+def post_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], shards: int) -> int:
+    """Client 1: writes a batch-inference manifest and its inputs, and posts it with `ape run job post`."""
+    command, env, inputs = workloads.batch_inference(records=40 * shards)
+    folder = net.logdir / "client-inference"
+    for path, data in inputs.items():
+        (folder / "inputs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "inputs" / path).write_bytes(data)
+    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env)
+    (folder / "manifest.json").write_bytes(canonical_json(manifest))
+    argv = [str(ROOT / ".venv" / "bin" / "ape"), "run", "job", "post", str(folder / "manifest.json"),
+            "--shards", str(shards), "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1",
+            "--store", net.store.url, "--inputs", str(folder / "inputs"),
+            "--network", net.anvil.uri, "--account", f"TEST::{CLIENT}"]  # fmt: skip
+    env_vars = os.environ | {"COMPUTENET_DEPLOYMENTS": str(net.deployments), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    say("client 1: " + " ".join(["ape", *argv[1:]]).replace(str(net.logdir) + "/", ""))
+    done = subprocess.run(argv, cwd=ROOT, env=env_vars, capture_output=True, text=True, timeout=120)
+    (net.logdir / "client-inference.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"ape run job post failed: {(done.stderr or done.stdout).strip()[-400:]}")
+    for line in done.stdout.splitlines():
+        if not line.startswith("INFO:"):
+            say(f"  {line}")
+    return int(done.stdout.split("job ", 1)[1].split()[0])
+
+
+def pay_over_x402(net: Network, chain: Chain, say: Callable[[str], None]) -> int:
+    """Client 2: holds tokens and no ETH; its x402 client pays the gateway's 402 for a hashing job."""
+    from agent.store import StoreClient
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+    from x402.mechanisms.evm import EthAccountSigner
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    command, env, inputs = workloads.hashing(files=8, rounds=2000)
+    store = StoreClient(net.store.url)
+    for data in inputs.values():
+        store.put(data)
+    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env)
+    now = chain.web3.eth.get_block("latest")["timestamp"]
+    body = {"manifest": manifest.model_dump(mode="json"),
+            "requirements": {"min_vram_mib": 0, "gpu_count": 0, "max_price": 20_000, "max_gpu_seconds": 30,
+                             "deadline": now + 3_600, "shard_count": 4, "replication": 1, "verification": 0}}  # fmt: skip
+    client = x402Client().set_spend_controls({"allowed_assets": [{"network": f"eip155:{net.chain_id}",
+                                                                  "asset": chain.token.address}],
+                                              "max_amount_per_payment": False})  # fmt: skip
+    register_exact_evm_client(client, EthAccountSigner(net.payer), networks="eip155:*")
+
+    async def pay():
+        async with x402HttpxClient(client) as http:
+            return await http.post(f"{net.gateway_url}/jobs", json=body, timeout=120)
+
+    answer = asyncio.run(pay())
+    if answer.status_code != 201:
+        raise RuntimeError(f"the gateway refused the paid job: {answer.status_code} {answer.text[:400]}")
+    job = answer.json()
+    say(f"client 2 ({net.payer.address}, 0 ETH) paid {format_amount(job['budget'])} over x402: job {job['job']} "
+        f"posted, settlement {job['transaction'][:18]}...")  # fmt: skip
+    return int(job["job"])
+
+
+# ----------------------------------------------------------------- progress
+
+
+def follow(net: Network, chain: Chain, console: Console, jobs: dict[int, str], timeout: float, payer: str | None = None) -> None:
+    """Live progress until every job is finished (and `payer`, an x402 client, is refunded)."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"))
+    tasks = {job: progress.add_task(f"job {job} {name}", total=None, states="") for job, name in jobs.items()}
+    deadline = time.monotonic() + timeout
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            views = {job: requests.get(f"{net.gateway_url}/jobs/{job}", timeout=10).json() for job in jobs}
+            per_asset: dict[int, Counter] = {asset: Counter() for asset in net.assets}
+            for job, view in views.items():
+                states = Counter(s["state"] for s in view["shards"])
+                progress.update(tasks[job], total=len(view["shards"]), completed=states["finalized"],
+                                states="  ".join(f"{s} {states[s]}" for s in STATES if states[s]))  # fmt: skip
+                for shard in view["shards"]:
+                    for rep in shard["replicas"]:
+                        if rep["asset"]:
+                            per_asset[rep["asset"]][rep["state"]] += 1
+            live.update(_dashboard(progress, per_asset, net))
+            refunded = payer is None or chain.market.functions.credits(payer).call() == 0
+            with open(net.logdir / "progress.log", "a") as log:  # the same view, one line per look
+                log.write(json.dumps({"ts": round(time.time(), 3), "refunded": refunded,
+                                      "jobs": {j: Counter(s["state"] for s in v["shards"]) for j, v in views.items()}}) + "\n")  # fmt: skip
+            if all(view["finished"] for view in views.values()) and refunded:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the jobs did not finish within {timeout:.0f} s: "
+                                   + "; ".join(f"job {j}: {v['unfinished']} shards left" for j, v in views.items()))  # fmt: skip
+            time.sleep(0.5)
+
+
+def _dashboard(progress: Progress, per_asset: dict[int, Counter], net: Network) -> Table:
+    assets = Table("asset", "node", "price/s", *STATES[1:], title="replicas per asset", title_justify="left")
+    for asset, counts in per_asset.items():
+        plan = net.assets[asset]
+        assets.add_row(str(asset), plan.name, str(plan.price), *[str(counts[s]) for s in STATES[1:]])
+    grid = Table.grid()
+    grid.add_row(progress)
+    grid.add_row(assets)
+    return grid
+
+
+# ----------------------------------------------------------------- checks and tables
+
+
+def verify_outputs(net: Network, chain: Chain, jobs: dict[int, str]) -> int:
+    """Fetches every finalized replica's files from its agent (as the job's client; the x402
+    payer through the gateway) and checks them against the replica's on-chain root."""
+    keys = {str(net.test[CLIENT].address).lower(): net.test[CLIENT].private_key, net.payer.address.lower(): net.payer.key}
+    files_checked = 0
+    for job in jobs:
+        client = chain.market.functions.job(job).call()[0].lower()
+        for event in chain.logs("ShardFinalized", job=job):
+            shard, replica, asset = event["args"]["shard"], event["args"]["replica"], event["args"]["asset"]
+            root = bytes(chain.market.functions.output_root(job, shard, replica).call())
+            agent = chain.assets.functions.agentOf(asset).call()
+            base = f"{net.gateway_url}/jobs/{job}/outputs/{shard}/{replica}" if client == net.payer.address.lower() \
+                else f"{net.outputs[asset]}/outputs/{job}/{shard}/{replica}"  # fmt: skip
+            target = f"/outputs/{job}/{shard}/{replica}"
+            index = _get(f"{base}", keys[client], net.chain_id, agent, target).json()
+            files = {}
+            for leaf in index["files"]:
+                files[leaf] = _get(f"{base}/file?path={leaf}", keys[client], net.chain_id, agent, f"{target}/file?path={leaf}").content
+            if MerkleTree.from_files(files).root != root:
+                raise RuntimeError(f"job {job} shard {shard}: the outputs do not match the on-chain root")
+            files_checked += len(files)
+    return files_checked
+
+
+def _get(url: str, key: Any, chain_id: int, agent: str, target: str) -> requests.Response:
+    answer = requests.get(url, headers=sign_request(key, "outputs", chain_id, agent, f"GET {target}"), timeout=30)
+    if answer.status_code != 200:
+        raise RuntimeError(f"GET {url}: {answer.status_code} {answer.text[:200]}")
+    return answer
+
+
+def settlement_table(net: Network, chain: Chain, jobs: dict[int, str]) -> Table:
+    table = Table("who", "role", "earned / refunded", "detail", title="settlement", title_justify="left")
+    earned: Counter = Counter()
+    keeper_fees: Counter = Counter()
+    protocol = 0
+    shards: Counter = Counter()
+    for job in jobs:
+        for event in chain.logs("ShardFinalized", job=job):
+            args = event["args"]
+            earned[args["provider"]] += args["payment"]
+            shards[args["provider"]] += 1
+            keeper_fees[args["keeper"]] += args["keeper_fee"]
+            protocol += args["protocol_fee"]
+    for provider, amount in sorted(earned.items()):
+        table.add_row(provider, "provider", format_amount(amount), f"{shards[provider]} shards")
+    for keeper, amount in sorted(keeper_fees.items()):
+        table.add_row(keeper, "keeper", format_amount(amount), "fees")
+    table.add_row(chain.market.functions.treasury().call(), "protocol", format_amount(protocol), "fees")
+    for job in jobs:
+        for event in chain.logs("JobFinished", job=job):
+            budget = chain.logs("JobPosted", job=job)[0]["args"]["budget"]
+            table.add_row(event["args"]["client"], "client", format_amount(event["args"]["refund"]),
+                          f"job {job}: refund of a {format_amount(budget)} budget")  # fmt: skip
+    return table
+
+
+def gas_table(chain: Chain, jobs: dict[int, str]) -> Table:
+    table = Table("step", "transactions", "gas (median)", title="gas per step", title_justify="left")
+    steps = {"post (ape run job post)": [chain.logs("JobPosted", job=min(jobs))[0]],
+             "post funded over x402": chain.logs("JobFundedByAuthorization", job=max(jobs)),
+             "assign": [e for j in jobs for e in chain.logs("ShardAssigned", job=j)],
+             "submit_result": [e for j in jobs for e in chain.logs("ResultSubmitted", job=j)],
+             "finalize": [e for j in jobs for e in chain.logs("ShardFinalized", job=j)],
+             "refund payout (withdraw_many)": chain.logs("Withdrawn")}  # fmt: skip
+    for step, events in steps.items():
+        gas = sorted(chain.gas(e["transactionHash"]) for e in {e["transactionHash"]: e for e in events}.values())
+        if gas:
+            table.add_row(step, str(len(gas)), f"{gas[len(gas) // 2]:,}")
+    return table
+
+
+def _holders(net: Network) -> list[str]:
+    accounts = [str(a.address) for a in list(net.test)[:16]]
+    contracts = [net.stack.market.address, net.stack.assets.address, net.stack.keepers.address]
+    return accounts + [net.payer.address] + [str(c) for c in contracts]
+
+
+def _balances(chain: Chain, holders: list[str]) -> dict[str, int]:
+    return {h: chain.token.functions.balanceOf(h).call() for h in holders}
+
