@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node redis docker compile test demo demo-faults gas-snapshot clean distclean
+.PHONY: venv node redis docker compile test demo demo-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -75,6 +75,13 @@ demo: venv node redis docker
 demo-faults: venv node redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo --faults $(DEMO_ARGS)
+
+# Every benchmark on the local stack (not part of `make test`): bench/results.json, bench/report.md
+# and bench/plots/. BENCH_ARGS=--quick for a shorter run.
+BENCH_ARGS ?=
+bench: venv node redis docker
+	$(RUN) $(VENV)/bin/ape compile --force
+	$(RUN) $(VENV)/bin/python bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .build .cache .pytest_cache .hypothesis *.egg-info

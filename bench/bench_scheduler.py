@@ -207,6 +207,9 @@ def main(argv=None) -> int:
             "round_median_s": round(total, 6),
             "index_median_s": round(index, 6),
             "decisions_per_s": round(decisions / total),
+            # the spread over the rounds: the slowest and the fastest round's rate
+            "decisions_per_s_min": round(decisions / max(r[0] for r in rounds)),
+            "decisions_per_s_max": round(decisions / min(r[0] for r in rounds)),
             "decisions_per_s_after_index": round(decisions / (total - index)),
             "p50_decision_ms": round(1000 * percentile(times, 50), 4),
             "p99_decision_ms": round(1000 * percentile(times, 99), 4),

@@ -56,9 +56,13 @@ ASSETS = (
 class Network:
     """Starts and stops every part; `say` reports progress."""
 
-    def __init__(self, logdir: Path, say: Callable[[str], None] = print) -> None:
+    def __init__(self, logdir: Path, say: Callable[[str], None] = print, *, plans: tuple[AssetPlan, ...] = ASSETS,
+                 keepers: int = len(KEEPERS), max_leases: int = 4, agent_env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.logdir = logdir
+        logdir.mkdir(parents=True, exist_ok=True)
         self.say = say
+        self.plans, self.keeper_count, self.max_leases = plans, keepers, max_leases
+        self.agent_env = agent_env or {}
         self.groups: dict[str, ProcessGroup] = {}
         self.anvil: Anvil | None = None
         self.redis: RedisServer | None = None
@@ -78,7 +82,7 @@ class Network:
         self.say("anvil now mines a block every second")
         for asset in self.assets:
             self.start_agent(asset)
-        for index in range(len(KEEPERS)):
+        for index in range(self.keeper_count):
             self.start_keeper(index)
         self._payments()
         self._wait_ready()
@@ -126,13 +130,13 @@ class Network:
 
         self.payer = Account.create()  # the x402 client: tokens, no ETH
         token.faucet(self.payer.address, 1_000 * TOKEN, sender=test[OWNER])
-        for plan in ASSETS:  # anvil funds only the first ten keys with ETH; agents pay gas to submit
+        for plan in self.plans:  # anvil funds only the first ten keys with ETH; agents pay gas to submit
             if self.web3_balance(test[plan.agent].address) == 0:
                 test[OWNER].transfer(test[plan.agent], 10 * 10**18)
         expire = chain.pending_timestamp + 30 * 86_400
-        for plan in ASSETS:
+        for plan in self.plans:
             spec = Spec(gpu_model=0, vram_mib=0, gpu_count=0, cpu_cores=plan.cpu_cores, region=plan.region,
-                        price=plan.price, expire=expire, max_leases=4)  # fmt: skip
+                        price=plan.price, expire=expire, max_leases=self.max_leases)  # fmt: skip
             receipt = assets.register(spec.as_tuple(), test[plan.agent], b"\x11" * 32, sender=test[plan.provider])
             asset = receipt.events.filter(assets.AssetRegistered)[0].asset
             assets.add_stake(asset, 1_000 * TOKEN, sender=test[plan.provider])
@@ -185,7 +189,7 @@ class Network:
             "COMPUTENET_AGENT_STORE_URL": self.store.url, "COMPUTENET_AGENT_REDIS_URL": self.redis.url(0),
             "COMPUTENET_AGENT_WORK_DIR": str(self.logdir / f"agent-{asset}"), "COMPUTENET_AGENT_OUTPUTS_PORT": str(port),
             "COMPUTENET_AGENT_MEMORY_MIB": "256", "COMPUTENET_AGENT_LOG_FORMAT": "json",
-        } | (extra_env or {})  # fmt: skip
+        } | self.agent_env | (extra_env or {})  # fmt: skip
         if self.docker_host:
             env["COMPUTENET_AGENT_DOCKER_HOST"] = env["DOCKER_HOST"] = self.docker_host
         group = self.groups.setdefault(f"agent-{asset}", ProcessGroup())
@@ -214,7 +218,7 @@ class Network:
         wait_until(lambda: _answers(f"{self.gateway_url}/health"), 120, "the job gateway")
         for asset in self.assets:
             wait_until(lambda a=asset: _answers(f"{self.outputs[a]}/docs"), 120, f"asset {asset}'s agent")
-        workers = 2 * len(KEEPERS)
+        workers = 2 * self.keeper_count
         wait_until(lambda: len(self.workers_answering()) >= workers, 180, f"{workers} keeper workers", 1)
         self.say("every agent, keeper, the facilitator and the gateway are up")
 

@@ -1,0 +1,106 @@
+"""Throughput benchmark: shards finalised per minute end to end with 1, 2 and 4 agents.
+
+    .venv/bin/python bench/bench_throughput.py [--agents 1,2,4] [--shards 24] [--runs 1]
+
+For each agent count a fresh network (demo/network.py: anvil with 1 s blocks, Redis, Docker,
+one keeper with two Celery workers, the facilitator and gateway) gets that many CPU assets,
+each able to hold every shard's lease. A client posts one job of `--shards` shards
+(each a deterministic hashing run of about a second) and the figures are read from the chain:
+
+- end to end: shards / (last ShardFinalized − JobPosted), per minute; every result waits the
+  market's 60 s challenge window, so this is bounded by the window for small jobs;
+- execution: shards / (last ResultSubmitted − JobPosted), per minute: how fast the network
+  runs the work, which is what more agents scale.
+
+Figures go to bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+
+from computenet.localnet import wait_until  # noqa: E402
+from computenet.web3calls import Sender  # noqa: E402
+from demo import faults, run  # noqa: E402
+from demo.network import ASSETS, CLIENT, Network  # noqa: E402
+from examples import workloads  # noqa: E402
+
+# Each agent may hold as many leases as the job has shards: a lease counts against an asset's
+# capacity until its result is finalized, after the 60 s challenge window, so a small capacity
+# would measure the window, not the agents.
+
+
+def one_run(agents: int, shards: int, workdir: Path) -> dict:
+    net = Network(workdir, say=lambda text: print(f"    {text}", flush=True), plans=ASSETS[:agents], keepers=1,
+                  max_leases=shards)
+    try:
+        net.start()
+        chain = run.Chain(net)
+        client = Sender(chain.web3, net.test[CLIENT].private_key)
+        job = faults._post(net, chain, client, "throughput", workloads.hashing(files=8, rounds=3000), shards=shards,
+                           replication=1, max_price=max(p.price for p in ASSETS), max_gpu_seconds=30,
+                           timeout_seconds=15)  # fmt: skip
+        posted = _time(chain, chain.logs("JobPosted", job=job)[0])
+        wait_until(lambda: chain.logs("JobFinished", job=job), 600, f"job {job} to finish", 1)
+        submitted = max(_time(chain, e) for e in chain.logs("ResultSubmitted", job=job))
+        finalized = max(_time(chain, e) for e in chain.logs("ShardFinalized", job=job))
+    finally:
+        net.stop()
+    return {"agents": agents, "shards": shards, "execution_s": submitted - posted, "end_to_end_s": finalized - posted,
+            "execution_per_min": round(shards / (submitted - posted) * 60, 1),
+            "end_to_end_per_min": round(shards / (finalized - posted) * 60, 1)}  # fmt: skip
+
+
+def _time(chain: run.Chain, event) -> int:
+    return int(chain.web3.eth.get_block(event["blockNumber"])["timestamp"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="1,2,4")
+    parser.add_argument("--shards", type=int, default=24)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
+    args = parser.parse_args()
+    from ape.logging import logger
+
+    logger.set_level("ERROR")
+    base = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    print(f"logs in {base}", flush=True)
+    results = []
+    for agents in (int(x) for x in args.agents.split(",")):
+        runs = []
+        for n in range(args.runs):
+            print(f"{agents} agent(s), run {n + 1}/{args.runs}: {args.shards} shards", flush=True)
+            runs.append(one_run(agents, args.shards, base / f"agents-{agents}-run-{n + 1}"))
+            print(f"  execution {runs[-1]['execution_per_min']} shards/min, end to end {runs[-1]['end_to_end_per_min']} "
+                  f"shards/min", flush=True)  # fmt: skip
+        results.append({"agents": agents, "runs": runs,
+                        "execution_per_min": statistics.median(r["execution_per_min"] for r in runs),
+                        "end_to_end_per_min": statistics.median(r["end_to_end_per_min"] for r in runs)})  # fmt: skip
+    print()
+    print("| agents | executed shards/min | finalised shards/min (end to end) |")
+    print("|---|---|---|")
+    for r in results:
+        print(f"| {r['agents']} | {r['execution_per_min']} | {r['end_to_end_per_min']} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "throughput", "cpus": os.cpu_count(), "python": platform.python_version(),
+                                    "capacity_per_agent": args.shards, "shards": args.shards, "results": results,
+                                    "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")  # fmt: skip
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
