@@ -44,6 +44,7 @@ from computenet.manifest import build_manifest, canonical_json, manifest_hash  #
 
 TOKEN = 10**6
 SHARD_SECONDS = 60  # the reference shard length for the overhead share
+BATCHES = 4  # the shards are reported as this many consecutive runs too
 
 
 def summary(values: list[float]) -> dict:
@@ -157,6 +158,11 @@ def main() -> None:
     share = [o / (SHARD_SECONDS * 1000) * 100 for o in overhead]
     results = {"dispatch_ms": summary(dispatch), "after_run_ms": summary(after), "container_run_ms": summary(run),
                "overhead_ms": summary(overhead), "overhead_pct_of_60s": round(statistics.median(share), 3)}  # fmt: skip
+    # The shards in consecutive batches, each a run: its p50s show the spread between runs.
+    size = max(1, len(dispatch) // BATCHES)
+    results["runs"] = [{"dispatch_p50_ms": round(percentile(dispatch[i:i + size], 50), 1),
+                        "overhead_p50_ms": round(percentile(overhead[i:i + size], 50), 1)}
+                       for i in range(0, size * BATCHES, size) if dispatch[i:i + size]]  # fmt: skip
     print()
     print(f"Docker storage driver: {driver}")
     print(f"dispatch (assignment mined -> container running): p50 {results['dispatch_ms']['p50']} ms, "
