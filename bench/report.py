@@ -44,6 +44,7 @@ BENCHES = {
 def run_benchmarks(names: list[str], quick: bool) -> dict[str, float]:
     env = os.environ | {"GAS_RESULTS": str(RESULTS / "gas.json"),
                         "PATH": f"{ROOT / '.venv' / 'bin'}:{ROOT / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}"}  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)  # a fresh clone has none: git ignores the raw figures
     took = {}
     for name in names:
         command, short = BENCHES[name]
