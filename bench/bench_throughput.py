@@ -1,6 +1,6 @@
 """Throughput benchmark: shards finalised per minute end to end with 1, 2 and 4 agents.
 
-    .venv/bin/python bench/bench_throughput.py [--agents 1,2,4] [--shards 24] [--runs 1]
+    .venv/bin/python bench/bench_throughput.py [--agents 1,2,4] [--shards 24] [--runs 2]
 
 For each agent count a fresh network (demo/network.py: anvil with 1 s blocks, Redis, Docker,
 one keeper with two Celery workers, the facilitator and gateway) gets that many CPU assets,
@@ -10,7 +10,7 @@ each able to hold every shard's lease. A client posts one job of `--shards` shar
 - end to end: shards / (last ShardFinalized − JobPosted), per minute; every result waits the
   market's 60 s challenge window, so this is bounded by the window for small jobs;
 - execution: shards / (last ResultSubmitted − JobPosted), per minute: how fast the network
-  runs the work, which is what more agents scale.
+  runs the work, the part more agents could speed up.
 
 Figures go to bench/results/throughput.json.
 """
@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="1,2,4")
     parser.add_argument("--shards", type=int, default=24)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args()
     from ape.logging import logger
