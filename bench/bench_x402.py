@@ -33,7 +33,7 @@ os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the wo
 
 from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.eip3009 import TransferAuthorization, random_nonce  # noqa: E402
-from computenet.localnet import Anvil, ProcessGroup, free_port, wait_until  # noqa: E402
+from computenet.localnet import Anvil, ProcessGroup, free_port, http_ok, wait_until  # noqa: E402
 from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 
 TOKEN = 10**6
@@ -98,7 +98,7 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
             group.spawn([sys.executable, "-m", "facilitator"], workdir / f"facilitator-{block_time}.log", env=env)
             group.spawn([sys.executable, "-m", "gateway"], workdir / f"gateway-{block_time}.log", env=env)
             for port in (fport, gport):
-                wait_until(lambda p=port: _answers(f"http://127.0.0.1:{p}/health"), 120, f"service on port {port}")
+                wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 120, f"service on port {port}")
 
             latencies, gas, per_run = [], [], []
             for payer in payers:
@@ -137,16 +137,6 @@ async def _posts(client_cls, x402, url: str, web3, posts: int) -> list[tuple[flo
 def _req(anvil: Anvil) -> tuple:
     now = int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
     return (40_960, 1, 200, 600, now + 86_400, 1, 1, 0)
-
-
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def main() -> None:

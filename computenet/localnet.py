@@ -50,6 +50,18 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def http_ok(url: str, timeout: float = 2) -> bool:
+    """Whether `url` answers a GET with 200 now (a service's readiness probe for wait_until)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 class ServedApp:
     """An ASGI app served by uvicorn in a daemon thread on a loopback port; `stop` ends it."""
 

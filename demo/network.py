@@ -22,6 +22,7 @@ from computenet.localnet import (
     ServedApp,
     docker_reachable,
     free_port,
+    http_ok,
     wait_until,
 )
 
@@ -70,7 +71,6 @@ class Network:
         self.store: ServedApp | None = None
         self.assets: dict[int, AssetPlan] = {}
         self.outputs: dict[int, str] = {}  # asset -> its agent's outputs server
-        self.env: dict[str, str] = {}
 
     # ------------------------------------------------------------- start
 
@@ -174,7 +174,7 @@ class Network:
         }  # fmt: skip
         group = self.groups.setdefault("payments", ProcessGroup())
         group.spawn([sys.executable, "-m", "facilitator"], self.logdir / "facilitator.log", env)
-        wait_until(lambda: _answers(f"{self.facilitator_url}/health"), 120, "the facilitator")
+        wait_until(lambda: http_ok(f"{self.facilitator_url}/health"), 120, "the facilitator")
         group.spawn([sys.executable, "-m", "gateway"], self.logdir / "gateway.log", env)
         self.say(f"facilitator on {self.facilitator_url}, job gateway on {self.gateway_url}")
 
@@ -215,9 +215,9 @@ class Network:
         self.say(f"{name} (TEST::{KEEPERS[index]}): a listener and two Celery workers")
 
     def _wait_ready(self) -> None:
-        wait_until(lambda: _answers(f"{self.gateway_url}/health"), 120, "the job gateway")
+        wait_until(lambda: http_ok(f"{self.gateway_url}/health"), 120, "the job gateway")
         for asset in self.assets:
-            wait_until(lambda a=asset: _answers(f"{self.outputs[a]}/docs"), 120, f"asset {asset}'s agent")
+            wait_until(lambda a=asset: http_ok(f"{self.outputs[a]}/docs"), 120, f"asset {asset}'s agent")
         workers = 2 * self.keeper_count
         wait_until(lambda: len(self.workers_answering()) >= workers, 180, f"{workers} keeper workers", 1)
         self.say("every agent, keeper, the facilitator and the gateway are up")
@@ -265,15 +265,4 @@ class Network:
                     part.stop()
                 except Exception as error:
                     self.say(f"stopping: {error}")
-
-
-def _answers(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
 

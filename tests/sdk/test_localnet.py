@@ -57,3 +57,22 @@ def test_a_private_docker_engine_falls_back_to_the_next_storage_driver(tmp_path)
     with pytest.raises(ServiceError, match="did not start with any storage driver: no-such-driver"):
         DockerEngine(tmp_path / "again", storage_drivers=("no-such-driver",))
     assert not mounted(tmp_path / "again" / "no-such-driver" / "data")
+
+
+def test_http_ok_is_true_only_for_a_200():
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from computenet.localnet import ServedApp, free_port, http_ok
+
+    app = FastAPI()
+    app.get("/health")(lambda: {"status": "ok"})
+    app.get("/down")(lambda: JSONResponse({"status": "down"}, status_code=503))
+    served = ServedApp(app)
+    try:
+        assert http_ok(f"{served.url}/health")
+        assert not http_ok(f"{served.url}/down")
+        assert not http_ok(f"{served.url}/missing")
+    finally:
+        served.stop()
+    assert not http_ok(f"http://127.0.0.1:{free_port()}/health", timeout=0.5)
