@@ -25,6 +25,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from web3.logs import DISCARD
+
 from computenet.domain import Requirements, Verification
 from computenet.eip3009 import TransferAuthorization, split
 from computenet.errors import ContractRevert
@@ -158,8 +160,8 @@ class JobSettlement:
         )
         for entry in used:
             receipt = self.web3.eth.get_transaction_receipt(entry["transactionHash"])
-            transfers = self.token.events.Transfer().process_receipt(receipt, errors=_DISCARD)
-            funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt, errors=_DISCARD)
+            transfers = self.token.events.Transfer().process_receipt(receipt, errors=DISCARD)
+            funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
             paid = any(
                 t["address"] == self.token.address
                 and t["args"]["sender"].lower() == auth.payer.lower()
@@ -171,11 +173,3 @@ class JobSettlement:
                 return True
         return False
 
-
-def _discard() -> Any:
-    from web3.logs import DISCARD
-
-    return DISCARD
-
-
-_DISCARD = _discard()

@@ -82,9 +82,12 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
     async def check_job_payment(payload: Any, requirements: Any) -> tuple[Any, bool, dict | None]:
         """(payment, front_run, refusal): a front-run authorization is valid as it stands; any
         other must also pass the package's checks (signature, balance, validity window)."""
-        try:
+        def read_chain() -> tuple[Any, bool]:  # the quote and the nonce's state: node calls, off the event loop
             payment = jobs.payment(payload, requirements)
-            front_run = await run_in_threadpool(jobs.spent, payment)
+            return payment, jobs.spent(payment)
+
+        try:
+            payment, front_run = await run_in_threadpool(read_chain)
         except Refusal as refusal:
             return None, False, {"reason": refusal.reason, "message": refusal.message}
         if not front_run:
