@@ -6,6 +6,7 @@ logic can use these types and be tested without a chain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -195,6 +196,14 @@ class Replica:
     since: int
     gpu_seconds: int
     output_root: bytes = b"\x00" * 32
+
+    @classmethod
+    def from_chain(cls, job: int, shard: int, index: int, fields: Sequence[int], output_root: bytes) -> Replica:
+        """From JobMarket.replica's tuple (asset, keeper, state, lease, price, deadline, since,
+        gpu_seconds) and output_root, as a plain web3 call returns them."""
+        asset, keeper, state, lease, price, deadline, since, gpu_seconds = (int(x) for x in fields)
+        return cls(job, shard, index, asset, keeper, ReplicaState(state), lease, price, deadline, since, gpu_seconds,
+                   bytes(output_root))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -395,13 +395,8 @@ class Arbiter:
         max_gpu_seconds, shard_count, replication = requirements[3], requirements[5], requirements[6]
         if shard >= shard_count:
             raise Refused(404, "open-dispute", f"job {job} has no shard {shard} (it has {shard_count})")
-        replicas = []
-        for r in range(replication):
-            asset, keeper, state, lease, price, deadline, since, gpu_seconds = calls.replica(job, shard, r).call(**at)
-            root = calls.output_root(job, shard, r).call(**at)
-            replicas.append(Replica(job=job, shard=shard, index=r, asset=asset, keeper_id=keeper,
-                                    state=ReplicaState(state), lease=lease, price=price, deadline=deadline,
-                                    since=since, gpu_seconds=gpu_seconds, output_root=bytes(root)))  # fmt: skip
+        replicas = [Replica.from_chain(job, shard, r, calls.replica(job, shard, r).call(**at),
+                                       calls.output_root(job, shard, r).call(**at)) for r in range(replication)]  # fmt: skip
         agents = {rep.asset: self.assets.functions.agentOf(rep.asset).call(**at) for rep in replicas if rep.asset}
         return ChainFacts(self.web3.eth.chain_id, self.market.address, job, shard, bytes(manifest_hash),
                           max_gpu_seconds, tuple(replicas), agents)  # fmt: skip

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from computenet.domain import Parameters, Replica, ReplicaState, Requirements, Shard, Verification
+from computenet.domain import Parameters, Replica, Requirements, Shard, Verification
 from computenet.errors import ManifestError
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.preflight import post_problem
@@ -95,11 +95,7 @@ class Chain:
                 batch.add(self.market.functions.replica(job_id, s, r))
                 batch.add(self.market.functions.output_root(job_id, s, r))
             raw = batch.execute()
-        replicas = [
-            Replica(job_id, s, r, int(rep[0]), int(rep[1]), ReplicaState(int(rep[2])), int(rep[3]), int(rep[4]),
-                    int(rep[5]), int(rep[6]), int(rep[7]), bytes(raw[2 * i + 1]))  # fmt: skip
-            for i, ((s, r), rep) in enumerate(zip(keys, raw[0::2]))
-        ]
+        replicas = [Replica.from_chain(job_id, s, r, rep, root) for (s, r), rep, root in zip(keys, raw[0::2], raw[1::2])]
         shards = [Shard(job_id, s, tuple(x for x in replicas if x.shard == s)) for s in range(req.shard_count)]
         return {
             "job": job_id,
@@ -161,7 +157,7 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
         served[network] = True
         return None
 
-    def offer(request: Request, digest: bytes, req: Requirements, quote: int) -> PaymentRequirements:
+    def offer(digest: bytes, req: Requirements, quote: int) -> PaymentRequirements:
         return PaymentRequirements(
             scheme="exact",
             network=network,
@@ -200,7 +196,7 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
         problem = await facilitator_problem()
         if problem:
             return _error(503, "facilitator_unavailable", problem)
-        accepts = offer(request, digest, req, await run_in_threadpool(chain.quote, req))
+        accepts = offer(digest, req, await run_in_threadpool(chain.quote, req))
 
         header = request.headers.get("PAYMENT-SIGNATURE")
         if not header:
