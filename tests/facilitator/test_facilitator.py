@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from web3 import Web3
 
 from computenet.deploy import TEST_TOKEN_NAME
+from computenet.eip3009 import TransferAuthorization
 from computenet.localnet import Anvil, ServedApp
 from facilitator.service import build_facilitator, create_app
 
@@ -215,26 +216,13 @@ def test_a_replayed_or_foreign_payment_is_refused_with_the_specs_reason(x402_cha
 
 def resigned(x402_chain, body, account, valid_after, valid_before):
     """`body` with its EIP-3009 authorization signed again for another validity window."""
-    from eth_account.messages import encode_typed_data
-
     body = json.loads(json.dumps(body))
     auth = body["paymentPayload"]["payload"]["authorization"]
     auth.update(validAfter=str(valid_after), validBefore=str(valid_before))
     price = x402_chain.price()
-    typed = {
-        "types": {"EIP712Domain": [{"name": n, "type": t} for n, t in (("name", "string"), ("version", "string"),
-                                   ("chainId", "uint256"), ("verifyingContract", "address"))],
-                  "TransferWithAuthorization": [{"name": n, "type": t} for n, t in (
-                      ("from", "address"), ("to", "address"), ("value", "uint256"), ("validAfter", "uint256"),
-                      ("validBefore", "uint256"), ("nonce", "bytes32"))]},
-        "primaryType": "TransferWithAuthorization",
-        "domain": {"name": price["extra"]["name"], "version": price["extra"]["version"], "chainId": 31337,
-                   "verifyingContract": price["asset"]},
-        "message": {"from": auth["from"], "to": auth["to"], "value": int(auth["value"]), "validAfter": valid_after,
-                    "validBefore": valid_before, "nonce": auth["nonce"]},
-    }  # fmt: skip
-    signed = account.sign_message(encode_typed_data(full_message=typed))
-    body["paymentPayload"]["payload"]["signature"] = "0x" + bytes(signed.signature).hex()
+    signature = TransferAuthorization.from_x402(auth).sign(account.key, price["extra"]["name"], price["extra"]["version"],
+                                                           31337, price["asset"])  # fmt: skip
+    body["paymentPayload"]["payload"]["signature"] = "0x" + signature.hex()
     return body
 
 
