@@ -38,8 +38,7 @@ SLOW = 6  # seconds each shard of the slow job sleeps first, so an agent can be 
 
 def with_faults(net: Network, console: Console, say: Callable[[str], None], *, shards: int, timeout: float) -> bool:
     chain = run.Chain(net)
-    holders = run._holders(net)
-    supply, before = chain.token.functions.totalSupply().call(), run._balances(chain, holders)
+    before = run.Balances(net, chain)
     client = Sender(chain.web3, net.test[CLIENT].private_key)
     cheapest = sorted(net.assets, key=lambda a: net.assets[a].price)
     honest, liar = cheapest[0], cheapest[1]
@@ -107,14 +106,7 @@ def with_faults(net: Network, console: Console, say: Callable[[str], None], *, s
         table.add_row(fault, what)
     console.print(table)
     console.print(run.settlement_table(net, chain, jobs))
-    after = run._balances(chain, holders)
-    if chain.token.functions.totalSupply().call() != supply or sum(after.values()) != sum(before.values()):
-        console.print(f"[red]conservation failed:[/red] {sum(before.values())} before, {sum(after.values())} after")
-        return False
-    moved = sum(abs(after[h] - before[h]) for h in holders)
-    say(f"[green]conservation:[/green] {format_amount(sum(after.values()))} tokens before and after over "
-        f"{len(holders)} accounts and contracts ({format_amount(moved)} moved between them)")  # fmt: skip
-    return True
+    return run.conserved(before, run.Balances(net, chain), console, say)
 
 
 def _python() -> list[str]:

@@ -20,10 +20,10 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from agent.outputs import sign_request
 from computenet.cli import format_amount
 from computenet.manifest import build_manifest, canonical_json
 from computenet.merkle import MerkleTree
-from computenet.signed_requests import sign_request
 from computenet.web3calls import contract
 from demo.network import CLIENT, Network
 from examples import workloads
@@ -52,8 +52,7 @@ class Chain:
 
 def end_to_end(net: Network, console: Console, say: Callable[[str], None], *, shards: int, timeout: float) -> bool:
     chain = Chain(net)
-    holders = _holders(net)
-    supply, before = chain.token.functions.totalSupply().call(), _balances(chain, holders)
+    before = Balances(net, chain)
 
     inference = post_with_ape_run(net, chain, say, shards)
     hashing = pay_over_x402(net, chain, say)
@@ -66,13 +65,7 @@ def end_to_end(net: Network, console: Console, say: Callable[[str], None], *, sh
     console.print(settlement_table(net, chain, jobs))
     console.print(gas_table(chain, jobs))
 
-    after = _balances(chain, holders)
-    if chain.token.functions.totalSupply().call() != supply or sum(after.values()) != sum(before.values()):
-        console.print(f"[red]conservation failed:[/red] {sum(before.values())} before, {sum(after.values())} after")
-        return False
-    say(f"[green]conservation:[/green] the {len(holders)} accounts and contracts hold {format_amount(sum(after.values()))} "
-        "tokens before and after; nothing appeared or vanished")  # fmt: skip
-    return True
+    return conserved(before, Balances(net, chain), console, say)
 
 
 # ----------------------------------------------------------------- the two clients
@@ -210,7 +203,7 @@ def verify_outputs(net: Network, chain: Chain, jobs: dict[int, str]) -> int:
 
 
 def _get(url: str, key: Any, chain_id: int, agent: str, target: str) -> requests.Response:
-    answer = requests.get(url, headers=sign_request(key, "outputs", chain_id, agent, f"GET {target}"), timeout=30)
+    answer = requests.get(url, headers=sign_request(key, chain_id, agent, target), timeout=30)
     if answer.status_code != 200:
         raise RuntimeError(f"GET {url}: {answer.status_code} {answer.text[:200]}")
     return answer
@@ -257,12 +250,28 @@ def gas_table(chain: Chain, jobs: dict[int, str]) -> Table:
     return table
 
 
-def _holders(net: Network) -> list[str]:
-    accounts = [str(a.address) for a in list(net.test)[:16]]
-    contracts = [net.stack.market.address, net.stack.assets.address, net.stack.keepers.address]
-    return accounts + [net.payer.address] + [str(c) for c in contracts]
+class Balances:
+    """The token supply and the balances of every account and contract the demo involves, now."""
+
+    def __init__(self, net: Network, chain: Chain) -> None:
+        holders = [str(a.address) for a in list(net.test)[:16]] + [net.payer.address]
+        holders += [str(c) for c in (net.stack.market.address, net.stack.assets.address, net.stack.keepers.address)]
+        self.supply = chain.token.functions.totalSupply().call()
+        self.of = {h: chain.token.functions.balanceOf(h).call() for h in holders}
+
+    @property
+    def total(self) -> int:
+        return sum(self.of.values())
 
 
-def _balances(chain: Chain, holders: list[str]) -> dict[str, int]:
-    return {h: chain.token.functions.balanceOf(h).call() for h in holders}
-
+def conserved(before: Balances, after: Balances, console: Console, say: Callable[[str], None]) -> bool:
+    """Whether no money appeared or vanished between `before` and `after` (escrow and stakes are
+    held by the contracts, so they count); says which."""
+    if after.supply != before.supply or after.total != before.total:
+        console.print(f"[red]conservation failed:[/red] {before.total} before, {after.total} after "
+                      f"(supply {before.supply}, then {after.supply})")  # fmt: skip
+        return False
+    moved = sum(abs(after.of[h] - before.of[h]) for h in before.of)
+    say(f"[green]conservation:[/green] {format_amount(after.total)} tokens before and after over {len(before.of)} "
+        f"accounts and contracts ({format_amount(moved)} moved between them); nothing appeared or vanished")  # fmt: skip
+    return True
