@@ -81,7 +81,7 @@ def build_market(n_assets: int, n_shards: int, seed: int):
             expire=NOW + 30 * DAY if rng.random() < 0.9 else NOW + rng.randrange(6 * 3600),
             active=rng.random() < 0.97,
         )
-        stake = Stake(amount=5_000 if rng.random() < 0.95 else 500, open_leases=0, unbond_at=0, unbonding=0)
+        stake = Stake(amount=5_000 if rng.random() < 0.95 else 500, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
         assets.append(Asset(asset_id, rng.choice(owners), f"0x{asset_id:040x}", spec, b"\x00" * 32, stake))
         roll = rng.random()
         if roll < 0.94:

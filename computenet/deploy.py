@@ -36,6 +36,7 @@ class Stack:
     assets: Any
     keepers: Any
     market: Any
+    court: Any
 
     def addresses(self) -> dict[str, str]:
         return {
@@ -43,6 +44,7 @@ class Stack:
             "assets": str(self.assets.address),
             "keepers": str(self.keepers.address),
             "market": str(self.market.address),
+            "court": str(self.court.address),
         }
 
 
@@ -63,23 +65,27 @@ def deploy_stack(
     **tx: Any,
 ) -> Stack:
     """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry,
-    ComputeAsset and JobMarket.
+    ComputeAsset, JobMarket and DisputeCourt.
 
-    ComputeAsset takes the market's address as an immutable, so it is deployed with
-    the address the market will get one transaction later; the deployer account must
-    send nothing else in between, which is checked.
+    ComputeAsset takes the market's address as an immutable, and the market the
+    court's, so each is deployed with the address the next gets one transaction
+    later; the deployer account must send nothing else in between, which is checked.
     """
     if token is None:
         token = deployer.deploy(project.TestToken, TEST_TOKEN_NAME, **tx)
     keepers = deployer.deploy(project.KeeperRegistry, token, min_keeper_bond, unbonding_delay, **tx)
-    predicted = create_address(deployer.address, deployer.nonce + 1)
-    assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted, **tx)
+    predicted_market = create_address(deployer.address, deployer.nonce + 1)
+    predicted_court = create_address(deployer.address, deployer.nonce + 2)
+    assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted_market, **tx)
     market = deployer.deploy(
-        project.JobMarket, token, assets, keepers, treasury or deployer.address, parameters.as_tuple(), **tx
-    )
-    if market.address != predicted:
-        raise RuntimeError(
-            f"JobMarket deployed at {market.address}, not at {predicted} where ComputeAsset expects it: "
-            "another transaction from the deployer came in between; deploy again"
-        )
-    return Stack(token=token, assets=assets, keepers=keepers, market=market)
+        project.JobMarket, token, assets, keepers, predicted_court, treasury or deployer.address,
+        parameters.as_tuple(), **tx,
+    )  # fmt: skip
+    court = deployer.deploy(project.DisputeCourt, market, assets, **tx)
+    for name, got, predicted in (("JobMarket", market, predicted_market), ("DisputeCourt", court, predicted_court)):
+        if got.address != predicted:
+            raise RuntimeError(
+                f"{name} deployed at {got.address}, not at {predicted} where the contract before it expects it: "
+                "another transaction from the deployer came in between; deploy again"
+            )
+    return Stack(token=token, assets=assets, keepers=keepers, market=market, court=court)

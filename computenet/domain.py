@@ -145,6 +145,7 @@ def settle_amounts(price: int, gpu_seconds: int, keeper_fee_bps: int, protocol_f
 class Stake:
     amount: int
     open_leases: int
+    gpus_leased: int  # GPUs its open leases hold together
     unbond_at: int
     unbonding: int
 

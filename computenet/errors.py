@@ -58,6 +58,10 @@ class OwnershipError(ContractRevert):
     """An owner-only function was called by someone else."""
 
 
+class DisputeCourtError(ContractRevert):
+    """The dispute court refused (who may challenge, ruling deadlines)."""
+
+
 class TokenError(ContractRevert):
     """The payment token refused (balance, allowance, authorization)."""
 
@@ -65,6 +69,7 @@ class TokenError(ContractRevert):
 _PREFIXES: tuple[tuple[str, type[ContractRevert]], ...] = (
     ("job_market:", JobMarketError),
     ("market_params:", MarketParamsError),
+    ("dispute_court:", DisputeCourtError),
     ("settlement:", SettlementError),
     ("compute_asset:", ComputeAssetError),
     ("erc721:", ComputeAssetError),

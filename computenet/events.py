@@ -50,6 +50,10 @@ ShardFinalized = _event(
 )
 JobFinished = _event("JobFinished", "job", "client", "refund")
 JobFundedByAuthorization = _event("JobFundedByAuthorization", "job", "payer", "nonce", "front_run")
+UnclaimedReturned = _event("UnclaimedReturned", "payer", "nonce", "amount")
+DisputeSettled = _event(  # the dispute court's
+    "DisputeSettled", "job", "shard", "arbiter", "challenger", "slashed", "reward", "bond_returned"
+)
 Credited = _event("Credited", "account", "amount")
 Withdrawn = _event("Withdrawn", "account", "receiver", "amount")
 ParametersUpdated = _event(

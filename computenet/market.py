@@ -58,27 +58,30 @@ def typed_reverts(preflight: bool = False) -> Iterator[None]:
 class Market:
     """The deployed computenet contracts on one network."""
 
-    def __init__(self, token: Any, assets: Any, keepers: Any, market: Any) -> None:
+    def __init__(self, token: Any, assets: Any, keepers: Any, market: Any, court: Any) -> None:
         self.token = token
         self.assets = assets
         self.keepers = keepers
         self.market = market
+        self.court = court
         self.deployment_block = 0  # where to start reading events; from_deployments knows it
 
     @classmethod
     def from_stack(cls, stack: Any) -> Market:
-        return cls(stack.token, stack.assets, stack.keepers, stack.market)
+        return cls(stack.token, stack.assets, stack.keepers, stack.market, stack.court)
 
     @classmethod
     def at(cls, addresses: dict[str, str]) -> Market:
         """Binds to deployed addresses with this project's contract types."""
         from ape import project
 
+        market = project.JobMarket.at(addresses["market"])
         return cls(
             project.TestToken.at(addresses["token"]),
             project.ComputeAsset.at(addresses["assets"]),
             project.KeeperRegistry.at(addresses["keepers"]),
-            project.JobMarket.at(addresses["market"]),
+            market,
+            project.DisputeCourt.at(addresses.get("court") or market.COURT()),
         )
 
     @classmethod
@@ -346,6 +349,17 @@ class Market:
         self._check(preflight.cancel_problem(job, str(sender.address), self.shard(job_id, shard).replicas, self.now()))
         with typed_reverts():
             return self.market.cancel(job_id, shard, sender=sender, **tx)
+
+    def challenge(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
+        """Challenges a shard's results at the dispute court, approving the market for the bond first."""
+        self._approve(self.market, self.market.challenge_bond(), sender, **tx)
+        with typed_reverts():
+            return self.court.challenge(job_id, shard, sender=sender, **tx)
+
+    def expire(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
+        """Applies the default outcome to a dispute no one ruled on by its deadline."""
+        with typed_reverts():
+            return self.court.expire(job_id, shard, sender=sender, **tx)
 
     def withdraw(self, sender: Any, receiver: Any = None, **tx: Any) -> int:
         receiver = receiver or sender

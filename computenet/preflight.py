@@ -54,8 +54,12 @@ def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, no
         return "compute_asset: unknown asset"
     if asset.stake.available < params.min_stake:
         return "asset_stakes: stake below minimum"
+    if int(asset.agent, 16) == 0:  # cleared by a transfer until the new owner sets one
+        return "compute_asset: no agent"
     if asset.stake.open_leases >= asset.spec.max_leases:
         return "asset_stakes: asset at lease capacity"
+    if asset.stake.gpus_leased + req.gpu_count > asset.spec.gpu_count:
+        return "asset_stakes: asset gpus all leased"
     spec = asset.spec
     if not spec.active:
         return "job_market: asset is paused"

@@ -9,7 +9,10 @@
      `safeTransferFrom`, `approve` and `setReader` revert after expiry; a reader of a
      token may not transfer, approve or set readers for it. Each asset's stake is
      held here (modules/asset_stakes.vy); the job market opens, closes and slashes
-     leases against it. A token's stake and future earnings follow the token.
+     leases against it. A token's stake and future earnings follow the token. An
+     asset changes hands only with no lease open, and the transfer clears its agent
+     key: the seller's key can never act for the buyer's stake, and the asset takes
+     no lease until its new owner sets an agent.
 """
 
 from ethereum.ercs import IERC165
@@ -283,43 +286,50 @@ def spec(asset: uint256) -> asset_spec.Spec:
 
 
 @external
-def open_lease(asset: uint256, min_stake: uint256) -> uint256:
+def open_lease(asset: uint256, min_stake: uint256, gpus: uint256) -> uint256:
     """
-    @notice Counts a new lease on the asset if its stake is enough and it is below
-            its lease capacity (market only).
+    @notice Counts a new lease of `gpus` GPUs on the asset if it has an agent, its
+            stake is enough, it is below its lease capacity and that many of its
+            GPUs are not leased already (market only).
     @param asset The asset.
     @param min_stake The market's minimum stake, token base units.
+    @param gpus GPUs the lease holds (0 for CPU work).
     @return The asset's packed spec, for the market's eligibility checks.
     """
     asset_stakes._check_market()
     word: uint256 = self.spec_word[asset]
     assert word != 0, "compute_asset: unknown asset"
-    asset_stakes._open_lease(asset, min_stake, asset_spec._unpack(word).max_leases)
+    assert self.agentOf[asset] != empty(address), "compute_asset: no agent"
+    spec: asset_spec.Spec = asset_spec._unpack(word)
+    asset_stakes._open_lease(asset, min_stake, spec.max_leases, gpus, spec.gpu_count)
     return word
 
 
 @external
-def close_lease(asset: uint256) -> address:
+def close_lease(asset: uint256, gpus: uint256) -> address:
     """
-    @notice Ends a lease that went well (market only).
+    @notice Ends a lease of `gpus` GPUs that went well (market only).
     @param asset The asset.
+    @param gpus GPUs the lease held.
     @return The asset's owner, who is paid for the lease.
     """
     asset_stakes._check_market()
-    asset_stakes._close_lease(asset)
+    asset_stakes._close_lease(asset, gpus)
     return erc721._owners[asset]
 
 
 @external
-def slash_lease(asset: uint256, slash_bps: uint256) -> uint256:
+def slash_lease(asset: uint256, slash_bps: uint256, gpus: uint256) -> uint256:
     """
-    @notice Ends a faulty lease and sends `slash_bps` of the stake to the market (market only).
+    @notice Ends a faulty lease of `gpus` GPUs and sends `slash_bps` of the stake
+            to the market (market only).
     @param asset The asset.
     @param slash_bps Share of the stake taken, basis points.
+    @param gpus GPUs the lease held.
     @return Token base units slashed.
     """
     asset_stakes._check_market()
-    return asset_stakes._close_and_slash(asset, slash_bps)
+    return asset_stakes._close_and_slash(asset, slash_bps, gpus)
 
 
 # ------------------------------------------------------------------ ERC-721 entry points
@@ -328,26 +338,28 @@ def slash_lease(asset: uint256, slash_bps: uint256) -> uint256:
 @external
 def transferFrom(owner: address, receiver: address, token_id: uint256):
     """
-    @notice Moves an asset; its readers, stake and future earnings move with it.
+    @notice Moves an asset with no lease open; its readers, stake and future
+            earnings move with it, and its agent key is cleared.
     @param owner The current owner.
     @param receiver The new owner.
     @param token_id The asset.
     """
     self._check_transfer(owner, token_id)
-    erc721._transfer(owner, receiver, token_id)
+    self._transfer(owner, receiver, token_id)
 
 
 @external
 def safeTransferFrom(owner: address, receiver: address, token_id: uint256, data: Bytes[1024] = b""):
     """
-    @notice Moves an asset and checks that a contract receiver accepts it.
+    @notice Moves an asset with no lease open (see `transferFrom`) and checks that a
+            contract receiver accepts it.
     @param owner The current owner.
     @param receiver The new owner.
     @param token_id The asset.
     @param data Passed to the receiver's hook.
     """
     self._check_transfer(owner, token_id)
-    erc721._transfer(owner, receiver, token_id)
+    self._transfer(owner, receiver, token_id)
     erc721._check_on_received(owner, receiver, token_id, data)
 
 
@@ -472,7 +484,20 @@ def _check_unexpired(token_id: uint256):
 @view
 def _check_transfer(owner: address, token_id: uint256):
     """
-    @dev The caller may move the token, `owner` is its owner, and it has not expired.
+    @dev The caller may move the token, `owner` is its owner, it has not expired,
+         and no lease is open on it: the seller's leases end under the seller.
     """
     assert self._check_owner_or_operator(token_id) == owner, "erc721: owner mismatch"
     self._check_unexpired(token_id)
+    assert asset_stakes._stake(token_id).open_leases == 0, "compute_asset: asset has open leases"
+
+
+@internal
+def _transfer(owner: address, receiver: address, token_id: uint256):
+    """
+    @dev Moves the token and clears its agent key, so the seller's agent can no
+         longer decline or sign results its stake (now the buyer's) answers for.
+    """
+    erc721._transfer(owner, receiver, token_id)
+    self.agentOf[token_id] = empty(address)
+    log AgentChanged(asset=token_id, agent=empty(address))

@@ -11,6 +11,10 @@
      ASSIGNED -> OPEN on decline or reclaim, SUBMITTED -> DISPUTED -> SUBMITTED|OPEN
      on challenge or replica mismatch, and OPEN -> CANCELLED by the client. Every
      transition emits an event, so the whole market can be rebuilt from logs.
+     Disputes are run by the DisputeCourt (COURT), which alone may open them, rule on
+     them and credit their bonds and slashes; the market only applies its rulings.
+     The market owes (settlement.owed) exactly its escrows, credits and held bonds,
+     and its token balance never falls below that.
      Paused (market_params.pause): post_job and assign stop and reclaims do not
      slash; results, finalization, cancels, disputes and withdrawals go on.
 """
@@ -23,7 +27,6 @@ from .modules import asset_spec
 from .modules import ecdsa
 from .modules import eip712
 from .modules import market_params
-from .modules import merkle
 from .modules import ownable_2step as ownable
 from .modules import settlement
 
@@ -40,6 +43,7 @@ exports: (
     eip712.DOMAIN_SEPARATOR,
     settlement.TOKEN,
     settlement.credits,
+    settlement.owed,
     settlement.withdraw,
     settlement.withdraw_many,
     market_params.__interface__,
@@ -140,8 +144,8 @@ struct Replica:
     state: uint8
     lease: uint16  # how many times this replica has been assigned; binds receipts
     price: uint64  # the asset's price when assigned, per GPU-second
-    deadline: uint40  # ASSIGNED: lease end; SUBMITTED: challenge window end
-    since: uint40  # when the current state began
+    deadline: uint40  # ASSIGNED: lease end; SUBMITTED, DISPUTED: challenge window end
+    since: uint40  # when the current state began (DISPUTED: when the dispute opened)
     gpu_seconds: uint32  # metered use, capped at max_gpu_seconds
 
 
@@ -151,6 +155,8 @@ struct Replica:
 ASSETS: public(immutable(IComputeAsset))
 # @dev The keeper registry.
 KEEPERS: public(immutable(IKeeperRegistry))
+# @dev The dispute court: the only caller of open_dispute, rule and credit.
+COURT: public(immutable(address))
 
 # @dev Number of jobs posted; ids run from 1 to this.
 job_count: public(uint256)
@@ -164,8 +170,6 @@ _manifests: HashMap[uint256, bytes32]
 _replicas: HashMap[uint256, HashMap[uint256, uint256]]
 # @dev job -> shard * MAX_REPLICATION + replica -> Merkle root of the submitted outputs.
 _output_roots: HashMap[uint256, HashMap[uint256, bytes32]]
-# @dev job -> shard -> challenger (bits 0-159) and bond (160-255) of the open challenge.
-_challenges: HashMap[uint256, HashMap[uint256, uint256]]
 # @dev keccak256(payer, nonce) -> the job an EIP-3009 authorization funded.
 _funded_by: HashMap[bytes32, uint256]
 
@@ -194,6 +198,12 @@ event JobFundedByAuthorization:
     payer: indexed(address)
     nonce: bytes32
     front_run: bool  # the authorization reached the token before this call
+
+
+event UnclaimedReturned:
+    payer: indexed(address)
+    nonce: bytes32
+    amount: uint256
 
 
 event ShardAssigned:
@@ -291,6 +301,7 @@ def __init__(
     token: IERC20,
     assets: IComputeAsset,
     keepers: IKeeperRegistry,
+    court: address,
     treasury: address,
     params: market_params.Parameters,
 ):
@@ -298,6 +309,7 @@ def __init__(
     @param token The payment token (USDC, or TestToken locally).
     @param assets The ComputeAsset registry.
     @param keepers The keeper registry.
+    @param court The DisputeCourt, deployed right after this contract.
     @param treasury Receives protocol fees.
     @param params Initial fees, windows and minimums.
     """
@@ -305,8 +317,10 @@ def __init__(
     eip712.__init__("computenet JobMarket", "1")
     settlement.__init__(token)
     market_params.__init__(treasury, params)
+    assert court != empty(address), "job_market: zero court"
     ASSETS = assets
     KEEPERS = keepers
+    COURT = court
 
 
 # ------------------------------------------------------------------ clients
@@ -383,7 +397,8 @@ def post_job_with_authorization(
          posts the job without a second transfer. A nonce can also be used up by the
          payer's own `cancelAuthorization`, which the chain cannot tell apart, so a
          facilitator claims `front_run` only after seeing the token's transfer of
-         this authorization to the market mined.
+         this authorization to the market mined; whatever it claims, the tokens must
+         be here and owed to no one (`owed`), so no escrow is ever unbacked.
     @param manifest_hash keccak256 of the job's canonical JSON manifest.
     @param req The job's requirements.
     @param auth The authorization's payer, validity window and nonce.
@@ -400,34 +415,42 @@ def post_job_with_authorization(
     budget: uint256 = 0
     job_id, budget = self._post_job(auth.payer, manifest_hash, req)
     self._funded_by[key] = job_id
-    token: IEIP3009 = IEIP3009(settlement.TOKEN.address)
     if front_run:
-        assert staticcall token.authorizationState(auth.payer, auth.nonce), "job_market: authorization not used"
-        digest: bytes32 = keccak256(
-            concat(
-                b"\x19\x01",
-                staticcall token.DOMAIN_SEPARATOR(),
-                keccak256(
-                    abi_encode(
-                        _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-                        auth.payer,
-                        self,
-                        budget,
-                        auth.valid_after,
-                        auth.valid_before,
-                        auth.nonce,
-                    )
-                ),
-            )
-        )
-        signer: address = ecdsa._recover_vrs(digest, convert(v, uint256), convert(r, uint256), convert(s, uint256))
-        assert signer == auth.payer and signer != empty(address), "job_market: authorization not signed by payer"
+        # Escrow is only ever created on tokens that are here and owed to no one.
+        assert settlement._surplus() >= budget, "job_market: front-run tokens not here"
+        self._check_spent_authorization(auth, budget, v, r, s)
     else:
-        extcall token.transferWithAuthorization(
+        extcall IEIP3009(settlement.TOKEN.address).transferWithAuthorization(
             auth.payer, self, budget, auth.valid_after, auth.valid_before, auth.nonce, v, r, s
         )
+    settlement._received(budget)
     log JobFundedByAuthorization(job=job_id, payer=auth.payer, nonce=auth.nonce, front_run=front_run)
     return job_id
+
+
+@external
+@nonreentrant
+def return_unclaimed(auth: Authorization, amount: uint256, v: uint8, r: bytes32, s: bytes32):
+    """
+    @notice Credits a payer the tokens of an authorization that was executed straight
+            at the token (front-run) and never funded a job, so they can withdraw them
+            (facilitators only, who first find the token's transfer to the market).
+    @dev Pays only from tokens owed to no one, once per authorization.
+    @param auth The authorization's payer, validity window and nonce.
+    @param amount The amount it transferred.
+    @param v Authorization signature v.
+    @param r Authorization signature r.
+    @param s Authorization signature s.
+    """
+    market_params._check_facilitator()
+    key: bytes32 = keccak256(abi_encode(auth.payer, auth.nonce))
+    assert self._funded_by[key] == 0, "job_market: authorization already funded a job"
+    assert amount > 0 and settlement._surplus() >= amount, "job_market: front-run tokens not here"
+    self._check_spent_authorization(auth, amount, v, r, s)
+    self._funded_by[key] = max_value(uint256)  # returned: it funds no job now
+    settlement._received(amount)
+    settlement._credit(auth.payer, amount)
+    log UnclaimedReturned(payer=auth.payer, nonce=auth.nonce, amount=amount)
 
 
 @external
@@ -473,9 +496,10 @@ def cancel(job_id: uint256, shard: uint256):
 def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     """
     @notice Leases a shard's next open replica to `asset`; active keepers only.
-    @dev Enforces every hard constraint: asset active, staked, unexpired at lease end,
-         enough VRAM and GPUs, price within the cap, lease within the deadline, and no
-         other replica of the shard on the same asset.
+    @dev Enforces every hard constraint: asset active, staked, with an agent, unexpired
+         at lease end, enough VRAM, enough GPUs free of its other leases, price within
+         the cap, lease within the deadline, and no other replica of the shard on the
+         same asset.
     @param job_id The job.
     @param shard The shard.
     @param asset The compute asset.
@@ -487,7 +511,9 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     req: Requirements = self._terms(job_id)[0]
     self._check_shard(req.shard_count, shard)
     assert asset <= _MASK32, "job_market: unknown asset"
-    spec: asset_spec.Spec = asset_spec._unpack(extcall ASSETS.open_lease(asset, convert(settings.min_stake, uint256)))
+    spec: asset_spec.Spec = asset_spec._unpack(
+        extcall ASSETS.open_lease(asset, convert(settings.min_stake, uint256), convert(req.gpu_count, uint256))
+    )
     assert spec.active, "job_market: asset is paused"
     assert spec.gpu_count >= req.gpu_count, "job_market: asset has too few gpus"
     assert spec.vram_mib >= req.min_vram_mib, "job_market: asset has too little vram"
@@ -533,16 +559,19 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
 def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     """
     @notice Takes back a replica whose lease ran out without a result: part of the
-            asset's stake is slashed (half to the caller, half to the client) and
-            the replica reopens for another asset. While the market is paused the
-            replica reopens without a slash, so no one is punished for an outage
-            and the client can still cancel after the deadline.
+            asset's stake is slashed to the treasury and the replica reopens for
+            another asset. No one who can trigger a reclaim gains from it (a keeper
+            that is also the client would otherwise profit from piling leases onto
+            an unresponsive asset). While the market is paused the replica reopens
+            without a slash, so no one is punished for an outage and the client can
+            still cancel after the deadline.
     @param job_id The job.
     @param shard The shard.
     @param replica The replica.
     """
     settings: market_params.Settings = market_params._settings()
-    self._check_replica(self._terms(job_id)[0], shard, replica)
+    req: Requirements = self._terms(job_id)[0]
+    self._check_replica(req, shard, replica)
     rep: Replica = self._replica(job_id, shard, replica)
     assert rep.state == ASSIGNED, "job_market: replica not assigned"
     assert block.timestamp > convert(rep.deadline, uint256), "job_market: lease not expired"
@@ -551,20 +580,22 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
     slash_bps: uint256 = 0 if settings.paused else convert(settings.slash_bps, uint256)
-    slashed: uint256 = extcall ASSETS.slash_lease(asset, slash_bps)
-    to_caller: uint256 = slashed // 2
-    settlement._credit(msg.sender, to_caller)
-    settlement._credit(self._head(job_id).client, slashed - to_caller)
+    slashed: uint256 = extcall ASSETS.slash_lease(asset, slash_bps, convert(req.gpu_count, uint256))
+    settlement._received(slashed)
+    settlement._credit(market_params.treasury, slashed)
     log ShardReclaimed(job=job_id, shard=shard, replica=replica, asset=asset, caller=msg.sender, slashed=slashed)
 
 
 @external
 def finalize(job_id: uint256, shard: uint256):
     """
-    @notice Settles a shard once every live replica has submitted, its challenge
-            window has closed and all replicas' output roots agree. Each replica's
-            provider is credited price × GPU-seconds, its keeper and the protocol
-            their fees; the job's last shard refunds the client the rest.
+    @notice Settles a shard once every live replica has submitted and its challenge
+            window has closed. Each replica's provider is credited price ×
+            GPU-seconds, its keeper and the protocol their fees; the job's last shard
+            refunds the client the rest.
+    @dev Replicas that disagree never reach this point undisputed: the last one to
+         submit (or a cancel) opens a dispute, and only the court's ruling, or its
+         default outcome, returns them to SUBMITTED.
     @param job_id The job.
     @param shard The shard.
     """
@@ -574,18 +605,15 @@ def finalize(job_id: uint256, shard: uint256):
     req, keeper_bps, protocol_bps = self._terms(job_id)
     self._check_shard(req.shard_count, shard)
     replication: uint256 = convert(req.replication, uint256)
-    agreed: bytes32 = empty(bytes32)
+    submitted: bool = False
     for r: uint256 in range(replication, bound=MAX_REPLICATION):
         rep: Replica = self._replica(job_id, shard, r)
         if rep.state == CANCELLED:
             continue
         assert rep.state == SUBMITTED, "job_market: shard not ready"
         assert block.timestamp > convert(rep.deadline, uint256), "job_market: challenge window open"
-        root: bytes32 = self._output_roots[job_id][self._index(shard, r)]
-        if agreed == empty(bytes32):
-            agreed = root
-        assert root == agreed, "job_market: replica roots disagree"
-    assert agreed != empty(bytes32), "job_market: shard not ready"
+        submitted = True
+    assert submitted, "job_market: shard not ready"
 
     head: Head = self._head(job_id)
     treasury: address = market_params.treasury
@@ -597,7 +625,7 @@ def finalize(job_id: uint256, shard: uint256):
         rep.since = convert(block.timestamp, uint40)
         self._store_replica(job_id, shard, r, rep)
         asset: uint256 = convert(rep.asset, uint256)
-        provider: address = extcall ASSETS.close_lease(asset)
+        provider: address = extcall ASSETS.close_lease(asset, convert(req.gpu_count, uint256))
         keeper: address = staticcall KEEPERS.keeper_of(convert(rep.keeper, uint256))
         payment: uint256 = convert(rep.price, uint256) * convert(rep.gpu_seconds, uint256)
         keeper_fee: uint256 = payment * convert(keeper_bps, uint256) // _BPS
@@ -633,7 +661,8 @@ def decline(job_id: uint256, shard: uint256, replica: uint256, reason: bytes32):
     @param replica The replica.
     @param reason A short reason, e.g. b"image not found" as bytes32.
     """
-    self._check_replica(self._terms(job_id)[0], shard, replica)
+    req: Requirements = self._terms(job_id)[0]
+    self._check_replica(req, shard, replica)
     rep: Replica = self._replica(job_id, shard, replica)
     assert rep.state == ASSIGNED, "job_market: replica not assigned"
     asset: uint256 = convert(rep.asset, uint256)
@@ -643,7 +672,7 @@ def decline(job_id: uint256, shard: uint256, replica: uint256, reason: bytes32):
     rep.state = OPEN
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
-    extcall ASSETS.close_lease(asset)
+    extcall ASSETS.close_lease(asset, convert(req.gpu_count, uint256))
     log ShardDeclined(job=job_id, shard=shard, replica=replica, asset=asset, reason=reason)
 
 
@@ -706,19 +735,23 @@ def submit_result(
         self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
 
 
-# ------------------------------------------------------------------ verification
+# ------------------------------------------------------------------ disputes (the court's hooks)
 
 
 @external
 @nonreentrant
-def challenge(job_id: uint256, shard: uint256):
+def open_dispute(job_id: uint256, shard: uint256, challenger: address, bond: uint256):
     """
-    @notice Disputes a shard's results inside their challenge window, posting the
-            challenge bond (approve first). The bond comes back if any replica is
-            found wrong; otherwise it goes to the challenged provider.
+    @notice Disputes every replica of a shard still inside its challenge window and
+            takes the challenger's bond (court only; approve this market first).
+    @dev The replicas keep their challenge end in `deadline`; `since` records when
+         the dispute opened, which the court's ruling deadline counts from.
     @param job_id The job.
     @param shard The shard.
+    @param challenger Who challenges; its bond is pulled from it.
+    @param bond The bond, token base units.
     """
+    self._check_court()
     req: Requirements = self._terms(job_id)[0]
     self._check_shard(req.shard_count, shard)
     disputed: uint256 = 0
@@ -731,70 +764,79 @@ def challenge(job_id: uint256, shard: uint256):
             self._store_replica(job_id, shard, r, rep)
             disputed += 1
     assert disputed > 0, "job_market: nothing to challenge"
-    bond: uint256 = market_params.challenge_bond
-    self._challenges[job_id][shard] = convert(msg.sender, uint256) | bond << 160
-    settlement._pull(msg.sender, bond)
-    log DisputeOpened(job=job_id, shard=shard, challenger=msg.sender, bond=bond)
+    settlement._pull(challenger, bond)
+    log DisputeOpened(job=job_id, shard=shard, challenger=challenger, bond=bond)
 
 
 @external
-def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
+def rule(
+    job_id: uint256, shard: uint256, valid_root: bytes32, extension: uint256, arbiter: address
+) -> (uint256, uint256, uint256, DynArray[address, MAX_REPLICATION]):
     """
-    @notice Settles a dispute (facilitators only) by ruling on the whole shard: every
-            disputed or submitted replica whose root is `valid_root` stands and may be
-            finalized at once; every other one is slashed (to the challenger, or to
-            the client for a replica mismatch) and reopens. Ruling on the submitted
-            ones too means no replica that disagrees with the ruling can linger.
+    @notice Applies a ruling to a disputed shard (court only). Every submitted or
+            disputed replica whose root is `valid_root` stands, and so does every
+            one when `valid_root` is zero (no one found at fault); each other one is
+            slashed and reopens. A standing replica's challenge window is extended
+            by `extension`, so a ruling never closes it early for anyone else.
+    @dev The slashed tokens arrive here owed to no one yet; the court credits them.
     @param job_id The job.
     @param shard The shard.
-    @param valid_root The output root the facilitator found correct (zero: none).
+    @param valid_root The root found correct, or zero: every result stands.
+    @param extension Seconds the dispute was open.
+    @param arbiter Who ruled (zero for the default outcome), for the log.
+    @return Replicas upheld, replicas rejected, tokens slashed, and the owners of
+            the upheld replicas that were disputed, in replica order.
     """
-    market_params._check_facilitator()
+    self._check_court()
     req: Requirements = self._terms(job_id)[0]
     self._check_shard(req.shard_count, shard)
-    packed: uint256 = self._challenges[job_id][shard]
-    challenger: address = self._address(packed)
-    victim: address = challenger
-    if challenger == empty(address):
-        victim = self._head(job_id).client
     slash_bps: uint256 = convert(market_params._settings().slash_bps, uint256)
     upheld: uint256 = 0
     rejected: uint256 = 0
-    upheld_asset: uint256 = 0
+    slashed: uint256 = 0
+    owners: DynArray[address, MAX_REPLICATION] = []
     disputed: bool = False
     for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
         rep: Replica = self._replica(job_id, shard, r)
-        if rep.state == DISPUTED:
-            disputed = True
-        elif rep.state != SUBMITTED:
+        was_disputed: bool = rep.state == DISPUTED
+        if not was_disputed and rep.state != SUBMITTED:
             continue
+        disputed = disputed or was_disputed
         asset: uint256 = convert(rep.asset, uint256)
         rep.since = convert(block.timestamp, uint40)
-        if valid_root != empty(bytes32) and self._output_roots[job_id][self._index(shard, r)] == valid_root:
+        if valid_root == empty(bytes32) or self._output_roots[job_id][self._index(shard, r)] == valid_root:
             rep.state = SUBMITTED
-            # The window closed a second ago: finalize may run at once, no new challenge.
-            rep.deadline = convert(block.timestamp - 1, uint40)
+            rep.deadline = convert(convert(rep.deadline, uint256) + extension, uint40)
             self._store_replica(job_id, shard, r, rep)
             upheld += 1
-            if upheld_asset == 0:
-                upheld_asset = asset
+            if was_disputed:
+                owners.append(staticcall ASSETS.ownerOf(asset))
         else:
             rep.state = OPEN
             self._store_replica(job_id, shard, r, rep)
-            slashed: uint256 = extcall ASSETS.slash_lease(asset, slash_bps)
-            settlement._credit(victim, slashed)
+            lost: uint256 = extcall ASSETS.slash_lease(asset, slash_bps, convert(req.gpu_count, uint256))
+            slashed += lost
             rejected += 1
-            log ReplicaRejected(job=job_id, shard=shard, replica=r, asset=asset, slashed=slashed)
+            log ReplicaRejected(job=job_id, shard=shard, replica=r, asset=asset, slashed=lost)
     assert disputed, "job_market: no open dispute"
-    if packed != 0:
-        self._challenges[job_id][shard] = 0
-        if rejected > 0:
-            settlement._credit(challenger, packed >> 160)
-        else:
-            settlement._credit(staticcall ASSETS.ownerOf(upheld_asset), packed >> 160)
+    settlement._received(slashed)
     log DisputeResolved(
-        job=job_id, shard=shard, facilitator=msg.sender, valid_root=valid_root, upheld=upheld, rejected=rejected
+        job=job_id, shard=shard, facilitator=arbiter, valid_root=valid_root, upheld=upheld, rejected=rejected
     )
+    return upheld, rejected, slashed, owners
+
+
+@external
+def credit(account: address, amount: uint256):
+    """
+    @notice Credits a dispute's bond or slash proceeds to `account` (court only).
+    @dev Only tokens already here and owed (a held bond, a slash received in
+         `rule`) are credited this way, so `owed` does not change.
+    @param account Who may withdraw them.
+    @param amount Token base units.
+    """
+    self._check_court()
+    settlement._credit(account, amount)
 
 
 # ------------------------------------------------------------------ views
@@ -884,62 +926,6 @@ def output_root(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
     return self._output_roots[job_id][self._index(shard, replica)]
 
 
-@external
-@view
-def challenge_of(job_id: uint256, shard: uint256) -> (address, uint256):
-    """
-    @notice The open challenge of a shard, if any.
-    @return The challenger (zero if none) and its bond.
-    """
-    packed: uint256 = self._challenges[job_id][shard]
-    return self._address(packed), packed >> 160
-
-
-@external
-@view
-def receipt_digest(
-    job_id: uint256, shard: uint256, replica: uint256, output_root: bytes32, gpu_seconds: uint32, exit_code: uint8
-) -> bytes32:
-    """
-    @notice The EIP-712 digest an agent signs for the replica's current lease.
-    @return The digest.
-    """
-    self._check_replica(self._terms(job_id)[0], shard, replica)
-    rep: Replica = self._replica(job_id, shard, replica)
-    return self._receipt_digest(
-        job_id,
-        shard,
-        replica,
-        rep.lease,
-        convert(rep.asset, uint256),
-        self._manifests[job_id],
-        output_root,
-        gpu_seconds,
-        exit_code,
-    )
-
-
-@external
-@view
-def verify_output(
-    job_id: uint256,
-    shard: uint256,
-    replica: uint256,
-    path_hash: bytes32,
-    content_hash: bytes32,
-    proof: DynArray[bytes32, merkle.MAX_DEPTH],
-) -> bool:
-    """
-    @notice Whether a file belongs to a replica's submitted result.
-    @param path_hash keccak256 of the file's path, UTF-8.
-    @param content_hash keccak256 of the file's bytes.
-    @param proof Sibling hashes from the leaf up.
-    @return True if the proof leads to the submitted root.
-    """
-    root: bytes32 = self._output_roots[job_id][self._index(shard, replica)]
-    return root != empty(bytes32) and merkle._verify(proof, root, merkle._leaf(path_hash, content_hash))
-
-
 # ------------------------------------------------------------------ internals
 
 
@@ -985,6 +971,36 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
         protocol_fee_bps=settings.protocol_fee_bps,
     )
     return job_id, budget
+
+
+@internal
+@view
+def _check_spent_authorization(auth: Authorization, amount: uint256, v: uint8, r: bytes32, s: bytes32):
+    """
+    @dev Reverts unless the payer signed a transfer of `amount` to this market under
+         `auth` and the token has used its nonce.
+    """
+    token: IEIP3009 = IEIP3009(settlement.TOKEN.address)
+    assert staticcall token.authorizationState(auth.payer, auth.nonce), "job_market: authorization not used"
+    digest: bytes32 = keccak256(
+        concat(
+            b"\x19\x01",
+            staticcall token.DOMAIN_SEPARATOR(),
+            keccak256(
+                abi_encode(
+                    _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+                    auth.payer,
+                    self,
+                    amount,
+                    auth.valid_after,
+                    auth.valid_before,
+                    auth.nonce,
+                )
+            ),
+        )
+    )
+    signer: address = ecdsa._recover_vrs(digest, convert(v, uint256), convert(r, uint256), convert(s, uint256))
+    assert signer == auth.payer and signer != empty(address), "job_market: authorization not signed by payer"
 
 
 @internal
@@ -1090,6 +1106,15 @@ def _shard_done(job_id: uint256, head: Head):
     if head.unfinished == 0:
         settlement._credit(head.client, refund)
         log JobFinished(job=job_id, client=head.client, refund=refund)
+
+
+@internal
+@view
+def _check_court():
+    """
+    @dev Reverts unless the caller is the dispute court.
+    """
+    assert msg.sender == COURT, "job_market: caller is not the court"
 
 
 @internal

@@ -7,8 +7,8 @@ What it guarantees
 ------------------
 * It never proposes what the chain would reject. A candidate passes the asset-side
   rules of `JobMarket.assign` (those of `computenet.preflight.asset_problem`: id,
-  stake, lease capacity, paused, GPUs, VRAM, price cap, lease vs deadline, lease vs
-  expiry) and
+  agent, stake, lease capacity, GPUs free of its other leases, paused, GPUs, VRAM,
+  price cap, lease vs deadline, lease vs expiry) and
   `open_replica`'s (not already running this shard), checked against the shard's
   replicas as they stand after the batch's earlier assignments.
 * It only uses nodes it can trust to start: a heartbeat no older than
@@ -361,6 +361,7 @@ class Batch:
         # indexed by k, in ascending id order (so comparing k compares ids).
         self._ids: list[int] = []
         self._gpus: list[int] = []
+        self._gpus_free: list[int] = []  # its GPUs no open lease (on chain or in this batch) holds
         self._vram: list[int] = []
         self._price: list[int] = []
         self._expire: list[int] = []
@@ -378,6 +379,7 @@ class Batch:
             spec = asset.spec
             if (
                 asset.id > UINT32_MAX
+                or int(asset.agent, 16) == 0  # sold: no agent until its new owner sets one
                 or asset.stake.available < min_stake
                 or not spec.active
                 or spec.expire < min_lease_end
@@ -402,6 +404,7 @@ class Batch:
             self._k_of[asset.id] = len(self._ids)
             self._ids.append(asset.id)
             self._gpus.append(spec.gpu_count)
+            self._gpus_free.append(spec.gpu_count - asset.stake.gpus_leased)
             self._vram.append(spec.vram_mib)
             self._price.append(spec.price)
             self._expire.append(spec.expire)
@@ -485,17 +488,19 @@ class Batch:
             reputation=self._rep[k],
         )
         asset = self._ids[k]
-        self._give(k, need)
+        self._give(k, need, req.gpu_count)
         st.slots.pop(0)
         st.on_shard.add(asset)
         st.owners.add(self._owner[k])
         held.add(k)
         return Assignment(job, shard, slot, asset, score, terms, reasons)
 
-    def _give(self, k: int, need: int) -> None:
+    def _give(self, k: int, need: int, gpus: int) -> None:
         self._run[k] += 1
         self._free[k] -= need  # zero when free VRAM is not checked
-        if self._run[k] >= self._cap[k]:  # full: out of its stream for the rest of the batch
+        self._gpus_free[k] -= gpus
+        if self._run[k] >= self._cap[k] or (self._gpus[k] and not self._gpus_free[k]):
+            # full: out of its stream for the rest of the batch
             items = self._items[self._stream_of[k]]
             del items[bisect_left(items, (self._price[k], k))]
 
@@ -519,7 +524,8 @@ class Batch:
         span = deadline - now
         sk = ws * ((deadline - lease_end) / span if span > 0 else 0.0)
         items, qmax = self._items, self._qmax
-        expire_, owner_ = self._expire, self._owner
+        expire_, owner_, gpus_free = self._expire, self._owner, self._gpus_free
+        gpus = req.gpu_count
         util_, run_, cap_, free_, rep_ = self._util, self._run, self._cap, self._free, self._rep
 
         heap = []
@@ -543,7 +549,7 @@ class Batch:
             else:
                 heappop(heap)
             e = expire_[k]
-            if e < lease_end or k in excluded or k in held or owner_[k] in owners:
+            if e < lease_end or k in excluded or k in held or owner_[k] in owners or gpus_free[k] < gpus:
                 continue
             r = run_[k]
             if r and free_[k] < need:
@@ -562,7 +568,7 @@ class Batch:
         for k in ks:
             if (
                 self._run[k] >= self._cap[k]
-                or self._gpus[k] < req.gpu_count
+                or self._gpus_free[k] < req.gpu_count
                 or self._vram[k] < req.min_vram_mib
                 or self._price[k] > req.max_price
                 or self._expire[k] < lease_end

@@ -15,7 +15,7 @@ from . import erc721
 
 uses: erc721
 
-_MASK32: constant(uint256) = 2**32 - 1
+_MASK16: constant(uint256) = 2**16 - 1
 _MASK40: constant(uint256) = 2**40 - 1
 _MASK88: constant(uint256) = 2**88 - 1
 _MASK96: constant(uint256) = 2**96 - 1
@@ -33,12 +33,13 @@ MARKET: public(immutable(address))
 
 struct Stake:
     amount: uint96  # token base units
-    open_leases: uint32  # replicas assigned, submitted or disputed on this asset
+    open_leases: uint16  # replicas assigned, submitted or disputed on this asset
+    gpus_leased: uint16  # GPUs those leases hold together
     unbond_at: uint40  # when the unbonding amount may be withdrawn
     unbonding: uint88  # amount asked back; it no longer counts toward eligibility
 
 
-# @dev asset -> Stake, packed (96, 32, 40, 88 bits).
+# @dev asset -> Stake, packed (96, 16, 16, 40, 88 bits).
 _stakes: HashMap[uint256, uint256]
 
 
@@ -161,7 +162,8 @@ def _stake(asset: uint256) -> Stake:
     word: uint256 = self._stakes[asset]
     return Stake(
         amount=convert(word & _MASK96, uint96),
-        open_leases=convert((word >> 96) & _MASK32, uint32),
+        open_leases=convert((word >> 96) & _MASK16, uint16),
+        gpus_leased=convert((word >> 112) & _MASK16, uint16),
         unbond_at=convert((word >> 128) & _MASK40, uint40),
         unbonding=convert(word >> 168, uint88),
     )
@@ -175,6 +177,7 @@ def _store(asset: uint256, s: Stake):
     self._stakes[asset] = (
         convert(s.amount, uint256)
         | convert(s.open_leases, uint256) << 96
+        | convert(s.gpus_leased, uint256) << 112
         | convert(s.unbond_at, uint256) << 128
         | convert(s.unbonding, uint256) << 168
     )
@@ -201,39 +204,46 @@ def _check_market():
 
 
 @internal
-def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16):
+def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16, gpus: uint256, gpu_count: uint8):
     """
-    @dev Counts a new lease if the stake not unbonding meets `min_stake` and the
-         asset holds fewer than `max_leases`, so no one can pile leases onto an
-         asset to have them expire and slash it.
+    @dev Counts a new lease of `gpus` GPUs if the stake not unbonding meets
+         `min_stake`, the asset holds fewer than `max_leases`, and its open leases
+         together hold no more than its `gpu_count` GPUs with this one, so no one
+         can pile leases onto an asset to have them expire and slash it, and no
+         GPU is leased twice.
     """
     s: Stake = self._stake(asset)
     available: uint256 = convert(s.amount, uint256) - min(convert(s.unbonding, uint256), convert(s.amount, uint256))
     assert available >= min_stake, "asset_stakes: stake below minimum"
-    assert s.open_leases < convert(max_leases, uint32), "asset_stakes: asset at lease capacity"
+    assert s.open_leases < max_leases, "asset_stakes: asset at lease capacity"
+    assert convert(s.gpus_leased, uint256) + gpus <= convert(gpu_count, uint256), "asset_stakes: asset gpus all leased"
     s.open_leases += 1
+    s.gpus_leased += convert(gpus, uint16)
     self._store(asset, s)
 
 
 @internal
-def _close_lease(asset: uint256):
+def _close_lease(asset: uint256, gpus: uint256):
     """
-    @dev Counts a lease as over.
+    @dev Counts a lease of `gpus` GPUs as over.
     """
     s: Stake = self._stake(asset)
     s.open_leases -= 1
+    s.gpus_leased -= convert(gpus, uint16)
     self._store(asset, s)
 
 
 @internal
-def _close_and_slash(asset: uint256, slash_bps: uint256) -> uint256:
+def _close_and_slash(asset: uint256, slash_bps: uint256, gpus: uint256) -> uint256:
     """
-    @dev Ends a faulty lease, takes `slash_bps` of the stake and sends it to the market.
+    @dev Ends a faulty lease of `gpus` GPUs, takes `slash_bps` of the stake and
+         sends it to the market.
     """
     s: Stake = self._stake(asset)
     slashed: uint256 = convert(s.amount, uint256) * slash_bps // _BPS
     s.amount -= convert(slashed, uint96)
     s.open_leases -= 1
+    s.gpus_leased -= convert(gpus, uint16)
     self._store(asset, s)
     if slashed > 0:
         assert extcall TOKEN.transfer(msg.sender, slashed, default_return_value=True), "asset_stakes: transfer failed"

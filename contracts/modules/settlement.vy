@@ -13,6 +13,10 @@ TOKEN: public(immutable(IERC20))
 
 # @dev account -> base units it may withdraw.
 credits: public(HashMap[address, uint256])
+# @dev Tokens the market owes: escrow, credits and challenge bonds held. Its token
+#      balance never falls below this; anything above is tokens no one was credited
+#      (an EIP-3009 transfer front-run to the market, a stray transfer).
+owed: public(uint256)
 
 # @dev Most accounts one `withdraw_many` pays.
 MAX_BATCH: constant(uint256) = 64
@@ -102,7 +106,26 @@ def _pull(payer: address, amount: uint256):
     """
     if amount == 0:
         return
+    self.owed += amount
     assert extcall TOKEN.transferFrom(payer, self, amount, default_return_value=True), "settlement: transfer failed"
+
+
+@internal
+def _received(amount: uint256):
+    """
+    @dev Counts tokens that arrived by another path than `_pull` (an EIP-3009
+         transfer, a slashed stake) as owed; the caller credits or escrows them.
+    """
+    self.owed += amount
+
+
+@internal
+@view
+def _surplus() -> uint256:
+    """
+    @dev Tokens held beyond what is owed (see `owed`).
+    """
+    return staticcall TOKEN.balanceOf(self) - self.owed
 
 
 @internal
@@ -110,4 +133,5 @@ def _push(receiver: address, amount: uint256):
     """
     @dev Sends tokens out; only withdrawals call it.
     """
+    self.owed -= amount
     assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "settlement: transfer failed"

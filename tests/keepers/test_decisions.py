@@ -38,7 +38,7 @@ def shards(j, states=None):
 
 def asset(id, price=100, owner=None):
     spec = Spec(1, 80_000, 1, 8, 0, price, NOW + 30 * 86_400, True, 16)
-    return Asset(id, owner or f"0x{id:040x}", f"0x{id + 99:040x}", spec, b"", Stake(1_000, 0, 0, 0))
+    return Asset(id, owner or f"0x{id:040x}", f"0x{id + 99:040x}", spec, b"", Stake(1_000, 0, 0, 0, 0))
 
 
 def nodes(*ids):

@@ -69,7 +69,7 @@ def asset(
         agent=f"0x{id + 1000:040x}",
         spec=spec,
         commit=b"\x00" * 32,
-        stake=Stake(amount=stake, open_leases=open_leases, unbond_at=0, unbonding=unbonding),
+        stake=Stake(amount=stake, open_leases=open_leases, gpus_leased=0, unbond_at=0, unbonding=unbonding),
     )
 
 

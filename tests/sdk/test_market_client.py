@@ -105,10 +105,10 @@ def test_asset_reads_back_what_was_registered(sdk, provider, agent, make_spec):
         agent=agent.address,
         spec=spec,
         commit=commit,
-        stake=Stake(amount=0, open_leases=0, unbond_at=0, unbonding=0),
+        stake=Stake(amount=0, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0),
     )
     sdk.add_stake(asset_id, 250 * TOKEN, sender=provider)
-    assert sdk.stake(asset_id) == Stake(amount=250 * TOKEN, open_leases=0, unbond_at=0, unbonding=0)
+    assert sdk.stake(asset_id) == Stake(amount=250 * TOKEN, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
     assert sdk.asset(asset_id).stake.available == 250 * TOKEN
     assert sdk.assets_of(provider) == [sdk.asset(asset_id)]
     assert sdk.assets_of(agent) == []
@@ -225,7 +225,7 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
     sdk.reclaim(job, 1, 0, sender=stranger)
     slashed = slashed_before * params.slash_bps // 10_000
     assert sdk.replica(job, 1, 0).state == ReplicaState.OPEN
-    assert sdk.stake(slow) == Stake(amount=STAKE - slashed, open_leases=0, unbond_at=0, unbonding=0)
+    assert sdk.stake(slow) == Stake(amount=STAKE - slashed, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
     assert sdk.credits(stranger) == slashed // 2
 
     sdk.finalize(job, 0, sender=stranger)

@@ -49,7 +49,7 @@ REQ = Requirements(
 LEASE = REQ.lease_seconds(PARAMS.lease_grace)
 
 
-def make_asset(asset_id=1, stake=Stake(amount=1_000, open_leases=0, unbond_at=0, unbonding=0), **spec):
+def make_asset(asset_id=1, stake=Stake(amount=1_000, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0), **spec):
     fields = dict(gpu_model=1, vram_mib=81_920, gpu_count=2, cpu_cores=16, region=276, price=150, expire=NOW + 30 * 86_400)
     fields.update(spec)
     return Asset(id=asset_id, owner="0x" + "0a" * 20, agent="0x" + "0b" * 20, spec=Spec(**fields), commit=b"\x11" * 32, stake=stake)
@@ -186,8 +186,8 @@ def test_asset_happy_path():
 
 
 def test_asset_reasons_in_contract_order():
-    low = Stake(amount=PARAMS.min_stake - 1, open_leases=0, unbond_at=0, unbonding=0)
-    ok = Stake(amount=PARAMS.min_stake, open_leases=0, unbond_at=0, unbonding=0)
+    low = Stake(amount=PARAMS.min_stake - 1, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
+    ok = Stake(amount=PARAMS.min_stake, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
     worst = dict(active=False, gpu_count=1, vram_mib=1, price=REQ.max_price + 1, expire=NOW)
 
     def check(asset_id, stake, spec, deadline):
@@ -227,7 +227,7 @@ def test_asset_id_above_uint32_is_refused_by_the_market():
 
 
 def test_asset_stake_being_unbonded_does_not_count():
-    unbonding = Stake(amount=PARAMS.min_stake + 50, open_leases=0, unbond_at=NOW + 100, unbonding=51)
+    unbonding = Stake(amount=PARAMS.min_stake + 50, open_leases=0, gpus_leased=0, unbond_at=NOW + 100, unbonding=51)
     assert preflight.asset_problem(make_asset(stake=unbonding), REQ, PARAMS, NOW) == "asset_stakes: stake below minimum"
     exactly = dataclasses.replace(unbonding, unbonding=50)
     assert preflight.asset_problem(make_asset(stake=exactly), REQ, PARAMS, NOW) is None

@@ -1,0 +1,265 @@
+# pragma version ~=0.4.3
+"""
+@title computenet dispute court
+@notice Where results are challenged and where every dispute ends. Anyone but the
+        shard's own providers may challenge its results inside their challenge
+        window by posting the challenge bond; replicas that disagree are disputed by
+        the market itself. A facilitator (the arbiter) rules from its own
+        re-execution before the ruling deadline; after it, anyone may apply the
+        default outcome. Who is credited what (in the market, withdrawn there):
+        - each rejected replica's stake is slashed by the market's `slash_bps`; the
+          challenger (for a replica mismatch: the first upheld provider) gets
+          REWARD_BPS of the slash, at most one challenge bond; the treasury the rest;
+        - the bond goes back to a challenger who proved some replica wrong, and
+          otherwise is split among the providers it accused;
+        - no ruling by the deadline: the results stand, no one is slashed, and the
+          bond goes back to the challenger.
+        See docs/disputes.md for the whole table.
+@dev The market holds the replicas, the tokens and the ledger and applies rulings
+     (`open_dispute`, `rule`, `credit`, callable only from here); this contract
+     holds the rules: who may challenge, deadlines, and who is credited what.
+"""
+
+from . import JobMarket
+from .interfaces import IComputeAsset
+from .modules import merkle
+
+# ------------------------------------------------------------------ constants
+
+# @dev Share of a slash that rewards whoever proved the fault, basis points; it is
+#      also capped at one challenge bond, so no one gains from their own fault.
+REWARD_BPS: public(constant(uint256)) = 1000
+_BPS: constant(uint256) = 10000
+_MAX_REPLICATION: constant(uint256) = 5
+
+# @dev Replica states (as in JobMarket).
+_OPEN: constant(uint8) = 0
+_SUBMITTED: constant(uint8) = 2
+_DISPUTED: constant(uint8) = 3
+_CANCELLED: constant(uint8) = 5
+
+# ------------------------------------------------------------------ storage
+
+# @dev The job market whose results this court rules on.
+MARKET: public(immutable(JobMarket.__interface__))
+# @dev The compute asset registry (owners and agents of the challenged assets).
+ASSETS: public(immutable(IComputeAsset))
+
+# @dev job -> shard -> challenger (bits 0-159) and bond (160-255) of the open challenge.
+_challenges: HashMap[uint256, HashMap[uint256, uint256]]
+
+# ------------------------------------------------------------------ events
+
+
+event DisputeSettled:
+    job: indexed(uint256)
+    shard: uint256
+    arbiter: indexed(address)  # zero: the default outcome after the ruling deadline
+    challenger: indexed(address)  # zero: the replicas disagreed by themselves
+    slashed: uint256  # tokens taken from rejected replicas' stakes
+    reward: uint256  # of those, to the challenger or first upheld provider
+    bond_returned: bool  # the bond went back to the challenger (else to the accused)
+
+
+# ------------------------------------------------------------------ constructor
+
+
+@deploy
+def __init__(market: JobMarket.__interface__, assets: IComputeAsset):
+    """
+    @param market The JobMarket, which names this contract as its COURT.
+    @param assets The ComputeAsset registry.
+    """
+    MARKET = market
+    ASSETS = assets
+
+
+# ------------------------------------------------------------------ externals
+
+
+@external
+def challenge(job_id: uint256, shard: uint256):
+    """
+    @notice Challenges a shard's results that are still inside their challenge
+            window, posting the challenge bond (approve the market for it first).
+            The bond comes back with a reward if the arbiter finds a replica wrong;
+            otherwise it goes to the providers accused.
+    @dev The shard's own providers (owners and agent keys of its live replicas) may
+         not challenge it: a provider could otherwise dispute its own wrong result to
+         steer the ruling or to hold other challengers off.
+    @param job_id The job.
+    @param shard The shard.
+    """
+    req: JobMarket.Requirements = (staticcall MARKET.job(job_id)).requirements
+    assert shard < convert(req.shard_count, uint256), "dispute_court: unknown shard"
+    for r: uint256 in range(convert(req.replication, uint256), bound=_MAX_REPLICATION):
+        rep: JobMarket.Replica = staticcall MARKET.replica(job_id, shard, r)
+        if rep.state == _OPEN or rep.state == _CANCELLED:
+            continue
+        asset: uint256 = convert(rep.asset, uint256)
+        assert msg.sender != staticcall ASSETS.ownerOf(asset), "dispute_court: provider cannot challenge its shard"
+        assert msg.sender != staticcall ASSETS.agentOf(asset), "dispute_court: provider cannot challenge its shard"
+    bond: uint256 = staticcall MARKET.challenge_bond()
+    self._challenges[job_id][shard] = convert(msg.sender, uint256) | bond << 160
+    extcall MARKET.open_dispute(job_id, shard, msg.sender, bond)
+
+
+@external
+def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
+    """
+    @notice Rules on a disputed shard before its ruling deadline (facilitators
+            only): replicas whose root is `valid_root` stand, every other one is
+            slashed and reopens; a zero `valid_root` (the arbiter could not
+            reproduce the job) lets every result stand.
+    @param job_id The job.
+    @param shard The shard.
+    @param valid_root The root of the arbiter's own re-execution, or zero.
+    """
+    assert staticcall MARKET.is_facilitator(msg.sender), "dispute_court: caller is not a facilitator"
+    opened: uint256 = 0
+    deadline: uint256 = 0
+    opened, deadline = self._dispute_times(job_id, shard)
+    assert block.timestamp <= deadline, "dispute_court: ruling deadline passed"
+    self._settle(job_id, shard, valid_root, opened, msg.sender)
+
+
+@external
+def expire(job_id: uint256, shard: uint256):
+    """
+    @notice Ends a dispute no one ruled on by its deadline (anyone may call it):
+            every result stands with its challenge window extended by the dispute's
+            length, no one is slashed, and the bond goes back to the challenger.
+    @param job_id The job.
+    @param shard The shard.
+    """
+    opened: uint256 = 0
+    deadline: uint256 = 0
+    opened, deadline = self._dispute_times(job_id, shard)
+    assert block.timestamp > deadline, "dispute_court: ruling deadline not passed"
+    self._settle(job_id, shard, empty(bytes32), opened, empty(address))
+
+
+# ------------------------------------------------------------------ views
+
+
+@external
+@view
+def challenge_of(job_id: uint256, shard: uint256) -> (address, uint256):
+    """
+    @notice The open challenge of a shard, if any.
+    @param job_id The job.
+    @param shard The shard.
+    @return The challenger (zero if none) and its bond, token base units.
+    """
+    packed: uint256 = self._challenges[job_id][shard]
+    return convert(convert(packed % 2**160, uint160), address), packed >> 160
+
+
+@external
+@view
+def ruling_deadline(job_id: uint256, shard: uint256) -> uint256:
+    """
+    @notice When the open dispute of a shard must be ruled on: its opening plus one
+            lease of the job (the time a re-execution may take) plus the challenge
+            window. Reverts when no dispute is open.
+    @param job_id The job.
+    @param shard The shard.
+    @return Unix seconds.
+    """
+    return self._dispute_times(job_id, shard)[1]
+
+
+@external
+@view
+def verify_output(
+    job_id: uint256,
+    shard: uint256,
+    replica: uint256,
+    path_hash: bytes32,
+    content_hash: bytes32,
+    proof: DynArray[bytes32, merkle.MAX_DEPTH],
+) -> bool:
+    """
+    @notice Whether a file belongs to a replica's submitted result.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @param path_hash keccak256 of the file's path, UTF-8.
+    @param content_hash keccak256 of the file's bytes.
+    @param proof Sibling hashes from the leaf up.
+    @return True if the proof leads to the submitted root.
+    """
+    root: bytes32 = staticcall MARKET.output_root(job_id, shard, replica)
+    return root != empty(bytes32) and merkle._verify(proof, root, merkle._leaf(path_hash, content_hash))
+
+
+# ------------------------------------------------------------------ internals
+
+
+@internal
+@view
+def _dispute_times(job_id: uint256, shard: uint256) -> (uint256, uint256):
+    """
+    @dev When the shard's open dispute opened (its disputed replicas' `since`) and
+         its ruling deadline; reverts when none is open.
+    """
+    req: JobMarket.Requirements = (staticcall MARKET.job(job_id)).requirements
+    assert shard < convert(req.shard_count, uint256), "dispute_court: unknown shard"
+    opened: uint256 = 0
+    for r: uint256 in range(convert(req.replication, uint256), bound=_MAX_REPLICATION):
+        rep: JobMarket.Replica = staticcall MARKET.replica(job_id, shard, r)
+        if rep.state == _DISPUTED:
+            opened = convert(rep.since, uint256)
+            break
+    assert opened != 0, "dispute_court: no open dispute"
+    window: uint256 = convert((staticcall MARKET.parameters()).challenge_window, uint256)
+    return opened, opened + staticcall MARKET.lease_seconds(req) + window
+
+
+@internal
+def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, opened: uint256, arbiter: address):
+    """
+    @dev Applies a ruling (or, with no arbiter, the default outcome) and credits the
+         slash, the reward and the bond.
+    """
+    packed: uint256 = self._challenges[job_id][shard]
+    self._challenges[job_id][shard] = 0
+    challenger: address = convert(convert(packed % 2**160, uint160), address)
+    bond: uint256 = packed >> 160
+
+    upheld: uint256 = 0
+    rejected: uint256 = 0
+    slashed: uint256 = 0
+    stood: DynArray[address, _MAX_REPLICATION] = []
+    upheld, rejected, slashed, stood = extcall MARKET.rule(
+        job_id, shard, valid_root, block.timestamp - opened, arbiter
+    )
+
+    rewarded: address = challenger
+    if rewarded == empty(address) and len(stood) > 0:
+        rewarded = stood[0]
+    reward: uint256 = 0
+    if rewarded != empty(address):
+        reward = min(slashed * REWARD_BPS // _BPS, staticcall MARKET.challenge_bond())
+        extcall MARKET.credit(rewarded, reward)
+    extcall MARKET.credit(staticcall MARKET.treasury(), slashed - reward)
+
+    returned: bool = rejected > 0 or arbiter == empty(address)
+    if bond > 0:
+        if returned:
+            extcall MARKET.credit(challenger, bond)
+        else:
+            # Every accused replica stood, so `stood` holds them all.
+            share: uint256 = bond // len(stood)
+            for provider: address in stood:
+                extcall MARKET.credit(provider, share)
+            extcall MARKET.credit(stood[0], bond - share * len(stood))
+    log DisputeSettled(
+        job=job_id,
+        shard=shard,
+        arbiter=arbiter,
+        challenger=challenger,
+        slashed=slashed,
+        reward=reward,
+        bond_returned=returned and bond > 0,
+    )
