@@ -39,7 +39,7 @@ from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 TOKEN = 10**6
 USDC_TRANSFER_WITH_AUTHORIZATION = 85_700
 GOAL_OVER_PLAIN = 10_000
-OWNER, FACILITATOR, CLIENT = 0, 7, 1
+OWNER, FACILITATOR, CLIENT, GATEWAY = 0, 7, 1, 9
 IMAGE = "computenet/job@sha256:" + "ab" * 32
 
 
@@ -93,6 +93,7 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
             env = {**os.environ, "COMPUTENET_FACILITATOR_RPC_URL": anvil.uri, "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
                    "COMPUTENET_FACILITATOR_MARKET": market, "COMPUTENET_FACILITATOR_PORT": str(fport),
                    "COMPUTENET_FACILITATOR_AUDIT_LOG": str(workdir / "audit.jsonl"),
+                   "COMPUTENET_FACILITATOR_GATEWAYS": test[GATEWAY].address, "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
                    "COMPUTENET_GATEWAY_RPC_URL": anvil.uri, "COMPUTENET_GATEWAY_MARKET": market,
                    "COMPUTENET_GATEWAY_FACILITATOR_URL": f"http://127.0.0.1:{fport}", "COMPUTENET_GATEWAY_PORT": str(gport)}  # fmt: skip
             group.spawn([sys.executable, "-m", "facilitator"], workdir / f"facilitator-{block_time}.log", env=env)

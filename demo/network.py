@@ -31,7 +31,7 @@ CHALLENGE_WINDOW = 60  # the market's minimum: results wait this long before the
 LEASE_GRACE = 20  # seconds a lease allows beyond the job's GPU-seconds (set-up, pull, submit)
 
 # Test keys (anvil's default mnemonic, ape's TEST::n): who plays which role.
-OWNER, CLIENT, PROVIDERS, KEEPERS, FACILITATOR, TREASURY = 0, 1, (2, 3), (4, 5), 7, 12
+OWNER, CLIENT, PROVIDERS, KEEPERS, FACILITATOR, GATEWAY, TREASURY = 0, 1, (2, 3), (4, 5), 7, 9, 12
 AGENTS = (6, 8, 10, 11)
 
 
@@ -168,6 +168,7 @@ class Network:
             "COMPUTENET_FACILITATOR_RPC_URL": self.anvil.uri, "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
             "COMPUTENET_FACILITATOR_MARKET": self.stack.market.address, "COMPUTENET_FACILITATOR_PORT": str(fport),
             "COMPUTENET_FACILITATOR_AUDIT_LOG": str(self.logdir / "facilitator-audit.jsonl"),
+            "COMPUTENET_FACILITATOR_GATEWAYS": self.test[GATEWAY].address, "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
             "COMPUTENET_GATEWAY_RPC_URL": self.anvil.uri, "COMPUTENET_GATEWAY_MARKET": self.stack.market.address,
             "COMPUTENET_GATEWAY_FACILITATOR_URL": self.facilitator_url, "COMPUTENET_GATEWAY_PORT": str(gport),
             "COMPUTENET_GATEWAY_STORE_URL": self.store.url, "COMPUTENET_GATEWAY_OUTPUTS": outputs,

@@ -29,6 +29,9 @@ def main() -> None:
     app = create_app(build_facilitator(key, settings.rpc_url, networks), networks, jobs, routers, lifespan)
     what = f" and the job market {settings.market}" if settings.market else ""
     click.echo(f"facilitator for {', '.join(networks)}{what} on http://{settings.host}:{settings.port}", err=True)
+    if settings.market:
+        click.echo(f"job payments: terms tagged by {', '.join(settings.gateways)}" if settings.gateways else
+                   "job payments: all refused, no gateway is trusted (COMPUTENET_FACILITATOR_GATEWAYS)", err=True)  # fmt: skip
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
@@ -57,7 +60,7 @@ def _market_roles(settings, key: str) -> tuple:
         raise
     except Exception as error:
         raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
-    jobs = JobSettlement(web3, sender, settings.market, token)
+    jobs = JobSettlement(web3, sender, settings.market, token, settings.gateways)
     arbiter = Arbiter(web3, sender, settings.market, assets, Path(settings.audit_log))
     refunder = Refunder(web3, sender, settings.market, settings.start_block)
 

@@ -7,8 +7,20 @@ the requirements' `extra`:
     "computenetJob": {"manifestHash": "0x…", "requirements": {min_vram_mib, gpu_count, …}}
 
 and settling calls `JobMarket.post_job_with_authorization`, which moves exactly the job's
-quote from the payer into its escrow and posts the job in one transaction: the payment is
-bound to this job and can fund no other (the market records each authorization it used).
+quote from the payer into its escrow and posts the job in one transaction (the market
+records each authorization it used, so one funds one job at most).
+
+Which job. The payer's authorization does not name the job, and `extra` is unsigned, so a
+copy of a payer's PAYMENT-SIGNATURE header (the authorization and its signature) would buy
+any job of the same price, at the gateway or straight at `/settle`; the payload's `accepted`
+is unsigned too, so comparing it with the terms proves nothing. A job payment is therefore
+settled only on a payment tag (facilitator/job_tags.py): a trusted gateway's signature,
+unexpired, over exactly the terms settled (amount, payTo, asset, network, manifest hash,
+requirements) and over this authorization's payer and nonce. The gateway signs it on the
+paid retry of the request that carried the authorization, and binds each authorization to
+the first job it was presented for (gateway/app.py). No tag, an offer tag, another
+payment's tag, an untrusted or expired one, or one over other terms is refused
+(`invalid_computenet_job`) before the chain is read.
 
 Front-running. Anyone who sees the signed authorization can submit it straight to the token.
 The tokens then sit in the market, the nonce is spent, and the post would fail. The
@@ -22,6 +34,7 @@ tokens that did not arrive.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +44,7 @@ from computenet.domain import Requirements, Verification
 from computenet.eip3009 import TransferAuthorization, split
 from computenet.errors import ContractRevert
 from computenet.web3calls import Sender, contract
+from facilitator.job_tags import TAG_EXTRA, JobTerms, tag_problem
 
 log = logging.getLogger("facilitator.jobs")
 
@@ -84,12 +98,14 @@ def parse_job(extra: dict[str, Any] | None) -> tuple[bytes, Requirements]:
 class JobSettlement:
     """Verifies and settles payments to the job market on one chain, as its facilitator."""
 
-    def __init__(self, web3: Any, sender: Sender, market: str, token: str) -> None:
+    def __init__(self, web3: Any, sender: Sender, market: str, token: str, gateways: list[str]) -> None:
+        """`gateways`: the addresses of the job gateways whose tags it settles job payments on."""
         self.web3 = web3
         self.sender = sender
         self.market = contract(web3, "JobMarket", market)
         self.token = contract(web3, "TestToken", token)
         self.market_address = self.market.address
+        self.gateways = {address.lower() for address in gateways}
 
     def payment(self, payload: Any, requirements: Any) -> JobPayment:
         manifest_hash, req = parse_job(requirements.extra)
@@ -99,6 +115,14 @@ class JobSettlement:
             split(evm["signature"])
         except (KeyError, TypeError, ValueError) as error:
             raise Refusal("invalid_payload", f"not an EIP-3009 authorization: {error}") from None
+        try:
+            terms = JobTerms.of(requirements, manifest_hash, req)
+        except ValueError:
+            raise Refusal("invalid_payment_requirements", f"the amount {requirements.amount!r} is not a number") from None
+        tag = (requirements.extra or {}).get(TAG_EXTRA)
+        problem = tag_problem(tag, terms, self.gateways, time.time(), auth.payer, auth.nonce)
+        if problem:
+            raise Refusal(INVALID_JOB, problem)
         if auth.payee.lower() != self.market_address.lower():
             raise Refusal(RECIPIENT_MISMATCH, f"the authorization pays {auth.payee}, not the job market {self.market_address}")
         quote = self.market.functions.quote(req.as_tuple()).call()

@@ -9,7 +9,9 @@ A payment for a scheme or network it does not serve is answered `unsupported_sch
 the field. Every settlement is logged with its transaction.
 
 A payment whose payee is the job market is a job payment (facilitator/jobs.py): settling it
-posts the job it was offered for instead of a bare transfer.
+posts the job it was offered for instead of a bare transfer, and only on terms a trusted job
+gateway tagged for its authorization. Payments to any other address are open to any
+resource server.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from eth_utils import is_address
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,6 +20,9 @@ class FacilitatorSettings(BaseSettings):
         default_factory=list, description="CAIP-2 networks served, comma-separated (default: the node's eip155:<chain id>)"
     )
     market: str = Field("", description="JobMarket address: payments to it post jobs, and it is where disputes are resolved (empty: plain x402 only)")
+    gateways: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="addresses of the job gateways whose tagged job terms it settles, comma-separated"
+    )
     audit_log: str = Field("logs/facilitator-audit.jsonl", description="where every dispute decision is appended")
     start_block: int = Field(0, ge=0, description="first block the refunder scans for finished x402 jobs")
     host: str = "127.0.0.1"
@@ -26,7 +30,7 @@ class FacilitatorSettings(BaseSettings):
     log_format: str = "json"
     log_level: str = "INFO"
 
-    _comma_list = field_validator("networks", mode="before")(lambda value: comma_list(value))
+    _comma_list = field_validator("networks", "gateways", mode="before")(lambda value: comma_list(value))
 
     @field_validator("networks")
     @classmethod
@@ -35,4 +39,12 @@ class FacilitatorSettings(BaseSettings):
             namespace, _, reference = network.partition(":")
             if namespace != "eip155" or not reference.isdigit():
                 raise ValueError(f"{network!r} is not an EVM CAIP-2 network (eip155:<chain id>)")
+        return value
+
+    @field_validator("gateways")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not is_address(address):
+                raise ValueError(f"{address!r} is not an address")
         return value

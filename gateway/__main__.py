@@ -9,18 +9,20 @@ import click
 def main() -> None:
     """Serve POST /jobs (paid with x402) and GET /jobs/{id}."""
     import uvicorn
+    from eth_account import Account
     from pydantic import ValidationError
     from web3 import Web3
 
     from agent.store import StoreClient
     from computenet import logs
     from computenet.cli import settings_message
-    from computenet.connection import ConfigError
+    from computenet.connection import ConfigError, load_account
     from gateway.app import Chain, create_app
     from gateway.settings import GatewaySettings
 
     try:
         settings = GatewaySettings()
+        key = load_account(settings.account).private_key
         web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
         try:
             chain = Chain(web3, settings.market)
@@ -31,8 +33,8 @@ def main() -> None:
     logs.setup(settings.log_format, settings.log_level, "gateway")
     network = settings.network or f"eip155:{chain.chain_id}"
     store = StoreClient(settings.store_url) if settings.store_url else None
-    app = create_app(chain, settings.facilitator_url, network, store=store, outputs=settings.outputs_map())
-    click.echo(f"job gateway for {network} on http://{settings.host}:{settings.port}", err=True)
+    app = create_app(chain, settings.facilitator_url, network, key, store=store, outputs=settings.outputs_map())
+    click.echo(f"job gateway {Account.from_key(key).address} for {network} on http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

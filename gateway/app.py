@@ -2,7 +2,8 @@
 
     POST /jobs                      {manifest, requirements}
         unpaid: 402, PAYMENT-REQUIRED offers the job's quote in the payment token, payTo the
-                job market, the job itself in extra.computenetJob
+                job market, the job itself in extra.computenetJob and this gateway's tag on
+                these terms in extra.computenetTag (facilitator/job_tags.py), for OFFER_VALIDITY s
         paid:   201 {job, payer, budget, transaction, status}, PAYMENT-RESPONSE; the
                 facilitator settled the payment by posting exactly this job on chain
     GET  /jobs/{id}                 the job and each shard's replicas, read from the chain
@@ -10,6 +11,17 @@
                                     a replica's outputs, relayed from its agent; the request
                                     carries the job client's signature for the agent's own
                                     path (agent/outputs.py), so only the payer reads them
+
+Binding a payment to its job. The payer's authorization does not name the job, so on the
+paid retry the gateway checks that the payment accepted exactly this request's offer under
+its own unexpired tag, then binds the authorization to this job twice over: it remembers the
+job each authorization (payer, nonce) was first presented for and refuses it for any other,
+and it hands the facilitator the offer tagged again with the authorization's payer and
+nonce, the only tag a job payment settles on. So a copy of a PAYMENT-SIGNATURE header buys
+its own job only, here and at the facilitator's /settle, and once settled the market's
+`funded_by` refuses it for good. Limits: the bindings live in this process, for as long as
+an x402 client's authorization is valid (PAYMENT_TIMEOUT); a copy that reaches the gateway
+before the payer's own request cannot be told from it.
 
 Every refusal names what is wrong: a malformed manifest or requirements (422), a payment
 that does not match the job's offer or that the facilitator refuses (402 with the spec's
@@ -31,15 +43,18 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from computenet.domain import Parameters, Replica, Requirements, Shard, Verification
+from computenet.eip3009 import TransferAuthorization
 from computenet.errors import ManifestError
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.preflight import post_problem
 from computenet.web3calls import contract
-from facilitator.jobs import JOB_EXTRA
+from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
+from facilitator.jobs import INVALID_JOB, JOB_EXTRA
 
 log = logging.getLogger("gateway")
 
 PAYMENT_TIMEOUT = 300  # seconds the client's authorization must stay valid for settlement
+OFFER_VALIDITY = 300  # seconds a 402's offer can be paid in (the x402 client pays at once)
 PREFLIGHT_MARGIN = 60  # seconds between the offer and the post that the deadline must allow for
 
 
@@ -123,15 +138,35 @@ class Chain:
         return str(self.assets.functions.agentOf(asset).call())
 
 
+class Bindings:
+    """The job each authorization was first presented for: a copy of a payment header is good
+    at this gateway for that job only."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, bytes], tuple[JobTerms, float]] = {}  # (payer, nonce) -> (terms, kept until)
+
+    def bind(self, auth: TransferAuthorization, terms: JobTerms, now: float) -> str | None:
+        """None when `auth` is new here or was first presented for `terms`; else what is wrong.
+        A binding is kept until the authorization expires, PAYMENT_TIMEOUT at most: the x402
+        client's last no longer, and one that claims more must not hold memory for longer."""
+        self.jobs = {key: kept for key, kept in self.jobs.items() if kept[1] >= now}
+        first, _ = self.jobs.setdefault((auth.payer.lower(), auth.nonce), (terms, min(auth.valid_before, now + PAYMENT_TIMEOUT)))
+        if first != terms:
+            return f"the authorization 0x{auth.nonce.hex()} of {auth.payer} was presented for another job"
+        return None
+
+
 def _requirements_json(req: Requirements) -> dict[str, int]:
     return {name: int(getattr(req, name)) for name in Requirements.__dataclass_fields__}
 
 
-def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any = None,
+def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, store: Any = None,
                outputs: dict[str, str] | None = None) -> FastAPI:  # fmt: skip
     """The gateway for the market `chain` reads, settling through the facilitator at
-    `facilitator_url` on `network` (CAIP-2). `store` (a StoreClient) receives each paid job's
-    manifest; `outputs` maps agent addresses to their outputs servers."""
+    `facilitator_url` on `network` (CAIP-2) and tagging its offers with `key` (the facilitator
+    trusts its address). `store` (a StoreClient) receives each paid job's manifest; `outputs`
+    maps agent addresses to their outputs servers."""
+    from eth_account import Account
     from x402.http import FacilitatorConfig, HTTPFacilitatorClient
     from x402.http.utils import (
         decode_payment_signature_header,
@@ -144,6 +179,8 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
     facilitator = HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url))
     agents = {address.lower(): url.rstrip("/") for address, url in (outputs or {}).items()}
     served: dict[str, bool] = {}  # remembered once the facilitator confirms the network
+    me = {Account.from_key(key).address.lower()}
+    bindings = Bindings()
 
     async def facilitator_problem() -> str | None:
         if served.get(network):
@@ -157,16 +194,17 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
         served[network] = True
         return None
 
-    def offer(digest: bytes, req: Requirements, quote: int) -> PaymentRequirements:
+    def offer(terms: JobTerms, tag: dict[str, Any]) -> PaymentRequirements:
         return PaymentRequirements(
             scheme="exact",
-            network=network,
-            asset=chain.token,
-            amount=str(quote),
-            pay_to=chain.market.address,
+            network=terms.network,
+            asset=terms.asset,
+            amount=str(terms.amount),
+            pay_to=terms.pay_to,
             max_timeout_seconds=PAYMENT_TIMEOUT,
-            extra={"name": chain.token_name, "version": chain.token_version,
-                   JOB_EXTRA: {"manifestHash": "0x" + digest.hex(), "requirements": _requirements_json(req)}},  # fmt: skip
+            extra={"name": chain.token_name, "version": chain.token_version, TAG_EXTRA: tag,
+                   JOB_EXTRA: {"manifestHash": "0x" + terms.manifest_hash.hex(),
+                               "requirements": _requirements_json(terms.requirements)}},  # fmt: skip
         )
 
     def payment_required(request: Request, accepts: PaymentRequirements, error: str, message: str) -> JSONResponse:
@@ -196,7 +234,9 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
         problem = await facilitator_problem()
         if problem:
             return _error(503, "facilitator_unavailable", problem)
-        accepts = offer(digest, req, await run_in_threadpool(chain.quote, req))
+        quote = await run_in_threadpool(chain.quote, req)
+        terms = JobTerms(network, chain.token, chain.market.address, quote, digest, req)
+        accepts = offer(terms, sign_tag(key, terms, int(time.time()) + OFFER_VALIDITY))
 
         header = request.headers.get("PAYMENT-SIGNATURE")
         if not header:
@@ -209,9 +249,21 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
         mismatch = _mismatch(getattr(payload, "accepted", None), accepts)
         if mismatch:
             return payment_required(request, accepts, *mismatch)
+        tag = (payload.accepted.extra or {}).get(TAG_EXTRA)
+        problem = tag_problem(tag, terms, me, time.time())
+        if problem:
+            return payment_required(request, accepts, INVALID_JOB, problem)
+        try:
+            auth = TransferAuthorization.from_x402(payload.payload["authorization"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            return payment_required(request, accepts, "invalid_payload", f"the payment has no EIP-3009 authorization: {error}")
+        problem = bindings.bind(auth, terms, time.time())
+        if problem:
+            return payment_required(request, accepts, INVALID_JOB, problem)
+        paid = offer(terms, sign_tag(key, terms, int(tag["expires"]), auth.payer, auth.nonce))
 
         try:
-            verified = await facilitator.verify(payload, accepts)
+            verified = await facilitator.verify(payload, paid)
         except (httpx.HTTPError, ValueError) as error:
             return _error(503, "facilitator_unavailable", f"the facilitator could not verify the payment: {error}")
         if not verified.is_valid:
@@ -221,7 +273,7 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
         if store is not None:
             await run_in_threadpool(store.put, canonical_json(manifest))
         try:
-            settled = await facilitator.settle(payload, accepts)
+            settled = await facilitator.settle(payload, paid)
         except (httpx.HTTPError, ValueError) as error:
             # The job may have been posted: GET /jobs lists it, and a retry of this payment
             # is refused with the job it funded.
@@ -230,8 +282,7 @@ def create_app(chain: Chain, facilitator_url: str, network: str, *, store: Any =
             log.warning("settlement failed", extra={"fields": {"reason": settled.error_reason, "payer": settled.payer}})
             return payment_required(request, accepts, settled.error_reason or "settlement_failed",
                                     settled.error_message or "the facilitator could not settle the payment")  # fmt: skip
-        nonce = bytes.fromhex(payload.payload["authorization"]["nonce"].removeprefix("0x"))
-        job = await run_in_threadpool(chain.funded_by, settled.payer, nonce)
+        job = await run_in_threadpool(chain.funded_by, settled.payer, auth.nonce)
         log.info("job posted", extra={"fields": {"job": job, "payer": settled.payer, "tx": settled.transaction}})
         return JSONResponse(
             {"job": job, "payer": settled.payer, "budget": int(accepts.amount), "transaction": settled.transaction,

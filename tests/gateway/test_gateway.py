@@ -2,7 +2,9 @@
 this project's facilitator: the payer holds no ETH, the escrow grows by exactly the job's
 budget, the job is posted for the payer, and what it did not use comes back at finalisation.
 Each refusal has the spec's reason and moves nothing; a front-run authorization funds its
-job exactly once.
+job exactly once. A payment buys only the job it was offered for: neither the gateway nor
+the facilitator's /settle takes it for another job, on terms the gateway did not tag, or
+with a tag that is not bound to its authorization.
 
 Like the facilitator's tests these run on an anvil of their own (x402 checks the wall clock);
 ape deploys the stack there, and everything after talks to it over web3.
@@ -11,6 +13,7 @@ ape deploys the stack there, and everything after talks to it over web3.
 import asyncio
 import base64
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -31,7 +34,8 @@ from computenet import merkle
 from computenet.merkle import MerkleTree
 from computenet.receipts import ExecutionReceipt
 from computenet.web3calls import Sender, contract
-from facilitator.jobs import JobSettlement
+from facilitator.job_tags import JobTerms, sign_tag
+from facilitator.jobs import JobSettlement, parse_job
 from facilitator.refunds import Refunder
 from facilitator.service import build_facilitator, create_app
 from gateway.app import Chain
@@ -66,13 +70,15 @@ class Net:
         self.market = contract(self.web3, "JobMarket", stack.market.address)
         self.token = contract(self.web3, "TestToken", stack.token.address)
         self.sender = Sender(self.web3, self.facilitator.private_key)
-        self.jobs = JobSettlement(self.web3, self.sender, self.market.address, self.token.address)
+        self.gateway_key = Account.create()  # tags the gateway's offers; holds nothing
+        self.jobs = JobSettlement(self.web3, self.sender, self.market.address, self.token.address,
+                                  [self.gateway_key.address])  # fmt: skip
         self.facilitator_app = ServedApp(create_app(build_facilitator(self.facilitator.private_key, self.anvil.uri, [NETWORK]),
                                                     [NETWORK], self.jobs))  # fmt: skip
         self.outputs = tmp / "agent-work"
         self.store = LocalStore(tmp / "agent-store")
         self.chain = Chain(self.web3, self.market.address)
-        self.gateway = ServedApp(create_gateway(self.chain, self.facilitator_app.url, NETWORK,
+        self.gateway = ServedApp(create_gateway(self.chain, self.facilitator_app.url, NETWORK, self.gateway_key.key,
                                                 outputs={self.agent.address: self.serve_outputs()}))  # fmt: skip
 
     def serve_outputs(self):
@@ -162,6 +168,49 @@ def post_paid(net, body, header):
     return requests.post(f"{net.gateway.url}/jobs", json=body, headers={"PAYMENT-SIGNATURE": header}, timeout=60)
 
 
+def encode(payload):
+    return base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+def same_price_jobs(net):
+    """Two different jobs of one price: two shards, or one shard run twice."""
+    a = job_body(net, shards=2)
+    b = job_body(net, shards=1, replication=2, verification=int(Verification.REPLICATED),
+                 deadline=a["requirements"]["deadline"])  # fmt: skip
+    return a, b
+
+
+def gateway_tag(net, requirements, *, key=None, expires=None, payment=None):
+    """A tag on the terms of `requirements` (JSON) by `key` (default: the gateway's) until
+    `expires`, bound to the authorization of `payment` (a decoded PAYMENT-SIGNATURE) when given:
+    with a payment, what the gateway hands the facilitator."""
+    from x402.schemas import PaymentRequirements
+
+    parsed = PaymentRequirements.model_validate(requirements)
+    terms = JobTerms.of(parsed, *parse_job(parsed.extra))
+    auth = TransferAuthorization.from_x402(payment["payload"]["authorization"]) if payment else None
+    return sign_tag(key or net.gateway_key.key, terms, expires or int(time.time()) + 60,
+                    *((auth.payer, auth.nonce) if auth else ()))  # fmt: skip
+
+
+def with_tag(requirements, tag):
+    """`requirements` (JSON) with extra.computenetTag replaced by `tag` (None: removed)."""
+    extra = {k: v for k, v in requirements["extra"].items() if k != "computenetTag"}
+    return {**requirements, "extra": extra | ({"computenetTag": tag} if tag else {})}
+
+
+def at_facilitator(net, endpoint, payment, requirements):
+    """The facilitator's answer to /verify or /settle for `payment` (a decoded PAYMENT-SIGNATURE)."""
+    body = {"x402Version": 2, "paymentPayload": payment, "paymentRequirements": requirements}
+    return requests.post(f"{net.facilitator_app.url}/{endpoint}", json=body, timeout=60).json()
+
+
+def holdings(net, account):
+    """What a refused payment leaves as it was: the payer's and the market's tokens, the jobs and their JobPosted events."""
+    return (net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call(),
+            len(net.market.events.JobPosted().get_logs(from_block=0)))  # fmt: skip
+
+
 def test_an_unpaid_post_gets_the_jobs_offer(net):
     body = job_body(net, shards=4)
     _, accepts = offer(net, body)
@@ -171,6 +220,9 @@ def test_an_unpaid_post_gets_the_jobs_offer(net):
         "exact", NETWORK, net.token.address, net.market.address)  # fmt: skip
     assert accepts["extra"]["computenetJob"]["requirements"]["shard_count"] == 4
     assert accepts["extra"]["name"] == net.chain.token_name
+    tag = accepts["extra"]["computenetTag"]
+    assert tag["gateway"] == net.gateway_key.address and time.time() < tag["expires"] <= time.time() + 300
+    assert "nonce" not in tag  # the client picks its nonce after the offer
 
 
 def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net):
@@ -279,7 +331,7 @@ def test_a_bad_payment_gets_the_specs_reason_and_moves_nothing(net, flaw, reason
         auth = TransferAuthorization.from_x402(payload["payload"]["authorization"])
         forged = auth.sign(Account.create().key, net.chain.token_name, net.chain.token_version, 31337, net.token.address)
         payload["payload"]["signature"] = "0x" + forged.hex()
-        header = base64.b64encode(json.dumps(payload).encode()).decode()
+        header = encode(payload)
     before = net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call()
 
     answer = post_paid(net, body, header)
@@ -302,11 +354,111 @@ def test_a_payment_for_another_job_token_or_network_is_refused(net):
                                  ("asset", Account.create().address, "invalid_payment_requirements")):  # fmt: skip
         payload = decode(header)
         payload["accepted"][field] = value
-        forged = base64.b64encode(json.dumps(payload).encode()).decode()
+        forged = encode(payload)
         answer = post_paid(net, job_body(net, shards=1), forged)
         assert answer.status_code == 402 and answer.json()["error"] == reason, answer.json()
         assert field in answer.json()["message"] and value in answer.json()["message"]
     assert net.balance(account.address) == 1_000 * TOKEN
+
+
+@pytest.mark.parametrize("case, message", [
+    ("untagged", "carry no gateway tag"),
+    ("tagged by another key", "not by a trusted gateway"),
+    ("expired", "offer expired"),
+    ("another job's tag", "signature over these job terms"),
+])  # fmt: skip
+def test_the_gateway_takes_a_payment_only_for_its_own_unexpired_offer(net, case, message):
+    account = net.payer(1_000 * TOKEN)
+    job_a, job_b = same_price_jobs(net)
+    payment = decode(signed_payment(net, account, job_a))
+    tag = {
+        "untagged": None,
+        "tagged by another key": gateway_tag(net, payment["accepted"], key=Account.create().key),
+        "expired": gateway_tag(net, payment["accepted"], expires=int(time.time()) - 1),
+        "another job's tag": offer(net, job_b)[1]["extra"]["computenetTag"],
+    }[case]
+    payment["accepted"] = with_tag(payment["accepted"], tag)
+    before = holdings(net, account)
+
+    answer = post_paid(net, job_a, encode(payment))
+
+    assert answer.status_code == 402 and answer.json()["error"] == "invalid_computenet_job", answer.json()
+    assert message in answer.json()["message"]
+    assert decode(answer.headers["PAYMENT-REQUIRED"])["error"] == "invalid_computenet_job"
+    assert holdings(net, account) == before
+
+
+@pytest.mark.parametrize("case, message", [
+    ("job B's offer", "not bound to this authorization"),
+    ("job B's terms under job A's payment tag", "signature over these job terms and this authorization"),
+    ("untagged", "carry no gateway tag"),
+    ("tagged by an untrusted key", "not by a trusted gateway"),
+    ("tag expired", "offer expired"),
+])  # fmt: skip
+def test_settle_takes_a_job_payment_only_on_terms_the_gateway_bound_to_it(net, case, message):
+    """A payment for job A, posted straight to the facilitator by someone else: with job B's
+    terms of the same price (B's own valid offer, or A's payment tag), or with A's terms under
+    no tag, another key's or an expired one. /verify and /settle refuse it; nothing moves."""
+    account = net.payer(1_000 * TOKEN)
+    job_a, job_b = same_price_jobs(net)
+    payment = decode(signed_payment(net, account, job_a))
+    offer_a, offer_b = payment["accepted"], offer(net, job_b)[1]
+    assert offer_a["amount"] == offer_b["amount"] and offer_a["extra"]["computenetJob"] != offer_b["extra"]["computenetJob"]
+    bound_a = with_tag(offer_a, gateway_tag(net, offer_a, payment=payment))  # what the gateway settles job A on
+    job_b_under_a = {**bound_a, "extra": bound_a["extra"] | {"computenetJob": offer_b["extra"]["computenetJob"]}}
+    requirements = {
+        "job B's offer": offer_b,
+        "job B's terms under job A's payment tag": job_b_under_a,
+        "untagged": with_tag(offer_a, None),
+        "tagged by an untrusted key": with_tag(offer_a, gateway_tag(net, offer_a, key=Account.create().key, payment=payment)),
+        "tag expired": with_tag(offer_a, gateway_tag(net, offer_a, expires=int(time.time()) - 1, payment=payment)),
+    }[case]  # fmt: skip
+    forged = payment | {"accepted": requirements}
+    before = holdings(net, account)
+
+    verified = at_facilitator(net, "verify", forged, requirements)
+    settled = at_facilitator(net, "settle", forged, requirements)
+
+    assert verified["isValid"] is False and verified["invalidReason"] == "invalid_computenet_job", verified
+    assert settled["success"] is False and settled["errorReason"] == "invalid_computenet_job" and settled["transaction"] == ""
+    assert message in verified["invalidMessage"] and message in settled["errorMessage"]
+    assert holdings(net, account) == before
+    # The same payment on the terms the gateway binds it to is good: the refusal was the tag's.
+    assert at_facilitator(net, "verify", payment, bound_a) == {"isValid": True, "payer": account.address}
+
+
+def test_a_copied_payment_header_buys_no_other_job(net):
+    """Someone holding a copy of the payer's PAYMENT-SIGNATURE for job A sends it with job
+    B's valid offer of the same price, to the gateway and straight to /settle: before the
+    payer's own payment went through and after. Only job A is ever posted, once."""
+    account = net.payer(0)  # no tokens yet: its own first try is refused and spends nothing
+    job_a, job_b = same_price_jobs(net)
+    header = signed_payment(net, account, job_a)
+    offer_b = offer(net, job_b)[1]
+    copy = decode(header) | {"accepted": offer_b}
+    first = post_paid(net, job_a, header)  # the payer's own request reaches the gateway first
+    assert first.json()["error"] == "invalid_exact_evm_insufficient_balance"
+    net.send(net.keeper, net.token.functions.faucet(account.address, 1_000 * TOKEN))
+
+    def copy_refused():
+        before = holdings(net, account)
+        at_gateway = post_paid(net, job_b, encode(copy))
+        assert at_gateway.status_code == 402 and at_gateway.json()["error"] == "invalid_computenet_job", at_gateway.json()
+        assert "was presented for another job" in at_gateway.json()["message"]
+        settled = at_facilitator(net, "settle", copy, offer_b)
+        assert settled["success"] is False and settled["errorReason"] == "invalid_computenet_job", settled
+        assert "not bound to this authorization" in settled["errorMessage"]
+        assert holdings(net, account) == before
+
+    copy_refused()
+    paid = post_paid(net, job_a, header)
+    assert paid.status_code == 201, paid.text
+    copy_refused()
+
+    job, budget = paid.json()["job"], paid.json()["budget"]
+    assert net.balance(account.address) == 1_000 * TOKEN - budget
+    posted = net.market.events.JobPosted().get_logs(from_block=0, argument_filters={"client": account.address})
+    assert [(e["args"]["job"], e["args"]["shard_count"], e["args"]["replication"]) for e in posted] == [(job, 2, 1)]
 
 
 def test_a_replayed_payment_is_refused_and_credited_once(net):
@@ -360,7 +512,8 @@ def test_a_front_run_landing_while_settling_is_caught(net):
     body = job_body(net)
     header = signed_payment(net, account, body)
     payload = decode_payment_signature_header(header)
-    requirements = PaymentRequirements.model_validate(decode(header)["accepted"])
+    accepted = decode(header)["accepted"]
+    requirements = PaymentRequirements.model_validate(with_tag(accepted, gateway_tag(net, accepted, payment=decode(header))))
     payment = net.jobs.payment(payload, requirements)
     assert net.jobs.spent(payment) is False  # checked before the front run...
     net.send(net.stranger, net.token.functions.transferWithAuthorization(
@@ -411,12 +564,12 @@ def test_bad_requests_are_named(net):
 
 
 def test_a_network_the_facilitator_does_not_serve_answers_503_and_the_server_lives(net):
-    served = ServedApp(create_gateway(net.chain, net.facilitator_app.url, "eip155:8453"))
+    served = ServedApp(create_gateway(net.chain, net.facilitator_app.url, "eip155:8453", net.gateway_key.key))
     try:
         answer = requests.post(f"{served.url}/jobs", json=job_body(net), timeout=10)
         assert answer.status_code == 503 and "eip155:8453" in answer.json()["message"]
         assert requests.get(f"{served.url}/health", timeout=10).json()["status"] == "ok"
-        down = ServedApp(create_gateway(net.chain, "http://127.0.0.1:9", NETWORK))
+        down = ServedApp(create_gateway(net.chain, "http://127.0.0.1:9", NETWORK, net.gateway_key.key))
         try:
             answer = requests.post(f"{down.url}/jobs", json=job_body(net), timeout=10)
             assert answer.status_code == 503 and "cannot be reached" in answer.json()["message"]
