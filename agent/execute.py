@@ -112,10 +112,10 @@ def prepare(folder: Path) -> tuple[Path, Path]:
     return inputs, outputs
 
 
-def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tuple[bytes, dict[str, str], bool]:
-    """The Merkle root over the output files (as out/<path>) and the log (log/container.log);
-    each file goes into the agent's output store. Returns (root, leaf -> sha256, over_limit):
-    past `max_bytes` the outputs are not committed, only the log (and the run counts as failed)."""
+def result_files(outputs: Path, logs: bytes, max_bytes: int) -> tuple[dict[str, bytes], bool]:
+    """The leaves a result commits to: the output files (as out/<path>) and the log
+    (log/container.log). Returns (leaf -> content, over_limit): past `max_bytes` the outputs
+    are not committed, only the log (and the run counts as failed)."""
     files: dict[str, bytes] = {}
     total = 0
     for path in sorted(p for p in outputs.rglob("*") if p.is_file() and not p.is_symlink()):
@@ -126,6 +126,13 @@ def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tu
     if over:
         files = {}
     files[LOG_LEAF] = logs
+    return files, over
+
+
+def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tuple[bytes, dict[str, str], bool]:
+    """The Merkle root over the result's files (`result_files`), each put into the agent's
+    output store. Returns (root, leaf -> sha256, over_limit)."""
+    files, over = result_files(outputs, logs, max_bytes)
     names = {leaf: str(store.put(data)["sha256"]) for leaf, data in files.items()}
     return MerkleTree.from_files(files).root, names, over
 

@@ -1,7 +1,7 @@
 """The whole network on this machine: anvil (1 s blocks), Redis, a Docker engine, the deployed
 contracts, four provider assets each with its own agent, two keepers (a listener and Celery
-workers each), the facilitator and the job gateway. Every process logs to one folder, and
-`stop` ends every process it started, whatever happened before."""
+workers each), the facilitator (with its dispute arbiter) and the job gateway. Every process
+logs to one folder, and `stop` ends every process it started, whatever happened before."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from computenet.localnet import (
 TOKEN = 10**6
 CHALLENGE_WINDOW = 60  # the market's minimum: results wait this long before they are paid
 LEASE_GRACE = 20  # seconds a lease allows beyond the job's GPU-seconds (set-up, pull, submit)
+AGENT_MEMORY_MIB = "256"  # per container, for the agents and the facilitator's re-executions alike
 
 # Test keys (anvil's default mnemonic, ape's TEST::n): who plays which role.
 OWNER, CLIENT, PROVIDERS, KEEPERS, FACILITATOR, GATEWAY, TREASURY = 0, 1, (2, 3), (4, 5), 7, 9, 12
@@ -169,10 +170,15 @@ class Network:
             "COMPUTENET_FACILITATOR_MARKET": self.stack.market.address, "COMPUTENET_FACILITATOR_PORT": str(fport),
             "COMPUTENET_FACILITATOR_AUDIT_LOG": str(self.logdir / "facilitator-audit.jsonl"),
             "COMPUTENET_FACILITATOR_GATEWAYS": self.test[GATEWAY].address, "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
+            "COMPUTENET_FACILITATOR_ARBITER_STATE": str(self.logdir / "facilitator-arbiter.json"),
+            # The arbiter re-executes disputed shards as the agents run them: same store, engine and limits.
+            "COMPUTENET_FACILITATOR_STORE_URL": self.store.url, "COMPUTENET_FACILITATOR_MEMORY_MIB": AGENT_MEMORY_MIB,
             "COMPUTENET_GATEWAY_RPC_URL": self.anvil.uri, "COMPUTENET_GATEWAY_MARKET": self.stack.market.address,
             "COMPUTENET_GATEWAY_FACILITATOR_URL": self.facilitator_url, "COMPUTENET_GATEWAY_PORT": str(gport),
             "COMPUTENET_GATEWAY_STORE_URL": self.store.url, "COMPUTENET_GATEWAY_OUTPUTS": outputs,
         }  # fmt: skip
+        if self.docker_host:
+            env["COMPUTENET_FACILITATOR_DOCKER_HOST"] = self.docker_host
         group = self.groups.setdefault("payments", ProcessGroup())
         group.spawn([sys.executable, "-m", "facilitator"], self.logdir / "facilitator.log", env)
         wait_until(lambda: http_ok(f"{self.facilitator_url}/health"), 120, "the facilitator")
@@ -189,7 +195,7 @@ class Network:
             "COMPUTENET_AGENT_ACCOUNT": f"TEST::{plan.agent}", "COMPUTENET_AGENT_ASSETS": str(asset),
             "COMPUTENET_AGENT_STORE_URL": self.store.url, "COMPUTENET_AGENT_REDIS_URL": self.redis.url(0),
             "COMPUTENET_AGENT_WORK_DIR": str(self.logdir / f"agent-{asset}"), "COMPUTENET_AGENT_OUTPUTS_PORT": str(port),
-            "COMPUTENET_AGENT_MEMORY_MIB": "256", "COMPUTENET_AGENT_LOG_FORMAT": "json",
+            "COMPUTENET_AGENT_MEMORY_MIB": AGENT_MEMORY_MIB, "COMPUTENET_AGENT_LOG_FORMAT": "json",
         } | self.agent_env | (extra_env or {})  # fmt: skip
         if self.docker_host:
             env["COMPUTENET_AGENT_DOCKER_HOST"] = env["DOCKER_HOST"] = self.docker_host

@@ -36,18 +36,21 @@ def main() -> None:
 
 
 def _market_roles(settings, key: str) -> tuple:
-    """Job payments, dispute arbitration and the refunder, for the market in the settings."""
+    """Job payments, dispute arbitration (requests and the arbiter's own watch) and the refunder,
+    for the market in the settings."""
     import threading
     from contextlib import asynccontextmanager
     from pathlib import Path
 
     from web3 import Web3
 
+    from agent.store import StoreClient
     from computenet.connection import ConfigError
     from computenet.web3calls import Sender, contract
     from facilitator.disputes import Arbiter, router
     from facilitator.jobs import JobSettlement
     from facilitator.refunds import Refunder
+    from verifier.reexecute import Reexecutor
 
     web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
     sender = Sender(web3, key)
@@ -61,17 +64,23 @@ def _market_roles(settings, key: str) -> tuple:
     except Exception as error:
         raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
     jobs = JobSettlement(web3, sender, settings.market, token, settings.gateways)
-    arbiter = Arbiter(web3, sender, settings.market, assets, Path(settings.audit_log))
+    reexecutor = Reexecutor(StoreClient(settings.store_url), docker_host=settings.docker_host, limits=settings.limits())
+    arbiter = Arbiter(web3, sender, settings.market, assets, Path(settings.audit_log), reexecutor,
+                      Path(settings.arbiter_state), settings.start_block)  # fmt: skip
     refunder = Refunder(web3, sender, settings.market, settings.start_block)
 
     @asynccontextmanager
     async def lifespan(app):
         stop = threading.Event()
-        thread = threading.Thread(target=refunder.run, args=(stop,), name="refunder", daemon=True)
-        thread.start()
+        threads = [threading.Thread(target=role.run, args=(stop,), name=name, daemon=True)
+                   for name, role in (("refunder", refunder), ("arbiter", arbiter))]  # fmt: skip
+        for thread in threads:
+            thread.start()
         yield
         stop.set()
-        thread.join(timeout=10)
+        for thread in threads:
+            # A ruling under way (a container run) is not cut short; the daemon thread ends with the process.
+            thread.join(timeout=10)
 
     return jobs, (router(arbiter),), lifespan
 

@@ -1,29 +1,52 @@
-"""Dispute arbitration: the facilitator rules on a disputed shard from execution evidence,
-calls `JobMarket.resolve` and keeps an append-only audit log of every decision.
+"""Dispute arbitration: the facilitator's arbiter rules on a disputed shard by running it
+again itself, sends the ruling on chain and keeps an append-only audit log of every decision.
 
-    POST /disputes   evidence (below) -> {job, shard, valid_root, upheld, rejected, transaction}
+    POST /disputes   a request to rule (below) -> {job, shard, valid_root, reproducible, runs,
+                     upheld, rejected, notes, transaction}
     GET  /disputes   the audit log's entries, most recent last
 
 A dispute is open when some replica of the shard is DISPUTED: a verifier challenged it
-(posting a bond) or the replicas of a replicated shard submitted different roots.
+(posting a bond) or the replicas of a replicated shard submitted different roots. Nobody has
+to ask for a ruling: `Arbiter.run_once` (a loop in the facilitator process) follows the
+market's `DisputeOpened` events from a persisted block cursor and rules on every open
+dispute it finds. A request only asks for the ruling sooner, and may bring attachments.
 
-Evidence (JSON; hex is 0x-prefixed, file contents are base64):
+How the arbiter rules. It re-executes the shard itself (verifier/reexecute.py: manifest,
+inputs and image fetched by hash, the agent's sandbox and resource limits, the manifest's
+timeout, files committed exactly as the agent commits a result) and compares roots:
+
+  - its root is the root of some replica under ruling: that root is valid;
+  - it is no replica's root: it runs the shard a second time; if the two runs agree, their
+    root is valid and every replica under ruling is wrong;
+  - the two runs differ: the job is not reproducible and no one is at fault. `valid_root` is
+    the zero root, meaning every submitted result stands (the challenger loses its bond).
+
+Roots are compared exactly: until jobs can declare comparators, a result is right only if
+its files are byte for byte the arbiter's.
+
+A request (JSON; hex is 0x-prefixed, file contents are base64); everything but job and
+shard is an optional attachment:
 
     {
       "job": 7, "shard": 0,
-      "receipts": [                   # optional: replicas' signed ExecutionReceipts
+      "receipts": [                   # replicas' signed ExecutionReceipts
         {"replica": 1, "output_root": "0x<32 bytes>", "gpu_seconds": 1000, "exit_code": 0,
          "signature": "0x<65 bytes r ‖ s ‖ v>"}
       ],
-      "proofs": [                     # optional: files proven to be in a replica's result
+      "proofs": [                     # files proven to be in a replica's result
         {"replica": 1, "path": "out/result.txt", "content": "<base64>", "proof": ["0x<32 bytes>", ...]}
       ],
-      "reexecution": {                # needed for a ruling: the shard run again, as the agent commits it
+      "reexecution": {                # the caller's own run of the shard, as the agent commits it
         "files": {"out/result.txt": "<base64>", "log/container.log": "<base64>"}
       }
     }
 
-The rules, applied in this order; the first one broken refuses the evidence, nothing is sent
+Attachments never decide. They are checked (rules 3 and 4), recorded in the audit log with
+their sha256, and where they differ from the arbiter's re-execution the ruling says so (a
+rejected replica's reason names its proven files that differ; `notes` name the attached
+re-execution's files that differ), but the ruling is the arbiter's own root.
+
+The rules, applied in this order; the first one broken refuses the request, nothing is sent
 and the refusal is logged (the HTTP detail is "rule N (name): what is wrong"):
 
   1. open-dispute: the job and shard must exist (else 404) and the shard must have an open
@@ -31,7 +54,9 @@ and the refusal is logged (the HTTP detail is "rule N (name): what is wrong"):
   2. caller: the request must be signed (computenet.signed_requests: scope "disputes", the
      facilitator's address, request "POST /disputes <sha256 of the body>") by the job's
      client, the shard's challenger, an active keeper or the owner of one of the shard's
-     assets: those with a stake in the ruling or a bond. Else 401 (unsigned) or 403.
+     assets: those with a stake in the ruling or a bond. Else 401 (unsigned: refused at once,
+     before rule 1 reads the chain) or 403. The arbiter's own loop is not a request and
+     skips this rule.
   3. receipts: every receipt must be the one the chain holds for a replica under ruling
      (SUBMITTED or DISPUTED): its output root is the replica's on-chain root, its GPU-seconds
      capped at the job's maximum are the chain's metering, and its EIP-712 signature over the
@@ -40,28 +65,26 @@ and the refusal is logged (the HTTP detail is "rule N (name): what is wrong"):
   4. proofs: every Merkle proof must link its file to its replica's on-chain root, with the
      leaf and node hashing `JobMarket.verify_output` uses (computenet.merkle) — a replica
      under ruling again. Else 400 naming the proof.
-  5. re-execution: the evidence must carry a re-execution, laid out as the agent commits a
-     result (leaves `out/<path>` and the log `log/container.log`, which is required). Receipts
-     and proofs only show what replicas committed to, never which commitment is right, so
-     without one the facilitator refuses: 400 "evidence needs a re-execution".
-  6. ruling: `valid_root` is the Merkle root of the re-execution's files, computed with the
-     code the agent commits with (computenet.merkle.MerkleTree). Every replica under ruling
-     whose root equals it is upheld; every other one is rejected (the chain slashes it and
-     reopens it), and none upheld when none matches. A rejected replica's reason names each
-     proven file of it that differs from, or is missing in, the re-execution; otherwise that
-     its root is not the re-execution's. A chain that refuses the ruling is logged too (409
-     when the market refused it, e.g. the dispute was resolved meanwhile; 503 otherwise).
-
-Trust: the facilitator does not run the container itself; the re-execution is taken as the
-truth. Rule 2 limits who may bring it to those with a stake or a bond in the shard, and the
-audit log names the caller of every decision.
+  5. re-execution: the arbiter must be able to run the shard: the manifest and inputs in its
+     content store, the image found or pullable by digest, its Docker engine answering. Else
+     503 naming what is missing; the dispute stays open and the loop tries again later.
+  6. ruling: `valid_root` as above. Every replica under ruling whose root equals it is
+     upheld, every other one rejected (the chain slashes it and reopens it); with the zero
+     root every one stands. A rejected replica's reason says its root is not the arbiter's
+     and names each of its proven files that differs from, or is missing in, the arbiter's
+     re-execution. A chain that refuses the ruling is logged too (409 when the market refused
+     it, e.g. the dispute was resolved meanwhile; 503 otherwise).
 
 Audit log: one JSON line per decision, written with flush and fsync: time (UTC, ISO 8601),
-job, shard, evidence_sha256 (of the evidence's canonical JSON: keys sorted, no spaces, as
-parsed, defaults included), rules (the names applied, in order), decision ("resolved" or
-"refused"), then valid_root, upheld, rejected, transaction and block, or status, rule and
-reason. A resolution is also traceable from the chain alone by its `DisputeResolved` event;
-the transaction hash links the two.
+job, shard, trigger ("request", with its caller; "watch", the arbiter's own loop; "call",
+in-process), evidence_sha256 (of the request's canonical JSON: keys sorted, no spaces, as
+parsed, defaults included), attachments (kind, replica, path and sha256 of each), rules (the
+names applied, in order; "caller" only for a request), decision ("resolved" or "refused"),
+then valid_root, computed_root (the arbiter's first run), runs (every run's root: two when
+it ran twice), arbiter_files (leaf -> sha256 of its first run), reproducible, upheld,
+rejected, notes, transaction and block, or status, rule and reason (with the runs when it
+had run). A resolution is also traceable from the chain alone by its `DisputeResolved`
+event; the transaction hash links the two.
 """
 
 from __future__ import annotations
@@ -70,13 +93,14 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Sequence
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
@@ -85,17 +109,21 @@ from web3.exceptions import ContractLogicError
 from computenet import signed_requests
 from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
 from computenet.errors import ContractRevert, InvalidSignature, JobMarketError
-from computenet.merkle import MAX_PROOF_DEPTH, MerkleTree, leaf, verify
+from computenet.merkle import MAX_PROOF_DEPTH, leaf, verify
 from computenet.receipts import ExecutionReceipt
 from computenet.web3calls import Sender, contract
-from agent.execute import LOG_LEAF, OUTPUT_PREFIX
+from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
+
+log = logging.getLogger("facilitator.disputes")
 
 RULES = ("open-dispute", "caller", "receipts", "proofs", "re-execution", "ruling")
 SCOPE = "disputes"  # of the signed requests (computenet.signed_requests)
-# The replicas `resolve` rules on: the disputed ones and those submitted beside them.
+# The replicas a ruling covers: the disputed ones and those submitted beside them.
 UNDER_RULING = (ReplicaState.SUBMITTED, ReplicaState.DISPUTED)
+ZERO_ROOT = bytes(32)  # the ruling "not reproducible: every submitted result stands"
+BLOCK_RANGE = 2_000  # blocks per log query
 
-# ---------------------------------------------------------------- evidence
+# ---------------------------------------------------------------- the request and its attachments
 
 
 def _hex(size: int) -> Any:
@@ -146,26 +174,48 @@ class ProofEvidence(BaseModel):
     proof: list[Hex32] = Field(max_length=MAX_PROOF_DEPTH)
 
 
-class Reexecution(BaseModel):
-    """The shard run again: leaf path -> content, as the agent commits a result."""
+class AttachedRun(BaseModel):
+    """The caller's own run of the shard: leaf path -> content, as the agent commits a result."""
 
     files: dict[str, Base64]
 
 
 class Evidence(BaseModel):
-    """The body of POST /disputes."""
+    """The body of POST /disputes: the shard to rule on, and attachments."""
 
     job: int = Field(ge=1)
     shard: int = Field(ge=0)
     receipts: list[ReceiptEvidence] = []
     proofs: list[ProofEvidence] = []
-    reexecution: Reexecution | None = None
+    reexecution: AttachedRun | None = None
+
+
+def _canonical_sha256(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "0x" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def evidence_sha256(evidence: Evidence) -> str:
-    """sha256 of the evidence's canonical JSON (keys sorted, compact, UTF-8), 0x-prefixed."""
-    canonical = json.dumps(evidence.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "0x" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """sha256 of the request's canonical JSON (keys sorted, compact, UTF-8), 0x-prefixed."""
+    return _canonical_sha256(evidence.model_dump(mode="json"))
+
+
+def _sha256(data: bytes) -> str:
+    return "0x" + hashlib.sha256(data).hexdigest()
+
+
+def attachments(evidence: Evidence) -> list[dict[str, Any]]:
+    """What the request brought, for the audit log: each receipt (sha256 of its canonical
+    JSON), proven file and attached re-execution file (sha256 of its content)."""
+    found: list[dict[str, Any]] = []
+    for item in evidence.receipts:
+        found.append({"kind": "receipt", "replica": item.replica, "sha256": _canonical_sha256(item.model_dump(mode="json"))})
+    for item in evidence.proofs:
+        found.append({"kind": "proof", "replica": item.replica, "path": item.path,
+                      "sha256": _sha256(base64.b64decode(item.content))})  # fmt: skip
+    for path, content in (evidence.reexecution.files.items() if evidence.reexecution else ()):
+        found.append({"kind": "reexecution", "path": path, "sha256": _sha256(base64.b64decode(content))})
+    return found
 
 
 # ---------------------------------------------------------------- decision (pure)
@@ -183,6 +233,8 @@ class ChainFacts:
     max_gpu_seconds: int
     replicas: tuple[Replica, ...]  # every replica of the shard, by index, with its output root
     agents: dict[int, str]  # asset -> its agent address, for the assets of `replicas`
+    shard_count: int = 1
+    gpu_count: int = 0  # GPUs per replica: what a re-execution passes through, as an agent does
 
 
 @dataclass(frozen=True)
@@ -193,17 +245,24 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Decision:
-    """A ruling: `valid_root` for `resolve`, and what the chain will do to each replica under ruling."""
+    """A ruling: `valid_root` to send (zero: every submitted result stands), what it does to
+    each replica under ruling, the roots of the arbiter's runs and notes on the attachments."""
 
     job: int
     shard: int
     valid_root: bytes
     upheld: tuple[int, ...]
     rejected: tuple[Rejection, ...]
+    runs: tuple[bytes, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reproducible(self) -> bool:
+        return self.valid_root != ZERO_ROOT
 
 
 class Refused(Exception):
-    """Evidence refused by a rule; `status` is the HTTP status to answer."""
+    """A request refused by a rule; `status` is the HTTP status to answer."""
 
     def __init__(self, status: int, rule: str, reason: str) -> None:
         self.status = status
@@ -225,6 +284,10 @@ def _hex_of(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
+def _ruled(facts: ChainFacts) -> list[tuple[int, Replica]]:
+    return [(index, rep) for index, rep in enumerate(facts.replicas) if rep.state in UNDER_RULING]
+
+
 def _under_ruling(facts: ChainFacts, index: int, what: str, rule: str) -> Replica:
     if index >= len(facts.replicas):
         raise Refused(400, rule, f"{what}: job {facts.job} has {len(facts.replicas)} replicas per shard")
@@ -234,7 +297,19 @@ def _under_ruling(facts: ChainFacts, index: int, what: str, rule: str) -> Replic
     return rep
 
 
-def _check_receipts(evidence: Evidence, facts: ChainFacts) -> None:
+def is_open(facts: ChainFacts) -> bool:
+    """Whether the shard has an open dispute: some replica of it is DISPUTED."""
+    return any(rep.state == ReplicaState.DISPUTED for rep in facts.replicas)
+
+
+def check_open(facts: ChainFacts) -> None:
+    """Rule 1, once the job and shard are known to exist."""
+    if not is_open(facts):
+        raise Refused(409, "open-dispute", f"job {facts.job} shard {facts.shard} has no open dispute")
+
+
+def check_receipts(evidence: Evidence, facts: ChainFacts) -> None:
+    """Rule 3: every attached receipt is the one the chain holds, signed by the asset's agent."""
     for i, item in enumerate(evidence.receipts):
         what = f"receipt {i} (replica {item.replica})"
         rep = _under_ruling(facts, item.replica, what, "receipts")
@@ -261,7 +336,8 @@ def _check_receipts(evidence: Evidence, facts: ChainFacts) -> None:
                                            f"agent {agent}")  # fmt: skip
 
 
-def _check_proofs(evidence: Evidence, facts: ChainFacts) -> None:
+def check_proofs(evidence: Evidence, facts: ChainFacts) -> None:
+    """Rule 4: every attached proof links its file to its replica's on-chain root."""
     for i, item in enumerate(evidence.proofs):
         what = f"proof {i} ({item.path!r} of replica {item.replica})"
         rep = _under_ruling(facts, item.replica, what, "proofs")
@@ -271,61 +347,78 @@ def _check_proofs(evidence: Evidence, facts: ChainFacts) -> None:
                                          f"{_hex_of(rep.output_root)}")  # fmt: skip
 
 
-def _reexecuted_files(evidence: Evidence) -> dict[str, bytes]:
-    if evidence.reexecution is None:
-        raise Refused(400, "re-execution", "evidence needs a re-execution: receipts and proofs show what the "
-                                           "replicas committed to, not which result is right")  # fmt: skip
-    files = {path: base64.b64decode(content) for path, content in evidence.reexecution.files.items()}
-    for path in files:
-        if path != LOG_LEAF and not (path.startswith(OUTPUT_PREFIX) and len(path) > len(OUTPUT_PREFIX)):
-            raise Refused(400, "re-execution", f"re-execution file {path!r} is not a result leaf: the agent "
-                                               f"commits {OUTPUT_PREFIX}<path> and {LOG_LEAF}")  # fmt: skip
-    if LOG_LEAF not in files:
-        raise Refused(400, "re-execution", f"the re-execution lacks {LOG_LEAF}, which every result commits")
-    return files
+def needs_second_run(facts: ChainFacts, root: bytes) -> bool:
+    """Whether the arbiter's first root is no replica's under ruling: then only a second run
+    that agrees with it makes it the valid root."""
+    return not any(rep.output_root == root for _, rep in _ruled(facts))
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _differences(whose: str, claimed: dict[str, bytes], arbiter: dict[str, bytes], complete: bool) -> list[str]:
+    """How `claimed` files (all of a run when `complete`, else some proven ones) differ from the arbiter's run."""
+    found = []
+    for path in sorted(claimed.keys() | (arbiter.keys() if complete else set())):
+        if path not in arbiter:
+            found.append(f"{whose} file {path} is not in the arbiter's re-execution")
+        elif path not in claimed:
+            found.append(f"{whose} run lacks {path}, which the arbiter's re-execution has")
+        elif claimed[path] != arbiter[path]:
+            found.append(f"{whose} file {path} differs from the arbiter's re-execution (sha256 "
+                         f"{_sha256(claimed[path])}, the arbiter's {_sha256(arbiter[path])})")  # fmt: skip
+    return found
 
 
-def _rejection(index: int, rep: Replica, evidence: Evidence, files: dict[str, bytes], valid_root: bytes) -> Rejection:
-    differences = []
-    for item in evidence.proofs:
-        if item.replica != index:
-            continue
-        content = base64.b64decode(item.content)
-        if item.path not in files:
-            differences.append(f"{item.path} is in its result but not in the re-execution")
-        elif files[item.path] != content:
-            differences.append(f"{item.path} differs from the re-execution (sha256 {_sha256(content)}, "
-                               f"re-executed {_sha256(files[item.path])})")  # fmt: skip
-    if differences:
-        return Rejection(index, "; ".join(dict.fromkeys(differences)))
-    return Rejection(index, f"its root {_hex_of(rep.output_root)} is not the re-execution's {_hex_of(valid_root)}")
-
-
-def decide(evidence: Evidence, facts: ChainFacts) -> Decision:
-    """The ruling on `facts`' shard from `evidence` under rules 1-5; raises Refused naming the broken rule."""
-    if not any(rep.state == ReplicaState.DISPUTED for rep in facts.replicas):
-        raise Refused(409, "open-dispute", f"job {facts.job} shard {facts.shard} has no open dispute")
-    _check_receipts(evidence, facts)
-    _check_proofs(evidence, facts)
-    files = _reexecuted_files(evidence)
-    valid_root = MerkleTree.from_files(files).root  # what the agent's execute.collect commits
+def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | None = None,
+           party: str = "the caller") -> Decision:  # fmt: skip
+    """Rule 6: the ruling from the arbiter's runs of the shard (one whose root is a replica's,
+    or two), with the attachments of `evidence` (brought by `party`) compared to its files.
+    Roots are compared exactly: until jobs can declare comparators, a replica is right only
+    if its result is byte for byte the arbiter's."""
+    first = runs[0]
+    if not needs_second_run(facts, first.root) or (len(runs) > 1 and runs[1].root == first.root):
+        valid_root = first.root
+    elif len(runs) > 1:
+        valid_root = ZERO_ROOT
+    else:
+        raise ValueError("a root no replica submitted is valid only when a second run agrees with it")
+    roots = tuple(run.root for run in runs)
+    if valid_root == ZERO_ROOT:
+        note = (f"not reproducible: the arbiter's two runs gave {_hex_of(roots[0])} and {_hex_of(roots[1])}; "
+                "no one is at fault and every submitted result stands")  # fmt: skip
+        return Decision(facts.job, facts.shard, ZERO_ROOT, tuple(i for i, _ in _ruled(facts)), (), roots, (note,))
+    evidence = evidence or Evidence(job=facts.job, shard=facts.shard)
     upheld: list[int] = []
     rejected: list[Rejection] = []
-    for index, rep in enumerate(facts.replicas):
-        if rep.state not in UNDER_RULING:
-            continue
+    for index, rep in _ruled(facts):
         if rep.output_root == valid_root:
             upheld.append(index)
-        else:
-            rejected.append(_rejection(index, rep, evidence, files, valid_root))
-    return Decision(facts.job, facts.shard, valid_root, tuple(upheld), tuple(rejected))
+            continue
+        proven = {p.path: base64.b64decode(p.content) for p in evidence.proofs if p.replica == index}
+        reasons = [f"its root {_hex_of(rep.output_root)} is not the arbiter's {_hex_of(valid_root)}"]
+        reasons += _differences("its", proven, first.files, complete=False)
+        rejected.append(Rejection(index, "; ".join(reasons)))
+    notes: list[str] = []
+    if evidence.reexecution is not None:
+        attached = {path: base64.b64decode(content) for path, content in evidence.reexecution.files.items()}
+        notes = _differences(f"{party}'s", attached, first.files, complete=True) or [
+            f"{party}'s run matches the arbiter's re-execution"
+        ]  # fmt: skip
+    return Decision(facts.job, facts.shard, valid_root, tuple(upheld), tuple(rejected), roots, tuple(notes))
 
 
-# ---------------------------------------------------------------- chain and audit log
+# ---------------------------------------------------------------- chain, Docker and the audit log
+
+
+def reexecute(reexecutor: Reexecutor, facts: ChainFacts) -> tuple[Reexecution, ...]:
+    """Rule 5: the arbiter's own run of the shard, and a second one when the first's root is
+    no replica's (a reproducibility check)."""
+    try:
+        first = reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
+        if not needs_second_run(facts, first.root):
+            return (first,)
+        return first, reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
+    except ReexecutionError as error:
+        raise Refused(503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard "
+                                           f"{facts.shard}: {error}") from None  # fmt: skip
 
 
 class AuditLog:
@@ -364,22 +457,67 @@ class AuditLog:
         return entries
 
 
-class Arbiter:
-    """Reads a disputed shard's facts, decides, sends `resolve` from the facilitator key and logs it."""
+class Cursor:
+    """Where the arbiter's watch is: the next block to scan for `DisputeOpened` and the
+    disputes found but not yet ruled on. Kept in a JSON file (none: in memory) replaced
+    atomically, so a restart neither scans the chain again nor forgets a dispute."""
 
-    def __init__(self, web3: Any, sender: Sender, market: str, assets: str, audit_log: Path) -> None:
+    def __init__(self, path: Path | None, start_block: int = 0) -> None:
+        self.path = Path(path) if path else None
+        self.next_block = start_block
+        self.pending: set[tuple[int, int]] = set()
+        if self.path and self.path.exists():
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+            self.next_block = int(state["next_block"])
+            self.pending = {(int(job), int(shard)) for job, shard in state["pending"]}
+
+    def advance(self, next_block: int, found: set[tuple[int, int]]) -> None:
+        self.next_block = next_block
+        self.pending |= found
+        self._save()
+
+    def close(self, dispute: tuple[int, int]) -> None:
+        self.pending.discard(dispute)
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"next_block": self.next_block, "pending": sorted(self.pending)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class Arbiter:
+    """Reads a disputed shard's facts, re-executes it, decides, sends the ruling from the
+    facilitator key and logs every decision; `run_once` finds open disputes by itself."""
+
+    def __init__(self, web3: Any, sender: Sender, market: str, assets: str, audit_log: Path, reexecutor: Reexecutor,
+                 state: Path | None = None, start_block: int = 0, retry_seconds: float = 60) -> None:  # fmt: skip
         """
         @param web3 A web3 instance on the market's chain.
         @param sender The facilitator key (a JobMarket facilitator).
         @param market The JobMarket address.
         @param assets The ComputeAsset address.
         @param audit_log The JSON-lines file every decision is appended to.
+        @param reexecutor Runs shards again (its Docker engine and content store).
+        @param state The watch's cursor file (None: kept in memory).
+        @param start_block The first block the watch scans when it has no cursor yet.
+        @param retry_seconds How long the watch waits before trying again a dispute it could not rule on.
         """
         self.web3 = web3
         self.sender = sender
         self.market = contract(web3, "JobMarket", market)
         self.assets = contract(web3, "ComputeAsset", assets)
         self.log = AuditLog(audit_log)
+        self.reexecutor = reexecutor
+        self.cursor = Cursor(state, start_block)
+        self.retry_seconds = retry_seconds
+        self._retry_at: dict[tuple[int, int], float] = {}
         # One arbitration at a time: the log follows the chain's order, and a second ruling
         # on the same shard reads the first one's outcome instead of racing it.
         self._lock = threading.Lock()
@@ -392,58 +530,131 @@ class Arbiter:
             raise Refused(404, "open-dispute", f"job {job} does not exist")
         record = calls.job(job).call(**at)
         manifest_hash, requirements = record[3], record[4]
-        max_gpu_seconds, shard_count, replication = requirements[3], requirements[5], requirements[6]
+        gpu_count, max_gpu_seconds, shard_count, replication = (requirements[i] for i in (1, 3, 5, 6))
         if shard >= shard_count:
             raise Refused(404, "open-dispute", f"job {job} has no shard {shard} (it has {shard_count})")
         replicas = [Replica.from_chain(job, shard, r, calls.replica(job, shard, r).call(**at),
                                        calls.output_root(job, shard, r).call(**at)) for r in range(replication)]  # fmt: skip
         agents = {rep.asset: self.assets.functions.agentOf(rep.asset).call(**at) for rep in replicas if rep.asset}
         return ChainFacts(self.web3.eth.chain_id, self.market.address, job, shard, bytes(manifest_hash),
-                          max_gpu_seconds, tuple(replicas), agents)  # fmt: skip
+                          max_gpu_seconds, tuple(replicas), agents, shard_count, gpu_count)  # fmt: skip
 
-    def arbitrate(self, evidence: Evidence, caller: str | None = None) -> dict[str, Any]:
-        """Rules on the evidence's shard and resolves it on chain; raises Refused (logged) when it
-        cannot. `caller` is the request's signer (None: a trusted in-process call)."""
-        base = {"job": evidence.job, "shard": evidence.shard, "evidence_sha256": evidence_sha256(evidence)}
-        if caller is not None:
-            base["caller"] = caller
+    def arbitrate(self, evidence: Evidence, caller: str | None = None, *, unsigned: str = "") -> dict[str, Any]:
+        """Rules on the request's shard and sends the ruling; raises Refused (logged) when it
+        cannot. `caller` is the request's signer, `unsigned` why a request has none (rule 2
+        refuses it); neither: a trusted in-process call."""
+        if unsigned:
+            # Refused before any chain read or wait for the lock: an unsigned request costs a log line.
+            refusal = Refused(401, "caller", unsigned)
+            self._log_refusal(_base(evidence, "request"), refusal, ["caller"])
+            raise refusal
         with self._lock:
-            try:
-                facts = self.facts(evidence.job, evidence.shard)
-                if caller is not None:
-                    self._check_caller(caller, facts)
-                decision = decide(evidence, facts)
-                try:
-                    receipt = self.sender.send(self.market.functions.resolve(evidence.job, evidence.shard,
-                                                                             decision.valid_root))  # fmt: skip
-                except ContractRevert as error:
-                    # The read and the send are two moments: another facilitator may have ruled between them.
-                    status = 409 if isinstance(error, JobMarketError) else 503
-                    raise Refused(status, "ruling", f"the chain refused the ruling: {error.reason}") from None
-            except Refused as refusal:
-                self.log.append(_stamp(base | {"rules": refusal.rules, "decision": "refused", "status": refusal.status,
-                                               "rule": refusal.rule, "reason": refusal.reason}))  # fmt: skip
-                raise
-            answer = base | _answer(decision) | {"transaction": _hex_of(receipt["transactionHash"])}
-            self.log.append(_stamp(answer | {"rules": list(RULES), "decision": "resolved",
-                                             "block": receipt["blockNumber"]}))  # fmt: skip
-        return {key: answer[key] for key in ("job", "shard", "valid_root", "upheld", "rejected", "transaction")}
+            return self._arbitrate(evidence, "request" if caller else "call", caller)
 
-    def _check_caller(self, caller: str, facts: ChainFacts) -> None:
-        """Rule 2: only those with a stake or a bond in the shard may bring evidence."""
+    def _arbitrate(self, evidence: Evidence, trigger: str, caller: str | None = None,
+                   facts: ChainFacts | None = None) -> dict[str, Any]:  # fmt: skip
+        base = _base(evidence, trigger, caller)
+        heard = caller is not None  # only a request is checked against rule 2
+
+        def applied(rules: Sequence[str]) -> list[str]:
+            return [rule for rule in rules if heard or rule != "caller"]
+
+        runs: tuple[Reexecution, ...] = ()
+        try:
+            facts = facts or self.facts(evidence.job, evidence.shard)
+            check_open(facts)
+            party = self._check_caller(caller, facts) if heard else "the caller"
+            check_receipts(evidence, facts)
+            check_proofs(evidence, facts)
+            runs = reexecute(self.reexecutor, facts)
+            decision = decide(facts, runs, evidence, party)
+            try:
+                receipt = self._send_ruling(evidence.job, evidence.shard, decision.valid_root)
+            except ContractRevert as error:
+                # The read and the send are two moments: another facilitator may have ruled between them.
+                status = 409 if isinstance(error, JobMarketError) else 503
+                raise Refused(status, "ruling", f"the chain refused the ruling: {error.reason}") from None
+        except Refused as refusal:
+            self._log_refusal(base, refusal, applied(refusal.rules), runs)
+            raise
+        answer = base | _answer(decision) | {"transaction": _hex_of(receipt["transactionHash"])}
+        self.log.append(_stamp(answer | _runs(runs) | {"rules": applied(RULES), "decision": "resolved",
+                                                       "block": receipt["blockNumber"]}))  # fmt: skip
+        keys = ("job", "shard", "valid_root", "reproducible", "runs", "upheld", "rejected", "notes", "transaction")
+        return {key: answer[key] for key in keys}
+
+    def _log_refusal(self, base: dict[str, Any], refusal: Refused, rules: list[str],
+                     runs: Sequence[Reexecution] = ()) -> None:  # fmt: skip
+        self.log.append(_stamp(base | _runs(runs) | {"rules": rules, "decision": "refused", "status": refusal.status,
+                                                     "rule": refusal.rule, "reason": refusal.reason}))  # fmt: skip
+
+    def _send_ruling(self, job: int, shard: int, valid_root: bytes) -> dict[str, Any]:
+        """The ruling on chain (facilitators only; the zero root: every submitted result
+        stands). The one place that knows which contract takes it."""
+        return self.sender.send(self.market.functions.resolve(job, shard, valid_root))
+
+    def _check_caller(self, caller: str, facts: ChainFacts) -> str:
+        """Rule 2: only those with a stake or a bond in the shard are heard; returns who the caller is to it."""
         calls = self.market.functions
-        allowed = {str(calls.job(facts.job).call()[0]).lower(), str(calls.challenge_of(facts.job, facts.shard).call()[0]).lower()}
-        allowed |= {str(self.assets.functions.ownerOf(rep.asset).call()).lower() for rep in facts.replicas if rep.asset}
-        if caller.lower() in allowed:
-            return
+        who = caller.lower()
+        if who == str(calls.challenge_of(facts.job, facts.shard).call()[0]).lower():
+            return "the challenger"
+        if who == str(calls.job(facts.job).call()[0]).lower():
+            return "the job's client"
+        for rep in facts.replicas:
+            if rep.asset and who == str(self.assets.functions.ownerOf(rep.asset).call()).lower():
+                return f"asset {rep.asset}'s owner"
         keepers = contract(self.web3, "KeeperRegistry", calls.KEEPERS().call())
         try:
             keepers.functions.active_keeper_id(caller).call()  # reverts for all but active keepers
-            return
+            return "a keeper"
         except ContractLogicError:
             pass
         raise Refused(403, "caller", f"{caller} is neither job {facts.job}'s client, the challenger, an owner of the "
                                      "shard's assets nor an active keeper")  # fmt: skip
+
+    # ------------------------------------------------------------ the watch
+
+    def run_once(self) -> list[dict[str, Any]]:
+        """Scans the blocks since the cursor for `DisputeOpened` and rules on every dispute
+        still open, found now or earlier; returns the rulings made. A dispute it cannot rule
+        on now (rule 5, or the chain refusing for a passing reason) is tried again after
+        `retry_seconds`; one resolved meanwhile is dropped without a log line."""
+        latest = self.web3.eth.block_number
+        found: set[tuple[int, int]] = set()
+        for start in range(self.cursor.next_block, latest + 1, BLOCK_RANGE):
+            stop = min(latest, start + BLOCK_RANGE - 1)
+            for entry in self.market.events.DisputeOpened().get_logs(from_block=start, to_block=stop):
+                found.add((int(entry["args"]["job"]), int(entry["args"]["shard"])))
+        self.cursor.advance(latest + 1, found)
+        rulings = []
+        for dispute in sorted(self.cursor.pending):
+            if self._retry_at.get(dispute, 0.0) > time.monotonic():
+                continue
+            with self._lock:
+                facts = self.facts(*dispute)
+                if not is_open(facts):
+                    self.cursor.close(dispute)  # ruled on meanwhile (a request, another facilitator)
+                    continue
+                try:
+                    rulings.append(self._arbitrate(Evidence(job=dispute[0], shard=dispute[1]), "watch", facts=facts))
+                except Refused as refusal:
+                    if refusal.status >= 500:
+                        self._retry_at[dispute] = time.monotonic() + self.retry_seconds
+                        log.warning("dispute not ruled on yet", extra={"fields": {"job": dispute[0], "shard": dispute[1],
+                                                                                   "reason": str(refusal)}})  # fmt: skip
+                        continue
+            self._retry_at.pop(dispute, None)
+            self.cursor.close(dispute)
+        return rulings
+
+    def run(self, stop: threading.Event, interval: float = 2.0) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception as error:  # a node hiccup must not end the loop; the scan resumes at the cursor
+                log.warning("dispute scan failed", extra={"fields": {"error": str(error)}})
+            stop.wait(interval)
 
     @property
     def chain_id(self) -> int:
@@ -457,9 +668,27 @@ class Arbiter:
 def _answer(decision: Decision) -> dict[str, Any]:
     return {
         "valid_root": _hex_of(decision.valid_root),
+        "reproducible": decision.reproducible,
+        "runs": [_hex_of(root) for root in decision.runs],
         "upheld": list(decision.upheld),
         "rejected": [{"replica": r.replica, "reason": r.reason} for r in decision.rejected],
+        "notes": list(decision.notes),
     }
+
+
+def _runs(runs: Sequence[Reexecution]) -> dict[str, Any]:
+    """The audit log's record of the arbiter's runs: each root, and the first one's files."""
+    if not runs:
+        return {}
+    return {"computed_root": _hex_of(runs[0].root), "runs": [_hex_of(run.root) for run in runs],
+            "arbiter_files": {path: _sha256(data) for path, data in sorted(runs[0].files.items())}}  # fmt: skip
+
+
+def _base(evidence: Evidence, trigger: str, caller: str | None = None) -> dict[str, Any]:
+    """What every audit line says about the request."""
+    base = {"job": evidence.job, "shard": evidence.shard, "trigger": trigger,
+            "evidence_sha256": evidence_sha256(evidence), "attachments": attachments(evidence)}  # fmt: skip
+    return base | ({"caller": caller} if caller else {})
 
 
 def _stamp(entry: dict[str, Any]) -> dict[str, Any]:
@@ -485,19 +714,23 @@ def sign(private_key: Any, chain_id: int, facilitator: str, body: bytes, validit
 
 def router(arbiter: Arbiter) -> APIRouter:
     """POST /disputes and GET /disputes over `arbiter`. Handlers are plain `def`, so FastAPI runs
-    their blocking web3 calls in its threadpool."""
+    their blocking web3 and Docker calls in its threadpool."""
     api = APIRouter()
 
     @api.post("/disputes")
     def post_dispute(body: bytes = Depends(_raw_body), headers: Any = Depends(_headers)) -> dict:
-        target = f"POST /disputes {hashlib.sha256(body).hexdigest()}"
-        who = signed_requests.caller(headers, SCOPE, arbiter.chain_id, arbiter.sender.address, target, time.time())
         try:
             evidence = Evidence.model_validate_json(body)
         except ValidationError as error:
             raise HTTPException(422, error.errors(include_url=False, include_context=False, include_input=False)) from None
+        target = f"POST /disputes {hashlib.sha256(body).hexdigest()}"
         try:
-            return arbiter.arbitrate(evidence, who)
+            who, unsigned = signed_requests.caller(headers, SCOPE, arbiter.chain_id, arbiter.sender.address,
+                                                   target, time.time()), ""  # fmt: skip
+        except HTTPException as error:  # refused by rule 2, after rule 1, and logged
+            who, unsigned = None, str(error.detail)
+        try:
+            return arbiter.arbitrate(evidence, who, unsigned=unsigned)
         except Refused as refusal:
             raise HTTPException(refusal.status, str(refusal)) from None
 

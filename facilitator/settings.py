@@ -8,6 +8,7 @@ from eth_utils import is_address
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.sandbox import Limits
 from computenet.connection import comma_list
 
 
@@ -24,7 +25,15 @@ class FacilitatorSettings(BaseSettings):
         default_factory=list, description="addresses of the job gateways whose tagged job terms it settles, comma-separated"
     )
     audit_log: str = Field("logs/facilitator-audit.jsonl", description="where every dispute decision is appended")
-    start_block: int = Field(0, ge=0, description="first block the refunder scans for finished x402 jobs")
+    arbiter_state: str = Field("logs/facilitator-arbiter.json", description="the arbiter's cursor: next block to scan for disputes, those pending")
+    start_block: int = Field(0, ge=0, description="first block the refunder and the arbiter scan (finished x402 jobs; opened disputes)")
+    store_url: str = Field("http://127.0.0.1:8700", description="content store the arbiter fetches manifests and inputs from")
+    docker_host: str | None = Field(None, description="Docker engine the arbiter re-executes shards on (default: DOCKER_HOST or the system one)")
+    # The re-executions' containers get an agent's limits (agent/settings.py), so a shard runs as it did.
+    memory_mib: int = Field(Limits().memory_bytes >> 20, gt=0, description="memory limit per re-execution (swap included)")
+    pids: int = Field(Limits().pids, gt=0)
+    cpus: float = Field(Limits().cpus, gt=0)
+    tmp_mib: int = Field(Limits().tmp_bytes >> 20, gt=0, description="size of each re-execution's /tmp")
     host: str = "127.0.0.1"
     port: int = Field(4022, ge=0, le=65535)
     log_format: str = "json"
@@ -48,3 +57,6 @@ class FacilitatorSettings(BaseSettings):
             if not is_address(address):
                 raise ValueError(f"{address!r} is not an address")
         return value
+
+    def limits(self) -> Limits:
+        return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)

@@ -1,5 +1,8 @@
-"""Shared fixtures: named actors, the deployed stack, and factories for assets, jobs
-and receipts. Every test runs against a real anvil; ape reverts the chain between tests."""
+"""Shared fixtures: named actors, the deployed stack, factories for assets, jobs and
+receipts, and the services jobs run on: a content store, a real Docker engine (this
+machine's, or a private dockerd started for the session when none answers) and the job
+image built without a registry. Every test runs against a real anvil; ape reverts the chain
+between tests."""
 
 import json
 import os
@@ -11,8 +14,10 @@ from hypothesis import HealthCheck, settings
 
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
+from agent import image
 from agent.store import LocalStore, StoreClient, app
-from computenet.localnet import RedisServer, ServedApp, ServiceError, wait_until
+from computenet.localnet import DockerEngine, RedisServer, ServedApp, ServiceError, docker_reachable, wait_until
+from computenet.manifest import build_manifest, canonical_json, manifest_hash
 from computenet.receipts import ExecutionReceipt
 
 settings.register_profile(
@@ -235,10 +240,11 @@ def registered_keeper(keepers, keeper, keeper2):
 
 @pytest.fixture
 def sign_receipt(chain, market):
-    """Signs the receipt for a replica's current lease with `signer`'s key."""
+    """Signs the receipt for a replica's current lease and its job's manifest with `signer`'s key."""
 
-    def sign(signer, job, shard, replica, output_root, gpu_seconds, exit_code=0, manifest_hash=MANIFEST, lease=None, asset=None):
+    def sign(signer, job, shard, replica, output_root, gpu_seconds, exit_code=0, manifest_hash=None, lease=None, asset=None):
         rep = market.replica(job, shard, replica)
+        manifest_hash = market.job(job).manifest_hash if manifest_hash is None else manifest_hash
         receipt = ExecutionReceipt(
             job=job,
             shard=shard,
@@ -305,6 +311,49 @@ def content_store(tmp_path_factory):
     served = ServedApp(app(local))
     yield Store(local, StoreClient(served.url), served.url)
     served.stop()
+
+
+@dataclass
+class Docker:
+    client: object
+    host: str | None  # None: the default the SDK finds (DOCKER_HOST or the system socket)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    import docker
+
+    if docker_reachable():
+        yield Docker(docker.from_env(), os.environ.get("DOCKER_HOST"))
+        return
+    directory = tmp_path_factory.mktemp("docker")
+    try:
+        engine = DockerEngine(directory, log=directory / "dockerd.log")
+    except ServiceError as error:
+        pytest.fail(f"no Docker engine: {error} (`make test` installs docker.io when it can)")
+    yield Docker(engine.client(), engine.url)
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def job_image(docker_engine):
+    """`computenet/python@sha256:<id>`, built from Debian's packages and imported."""
+    return image.build(docker_engine.client)
+
+
+@pytest.fixture
+def publish_job(content_store, job_image):
+    """Builds a manifest over `files`, uploads it and its inputs; returns (manifest, its hash)."""
+
+    def publish(command, files, env=None, image_ref=None, timeout_seconds=60, max_output_bytes=1 << 20):
+        manifest = build_manifest(image_ref or job_image, command, files, env=env, timeout_seconds=timeout_seconds,
+                                  max_output_bytes=max_output_bytes)  # fmt: skip
+        for data in files.values():
+            content_store.client.put(data)
+        content_store.client.put(canonical_json(manifest))
+        return manifest, manifest_hash(manifest)
+
+    return publish
 
 
 @pytest.fixture

@@ -1,62 +1,15 @@
-"""Agent fixtures: a real Docker engine (this machine's, or a private dockerd started for the
-session when none answers), the job image built without a registry, a content store over
-HTTP, and agent processes (`python -m agent run`) against the session's anvil."""
+"""Agent fixtures: agent processes (`python -m agent run`) against the session's anvil, with
+the session's Docker engine, job image and content store (tests/conftest.py)."""
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from agent import image
-from computenet.localnet import DockerEngine, ProcessGroup, ServiceError, docker_reachable
-from computenet.manifest import build_manifest, canonical_json, manifest_hash
+from computenet.localnet import ProcessGroup
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Docker:
-    client: object
-    host: str | None  # None: the default the SDK finds (DOCKER_HOST or the system socket)
-
-
-@pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory):
-    import docker
-
-    if docker_reachable():
-        yield Docker(docker.from_env(), os.environ.get("DOCKER_HOST"))
-        return
-    directory = tmp_path_factory.mktemp("docker")
-    try:
-        engine = DockerEngine(directory, log=directory / "dockerd.log")
-    except ServiceError as error:
-        pytest.fail(f"no Docker engine: {error} (`make test` installs docker.io when it can)")
-    yield Docker(engine.client(), engine.url)
-    engine.stop()
-
-
-@pytest.fixture(scope="session")
-def job_image(docker_engine):
-    """`computenet/python@sha256:<id>`, built from Debian's packages and imported."""
-    return image.build(docker_engine.client)
-
-
-@pytest.fixture
-def publish_job(content_store, job_image):
-    """Builds a manifest over `files`, uploads it and its inputs; returns (manifest, its hash)."""
-
-    def publish(command, files, env=None, image_ref=None, timeout_seconds=60, max_output_bytes=1 << 20):
-        manifest = build_manifest(image_ref or job_image, command, files, env=env, timeout_seconds=timeout_seconds,
-                                  max_output_bytes=max_output_bytes)  # fmt: skip
-        for data in files.values():
-            content_store.client.put(data)
-        content_store.client.put(canonical_json(manifest))
-        return manifest, manifest_hash(manifest)
-
-    return publish
 
 
 class AgentProcess(ProcessGroup):

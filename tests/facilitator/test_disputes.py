@@ -1,11 +1,12 @@
-"""Dispute arbitration on the session chain: the facilitator's Arbiter reads a disputed shard,
-rules from the evidence, sends `resolve` with the facilitator key and logs every decision.
-Most cases go through POST /disputes (FastAPI's TestClient); results are checked against the
-chain's own events, stakes and credits, and a refusal must leave the chain untouched."""
+"""Dispute arbitration on the session chain, the session's Docker engine and content store:
+the facilitator's Arbiter reads a disputed shard, re-executes it itself, rules, sends the
+ruling with the facilitator key and logs every decision. Requests go through POST /disputes
+(FastAPI's TestClient) or the arbiter's own watch (`run_once`); results are checked against
+the chain's own events, states, stakes and credits, and a refusal must leave the chain
+untouched."""
 
 import base64
 import hashlib
-import json as _json
 import json
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -15,10 +16,26 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 
+from agent.sandbox import Limits
 from computenet.domain import Replica, ReplicaState
 from computenet.merkle import MerkleTree
 from computenet.web3calls import Sender
-from facilitator.disputes import RULES, Arbiter, AuditLog, ChainFacts, Evidence, Refused, decide, router, sign
+from facilitator.disputes import (
+    RULES,
+    ZERO_ROOT,
+    Arbiter,
+    AuditLog,
+    ChainFacts,
+    Evidence,
+    Refused,
+    check_open,
+    check_proofs,
+    decide,
+    reexecute,
+    router,
+    sign,
+)
+from verifier.reexecute import Reexecution, Reexecutor
 
 TOKEN = 10**6
 STAKE = 1_000 * TOKEN  # register_asset's default stake
@@ -28,6 +45,12 @@ RESULT = "out/result.txt"
 GOOD = {RESULT: b"42\n", "out/metrics/loss.csv": b"step,loss\n1,0.5\n", "log/container.log": b"epoch 1 done\n"}
 BAD = {**GOOD, RESULT: b"41\n"}
 WORSE = {**GOOD, RESULT: b"40\n"}
+
+# The job whose honest result is GOOD: what an honest agent, and the arbiter, commit by running it.
+HONEST = ["python3", "-c", "import os; os.makedirs('/out/metrics'); open('/out/result.txt', 'w').write('42\\n'); "
+          "open('/out/metrics/loss.csv', 'w').write('step,loss\\n1,0.5\\n'); print('epoch 1 done')"]  # fmt: skip
+# A job whose every run differs: random bytes and the clock.
+RANDOM = ["python3", "-c", "import os, time; open('/out/result.txt', 'w').write(os.urandom(16).hex()); print(time.time_ns())"]
 
 
 # ---------------------------------------------------------------- evidence helpers
@@ -45,13 +68,17 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def sha(data: bytes) -> str:
+    return "0x" + hashlib.sha256(data).hexdigest()
+
+
 def proof(files: dict[str, bytes], replica: int, path: str = RESULT) -> dict:
     """`path` of `files`, with its proof, claimed to be in `replica`'s result."""
     siblings = MerkleTree.from_files(files).proof(path)
     return {"replica": replica, "path": path, "content": b64(files[path]), "proof": [hx(p) for p in siblings]}
 
 
-def evidence(job: int, receipts=(), proofs=(), files: dict[str, bytes] | None = GOOD) -> dict:
+def evidence(job: int, receipts=(), proofs=(), files: dict[str, bytes] | None = None) -> dict:
     """A complete body (every field given), so its canonical JSON is computable from it alone."""
     return {
         "job": job,
@@ -70,9 +97,9 @@ def canonical_sha256(body: dict) -> str:
 def receipt(sign_receipt):
     """A receipt for (job, 0, replica) signed by `signer`, as evidence."""
 
-    def make(signer, job, replica, files, gpu_seconds=GPU_SECONDS, exit_code=0):
+    def make(signer, job, replica, files, gpu_seconds=GPU_SECONDS, exit_code=0, manifest_hash=None):
         root = root_of(files)
-        signature = sign_receipt(signer, job, 0, replica, root, gpu_seconds, exit_code)
+        signature = sign_receipt(signer, job, 0, replica, root, gpu_seconds, exit_code, manifest_hash=manifest_hash)
         return {"replica": replica, "output_root": hx(root), "gpu_seconds": gpu_seconds, "exit_code": exit_code,
                 "signature": hx(signature)}  # fmt: skip
 
@@ -83,10 +110,27 @@ def receipt(sign_receipt):
 
 
 @pytest.fixture
-def arbiter(chain, market, assets, facilitator, tmp_path):
-    web3 = chain.provider.web3
-    sender = Sender(web3, facilitator.private_key)
-    return Arbiter(web3, sender, market.address, assets.address, tmp_path / "audit" / "disputes.jsonl")
+def reexecutor(content_store, docker_engine):
+    # The limits the test agents run with (tests/agent/conftest.py).
+    return Reexecutor(content_store.client, docker=docker_engine.client, limits=Limits(memory_bytes=256 << 20))
+
+
+@pytest.fixture
+def make_arbiter(chain, market, assets, facilitator, tmp_path, reexecutor):
+    """An Arbiter over the session chain; by default with the facilitator key and its own files."""
+
+    def make(key=None, audit_log=None, state=None, **options):
+        web3 = chain.provider.web3
+        return Arbiter(web3, Sender(web3, (key or facilitator).private_key), market.address, assets.address,
+                       audit_log or tmp_path / "audit" / "disputes.jsonl", reexecutor,
+                       state or tmp_path / "arbiter.json", **options)  # fmt: skip
+
+    return make
+
+
+@pytest.fixture
+def arbiter(make_arbiter):
+    return make_arbiter()
 
 
 class SignedApi:
@@ -96,13 +140,17 @@ class SignedApi:
         self.http, self.arbiter, self.signer = http, arbiter, signer
 
     def post(self, path, json, signer=None, headers=None):
-        body = _json.dumps(json).encode()
+        body = _dumps(json)
         if headers is None:
             headers = sign((signer or self.signer).private_key, self.arbiter.chain_id, self.arbiter.sender.address, body)
         return self.http.post(path, content=body, headers={"Content-Type": "application/json", **headers})
 
     def get(self, path):
         return self.http.get(path)
+
+
+def _dumps(body: dict) -> bytes:
+    return json.dumps(body).encode()
 
 
 @pytest.fixture
@@ -113,25 +161,55 @@ def api(arbiter, client):
         yield SignedApi(http, arbiter, client)
 
 
+@pytest.fixture
+def honest_manifest(publish_job):
+    """The hash of HONEST's manifest, published with the session's job image."""
+    return publish_job(HONEST, {}, timeout_seconds=30)[1]
+
+
+@pytest.fixture
+def cpu_job(post_job, honest_manifest):
+    """Posts a CPU job (any asset qualifies) of HONEST's manifest unless told another."""
+
+    def post(manifest_hash=None, **req):
+        return post_job(manifest_hash=manifest_hash or honest_manifest, gpu_count=0, min_vram_mib=0, **req)
+
+    return post
+
+
 @dataclass
 class Dispute:
     job: int
     assets: list[int]  # by replica
+    manifest: bytes
 
 
 @pytest.fixture
-def mismatch(market, post_job, register_asset, provider2, agents, keeper, registered_keeper, submit):
-    """A replication-2 job whose replicas disagree: replica 0 (agents[0]) committed GOOD,
-    replica 1 (agents[1], provider2's asset) committed BAD, so a dispute opened by itself."""
-    job = post_job(replication=2)
-    honest = register_asset(agent_account=agents[0])
-    cheat = register_asset(owner=provider2, agent_account=agents[1])
-    market.assign(job, 0, honest, sender=keeper)
-    market.assign(job, 0, cheat, sender=keeper)
-    submit(agents[0], job, 0, 0, output_root=root_of(GOOD))
-    submit(agents[1], job, 0, 1, output_root=root_of(BAD))
-    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
-    return Dispute(job, [honest, cheat])
+def replicated(market, cpu_job, register_asset, provider2, agents, keeper, registered_keeper, submit, honest_manifest):
+    """A replication-2 job of HONEST whose replicas disagree: replica `wrong` (provider2's asset,
+    agents[1]) committed BAD, the other (agents[0]) GOOD, so a dispute opened by itself."""
+
+    def make(wrong=1, manifest_hash=None):
+        job = cpu_job(manifest_hash=manifest_hash, replication=2)
+        honest = register_asset(agent_account=agents[0])
+        cheat = register_asset(owner=provider2, agent_account=agents[1])
+        by_replica = [cheat, honest] if wrong == 0 else [honest, cheat]
+        for asset_id in by_replica:
+            market.assign(job, 0, asset_id, sender=keeper)  # the first assigned takes replica 0
+        signer = {honest: agents[0], cheat: agents[1]}
+        for r, asset_id in enumerate(by_replica):
+            submit(signer[asset_id], job, 0, r, output_root=root_of(BAD if asset_id == cheat else GOOD))
+        assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
+        assert [market.replica(job, 0, r).asset for r in range(2)] == by_replica
+        return Dispute(job, by_replica, manifest_hash or honest_manifest)
+
+    return make
+
+
+@pytest.fixture
+def mismatch(replicated):
+    """Replica 0 (agents[0]) committed GOOD, replica 1 (agents[1], provider2's asset) BAD."""
+    return replicated(wrong=1)
 
 
 def snapshot(chain, market, assets, facilitator, job, asset_ids, holders):
@@ -157,55 +235,97 @@ def only(receipt, event):
     return logs[0]
 
 
-# ================================================================ rulings
+# ================================================================ rulings: the arbiter's own run decides
 
 
-def test_replica_mismatch_upholds_the_replica_the_reexecution_matches(
-    chain, market, assets, api, mismatch, receipt, agents, client, facilitator, keeper, register_asset, submit, params
-):
-    job, (honest, cheat) = mismatch.job, mismatch.assets
-    body = evidence(job, receipts=[receipt(agents[0], job, 0, GOOD), receipt(agents[1], job, 1, BAD)],
-                    proofs=[proof(GOOD, 0), proof(BAD, 1)], files=GOOD)  # fmt: skip
-    credits_before = market.credits(client)
+def test_a_challenger_with_made_up_files_cannot_get_an_honest_provider_slashed(
+    chain, market, assets, api, arbiter, cpu_job, register_asset, keeper, registered_keeper, agent, submit, provider,
+    verifier, stranger, facilitator, client, params,
+):  # fmt: skip
+    job = cpu_job()
+    asset_id = register_asset()
+    market.assign(job, 0, asset_id, sender=keeper)
+    submit(agent, job, 0, 0, output_root=root_of(GOOD))
+    market.challenge(job, 0, sender=verifier)
+    made_up = evidence(job, files=BAD)
+    credits = {who: market.credits(who) for who in (provider, verifier)}
 
-    response = api.post("/disputes", json=body)
+    stranger_answer = api.post("/disputes", json=made_up, signer=stranger)
+    response = api.post("/disputes", json=made_up, signer=verifier)
 
+    assert stranger_answer.status_code == 403
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"job", "shard", "valid_root", "upheld", "rejected", "transaction"}
-    assert (answer["job"], answer["shard"], answer["valid_root"], answer["upheld"]) == (job, 0, hx(root_of(GOOD)), [0])
-    assert [r["replica"] for r in answer["rejected"]] == [1]
-    reason = answer["rejected"][0]["reason"]
-    assert reason.startswith(f"{RESULT} differs from the re-execution")
-    assert hashlib.sha256(BAD[RESULT]).hexdigest() in reason and hashlib.sha256(GOOD[RESULT]).hexdigest() in reason
+    assert (answer["valid_root"], answer["reproducible"], answer["upheld"], answer["rejected"]) == (
+        hx(root_of(GOOD)), True, [0], []
+    )  # fmt: skip
+    assert answer["runs"] == [hx(root_of(GOOD))]  # it matched the replica: one run was enough
+    assert answer["notes"] == [f"the challenger's file {RESULT} differs from the arbiter's re-execution (sha256 "
+                               f"{sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"]  # fmt: skip
 
     tx = chain.get_receipt(answer["transaction"])
     resolved = only(tx, market.DisputeResolved)
-    assert (resolved.job, resolved.shard, resolved.facilitator) == (job, 0, facilitator.address)
-    assert (resolved.valid_root, resolved.upheld, resolved.rejected) == (root_of(GOOD), 1, 1)
+    assert (resolved.valid_root, resolved.upheld, resolved.rejected) == (root_of(GOOD), 1, 0)
+    assert not tx.events.filter(market.ReplicaRejected)
+    assert market.replica(job, 0, 0).state == ReplicaState.SUBMITTED
+    assert assets.stake(asset_id).amount == STAKE  # to the base unit
+    assert market.credits(provider) - credits[provider] == params.challenge_bond  # the false accuser's bond
+    assert market.credits(verifier) == credits[verifier]
+
+    refused, ruled = arbiter.entries()
+    assert (refused["decision"], refused["status"], refused["rule"], refused["caller"]) == (
+        "refused", 403, "caller", stranger.address
+    )  # fmt: skip
+    assert (ruled["decision"], ruled["trigger"], ruled["caller"]) == ("resolved", "request", verifier.address)
+    assert ruled["evidence_sha256"] == canonical_sha256(made_up)
+    assert ruled["attachments"] == [{"kind": "reexecution", "path": path, "sha256": sha(data)} for path, data in BAD.items()]
+    assert (ruled["computed_root"], ruled["runs"], ruled["transaction"]) == (
+        hx(root_of(GOOD)), [hx(root_of(GOOD))], answer["transaction"]
+    )  # fmt: skip
+    assert ruled["arbiter_files"] == {path: sha(data) for path, data in sorted(GOOD.items())}
+
+
+@pytest.mark.parametrize("wrong", [0, 1])
+def test_a_dishonest_replica_is_rejected_even_when_its_provider_posts_first(
+    chain, market, assets, api, replicated, receipt, agents, provider2, client, params, wrong
+):
+    dispute = replicated(wrong=wrong)
+    job, honest_index = dispute.job, 1 - wrong
+    cheat, honest = dispute.assets[wrong], dispute.assets[honest_index]
+    body = evidence(job, receipts=[receipt(agents[1], job, wrong, BAD)],
+                    proofs=[proof(BAD, wrong)], files=BAD)  # fmt: skip
+    credits_before = market.credits(client)
+
+    response = api.post("/disputes", json=body, signer=provider2)  # the dishonest asset's owner, first
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["valid_root"], answer["upheld"], answer["runs"]) == (hx(root_of(GOOD)), [honest_index], [hx(root_of(GOOD))])
+    [rejected] = answer["rejected"]
+    assert rejected == {"replica": wrong, "reason": (
+        f"its root {hx(root_of(BAD))} is not the arbiter's {hx(root_of(GOOD))}; its file {RESULT} differs from the "
+        f"arbiter's re-execution (sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})")}  # fmt: skip
+    assert answer["notes"] == [f"asset {cheat}'s owner's file {RESULT} differs from the arbiter's re-execution "
+                               f"(sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"]  # fmt: skip
+
+    tx = chain.get_receipt(answer["transaction"])
     slashed = STAKE * params.slash_bps // 10_000
-    rejected = only(tx, market.ReplicaRejected)
-    assert (rejected.replica, rejected.asset, rejected.slashed) == (1, cheat, slashed)
+    rejection = only(tx, market.ReplicaRejected)
+    assert (rejection.replica, rejection.asset, rejection.slashed) == (wrong, cheat, slashed)
     assert assets.stake(cheat).amount == STAKE - slashed
     assert assets.stake(honest).amount == STAKE
     assert market.credits(client) - credits_before == slashed  # a mismatch's slash goes to the client
-    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
-
-    # The reopened replica runs again elsewhere; with it the shard finalizes, the upheld result included.
-    third = register_asset(agent_account=agents[2])
-    market.assign(job, 0, third, sender=keeper)
-    submit(agents[2], job, 0, 1, output_root=root_of(GOOD))
-    chain.mine(deltatime=params.challenge_window + 1)
-    finalized = market.finalize(job, 0, sender=keeper).events.filter(market.ShardFinalized)
-    assert [(ev.replica, ev.asset) for ev in finalized] == [(0, honest), (1, third)]
+    states = [market.replica(job, 0, r).state for r in range(2)]
+    assert (states[honest_index], states[wrong]) == (ReplicaState.SUBMITTED, ReplicaState.OPEN)
 
 
-def test_challenge_rejects_every_replica_when_the_reexecution_matches_none(
-    market, assets, arbiter, post_job, register_asset, provider2, agents, keeper, registered_keeper, submit,
-    verifier, params, chain,
+def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one(
+    chain, market, assets, arbiter, cpu_job, register_asset, provider2, agents, keeper, registered_keeper, submit,
+    verifier, params,
 ):  # fmt: skip
-    """Both replicas agree on BAD; a verifier challenges; its re-execution (GOOD) matches neither."""
-    job = post_job(replication=2)
+    """Both replicas agree on BAD; a verifier challenges; the arbiter's run (GOOD) matches
+    neither, so it runs again, the two runs agree and both replicas are wrong."""
+    job = cpu_job(replication=2)
     ids = [register_asset(agent_account=agents[0]), register_asset(owner=provider2, agent_account=agents[1])]
     for asset_id in ids:
         market.assign(job, 0, asset_id, sender=keeper)
@@ -213,30 +333,99 @@ def test_challenge_rejects_every_replica_when_the_reexecution_matches_none(
     submit(agents[1], job, 0, 1, output_root=root_of(BAD))
     market.challenge(job, 0, sender=verifier)
 
-    answer = arbiter.arbitrate(Evidence.model_validate(evidence(job, proofs=[proof(BAD, 0)], files=GOOD)))
+    answer = arbiter.arbitrate(Evidence.model_validate(evidence(job, proofs=[proof(BAD, 0)])))
 
-    assert (answer["valid_root"], answer["upheld"]) == (hx(root_of(GOOD)), [])
+    assert (answer["valid_root"], answer["upheld"], answer["runs"]) == (hx(root_of(GOOD)), [], [hx(root_of(GOOD))] * 2)
     assert [r["replica"] for r in answer["rejected"]] == [0, 1]
-    assert answer["rejected"][0]["reason"].startswith(f"{RESULT} differs from the re-execution")
-    assert answer["rejected"][1]["reason"] == f"its root {hx(root_of(BAD))} is not the re-execution's {hx(root_of(GOOD))}"
+    assert f"its file {RESULT} differs from the arbiter's re-execution" in answer["rejected"][0]["reason"]
+    assert answer["rejected"][1]["reason"] == f"its root {hx(root_of(BAD))} is not the arbiter's {hx(root_of(GOOD))}"
     tx = chain.get_receipt(answer["transaction"])
     slashed = STAKE * params.slash_bps // 10_000
     assert [(ev.replica, ev.asset, ev.slashed) for ev in tx.events.filter(market.ReplicaRejected)] == [
         (0, ids[0], slashed), (1, ids[1], slashed)
     ]  # fmt: skip
-    resolved = only(tx, market.DisputeResolved)
-    assert (resolved.valid_root, resolved.upheld, resolved.rejected) == (root_of(GOOD), 0, 2)
     assert market.credits(verifier) == 2 * slashed + params.challenge_bond  # both slashes and the bond back
-    assert [assets.stake(a).amount for a in ids] == [STAKE - slashed] * 2
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.OPEN] * 2
+    [entry] = arbiter.entries()
+    assert (entry["trigger"], entry["computed_root"], entry["runs"]) == ("call", hx(root_of(GOOD)), [hx(root_of(GOOD))] * 2)
+
+
+def test_a_job_that_is_not_reproducible_puts_no_one_at_fault(publish_job, reexecutor):
+    """Decided without a chain: the arbiter's two runs of RANDOM differ, so the ruling is the
+    zero root (every submitted result stands) and no replica is rejected."""
+    manifest_hash = publish_job(RANDOM, {}, timeout_seconds=30)[1]
+    facts = _facts(_replica(0, ReplicaState.DISPUTED, GOOD), _replica(1, ReplicaState.DISPUTED, BAD),
+                   manifest_hash=manifest_hash)  # fmt: skip
+
+    runs = reexecute(reexecutor, facts)
+    decision = decide(facts, runs)
+
+    assert len(runs) == 2 and runs[0].root != runs[1].root
+    assert (decision.valid_root, decision.reproducible, decision.upheld, decision.rejected) == (ZERO_ROOT, False, (0, 1), ())
+    assert decision.runs == (runs[0].root, runs[1].root)
+    assert decision.notes == (f"not reproducible: the arbiter's two runs gave {hx(runs[0].root)} and "
+                              f"{hx(runs[1].root)}; no one is at fault and every submitted result stands",)  # fmt: skip
+
+
+# ================================================================ the arbiter's watch
+
+
+def test_run_once_rules_on_an_open_dispute_nobody_asked_about(chain, market, assets, make_arbiter, mismatch, params,
+                                                                tmp_path):  # fmt: skip
+    arbiter = make_arbiter()
+    opened_at = chain.blocks.head.number
+
+    [answer] = arbiter.run_once()
+
+    assert (answer["job"], answer["valid_root"], answer["upheld"]) == (mismatch.job, hx(root_of(GOOD)), [0])
+    assert [r["replica"] for r in answer["rejected"]] == [1]
+    resolved = only(chain.get_receipt(answer["transaction"]), market.DisputeResolved)
+    assert (resolved.job, resolved.valid_root) == (mismatch.job, root_of(GOOD))
+    assert assets.stake(mismatch.assets[1]).amount == STAKE - STAKE * params.slash_bps // 10_000
+    assert assets.stake(mismatch.assets[0]).amount == STAKE
+    [entry] = arbiter.entries()
+    assert (entry["decision"], entry["trigger"], entry["attachments"]) == ("resolved", "watch", [])
+    assert entry["rules"] == ["open-dispute", "receipts", "proofs", "re-execution", "ruling"]
+    assert "caller" not in entry and entry["transaction"] == answer["transaction"]
+
+    # Nothing is ruled twice: not by the next pass, nor by an arbiter restarted on the same cursor.
+    assert arbiter.run_once() == []
+    restarted = make_arbiter()
+    assert restarted.cursor.next_block > opened_at and restarted.cursor.pending == set()
+    assert restarted.run_once() == []
+    assert len(arbiter.entries()) == 1
+
+
+def test_the_watch_keeps_a_dispute_it_cannot_rule_on_yet(market, make_arbiter, replicated, content_store, job_image):
+    """Rule 5 refuses while the shard's manifest is missing from the store (logged, nothing sent);
+    the dispute stays pending and is ruled on once the manifest is there."""
+    from computenet.manifest import build_manifest, canonical_json, manifest_hash
+
+    missing = build_manifest(job_image, HONEST, {}, timeout_seconds=31, max_output_bytes=1 << 20)
+    dispute = replicated(manifest_hash=manifest_hash(missing))
+    arbiter = make_arbiter(retry_seconds=0)
+
+    assert arbiter.run_once() == []
+
+    assert arbiter.cursor.pending == {(dispute.job, 0)}
+    [refused] = arbiter.entries()
+    assert (refused["decision"], refused["status"], refused["rule"], refused["trigger"]) == ("refused", 503, "re-execution", "watch")
+    assert refused["reason"] == (f"the arbiter could not re-execute job {dispute.job} shard 0: manifest not found: "
+                                 f"the store has no manifest {hx(manifest_hash(missing))}")  # fmt: skip
+    assert [market.replica(dispute.job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
+
+    content_store.client.put(canonical_json(missing))
+    [answer] = arbiter.run_once()
+    assert (answer["job"], answer["valid_root"]) == (dispute.job, hx(root_of(GOOD)))
+    assert arbiter.cursor.pending == set()
 
 
 # ================================================================ refusals
 
 
-def test_refuses_a_shard_without_an_open_dispute(chain, market, assets, api, arbiter, post_job, register_asset,
+def test_refuses_a_shard_without_an_open_dispute(chain, market, assets, api, arbiter, cpu_job, register_asset,
                                                  keeper, registered_keeper, agent, submit, facilitator, client):  # fmt: skip
-    job = post_job()
+    job = cpu_job()
     asset_id = register_asset()
     market.assign(job, 0, asset_id, sender=keeper)
     submit(agent, job, 0, 0, output_root=root_of(GOOD))  # submitted, never challenged
@@ -272,6 +461,11 @@ REFUSALS = {
         lambda d: f"receipt 0 (replica 1): its signature recovers {d.agents[2].address}, "
                   f"not asset {d.assets[1]}'s agent {d.agents[1].address}",
     ),  # fmt: skip
+    "signed-over-another-manifest": (
+        lambda d: evidence(d.job, receipts=[d.receipt(d.agents[1], d.job, 1, BAD, manifest_hash=b"\x44" * 32)]),
+        "receipts",
+        lambda d: "receipt 0 (replica 1): its signature recovers",
+    ),
     "garbled-signature": (
         lambda d: evidence(d.job, receipts=[_garbled_receipt(d)]),
         "receipts",
@@ -279,7 +473,8 @@ REFUSALS = {
     ),
     "receipt-root-differs": (
         # Genuinely signed by the replica's agent, but not the result the chain holds.
-        lambda d: evidence(d.job, receipts=[d.receipt(d.agents[0], d.job, 0, GOOD), d.receipt(d.agents[1], d.job, 1, GOOD)]),
+        lambda d: evidence(d.job, receipts=[d.receipt(d.agents[0], d.job, 0, GOOD),
+                                            d.receipt(d.agents[1], d.job, 1, GOOD)]),
         "receipts",
         lambda d: f"receipt 1 (replica 1): its output root {hx(root_of(GOOD))} is not the replica's on-chain root "
                   f"{hx(root_of(BAD))}",
@@ -299,29 +494,15 @@ REFUSALS = {
         "proofs",
         lambda d: f"proof 0 ('{RESULT}' of replica 2): job {d.job} has 2 replicas per shard",
     ),
-    "no-reexecution": (
-        lambda d: evidence(d.job, receipts=[d.receipt(d.agents[0], d.job, 0, GOOD)], proofs=[proof(GOOD, 0)], files=None),
-        "re-execution",
-        lambda d: "evidence needs a re-execution",
-    ),
-    "reexecution-without-the-log": (
-        lambda d: evidence(d.job, files={RESULT: GOOD[RESULT]}),
-        "re-execution",
-        lambda d: "the re-execution lacks log/container.log, which every result commits",
-    ),
-    "reexecution-with-a-stray-file": (
-        lambda d: evidence(d.job, files={**GOOD, "in/data.bin": b"\x00"}),
-        "re-execution",
-        lambda d: "re-execution file 'in/data.bin' is not a result leaf",
-    ),
 }
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-def test_refuses_bad_evidence_and_changes_nothing(chain, market, assets, api, arbiter, mismatch, receipt, agents,
-                                                  facilitator, client, case):  # fmt: skip
+def test_refuses_bad_attachments_and_changes_nothing(chain, market, assets, api, arbiter, mismatch, receipt, agents,
+                                                     facilitator, client, case):  # fmt: skip
     build, rule, fragment = REFUSALS[case]
-    context = SimpleNamespace(job=mismatch.job, assets=mismatch.assets, agents=agents, receipt=receipt)
+    context = SimpleNamespace(job=mismatch.job, assets=mismatch.assets, agents=agents, receipt=receipt,
+                              manifest=mismatch.manifest)  # fmt: skip
     body = build(context)
     before = snapshot(chain, market, assets, facilitator, mismatch.job, mismatch.assets, [client])
 
@@ -335,13 +516,27 @@ def test_refuses_bad_evidence_and_changes_nothing(chain, market, assets, api, ar
     [entry] = arbiter.entries()
     assert (entry["decision"], entry["status"], entry["rule"]) == ("refused", 400, rule)
     assert entry["reason"] in detail and entry["evidence_sha256"] == canonical_sha256(body)
-    assert "transaction" not in entry
+    assert "transaction" not in entry and "runs" not in entry  # refused before the arbiter ran anything
 
 
-def test_a_ruling_the_chain_refuses_is_logged(chain, market, assets, mismatch, stranger, client, tmp_path):
+def test_a_shard_the_arbiter_cannot_run_is_refused_and_changes_nothing(chain, market, assets, api, arbiter, replicated,
+                                                                       facilitator, client):  # fmt: skip
+    dispute = replicated(manifest_hash=b"\x33" * 32)  # in no store
+    before = snapshot(chain, market, assets, facilitator, dispute.job, dispute.assets, [client])
+
+    response = api.post("/disputes", json=evidence(dispute.job, files=GOOD))
+
+    assert response.status_code == 503
+    assert response.json()["detail"] == (f"rule 5 (re-execution): the arbiter could not re-execute job {dispute.job} "
+                                         f"shard 0: manifest not found: the store has no manifest 0x{'33' * 32}")  # fmt: skip
+    assert snapshot(chain, market, assets, facilitator, dispute.job, dispute.assets, [client]) == before
+    [entry] = arbiter.entries()
+    assert (entry["decision"], entry["rule"], entry["rules"]) == ("refused", "re-execution", list(RULES[:5]))
+
+
+def test_a_ruling_the_chain_refuses_is_logged(chain, market, assets, make_arbiter, mismatch, stranger, client):
     """A key the market does not know as a facilitator: the send is refused before broadcast."""
-    web3 = chain.provider.web3
-    arbiter = Arbiter(web3, Sender(web3, stranger.private_key), market.address, assets.address, tmp_path / "a.jsonl")
+    arbiter = make_arbiter(key=stranger)
     before = snapshot(chain, market, assets, stranger, mismatch.job, mismatch.assets, [client])
 
     with pytest.raises(Refused) as refused:
@@ -351,7 +546,9 @@ def test_a_ruling_the_chain_refuses_is_logged(chain, market, assets, mismatch, s
     assert refused.value.reason == "the chain refused the ruling: market_params: caller is not a facilitator"
     assert snapshot(chain, market, assets, stranger, mismatch.job, mismatch.assets, [client]) == before
     [entry] = arbiter.entries()
-    assert (entry["decision"], entry["status"], entry["rules"]) == ("refused", 503, list(RULES))
+    assert (entry["decision"], entry["status"], entry["trigger"]) == ("refused", 503, "call")
+    assert entry["rules"] == [rule for rule in RULES if rule != "caller"]  # no request, so no caller to check
+    assert entry["runs"] == [hx(root_of(GOOD))]  # what it computed is on record all the same
 
 
 def test_a_malformed_body_is_a_422(api, arbiter, mismatch):
@@ -359,18 +556,46 @@ def test_a_malformed_body_is_a_422(api, arbiter, mismatch):
     response = api.post("/disputes", json=body)
     assert response.status_code == 422
     assert "not valid base64" in response.text
-    assert arbiter.entries() == []  # not evidence at all, so no decision to log
+    assert arbiter.entries() == []  # not a request at all, so no decision to log
+
+
+def test_only_those_with_a_stake_or_a_bond_are_heard(api, chain, market, mismatch, stranger, keeper, provider2, arbiter):
+    """Rule 2: an unsigned request is 401, a stranger's 403, both logged, and nothing changes;
+    the job's client, an asset's owner and an active keeper are heard."""
+    body = evidence(mismatch.job, proofs=[proof(BAD, 0)])  # a proof that fails rule 4 once heard
+    nonce = chain.provider.web3.eth.get_transaction_count(arbiter.sender.address)
+
+    unsigned = api.post("/disputes", json=body, headers={})
+    signed_for_other_body = api.post("/disputes", json=body,
+                                     headers=sign(stranger.private_key, arbiter.chain_id, arbiter.sender.address, b"{}"))  # fmt: skip
+    stranger_answer = api.post("/disputes", json=body, signer=stranger)
+
+    assert unsigned.status_code == 401 and unsigned.json()["detail"].startswith("rule 2 (caller): sign the request")
+    assert signed_for_other_body.status_code == 401
+    assert stranger_answer.status_code == 403
+    assert stranger_answer.json()["detail"].startswith(f"rule 2 (caller): {stranger.address} is neither")
+    assert chain.provider.web3.eth.get_transaction_count(arbiter.sender.address) == nonce
+    assert [market.replica(mismatch.job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
+    entries = arbiter.entries()
+    assert [(e["decision"], e["status"], e["rules"], e.get("caller")) for e in entries] == [
+        ("refused", 401, ["caller"], None), ("refused", 401, ["caller"], None),  # refused before reading the chain
+        ("refused", 403, ["open-dispute", "caller"], stranger.address),
+    ]  # fmt: skip
+    assert all(e["evidence_sha256"] == canonical_sha256(body) and e["trigger"] == "request" for e in entries)
+    for allowed in (provider2, keeper):  # the dishonest asset's owner; an active keeper
+        answer = api.post("/disputes", json=body, signer=allowed)
+        assert answer.status_code == 400 and "rule 4 (proofs)" in answer.json()["detail"]
 
 
 # ================================================================ the audit log
 
 
 def test_the_audit_log_has_one_line_per_decision(chain, market, api, arbiter, mismatch, facilitator):
-    """A refusal, a ruling, then the same evidence again once the dispute is over: three lines,
+    """A refusal, a ruling, then the same request again once the dispute is over: three lines,
     and the ruling's transaction is the chain's DisputeResolved event."""
     start = chain.blocks.head.number
-    refused = evidence(mismatch.job, proofs=[proof(GOOD, 0)], files=None)
-    ruled = evidence(mismatch.job, proofs=[proof(GOOD, 0)], files=GOOD)
+    refused = evidence(mismatch.job, proofs=[proof(GOOD, 1)])
+    ruled = evidence(mismatch.job, proofs=[proof(GOOD, 0)])
 
     statuses = [api.post("/disputes", json=body).status_code for body in (refused, ruled, ruled)]
 
@@ -381,7 +606,8 @@ def test_the_audit_log_has_one_line_per_decision(chain, market, api, arbiter, mi
     assert api.get("/disputes").json() == entries
     assert [e["decision"] for e in entries] == ["refused", "resolved", "refused"]
     assert [e["evidence_sha256"] for e in entries] == [canonical_sha256(b) for b in (refused, ruled, ruled)]
-    assert [e["rules"] for e in entries] == [list(RULES[:5]), list(RULES), list(RULES[:1])]
+    assert [e["rules"] for e in entries] == [list(RULES[:4]), list(RULES), list(RULES[:1])]
+    assert entries[1]["attachments"] == [{"kind": "proof", "replica": 0, "path": RESULT, "sha256": sha(GOOD[RESULT])}]
     assert entries[2]["reason"] == f"job {mismatch.job} shard 0 has no open dispute"
     assert all(e["job"] == mismatch.job and e["shard"] == 0 and e["time"].endswith("+00:00") for e in entries)
 
@@ -412,9 +638,17 @@ def _replica(index, state, files=None, asset=0):
                    deadline=0, since=0, gpu_seconds=GPU_SECONDS, output_root=root)  # fmt: skip
 
 
-def _facts(*replicas):
-    return ChainFacts(chain_id=31337, market="0x" + "11" * 20, job=1, shard=0, manifest_hash=b"\x22" * 32,
+def _facts(*replicas, manifest_hash=b"\x22" * 32):
+    return ChainFacts(chain_id=31337, market="0x" + "11" * 20, job=1, shard=0, manifest_hash=manifest_hash,
                       max_gpu_seconds=3_600, replicas=replicas, agents={})  # fmt: skip
+
+
+def run_of(files: dict[str, bytes]) -> Reexecution:
+    return Reexecution(root_of(files), files)
+
+
+def _request(**attachments) -> Evidence:
+    return Evidence.model_validate(evidence(1, **attachments))
 
 
 def test_decide_rules_only_on_submitted_and_disputed_replicas():
@@ -425,51 +659,58 @@ def test_decide_rules_only_on_submitted_and_disputed_replicas():
         _replica(3, ReplicaState.ASSIGNED),
         _replica(4, ReplicaState.CANCELLED),
     )
-    decision = decide(Evidence.model_validate(evidence(1, proofs=[proof(BAD, 0)], files=GOOD)), facts)
-    assert (decision.valid_root, decision.upheld) == (root_of(GOOD), (1,))
+    decision = decide(facts, [run_of(GOOD)], _request(proofs=[proof(BAD, 0)]))
+    assert (decision.valid_root, decision.upheld, decision.runs) == (root_of(GOOD), (1,), (root_of(GOOD),))
     assert [r.replica for r in decision.rejected] == [0, 2]
-    assert decision.rejected[0].reason.startswith(f"{RESULT} differs from the re-execution")
-    assert decision.rejected[1].reason.startswith(f"its root {hx(root_of(WORSE))} is not")
+    assert decision.rejected[0].reason.endswith(f"; its file {RESULT} differs from the arbiter's re-execution "
+                                                f"(sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})")  # fmt: skip
+    assert decision.rejected[1].reason == f"its root {hx(root_of(WORSE))} is not the arbiter's {hx(root_of(GOOD))}"
 
 
-def test_decide_names_a_proven_file_missing_from_the_reexecution():
+def test_decide_names_a_proven_file_missing_from_the_arbiters_run():
     extra = {**BAD, "out/extra.bin": b"\x01"}
     facts = _facts(_replica(0, ReplicaState.DISPUTED, extra))
-    decision = decide(Evidence.model_validate(evidence(1, proofs=[proof(extra, 0, "out/extra.bin")])), facts)
-    assert decision.rejected[0].reason == "out/extra.bin is in its result but not in the re-execution"
+    decision = decide(facts, [run_of(GOOD), run_of(GOOD)], _request(proofs=[proof(extra, 0, "out/extra.bin")]))
+    assert decision.rejected[0].reason.endswith("; its file out/extra.bin is not in the arbiter's re-execution")
 
 
-def test_decide_refuses_evidence_about_a_replica_not_under_ruling():
+def test_decide_trusts_a_root_no_replica_submitted_only_when_a_second_run_agrees():
+    facts = _facts(_replica(0, ReplicaState.DISPUTED, BAD), _replica(1, ReplicaState.DISPUTED, WORSE))
+    with pytest.raises(ValueError, match="second run"):
+        decide(facts, [run_of(GOOD)])
+    agreed = decide(facts, [run_of(GOOD), run_of(GOOD)])
+    assert (agreed.valid_root, agreed.reproducible, agreed.upheld) == (root_of(GOOD), True, ())
+    assert [r.replica for r in agreed.rejected] == [0, 1]
+    differed = decide(facts, [run_of(GOOD), run_of(BAD)], _request(proofs=[proof(BAD, 0)], files=WORSE))
+    assert (differed.valid_root, differed.reproducible, differed.upheld, differed.rejected) == (ZERO_ROOT, False, (0, 1), ())
+    assert differed.runs == (root_of(GOOD), root_of(BAD)) and differed.notes[0].startswith("not reproducible:")
+
+
+def test_decide_compares_an_attached_run_to_the_arbiters_but_never_follows_it():
+    facts = _facts(_replica(0, ReplicaState.DISPUTED, GOOD), _replica(1, ReplicaState.DISPUTED, BAD))
+    partial = {RESULT: BAD[RESULT], "out/extra.bin": b"\x01"}
+    decision = decide(facts, [run_of(GOOD)], _request(files=partial), party="the challenger")
+    assert (decision.valid_root, decision.upheld, [r.replica for r in decision.rejected]) == (root_of(GOOD), (0,), [1])
+    assert decision.notes == (
+        "the challenger's run lacks log/container.log, which the arbiter's re-execution has",
+        "the challenger's file out/extra.bin is not in the arbiter's re-execution",
+        "the challenger's run lacks out/metrics/loss.csv, which the arbiter's re-execution has",
+        f"the challenger's file {RESULT} differs from the arbiter's re-execution (sha256 {sha(BAD[RESULT])}, "
+        f"the arbiter's {sha(GOOD[RESULT])})",
+    )  # fmt: skip
+    assert decide(facts, [run_of(GOOD)], _request(files=GOOD)).notes == ("the caller's run matches the arbiter's re-execution",)
+
+
+def test_attachments_about_a_replica_not_under_ruling_are_refused():
     facts = _facts(_replica(0, ReplicaState.DISPUTED, BAD), _replica(1, ReplicaState.ASSIGNED))
     with pytest.raises(Refused) as refused:
-        decide(Evidence.model_validate(evidence(1, proofs=[proof(GOOD, 1)])), facts)
+        check_proofs(_request(proofs=[proof(GOOD, 1)]), facts)
     assert (refused.value.status, refused.value.rule) == (400, "proofs")
     assert refused.value.reason == f"proof 0 ('{RESULT}' of replica 1): replica 1 is ASSIGNED, not under ruling"
 
 
-def test_decide_needs_an_open_dispute():
+def test_a_ruling_needs_an_open_dispute():
     facts = _facts(_replica(0, ReplicaState.SUBMITTED, GOOD), _replica(1, ReplicaState.SUBMITTED, GOOD))
     with pytest.raises(Refused) as refused:
-        decide(Evidence.model_validate(evidence(1)), facts)
+        check_open(facts)
     assert (refused.value.status, refused.value.rule, refused.value.rules) == (409, "open-dispute", ["open-dispute"])
-
-
-def test_only_those_with_a_stake_or_a_bond_may_bring_evidence(api, chain, market, mismatch, stranger, keeper, provider2, arbiter):
-    """Rule 2: an unsigned request is 401, a stranger's 403 (logged), and nothing changes;
-    the job's client, an asset's owner and an active keeper are heard."""
-    body = evidence(mismatch.job)
-    nonce = chain.provider.web3.eth.get_transaction_count(arbiter.sender.address)
-    unsigned = api.post("/disputes", json=body, headers={})
-    assert unsigned.status_code == 401 and "sign the request" in unsigned.json()["detail"]
-    signed_for_other_body = sign(stranger.private_key, arbiter.chain_id, arbiter.sender.address, b"{}")
-    assert api.post("/disputes", json=body, headers=signed_for_other_body).status_code == 401
-    refused = api.post("/disputes", json=body, signer=stranger)
-    assert refused.status_code == 403
-    assert refused.json()["detail"].startswith(f"rule 2 (caller): {stranger.address} is neither")
-    assert chain.provider.web3.eth.get_transaction_count(arbiter.sender.address) == nonce
-    assert [int(market.replica(mismatch.job, 0, r).state) for r in range(2)] == [3, 3]  # both still disputed
-    entry = arbiter.entries()[-1]
-    assert (entry["decision"], entry["rule"], entry["caller"]) == ("refused", "caller", stranger.address)
-    for allowed in (provider2, keeper):  # the dishonest asset's owner; an active keeper
-        answer = api.post("/disputes", json={**body, "reexecution": None}, signer=allowed)
-        assert answer.status_code == 400 and "rule 5 (re-execution)" in answer.json()["detail"]

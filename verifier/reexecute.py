@@ -1,0 +1,115 @@
+"""Runs one shard again exactly as an agent runs it, for whoever must know its true result
+without trusting any party's files (the facilitator's dispute arbiter):
+
+- the manifest is fetched from the content store by the keccak-256 the job committed to, the
+  inputs by their SHA-256 (checked against the manifest's Merkle root), the image found or
+  pulled by its digest (agent/execute.py);
+- the container runs in the agent's sandbox (agent/sandbox.py: no network, read-only root,
+  user `nobody`, memory, PID and CPU limits), with the limits an agent uses and the
+  manifest's wall-clock limit;
+- its files are committed as the agent commits a result: `out/<path>` for each output file,
+  `log/container.log` for the log, only the log past the manifest's output limit, and the
+  Merkle root of computenet.merkle over them.
+
+What cannot run (manifest, inputs or image missing or wrong, no Docker engine) raises
+ReexecutionError saying what and where; a run that fails, times out or is killed for memory
+is still a result, as it is for an agent.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import sandbox
+from agent.execute import ensure_image, fetch_manifest, prepare, result_files, stage_inputs
+from agent.plan import Decline
+from agent.store import StoreClient
+from computenet.errors import ComputenetError
+from computenet.merkle import MerkleTree
+
+
+class ReexecutionError(ComputenetError):
+    """The shard could not be run again; the message says what is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class Reexecution:
+    """One run of a shard: the root it commits to and the files under it (leaf -> content)."""
+
+    root: bytes
+    files: dict[str, bytes] = field(repr=False)
+    exit_code: int = 0
+    timed_out: bool = False
+    oom_killed: bool = False
+    seconds: float = 0.0
+
+
+class Reexecutor:
+    """Re-executes shards on one Docker engine with manifests and inputs from one content store."""
+
+    def __init__(self, store: StoreClient, *, docker: Any = None, docker_host: str | None = None,
+                 limits: sandbox.Limits = sandbox.Limits()) -> None:  # fmt: skip
+        """
+        @param store The content store clients publish manifests and inputs to.
+        @param docker A Docker client; without one, a client for `docker_host` (default:
+               DOCKER_HOST or the system socket) is made when first needed, so an engine that
+               is down fails the runs that need it, not the process that holds this.
+        @param limits Per-container resources; an agent's defaults unless told.
+        """
+        self.store = store
+        self.docker_host = docker_host
+        self.limits = limits
+        self._docker = docker
+
+    def run(self, manifest_hash: bytes, shard: int, shard_count: int, gpu_count: int = 0) -> Reexecution:
+        """Runs shard `shard` of `shard_count` of the job whose manifest hashes to `manifest_hash`,
+        with `gpu_count` GPUs passed through (the job's, as an agent passes them)."""
+        try:
+            manifest = fetch_manifest(self.store, manifest_hash)
+            docker = self.docker()
+            image = ensure_image(docker, manifest.image)
+        except Decline as decline:
+            raise ReexecutionError(_said(decline)) from None
+        # The container writes as `nobody`; a facilitator that is not root may not delete its files.
+        with tempfile.TemporaryDirectory(prefix="computenet-reexecute-", ignore_cleanup_errors=True) as folder:
+            inputs, outputs = prepare(Path(folder) / "shard")
+            try:
+                stage_inputs(self.store, manifest, inputs)
+            except Decline as decline:
+                raise ReexecutionError(_said(decline)) from None
+            spec = sandbox.RunSpec(
+                # Two runs of one shard (a reproducibility check) may overlap with another arbiter's.
+                name=f"computenet-reexecute-{manifest_hash.hex()[:12]}-{shard}-{secrets.token_hex(4)}",
+                image=image, command=list(manifest.command), env=dict(manifest.env), shard=shard,
+                shard_count=shard_count, inputs=inputs, outputs=outputs, output_path=manifest.outputs.path,
+                timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count, limits=self.limits,
+                labels={"computenet.reexecution": f"0x{manifest_hash.hex()}/{shard}"},
+            )  # fmt: skip
+            try:
+                run = sandbox.run(docker, spec)
+            except Exception as error:  # the engine's errors: no GPU here, out of disk, gone away
+                raise ReexecutionError(f"the Docker engine could not run shard {shard}: {error}") from None
+            files, _ = result_files(outputs, run.logs, manifest.outputs.max_bytes)
+        return Reexecution(root=MerkleTree.from_files(files).root, files=files, exit_code=run.exit_code,
+                           timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds)  # fmt: skip
+
+    def docker(self) -> Any:
+        """The Docker client, connected on first use."""
+        if self._docker is None:
+            import docker
+
+            try:
+                client = docker.DockerClient(base_url=self.docker_host) if self.docker_host else docker.from_env()
+                client.ping()
+            except Exception as error:
+                raise ReexecutionError(f"no Docker engine at {self.docker_host or 'the default socket'}: {error}") from None
+            self._docker = client
+        return self._docker
+
+
+def _said(decline: Decline) -> str:
+    return decline.reason if decline.detail == decline.reason else f"{decline.reason}: {decline.detail}"
