@@ -108,7 +108,7 @@ from web3.exceptions import ContractLogicError
 
 from computenet import signed_requests
 from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
-from computenet.errors import ContractRevert, InvalidSignature, JobMarketError
+from computenet.errors import ContractRevert, DisputeCourtError, InvalidSignature, JobMarketError
 from computenet.merkle import MAX_PROOF_DEPTH, leaf, verify
 from computenet.receipts import ExecutionReceipt
 from computenet.web3calls import Sender, contract
@@ -117,6 +117,7 @@ from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
 log = logging.getLogger("facilitator.disputes")
 
 RULES = ("open-dispute", "caller", "receipts", "proofs", "re-execution", "ruling")
+NOT_FACILITATOR = "dispute_court: caller is not a facilitator"
 SCOPE = "disputes"  # of the signed requests (computenet.signed_requests)
 # The replicas a ruling covers: the disputed ones and those submitted beside them.
 UNDER_RULING = (ReplicaState.SUBMITTED, ReplicaState.DISPUTED)
@@ -512,6 +513,7 @@ class Arbiter:
         self.web3 = web3
         self.sender = sender
         self.market = contract(web3, "JobMarket", market)
+        self.court = contract(web3, "DisputeCourt", self.market.functions.COURT().call())
         self.assets = contract(web3, "ComputeAsset", assets)
         self.log = AuditLog(audit_log)
         self.reexecutor = reexecutor
@@ -571,8 +573,10 @@ class Arbiter:
             try:
                 receipt = self._send_ruling(evidence.job, evidence.shard, decision.valid_root)
             except ContractRevert as error:
-                # The read and the send are two moments: another facilitator may have ruled between them.
-                status = 409 if isinstance(error, JobMarketError) else 503
+                # The read and the send are two moments: another facilitator may have ruled between them
+                # (409). A key the market does not take as a facilitator is this service's fault (503).
+                conflict = isinstance(error, (JobMarketError, DisputeCourtError)) and error.reason != NOT_FACILITATOR
+                status = 409 if conflict else 503
                 raise Refused(status, "ruling", f"the chain refused the ruling: {error.reason}") from None
         except Refused as refusal:
             self._log_refusal(base, refusal, applied(refusal.rules), runs)
@@ -589,15 +593,15 @@ class Arbiter:
                                                      "rule": refusal.rule, "reason": refusal.reason}))  # fmt: skip
 
     def _send_ruling(self, job: int, shard: int, valid_root: bytes) -> dict[str, Any]:
-        """The ruling on chain (facilitators only; the zero root: every submitted result
-        stands). The one place that knows which contract takes it."""
-        return self.sender.send(self.market.functions.resolve(job, shard, valid_root))
+        """The ruling on chain at the dispute court (facilitators only, before the ruling
+        deadline; the zero root: every submitted result stands)."""
+        return self.sender.send(self.court.functions.resolve(job, shard, valid_root))
 
     def _check_caller(self, caller: str, facts: ChainFacts) -> str:
         """Rule 2: only those with a stake or a bond in the shard are heard; returns who the caller is to it."""
         calls = self.market.functions
         who = caller.lower()
-        if who == str(calls.challenge_of(facts.job, facts.shard).call()[0]).lower():
+        if who == str(self.court.functions.challenge_of(facts.job, facts.shard).call()[0]).lower():
             return "the challenger"
         if who == str(calls.job(facts.job).call()[0]).lower():
             return "the job's client"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
+from ape import project
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
@@ -223,7 +224,7 @@ def snapshot(chain, market, assets, facilitator, job, asset_ids, holders):
         "block": web3.eth.block_number,
         "facilitator_nonce": web3.eth.get_transaction_count(facilitator.address),
         "replicas": replicas,
-        "challenge": tuple(market.challenge_of(job, 0)),
+        "challenge": tuple(project.DisputeCourt.at(market.COURT()).challenge_of(job, 0)),
         "stakes": [assets.stake(a).amount for a in asset_ids],
         "credits": [market.credits(h) for h in holders],
     }
@@ -239,14 +240,14 @@ def only(receipt, event):
 
 
 def test_a_challenger_with_made_up_files_cannot_get_an_honest_provider_slashed(
-    chain, market, assets, api, arbiter, cpu_job, register_asset, keeper, registered_keeper, agent, submit, provider,
+    chain, market, court, assets, api, arbiter, cpu_job, register_asset, keeper, registered_keeper, agent, submit, provider,
     verifier, stranger, facilitator, client, params,
 ):  # fmt: skip
     job = cpu_job()
     asset_id = register_asset()
     market.assign(job, 0, asset_id, sender=keeper)
     submit(agent, job, 0, 0, output_root=root_of(GOOD))
-    market.challenge(job, 0, sender=verifier)
+    court.challenge(job, 0, sender=verifier)
     made_up = evidence(job, files=BAD)
     credits = {who: market.credits(who) for who in (provider, verifier)}
 
@@ -287,14 +288,14 @@ def test_a_challenger_with_made_up_files_cannot_get_an_honest_provider_slashed(
 
 @pytest.mark.parametrize("wrong", [0, 1])
 def test_a_dishonest_replica_is_rejected_even_when_its_provider_posts_first(
-    chain, market, assets, api, replicated, receipt, agents, provider2, client, params, wrong
+    chain, market, assets, api, replicated, receipt, agents, provider, provider2, client, treasury, params, wrong
 ):
     dispute = replicated(wrong=wrong)
     job, honest_index = dispute.job, 1 - wrong
     cheat, honest = dispute.assets[wrong], dispute.assets[honest_index]
     body = evidence(job, receipts=[receipt(agents[1], job, wrong, BAD)],
                     proofs=[proof(BAD, wrong)], files=BAD)  # fmt: skip
-    credits_before = market.credits(client)
+    credits_before = {who: market.credits(who) for who in (client, provider, provider2, treasury)}
 
     response = api.post("/disputes", json=body, signer=provider2)  # the dishonest asset's owner, first
 
@@ -314,13 +315,15 @@ def test_a_dishonest_replica_is_rejected_even_when_its_provider_posts_first(
     assert (rejection.replica, rejection.asset, rejection.slashed) == (wrong, cheat, slashed)
     assert assets.stake(cheat).amount == STAKE - slashed
     assert assets.stake(honest).amount == STAKE
-    assert market.credits(client) - credits_before == slashed  # a mismatch's slash goes to the client
+    reward = min(slashed // 10, params.challenge_bond)  # to the upheld provider, who proved the fault
+    gained = {who: market.credits(who) - before for who, before in credits_before.items()}
+    assert gained == {client: 0, provider: reward, provider2: 0, treasury: slashed - reward}
     states = [market.replica(job, 0, r).state for r in range(2)]
     assert (states[honest_index], states[wrong]) == (ReplicaState.SUBMITTED, ReplicaState.OPEN)
 
 
 def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one(
-    chain, market, assets, arbiter, cpu_job, register_asset, provider2, agents, keeper, registered_keeper, submit,
+    chain, market, court, assets, arbiter, cpu_job, register_asset, provider2, agents, keeper, registered_keeper, submit,
     verifier, params,
 ):  # fmt: skip
     """Both replicas agree on BAD; a verifier challenges; the arbiter's run (GOOD) matches
@@ -331,7 +334,7 @@ def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one
         market.assign(job, 0, asset_id, sender=keeper)
     submit(agents[0], job, 0, 0, output_root=root_of(BAD))
     submit(agents[1], job, 0, 1, output_root=root_of(BAD))
-    market.challenge(job, 0, sender=verifier)
+    court.challenge(job, 0, sender=verifier)
 
     answer = arbiter.arbitrate(Evidence.model_validate(evidence(job, proofs=[proof(BAD, 0)])))
 
@@ -344,7 +347,8 @@ def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one
     assert [(ev.replica, ev.asset, ev.slashed) for ev in tx.events.filter(market.ReplicaRejected)] == [
         (0, ids[0], slashed), (1, ids[1], slashed)
     ]  # fmt: skip
-    assert market.credits(verifier) == 2 * slashed + params.challenge_bond  # both slashes and the bond back
+    reward = min(2 * slashed // 10, params.challenge_bond)
+    assert market.credits(verifier) == reward + params.challenge_bond  # a capped reward and the bond back
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.OPEN] * 2
     [entry] = arbiter.entries()
     assert (entry["trigger"], entry["computed_root"], entry["runs"]) == ("call", hx(root_of(GOOD)), [hx(root_of(GOOD))] * 2)
@@ -543,7 +547,7 @@ def test_a_ruling_the_chain_refuses_is_logged(chain, market, assets, make_arbite
         arbiter.arbitrate(Evidence.model_validate(evidence(mismatch.job)))
 
     assert (refused.value.status, refused.value.rule) == (503, "ruling")
-    assert refused.value.reason == "the chain refused the ruling: market_params: caller is not a facilitator"
+    assert refused.value.reason == "the chain refused the ruling: dispute_court: caller is not a facilitator"
     assert snapshot(chain, market, assets, stranger, mismatch.job, mismatch.assets, [client]) == before
     [entry] = arbiter.entries()
     assert (entry["decision"], entry["status"], entry["trigger"]) == ("refused", 503, "call")
