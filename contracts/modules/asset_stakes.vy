@@ -216,7 +216,8 @@ def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16, gpus: ui
     available: uint256 = convert(s.amount, uint256) - min(convert(s.unbonding, uint256), convert(s.amount, uint256))
     assert available >= min_stake, "asset_stakes: stake below minimum"
     assert s.open_leases < max_leases, "asset_stakes: asset at lease capacity"
-    assert convert(s.gpus_leased, uint256) + gpus <= convert(gpu_count, uint256), "asset_stakes: asset gpus all leased"
+    if gpus <= convert(gpu_count, uint256):  # more than it has at all: the market's "too few gpus"
+        assert convert(s.gpus_leased, uint256) + gpus <= convert(gpu_count, uint256), "asset_stakes: asset gpus all leased"
     s.open_leases += 1
     s.gpus_leased += convert(gpus, uint16)
     self._store(asset, s)

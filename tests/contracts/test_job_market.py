@@ -441,7 +441,7 @@ def test_a_front_run_authorization_funds_its_job_exactly_once(market, token, fre
     req = make_requirements()
     budget = market.quote(req.as_tuple())
     auth, vrs = authorize(budget)
-    with ape.reverts("job_market: authorization not used"):  # no front run happened yet
+    with ape.reverts("job_market: front-run tokens not here"):  # no front run happened yet
         market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
     token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
     market_before, payer_before = token.balanceOf(market), token.balanceOf(fresh)
@@ -454,6 +454,7 @@ def test_a_front_run_authorization_funds_its_job_exactly_once(market, token, fre
     assert only(tx, market.JobPosted).client == fresh.address
     assert (token.balanceOf(market), token.balanceOf(fresh)) == (market_before, payer_before)  # no second transfer
     assert market.job(1).escrow == budget
+    assert market.owed() == token.balanceOf(market) == budget  # the front-run tokens are owed now
     with ape.reverts("job_market: authorization already funded a job"):
         market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
 
@@ -464,11 +465,68 @@ def test_a_front_run_claim_needs_the_payers_signature_for_this_budget(market, to
     auth, vrs = authorize(budget)
     token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
     bigger = make_requirements(shard_count=2)
-    with ape.reverts("job_market: authorization not signed by payer"):
+    with ape.reverts("job_market: front-run tokens not here"):  # more than the front run brought
         market.post_job_with_authorization(MANIFEST, bigger.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
     with ape.reverts("job_market: authorization not signed by payer"):
         market.post_job_with_authorization(MANIFEST, req.as_tuple(), replace(auth, valid_before=auth.valid_before + 1).market_args(), True, *vrs, sender=facilitator)  # fmt: skip
     assert market.job_count() == 0
+
+
+def cancel_nonce(chain, token, payer, nonce, relayer):
+    """The payer's own EIP-3009 cancelAuthorization of `nonce`: used up without paying anyone."""
+    message = TransferAuthorization(payer.address, payer.address, 0, 0, 0, nonce).typed_data(
+        token.name(), token.version(), chain.chain_id, token.address
+    )
+    message["types"] = {"EIP712Domain": message["types"]["EIP712Domain"],
+                        "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}]}  # fmt: skip
+    message |= {"primaryType": "CancelAuthorization", "message": {"authorizer": payer.address, "nonce": nonce}}
+    signed = Account.sign_typed_data(payer.private_key, full_message=message)
+    token.cancelAuthorization(payer, nonce, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"), sender=relayer)
+
+
+def test_a_front_run_claim_never_creates_escrow_without_tokens(chain, market, token, fresh, client, stranger, facilitator, post_job, make_requirements, authorize):
+    """The payer cancels its nonce, so the chain sees it as used, and the facilitator key claims a
+    front run: the market refuses, because no tokens owed to no one are here, and the other
+    clients' escrow stays theirs."""
+    others = post_job()  # another client's escrow sits in the market
+    req = make_requirements()
+    budget = market.quote(req.as_tuple())
+    auth, vrs = authorize(budget)
+    cancel_nonce(chain, token, fresh, auth.nonce, stranger)
+    held, owed = token.balanceOf(market), market.owed()
+    assert held == owed == market.job(others).escrow
+
+    with ape.reverts("job_market: front-run tokens not here"):
+        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
+    with ape.reverts("job_market: front-run tokens not here"):
+        market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
+
+    assert (token.balanceOf(market), market.owed(), market.job_count(), market.credits(fresh)) == (held, owed, others, 0)
+
+
+def test_front_run_tokens_whose_job_never_came_return_to_their_payer(chain, market, token, fresh, stranger, facilitator, make_requirements, authorize):
+    req = make_requirements()
+    budget = market.quote(req.as_tuple())
+    auth, vrs = authorize(budget)
+    token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
+    paid = token.balanceOf(fresh)
+    with ape.reverts("market_params: caller is not a facilitator"):
+        market.return_unclaimed(auth.market_args(), budget, *vrs, sender=stranger)
+    with ape.reverts("job_market: authorization not signed by payer"):  # the amount is part of what was signed
+        market.return_unclaimed(auth.market_args(), budget - 1, *vrs, sender=facilitator)
+
+    tx = market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
+
+    ev = only(tx, market.UnclaimedReturned)
+    assert (ev.payer, ev.nonce, ev.amount) == (fresh.address, auth.nonce, budget)
+    assert market.credits(fresh) == market.owed() == token.balanceOf(market) == budget
+    with ape.reverts("job_market: authorization already funded a job"):  # once, and never a job after
+        market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
+    with ape.reverts("job_market: authorization already funded a job"):
+        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
+    market.withdraw(fresh, sender=fresh)
+    assert token.balanceOf(fresh) - paid == budget
+    assert market.owed() == token.balanceOf(market) == 0
 
 
 # ================================================================ quote / lease_seconds
@@ -672,8 +730,9 @@ def test_assign_shard_without_open_replica(market, job, asset, register_asset, a
         market.assign(job, 0, register_asset(agent_account=agents[1]), sender=keeper)
 
 
-def test_assign_same_asset_twice_to_a_shard(market, post_job, asset, register_asset, agents, keeper, registered_keeper):
+def test_assign_same_asset_twice_to_a_shard(market, post_job, register_asset, agents, keeper, registered_keeper):
     job = post_job(replication=2)
+    asset = register_asset(gpu_count=2)  # GPUs enough for both replicas
     market.assign(job, 0, asset, sender=keeper)
     with ape.reverts("job_market: asset already runs this shard"):
         market.assign(job, 0, asset, sender=keeper)
@@ -917,7 +976,7 @@ def test_submit_result_replicas_agree(market, post_job, register_asset, agents, 
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED] * 2
 
 
-def test_submit_result_replicas_disagree(market, post_job, register_asset, agents, keeper, registered_keeper, submit):
+def test_submit_result_replicas_disagree(market, court, post_job, register_asset, agents, keeper, registered_keeper, submit):
     """The last differing root of a replicated shard opens a dispute with no challenger."""
     job = post_job(replication=2)
     for a in agents[:2]:
@@ -928,26 +987,7 @@ def test_submit_result_replicas_disagree(market, post_job, register_asset, agent
     ev = only(tx, market.DisputeOpened)
     assert (ev.job, ev.shard, ev.challenger, ev.bond) == (job, 0, ZERO, 0)
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
-    assert market.challenge_of(job, 0) == (ZERO, 0)
-
-
-def test_receipt_digest_matches_the_sdk(chain, market, job, asset, assigned):
-    got = market.receipt_digest(job, 0, 0, ROOT, 1234, 3)
-    expected = ExecutionReceipt(
-        job=job, shard=0, replica=0, lease=1, asset=asset, manifest=MANIFEST, output_root=ROOT, gpu_seconds=1234, exit_code=3
-    ).digest(chain.chain_id, market.address)
-    assert got == expected
-
-
-def test_receipt_digest_of_an_unassigned_replica(chain, market, job):
-    expected = ExecutionReceipt(
-        job=job, shard=0, replica=0, lease=0, asset=0, manifest=MANIFEST, output_root=ROOT, gpu_seconds=1, exit_code=0
-    ).digest(chain.chain_id, market.address)
-    assert market.receipt_digest(job, 0, 0, ROOT, 1, 0) == expected
-    with ape.reverts("job_market: unknown replica"):
-        market.receipt_digest(job, 0, 1, ROOT, 1, 0)
-    with ape.reverts("job_market: unknown job"):
-        market.receipt_digest(job + 1, 0, 0, ROOT, 1, 0)
+    assert court.challenge_of(job, 0) == (ZERO, 0)
 
 
 # ================================================================ finalize
@@ -991,11 +1031,12 @@ def test_finalize(market, token, assets, job, asset, finalizable, provider, keep
     assert assets.stake(asset).amount == STAKE
 
 
-def test_finalize_shard_by_shard(chain, market, post_job, asset, agent, keeper, registered_keeper, submit, client, params, make_requirements):
+def test_finalize_shard_by_shard(chain, market, post_job, register_asset, agent, keeper, registered_keeper, submit, client, params, make_requirements):
     """Each shard pays its own; only the last refunds the client."""
     job = post_job(shard_count=2)
     budget = quote_of(make_requirements(shard_count=2), params)
     cost = sum(settle_amounts(PRICE, GPU_SECONDS, params.keeper_fee_bps, params.protocol_fee_bps))
+    asset = register_asset(gpu_count=2)  # one GPU for each shard
     for shard in range(2):
         market.assign(job, shard, asset, sender=keeper)
         submit(agent, job, shard, 0)
@@ -1051,12 +1092,15 @@ def test_finalize_uses_the_fees_of_the_posting_time(chain, market, owner, job, a
     assert market.credits(client) == quote_of(make_requirements(), params) - payment - keeper_fee - protocol_fee
 
 
-def test_finalize_pays_the_current_owner(market, assets, job, asset, finalizable, provider, provider2, keeper):
-    assets.transferFrom(provider, provider2, asset, sender=provider)
+def test_an_asset_changes_hands_only_after_its_leases_end(market, assets, job, asset, finalizable, provider, provider2, keeper):
+    """The seller's lease is paid to the seller; no lease of the seller's can be slashed on the buyer's stake."""
+    with ape.reverts("compute_asset: asset has open leases"):
+        assets.transferFrom(provider, provider2, asset, sender=provider)
     tx = market.finalize(job, 0, sender=keeper)
-    assert only(tx, market.ShardFinalized)["provider"] == provider2.address
-    assert market.credits(provider2) == PRICE * GPU_SECONDS
-    assert market.credits(provider) == 0
+    assert only(tx, market.ShardFinalized)["provider"] == provider.address
+    assets.transferFrom(provider, provider2, asset, sender=provider)
+    assert (market.credits(provider), market.credits(provider2)) == (PRICE * GPU_SECONDS, 0)
+    assert assets.agentOf(asset) == ZERO
 
 
 def test_finalize_at_and_after_the_challenge_window(chain, market, job, submitted, keeper):
@@ -1102,14 +1146,14 @@ def test_finalize_twice(market, job, finalizable, keeper):
         market.finalize(job, 0, sender=keeper)
 
 
-def test_finalize_disputed_shard(chain, market, job, submitted, verifier, keeper, params):
-    market.challenge(job, 0, sender=verifier)
+def test_finalize_disputed_shard(chain, market, court, job, submitted, verifier, keeper, params):
+    court.challenge(job, 0, sender=verifier)
     chain.mine(deltatime=params.challenge_window + 1)
     with ape.reverts("job_market: shard not ready"):
         market.finalize(job, 0, sender=keeper)
 
 
-def test_finalize_never_stalls_on_replicas_that_disagree(chain, market, assets, post_job, register_asset, agents, keeper, registered_keeper, submit, client, facilitator, params, make_requirements):
+def test_finalize_never_stalls_on_replicas_that_disagree(chain, market, court, assets, post_job, register_asset, agents, keeper, registered_keeper, submit, client, facilitator, params, make_requirements):
     """Three replicas, two results that differ, the third never taken up: once the client
     cancels the third after the deadline, the mismatch must still reach a dispute."""
     lease = lease_of(make_requirements(), params)
@@ -1125,9 +1169,9 @@ def test_finalize_never_stalls_on_replicas_that_disagree(chain, market, assets, 
     # With the third replica gone, the two results left disagree: a dispute opens at once.
     assert only(tx, market.DisputeOpened).challenger == ZERO
     assert [market.replica(job, 0, r).state for r in range(3)] == [ReplicaState.DISPUTED] * 2 + [ReplicaState.CANCELLED]
-    chain.mine(deltatime=params.challenge_window + 1)
-    market.resolve(job, 0, ROOT, sender=facilitator)
+    court.resolve(job, 0, ROOT, sender=facilitator)
     market.cancel(job, 0, sender=client)  # the rejected replica reopened past the deadline
+    chain.pending_timestamp = max(chain.pending_timestamp, market.replica(job, 0, 0).deadline + 1)
     tx = market.finalize(job, 0, sender=keeper)
     assert only(tx, market.JobFinished).client == client.address
     assert assets.stake(good).open_leases == assets.stake(bad).open_leases == 0
@@ -1143,36 +1187,26 @@ def test_finalize_unknown_shard(market, job, finalizable, keeper):
 # ================================================================ reclaim
 
 
-def test_reclaim(chain, market, token, assets, job, asset, assigned, keeper2, client, params, make_requirements):
+def test_reclaim(chain, market, token, assets, job, asset, assigned, keeper, keeper2, client, treasury, params, make_requirements):
+    """The whole slash goes to the treasury: no one who can trigger a reclaim (a keeper
+    that is also the client) gains from it."""
     chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
-    held = token.balanceOf(market)
+    held, owed = token.balanceOf(market), market.owed()
     slashed = STAKE * params.slash_bps // 10_000
 
     tx = market.reclaim(job, 0, 0, sender=keeper2)
 
     ev = only(tx, market.ShardReclaimed)
     assert (ev.job, ev.shard, ev.replica, ev.asset, ev.caller, ev.slashed) == (job, 0, 0, asset, keeper2.address, slashed)
-    assert market.credits(keeper2) == slashed // 2
-    assert market.credits(client) == slashed - slashed // 2
-    assert token.balanceOf(market) - held == slashed
+    assert market.credits(treasury) == slashed
+    assert market.credits(keeper2) == market.credits(keeper) == market.credits(client) == 0
+    assert token.balanceOf(market) - held == market.owed() - owed == slashed
     rep = market.replica(job, 0, 0)
     assert rep.state == ReplicaState.OPEN
     assert rep.since == tx.timestamp
     stake = assets.stake(asset)
     assert (stake.amount, stake.open_leases) == (STAKE - slashed, 0)
     assert market.job(job).escrow == quote_of(make_requirements(), params)  # the budget is untouched
-
-
-def test_reclaim_splits_an_odd_slash(chain, market, job, register_asset, keeper, registered_keeper, stranger, client, params):
-    odd = register_asset(stake=STAKE + 10)  # 10 % of it is odd
-    market.assign(job, 0, odd, sender=keeper)
-    chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
-    tx = market.reclaim(job, 0, 0, sender=stranger)
-    slashed = (STAKE + 10) * params.slash_bps // 10_000
-    assert slashed % 2 == 1
-    assert only(tx, market.ShardReclaimed).slashed == slashed
-    assert market.credits(stranger) == slashed // 2
-    assert market.credits(client) == slashed // 2 + 1
 
 
 def test_reclaimed_replica_can_be_reassigned(chain, market, job, assigned, register_asset, agents, keeper2):
@@ -1307,179 +1341,17 @@ def test_cancel_unknown_shard(market, job, client):
         market.cancel(job + 1, 0, sender=client)
 
 
-# ================================================================ challenge
-
-
-def test_challenge(market, token, job, submitted, verifier, params):
-    held, own = token.balanceOf(market), token.balanceOf(verifier)
-    tx = market.challenge(job, 0, sender=verifier)
-    ev = only(tx, market.DisputeOpened)
-    assert (ev.job, ev.shard, ev.challenger, ev.bond) == (job, 0, verifier.address, params.challenge_bond)
-    assert token.balanceOf(market) - held == params.challenge_bond
-    assert own - token.balanceOf(verifier) == params.challenge_bond
-    rep = market.replica(job, 0, 0)
-    assert rep.state == ReplicaState.DISPUTED
-    assert rep.since == tx.timestamp
-    assert market.challenge_of(job, 0) == (verifier.address, params.challenge_bond)
-
-
-def test_challenge_at_the_end_of_the_window(chain, market, job, submitted, verifier):
-    chain.pending_timestamp = market.replica(job, 0, 0).deadline
-    market.challenge(job, 0, sender=verifier)
-    assert market.replica(job, 0, 0).state == ReplicaState.DISPUTED
-
-
-def test_challenge_after_the_window(chain, market, job, submitted, verifier):
-    chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
-    with ape.reverts("job_market: nothing to challenge"):
-        market.challenge(job, 0, sender=verifier)
-
-
-def test_challenge_without_a_result(market, job, assigned, verifier):
-    with ape.reverts("job_market: nothing to challenge"):
-        market.challenge(job, 0, sender=verifier)
-
-
-def test_challenge_twice(market, job, submitted, verifier, client):
-    market.challenge(job, 0, sender=verifier)
-    with ape.reverts("job_market: dispute already open"):
-        market.challenge(job, 0, sender=client)
-
-
-def test_challenge_only_submitted_replicas(market, post_job, register_asset, agents, keeper, registered_keeper, submit, verifier):
-    job = post_job(replication=2)
-    for a in agents[:2]:
-        market.assign(job, 0, register_asset(agent_account=a), sender=keeper)
-    submit(agents[0], job, 0, 0)
-    market.challenge(job, 0, sender=verifier)
-    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED, ReplicaState.ASSIGNED]
-
-
-def test_challenge_without_bond_allowance(market, job, submitted, stranger):
-    with ape.reverts("ERC20: transfer amount exceeds allowance"):
-        market.challenge(job, 0, sender=stranger)
-
-
-def test_challenge_unknown_shard(market, job, submitted, verifier):
-    with ape.reverts("job_market: unknown shard"):
-        market.challenge(job, 1, sender=verifier)
-    with ape.reverts("job_market: unknown job"):
-        market.challenge(job + 1, 0, sender=verifier)
-
-
-# ================================================================ resolve
-
-
-def test_resolve_upholds_the_result(market, assets, job, asset, submitted, verifier, facilitator, provider, keeper, params):
-    market.challenge(job, 0, sender=verifier)
-    tx = market.resolve(job, 0, ROOT, sender=facilitator)
-
-    ev = only(tx, market.DisputeResolved)
-    assert (ev.job, ev.shard, ev.facilitator, ev.valid_root, ev.upheld, ev.rejected) == (job, 0, facilitator.address, ROOT, 1, 0)
-    assert len(tx.events.filter(market.ReplicaRejected)) == 0
-    assert market.credits(provider) == params.challenge_bond  # the bond pays the wrongly challenged provider
-    assert market.credits(verifier) == 0
-    assert market.challenge_of(job, 0) == (ZERO, 0)
-    rep = market.replica(job, 0, 0)
-    assert (rep.state, rep.since) == (ReplicaState.SUBMITTED, tx.timestamp)
-    assert rep.deadline < tx.timestamp  # its challenge window is over
-    assert assets.stake(asset).amount == STAKE
-    with ape.reverts("job_market: nothing to challenge"):
-        market.challenge(job, 0, sender=verifier)
-    market.finalize(job, 0, sender=keeper)
-    assert market.replica(job, 0, 0).state == ReplicaState.FINALIZED
-    assert market.credits(provider) == params.challenge_bond + PRICE * GPU_SECONDS
-
-
-def test_resolve_upheld_result_is_finalizable_at_once(chain, market, job, submitted, verifier, facilitator, keeper):
-    """Even in a block that shares the resolving block's timestamp (anvil, some L2s)."""
-    market.challenge(job, 0, sender=verifier)
-    tx = market.resolve(job, 0, ROOT, sender=facilitator)
-    chain.pending_timestamp = tx.timestamp
-    market.finalize(job, 0, sender=keeper)
-    assert market.replica(job, 0, 0).state == ReplicaState.FINALIZED
-
-
-@pytest.mark.parametrize("valid_root", [OTHER_ROOT, b"\x00" * 32])
-def test_resolve_rejects_the_result(market, token, assets, job, asset, submitted, verifier, facilitator, provider, client, params, valid_root):
-    market.challenge(job, 0, sender=verifier)
-    held = token.balanceOf(market)
-    slashed = STAKE * params.slash_bps // 10_000
-
-    tx = market.resolve(job, 0, valid_root, sender=facilitator)
-
-    rej = only(tx, market.ReplicaRejected)
-    assert (rej.job, rej.shard, rej.replica, rej.asset, rej.slashed) == (job, 0, 0, asset, slashed)
-    ev = only(tx, market.DisputeResolved)
-    assert (ev.valid_root, ev.upheld, ev.rejected) == (valid_root, 0, 1)
-    assert market.credits(verifier) == slashed + params.challenge_bond  # the stake slashed plus the bond back
-    assert market.credits(provider) == 0
-    assert market.credits(client) == 0
-    assert token.balanceOf(market) - held == slashed
-    assert market.challenge_of(job, 0) == (ZERO, 0)
-    assert market.replica(job, 0, 0).state == ReplicaState.OPEN
-    stake = assets.stake(asset)
-    assert (stake.amount, stake.open_leases) == (STAKE - slashed, 0)
-
-
-def test_resolve_replica_mismatch(market, post_job, register_asset, agents, keeper, registered_keeper, submit, facilitator, client, provider2, params):
-    """Replicas that disagreed by themselves: the wrong one's slash goes to the client."""
-    job = post_job(replication=2)
-    good = register_asset(agent_account=agents[0])
-    bad = register_asset(owner=provider2, agent_account=agents[1])
-    market.assign(job, 0, good, sender=keeper)
-    market.assign(job, 0, bad, sender=keeper)
-    submit(agents[0], job, 0, 0, output_root=ROOT)
-    submit(agents[1], job, 0, 1, output_root=OTHER_ROOT)
-
-    tx = market.resolve(job, 0, ROOT, sender=facilitator)
-
-    slashed = STAKE * params.slash_bps // 10_000
-    assert only(tx, market.ReplicaRejected).asset == bad
-    ev = only(tx, market.DisputeResolved)
-    assert (ev.upheld, ev.rejected) == (1, 1)
-    assert market.credits(client) == slashed
-    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
-
-
-def test_resolve_by_a_non_facilitator(market, job, submitted, verifier, stranger, owner):
-    market.challenge(job, 0, sender=verifier)
-    for caller in (stranger, owner, verifier):
-        with ape.reverts("market_params: caller is not a facilitator"):
-            market.resolve(job, 0, ROOT, sender=caller)
-
-
-def test_resolve_without_a_dispute(market, job, submitted, facilitator):
-    with ape.reverts("job_market: no open dispute"):
-        market.resolve(job, 0, ROOT, sender=facilitator)
-
-
-def test_resolve_twice(market, job, submitted, verifier, facilitator):
-    market.challenge(job, 0, sender=verifier)
-    market.resolve(job, 0, ROOT, sender=facilitator)
-    with ape.reverts("job_market: no open dispute"):
-        market.resolve(job, 0, ROOT, sender=facilitator)
-
-
-def test_resolve_unknown_shard(market, job, submitted, verifier, facilitator):
-    market.challenge(job, 0, sender=verifier)
-    with ape.reverts("job_market: unknown shard"):
-        market.resolve(job, 1, ROOT, sender=facilitator)
-    with ape.reverts("job_market: unknown job"):
-        market.resolve(job + 1, 0, ROOT, sender=facilitator)
-
-
 # ================================================================ paused market
 
 
-def test_pause_lets_running_work_settle(chain, market, owner, job, assigned, agent, submit, verifier, facilitator, client, keeper, post_job):
+def test_pause_lets_running_work_settle(chain, market, court, owner, job, assigned, agent, submit, verifier, facilitator, client, keeper, post_job):
     """Results, disputes, finalization, cancels and withdrawals go on while paused."""
     other = post_job()
     market.pause(sender=owner)
     submit(agent, job, 0, 0)
-    market.challenge(job, 0, sender=verifier)
-    market.resolve(job, 0, ROOT, sender=facilitator)
-    chain.mine(deltatime=1)
+    court.challenge(job, 0, sender=verifier)
+    court.resolve(job, 0, ROOT, sender=facilitator)
+    chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
     market.finalize(job, 0, sender=keeper)
     market.cancel(other, 0, sender=client)
     assert market.withdraw(client, sender=client).return_value > 0
@@ -1548,41 +1420,6 @@ def test_withdraw_many(market, token, job, finalizable, provider, keeper, treasu
     assert len(again.events.filter(market.Withdrawn)) == 0
 
 
-# ================================================================ verify_output
-
-
-FILES = {
-    "logs/stdout.txt": b"epoch 1 loss 0.42\n",
-    "out/model.bin": bytes(range(256)),
-    "out/metrics.json": b'{"accuracy": 0.97}',
-    "out/notes/readme.md": "résumé ✓".encode(),
-}
-
-
-def test_verify_output(market, job, agent, assigned, submit):
-    tree = MerkleTree.from_files(FILES)
-    for path, content in FILES.items():  # nothing submitted yet
-        assert not market.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), tree.proof(path))
-    submit(agent, job, 0, 0, output_root=tree.root)
-    assert market.output_root(job, 0, 0) == tree.root
-    for path, content in FILES.items():
-        assert market.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), tree.proof(path))
-
-
-def test_verify_output_refuses_tampering(market, job, agent, assigned, submit):
-    tree = MerkleTree.from_files(FILES)
-    submit(agent, job, 0, 0, output_root=tree.root)
-    path, content = "out/model.bin", FILES["out/model.bin"]
-    proof = tree.proof(path)
-    assert market.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), proof)
-    assert not market.verify_output(job, 0, 0, keccak(path.encode()), keccak(content + b"\x00"), proof)
-    assert not market.verify_output(job, 0, 0, keccak(b"out/other.bin"), keccak(content), proof)
-    assert not market.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), proof[:-1])
-    assert not market.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), tree.proof("logs/stdout.txt"))
-    # the right file under another replica's (empty) root
-    assert not market.verify_output(job, 0, 1, keccak(path.encode()), keccak(content), proof)
-
-
 # ================================================================ views on unknown ids
 
 
@@ -1596,35 +1433,3 @@ def test_views_of_unknown_ids(market, job):
     with ape.reverts("job_market: unknown replica"):
         market.replica(job, 0, 1)
     assert market.output_root(job, 0, 0) == b"\x00" * 32
-    assert market.challenge_of(job, 0) == (ZERO, 0)
-
-
-
-def test_resolve_rules_on_results_submitted_during_the_dispute(
-    chain, market, assets, post_job, register_asset, agents, provider2, keeper, registered_keeper, submit, verifier, facilitator, params
-):
-    """A replica that submits while another is disputed is ruled on too, so no result
-    that disagrees with the ruling can linger and block the shard."""
-    job = post_job(replication=2)
-    first = register_asset(agent_account=agents[0])
-    second = register_asset(owner=provider2, agent_account=agents[1])
-    third = register_asset(agent_account=agents[2])
-    market.assign(job, 0, first, sender=keeper)
-    market.assign(job, 0, second, sender=keeper)
-    submit(agents[0], job, 0, 0, output_root=ROOT)
-    market.challenge(job, 0, sender=verifier)
-    submit(agents[1], job, 0, 1, output_root=OTHER_ROOT)  # arrives during the dispute
-
-    tx = market.resolve(job, 0, ROOT, sender=facilitator)
-
-    rejected = only(tx, market.ReplicaRejected)
-    assert (rejected.replica, rejected.asset) == (1, second)
-    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
-    slash = STAKE * params.slash_bps // 10_000
-    assert market.credits(verifier) == slash + params.challenge_bond  # slash plus the bond back
-    market.assign(job, 0, third, sender=keeper)
-    submit(agents[2], job, 0, 1, output_root=ROOT)
-    chain.mine(deltatime=params.challenge_window + 1)
-    market.finalize(job, 0, sender=keeper)
-    assert market.job(job).unfinished == 0
-    assert assets.stake(first).open_leases == assets.stake(second).open_leases == assets.stake(third).open_leases == 0

@@ -23,6 +23,10 @@ from computenet.eip3009 import TransferAuthorization, split
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "gas-snapshot"
 LIFECYCLE_LIMIT = 400_000  # post + assign + submit + finalize, one shard
+# The one-shard lifecycle before disputes moved to the court and the market began tracking
+# what it owes; the rules that make cheating unprofitable may cost at most 5 % on it.
+LIFECYCLE_BEFORE_COURT = 361_268
+LIFECYCLE_GROWTH = 1.05
 # An x402-funded post may cost at most this much more than the two transactions it replaces:
 # a plain EIP-3009 transfer to the market plus a plain post.
 AUTHORIZED_POST_MARGIN = 10_000
@@ -47,15 +51,16 @@ def write_snapshot(measured: dict[str, int]) -> None:
 
 
 @pytest.fixture
-def measure(chain, market, assets, token, keeper, client, provider, facilitator, treasury, agents, register_asset, post_job,
-            registered_keeper, submit, params, make_spec):  # fmt: skip
+def measure(chain, market, court, assets, token, keeper, client, provider, facilitator, treasury, verifier, stranger,
+            agents, register_asset, post_job, registered_keeper, submit, params, make_spec):  # fmt: skip
     """Runs every measured step once and returns {step: gas}."""
     gas: dict[str, int] = {}
 
     agent = agents[0]
 
     def lifecycle(shards=1, replication=1):
-        asset_ids = [register_asset(agent_account=a, expire=EXPIRE) for a in agents[:replication]]
+        # One GPU for each shard: an asset's leases hold its GPUs together.
+        asset_ids = [register_asset(agent_account=a, expire=EXPIRE, gpu_count=shards) for a in agents[:replication]]
         post = market.post_job(keccak(b"manifest"), _req(shards, replication), sender=client)
         job = post.events.filter(market.JobPosted)[0].job
         steps = {"post": post.gas_used, "assign": 0, "submit": 0, "finalize": 0, "total": post.gas_used}
@@ -116,13 +121,29 @@ def measure(chain, market, assets, token, keeper, client, provider, facilitator,
         gas["post_1_shard_by_authorization"] = market.post_job_with_authorization(
             keccak(b"manifest"), _req(1, 1), funded.market_args(), False, *split(_sign(funded)), sender=facilitator
         ).gas_used
-        # a lease that runs out
-        asset = register_asset()
+        # a lease that runs out (on an asset with GPUs for the disputes' three leases after it)
+        asset = register_asset(gpu_count=3)
         job = post_job()
         market.assign(job, 0, asset, sender=keeper)
         chain.mine(deltatime=market.lease_seconds(_req(1, 1)) + 1)
         gas["reclaim"] = market.reclaim(job, 0, 0, sender=keeper).gas_used
+        # disputes: a challenge, a ruling each way, and the default outcome after the deadline
+        job, challenged = _challenged(asset)
+        gas["challenge"] = challenged.gas_used
+        gas["resolve_upheld"] = court.resolve(job, 0, b"\x42" * 32, sender=facilitator).gas_used
+        job, _ = _challenged(asset)
+        gas["resolve_rejected"] = court.resolve(job, 0, b"\x43" * 32, sender=facilitator).gas_used
+        job, _ = _challenged(asset)
+        chain.pending_timestamp = court.ruling_deadline(job, 0) + 1
+        gas["expire_dispute"] = court.expire(job, 0, sender=stranger).gas_used
         return gas
+
+    def _challenged(asset):
+        """A new job leased to `asset`, submitted and challenged: (job, the challenge's receipt)."""
+        job = post_job()
+        market.assign(job, 0, asset, sender=keeper)
+        submit(agent, job, 0, 0)
+        return job, court.challenge(job, 0, sender=verifier)
 
     return run
 
@@ -142,6 +163,7 @@ def test_gas_within_snapshot(measure):
 def test_gas_goals(measure):
     measured = measure()
     assert measured["lifecycle_1_shard"] <= LIFECYCLE_LIMIT
+    assert measured["lifecycle_1_shard"] <= LIFECYCLE_BEFORE_COURT * LIFECYCLE_GROWTH
     assert measured["register"] <= REGISTER_LIMIT
     assert measured["register_first_asset"] <= REGISTER_LIMIT
     plain = measured["token_transfer_with_authorization"] + measured["post_1_shard"]
