@@ -258,6 +258,7 @@ class Balances:
         holders += [str(c) for c in (net.stack.market.address, net.stack.assets.address, net.stack.keepers.address)]
         self.supply = chain.token.functions.totalSupply().call()
         self.of = {h: chain.token.functions.balanceOf(h).call() for h in holders}
+        self.market, self.owed = str(net.stack.market.address), chain.market.functions.owed().call()
 
     @property
     def total(self) -> int:
@@ -271,7 +272,11 @@ def conserved(before: Balances, after: Balances, console: Console, say: Callable
         console.print(f"[red]conservation failed:[/red] {before.total} before, {after.total} after "
                       f"(supply {before.supply}, then {after.supply})")  # fmt: skip
         return False
+    if after.of[after.market] != after.owed:  # every token the market holds is owed to someone
+        console.print(f"[red]the market holds {after.of[after.market]} but owes {after.owed}[/red]")
+        return False
     moved = sum(abs(after.of[h] - before.of[h]) for h in before.of)
     say(f"[green]conservation:[/green] {format_amount(after.total)} tokens before and after over {len(before.of)} "
-        f"accounts and contracts ({format_amount(moved)} moved between them); nothing appeared or vanished")  # fmt: skip
+        f"accounts and contracts ({format_amount(moved)} moved between them); nothing appeared or vanished, "
+        f"and the market holds exactly what it owes ({format_amount(after.owed)})")  # fmt: skip
     return True
