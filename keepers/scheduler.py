@@ -77,11 +77,13 @@ same float operations, in the same order, as the score, and rounding is monotone
 the inequality holds in floating point too, not only in the reals.
 tests/keepers/test_scheduler.py checks this against a brute-force reference.
 
-Assets that fill up are removed from their stream; assets that fail a rule that
-depends on the shard (expiry, same shard, same owner, holding the job, free VRAM)
-are skipped as they come up. The held-job preference is a second pass over the few
-assets holding the job, run only when the first finds nothing. bench/bench_scheduler.py
-measures the decisions per second on synthetic markets of 1k to 100k assets.
+Assets that fill up are removed from their stream (one whose GPUs are all leased
+stays while the batch has CPU work, which holds no GPU); assets that fail a rule
+that depends on the shard (expiry, same shard, same owner, holding the job, free
+VRAM, GPUs free) are skipped as they come up. The held-job preference is a second
+pass over the few assets holding the job, run only when the first finds nothing.
+bench/bench_scheduler.py measures the decisions per second on synthetic markets of
+1k to 100k assets.
 """
 
 from __future__ import annotations
@@ -356,6 +358,8 @@ class Batch:
                 min_lease_end = end if min_lease_end is None else min(min_lease_end, end)
         if min_lease_end is None:
             min_lease_end = now + grace
+        # CPU work (gpu_count 0) may still go to an asset whose GPUs are all leased.
+        self._cpu_work = any(st.slots and st.req.gpu_count == 0 for st in self._shards.values())
 
         # Prefilter: the assets that could take some lease this round, as parallel arrays
         # indexed by k, in ascending id order (so comparing k compares ids).
@@ -499,7 +503,8 @@ class Batch:
         self._run[k] += 1
         self._free[k] -= need  # zero when free VRAM is not checked
         self._gpus_free[k] -= gpus
-        if self._run[k] >= self._cap[k] or (self._gpus[k] and not self._gpus_free[k]):
+        gpus_full = self._gpus[k] and not self._gpus_free[k] and not self._cpu_work
+        if self._run[k] >= self._cap[k] or gpus_full:
             # full: out of its stream for the rest of the batch
             items = self._items[self._stream_of[k]]
             del items[bisect_left(items, (self._price[k], k))]

@@ -8,7 +8,7 @@ from eth_utils import function_signature_to_4byte_selector
 from hypothesis import given
 from hypothesis import strategies as st
 
-from computenet.domain import Spec
+from computenet.domain import ReplicaState, Spec
 
 TOKEN = 10**6
 H100 = 1
@@ -41,6 +41,12 @@ def only(receipt, event):
     logs = list(receipt.events.filter(event))
     assert len(logs) == 1, logs
     return logs[0]
+
+
+def leased(assets, asset_id) -> tuple[int, int]:
+    """(open leases, GPUs they hold) as the asset's stake counts them."""
+    stake = assets.stake(asset_id)
+    return stake.open_leases, stake.gpus_leased
 
 
 # ---------------------------------------------------------------- fixtures
@@ -755,8 +761,9 @@ def test_set_capacity(assets, asset, provider, stranger):
 
 
 def test_lease_capacity_caps_open_leases(assets, market, provider, agent, register_asset, post_job, keeper, registered_keeper):
-    """No one can pile more leases on an asset than it offers, to have them expire and slash it."""
-    asset = register_asset(max_leases=2)
+    """No one can pile more leases on an asset than it offers, to have them expire and slash it,
+    even while it has GPUs free."""
+    asset = register_asset(max_leases=2, gpu_count=3)
     job = post_job(shard_count=3)
     market.assign(job, 0, asset, sender=keeper)
     market.assign(job, 1, asset, sender=keeper)
@@ -766,6 +773,168 @@ def test_lease_capacity_caps_open_leases(assets, market, provider, agent, regist
     assets.set_capacity(asset, 3, sender=provider)
     market.assign(job, 2, asset, sender=keeper)
     assert assets.stake(asset).open_leases == 3
+
+
+@pytest.fixture
+def end_lease(chain, market, court, agent, keeper, stranger, verifier, facilitator, params, submit):
+    """Ends an assigned replica's lease the way `how` says: finalize (after a result),
+    decline (by the agent), reclaim (after it expired) or reject (a ruling against its result)."""
+
+    def end(job, shard, replica, how):
+        if how == "decline":
+            market.decline(job, shard, replica, b"\x00" * 32, sender=agent)
+        elif how == "reclaim":
+            chain.mine(deltatime=market.lease_seconds(market.job(job).requirements) + 1)
+            market.reclaim(job, shard, replica, sender=stranger)
+        else:
+            submit(agent, job, shard, replica, output_root=b"\x42" * 32)
+            if how == "reject":
+                court.challenge(job, shard, sender=verifier)
+                court.resolve(job, shard, b"\x43" * 32, sender=facilitator)
+            else:
+                chain.mine(deltatime=params.challenge_window + 1)
+                market.finalize(job, shard, sender=keeper)
+
+    return end
+
+
+@pytest.mark.parametrize("how", ["finalize", "decline", "reclaim", "reject"])
+def test_one_gpu_asset_takes_one_gpu_lease_at_a_time(
+    assets, market, keeper, registered_keeper, register_asset, post_job, end_lease, how
+):
+    """Room for three leases but one GPU: a second 1-GPU lease waits until the first ends,
+    however it ends."""
+    asset = register_asset(gpu_count=1, max_leases=3)
+    job = post_job(shard_count=2)
+    market.assign(job, 0, asset, sender=keeper)
+    assert leased(assets, asset) == (1, 1)
+    with ape.reverts("asset_stakes: asset gpus all leased"):
+        market.assign(job, 1, asset, sender=keeper)
+
+    end_lease(job, 0, 0, how)
+    assert market.replica(job, 0, 0).state == (ReplicaState.FINALIZED if how == "finalize" else ReplicaState.OPEN)
+    assert leased(assets, asset) == (0, 0)
+    market.assign(job, 1, asset, sender=keeper)
+    assert leased(assets, asset) == (1, 1)
+
+
+def test_four_gpu_asset_takes_two_two_gpu_leases(assets, market, keeper, registered_keeper, register_asset, post_job, end_lease):
+    asset = register_asset(gpu_count=4)
+    job = post_job(shard_count=3, gpu_count=2)
+    market.assign(job, 0, asset, sender=keeper)
+    market.assign(job, 1, asset, sender=keeper)
+    assert leased(assets, asset) == (2, 4)
+    with ape.reverts("asset_stakes: asset gpus all leased"):
+        market.assign(job, 2, asset, sender=keeper)
+
+    end_lease(job, 1, 0, "finalize")
+    assert leased(assets, asset) == (1, 2)
+    market.assign(job, 2, asset, sender=keeper)
+    assert leased(assets, asset) == (2, 4)
+
+
+def test_cpu_leases_are_bounded_only_by_max_leases(assets, market, keeper, registered_keeper, register_asset, post_job):
+    """CPU work (gpu_count 0) holds no GPU: an asset whose GPU is leased still takes it up to
+    max_leases, and a CPU-only asset takes it but no GPU lease."""
+    asset = register_asset(gpu_count=1, max_leases=3)
+    market.assign(post_job(), 0, asset, sender=keeper)
+    cpu = post_job(shard_count=3, gpu_count=0, min_vram_mib=0)
+    market.assign(cpu, 0, asset, sender=keeper)
+    market.assign(cpu, 1, asset, sender=keeper)
+    assert leased(assets, asset) == (3, 1)
+    with ape.reverts("asset_stakes: asset at lease capacity"):
+        market.assign(cpu, 2, asset, sender=keeper)
+
+    cpu_only = register_asset(gpu_model=0, gpu_count=0, vram_mib=0)
+    with ape.reverts("asset_stakes: asset gpus all leased"):
+        market.assign(post_job(), 0, cpu_only, sender=keeper)
+    market.assign(cpu, 2, cpu_only, sender=keeper)
+    assert leased(assets, cpu_only) == (1, 0)
+
+
+# ================================================================ selling an asset
+
+
+def test_asset_changes_hands_only_with_no_lease_open(
+    chain, assets, market, court, provider, provider2, agent, keeper, registered_keeper, verifier, facilitator,
+    register_asset, post_job, submit,
+):  # fmt: skip
+    """Assigned, submitted, disputed, upheld: the lease is the seller's until it is finalized."""
+    asset = register_asset()
+    job = post_job()
+
+    def refused():
+        for move in (assets.transferFrom, assets.safeTransferFrom):
+            with ape.reverts("compute_asset: asset has open leases"):
+                move(provider, provider2, asset, sender=provider)
+        assert assets.ownerOf(asset) == provider
+
+    market.assign(job, 0, asset, sender=keeper)
+    refused()
+    submit(agent, job, 0, 0, output_root=b"\x42" * 32)
+    refused()
+    court.challenge(job, 0, sender=verifier)
+    assert market.replica(job, 0, 0).state == ReplicaState.DISPUTED
+    refused()
+    court.resolve(job, 0, b"\x42" * 32, sender=facilitator)
+    refused()
+
+    chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
+    market.finalize(job, 0, sender=keeper)
+    assert leased(assets, asset) == (0, 0)
+    assets.transferFrom(provider, provider2, asset, sender=provider)
+    assert assets.ownerOf(asset) == provider2
+
+
+@pytest.mark.parametrize("move", ["transferFrom", "safeTransferFrom"])
+def test_transfer_clears_the_agent(assets, market, provider, provider2, agents, keeper, registered_keeper, register_asset, post_job, move):
+    """The asset takes no lease until its new owner names an agent; the seller can no longer name one."""
+    asset = register_asset()
+    receipt = getattr(assets, move)(provider, provider2, asset, sender=provider)
+    log = only(receipt, assets.AgentChanged)
+    assert (log.asset, log.agent) == (asset, ZERO_ADDRESS)
+    assert assets.agentOf(asset) == ZERO_ADDRESS
+
+    job = post_job()
+    with ape.reverts("compute_asset: no agent"):
+        market.assign(job, 0, asset, sender=keeper)
+    with ape.reverts("compute_asset: caller is not owner nor approved"):
+        assets.set_agent(asset, agents[0], sender=provider)
+    assets.set_agent(asset, agents[1], sender=provider2)
+    market.assign(job, 0, asset, sender=keeper)
+    assert leased(assets, asset) == (1, 1)
+
+
+def test_no_agent_comes_before_the_stake_check(assets, market, provider, provider2, keeper, registered_keeper, register_asset, post_job):
+    unstaked = register_asset(stake=0)
+    assets.transferFrom(provider, provider2, unstaked, sender=provider)
+    with ape.reverts("compute_asset: no agent"):
+        market.assign(post_job(), 0, unstaked, sender=keeper)
+
+
+def test_sellers_agent_cannot_act_for_the_buyer(
+    assets, market, provider, provider2, agent, agents, keeper, registered_keeper, register_asset, post_job, submit
+):
+    """On a lease taken after the sale, the seller's key neither declines nor signs results;
+    the buyer's agent does both."""
+    asset = register_asset(gpu_count=2)  # the seller's agent key is `agent`
+    assets.transferFrom(provider, provider2, asset, sender=provider)
+    buyers_agent = agents[1]
+    assets.set_agent(asset, buyers_agent, sender=provider2)
+    job = post_job(shard_count=2)
+    market.assign(job, 0, asset, sender=keeper)
+    market.assign(job, 1, asset, sender=keeper)
+
+    with ape.reverts("job_market: caller is not the asset's agent"):
+        market.decline(job, 0, 0, b"\x00" * 32, sender=agent)
+    with ape.reverts("job_market: receipt not signed by the asset's agent"):
+        submit(agent, job, 1, 0)
+    assert [market.replica(job, s, 0).state for s in (0, 1)] == [ReplicaState.ASSIGNED] * 2
+
+    market.decline(job, 0, 0, b"\x00" * 32, sender=buyers_agent)
+    submit(buyers_agent, job, 1, 0)
+    assert [market.replica(job, s, 0).state for s in (0, 1)] == [ReplicaState.OPEN, ReplicaState.SUBMITTED]
+    assert leased(assets, asset) == (1, 1)
 
 
 # ================================================================ stakes
@@ -949,7 +1118,7 @@ def test_market_wiring(assets, market, token):
 
 @pytest.mark.parametrize(
     "hook, args",
-    [("open_lease", (0,)), ("close_lease", ()), ("slash_lease", (1_000,))],
+    [("open_lease", (0, 1)), ("close_lease", (1,)), ("slash_lease", (1_000, 1))],
 )
 @pytest.mark.parametrize("caller", ["stranger", "provider"])
 def test_market_hooks_only_market(request, assets, staked, hook, args, caller):

@@ -178,10 +178,10 @@ def test_set_facilitator_zero(market, owner):
         market.set_facilitator(ZERO_ADDRESS, True, sender=owner)
 
 
-def test_removed_facilitator_cannot_resolve(market, owner, facilitator, post_job):
+def test_removed_facilitator_cannot_resolve(market, court, owner, facilitator, post_job):
     market.set_facilitator(facilitator, False, sender=owner)
-    with ape.reverts("market_params: caller is not a facilitator"):
-        market.resolve(post_job(), 0, b"\x42" * 32, sender=facilitator)
+    with ape.reverts("dispute_court: caller is not a facilitator"):
+        court.resolve(post_job(), 0, b"\x42" * 32, sender=facilitator)
 
 
 # ---------------------------------------------------------------- pause
@@ -218,8 +218,8 @@ def test_pause_keeps_parameters(market, owner, params):
 
 @pytest.fixture
 def live_job(market, register_asset, registered_keeper, keeper, post_job):
-    """A three-shard job: shards 0 and 1 assigned to one asset, shard 2 open."""
-    asset = register_asset()
+    """A three-shard job: shards 0 and 1 assigned to one three-GPU asset, shard 2 open."""
+    asset = register_asset(gpu_count=3)
     job = post_job(shard_count=3)
     market.assign(job, 0, asset, sender=keeper)
     market.assign(job, 1, asset, sender=keeper)
@@ -244,9 +244,11 @@ def test_paused_stops_assign(market, owner, keeper, live_job):
     assert market.replica(job, 2, 0).state == ReplicaState.ASSIGNED
 
 
-def test_paused_reclaim_does_not_slash(chain, market, assets, owner, stranger, params, make_requirements, live_job):
+def test_paused_reclaim_does_not_slash(
+    chain, market, assets, owner, stranger, treasury, params, make_requirements, live_job
+):
     """While paused an expired lease still reopens (so the client can cancel), unslashed;
-    after unpausing, reclaims slash again."""
+    after unpausing, reclaims slash again, wholly to the treasury."""
     job, asset = live_job
     chain.mine(deltatime=make_requirements().lease_seconds(params.lease_grace) + 1)
     stake = assets.stake(asset).amount
@@ -254,9 +256,13 @@ def test_paused_reclaim_does_not_slash(chain, market, assets, owner, stranger, p
     market.reclaim(job, 1, 0, sender=stranger)
     assert market.replica(job, 1, 0).state == ReplicaState.OPEN
     assert assets.stake(asset).amount == stake
+    assert market.credits(treasury) == 0
     market.unpause(sender=owner)
     market.reclaim(job, 0, 0, sender=stranger)
-    assert assets.stake(asset).amount == stake - stake * params.slash_bps // 10_000
+    slashed = stake * params.slash_bps // 10_000
+    assert assets.stake(asset).amount == stake - slashed
+    assert market.credits(treasury) == slashed
+    assert market.credits(stranger) == 0
 
 
 def test_paused_results_finalize_and_withdraw_go_on(
@@ -285,16 +291,16 @@ def test_paused_cancel_goes_on(market, owner, client, live_job):
     assert market.replica(job, 2, 0).state == ReplicaState.CANCELLED
 
 
-def test_paused_decline_and_disputes_go_on(market, owner, agent, verifier, facilitator, submit, live_job):
+def test_paused_decline_and_disputes_go_on(market, court, owner, agent, verifier, facilitator, submit, live_job):
     """Agents may still hand work back, and disputes open and resolve, while paused."""
     job, _ = live_job
     market.pause(sender=owner)
     market.decline(job, 1, 0, b"image not found".ljust(32, b"\x00"), sender=agent)
     assert market.replica(job, 1, 0).state == ReplicaState.OPEN
     submit(agent, job, 0, 0, output_root=b"\x42" * 32)
-    market.challenge(job, 0, sender=verifier)
+    court.challenge(job, 0, sender=verifier)
     assert market.replica(job, 0, 0).state == ReplicaState.DISPUTED
-    market.resolve(job, 0, b"\x42" * 32, sender=facilitator)
+    court.resolve(job, 0, b"\x42" * 32, sender=facilitator)
     assert market.replica(job, 0, 0).state == ReplicaState.SUBMITTED
 
 

@@ -55,9 +55,12 @@ GPU_SECONDS = 3600  # with one GPU the lease is 3600 + 300 s
 LEASE_END = NOW + GPU_SECONDS + GRACE
 
 
+NO_AGENT = "0x" + "00" * 20
+
+
 def asset(
     id, owner=None, gpus=1, vram=80_000, price=100, expire=NOW + DAY, active=True, stake=1_000, unbonding=0,
-    max_leases=16, open_leases=0,
+    max_leases=16, open_leases=0, gpus_leased=0, agent=None,
 ):  # fmt: skip
     spec = Spec(
         gpu_model=1, vram_mib=vram, gpu_count=gpus, cpu_cores=8, region=0, price=price, expire=expire, active=active,
@@ -66,11 +69,19 @@ def asset(
     return Asset(
         id=id,
         owner=owner or f"0x{id:040x}",
-        agent=f"0x{id + 1000:040x}",
+        agent=agent or f"0x{id + 1000:040x}",
         spec=spec,
         commit=b"\x00" * 32,
-        stake=Stake(amount=stake, open_leases=open_leases, gpus_leased=0, unbond_at=0, unbonding=unbonding),
+        stake=Stake(amount=stake, open_leases=open_leases, gpus_leased=gpus_leased, unbond_at=0, unbonding=unbonding),
     )
+
+
+def leased(a, req):
+    """The asset as the chain has it once it takes one more lease of `req`."""
+    stake = dataclasses.replace(
+        a.stake, open_leases=a.stake.open_leases + 1, gpus_leased=a.stake.gpus_leased + req.gpu_count
+    )
+    return dataclasses.replace(a, stake=stake)
 
 
 def node(id, util=10, free=80_000, running=0, capacity=4, last_seen=NOW):
@@ -129,7 +140,8 @@ def picked(shards, assets, **kwargs):
 
 
 def brute_force(shards, assets, nodes, reputations, params, now, weights, policy):
-    """Try every asset for every replica with preflight's own rules; the spec the index must meet."""
+    """Try every asset for every replica with preflight's own rules, each asset's lease and GPU
+    counts moving as the chain's would; the spec the index must meet."""
     assets = sorted(assets, key=lambda a: a.id)
     owner_of = {a.id: a.owner.lower() for a in assets}
     node_of = {n.asset: n for n in nodes}
@@ -168,7 +180,7 @@ def brute_force(shards, assets, nodes, reputations, params, now, weights, policy
             reps = replicas[key]
             owners = {owner_of.get(r.asset) for r in reps if r.state not in (ReplicaState.OPEN, ReplicaState.CANCELLED)}
             best = {}
-            for a in assets:
+            for i, a in enumerate(assets):
                 if assign_problem(j, key[1], reps, a, params, now) is not None or a.id not in state:
                     continue
                 s = state[a.id]
@@ -183,11 +195,13 @@ def brute_force(shards, assets, nodes, reputations, params, now, weights, policy
                 )
                 tier = a.id in held[j.id]
                 if tier not in best or score > best[tier][0]:  # ids ascend: first of equals wins
-                    best[tier] = (score, a)
+                    best[tier] = (score, i)
             if not best:
                 break
             tier = min(best)
-            score, a = best[tier]
+            score, i = best[tier]
+            a = assets[i]
+            assets[i] = leased(a, req)
             slot, _ = open_replica(reps, a.id)
             out.append((j.id, key[1], slot, a.id, score, (HELD_JOB,) if tier else ()))
             replicas[key] = [
@@ -205,7 +219,7 @@ def as_tuples(assignments):
 
 def replay(assignments, shards, assets, nodes, policy=Policy()):
     """Apply the assignments in order as the chain would, checking each against preflight and the node rules."""
-    by_id = {a.id: a for a in assets}
+    by_id = {a.id: a for a in assets}  # as the chain has them after the assignments so far
     node_of = {n.asset: n for n in nodes}
     replicas = {(s.job.id, s.shard): list(s.replicas) for s in shards}
     jobs = {(s.job.id, s.shard): s.job for s in shards}
@@ -219,7 +233,7 @@ def replay(assignments, shards, assets, nodes, policy=Policy()):
         live_owners = [by_id[id].owner.lower() for id in live if id in by_id]
         assert asset_.owner.lower() not in live_owners
         given[a.asset] = given.get(a.asset, 0) + 1
-        assert asset_.stake.open_leases + given[a.asset] <= asset_.spec.max_leases  # the chain's lease cap
+        by_id[a.asset] = leased(asset_, jobs[key].requirements)  # the next check sees its caps filling
         n = node_of.get(a.asset)
         if n is not None:
             assert NOW - n.last_seen <= policy.max_heartbeat_age
@@ -250,11 +264,12 @@ def markets(draw):
         ids.append(UINT32_MAX + 1)
     assets, nodes, reputations = [], [], {}
     for id in ids:
+        gpus = draw(mostly(1, 0, 2, 4))
         assets.append(
             asset(
                 id,
                 owner=draw(owners),
-                gpus=draw(mostly(1, 0, 2, 4)),
+                gpus=gpus,
                 vram=draw(mostly(24, 8, 16)),
                 price=draw(st.sampled_from([0, 5, 10, 10, 20, 30])),
                 expire=NOW + draw(mostly(DAY, 0, 500, 2_000, 4_000)),
@@ -263,6 +278,8 @@ def markets(draw):
                 unbonding=draw(mostly(0, 950)),
                 max_leases=draw(mostly(16, 0, 1, 2)),
                 open_leases=draw(mostly(0, 1, 2)),
+                gpus_leased=min(gpus, draw(mostly(0, 1, 2))),
+                agent=draw(mostly(None, NO_AGENT)),
             )
         )
         if draw(mostly(True, False)):
@@ -397,8 +414,11 @@ def test_index_equals_brute_force_on_a_larger_market(seed):
     [
         asset(1, price=50, stake=99),  # asset_stakes: stake below minimum
         asset(1, price=50, stake=1_000, unbonding=901),  # unbonding stake does not count
+        asset(1, price=50, agent=NO_AGENT),  # compute_asset: no agent (sold; the buyer has not set one)
+        asset(1, price=50, max_leases=2, open_leases=2),  # asset_stakes: asset at lease capacity
+        asset(1, price=50, gpus=2, gpus_leased=2),  # asset_stakes: asset gpus all leased
+        asset(1, price=50, gpus=0),  # fewer gpus than the job needs (also "asset gpus all leased")
         asset(1, price=50, active=False),  # job_market: asset is paused
-        asset(1, price=50, gpus=0),  # too few gpus
         asset(1, price=50, vram=39_999),  # too little vram
         asset(1, price=201),  # price above cap
         asset(1, price=50, expire=LEASE_END - 1),  # expires before the lease ends
@@ -478,14 +498,15 @@ def test_overloaded_nodes_are_skipped():
 
 def test_capacity_is_consumed_within_the_batch():
     jobs = [job(id) for id in (1, 2, 3)]
-    got = picked([open_shard(j) for j in jobs], [asset(1)], nodes=[node(1, running=1, capacity=3)])
+    got = picked([open_shard(j) for j in jobs], [asset(1, gpus=4)], nodes=[node(1, free=200_000, running=1, capacity=3)])
     assert got == [(1, 0, 0, 1), (2, 0, 0, 1)]
 
 
 def test_the_chains_lease_count_and_cap_bound_what_the_agent_reports():
     # The agent reports an idle node with four slots, but the chain already counts two open
     # leases against a registered cap of three: one more lease, then the asset is full.
-    j = job(shards=3)
+    # (CPU work, so that no GPU count gets in the way.)
+    j = job(shards=3, gpus=0)
     shards = [open_shard(j, s) for s in range(3)]
     full = asset(1, price=10, max_leases=3, open_leases=2)
     other = asset(2, price=90)
@@ -507,8 +528,54 @@ def test_free_vram_is_checked_on_busy_nodes_only():
 
 def test_free_vram_is_taken_by_leases_in_the_batch():
     jobs = [job(id, vram=40_000) for id in (1, 2, 3)]
-    got = picked([open_shard(j) for j in jobs], [asset(1)], nodes=[node(1, free=90_000, capacity=4)])
+    got = picked([open_shard(j) for j in jobs], [asset(1, gpus=4)], nodes=[node(1, free=90_000, capacity=4)])
     assert got == [(1, 0, 0, 1), (2, 0, 0, 1)]  # the second sees 50,000 free, the third 10,000
+
+
+# --- GPUs and agents -------------------------------------------------------------------
+
+
+def test_a_gpu_is_never_given_twice_in_a_batch():
+    """One GPU and room for three leases: the second 1-GPU job goes to the dearer asset."""
+    jobs = [job(id) for id in (1, 2)]
+    assets = [asset(1, price=10, max_leases=3), asset(2, price=150)]
+    assert picked([open_shard(j) for j in jobs], assets) == [(1, 0, 0, 1), (2, 0, 0, 2)]
+    assert picked([open_shard(j) for j in jobs], assets[:1]) == [(1, 0, 0, 1)]
+
+
+def test_a_four_gpu_asset_takes_two_two_gpu_leases():
+    jobs = [job(id, gpus=2) for id in (1, 2, 3)]
+    assets = [asset(1, price=10, gpus=4), asset(2, price=150, gpus=2)]
+    nodes = [node(1, free=400_000), node(2)]
+    got = picked([open_shard(j) for j in jobs], assets, nodes=nodes)
+    assert got == [(1, 0, 0, 1), (2, 0, 0, 1), (3, 0, 0, 2)]
+
+
+def test_gpus_leased_on_chain_are_not_free():
+    half = asset(1, price=10, gpus=4, gpus_leased=3, open_leases=1)
+    other = asset(2, price=150, gpus=2)
+    assert picked([open_shard(job(gpus=2))], [half, other]) == [(1, 0, 0, 2)]
+    assert picked([open_shard(job(gpus=1))], [half, other]) == [(1, 0, 0, 1)]
+
+
+@pytest.mark.parametrize("leased_on_chain", [False, True])
+def test_cpu_work_goes_to_an_asset_whose_gpus_are_all_leased(leased_on_chain):
+    """CPU work holds no GPU, so the chain takes it on a GPU-full asset below max_leases,
+    whether its GPU was leased earlier in this batch or on chain already."""
+    cpu = open_shard(job(2, gpus=0))
+    if leased_on_chain:
+        shards, assets = [cpu], [asset(1, gpus_leased=1, open_leases=1)]
+    else:
+        shards, assets = [open_shard(job(1, deadline=NOW + 5_000)), cpu], [asset(1)]
+    got = picked(shards, assets)
+    assert got[-1] == (2, 0, 0, 1)
+    assert len(got) == len(shards)
+
+
+def test_assets_without_an_agent_are_skipped():
+    sold = asset(1, price=10, agent=NO_AGENT)
+    assert picked([open_shard(job())], [sold, asset(2, price=150)]) == [(1, 0, 0, 2)]
+    assert picked([open_shard(job())], [sold]) == []
 
 
 def test_node_state_from_a_heartbeat():
@@ -538,7 +605,7 @@ def test_shards_of_a_job_spread_over_distinct_assets():
 
 def test_an_asset_holding_the_job_is_a_last_resort():
     j = job(shards=2)
-    got = run([open_shard(j, 0), open_shard(j, 1)], [asset(1)])
+    got = run([open_shard(j, 0), open_shard(j, 1)], [asset(1, gpus=2)])
     assert [(a.shard, a.asset, a.reasons) for a in got] == [(0, 1, ()), (1, 1, (HELD_JOB,))]
 
 
@@ -550,7 +617,7 @@ def test_assets_holding_the_job_on_chain_are_avoided():
 
 
 def test_other_jobs_may_share_an_asset():
-    got = picked([open_shard(job(1)), open_shard(job(2))], [asset(1, price=10), asset(2, price=150)])
+    got = picked([open_shard(job(1)), open_shard(job(2))], [asset(1, price=10, gpus=2), asset(2, price=150)])
     assert got == [(1, 0, 0, 1), (2, 0, 0, 1)]
 
 

@@ -13,6 +13,7 @@ from computenet.errors import (
     ComputeAssetError,
     ComputenetError,
     ContractRevert,
+    DisputeCourtError,
     JobMarketError,
     KeeperError,
     MarketParamsError,
@@ -27,6 +28,7 @@ from computenet.errors import (
 REASONS = [
     ("job_market: lease expired", JobMarketError),
     ("market_params: paused", MarketParamsError),
+    ("dispute_court: caller is not a facilitator", DisputeCourtError),
     ("settlement: nothing to withdraw", SettlementError),
     ("compute_asset: unknown asset", ComputeAssetError),
     ("erc721: owner mismatch", ComputeAssetError),
@@ -122,11 +124,11 @@ def test_decode_builds_each_event(name):
 
 
 def test_events_cover_the_contracts_abis():
-    """Every event the asset registry, keeper registry and market declare has a typed class
-    with the same arguments (ABIs from the Vyper compiler in this environment)."""
+    """Every event the asset registry, keeper registry, market and dispute court declare has
+    a typed class with the same arguments (ABIs from the Vyper compiler in this environment)."""
     repo = Path(__file__).resolve().parents[2]
     vyper = Path(sys.executable).parent / "vyper"
-    for contract in ("ComputeAsset", "JobMarket", "KeeperRegistry"):
+    for contract in ("ComputeAsset", "JobMarket", "KeeperRegistry", "DisputeCourt"):
         out = subprocess.run(
             [str(vyper), "-f", "abi", f"contracts/{contract}.vy"], cwd=repo, capture_output=True, text=True, check=True
         )

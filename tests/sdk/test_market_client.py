@@ -226,14 +226,15 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
     slashed = slashed_before * params.slash_bps // 10_000
     assert sdk.replica(job, 1, 0).state == ReplicaState.OPEN
     assert sdk.stake(slow) == Stake(amount=STAKE - slashed, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
-    assert sdk.credits(stranger) == slashed // 2
+    assert sdk.credits(treasury) == slashed  # the whole slash: reclaiming earns the caller nothing
+    assert sdk.credits(stranger) == 0
 
     sdk.finalize(job, 0, sender=stranger)
     payment, keeper_fee, protocol_fee = settle_amounts(100, 1_000, params.keeper_fee_bps, params.protocol_fee_bps)
     assert sdk.shard(job, 0).state == ReplicaState.FINALIZED
     assert sdk.credits(provider) == payment
     assert sdk.credits(keeper) == keeper_fee
-    assert sdk.credits(treasury) == protocol_fee
+    assert sdk.credits(treasury) == slashed + protocol_fee
     assert sdk.job(job).unfinished == 2
 
     sdk.cancel(job, 1, sender=client)
@@ -241,16 +242,16 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
     assert [s.state for s in sdk.shards(job)] == [ReplicaState.FINALIZED, ReplicaState.CANCELLED, ReplicaState.CANCELLED]
     assert sdk.job(job).unfinished == 0 and sdk.job(job).escrow == 0
     refund = budget - payment - keeper_fee - protocol_fee
-    assert sdk.credits(client) == refund + (slashed - slashed // 2)
+    assert sdk.credits(client) == refund
 
     paid = {}
-    for who in (provider, keeper, client, stranger):
+    for who in (provider, keeper, client):
         held = token.balanceOf(who)
         paid[who.address] = sdk.withdraw(sender=who)
         assert token.balanceOf(who) == held + paid[who.address]
         assert sdk.credits(who) == 0
-    assert paid[provider.address] == payment
-    return SimpleNamespace(job=job, assets=(asset, slow), budget=budget, treasury_credit=protocol_fee)
+    assert paid == {provider.address: payment, keeper.address: keeper_fee, client.address: refund}
+    return SimpleNamespace(job=job, assets=(asset, slow), budget=budget, treasury_credit=slashed + protocol_fee)
 
 
 def test_full_lifecycle_through_the_sdk(sdk, chain, newcomer, newcomer2, keeper, stranger, agent, make_spec, treasury, params, token):
@@ -327,19 +328,23 @@ def assign_case(sdk, keeper, job_id, shard, asset_id, reason, cls):
     )
 
 
-def test_assign_refusals_match_the_chain(sdk, chain, owner, registered_keeper, provider, register_asset, post_job, params):
+def test_assign_refusals_match_the_chain(sdk, chain, owner, registered_keeper, provider, provider2, register_asset, post_job, params):
     keeper = registered_keeper  # registered, bonded and active
-    asset = register_asset()
+    asset = register_asset(gpu_count=3)
     job = post_job()
     J = "job_market: "
     assign_case(sdk, keeper, 999, 0, asset, J + "unknown job", JobMarketError)
     assign_case(sdk, keeper, job, 1, asset, J + "unknown shard", JobMarketError)
     assign_case(sdk, keeper, job, 0, 999, "compute_asset: unknown asset", ComputeAssetError)
+    sold = register_asset(stake=0)  # no agent and no stake: the agent is checked first
+    sdk.assets.transferFrom(provider, provider2, sold, sender=provider)
+    assign_case(sdk, keeper, job, 0, sold, "compute_asset: no agent", ComputeAssetError)
     assign_case(sdk, keeper, job, 0, register_asset(stake=params.min_stake - 1), "asset_stakes: stake below minimum", StakeError)
     paused_asset = register_asset()
     sdk.assets.pause(paused_asset, sender=provider)
     assign_case(sdk, keeper, job, 0, paused_asset, J + "asset is paused", JobMarketError)
-    assign_case(sdk, keeper, post_job(gpu_count=2), 0, asset, J + "asset has too few gpus", JobMarketError)
+    # An asset with fewer GPUs than the job needs fails the lease's GPU count first.
+    assign_case(sdk, keeper, post_job(gpu_count=2), 0, register_asset(), "asset_stakes: asset gpus all leased", StakeError)
     assign_case(sdk, keeper, job, 0, register_asset(vram_mib=40_959), J + "asset has too little vram", JobMarketError)
     assign_case(sdk, keeper, job, 0, register_asset(price=201), J + "asset price above cap", JobMarketError)
     assign_case(sdk, keeper, job, 0, register_asset(expire=chain.pending_timestamp + 3_600), J + "asset expires before the lease ends", JobMarketError)
@@ -356,6 +361,21 @@ def test_assign_refusals_match_the_chain(sdk, chain, owner, registered_keeper, p
 
     sdk.market.pause(sender=owner)
     assign_case(sdk, keeper, pair, 0, register_asset(), "market_params: paused", MarketParamsError)
+
+
+def test_lease_limit_refusals_match_the_chain(sdk, registered_keeper, register_asset, post_job):
+    """An asset's open leases are bounded by max_leases, and the GPUs they hold by gpu_count."""
+    keeper = registered_keeper
+    job = post_job(shard_count=3)
+    one_lease = register_asset(gpu_count=2, max_leases=1)
+    sdk.assign(job, 0, one_lease, sender=keeper)
+    assign_case(sdk, keeper, job, 1, one_lease, "asset_stakes: asset at lease capacity", StakeError)
+    one_gpu = register_asset(gpu_count=1, max_leases=3)
+    sdk.assign(job, 1, one_gpu, sender=keeper)
+    assign_case(sdk, keeper, job, 2, one_gpu, "asset_stakes: asset gpus all leased", StakeError)
+    cpu = post_job(gpu_count=0)  # CPU work holds no GPU: the busy GPU does not stop it
+    assert sdk.assign(cpu, 0, one_gpu, sender=keeper) == 0
+    assert (sdk.stake(one_gpu).open_leases, sdk.stake(one_gpu).gpus_leased) == (2, 1)
 
 
 def test_assign_by_a_non_keeper_gives_the_registry_reason(sdk, job, asset, stranger):
@@ -384,7 +404,8 @@ def test_assign_asset_id_above_uint32(sdk, job, registered_keeper):
 # ------------------------------------------------------------------ pre-flight agreement: the other actions
 
 
-def test_submit_refusals_match_the_chain(sdk, chain, asset, post_job, registered_keeper, agent, provider, sign_receipt, params):
+def test_submit_refusals_match_the_chain(sdk, chain, register_asset, post_job, registered_keeper, agent, provider, sign_receipt, params):
+    asset = register_asset(gpu_count=2)
     job = post_job(shard_count=3)
 
     def case(shard, root, reason):
@@ -519,6 +540,7 @@ specs = st.fixed_dictionaries(
         expire_after_lease=st.sampled_from([30 * DAY, 30 * DAY, 30 * DAY, 120, -120]),
         active=st.sampled_from([True] * 5 + [False]),
         stake=st.sampled_from([STAKE, STAKE, STAKE, 100 * TOKEN, 99 * TOKEN, 0]),
+        max_leases=st.sampled_from([4, 4, 4, 1]),
     )
 )
 requirements = st.fixed_dictionaries(
@@ -537,6 +559,8 @@ situations = st.fixed_dictionaries(
         shard=st.sampled_from([0] * 7 + [1]),
         asset_known=st.sampled_from([True] * 7 + [False]),
         taken=st.sampled_from(["none", "none", "none", "same asset", "other asset"]),
+        elsewhere=st.sampled_from([None] * 5 + [0, 1, 2]),  # GPUs another job's lease holds on the asset
+        sold=st.sampled_from([False] * 7 + [True]),  # the asset changed hands: no agent
         paused=st.sampled_from([False] * 7 + [True]),
     )
 )
@@ -567,12 +591,20 @@ def test_assign_preflight_predicts_the_chain(sdk, chain, owner, provider, agent,
     try:
         now = chain.pending_timestamp
         lease = -(-req["max_gpu_seconds"] // max(req["gpu_count"], 1)) + params.lease_grace
-        node = Spec(H100, spec["vram_mib"], spec["gpu_count"], 8, 276, spec["price"], now + lease + spec["expire_after_lease"])
+        expire = now + lease + spec["expire_after_lease"]
+        node = Spec(H100, spec["vram_mib"], spec["gpu_count"], 8, 276, spec["price"], expire, max_leases=spec["max_leases"])
         asset = registered(sdk, node, agent, provider)
         if spec["stake"]:
             sdk.assets.add_stake(asset, spec["stake"], sender=provider)
         if not spec["active"]:
             sdk.assets.pause(asset, sender=provider)
+        if situation["sold"]:
+            sdk.assets.transferFrom(provider, client, asset, sender=provider)
+        if situation["elsewhere"] is not None:
+            busy = Requirements(min_vram_mib=0, gpu_count=situation["elsewhere"], max_price=1_000, max_gpu_seconds=60, deadline=now + 30 * DAY)
+            other_job = sdk.market.post_job(MANIFEST, busy.as_tuple(), sender=client).events.filter(sdk.market.JobPosted)[0].job
+            if chain_outcome(chain, sdk.market, "assign", (other_job, 0, asset), registered_keeper) is None:
+                sdk.market.assign(other_job, 0, asset, sender=registered_keeper)
         wanted = Requirements(
             min_vram_mib=req["min_vram_mib"],
             gpu_count=req["gpu_count"],
@@ -658,7 +690,7 @@ EXPECTED_ORDER = [
     "ShardAssigned",
     "ResultSubmitted",
     "ShardReclaimed",
-    "Credited",  # the slash, half to the caller and half to the client
+    "Credited",  # the slash, to the treasury
     "ShardFinalized",
     "ShardCancelled",
     "Credited",  # the client's refund, when the last shard is done
@@ -775,7 +807,7 @@ class SkipErc721(Market):
     """Market whose contracts hide ComputeAsset's ERC-721 events, to test events() apart from that bug."""
 
     def __init__(self, sdk):
-        super().__init__(sdk.token, _Without(sdk.assets, ERC721_EVENTS), sdk.keepers, sdk.market)
+        super().__init__(sdk.token, _Without(sdk.assets, ERC721_EVENTS), sdk.keepers, sdk.market, sdk.court)
 
 
 class _Without:

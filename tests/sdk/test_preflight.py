@@ -49,10 +49,15 @@ REQ = Requirements(
 LEASE = REQ.lease_seconds(PARAMS.lease_grace)
 
 
-def make_asset(asset_id=1, stake=Stake(amount=1_000, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0), **spec):
+AGENT = "0x" + "0b" * 20
+NO_AGENT = "0x" + "00" * 20  # what agentOf reads after a transfer, until the new owner sets one
+STAKED = Stake(amount=1_000, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
+
+
+def make_asset(asset_id=1, stake=STAKED, agent=AGENT, **spec):
     fields = dict(gpu_model=1, vram_mib=81_920, gpu_count=2, cpu_cores=16, region=276, price=150, expire=NOW + 30 * 86_400)
     fields.update(spec)
-    return Asset(id=asset_id, owner="0x" + "0a" * 20, agent="0x" + "0b" * 20, spec=Spec(**fields), commit=b"\x11" * 32, stake=stake)
+    return Asset(id=asset_id, owner="0x" + "0a" * 20, agent=agent, spec=Spec(**fields), commit=b"\x11" * 32, stake=stake)
 
 
 def make_job(req=REQ, client=CLIENT):
@@ -186,40 +191,83 @@ def test_asset_happy_path():
 
 
 def test_asset_reasons_in_contract_order():
-    low = Stake(amount=PARAMS.min_stake - 1, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
-    ok = Stake(amount=PARAMS.min_stake, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
-    worst = dict(active=False, gpu_count=1, vram_mib=1, price=REQ.max_price + 1, expire=NOW)
+    """assign's asset rules as the chain meets them: the market's id bound, then
+    ComputeAsset.open_lease (known, agent, then asset_stakes: stake, lease count, GPUs
+    free), then the market's own checks on the spec it returns."""
+    low = Stake(amount=PARAMS.min_stake - 1, open_leases=3, gpus_leased=1, unbond_at=0, unbonding=0)
+    ok = Stake(amount=PARAMS.min_stake, open_leases=3, gpus_leased=1, unbond_at=0, unbonding=0)
+    worst = dict(active=False, gpu_count=2, max_leases=3, vram_mib=1, price=REQ.max_price + 1, expire=NOW)
+    fine = worst | dict(active=True, vram_mib=REQ.min_vram_mib, price=REQ.max_price, expire=NOW + LEASE)
 
-    def check(asset_id, stake, spec, deadline):
-        asset = None if asset_id is None else make_asset(asset_id, stake, **spec)
+    def check(asset_id, agent, stake, spec, deadline):
+        asset = None if asset_id is None else make_asset(asset_id, stake, agent, **spec)
         return preflight.asset_problem(asset, dataclasses.replace(REQ, deadline=deadline), PARAMS, NOW)
 
-    state = dict(asset_id=None, stake=low, spec=worst, deadline=NOW + LEASE - 1)
+    state = dict(asset_id=None, agent=NO_AGENT, stake=low, spec=worst, deadline=NOW + LEASE - 1)
     seen = fixes_in_order(
         check,
         state,
         [
             dict(asset_id=UINT32_MAX),
+            dict(agent=AGENT),
             dict(stake=ok),
+            dict(stake=dataclasses.replace(ok, open_leases=2)),
+            dict(stake=dataclasses.replace(ok, open_leases=2, gpus_leased=0)),
             dict(spec=worst | dict(active=True)),
-            dict(spec=worst | dict(active=True, gpu_count=2)),
-            dict(spec=worst | dict(active=True, gpu_count=2, vram_mib=REQ.min_vram_mib)),
-            dict(spec=worst | dict(active=True, gpu_count=2, vram_mib=REQ.min_vram_mib, price=REQ.max_price)),
+            dict(spec=worst | dict(active=True, vram_mib=REQ.min_vram_mib)),
+            dict(spec=worst | dict(active=True, vram_mib=REQ.min_vram_mib, price=REQ.max_price)),
             dict(deadline=NOW + LEASE),
-            dict(spec=worst | dict(active=True, gpu_count=2, vram_mib=REQ.min_vram_mib, price=REQ.max_price, expire=NOW + LEASE)),
+            dict(spec=fine),
         ],
     )
     assert seen == [
         "compute_asset: unknown asset",
+        "compute_asset: no agent",
         "asset_stakes: stake below minimum",
+        "asset_stakes: asset at lease capacity",
+        "asset_stakes: asset gpus all leased",
         "job_market: asset is paused",
-        "job_market: asset has too few gpus",
         "job_market: asset has too little vram",
         "job_market: asset price above cap",
         "job_market: lease would end after the deadline",
         "job_market: asset expires before the lease ends",
         None,
     ]
+
+
+def leases(open_leases, gpus_leased):
+    return dataclasses.replace(STAKED, open_leases=open_leases, gpus_leased=gpus_leased)
+
+
+@pytest.mark.parametrize(
+    "gpu_count, max_leases, stake, job_gpus, reason",
+    [
+        # one GPU, room for three leases: one 1-GPU lease at a time
+        (1, 3, leases(0, 0), 1, None),
+        (1, 3, leases(1, 1), 1, "asset_stakes: asset gpus all leased"),
+        # four GPUs: two 2-GPU leases, not a third; a 1-GPU one fits beside one of them
+        (4, 16, leases(1, 2), 2, None),
+        (4, 16, leases(2, 4), 2, "asset_stakes: asset gpus all leased"),
+        (4, 16, leases(2, 3), 1, None),
+        (4, 16, leases(2, 3), 2, "asset_stakes: asset gpus all leased"),
+        # CPU work holds no GPU: only max_leases bounds it, on any asset
+        (1, 3, leases(2, 1), 0, None),
+        (1, 3, leases(3, 1), 0, "asset_stakes: asset at lease capacity"),
+        (0, 2, leases(1, 0), 0, None),
+        # fewer GPUs than the job needs reads as all leased (the chain checks this first)
+        (0, 2, leases(0, 0), 1, "asset_stakes: asset gpus all leased"),
+        (1, 3, leases(0, 0), 2, "asset_stakes: asset gpus all leased"),
+    ],
+)
+def test_asset_gpus_free_of_its_leases(gpu_count, max_leases, stake, job_gpus, reason):
+    asset = make_asset(stake=stake, gpu_count=gpu_count, max_leases=max_leases, gpu_model=1 if gpu_count else 0)
+    req = dataclasses.replace(REQ, gpu_count=job_gpus, min_vram_mib=0)
+    assert preflight.asset_problem(asset, req, PARAMS, NOW) == reason
+
+
+def test_asset_without_an_agent_takes_no_lease():
+    assert preflight.asset_problem(make_asset(agent=NO_AGENT), REQ, PARAMS, NOW) == "compute_asset: no agent"
+    assert preflight.asset_problem(make_asset(agent="0x" + "00" * 19 + "01"), REQ, PARAMS, NOW) is None
 
 
 def test_asset_id_above_uint32_is_refused_by_the_market():
