@@ -58,13 +58,14 @@ def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, no
         return "asset_stakes: stake below minimum"
     if asset.stake.open_leases >= asset.spec.max_leases:
         return "asset_stakes: asset at lease capacity"
-    if asset.stake.gpus_leased + req.gpu_count > asset.spec.gpu_count:
-        # Also an asset with fewer GPUs than the job needs: the market's own
-        # "job_market: asset has too few gpus" comes after this check and is never reached.
-        return "asset_stakes: asset gpus all leased"
     spec = asset.spec
+    # An asset with fewer GPUs than the job needs at all gets the market's "too few gpus" below.
+    if req.gpu_count <= spec.gpu_count < asset.stake.gpus_leased + req.gpu_count:
+        return "asset_stakes: asset gpus all leased"
     if not spec.active:
         return "job_market: asset is paused"
+    if spec.gpu_count < req.gpu_count:
+        return "job_market: asset has too few gpus"
     if spec.vram_mib < req.min_vram_mib:
         return "job_market: asset has too little vram"
     if spec.price > req.max_price:

@@ -846,7 +846,7 @@ def test_cpu_leases_are_bounded_only_by_max_leases(assets, market, keeper, regis
         market.assign(cpu, 2, asset, sender=keeper)
 
     cpu_only = register_asset(gpu_model=0, gpu_count=0, vram_mib=0)
-    with ape.reverts("asset_stakes: asset gpus all leased"):
+    with ape.reverts("job_market: asset has too few gpus"):
         market.assign(post_job(), 0, cpu_only, sender=keeper)
     market.assign(cpu, 2, cpu_only, sender=keeper)
     assert leased(assets, cpu_only) == (1, 0)

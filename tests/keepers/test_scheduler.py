@@ -417,7 +417,7 @@ def test_index_equals_brute_force_on_a_larger_market(seed):
         asset(1, price=50, agent=NO_AGENT),  # compute_asset: no agent (sold; the buyer has not set one)
         asset(1, price=50, max_leases=2, open_leases=2),  # asset_stakes: asset at lease capacity
         asset(1, price=50, gpus=2, gpus_leased=2),  # asset_stakes: asset gpus all leased
-        asset(1, price=50, gpus=0),  # fewer gpus than the job needs (also "asset gpus all leased")
+        asset(1, price=50, gpus=0),  # job_market: asset has too few gpus
         asset(1, price=50, active=False),  # job_market: asset is paused
         asset(1, price=50, vram=39_999),  # too little vram
         asset(1, price=201),  # price above cap

@@ -213,6 +213,7 @@ def test_asset_reasons_in_contract_order():
             dict(stake=ok),
             dict(stake=dataclasses.replace(ok, open_leases=2)),
             dict(stake=dataclasses.replace(ok, open_leases=2, gpus_leased=0)),
+            dict(spec=worst | dict(active=True, gpu_count=1)),  # fewer than the job needs at all
             dict(spec=worst | dict(active=True)),
             dict(spec=worst | dict(active=True, vram_mib=REQ.min_vram_mib)),
             dict(spec=worst | dict(active=True, vram_mib=REQ.min_vram_mib, price=REQ.max_price)),
@@ -227,6 +228,7 @@ def test_asset_reasons_in_contract_order():
         "asset_stakes: asset at lease capacity",
         "asset_stakes: asset gpus all leased",
         "job_market: asset is paused",
+        "job_market: asset has too few gpus",
         "job_market: asset has too little vram",
         "job_market: asset price above cap",
         "job_market: lease would end after the deadline",
@@ -254,9 +256,10 @@ def leases(open_leases, gpus_leased):
         (1, 3, leases(2, 1), 0, None),
         (1, 3, leases(3, 1), 0, "asset_stakes: asset at lease capacity"),
         (0, 2, leases(1, 0), 0, None),
-        # fewer GPUs than the job needs reads as all leased (the chain checks this first)
-        (0, 2, leases(0, 0), 1, "asset_stakes: asset gpus all leased"),
-        (1, 3, leases(0, 0), 2, "asset_stakes: asset gpus all leased"),
+        # fewer GPUs than the job needs at all: the market's own reason
+        (0, 2, leases(0, 0), 1, "job_market: asset has too few gpus"),
+        (1, 3, leases(0, 0), 2, "job_market: asset has too few gpus"),
+        (1, 3, leases(1, 1), 2, "job_market: asset has too few gpus"),
     ],
 )
 def test_asset_gpus_free_of_its_leases(gpu_count, max_leases, stake, job_gpus, reason):
