@@ -29,12 +29,15 @@ from keepers.decisions import (
     Send,
     Wait,
     decide_assign,
+    decide_expire,
     decide_finalize,
     decide_reclaim,
 )
 from keepers.runtime import Runtime
 
 log = logging.getLogger("keepers.actions")
+
+COURT_CALLS = frozenset({"expire"})  # sent to the dispute court; every other call to the market
 
 
 class TransientError(Exception):
@@ -50,7 +53,8 @@ def _send(rt: Runtime, decision: Send) -> Any:
     A revert found by the estimate raises the typed ContractRevert; nothing was sent."""
     from web3.exceptions import Web3Exception
 
-    method = getattr(rt.market.market, decision.call)
+    contract = rt.market.court if decision.call in COURT_CALLS else rt.market.market
+    method = getattr(contract, decision.call)
     try:
         with typed_reverts(preflight=True):
             return broadcast(method, decision.args, rt.account)
@@ -211,3 +215,10 @@ def finalize(rt: Runtime, job_id: int, shard: int) -> str | Sent:
         return "done: unknown shard"
     replicas = rt.view.replicas(job_id, shard, job.requirements.replication, roots=True)
     return _simple(rt, decide_finalize(job_id, shard, list(replicas), rt.view.now()), ("finalize", job_id, shard))
+
+
+def expire(rt: Runtime, job_id: int, shard: int) -> str | Sent:
+    """Applies the default outcome to the shard's dispute once its ruling deadline has passed
+    with no ruling: the results stand, the challenger's bond goes back."""
+    deadline = rt.view.ruling_deadline(job_id, shard)
+    return _simple(rt, decide_expire(job_id, shard, deadline, rt.view.now()), ("expire", job_id, shard))

@@ -18,7 +18,8 @@ from keepers.scheduler import Assignment, Batch, NodeState, OpenShard, Policy, R
 
 @dataclass(frozen=True)
 class Send:
-    """Send `call(*args)` to the market. `assignment` carries the scheduler's reasoning."""
+    """Send `call(*args)` to the market (`expire` to its dispute court). `assignment` carries
+    the scheduler's reasoning."""
 
     call: str
     args: tuple[int, ...]
@@ -137,3 +138,18 @@ def decide_finalize(job: int, shard: int, replicas: list[Replica], now: int) -> 
     if problem == "job_market: challenge window open":
         return Wait(problem)
     return Done(problem)
+
+
+NO_OPEN_DISPUTE = "dispute_court: no open dispute"
+RULING_PENDING = "dispute_court: ruling deadline not passed"
+
+
+def decide_expire(job: int, shard: int, deadline: int | None, now: int) -> Decision:
+    """Apply the default outcome to the shard's dispute? `deadline` is its ruling deadline,
+    None when no dispute is open (settled by a ruling or by another keeper). The arbiter
+    may rule until the deadline; only after it may anyone expire the dispute."""
+    if deadline is None:
+        return Done(NO_OPEN_DISPUTE)
+    if now <= deadline:
+        return Wait(RULING_PENDING)
+    return Send("expire", (job, shard))

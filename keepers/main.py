@@ -164,7 +164,7 @@ def commands(command_kwargs=None, options=()) -> click.Group:
 
     @click.group()
     def cli() -> None:
-        """Keeper bot: assigns shards, reclaims expired leases, finalizes (settings: COMPUTENET_KEEPER_*)."""
+        """Keeper bot: assigns shards, reclaims expired leases, finalizes, expires unruled disputes (settings: COMPUTENET_KEEPER_*)."""
 
     @cli.command("listen", **kwargs)
     @each

@@ -7,7 +7,11 @@ can be rebuilt by replaying the events from the deployment block:
     open        per shard, how many of its replicas are open     ("job:shard" -> count)
     due         time-driven work and when it becomes possible    ("reclaim:job:shard:replica" at
                                                                   the lease's end, "finalize:job:shard"
-                                                                  at the challenge window's end)
+                                                                  at the challenge window's end,
+                                                                  "expire:job:shard" at once while a
+                                                                  dispute is open: its ruling deadline
+                                                                  is not in the event, so the task
+                                                                  reads it and waits)
     reputation  per asset: leases finalized, leases reclaimed, disputes lost
     agents      per asset: the agent key its heartbeats must be signed with
 
@@ -46,10 +50,17 @@ def finalize_member(job: int, shard: int) -> str:
     return f"finalize:{job}:{shard}"
 
 
+def expire_member(job: int, shard: int) -> str:
+    return f"expire:{job}:{shard}"
+
+
+_DUE_KINDS = {"reclaim": 3, "finalize": 2, "expire": 2}  # kind -> how many ids its member holds
+
+
 def parse_member(member: str) -> tuple[str, tuple[int, ...]]:
     """("reclaim", (job, shard, replica)) from a due member; ValueError for anything else."""
     kind, *ids = member.split(":")
-    if kind not in ("reclaim", "finalize") or len(ids) != (3 if kind == "reclaim" else 2):
+    if _DUE_KINDS.get(kind) != len(ids) or not all(i.isdigit() for i in ids):
         raise ValueError(f"not a due member: {member!r}")
     return kind, tuple(int(i) for i in ids)
 
@@ -109,11 +120,14 @@ class Reaction:
             self._due(finalize_member(event.job, event.shard), event.challenge_end)
         elif isinstance(event, ev.DisputeOpened):
             self._undue(finalize_member(event.job, event.shard))  # the facilitator's ruling comes first
+            self._due(expire_member(event.job, event.shard), 0)  # unless none comes by the ruling deadline
         elif isinstance(event, ev.ReplicaRejected):
             self._count(event.asset, "disputes_lost")
             self._open(event.job, event.shard)
-        elif isinstance(event, ev.DisputeResolved):
-            self._due(finalize_member(event.job, event.shard), 0)  # upheld results may finalize at once
+        elif isinstance(event, ev.DisputeResolved):  # a ruling, or the default outcome (no facilitator)
+            self._undue(expire_member(event.job, event.shard))
+            # Results that stand finalize once their (extended) challenge windows close.
+            self._due(finalize_member(event.job, event.shard), 0)
             self._task(("finalize", event.job, event.shard))
         elif isinstance(event, ev.ShardFinalized):
             self._count(event.asset, "finalized")

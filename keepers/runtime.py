@@ -13,6 +13,7 @@ from computenet.domain import Asset, Parameters, Replica, Shard, Stake
 from computenet.connection import ConfigError, load_account, network_context
 from computenet.errors import ContractRevert
 from computenet.market import Market, _spec, typed_reverts
+from keepers.decisions import NO_OPEN_DISPUTE
 from keepers.settings import KeeperSettings
 from keepers.state import KeeperState
 
@@ -87,6 +88,17 @@ class ChainView:
         """The shard's replicas; output roots only when asked (finalize compares them)."""
         return tuple(self.market.replica(job, shard, index, root=roots) for index in range(replication))
 
+    def ruling_deadline(self, job: int, shard: int) -> int | None:
+        """The ruling deadline of the shard's open dispute; None when none is open (or the
+        shard does not exist)."""
+        try:
+            with typed_reverts(preflight=True):
+                return int(self.market.court.ruling_deadline(job, shard))
+        except ContractRevert as error:
+            if error.reason in (NO_OPEN_DISPUTE, "dispute_court: unknown shard"):
+                return None
+            raise
+
     def job_shards(self, job: Any, shard: int) -> list[Shard]:
         """`shard` with its replicas, and the job's other shards when the job is small enough."""
         req = job.requirements
@@ -127,6 +139,9 @@ def connect(settings: KeeperSettings) -> Runtime:
     if not networks.active_provider or not networks.active_provider.is_connected:
         network_context(settings.network).__enter__()
     market = Market.from_deployments()
+    court = str(market.market.COURT())  # expire goes to the court the market itself names
+    if str(market.court.address).lower() != court.lower():
+        raise KeeperConfigError(f"the recorded dispute court {market.court.address} is not the market's COURT() {court}")
     account = load_account(settings.account) if settings.account else None
     if account is not None:
         try:

@@ -1,4 +1,4 @@
-"""The keeper's Celery app: the tasks `assign`, `reclaim` and `finalize`, which take ids
+"""The keeper's Celery app: the tasks `assign`, `reclaim`, `finalize` and `expire`, which take ids
 only and are safe to run twice or after another keeper (keepers.actions re-reads the chain
 before sending anything), and `confirm`, which follows each transaction sent.
 
@@ -94,6 +94,11 @@ def finalize(self, job: int, shard: int) -> str:
     return _run(self, "finalize", job, shard)
 
 
+@app.task(bind=True, name="keepers.expire")
+def expire(self, job: int, shard: int) -> str:
+    return _run(self, "expire", job, shard)
+
+
 @app.task(bind=True, name="keepers.confirm")
 def confirm(self, sent: dict) -> str:
     """Follows one transaction to its receipt; a reverted or lost one runs its work again."""
@@ -109,4 +114,4 @@ def confirm(self, sent: dict) -> str:
     return outcome
 
 
-TASKS = {"assign": assign, "reclaim": reclaim, "finalize": finalize}
+TASKS = {"assign": assign, "reclaim": reclaim, "finalize": finalize, "expire": expire}

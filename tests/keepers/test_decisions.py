@@ -1,13 +1,19 @@
 """keepers.decisions: what each keeper task does with the state it re-read (pure)."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Shard, Spec, Stake
 from keepers.decisions import (
     IN_FLIGHT,
+    NO_OPEN_DISPUTE,
     NO_OPEN_REPLICA,
+    RULING_PENDING,
     Done,
     Send,
     Wait,
     decide_assign,
+    decide_expire,
     decide_finalize,
     decide_reclaim,
     max_keeper_fee,
@@ -113,3 +119,21 @@ def test_finalize_waits_for_every_window_and_leaves_disagreement_to_the_facilita
     assert decide_finalize(1, 0, split, NOW + 6) == Done("job_market: replica roots disagree")
     running = [rep(0, 0, S.SUBMITTED, 1, NOW, a), rep(0, 1, S.ASSIGNED, 2, NOW + 99)]
     assert decide_finalize(1, 0, running, NOW + 6) == Done("job_market: shard not ready")
+
+
+def test_expire_waits_through_the_ruling_deadline_and_is_sent_the_second_after():
+    assert decide_expire(1, 0, NOW, NOW - 1) == Wait(RULING_PENDING)
+    assert decide_expire(1, 0, NOW, NOW) == Wait(RULING_PENDING)  # the arbiter may still rule at the deadline
+    assert decide_expire(1, 0, NOW, NOW + 1) == Send("expire", (1, 0))
+    assert decide_expire(1, 0, None, NOW + 1) == Done(NO_OPEN_DISPUTE)  # ruled on, or expired by another keeper
+
+
+@given(st.integers(0, 2**64), st.integers(0, 2**16), st.one_of(st.none(), st.integers(0, 2**64)), st.integers(0, 2**64))
+def test_expire_is_sent_exactly_when_a_dispute_is_open_and_past_its_deadline(job_id, shard, deadline, now):
+    decision = decide_expire(job_id, shard, deadline, now)
+    if deadline is None:
+        assert decision == Done(NO_OPEN_DISPUTE)
+    elif now > deadline:
+        assert decision == Send("expire", (job_id, shard))
+    else:
+        assert decision == Wait(RULING_PENDING)

@@ -25,6 +25,7 @@ from computenet.heartbeat import Heartbeat, publish
 from computenet.localnet import ProcessGroup, free_port, set_interval_mining
 
 REPO = Path(__file__).resolve().parents[2]
+ZERO_ADDRESS = "0x" + "00" * 20
 TOKEN = 10**6
 
 
@@ -187,6 +188,13 @@ def projection(keeper):
     }
 
 
+def stats_of(keeper):
+    """The keeper's action counts by kind and call ("mined:expire" -> 1), read from Redis."""
+    for key in keeper.redis.scan_iter("computenet:*:stats"):
+        return {k.decode(): int(v) for k, v in keeper.redis.hgetall(key).items()}
+    return {}
+
+
 def cursor_of(keeper):
     for key in keeper.redis.scan_iter("computenet:*:cursor"):
         return int(keeper.redis.get(key))
@@ -329,6 +337,44 @@ def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
     assert market.credits(keeper) > 0  # the keeper fee
     finalized = list(market.ShardFinalized.range(0, chain.blocks.height + 1))
     assert [(int(e.job), int(e.asset)) for e in finalized] == [(job, dear)]
+
+
+def test_a_dispute_no_one_rules_on_is_expired_after_its_deadline_and_the_shard_then_finalized(
+    make_keeper, fleet, post_job, market, court, chain, registered_keeper, keeper, verifier, assets, submit, wait_for
+):
+    agent_of = fleet(1)
+    (asset,) = agent_of
+    k = make_keeper()
+    start = chain.blocks.height
+    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+        k.start(workers=1)
+        job = post_job(shard_count=1)
+        wait_for(lambda: assigned(market, [job], 1).get((job, 0, 0)) == asset, what="the lease")
+        submit(agent_of[asset], job, 0, 0)
+        bond, credit = int(market.challenge_bond()), int(market.credits(verifier))
+        court.challenge(job, 0, sender=verifier)  # and no arbiter runs
+        deadline = int(court.ruling_deadline(job, 0))
+        window_end = int(market.replica(job, 0, 0).deadline)
+
+        chain.pending_timestamp = deadline + 1
+        chain.mine()
+        wait_for(lambda: stats_of(k).get("mined:expire") == 1, what="the keeper's expire mined")
+        rep = market.replica(job, 0, 0)
+        assert ReplicaState(int(rep.state)) == ReplicaState.SUBMITTED
+        assert int(rep.deadline) > window_end  # extended by the dispute's length
+        assert court.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
+        assert int(market.credits(verifier)) == credit + bond
+        (settled,) = court.DisputeSettled.range(start, chain.blocks.height + 1)
+        assert (settled.arbiter, settled.challenger, settled.slashed, settled.bond_returned) == (ZERO_ADDRESS, verifier, 0, True)
+        (resolved,) = market.DisputeResolved.range(start, chain.blocks.height + 1)
+        assert resolved.facilitator == ZERO_ADDRESS
+        assert chain.provider.web3.eth.get_transaction(settled.transaction_hash)["from"] == keeper.address
+
+        chain.pending_timestamp = int(rep.deadline) + 1  # the extended window closes: finalize is due again
+        chain.mine()
+        wait_for(lambda: ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.FINALIZED, what="finalization")
+    assert failed_txs_from(chain, keeper, start) == []  # nothing sent early or twice
+    assert stats_of(k).get("sent:expire") == 1
 
 
 def test_without_a_key_the_keeper_only_logs_what_it_would_send(make_keeper, fleet, post_job, market, chain, assets, wait_for):

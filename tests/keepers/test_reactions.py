@@ -3,9 +3,10 @@
 import pytest
 
 from computenet import events as ev
-from keepers.reactions import finalize_member, parse_member, react, reclaim_member
+from keepers.reactions import expire_member, finalize_member, parse_member, react, reclaim_member
 
 A = "0x" + "aa" * 20
+ZERO = "0x" + "00" * 20
 
 
 def posted(job=1, shards=2, replication=1):
@@ -69,7 +70,44 @@ def test_dispute_flow_counts_the_loser_and_finalizes_after_the_ruling():
     r = react([rejected, resolved])
     assert r.reputation == {(8, "disputes_lost"): 1}
     assert r.open == {"1:0": 1} and r.due == {finalize_member(1, 0): 0}
+    assert expire_member(1, 0) in r.undue
     assert ("finalize", 1, 0) in r.tasks and ("assign", 1, 0) in r.tasks
+
+
+def opened(job=1, shard=0, block=5):
+    return ev.DisputeOpened(block=block, tx="", index=0, job=job, shard=shard, challenger=A, bond=1)
+
+
+def resolved(job=1, shard=0, block=6, facilitator=ZERO, upheld=1):
+    return ev.DisputeResolved(block=block, tx="", index=1, job=job, shard=shard, facilitator=facilitator,
+                              valid_root=b"", upheld=upheld, rejected=0)  # fmt: skip
+
+
+def test_an_open_dispute_is_due_for_expiry_at_once_the_task_reads_its_deadline():
+    r = react([submitted(), opened()])
+    assert r.due == {expire_member(1, 0): 0}
+    assert r.tasks == []  # the sweep runs it; until the ruling deadline it only waits
+
+
+@pytest.mark.parametrize("facilitator", [A, ZERO], ids=["ruling", "default outcome"])
+def test_a_settled_dispute_is_no_longer_due_for_expiry_and_rearms_finalize(facilitator):
+    r = react([opened(), resolved(facilitator=facilitator)])
+    assert expire_member(1, 0) in r.undue and expire_member(1, 0) not in r.due
+    assert r.due == {finalize_member(1, 0): 0}  # its decision waits for the extended window
+    assert ("finalize", 1, 0) in r.tasks
+    assert r.reputation == {}  # expiry rejects no one
+
+
+def test_a_shard_disputed_again_after_a_ruling_is_due_for_expiry_again():
+    r = react([submitted(), opened(), resolved(), opened(block=7)])
+    assert r.due == {expire_member(1, 0): 0}
+    assert r.undue == {reclaim_member(1, 0, 0), finalize_member(1, 0)}
+
+
+def test_disputes_of_other_shards_stay_due():
+    r = react([opened(shard=0), opened(shard=1, block=6), resolved(shard=0, block=7)])
+    assert r.due == {expire_member(1, 1): 0, finalize_member(1, 0): 0}
+    assert r.undue == {expire_member(1, 0), finalize_member(1, 1)}
 
 
 def test_finalization_counts_for_the_asset_and_ends_the_due_work():
@@ -101,6 +139,7 @@ def test_events_that_change_nothing_the_keeper_tracks_leave_it_alone():
 def test_due_members_parse_back_and_junk_is_refused():
     assert parse_member(reclaim_member(1, 2, 3)) == ("reclaim", (1, 2, 3))
     assert parse_member(finalize_member(4, 5)) == ("finalize", (4, 5))
-    for junk in ("assign:1:2", "reclaim:1:2", "finalize:1", ""):
+    assert parse_member(expire_member(6, 7)) == ("expire", (6, 7))
+    for junk in ("assign:1:2", "reclaim:1:2", "finalize:1", "expire:1", "expire:1:2:3", "expire:1:x", ""):
         with pytest.raises(ValueError, match="not a due member"):
             parse_member(junk)
