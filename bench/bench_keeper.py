@@ -142,7 +142,8 @@ class Network:
         expire = chain.pending_timestamp + 30 * 86_400
         self.agent_of = {}
         for n in range(ASSETS):
-            spec = Spec(gpu_model=1, vram_mib=81_920, gpu_count=1, cpu_cores=16, region=276, price=100 + n,
+            # As many GPUs as a spec holds: leases are never finalized here, and each holds one.
+            spec = Spec(gpu_model=1, vram_mib=81_920, gpu_count=255, cpu_cores=16, region=276, price=100 + n,
                         expire=expire, max_leases=MAX_LEASES)  # fmt: skip
             agent = acct[AGENTS[n % len(AGENTS)]]
             receipt = assets.register(spec.as_tuple(), agent, b"\x11" * 32, sender=acct[PROVIDERS[n % 2]])

@@ -131,14 +131,16 @@ def make_keeper(networks, redis_server, deployments, tmp_path, stop_after):
 
 @pytest.fixture
 def fleet(register_asset, provider, provider2, agents):
-    """Registers `n` assets over two owners and four agent keys; returns {asset id: agent}."""
+    """Registers `n` assets over two owners and four agent keys, each with a GPU for every
+    lease it may hold (16); returns {asset id: agent}."""
 
     def make(n, prices=None):
         agent_of = {}
         for i in range(n):
             agent = agents[i % len(agents)]
             price = prices[i] if prices else 100
-            asset = register_asset(owner=provider if i % 2 == 0 else provider2, agent_account=agent, price=price)
+            asset = register_asset(owner=provider if i % 2 == 0 else provider2, agent_account=agent, price=price,
+                                   gpu_count=16)  # fmt: skip
             agent_of[asset] = agent
         return agent_of
 
