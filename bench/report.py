@@ -27,7 +27,8 @@ PYTHON = sys.executable
 ANCHORS = {"iExec deal creation": 472_000, "Ritual Infernet create + deliver": 353_000,
            "USDC transferWithAuthorization": 85_700, "ERC-721 mint": 73_600}  # fmt: skip
 GOALS = {"lifecycle_1_shard": 250_000, "decisions_per_s_10k": 1_000, "keeper_blocks_p95": 1,
-         "dispatch_p50_ms": 300, "overhead_pct": 1.0, "x402_over_plain": 10_000}  # fmt: skip
+         "dispatch_p50_ms": 300, "overhead_pct": 1.0, "x402_over_plain": 10_000, "attacker_net_gain": 0,
+         "honest_providers_slashed": 0, "disputes_open_past_deadline": 0}  # fmt: skip
 
 # name -> (command, what it measures); --quick shortens the long ones.
 BENCHES = {
@@ -38,6 +39,7 @@ BENCHES = {
     "agent": ([PYTHON, "bench/bench_agent.py"], ["--shards", "8"]),  # reported as 4 runs of consecutive shards
     "throughput": ([PYTHON, "bench/bench_throughput.py"], ["--shards", "8", "--agents", "1,4"]),
     "x402": ([PYTHON, "bench/bench_x402.py"], ["--runs", "2", "--posts", "10"]),
+    "economics": ([PYTHON, "bench/bench_economics.py"], ["--quick"]),  # exits 1 when an attacker ends ahead
 }
 
 
@@ -171,6 +173,34 @@ def report(data: dict) -> str:
         out += ["", f"Gas of a funded post: {g['post_1_shard_by_authorization']:,} against {g['plain_transfer_plus_post']:,} "
                 f"for a plain transfer plus a plain post ({g['funded_minus_plain']:+,}; goal ≤ +10,000: "
                 f"{_miss(g['funded_minus_plain'], 10_000)}).", ""]  # fmt: skip
+    econ = data.get("economics")
+    if econ:
+        t, c = econ["totals"], econ["conservation"]
+        out += ["## Economics", "", f"{t['jobs']} jobs ({t['shards']} shards, seed {econ['seed']}) on anvil with the "
+                "default parameters and honest and dishonest participants, each with its own key: "
+                f"{t['results']} results, {t['wrong_results']} of them wrong ({t['wrong_results_paid']} paid); "
+                f"{t['disputes_opened']} disputes ({t['disputes_by_replica_mismatch']} replica mismatches), "
+                f"{t['rulings']} ruled and {t['default_outcomes']} settled by the default outcome after the ruling "
+                "deadline. The arbiter rules from the correct root, a stand-in for its own re-execution (which "
+                f"tests/facilitator and tests/adversarial run for real), and is down for {econ['arbiter_down_share']:.0%} "
+                "of disputes. Net gain: what the attacker's keys hold after (balance, market credits, stakes, keeper "
+                "bond, all withdrawn at the end) less before, less its pay for correct results; token base units.", "",
+                "| attacker | what it does | net gain | goal ≤ 0 |", "|---|---|---|---|"]  # fmt: skip
+        for name, gain in econ["attackers"].items():
+            what = econ["participants"][name]["what"]
+            out.append(f"| {name.replace('_', ' ')} | {what} | {gain:,} | {_miss(gain, GOALS['attacker_net_gain'])} |")
+        slashed, late = econ["honest_providers_slashed"], econ["disputes_open_past_deadline"]
+        out += ["", "| measure | value | goal |", "|---|---|---|",
+                f"| honest providers slashed | {slashed} | 0: {_miss(slashed, GOALS['honest_providers_slashed'])} |",
+                f"| disputes open past their ruling deadline | {late} | 0: {_miss(late, GOALS['disputes_open_past_deadline'])} |",
+                f"| conservation | {c['before']['total']:,} before and {c['after']['total']:,} after (the supply); market "
+                f"balance = owed: {c['market_balance_equals_owed']} | exact: {'met' if econ['conserved'] else 'missed'} |"]  # fmt: skip
+        sleeper = econ["participants"].get("unresponsive_provider")
+        if sleeper:
+            out += ["", f"The unresponsive asset lost {sleeper['slashed']:,} to {t['reclaims']} reclaims of piled leases, "
+                    "all to the treasury; the keeper and client that piled them gained "
+                    f"{econ['attackers'].get('keeper_client_lease_piling', 0):,}."]  # fmt: skip
+        out.append("")
     return "\n".join(out) + "\n"
 
 
