@@ -156,7 +156,7 @@ class JobSettlement:
             log.warning("authorization front-run while settling", extra={"fields": {"payer": payment.authorization.payer}})
             front_run = True
             receipt = self._send(payment, True)
-        funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt)
+        funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
         job = int(funded[0]["args"]["job"])
         tx = "0x" + bytes(receipt["transactionHash"]).hex()
         log.info("job funded by authorization",
