@@ -24,7 +24,7 @@ from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_UNBONDING_DELAY, 
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a public network.")
 @clear_errors
 def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_delay, min_keeper_bond, yes):
-    """Deploy TestToken (local only), KeeperRegistry, ComputeAsset and JobMarket."""
+    """Deploy TestToken (local only), KeeperRegistry, ComputeAsset, JobMarket and DisputeCourt."""
     local = is_local(chain.chain_id)
     if token is None and not local:
         fail(f"{network_key(ecosystem, network)} is not a local chain: pass --token with the USDC address")

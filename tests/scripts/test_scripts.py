@@ -96,12 +96,12 @@ def manifest_file(tmp_path):
     return write
 
 
-def test_deploy_records_the_four_contracts(deployed, chain, sdk, accounts):
+def test_deploy_records_the_five_contracts(deployed, chain, sdk, accounts):
     record, out = deployed
-    assert set(record) == {"token", "assets", "keepers", "market", "chain_id", "block"}
+    assert set(record) == {"token", "assets", "keepers", "market", "court", "chain_id", "block"}
     assert record["chain_id"] == chain.chain_id
     assert 0 < record["block"] <= chain.blocks.height
-    for role in ("token", "assets", "keepers", "market"):
+    for role in ("token", "assets", "keepers", "market", "court"):
         assert len(chain.provider.get_code(record[role])) > 0, role
         assert f"{role:8} {record[role]}" in out
     assert "recorded in" in out
@@ -109,6 +109,8 @@ def test_deploy_records_the_four_contracts(deployed, chain, sdk, accounts):
     assert sdk.market.TOKEN() == record["token"]
     assert sdk.market.ASSETS() == record["assets"]
     assert sdk.market.KEEPERS() == record["keepers"]
+    assert sdk.market.COURT() == record["court"] == sdk.court.address
+    assert sdk.court.MARKET() == record["market"]
     assert sdk.market.owner() == accounts[0].address
     assert sdk.market.is_facilitator(accounts[7].address)
     assert sdk.token.balanceOf(accounts[3]) == 0
