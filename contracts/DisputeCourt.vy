@@ -7,13 +7,15 @@
         the market itself. A facilitator (the arbiter) rules from its own
         re-execution before the ruling deadline; after it, anyone may apply the
         default outcome. Who is credited what (in the market, withdrawn there):
-        - each rejected replica's stake is slashed by the market's `slash_bps`; the
-          challenger (for a replica mismatch: the first upheld provider) gets
-          REWARD_BPS of the slash, at most one challenge bond; the treasury the rest;
-        - the bond goes back to a challenger who proved some replica wrong, and
-          otherwise is split among the providers it accused;
-        - no ruling by the deadline: the results stand, no one is slashed, and the
-          bond goes back to the challenger.
+        - each rejected replica's stake is slashed by the market's `slash_bps`; a
+          challenger who proved a replica it accused wrong (otherwise: the first
+          upheld provider) gets REWARD_BPS of the slash, at most one challenge bond;
+          the treasury the rest;
+        - the bond goes back to a challenger who proved a replica it accused wrong,
+          and otherwise is split among the providers it accused;
+        - no ruling by the deadline: the results stand and are final (their windows
+          are not reopened, so no one can hold payment off by challenging again and
+          again), no one is slashed, and the bond goes back to the challenger.
         See docs/disputes.md for the whole table.
 @dev The market holds the replicas, the tokens and the ledger and applies rulings
      (`open_dispute`, `rule`, `credit`, callable only from here); this contract
@@ -118,25 +120,28 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
     assert staticcall MARKET.is_facilitator(msg.sender), "dispute_court: caller is not a facilitator"
     opened: uint256 = 0
     deadline: uint256 = 0
-    opened, deadline = self._dispute_times(job_id, shard)
+    accused: uint256 = 0
+    opened, deadline, accused = self._dispute_times(job_id, shard)
     assert block.timestamp <= deadline, "dispute_court: ruling deadline passed"
-    self._settle(job_id, shard, valid_root, opened, msg.sender)
+    self._settle(job_id, shard, valid_root, block.timestamp - opened, accused, msg.sender)
 
 
 @external
 def expire(job_id: uint256, shard: uint256):
     """
     @notice Ends a dispute no one ruled on by its deadline (anyone may call it):
-            every result stands with its challenge window extended by the dispute's
-            length, no one is slashed, and the bond goes back to the challenger.
+            every result stands and is final (its challenge window, long over, is
+            not reopened), no one is slashed, and the bond goes back to the
+            challenger.
     @param job_id The job.
     @param shard The shard.
     """
     opened: uint256 = 0
     deadline: uint256 = 0
-    opened, deadline = self._dispute_times(job_id, shard)
+    accused: uint256 = 0
+    opened, deadline, accused = self._dispute_times(job_id, shard)
     assert block.timestamp > deadline, "dispute_court: ruling deadline not passed"
-    self._settle(job_id, shard, empty(bytes32), opened, empty(address))
+    self._settle(job_id, shard, empty(bytes32), 0, accused, empty(address))
 
 
 # ------------------------------------------------------------------ views
@@ -198,29 +203,33 @@ def verify_output(
 
 @internal
 @view
-def _dispute_times(job_id: uint256, shard: uint256) -> (uint256, uint256):
+def _dispute_times(job_id: uint256, shard: uint256) -> (uint256, uint256, uint256):
     """
-    @dev When the shard's open dispute opened (its disputed replicas' `since`) and
-         its ruling deadline; reverts when none is open.
+    @dev When the shard's open dispute opened (its disputed replicas' `since`), its
+         ruling deadline, and how many replicas it accuses; reverts when none is open.
     """
     req: JobMarket.Requirements = (staticcall MARKET.job(job_id)).requirements
     assert shard < convert(req.shard_count, uint256), "dispute_court: unknown shard"
     opened: uint256 = 0
+    accused: uint256 = 0
     for r: uint256 in range(convert(req.replication, uint256), bound=_MAX_REPLICATION):
         rep: JobMarket.Replica = staticcall MARKET.replica(job_id, shard, r)
         if rep.state == _DISPUTED:
             opened = convert(rep.since, uint256)
-            break
+            accused += 1
     assert opened != 0, "dispute_court: no open dispute"
     window: uint256 = convert((staticcall MARKET.parameters()).challenge_window, uint256)
-    return opened, opened + staticcall MARKET.lease_seconds(req) + window
+    return opened, opened + staticcall MARKET.lease_seconds(req) + window, accused
 
 
 @internal
-def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, opened: uint256, arbiter: address):
+def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, extension: uint256, accused: uint256, arbiter: address):
     """
     @dev Applies a ruling (or, with no arbiter, the default outcome) and credits the
-         slash, the reward and the bond.
+         slash, the reward and the bond. `accused` counts the disputed replicas; the
+         market returns the owners of those that stood, so the difference is how many
+         the ruling found wrong. A replica that submitted during the dispute is ruled
+         on too, but proves nothing for the challenger (it could be its own).
     """
     packed: uint256 = self._challenges[job_id][shard]
     self._challenges[job_id][shard] = 0
@@ -231,12 +240,13 @@ def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, opened: uint25
     rejected: uint256 = 0
     slashed: uint256 = 0
     stood: DynArray[address, _MAX_REPLICATION] = []
-    upheld, rejected, slashed, stood = extcall MARKET.rule(
-        job_id, shard, valid_root, block.timestamp - opened, arbiter
-    )
+    upheld, rejected, slashed, stood = extcall MARKET.rule(job_id, shard, valid_root, extension, arbiter)
 
-    rewarded: address = challenger
-    if rewarded == empty(address) and len(stood) > 0:
+    proven: bool = challenger != empty(address) and accused > len(stood)
+    rewarded: address = empty(address)
+    if proven:
+        rewarded = challenger
+    elif len(stood) > 0:
         rewarded = stood[0]
     reward: uint256 = 0
     if rewarded != empty(address):
@@ -244,7 +254,7 @@ def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, opened: uint25
         extcall MARKET.credit(rewarded, reward)
     extcall MARKET.credit(staticcall MARKET.treasury(), slashed - reward)
 
-    returned: bool = rejected > 0 or arbiter == empty(address)
+    returned: bool = proven or arbiter == empty(address)
     if bond > 0:
         if returned:
             extcall MARKET.credit(challenger, bond)

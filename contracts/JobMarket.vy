@@ -593,9 +593,12 @@ def finalize(job_id: uint256, shard: uint256):
             window has closed. Each replica's provider is credited price ×
             GPU-seconds, its keeper and the protocol their fees; the job's last shard
             refunds the client the rest.
-    @dev Replicas that disagree never reach this point undisputed: the last one to
-         submit (or a cancel) opens a dispute, and only the court's ruling, or its
-         default outcome, returns them to SUBMITTED.
+    @dev Roots are not compared here: replicas that disagree are disputed when the
+         last one submits (or a cancel leaves only submitted ones), and a replica that
+         submits during a dispute is ruled on with it. Only the court returns them to
+         SUBMITTED: by a ruling (every one left then has the valid root, unless the
+         arbiter could not reproduce the job) or by the default outcome, under which
+         every result stands and is paid.
     @param job_id The job.
     @param shard The shard.
     """
