@@ -143,6 +143,11 @@ def market(stack):
 
 
 @pytest.fixture(scope="session")
+def court(stack):
+    return stack.court
+
+
+@pytest.fixture(scope="session")
 def params():
     return DEFAULT_PARAMETERS
 
