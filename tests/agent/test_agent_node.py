@@ -34,8 +34,8 @@ def outputs_of(agent_proc, job, shard, replica, lease):
 
 
 def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
-    make_agent, cpu_asset, agents, publish_job, post_job, market, keeper, registered_keeper, wait_for, client, stranger,
-    chain,
+    make_agent, cpu_asset, agents, publish_job, post_job, market, court, keeper, registered_keeper, wait_for, client,
+    stranger, chain,
 ):
     a, b = cpu_asset(agents[0]), cpu_asset(agents[1])
     command, env, files = workloads.hashing(files=8, rounds=500)
@@ -55,7 +55,7 @@ def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
         assert MerkleTree.from_files(files_out).root == bytes(market.output_root(job, shard, 0))
         for leaf, data in files_out.items():  # and each file checks on chain, by its proof
             proof = MerkleTree.from_files(files_out).proof(leaf)
-            assert market.verify_output(job, shard, 0, keccak(leaf.encode()), keccak(data), proof)
+            assert court.verify_output(job, shard, 0, keccak(leaf.encode()), keccak(data), proof)
         result = json.loads(files_out["out/result.json"])
         assert (result["shard"], result["of"]) == (shard, 4)
         hashes.update(result["hashes"])
@@ -78,7 +78,7 @@ def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
 
     response = fetch(client.private_key, 1)
     data, proof = response.read(), [bytes.fromhex(p[2:]) for p in json.loads(response.headers["X-Merkle-Proof"])]
-    assert market.verify_output(job, 1, 0, keccak(b"out/result.json"), keccak(data), proof)
+    assert court.verify_output(job, 1, 0, keccak(b"out/result.json"), keccak(data), proof)
     for key, headers, code in [(stranger.private_key, None, 403), (client.private_key, {}, 401)]:
         with pytest.raises(urllib.error.HTTPError) as refused:
             fetch(key, 1, headers=headers)

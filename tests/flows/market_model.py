@@ -1,6 +1,6 @@
-"""A pure-Python model of the market: JobMarket's jobs, replicas, disputes and
-credits, ComputeAsset's stakes, KeeperRegistry's keeper ids and the token balances
-they move.
+"""A pure-Python model of the market: JobMarket's jobs, replicas and credits,
+DisputeCourt's challenges and rulings, ComputeAsset's stakes and leased GPUs,
+KeeperRegistry's keeper ids and the token balances they move.
 
 Each operation mirrors one contract entry point: it runs the contract's checks in
 the contract's order and returns the revert reason of the first one that fails
@@ -32,6 +32,8 @@ FINALIZED = ReplicaState.FINALIZED
 CANCELLED = ReplicaState.CANCELLED
 
 ZERO_ROOT = b"\x00" * 32
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+REWARD_BPS = 1000  # DisputeCourt.REWARD_BPS: a proven fault's share of the slash
 MAX_UINT40 = 2**40 - 1
 MAX_UINT80 = 2**80 - 1
 MAX_UINT32 = 2**32 - 1
@@ -96,7 +98,7 @@ class JobModel:
     escrow: int
     unfinished: int
     replicas: list[list[ReplicaModel]]
-    challenges: dict[int, tuple[str, int]] = field(default_factory=dict)  # shard -> (challenger, bond)
+    challenges: dict[int, tuple[str, int]] = field(default_factory=dict)  # shard -> (challenger, bond), the court's
     spent: int = 0  # payments and fees paid out of the escrow
     refund: int | None = None  # set once, when the last shard is done
 
@@ -114,6 +116,7 @@ class AssetModel:
     active: bool = True
     stake: int = 0
     open_leases: int = 0
+    gpus_leased: int = 0  # GPUs its open leases hold together
     unbond_at: int = 0
     unbonding: int = 0
 
@@ -162,6 +165,8 @@ class MarketModel:
     jobs: dict[int, JobModel] = field(default_factory=dict)
     credits: dict[str, int] = field(default_factory=dict)
     payouts: list[Payout] = field(default_factory=list)
+    approved: set[str] = field(default_factory=set)  # accounts that approved the market for any amount
+    surplus: int = 0  # tokens sent to the market outside its paths, owed to no one
 
     # ------------------------------------------------------------ plumbing
 
@@ -188,10 +193,15 @@ class MarketModel:
             self.credits[account] = self.credits.get(account, 0) + amount
 
     def _transfer(self, sender: str, receiver: str, amount: int) -> None:
-        require(receiver != "0x0000000000000000000000000000000000000000", "ERC20: transfer to the zero address")
+        require(receiver != ZERO_ADDRESS, "ERC20: transfer to the zero address")
         require(self.balances.get(sender, 0) >= amount, "ERC20: transfer amount exceeds balance")
         self.balances[sender] -= amount
         self.balances[receiver] = self.balances.get(receiver, 0) + amount
+
+    def _pull(self, payer: str, amount: int) -> None:
+        """settlement._pull: transferFrom within the allowance the payer gave the market."""
+        require(payer in self.approved, "ERC20: transfer amount exceeds allowance")
+        self._transfer(payer, self.market, amount)
 
     def _job(self, job_id: int) -> JobModel:
         require(job_id in self.jobs, "job_market: unknown job")
@@ -209,21 +219,22 @@ class MarketModel:
     def _not_paused(self) -> None:
         require(not self.paused, "market_params: paused")
 
-    def _slash(self, asset_id: int, slash_bps: int) -> int:
-        """asset_stakes._close_and_slash: ends the lease, moves `slash_bps` of the stake to the market."""
-        asset = self.assets[asset_id]
-        slashed = asset.stake * slash_bps // BPS
-        assert asset.open_leases > 0, f"asset {asset_id}: slashing a lease that is not open"
-        asset.stake -= slashed
-        asset.open_leases -= 1
+    def _slash(self, asset_id: int, slash_bps: int, gpus: int) -> int:
+        """asset_stakes._close_and_slash: ends a lease of `gpus` GPUs, moves `slash_bps`
+        of the stake to the market."""
+        slashed = self.assets[asset_id].stake * slash_bps // BPS
+        self._close_lease(asset_id, gpus)
+        self.assets[asset_id].stake -= slashed
         self.balances[self.assets_contract] -= slashed
         self.balances[self.market] += slashed
         return slashed
 
-    def _close_lease(self, asset_id: int) -> str:
+    def _close_lease(self, asset_id: int, gpus: int) -> str:
         asset = self.assets[asset_id]
         assert asset.open_leases > 0, f"asset {asset_id}: closing a lease that is not open"
+        assert asset.gpus_leased >= gpus, f"asset {asset_id}: releasing {gpus} GPUs, {asset.gpus_leased} leased"
         asset.open_leases -= 1
+        asset.gpus_leased -= gpus
         return asset.owner
 
     def _shard_done(self, job: JobModel) -> None:
@@ -258,7 +269,7 @@ class MarketModel:
         require(t + self.lease_seconds(req) <= req.deadline, "job_market: deadline too soon")
         budget = self.quote(req)
         require(budget <= MAX_UINT80, "job_market: budget too large")
-        self._transfer(sender, self.market, budget)
+        self._pull(sender, budget)
         job_id = len(self.jobs) + 1
         self.jobs[job_id] = JobModel(
             id=job_id,
@@ -307,10 +318,13 @@ class MarketModel:
         require(asset_id <= MAX_UINT32, "job_market: unknown asset")
         asset = self.assets.get(asset_id)
         require(asset is not None, "compute_asset: unknown asset")
+        require(asset.agent != ZERO_ADDRESS, "compute_asset: no agent")
         require(asset.available >= self.params.min_stake, "asset_stakes: stake below minimum")
         require(asset.open_leases < asset.max_leases, "asset_stakes: asset at lease capacity")
         req = job.req
+        require(asset.gpus_leased + req.gpu_count <= asset.gpu_count, "asset_stakes: asset gpus all leased")
         require(asset.active, "job_market: asset is paused")
+        # Never fails: the check of the GPUs leased fails first.
         require(asset.gpu_count >= req.gpu_count, "job_market: asset has too few gpus")
         require(asset.vram_mib >= req.min_vram_mib, "job_market: asset has too little vram")
         require(asset.price <= req.max_price, "job_market: asset price above cap")
@@ -334,6 +348,7 @@ class MarketModel:
         slot = self._check_assign(t, job, shard, asset_id)
         asset = self.assets[asset_id]
         asset.open_leases += 1
+        asset.gpus_leased += job.req.gpu_count
         rep = job.replicas[shard][slot]
         rep.asset = asset_id
         rep.keeper = keeper_id
@@ -361,37 +376,36 @@ class MarketModel:
         return found
 
     def reclaim(self, t: int, sender: str, job_id: int, shard: int, replica: int) -> None:
-        """While the market is paused the replica reopens without a slash."""
+        """The whole slash goes to the treasury, so no caller gains from a reclaim;
+        while the market is paused the replica reopens without a slash."""
         job = self._job(job_id)
         rep = self._check_replica(job, shard, replica)
         require(rep.state == ASSIGNED, "job_market: replica not assigned")
         require(t > rep.deadline, "job_market: lease not expired")
         rep.state = OPEN
         rep.since = t
-        slashed = self._slash(rep.asset, 0 if self.paused else self.params.slash_bps)
-        to_caller = slashed // 2
-        self._credit(sender, to_caller)
-        self._credit(job.client, slashed - to_caller)
+        slashed = self._slash(rep.asset, 0 if self.paused else self.params.slash_bps, job.req.gpu_count)
+        self._credit(self.treasury, slashed)
 
     def finalize(self, t: int, sender: str, job_id: int, shard: int) -> None:
+        """Roots are not compared: after a zero-root ruling or the default outcome,
+        replicas that disagree are all paid."""
         job = self._job(job_id)
         self._check_shard(job, shard)
-        agreed = ZERO_ROOT
+        submitted = False
         for rep in job.replicas[shard]:
             if rep.state == CANCELLED:
                 continue
             require(rep.state == SUBMITTED, "job_market: shard not ready")
             require(t > rep.deadline, "job_market: challenge window open")
-            if agreed == ZERO_ROOT:
-                agreed = rep.root
-            require(rep.root == agreed, "job_market: replica roots disagree")
-        require(agreed != ZERO_ROOT, "job_market: shard not ready")
+            submitted = True
+        require(submitted, "job_market: shard not ready")
         for r, rep in enumerate(job.replicas[shard]):
             if rep.state != SUBMITTED:
                 continue
             rep.state = FINALIZED
             rep.since = t
-            provider = self._close_lease(rep.asset)
+            provider = self._close_lease(rep.asset, job.req.gpu_count)
             keeper = self.keeper_of(rep.keeper)
             payment, keeper_fee, protocol_fee = settle_amounts(
                 rep.price, rep.gpu_seconds, job.keeper_fee_bps, job.protocol_fee_bps
@@ -418,7 +432,7 @@ class MarketModel:
         require(t <= rep.since + self.params.decline_window, "job_market: decline window closed")
         rep.state = OPEN
         rep.since = t
-        self._close_lease(rep.asset)
+        self._close_lease(rep.asset, job.req.gpu_count)
 
     def submit_result(
         self, t: int, job_id: int, shard: int, replica: int, root: bytes, gpu_seconds: int, signer: str
@@ -450,12 +464,20 @@ class MarketModel:
                 rep.state = DISPUTED
                 rep.since = t
 
-    # ------------------------------------------------------------ verification
+    # ------------------------------------------------------------ the dispute court
 
     def challenge(self, t: int, sender: str, job_id: int, shard: int) -> None:
+        """DisputeCourt.challenge, then JobMarket.open_dispute: anyone but the owner or
+        agent key of an asset holding a live replica of the shard disputes every
+        result still inside its window, posting the bond."""
         job = self._job(job_id)
-        self._check_shard(job, shard)
+        require(shard < job.req.shard_count, "dispute_court: unknown shard")
         reps = job.replicas[shard]
+        for rep in reps:
+            if rep.state in (OPEN, CANCELLED):
+                continue
+            asset = self.assets[rep.asset]
+            require(sender not in (asset.owner, asset.agent), "dispute_court: provider cannot challenge its shard")
         targets = []
         for rep in reps:
             require(rep.state != DISPUTED, "job_market: dispute already open")
@@ -463,45 +485,76 @@ class MarketModel:
                 targets.append(rep)
         require(len(targets) > 0, "job_market: nothing to challenge")
         bond = self.params.challenge_bond
-        self._transfer(sender, self.market, bond)
+        self._pull(sender, bond)
         for rep in targets:
             rep.state = DISPUTED
             rep.since = t
         job.challenges[shard] = (sender, bond)
 
-    def resolve(self, t: int, sender: str, job_id: int, shard: int, valid_root: bytes) -> None:
-        """Rules on every disputed and every submitted replica of the shard: those
-        with `valid_root` stand, finalizable at once; the others are slashed and reopen."""
-        require(sender in self.facilitators, "market_params: caller is not a facilitator")
+    def ruling_deadline(self, job_id: int, shard: int) -> tuple[int, int]:
+        """DisputeCourt._dispute_times: when the shard's open dispute opened, and its
+        ruling deadline (one lease and one challenge window later, at today's parameters)."""
         job = self._job(job_id)
-        self._check_shard(job, shard)
-        reps = job.replicas[shard]
-        require(any(rep.state == DISPUTED for rep in reps), "job_market: no open dispute")
-        challenge = job.challenges.pop(shard, None)
-        victim = challenge[0] if challenge else job.client
-        upheld_asset = None
-        rejected = 0
-        for rep in reps:
-            if rep.state not in (DISPUTED, SUBMITTED):
+        require(shard < job.req.shard_count, "dispute_court: unknown shard")
+        opened = next((rep.since for rep in job.replicas[shard] if rep.state == DISPUTED), 0)
+        require(opened != 0, "dispute_court: no open dispute")
+        return opened, opened + self.lease_seconds(job.req) + self.params.challenge_window
+
+    def resolve(self, t: int, sender: str, job_id: int, shard: int, valid_root: bytes) -> None:
+        """A facilitator's ruling, before the ruling deadline."""
+        require(sender in self.facilitators, "dispute_court: caller is not a facilitator")
+        opened, deadline = self.ruling_deadline(job_id, shard)
+        require(t <= deadline, "dispute_court: ruling deadline passed")
+        self._settle(t, self.jobs[job_id], shard, valid_root, opened, sender)
+
+    def expire(self, t: int, sender: str, job_id: int, shard: int) -> None:
+        """The default outcome, by anyone after the ruling deadline: every result
+        stands and the bond goes back."""
+        opened, deadline = self.ruling_deadline(job_id, shard)
+        require(t > deadline, "dispute_court: ruling deadline not passed")
+        self._settle(t, self.jobs[job_id], shard, ZERO_ROOT, opened, None)
+
+    def _settle(self, t: int, job: JobModel, shard: int, valid_root: bytes, opened: int, arbiter: str | None) -> None:
+        """DisputeCourt._settle around JobMarket.rule. Every disputed or submitted
+        replica with `valid_root` (every one, for a zero root) stands, its window
+        extended by the dispute's length; every other one is slashed and reopens.
+        The challenger (else the first upheld provider) gets REWARD_BPS of the
+        slash, at most one bond, the treasury the rest; the bond goes back if a
+        replica was rejected or no one ruled, else to the accused that stood."""
+        challenger, bond = job.challenges.pop(shard, (None, 0))
+        rejected = slashed = 0
+        stood = []  # owners of the disputed replicas that stood, in replica order
+        for rep in job.replicas[shard]:
+            was_disputed = rep.state == DISPUTED
+            if not was_disputed and rep.state != SUBMITTED:
                 continue
             rep.since = t
-            if valid_root != ZERO_ROOT and rep.root == valid_root:
+            if valid_root == ZERO_ROOT or rep.root == valid_root:
                 rep.state = SUBMITTED
-                rep.deadline = t - 1  # window closed: finalizable at once, not challengeable
-                if upheld_asset is None:
-                    upheld_asset = rep.asset
+                rep.deadline += t - opened
+                if was_disputed:
+                    stood.append(self.assets[rep.asset].owner)
             else:
                 rep.state = OPEN
-                self._credit(victim, self._slash(rep.asset, self.params.slash_bps))
+                slashed += self._slash(rep.asset, self.params.slash_bps, job.req.gpu_count)
                 rejected += 1
-        if challenge:
-            challenger, bond = challenge
-            self._credit(challenger if rejected else self.assets[upheld_asset].owner, bond)
+        rewarded = challenger or (stood[0] if stood else None)
+        reward = min(slashed * REWARD_BPS // BPS, self.params.challenge_bond) if rewarded else 0
+        if rewarded:
+            self._credit(rewarded, reward)
+        self._credit(self.treasury, slashed - reward)
+        if bond and (rejected or arbiter is None):
+            self._credit(challenger, bond)
+        elif bond:
+            share = bond // len(stood)
+            for owner in stood:
+                self._credit(owner, share)
+            self._credit(stood[0], bond - share * len(stood))
 
     # ------------------------------------------------------------ money out
 
     def withdraw(self, t: int, sender: str, receiver: str) -> None:
-        require(receiver != "0x0000000000000000000000000000000000000000", "settlement: zero receiver")
+        require(receiver != ZERO_ADDRESS, "settlement: zero receiver")
         amount = self.credits.get(sender, 0)
         require(amount > 0, "settlement: nothing to withdraw")
         self.credits[sender] = 0
@@ -514,14 +567,26 @@ class MarketModel:
                 self.credits[account] = 0
                 self._transfer(self.market, account, amount)
 
+    def send_aside(self, t: int, sender: str, amount: int) -> None:
+        """A plain token transfer to the market: it holds more than it owes."""
+        self._transfer(sender, self.market, amount)
+        self.surplus += amount
+
     # ------------------------------------------------------------ owners
 
     def transfer_asset(self, t: int, sender: str, receiver: str, asset_id: int) -> None:
-        """ERC-721 transferFrom by the owner: the stake and future earnings move with the asset."""
+        """ERC-721 transferFrom by the owner, with no lease open: the stake and future
+        earnings move with the asset, and its agent key is cleared."""
         asset = self.assets[asset_id]
         require(sender == asset.owner, "erc721: owner mismatch")
         require(t <= asset.expire, "compute_asset: expired")
+        require(asset.open_leases == 0, "compute_asset: asset has open leases")
         asset.owner = receiver
+        asset.agent = ZERO_ADDRESS
+
+    def set_agent(self, t: int, asset_id: int, agent: str) -> None:
+        require(agent != ZERO_ADDRESS, "compute_asset: zero agent")
+        self.assets[asset_id].agent = agent
 
     def set_price(self, t: int, asset_id: int, price: int) -> None:
         self.assets[asset_id].price = price
@@ -606,12 +671,18 @@ class MarketModel:
     def open_bonds(self) -> int:
         return sum(bond for job in self.jobs.values() for _, bond in job.challenges.values())
 
+    def owed(self) -> int:
+        """JobMarket.owed: escrows, credits and the bonds of open challenges."""
+        return sum(job.escrow for job in self.jobs.values()) + sum(self.credits.values()) + self.open_bonds()
+
+    def disputes(self) -> list[tuple[int, int]]:
+        """(job, shard) of every open dispute."""
+        return sorted({(j, s) for j, s, _ in self.replicas(DISPUTED)})
+
     def check(self) -> None:
-        """The model's own invariants: money conserved, nothing negative, finished
-        jobs refunded exactly what they did not spend."""
-        escrows = sum(job.escrow for job in self.jobs.values())
-        credits = sum(self.credits.values())
-        assert self.balances[self.market] == escrows + credits + self.open_bonds(), "market balance is not covered"
+        """The model's own invariants: money conserved, nothing negative, no GPU
+        leased twice, finished jobs refunded exactly what they did not spend."""
+        assert self.balances[self.market] == self.owed() + self.surplus, "market balance is not what it owes"
         assert self.balances[self.assets_contract] == sum(a.stake for a in self.assets.values()), "stakes not covered"
         for holder, balance in self.balances.items():
             assert balance >= 0, f"{holder} balance negative"
@@ -619,13 +690,15 @@ class MarketModel:
             assert credit >= 0, f"{account} credit negative"
         for asset in self.assets.values():
             assert asset.stake >= 0 and asset.open_leases >= 0, f"asset {asset.id}: {asset}"
-            live = sum(
-                rep.asset == asset.id and rep.state in (ASSIGNED, SUBMITTED, DISPUTED)
+            live = [
+                job.req.gpu_count
                 for job in self.jobs.values()
                 for reps in job.replicas
                 for rep in reps
-            )
-            assert asset.open_leases == live, f"asset {asset.id}: {asset.open_leases} leases, {live} live replicas"
+                if rep.asset == asset.id and rep.state in (ASSIGNED, SUBMITTED, DISPUTED)
+            ]
+            assert asset.open_leases == len(live), f"asset {asset.id}: {asset.open_leases} leases, {live} live"
+            assert asset.gpus_leased == sum(live) <= asset.gpu_count, f"asset {asset.id}: GPUs leased {live}"
         paid = [(p.job, p.shard, p.replica) for p in self.payouts]
         assert len(paid) == len(set(paid)), "a replica was paid twice"
         for job in self.jobs.values():

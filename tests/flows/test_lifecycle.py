@@ -1,13 +1,17 @@
 """End-to-end lifecycle flows of the market on a real anvil chain.
 
 Every flow checks the money exactly: `Books` snapshots the token balance of every
-actor and of the market, asset and keeper contracts, and each market credit. Tokens
-are only ever moved, never created (the faucet is not used after the stack is funded),
-so the balances always sum to the total supply; the market always holds exactly what
-it owes (credits, unspent escrows and challenge bonds), the asset registry exactly its
-stakes and the keeper registry exactly its bonds. Expected amounts come from the SDK
-(`Requirements.quote`, `settle_amounts`), not from the contracts.
+actor and of the market, court, asset and keeper contracts, and each market credit.
+Tokens are only ever moved, never created (the faucet is not used after the books
+open), so the balances always sum to the total supply; the market owes (`owed`) and
+holds exactly its credits, unspent escrows and challenge bonds, the court holds
+nothing, the asset registry exactly its stakes and the keeper registry exactly its
+bonds. Expected amounts come from the SDK (`Requirements.quote`, `settle_amounts`)
+and docs/disputes.md (slash `S`, reward `R = min(S × 10 %, bond)`), not from the
+contracts.
 """
+
+from dataclasses import replace
 
 import ape
 import pytest
@@ -24,6 +28,7 @@ MANIFEST = keccak(b"manifest")  # the manifest hash post_job and sign_receipt de
 GOOD = keccak(b"honest outputs")
 BAD = keccak(b"forged outputs")
 DAY = 86_400
+REWARD_BPS = 1_000  # a proven fault's share of the slash (docs/disputes.md)
 BALANCE_OF = keccak(text="balanceOf(address)")[:4]
 CREDITS = keccak(text="credits(address)")[:4]
 
@@ -34,10 +39,11 @@ CREDITS = keccak(text="credits(address)")[:4]
 class Books:
     """Every holder's token balance and market credit, for exact money checks."""
 
-    def __init__(self, chain, token, market, assets, keepers, holders):
+    def __init__(self, chain, token, market, court, assets, keepers, holders):
         self.web3 = chain.provider.web3
         self.token = token
         self.market = market
+        self.court = court
         self.assets = assets
         self.keepers = keepers
         self.holders = holders
@@ -72,8 +78,9 @@ class Books:
         for job in range(1, self.market.job_count() + 1):
             record = self.market.job(job)
             owed += record.escrow
-            owed += sum(self.market.challenge_of(job, s)[1] for s in range(record.requirements.shard_count))
-        assert balances["market"] == owed
+            owed += sum(self.court.challenge_of(job, s)[1] for s in range(record.requirements.shard_count))
+        assert balances["market"] == self.market.owed() == owed
+        assert balances["court"] == 0
         stakes = sum(self.assets.stake(a).amount for a in range(1, self.assets.totalSupply() + 1))
         assert balances["assets"] == stakes
         keeper_ids = range(1, self.keepers.keeper_count() + 1)
@@ -107,9 +114,12 @@ class Books:
 
 @pytest.fixture
 def books(
-    chain, token, market, assets, keepers, owner, client, provider, provider2, keeper, keeper2, verifier,
+    chain, token, market, court, assets, keepers, owner, client, provider, provider2, keeper, keeper2, verifier,
     facilitator, treasury, stranger, agents
 ):
+    # The stranger challenges too: it gets tokens before the books open.
+    token.faucet(stranger, 1_000 * TOKEN, sender=stranger)
+    token.approve(market, 2**256 - 1, sender=stranger)
     holders = dict(
         owner=owner,
         client=client,
@@ -123,10 +133,11 @@ def books(
         stranger=stranger,
         **{f"agent{i}": a for i, a in enumerate(agents)},
         market=market,
+        court=court,
         assets=assets,
         keepers=keepers,
     )
-    return Books(chain, token, market, assets, keepers, holders)
+    return Books(chain, token, market, court, assets, keepers, holders)
 
 
 # ---------------------------------------------------------------- helpers
@@ -163,6 +174,28 @@ def amounts(params):
 
 def past_challenge_window(chain, params):
     chain.mine(deltatime=params.challenge_window + 1)
+
+
+def past(chain, timestamp):
+    """Mines a block after `timestamp`, so the next call runs after it too."""
+    chain.mine(timestamp=timestamp + 1)
+
+
+def reward_of(slash, params):
+    """R: what proving a fault earns, a tenth of the slash at most one bond."""
+    return min(slash * REWARD_BPS // 10_000, params.challenge_bond)
+
+
+def dispute_settled(tx, court):
+    """(arbiter, challenger, slashed, reward, bond returned) of the DisputeSettled in `tx`."""
+    [event] = tx.events.filter(court.DisputeSettled)
+    return event.arbiter, event.challenger, event.slashed, event.reward, event.bond_returned
+
+
+def dispute_resolved(tx, market):
+    """(facilitator, valid root, upheld, rejected) of the DisputeResolved in `tx`."""
+    [event] = tx.events.filter(market.DisputeResolved)
+    return event.facilitator, event.valid_root, event.upheld, event.rejected
 
 
 def finished(tx, market):
@@ -263,11 +296,12 @@ def test_eight_shards_over_four_assets(
     chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
     keeper, keeper2, agents, stranger
 ):
-    """Shards run in parallel on assets of different specs, prices, owners and agents;
-    each replica is paid at its asset's price for its capped metered use, and the last
-    finalization refunds exactly what was not spent."""
+    """Shards run in parallel on assets of different specs, prices, owners and agents,
+    each holding no more one-GPU leases than it has GPUs; each replica is paid at its
+    asset's price for its capped metered use, and the last finalization refunds
+    exactly what was not spent."""
     fleet = [
-        dict(owner=provider, agent_account=agents[0], gpu_model=H100, vram_mib=81_920, gpu_count=1, price=100),
+        dict(owner=provider, agent_account=agents[0], gpu_model=H100, vram_mib=81_920, gpu_count=2, price=100),
         dict(owner=provider, agent_account=agents[1], gpu_model=A100, vram_mib=40_960, gpu_count=2, price=150),
         dict(owner=provider2, agent_account=agents[2], gpu_model=H100, vram_mib=81_920, gpu_count=8, price=200),
         dict(owner=provider2, agent_account=agents[3], gpu_model=A100, vram_mib=81_920, gpu_count=4, price=37),
@@ -281,6 +315,7 @@ def test_eight_shards_over_four_assets(
         tx = market.assign(job, shard, ids[shard % 4], sender=shard_keepers[shard % 2])
         assert tx.events.filter(market.ShardAssigned)[0].price == fleet[shard % 4]["price"]
     assert [assets.stake(a).open_leases for a in ids] == [2, 2, 2, 2]
+    assert [assets.stake(a).gpus_leased for a in ids] == [2, 2, 2, 2]
 
     metered = [1, 3_600, 5_000, 1_234, 99_999, 0, 2_500, 3_601]  # three above the 3600 cap
     for shard, gpu_seconds in enumerate(metered):
@@ -322,6 +357,7 @@ def test_eight_shards_over_four_assets(
     assert expected["provider"] == 100 * 1 + 150 * 3_600 + 100 * 3_600 + 150 * 0
     assert expected["provider2"] == 200 * 3_600 + 37 * 1_234 + 200 * 2_500 + 37 * 3_600
     assert [assets.stake(a).open_leases for a in ids] == [0, 0, 0, 0]
+    assert [assets.stake(a).gpus_leased for a in ids] == [0, 0, 0, 0]
 
     before = books.balances()
     books.withdraw_all()
@@ -339,7 +375,7 @@ def test_replicated_shard_with_agreeing_roots_pays_both(
 ):
     """Replicas of one shard must run on distinct assets; when their roots agree,
     each is paid at its own asset's price."""
-    a1 = register_asset(owner=provider, agent_account=agents[0], price=100)
+    a1 = register_asset(owner=provider, agent_account=agents[0], price=100, gpu_count=2)
     a2 = register_asset(owner=provider2, agent_account=agents[1], price=180)
     job, req, budget = post(replication=2)
     assert req.verification == Verification.REPLICATED
@@ -371,48 +407,60 @@ def test_replicated_shard_with_agreeing_roots_pays_both(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_replicated_shard_with_disagreeing_roots_is_disputed_and_rerun(
-    chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
+    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
     keeper, keeper2, agents, facilitator, stranger
 ):
-    """Disagreeing replicas open a dispute by themselves; the facilitator's verdict
-    slashes the dishonest asset to the client, its replica is re-run elsewhere, and
-    only the two replicas with the honest root are paid."""
-    honest = register_asset(owner=provider, agent_account=agents[0], price=100)
-    dishonest = register_asset(owner=provider2, agent_account=agents[1], price=120)
+    """Disagreeing replicas open a dispute by themselves; the arbiter's ruling slashes
+    the wrong asset S, of which the first upheld provider gets R (here capped at one
+    bond) and the treasury the rest; the wrong replica is re-run elsewhere, the
+    upheld one's window is extended by the dispute's length, and only the two
+    replicas with the valid root are paid."""
+    honest = register_asset(owner=provider, agent_account=agents[0], price=100, gpu_count=2)
+    dishonest = register_asset(owner=provider2, agent_account=agents[1], price=120, stake=3 * STAKE)
     third = register_asset(owner=provider, agent_account=agents[2], price=90)
     job, req, budget = post(replication=2)
 
     market.assign(job, 0, honest, sender=keeper)
     market.assign(job, 0, dishonest, sender=keeper)
     submit(agents[0], job, 0, 0, output_root=GOOD, gpu_seconds=1_500, sender=provider)
+    window_end = market.replica(job, 0, 0).deadline
     tx = submit(agents[1], job, 0, 1, output_root=BAD, gpu_seconds=1_500, sender=provider2)
+    opened_at = chain.blocks.head.timestamp
     opened = tx.events.filter(market.DisputeOpened)
     assert len(opened) == 1
     assert (opened[0].job, opened[0].shard, opened[0].challenger, opened[0].bond) == (job, 0, ZERO_ADDRESS, 0)
     assert [state(market, job, 0, r) for r in (0, 1)] == [ReplicaState.DISPUTED, ReplicaState.DISPUTED]
-    assert market.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
+    assert court.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
+    lease = req.lease_seconds(params.lease_grace)
+    assert court.ruling_deadline(job, 0) == opened_at + lease + params.challenge_window
 
     past_challenge_window(chain, params)
     with ape.reverts("job_market: shard not ready"):
         market.finalize(job, 0, sender=stranger)
     with ape.reverts("job_market: dispute already open"):
-        market.challenge(job, 0, sender=stranger)
+        court.challenge(job, 0, sender=stranger)
+    with ape.reverts("dispute_court: caller is not a facilitator"):
+        court.resolve(job, 0, GOOD, sender=stranger)
     books.assert_credits()
 
-    slash = STAKE * params.slash_bps // 10_000
+    slash = 3 * STAKE * params.slash_bps // 10_000
+    reward = reward_of(slash, params)
+    assert reward == params.challenge_bond < slash * REWARD_BPS // 10_000  # the cap binds
     before = books.balances()
-    tx = market.resolve(job, 0, GOOD, sender=facilitator)
+    tx = court.resolve(job, 0, GOOD, sender=facilitator)
+    ruled_at = chain.blocks.head.timestamp
     rejected = tx.events.filter(market.ReplicaRejected)
     assert [(e.replica, e.asset, e.slashed) for e in rejected] == [(1, dishonest, slash)]
-    resolved = tx.events.filter(market.DisputeResolved)[0]
-    assert (resolved.valid_root, resolved.upheld, resolved.rejected) == (GOOD, 1, 1)
+    assert dispute_resolved(tx, market) == (facilitator, GOOD, 1, 1)
+    assert dispute_settled(tx, court) == (facilitator, ZERO_ADDRESS, slash, reward, False)
     books.assert_moved(before, assets=-slash, market=slash)
-    books.assert_credits(client=slash)
-    assert assets.stake(dishonest).amount == STAKE - slash
+    books.assert_credits(provider=reward, treasury=slash - reward)
+    assert assets.stake(dishonest).amount == 3 * STAKE - slash
     assert assets.stake(dishonest).open_leases == 0
     assert [state(market, job, 0, r) for r in (0, 1)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
-    # The upheld replica is final at once; the shard still waits for the reopened one.
-    with ape.reverts("job_market: shard not ready"):
+    # The upheld replica keeps the window it had left when the dispute opened.
+    assert market.replica(job, 0, 0).deadline == window_end + ruled_at - opened_at
+    with ape.reverts("job_market: challenge window open"):
         market.finalize(job, 0, sender=stranger)
 
     with ape.reverts("job_market: asset already runs this shard"):
@@ -434,9 +482,11 @@ def test_replicated_shard_with_disagreeing_roots_is_disputed_and_rerun(
     ]
     refund = budget - p1 - k1 - t1 - p3 - k3 - t3
     assert finished(tx, market) == refund
-    books.assert_credits(provider=p1 + p3, keeper=k1, keeper2=k3, treasury=t1 + t3, client=slash + refund)
+    books.assert_credits(
+        provider=reward + p1 + p3, keeper=k1, keeper2=k3, treasury=slash - reward + t1 + t3, client=refund
+    )
     assert [assets.stake(a).open_leases for a in (honest, dishonest, third)] == [0, 0, 0]
-    assert [assets.stake(a).amount for a in (honest, dishonest, third)] == [STAKE, STAKE - slash, STAKE]
+    assert [assets.stake(a).amount for a in (honest, dishonest, third)] == [STAKE, 3 * STAKE - slash, STAKE]
     books.withdraw_all()
     assert books.balances()["market"] == 0
 
@@ -449,9 +499,10 @@ def test_expired_lease_is_reclaimed_and_reassigned(
     chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
     keeper, keeper2, agents, stranger
 ):
-    """An agent that never submits costs its asset part of its stake (half to whoever
-    reclaims, half to the client); the shard runs elsewhere; the stake it tried to
-    take back is locked while the lease is open and released after it is reclaimed."""
+    """An agent that never submits costs its asset part of its stake, all of it to the
+    treasury (neither whoever reclaims nor the client gains from a reclaim); the shard
+    runs elsewhere; the stake it tried to take back is locked while the lease is open
+    and released after it is reclaimed."""
     lazy = register_asset(owner=provider, agent_account=agents[0], price=100)
     good = register_asset(owner=provider2, agent_account=agents[1], price=150)
     job, req, budget = post()
@@ -473,7 +524,7 @@ def test_expired_lease_is_reclaimed_and_reassigned(
     reclaimed = tx.events.filter(market.ShardReclaimed)[0]
     assert (reclaimed.replica, reclaimed.asset, reclaimed.caller, reclaimed.slashed) == (0, lazy, stranger, slash)
     books.assert_moved(before, assets=-slash, market=slash)
-    books.assert_credits(stranger=slash // 2, client=slash - slash // 2)
+    books.assert_credits(treasury=slash)
     assert state(market, job, 0, 0) == ReplicaState.OPEN
     assert assets.stake(lazy).open_leases == 0
     with ape.reverts("job_market: replica not assigned"):
@@ -494,13 +545,7 @@ def test_expired_lease_is_reclaimed_and_reassigned(
     payment, keeper_fee, protocol_fee = amounts(req, 150, 3_000)
     refund = budget - payment - keeper_fee - protocol_fee
     assert finished(tx, market) == refund
-    books.assert_credits(
-        stranger=slash // 2,
-        client=slash - slash // 2 + refund,
-        provider2=payment,
-        keeper2=keeper_fee,
-        treasury=protocol_fee,
-    )
+    books.assert_credits(client=refund, provider2=payment, keeper2=keeper_fee, treasury=slash + protocol_fee)
     assert assets.stake(good).open_leases == 0
     books.withdraw_all()
     assert books.balances()["market"] == 0
@@ -596,76 +641,103 @@ def test_cancel_of_running_replicated_shard_waits_for_the_deadline(
 
 
 @pytest.mark.usefixtures("registered_keeper")
-def test_challenge_upheld_pays_the_bond_to_the_provider(
-    chain, market, assets, books, post, amounts, register_asset, submit, params, provider, keeper, agent,
+def test_false_challenge_pays_its_bond_to_the_accused_provider(
+    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, keeper, agent,
     verifier, facilitator, stranger
 ):
-    """A wrong challenge costs the challenger its bond, which compensates the provider."""
+    """The shard's own provider and its agent key may not challenge it; anyone else
+    may, and a challenge the arbiter finds wrong costs the challenger its bond, which
+    goes to the provider it accused. The result stands with its window extended by
+    the dispute's length, and is paid as usual once that has passed."""
     asset = register_asset()
     job, req, budget = post()
     market.assign(job, 0, asset, sender=keeper)
     submit(agent, job, 0, 0, output_root=GOOD, gpu_seconds=1_000, sender=provider)
+    window_end = market.replica(job, 0, 0).deadline
+    for insider in (provider, agent):
+        with ape.reverts("dispute_court: provider cannot challenge its shard"):
+            court.challenge(job, 0, sender=insider)
 
     bond = params.challenge_bond
-    before = books.balances()
-    tx = market.challenge(job, 0, sender=verifier)
+    start = before = books.balances()
+    tx = court.challenge(job, 0, sender=verifier)
+    opened_at = chain.blocks.head.timestamp
     opened = tx.events.filter(market.DisputeOpened)[0]
     assert (opened.challenger, opened.bond) == (verifier, bond)
     books.assert_moved(before, verifier=-bond, market=bond)
-    assert market.challenge_of(job, 0) == (verifier, bond)
+    assert court.challenge_of(job, 0) == (verifier, bond)
     assert state(market, job, 0, 0) == ReplicaState.DISPUTED
 
     past_challenge_window(chain, params)
     with ape.reverts("job_market: shard not ready"):
         market.finalize(job, 0, sender=stranger)
-    tx = market.resolve(job, 0, GOOD, sender=facilitator)
-    resolved = tx.events.filter(market.DisputeResolved)[0]
-    assert (resolved.upheld, resolved.rejected) == (1, 0)
+    before = books.balances()
+    tx = court.resolve(job, 0, GOOD, sender=facilitator)
+    ruled_at = chain.blocks.head.timestamp
+    assert dispute_resolved(tx, market) == (facilitator, GOOD, 1, 0)
     assert not tx.events.filter(market.ReplicaRejected)
-    assert market.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
+    assert dispute_settled(tx, court) == (facilitator, verifier, 0, 0, False)
+    books.assert_moved(before)  # the bond was in the market already
     books.assert_credits(provider=bond)
+    assert court.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
     assert assets.stake(asset).amount == STAKE
-    # The upheld result's window closed the second before: no new challenge, and it
-    # can be finalized at once.
-    assert market.replica(job, 0, 0).deadline == chain.blocks.head.timestamp - 1
-    with ape.reverts("job_market: nothing to challenge"):
-        market.challenge(job, 0, sender=verifier)
+    extended = market.replica(job, 0, 0).deadline
+    assert extended == window_end + ruled_at - opened_at
+    with ape.reverts("job_market: challenge window open"):
+        market.finalize(job, 0, sender=stranger)
 
+    past(chain, extended)
+    with ape.reverts("job_market: nothing to challenge"):
+        court.challenge(job, 0, sender=stranger)
     tx = market.finalize(job, 0, sender=stranger)
     payment, keeper_fee, protocol_fee = amounts(req, 100, 1_000)
     refund = budget - payment - keeper_fee - protocol_fee
     assert finished(tx, market) == refund
     books.assert_credits(provider=bond + payment, keeper=keeper_fee, treasury=protocol_fee, client=refund)
     books.withdraw_all()
-    assert books.balances()["market"] == 0
+    books.assert_moved(
+        start,
+        market=-budget,
+        verifier=-bond,
+        provider=bond + payment,
+        keeper=keeper_fee,
+        treasury=protocol_fee,
+        client=refund,
+    )
 
 
 @pytest.mark.usefixtures("registered_keeper")
-def test_challenge_rejected_slashes_the_provider_and_reruns_the_shard(
-    chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, keeper2, agents, verifier, facilitator, stranger
+def test_strangers_challenge_of_a_wrong_result_earns_the_reward(
+    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
+    keeper, keeper2, agents, facilitator, stranger
 ):
-    """A right challenge gets the bond back plus the slash; the wrong result is
-    never paid and the shard is re-run by another asset."""
-    cheat = register_asset(owner=provider, agent_account=agents[0], price=100)
+    """A stranger who proves a result wrong gets its bond back and R (here a tenth of
+    the slash, under the cap), the treasury the rest of the slash S; the wrong result
+    is never paid and the shard is re-run by another asset on the same escrow."""
+    stake = STAKE // 2 + 123  # so that neither the slash nor its tenth is round
+    cheat = register_asset(owner=provider, agent_account=agents[0], price=100, stake=stake)
     fair = register_asset(owner=provider2, agent_account=agents[1], price=110)
     job, req, budget = post()
     market.assign(job, 0, cheat, sender=keeper)
     submit(agents[0], job, 0, 0, output_root=BAD, gpu_seconds=1_000, sender=provider)
     bond = params.challenge_bond
-    market.challenge(job, 0, sender=verifier)
+    start = before = books.balances()
+    court.challenge(job, 0, sender=stranger)
+    books.assert_moved(before, stranger=-bond, market=bond)
 
-    slash = STAKE * params.slash_bps // 10_000
+    slash = stake * params.slash_bps // 10_000
+    reward = reward_of(slash, params)
+    assert (slash, reward) == (50_000_012, 5_000_001)
     before = books.balances()
-    tx = market.resolve(job, 0, GOOD, sender=facilitator)
+    tx = court.resolve(job, 0, GOOD, sender=facilitator)
     assert [(e.asset, e.slashed) for e in tx.events.filter(market.ReplicaRejected)] == [(cheat, slash)]
-    resolved = tx.events.filter(market.DisputeResolved)[0]
-    assert (resolved.valid_root, resolved.upheld, resolved.rejected) == (GOOD, 0, 1)
+    assert dispute_resolved(tx, market) == (facilitator, GOOD, 0, 1)
+    assert dispute_settled(tx, court) == (facilitator, stranger, slash, reward, True)
     books.assert_moved(before, assets=-slash, market=slash)
-    books.assert_credits(verifier=slash + bond)
-    assert market.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
+    books.assert_credits(stranger=reward + bond, treasury=slash - reward)
+    assert court.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
     assert state(market, job, 0, 0) == ReplicaState.OPEN
-    assert assets.stake(cheat).amount == STAKE - slash
+    assert assets.stake(cheat).amount == stake - slash
     assert assets.stake(cheat).open_leases == 0
 
     tx = market.assign(job, 0, fair, sender=keeper2)
@@ -679,20 +751,153 @@ def test_challenge_rejected_slashes_the_provider_and_reruns_the_shard(
     refund = budget - payment - keeper_fee - protocol_fee
     assert finished(tx, market) == refund
     books.assert_credits(
-        verifier=slash + bond, provider2=payment, keeper2=keeper_fee, treasury=protocol_fee, client=refund
-    )
-    before = books.balances()
-    books.withdraw_all()
-    books.assert_moved(
-        before,
-        market=-(slash + bond + budget),
-        verifier=slash + bond,
+        stranger=reward + bond,
         provider2=payment,
         keeper2=keeper_fee,
-        treasury=protocol_fee,
+        treasury=slash - reward + protocol_fee,
+        client=refund,
+    )
+    books.withdraw_all()
+    books.assert_moved(
+        start,
+        market=-budget,
+        assets=-slash,
+        stranger=reward,
+        provider2=payment,
+        keeper2=keeper_fee,
+        treasury=slash - reward + protocol_fee,
         client=refund,
     )
     assert books.balances()["market"] == 0
+
+
+@pytest.mark.usefixtures("registered_keeper")
+def test_dispute_no_one_rules_on_expires_after_the_ruling_deadline(
+    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
+    keeper, agent, facilitator, stranger
+):
+    """With the arbiter silent, anyone applies the default outcome after the ruling
+    deadline (one lease and one challenge window after the dispute opened): the bond
+    goes back, no one is slashed, the result stands with its window extended by the
+    dispute's length, and finalize pays it as usual."""
+    asset = register_asset()
+    job, req, budget = post()
+    market.assign(job, 0, asset, sender=keeper)
+    submit(agent, job, 0, 0, output_root=GOOD, gpu_seconds=2_000, sender=provider)
+    window_end = market.replica(job, 0, 0).deadline
+    bond = params.challenge_bond
+    start = books.balances()
+    court.challenge(job, 0, sender=stranger)
+    opened_at = chain.blocks.head.timestamp
+    deadline = court.ruling_deadline(job, 0)
+    assert deadline == opened_at + req.lease_seconds(params.lease_grace) + params.challenge_window
+    with ape.reverts("dispute_court: ruling deadline not passed"):
+        court.expire(job, 0, sender=provider2)
+
+    past(chain, deadline)
+    with ape.reverts("dispute_court: ruling deadline passed"):
+        court.resolve(job, 0, BAD, sender=facilitator)
+    before = books.balances()
+    tx = court.expire(job, 0, sender=provider2)
+    expired_at = chain.blocks.head.timestamp
+    assert dispute_resolved(tx, market) == (ZERO_ADDRESS, bytes(32), 1, 0)
+    assert dispute_settled(tx, court) == (ZERO_ADDRESS, stranger, 0, 0, True)
+    books.assert_moved(before)
+    books.assert_credits(stranger=bond)
+    assert state(market, job, 0, 0) == ReplicaState.SUBMITTED
+    assert assets.stake(asset).amount == STAKE
+    with ape.reverts("dispute_court: no open dispute"):
+        court.expire(job, 0, sender=provider2)
+    extended = market.replica(job, 0, 0).deadline
+    assert extended == window_end + expired_at - opened_at
+    with ape.reverts("job_market: challenge window open"):
+        market.finalize(job, 0, sender=stranger)
+
+    past(chain, extended)
+    tx = market.finalize(job, 0, sender=stranger)
+    payment, keeper_fee, protocol_fee = amounts(req, 100, 2_000)
+    refund = budget - payment - keeper_fee - protocol_fee
+    assert finished(tx, market) == refund
+    books.assert_credits(stranger=bond, provider=payment, keeper=keeper_fee, treasury=protocol_fee, client=refund)
+    books.withdraw_all()
+    books.assert_moved(
+        start, market=-budget, provider=payment, keeper=keeper_fee, treasury=protocol_fee, client=refund
+    )
+
+
+@pytest.mark.usefixtures("registered_keeper")
+def test_ruling_extends_the_window_so_a_second_challenger_still_can(
+    chain, market, court, books, post, amounts, register_asset, submit, params, owner, client, provider,
+    provider2, keeper, keeper2, agents, facilitator, stranger
+):
+    """A ruling never closes a challenge window early. The client challenges a
+    replicated shard late in its windows and loses its bond, split between the two
+    providers it accused (the odd base unit to the first); the windows are extended
+    by the dispute's length, so a stranger can still challenge after they would have
+    closed. The arbiter cannot reproduce the job and rules the zero root: every
+    result stands again, the stranger's bond is split too, and both replicas are paid."""
+    bond = 10 * TOKEN + 1
+    market.set_parameters(replace(params, challenge_bond=bond).as_tuple(), sender=owner)
+    a1 = register_asset(owner=provider, agent_account=agents[0], price=100)
+    a2 = register_asset(owner=provider2, agent_account=agents[1], price=120)
+    job, req, budget = post(replication=2)
+    market.assign(job, 0, a1, sender=keeper)
+    market.assign(job, 0, a2, sender=keeper2)
+    submit(agents[0], job, 0, 0, output_root=GOOD, gpu_seconds=1_000, sender=provider)
+    submit(agents[1], job, 0, 1, output_root=GOOD, gpu_seconds=1_100, sender=provider2)
+    ends = [market.replica(job, 0, r).deadline for r in (0, 1)]
+    share = bond // 2
+
+    start = before = books.balances()
+    past(chain, ends[0] - 100)
+    court.challenge(job, 0, sender=client)
+    opened_at = chain.blocks.head.timestamp
+    books.assert_moved(before, client=-bond, market=bond)
+    assert [state(market, job, 0, r) for r in (0, 1)] == [ReplicaState.DISPUTED, ReplicaState.DISPUTED]
+    past_challenge_window(chain, params)
+    tx = court.resolve(job, 0, GOOD, sender=facilitator)
+    ruled_at = chain.blocks.head.timestamp
+    assert dispute_resolved(tx, market) == (facilitator, GOOD, 2, 0)
+    assert dispute_settled(tx, court) == (facilitator, client, 0, 0, False)
+    books.assert_credits(provider=share + 1, provider2=share)
+    extended = [market.replica(job, 0, r).deadline for r in (0, 1)]
+    assert extended == [end + ruled_at - opened_at for end in ends]
+
+    assert chain.pending_timestamp > max(ends)  # both windows would have closed by now
+    before = books.balances()
+    tx = court.challenge(job, 0, sender=stranger)
+    second_at = chain.blocks.head.timestamp
+    assert tx.events.filter(market.DisputeOpened)[0].challenger == stranger
+    books.assert_moved(before, stranger=-bond, market=bond)
+    tx = court.resolve(job, 0, bytes(32), sender=facilitator)
+    final_at = chain.blocks.head.timestamp
+    assert dispute_resolved(tx, market) == (facilitator, bytes(32), 2, 0)
+    assert dispute_settled(tx, court) == (facilitator, stranger, 0, 0, False)
+    books.assert_credits(provider=2 * (share + 1), provider2=2 * share)
+    windows = [market.replica(job, 0, r).deadline for r in (0, 1)]
+    assert windows == [end + final_at - second_at for end in extended]
+
+    past(chain, max(windows))
+    tx = market.finalize(job, 0, sender=stranger)
+    p1, k1, t1 = amounts(req, 100, 1_000)
+    p2, k2, t2 = amounts(req, 120, 1_100)
+    refund = budget - p1 - k1 - t1 - p2 - k2 - t2
+    assert finished(tx, market) == refund
+    books.assert_credits(
+        provider=2 * (share + 1) + p1, provider2=2 * share + p2, keeper=k1, keeper2=k2, treasury=t1 + t2, client=refund
+    )
+    books.withdraw_all()
+    books.assert_moved(
+        start,
+        market=-budget,
+        client=refund - bond,
+        stranger=-bond,
+        provider=2 * (share + 1) + p1,
+        provider2=2 * share + p2,
+        keeper=k1,
+        keeper2=k2,
+        treasury=t1 + t2,
+    )
 
 
 # ---------------------------------------------------------------- 7. decline
@@ -793,7 +998,7 @@ def test_pause_stops_new_work_but_not_running_work(
 ):
     """While paused nothing new starts and nobody is slashed, but running work is
     submitted, finalized and withdrawn as usual; unpausing resumes the rest."""
-    a1 = register_asset(owner=provider, agent_account=agents[0], price=100)
+    a1 = register_asset(owner=provider, agent_account=agents[0], price=100, gpu_count=2)
     a2 = register_asset(owner=provider2, agent_account=agents[1], price=120)
     job, req, budget = post(shard_count=3)
     market.assign(job, 0, a1, sender=keeper)  # will submit while paused

@@ -1,14 +1,20 @@
 """The market against its model: a hypothesis state machine drives the real contracts
 on anvil with random posts, assignments, results, reclaims, declines, cancels,
-challenges, resolutions, finalizations, withdrawals and time jumps, and checks after
-every step that the chain agrees with the pure model in market_model.py and that
-money is conserved.
+challenges (by strangers, clients, and refused providers), rulings, expired
+disputes, finalizations, withdrawals, stray transfers and time jumps, and checks
+after every step that the chain agrees with the pure model in market_model.py and
+that money is conserved.
 
-After every step: the market holds exactly the escrows, credits and open challenge
-bonds, the asset registry exactly the stakes, and each of them, every balance,
-replica, job and stake is the model's; the token supply never changes; no replica
-is paid twice (ShardFinalized logs); every finished job holds no escrow and was
-refunded once, its budget less what it paid (JobFinished logs).
+After every step: the market owes (`owed`) exactly the escrows, credits and open
+challenge bonds and holds exactly that plus what was sent to it aside, the asset
+registry holds exactly the stakes, and each of them, every balance, replica, job,
+stake, leased GPU count, challenge and ruling deadline is the model's; the token
+supply never changes; no replica is paid twice (ShardFinalized logs); every
+finished job holds no escrow and was refunded once, its budget less what it paid
+(JobFinished logs); no open challenge accuses its challenger's own result. Every
+settled dispute credits only its challenger, the treasury and the providers it
+accused, exactly the bond and the slash; and once time moves on and anyone calls
+expire, no dispute stays open past its ruling deadline.
 
 Every step either succeeds on chain or reverts with exactly the reason the model
 predicts. Expected reverts are checked with eth_call against the pending block (the
@@ -46,6 +52,7 @@ from market_model import (
     DISPUTED,
     OPEN,
     SUBMITTED,
+    ZERO_ADDRESS,
     ZERO_ROOT,
     AssetModel,
     KeeperModel,
@@ -57,7 +64,6 @@ from computenet.domain import Parameters, Requirements, Verification
 from computenet.receipts import ExecutionReceipt
 
 TOKEN = 10**6
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ROOTS = [keccak(b"output-a"), keccak(b"output-b"), keccak(b"output-c")]
 FRESH_ROOT = keccak(b"output-nobody-submitted")
 
@@ -73,7 +79,7 @@ MACHINE_SETTINGS = settings(MACHINE_SETTINGS, suppress_health_check=[HealthCheck
 # (owner, agent index, spec, stake): different owners, sizes, prices and lease
 # capacities; asset 3 expires soon after the start and holds one lease at a time,
 # asset 4 holds exactly the minimum stake, so its first slash takes it below the
-# minimum. Odd base units make slashes odd, so the caller/client split has a remainder.
+# minimum. Odd base units make slashes odd, so a reward's share of one rounds down.
 CAST = (
     ("provider", 0, dict(vram_mib=81_920, gpu_count=1, price=100, max_leases=3), 1_000 * TOKEN + 17),
     ("provider2", 1, dict(vram_mib=40_960, gpu_count=2, price=150, max_leases=16), 500 * TOKEN + 9),
@@ -196,12 +202,12 @@ class Cast:
     assets: object
     keepers: object
     market: object
+    court: object
     accounts: dict  # address -> ape account
     names: dict  # role -> address
     agents: list  # agent addresses, by asset
     clients: list
-    challengers: list
-    callers: list  # anyone who may call reclaim/finalize and earn credits
+    callers: list  # anyone who may call reclaim/finalize/expire and earn credits
     holders: list  # every address that can hold tokens
     supply: int
     base_model: MarketModel
@@ -223,11 +229,12 @@ class Cast:
 
 
 @pytest.fixture
-def cast(chain, accounts, stack, token, assets, keepers, market, params, owner, client, provider, provider2,
+def cast(chain, accounts, stack, token, assets, keepers, market, court, params, owner, client, provider, provider2,
          keeper, keeper2, verifier, facilitator, treasury, agents, register_asset, registered_keeper):
     client2, outsider = accounts[14], accounts[15]
-    token.faucet(client2, 1_000_000 * TOKEN, sender=client2)
-    token.approve(market, 2**256 - 1, sender=client2)
+    for funded in (client2, outsider):  # a second client, and a stranger who challenges
+        token.faucet(funded, 1_000_000 * TOKEN, sender=funded)
+        token.approve(market, 2**256 - 1, sender=funded)
     people = dict(owner=owner, client=client, client2=client2, provider=provider, provider2=provider2,
                   keeper=keeper, keeper2=keeper2, verifier=verifier, facilitator=facilitator,
                   treasury=treasury, outsider=outsider)
@@ -252,8 +259,11 @@ def cast(chain, accounts, stack, token, assets, keepers, market, params, owner, 
         for k in (keeper, keeper2)
     }
     all_accounts = {a.address: a for a in list(accounts)[:16]}
-    holders = list(all_accounts) + [market.address, assets.address, keepers.address]
+    holders = list(all_accounts) + [market.address, assets.address, keepers.address, court.address]
     balances = {h: token.balanceOf(h) for h in holders}
+    allowances = {a: token.allowance(a, market) for a in all_accounts}
+    assert set(allowances.values()) <= {0, 2**256 - 1}
+    assert market.owed() == balances[market.address]
     supply = token.totalSupply()
     assert sum(balances.values()) == supply
     assert tuple(market.parameters()) == params.as_tuple()
@@ -263,14 +273,13 @@ def cast(chain, accounts, stack, token, assets, keepers, market, params, owner, 
         params=params, market=market.address, assets_contract=assets.address, treasury=treasury.address,
         facilitators={facilitator.address}, min_keeper_bond=keepers.min_bond(),
         unbonding_delay=assets.UNBONDING_DELAY(), now=head.timestamp, balances=balances,
-        assets=asset_models, keepers=keeper_models,
+        assets=asset_models, keepers=keeper_models, approved={a for a, allowed in allowances.items() if allowed},
     )
     rpc = chain.provider.web3.provider
     yield Cast(
-        chain=chain, rpc=rpc, token=token, assets=assets, keepers=keepers, market=market,
+        chain=chain, rpc=rpc, token=token, assets=assets, keepers=keepers, market=market, court=court,
         accounts=all_accounts, names={k: v.address for k, v in people.items()},
         agents=[a.address for a in agents], clients=[client.address, client2.address],
-        challengers=[verifier.address, client2.address],
         callers=[keeper.address, keeper2.address, verifier.address, outsider.address],
         holders=holders, supply=supply, base_model=base,
         topics={
@@ -348,7 +357,9 @@ class MarketMachine(RuleBasedStateMachine):
         model = self.model
         rep = model.replica(job_id, shard, replica)
         job = model.jobs[job_id]
-        agent = model.assets[rep.asset].agent if rep.asset else self.cast.agents[0]
+        agent = model.assets[rep.asset].agent if rep.asset else ZERO_ADDRESS
+        if agent == ZERO_ADDRESS:  # never leased, or sold since: the key it was registered with
+            agent = self.cast.agents[CAST[rep.asset - 1][1] if rep.asset else 0]
         signer_address, lease, signed_seconds = agent, rep.lease, gpu_seconds
         if forgery == "wrong key":
             signer_address = pick(self.cast.agents, self.cast.agents.index(agent) + 1)
@@ -486,28 +497,106 @@ class MarketMachine(RuleBasedStateMachine):
         self.act(self.model.decline, (sender, job_id, shard, replica),
                  self.cast.market, "decline", (job_id, shard, replica, reason), sender)
 
-    # ------------------------------------------------------------ verification
-
-    @precondition(lambda self: self.model.replicas(SUBMITTED, DISPUTED))
-    @rule(choice=st.integers(0, 255), challenger=st.integers(0, 1))
-    def challenge(self, choice, challenger):
-        job_id, shard = pick(self.shards_with(SUBMITTED, DISPUTED), choice)
-        sender = self.cast.challengers[challenger]
-        self.act(self.model.challenge, (sender, job_id, shard), self.cast.market, "challenge", (job_id, shard), sender)
+    # ------------------------------------------------------------ the dispute court
 
     @precondition(lambda self: self.model.jobs)
-    @rule(choice=st.integers(0, 255), disputed=mostly(), root=st.integers(0, 5),
-          facilitator=mostly())
-    def resolve(self, choice, disputed, root, facilitator):
-        """Mostly a facilitator on a disputed shard, upholding one of its roots, a
-        root nobody submitted, or none."""
-        shards = (disputed and self.shards_with(DISPUTED)) or self.model.shards()
+    @rule(choice=st.integers(0, 255), live=mostly(),
+          who=st.sampled_from(["stranger", "stranger", "verifier", "client", "other client", "provider", "agent"]))
+    def challenge(self, choice, live, who):
+        """Mostly a shard with results inside their window (handed in first if
+        there is none); challenged by a stranger, the verifier, the job's client or
+        another client, a provider, or an agent key (the last two refused while
+        their asset holds a live replica of the shard; an agent key that holds no
+        tokens is refused by the token)."""
+        if live and not self.challengeable():
+            self.hand_in(choice)
+        shards = (live and self.challengeable()) or self.model.shards()
         job_id, shard = pick(shards, choice)
-        submitted = sorted({rep.root for rep in self.model.jobs[job_id].replicas[shard] if rep.state == DISPUTED})
-        valid_root = pick(submitted + [FRESH_ROOT, ZERO_ROOT], root)
+        client = self.model.jobs[job_id].client
+        sender = {
+            "stranger": self.cast.names["outsider"],
+            "verifier": self.cast.names["verifier"],
+            "client": client,
+            "other client": pick([c for c in self.cast.clients if c != client], 0),
+            "provider": pick([self.cast.names["provider"], self.cast.names["provider2"]], choice),
+            "agent": pick(self.cast.agents, choice),
+        }[who]
+        self.do_challenge(job_id, shard, sender)
+
+    @precondition(lambda self: self.model.jobs)
+    @rule(choice=st.integers(0, 255), disputed=mostly(), root=st.integers(0, 5), facilitator=mostly(),
+          late=st.sampled_from([False, False, False, True]))
+    def resolve(self, choice, disputed, root, facilitator, late):
+        """Mostly a facilitator on a disputed shard before its ruling deadline,
+        upholding one of its roots, a root nobody submitted, or none (the job is not
+        reproducible); now and then one second past the deadline."""
+        if disputed and not self.model.disputes():
+            self.dispute_one(choice)
+        shards = (disputed and self.model.disputes()) or self.model.shards()
+        job_id, shard = pick(shards, choice)
+        if late and (job_id, shard) in self.model.disputes():
+            self.mine_until(self.model.ruling_deadline(job_id, shard)[1])
         sender = self.cast.names["facilitator" if facilitator else "outsider"]
-        self.act(self.model.resolve, (sender, job_id, shard, valid_root),
-                 self.cast.market, "resolve", (job_id, shard, valid_root), sender)
+        self.do_resolve(job_id, shard, self.ruling_root(job_id, shard, root), sender)
+
+    @precondition(lambda self: self.model.jobs)
+    @rule(choice=st.integers(0, 255), disputed=mostly(), late=mostly(), caller=st.integers(0, 3))
+    def expire(self, choice, disputed, late, caller):
+        """Anyone applies the default outcome: mostly to a dispute past its ruling
+        deadline; otherwise too early, or to a shard with no dispute."""
+        shards = (disputed and self.model.disputes()) or self.model.shards()
+        job_id, shard = pick(shards, choice)
+        if late and (job_id, shard) in self.model.disputes():
+            self.mine_until(self.model.ruling_deadline(job_id, shard)[1])
+        self.settle(self.model.expire, "expire", (job_id, shard), self.cast.callers[caller])
+
+    def ruling_root(self, job_id, shard, choice):
+        """One of the roots the ruling applies to, a root nobody submitted, or zero."""
+        reps = self.model.jobs[job_id].replicas[shard]
+        roots = sorted({rep.root for rep in reps if rep.state in (DISPUTED, SUBMITTED)})
+        return pick(roots + [FRESH_ROOT, ZERO_ROOT], choice)
+
+    def do_challenge(self, job_id, shard, sender):
+        return self.act(self.model.challenge, (sender, job_id, shard),
+                        self.cast.court, "challenge", (job_id, shard), sender)
+
+    def do_resolve(self, job_id, shard, valid_root, sender):
+        return self.settle(self.model.resolve, "resolve", (job_id, shard, valid_root), sender)
+
+    def money(self):
+        """(every account's market credit, the market's token balance), from the chain."""
+        reads = Reads(self.cast.rpc)
+        credits = {a: reads.call(self.cast.market.address, "credits(address)", a) for a in self.cast.accounts}
+        balance = reads.call(self.cast.token.address, "balanceOf(address)", self.cast.market.address)
+        got = reads.run()
+        return {a: got[i][0] for a, i in credits.items()}, got[balance][0]
+
+    def settle(self, op, method: str, args: tuple, sender: str):
+        """Rules on or expires a dispute (`args` start with job and shard), and
+        checks on chain who gained from it: only its challenger, the treasury and
+        the owners of the replicas it accused, no one lost a credit, and together
+        they gained exactly the bond and what was slashed into the market."""
+        job_id, shard = args[:2]
+        challenger, bond = self.model.jobs[job_id].challenges.get(shard, (None, 0))
+        accused = {self.model.assets[rep.asset].owner
+                   for rep in self.model.jobs[job_id].replicas[shard] if rep.state == DISPUTED}
+        parties = {challenger, self.model.treasury} | accused
+        credits, balance = self.money()
+        reason = self.act(op, (sender, *args), self.cast.court, method, args, sender)
+        if reason is None:
+            after, balance_after = self.money()
+            gained = {a: after[a] - credits[a] for a in after if after[a] != credits[a]}
+            assert all(amount > 0 for amount in gained.values()), f"{method}{args}: credits fell {gained}"
+            assert set(gained) <= parties, f"{method}{args}: {set(gained) - parties} gained from the dispute"
+            assert sum(gained.values()) == bond + balance_after - balance, f"{method}{args}: {gained}, bond {bond}"
+        return reason
+
+    def expire_overdue(self, caller):
+        """Whoever comes along expires every dispute past its ruling deadline."""
+        model = self.model
+        while overdue := [d for d in model.disputes() if model.ruling_deadline(*d)[1] < model.now + 1]:
+            assert self.settle(model.expire, "expire", overdue[0], caller) is None
+        assert all(model.now + 1 <= model.ruling_deadline(*d)[1] for d in model.disputes())
 
     # ------------------------------------------------------------ money out
 
@@ -528,15 +617,27 @@ class MarketMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ time
 
     @rule(past_deadline=st.sampled_from([False, False, False, True]), seconds=st.integers(0, 2_000),
-          choice=st.integers(0, 255))
-    def advance(self, past_deadline, seconds, choice):
-        """Lets up to 2,000 s pass, or now and then runs past a job's deadline."""
+          choice=st.integers(0, 255), caller=st.integers(0, 3))
+    def advance(self, past_deadline, seconds, choice, caller):
+        """Lets up to 2,000 s pass, or now and then runs past a job's deadline; then
+        anyone expires the disputes no one ruled on by their deadline, and none is
+        left open past it."""
         if past_deadline and self.model.jobs:
             self.mine_until(pick(list(self.model.jobs.values()), choice).req.deadline + seconds % 100)
         else:
             self.mine_until(self.model.now + seconds)
+        self.expire_overdue(self.cast.callers[caller])
 
-    @rule(kind=st.sampled_from(["lease end", "challenge end", "decline window", "last lease", "job deadline"]),
+    @rule(who=st.sampled_from(["client", "outsider", "provider2"]), amount=st.sampled_from([1, 7 * TOKEN + 3]))
+    def send_aside(self, who, amount):
+        """Someone transfers tokens straight to the market, outside its paths: it
+        then holds more than it owes, and owes no one more for it."""
+        sender = self.cast.names[who]
+        self.act(self.model.send_aside, (sender, amount),
+                 self.cast.token, "transfer", (self.cast.market.address, amount), sender)
+
+    @rule(kind=st.sampled_from(["lease end", "challenge end", "decline window", "last lease", "job deadline",
+                                "ruling deadline"]),
           side=st.sampled_from(["before", "after"]), choice=st.integers(0, 255))
     def at_boundary(self, kind, side, choice):
         """Jumps to the last second before a time boundary or the first after it,
@@ -545,7 +646,8 @@ class MarketMachine(RuleBasedStateMachine):
         (submit | reclaim), a shard's challenge windows' end (challenge | finalize),
         a decline window's end (decline | -), the last second a lease on an asset
         still ends by the job's deadline and the asset's expiry (assign | -), the
-        deadline (- | cancel a shard with replicas out)."""
+        deadline (- | cancel a shard with replicas out), a dispute's ruling deadline
+        (resolve | expire)."""
         model, cast = self.model, self.cast
         keeper, verifier = cast.names["keeper"], cast.names["verifier"]
         # Set the stage if nothing is there yet: post a job, lease a replica, hand in its result.
@@ -555,6 +657,8 @@ class MarketMachine(RuleBasedStateMachine):
             self.lease_one(choice, replicated=kind == "job deadline")
         if kind == "challenge end" and not model.replicas(SUBMITTED) and model.replicas(ASSIGNED):
             self.do_submit(*pick(model.replicas(ASSIGNED), choice), ROOTS[0], 1, "none")
+        if kind == "ruling deadline" and not model.disputes():
+            self.dispute_one(choice)
         if kind == "decline window":
             # Only a lease younger than the window has its end ahead.
             def young():
@@ -568,6 +672,8 @@ class MarketMachine(RuleBasedStateMachine):
             targets = model.replicas(ASSIGNED)
         elif kind == "challenge end":
             targets = self.shards_with(SUBMITTED)
+        elif kind == "ruling deadline":
+            targets = model.disputes()
         elif kind == "last lease":
             # Half the time, one whose asset expires before the job's deadline
             # (renewed to do so if need be), so the expiry is the boundary.
@@ -597,7 +703,7 @@ class MarketMachine(RuleBasedStateMachine):
             self.act(model.reclaim, (keeper, *target), cast.market, "reclaim", target, keeper)
 
         def challenge():
-            self.act(model.challenge, (verifier, job_id, shard), cast.market, "challenge", (job_id, shard), verifier)
+            self.do_challenge(job_id, shard, verifier)
 
         def finalize():
             self.act(model.finalize, (keeper, job_id, shard), cast.market, "finalize", (job_id, shard), keeper)
@@ -614,6 +720,12 @@ class MarketMachine(RuleBasedStateMachine):
         def cancel():
             self.act(model.cancel, (job.client, job_id, shard), cast.market, "cancel", (job_id, shard), job.client)
 
+        def resolve():
+            self.do_resolve(job_id, shard, self.ruling_root(job_id, shard, choice), cast.names["facilitator"])
+
+        def expire():
+            self.settle(model.expire, "expire", (job_id, shard), keeper)
+
         # (last second of "before", call allowed before, call allowed after)
         last, before, after = {
             "lease end": (lambda: model.replica(*target).deadline, submit, reclaim),
@@ -627,6 +739,7 @@ class MarketMachine(RuleBasedStateMachine):
                 assign,
             ),
             "job deadline": (lambda: job.req.deadline, cancel, cancel),
+            "ruling deadline": (lambda: model.ruling_deadline(job_id, shard)[1], resolve, expire),
         }[kind]
         boundary = last()
         if side == "before":
@@ -649,11 +762,13 @@ class MarketMachine(RuleBasedStateMachine):
           keeper=st.sampled_from(["keeper", "keeper2"]))
     def progress(self, moves, keeper):
         """Moves unfinished shards along their ordinary life, one step per move:
-        resolve a dispute, submit or reclaim a lease, assign an open replica (or
-        cancel it if no asset can take it), or wait out the challenge windows and
-        finalize; with nothing to move, post a job some asset can take. Swarm
-        testing switches rules off at random; this one alone still gets jobs paid.
-        The invariants are checked after every move."""
+        rule on a dispute (or expire it past its ruling deadline), submit or
+        reclaim a lease, assign an open replica (or cancel it if no asset can take
+        it), or, with every result in, now and then have a stranger or the client
+        challenge them, else wait out the challenge windows and finalize; with
+        nothing to move, post a job some asset can take. Swarm testing switches
+        rules off at random; this one alone still gets jobs paid. The invariants
+        are checked after every move."""
         for choice, root, gpu_seconds in moves:
             shards = self.movable_shards()
             if not shards:
@@ -691,11 +806,10 @@ class MarketMachine(RuleBasedStateMachine):
         reps = job.replicas[shard]
         states = [rep.state for rep in reps]
         options = [a for j, s, a in model.eligible_assignments() if (j, s) == (job_id, shard)]
-        if DISPUTED in states:
-            roots = sorted({rep.root for rep in reps if rep.state == DISPUTED})
-            valid_root = pick(roots + [FRESH_ROOT], choice)
-            self.act(model.resolve, (cast.names["facilitator"], job_id, shard, valid_root),
-                     cast.market, "resolve", (job_id, shard, valid_root), cast.names["facilitator"])
+        if DISPUTED in states and model.now + 1 <= model.ruling_deadline(job_id, shard)[1]:
+            self.do_resolve(job_id, shard, self.ruling_root(job_id, shard, choice), cast.names["facilitator"])
+        elif DISPUTED in states:
+            self.settle(model.expire, "expire", (job_id, shard), cast.callers[choice % len(cast.callers)])
         elif ASSIGNED in states:
             replica = states.index(ASSIGNED)
             if model.now + 1 <= reps[replica].deadline:
@@ -711,6 +825,9 @@ class MarketMachine(RuleBasedStateMachine):
                      cast.market, "assign", (job_id, shard, asset), sender)
         elif OPEN in states:
             self.act(model.cancel, (job.client, job_id, shard), cast.market, "cancel", (job_id, shard), job.client)
+        elif choice % 4 == 0 and (job_id, shard) in self.challengeable():
+            sender = pick([cast.names["outsider"], job.client], choice // 4)
+            self.do_challenge(job_id, shard, sender)
         else:
             self.mine_until(max(rep.deadline for rep in reps if rep.state == SUBMITTED))
             sender = cast.callers[choice % len(cast.callers)]
@@ -721,7 +838,8 @@ class MarketMachine(RuleBasedStateMachine):
         rule that needs work never finds the market empty."""
         model = self.model
         assets = [a for a in model.assets.values()
-                  if a.active and a.available >= model.params.min_stake and a.price <= 400]
+                  if a.active and a.available >= model.params.min_stake and a.price <= 400
+                  and a.agent != ZERO_ADDRESS and a.gpus_leased < a.gpu_count]
         if not assets:
             return
         asset = pick(assets, choice)
@@ -748,19 +866,43 @@ class MarketMachine(RuleBasedStateMachine):
             self.act(self.model.assign, (keeper, job_id, shard, asset),
                      self.cast.market, "assign", (job_id, shard, asset), keeper)
 
+    def challengeable(self):
+        """Shards with a result inside its challenge window and no open dispute."""
+        model = self.model
+        return sorted({(j, s) for j, s, r in model.replicas(SUBMITTED)
+                       if model.now + 1 <= model.replica(j, s, r).deadline and (j, s) not in model.disputes()})
+
+    def hand_in(self, choice):
+        """Hands in a result for a lease, leasing a replica first if none is out;
+        half the time another root, so the last replica of a replicated shard may
+        disagree with the others."""
+        if not self.model.replicas(ASSIGNED):
+            self.lease_one(choice)
+        if self.model.replicas(ASSIGNED):
+            self.do_submit(*pick(self.model.replicas(ASSIGNED), choice), ROOTS[choice % 2], 1, "none")
+
+    def dispute_one(self, choice):
+        """Opens a dispute: a stranger challenges a result still inside its window,
+        handed in first if there is none."""
+        if not self.challengeable():
+            self.hand_in(choice)
+        if self.challengeable() and not self.model.disputes():
+            self.do_challenge(*pick(self.challengeable(), choice), self.cast.names["outsider"])
+
     def unfinished_shards(self):
         return self.shards_with(OPEN, ASSIGNED, SUBMITTED, DISPUTED)
 
     # ------------------------------------------------------------ owners
 
-    @rule(kind=st.sampled_from(["price", "capacity", "pause", "renew", "stake", "unstake", "transfer", "keeper exit",
-                                "parameters"]),
+    @rule(kind=st.sampled_from(["price", "capacity", "pause", "renew", "stake", "unstake", "transfer", "agent",
+                                "keeper exit", "parameters"]),
           asset=st.integers(1, len(CAST)), price=st.sampled_from([40, 60, 100, 150, 300, 500]),
           capacity=st.sampled_from([0, 1, 2, 16]), percent=st.sampled_from([1, 50, 101]),
           choice=st.integers(0, 255), parameters=parameters(valid=False))
     def owner_action(self, kind, asset, price, capacity, percent, choice, parameters):
         """Providers reprice, resize (zero refused), pause, resume, renew, stake,
-        unstake and sell their assets; keeper2 leaves; the market owner sets new
+        unstake and sell their assets (refused while a lease is open; the buyer then
+        sets the agent key again); keeper2 leaves; the market owner sets new
         parameters (some out of bounds)."""
         owner = self.model.assets[asset].owner
         if kind == "capacity":
@@ -791,6 +933,9 @@ class MarketMachine(RuleBasedStateMachine):
             receiver = self.cast.names["provider2" if owner == self.cast.names["provider"] else "provider"]
             self.act(self.model.transfer_asset, (owner, receiver, asset),
                      self.cast.assets, "transferFrom", (owner, receiver, asset), owner)
+        elif kind == "agent":
+            agent = self.cast.agents[CAST[asset - 1][1]]
+            self.act(self.model.set_agent, (asset, agent), self.cast.assets, "set_agent", (asset, agent), owner)
         else:
             sender = self.cast.names["keeper2"]
             self.act(self.model.request_exit, (sender,), self.cast.keepers, "request_exit", (), sender)
@@ -821,10 +966,11 @@ class MarketMachine(RuleBasedStateMachine):
         """Reads everything in one batch and holds it against the model."""
         model, cast = self.model, self.cast
         model.check()
-        market, assets = cast.market.address, cast.assets.address
+        market, assets, court = cast.market.address, cast.assets.address, cast.court.address
         reads = Reads(cast.rpc)
         head = reads.head()
         count = reads.call(market, "job_count()")
+        owed = reads.call(market, "owed()")
         paused = reads.call(market, "paused()")
         parameters = reads.call(market, "parameters()")
         supply = reads.call(cast.token.address, "totalSupply()")
@@ -832,8 +978,11 @@ class MarketMachine(RuleBasedStateMachine):
         credits = {a: reads.call(market, "credits(address)", a) for a in cast.accounts}
         stakes = {a: reads.call(assets, "stake(uint256)", a) for a in model.assets}
         specs = {a: reads.call(assets, "spec(uint256)", a) for a in model.assets}
+        owners = {a: reads.call(assets, "ownerOf(uint256)", a) for a in model.assets}
+        agents = {a: reads.call(assets, "agentOf(uint256)", a) for a in model.assets}
         jobs = {j: reads.call(market, "job(uint256)", j) for j in model.jobs}
-        challenges = {(j, s): reads.call(market, "challenge_of(uint256,uint256)", j, s) for j, s in model.shards()}
+        challenges = {(j, s): reads.call(court, "challenge_of(uint256,uint256)", j, s) for j, s in model.shards()}
+        deadlines = {(j, s): reads.call(court, "ruling_deadline(uint256,uint256)", j, s) for j, s in model.disputes()}
         replicas = {key: reads.call(market, "replica(uint256,uint256,uint256)", *key) for key in model.replicas()}
         roots = {key: reads.call(market, "output_root(uint256,uint256,uint256)", *key) for key in model.replicas()}
         topics = cast.topics
@@ -851,22 +1000,27 @@ class MarketMachine(RuleBasedStateMachine):
         for holder, i in balances.items():
             assert got[i][0] == model.balances[holder], f"balance of {holder}"
 
-        # (1) the market holds exactly escrows + credits + open bonds, the asset
-        # registry exactly the stakes, and each of them is the model's.
+        # (1) the market owes exactly escrows + credits + open bonds and holds that
+        # plus what was sent to it aside; the asset registry holds exactly the
+        # stakes; the court holds nothing; and each of them is the model's.
         chain_escrows = sum(got[i][1] for i in jobs.values())
         chain_credits = sum(got[i][0] for i in credits.values())
         chain_bonds = sum(got[i][1] for i in challenges.values())
-        assert got[balances[market]][0] == chain_escrows + chain_credits + chain_bonds
+        assert got[owed] == [chain_escrows + chain_credits + chain_bonds] == [model.owed()]
+        assert got[balances[market]][0] == got[owed][0] + model.surplus >= got[owed][0]
         assert got[balances[assets]][0] == sum(got[i][0] for i in stakes.values())
+        assert got[balances[court]] == [0]
         for account, i in credits.items():
             assert got[i][0] == model.credits.get(account, 0), f"credit of {account}"
 
-        # (4) stakes: amount, open leases, unbonding; never below zero in the model.
+        # (4) stakes: amount, open leases, GPUs leased, unbonding; never below zero
+        # and no GPU leased twice in the model.
         for asset_id, i in stakes.items():
             a = model.assets[asset_id]
-            assert got[i] == [a.stake, a.open_leases, a.unbond_at, a.unbonding], f"stake of asset {asset_id}"
+            assert got[i] == [a.stake, a.open_leases, a.gpus_leased, a.unbond_at, a.unbonding], f"stake of {asset_id}"
             spec = got[specs[asset_id]]
             assert spec[5:9] == [a.price, a.expire, a.active, a.max_leases], f"spec of asset {asset_id}"
+            assert (got[owners[asset_id]], got[agents[asset_id]]) == ([word(a.owner)], [word(a.agent)])
 
         for job_id, i in jobs.items():
             job = model.jobs[job_id]
@@ -879,6 +1033,14 @@ class MarketMachine(RuleBasedStateMachine):
         for (job_id, shard), i in challenges.items():
             challenger, bond = model.jobs[job_id].challenges.get(shard, (ZERO_ADDRESS, 0))
             assert got[i] == [word(challenger), bond], f"challenge of job {job_id} shard {shard}"
+            # (6) no provider challenges its own result: the challenger is neither the
+            # owner nor the agent key of an asset whose replica it accused.
+            accused = [got[replicas[(job_id, shard, r)]][0] for r in range(model.jobs[job_id].req.replication)
+                       if got[replicas[(job_id, shard, r)]][2] == DISPUTED]
+            providers = {got[owners[a]][0] for a in accused} | {got[agents[a]][0] for a in accused}
+            assert not got[i][0] or got[i][0] not in providers, f"a provider challenges job {job_id} shard {shard}"
+        for key, i in deadlines.items():
+            assert got[i] == [model.ruling_deadline(*key)[1]], f"ruling deadline of {key}"
         for key, i in replicas.items():
             rep = model.replica(*key)
             assert got[i] == list(rep.as_tuple()), f"replica {key}: chain {got[i]}, model {rep}, now {model.now}"
