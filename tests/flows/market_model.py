@@ -509,20 +509,23 @@ class MarketModel:
 
     def expire(self, t: int, sender: str, job_id: int, shard: int) -> None:
         """The default outcome, by anyone after the ruling deadline: every result
-        stands and the bond goes back."""
+        stands and is final (no window reopened), and the bond goes back."""
         opened, deadline = self.ruling_deadline(job_id, shard)
         require(t > deadline, "dispute_court: ruling deadline not passed")
-        self._settle(t, self.jobs[job_id], shard, ZERO_ROOT, opened, None)
+        self._settle(t, self.jobs[job_id], shard, ZERO_ROOT, t, None)
 
     def _settle(self, t: int, job: JobModel, shard: int, valid_root: bytes, opened: int, arbiter: str | None) -> None:
         """DisputeCourt._settle around JobMarket.rule. Every disputed or submitted
         replica with `valid_root` (every one, for a zero root) stands, its window
         extended by the dispute's length; every other one is slashed and reopens.
-        The challenger (else the first upheld provider) gets REWARD_BPS of the
-        slash, at most one bond, the treasury the rest; the bond goes back if a
-        replica was rejected or no one ruled, else to the accused that stood."""
+        A challenger that proved a replica it accused wrong (else the first upheld
+        provider) gets REWARD_BPS of the slash, at most one bond, the treasury the
+        rest; the bond goes back to such a challenger or when no one ruled, else to
+        the accused that stood. (The default outcome passes `opened` = now: no
+        window is extended.)"""
         challenger, bond = job.challenges.pop(shard, (None, 0))
         rejected = slashed = 0
+        accused = sum(rep.state == DISPUTED for rep in job.replicas[shard])
         stood = []  # owners of the disputed replicas that stood, in replica order
         for rep in job.replicas[shard]:
             was_disputed = rep.state == DISPUTED
@@ -538,12 +541,13 @@ class MarketModel:
                 rep.state = OPEN
                 slashed += self._slash(rep.asset, self.params.slash_bps, job.req.gpu_count)
                 rejected += 1
-        rewarded = challenger or (stood[0] if stood else None)
+        proven = challenger is not None and accused > len(stood)
+        rewarded = challenger if proven else (stood[0] if stood else None)
         reward = min(slashed * REWARD_BPS // BPS, self.params.challenge_bond) if rewarded else 0
         if rewarded:
             self._credit(rewarded, reward)
         self._credit(self.treasury, slashed - reward)
-        if bond and (rejected or arbiter is None):
+        if bond and (proven or arbiter is None):
             self._credit(challenger, bond)
         elif bond:
             share = bond // len(stood)
