@@ -237,6 +237,18 @@ def post_job(market, client, make_requirements):
 
 
 @pytest.fixture
+def asset(register_asset):
+    """An active, staked H100 asset of `provider`, run by `agent`."""
+    return register_asset()
+
+
+@pytest.fixture
+def job(post_job):
+    """A one-shard, one-replica job of `client`."""
+    return post_job()
+
+
+@pytest.fixture
 def registered_keeper(keepers, keeper, keeper2):
     keepers.register(100 * TOKEN, sender=keeper)
     keepers.register(100 * TOKEN, sender=keeper2)

@@ -33,16 +33,6 @@ def reward_of(params, slashed):
 
 
 @pytest.fixture
-def asset(register_asset):
-    return register_asset()
-
-
-@pytest.fixture
-def job(post_job):
-    return post_job()
-
-
-@pytest.fixture
 def submitted(market, job, asset, agent, keeper, registered_keeper, submit):
     market.assign(job, 0, asset, sender=keeper)
     return submit(agent, job, 0, 0)

@@ -81,18 +81,6 @@ def sign_permit(token, signer, spender, value, deadline, nonce=None, name=None):
 
 
 @pytest.fixture
-def asset(register_asset):
-    """An active, staked H100 asset of `provider`, run by `agent`."""
-    return register_asset()
-
-
-@pytest.fixture
-def job(post_job):
-    """A one-shard, one-replica job of `client`."""
-    return post_job()
-
-
-@pytest.fixture
 def assigned(market, job, asset, keeper, registered_keeper):
     """The job with its replica (0, 0) leased to `asset` by `keeper`; returns the assign receipt."""
     return market.assign(job, 0, asset, sender=keeper)

@@ -71,16 +71,6 @@ def newcomer2(accounts, token):
     return who
 
 
-@pytest.fixture
-def asset(register_asset):
-    return register_asset()
-
-
-@pytest.fixture
-def job(post_job):
-    return post_job()
-
-
 def agrees(sdk_call, raw_call, reason, cls):
     """The SDK refuses before sending, with `cls` and `reason`; the chain says exactly `reason`."""
     with pytest.raises(cls) as info:
