@@ -322,7 +322,8 @@ class MarketModel:
         require(asset.available >= self.params.min_stake, "asset_stakes: stake below minimum")
         require(asset.open_leases < asset.max_leases, "asset_stakes: asset at lease capacity")
         req = job.req
-        require(asset.gpus_leased + req.gpu_count <= asset.gpu_count, "asset_stakes: asset gpus all leased")
+        if req.gpu_count <= asset.gpu_count:  # more than it has at all: the market's "too few gpus" below
+            require(asset.gpus_leased + req.gpu_count <= asset.gpu_count, "asset_stakes: asset gpus all leased")
         require(asset.active, "job_market: asset is paused")
         # Never fails: the check of the GPUs leased fails first.
         require(asset.gpu_count >= req.gpu_count, "job_market: asset has too few gpus")
