@@ -5,6 +5,7 @@ compiled contracts, transactions are signed with a local key."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -12,6 +13,14 @@ from computenet.connection import GAS_MARGIN
 from computenet.errors import ContractRevert, revert_error
 
 RECEIPT_TIMEOUT = 120  # seconds a sent transaction may take to be mined
+BLOCK_RANGE = 2_000  # most blocks per log query
+
+
+def block_ranges(first: int, last: int, size: int = BLOCK_RANGE) -> Iterator[tuple[int, int]]:
+    """(from_block, to_block) pairs covering `first`..`last`, each at most `size` blocks,
+    the most a node answers in one log query."""
+    for start in range(first, last + 1, size):
+        yield start, min(last, start + size - 1)
 
 
 @cache

@@ -1,8 +1,14 @@
 """`python -m facilitator`: serve the facilitator API (COMPUTENET_FACILITATOR_* settings)."""
 
+import logging
 import sys
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import click
+
+log = logging.getLogger("facilitator")
 
 
 @click.command()
@@ -38,7 +44,6 @@ def main() -> None:
 def _market_roles(settings, key: str) -> tuple:
     """Job payments, dispute arbitration (requests and the arbiter's own watch) and the refunder,
     for the market in the settings."""
-    import threading
     from contextlib import asynccontextmanager
     from pathlib import Path
 
@@ -72,7 +77,7 @@ def _market_roles(settings, key: str) -> tuple:
     @asynccontextmanager
     async def lifespan(app):
         stop = threading.Event()
-        threads = [threading.Thread(target=role.run, args=(stop,), name=name, daemon=True)
+        threads = [threading.Thread(target=_poll, args=(name, role.run_once, stop), name=name, daemon=True)
                    for name, role in (("refunder", refunder), ("arbiter", arbiter))]  # fmt: skip
         for thread in threads:
             thread.start()
@@ -106,3 +111,14 @@ def _chain_id(rpc_url: str) -> int:
 if __name__ == "__main__":
     main(prog_name="python -m facilitator")
     sys.exit(0)
+
+
+def _poll(name: str, step: Callable[[], Any], stop: threading.Event, interval: float = 2.0) -> None:
+    """Runs a background role's scan every `interval` seconds until `stop`; a node hiccup
+    is logged and does not end the loop (each role's scan resumes where it stopped)."""
+    while not stop.is_set():
+        try:
+            step()
+        except Exception as error:
+            log.warning(f"{name} scan failed", extra={"fields": {"error": str(error)}})
+        stop.wait(interval)

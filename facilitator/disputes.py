@@ -111,7 +111,7 @@ from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
 from computenet.errors import ContractRevert, DisputeCourtError, InvalidSignature, JobMarketError
 from computenet.merkle import MAX_PROOF_DEPTH, leaf, verify
 from computenet.receipts import ExecutionReceipt
-from computenet.web3calls import Sender, contract
+from computenet.web3calls import Sender, block_ranges, contract
 from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
 
 log = logging.getLogger("facilitator.disputes")
@@ -122,7 +122,6 @@ SCOPE = "disputes"  # of the signed requests (computenet.signed_requests)
 # The replicas a ruling covers: the disputed ones and those submitted beside them.
 UNDER_RULING = (ReplicaState.SUBMITTED, ReplicaState.DISPUTED)
 ZERO_ROOT = bytes(32)  # the ruling "not reproducible: every submitted result stands"
-BLOCK_RANGE = 2_000  # blocks per log query
 
 # ---------------------------------------------------------------- the request and its attachments
 
@@ -626,8 +625,7 @@ class Arbiter:
         `retry_seconds`; one resolved meanwhile is dropped without a log line."""
         latest = self.web3.eth.block_number
         found: set[tuple[int, int]] = set()
-        for start in range(self.cursor.next_block, latest + 1, BLOCK_RANGE):
-            stop = min(latest, start + BLOCK_RANGE - 1)
+        for start, stop in block_ranges(self.cursor.next_block, latest):
             for entry in self.market.events.DisputeOpened().get_logs(from_block=start, to_block=stop):
                 found.add((int(entry["args"]["job"]), int(entry["args"]["shard"])))
         self.cursor.advance(latest + 1, found)
@@ -651,14 +649,6 @@ class Arbiter:
             self._retry_at.pop(dispute, None)
             self.cursor.close(dispute)
         return rulings
-
-    def run(self, stop: threading.Event, interval: float = 2.0) -> None:
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception as error:  # a node hiccup must not end the loop; the scan resumes at the cursor
-                log.warning("dispute scan failed", extra={"fields": {"error": str(error)}})
-            stop.wait(interval)
 
     @property
     def chain_id(self) -> int:

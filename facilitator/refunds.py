@@ -5,14 +5,12 @@ out (JobMarket.withdraw_many pays each account its own credit, to itself)."""
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-from computenet.web3calls import Sender, contract
+from computenet.web3calls import Sender, block_ranges, contract
 
 log = logging.getLogger("facilitator.refunds")
 
-BLOCK_RANGE = 2_000  # blocks per log query
 BATCH = 64  # JobMarket.MAX_BATCH
 
 
@@ -32,8 +30,7 @@ class Refunder:
         """Scans new blocks; returns the payers paid."""
         latest = self.web3.eth.block_number
         owed: set[str] = set()
-        for start in range(self.next_block, latest + 1, BLOCK_RANGE):
-            stop = min(latest, start + BLOCK_RANGE - 1)
+        for start, stop in block_ranges(self.next_block, latest):
             for entry in self.market.events.JobFundedByAuthorization().get_logs(from_block=start, to_block=stop):
                 self.payers[int(entry["args"]["job"])] = str(entry["args"]["payer"])
             for entry in self.market.events.JobFinished().get_logs(from_block=start, to_block=stop):
@@ -48,11 +45,3 @@ class Refunder:
             log.info("refunds paid", extra={"fields": {"payers": batch, "tx": "0x" + bytes(receipt["transactionHash"]).hex()}})
         self.next_block = latest + 1  # only now: a failed payout is found again by the next scan
         return paid
-
-    def run(self, stop: threading.Event, interval: float = 2.0) -> None:
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception as error:  # a node hiccup must not end the loop; the scan resumes
-                log.warning("refund scan failed", extra={"fields": {"error": str(error)}})
-            stop.wait(interval)
