@@ -236,11 +236,9 @@ def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, extension: uin
     challenger: address = convert(convert(packed % 2**160, uint160), address)
     bond: uint256 = packed >> 160
 
-    upheld: uint256 = 0
-    rejected: uint256 = 0
     slashed: uint256 = 0
     stood: DynArray[address, _MAX_REPLICATION] = []
-    upheld, rejected, slashed, stood = extcall MARKET.rule(job_id, shard, valid_root, extension, arbiter)
+    slashed, stood = extcall MARKET.rule(job_id, shard, valid_root, extension, arbiter)
 
     proven: bool = challenger != empty(address) and accused > len(stood)
     rewarded: address = empty(address)

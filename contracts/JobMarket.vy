@@ -774,7 +774,7 @@ def open_dispute(job_id: uint256, shard: uint256, challenger: address, bond: uin
 @external
 def rule(
     job_id: uint256, shard: uint256, valid_root: bytes32, extension: uint256, arbiter: address
-) -> (uint256, uint256, uint256, DynArray[address, MAX_REPLICATION]):
+) -> (uint256, DynArray[address, MAX_REPLICATION]):
     """
     @notice Applies a ruling to a disputed shard (court only). Every submitted or
             disputed replica whose root is `valid_root` stands, and so does every
@@ -787,8 +787,8 @@ def rule(
     @param valid_root The root found correct, or zero: every result stands.
     @param extension Seconds the dispute was open.
     @param arbiter Who ruled (zero for the default outcome), for the log.
-    @return Replicas upheld, replicas rejected, tokens slashed, and the owners of
-            the upheld replicas that were disputed, in replica order.
+    @return Tokens slashed, and the owners of the upheld replicas that were
+            disputed, in replica order (the counts are in DisputeResolved).
     """
     self._check_court()
     req: Requirements = self._terms(job_id)[0]
@@ -826,7 +826,7 @@ def rule(
     log DisputeResolved(
         job=job_id, shard=shard, facilitator=arbiter, valid_root=valid_root, upheld=upheld, rejected=rejected
     )
-    return upheld, rejected, slashed, owners
+    return slashed, owners
 
 
 @external
