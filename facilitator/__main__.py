@@ -108,11 +108,6 @@ def _chain_id(rpc_url: str) -> int:
         raise ConfigError(f"no node at {rpc_url}: {error}") from None
 
 
-if __name__ == "__main__":
-    main(prog_name="python -m facilitator")
-    sys.exit(0)
-
-
 def _poll(name: str, step: Callable[[], Any], stop: threading.Event, interval: float = 2.0) -> None:
     """Runs a background role's scan every `interval` seconds until `stop`; a node hiccup
     is logged and does not end the loop (each role's scan resumes where it stopped)."""
@@ -122,3 +117,8 @@ def _poll(name: str, step: Callable[[], Any], stop: threading.Event, interval: f
         except Exception as error:
             log.warning(f"{name} scan failed", extra={"fields": {"error": str(error)}})
         stop.wait(interval)
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m facilitator")
+    sys.exit(0)
