@@ -44,7 +44,7 @@ def build_agent(settings):
 
     from agent.journal import Journal
     from agent.node import Agent
-    from agent.store import LocalStore, StoreClient
+    from computenet.store import LocalStore, StoreClient
     from computenet.connection import load_account, network_context
     from computenet.market import Market
 
@@ -139,7 +139,7 @@ def commands(command_kwargs: dict | None = None, options=()):
         """Serve a content-store folder over HTTP."""
         import uvicorn
 
-        from agent.store import LocalStore, app
+        from computenet.store import LocalStore, app
 
         uvicorn.run(app(LocalStore(directory)), host=host, port=port, log_level="warning")
 

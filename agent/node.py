@@ -22,7 +22,7 @@ from computenet.market import Market
 from agent import execute, gpu, plan
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
-from agent.store import LocalStore, StoreClient
+from computenet.store import LocalStore, StoreClient
 
 log = logging.getLogger("agent")
 

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from computenet import signed_requests
 from computenet.merkle import MerkleTree
-from agent.store import LocalStore
+from computenet.store import LocalStore
 
 SCOPE = "outputs"
 

@@ -8,23 +8,11 @@ from dataclasses import dataclass
 
 from computenet.domain import ReplicaState
 from computenet.manifest import Manifest
+from computenet.staging import REASON_BYTES, Decline  # noqa: F401 (the agent declines with it)
 
 # Seconds kept between a container's wall-clock limit and the lease's end, for collecting
 # outputs and getting the result mined.
 SUBMIT_MARGIN = 30
-REASON_BYTES = 32  # decline reasons go on chain as bytes32
-
-
-class Decline(Exception):
-    """This shard cannot run here; the message is the on-chain reason (≤ 32 ASCII bytes),
-    `detail` the longer story for the log."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        if len(reason.encode()) > REASON_BYTES:
-            raise ValueError(f"decline reason over {REASON_BYTES} bytes: {reason!r}")
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail or reason
 
 
 def reason_bytes(reason: str) -> bytes:

@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from agent.sandbox import Limits
+from computenet.sandbox import Limits
 from computenet.connection import comma_list
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
 from agent import image  # noqa: E402
-from agent.store import LocalStore, StoreClient, app  # noqa: E402
+from computenet.store import LocalStore, StoreClient, app  # noqa: E402
 from computenet.deploy import deploy_stack  # noqa: E402
 from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 from computenet.domain import Requirements, Spec  # noqa: E402

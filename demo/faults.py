@@ -115,7 +115,7 @@ def _python() -> list[str]:
 
 def _post(net: Network, chain: run.Chain, client: Sender, name: str, workload: tuple, *, shards: int, replication: int,
           max_price: int, max_gpu_seconds: int, timeout_seconds: int) -> int:  # fmt: skip
-    from agent.store import StoreClient
+    from computenet.store import StoreClient
 
     command, env, inputs = workload
     store = StoreClient(net.store.url)

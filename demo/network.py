@@ -153,7 +153,7 @@ class Network:
 
     def _content_store(self) -> None:
         from agent import image
-        from agent.store import LocalStore, app
+        from computenet.store import LocalStore, app
 
         self.store = ServedApp(app(LocalStore(self.logdir / "store")))
         self.say(f"content store on {self.store.url}")

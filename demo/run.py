@@ -98,7 +98,7 @@ def post_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], sh
 
 def pay_over_x402(net: Network, chain: Chain, say: Callable[[str], None]) -> int:
     """Client 2: holds tokens and no ETH; its x402 client pays the gateway's 402 for a hashing job."""
-    from agent.store import StoreClient
+    from computenet.store import StoreClient
     from x402 import x402Client
     from x402.http.clients.httpx import x402HttpxClient
     from x402.mechanisms.evm import EthAccountSigner

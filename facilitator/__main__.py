@@ -49,10 +49,10 @@ def _market_roles(settings, key: str) -> tuple:
 
     from web3 import Web3
 
-    from agent.store import StoreClient
+    from computenet.store import StoreClient
     from computenet.connection import ConfigError
     from computenet.web3calls import Sender, contract
-    from facilitator.disputes import Arbiter, router
+    from verifier.arbiter import Arbiter, router
     from facilitator.jobs import JobSettlement
     from facilitator.refunds import Refunder
     from verifier.reexecute import Reexecutor

@@ -8,7 +8,7 @@ from eth_utils import is_address
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from agent.sandbox import Limits
+from computenet.sandbox import Limits
 from computenet.connection import comma_list
 
 

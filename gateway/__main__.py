@@ -13,7 +13,7 @@ def main() -> None:
     from pydantic import ValidationError
     from web3 import Web3
 
-    from agent.store import StoreClient
+    from computenet.store import StoreClient
     from computenet import logs
     from computenet.cli import settings_message
     from computenet.connection import ConfigError, load_account

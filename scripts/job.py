@@ -75,7 +75,7 @@ def upload(manifest, folder: Path, store_url: str) -> None:
     """Checks every input under `folder` against the manifest, then uploads inputs and manifest."""
     import hashlib
 
-    from agent.store import StoreClient, StoreError
+    from computenet.store import StoreClient, StoreError
 
     blobs = []
     for item in manifest.inputs.files:

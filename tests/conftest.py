@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
 from agent import image
-from agent.store import LocalStore, StoreClient, app
+from computenet.store import LocalStore, StoreClient, app
 from computenet.localnet import DockerEngine, RedisServer, ServedApp, ServiceError, docker_reachable, wait_until
 from computenet.manifest import build_manifest, canonical_json, manifest_hash
 from computenet.receipts import ExecutionReceipt

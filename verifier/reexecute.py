@@ -4,7 +4,7 @@ without trusting any party's files (the facilitator's dispute arbiter):
 - the manifest is fetched from the content store by the keccak-256 the job committed to, the
   inputs by their SHA-256 (checked against the manifest's Merkle root), the image found or
   pulled by its digest (agent/execute.py);
-- the container runs in the agent's sandbox (agent/sandbox.py: no network, read-only root,
+- the container runs in the agent's sandbox (computenet/sandbox.py: no network, read-only root,
   user `nobody`, memory, PID and CPU limits), with the limits an agent uses and the
   manifest's wall-clock limit;
 - its files are committed as the agent commits a result: `out/<path>` for each output file,
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import sandbox
-from agent.execute import ensure_image, fetch_manifest, prepare, result_files, stage_inputs
-from agent.plan import Decline
-from agent.store import StoreClient
+from computenet import sandbox
+from computenet.staging import Decline, ensure_image, fetch_manifest, prepare, stage_inputs
+from computenet.store import StoreClient
+from verifier.commitment import result_files
 from computenet.errors import ComputenetError
 from computenet.merkle import MerkleTree
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agent.sandbox import Limits
+from computenet.sandbox import Limits
 from computenet.web3calls import Sender
-from facilitator.disputes import Arbiter, router, sign
+from verifier.arbiter import Arbiter, router, sign
 from terms import ROOT, STAKE, SUM, TOKEN
 from verifier.reexecute import Reexecutor
 

@@ -173,7 +173,7 @@ def test_a_challenge_no_one_rules_on_locks_neither_escrow_nor_stake(
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "a replica's GPU-seconds are its own agent's word: JobMarket.submit_result pays whatever the "
     "receipt signs, up to the job's max_gpu_seconds, and a challenge disputes output roots only "
-    "(DisputeCourt rules on a valid root; facilitator/disputes.py decides on roots and refuses a "
+    "(DisputeCourt rules on a valid root; verifier/arbiter.py decides on roots and refuses a "
     "receipt whose metering differs from the chain's), so an agent that reports the job's maximum "
     "for a shorter run is paid for time it did not run, and a challenger who points it out loses "
     "its bond to it"

@@ -16,7 +16,7 @@ from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, strea
 from computenet.merkle import MerkleTree
 from agent.journal import Journal
 from agent.outputs import sign_request
-from agent.store import LocalStore
+from computenet.store import LocalStore
 from computenet.localnet import free_port
 from examples import workloads
 

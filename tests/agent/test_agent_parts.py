@@ -8,9 +8,10 @@ import urllib.request
 import ape
 import pytest
 
-from agent import gpu, plan, sandbox
+from agent import gpu, plan
+from computenet import sandbox
 from agent.journal import Journal
-from agent.store import BadName, BlobNotFound, LocalStore, StoreError, digest
+from computenet.store import BadName, BlobNotFound, LocalStore, StoreError, digest
 from computenet.domain import ReplicaState, Spec
 from computenet.manifest import build_manifest
 
@@ -220,7 +221,8 @@ def test_the_batch_inference_example_splits_its_records_over_shards(docker_engin
 
 
 def test_outputs_over_the_manifests_limit_are_not_committed_only_the_log(tmp_path):
-    from agent.execute import LOG_LEAF, collect
+    from agent.execute import collect
+    from verifier.commitment import LOG_LEAF
     from computenet.merkle import MerkleTree
 
     outputs = tmp_path / "out"

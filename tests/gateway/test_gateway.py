@@ -23,7 +23,7 @@ from web3 import Web3
 
 from agent.outputs import app as outputs_app
 from agent.outputs import sign_request
-from agent.store import LocalStore
+from computenet.store import LocalStore
 from computenet.connection import network_context
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Verification

@@ -114,7 +114,7 @@ from computenet.receipts import ExecutionReceipt
 from computenet.web3calls import Sender, block_ranges, contract
 from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
 
-log = logging.getLogger("facilitator.disputes")
+log = logging.getLogger("verifier.arbiter")
 
 RULES = ("open-dispute", "caller", "receipts", "proofs", "re-execution", "ruling")
 NOT_FACILITATOR = "dispute_court: caller is not a facilitator"

@@ -17,11 +17,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 
-from agent.sandbox import Limits
+from computenet.sandbox import Limits
 from computenet.domain import Replica, ReplicaState
 from computenet.merkle import MerkleTree
 from computenet.web3calls import Sender
-from facilitator.disputes import (
+from verifier.arbiter import (
     RULES,
     ZERO_ROOT,
     Arbiter,
