@@ -14,7 +14,9 @@ else bench/results/gpu_meter.json):
   enable_accounting said;
 - the subprocess: wall seconds, CPU ms (rusage), and its own report (matmuls, seconds spent
   multiplying, TFLOP/s);
-- measure_pids: gpu_ms and utilisation; the raw accounting entry of the PID;
+- measure_pids: gpu_ms and utilisation; the raw accounting entry of the PID, and those of
+  the PIDs NVML added during the run (another PID there than the child's: this script does
+  not run in the host's PID namespace, which the agent must);
 - the GPU's total energy consumption before and after (mJ), the delta and mean watts;
 - the Metering and the GPU-seconds it claims for one GPU;
 - checks: accounting on, meter "nvml-accounting", the accounted time covers the seconds
@@ -134,6 +136,20 @@ def raw_stats(pid: int) -> dict | str:
         pynvml.nvmlShutdown()
 
 
+def accounting_pids() -> list[int]:
+    """The PIDs NVML holds accounting entries for on the GPU (to compare with the child's:
+    they differ when this script's PID namespace is not the host's)."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        return sorted(int(pid) for pid in pynvml.nvmlDeviceGetAccountingPids(pynvml.nvmlDeviceGetHandleByIndex(GPU)))
+    except pynvml.NVMLError:
+        return []
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def run_child(seconds: float) -> dict:
     """Runs the matmul subprocess on GPU 0 to its end: its PID, wall time, CPU time, report."""
     env = os.environ | {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(GPU)}  # NVML's GPU 0
@@ -141,7 +157,11 @@ def run_child(seconds: float) -> dict:
     began_unix, began = time.time(), time.monotonic()
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(seconds)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    out, err = child.communicate(timeout=seconds + 300)
+    try:
+        out, err = child.communicate(timeout=seconds + 300)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
     wall = time.monotonic() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_ms = round((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
@@ -204,12 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     result |= {"gpu_model": facts["gpu_model"], "driver": facts["driver"],
                "accounting": {"before": facts["accounting_on"], "enable_accounting": enabled,
                               "after": gpu_facts()["accounting_on"]}}  # fmt: skip
+    pids_before = accounting_pids()
     energy_before = energy_mj()
     child = run_child(args.seconds)
     energy_after = energy_mj()
     result["subprocess"] = child
     result["measure_pids"] = measured(child["pid"], child["started_unix"])
     result["accounting_entry"] = raw_stats(child["pid"])
+    new_pids = [pid for pid in accounting_pids() if pid not in pids_before]
+    result["new_accounting_pids"] = {str(pid): raw_stats(pid) for pid in new_pids[-8:]}
     delta = energy_after - energy_before if energy_before is not None and energy_after is not None else None
     result["energy_mj"] = {"before": energy_before, "after": energy_after, "delta": delta,
                            "mean_watts": round(delta / 1000 / child["wall_seconds"], 1) if delta else None}  # fmt: skip

@@ -82,6 +82,7 @@ def stand_in_nvml(stats=None, accounting=None, init_error=None):
     nvml.nvmlDeviceGetAccountingMode = lambda handle: 1 if accounting.get(handle, True) else 0
     nvml.nvmlDeviceSetAccountingMode = set_mode
     nvml.nvmlDeviceGetAccountingStats = get_stats
+    nvml.nvmlDeviceGetAccountingPids = lambda handle: sorted(pid for gpu, pid in stats if gpu == handle and pid != "*")
     nvml.nvmlDeviceGetCount = lambda: 1
     nvml.nvmlDeviceGetName = lambda handle: "Stand-in GPU"
     nvml.nvmlSystemGetDriverVersion = lambda: "0.0"
@@ -429,5 +430,6 @@ def test_the_gpu_check_meters_its_subprocess_with_a_stand_in_nvml_and_no_torch(t
     assert report["energy_mj"]["delta"] == 3_000_000 and report["accounting_entry"]["time"] == 2500
     assert report["subprocess"]["exit_code"] == 0 and report["subprocess"]["wall_seconds"] >= 0.3
     assert report["claim_seconds_one_gpu"] == 1  # capped at the wall time
+    assert report["new_accounting_pids"] == {}
     failed = [name for name, held in report["checks"].items() if not held]
     assert failed == ["gpu_ms within the wall time"]
