@@ -289,6 +289,7 @@ class Agent:
             else:
                 if container is not None:
                     container.remove(force=True)
+                execute.release(self.work / lease.name, keep=(execute.INDEX,))  # nothing left running uses it
                 self.journal.update(lease.key, "done" if action == "done" else "dropped", note=f"after a restart: {action}")
             done[action] = done.get(action, 0) + 1
         return done

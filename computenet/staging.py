@@ -30,6 +30,7 @@ from computenet.store import BlobNotFound, BlobTooLarge, StoreClient, StoreError
 log = logging.getLogger("computenet.staging")
 
 REASON_BYTES = 32  # decline reasons go on chain as bytes32
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest names its inputs; it is never large
 OUTPUT_SLACK = 1 << 20  # bytes of the output tmpfs over max_bytes: pages of small files, folders
 OUTPUT_INODES = 20_000  # files and folders the output tmpfs holds (the commitment takes 10,000 files)
 
@@ -49,7 +50,9 @@ class Decline(Exception):
 def fetch_manifest(store: StoreClient, committed: bytes) -> Manifest:
     """The manifest the job committed to, from the store (named by its keccak-256)."""
     try:
-        raw = store.get("keccak256", committed.hex())
+        raw = store.get("keccak256", committed.hex(), max_bytes=MAX_MANIFEST_BYTES)
+    except BlobTooLarge:
+        raise Decline("manifest too large", f"the manifest 0x{committed.hex()} is over {MAX_MANIFEST_BYTES} bytes") from None
     except BlobNotFound:
         raise Decline("manifest not found", f"the store has no manifest 0x{committed.hex()}") from None
     except StoreError as error:

@@ -202,11 +202,14 @@ class StoreClient:
             raise StoreError(f"store {self.url} filed the upload under a wrong name: {answer}")
         return answer
 
-    def get(self, algorithm: str, hexdigest: str) -> bytes:
+    def get(self, algorithm: str, hexdigest: str, max_bytes: int | None = None) -> bytes:
+        """The blob, checked; BlobTooLarge past `max_bytes` (read no further)."""
         name = _name(algorithm, hexdigest)
         try:
             with urllib.request.urlopen(f"{self.url}/blobs/{algorithm}/{name}", timeout=self.timeout) as response:
-                data = response.read()
+                data = response.read() if max_bytes is None else response.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise BlobTooLarge(f"blob {algorithm}:{name} is over {max_bytes} bytes")
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 raise BlobNotFound(f"no blob {algorithm}:{name} in the store at {self.url}") from None

@@ -111,6 +111,7 @@ CASES = [
     # id, raw manifest (image -> bytes or None: nothing published), inputs published, expected
     ("manifest missing", lambda img: None, (), ("declined", "manifest not found")),
     ("manifest not json", lambda img: b"{not json", (), ("declined", "manifest invalid")),
+    ("manifest too large", lambda img: b" " * ((1 << 20) + 1), (), ("declined", "manifest too large")),
     ("manifest not canonical", lambda img: json.dumps(manifest_body(img, py("1")), indent=1).encode(), (),
      ("declined", "manifest not canonical")),
     ("input inside an input", lambda img: canonical(manifest_body(img, py("1"), {"a": b"1", "b": b"2"},
