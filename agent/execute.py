@@ -76,6 +76,20 @@ def start(lease: Lease, manifest: Manifest, image_id: str, *, client: Any, input
     return sandbox.start(client, spec)
 
 
+def pinned_gpus(container: Any) -> tuple[int, ...]:
+    """The GPU indices a container was started on (found running after a restart)."""
+    requests = (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []
+    return tuple(int(i) for r in requests for i in (r.get("DeviceIDs") or []))
+
+
+def discard(container: Any) -> None:
+    """Removes a container whose run will not be committed; one already gone is fine."""
+    try:
+        container.remove(force=True)
+    except Exception:  # removed by finish(), or the engine is gone: nothing more to do here
+        pass
+
+
 def finish(container: Any, manifest: Manifest, *, outputs: Path, gpu_count: int, max_gpu_seconds: int,
            out_store: LocalStore) -> Result:  # fmt: skip
     """Waits for `container` (one just started, or found running after a restart), removes

@@ -156,16 +156,19 @@ class Agent:
         """Prepares, runs and submits one lease, recording each step in the journal; a
         failure is declined or becomes a failed result (agent.plan.on_failure)."""
         folder = self.work / lease.name
-        stage = plan.STAGING
+        stage = plan.STAGING if container is None else plan.RAN  # one found after a restart has run
         try:
             job = self.job(lease.job)
             asset = self.served[lease.asset].asset
             manifest = execute.fetch_manifest(self.store, job.manifest_hash)
-            plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end,
-                                job_gpu_count=job.requirements.gpu_count, asset_gpu_count=asset.spec.gpu_count)  # fmt: skip
-            pool = gpu.asset_gpus(asset.spec)
-            gpus = plan.check_gpus(self.gpus.acquire(lease.name, pool, job.requirements.gpu_count),
-                                   job.requirements.gpu_count, pool)  # fmt: skip
+            if container is None:
+                plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end, job_gpu_count=job.requirements.gpu_count,
+                                    asset_gpu_count=asset.spec.gpu_count)  # fmt: skip
+                pool, count = gpu.asset_gpus(asset.spec), job.requirements.gpu_count
+            else:  # the GPUs it was started on stay its own
+                pool = execute.pinned_gpus(container)
+                count = len(pool)
+            gpus = plan.check_gpus(self.gpus.acquire(lease.name, pool, count), count, pool)
             image = execute.ensure_image(self.docker, manifest.image)
             if container is None:
                 inputs, outputs = execute.prepare(folder)
@@ -185,8 +188,11 @@ class Agent:
                                     max_gpu_seconds=job.requirements.max_gpu_seconds, out_store=self.outputs)  # fmt: skip
         except Exception as error:
             outcome = plan.on_failure(stage, error)
-            log.warning("lease failed", exc_info=not isinstance(error, Decline),
-                        extra={"fields": {"lease": lease.name, "stage": stage, "outcome": outcome.action}})  # fmt: skip
+            if not isinstance(error, Decline):
+                log.warning("lease failed", exc_info=True,
+                            extra={"fields": {"lease": lease.name, "stage": stage, "outcome": outcome.action}})  # fmt: skip
+            if container is not None:
+                execute.discard(container)
             if outcome.action == "decline" and self.decline(lease, Decline(outcome.reason, outcome.detail)):
                 execute.release(folder)
                 return

@@ -403,3 +403,27 @@ def test_an_output_tmpfs_bounds_what_a_job_writes_and_release_leaves_nothing(tmp
     assert not os.path.ismount(outputs) and sorted(os.listdir(tmp_path / "lease")) == ["outputs.json"]
     staging.release(tmp_path / "lease")
     assert not (tmp_path / "lease").exists()
+
+
+def test_a_container_keeps_its_pinned_gpus_across_a_restart_options_without_a_gpu(docker_engine, job_image, tmp_path):
+    import docker.errors
+
+    from agent import execute
+
+    spec = _spec(tmp_path, job_image, "pass", gpu_indices=(1, 3))
+    created = docker_engine.client.containers.create(**sandbox.container_options(spec))
+    try:  # what a restarted agent reads back from the engine
+        created.reload()
+        assert execute.pinned_gpus(created) == (1, 3)
+    finally:
+        created.remove(force=True)
+    # This engine has no GPU: it creates the container but refuses to start it, and start() leaves nothing behind.
+    with pytest.raises(docker.errors.APIError):
+        sandbox.start(docker_engine.client, spec)
+    assert docker_engine.client.containers.list(all=True, filters={"name": spec.name}) == []
+    cpu = docker_engine.client.containers.create(**sandbox.container_options(_spec(tmp_path, job_image, "pass")))
+    try:
+        cpu.reload()
+        assert execute.pinned_gpus(cpu) == ()
+    finally:
+        cpu.remove(force=True)
