@@ -263,28 +263,38 @@ SNIPPETS = [
     "import os; os.link('/out/a', '/out/b')",
     "x = bytearray(512 << 20)",
 ]
-OUTPUT_PATHS = ["/out", "/results/run", "/in", "/tmp/o", "/proc/o", "/var"]
+FLAWS = ["none"] * 14 + ["image missing", "output over a mount", "input inside an input",
+         "input not portable", "input missing", "input size wrong", "input root wrong", "command not runnable"]
 
 
 @st.composite
 def hostile_jobs(draw):
-    """(raw manifest bytes, inputs to publish) for a job that is valid per the schema's
-    shape but nasty in one or more ways."""
-    image = draw(st.sampled_from(["IMAGE", "computenet/python@sha256:" + "0" * 64]))
+    """(raw manifest bytes, inputs to publish) for a job whose command does nasty things
+    (SNIPPETS, up to three) and whose manifest, valid in shape, has at most one flaw."""
+    flaw = draw(st.sampled_from(FLAWS))
     code = "; ".join(draw(st.lists(st.sampled_from(SNIPPETS), min_size=1, max_size=3)))
-    command = draw(st.sampled_from([py(code), py(code), ["/bin/sh", "-c", "true"], ["python3", "-c"]]))
-    names = draw(st.lists(st.sampled_from(["a", "a/b", "d/e.txt", "x y", "-dash", "..."]), max_size=3, unique=True))
-    files = {name: draw(st.binary(max_size=64)) for name in names}
-    published = [data for data in files.values() if draw(st.sampled_from([True, True, True, False]))]
-    sizes = {name: max(0, len(data) + draw(st.sampled_from([0, 0, 0, 1, -1]))) for name, data in files.items()}
-    body = manifest_body(image, command, files, sizes=sizes, output_path=draw(st.sampled_from(OUTPUT_PATHS)),
-                         max_bytes=draw(st.sampled_from([1, 4096, OUT_LIMIT])), timeout=draw(st.sampled_from([5, 30])))  # fmt: skip
-    if draw(st.booleans()) and files:
+    command = {"command not runnable": draw(st.sampled_from([["/bin/sh", "-c", "true"], ["python3", "-c"]]))}.get(flaw, py(code))
+    files = {name: draw(st.binary(max_size=64)) for name in draw(st.lists(st.sampled_from(["a", "d/e.txt", "f-1"]),
+                                                                          max_size=2, unique=True))}  # fmt: skip
+    if flaw in ("input inside an input", "input not portable", "input missing", "input size wrong", "input root wrong"):
+        files.setdefault("a", b"first input")
+    paths = {"input inside an input": {"d/e.txt": "a/e.txt"}, "input not portable": {"a": "a b"}}.get(flaw, {})
+    if flaw == "input inside an input":
+        files.setdefault("d/e.txt", b"second input")
+    published = [data for name, data in files.items() if not (flaw == "input missing" and name == "a")]
+    sizes = {"a": len(files["a"]) + draw(st.sampled_from([1, -1]))} if flaw == "input size wrong" else {}
+    body = manifest_body(
+        "computenet/python@sha256:" + "0" * 64 if flaw == "image missing" else "IMAGE", command, files, sizes=sizes,
+        paths=paths, output_path=draw(st.sampled_from(["/in", "/tmp/o", "/proc/o", "/var"])) if flaw == "output over a mount"
+        else draw(st.sampled_from(["/out", "/results/run"])), max_bytes=draw(st.sampled_from([1, 4096, OUT_LIMIT])),
+        timeout=draw(st.sampled_from([5, 30])),
+    )  # fmt: skip
+    if flaw == "input root wrong":
         body["inputs"]["root"] = "0x" + "cd" * 32
     return canonical(body), published
 
 
-@settings(max_examples=30, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 @given(job=hostile_jobs())
 def test_hostile_manifests_are_always_declined_or_answered_with_a_result(
     job, inline_agent, cpu_asset, agents, lease_for, market, job_image
