@@ -127,7 +127,8 @@ class Agent:
         try:
             self.run_lease(lease, container)
         except Exception as error:  # run_lease ends every failure on chain; this is when even that failed
-            log.exception("lease failed and could not be declined or failed on chain", extra={"fields": {"lease": lease.name}})
+            log.exception("lease failed and could not be declined or failed on chain",
+                          extra={"fields": {"lease": lease.name}})  # fmt: skip
             entry = self.journal.get(lease.key)
             if entry is None or entry.state not in ("computed", "submitted"):  # a computed result is retried
                 self.journal.update(lease.key, "dropped", note=f"unreported: {type(error).__name__}: {error}"[:500])
@@ -162,8 +163,8 @@ class Agent:
             asset = self.served[lease.asset].asset
             manifest = execute.fetch_manifest(self.store, job.manifest_hash)
             if container is None:
-                plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end, job_gpu_count=job.requirements.gpu_count,
-                                    asset_gpu_count=asset.spec.gpu_count)  # fmt: skip
+                plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end,
+                                    job_gpu_count=job.requirements.gpu_count, asset_gpu_count=asset.spec.gpu_count)  # fmt: skip
                 pool, count = gpu.asset_gpus(asset.spec), job.requirements.gpu_count
             else:  # the GPUs it was started on stay its own
                 pool = execute.pinned_gpus(container)
