@@ -427,3 +427,16 @@ def test_a_container_keeps_its_pinned_gpus_across_a_restart_options_without_a_gp
         assert execute.pinned_gpus(cpu) == ()
     finally:
         cpu.remove(force=True)
+
+
+def test_where_no_tmpfs_can_be_mounted_the_bound_in_force_is_named(tmp_path, monkeypatch):
+    import os
+
+    from computenet import staging
+
+    if os.geteuid() == 0:  # a mount that fails: its folder is not there
+        bound = staging.bound_outputs(tmp_path / "missing", 1 << 20)
+        assert bound.startswith("no tmpfs (") and "RLIMIT_FSIZE" in bound
+    monkeypatch.setattr(staging.os, "geteuid", lambda: 1000)  # stands for an agent not run as root
+    assert staging.bound_outputs(tmp_path, 1 << 20).startswith("not root: outputs bounded per file by RLIMIT_FSIZE")
+    assert not os.path.ismount(tmp_path)
