@@ -251,15 +251,20 @@ def app(store: LocalStore):
         declared = int(request.headers.get("content-length") or 0)
         if declared > store.max_bytes:
             raise HTTPException(413, f"blob of {declared} bytes is over the limit of {store.max_bytes}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > store.max_bytes:
-                raise HTTPException(413, f"blob is over the limit of {store.max_bytes} bytes")
+        fd, upload = tempfile.mkstemp(dir=store.dir, prefix=".upload-")  # spooled to disk, not held in memory
         try:
-            return store.put(bytes(body))
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > store.max_bytes:
+                        raise HTTPException(413, f"blob is over the limit of {store.max_bytes} bytes")
+                    out.write(chunk)
+            return store.put_file(upload)
         except StoreError as error:
             raise HTTPException(413, str(error)) from None
+        finally:
+            os.unlink(upload)
 
     @api.get("/blobs/{algorithm}/{hexdigest}")
     def get(algorithm: str, hexdigest: str) -> Response:

@@ -440,3 +440,25 @@ def test_where_no_tmpfs_can_be_mounted_the_bound_in_force_is_named(tmp_path, mon
     monkeypatch.setattr(staging.os, "geteuid", lambda: 1000)  # stands for an agent not run as root
     assert staging.bound_outputs(tmp_path, 1 << 20).startswith("not root: outputs bounded per file by RLIMIT_FSIZE")
     assert not os.path.ismount(tmp_path)
+
+
+def test_the_http_store_spools_uploads_to_disk_and_refuses_one_over_its_limit(tmp_path):
+    from computenet.localnet import ServedApp
+    from computenet.store import StoreClient, app
+
+    local = LocalStore(tmp_path / "store", max_bytes=1000)
+    served = ServedApp(app(local))
+    try:
+        client = StoreClient(served.url)
+        assert client.put(b"k" * 1000)["size"] == 1000
+        with pytest.raises(StoreError, match="413"):
+            client.put(b"k" * 1001)
+        chunks = iter([b"c" * 600, b"c" * 600])  # no length declared: the limit holds while it streams
+        request = urllib.request.Request(f"{served.url}/blobs", data=chunks, method="PUT",
+                                         headers={"Transfer-Encoding": "chunked"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 413
+    finally:
+        served.stop()
+    assert sorted(p.name for p in local.dir.iterdir() if p.name.startswith(".")) == []  # no spooled upload left
