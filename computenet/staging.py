@@ -8,7 +8,9 @@ Inputs are streamed to disk, each capped at its declared size. A job's outputs a
 on disk: run as root, the lease's out/ folder is a tmpfs of the manifest's `max_bytes` plus
 OUTPUT_SLACK (and at most OUTPUT_INODES files), unmounted once the result is committed; not
 as root, the bounds are the container's RLIMIT_FSIZE and the commitment's size check
-(`bound_outputs` says which). `release` leaves nothing of a lease's in/ and out/ behind.
+(`bound_outputs` says which). A tmpfs lives in memory (and swap), so a provider sizes its
+memory for the output limits of the leases it runs at once. `release` leaves nothing of a
+lease's in/ and out/ behind.
 """
 
 from __future__ import annotations
@@ -146,14 +148,10 @@ def bound_outputs(outputs: Path, max_bytes: int) -> str:
     return f"outputs on a tmpfs of {output_bytes(max_bytes)} bytes"
 
 
-def _mounted(path: Path) -> bool:
-    return os.path.ismount(path)
-
-
 def release(folder: Path, keep: tuple[str, ...] = ()) -> None:
     """Unmounts a lease's output tmpfs and removes everything in `folder` but `keep`."""
     _, outputs = lease_dirs(folder)
-    if outputs.exists() and _mounted(outputs):
+    if outputs.exists() and os.path.ismount(outputs):
         done = subprocess.run(["umount", str(outputs)], capture_output=True, text=True)
         if done.returncode != 0:  # still busy (a process holds it): detach it now, freed when let go
             subprocess.run(["umount", "-l", str(outputs)], capture_output=True, text=True)
