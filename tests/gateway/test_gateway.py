@@ -555,6 +555,13 @@ def test_bad_requests_are_named(net):
     body["manifest"]["image"] = "not a digest"
     answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)
     assert answer.status_code == 422 and answer.json()["error"] == "invalid_manifest" and "image" in answer.json()["message"]
+    for field, value, message in [("path", "/proc/out", "manifest.outputs.path: '/proc/out' overlaps /proc"),
+                                  ("path", "/out put", "manifest.outputs.path: has the character ' '")]:  # fmt: skip
+        body = job_body(net)
+        body["manifest"]["outputs"][field] = value
+        answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_manifest", answer.json()
+        assert answer.json()["message"].startswith(message), answer.json()
     soon = job_body(net, deadline=net.now() + 10)
     answer = requests.post(f"{net.gateway.url}/jobs", json=soon, timeout=10)
     assert answer.status_code == 422 and answer.json()["message"] == "job_market: deadline too soon"
