@@ -7,7 +7,7 @@ computenet.staging's, the same for agents and verifiers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +16,7 @@ from agent.journal import Lease
 from agent.plan import failed_exit_code, metered_seconds
 from computenet import sandbox
 from computenet.manifest import Manifest
+from computenet.meter import ContainerMeter
 from computenet.merkle import MerkleTree
 from computenet.staging import (  # noqa: F401 (the agent's steps)
     bound_outputs, ensure_image, fetch_manifest, lease_dirs, output_bytes, prepare, release, stage_inputs,
@@ -37,6 +38,7 @@ class Result:
     files: dict[str, str]  # leaf path -> sha256 in the output store
     utilization_pct: int | None = None  # mean GPU (or CPU) utilisation sampled each second of the run
     note: str = ""  # why it failed, when the agent says so (outputs refused, an agent failure)
+    metering: dict | None = None  # computenet.meter.Metering: which meter, and what it measured
 
 
 def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tuple[bytes, dict[str, str], str | None]:
@@ -97,16 +99,18 @@ def finish(container: Any, manifest: Manifest, *, outputs: Path, gpu_count: int,
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
     try:
         run = sandbox.wait(container, manifest.timeout_seconds, started=sandbox.started_at(container),
-                           on_poll=lambda: samples.append(gpu.probe().utilization_pct))  # fmt: skip
+                           on_poll=lambda: samples.append(gpu.probe().utilization_pct),
+                           meter=ContainerMeter(container, pinned_gpus(container)))  # fmt: skip
     finally:
         container.remove(force=True)
     root, names, refused = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
     exit_code = min(run.exit_code, 255) if refused is None else failed_exit_code(run.exit_code)
     return Result(
-        output_root=root, gpu_seconds=metered_seconds(run.seconds, gpu_count, max_gpu_seconds),
+        output_root=root, gpu_seconds=min(max_gpu_seconds, run.metering.seconds(gpu_count)),
         exit_code=exit_code, oom_killed=run.oom_killed, timed_out=run.timed_out, seconds=run.seconds,
         files=names, utilization_pct=round(sum(samples) / len(samples)) if samples else None,
         note="oom" if run.oom_killed else "timeout" if run.timed_out else (refused or ""),
+        metering=asdict(run.metering),
     )  # fmt: skip
 
 
@@ -129,4 +133,4 @@ def write_index(folder: Path, lease: Lease, result: Result) -> None:
     (folder / INDEX).write_text(json.dumps({
         "lease": lease.name, "root": "0x" + result.output_root.hex(), "files": result.files,
         "seconds": round(result.seconds, 3), "gpu_seconds": result.gpu_seconds, "exit_code": result.exit_code,
-        "utilization_pct": result.utilization_pct, "note": result.note}, indent=1))  # fmt: skip
+        "utilization_pct": result.utilization_pct, "note": result.note, "metering": result.metering}, indent=1))  # fmt: skip

@@ -14,11 +14,12 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from computenet import events as ev
+from computenet import preflight
 from computenet.connection import ConfigError, broadcast
 from computenet.domain import Asset, Job, ReplicaState
 from computenet.heartbeat import Heartbeat, publish
@@ -87,6 +88,11 @@ class Agent:
             raise ConfigError("agent cannot serve: " + "; ".join(problems))
         if self.telemetry.source != "nvml":
             log.warning("no GPU: serving CPU-only assets", extra={"fields": {"reason": self.telemetry.reason}})
+        else:  # GPU-seconds are metered by NVML's per-process accounting, which must be on
+            from computenet.meter import enable_accounting
+
+            done = enable_accounting(g.index for g in self.telemetry.gpus)
+            log.info("GPU accounting", extra={"fields": {"result": done}})
         return self.served
 
     # ------------------------------------------------------------ chain
@@ -210,6 +216,11 @@ class Agent:
     def commit(self, lease: Lease, result: execute.Result) -> None:
         """Indexes a result, clears the lease folder but for the index, signs and submits."""
         folder = self.work / lease.name
+        with self.chain_lock:  # the chain refuses a claim beyond the lease's time on its GPUs so far
+            rep = self.market.replica(lease.job, lease.shard, lease.replica, root=False)
+            allowed = preflight.claimable_seconds(rep, self.now(), self.job(lease.job).requirements.gpu_count)
+        if result.gpu_seconds > allowed:
+            result = replace(result, gpu_seconds=allowed)
         execute.write_index(folder, lease, result)
         execute.release(folder, keep=(execute.INDEX,))
         with self.chain_lock:

@@ -104,6 +104,7 @@ class RunResult:
     seconds: float
     logs: bytes
     container_id: str
+    metering: Any = None  # computenet.meter.Metering when the run was metered
 
 
 def engine_time(stamp: str) -> float | None:
@@ -143,14 +144,17 @@ def start(client: Any, spec: RunSpec) -> Any:
 
 
 def wait(container: Any, timeout_seconds: float, started: float | None = None,
-         on_poll: Callable[[], None] | None = None, poll: float = 1.0) -> RunResult:  # fmt: skip
+         on_poll: Callable[[], None] | None = None, poll: float = 0.5, meter: Any = None) -> RunResult:  # fmt: skip
     """Waits for `container` to end, killing it once `timeout_seconds` have passed since
-    `started` (default: now); `on_poll` runs between checks (telemetry sampling)."""
+    `started` (default: now); `on_poll` runs between checks (telemetry sampling), and
+    `meter` (a computenet.meter.ContainerMeter) samples its CPU time and processes then."""
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ReadTimeout
 
     started = time.time() if started is None else started
     timed_out = False
+    if meter is not None:
+        meter.sample()
     while True:
         left = started + timeout_seconds - time.time()
         if left <= 0:
@@ -165,18 +169,22 @@ def wait(container: Any, timeout_seconds: float, started: float | None = None,
             container.wait(timeout=min(poll, left))
             break
         except (ReadTimeout, RequestsConnectionError):
+            if meter is not None:
+                meter.sample()
             if on_poll is not None:
                 on_poll()
     container.reload()
     state = container.attrs["State"]
     seconds = _engine_seconds(state)
+    seconds = seconds if seconds is not None else time.time() - started
     return RunResult(
         exit_code=KILLED if timed_out else int(state["ExitCode"]),
         oom_killed=bool(state.get("OOMKilled")),
         timed_out=timed_out,
-        seconds=seconds if seconds is not None else time.time() - started,
+        seconds=seconds,
         logs=read_logs(container),
         container_id=container.id,
+        metering=meter.finish(seconds) if meter is not None else None,
     )
 
 
@@ -197,9 +205,11 @@ def read_logs(container: Any, cap: int = LOG_BYTES) -> bytes:
 
 
 def run(client: Any, spec: RunSpec, on_poll: Callable[[], None] | None = None) -> RunResult:
-    """Runs `spec` to its end and removes the container."""
+    """Runs `spec` to its end, metered (computenet.meter), and removes the container."""
+    from computenet.meter import ContainerMeter
+
     container = start(client, spec)
     try:
-        return wait(container, spec.timeout_seconds, on_poll=on_poll)
+        return wait(container, spec.timeout_seconds, on_poll=on_poll, meter=ContainerMeter(container, spec.gpu_indices))
     finally:
         container.remove(force=True)
