@@ -1,0 +1,83 @@
+"""The metering rule (pure): how much a replica may claim, given what a re-execution measured.
+
+An agent claims `gpu_seconds` in its signed receipt (for a CPU-only job: seconds) and is paid
+price × claim, capped at the job's maximum. A verifier, or the arbiter, runs the shard again
+and measures it. The claim is allowed up to
+
+    allowed = ceil(measured × (1 + metering_tolerance_bps / 10000)) + METERING_SLACK_SECONDS × max(1, gpu_count)
+
+where `measured` is in the claim's unit (`Metering.seconds(gpu_count)`: GPU-seconds over all
+the job's GPUs) and `metering_tolerance_bps` is the manifest's (default 5000: half as much
+again, since machines of one GPU model still differ in clocks, cooling and input staging).
+The absolute slack is for granularity: claims and the chain count whole seconds, an agent
+rounds its own measurement up (up to a second per GPU) and the re-execution's measurement is
+rounded too, so two honest measurements of the same short run may differ by two seconds per
+GPU even with no tolerance at all. A claim above `allowed` is challengeable, and the arbiter
+rejects the replica for it even when its output root is right.
+
+Until measured metering (computenet/meter.py) is wired into re-execution, a re-execution's
+metering is its container's wall-clock time (`WallClock`), the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from math import ceil
+
+from computenet.domain import BPS
+
+METERING_SLACK_SECONDS = 2  # per GPU: one second of rounding on each side of the comparison
+
+
+@dataclass(frozen=True)
+class WallClock:
+    """A run's metering from its wall-clock time alone (every GPU taken as busy throughout):
+    the fields and `seconds` of computenet.meter's Metering, with meter "wall-clock"."""
+
+    wall_ms: int
+    meter: str = "wall-clock"
+    reason: str = "no GPU or CPU meter on this run: its container's wall-clock time"
+
+    @property
+    def gpu_ms(self) -> int:
+        return self.wall_ms
+
+    @property
+    def cpu_ms(self) -> int:
+        return 0
+
+    @property
+    def gpu_utilization_pct(self) -> int:
+        return 0
+
+    def seconds(self, gpu_count: int) -> int:
+        """The claim this run supports: whole seconds, rounded up, times the job's GPUs (at least one)."""
+        return -(-self.wall_ms // 1000) * max(1, gpu_count)
+
+
+def allowed_claim(measured_seconds: float, gpu_count: int, tolerance_bps: int) -> int:
+    """The most a replica may claim for work a re-execution measured at `measured_seconds`
+    (in the claim's unit: GPU-seconds over the job's `gpu_count` GPUs; seconds for CPU jobs)."""
+    if measured_seconds < 0 or tolerance_bps < 0 or gpu_count < 0:
+        raise ValueError("measured seconds, GPU count and tolerance are not negative")
+    scaled = Fraction(measured_seconds) * (BPS + tolerance_bps) / BPS
+    return ceil(scaled) + METERING_SLACK_SECONDS * max(1, gpu_count)
+
+
+@dataclass(frozen=True)
+class MeteringVerdict:
+    ok: bool
+    claimed: int
+    allowed: int
+
+    @property
+    def reason(self) -> str:
+        verb = "is within" if self.ok else "exceeds"
+        return f"its metering claim {self.claimed} {verb} the {self.allowed} a re-execution allows"
+
+
+def check_metering(claimed: int, measured_seconds: float, gpu_count: int, tolerance_bps: int) -> MeteringVerdict:
+    """Whether a claim is within what the re-execution allows (`allowed_claim`)."""
+    allowed = allowed_claim(measured_seconds, gpu_count, tolerance_bps)
+    return MeteringVerdict(claimed <= allowed, claimed, allowed)
