@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from computenet import sandbox
+from computenet.manifest import Manifest
 from computenet.staging import Decline, ensure_image, fetch_manifest, prepare, stage_inputs
 from computenet.store import StoreClient
 from verifier.commitment import result_files
@@ -104,6 +105,13 @@ class Reexecutor:
             files, _ = result_files(outputs, run.logs, manifest.outputs.max_bytes)
         return Reexecution(root=MerkleTree.from_files(files).root, files=files, exit_code=run.exit_code,
                            timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds)  # fmt: skip
+
+    def manifest(self, manifest_hash: bytes) -> Manifest:
+        """The job's manifest from the content store, checked to be the one committed to."""
+        try:
+            return fetch_manifest(self.store, manifest_hash)
+        except Decline as decline:
+            raise ReexecutionError(_said(decline)) from None
 
     def docker(self) -> Any:
         """The Docker client, connected on first use."""

@@ -21,9 +21,11 @@ metering is its container's wall-clock time (`WallClock`), the same interface.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
+from typing import Any
 
 from computenet.domain import BPS
 
@@ -81,3 +83,43 @@ def check_metering(claimed: int, measured_seconds: float, gpu_count: int, tolera
     """Whether a claim is within what the re-execution allows (`allowed_claim`)."""
     allowed = allowed_claim(measured_seconds, gpu_count, tolerance_bps)
     return MeteringVerdict(claimed <= allowed, claimed, allowed)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a verifier concludes about one replica's result from its own re-execution."""
+
+    agree: bool  # the result agrees with the re-execution under the manifest's comparator
+    metering: MeteringVerdict
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def challenge(self) -> bool:
+        """A wrong result, or a claim above what the re-execution allows, is challenged."""
+        return not self.agree or not self.metering.ok
+
+
+def judge(rules: Any, run_root: bytes, run_files: Mapping[str, bytes], run_seconds: float, root: bytes,
+          files: Mapping[str, bytes] | None, claimed: int, gpu_count: int) -> Verdict:  # fmt: skip
+    """The verdict on a replica (its on-chain `root` and `claimed` metering, and its whole
+    result `files` when they could be had) from a re-execution (`run_*`; `run_seconds` in the
+    claim's unit) under `rules`, the manifest's verification section. Without the replica's
+    files only an equal root agrees: a provider that does not serve its sampled outputs cannot
+    show that its result is within tolerance."""
+    from verifier.compare import compare
+
+    reasons: list[str] = []
+    if root == run_root:
+        agree = True
+    elif files is None:
+        agree = False
+        reasons.append(f"root 0x{root.hex()} is not the re-execution's 0x{run_root.hex()}"
+                       + ("" if rules.compare == "exact" else " and the replica's files could not be had"))  # fmt: skip
+    else:
+        comparison = compare(rules, files, run_files)
+        agree = comparison.agree
+        reasons += comparison.differences
+    metering = check_metering(claimed, run_seconds, gpu_count, rules.metering_tolerance_bps)
+    if not metering.ok:
+        reasons.append(metering.reason)
+    return Verdict(agree, metering, tuple(reasons))

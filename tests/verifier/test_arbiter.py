@@ -87,6 +87,7 @@ def evidence(job: int, receipts=(), proofs=(), files: dict[str, bytes] | None = 
         "receipts": list(receipts),
         "proofs": list(proofs),
         "reexecution": None if files is None else {"files": {path: b64(data) for path, data in files.items()}},
+        "results": [],
     }
 
 
