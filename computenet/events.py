@@ -42,7 +42,7 @@ ResultSubmitted = _event(
 )
 DisputeOpened = _event("DisputeOpened", "job", "shard", "challenger", "bond")
 ReplicaRejected = _event("ReplicaRejected", "job", "shard", "replica", "asset", "slashed")
-DisputeResolved = _event("DisputeResolved", "job", "shard", "facilitator", "valid_root", "upheld", "rejected")
+DisputeResolved = _event("DisputeResolved", "job", "shard", "facilitator", "rejected_replicas", "upheld", "rejected")
 ShardReclaimed = _event("ShardReclaimed", "job", "shard", "replica", "asset", "caller", "slashed")
 ShardCancelled = _event("ShardCancelled", "job", "shard", "replicas")
 ShardFinalized = _event(

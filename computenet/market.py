@@ -8,7 +8,7 @@ into the same typed errors (computenet.errors).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -356,6 +356,16 @@ class Market:
         with typed_reverts():
             return self.court.challenge(job_id, shard, sender=sender, **tx)
 
+    def resolve(self, job_id: int, shard: int, valid_root: bytes, sender: Any, **tx: Any) -> Any:
+        """Rules on a dispute by root (facilitators): replicas with `valid_root` stand (zero: all do)."""
+        with typed_reverts():
+            return self.court.resolve(job_id, shard, valid_root, sender=sender, **tx)
+
+    def resolve_replicas(self, job_id: int, shard: int, rejected: Iterable[int], sender: Any, **tx: Any) -> Any:
+        """Rules on a dispute replica by replica (facilitators): those in `rejected` are slashed."""
+        with typed_reverts():
+            return self.court.resolve_replicas(job_id, shard, rejected_mask(rejected), sender=sender, **tx)
+
     def expire(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
         """Applies the default outcome to a dispute no one ruled on by its deadline."""
         with typed_reverts():
@@ -378,3 +388,11 @@ class Market:
                 self.token.approve(spender, amount, sender=owner, **tx)
 
 
+def rejected_mask(replicas: Iterable[int]) -> int:
+    """The court's `rejected` bitmask for replica indices: bit r set for replica r."""
+    mask = 0
+    for replica in replicas:
+        if not 0 <= replica < 256:
+            raise ValueError(f"replica index {replica} out of range")
+        mask |= 1 << replica
+    return mask

@@ -117,13 +117,28 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
     @param shard The shard.
     @param valid_root The root of the arbiter's own re-execution, or zero.
     """
-    assert staticcall MARKET.is_facilitator(msg.sender), "dispute_court: caller is not a facilitator"
-    opened: uint256 = 0
-    deadline: uint256 = 0
-    accused: uint256 = 0
-    opened, deadline, accused = self._dispute_times(job_id, shard)
-    assert block.timestamp <= deadline, "dispute_court: ruling deadline passed"
-    self._settle(job_id, shard, valid_root, block.timestamp - opened, accused, msg.sender)
+    rejected: uint256 = 0
+    if valid_root != empty(bytes32):
+        req: JobMarket.Requirements = (staticcall MARKET.job(job_id)).requirements
+        for r: uint256 in range(convert(req.replication, uint256), bound=_MAX_REPLICATION):
+            if staticcall MARKET.output_root(job_id, shard, r) != valid_root:
+                rejected |= 1 << r
+    self._resolve(job_id, shard, rejected)
+
+
+@external
+def resolve_replicas(job_id: uint256, shard: uint256, rejected: uint256):
+    """
+    @notice Rules on a disputed shard replica by replica, before its ruling
+            deadline (facilitators only): for results that are not bit-exact (a
+            manifest's numeric comparator) or a metering claim beyond the job's
+            tolerance, where one valid root cannot say who was wrong. Each replica
+            whose bit is set is slashed and reopens; every other one stands.
+    @param job_id The job.
+    @param shard The shard.
+    @param rejected Bit r set: replica r was found wrong (zero: every result stands).
+    """
+    self._resolve(job_id, shard, rejected)
 
 
 @external
@@ -141,7 +156,7 @@ def expire(job_id: uint256, shard: uint256):
     accused: uint256 = 0
     opened, deadline, accused = self._dispute_times(job_id, shard)
     assert block.timestamp > deadline, "dispute_court: ruling deadline not passed"
-    self._settle(job_id, shard, empty(bytes32), 0, accused, empty(address))
+    self._settle(job_id, shard, 0, 0, accused, empty(address))
 
 
 # ------------------------------------------------------------------ views
@@ -202,6 +217,20 @@ def verify_output(
 
 
 @internal
+def _resolve(job_id: uint256, shard: uint256, rejected: uint256):
+    """
+    @dev A facilitator's ruling, before the deadline: `rejected` marks the replicas found wrong.
+    """
+    assert staticcall MARKET.is_facilitator(msg.sender), "dispute_court: caller is not a facilitator"
+    opened: uint256 = 0
+    deadline: uint256 = 0
+    accused: uint256 = 0
+    opened, deadline, accused = self._dispute_times(job_id, shard)
+    assert block.timestamp <= deadline, "dispute_court: ruling deadline passed"
+    self._settle(job_id, shard, rejected, block.timestamp - opened, accused, msg.sender)
+
+
+@internal
 @view
 def _dispute_times(job_id: uint256, shard: uint256) -> (uint256, uint256, uint256):
     """
@@ -223,7 +252,7 @@ def _dispute_times(job_id: uint256, shard: uint256) -> (uint256, uint256, uint25
 
 
 @internal
-def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, extension: uint256, accused: uint256, arbiter: address):
+def _settle(job_id: uint256, shard: uint256, rejected: uint256, extension: uint256, accused: uint256, arbiter: address):
     """
     @dev Applies a ruling (or, with no arbiter, the default outcome) and credits the
          slash, the reward and the bond. `accused` counts the disputed replicas; the
@@ -238,7 +267,7 @@ def _settle(job_id: uint256, shard: uint256, valid_root: bytes32, extension: uin
 
     slashed: uint256 = 0
     stood: DynArray[address, _MAX_REPLICATION] = []
-    slashed, stood = extcall MARKET.rule(job_id, shard, valid_root, extension, arbiter)
+    slashed, stood = extcall MARKET.rule(job_id, shard, rejected, extension, arbiter)
 
     proven: bool = challenger != empty(address) and accused > len(stood)
     rewarded: address = empty(address)

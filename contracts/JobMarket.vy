@@ -1,4 +1,5 @@
 # pragma version ~=0.4.3
+# pragma optimize codesize
 """
 @title computenet job market
 @notice The scheduler escrow. Clients post jobs whose maximum cost is escrowed;
@@ -255,7 +256,7 @@ event DisputeResolved:
     job: indexed(uint256)
     shard: uint256
     facilitator: indexed(address)
-    valid_root: bytes32
+    rejected_replicas: uint256  # bit r set: replica r was found wrong
     upheld: uint256
     rejected: uint256
 
@@ -699,7 +700,8 @@ def submit_result(
     @param shard The shard.
     @param replica The replica.
     @param output_root Merkle root over the output files (logs included).
-    @param gpu_seconds Metered GPU-seconds; payment is capped at the job's maximum.
+    @param gpu_seconds Metered GPU-seconds (CPU-seconds for CPU work), at most the
+           time since assignment × GPUs; payment is capped at the job's maximum.
     @param exit_code The container's exit code.
     @param signature The agent's 65-byte receipt signature (r ‖ s ‖ v).
     """
@@ -709,6 +711,10 @@ def submit_result(
     assert rep.state == ASSIGNED, "job_market: replica not assigned"
     assert block.timestamp <= convert(rep.deadline, uint256), "job_market: lease expired"
     assert output_root != empty(bytes32), "job_market: empty output root"
+    # A claim can be no more than the lease's time so far on every GPU (CPU work: one).
+    assert convert(gpu_seconds, uint256) <= (block.timestamp - convert(rep.since, uint256)) * max(
+        convert(req.gpu_count, uint256), 1
+    ), "job_market: gpu_seconds exceed the lease's time"
     asset: uint256 = convert(rep.asset, uint256)
     digest: bytes32 = self._receipt_digest(
         job_id, shard, replica, rep.lease, asset, self._manifests[job_id], output_root, gpu_seconds, exit_code
@@ -773,18 +779,18 @@ def open_dispute(job_id: uint256, shard: uint256, challenger: address, bond: uin
 
 @external
 def rule(
-    job_id: uint256, shard: uint256, valid_root: bytes32, extension: uint256, arbiter: address
+    job_id: uint256, shard: uint256, rejected_replicas: uint256, extension: uint256, arbiter: address
 ) -> (uint256, DynArray[address, MAX_REPLICATION]):
     """
-    @notice Applies a ruling to a disputed shard (court only). Every submitted or
-            disputed replica whose root is `valid_root` stands, and so does every
-            one when `valid_root` is zero (no one found at fault); each other one is
-            slashed and reopens. A standing replica's challenge window is extended
-            by `extension`, so a ruling never closes it early for anyone else.
+    @notice Applies a ruling to a disputed shard (court only). Each submitted or
+            disputed replica whose bit is set in `rejected_replicas` is slashed and
+            reopens; every other one stands (a zero mask: no one found at fault).
+            A standing replica's challenge window is extended by `extension`, so a
+            ruling never closes it early for anyone else.
     @dev The slashed tokens arrive here owed to no one yet; the court credits them.
     @param job_id The job.
     @param shard The shard.
-    @param valid_root The root found correct, or zero: every result stands.
+    @param rejected_replicas Bit r set: replica r was found wrong.
     @param extension Seconds the dispute was open.
     @param arbiter Who ruled (zero for the default outcome), for the log.
     @return Tokens slashed, and the owners of the upheld replicas that were
@@ -807,7 +813,7 @@ def rule(
         disputed = disputed or was_disputed
         asset: uint256 = convert(rep.asset, uint256)
         rep.since = convert(block.timestamp, uint40)
-        if valid_root == empty(bytes32) or self._output_roots[job_id][self._index(shard, r)] == valid_root:
+        if (rejected_replicas >> r) & 1 == 0:
             rep.state = SUBMITTED
             rep.deadline = convert(convert(rep.deadline, uint256) + extension, uint40)
             self._store_replica(job_id, shard, r, rep)
@@ -824,7 +830,12 @@ def rule(
     assert disputed, "job_market: no open dispute"
     settlement._received(slashed)
     log DisputeResolved(
-        job=job_id, shard=shard, facilitator=arbiter, valid_root=valid_root, upheld=upheld, rejected=rejected
+        job=job_id,
+        shard=shard,
+        facilitator=arbiter,
+        rejected_replicas=rejected_replicas,
+        upheld=upheld,
+        rejected=rejected,
     )
     return slashed, owners
 

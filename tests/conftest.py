@@ -260,6 +260,7 @@ def sign_receipt(chain, market):
     """Signs the receipt for a replica's current lease and its job's manifest with `signer`'s key."""
 
     def sign(signer, job, shard, replica, output_root, gpu_seconds, exit_code=0, manifest_hash=None, lease=None, asset=None):
+        _run_for(chain, market, job, shard, replica, gpu_seconds)  # a receipt is signed once the run is over
         rep = market.replica(job, shard, replica)
         manifest_hash = market.job(job).manifest_hash if manifest_hash is None else manifest_hash
         receipt = ExecutionReceipt(
@@ -278,9 +279,29 @@ def sign_receipt(chain, market):
     return sign
 
 
+def _run_for(chain, market, job, shard, replica, gpu_seconds):
+    """Moves the chain's clock on, if need be, until `gpu_seconds` fit the time the replica has
+    been assigned on its GPUs (the market refuses a claim beyond it), as a real run takes it."""
+    try:
+        since = int(market.replica(job, shard, replica).since)
+        gpus = max(1, int(market.job(job).requirements.gpu_count))
+    except Exception:  # no such job or replica: the submission is refused for that
+        return
+    needed = since + -(-gpu_seconds // gpus)
+    if chain.pending_timestamp < needed:
+        chain.pending_timestamp = needed
+
+
+@pytest.fixture
+def run_for(chain, market):
+    """`run_for(job, shard, replica, gpu_seconds)`: the chain's clock moved on until the claim fits."""
+    return lambda job, shard, replica, gpu_seconds: _run_for(chain, market, job, shard, replica, gpu_seconds)
+
+
 @pytest.fixture
 def submit(market, provider, sign_receipt):
-    """Submits a replica's result signed by `agent_account` (relayed by the provider)."""
+    """Submits a replica's result signed by `agent_account` (relayed by the provider), once the
+    chain's clock has moved far enough for its metered `gpu_seconds` (sign_receipt)."""
 
     def do(agent_account, job, shard, replica, output_root=b"\x42" * 32, gpu_seconds=1_000, exit_code=0, sender=None):
         sig = sign_receipt(agent_account, job, shard, replica, output_root, gpu_seconds, exit_code)

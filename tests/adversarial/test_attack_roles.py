@@ -17,13 +17,15 @@ def finish(market, job, keeper, after, replicas=1):
 
 
 def test_a_client_challenging_under_another_name_pays_the_bond_to_the_providers_and_the_work_as_usual(
-    market, court, post_job, asset, lease, agents, client, sybil, provider, provider2, keeper, treasury, facilitator,
-    ledger, after,
+    market, court, post_job, asset, lease, submit, agents, client, sybil, provider, provider2, keeper, treasury,
+    facilitator, ledger, after,
 ):  # fmt: skip
     books = ledger(client=(client, sybil), first=provider, second=provider2, keeper=keeper, treasury=treasury)
     job = post_job(replication=2)
-    lease(job, 0, asset(agent_account=agents[0]), agents[0])
-    lease(job, 0, asset(owner=provider2, agent_account=agents[1]), agents[1])
+    lease(job, 0, asset(agent_account=agents[0]), agents[0], output_root=None)
+    lease(job, 0, asset(owner=provider2, agent_account=agents[1]), agents[1], output_root=None)
+    submit(agents[0], job, 0, 0, output_root=ROOT)  # the two replicas ran side by side
+    submit(agents[1], job, 0, 1, output_root=ROOT)
 
     court.challenge(job, 0, sender=sybil)
     court.resolve(job, 0, ROOT, sender=facilitator)  # both results stand

@@ -170,7 +170,7 @@ def test_a_false_challenge_pays_its_bond_to_the_accused(
     ruled = court.resolve(job, 0, ROOT, sender=facilitator)
 
     ev = only(ruled, market.DisputeResolved)
-    assert (ev.facilitator, ev.valid_root, ev.upheld, ev.rejected) == (facilitator.address, ROOT, 1, 0)
+    assert (ev.facilitator, ev.rejected_replicas, ev.upheld, ev.rejected) == (facilitator.address, 0, 1, 0)
     settled = only(ruled, court.DisputeSettled)
     assert (settled.arbiter, settled.challenger, settled.slashed, settled.reward, bool(settled.bond_returned)) == (
         facilitator.address, verifier.address, 0, 0, False
@@ -355,7 +355,7 @@ def test_anyone_ends_a_dispute_no_one_ruled_on(chain, market, court, assets, job
     tx = court.expire(job, 0, sender=stranger)
 
     ev = only(tx, market.DisputeResolved)
-    assert (ev.facilitator, ev.valid_root, ev.upheld, ev.rejected) == (ZERO, ZERO_ROOT, 1, 0)
+    assert (ev.facilitator, ev.rejected_replicas, ev.upheld, ev.rejected) == (ZERO, 0, 1, 0)
     settled = only(tx, court.DisputeSettled)
     assert (settled.arbiter, bool(settled.bond_returned)) == (ZERO, True)
     assert books.gained(before) == {verifier: params.challenge_bond, provider: 0, treasury: 0}
@@ -419,3 +419,59 @@ def test_verify_output_refuses_tampering(market, court, job, asset, agent, keepe
     assert not court.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), proof[:-1])
     assert not court.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), tree.proof("logs/stdout.txt"))
     assert not court.verify_output(job, 0, 1, keccak(path.encode()), keccak(content), proof)  # another replica's (empty) root
+
+
+# ---------------------------------------------------------------- rulings replica by replica
+
+
+def test_a_ruling_by_replica_lets_results_that_agree_within_tolerance_all_stand(market, court, pair, verifier, facilitator, provider, provider2, params, books):
+    """Two replicas of a numeric job differ in their bits but agree within the manifest's
+    tolerance: the arbiter's mask rejects neither, and the challenger's bond goes to both."""
+    job, _ = pair(ROOT, OTHER_ROOT)  # roots differ: the market opened the dispute itself
+    assert [market.replica(job, 0, r).state for r in (0, 1)] == [ReplicaState.DISPUTED] * 2
+    before = books(provider, provider2, verifier)
+    tx = court.resolve_replicas(job, 0, 0, sender=facilitator)
+    ev = only(tx, market.DisputeResolved)
+    assert (ev.rejected_replicas, ev.upheld, ev.rejected) == (0, 2, 0)
+    assert not tx.events.filter(market.ReplicaRejected)
+    assert books.gained(before) == {provider: 0, provider2: 0, verifier: 0}  # no challenger, no bond
+    assert [market.replica(job, 0, r).state for r in (0, 1)] == [ReplicaState.SUBMITTED] * 2
+
+
+def test_a_ruling_by_replica_slashes_only_the_marked_one(market, court, pair, assets, facilitator, provider, provider2, params, books, treasury):
+    job, (first, second) = pair(ROOT, OTHER_ROOT)
+    before = books(provider, provider2, treasury)
+    tx = court.resolve_replicas(job, 0, 0b10, sender=facilitator)
+    rej = only(tx, market.ReplicaRejected)
+    assert (rej.replica, rej.asset, rej.slashed) == (1, second, slash_of(params))
+    assert only(tx, market.DisputeResolved).rejected_replicas == 0b10
+    reward = reward_of(params, slash_of(params))
+    # No challenger: the first upheld provider proved it right and takes the reward.
+    assert books.gained(before) == {provider: reward, provider2: 0, treasury: slash_of(params) - reward}
+    assert [market.replica(job, 0, r).state for r in (0, 1)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
+    assert assets.stake(first).amount == STAKE
+
+
+def test_an_inflated_metering_claim_is_slashed_though_its_root_is_right(market, court, job, asset, submitted, verifier, facilitator, provider, treasury, params, books):
+    """A right root with GPU-seconds beyond the job's tolerance of the arbiter's own
+    measurement: the mask rejects it, and the challenger is rewarded as for a wrong root."""
+    court.challenge(job, 0, sender=verifier)
+    before = books(provider, verifier, treasury)
+    tx = court.resolve_replicas(job, 0, 0b1, sender=facilitator)
+    slashed = slash_of(params)
+    assert only(tx, market.ReplicaRejected).slashed == slashed
+    reward = reward_of(params, slashed)
+    assert books.gained(before) == {provider: 0, verifier: reward + params.challenge_bond, treasury: slashed - reward}
+    assert market.replica(job, 0, 0).state == ReplicaState.OPEN  # the shard re-runs; the claim is never paid
+
+
+def test_a_ruling_by_replica_is_for_facilitators_before_the_deadline(chain, market, court, job, submitted, verifier, stranger, facilitator):
+    court.challenge(job, 0, sender=verifier)
+    with ape.reverts("dispute_court: caller is not a facilitator"):
+        court.resolve_replicas(job, 0, 0b1, sender=stranger)
+    chain.pending_timestamp = court.ruling_deadline(job, 0) + 1
+    with ape.reverts("dispute_court: ruling deadline passed"):
+        court.resolve_replicas(job, 0, 0b1, sender=facilitator)
+    court.expire(job, 0, sender=stranger)
+    with ape.reverts("dispute_court: no open dispute"):
+        court.resolve_replicas(job, 0, 0, sender=facilitator)

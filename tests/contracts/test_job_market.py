@@ -122,9 +122,15 @@ def receipt_for(market):
 
 
 @pytest.fixture
-def signed(chain, market):
-    """Signs a receipt for this market on this chain."""
-    return lambda signer, receipt: receipt.sign(signer.private_key, chain.chain_id, market.address)
+def signed(chain, market, run_for):
+    """Signs a receipt for this market on this chain, once the run it reports is over (the
+    chain's clock covers its metered time: conftest.run_for)."""
+
+    def sign(signer, receipt):
+        run_for(receipt.job, receipt.shard, receipt.replica, receipt.gpu_seconds)
+        return receipt.sign(signer.private_key, chain.chain_id, market.address)
+
+    return sign
 
 
 @pytest.fixture
@@ -812,9 +818,30 @@ def test_submit_result(market, assets, job, asset, agent, assigned, provider, re
     assert assets.stake(asset).open_leases == 1  # the lease stays open until finalized
 
 
+@pytest.mark.parametrize("gpu_count", [0, 1, 2])
+def test_submit_result_claims_no_more_than_the_lease_time_on_its_gpus(chain, market, post_job, register_asset, keeper, registered_keeper, agent, provider, receipt_for, gpu_count):
+    """A claim is bounded by the time since assignment × the job's GPUs (× 1 for CPU work):
+    a 10-second run cannot be claimed at the job's cap. One second more than that reverts."""
+    job = post_job(gpu_count=gpu_count, min_vram_mib=0 if gpu_count == 0 else 40_960)
+    asset = register_asset(gpu_count=max(gpu_count, 1))
+    assigned_at = market.assign(job, 0, asset, sender=keeper).timestamp
+    chain.pending_timestamp = assigned_at + 10
+    allowed = 10 * max(gpu_count, 1)
+    for claim, reverts in ((allowed + 1, True), (3_600, True), (2**32 - 1, True), (allowed, False)):
+        receipt = receipt_for(job, 0, 0, gpu_seconds=claim, manifest=market.job(job).manifest_hash)
+        sig = receipt.sign(agent.private_key, chain.chain_id, market.address)
+        if reverts:
+            with ape.reverts("job_market: gpu_seconds exceed the lease's time"):
+                market.submit_result(job, 0, 0, ROOT, claim, 0, sig, sender=provider)
+        else:
+            tx = market.submit_result(job, 0, 0, ROOT, claim, 0, sig, sender=provider)
+            assert tx.timestamp == assigned_at + 10
+            assert market.replica(job, 0, 0).gpu_seconds == allowed
+
+
 def test_submit_result_caps_gpu_seconds(market, job, agent, assigned, submit):
-    tx = submit(agent, job, 0, 0, gpu_seconds=5_000)
-    assert only(tx, market.ResultSubmitted).gpu_seconds == 5_000  # what the agent reported
+    tx = submit(agent, job, 0, 0, gpu_seconds=3_800)  # the lease (3,600 s + grace) had time for it
+    assert only(tx, market.ResultSubmitted).gpu_seconds == 3_800  # what the agent reported
     assert market.replica(job, 0, 0).gpu_seconds == 3_600  # what will be paid
 
 
@@ -909,13 +936,15 @@ def test_submit_result_signed_by_another_key(market, job, assigned, provider, ag
         ("exit_code", 1),
     ],
 )
-def test_submit_result_with_receipt_for_something_else(market, job, agent, assigned, provider, receipt_for, signed, field, value):
+def test_submit_result_with_receipt_for_something_else(market, job, agent, assigned, provider, receipt_for, signed, run_for, field, value):
+    run_for(job, 0, 0, GPU_SECONDS)
     sig = signed(agent, receipt_for(job, 0, 0, **{field: value}))
     with ape.reverts("job_market: receipt not signed by the asset's agent"):
         market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, sig, sender=provider)
 
 
-def test_submit_result_with_receipt_for_another_market_or_chain(chain, market, job, agent, assigned, provider, receipt_for, stranger):
+def test_submit_result_with_receipt_for_another_market_or_chain(chain, market, job, agent, assigned, provider, receipt_for, run_for, stranger):
+    run_for(job, 0, 0, GPU_SECONDS)
     receipt = receipt_for(job, 0, 0)
     for chain_id, address in ((chain.chain_id + 1, market.address), (chain.chain_id, stranger.address)):
         sig = receipt.sign(agent.private_key, chain_id, address)
@@ -923,15 +952,15 @@ def test_submit_result_with_receipt_for_another_market_or_chain(chain, market, j
             market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, sig, sender=provider)
 
 
-def test_submit_result_with_receipt_from_an_earlier_lease(market, job, asset, agent, assigned, keeper, provider, receipt_for, signed):
+def test_submit_result_with_receipt_from_an_earlier_lease(chain, market, job, asset, agent, assigned, keeper, provider, receipt_for, signed):
     """A receipt signed under lease 1 does not verify once the same asset holds lease 2."""
-    old = signed(agent, receipt_for(job, 0, 0))
+    old = receipt_for(job, 0, 0).sign(agent.private_key, chain.chain_id, market.address)
     market.decline(job, 0, 0, REASON, sender=agent)
     market.assign(job, 0, asset, sender=keeper)
     assert market.replica(job, 0, 0).lease == 2
+    new = signed(agent, receipt_for(job, 0, 0))  # the new lease's run is over
     with ape.reverts("job_market: receipt not signed by the asset's agent"):
         market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, old, sender=provider)
-    new = signed(agent, receipt_for(job, 0, 0))
     market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, new, sender=provider)
     assert market.replica(job, 0, 0).state == ReplicaState.SUBMITTED
 
@@ -1048,7 +1077,7 @@ def test_finalize_pays_every_replica(chain, market, post_job, register_asset, pr
     market.assign(job, 0, a0, sender=keeper)
     market.assign(job, 0, a1, sender=keeper2)
     submit(agents[0], job, 0, 0, gpu_seconds=2_000)
-    submit(agents[1], job, 0, 1, gpu_seconds=9_999)  # capped at 3,600
+    submit(agents[1], job, 0, 1, gpu_seconds=3_850)  # capped at 3,600
     chain.mine(deltatime=params.challenge_window + 1)
 
     tx = market.finalize(job, 0, sender=keeper)

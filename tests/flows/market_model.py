@@ -444,6 +444,7 @@ class MarketModel:
         require(rep.state == ASSIGNED, "job_market: replica not assigned")
         require(t <= rep.deadline, "job_market: lease expired")
         require(root != ZERO_ROOT, "job_market: empty output root")
+        require(gpu_seconds <= (t - rep.since) * max(1, job.req.gpu_count), "job_market: gpu_seconds exceed the lease's time")
         require(signer == self.assets[rep.asset].agent, "job_market: receipt not signed by the asset's agent")
         rep.state = SUBMITTED
         rep.since = t

@@ -193,9 +193,9 @@ def dispute_settled(tx, court):
 
 
 def dispute_resolved(tx, market):
-    """(facilitator, valid root, upheld, rejected) of the DisputeResolved in `tx`."""
+    """(facilitator, rejected replicas mask, upheld, rejected) of the DisputeResolved in `tx`."""
     [event] = tx.events.filter(market.DisputeResolved)
-    return event.facilitator, event.valid_root, event.upheld, event.rejected
+    return event.facilitator, event.rejected_replicas, event.upheld, event.rejected
 
 
 def finished(tx, market):
@@ -317,7 +317,7 @@ def test_eight_shards_over_four_assets(
     assert [assets.stake(a).open_leases for a in ids] == [2, 2, 2, 2]
     assert [assets.stake(a).gpus_leased for a in ids] == [2, 2, 2, 2]
 
-    metered = [1, 3_600, 5_000, 1_234, 99_999, 0, 2_500, 3_601]  # three above the 3600 cap
+    metered = [1, 3_600, 3_750, 1_234, 3_899, 0, 2_500, 3_601]  # three above the 3600 cap, all inside the lease
     for shard, gpu_seconds in enumerate(metered):
         spec = fleet[shard % 4]
         root = keccak(bytes([shard]))
@@ -451,7 +451,7 @@ def test_replicated_shard_with_disagreeing_roots_is_disputed_and_rerun(
     ruled_at = chain.blocks.head.timestamp
     rejected = tx.events.filter(market.ReplicaRejected)
     assert [(e.replica, e.asset, e.slashed) for e in rejected] == [(1, dishonest, slash)]
-    assert dispute_resolved(tx, market) == (facilitator, GOOD, 1, 1)
+    assert dispute_resolved(tx, market) == (facilitator, 0b10, 1, 1)  # replica 1 found wrong
     assert dispute_settled(tx, court) == (facilitator, ZERO_ADDRESS, slash, reward, False)
     books.assert_moved(before, assets=-slash, market=slash)
     books.assert_credits(provider=reward, treasury=slash - reward)
@@ -674,7 +674,7 @@ def test_false_challenge_pays_its_bond_to_the_accused_provider(
     before = books.balances()
     tx = court.resolve(job, 0, GOOD, sender=facilitator)
     ruled_at = chain.blocks.head.timestamp
-    assert dispute_resolved(tx, market) == (facilitator, GOOD, 1, 0)
+    assert dispute_resolved(tx, market) == (facilitator, 0, 1, 0)
     assert not tx.events.filter(market.ReplicaRejected)
     assert dispute_settled(tx, court) == (facilitator, verifier, 0, 0, False)
     books.assert_moved(before)  # the bond was in the market already
@@ -731,7 +731,7 @@ def test_strangers_challenge_of_a_wrong_result_earns_the_reward(
     before = books.balances()
     tx = court.resolve(job, 0, GOOD, sender=facilitator)
     assert [(e.asset, e.slashed) for e in tx.events.filter(market.ReplicaRejected)] == [(cheat, slash)]
-    assert dispute_resolved(tx, market) == (facilitator, GOOD, 0, 1)
+    assert dispute_resolved(tx, market) == (facilitator, 0b1, 0, 1)  # replica 0 found wrong
     assert dispute_settled(tx, court) == (facilitator, stranger, slash, reward, True)
     books.assert_moved(before, assets=-slash, market=slash)
     books.assert_credits(stranger=reward + bond, treasury=slash - reward)
@@ -800,7 +800,7 @@ def test_dispute_no_one_rules_on_expires_after_the_ruling_deadline(
     before = books.balances()
     tx = court.expire(job, 0, sender=provider2)
     expired_at = chain.blocks.head.timestamp
-    assert dispute_resolved(tx, market) == (ZERO_ADDRESS, bytes(32), 1, 0)
+    assert dispute_resolved(tx, market) == (ZERO_ADDRESS, 0, 1, 0)
     assert dispute_settled(tx, court) == (ZERO_ADDRESS, stranger, 0, 0, True)
     books.assert_moved(before)
     books.assert_credits(stranger=bond)
@@ -855,7 +855,7 @@ def test_ruling_extends_the_window_so_a_second_challenger_still_can(
     past_challenge_window(chain, params)
     tx = court.resolve(job, 0, GOOD, sender=facilitator)
     ruled_at = chain.blocks.head.timestamp
-    assert dispute_resolved(tx, market) == (facilitator, GOOD, 2, 0)
+    assert dispute_resolved(tx, market) == (facilitator, 0, 2, 0)
     assert dispute_settled(tx, court) == (facilitator, client, 0, 0, False)
     books.assert_credits(provider=share + 1, provider2=share)
     extended = [market.replica(job, 0, r).deadline for r in (0, 1)]
@@ -869,7 +869,7 @@ def test_ruling_extends_the_window_so_a_second_challenger_still_can(
     books.assert_moved(before, stranger=-bond, market=bond)
     tx = court.resolve(job, 0, bytes(32), sender=facilitator)
     final_at = chain.blocks.head.timestamp
-    assert dispute_resolved(tx, market) == (facilitator, bytes(32), 2, 0)
+    assert dispute_resolved(tx, market) == (facilitator, 0, 2, 0)
     assert dispute_settled(tx, court) == (facilitator, stranger, 0, 0, False)
     books.assert_credits(provider=2 * (share + 1), provider2=2 * share)
     windows = [market.replica(job, 0, r).deadline for r in (0, 1)]
@@ -913,7 +913,7 @@ def test_decline_reopens_without_slash_and_voids_the_old_lease(
     job, req, budget = post()
 
     market.assign(job, 0, first, sender=keeper)
-    old = sign_receipt(agent, job, 0, 0, GOOD, 1_000)
+    old = sign_receipt(agent, job, 0, 0, GOOD, 1)  # a one-second run, signed inside the decline window
     before = books.balances()
     reason = b"image not found".ljust(32, b"\x00")
     tx = market.decline(job, 0, 0, reason, sender=agent)
@@ -925,13 +925,13 @@ def test_decline_reopens_without_slash_and_voids_the_old_lease(
     assert assets.stake(first).amount == STAKE
     assert assets.stake(first).open_leases == 0
     with ape.reverts("job_market: replica not assigned"):
-        market.submit_result(job, 0, 0, GOOD, 1_000, 0, old, sender=provider)
+        market.submit_result(job, 0, 0, GOOD, 1, 0, old, sender=provider)
 
     tx = market.assign(job, 0, second, sender=keeper2)
     assert tx.events.filter(market.ShardAssigned)[0].lease == 2
-    with ape.reverts("job_market: receipt not signed by the asset's agent"):
-        market.submit_result(job, 0, 0, GOOD, 1_000, 0, old, sender=provider)
     chain.mine(deltatime=params.decline_window + 1)
+    with ape.reverts("job_market: receipt not signed by the asset's agent"):
+        market.submit_result(job, 0, 0, GOOD, 1, 0, old, sender=provider)
     with ape.reverts("job_market: decline window closed"):
         market.decline(job, 0, 0, reason, sender=agent)
 

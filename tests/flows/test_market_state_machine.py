@@ -378,9 +378,16 @@ class MarketMachine(RuleBasedStateMachine):
                         self.cast.market, "submit_result",
                         (job_id, shard, replica, root, gpu_seconds, 0, signature), self.cast.names["provider"])
 
-    def gpu_seconds(self, job_id, choice):
-        cap = self.model.jobs[job_id].req.max_gpu_seconds if job_id in self.model.jobs else 600
-        return {"zero": 0, "half": cap // 2, "cap": cap, "over": cap + 500, "max": 2**32 - 1}[choice]
+    def gpu_seconds(self, job_id, choice, shard=0, replica=0):
+        """A claim: fixed points of the job's cap, or "ran" (the most the lease's time so far
+        allows on the job's GPUs, as a measured run claims) and one past it."""
+        job = self.model.jobs.get(job_id)
+        cap = job.req.max_gpu_seconds if job else 600
+        ran = 1
+        if job and shard < len(job.replicas) and replica < len(job.replicas[shard]):
+            ran = max(0, self.model.now + 1 - job.replicas[shard][replica].since) * max(1, job.req.gpu_count)
+        return {"zero": 0, "half": cap // 2, "cap": cap, "over": cap + 500, "max": 2**32 - 1,
+                "ran": ran, "ran+1": ran + 1}[choice]  # fmt: skip
 
     def shards_with(self, *states):
         return sorted({(j, s) for j, s, _ in self.model.replicas(*states)})
@@ -467,7 +474,7 @@ class MarketMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.jobs)
     @rule(choice=st.integers(0, 255), assigned=mostly(), replica=st.integers(0, 3),
           root=st.sampled_from(ROOTS[:1] * 3 + ROOTS[1:] + [ZERO_ROOT]),
-          gpu_seconds=st.sampled_from(["zero", "half", "cap", "over", "max"]),
+          gpu_seconds=st.sampled_from(["zero", "half", "cap", "over", "max", "ran", "ran", "ran+1"]),
           forgery=st.sampled_from(["none"] * 6 + ["wrong key", "stale lease", "other gpu-seconds"]))
     def submit(self, choice, assigned, replica, root, gpu_seconds, forgery):
         """Mostly an assigned replica's result; otherwise one for any replica index,
@@ -485,7 +492,7 @@ class MarketMachine(RuleBasedStateMachine):
                                         (job_id, shard, replica, root, 1, 0, b"\x00" * 65),
                                         self.cast.names["provider"], reason, self.model.now)
                 return
-        self.do_submit(job_id, shard, replica, root, self.gpu_seconds(job_id, gpu_seconds), forgery)
+        self.do_submit(job_id, shard, replica, root, self.gpu_seconds(job_id, gpu_seconds, shard, replica), forgery)
 
     @precondition(lambda self: self.model.replicas(ASSIGNED))
     @rule(choice=st.integers(0, 255), own_agent=mostly())
@@ -813,7 +820,8 @@ class MarketMachine(RuleBasedStateMachine):
         elif ASSIGNED in states:
             replica = states.index(ASSIGNED)
             if model.now + 1 <= reps[replica].deadline:
-                self.do_submit(job_id, shard, replica, root, self.gpu_seconds(job_id, gpu_seconds), "none")
+                claim = min(self.gpu_seconds(job_id, gpu_seconds), self.gpu_seconds(job_id, "ran", shard, replica))
+                self.do_submit(job_id, shard, replica, root, claim, "none")
             else:
                 sender = cast.names[keeper]
                 self.act(model.reclaim, (sender, job_id, shard, replica),

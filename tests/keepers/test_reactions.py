@@ -64,7 +64,7 @@ def test_a_reclaimed_or_declined_lease_reopens_its_replica(cls):
 def test_dispute_flow_counts_the_loser_and_finalizes_after_the_ruling():
     opened = ev.DisputeOpened(block=5, tx="", index=0, job=1, shard=0, challenger=A, bond=1)
     rejected = ev.ReplicaRejected(block=6, tx="", index=0, job=1, shard=0, replica=1, asset=8, slashed=3)
-    resolved = ev.DisputeResolved(block=6, tx="", index=1, job=1, shard=0, facilitator=A, valid_root=b"", upheld=1, rejected=1)
+    resolved = ev.DisputeResolved(block=6, tx="", index=1, job=1, shard=0, facilitator=A, rejected_replicas=0, upheld=1, rejected=1)
     r = react([submitted(), opened])
     assert finalize_member(1, 0) in r.undue and finalize_member(1, 0) not in r.due
     r = react([rejected, resolved])
@@ -80,7 +80,7 @@ def opened(job=1, shard=0, block=5):
 
 def resolved(job=1, shard=0, block=6, facilitator=ZERO, upheld=1):
     return ev.DisputeResolved(block=block, tx="", index=1, job=job, shard=shard, facilitator=facilitator,
-                              valid_root=b"", upheld=upheld, rejected=0)  # fmt: skip
+                              rejected_replicas=0, upheld=upheld, rejected=0)  # fmt: skip
 
 
 def test_an_open_dispute_is_due_for_expiry_at_once_the_task_reads_its_deadline():
