@@ -26,10 +26,11 @@ from typing import Any
 
 from computenet import sandbox
 from computenet.manifest import Manifest
+from computenet.meter import Metering
 from computenet.staging import Decline, ensure_image, fetch_manifest, prepare, stage_inputs
 from computenet.store import StoreClient
 from verifier.commitment import result_files
-from verifier.rules import WallClock
+from verifier.rules import wall_clock
 from computenet.errors import ComputenetError
 from computenet.merkle import MerkleTree
 
@@ -48,13 +49,13 @@ class Reexecution:
     timed_out: bool = False
     oom_killed: bool = False
     seconds: float = 0.0
-    # How much the run used, in the claim's terms (`metering.seconds(gpu_count)`); by default
-    # its wall-clock time (verifier.rules.WallClock) until a measured meter is wired in.
-    metering: Any = None
+    # What the run used (computenet.meter.Metering; the claim it supports is
+    # `metering.seconds(gpu_count)`); by default its wall-clock time (verifier.rules.wall_clock).
+    metering: Metering | None = None
 
     def __post_init__(self) -> None:
         if self.metering is None:
-            object.__setattr__(self, "metering", WallClock(wall_ms=round(self.seconds * 1000)))
+            object.__setattr__(self, "metering", wall_clock(self.seconds))
 
 
 class Reexecutor:

@@ -15,8 +15,9 @@ rounded too, so two honest measurements of the same short run may differ by two 
 GPU even with no tolerance at all. A claim above `allowed` is challengeable, and the arbiter
 rejects the replica for it even when its output root is right.
 
-Until measured metering (computenet/meter.py) is wired into re-execution, a re-execution's
-metering is its container's wall-clock time (`WallClock`), the same interface.
+Until measured metering (computenet.meter's ContainerMeter) is wired into re-execution, a
+re-execution's metering is its container's wall-clock time (`wall_clock`, a computenet.meter
+Metering with meter "wall-clock").
 """
 
 from __future__ import annotations
@@ -28,34 +29,16 @@ from math import ceil
 from typing import Any
 
 from computenet.domain import BPS
+from computenet.meter import WALL_CLOCK, Metering
 
 METERING_SLACK_SECONDS = 2  # per GPU: one second of rounding on each side of the comparison
 
 
-@dataclass(frozen=True)
-class WallClock:
-    """A run's metering from its wall-clock time alone (every GPU taken as busy throughout):
-    the fields and `seconds` of computenet.meter's Metering, with meter "wall-clock"."""
-
-    wall_ms: int
-    meter: str = "wall-clock"
-    reason: str = "no GPU or CPU meter on this run: its container's wall-clock time"
-
-    @property
-    def gpu_ms(self) -> int:
-        return self.wall_ms
-
-    @property
-    def cpu_ms(self) -> int:
-        return 0
-
-    @property
-    def gpu_utilization_pct(self) -> int:
-        return 0
-
-    def seconds(self, gpu_count: int) -> int:
-        """The claim this run supports: whole seconds, rounded up, times the job's GPUs (at least one)."""
-        return -(-self.wall_ms // 1000) * max(1, gpu_count)
+def wall_clock(wall_seconds: float) -> Metering:
+    """A run's metering from its wall-clock time alone (computenet.meter's weakest meter):
+    what a re-execution carries until its container is metered (ContainerMeter)."""
+    return Metering(meter=WALL_CLOCK, gpu_ms=0, cpu_ms=0, wall_ms=round(wall_seconds * 1000), gpu_utilization_pct=None,
+                    reason="the re-execution's container was not metered: its wall-clock time")  # fmt: skip
 
 
 def allowed_claim(measured_seconds: float, gpu_count: int, tolerance_bps: int) -> int:

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from verifier.reexecute import Reexecution
-from verifier.rules import METERING_SLACK_SECONDS, WallClock, allowed_claim, check_metering
+from computenet.meter import WALL_CLOCK
+from verifier.rules import METERING_SLACK_SECONDS, allowed_claim, check_metering, wall_clock
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,9 @@ def test_the_allowance_never_falls_below_the_measurement_plus_slack(measured, gp
 
 def test_wall_clock_metering_is_what_a_reexecution_carries_until_a_meter_is_wired_in():
     run = Reexecution(root=b"\x00" * 32, files={}, seconds=2.3)
-    assert run.metering == WallClock(wall_ms=2_300)
-    assert (run.metering.meter, run.metering.seconds(0), run.metering.seconds(4)) == ("wall-clock", 3, 12)
+    assert run.metering == wall_clock(2.3)
+    assert (run.metering.meter, run.metering.wall_ms) == (WALL_CLOCK, 2_300)
+    assert (run.metering.seconds(0), run.metering.seconds(1), run.metering.seconds(4)) == (3, 3, 10)
+    assert Reexecution(root=b"\x00" * 32, files={}, seconds=0.01).metering.seconds(0) == 1  # never below 1
     with pytest.raises(ValueError):
         allowed_claim(-1, 1, 0)
