@@ -13,6 +13,22 @@ from computenet.sandbox import Limits
 from verifier.sampling import MAX_AUDIT_BPS
 
 
+def outputs_map(value: object) -> object:
+    """Agents' outputs URLs by asset from the environment: JSON ({"7": "http://…"}) or
+    "7=http://…,8=http://…"; anything but a string unchanged (a pydantic "before" validator)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        return json.loads(text)
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip().isdigit() for pair in pairs):
+        raise ValueError("expected JSON or asset=url pairs separated by commas")
+    return {int(asset): url.strip() for asset, url in pairs}
+
+
 class VerifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMPUTENET_VERIFIER_", extra="ignore", frozen=True)
 
@@ -46,20 +62,7 @@ class VerifierSettings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("outputs", mode="before")
-    @classmethod
-    def _outputs(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if not text:
-            return {}
-        if text.startswith("{"):
-            return json.loads(text)
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError("expected JSON or asset=url pairs separated by commas")
-        return {int(asset): url.strip() for asset, url in pairs}
+    _outputs = field_validator("outputs", mode="before")(lambda value: outputs_map(value))
 
     @property
     def dry_run(self) -> bool:
