@@ -450,7 +450,8 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
     checked = rules is not None
     rules, results = rules or ResultVerification(), results or {}
     first = runs[0]
-    if not needs_second_run(facts, first, rules, results) or (len(runs) > 1 and compare(rules, first.files, runs[1].files).agree):
+    second_agrees = len(runs) > 1 and compare(rules, first.files, runs[1].files).agree
+    if not needs_second_run(facts, first, rules, results) or second_agrees:
         valid_root = first.root
     elif len(runs) > 1:
         valid_root = ZERO_ROOT
@@ -477,7 +478,8 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
         proven = {p.path: base64.b64decode(p.content) for p in evidence.proofs if p.replica == index}
         reasons = [f"its root {_hex_of(rep.output_root)} is not the arbiter's {_hex_of(valid_root)}"]
         if index in results:
-            reasons += [f"its result: {difference}" for difference in compare(rules, results[index], first.files).differences]
+            differences = compare(rules, results[index], first.files).differences
+            reasons += [f"its result: {difference}" for difference in differences]
         reasons += _differences("its", proven, first.files, complete=False)
         rejected.append(Rejection(index, "; ".join(reasons)))
     notes: list[str] = []

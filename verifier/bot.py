@@ -282,8 +282,8 @@ class Verifier:
         challenger = self._challenger(item)
         if challenger != ZERO_ADDRESS:
             return self._log(found | {"decision": "already challenged", "challenger": challenger})
-        self.state.decide(item.key, found | {"decision": "challenging"})  # a restart never sends it again
         self._approve_bond()
+        self.state.decide(item.key, found | {"decision": "challenging"})  # a restart never sends it again
         try:
             receipt = self.sender.send(self.court.functions.challenge(item.job, item.shard))
         except ContractRevert as error:

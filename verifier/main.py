@@ -63,9 +63,10 @@ def run(settings, stop: threading.Event | None = None) -> None:
     if not bonded:
         log.warning("not an active KeeperRegistry registrant: agents will not serve it sampled outputs, so results "
                     "of numeric comparators are judged by their roots alone", extra={"fields": {"verifier": bot.address}})  # fmt: skip
-    log.info("verifying", extra={"fields": {"verifier": bot.address, "mode": "dry run (no key)" if bot.dry_run else "challenging",
-                                            "market": settings.market, "cursor": bot.state.next_block,
-                                            "optimistic_share_bps": settings.optimistic_share_bps, "bonded": bonded}})  # fmt: skip
+    mode = "dry run (no key)" if bot.dry_run else "challenging"
+    log.info("verifying", extra={"fields": {"verifier": bot.address, "mode": mode, "market": settings.market,
+                                            "cursor": bot.state.next_block, "bonded": bonded,
+                                            "optimistic_share_bps": settings.optimistic_share_bps}})  # fmt: skip
     bot.run(stop, settings.poll_interval)
     log.info("stopped")
 

@@ -36,7 +36,7 @@ class VerifierSettings(BaseSettings):
     market: str = Field(..., description="JobMarket address")
     account: str | None = Field(None, description="ape account alias of the verifier key (TEST::n locally); none: dry run")
     store_url: str = Field("http://127.0.0.1:8700", description="content store of manifests and inputs")
-    docker_host: str | None = Field(None, description="Docker engine re-executions run on (default: DOCKER_HOST or the system one)")
+    docker_host: str | None = Field(None, description="Docker engine of the re-executions (default: DOCKER_HOST or the system one)")
     optimistic_share_bps: int = Field(1_000, ge=0, le=MAX_AUDIT_BPS,
                                       description="share of OPTIMISTIC results this verifier re-executes")  # fmt: skip
     outputs: Annotated[dict[int, str], NoDecode] = Field(
