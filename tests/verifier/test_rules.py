@@ -6,8 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from verifier.reexecute import Reexecution
+from computenet.manifest import ResultVerification
+from computenet.merkle import MerkleTree
 from computenet.meter import WALL_CLOCK
-from verifier.rules import METERING_SLACK_SECONDS, allowed_claim, check_metering, wall_clock
+from verifier.rules import METERING_SLACK_SECONDS, allowed_claim, check_metering, judge, wall_clock
 
 
 @pytest.mark.parametrize(
@@ -48,3 +50,55 @@ def test_wall_clock_metering_is_what_a_reexecution_carries_until_a_meter_is_wire
     assert Reexecution(root=b"\x00" * 32, files={}, seconds=0.01).metering.seconds(0) == 1  # never below 1
     with pytest.raises(ValueError):
         allowed_claim(-1, 1, 0)
+
+
+# ---------------------------------------------------------------- judge: a verifier's verdict on one replica
+
+RULES_EXACT = ResultVerification()
+RULES_NUMERIC = ResultVerification(compare="numeric", numeric=[{"path": "x.npy", "rtol": "0.01", "atol": "0"}])
+
+
+def _npy(values) -> bytes:
+    import io
+
+    import numpy as np
+
+    out = io.BytesIO()
+    np.save(out, np.asarray(values, dtype=np.float32))
+    return out.getvalue()
+
+
+RUN = {"out/x.npy": _npy([1.0, 2.0]), "log/container.log": b"run A\n"}
+CLOSE = {"out/x.npy": _npy([1.001, 2.001]), "log/container.log": b"run B\n"}
+FAR = {"out/x.npy": _npy([1.5, 2.0]), "log/container.log": b"run A\n"}
+
+
+def _root(files):
+    return MerkleTree.from_files(files).root
+
+
+def test_an_equal_root_within_the_allowance_is_not_challenged():
+    verdict = judge(RULES_EXACT, _root(RUN), RUN, 10, _root(RUN), None, claimed=17, gpu_count=1)
+    assert (verdict.agree, verdict.metering.ok, verdict.challenge, verdict.reasons) == (True, True, False, ())
+
+
+def test_an_exact_job_with_another_root_is_challenged():
+    verdict = judge(RULES_EXACT, _root(RUN), RUN, 10, _root(CLOSE), None, claimed=1, gpu_count=1)
+    assert verdict.challenge and verdict.reasons == (
+        f"root 0x{_root(CLOSE).hex()} is not the re-execution's 0x{_root(RUN).hex()}",
+    )
+
+
+def test_a_numeric_job_is_judged_on_the_replicas_files():
+    close = judge(RULES_NUMERIC, _root(RUN), RUN, 10, _root(CLOSE), CLOSE, claimed=1, gpu_count=1)
+    assert (close.agree, close.challenge) == (True, False)  # other bytes, other log: within tolerance
+    far = judge(RULES_NUMERIC, _root(RUN), RUN, 10, _root(FAR), FAR, claimed=1, gpu_count=1)
+    assert far.challenge and far.reasons[0].startswith("out/x.npy differs beyond rtol 0.01, atol 0")
+    unseen = judge(RULES_NUMERIC, _root(RUN), RUN, 10, _root(CLOSE), None, claimed=1, gpu_count=1)
+    assert unseen.challenge and unseen.reasons[0].endswith("and the replica's files could not be had")
+
+
+def test_a_right_result_with_an_inflated_claim_is_challenged():
+    verdict = judge(RULES_EXACT, _root(RUN), RUN, 10, _root(RUN), None, claimed=18, gpu_count=1)
+    assert (verdict.agree, verdict.metering.ok, verdict.challenge) == (True, False, True)
+    assert verdict.reasons == ("its metering claim 18 exceeds the 17 a re-execution allows",)
