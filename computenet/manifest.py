@@ -20,6 +20,13 @@ and `/tmp` is a tmpfs, so the output path is neither of them, nor inside or abov
 system path (`/proc`, `/sys`, `/dev`, `/etc`, `/usr`, `/bin`, `/lib`, `/lib64`, `/sbin`,
 `/run`, `/var/run`), nor inside or above one; and no input path is a folder of another
 (a file `a` and a file `a/b` cannot both be staged).
+
+One exception to "defaults filled in": the `verification` section (how results of the job
+are compared and sampled, `ResultVerification`) is left out of the canonical form when it
+equals its defaults, so every manifest written before the section existed keeps its hash
+(and the stored bytes of jobs already posted stay canonical). When any of its values differs,
+the whole section is written, with its defaults. Numeric tolerances are decimal strings, so
+the canonical JSON holds no floats and reads the same in every language.
 """
 
 import json
@@ -218,6 +225,57 @@ class Outputs(_Strict):
     max_bytes: int = Field(gt=0)
 
 
+def _check_tolerance(value: str) -> str:
+    # A plain decimal in one spelling (no sign, exponent, NaN, leading or trailing zeros),
+    # so equal tolerances hash alike and every language reads the same number.
+    if not re.fullmatch(r"(0|[1-9][0-9]*)(\.[0-9]*[1-9])?", value):
+        raise _fail("tolerance", "must be a non-negative decimal string written out in full, e.g. \"0.00001\" "
+                                 "(no sign, exponent, leading or trailing zeros)")  # fmt: skip
+    return value
+
+
+Tolerance = Annotated[str, AfterValidator(_check_tolerance)]
+
+
+class NumericOutput(_Strict):
+    """An output file compared as a NumPy array within tolerances: |a - b| <= atol + rtol * |b|."""
+
+    path: RelativePath  # relative to the outputs folder: committed as out/<path>
+    rtol: Tolerance = "0"
+    atol: Tolerance = "0"
+
+
+class ResultVerification(_Strict):
+    """How two results of this job are compared and how often they are sampled
+    (verifier/compare.py, verifier/sampling.py, verifier/rules.py)."""
+
+    compare: Literal["exact", "numeric"] = "exact"
+    # The files compared numerically; every other one exactly.
+    numeric: list[NumericOutput] = Field([], validate_default=True)
+    spot_check_bps: int = Field(1000, ge=1, le=10_000)  # SPOT_CHECK: chance each replica is re-executed
+    metering_tolerance_bps: int = Field(5000, ge=0, le=100_000)  # metering claimed above measured, allowed
+
+    @field_validator("numeric")
+    @classmethod
+    def _unique_numeric_paths(cls, numeric: list[NumericOutput]) -> list[NumericOutput]:
+        seen: set[str] = set()
+        for item in numeric:
+            if item.path in seen:
+                raise _fail("duplicate_path", "duplicate path {path}", path=repr(item.path))
+            seen.add(item.path)
+        return numeric
+
+    @field_validator("numeric")
+    @classmethod
+    def _numeric_with_numeric_compare(cls, numeric: list[NumericOutput], info: ValidationInfo) -> list[NumericOutput]:
+        compare = info.data.get("compare")
+        if compare == "exact" and numeric:
+            raise _fail("numeric_unused", "lists files to compare numerically, but compare is \"exact\"")
+        if compare == "numeric" and not numeric:
+            raise _fail("numeric_missing", "must list the files to compare numerically when compare is \"numeric\"")
+        return numeric
+
+
 class Manifest(_Strict):
     """A job manifest, version 1."""
 
@@ -228,6 +286,7 @@ class Manifest(_Strict):
     inputs: Inputs
     outputs: Outputs
     timeout_seconds: int = Field(gt=0)
+    verification: ResultVerification = ResultVerification()
 
     @field_validator("command")
     @classmethod
@@ -291,8 +350,11 @@ def parse_manifest(raw: bytes | str) -> Manifest:
 
 def canonical_json(manifest: Manifest) -> bytes:
     """The manifest's one byte form: sorted keys, no whitespace, UTF-8, defaults included."""
+    body = manifest.model_dump(mode="json")
+    if manifest.verification == ResultVerification():
+        del body["verification"]  # the defaults: the hash of a manifest written before the section
     return json.dumps(
-        manifest.model_dump(mode="json"),
+        body,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -311,9 +373,11 @@ def image_digest(manifest: Manifest) -> str:
 
 
 def build_manifest(image: str, command: list[str], files: dict[str, bytes], *, timeout_seconds: int,
-                   max_output_bytes: int, env: dict[str, str] | None = None, output_path: str = "/out") -> Manifest:  # fmt: skip
+                   max_output_bytes: int, env: dict[str, str] | None = None, output_path: str = "/out",
+                   verification: dict[str, Any] | None = None) -> Manifest:  # fmt: skip
     """A validated manifest for `files` (relative path -> content) staged under /in: each
-    file named by its SHA-256 and size, and their Merkle root."""
+    file named by its SHA-256 and size, and their Merkle root; `verification` is the
+    manifest's verification section (ResultVerification's fields; none: the defaults)."""
     import hashlib
 
     from computenet.merkle import MerkleTree
@@ -323,4 +387,6 @@ def build_manifest(image: str, command: list[str], files: dict[str, bytes], *, t
     body = {"version": 1, "image": image, "command": command, "env": env or {},
             "inputs": {"files": inputs, "root": root},
             "outputs": {"path": output_path, "max_bytes": max_output_bytes}, "timeout_seconds": timeout_seconds}  # fmt: skip
+    if verification is not None:
+        body["verification"] = verification
     return parse_manifest(json.dumps(body))

@@ -70,8 +70,15 @@ def _market_roles(settings, key: str) -> tuple:
         raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
     jobs = JobSettlement(web3, sender, settings.market, token, settings.gateways)
     reexecutor = Reexecutor(StoreClient(settings.store_url), docker_host=settings.docker_host, limits=settings.limits())
+    outputs = None
+    if settings.outputs:  # replicas' results, for manifests whose comparator has a tolerance
+        from verifier.outputs import OutputsClient
+
+        registry = contract(web3, "ComputeAsset", assets)
+        outputs = OutputsClient(key, web3.eth.chain_id, settings.outputs,
+                                lambda asset: str(registry.functions.agentOf(asset).call()))  # fmt: skip
     arbiter = Arbiter(web3, sender, settings.market, assets, Path(settings.audit_log), reexecutor,
-                      Path(settings.arbiter_state), settings.start_block)  # fmt: skip
+                      Path(settings.arbiter_state), settings.start_block, outputs=outputs)  # fmt: skip
     refunder = Refunder(web3, sender, settings.market, settings.start_block)
 
     @asynccontextmanager

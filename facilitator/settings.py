@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from computenet.sandbox import Limits
 from computenet.connection import comma_list
+from verifier.settings import outputs_map
 
 
 class FacilitatorSettings(BaseSettings):
@@ -28,6 +29,10 @@ class FacilitatorSettings(BaseSettings):
     arbiter_state: str = Field("logs/facilitator-arbiter.json", description="the arbiter's cursor: next block to scan for disputes, those pending")
     start_block: int = Field(0, ge=0, description="first block the refunder and the arbiter scan (finished x402 jobs; opened disputes)")
     store_url: str = Field("http://127.0.0.1:8700", description="content store the arbiter fetches manifests and inputs from")
+    outputs: Annotated[dict[int, str], NoDecode] = Field(
+        default_factory=dict, description="asset id -> its agent's outputs URL (JSON or 'id=url,id=url'): where the "
+                                          "arbiter reads replicas' results for manifests with a numeric comparator"
+    )  # fmt: skip
     docker_host: str | None = Field(None, description="Docker engine the arbiter re-executes shards on (default: DOCKER_HOST or the system one)")
     # The re-executions' containers get an agent's limits (agent/settings.py), so a shard runs as it did.
     memory_mib: int = Field(Limits().memory_bytes >> 20, gt=0, description="memory limit per re-execution (swap included)")
@@ -40,6 +45,7 @@ class FacilitatorSettings(BaseSettings):
     log_level: str = "INFO"
 
     _comma_list = field_validator("networks", "gateways", mode="before")(lambda value: comma_list(value))
+    _outputs = field_validator("outputs", mode="before")(lambda value: outputs_map(value))
 
     @field_validator("networks")
     @classmethod

@@ -383,9 +383,9 @@ def job_image(docker_engine):
 def publish_job(content_store, job_image):
     """Builds a manifest over `files`, uploads it and its inputs; returns (manifest, its hash)."""
 
-    def publish(command, files, env=None, image_ref=None, timeout_seconds=60, max_output_bytes=1 << 20):
+    def publish(command, files, env=None, image_ref=None, timeout_seconds=60, max_output_bytes=1 << 20, verification=None):
         manifest = build_manifest(image_ref or job_image, command, files, env=env, timeout_seconds=timeout_seconds,
-                                  max_output_bytes=max_output_bytes)  # fmt: skip
+                                  max_output_bytes=max_output_bytes, verification=verification)  # fmt: skip
         for data in files.values():
             content_store.client.put(data)
         content_store.client.put(canonical_json(manifest))

@@ -2,7 +2,7 @@
 again itself, sends the ruling on chain and keeps an append-only audit log of every decision.
 
     POST /disputes   a request to rule (below) -> {job, shard, valid_root, reproducible, runs,
-                     upheld, rejected, notes, transaction}
+                     upheld, rejected, notes, ruling, rejected_mask, transaction}
     GET  /disputes   the audit log's entries, most recent last
 
 A dispute is open when some replica of the shard is DISPUTED: a verifier challenged it
@@ -13,16 +13,27 @@ dispute it finds. A request only asks for the ruling sooner, and may bring attac
 
 How the arbiter rules. It re-executes the shard itself (verifier/reexecute.py: manifest,
 inputs and image fetched by hash, the agent's sandbox and resource limits, the manifest's
-timeout, files committed exactly as the agent commits a result) and compares roots:
+timeout, files committed exactly as the agent commits a result) and compares it with each
+replica's result under the manifest's comparator (verifier/compare.py; by default exactly,
+root for root):
 
-  - its root is the root of some replica under ruling: that root is valid;
-  - it is no replica's root: it runs the shard a second time; if the two runs agree, their
-    root is valid and every replica under ruling is wrong;
+  - it agrees with some replica under ruling: its result is valid;
+  - it agrees with none: it runs the shard a second time; if the two runs agree, the first
+    is valid and every replica under ruling is wrong;
   - the two runs differ: the job is not reproducible and no one is at fault. `valid_root` is
     the zero root, meaning every submitted result stands (the challenger loses its bond).
 
-Roots are compared exactly: until jobs can declare comparators, a result is right only if
-its files are byte for byte the arbiter's.
+A replica agrees when its root is the arbiter's or, for a manifest whose comparator has a
+tolerance ("numeric"), when its whole result agrees within it: the result's files are
+attached to the request (`results`, checked against the replica's on-chain root) or fetched
+from the replica's agent (`outputs`); a replica whose files the arbiter cannot have is judged
+by its root alone. A replica that agrees still falls when its metering claim exceeds what
+the arbiter's run allows (verifier/rules.py, the manifest's `metering_tolerance_bps`).
+
+The ruling goes on chain as `resolve(valid_root)` when it is exactly "the replicas whose
+root is valid_root stand", and otherwise (a tolerance let other roots stand, or a replica
+with the valid root over-metered) as `resolve_replicas(rejected_mask)`: bit r set, replica r
+is rejected; every other replica under ruling stands.
 
 A request (JSON; hex is 0x-prefixed, file contents are base64); everything but job and
 shard is an optional attachment:
@@ -38,7 +49,10 @@ shard is an optional attachment:
       ],
       "reexecution": {                # the caller's own run of the shard, as the agent commits it
         "files": {"out/result.txt": "<base64>", "log/container.log": "<base64>"}
-      }
+      },
+      "results": [                    # a replica's whole result: every file under its on-chain root
+        {"replica": 1, "files": {"out/logits.npy": "<base64>", "log/container.log": "<base64>"}}
+      ]
     }
 
 Attachments never decide. They are checked (rules 3 and 4), recorded in the audit log with
@@ -63,14 +77,16 @@ and the refusal is logged (the HTTP detail is "rule N (name): what is wrong"):
      replica's current lease and asset and the job's manifest recovers to the asset's agent
      (`ComputeAsset.agentOf`). Else 400 naming the receipt and what is wrong.
   4. proofs: every Merkle proof must link its file to its replica's on-chain root, with the
-     leaf and node hashing `JobMarket.verify_output` uses (computenet.merkle) — a replica
-     under ruling again. Else 400 naming the proof.
-  5. re-execution: the arbiter must be able to run the shard: the manifest and inputs in its
+     leaf and node hashing `JobMarket.verify_output` uses (computenet.merkle), and every
+     attached whole result must rebuild its replica's on-chain root — a replica under ruling
+     again. Else 400 naming the proof or result.
+  5. re-execution: the arbiter must be able to run the shard: the manifest (whose
+     `verification` section gives the comparator and metering tolerance) and inputs in its
      content store, the image found or pullable by digest, its Docker engine answering. Else
      503 naming what is missing; the dispute stays open and the loop tries again later.
-  6. ruling: `valid_root` as above. Every replica under ruling whose root equals it is
-     upheld, every other one rejected (the chain slashes it and reopens it); with the zero
-     root every one stands. A rejected replica's reason says its root is not the arbiter's
+  6. ruling: as above. Every replica under ruling that agrees with the arbiter's run and
+     meters within tolerance is upheld, every other one rejected (the chain slashes it and
+     reopens it); with the zero root every one stands. A rejected replica's reason says its root is not the arbiter's
      and names each of its proven files that differs from, or is missing in, the arbiter's
      re-execution. A chain that refuses the ruling is logged too (409 when the market refused
      it, e.g. the dispute was resolved meanwhile; 503 otherwise).
@@ -111,8 +127,12 @@ from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
 from computenet.errors import ContractRevert, DisputeCourtError, InvalidSignature, JobMarketError
 from computenet.merkle import MAX_PROOF_DEPTH, leaf, verify
 from computenet.receipts import ExecutionReceipt
+from computenet.manifest import ResultVerification
+from computenet.merkle import MerkleTree
 from computenet.web3calls import Sender, block_ranges, contract
+from verifier.compare import compare
 from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
+from verifier.rules import check_metering
 
 log = logging.getLogger("verifier.arbiter")
 
@@ -180,6 +200,13 @@ class AttachedRun(BaseModel):
     files: dict[str, Base64]
 
 
+class ResultEvidence(BaseModel):
+    """A replica's whole result (leaf path -> content): every file under its on-chain root."""
+
+    replica: ReplicaIndex
+    files: dict[str, Base64]
+
+
 class Evidence(BaseModel):
     """The body of POST /disputes: the shard to rule on, and attachments."""
 
@@ -188,6 +215,7 @@ class Evidence(BaseModel):
     receipts: list[ReceiptEvidence] = []
     proofs: list[ProofEvidence] = []
     reexecution: AttachedRun | None = None
+    results: list[ResultEvidence] = []
 
 
 def _canonical_sha256(value: Any) -> str:
@@ -215,6 +243,10 @@ def attachments(evidence: Evidence) -> list[dict[str, Any]]:
                       "sha256": _sha256(base64.b64decode(item.content))})  # fmt: skip
     for path, content in (evidence.reexecution.files.items() if evidence.reexecution else ()):
         found.append({"kind": "reexecution", "path": path, "sha256": _sha256(base64.b64decode(content))})
+    for result in evidence.results:
+        for path, content in result.files.items():
+            found.append({"kind": "result", "replica": result.replica, "path": path,
+                          "sha256": _sha256(base64.b64decode(content))})  # fmt: skip
     return found
 
 
@@ -255,10 +287,19 @@ class Decision:
     rejected: tuple[Rejection, ...]
     runs: tuple[bytes, ...] = ()
     notes: tuple[str, ...] = ()
+    # Sent as `resolve_replicas(rejected_mask)` rather than `resolve(valid_root)`: the outcome is
+    # not "the replicas whose root is valid_root stand" (a tolerance let other roots stand, or a
+    # replica with the valid root is rejected for its metering).
+    by_mask: bool = False
 
     @property
     def reproducible(self) -> bool:
         return self.valid_root != ZERO_ROOT
+
+    @property
+    def rejected_mask(self) -> int:
+        """Bit r set: replica r is rejected."""
+        return sum(1 << r.replica for r in self.rejected)
 
 
 class Refused(Exception):
@@ -347,10 +388,38 @@ def check_proofs(evidence: Evidence, facts: ChainFacts) -> None:
                                          f"{_hex_of(rep.output_root)}")  # fmt: skip
 
 
-def needs_second_run(facts: ChainFacts, root: bytes) -> bool:
-    """Whether the arbiter's first root is no replica's under ruling: then only a second run
-    that agrees with it makes it the valid root."""
-    return not any(rep.output_root == root for _, rep in _ruled(facts))
+def check_results(evidence: Evidence, facts: ChainFacts) -> dict[int, dict[str, bytes]]:
+    """Rule 4, for whole results: each attached result's files must rebuild its replica's
+    on-chain root (so they are the replica's own result, all of it). Returns them by replica."""
+    results: dict[int, dict[str, bytes]] = {}
+    for i, item in enumerate(evidence.results):
+        what = f"result {i} (replica {item.replica})"
+        rep = _under_ruling(facts, item.replica, what, "proofs")
+        files = {path: base64.b64decode(content) for path, content in item.files.items()}
+        root = MerkleTree.from_files(files).root if files else ZERO_ROOT
+        if root != rep.output_root:
+            raise Refused(400, "proofs", f"{what}: its files' root {_hex_of(root)} is not the replica's on-chain "
+                                         f"root {_hex_of(rep.output_root)}")  # fmt: skip
+        results[item.replica] = files
+    return results
+
+
+def _agrees(rules: ResultVerification, run: Reexecution, rep: Replica, results: dict[int, dict[str, bytes]]) -> bool:
+    """Whether a replica's result agrees with one of the arbiter's runs: the same root, or,
+    with its files known, agreeing under the manifest's comparator."""
+    if rep.output_root == run.root:
+        return True
+    return rep.index in results and compare(rules, run.files, results[rep.index]).agree
+
+
+def needs_second_run(facts: ChainFacts, run: Reexecution | bytes, rules: ResultVerification | None = None,
+                     results: dict[int, dict[str, bytes]] | None = None) -> bool:  # fmt: skip
+    """Whether the arbiter's first run agrees with no replica under ruling: then only a second
+    run that agrees with it makes it the valid result."""
+    if isinstance(run, bytes):
+        run = Reexecution(run, {})
+    rules, results = rules or ResultVerification(), results or {}
+    return not any(_agrees(rules, run, rep, results) for _, rep in _ruled(facts))
 
 
 def _differences(whose: str, claimed: dict[str, bytes], arbiter: dict[str, bytes], complete: bool) -> list[str]:
@@ -368,13 +437,21 @@ def _differences(whose: str, claimed: dict[str, bytes], arbiter: dict[str, bytes
 
 
 def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | None = None,
-           party: str = "the caller") -> Decision:  # fmt: skip
-    """Rule 6: the ruling from the arbiter's runs of the shard (one whose root is a replica's,
+           party: str = "the caller", rules: ResultVerification | None = None,
+           results: dict[int, dict[str, bytes]] | None = None) -> Decision:  # fmt: skip
+    """Rule 6: the ruling from the arbiter's runs of the shard (one that agrees with a replica,
     or two), with the attachments of `evidence` (brought by `party`) compared to its files.
-    Roots are compared exactly: until jobs can declare comparators, a replica is right only
-    if its result is byte for byte the arbiter's."""
+
+    `rules` is the manifest's verification section; without it, roots are compared exactly
+    and metering is not checked. A replica stands when its root is the arbiter's, or when
+    its whole result (`results`, checked against its on-chain root by `check_results`) agrees
+    with the arbiter's run under the manifest's comparator; and, with `rules`, when its
+    metering claim is within what the arbiter's run allows (verifier/rules.py)."""
+    checked = rules is not None
+    rules, results = rules or ResultVerification(), results or {}
     first = runs[0]
-    if not needs_second_run(facts, first.root) or (len(runs) > 1 and runs[1].root == first.root):
+    second_agrees = len(runs) > 1 and compare(rules, first.files, runs[1].files).agree
+    if not needs_second_run(facts, first, rules, results) or second_agrees:
         valid_root = first.root
     elif len(runs) > 1:
         valid_root = ZERO_ROOT
@@ -386,14 +463,23 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
                 "no one is at fault and every submitted result stands")  # fmt: skip
         return Decision(facts.job, facts.shard, ZERO_ROOT, tuple(i for i, _ in _ruled(facts)), (), roots, (note,))
     evidence = evidence or Evidence(job=facts.job, shard=facts.shard)
+    measured = first.metering.seconds(facts.gpu_count)
     upheld: list[int] = []
     rejected: list[Rejection] = []
     for index, rep in _ruled(facts):
-        if rep.output_root == valid_root:
-            upheld.append(index)
+        metering = check_metering(rep.gpu_seconds, measured, facts.gpu_count, rules.metering_tolerance_bps)
+        if _agrees(rules, first, rep, results):
+            if not checked or metering.ok:
+                upheld.append(index)
+            else:
+                rejected.append(Rejection(index, f"{metering.reason} ({first.metering.meter}, "
+                                                 f"{rules.metering_tolerance_bps} bps tolerance)"))  # fmt: skip
             continue
         proven = {p.path: base64.b64decode(p.content) for p in evidence.proofs if p.replica == index}
         reasons = [f"its root {_hex_of(rep.output_root)} is not the arbiter's {_hex_of(valid_root)}"]
+        if index in results:
+            differences = compare(rules, results[index], first.files).differences
+            reasons += [f"its result: {difference}" for difference in differences]
         reasons += _differences("its", proven, first.files, complete=False)
         rejected.append(Rejection(index, "; ".join(reasons)))
     notes: list[str] = []
@@ -402,18 +488,21 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
         notes = _differences(f"{party}'s", attached, first.files, complete=True) or [
             f"{party}'s run matches the arbiter's re-execution"
         ]  # fmt: skip
-    return Decision(facts.job, facts.shard, valid_root, tuple(upheld), tuple(rejected), roots, tuple(notes))
+    by_root = {i for i, rep in _ruled(facts) if rep.output_root == valid_root}
+    return Decision(facts.job, facts.shard, valid_root, tuple(upheld), tuple(rejected), roots, tuple(notes),
+                    by_mask=set(upheld) != by_root)  # fmt: skip
 
 
 # ---------------------------------------------------------------- chain, Docker and the audit log
 
 
-def reexecute(reexecutor: Reexecutor, facts: ChainFacts) -> tuple[Reexecution, ...]:
-    """Rule 5: the arbiter's own run of the shard, and a second one when the first's root is
-    no replica's (a reproducibility check)."""
+def reexecute(reexecutor: Reexecutor, facts: ChainFacts, rules: ResultVerification | None = None,
+              results: dict[int, dict[str, bytes]] | None = None) -> tuple[Reexecution, ...]:  # fmt: skip
+    """Rule 5: the arbiter's own run of the shard, and a second one when the first agrees with
+    no replica (a reproducibility check)."""
     try:
         first = reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
-        if not needs_second_run(facts, first.root):
+        if not needs_second_run(facts, first, rules, results):
             return (first,)
         return first, reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
     except ReexecutionError as error:
@@ -497,7 +586,8 @@ class Arbiter:
     facilitator key and logs every decision; `run_once` finds open disputes by itself."""
 
     def __init__(self, web3: Any, sender: Sender, market: str, assets: str, audit_log: Path, reexecutor: Reexecutor,
-                 state: Path | None = None, start_block: int = 0, retry_seconds: float = 60) -> None:  # fmt: skip
+                 state: Path | None = None, start_block: int = 0, retry_seconds: float = 60,
+                 outputs: Any = None) -> None:  # fmt: skip
         """
         @param web3 A web3 instance on the market's chain.
         @param sender The facilitator key (a JobMarket facilitator).
@@ -508,6 +598,8 @@ class Arbiter:
         @param state The watch's cursor file (None: kept in memory).
         @param start_block The first block the watch scans when it has no cursor yet.
         @param retry_seconds How long the watch waits before trying again a dispute it could not rule on.
+        @param outputs Fetches replicas' whole results from their agents (verifier.outputs.OutputsClient),
+               for manifests whose comparator has a tolerance; None: only results a request attaches.
         """
         self.web3 = web3
         self.sender = sender
@@ -518,6 +610,7 @@ class Arbiter:
         self.reexecutor = reexecutor
         self.cursor = Cursor(state, start_block)
         self.retry_seconds = retry_seconds
+        self.outputs = outputs
         self._retry_at: dict[tuple[int, int], float] = {}
         # One arbitration at a time: the log follows the chain's order, and a second ruling
         # on the same shard reads the first one's outcome instead of racing it.
@@ -567,10 +660,13 @@ class Arbiter:
             party = self._check_caller(caller, facts) if heard else "the caller"
             check_receipts(evidence, facts)
             check_proofs(evidence, facts)
-            runs = reexecute(self.reexecutor, facts)
-            decision = decide(facts, runs, evidence, party)
+            results = check_results(evidence, facts)
+            rules = self._rules(facts)
+            results = self._fetch_results(facts, rules, results)
+            runs = reexecute(self.reexecutor, facts, rules, results)
+            decision = decide(facts, runs, evidence, party, rules, results)
             try:
-                receipt = self._send_ruling(evidence.job, evidence.shard, decision.valid_root)
+                receipt = self._send_ruling(decision)
             except ContractRevert as error:
                 # The read and the send are two moments: another facilitator may have ruled between them
                 # (409). A key the market does not take as a facilitator is this service's fault (503).
@@ -583,7 +679,8 @@ class Arbiter:
         answer = base | _answer(decision) | {"transaction": _hex_of(receipt["transactionHash"])}
         self.log.append(_stamp(answer | _runs(runs) | {"rules": applied(RULES), "decision": "resolved",
                                                        "block": receipt["blockNumber"]}))  # fmt: skip
-        keys = ("job", "shard", "valid_root", "reproducible", "runs", "upheld", "rejected", "notes", "transaction")
+        keys = ("job", "shard", "valid_root", "reproducible", "runs", "upheld", "rejected", "notes", "ruling",
+                "rejected_mask", "transaction")  # fmt: skip
         return {key: answer[key] for key in keys}
 
     def _log_refusal(self, base: dict[str, Any], refusal: Refused, rules: list[str],
@@ -591,10 +688,40 @@ class Arbiter:
         self.log.append(_stamp(base | _runs(runs) | {"rules": rules, "decision": "refused", "status": refusal.status,
                                                      "rule": refusal.rule, "reason": refusal.reason}))  # fmt: skip
 
-    def _send_ruling(self, job: int, shard: int, valid_root: bytes) -> dict[str, Any]:
+    def _send_ruling(self, decision: Decision) -> dict[str, Any]:
         """The ruling on chain at the dispute court (facilitators only, before the ruling
-        deadline; the zero root: every submitted result stands)."""
-        return self.sender.send(self.court.functions.resolve(job, shard, valid_root))
+        deadline): by its valid root (the zero root: every submitted result stands), or, when
+        the outcome is not "the replicas with that root stand", by the mask of rejected replicas."""
+        court = self.court.functions
+        if decision.by_mask:
+            return self.sender.send(court.resolve_replicas(decision.job, decision.shard, decision.rejected_mask))
+        return self.sender.send(court.resolve(decision.job, decision.shard, decision.valid_root))
+
+    def _rules(self, facts: ChainFacts) -> ResultVerification:
+        """The job manifest's verification section (rule 5: the manifest must be in the store)."""
+        try:
+            return self.reexecutor.manifest(facts.manifest_hash).verification
+        except ReexecutionError as error:
+            raise Refused(503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard "
+                                               f"{facts.shard}: {error}") from None  # fmt: skip
+
+    def _fetch_results(self, facts: ChainFacts, rules: ResultVerification,
+                       results: dict[int, dict[str, bytes]]) -> dict[int, dict[str, bytes]]:  # fmt: skip
+        """With a tolerant comparator, the whole results of the replicas under ruling that no
+        request attached, from their agents' outputs services (when configured); a replica
+        whose result cannot be had is judged by its root alone."""
+        if rules.compare == "exact" or self.outputs is None:
+            return results
+        found = dict(results)
+        for index, rep in _ruled(facts):
+            if index in found:
+                continue
+            try:
+                found[index] = self.outputs.result(rep.asset, facts.job, facts.shard, index, rep.output_root)
+            except Exception as error:  # an agent down or refusing: its root alone speaks for it
+                log.warning("replica result unavailable", extra={"fields": {"job": facts.job, "shard": facts.shard,
+                                                                           "replica": index, "error": str(error)}})  # fmt: skip
+        return found
 
     def _check_caller(self, caller: str, facts: ChainFacts) -> str:
         """Rule 2: only those with a stake or a bond in the shard are heard; returns who the caller is to it."""
@@ -661,6 +788,8 @@ class Arbiter:
 
 def _answer(decision: Decision) -> dict[str, Any]:
     return {
+        "ruling": "resolve_replicas" if decision.by_mask else "resolve",
+        "rejected_mask": decision.rejected_mask,
         "valid_root": _hex_of(decision.valid_root),
         "reproducible": decision.reproducible,
         "runs": [_hex_of(root) for root in decision.runs],

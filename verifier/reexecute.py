@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from computenet import sandbox
+from computenet.manifest import Manifest
+from computenet.meter import Metering
 from computenet.staging import Decline, bound_outputs, ensure_image, fetch_manifest, output_bytes, prepare, release, stage_inputs
 from computenet.store import StoreClient
 from verifier.commitment import result_files
+from verifier.rules import wall_clock
 from computenet.errors import ComputenetError
 from computenet.merkle import MerkleTree
 
@@ -47,6 +50,13 @@ class Reexecution:
     timed_out: bool = False
     oom_killed: bool = False
     seconds: float = 0.0
+    # What the run used, as the sandbox metered it (computenet.meter.Metering; the claim it
+    # supports is `metering.seconds(gpu_count)`); without one, its wall-clock time (verifier.rules.wall_clock).
+    metering: Metering | None = None
+
+    def __post_init__(self) -> None:
+        if self.metering is None:
+            object.__setattr__(self, "metering", wall_clock(self.seconds))
 
 
 class Reexecutor:
@@ -96,7 +106,8 @@ class Reexecutor:
             name=f"computenet-reexecute-{manifest_hash.hex()[:12]}-{shard}-{secrets.token_hex(4)}",
             image=image, command=list(manifest.command), env=dict(manifest.env), shard=shard,
             shard_count=shard_count, inputs=inputs, outputs=outputs, output_path=manifest.outputs.path,
-            timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count, limits=self.limits,
+            timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count, gpu_indices=tuple(range(gpu_count)),
+            limits=self.limits,
             max_file_bytes=output_bytes(manifest.outputs.max_bytes),
             labels={"computenet.reexecution": f"0x{manifest_hash.hex()}/{shard}"},
         )  # fmt: skip
@@ -106,7 +117,15 @@ class Reexecutor:
             raise ReexecutionError(f"the Docker engine could not run shard {shard}: {error}") from None
         files, _ = result_files(outputs, run.logs, manifest.outputs.max_bytes)
         return Reexecution(root=MerkleTree.from_files(files).root, files=files, exit_code=run.exit_code,
-                           timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds)  # fmt: skip
+                           timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds,
+                           metering=run.metering)  # fmt: skip
+
+    def manifest(self, manifest_hash: bytes) -> Manifest:
+        """The job's manifest from the content store, checked to be the one committed to."""
+        try:
+            return fetch_manifest(self.store, manifest_hash)
+        except Decline as decline:
+            raise ReexecutionError(_said(decline)) from None
 
     def docker(self) -> Any:
         """The Docker client, connected on first use."""

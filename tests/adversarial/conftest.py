@@ -106,13 +106,13 @@ def asset(register_asset):
 @pytest.fixture
 def lease(market, keeper, registered_keeper, submit):
     """A keeper leases the shard's next open replica to `asset`; the asset's agent submits
-    `output_root` unless it is None. Returns the replica."""
+    `output_root` claiming `gpu_seconds` unless it is None. Returns the replica."""
 
-    def run(job, shard, asset, agent_account, output_root=ROOT):
+    def run(job, shard, asset, agent_account, output_root=ROOT, gpu_seconds=1_000):
         tx = market.assign(job, shard, asset, sender=keeper)
         replica = tx.events.filter(market.ShardAssigned)[0].replica
         if output_root is not None:
-            submit(agent_account, job, shard, replica, output_root=output_root)
+            submit(agent_account, job, shard, replica, output_root=output_root, gpu_seconds=gpu_seconds)
         return replica
 
     return run

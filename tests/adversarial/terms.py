@@ -22,6 +22,14 @@ KEEPER_FEE = PAY * DEFAULT_PARAMETERS.keeper_fee_bps // _BPS
 PROTOCOL_FEE = PAY * DEFAULT_PARAMETERS.protocol_fee_bps // _BPS
 COST = PAY + KEEPER_FEE + PROTOCOL_FEE  # what one paid replica costs its client
 
+# A SUM result (below) claims what its run takes, about a second: the arbiter's re-execution
+# rejects a replica whose claim exceeds what it measured (verifier/rules.py), right root or not.
+SUM_SECONDS = 2
+SUM_PAY = 100 * SUM_SECONDS
+SUM_KEEPER_FEE = SUM_PAY * DEFAULT_PARAMETERS.keeper_fee_bps // _BPS
+SUM_PROTOCOL_FEE = SUM_PAY * DEFAULT_PARAMETERS.protocol_fee_bps // _BPS
+SUM_COST = SUM_PAY + SUM_KEEPER_FEE + SUM_PROTOCOL_FEE
+
 # Roots where no re-execution is needed: the court's ruling stands for the arbiter's.
 ROOT = b"\x42" * 32  # the right result (the `lease` fixture's default)
 WRONG = b"\x43" * 32  # a made-up one

@@ -8,8 +8,8 @@ import ape
 import pytest
 
 from computenet.domain import ReplicaState
-from terms import (BAD, COST, GOOD, KEEPER_FEE, OTHER_WRONG, PAY, PROTOCOL_FEE, R, ROOT, S, STAKE, WRONG, ZERO,
-                   attached, hx, proven, root)
+from terms import (BAD, COST, GOOD, KEEPER_FEE, OTHER_WRONG, PAY, PROTOCOL_FEE, R, ROOT, S, STAKE, SUM_COST,
+                   SUM_KEEPER_FEE, SUM_PAY, SUM_PROTOCOL_FEE, SUM_SECONDS, WRONG, ZERO, attached, hx, proven, root)
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def disagreeing(market, summing_job, asset, lease, submit, agents, provider2):
             assert lease(job, 0, asset_id, None, output_root=None) == replica
         for who in sorted(runs, key=lambda who: who == last):
             replica, signer, files = runs[who]
-            submit(signer, job, 0, replica, output_root=root(files))
+            submit(signer, job, 0, replica, output_root=root(files), gpu_seconds=SUM_SECONDS)
         assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
         return job, cheat, honest
 
@@ -42,8 +42,8 @@ def test_a_dishonest_replica_that_asks_first_is_still_the_one_slashed(
 ):  # fmt: skip
     books = ledger(cheat=provider2, honest=provider, client=client, keeper=keeper, treasury=treasury)
     job, cheat, honest = disagreeing(wrong, last="honest")
-    signature = sign_receipt(agents[1], job, 0, wrong, root(BAD), 1_000)
-    receipt = {"replica": wrong, "output_root": hx(root(BAD)), "gpu_seconds": 1_000, "exit_code": 0,
+    signature = sign_receipt(agents[1], job, 0, wrong, root(BAD), SUM_SECONDS)
+    receipt = {"replica": wrong, "output_root": hx(root(BAD)), "gpu_seconds": SUM_SECONDS, "exit_code": 0,
                "signature": hx(signature)}  # fmt: skip
     its_case = {"job": job, "shard": 0, "receipts": [receipt], "proofs": [proven(BAD, wrong)],
                 "reexecution": attached(BAD)}  # fmt: skip
@@ -57,12 +57,12 @@ def test_a_dishonest_replica_that_asks_first_is_still_the_one_slashed(
     assert (assets.stake(cheat).amount, assets.stake(honest).amount) == (STAKE - S, STAKE)
     # The wrong replica runs again on the client's escrow (on the honest provider's second asset);
     # the client pays for the results that stand.
-    lease(job, 0, asset(agent_account=agents[2]), agents[2], output_root=root(GOOD))
+    lease(job, 0, asset(agent_account=agents[2]), agents[2], output_root=root(GOOD), gpu_seconds=SUM_SECONDS)
     after(max(market.replica(job, 0, r).deadline for r in range(2)))
     market.finalize(job, 0, sender=keeper)
     assert books.changes() == {
-        "cheat": -S, "honest": R + 2 * PAY, "client": -2 * COST, "keeper": 2 * KEEPER_FEE,
-        "treasury": S - R + 2 * PROTOCOL_FEE,
+        "cheat": -S, "honest": R + 2 * SUM_PAY, "client": -2 * SUM_COST, "keeper": 2 * SUM_KEEPER_FEE,
+        "treasury": S - R + 2 * SUM_PROTOCOL_FEE,
     }  # fmt: skip
 
 

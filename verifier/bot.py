@@ -1,0 +1,308 @@
+"""The verifier bot: follows submitted results, re-executes those sampled for it, and challenges
+the wrong ones (or over-metered ones) with a bond.
+
+Each step, for every `ResultSubmitted` event since its cursor:
+
+  1. read: the replica (still SUBMITTED with that root, else nothing to do), the job (its
+     verification mode, GPUs, shards), and the seed: the hash of the block after the one that
+     mined the event (a result waits here until that block exists);
+  2. decide whether it is sampled (verifier/sampling.py): SPOT_CHECK at the manifest's
+     `spot_check_bps`, OPTIMISTIC at this verifier's share, REPLICATED never (the replicas
+     check one another);
+  3. skip it when the shard already has a challenge (`DisputeCourt.challenge_of`): one bond
+     at stake is enough, and several verifiers do not pile on;
+  4. re-execute it (verifier/reexecute.py, as an agent runs it) and judge the replica
+     (verifier/rules.py `judge`): its root against the re-execution's, or, for a manifest
+     whose comparator has a tolerance, its whole result fetched from its agent and checked
+     against its on-chain root (verifier/outputs.py); and its metering claim against what
+     the re-execution allows;
+  5. challenge (`DisputeCourt.challenge`, posting the bond: the market is approved for it
+     first) when the verdict says so, unless a challenge appeared meanwhile; a challenge
+     that loses the race to another verifier's reverts at its estimate, nothing is sent, and
+     the result is recorded as already challenged.
+
+State (the cursor, results waiting for their seed block or a retry, and one decision per
+result) lives in a JSON file replaced atomically. A decision to challenge is written before
+the transaction is sent, so a restart, even mid-send, never challenges the same result twice.
+
+Bond. The challenge bond is posted per challenge from the verifier's own tokens; it comes back
+with a reward when the arbiter finds the replica wrong and goes to the accused when it does
+not. Reading outputs (needed for numeric comparators) needs more: agents serve a replica's
+files only to bonded verifiers, and the network's only operator bond is the KeeperRegistry's,
+so a verifier that reads outputs registers there (an active registrant; it need not assign).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from web3.exceptions import ContractLogicError
+
+from computenet.domain import Replica, ReplicaState, Verification
+from computenet.errors import ContractRevert
+from computenet.web3calls import Sender, block_ranges, contract
+from verifier.outputs import OutputsClient, OutputsError
+from verifier.reexecute import ReexecutionError, Reexecutor
+from verifier.rules import judge
+from verifier.sampling import sampled, seed_block
+
+log = logging.getLogger("verifier.bot")
+
+ZERO_ADDRESS = "0x" + "00" * 20
+COUNTERS = ("results_seen", "sampled", "reexecuted", "mismatches", "challenged", "errors")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One ResultSubmitted event."""
+
+    job: int
+    shard: int
+    replica: int
+    asset: int
+    root: str  # 0x hex
+    gpu_seconds: int
+    block: int
+    log_index: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.job}/{self.shard}/{self.replica}@{self.block}:{self.log_index}"
+
+
+class State:
+    """The bot's memory: the next block to scan, results waiting (for their seed block or a
+    retry), a decision per result and counters, in one JSON file replaced atomically."""
+
+    def __init__(self, path: Path | None, start_block: int = 0) -> None:
+        self.path = Path(path) if path else None
+        self.next_block = start_block
+        self.waiting: dict[str, dict[str, Any]] = {}  # key -> {"submission": …, "attempts": n, "retry_at": t}
+        self.decisions: dict[str, dict[str, Any]] = {}
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._lock = threading.Lock()
+        if self.path and self.path.exists():
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            self.next_block = int(saved["next_block"])
+            self.waiting = saved["waiting"]
+            self.decisions = saved["decisions"]
+            self.counts |= saved.get("counts", {})
+
+    def count(self, name: str, by: int = 1) -> None:
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + by
+
+    def decide(self, key: str, decision: dict[str, Any]) -> None:
+        """Records a result's decision (replacing an earlier one) and stops waiting on it."""
+        self.decisions[key] = {"at": round(time.time(), 3)} | decision
+        self.waiting.pop(key, None)
+        self.save()
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            body = {"next_block": self.next_block, "waiting": self.waiting, "decisions": self.decisions,
+                    "counts": self.counts}  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(body, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class Verifier:
+    """One verifier key (or none: a dry run that logs what it would challenge) on one market."""
+
+    def __init__(self, web3: Any, market: str, reexecutor: Reexecutor, *, sender: Sender | None = None,
+                 address: str | None = None, share_bps: int = 1_000, state: Path | None = None, start_block: int = 0,
+                 outputs: dict[int, str] | None = None, retry_seconds: float = 30.0, max_attempts: int = 5) -> None:  # fmt: skip
+        """
+        @param web3 A web3 instance on the market's chain.
+        @param market The JobMarket address.
+        @param reexecutor Runs shards again (its Docker engine and content store).
+        @param sender The verifier key, which challenges and signs outputs requests; None: dry run.
+        @param address Whose draws a dry run makes (default: the sender's).
+        @param share_bps The share of OPTIMISTIC results it samples (capped at MAX_AUDIT_BPS).
+        @param state The state file (None: kept in memory).
+        @param start_block The first block scanned when there is no state yet.
+        @param outputs Asset id -> its agent's outputs URL, for numeric comparators.
+        @param retry_seconds The wait before trying a failed result again.
+        @param max_attempts Tries per result before it is given up.
+        """
+        if sender is None and address is None:
+            raise ValueError("a verifier needs a key, or an address to draw for in a dry run")
+        self.web3 = web3
+        self.sender = sender
+        self.address = sender.address if sender else str(address)
+        self.market = contract(web3, "JobMarket", market)
+        calls = self.market.functions
+        self.court = contract(web3, "DisputeCourt", calls.COURT().call())
+        self.token = contract(web3, "TestToken", calls.TOKEN().call())
+        self.assets = contract(web3, "ComputeAsset", calls.ASSETS().call())
+        self.keepers = contract(web3, "KeeperRegistry", calls.KEEPERS().call())
+        self.reexecutor = reexecutor
+        self.share_bps = share_bps
+        self.state = State(state, start_block)
+        self.retry_seconds = retry_seconds
+        self.max_attempts = max_attempts
+        self.outputs = None
+        if sender is not None:
+            agent_of = lambda asset: str(self.assets.functions.agentOf(asset).call())  # noqa: E731
+            self.outputs = OutputsClient(sender.account.key, web3.eth.chain_id, outputs or {}, agent_of)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.sender is None
+
+    def bonded(self) -> bool:
+        """Whether this verifier is an active bonded registrant of the KeeperRegistry (agents
+        serve sampled outputs only to those)."""
+        try:
+            self.keepers.functions.active_keeper_id(self.address).call()
+            return True
+        except ContractLogicError:
+            return False
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, stop: threading.Event, poll_interval: float = 1.0) -> None:
+        """Steps until `stop`; a node or engine hiccup is logged and the next step resumes."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception as error:
+                self.state.count("errors")
+                log.warning("step failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+            stop.wait(poll_interval)
+
+    def run_once(self) -> list[dict[str, Any]]:
+        """Scans the blocks since the cursor for results, then handles every result whose seed
+        block exists and whose retry time has come; returns the decisions made."""
+        head = self.web3.eth.block_number
+        found = 0
+        for start, stop in block_ranges(self.state.next_block, head):
+            for entry in self.market.events.ResultSubmitted().get_logs(from_block=start, to_block=stop):
+                args = entry["args"]
+                item = Submission(int(args["job"]), int(args["shard"]), int(args["replica"]), int(args["asset"]),
+                                  "0x" + bytes(args["output_root"]).hex(), int(args["gpu_seconds"]),
+                                  int(entry["blockNumber"]), int(entry["logIndex"]))  # fmt: skip
+                if item.key not in self.state.decisions and item.key not in self.state.waiting:
+                    self.state.waiting[item.key] = {"submission": asdict(item), "attempts": 0, "retry_at": 0.0}
+                    found += 1
+        if found:
+            self.state.count("results_seen", found)
+        self.state.next_block = max(self.state.next_block, head + 1)
+        self.state.save()
+        decisions = []
+        for key, waiting in sorted(self.state.waiting.items(), key=lambda kv: kv[1]["submission"]["block"]):
+            item = Submission(**waiting["submission"])
+            if seed_block(item.block) > head or waiting["retry_at"] > time.time():
+                continue
+            try:
+                decision = self.handle(item)
+            except (ReexecutionError, OSError, ConnectionError, ValueError) as error:
+                self._failed(key, waiting, error)
+                continue
+            self.state.decide(key, decision)
+            decisions.append(decision)
+        return decisions
+
+    def _failed(self, key: str, waiting: dict[str, Any], error: Exception) -> None:
+        self.state.count("errors")
+        waiting["attempts"] += 1
+        fields = {"result": key, "attempt": waiting["attempts"], "error": f"{type(error).__name__}: {error}"}
+        if waiting["attempts"] >= self.max_attempts:
+            log.error("result given up", extra={"fields": fields})
+            self.state.decide(key, {"decision": "gave up", "error": fields["error"]})
+            return
+        waiting["retry_at"] = time.time() + self.retry_seconds
+        log.warning("result not checked yet, will retry", extra={"fields": fields})
+        self.state.save()
+
+    # ------------------------------------------------------------ one result
+
+    def handle(self, item: Submission) -> dict[str, Any]:
+        """Read, sample, re-execute, judge and (maybe) challenge one submitted result."""
+        calls = self.market.functions
+        base = {"job": item.job, "shard": item.shard, "replica": item.replica, "root": item.root}
+        raw = calls.replica(item.job, item.shard, item.replica).call()
+        rep = Replica.from_chain(item.job, item.shard, item.replica, raw,
+                                 calls.output_root(item.job, item.shard, item.replica).call())  # fmt: skip
+        if rep.state != ReplicaState.SUBMITTED or "0x" + rep.output_root.hex() != item.root:
+            return self._log(base | {"decision": "moot", "state": rep.state.name})
+        record = calls.job(item.job).call()
+        manifest_hash, requirements = bytes(record[3]), record[4]
+        gpu_count, shard_count, mode = int(requirements[1]), int(requirements[5]), Verification(int(requirements[7]))
+        base |= {"mode": mode.name}
+        if mode == Verification.REPLICATED:
+            return self._log(base | {"decision": "replicated"})
+        seed = bytes(self.web3.eth.get_block(seed_block(item.block))["hash"])
+        rules = self.reexecutor.manifest(manifest_hash).verification
+        if not sampled(mode, seed, item.job, item.shard, item.replica, spot_check_bps=rules.spot_check_bps,
+                       verifier=self.address, share_bps=self.share_bps):  # fmt: skip
+            return self._log(base | {"decision": "not sampled"}, level=logging.DEBUG)
+        self.state.count("sampled")
+        if self._challenger(item) != ZERO_ADDRESS:
+            return self._log(base | {"decision": "already challenged", "challenger": self._challenger(item)})
+        log.info("re-executing", extra={"fields": base})
+        run = self.reexecutor.run(manifest_hash, item.shard, shard_count, gpu_count)
+        self.state.count("reexecuted")
+        files, fetch_error = None, ""
+        if run.root != rep.output_root and rules.compare != "exact" and self.outputs is not None:
+            try:
+                files = self.outputs.result(item.asset, item.job, item.shard, item.replica, rep.output_root)
+            except OutputsError as error:
+                fetch_error = str(error)
+        verdict = judge(rules, run.root, run.files, run.metering.seconds(gpu_count), rep.output_root, files,
+                        rep.gpu_seconds, gpu_count)  # fmt: skip
+        found = base | {"computed_root": "0x" + run.root.hex(), "claimed": rep.gpu_seconds,
+                        "allowed": verdict.metering.allowed, "meter": run.metering.meter,
+                        "reasons": list(verdict.reasons)}  # fmt: skip
+        if fetch_error:
+            found["outputs_error"] = fetch_error
+        if not verdict.challenge:
+            return self._log(found | {"decision": "agreed"})
+        self.state.count("mismatches")
+        return self.challenge(item, found)
+
+    def challenge(self, item: Submission, found: dict[str, Any]) -> dict[str, Any]:
+        """Challenges the shard unless a challenge is already open; the intent is saved first."""
+        if self.dry_run:
+            return self._log(found | {"decision": "would challenge"}, level=logging.WARNING)
+        challenger = self._challenger(item)
+        if challenger != ZERO_ADDRESS:
+            return self._log(found | {"decision": "already challenged", "challenger": challenger})
+        self._approve_bond()
+        self.state.decide(item.key, found | {"decision": "challenging"})  # a restart never sends it again
+        try:
+            receipt = self.sender.send(self.court.functions.challenge(item.job, item.shard))
+        except ContractRevert as error:
+            challenger = self._challenger(item)
+            if challenger != ZERO_ADDRESS:  # another verifier's challenge was mined first
+                return self._log(found | {"decision": "already challenged", "challenger": challenger})
+            return self._log(found | {"decision": "challenge refused", "reason": error.reason}, level=logging.WARNING)
+        self.state.count("challenged")
+        return self._log(found | {"decision": "challenged", "transaction": "0x" + bytes(receipt["transactionHash"]).hex(),
+                                  "block": int(receipt["blockNumber"])}, level=logging.WARNING)  # fmt: skip
+
+    def _challenger(self, item: Submission) -> str:
+        return str(self.court.functions.challenge_of(item.job, item.shard).call()[0])
+
+    def _approve_bond(self) -> None:
+        bond = self.market.functions.challenge_bond().call()
+        if self.token.functions.allowance(self.sender.address, self.market.address).call() < bond:
+            self.sender.send(self.token.functions.approve(self.market.address, bond))
+
+    def _log(self, decision: dict[str, Any], level: int = logging.INFO) -> dict[str, Any]:
+        log.log(level, decision["decision"], extra={"fields": decision})
+        return decision
