@@ -351,21 +351,56 @@ class Agent:
 
     # ------------------------------------------------------------ outputs
 
-    def may_read(self, job_id: int, address: str) -> bool:
-        """The job's client and bonded verifiers (active keepers) may read its outputs."""
+    def may_read(self, job_id: int, shard: int, replica: int, address: str) -> bool:
+        """Whether `address` may read a replica's outputs (verifier.access): the job's client;
+        a bonded verifier for a replica sampled for it; a facilitator for a shard under dispute."""
         from computenet.errors import ContractRevert
         from computenet.market import typed_reverts
+        from verifier.access import may_read
 
-        if self.job(job_id) is None:
+        job = self.job(job_id)
+        if job is None:
             return False
-        if self.job(job_id).client.lower() == address.lower():
+        if job.client.lower() == address.lower():
             return True
         try:
             with self.chain_lock, typed_reverts(preflight=True):
-                self.market.keepers.active_keeper_id(address)
-            return True
+                states = [r.state for r in self.market.shard(job_id, shard).replicas]
+                is_facilitator = bool(self.market.market.is_facilitator(address))
+                try:
+                    self.market.keepers.active_keeper_id(address)
+                    bonded = True
+                except ContractRevert:
+                    bonded = False
         except ContractRevert:
             return False
+        return may_read(caller=address, job_client=job.client, mode=job.requirements.verification,
+                        spot_check_bps=self._spot_check_bps(job), seed=self._seed(job_id, shard, replica),
+                        job=job_id, shard=shard, replica=replica, is_bonded=bonded, is_facilitator=is_facilitator,
+                        disputed=ReplicaState.DISPUTED in states)  # fmt: skip
+
+    def _spot_check_bps(self, job: Job) -> int:
+        try:
+            return execute.fetch_manifest(self.store, job.manifest_hash).verification.spot_check_bps
+        except Decline:
+            return 0  # no manifest, no sample: only the client and a ruling arbiter read
+
+    def _seed(self, job_id: int, shard: int, replica: int) -> bytes | None:
+        """The hash of the block after the one that mined this agent's result for the replica
+        (verifier.sampling), or None while there is none."""
+        from ape import networks
+
+        from verifier.sampling import seed_block
+
+        sent = [e for e in self.journal.entries() if (e.job, e.shard, e.replica) == (job_id, shard, replica) and e.tx]
+        if not sent:
+            return None
+        web3 = networks.provider.web3
+        with self.chain_lock:
+            mined = web3.eth.get_transaction_receipt(sent[-1].tx)["blockNumber"]
+            if web3.eth.block_number < seed_block(mined):
+                return None
+            return bytes(web3.eth.get_block(seed_block(mined))["hash"])
 
     def serve_outputs(self) -> Any:
         """Starts the outputs service in a thread; returns the uvicorn server (None when off)."""

@@ -83,7 +83,7 @@ class Net:
 
     def serve_outputs(self):
         client_of = lambda job: self.market.functions.job(job).call()[0].lower()  # noqa: E731
-        app = outputs_app(self.outputs, self.store, 31337, self.agent.address, lambda job, who: who.lower() == client_of(job))
+        app = outputs_app(self.outputs, self.store, 31337, self.agent.address, lambda job, shard, replica, who: who.lower() == client_of(job))
         self.outputs_server = ServedApp(app)
         return self.outputs_server.url
 
@@ -257,6 +257,7 @@ def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net
                                manifest=bytes.fromhex(status["manifest_hash"][2:]), output_root=root, gpu_seconds=100,
                                exit_code=0)  # fmt: skip
     signature = receipt.sign(net.agent.private_key, 31337, net.market.address)
+    net.web3.provider.make_request("evm_increaseTime", [100])  # the run takes its 100 s
     net.send(net.provider, net.market.functions.submit_result(job, 0, 0, root, 100, 0, signature))
     net.anvil.rpc("evm_increaseTime", [CHALLENGE_WINDOW + 1])
     net.anvil.rpc("evm_mine", [])

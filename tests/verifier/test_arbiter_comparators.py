@@ -156,7 +156,7 @@ def agent_outputs(chain, market, tmp_path):
         index = {"root": "0x" + root_of(files).hex(), "files": {p: store.put(d)["sha256"] for p, d in files.items()}}
         (folder / "outputs.json").write_text(json.dumps(index))
 
-        def allowed(job_id, caller):
+        def allowed(job_id, shard, replica_, caller):
             record = market.job(job_id)
             disputed = any(market.replica(job_id, 0, r).state == ReplicaState.DISPUTED
                            for r in range(record.requirements.replication))  # fmt: skip
