@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from computenet.meter import engine_seconds  # the engine's RFC 3339 stamps, in Unix seconds
+
 INPUT_PATH = "/in"
 NOBODY = "65534:65534"
 SHARD_INDEX, SHARD_COUNT = "COMPUTENET_SHARD_INDEX", "COMPUTENET_SHARD_COUNT"
@@ -107,26 +109,14 @@ class RunResult:
     metering: Any = None  # computenet.meter.Metering when the run was metered
 
 
-def engine_time(stamp: str) -> float | None:
-    """Unix seconds of one of the engine's RFC 3339 stamps (nanoseconds, "Z"); None if unset."""
-    from datetime import datetime
-
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    try:
-        value = datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
-    except ValueError:
-        return None
-    return value if value > 0 else None  # "0001-01-01T00:00:00Z": never happened
-
-
 def started_at(container: Any) -> float | None:
     """When the engine started `container`, so a wall-clock limit survives an agent restart."""
     container.reload()
-    return engine_time(container.attrs.get("State", {}).get("StartedAt", ""))
+    return engine_seconds(container.attrs.get("State", {}).get("StartedAt", ""))
 
 
 def _engine_seconds(state: dict[str, Any]) -> float | None:
-    start, end = engine_time(state.get("StartedAt", "")), engine_time(state.get("FinishedAt", ""))
+    start, end = engine_seconds(state.get("StartedAt", "")), engine_seconds(state.get("FinishedAt", ""))
     return max(0.0, end - start) if start is not None and end is not None else None
 
 

@@ -25,6 +25,8 @@ import stat
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -205,17 +207,11 @@ class StoreClient:
     def get(self, algorithm: str, hexdigest: str, max_bytes: int | None = None) -> bytes:
         """The blob, checked; BlobTooLarge past `max_bytes` (read no further)."""
         name = _name(algorithm, hexdigest)
-        try:
+        with self._reading(algorithm, name):
             with urllib.request.urlopen(f"{self.url}/blobs/{algorithm}/{name}", timeout=self.timeout) as response:
                 data = response.read() if max_bytes is None else response.read(max_bytes + 1)
             if max_bytes is not None and len(data) > max_bytes:
                 raise BlobTooLarge(f"blob {algorithm}:{name} is over {max_bytes} bytes")
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                raise BlobNotFound(f"no blob {algorithm}:{name} in the store at {self.url}") from None
-            raise StoreError(f"store {self.url}: {error.code} for {algorithm}:{name}") from None
-        except urllib.error.URLError as error:
-            raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
         return check(algorithm, name, data)
 
     def download(self, algorithm: str, hexdigest: str, target: Path, max_bytes: int) -> dict[str, str | int]:
@@ -226,20 +222,27 @@ class StoreClient:
         url = f"{self.url}/blobs/{algorithm}/{name}"
         partial = target.with_name(f".{target.name}.partial")
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response, open(partial, "wb") as out:
-                names = copy_hashed(response, out, max_bytes)
+            with self._reading(algorithm, name):
+                with urllib.request.urlopen(url, timeout=self.timeout) as response, open(partial, "wb") as out:
+                    names = copy_hashed(response, out, max_bytes)
             if names[algorithm] != name:
                 raise StoreError(f"blob {algorithm}:{name} does not match its content (it hashes to {names[algorithm]})")
             os.replace(partial, target)
             return names
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @contextmanager
+    def _reading(self, algorithm: str, name: str) -> Iterator[None]:
+        """Turns the HTTP errors of reading one blob into the store's."""
+        try:
+            yield
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 raise BlobNotFound(f"no blob {algorithm}:{name} in the store at {self.url}") from None
             raise StoreError(f"store {self.url}: {error.code} for {algorithm}:{name}") from None
         except urllib.error.URLError as error:
             raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 def app(store: LocalStore):
