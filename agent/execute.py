@@ -1,24 +1,30 @@
 """One lease, from assignment to a signed result: run the staged shard's container, commit
-to its outputs (verifier.commitment) and keep them in the agent's output store. Staging
-(manifest, image, inputs) is computenet.staging's, the same for agents and verifiers.
+to its outputs (verifier.commitment, each file streamed once into the agent's output store)
+and keep them there. Staging (manifest, image, inputs, the output bound) is
+computenet.staging's, the same for agents and verifiers.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from agent import gpu
 from agent.journal import Lease
-from agent.plan import metered_seconds
+from agent.plan import failed_exit_code, metered_seconds
 from computenet import sandbox
 from computenet.manifest import Manifest
+from computenet.meter import ContainerMeter
 from computenet.merkle import MerkleTree
-from computenet.staging import ensure_image, fetch_manifest, lease_dirs, prepare, stage_inputs  # noqa: F401 (the agent's steps)
-from computenet.store import LocalStore
-from verifier.commitment import result_files
+from computenet.staging import (  # noqa: F401 (the agent's steps)
+    bound_outputs, ensure_image, fetch_manifest, lease_dirs, output_bytes, prepare, release, stage_inputs,
+)  # fmt: skip
+from computenet.store import LocalStore, StoreError
+from verifier.commitment import LOG_LEAF, OutputFile, OutputRefused, commit_result
+
+INDEX = "outputs.json"  # what stays of a lease folder: its output index
 
 
 @dataclass(frozen=True)
@@ -31,48 +37,100 @@ class Result:
     seconds: float
     files: dict[str, str]  # leaf path -> sha256 in the output store
     utilization_pct: int | None = None  # mean GPU (or CPU) utilisation sampled each second of the run
+    note: str = ""  # why it failed, when the agent says so (outputs refused, an agent failure)
+    metering: dict | None = None  # computenet.meter.Metering: which meter, and what it measured
 
 
-def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tuple[bytes, dict[str, str], bool]:
-    """The Merkle root over the result's files (`result_files`), each put into the agent's
-    output store. Returns (root, leaf -> sha256, over_limit)."""
-    files, over = result_files(outputs, logs, max_bytes)
-    names = {leaf: str(store.put(data)["sha256"]) for leaf, data in files.items()}
-    return MerkleTree.from_files(files).root, names, over
+def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tuple[bytes, dict[str, str], str | None]:
+    """The Merkle root over the result's files (verifier.commitment), each streamed into the
+    agent's output store. Returns (root, leaf -> sha256, why only the log was committed)."""
+    names: dict[str, str] = {}
+
+    def file_away(file: OutputFile) -> bytes:
+        try:
+            filed = store.put_file(file.path, limit=file.size)
+        except (StoreError, OSError) as error:
+            raise OutputRefused(f"output {file.leaf!r} cannot be stored: {error}") from None
+        if filed["size"] != file.size:
+            raise OutputRefused(f"output {file.leaf!r} changed while it was committed")
+        names[file.leaf] = str(filed["sha256"])
+        return bytes.fromhex(str(filed["keccak256"]))
+
+    commitment = commit_result(outputs, logs, max_bytes, file_away)
+    if commitment.refused is not None:
+        names = {}
+    names[LOG_LEAF] = str(store.put(logs)["sha256"])
+    return commitment.root, names, commitment.refused
 
 
-def execute(lease: Lease, manifest: Manifest, image_id: str, *, client: Any, inputs: Path, outputs: Path,
-            shard_count: int, gpu_count: int, max_gpu_seconds: int, limits: sandbox.Limits, out_store: LocalStore,
-            on_start: Callable[[str], None] = lambda name: None, container: Any = None) -> Result:  # fmt: skip
-    """Runs the container (or waits for `container`, one found running after a restart) and
-    commits to its outputs."""
-    if container is None:
-        spec = sandbox.RunSpec(
-            name=lease.name, image=image_id, command=list(manifest.command), env=dict(manifest.env),
-            shard=lease.shard, shard_count=shard_count, inputs=inputs, outputs=outputs,
-            output_path=manifest.outputs.path, timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count,
-            limits=limits, labels={"computenet.lease": lease.name},
-        )  # fmt: skip
-        on_start(lease.name)
-        container = sandbox.start(client, spec)
+def start(lease: Lease, manifest: Manifest, image_id: str, *, client: Any, inputs: Path, outputs: Path,
+          shard_count: int, gpu_indices: tuple[int, ...], limits: sandbox.Limits,
+          on_start: Callable[[str], None] = lambda name: None) -> Any:  # fmt: skip
+    """Creates and starts the shard's container on its pinned GPUs; returns it."""
+    spec = sandbox.RunSpec(
+        name=lease.name, image=image_id, command=list(manifest.command), env=dict(manifest.env),
+        shard=lease.shard, shard_count=shard_count, inputs=inputs, outputs=outputs,
+        output_path=manifest.outputs.path, timeout_seconds=manifest.timeout_seconds, gpu_count=len(gpu_indices),
+        gpu_indices=gpu_indices, max_file_bytes=output_bytes(manifest.outputs.max_bytes), limits=limits,
+        labels={"computenet.lease": lease.name},
+    )  # fmt: skip
+    on_start(lease.name)
+    return sandbox.start(client, spec)
+
+
+def pinned_gpus(container: Any) -> tuple[int, ...]:
+    """The GPU indices a container was started on (found running after a restart)."""
+    requests = (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []
+    return tuple(int(i) for r in requests for i in (r.get("DeviceIDs") or []))
+
+
+def discard(container: Any) -> None:
+    """Removes a container whose run will not be committed; one already gone is fine."""
+    try:
+        container.remove(force=True)
+    except Exception:  # removed by finish(), or the engine is gone: nothing more to do here
+        pass
+
+
+def finish(container: Any, manifest: Manifest, *, outputs: Path, gpu_count: int, max_gpu_seconds: int,
+           out_store: LocalStore) -> Result:  # fmt: skip
+    """Waits for `container` (one just started, or found running after a restart), removes
+    it and commits to its outputs."""
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
     try:
         run = sandbox.wait(container, manifest.timeout_seconds, started=sandbox.started_at(container),
-                           on_poll=lambda: samples.append(gpu.probe().utilization_pct))  # fmt: skip
+                           on_poll=lambda: samples.append(gpu.probe().utilization_pct),
+                           meter=ContainerMeter(container, pinned_gpus(container)))  # fmt: skip
     finally:
         container.remove(force=True)
-    root, names, over = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
-    exit_code = run.exit_code if not over else (run.exit_code or 1)
+    root, names, refused = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
+    exit_code = min(run.exit_code, 255) if refused is None else failed_exit_code(run.exit_code)
     return Result(
-        output_root=root, gpu_seconds=metered_seconds(run.seconds, gpu_count, max_gpu_seconds),
-        exit_code=min(exit_code, 255), oom_killed=run.oom_killed, timed_out=run.timed_out, seconds=run.seconds,
+        output_root=root, gpu_seconds=min(max_gpu_seconds, run.metering.seconds(gpu_count)),
+        exit_code=exit_code, oom_killed=run.oom_killed, timed_out=run.timed_out, seconds=run.seconds,
         files=names, utilization_pct=round(sum(samples) / len(samples)) if samples else None,
+        note="oom" if run.oom_killed else "timeout" if run.timed_out else (refused or ""),
+        metering=asdict(run.metering),
+    )  # fmt: skip
+
+
+def failed(explanation: str, out_store: LocalStore, *, exit_code: int | None, seconds: float, gpu_count: int,
+           max_gpu_seconds: int) -> Result:  # fmt: skip
+    """A failed result the agent commits when a run's own result cannot be: only a log leaf
+    that says why."""
+    log = f"computenet agent: {explanation}\n".encode("utf-8", "replace")
+    names = {LOG_LEAF: str(out_store.put(log)["sha256"])}
+    return Result(
+        output_root=MerkleTree.from_files({LOG_LEAF: log}).root,
+        gpu_seconds=metered_seconds(seconds, gpu_count, max_gpu_seconds), exit_code=failed_exit_code(exit_code),
+        oom_killed=False, timed_out=False, seconds=seconds, files=names, note=explanation[:500],
     )  # fmt: skip
 
 
 def write_index(folder: Path, lease: Lease, result: Result) -> None:
     """The lease's output index (leaf path -> sha256) for serving outputs and proofs."""
-    (folder / "outputs.json").write_text(json.dumps({
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / INDEX).write_text(json.dumps({
         "lease": lease.name, "root": "0x" + result.output_root.hex(), "files": result.files,
         "seconds": round(result.seconds, 3), "gpu_seconds": result.gpu_seconds, "exit_code": result.exit_code,
-        "utilization_pct": result.utilization_pct}, indent=1))  # fmt: skip
+        "utilization_pct": result.utilization_pct, "note": result.note, "metering": result.metering}, indent=1))  # fmt: skip

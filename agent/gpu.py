@@ -3,11 +3,17 @@
 `probe()` reads every GPU's model, memory, utilisation, temperature and power. Where NVML
 cannot load (no driver, no GPU), the fallback reports the CPU count and load instead and
 says why, so the agent serves CPU-only assets and tells its operator.
+
+`Allocator` pins GPUs to leases by index: an asset of N GPUs uses the machine's GPUs 0..N-1
+(as `spec_mismatch` checks them), and no GPU is handed to two leases at once, whichever
+assets they belong to.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from computenet.domain import Spec
@@ -111,3 +117,42 @@ def spec_mismatch(spec: Spec, sample: Telemetry) -> str | None:
         if wrong:
             return f"the asset is registered as {model} but GPU {wrong[0].index} is {wrong[0].name}"
     return None
+
+
+def asset_gpus(spec: Spec) -> tuple[int, ...]:
+    """The device indices an asset's leases draw from (pure)."""
+    return tuple(range(spec.gpu_count))
+
+
+class Allocator:
+    """GPU device indices held per lease; thread-safe (the shard threads share it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: dict[int, str] = {}  # device index -> the lease holding it
+
+    def acquire(self, lease: str, pool: Sequence[int], count: int) -> tuple[int, ...] | None:
+        """`count` free indices of `pool` for `lease` (the ones it already holds, if any);
+        None when too few are free. Zero GPUs is always granted: ()."""
+        with self._lock:
+            mine = tuple(i for i, holder in sorted(self._holder.items()) if holder == lease)
+            if mine:
+                return mine
+            free = [i for i in pool if i not in self._holder]
+            if len(free) < count:
+                return None
+            for index in free[:count]:
+                self._holder[index] = lease
+            return tuple(free[:count])
+
+    def release(self, lease: str) -> tuple[int, ...]:
+        """Frees what `lease` holds; returns those indices."""
+        with self._lock:
+            mine = tuple(i for i, holder in sorted(self._holder.items()) if holder == lease)
+            for index in mine:
+                del self._holder[index]
+            return mine
+
+    def held(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self._holder)

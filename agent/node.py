@@ -1,7 +1,11 @@
 """The agent on one provider machine: follows the chain for assignments to its assets, runs
-each in a container (as many at once as each asset's capacity), submits the signed result,
-declines what it cannot run, sends signed heartbeats, and after a restart finishes what its
-journal says was left open.
+each in a container (as many at once as each asset's capacity, each on GPUs of its own),
+submits the signed result, declines what it cannot run, sends signed heartbeats, and after a
+restart finishes what its journal says was left open.
+
+Every failure of a lease ends on chain (agent.plan.on_failure): declined with a reason
+before its container starts, a failed result after. Once a result is committed, the lease's
+in/ and out/ are gone; its output index stays, its files are in the output store.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from computenet import events as ev
+from computenet import preflight
 from computenet.connection import ConfigError, broadcast
 from computenet.domain import Asset, Job, ReplicaState
 from computenet.heartbeat import Heartbeat, publish
@@ -22,6 +27,7 @@ from computenet.market import Market
 from agent import execute, gpu, plan
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
+from computenet.staging import Decline
 from computenet.store import LocalStore, StoreClient
 
 log = logging.getLogger("agent")
@@ -53,6 +59,7 @@ class Agent:
         self.served: dict[int, Served] = {}
         self.pools: dict[int, ThreadPoolExecutor] = {}
         self.telemetry = gpu.probe()
+        self.gpus = gpu.Allocator()  # device indices pinned to running leases
         self.jobs: dict[int, Job] = {}
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
 
@@ -81,6 +88,11 @@ class Agent:
             raise ConfigError("agent cannot serve: " + "; ".join(problems))
         if self.telemetry.source != "nvml":
             log.warning("no GPU: serving CPU-only assets", extra={"fields": {"reason": self.telemetry.reason}})
+        else:  # GPU-seconds are metered by NVML's per-process accounting, which must be on
+            from computenet.meter import enable_accounting
+
+            done = enable_accounting(g.index for g in self.telemetry.gpus)
+            log.info("GPU accounting", extra={"fields": {"result": done}})
         return self.served
 
     # ------------------------------------------------------------ chain
@@ -120,12 +132,14 @@ class Agent:
     def _run_guarded(self, lease: Lease, container: Any) -> None:
         try:
             self.run_lease(lease, container)
-        except Exception as error:  # one lease's failure must not stop the agent
-            log.exception("lease failed", extra={"fields": {"lease": lease.name}})
+        except Exception as error:  # run_lease ends every failure on chain; this is when even that failed
+            log.exception("lease failed and could not be declined or failed on chain",
+                          extra={"fields": {"lease": lease.name}})  # fmt: skip
             entry = self.journal.get(lease.key)
             if entry is None or entry.state not in ("computed", "submitted"):  # a computed result is retried
-                self.journal.update(lease.key, "dropped", note=f"{type(error).__name__}: {error}"[:500])
+                self.journal.update(lease.key, "dropped", note=f"unreported: {type(error).__name__}: {error}"[:500])
         finally:
+            self.gpus.release(lease.name)
             with self.count_lock:
                 self.served[lease.asset].running -= 1
 
@@ -146,30 +160,69 @@ class Agent:
             self.journal.update(entry.key, entry.state, note=f"retrying: {error}"[:500])
 
     def run_lease(self, lease: Lease, container: Any = None) -> None:
-        """Prepares, runs and submits one lease, recording each step in the journal."""
-        job = self.job(lease.job)
+        """Prepares, runs and submits one lease, recording each step in the journal; a
+        failure is declined or becomes a failed result (agent.plan.on_failure)."""
         folder = self.work / lease.name
+        stage = plan.STAGING if container is None else plan.RAN  # one found after a restart has run
         try:
+            job = self.job(lease.job)
+            asset = self.served[lease.asset].asset
             manifest = execute.fetch_manifest(self.store, job.manifest_hash)
-            plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end,
-                                job_gpu_count=job.requirements.gpu_count,
-                                asset_gpu_count=self.served[lease.asset].asset.spec.gpu_count)  # fmt: skip
+            if container is None:
+                plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end,
+                                    job_gpu_count=job.requirements.gpu_count, asset_gpu_count=asset.spec.gpu_count)  # fmt: skip
+                pool, count = gpu.asset_gpus(asset.spec), job.requirements.gpu_count
+            else:  # the GPUs it was started on stay its own
+                pool = execute.pinned_gpus(container)
+                count = len(pool)
+            gpus = plan.check_gpus(self.gpus.acquire(lease.name, pool, count), count, pool)
             image = execute.ensure_image(self.docker, manifest.image)
             if container is None:
                 inputs, outputs = execute.prepare(folder)
+                bound = execute.bound_outputs(outputs, manifest.outputs.max_bytes)
+                log.info("outputs bounded", extra={"fields": {"lease": lease.name, "bound": bound}})
                 execute.stage_inputs(self.store, manifest, inputs)
+                stage = plan.STARTING
+                container = execute.start(
+                    lease, manifest, image, client=self.docker, inputs=inputs, outputs=outputs,
+                    shard_count=job.requirements.shard_count, gpu_indices=gpus, limits=self.settings.limits(),
+                    on_start=lambda name: self.journal.update(lease.key, "running", container=name),
+                )  # fmt: skip
             else:  # collecting a container that ran on while the agent was down
                 inputs, outputs = execute.lease_dirs(folder)
-        except plan.Decline as decline:
-            self.decline(lease, decline)
-            return
-        result = execute.execute(
-            lease, manifest, image, client=self.docker, inputs=inputs, outputs=outputs,
-            shard_count=job.requirements.shard_count, gpu_count=job.requirements.gpu_count,
-            max_gpu_seconds=job.requirements.max_gpu_seconds, limits=self.settings.limits(), out_store=self.outputs,
-            on_start=lambda name: self.journal.update(lease.key, "running", container=name), container=container,
-        )  # fmt: skip
+            stage = plan.RAN
+            result = execute.finish(container, manifest, outputs=outputs, gpu_count=job.requirements.gpu_count,
+                                    max_gpu_seconds=job.requirements.max_gpu_seconds, out_store=self.outputs)  # fmt: skip
+        except Exception as error:
+            outcome = plan.on_failure(stage, error)
+            if not isinstance(error, Decline):
+                log.warning("lease failed", exc_info=True,
+                            extra={"fields": {"lease": lease.name, "stage": stage, "outcome": outcome.action}})  # fmt: skip
+            if container is not None:
+                execute.discard(container)
+            if outcome.action == "decline" and self.decline(lease, Decline(outcome.reason, outcome.detail)):
+                execute.release(folder)
+                return
+            result = self.failed_result(lease, outcome)
+        finally:
+            self.gpus.release(lease.name)
+        self.commit(lease, result)
+
+    def failed_result(self, lease: Lease, outcome: plan.Outcome) -> execute.Result:
+        job = self.job(lease.job)
+        return execute.failed(f"{outcome.reason}: {outcome.detail}", self.outputs, exit_code=None, seconds=0,
+                              gpu_count=job.requirements.gpu_count, max_gpu_seconds=job.requirements.max_gpu_seconds)  # fmt: skip
+
+    def commit(self, lease: Lease, result: execute.Result) -> None:
+        """Indexes a result, clears the lease folder but for the index, signs and submits."""
+        folder = self.work / lease.name
+        with self.chain_lock:  # the chain refuses a claim beyond the lease's time on its GPUs so far
+            rep = self.market.replica(lease.job, lease.shard, lease.replica, root=False)
+            allowed = preflight.claimable_seconds(rep, self.now(), self.job(lease.job).requirements.gpu_count)
+        if result.gpu_seconds > allowed:
+            result = replace(result, gpu_seconds=allowed)
         execute.write_index(folder, lease, result)
+        execute.release(folder, keep=(execute.INDEX,))
         with self.chain_lock:
             receipt = self.market.receipt_for(lease.job, lease.shard, lease.replica, result.output_root,
                                               result.gpu_seconds, result.exit_code)  # fmt: skip
@@ -179,8 +232,7 @@ class Agent:
         signature = receipt.sign(self.account.private_key, self.chain_id, self.market.market.address)
         self.journal.update(lease.key, "computed", output_root="0x" + result.output_root.hex(),
                             gpu_seconds=result.gpu_seconds, exit_code=result.exit_code,
-                            signature="0x" + signature.hex(),
-                            note="oom" if result.oom_killed else "timeout" if result.timed_out else "")  # fmt: skip
+                            signature="0x" + signature.hex(), note=result.note[:500])  # fmt: skip
         log.info("computed", extra={"fields": {"lease": lease.name, "exit_code": result.exit_code,
                                                "seconds": round(result.seconds, 3), "root": "0x" + result.output_root.hex()}})  # fmt: skip
         self.submit(self.journal.get(lease.key))
@@ -207,14 +259,19 @@ class Agent:
         self.journal.update(entry.key, "done", tx=tx)
         log.info("submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}})
 
-    def decline(self, lease: Lease, decline: plan.Decline) -> None:
+    def decline(self, lease: Lease, decline: plan.Decline) -> bool:
+        """Declines on chain; False when the chain refused it (the caller fails the result instead)."""
         log.warning("declining", extra={"fields": {"lease": lease.name, "reason": decline.reason, "detail": decline.detail}})
         try:
             receipt = self._send("decline", lease.job, lease.shard, lease.replica, plan.reason_bytes(decline.reason))
-            note = decline.detail if receipt["status"] == 1 else f"decline reverted: {decline.detail}"
-        except Exception as error:  # window closed, lease gone: the keeper's reclaim takes over
-            note = f"decline failed ({error}): {decline.detail}"
-        self.journal.update(lease.key, "declined", note=note[:500])
+        except Exception as error:  # window closed, lease gone, node down
+            log.warning("decline failed", extra={"fields": {"lease": lease.name, "error": str(error)}})
+            return False
+        if receipt["status"] != 1:
+            log.warning("decline reverted", extra={"fields": {"lease": lease.name}})
+            return False
+        self.journal.update(lease.key, "declined", note=f"{decline.reason}: {decline.detail}"[:500])
+        return True
 
     # ------------------------------------------------------------ events and recovery
 
@@ -250,6 +307,7 @@ class Agent:
             else:
                 if container is not None:
                     container.remove(force=True)
+                execute.release(self.work / lease.name, keep=(execute.INDEX,))  # nothing left running uses it
                 self.journal.update(lease.key, "done" if action == "done" else "dropped", note=f"after a restart: {action}")
             done[action] = done.get(action, 0) + 1
         return done
@@ -293,21 +351,56 @@ class Agent:
 
     # ------------------------------------------------------------ outputs
 
-    def may_read(self, job_id: int, address: str) -> bool:
-        """The job's client and bonded verifiers (active keepers) may read its outputs."""
+    def may_read(self, job_id: int, shard: int, replica: int, address: str) -> bool:
+        """Whether `address` may read a replica's outputs (verifier.access): the job's client;
+        a bonded verifier for a replica sampled for it; a facilitator for a shard under dispute."""
         from computenet.errors import ContractRevert
         from computenet.market import typed_reverts
+        from verifier.access import may_read
 
-        if self.job(job_id) is None:
+        job = self.job(job_id)
+        if job is None:
             return False
-        if self.job(job_id).client.lower() == address.lower():
+        if job.client.lower() == address.lower():
             return True
         try:
             with self.chain_lock, typed_reverts(preflight=True):
-                self.market.keepers.active_keeper_id(address)
-            return True
+                states = [r.state for r in self.market.shard(job_id, shard).replicas]
+                is_facilitator = bool(self.market.market.is_facilitator(address))
+                try:
+                    self.market.keepers.active_keeper_id(address)
+                    bonded = True
+                except ContractRevert:
+                    bonded = False
         except ContractRevert:
             return False
+        return may_read(caller=address, job_client=job.client, mode=job.requirements.verification,
+                        spot_check_bps=self._spot_check_bps(job), seed=self._seed(job_id, shard, replica),
+                        job=job_id, shard=shard, replica=replica, is_bonded=bonded, is_facilitator=is_facilitator,
+                        disputed=ReplicaState.DISPUTED in states)  # fmt: skip
+
+    def _spot_check_bps(self, job: Job) -> int:
+        try:
+            return execute.fetch_manifest(self.store, job.manifest_hash).verification.spot_check_bps
+        except Decline:
+            return 0  # no manifest, no sample: only the client and a ruling arbiter read
+
+    def _seed(self, job_id: int, shard: int, replica: int) -> bytes | None:
+        """The hash of the block after the one that mined this agent's result for the replica
+        (verifier.sampling), or None while there is none."""
+        from ape import networks
+
+        from verifier.sampling import seed_block
+
+        sent = [e for e in self.journal.entries() if (e.job, e.shard, e.replica) == (job_id, shard, replica) and e.tx]
+        if not sent:
+            return None
+        web3 = networks.provider.web3
+        with self.chain_lock:
+            mined = web3.eth.get_transaction_receipt(sent[-1].tx)["blockNumber"]
+            if web3.eth.block_number < seed_block(mined):
+                return None
+            return bytes(web3.eth.get_block(seed_block(mined))["hash"])
 
     def serve_outputs(self) -> Any:
         """Starts the outputs service in a thread; returns the uvicorn server (None when off)."""

@@ -1,6 +1,6 @@
-"""Serving a lease's outputs over HTTP, only to the job's client and to bonded verifiers (the
-active keepers of the KeeperRegistry, the only bond the chain knows), with a Merkle proof
-for any single file so a spot check needs one leaf, not the whole result.
+"""Serving a lease's outputs over HTTP, only to those verifier.access allows: the job's client,
+a bonded verifier for a replica sampled for it, a facilitator for a shard under dispute; with
+a Merkle proof for any single file so a check needs one leaf, not the whole result.
 
     GET /outputs/{job}/{shard}/{replica}                 the index: root, leaf -> sha256
     GET /outputs/{job}/{shard}/{replica}/file?path=LEAF  the file; its proof in X-Merkle-Proof
@@ -35,15 +35,18 @@ def sign_request(private_key: Any, chain_id: int, agent: str, target: str, valid
     return signed_requests.sign_request(private_key, SCOPE, chain_id, agent, f"GET {target}", validity)
 
 
-def app(work: Path, store: LocalStore, chain_id: int, agent: str, allowed: Callable[[int, str], bool]) -> FastAPI:
-    """The outputs service. `allowed(job, address)` says whether `address` may read `job`'s outputs."""
+def app(work: Path, store: LocalStore, chain_id: int, agent: str,
+        allowed: Callable[[int, int, int, str], bool]) -> FastAPI:  # fmt: skip
+    """The outputs service. `allowed(job, shard, replica, address)` says whether `address` may
+    read that replica's outputs (verifier.access)."""
     api = FastAPI(title="computenet agent outputs")
 
     def index(job: int, shard: int, replica: int, request: Request) -> dict:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         who = signed_requests.caller(request.headers, SCOPE, chain_id, agent, f"GET {target}", time.time())
-        if not allowed(job, who):
-            raise HTTPException(403, f"{who} is neither job {job}'s client nor a bonded verifier")
+        if not allowed(job, shard, replica, who):
+            raise HTTPException(403, f"{who} is neither job {job}'s client nor a verifier or arbiter checking "
+                                     f"shard {shard} replica {replica}")
         found = sorted(work.glob(f"computenet-{job}-{shard}-{replica}-*/outputs.json"))
         if not found:
             raise HTTPException(404, f"no outputs here for job {job} shard {shard} replica {replica}")

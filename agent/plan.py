@@ -1,5 +1,13 @@
 """The agent's decisions, pure: whether a shard can run here, what a result is metered at,
-and what to do with each journal entry after a restart. No Docker, chain or file access."""
+what a failure leads to, and what to do with each journal entry after a restart. No
+Docker, chain or file access.
+
+A lease never ends in silence. A failure before its container starts is declined with a
+short on-chain reason (the replica reopens, without penalty, inside the decline window); a
+failure once the container has started is a failed result: a receipt with a non-zero exit
+code over only a log leaf that explains it. A decline the chain refuses (the window closed)
+falls back to a failed result too.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,13 @@ from dataclasses import dataclass
 from computenet.domain import ReplicaState
 from computenet.manifest import Manifest
 from computenet.staging import REASON_BYTES, Decline  # noqa: F401 (the agent declines with it)
+
+# Where a lease's run stands when something fails.
+STAGING = "staging"  # manifest, image, GPUs, inputs: nothing has run
+STARTING = "starting"  # the engine is creating and starting the container
+RAN = "ran"  # the container started: whatever happens now is its result
+
+AGENT_FAILURE_EXIT = 255  # a failed result's exit code when the container's own is 0 or unknown
 
 # Seconds kept between a container's wall-clock limit and the lease's end, for collecting
 # outputs and getting the result mined.
@@ -27,6 +42,45 @@ def check_runnable(manifest: Manifest, *, now: int, lease_end: int, job_gpu_coun
                                          f"{lease_end - now} s (with {SUBMIT_MARGIN} s kept to submit)")  # fmt: skip
     if job_gpu_count > asset_gpu_count:
         raise Decline("not enough GPUs", f"the job needs {job_gpu_count} GPUs, this asset has {asset_gpu_count}")
+
+
+def check_gpus(granted: tuple[int, ...] | None, job_gpu_count: int, pool: tuple[int, ...]) -> tuple[int, ...]:
+    """The GPUs pinned to a lease; Decline when the asset has too few free."""
+    if granted is None:
+        raise Decline("no free GPU", f"the job needs {job_gpu_count} GPUs; of this asset's {list(pool)} too few are "
+                                     "free (held by other leases)")  # fmt: skip
+    return granted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a failure leads to: "decline" (reason on chain) or "fail" (a failed result)."""
+
+    action: str
+    reason: str  # ≤ 32 ASCII bytes
+    detail: str
+
+
+def on_failure(stage: str, error: BaseException) -> Outcome:
+    """What a lease's failure at `stage` leads to (module docstring)."""
+    detail = error.detail if isinstance(error, Decline) else f"{type(error).__name__}: {error}"
+    if isinstance(error, Decline):
+        reason = error.reason
+    elif stage == STARTING:
+        reason = "engine refused container"
+    elif stage == RAN:
+        reason = "result not committed"
+    elif isinstance(error, OSError):
+        reason = "agent storage error"
+    else:
+        reason = "agent error"
+    return Outcome("fail" if stage == RAN else "decline", reason, detail[:2000])
+
+
+def failed_exit_code(exit_code: int | None) -> int:
+    """The exit code a failed result reports: the container's own when it failed, else
+    AGENT_FAILURE_EXIT (a failed result never claims success)."""
+    return min(exit_code, 255) if exit_code else AGENT_FAILURE_EXIT
 
 
 def metered_seconds(run_seconds: float, gpu_count: int, cap: int) -> int:

@@ -40,6 +40,7 @@ BENCHES = {
     "throughput": ([PYTHON, "bench/bench_throughput.py"], ["--shards", "8", "--agents", "1,4"]),
     "x402": ([PYTHON, "bench/bench_x402.py"], ["--runs", "2", "--posts", "10"]),
     "economics": ([PYTHON, "bench/bench_economics.py"], ["--quick"]),  # exits 1 when an attacker ends ahead
+    "verification": ([PYTHON, "bench/bench_verification.py"], ["--quick"]),  # exits 1 when a goal is missed
 }
 
 
@@ -201,6 +202,28 @@ def report(data: dict) -> str:
                     "all to the treasury; the keeper and client that piled them gained "
                     f"{econ['attackers'].get('keeper_client_lease_piling', 0):,}."]  # fmt: skip
         out.append("")
+    ver = data.get("verification")
+    if ver:
+        m = ver["modes"]
+        p = ver["spot_check_bps"] / 100
+        out += ["## Verification under attack", "",
+                f"{ver['shards_per_mode']} shards per mode, each a real container run; a quarter of the replicas on a "
+                "provider that submits wrong roots, a quarter on one that claims four times its metered use plus five "
+                "seconds; two verifier bots and the arbiter re-execute for real (bench/bench_verification.py). "
+                f"Spot checks at {p:g} %, optimistic sampling {ver['optimistic_share_bps'] / 100:g} % per verifier, "
+                f"metering tolerance {ver['metering_tolerance_bps'] / 100:g} %.", "",
+                "| mode | wrong results caught | expected | inflated claims caught | paid beyond tolerance (goal 0) "
+                "| honest challenged (goal 0) | honest slashed (goal 0) | re-executions | finality p50 (chain s) "
+                "| gas per shard (verification) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, r in m.items():
+            expected = "100 %" if name == "replicated" else (
+                f"{r['expected_caught']} (3σ {r['expected_caught_interval_3sd'][0]}–{r['expected_caught_interval_3sd'][1]}; "
+                f"P(≥ 1) = 1 − (1 − p)^n = {r['p_at_least_one_caught']:.2f})" if name == "spot_check" else "sampled share")
+            out.append(f"| {name.replace('_', ' ')} | {r['wrong_caught']}/{r['wrong_submitted']} | {expected} | "
+                       f"{r['inflated_caught']}/{r['inflated_submitted']} | {r['inflated_paid_beyond_tolerance']} | "
+                       f"{r['honest_challenged']} | {r['honest_slashed']} | {r['reexecutions']} | "
+                       f"{r['finality_seconds_p50']} | {r['gas_per_shard']:,} ({r['verification_gas_per_shard']:,}) |")  # fmt: skip
+        out += ["", f"Goals met: {ver['goals_met']}.", ""]
     return "\n".join(out) + "\n"
 
 

@@ -66,6 +66,9 @@ def load_account(alias: str) -> Any:
 GAS_MARGIN = 1.5
 
 
+ESTIMATE_GAS_CAP = 15_000_000  # the most gas an estimate may find (half a 30M block)
+
+
 def broadcast(method: Any, args: tuple, account: Any) -> Any:
     """Estimates `method(*args)`, signs it with `account` at the node's pending nonce and a
     gas limit of the estimate × GAS_MARGIN, and broadcasts it without waiting; returns the
@@ -73,8 +76,11 @@ def broadcast(method: Any, args: tuple, account: Any) -> Any:
     nothing is sent; a node that refuses the transaction raises web3's Web3RPCError."""
     from ape import networks
 
-    web3 = networks.provider.web3
-    nonce = web3.eth.get_transaction_count(account.address, "pending")
-    gas = int(method.estimate_gas_cost(*args, sender=account) * GAS_MARGIN)
-    txn = method.as_transaction(*args, sender=account, nonce=nonce, gas=gas, sign=True)
-    return web3.eth.send_raw_transaction(txn.serialize_transaction())
+    provider = networks.provider
+    nonce = provider.web3.eth.get_transaction_count(account.address, "pending")
+    txn = method.as_transaction(*args, sender=account, nonce=nonce, gas=ESTIMATE_GAS_CAP)
+    # Estimated against the pending block, whose clock is the one the transaction will be
+    # mined by (a result's metering is bounded by the time since its assignment).
+    txn.gas_limit = int(provider.estimate_gas_cost(txn, block_id="pending") * GAS_MARGIN)
+    signed = account.sign_transaction(txn)
+    return provider.web3.eth.send_raw_transaction(signed.serialize_transaction())

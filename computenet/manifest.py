@@ -10,6 +10,17 @@ escaping. Every object key is ASCII (field names, and env names by their pattern
 the key order is the same whichever canonical-JSON scheme a verifier uses. Hex values
 are stored lowercase, so the hash does not depend on the case a client used.
 
+Paths are portable: every file name means the same on every agent's file system and in a
+Merkle leaf. A path is `/`-separated segments, each of 1 to 255 bytes drawn from
+`A-Z a-z 0-9 . _ - + , = @ ~` (POSIX's portable file name characters and five harmless
+ones: no spaces, control characters, backslashes, quotes or non-ASCII), never `.` or `..`,
+and at most 4096 bytes in all. The same rule names a result's output files
+(verifier.commitment). The container's own mounts stay apart: inputs are mounted at `/in`
+and `/tmp` is a tmpfs, so the output path is neither of them, nor inside or above them, nor a
+system path (`/proc`, `/sys`, `/dev`, `/etc`, `/usr`, `/bin`, `/lib`, `/lib64`, `/sbin`,
+`/run`, `/var/run`), nor inside or above one; and no input path is a folder of another
+(a file `a` and a file `a/b` cannot both be staged).
+
 One exception to "defaults filled in": the `verification` section (how results of the job
 are compared and sampled, `ResultVerification`) is left out of the canonical form when it
 equals its defaults, so every manifest written before the section existed keeps its hash
@@ -43,6 +54,12 @@ RESERVED_ENV = frozenset({"COMPUTENET_SHARD_INDEX", "COMPUTENET_SHARD_COUNT"})
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# Portable paths (see the module docstring).
+_SEGMENT = re.compile(r"[A-Za-z0-9._+,=@~-]+")
+MAX_SEGMENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+INPUT_MOUNT, TMP_MOUNT = "/in", "/tmp"  # the sandbox's own mounts (computenet.sandbox)
+SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/lib64", "/sbin", "/run", "/var/run")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Docker reference grammar: [host[:port]/]component(/component)*[:tag]
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -83,7 +100,7 @@ def _check_sha256(value: str) -> str:
 def _check_relative_path(value: str) -> str:
     if value.startswith("/"):
         raise _fail("relative_path", "must be a relative path, not start with '/'")
-    _check_segments(value.split("/"))
+    _check_portable(value)
     return value
 
 
@@ -92,17 +109,43 @@ def _check_absolute_path(value: str) -> str:
         raise _fail("absolute_path", "must be an absolute path starting with '/'")
     if value == "/":
         raise _fail("absolute_path", "must not be the container's root directory")
-    _check_segments(value[1:].split("/"))
+    _check_portable(value[1:])
     return value
 
 
-def _check_segments(segments: list[str]) -> None:
-    # One spelling per file: no '..' escapes, no '.', no empty segments (from '//' or a trailing '/').
-    for segment in segments:
+def _check_output_path(value: str) -> str:
+    for mount in (INPUT_MOUNT, TMP_MOUNT, *SYSTEM_PATHS):
+        if overlaps(value, mount):
+            raise _fail("output_path", "{path} overlaps {mount} (the input mount, /tmp and system paths are the "
+                                       "sandbox's own)", path=repr(value), mount=mount)  # fmt: skip
+    return value
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether one of two normalised paths is the other or lies inside it."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def portable_problem(path: str) -> str | None:
+    """Why a relative `/`-separated path is not portable (module docstring); None if it is."""
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return f"is over {MAX_PATH_BYTES} bytes"
+    for segment in path.split("/"):
+        # One spelling per file: no '..' escapes, no '.', no empty segments (from '//' or a trailing '/').
         if segment in ("", ".", ".."):
-            raise _fail("path_segment", "must be a normalised POSIX path without empty, '.' or '..' segments")
-        if "\x00" in segment:
-            raise _fail("path_segment", "must not contain NUL")
+            return "must be a normalised POSIX path without empty, '.' or '..' segments"
+        if len(segment.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES:
+            return f"has a segment over {MAX_SEGMENT_BYTES} bytes"
+        if not _SEGMENT.fullmatch(segment):
+            bad = next(c for c in segment if not _SEGMENT.fullmatch(c))
+            return f"has the character {bad!r}, outside the portable set A-Z a-z 0-9 . _ - + , = @ ~"
+    return None
+
+
+def _check_portable(value: str) -> None:
+    problem = portable_problem(value)
+    if problem is not None:
+        raise _fail("path_portable", "{problem}", problem=problem)
 
 
 def _no_nul(value: str) -> str:
@@ -123,6 +166,7 @@ Bytes32Hex = Annotated[str, AfterValidator(_check_bytes32)]
 Sha256Hex = Annotated[str, AfterValidator(_check_sha256)]
 RelativePath = Annotated[str, AfterValidator(_check_relative_path)]
 AbsolutePath = Annotated[str, AfterValidator(_check_absolute_path)]
+OutputPath = Annotated[AbsolutePath, AfterValidator(_check_output_path)]
 ProcessString = Annotated[str, AfterValidator(_no_nul)]
 
 
@@ -153,6 +197,12 @@ class Inputs(_Strict):
             if file.path in seen:
                 raise _fail("duplicate_path", "duplicate path {path}", path=repr(file.path))
             seen.add(file.path)
+        for file in files:  # a file cannot also be a folder of another: `a` and `a/b`
+            parts = file.path.split("/")
+            for depth in range(1, len(parts)):
+                if "/".join(parts[:depth]) in seen:
+                    raise _fail("path_prefix", "{path} lies inside the input file {folder}", path=repr(file.path),
+                                folder=repr("/".join(parts[:depth])))  # fmt: skip
         return files
 
     @field_validator("root")
@@ -171,7 +221,7 @@ class Inputs(_Strict):
 class Outputs(_Strict):
     """Where the job writes results inside the container, and how much it may write."""
 
-    path: AbsolutePath = "/out"
+    path: OutputPath = "/out"
     max_bytes: int = Field(gt=0)
 
 

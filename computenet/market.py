@@ -319,7 +319,8 @@ class Market:
     ) -> Any:
         """Signs the receipt with the agent's key, checks it would be accepted, submits."""
         rep = self.replica(job_id, shard, index)
-        self._check(preflight.submit_problem(rep, self.now(), output_root))
+        gpus = self.job(job_id).requirements.gpu_count
+        self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
         receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
         signature = receipt.sign(agent_key, self.chain_id, self.market.address)
         if receipt.recover(signature, self.chain_id, self.market.address).lower() != str(self.assets.agentOf(rep.asset)).lower():

@@ -118,15 +118,23 @@ def assign_problem(
     return open_replica(replicas, asset.id)[1]
 
 
-def submit_problem(replica: Replica, now: int, output_root: bytes) -> str | None:
-    """Why `submit_result` would revert, the receipt signature aside."""
+def submit_problem(replica: Replica, now: int, output_root: bytes, gpu_seconds: int = 0, gpu_count: int = 0) -> str | None:
+    """Why `submit_result` would revert at `now`, the receipt signature aside; `gpu_count` is
+    the job's (a claim may be at most the time since assignment × GPUs, × 1 for CPU work)."""
     if replica.state != ReplicaState.ASSIGNED:
         return "job_market: replica not assigned"
     if now > replica.deadline:
         return "job_market: lease expired"
     if bytes(output_root) == ZERO_HASH:
         return "job_market: empty output root"
+    if gpu_seconds > max(0, now - replica.since) * max(1, gpu_count):
+        return "job_market: gpu_seconds exceed the lease's time"
     return None
+
+
+def claimable_seconds(replica: Replica, now: int, gpu_count: int) -> int:
+    """The most GPU-seconds a result for `replica` may claim if mined at `now`."""
+    return max(0, now - replica.since) * max(1, gpu_count)
 
 
 def finalize_problem(replicas: Sequence[Replica], now: int) -> str | None:

@@ -3,7 +3,10 @@
 The container gets no network, a read-only root filesystem, a small tmpfs at /tmp, memory
 (swap included), PID and CPU limits, the unprivileged user `nobody`, no capabilities and no
 privilege escalation. Inputs are mounted read-only at /in, the output folder read-write at
-the manifest's output path; GPUs are passed through `device_requests` only for GPU assets.
+the manifest's output path; GPUs are passed through `device_requests` only for GPU assets,
+by device index where the agent pinned them (`gpu_indices`), else by count. Each file the
+job writes is capped by RLIMIT_FSIZE (`max_file_bytes`), and its log is kept by the engine
+up to LOG_BYTES (json-file, one file) and read back at most LOG_BYTES.
 The wall-clock limit is enforced by the agent: past it the container is killed.
 """
 
@@ -18,6 +21,7 @@ INPUT_PATH = "/in"
 NOBODY = "65534:65534"
 SHARD_INDEX, SHARD_COUNT = "COMPUTENET_SHARD_INDEX", "COMPUTENET_SHARD_COUNT"
 KILLED = 137  # 128 + SIGKILL: the exit code of a container killed for memory or time
+LOG_BYTES = 1 << 20  # the most of a container's log kept and read
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,16 @@ class RunSpec:
     output_path: str
     timeout_seconds: int
     gpu_count: int = 0  # 0: no GPU passed through
+    gpu_indices: tuple[int, ...] = ()  # the GPUs pinned to this run (by index); overrides gpu_count
+    max_file_bytes: int = 0  # RLIMIT_FSIZE, the most bytes in any file it writes; 0: no limit
     limits: Limits = field(default_factory=Limits)
     labels: dict[str, str] = field(default_factory=dict)
 
 
 def container_options(spec: RunSpec) -> dict[str, Any]:
     """The keyword arguments of `client.containers.create` for `spec` (pure)."""
+    from docker.types import DeviceRequest, LogConfig, Ulimit
+
     options: dict[str, Any] = dict(
         image=spec.image,
         command=list(spec.command),
@@ -72,11 +80,15 @@ def container_options(spec: RunSpec) -> dict[str, Any]:
         },
         working_dir="/tmp",
         labels={"computenet": "shard", **spec.labels},
+        log_config=LogConfig(type="json-file", config={"max-size": str(LOG_BYTES), "max-file": "1"}),
         detach=True,
     )
-    if spec.gpu_count:
-        from docker.types import DeviceRequest
-
+    if spec.max_file_bytes:
+        options["ulimits"] = [Ulimit(name="fsize", soft=spec.max_file_bytes, hard=spec.max_file_bytes)]
+    if spec.gpu_indices:
+        ids = [str(i) for i in spec.gpu_indices]
+        options["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+    elif spec.gpu_count:
         options["device_requests"] = [DeviceRequest(count=spec.gpu_count, capabilities=[["gpu"]])]
     return options
 
@@ -92,6 +104,7 @@ class RunResult:
     seconds: float
     logs: bytes
     container_id: str
+    metering: Any = None  # computenet.meter.Metering when the run was metered
 
 
 def engine_time(stamp: str) -> float | None:
@@ -118,22 +131,30 @@ def _engine_seconds(state: dict[str, Any]) -> float | None:
 
 
 def start(client: Any, spec: RunSpec) -> Any:
-    """Creates and starts the container; the output folder is made writable for `nobody`."""
+    """Creates and starts the container; the output folder is made writable for `nobody`.
+    A container the engine creates but will not start is removed before the error rises."""
     spec.outputs.chmod(0o777)
     container = client.containers.create(**container_options(spec))
-    container.start()
+    try:
+        container.start()
+    except BaseException:
+        container.remove(force=True)
+        raise
     return container
 
 
 def wait(container: Any, timeout_seconds: float, started: float | None = None,
-         on_poll: Callable[[], None] | None = None, poll: float = 1.0) -> RunResult:  # fmt: skip
+         on_poll: Callable[[], None] | None = None, poll: float = 0.5, meter: Any = None) -> RunResult:  # fmt: skip
     """Waits for `container` to end, killing it once `timeout_seconds` have passed since
-    `started` (default: now); `on_poll` runs between checks (telemetry sampling)."""
+    `started` (default: now); `on_poll` runs between checks (telemetry sampling), and
+    `meter` (a computenet.meter.ContainerMeter) samples its CPU time and processes then."""
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ReadTimeout
 
     started = time.time() if started is None else started
     timed_out = False
+    if meter is not None:
+        meter.sample()
     while True:
         left = started + timeout_seconds - time.time()
         if left <= 0:
@@ -148,25 +169,47 @@ def wait(container: Any, timeout_seconds: float, started: float | None = None,
             container.wait(timeout=min(poll, left))
             break
         except (ReadTimeout, RequestsConnectionError):
+            if meter is not None:
+                meter.sample()
             if on_poll is not None:
                 on_poll()
     container.reload()
     state = container.attrs["State"]
     seconds = _engine_seconds(state)
+    seconds = seconds if seconds is not None else time.time() - started
     return RunResult(
         exit_code=KILLED if timed_out else int(state["ExitCode"]),
         oom_killed=bool(state.get("OOMKilled")),
         timed_out=timed_out,
-        seconds=seconds if seconds is not None else time.time() - started,
-        logs=container.logs(stdout=True, stderr=True),
+        seconds=seconds,
+        logs=read_logs(container),
         container_id=container.id,
+        metering=meter.finish(seconds) if meter is not None else None,
     )
 
 
+def read_logs(container: Any, cap: int = LOG_BYTES) -> bytes:
+    """The container's combined stdout and stderr, streamed, at most `cap` bytes."""
+    kept = bytearray()
+    stream = container.logs(stdout=True, stderr=True, stream=True, follow=False)
+    try:
+        for chunk in stream:
+            kept += chunk[: cap - len(kept)]
+            if len(kept) >= cap:
+                break
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return bytes(kept)
+
+
 def run(client: Any, spec: RunSpec, on_poll: Callable[[], None] | None = None) -> RunResult:
-    """Runs `spec` to its end and removes the container."""
+    """Runs `spec` to its end, metered (computenet.meter), and removes the container."""
+    from computenet.meter import ContainerMeter
+
     container = start(client, spec)
     try:
-        return wait(container, spec.timeout_seconds, on_poll=on_poll)
+        return wait(container, spec.timeout_seconds, on_poll=on_poll, meter=ContainerMeter(container, spec.gpu_indices))
     finally:
         container.remove(force=True)

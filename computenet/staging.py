@@ -3,20 +3,38 @@ arbiter): the manifest fetched by the keccak-256 a job committed to and checked 
 canonical, the image found here or pulled by its digest (never by tag), and the inputs fetched
 by SHA-256 and checked against the manifest's Merkle root. Each step that cannot be done
 raises Decline with a short reason (an agent's on-chain decline reason) and the long story.
+
+Inputs are streamed to disk, each capped at its declared size. A job's outputs are bounded
+on disk: run as root, the lease's out/ folder is a tmpfs of the manifest's `max_bytes` plus
+OUTPUT_SLACK (and at most OUTPUT_INODES files), unmounted once the result is committed; not
+as root, the bounds are the container's RLIMIT_FSIZE and the commitment's size check
+(`bound_outputs` says which). A tmpfs lives in memory (and swap), so a provider sizes its
+memory for the output limits of the leases it runs at once. `release` leaves nothing of a
+lease's in/ and out/ behind.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from eth_utils import keccak
+
 from computenet.errors import ManifestError
 from computenet.manifest import Manifest, manifest_hash, parse_manifest
-from computenet.merkle import MerkleTree
-from computenet.store import BlobNotFound, StoreClient, StoreError
+from computenet.merkle import MerkleTree, leaf_from_hashes
+from computenet.store import BlobNotFound, BlobTooLarge, StoreClient, StoreError
+
+log = logging.getLogger("computenet.staging")
 
 REASON_BYTES = 32  # decline reasons go on chain as bytes32
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest names its inputs; it is never large
+OUTPUT_SLACK = 1 << 20  # bytes of the output tmpfs over max_bytes: pages of small files, folders
+OUTPUT_INODES = 20_000  # files and folders the output tmpfs holds (the commitment takes 10,000 files)
 
 
 class Decline(Exception):
@@ -34,7 +52,9 @@ class Decline(Exception):
 def fetch_manifest(store: StoreClient, committed: bytes) -> Manifest:
     """The manifest the job committed to, from the store (named by its keccak-256)."""
     try:
-        raw = store.get("keccak256", committed.hex())
+        raw = store.get("keccak256", committed.hex(), max_bytes=MAX_MANIFEST_BYTES)
+    except BlobTooLarge:
+        raise Decline("manifest too large", f"the manifest 0x{committed.hex()} is over {MAX_MANIFEST_BYTES} bytes") from None
     except BlobNotFound:
         raise Decline("manifest not found", f"the store has no manifest 0x{committed.hex()}") from None
     except StoreError as error:
@@ -73,24 +93,27 @@ def ensure_image(client: Any, reference: str) -> str:
 
 
 def stage_inputs(store: StoreClient, manifest: Manifest, folder: Path) -> None:
-    """Fetches each input (checked by SHA-256 and size) under `folder`, then checks their root."""
-    contents: dict[str, bytes] = {}
+    """Streams each input to its place under `folder`, capped at and checked against its
+    size and SHA-256, then checks their Merkle root."""
+    leaves = []
     for item in manifest.inputs.files:
+        target = folder / item.path
         try:
-            data = store.get("sha256", item.sha256)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            names = store.download("sha256", item.sha256, target, item.size)
+        except BlobTooLarge:
+            raise Decline("input size mismatch", f"{item.path}: over the {item.size} bytes the manifest says") from None
         except BlobNotFound:
             raise Decline("input not found", f"the store has no input {item.path} (sha256 {item.sha256})") from None
         except StoreError as error:
             raise Decline("input unavailable", f"{item.path}: {error}") from None
-        if len(data) != item.size:
-            raise Decline("input size mismatch", f"{item.path}: {len(data)} bytes, the manifest says {item.size}")
-        contents[item.path] = data
-    if contents and "0x" + MerkleTree.from_files(contents).root.hex() != manifest.inputs.root:
+        except OSError as error:
+            raise Decline("input not writable", f"{item.path}: {error}") from None
+        if names["size"] != item.size:
+            raise Decline("input size mismatch", f"{item.path}: {names['size']} bytes, the manifest says {item.size}")
+        leaves.append((item.path, leaf_from_hashes(keccak(item.path.encode()), bytes.fromhex(str(names["keccak256"])))))
+    if leaves and "0x" + MerkleTree.from_leaves(leaves).root.hex() != manifest.inputs.root:
         raise Decline("input root mismatch", "the inputs' Merkle root differs from the manifest's")
-    for path, data in contents.items():
-        target = folder / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
 
 
 def lease_dirs(folder: Path) -> tuple[Path, Path]:
@@ -100,9 +123,52 @@ def lease_dirs(folder: Path) -> tuple[Path, Path]:
 
 def prepare(folder: Path) -> tuple[Path, Path]:
     """A clean lease folder; returns its (in/, out/)."""
-    if folder.exists():
-        shutil.rmtree(folder)
+    release(folder)
     inputs, outputs = lease_dirs(folder)
     inputs.mkdir(parents=True)
     outputs.mkdir()
     return inputs, outputs
+
+
+def output_bytes(max_bytes: int) -> int:
+    """The most bytes a job may put on disk for an output limit of `max_bytes`."""
+    return max_bytes + OUTPUT_SLACK
+
+
+def bound_outputs(outputs: Path, max_bytes: int) -> str:
+    """Bounds what a job can write to `outputs` on disk: a tmpfs of `output_bytes(max_bytes)`
+    mounted there when run as root; returns which bound is in force, for the log."""
+    if os.geteuid() != 0:
+        return "not root: outputs bounded per file by RLIMIT_FSIZE and in all by the commitment's check"
+    options = f"size={output_bytes(max_bytes)},nr_inodes={OUTPUT_INODES},mode=0777,nosuid,nodev,noexec"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "computenet-out", str(outputs)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        return f"no tmpfs ({done.stderr.strip() or done.returncode}): outputs bounded by RLIMIT_FSIZE and the commitment"
+    return f"outputs on a tmpfs of {output_bytes(max_bytes)} bytes"
+
+
+def release(folder: Path, keep: tuple[str, ...] = ()) -> None:
+    """Unmounts a lease's output tmpfs and removes everything in `folder` but `keep`."""
+    _, outputs = lease_dirs(folder)
+    if outputs.exists() and os.path.ismount(outputs):
+        done = subprocess.run(["umount", str(outputs)], capture_output=True, text=True)
+        if done.returncode != 0:  # still busy (a process holds it): detach it now, freed when let go
+            subprocess.run(["umount", "-l", str(outputs)], capture_output=True, text=True)
+    if not folder.exists():
+        return
+    for child in folder.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    left = [c.name for c in folder.iterdir() if c.name not in keep]
+    if left:
+        log.warning("lease folder not fully removed", extra={"fields": {"folder": str(folder), "left": left}})
+    if not keep:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass

@@ -6,6 +6,10 @@ the name it was asked for: a store, a disk or a network that changes a byte is c
 
     python -m agent store --dir D --port 8700     # serve D over HTTP
 
+Blobs move as streams: `LocalStore.put_file` copies a file in while hashing it and
+`StoreClient.download` writes a blob to a file, checked and capped, so neither holds a whole
+blob in memory.
+
 HTTP: `PUT /blobs` with the bytes as body answers {"sha256", "keccak256", "size"};
 `GET /blobs/{sha256|keccak256}/{64 hex}` answers the bytes. Reads are open: what is stored
 here is what clients publish for agents (manifests, inputs). Outputs stay with the agent.
@@ -14,12 +18,17 @@ here is what clients publish for agents (manifests, inputs). Outputs stay with t
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import stat
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
+
+from Crypto.Hash import keccak as _keccak
 
 from eth_utils import keccak
 from fastapi import FastAPI, HTTPException, Request
@@ -30,6 +39,7 @@ from computenet.errors import ComputenetError
 ALGORITHMS = ("sha256", "keccak256")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 DEFAULT_MAX_BYTES = 256 << 20
+CHUNK = 1 << 20  # bytes read at a time when streaming
 
 
 class StoreError(ComputenetError):
@@ -42,6 +52,36 @@ class BlobNotFound(StoreError):
 
 class BadName(StoreError):
     """Not a blob name: an unknown algorithm or not 64 hex digits."""
+
+
+class BlobTooLarge(StoreError):
+    """A blob is over the size its reader allowed."""
+
+
+class Hashing:
+    """Both names of a stream, computed as it passes (`update` each chunk)."""
+
+    def __init__(self) -> None:
+        self.sha256, self.keccak256, self.size = hashlib.sha256(), _keccak.new(digest_bits=256), 0
+
+    def update(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.keccak256.update(chunk)
+        self.size += len(chunk)
+
+    def names(self) -> dict[str, str | int]:
+        return {"sha256": self.sha256.hexdigest(), "keccak256": self.keccak256.hexdigest(), "size": self.size}
+
+
+def copy_hashed(source: BinaryIO, target: BinaryIO, limit: int) -> dict[str, str | int]:
+    """Copies `source` to `target` while hashing it; BlobTooLarge past `limit` bytes."""
+    hashing = Hashing()
+    while chunk := source.read(CHUNK):
+        if hashing.size + len(chunk) > limit:
+            raise BlobTooLarge(f"blob is over the limit of {limit} bytes")
+        hashing.update(chunk)
+        target.write(chunk)
+    return hashing.names()
 
 
 def digest(algorithm: str, data: bytes) -> str:
@@ -89,22 +129,42 @@ class LocalStore:
         """Stores `data`; returns its names and size."""
         if len(data) > self.max_bytes:
             raise StoreError(f"blob of {len(data)} bytes is over this store's limit of {self.max_bytes}")
-        names = {a: digest(a, data) for a in ALGORITHMS}
-        main = self.path("sha256", names["sha256"])
-        if not main.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".incoming-")
+        return self.put_stream(io.BytesIO(data))
+
+    def put_file(self, path: Path | str, limit: int | None = None) -> dict[str, str | int]:
+        """Stores the file at `path` (not following a symlink), streamed; returns its names
+        and size. BlobTooLarge past `limit` (default: this store's limit)."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a fifo must not block the reader
+        with os.fdopen(fd, "rb") as source:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"{path} is not a regular file")
+            return self.put_stream(source, limit)
+
+    def put_stream(self, source: BinaryIO, limit: int | None = None) -> dict[str, str | int]:
+        """Stores what `source` yields, copied through a temporary file while hashed."""
+        limit = self.max_bytes if limit is None else min(limit, self.max_bytes)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".incoming-")
+        try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                names = copy_hashed(source, out, limit)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, main)
-        alias = self.path("keccak256", names["keccak256"])
+            main = self.path("sha256", str(names["sha256"]))
+            if main.exists():
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, main)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        alias = self.path("keccak256", str(names["keccak256"]))
         if not alias.exists():
             try:
                 os.link(main, alias)
             except FileExistsError:
                 pass
-        return {**names, "size": len(data)}
+        return names
 
     def get(self, algorithm: str, hexdigest: str) -> bytes:
         """The blob named `hexdigest` under `algorithm`, checked."""
@@ -142,11 +202,14 @@ class StoreClient:
             raise StoreError(f"store {self.url} filed the upload under a wrong name: {answer}")
         return answer
 
-    def get(self, algorithm: str, hexdigest: str) -> bytes:
+    def get(self, algorithm: str, hexdigest: str, max_bytes: int | None = None) -> bytes:
+        """The blob, checked; BlobTooLarge past `max_bytes` (read no further)."""
         name = _name(algorithm, hexdigest)
         try:
             with urllib.request.urlopen(f"{self.url}/blobs/{algorithm}/{name}", timeout=self.timeout) as response:
-                data = response.read()
+                data = response.read() if max_bytes is None else response.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise BlobTooLarge(f"blob {algorithm}:{name} is over {max_bytes} bytes")
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 raise BlobNotFound(f"no blob {algorithm}:{name} in the store at {self.url}") from None
@@ -154,6 +217,29 @@ class StoreClient:
         except urllib.error.URLError as error:
             raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
         return check(algorithm, name, data)
+
+    def download(self, algorithm: str, hexdigest: str, target: Path, max_bytes: int) -> dict[str, str | int]:
+        """Writes the blob to `target` as it arrives, at most `max_bytes` (BlobTooLarge past
+        them), checked against its name; returns its names and size. Nothing is left at
+        `target` when it fails."""
+        name = _name(algorithm, hexdigest)
+        url = f"{self.url}/blobs/{algorithm}/{name}"
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response, open(partial, "wb") as out:
+                names = copy_hashed(response, out, max_bytes)
+            if names[algorithm] != name:
+                raise StoreError(f"blob {algorithm}:{name} does not match its content (it hashes to {names[algorithm]})")
+            os.replace(partial, target)
+            return names
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                raise BlobNotFound(f"no blob {algorithm}:{name} in the store at {self.url}") from None
+            raise StoreError(f"store {self.url}: {error.code} for {algorithm}:{name}") from None
+        except urllib.error.URLError as error:
+            raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def app(store: LocalStore):
@@ -165,15 +251,20 @@ def app(store: LocalStore):
         declared = int(request.headers.get("content-length") or 0)
         if declared > store.max_bytes:
             raise HTTPException(413, f"blob of {declared} bytes is over the limit of {store.max_bytes}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > store.max_bytes:
-                raise HTTPException(413, f"blob is over the limit of {store.max_bytes} bytes")
+        fd, upload = tempfile.mkstemp(dir=store.dir, prefix=".upload-")  # spooled to disk, not held in memory
         try:
-            return store.put(bytes(body))
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > store.max_bytes:
+                        raise HTTPException(413, f"blob is over the limit of {store.max_bytes} bytes")
+                    out.write(chunk)
+            return store.put_file(upload)
         except StoreError as error:
             raise HTTPException(413, str(error)) from None
+        finally:
+            os.unlink(upload)
 
     @api.get("/blobs/{algorithm}/{hexdigest}")
     def get(algorithm: str, hexdigest: str) -> Response:

@@ -65,7 +65,8 @@ class Sender:
 
         with self._lock:
             try:
-                gas = int(call.estimate_gas({"from": self.address}) * GAS_MARGIN)
+                # Against the pending block: its clock is the one the transaction is mined by.
+                gas = int(call.estimate_gas({"from": self.address}, "pending") * GAS_MARGIN)
             except ContractLogicError as error:
                 raise revert_error(reason_of(error), preflight=True) from None
             nonce = self.web3.eth.get_transaction_count(self.address, "pending")

@@ -32,7 +32,7 @@ LEASE_GRACE = 20  # seconds a lease allows beyond the job's GPU-seconds (set-up,
 AGENT_MEMORY_MIB = "256"  # per container, for the agents and the facilitator's re-executions alike
 
 # Test keys (anvil's default mnemonic, ape's TEST::n): who plays which role.
-OWNER, CLIENT, PROVIDERS, KEEPERS, FACILITATOR, GATEWAY, TREASURY = 0, 1, (2, 3), (4, 5), 7, 9, 12
+OWNER, CLIENT, PROVIDERS, KEEPERS, FACILITATOR, GATEWAY, TREASURY, VERIFIER = 0, 1, (2, 3), (4, 5), 7, 9, 12, 13
 AGENTS = (6, 8, 10, 11)
 
 
@@ -86,6 +86,7 @@ class Network:
         for index in range(self.keeper_count):
             self.start_keeper(index)
         self._payments()
+        self.start_verifier()
         self._wait_ready()
         return self
 
@@ -121,7 +122,8 @@ class Network:
         self.stack = deploy_stack(project, test[OWNER], treasury=test[TREASURY].address, parameters=params)
         token, assets, keepers, market = self.stack.token, self.stack.assets, self.stack.keepers, self.stack.market
         market.set_facilitator(test[FACILITATOR], True, sender=test[OWNER])
-        for i in (CLIENT, *PROVIDERS, *KEEPERS):
+        test[OWNER].transfer(test[VERIFIER], 10 * 10**18)  # anvil funds only the first ten keys with ETH
+        for i in (CLIENT, *PROVIDERS, *KEEPERS, VERIFIER):
             token.faucet(test[i], 100_000 * TOKEN, sender=test[i])
             for spender in (market, assets, keepers):
                 token.approve(spender, 2**256 - 1, sender=test[i])
@@ -202,6 +204,28 @@ class Network:
         group = self.groups.setdefault(f"agent-{asset}", ProcessGroup())
         runs = sum(1 for _ in self.logdir.glob(f"agent-{asset}-*.log")) + 1
         group.spawn(argv or [sys.executable, "-m", "agent", "run"], self.logdir / f"agent-{asset}-{runs}.log", env)
+
+    def start_verifier(self) -> None:
+        """A verifier bot with its own key: re-executes the results sampled for it, challenges wrong ones."""
+        self.verifier_state = self.logdir / "verifier-state.json"
+        env = os.environ | {
+            "COMPUTENET_VERIFIER_RPC_URL": self.anvil.uri, "COMPUTENET_VERIFIER_MARKET": self.stack.market.address,
+            "COMPUTENET_VERIFIER_ACCOUNT": f"TEST::{VERIFIER}", "COMPUTENET_VERIFIER_STORE_URL": self.store.url,
+            "COMPUTENET_VERIFIER_STATE_FILE": str(self.verifier_state), "COMPUTENET_VERIFIER_METRICS_PORT": "0",
+            "COMPUTENET_VERIFIER_MEMORY_MIB": AGENT_MEMORY_MIB, "COMPUTENET_VERIFIER_LOG_FORMAT": "json",
+        }  # fmt: skip
+        if self.docker_host:
+            env["COMPUTENET_VERIFIER_DOCKER_HOST"] = self.docker_host
+        group = self.groups.setdefault("verifier", ProcessGroup())
+        group.spawn([sys.executable, "-m", "verifier", "run"], self.logdir / "verifier.log", env)
+        self.say(f"verifier bot (TEST::{VERIFIER}): re-executes sampled results, challenges wrong ones")
+
+    def verifier_decisions(self) -> dict:
+        """The verifier bot's decisions so far, result key -> decision (its state file)."""
+        try:
+            return json.loads(self.verifier_state.read_text())["decisions"]
+        except (OSError, ValueError, KeyError):
+            return {}
 
     def start_keeper(self, index: int) -> None:
         name = f"keeper-{index + 1}"

@@ -25,11 +25,13 @@ from computenet.cli import format_amount
 from computenet.manifest import build_manifest, canonical_json
 from computenet.merkle import MerkleTree
 from computenet.web3calls import contract
+from computenet.localnet import wait_until
 from demo.network import CLIENT, Network
 from examples import workloads
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = ("open", "assigned", "submitted", "disputed", "finalized")
+SPOT_CHECK_BPS = 5_000  # client 1's job: half its results re-executed by the verifier bot
 
 
 class Chain:
@@ -60,12 +62,24 @@ def end_to_end(net: Network, console: Console, say: Callable[[str], None], *, sh
     follow(net, chain, console, jobs, timeout, payer=net.payer.address)
     say("every shard finalized; the x402 payer's refund is paid")
 
+    spot_checked(net, chain, inference, say)
     checked = verify_outputs(net, chain, jobs)
     say(f"[green]outputs verified:[/green] {checked} files, each in its replica's on-chain Merkle root")
     console.print(settlement_table(net, chain, jobs))
     console.print(gas_table(chain, jobs))
 
     return conserved(before, Balances(net, chain), console, say)
+
+
+def spot_checked(net: Network, chain: Chain, job: int, say: Callable[[str], None], timeout: float = 120) -> None:
+    """Waits (bounded) for the verifier bot's decision on each of the spot-checked job's results; says what it did."""
+    results = len(chain.logs("ResultSubmitted", job=job))
+    mine = lambda: [d for d in net.verifier_decisions().values() if d.get("job") == job]  # noqa: E731
+    wait_until(lambda: len(mine()) >= results, timeout, "the verifier bot's decisions", 0.5)
+    counts = Counter(d["decision"] for d in mine())
+    say(f"verifier bot: {results} results of job {job} drawn at {SPOT_CHECK_BPS / 100:g} % after each was mined; "
+        f"{counts['agreed']} re-executed and agreed, {counts['not sampled']} not sampled, "
+        f"{sum(v for k, v in counts.items() if 'challeng' in k)} challenged")
 
 
 # ----------------------------------------------------------------- the two clients
@@ -78,10 +92,12 @@ def post_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], sh
     for path, data in inputs.items():
         (folder / "inputs" / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / "inputs" / path).write_bytes(data)
-    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env)
+    # Spot-checked: the verifier bot re-executes each result with this probability, drawn after it is in.
+    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env,
+                              verification={"spot_check_bps": SPOT_CHECK_BPS})  # fmt: skip
     (folder / "manifest.json").write_bytes(canonical_json(manifest))
     argv = [str(ROOT / ".venv" / "bin" / "ape"), "run", "job", "post", str(folder / "manifest.json"),
-            "--shards", str(shards), "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1",
+            "--shards", str(shards), "--spot-check", "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1",
             "--store", net.store.url, "--inputs", str(folder / "inputs"),
             "--network", net.anvil.uri, "--account", f"TEST::{CLIENT}"]  # fmt: skip
     env_vars = os.environ | {"COMPUTENET_DEPLOYMENTS": str(net.deployments), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
@@ -108,7 +124,9 @@ def pay_over_x402(net: Network, chain: Chain, say: Callable[[str], None]) -> int
     store = StoreClient(net.store.url)
     for data in inputs.values():
         store.put(data)
-    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env)
+    # Spot-checked: the verifier bot re-executes each result with this probability, drawn after it is in.
+    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env,
+                              verification={"spot_check_bps": SPOT_CHECK_BPS})  # fmt: skip
     now = chain.web3.eth.get_block("latest")["timestamp"]
     body = {"manifest": manifest.model_dump(mode="json"),
             "requirements": {"min_vram_mib": 0, "gpu_count": 0, "max_price": 20_000, "max_gpu_seconds": 30,

@@ -8,7 +8,9 @@ Each step, for every `ResultSubmitted` event since its cursor:
      mined the event (a result waits here until that block exists);
   2. decide whether it is sampled (verifier/sampling.py): SPOT_CHECK at the manifest's
      `spot_check_bps`, OPTIMISTIC at this verifier's share, REPLICATED never (the replicas
-     check one another);
+     check one another); in every mode a metering claim that stands out from its peers'
+     (verifier/rules.py `metering_outlier`: the job's other results nearby) is taken whatever
+     the draw, so inflating a claim is no bet on not being sampled;
   3. skip it when the shard already has a challenge (`DisputeCourt.challenge_of`): one bond
      at stake is enough, and several verifiers do not pile on;
   4. re-execute it (verifier/reexecute.py, as an agent runs it) and judge the replica
@@ -50,7 +52,7 @@ from computenet.errors import ContractRevert
 from computenet.web3calls import Sender, block_ranges, contract
 from verifier.outputs import OutputsClient, OutputsError
 from verifier.reexecute import ReexecutionError, Reexecutor
-from verifier.rules import judge
+from verifier.rules import PEER_SHARDS, judge, metering_outlier
 from verifier.sampling import sampled, seed_block
 
 log = logging.getLogger("verifier.bot")
@@ -244,13 +246,18 @@ class Verifier:
         manifest_hash, requirements = bytes(record[3]), record[4]
         gpu_count, shard_count, mode = int(requirements[1]), int(requirements[5]), Verification(int(requirements[7]))
         base |= {"mode": mode.name}
-        if mode == Verification.REPLICATED:
+        rules = self.reexecutor.manifest(manifest_hash).verification
+        peers = self._peer_claims(item, shard_count, int(requirements[6]))
+        outlier = metering_outlier(rep.gpu_seconds, peers, gpu_count, rules.metering_tolerance_bps)
+        if mode == Verification.REPLICATED and not outlier:
             return self._log(base | {"decision": "replicated"})
         seed = bytes(self.web3.eth.get_block(seed_block(item.block))["hash"])
-        rules = self.reexecutor.manifest(manifest_hash).verification
-        if not sampled(mode, seed, item.job, item.shard, item.replica, spot_check_bps=rules.spot_check_bps,
-                       verifier=self.address, share_bps=self.share_bps):  # fmt: skip
+        if not outlier and not sampled(mode, seed, item.job, item.shard, item.replica,
+                                       spot_check_bps=rules.spot_check_bps, verifier=self.address,
+                                       share_bps=self.share_bps):  # fmt: skip
             return self._log(base | {"decision": "not sampled"}, level=logging.DEBUG)
+        if outlier:
+            base |= {"metering_outlier": {"claimed": rep.gpu_seconds, "peers": peers}}
         self.state.count("sampled")
         if self._challenger(item) != ZERO_ADDRESS:
             return self._log(base | {"decision": "already challenged", "challenger": self._challenger(item)})
@@ -274,6 +281,21 @@ class Verifier:
             return self._log(found | {"decision": "agreed"})
         self.state.count("mismatches")
         return self.challenge(item, found)
+
+    def _peer_claims(self, item: Submission, shard_count: int, replication: int) -> list[int]:
+        """The metering claims of the job's other results nearby (the shard's other replicas and
+        those of up to PEER_SHARDS shards either side): submitted, disputed or final."""
+        calls = self.market.functions
+        claims = []
+        first, last = max(0, item.shard - PEER_SHARDS), min(shard_count - 1, item.shard + PEER_SHARDS)
+        for shard in range(first, last + 1):
+            for replica in range(replication):
+                if (shard, replica) == (item.shard, item.replica):
+                    continue
+                raw = calls.replica(item.job, shard, replica).call()
+                if int(raw[2]) in (ReplicaState.SUBMITTED, ReplicaState.DISPUTED, ReplicaState.FINALIZED):
+                    claims.append(int(raw[7]))
+        return claims
 
     def challenge(self, item: Submission, found: dict[str, Any]) -> dict[str, Any]:
         """Challenges the shard unless a challenge is already open; the intent is saved first."""

@@ -7,9 +7,10 @@ without trusting any party's files (the facilitator's dispute arbiter):
 - the container runs in the agent's sandbox (computenet/sandbox.py: no network, read-only root,
   user `nobody`, memory, PID and CPU limits), with the limits an agent uses and the
   manifest's wall-clock limit;
-- its files are committed as the agent commits a result: `out/<path>` for each output file,
-  `log/container.log` for the log, only the log past the manifest's output limit, and the
-  Merkle root of computenet.merkle over them.
+- its outputs are bounded on disk as an agent bounds them (computenet.staging.bound_outputs,
+  RLIMIT_FSIZE), and its files are committed as the agent commits a result
+  (verifier.commitment): `out/<path>` for each output file, `log/container.log` for the log,
+  only the log when the outputs cannot be committed, and the Merkle root over them.
 
 What cannot run (manifest, inputs or image missing or wrong, no Docker engine) raises
 ReexecutionError saying what and where; a run that fails, times out or is killed for memory
@@ -27,7 +28,7 @@ from typing import Any
 from computenet import sandbox
 from computenet.manifest import Manifest
 from computenet.meter import Metering
-from computenet.staging import Decline, ensure_image, fetch_manifest, prepare, stage_inputs
+from computenet.staging import Decline, bound_outputs, ensure_image, fetch_manifest, output_bytes, prepare, release, stage_inputs
 from computenet.store import StoreClient
 from verifier.commitment import result_files
 from verifier.rules import wall_clock
@@ -49,8 +50,8 @@ class Reexecution:
     timed_out: bool = False
     oom_killed: bool = False
     seconds: float = 0.0
-    # What the run used (computenet.meter.Metering; the claim it supports is
-    # `metering.seconds(gpu_count)`); by default its wall-clock time (verifier.rules.wall_clock).
+    # What the run used, as the sandbox metered it (computenet.meter.Metering; the claim it
+    # supports is `metering.seconds(gpu_count)`); without one, its wall-clock time (verifier.rules.wall_clock).
     metering: Metering | None = None
 
     def __post_init__(self) -> None:
@@ -86,26 +87,38 @@ class Reexecutor:
             raise ReexecutionError(_said(decline)) from None
         # The container writes as `nobody`; a facilitator that is not root may not delete its files.
         with tempfile.TemporaryDirectory(prefix="computenet-reexecute-", ignore_cleanup_errors=True) as folder:
-            inputs, outputs = prepare(Path(folder) / "shard")
+            shard_folder = Path(folder) / "shard"
+            inputs, outputs = prepare(shard_folder)
             try:
-                stage_inputs(self.store, manifest, inputs)
-            except Decline as decline:
-                raise ReexecutionError(_said(decline)) from None
-            spec = sandbox.RunSpec(
-                # Two runs of one shard (a reproducibility check) may overlap with another arbiter's.
-                name=f"computenet-reexecute-{manifest_hash.hex()[:12]}-{shard}-{secrets.token_hex(4)}",
-                image=image, command=list(manifest.command), env=dict(manifest.env), shard=shard,
-                shard_count=shard_count, inputs=inputs, outputs=outputs, output_path=manifest.outputs.path,
-                timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count, limits=self.limits,
-                labels={"computenet.reexecution": f"0x{manifest_hash.hex()}/{shard}"},
-            )  # fmt: skip
-            try:
-                run = sandbox.run(docker, spec)
-            except Exception as error:  # the engine's errors: no GPU here, out of disk, gone away
-                raise ReexecutionError(f"the Docker engine could not run shard {shard}: {error}") from None
-            files, _ = result_files(outputs, run.logs, manifest.outputs.max_bytes)
+                return self._run(manifest, image, docker, manifest_hash, shard, shard_count, gpu_count, inputs, outputs)
+            finally:
+                release(shard_folder)  # the output tmpfs, before the folder goes
+
+    def _run(self, manifest: Any, image: str, docker: Any, manifest_hash: bytes, shard: int, shard_count: int,
+             gpu_count: int, inputs: Path, outputs: Path) -> Reexecution:  # fmt: skip
+        bound_outputs(outputs, manifest.outputs.max_bytes)
+        try:
+            stage_inputs(self.store, manifest, inputs)
+        except Decline as decline:
+            raise ReexecutionError(_said(decline)) from None
+        spec = sandbox.RunSpec(
+            # Two runs of one shard (a reproducibility check) may overlap with another arbiter's.
+            name=f"computenet-reexecute-{manifest_hash.hex()[:12]}-{shard}-{secrets.token_hex(4)}",
+            image=image, command=list(manifest.command), env=dict(manifest.env), shard=shard,
+            shard_count=shard_count, inputs=inputs, outputs=outputs, output_path=manifest.outputs.path,
+            timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count, gpu_indices=tuple(range(gpu_count)),
+            limits=self.limits,
+            max_file_bytes=output_bytes(manifest.outputs.max_bytes),
+            labels={"computenet.reexecution": f"0x{manifest_hash.hex()}/{shard}"},
+        )  # fmt: skip
+        try:
+            run = sandbox.run(docker, spec)
+        except Exception as error:  # the engine's errors: no GPU here, out of disk, gone away
+            raise ReexecutionError(f"the Docker engine could not run shard {shard}: {error}") from None
+        files, _ = result_files(outputs, run.logs, manifest.outputs.max_bytes)
         return Reexecution(root=MerkleTree.from_files(files).root, files=files, exit_code=run.exit_code,
-                           timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds)  # fmt: skip
+                           timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds,
+                           metering=run.metering)  # fmt: skip
 
     def manifest(self, manifest_hash: bytes) -> Manifest:
         """The job's manifest from the content store, checked to be the one committed to."""

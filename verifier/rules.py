@@ -50,6 +50,22 @@ def allowed_claim(measured_seconds: float, gpu_count: int, tolerance_bps: int) -
     return ceil(scaled) + METERING_SLACK_SECONDS * max(1, gpu_count)
 
 
+PEER_SHARDS = 4  # shards either side of a result whose claims it is compared with
+
+
+def metering_outlier(claimed: int, peers: list[int], gpu_count: int, tolerance_bps: int) -> bool:
+    """Whether a claim stands out from its peers' (the job's other replicas of nearby shards,
+    which run the same code): beyond what the job's tolerance allows over their median. Such a
+    result is re-executed whatever the sampling draw said, so an agent cannot inflate its
+    metering and hope not to be sampled; the re-execution, not the peers, decides whether to
+    challenge. Without peers nothing stands out."""
+    if not peers:
+        return False
+    ordered = sorted(peers)
+    median = ordered[len(ordered) // 2] if len(ordered) % 2 else Fraction(ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2], 2)
+    return claimed > allowed_claim(median, gpu_count, tolerance_bps)
+
+
 @dataclass(frozen=True)
 class MeteringVerdict:
     ok: bool

@@ -83,3 +83,32 @@ def cpu_asset(register_asset):
         return register_asset(owner=owner, agent_account=agent_account, **fields)
 
     return register
+
+
+@pytest.fixture
+def inline_agent(stack, networks, content_store, docker_engine, tmp_path):
+    """Builds an Agent in this process (its leases run by the test, one at a time, with
+    `run_one`): the chain, Docker engine and content store are the session's real ones."""
+    from agent.journal import Journal
+    from agent.node import Agent
+    from agent.settings import AgentSettings
+    from computenet.market import Market
+    from computenet.store import LocalStore
+
+    built = []
+
+    def make(account, assets, **settings):
+        index = next(i for i, a in enumerate(networks.provider.account_manager.test_accounts) if a.address == account.address)
+        work = tmp_path / f"inline-agent-{index}"
+        fields = dict(account=f"TEST::{index}", assets=assets, store_url=content_store.url, redis_url="", work_dir=work,
+                      outputs_port=0, memory_mib=256) | settings  # fmt: skip
+        agent = Agent(AgentSettings(**fields), Market.from_stack(stack), account, docker_engine.client,
+                      content_store.client, Journal(work / "journal.sqlite"), LocalStore(work / "outputs"))  # fmt: skip
+        agent.check_assets()
+        built.append(agent)
+        return agent
+
+    yield make
+    for agent in built:
+        for pool in agent.pools.values():
+            pool.shutdown(wait=True)

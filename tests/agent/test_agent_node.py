@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from eth_utils import keccak
 
-from computenet.domain import ReplicaState
+from computenet.domain import ReplicaState, Verification
 from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, stream_key
 from computenet.merkle import MerkleTree
 from agent.journal import Journal
@@ -19,6 +19,7 @@ from agent.outputs import sign_request
 from computenet.store import LocalStore
 from computenet.localnet import free_port
 from examples import workloads
+from verifier.access import may_read
 
 
 def state_of(market, job, shard, replica=0):
@@ -83,6 +84,25 @@ def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
         with pytest.raises(urllib.error.HTTPError) as refused:
             fetch(key, 1, headers=headers)
         assert refused.value.code == code
+    # A bonded keeper reads a replica only where the draw after its submission samples it for
+    # that keeper (verifier.access): the agents answer as the rule does, shard by shard.
+    chain.mine()  # the block after the last result: its hash seeds the last draw
+    for shard, asset in placement.items():
+        (submitted,) = [e for e in market.ResultSubmitted.range(0, chain.blocks.height + 1)
+                        if (e.job, e.shard) == (job, shard)]  # fmt: skip
+        seed = bytes(chain.provider.web3.eth.get_block(submitted.block_number + 1)["hash"])
+        expected = may_read(caller=keeper.address, job_client=client.address, mode=Verification.OPTIMISTIC,
+                            spot_check_bps=1_000, seed=seed, job=job, shard=shard, replica=0, is_bonded=True,
+                            is_facilitator=False, disputed=False)  # fmt: skip
+        target = f"/outputs/{job}/{shard}/0"
+        agent_address = agents[0 if asset == a else 1].address
+        request = urllib.request.Request(f"http://127.0.0.1:{ports[asset]}{target}",
+                                         headers=sign_request(keeper.private_key, chain.chain_id, agent_address, target))
+        try:
+            code = urllib.request.urlopen(request, timeout=10).status
+        except urllib.error.HTTPError as error:
+            code = error.code
+        assert code == (200 if expected else 403), (shard, expected, code)
     signed_for_shard_0 = sign_request(client.private_key, chain.chain_id, agents[0].address,
                                       f"/outputs/{job}/0/0/file?path=out/result.json")  # fmt: skip
     with pytest.raises(urllib.error.HTTPError) as replayed:  # a signature serves one request only

@@ -7,6 +7,8 @@ import urllib.request
 
 import ape
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent import gpu, plan
 from computenet import sandbox
@@ -235,3 +237,228 @@ def test_outputs_over_the_manifests_limit_are_not_committed_only_the_log(tmp_pat
     assert root == MerkleTree.from_files({"out/a.txt": b"a" * 10, "out/sub/b.txt": b"b" * 10, LOG_LEAF: b"the log"}).root
     root, names, over = collect(outputs, b"the log", 19, store)
     assert over and set(names) == {LOG_LEAF} and root == MerkleTree.from_files({LOG_LEAF: b"the log"}).root
+
+
+# ---------------------------------------------------------------- failures, GPUs, bounds (pure and local)
+
+
+def test_container_options_pin_gpus_by_index_options_without_a_gpu(tmp_path):
+    # No GPU here: this checks only the options the engine would get.
+    spec = _spec(tmp_path, "x@sha256:" + "1" * 64, "pass", gpu_indices=(1, 3), gpu_count=2)
+    [request] = sandbox.container_options(spec)["device_requests"]
+    assert request["DeviceIDs"] == ["1", "3"] and request["Count"] == 0 and request["Capabilities"] == [["gpu"]]
+    cpu = sandbox.container_options(_spec(tmp_path, "x@sha256:" + "1" * 64, "pass"))
+    assert "device_requests" not in cpu and "ulimits" not in cpu
+
+
+def test_container_options_cap_file_sizes_and_the_log(tmp_path):
+    options = sandbox.container_options(_spec(tmp_path, "x@sha256:" + "1" * 64, "pass", max_file_bytes=5 << 20))
+    [fsize] = options["ulimits"]
+    assert (fsize["Name"], fsize["Soft"], fsize["Hard"]) == ("fsize", 5 << 20, 5 << 20)
+    assert options["log_config"]["Type"] == "json-file"
+    assert options["log_config"]["Config"] == {"max-size": str(sandbox.LOG_BYTES), "max-file": "1"}
+
+
+def test_the_gpu_allocator_never_hands_one_gpu_to_two_leases():
+    gpus = gpu.Allocator()
+    assert gpus.acquire("a", (0, 1, 2), 2) == (0, 1)
+    assert gpus.acquire("a", (0, 1, 2), 2) == (0, 1)  # asking again: the same ones
+    assert gpus.acquire("b", (0, 1, 2), 2) is None  # only one free
+    assert gpus.acquire("c", (0, 1, 2), 1) == (2,)
+    assert gpus.acquire("d", (0, 1, 2), 0) == ()  # CPU-only work always fits
+    assert gpus.release("a") == (0, 1) and gpus.release("a") == ()
+    assert gpus.acquire("b", (0, 1, 2), 2) == (0, 1)
+    assert gpus.held() == {0: "b", 1: "b", 2: "c"}
+    assert gpu.asset_gpus(Spec(1, 81_920, 2, 16, 0, 1, 0)) == (0, 1) and gpu.asset_gpus(Spec(0, 0, 0, 2, 0, 1, 0)) == ()
+
+
+def test_the_gpu_allocator_is_safe_across_threads():
+    import threading
+
+    gpus, clashes, barrier = gpu.Allocator(), [], threading.Barrier(16)
+
+    def lease(name):
+        barrier.wait()
+        for _ in range(200):
+            got = gpus.acquire(name, tuple(range(4)), 2)
+            if got is not None:
+                held = gpus.held()
+                if any(held.get(i) != name for i in got):
+                    clashes.append((name, got, held))
+                gpus.release(name)
+
+    threads = [threading.Thread(target=lease, args=(f"lease-{i}",)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert clashes == [] and gpus.held() == {}
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 3), st.booleans()), max_size=40))
+def test_gpu_allocations_stay_disjoint_and_within_the_pool(steps):
+    gpus, model = gpu.Allocator(), {}
+    for name, count, release in steps:
+        if release:
+            assert gpus.release(name) == model.pop(name, ())
+            continue
+        got = gpus.acquire(name, (0, 1, 2, 3), count)
+        free = 4 - sum(len(v) for v in model.values())
+        if name in model and model[name]:
+            assert got == model[name]
+        elif count > free:
+            assert got is None
+        else:
+            assert len(got) == count and set(got) <= {0, 1, 2, 3}
+            model[name] = got
+        held = [i for v in model.values() for i in v]
+        assert len(held) == len(set(held)) and gpus.held() == {i: n for n, v in model.items() for i in v}
+
+
+@pytest.mark.parametrize(
+    "stage, error, expected",
+    [
+        (plan.STAGING, plan.Decline("image not found", "detail"), ("decline", "image not found", "detail")),
+        (plan.STAGING, RuntimeError("bug"), ("decline", "agent error", "RuntimeError: bug")),
+        (plan.STAGING, PermissionError("no"), ("decline", "agent storage error", "PermissionError: no")),
+        (plan.STARTING, RuntimeError("409 conflict"), ("decline", "engine refused container", "RuntimeError: 409 conflict")),
+        (plan.RAN, RuntimeError("bug"), ("fail", "result not committed", "RuntimeError: bug")),
+        (plan.RAN, plan.Decline("image not found"), ("fail", "image not found", "image not found")),
+    ],
+)
+def test_a_failure_before_the_container_starts_is_declined_and_after_it_is_a_failed_result(stage, error, expected):
+    outcome = plan.on_failure(stage, error)
+    assert (outcome.action, outcome.reason, outcome.detail) == expected
+    assert len(plan.reason_bytes(outcome.reason)) == plan.REASON_BYTES and outcome.reason.isascii()
+
+
+def test_a_failed_result_never_reports_success():
+    assert plan.failed_exit_code(None) == plan.failed_exit_code(0) == plan.AGENT_FAILURE_EXIT
+    assert plan.failed_exit_code(3) == 3 and plan.failed_exit_code(137) == 137 and plan.failed_exit_code(999) == 255
+    with pytest.raises(plan.Decline, match="no free GPU"):
+        plan.check_gpus(None, 2, (0, 1))
+    assert plan.check_gpus((1,), 1, (0, 1)) == (1,)
+
+
+def test_the_local_store_streams_a_file_in_with_both_names_and_a_cap(tmp_path):
+    import hashlib
+    import os
+
+    from eth_utils import keccak
+
+    from computenet.store import BlobTooLarge
+
+    store = LocalStore(tmp_path / "store")
+    data = os.urandom(3 << 20)  # more than one chunk
+    (tmp_path / "f").write_bytes(data)
+    names = store.put_file(tmp_path / "f")
+    assert names == {"sha256": hashlib.sha256(data).hexdigest(), "keccak256": keccak(data).hex(), "size": len(data)}
+    assert store.get("keccak256", names["keccak256"]) == data
+    with pytest.raises(BlobTooLarge):
+        store.put_file(tmp_path / "f", limit=len(data) - 1)
+    os.symlink(tmp_path / "f", tmp_path / "link")
+    with pytest.raises(OSError):  # a link is not followed
+        store.put_file(tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(StoreError, match="not a regular file"):  # and a fifo does not block
+        store.put_file(tmp_path / "fifo")
+    assert sorted(p.name for p in store.dir.iterdir() if p.name.startswith(".incoming")) == []
+
+
+def test_the_http_store_streams_a_download_to_a_file_checked_and_capped(content_store, tmp_path):
+    from computenet.store import BlobTooLarge
+
+    names = content_store.client.put(b"x" * 5000)
+    target = tmp_path / "got"
+    assert content_store.client.download("sha256", names["sha256"], target, 5000)["size"] == 5000
+    assert target.read_bytes() == b"x" * 5000
+    with pytest.raises(BlobTooLarge):
+        content_store.client.download("sha256", names["sha256"], tmp_path / "small", 4999)
+    with pytest.raises(BlobNotFound):
+        content_store.client.download("sha256", digest("sha256", b"never"), tmp_path / "none", 10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["got"]  # nothing partial left
+
+
+def test_an_output_tmpfs_bounds_what_a_job_writes_and_release_leaves_nothing(tmp_path):
+    import os
+
+    from computenet import staging
+
+    inputs, outputs = staging.prepare(tmp_path / "lease")
+    bound = staging.bound_outputs(outputs, 1 << 20)
+    if os.geteuid() != 0:
+        assert bound.startswith("not root")
+        pytest.skip("mounting a tmpfs needs root")
+    assert bound == f"outputs on a tmpfs of {staging.output_bytes(1 << 20)} bytes" and os.path.ismount(outputs)
+    written = 0
+    with pytest.raises(OSError, match="No space left"):
+        with open(outputs / "big", "wb") as out:
+            for _ in range(8):
+                out.write(b"z" * (1 << 20))
+                out.flush()
+                written += 1 << 20
+    assert written <= staging.output_bytes(1 << 20)
+    (tmp_path / "lease" / "outputs.json").write_text("{}")
+    staging.release(tmp_path / "lease", keep=("outputs.json",))
+    assert not os.path.ismount(outputs) and sorted(os.listdir(tmp_path / "lease")) == ["outputs.json"]
+    staging.release(tmp_path / "lease")
+    assert not (tmp_path / "lease").exists()
+
+
+def test_a_container_keeps_its_pinned_gpus_across_a_restart_options_without_a_gpu(docker_engine, job_image, tmp_path):
+    import docker.errors
+
+    from agent import execute
+
+    spec = _spec(tmp_path, job_image, "pass", gpu_indices=(1, 3))
+    created = docker_engine.client.containers.create(**sandbox.container_options(spec))
+    try:  # what a restarted agent reads back from the engine
+        created.reload()
+        assert execute.pinned_gpus(created) == (1, 3)
+    finally:
+        created.remove(force=True)
+    # This engine has no GPU: it creates the container but refuses to start it, and start() leaves nothing behind.
+    with pytest.raises(docker.errors.APIError):
+        sandbox.start(docker_engine.client, spec)
+    assert docker_engine.client.containers.list(all=True, filters={"name": spec.name}) == []
+    cpu = docker_engine.client.containers.create(**sandbox.container_options(_spec(tmp_path, job_image, "pass")))
+    try:
+        cpu.reload()
+        assert execute.pinned_gpus(cpu) == ()
+    finally:
+        cpu.remove(force=True)
+
+
+def test_where_no_tmpfs_can_be_mounted_the_bound_in_force_is_named(tmp_path, monkeypatch):
+    import os
+
+    from computenet import staging
+
+    if os.geteuid() == 0:  # a mount that fails: its folder is not there
+        bound = staging.bound_outputs(tmp_path / "missing", 1 << 20)
+        assert bound.startswith("no tmpfs (") and "RLIMIT_FSIZE" in bound
+    monkeypatch.setattr(staging.os, "geteuid", lambda: 1000)  # stands for an agent not run as root
+    assert staging.bound_outputs(tmp_path, 1 << 20).startswith("not root: outputs bounded per file by RLIMIT_FSIZE")
+    assert not os.path.ismount(tmp_path)
+
+
+def test_the_http_store_spools_uploads_to_disk_and_refuses_one_over_its_limit(tmp_path):
+    from computenet.localnet import ServedApp
+    from computenet.store import StoreClient, app
+
+    local = LocalStore(tmp_path / "store", max_bytes=1000)
+    served = ServedApp(app(local))
+    try:
+        client = StoreClient(served.url)
+        assert client.put(b"k" * 1000)["size"] == 1000
+        with pytest.raises(StoreError, match="413"):
+            client.put(b"k" * 1001)
+        chunks = iter([b"c" * 600, b"c" * 600])  # no length declared: the limit holds while it streams
+        request = urllib.request.Request(f"{served.url}/blobs", data=chunks, method="PUT",
+                                         headers={"Transfer-Encoding": "chunked"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 413
+    finally:
+        served.stop()
+    assert sorted(p.name for p in local.dir.iterdir() if p.name.startswith(".")) == []  # no spooled upload left

@@ -83,7 +83,7 @@ class Net:
 
     def serve_outputs(self):
         client_of = lambda job: self.market.functions.job(job).call()[0].lower()  # noqa: E731
-        app = outputs_app(self.outputs, self.store, 31337, self.agent.address, lambda job, who: who.lower() == client_of(job))
+        app = outputs_app(self.outputs, self.store, 31337, self.agent.address, lambda job, shard, replica, who: who.lower() == client_of(job))
         self.outputs_server = ServedApp(app)
         return self.outputs_server.url
 
@@ -257,6 +257,7 @@ def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net
                                manifest=bytes.fromhex(status["manifest_hash"][2:]), output_root=root, gpu_seconds=100,
                                exit_code=0)  # fmt: skip
     signature = receipt.sign(net.agent.private_key, 31337, net.market.address)
+    net.web3.provider.make_request("evm_increaseTime", [100])  # the run takes its 100 s
     net.send(net.provider, net.market.functions.submit_result(job, 0, 0, root, 100, 0, signature))
     net.anvil.rpc("evm_increaseTime", [CHALLENGE_WINDOW + 1])
     net.anvil.rpc("evm_mine", [])
@@ -555,6 +556,13 @@ def test_bad_requests_are_named(net):
     body["manifest"]["image"] = "not a digest"
     answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)
     assert answer.status_code == 422 and answer.json()["error"] == "invalid_manifest" and "image" in answer.json()["message"]
+    for field, value, message in [("path", "/proc/out", "manifest.outputs.path: '/proc/out' overlaps /proc"),
+                                  ("path", "/out put", "manifest.outputs.path: has the character ' '")]:  # fmt: skip
+        body = job_body(net)
+        body["manifest"]["outputs"][field] = value
+        answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_manifest", answer.json()
+        assert answer.json()["message"].startswith(message), answer.json()
     soon = job_body(net, deadline=net.now() + 10)
     answer = requests.post(f"{net.gateway.url}/jobs", json=soon, timeout=10)
     assert answer.status_code == 422 and answer.json()["message"] == "job_market: deadline too soon"

@@ -206,6 +206,13 @@ def test_error_paths_print_one_clear_line(ape_run, deployed, manifest_file):
     bad = manifest_file(image="ghcr.io/acme/train:latest")
     message = ape_run.fails("job", "post", str(bad), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1)
     assert message.startswith(f"{bad}: manifest.image: a digest is required")
+    over_tmp = manifest_file(outputs={"path": "/tmp/out", "max_bytes": 1_000})
+    message = ape_run.fails("job", "post", str(over_tmp), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1)
+    assert message.startswith(f"{over_tmp}: manifest.outputs.path: '/tmp/out' overlaps /tmp")
+    nested = manifest_file(inputs={"files": [{"path": p, "size": 1, "sha256": "ab" * 32} for p in ("a", "a/b")],
+                                   "root": "0x" + "cd" * 32})  # fmt: skip
+    message = ape_run.fails("job", "post", str(nested), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1)
+    assert message.startswith(f"{nested}: manifest.inputs.files: 'a/b' lies inside the input file 'a'")
     # the faucet's limit is 1,000,000 tokens
     assert ape_run.fails("faucet", "1000001", account=1) == "at most 1,000,000 tokens per faucet call"
 

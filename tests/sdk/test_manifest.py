@@ -165,6 +165,16 @@ def test_accepted_image_references(image):
     assert parse_manifest(dumps(with_change("image", image))).image == image
 
 
+@pytest.mark.parametrize("path", ["/out", "/output/run-1", "/var/out", "/work", "/results/a.b_c-d+e,f=g@h~i", "/input"])
+def test_accepted_output_paths(path):
+    assert parse_manifest(dumps(with_change("outputs.path", path))).outputs.path == path
+
+
+def test_an_input_next_to_a_file_of_a_similar_name_is_no_prefix():
+    data = with_change("inputs.files.1.path", "data/train.csv2")
+    assert [f.path for f in parse_manifest(dumps(data)).inputs.files] == ["data/train.csv", "data/train.csv2"]
+
+
 def test_empty_inputs_use_the_zero_root():
     data = with_change("inputs", {"root": ZERO_ROOT, "files": []})
     assert parse_manifest(dumps(data)).inputs.files == []
@@ -218,6 +228,26 @@ INVALID = [
     (with_change("inputs.files.0.path", "a//b"), "manifest.inputs.files[0].path", ""),
     (with_change("inputs.files.0.path", "a/"), "manifest.inputs.files[0].path", ""),
     (with_change("inputs.files.0.path", "./a"), "manifest.inputs.files[0].path", ""),
+    # not portable (the module docstring's rule)
+    (with_change("inputs.files.0.path", "a\\b"), "manifest.inputs.files[0].path", "'\\\\'"),
+    (with_change("inputs.files.0.path", "tab\there"), "manifest.inputs.files[0].path", "portable"),
+    (with_change("inputs.files.0.path", "new\nline"), "manifest.inputs.files[0].path", "portable"),
+    (with_change("inputs.files.0.path", "with space"), "manifest.inputs.files[0].path", "' '"),
+    (with_change("inputs.files.0.path", "r\u00e9sum\u00e9"), "manifest.inputs.files[0].path", "portable"),
+    (with_change("inputs.files.0.path", "nul\u0000"), "manifest.inputs.files[0].path", "portable"),
+    (with_change("inputs.files.0.path", "q\"uote"), "manifest.inputs.files[0].path", "portable"),
+    (with_change("inputs.files.0.path", "x" * 256), "manifest.inputs.files[0].path", "255 bytes"),
+    (with_change("inputs.files.0.path", "/".join(["d" * 200] * 21)), "manifest.inputs.files[0].path", "4096"),
+    (with_change("outputs.path", "/out dir"), "manifest.outputs.path", "portable"),
+    # a file that is a folder of another
+    (with_change("inputs.files.1.path", "data/train.csv/x"), "manifest.inputs.files", "inside the input file 'data/train.csv'"),
+    (with_change("inputs.files.1.path", "data"), "manifest.inputs.files", "inside the input file 'data'"),
+    # an output path over the sandbox's own mounts or system paths
+    *[(with_change("outputs.path", path), "manifest.outputs.path", "overlaps " + mount) for path, mount in [
+        ("/in", "/in"), ("/in/out", "/in"), ("/tmp", "/tmp"), ("/tmp/out", "/tmp"), ("/proc", "/proc"),
+        ("/sys/fs", "/sys"), ("/dev", "/dev"), ("/etc/out", "/etc"), ("/usr", "/usr"), ("/bin", "/bin"),
+        ("/lib", "/lib"), ("/sbin", "/sbin"), ("/run", "/run"), ("/var/run", "/var/run"), ("/var", "/var/run"),
+        ("/var/run/x", "/var/run")]],
     (with_change("inputs.files.1.size", -1), "manifest.inputs.files[1].size", ""),
     (with_change("inputs.files.1.size", 1.5), "manifest.inputs.files[1].size", ""),
     (with_change("inputs.files.1.sha256", "ab" * 31), "manifest.inputs.files[1].sha256", ""),

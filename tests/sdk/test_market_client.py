@@ -205,6 +205,7 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
 
     assert sdk.assign(job, 0, asset, sender=keeper) == 0
     assert sdk.assign(job, 1, slow, sender=keeper) == 0
+    chain.pending_timestamp = max(chain.pending_timestamp, sdk.replica(job, 0, 0).since + 1_000)  # the run's time
     sdk.submit_result(job, 0, 0, ROOT, 1_000, 0, agent_key=agent.private_key, sender=stranger)
     assert sdk.replica(job, 0, 0).state == ReplicaState.SUBMITTED
     assert sdk.replica(job, 0, 0).output_root == ROOT
@@ -269,8 +270,9 @@ def test_add_stake_approves_only_when_needed(sdk, newcomer, provider, agent, mak
     assert token.allowance(provider, sdk.assets) == 2**256 - 1
 
 
-def test_withdraw_to_another_receiver(sdk, chain, asset, job, keeper, registered_keeper, agent, provider, stranger, params, token):
+def test_withdraw_to_another_receiver(sdk, chain, asset, job, keeper, registered_keeper, agent, provider, stranger, params, token, run_for):
     sdk.assign(job, 0, asset, sender=keeper)
+    run_for(job, 0, 0, 500)
     sdk.submit_result(job, 0, 0, ROOT, 500, 0, agent_key=agent.private_key, sender=provider)
     chain.mine(deltatime=params.challenge_window + 1)
     sdk.finalize(job, 0, sender=keeper)
@@ -300,9 +302,10 @@ def test_submit_with_a_wrong_key_is_refused_before_sending(sdk, asset, job, keep
     )
 
 
-def test_submit_caps_metered_use(sdk, asset, job, keeper, registered_keeper, agent, provider):
+def test_submit_caps_metered_use(sdk, asset, job, keeper, registered_keeper, agent, provider, run_for):
     sdk.assign(job, 0, asset, sender=keeper)
-    sdk.submit_result(job, 0, 0, ROOT, 1_000_000, 3, agent_key=agent.private_key, sender=provider)
+    run_for(job, 0, 0, 3_800)  # past the job's 3,600 cap, inside its lease (3,600 s + grace)
+    sdk.submit_result(job, 0, 0, ROOT, 3_800, 3, agent_key=agent.private_key, sender=provider)
     assert sdk.replica(job, 0, 0).gpu_seconds == sdk.job(job).requirements.max_gpu_seconds
 
 
@@ -414,13 +417,27 @@ def test_submit_refusals_match_the_chain(sdk, chain, register_asset, post_job, r
     case(1, ROOT, "job_market: lease expired")
 
 
-def test_finalize_refusals_match_the_chain(sdk, asset, job, registered_keeper, agent, provider):
+def test_a_claim_beyond_the_lease_time_is_refused_before_sending(sdk, chain, asset, job, registered_keeper, agent, provider):
+    """The SDK refuses, as the chain would, a claim beyond the time since assignment × GPUs."""
+    sdk.assign(job, 0, asset, sender=registered_keeper)
+    claim = 10**6
+    signature = sdk.receipt_for(job, 0, 0, ROOT, claim, 0).sign(agent.private_key, chain.chain_id, sdk.market.address)
+    agrees(
+        lambda: sdk.submit_result(job, 0, 0, ROOT, claim, 0, agent_key=agent.private_key, sender=provider),
+        lambda: sdk.market.submit_result(job, 0, 0, ROOT, claim, 0, signature, sender=provider),
+        "job_market: gpu_seconds exceed the lease's time",
+        JobMarketError,
+    )
+
+
+def test_finalize_refusals_match_the_chain(sdk, asset, job, registered_keeper, agent, provider, run_for):
     def case(reason):
         agrees(lambda: sdk.finalize(job, 0, sender=provider), lambda: sdk.market.finalize(job, 0, sender=provider), reason, JobMarketError)
 
     case("job_market: shard not ready")
     sdk.assign(job, 0, asset, sender=registered_keeper)
     case("job_market: shard not ready")
+    run_for(job, 0, 0, 100)
     sdk.submit_result(job, 0, 0, ROOT, 100, 0, agent_key=agent.private_key, sender=provider)
     case("job_market: challenge window open")
     agrees(lambda: sdk.finalize(999, 0, sender=provider), lambda: sdk.market.finalize(999, 0, sender=provider), "job_market: unknown job", JobMarketError)

@@ -6,6 +6,8 @@ that the chain gives the same reasons for the same situations.
 
 import dataclasses
 
+from dataclasses import replace
+
 import pytest
 
 from computenet import preflight
@@ -370,20 +372,30 @@ def test_submit_happy_path_at_lease_end():
 
 
 def test_submit_reasons_in_contract_order():
-    def check(state, deadline, root):
-        return preflight.submit_problem(rep(0, state, asset=1, deadline=deadline), NOW, root)
+    def check(state, deadline, root, claim):
+        replica = replace(rep(0, state, asset=1, deadline=deadline), since=NOW - 10)
+        return preflight.submit_problem(replica, NOW, root, claim, 2)
 
     seen = fixes_in_order(
         check,
-        dict(state=ReplicaState.OPEN, deadline=NOW - 1, root=ZERO_HASH),
-        [dict(state=ReplicaState.ASSIGNED), dict(deadline=NOW), dict(root=ROOT)],
+        dict(state=ReplicaState.OPEN, deadline=NOW - 1, root=ZERO_HASH, claim=21),
+        [dict(state=ReplicaState.ASSIGNED), dict(deadline=NOW), dict(root=ROOT), dict(claim=20)],
     )
     assert seen == [
         "job_market: replica not assigned",
         "job_market: lease expired",
         "job_market: empty output root",
+        "job_market: gpu_seconds exceed the lease's time",
         None,
     ]
+
+
+@pytest.mark.parametrize("gpu_count, allowed", [(0, 10), (1, 10), (4, 40)])
+def test_a_claim_is_bounded_by_the_time_since_assignment_on_the_jobs_gpus(gpu_count, allowed):
+    assigned = replace(rep(0, ReplicaState.ASSIGNED, asset=1, deadline=NOW + 100), since=NOW - 10)
+    assert preflight.claimable_seconds(assigned, NOW, gpu_count) == allowed
+    assert preflight.submit_problem(assigned, NOW, ROOT, allowed, gpu_count) is None
+    assert preflight.submit_problem(assigned, NOW, ROOT, allowed + 1, gpu_count) == "job_market: gpu_seconds exceed the lease's time"
 
 
 @pytest.mark.parametrize("state", [s for s in ReplicaState if s != ReplicaState.ASSIGNED])

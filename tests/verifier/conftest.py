@@ -46,7 +46,8 @@ def agent_outputs(chain, market, keepers, content_store, tmp_path):
                  "files": {path: store.put(data)["sha256"] for path, data in files.items()}}  # fmt: skip
         (folder / "outputs.json").write_text(json.dumps(index))
 
-        def allowed(job_id, caller):
+        def allowed(job_id, shard, replica_, caller):
+            assert (shard, replica_) == (0, replica)  # the one replica served here
             record = market.job(job_id)
             req = record.requirements
             manifest = parse_manifest(content_store.client.get("keccak256", bytes(record.manifest_hash).hex()))

@@ -102,3 +102,28 @@ def test_a_right_result_with_an_inflated_claim_is_challenged():
     verdict = judge(RULES_EXACT, _root(RUN), RUN, 10, _root(RUN), None, claimed=18, gpu_count=1)
     assert (verdict.agree, verdict.metering.ok, verdict.challenge) == (True, False, True)
     assert verdict.reasons == ("its metering claim 18 exceeds the 17 a re-execution allows",)
+
+
+# ---------------------------------------------------------------- metering outliers
+
+
+@pytest.mark.parametrize("claimed, peers, outlier", [
+    (10, [], False),  # nothing to stand out from
+    (17, [10, 10, 11], False),  # 10 × 1.5 + 2 = 17: inside the tolerance
+    (18, [10, 10, 11], True),
+    (45, [10, 45, 11], True),  # one inflated peer does not move the median
+    (3, [1, 1], False),  # 1 × 1.5 → 2, + 2 of slack
+    (200, [100, 104], True),  # an even count: the mean of the middle two (102 → 153 + 2)
+    (155, [100, 104], False),
+])  # fmt: skip
+def test_a_claim_stands_out_beyond_the_tolerance_over_its_peers_median(claimed, peers, outlier):
+    from verifier.rules import metering_outlier
+
+    assert metering_outlier(claimed, peers, 0, 5_000) is outlier
+
+
+def test_gpu_peers_get_slack_per_gpu():
+    from verifier.rules import metering_outlier
+
+    assert not metering_outlier(19, [10, 10], 2, 5_000)  # 15 + 2 × 2
+    assert metering_outlier(20, [10, 10], 2, 5_000)
