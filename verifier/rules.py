@@ -15,9 +15,9 @@ rounded too, so two honest measurements of the same short run may differ by two 
 GPU even with no tolerance at all. A claim above `allowed` is challengeable, and the arbiter
 rejects the replica for it even when its output root is right.
 
-Until measured metering (computenet.meter's ContainerMeter) is wired into re-execution, a
-re-execution's metering is its container's wall-clock time (`wall_clock`, a computenet.meter
-Metering with meter "wall-clock").
+A re-execution is metered by the sandbox exactly as an agent's run is (computenet.meter:
+NVML accounting, else cgroup CPU time, else wall clock); a run with no metering of its own
+counts its container's wall-clock time (`wall_clock`, meter "wall-clock").
 """
 
 from __future__ import annotations
