@@ -12,14 +12,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agent.outputs import app as outputs_app
-from computenet.domain import ReplicaState, Verification
-from computenet.localnet import ServedApp
-from computenet.merkle import MerkleTree
+from computenet.domain import ReplicaState
 from computenet.sandbox import Limits
-from computenet.store import LocalStore
 from computenet.web3calls import Sender
-from verifier.access import may_read
+from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, VALUES, WITHIN, root_of
 from verifier.arbiter import Arbiter, router, sign
 from verifier.compare import load_array
 from verifier.outputs import OutputsClient
@@ -28,37 +24,6 @@ from verifier.reexecute import Reexecutor
 TOKEN = 10**6
 STAKE = 1_000 * TOKEN  # register_asset's default
 CLAIM = 2
-
-# Writes a float64 .npy without NumPy (the job image has none): the same bytes in the container and here.
-NPY = (
-    "import struct\n"
-    "def npy(values):\n"
-    "    header = \"{'descr': '<f8', 'fortran_order': False, 'shape': (%d,), }\" % len(values)\n"
-    "    header += ' ' * ((64 - (10 + len(header) + 1) % 64) % 64) + '\\n'\n"
-    "    return b'\\x93NUMPY\\x01\\x00' + struct.pack('<H', len(header)) + header.encode() + "
-    "struct.pack('<%dd' % len(values), *values)\n"
-)
-VALUES = [0.125, -1.5, 3.0, 42.0]
-COMMAND = ["python3", "-c", NPY + f"open('/out/logits.npy', 'wb').write(npy({VALUES!r})); "
-           "open('/out/labels.txt', 'w').write('cat\\n'); print('done')"]  # fmt: skip
-NUMERIC = {"compare": "numeric", "numeric": [{"path": "logits.npy", "rtol": "0.001", "atol": "0"}]}
-
-_ns: dict = {}
-exec(NPY, _ns)
-npy = _ns["npy"]
-
-
-def result(values, log=b"done\n", labels=b"cat\n"):
-    return {"out/logits.npy": npy(values), "out/labels.txt": labels, "log/container.log": log}
-
-
-EXACT = result(VALUES)  # what the job writes, and so what the arbiter's run commits
-WITHIN = result([v * (1 + 2e-4) for v in VALUES], log=b"done in 0.3 s\n")  # another GPU: close, other bytes
-BEYOND = result([v * 1.01 for v in VALUES])
-
-
-def root_of(files):
-    return MerkleTree.from_files(files).root
 
 
 def b64(files):
@@ -142,35 +107,6 @@ def test_replicas_within_the_manifests_tolerance_all_stand(chain, market, assets
     assert {"kind": "result", "replica": 1, "path": "out/logits.npy"} in [
         {k: a[k] for k in ("kind", "replica", "path")} for a in entry["attachments"]
     ]  # fmt: skip
-
-
-@pytest.fixture
-def agent_outputs(chain, market, tmp_path):
-    """Serves replicas' results as agent/outputs.py does, answering whom verifier.access allows."""
-    served = []
-
-    def serve(agent_account, job, replica, files):
-        work, store = tmp_path / f"work-{replica}", LocalStore(tmp_path / f"outputs-{replica}")
-        folder = work / f"computenet-{job}-0-{replica}-1"
-        folder.mkdir(parents=True)
-        index = {"root": "0x" + root_of(files).hex(), "files": {p: store.put(d)["sha256"] for p, d in files.items()}}
-        (folder / "outputs.json").write_text(json.dumps(index))
-
-        def allowed(job_id, shard, replica_, caller):
-            record = market.job(job_id)
-            disputed = any(market.replica(job_id, 0, r).state == ReplicaState.DISPUTED
-                           for r in range(record.requirements.replication))  # fmt: skip
-            return may_read(caller=caller, job_client=record.client, mode=Verification(record.requirements.verification),
-                            spot_check_bps=1_000, seed=None, job=job_id, shard=0, replica=replica, is_bonded=False,
-                            is_facilitator=market.is_facilitator(caller), disputed=disputed)  # fmt: skip
-
-        app = ServedApp(outputs_app(work, store, chain.chain_id, agent_account.address, allowed))
-        served.append(app)
-        return app.url
-
-    yield serve
-    for app in served:
-        app.stop()
 
 
 def test_the_arbiters_watch_fetches_replica_results_and_rejects_only_the_one_beyond_tolerance(

@@ -15,6 +15,8 @@ from computenet.localnet import ProcessGroup, free_port
 from computenet.merkle import MerkleTree
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
+from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, WITHIN
+from numeric_job import root_of as numeric_root
 from verifier.bot import Verifier
 from verifier.reexecute import Reexecutor
 
@@ -206,6 +208,46 @@ def test_a_restarted_bot_never_challenges_a_result_again(chain, market, token, s
     fresh = make_bot(verifier2, name="fresh", start_block=start)
     assert [d["decision"] for d in fresh.run_once()] == ["challenged"]
     assert len(opened(chain, market, start)) == 2
+
+
+@pytest.mark.parametrize(
+    "files, bonded, expected",
+    [(WITHIN, True, "agreed"), (BEYOND, True, "challenged"), (WITHIN, False, "challenged")],
+    ids=["within-tolerance", "beyond-tolerance", "not-bonded"],
+)
+def test_a_numeric_result_is_judged_on_its_files_fetched_from_its_agent(
+    chain, market, keepers, token, publish_job, post_job, register_asset, keeper, registered_keeper, submit, agent,
+    agent_outputs, make_bot, verifier, params, files, bonded, expected,
+):  # fmt: skip
+    """The replica's result is not the re-execution's bytes. The bot fetches it from the agent
+    (which serves a bonded verifier the replicas sampled for it, verifier/access.py), checks
+    every file against the on-chain root, and compares within the manifest's tolerance; a
+    verifier the agent will not serve cannot see it agree, and challenges."""
+    if bonded:
+        keepers.register(100 * 10**6, sender=verifier)
+    bot_start = chain.blocks.height
+    mhash = publish_job(COMMAND, {}, timeout_seconds=30, verification=NUMERIC | {"spot_check_bps": 10_000})[1]
+    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0, verification=Verification.SPOT_CHECK)
+    asset = register_asset()
+    market.assign(job, 0, asset, sender=keeper)
+    submit(agent, job, 0, 0, output_root=numeric_root(files), gpu_seconds=CLAIM)
+    chain.mine()  # the seed block
+    bot = make_bot(verifier, start_block=bot_start, outputs={asset: agent_outputs(agent, job, 0, files)})
+    balance = token.balanceOf(verifier)
+
+    (decision,) = bot.run_once()
+
+    assert decision["decision"] == expected, decision
+    assert decision["computed_root"] == "0x" + numeric_root(EXACT).hex() != decision["root"]
+    if expected == "agreed":
+        assert decision["reasons"] == [] and "outputs_error" not in decision
+        assert token.balanceOf(verifier) == balance
+    else:
+        assert balance - token.balanceOf(verifier) == params.challenge_bond  # to the base unit
+    if files is BEYOND:
+        assert decision["reasons"][0].startswith("out/logits.npy differs beyond rtol 0.001, atol 0")
+    if not bonded:
+        assert "answered 403" in decision["outputs_error"]
 
 
 @pytest.fixture
