@@ -825,18 +825,26 @@ def test_submit_result_claims_no_more_than_the_lease_time_on_its_gpus(chain, mar
     job = post_job(gpu_count=gpu_count, min_vram_mib=0 if gpu_count == 0 else 40_960)
     asset = register_asset(gpu_count=max(gpu_count, 1))
     assigned_at = market.assign(job, 0, asset, sender=keeper).timestamp
-    chain.pending_timestamp = assigned_at + 10
-    allowed = 10 * max(gpu_count, 1)
-    for claim, reverts in ((allowed + 1, True), (3_600, True), (2**32 - 1, True), (allowed, False)):
+    chain.mine(timestamp=assigned_at + 9)  # nine seconds of the run have passed
+
+    def at_next_block(claim_for):
+        """Fixes the next block's time (a refused transaction may have been mined); `claim_for`
+        turns the time since assignment into the claim to sign."""
+        at = chain.blocks.head.timestamp + 1
+        chain.pending_timestamp = at
+        claim = claim_for(at - assigned_at)
         receipt = receipt_for(job, 0, 0, gpu_seconds=claim, manifest=market.job(job).manifest_hash)
-        sig = receipt.sign(agent.private_key, chain.chain_id, market.address)
-        if reverts:
-            with ape.reverts("job_market: gpu_seconds exceed the lease's time"):
-                market.submit_result(job, 0, 0, ROOT, claim, 0, sig, sender=provider)
-        else:
-            tx = market.submit_result(job, 0, 0, ROOT, claim, 0, sig, sender=provider)
-            assert tx.timestamp == assigned_at + 10
-            assert market.replica(job, 0, 0).gpu_seconds == allowed
+        return at, claim, receipt.sign(agent.private_key, chain.chain_id, market.address)
+
+    gpus = max(gpu_count, 1)
+    for claim_for in (lambda s: s * gpus + 1, lambda s: 3_600, lambda s: 2**32 - 1):
+        _, claim, sig = at_next_block(claim_for)
+        with ape.reverts("job_market: gpu_seconds exceed the lease's time"):
+            market.submit_result(job, 0, 0, ROOT, claim, 0, sig, sender=provider)
+    at, claim, sig = at_next_block(lambda s: s * gpus)  # exactly the time since assignment × GPUs
+    tx = market.submit_result(job, 0, 0, ROOT, claim, 0, sig, sender=provider)
+    assert (tx.timestamp, claim) == (at, (at - assigned_at) * gpus)
+    assert market.replica(job, 0, 0).gpu_seconds == claim
 
 
 def test_submit_result_caps_gpu_seconds(market, job, agent, assigned, submit):
