@@ -385,7 +385,7 @@ class MarketMachine(RuleBasedStateMachine):
         cap = job.req.max_gpu_seconds if job else 600
         ran = 1
         if job and shard < len(job.replicas) and replica < len(job.replicas[shard]):
-            ran = max(0, self.model.now + 1 - job.replicas[shard][replica].since) * max(1, job.req.gpu_count)
+            ran = min(2**32 - 1, max(0, self.model.now + 1 - job.replicas[shard][replica].since) * max(1, job.req.gpu_count))
         return {"zero": 0, "half": cap // 2, "cap": cap, "over": cap + 500, "max": 2**32 - 1,
                 "ran": ran, "ran+1": ran + 1}[choice]  # fmt: skip
 
