@@ -387,7 +387,7 @@ class MarketMachine(RuleBasedStateMachine):
         if job and shard < len(job.replicas) and replica < len(job.replicas[shard]):
             ran = min(2**32 - 1, max(0, self.model.now + 1 - job.replicas[shard][replica].since) * max(1, job.req.gpu_count))
         return {"zero": 0, "half": cap // 2, "cap": cap, "over": cap + 500, "max": 2**32 - 1,
-                "ran": ran, "ran+1": ran + 1}[choice]  # fmt: skip
+                "ran": ran, "ran+1": min(ran + 1, 2**32 - 1)}[choice]  # fmt: skip
 
     def shards_with(self, *states):
         return sorted({(j, s) for j, s, _ in self.model.replicas(*states)})
