@@ -108,7 +108,8 @@ class Agent:
         from ape import networks
 
         with self.chain_lock, self.send_lock:
-            tx = broadcast(getattr(self.market.market, method_name), args, self.account)
+            # By the pending block's clock: a result's claim is bounded by the time since assignment.
+            tx = broadcast(getattr(self.market.market, method_name), args, self.account, estimate_at="pending")
         receipt = networks.provider.web3.eth.wait_for_transaction_receipt(tx, timeout=RECEIPT_TIMEOUT, poll_latency=0.1)
         return dict(receipt)
 

@@ -69,7 +69,7 @@ GAS_MARGIN = 1.5
 ESTIMATE_GAS_CAP = 15_000_000  # the most gas an estimate may find (half a 30M block)
 
 
-def broadcast(method: Any, args: tuple, account: Any) -> Any:
+def broadcast(method: Any, args: tuple, account: Any, estimate_at: str | None = None) -> Any:
     """Estimates `method(*args)`, signs it with `account` at the node's pending nonce and a
     gas limit of the estimate × GAS_MARGIN, and broadcasts it without waiting; returns the
     transaction hash. A revert found by the estimate raises ape's ContractLogicError and
@@ -79,8 +79,8 @@ def broadcast(method: Any, args: tuple, account: Any) -> Any:
     provider = networks.provider
     nonce = provider.web3.eth.get_transaction_count(account.address, "pending")
     txn = method.as_transaction(*args, sender=account, nonce=nonce, gas=ESTIMATE_GAS_CAP)
-    # Estimated against the pending block, whose clock is the one the transaction will be
+    # `estimate_at="pending"`: against the pending block, whose clock the transaction will be
     # mined by (a result's metering is bounded by the time since its assignment).
-    txn.gas_limit = int(provider.estimate_gas_cost(txn, block_id="pending") * GAS_MARGIN)
+    txn.gas_limit = int(provider.estimate_gas_cost(txn, block_id=estimate_at) * GAS_MARGIN)
     signed = account.sign_transaction(txn)
     return provider.web3.eth.send_raw_transaction(signed.serialize_transaction())
