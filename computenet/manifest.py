@@ -148,6 +148,16 @@ def _check_portable(value: str) -> None:
         raise _fail("path_portable", "{problem}", problem=problem)
 
 
+def _check_unique(paths: list[str]) -> set[str]:
+    """The paths as a set; a path named twice is refused."""
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            raise _fail("duplicate_path", "duplicate path {path}", path=repr(path))
+        seen.add(path)
+    return seen
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise _fail("nul", "must not contain NUL (it cannot reach a process)")
@@ -192,11 +202,7 @@ class Inputs(_Strict):
     @field_validator("files")
     @classmethod
     def _unique_paths(cls, files: list[InputFile]) -> list[InputFile]:
-        seen: set[str] = set()
-        for file in files:
-            if file.path in seen:
-                raise _fail("duplicate_path", "duplicate path {path}", path=repr(file.path))
-            seen.add(file.path)
+        seen = _check_unique([file.path for file in files])
         for file in files:  # a file cannot also be a folder of another: `a` and `a/b`
             parts = file.path.split("/")
             for depth in range(1, len(parts)):
@@ -258,11 +264,7 @@ class ResultVerification(_Strict):
     @field_validator("numeric")
     @classmethod
     def _unique_numeric_paths(cls, numeric: list[NumericOutput]) -> list[NumericOutput]:
-        seen: set[str] = set()
-        for item in numeric:
-            if item.path in seen:
-                raise _fail("duplicate_path", "duplicate path {path}", path=repr(item.path))
-            seen.add(item.path)
+        _check_unique([item.path for item in numeric])
         return numeric
 
     @field_validator("numeric")
