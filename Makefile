@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node redis docker compile test demo demo-faults bench gas-snapshot clean distclean
+.PHONY: venv node redis docker compile lint format test demo demo-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -59,6 +59,15 @@ docker:
 
 compile: venv
 	$(RUN) $(VENV)/bin/ape compile
+
+# Lint and format check (ruff, settings in pyproject.toml); `make format` rewrites the tree.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Forced: ape's cache does not notice edits to imported modules.
 test: venv node redis docker

@@ -7,20 +7,28 @@ computenet.staging's, the same for agents and verifiers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agent import gpu
 from agent.journal import Lease
 from agent.plan import failed_exit_code, metered_seconds
 from computenet import sandbox
 from computenet.manifest import Manifest
-from computenet.meter import ContainerMeter
 from computenet.merkle import MerkleTree
+from computenet.meter import ContainerMeter
 from computenet.staging import (  # noqa: F401 (the agent's steps)
-    bound_outputs, ensure_image, fetch_manifest, lease_dirs, output_bytes, prepare, release, stage_inputs,
-)  # fmt: skip
+    bound_outputs,
+    ensure_image,
+    fetch_manifest,
+    lease_dirs,
+    output_bytes,
+    prepare,
+    release,
+    stage_inputs,
+)
 from computenet.store import LocalStore, StoreError
 from verifier.commitment import LOG_LEAF, OutputFile, OutputRefused, commit_result
 
@@ -63,17 +71,37 @@ def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tu
     return commitment.root, names, commitment.refused
 
 
-def start(lease: Lease, manifest: Manifest, image_id: str, *, client: Any, inputs: Path, outputs: Path,
-          shard_count: int, gpu_indices: tuple[int, ...], limits: sandbox.Limits,
-          on_start: Callable[[str], None] = lambda name: None) -> Any:  # fmt: skip
+def start(
+    lease: Lease,
+    manifest: Manifest,
+    image_id: str,
+    *,
+    client: Any,
+    inputs: Path,
+    outputs: Path,
+    shard_count: int,
+    gpu_indices: tuple[int, ...],
+    limits: sandbox.Limits,
+    on_start: Callable[[str], None] = lambda name: None,
+) -> Any:
     """Creates and starts the shard's container on its pinned GPUs; returns it."""
     spec = sandbox.RunSpec(
-        name=lease.name, image=image_id, command=list(manifest.command), env=dict(manifest.env),
-        shard=lease.shard, shard_count=shard_count, inputs=inputs, outputs=outputs,
-        output_path=manifest.outputs.path, timeout_seconds=manifest.timeout_seconds, gpu_count=len(gpu_indices),
-        gpu_indices=gpu_indices, max_file_bytes=output_bytes(manifest.outputs.max_bytes), limits=limits,
+        name=lease.name,
+        image=image_id,
+        command=list(manifest.command),
+        env=dict(manifest.env),
+        shard=lease.shard,
+        shard_count=shard_count,
+        inputs=inputs,
+        outputs=outputs,
+        output_path=manifest.outputs.path,
+        timeout_seconds=manifest.timeout_seconds,
+        gpu_count=len(gpu_indices),
+        gpu_indices=gpu_indices,
+        max_file_bytes=output_bytes(manifest.outputs.max_bytes),
+        limits=limits,
         labels={"computenet.lease": lease.name},
-    )  # fmt: skip
+    )
     on_start(lease.name)
     return sandbox.start(client, spec)
 
@@ -92,45 +120,79 @@ def discard(container: Any) -> None:
         pass
 
 
-def finish(container: Any, manifest: Manifest, *, outputs: Path, gpu_count: int, max_gpu_seconds: int,
-           out_store: LocalStore) -> Result:  # fmt: skip
+def finish(
+    container: Any, manifest: Manifest, *, outputs: Path, gpu_count: int, max_gpu_seconds: int, out_store: LocalStore
+) -> Result:
     """Waits for `container` (one just started, or found running after a restart), removes
     it and commits to its outputs."""
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
     try:
-        run = sandbox.wait(container, manifest.timeout_seconds, started=sandbox.started_at(container),
-                           on_poll=lambda: samples.append(gpu.probe().utilization_pct),
-                           meter=ContainerMeter(container, pinned_gpus(container)))  # fmt: skip
+        run = sandbox.wait(
+            container,
+            manifest.timeout_seconds,
+            started=sandbox.started_at(container),
+            on_poll=lambda: samples.append(gpu.probe().utilization_pct),
+            meter=ContainerMeter(container, pinned_gpus(container)),
+        )
     finally:
         container.remove(force=True)
     root, names, refused = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
     exit_code = min(run.exit_code, 255) if refused is None else failed_exit_code(run.exit_code)
     return Result(
-        output_root=root, gpu_seconds=min(max_gpu_seconds, run.metering.seconds(gpu_count)),
-        exit_code=exit_code, oom_killed=run.oom_killed, timed_out=run.timed_out, seconds=run.seconds,
-        files=names, utilization_pct=round(sum(samples) / len(samples)) if samples else None,
+        output_root=root,
+        gpu_seconds=min(max_gpu_seconds, run.metering.seconds(gpu_count)),
+        exit_code=exit_code,
+        oom_killed=run.oom_killed,
+        timed_out=run.timed_out,
+        seconds=run.seconds,
+        files=names,
+        utilization_pct=round(sum(samples) / len(samples)) if samples else None,
         note="oom" if run.oom_killed else "timeout" if run.timed_out else (refused or ""),
         metering=asdict(run.metering),
-    )  # fmt: skip
+    )
 
 
-def failed(explanation: str, out_store: LocalStore, *, exit_code: int | None, seconds: float, gpu_count: int,
-           max_gpu_seconds: int) -> Result:  # fmt: skip
+def failed(
+    explanation: str,
+    out_store: LocalStore,
+    *,
+    exit_code: int | None,
+    seconds: float,
+    gpu_count: int,
+    max_gpu_seconds: int,
+) -> Result:
     """A failed result the agent commits when a run's own result cannot be: only a log leaf
     that says why."""
     log = f"computenet agent: {explanation}\n".encode("utf-8", "replace")
     names = {LOG_LEAF: str(out_store.put(log)["sha256"])}
     return Result(
         output_root=MerkleTree.from_files({LOG_LEAF: log}).root,
-        gpu_seconds=metered_seconds(seconds, gpu_count, max_gpu_seconds), exit_code=failed_exit_code(exit_code),
-        oom_killed=False, timed_out=False, seconds=seconds, files=names, note=explanation[:500],
-    )  # fmt: skip
+        gpu_seconds=metered_seconds(seconds, gpu_count, max_gpu_seconds),
+        exit_code=failed_exit_code(exit_code),
+        oom_killed=False,
+        timed_out=False,
+        seconds=seconds,
+        files=names,
+        note=explanation[:500],
+    )
 
 
 def write_index(folder: Path, lease: Lease, result: Result) -> None:
     """The lease's output index (leaf path -> sha256) for serving outputs and proofs."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / INDEX).write_text(json.dumps({
-        "lease": lease.name, "root": "0x" + result.output_root.hex(), "files": result.files,
-        "seconds": round(result.seconds, 3), "gpu_seconds": result.gpu_seconds, "exit_code": result.exit_code,
-        "utilization_pct": result.utilization_pct, "note": result.note, "metering": result.metering}, indent=1))  # fmt: skip
+    (folder / INDEX).write_text(
+        json.dumps(
+            {
+                "lease": lease.name,
+                "root": "0x" + result.output_root.hex(),
+                "files": result.files,
+                "seconds": round(result.seconds, 3),
+                "gpu_seconds": result.gpu_seconds,
+                "exit_code": result.exit_code,
+                "utilization_pct": result.utilization_pct,
+                "note": result.note,
+                "metering": result.metering,
+            },
+            indent=1,
+        )
+    )

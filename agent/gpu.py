@@ -86,13 +86,17 @@ def probe() -> Telemetry:
                 power = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000
             except pynvml.NVMLError:  # not every board reports power
                 power = 0.0
-            gpus.append(Gpu(
-                index=index, name=name.decode() if isinstance(name, bytes) else name,
-                memory_total_mib=memory.total >> 20, memory_used_mib=memory.used >> 20,
-                utilization_pct=int(rates.gpu),
-                temperature_c=int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
-                power_w=round(power, 1),
-            ))  # fmt: skip
+            gpus.append(
+                Gpu(
+                    index=index,
+                    name=name.decode() if isinstance(name, bytes) else name,
+                    memory_total_mib=memory.total >> 20,
+                    memory_used_mib=memory.used >> 20,
+                    utilization_pct=int(rates.gpu),
+                    temperature_c=int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
+                    power_w=round(power, 1),
+                )
+            )
     finally:
         pynvml.nvmlShutdown()
     return Telemetry("nvml", tuple(gpus), os.cpu_count() or 1, 0)
@@ -103,14 +107,15 @@ def spec_mismatch(spec: Spec, sample: Telemetry) -> str | None:
     if spec.gpu_count == 0:
         return None  # CPU-only: any machine serves it
     if not sample.gpus:
-        return (f"the asset is registered with {spec.gpu_count} GPU(s) but this machine has none "
-                f"({sample.reason})")  # fmt: skip
+        return f"the asset is registered with {spec.gpu_count} GPU(s) but this machine has none ({sample.reason})"
     if len(sample.gpus) < spec.gpu_count:
         return f"the asset is registered with {spec.gpu_count} GPUs but NVML sees {len(sample.gpus)}"
     small = [g for g in sample.gpus[: spec.gpu_count] if g.memory_total_mib < spec.vram_mib * VRAM_TOLERANCE]
     if small:
-        return (f"the asset is registered with {spec.vram_mib} MiB per GPU but GPU {small[0].index} "
-                f"({small[0].name}) has {small[0].memory_total_mib} MiB")  # fmt: skip
+        return (
+            f"the asset is registered with {spec.vram_mib} MiB per GPU but GPU {small[0].index} "
+            f"({small[0].name}) has {small[0].memory_total_mib} MiB"
+        )
     model = GPU_MODELS.get(spec.gpu_model)
     if model is not None:
         wrong = [g for g in sample.gpus[: spec.gpu_count] if model.lower() not in g.name.lower()]

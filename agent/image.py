@@ -46,8 +46,20 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 
 def packages(root_package: str = "python3.11") -> list[str]:
     """`root_package` and everything it depends on, less SKIP."""
-    out = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-                "--no-breaks", "--no-replaces", "--no-enhances", root_package])  # fmt: skip
+    out = _run(
+        [
+            "apt-cache",
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            root_package,
+        ]
+    )
     names = {line.strip() for line in out.splitlines() if line and not line[0].isspace() and not line.startswith("<")}
     return sorted(n for n in names if n not in SKIP)
 
@@ -79,7 +91,9 @@ def rootfs(debs: list[Path], target: Path) -> None:
     os.chmod(target / "tmp", 0o1777)
     etc = target / "etc"
     etc.mkdir(exist_ok=True)
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
     (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
 
 

@@ -107,7 +107,8 @@ class Journal:
     def get(self, key: tuple[int, int, int, int]) -> Entry | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM leases WHERE job = ? AND shard = ? AND replica = ? AND lease = ?", key
+                f"SELECT {', '.join(_COLUMNS)} FROM leases WHERE job = ? AND shard = ? AND replica = ? AND lease = ?",
+                key,
             ).fetchone()
         return Entry(*row) if row else None
 

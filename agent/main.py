@@ -1,9 +1,9 @@
 """The agent's commands, shared by `ape run agent ...` and `python -m agent ...`:
 
-    run      serve the configured assets until SIGTERM/SIGINT
-    status   the journal: leases per state and the latest ones
-    image    build the Python job image and print its manifest reference
-    store    serve a content-store folder over HTTP
+run      serve the configured assets until SIGTERM/SIGINT
+status   the journal: leases per state and the latest ones
+image    build the Python job image and print its manifest reference
+store    serve a content-store folder over HTTP
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def build_agent(settings):
 
     from agent.journal import Journal
     from agent.node import Agent
-    from computenet.store import LocalStore, StoreClient
     from computenet.connection import load_account, network_context
     from computenet.market import Market
+    from computenet.store import LocalStore, StoreClient
 
     if not networks.active_provider or not networks.active_provider.is_connected:
         network_context(settings.network).__enter__()
@@ -58,8 +58,16 @@ def build_agent(settings):
 
         redis_client = redis.Redis.from_url(settings.redis_url)
     work = Path(settings.work_dir)
-    agent = Agent(settings, market, account, _docker(settings.docker_host), StoreClient(settings.store_url),
-                  Journal(work / "journal.sqlite"), LocalStore(work / "outputs"), redis_client)  # fmt: skip
+    agent = Agent(
+        settings,
+        market,
+        account,
+        _docker(settings.docker_host),
+        StoreClient(settings.store_url),
+        Journal(work / "journal.sqlite"),
+        LocalStore(work / "outputs"),
+        redis_client,
+    )
     agent.check_assets()
     return agent
 
@@ -73,9 +81,17 @@ def run(settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("serving", extra={"fields": {
-        "agent": str(agent.account.address), "telemetry": agent.telemetry.source,
-        "assets": {a: s.capacity for a, s in agent.served.items()}, "work_dir": str(settings.work_dir)}})  # fmt: skip
+    log.info(
+        "serving",
+        extra={
+            "fields": {
+                "agent": str(agent.account.address),
+                "telemetry": agent.telemetry.source,
+                "assets": {a: s.capacity for a, s in agent.served.items()},
+                "work_dir": str(settings.work_dir),
+            }
+        },
+    )
     agent.run(stop)
     log.info("stopped")
 
@@ -112,14 +128,19 @@ def commands(command_kwargs: dict | None = None, options=()):
 
         settings = AgentSettings()
         journal = Journal(Path(settings.work_dir) / "journal.sqlite")
-        report = {"cursor": journal.get_meta("cursor"), "counts": journal.counts(),
-                  "latest": [e.__dict__ for e in journal.entries()[-10:]]}  # fmt: skip
+        report = {
+            "cursor": journal.get_meta("cursor"),
+            "counts": journal.counts(),
+            "latest": [e.__dict__ for e in journal.entries()[-10:]],
+        }
         if as_json:
             click.echo(json.dumps(report, default=str))
             return
         click.echo(f"cursor {report['cursor']}  " + "  ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())))
         for e in report["latest"]:
-            click.echo(f"  job {e['job']} shard {e['shard']} replica {e['replica']} lease {e['lease']}: {e['state']} {e['note']}")
+            click.echo(
+                f"  job {e['job']} shard {e['shard']} replica {e['replica']} lease {e['lease']}: {e['state']} {e['note']}"
+            )
 
     @cli.command("image")
     @click.option("--tag", default="computenet/python:3.11", show_default=True)

@@ -18,15 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent import execute, gpu, plan
+from agent.journal import Entry, Journal, Lease
+from agent.settings import AgentSettings
 from computenet import events as ev
 from computenet import preflight
 from computenet.connection import ConfigError, broadcast
 from computenet.domain import Asset, Job, ReplicaState
 from computenet.heartbeat import Heartbeat, publish
 from computenet.market import Market
-from agent import execute, gpu, plan
-from agent.journal import Entry, Journal, Lease
-from agent.settings import AgentSettings
 from computenet.staging import Decline
 from computenet.store import LocalStore, StoreClient
 
@@ -47,8 +47,17 @@ class Served:
 
 
 class Agent:
-    def __init__(self, settings: AgentSettings, market: Market, account: Any, docker: Any, store: StoreClient,
-                 journal: Journal, outputs: LocalStore, redis: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: AgentSettings,
+        market: Market,
+        account: Any,
+        docker: Any,
+        store: StoreClient,
+        journal: Journal,
+        outputs: LocalStore,
+        redis: Any = None,
+    ) -> None:
         self.settings, self.market, self.account = settings, market, account
         self.docker, self.store, self.journal, self.outputs, self.redis = docker, store, journal, outputs, redis
         self.work = Path(settings.work_dir) / "leases"
@@ -75,7 +84,9 @@ class Agent:
                 problems.append(f"asset {asset_id} does not exist")
                 continue
             if asset.agent.lower() != str(self.account.address).lower():
-                problems.append(f"asset {asset_id}: its registered agent is {asset.agent}, not this key {self.account.address}")
+                problems.append(
+                    f"asset {asset_id}: its registered agent is {asset.agent}, not this key {self.account.address}"
+                )
                 continue
             mismatch = gpu.spec_mismatch(asset.spec, self.telemetry)
             if mismatch and self.settings.require_gpu_match:
@@ -134,8 +145,9 @@ class Agent:
         try:
             self.run_lease(lease, container)
         except Exception as error:  # run_lease ends every failure on chain; this is when even that failed
-            log.exception("lease failed and could not be declined or failed on chain",
-                          extra={"fields": {"lease": lease.name}})  # fmt: skip
+            log.exception(
+                "lease failed and could not be declined or failed on chain", extra={"fields": {"lease": lease.name}}
+            )
             entry = self.journal.get(lease.key)
             if entry is None or entry.state not in ("computed", "submitted"):  # a computed result is retried
                 self.journal.update(lease.key, "dropped", note=f"unreported: {type(error).__name__}: {error}"[:500])
@@ -170,8 +182,13 @@ class Agent:
             asset = self.served[lease.asset].asset
             manifest = execute.fetch_manifest(self.store, job.manifest_hash)
             if container is None:
-                plan.check_runnable(manifest, now=self.now(), lease_end=lease.lease_end,
-                                    job_gpu_count=job.requirements.gpu_count, asset_gpu_count=asset.spec.gpu_count)  # fmt: skip
+                plan.check_runnable(
+                    manifest,
+                    now=self.now(),
+                    lease_end=lease.lease_end,
+                    job_gpu_count=job.requirements.gpu_count,
+                    asset_gpu_count=asset.spec.gpu_count,
+                )
                 pool, count = gpu.asset_gpus(asset.spec), job.requirements.gpu_count
             else:  # the GPUs it was started on stay its own
                 pool = execute.pinned_gpus(container)
@@ -185,20 +202,36 @@ class Agent:
                 execute.stage_inputs(self.store, manifest, inputs)
                 stage = plan.STARTING
                 container = execute.start(
-                    lease, manifest, image, client=self.docker, inputs=inputs, outputs=outputs,
-                    shard_count=job.requirements.shard_count, gpu_indices=gpus, limits=self.settings.limits(),
+                    lease,
+                    manifest,
+                    image,
+                    client=self.docker,
+                    inputs=inputs,
+                    outputs=outputs,
+                    shard_count=job.requirements.shard_count,
+                    gpu_indices=gpus,
+                    limits=self.settings.limits(),
                     on_start=lambda name: self.journal.update(lease.key, "running", container=name),
-                )  # fmt: skip
+                )
             else:  # collecting a container that ran on while the agent was down
                 inputs, outputs = execute.lease_dirs(folder)
             stage = plan.RAN
-            result = execute.finish(container, manifest, outputs=outputs, gpu_count=job.requirements.gpu_count,
-                                    max_gpu_seconds=job.requirements.max_gpu_seconds, out_store=self.outputs)  # fmt: skip
+            result = execute.finish(
+                container,
+                manifest,
+                outputs=outputs,
+                gpu_count=job.requirements.gpu_count,
+                max_gpu_seconds=job.requirements.max_gpu_seconds,
+                out_store=self.outputs,
+            )
         except Exception as error:
             outcome = plan.on_failure(stage, error)
             if not isinstance(error, Decline):
-                log.warning("lease failed", exc_info=True,
-                            extra={"fields": {"lease": lease.name, "stage": stage, "outcome": outcome.action}})  # fmt: skip
+                log.warning(
+                    "lease failed",
+                    exc_info=True,
+                    extra={"fields": {"lease": lease.name, "stage": stage, "outcome": outcome.action}},
+                )
             if container is not None:
                 execute.discard(container)
             if outcome.action == "decline" and self.decline(lease, Decline(outcome.reason, outcome.detail)):
@@ -211,8 +244,14 @@ class Agent:
 
     def failed_result(self, lease: Lease, outcome: plan.Outcome) -> execute.Result:
         job = self.job(lease.job)
-        return execute.failed(f"{outcome.reason}: {outcome.detail}", self.outputs, exit_code=None, seconds=0,
-                              gpu_count=job.requirements.gpu_count, max_gpu_seconds=job.requirements.max_gpu_seconds)  # fmt: skip
+        return execute.failed(
+            f"{outcome.reason}: {outcome.detail}",
+            self.outputs,
+            exit_code=None,
+            seconds=0,
+            gpu_count=job.requirements.gpu_count,
+            max_gpu_seconds=job.requirements.max_gpu_seconds,
+        )
 
     def commit(self, lease: Lease, result: execute.Result) -> None:
         """Indexes a result, clears the lease folder but for the index, signs and submits."""
@@ -225,17 +264,33 @@ class Agent:
         execute.write_index(folder, lease, result)
         execute.release(folder, keep=(execute.INDEX,))
         with self.chain_lock:
-            receipt = self.market.receipt_for(lease.job, lease.shard, lease.replica, result.output_root,
-                                              result.gpu_seconds, result.exit_code)  # fmt: skip
+            receipt = self.market.receipt_for(
+                lease.job, lease.shard, lease.replica, result.output_root, result.gpu_seconds, result.exit_code
+            )
         if receipt.lease != lease.lease:
             self.journal.update(lease.key, "dropped", note="the lease changed while the shard ran")
             return
         signature = receipt.sign(self.account.private_key, self.chain_id, self.market.market.address)
-        self.journal.update(lease.key, "computed", output_root="0x" + result.output_root.hex(),
-                            gpu_seconds=result.gpu_seconds, exit_code=result.exit_code,
-                            signature="0x" + signature.hex(), note=result.note[:500])  # fmt: skip
-        log.info("computed", extra={"fields": {"lease": lease.name, "exit_code": result.exit_code,
-                                               "seconds": round(result.seconds, 3), "root": "0x" + result.output_root.hex()}})  # fmt: skip
+        self.journal.update(
+            lease.key,
+            "computed",
+            output_root="0x" + result.output_root.hex(),
+            gpu_seconds=result.gpu_seconds,
+            exit_code=result.exit_code,
+            signature="0x" + signature.hex(),
+            note=result.note[:500],
+        )
+        log.info(
+            "computed",
+            extra={
+                "fields": {
+                    "lease": lease.name,
+                    "exit_code": result.exit_code,
+                    "seconds": round(result.seconds, 3),
+                    "root": "0x" + result.output_root.hex(),
+                }
+            },
+        )
         self.submit(self.journal.get(lease.key))
 
     def submit(self, entry: Entry) -> None:
@@ -246,8 +301,16 @@ class Agent:
             self.journal.update(entry.key, "done" if action == "done" else "dropped", note=f"at submit: {action}")
             return
         self.journal.update(entry.key, "submitted")
-        receipt = self._send("submit_result", entry.job, entry.shard, entry.replica, bytes.fromhex(entry.output_root[2:]),
-                             entry.gpu_seconds, entry.exit_code, bytes.fromhex(entry.signature[2:]))  # fmt: skip
+        receipt = self._send(
+            "submit_result",
+            entry.job,
+            entry.shard,
+            entry.replica,
+            bytes.fromhex(entry.output_root[2:]),
+            entry.gpu_seconds,
+            entry.exit_code,
+            bytes.fromhex(entry.signature[2:]),
+        )
         tx = receipt["transactionHash"].to_0x_hex()
         if receipt["status"] != 1:
             chain = self.chain_replica(entry.job, entry.shard, entry.replica)
@@ -258,11 +321,15 @@ class Agent:
             log.warning("result refused", extra={"fields": {"job": entry.job, "shard": entry.shard, "tx": tx}})
             return
         self.journal.update(entry.key, "done", tx=tx)
-        log.info("submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}})
+        log.info(
+            "submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}}
+        )
 
     def decline(self, lease: Lease, decline: plan.Decline) -> bool:
         """Declines on chain; False when the chain refused it (the caller fails the result instead)."""
-        log.warning("declining", extra={"fields": {"lease": lease.name, "reason": decline.reason, "detail": decline.detail}})
+        log.warning(
+            "declining", extra={"fields": {"lease": lease.name, "reason": decline.reason, "detail": decline.detail}}
+        )
         try:
             receipt = self._send("decline", lease.job, lease.shard, lease.replica, plan.reason_bytes(decline.reason))
         except Exception as error:  # window closed, lease gone, node down
@@ -279,8 +346,14 @@ class Agent:
     def on_assigned(self, event: ev.ShardAssigned) -> None:
         if int(event.asset) not in self.served:
             return
-        lease = Lease(int(event.job), int(event.shard), int(event.replica), int(event.lease),
-                              int(event.asset), int(event.lease_end))  # fmt: skip
+        lease = Lease(
+            int(event.job),
+            int(event.shard),
+            int(event.replica),
+            int(event.lease),
+            int(event.asset),
+            int(event.lease_end),
+        )
         if self.journal.accept(*lease.key, lease.asset, lease.lease_end):
             log.info("assigned", extra={"fields": {"lease": lease.name}})
             self.dispatch(lease)
@@ -309,7 +382,9 @@ class Agent:
                 if container is not None:
                     container.remove(force=True)
                 execute.release(self.work / lease.name, keep=(execute.INDEX,))  # nothing left running uses it
-                self.journal.update(lease.key, "done" if action == "done" else "dropped", note=f"after a restart: {action}")
+                self.journal.update(
+                    lease.key, "done" if action == "done" else "dropped", note=f"after a restart: {action}"
+                )
             done[action] = done.get(action, 0) + 1
         return done
 
@@ -346,8 +421,15 @@ class Agent:
         self.telemetry = gpu.probe()
         now = time.time()
         for asset_id, served in self.served.items():
-            hb = Heartbeat(asset_id, int(now), self.telemetry.utilization_pct, self.telemetry.free_vram_mib,
-                           served.running, served.capacity, int(now * 1000))  # fmt: skip
+            hb = Heartbeat(
+                asset_id,
+                int(now),
+                self.telemetry.utilization_pct,
+                self.telemetry.free_vram_mib,
+                served.running,
+                served.capacity,
+                int(now * 1000),
+            )
             publish(self.redis, self.chain_id, str(self.market.assets.address), hb, self.account.private_key)
 
     # ------------------------------------------------------------ outputs
@@ -375,10 +457,19 @@ class Agent:
                     bonded = False
         except ContractRevert:
             return False
-        return may_read(caller=address, job_client=job.client, mode=job.requirements.verification,
-                        spot_check_bps=self._spot_check_bps(job), seed=self._seed(job_id, shard, replica),
-                        job=job_id, shard=shard, replica=replica, is_bonded=bonded, is_facilitator=is_facilitator,
-                        disputed=ReplicaState.DISPUTED in states)  # fmt: skip
+        return may_read(
+            caller=address,
+            job_client=job.client,
+            mode=job.requirements.verification,
+            spot_check_bps=self._spot_check_bps(job),
+            seed=self._seed(job_id, shard, replica),
+            job=job_id,
+            shard=shard,
+            replica=replica,
+            is_bonded=bonded,
+            is_facilitator=is_facilitator,
+            disputed=ReplicaState.DISPUTED in states,
+        )
 
     def _spot_check_bps(self, job: Job) -> int:
         try:
@@ -412,8 +503,9 @@ class Agent:
         from agent.outputs import app
 
         api = app(self.work, self.outputs, self.chain_id, str(self.account.address), self.may_read)
-        server = uvicorn.Server(uvicorn.Config(api, host=self.settings.outputs_host, port=self.settings.outputs_port,
-                                               log_level="warning"))  # fmt: skip
+        server = uvicorn.Server(
+            uvicorn.Config(api, host=self.settings.outputs_host, port=self.settings.outputs_port, log_level="warning")
+        )
         threading.Thread(target=server.run, name="outputs", daemon=True).start()
         return server
 
@@ -437,7 +529,9 @@ class Agent:
                     head = chain.blocks.height
                 self.step(head)
             except Exception as error:
-                log.warning("loop step failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+                log.warning(
+                    "loop step failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}}
+                )
                 stop.wait(1)
             stop.wait(self.settings.poll_interval)
         for pool in self.pools.values():

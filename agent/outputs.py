@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -35,8 +36,9 @@ def sign_request(private_key: Any, chain_id: int, agent: str, target: str, valid
     return signed_requests.sign_request(private_key, SCOPE, chain_id, agent, f"GET {target}", validity)
 
 
-def app(work: Path, store: LocalStore, chain_id: int, agent: str,
-        allowed: Callable[[int, int, int, str], bool]) -> FastAPI:  # fmt: skip
+def app(
+    work: Path, store: LocalStore, chain_id: int, agent: str, allowed: Callable[[int, int, int, str], bool]
+) -> FastAPI:
     """The outputs service. `allowed(job, shard, replica, address)` says whether `address` may
     read that replica's outputs (verifier.access)."""
     api = FastAPI(title="computenet agent outputs")
@@ -45,8 +47,11 @@ def app(work: Path, store: LocalStore, chain_id: int, agent: str,
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         who = signed_requests.caller(request.headers, SCOPE, chain_id, agent, f"GET {target}", time.time())
         if not allowed(job, shard, replica, who):
-            raise HTTPException(403, f"{who} is neither job {job}'s client nor a verifier or arbiter checking "
-                                     f"shard {shard} replica {replica}")
+            raise HTTPException(
+                403,
+                f"{who} is neither job {job}'s client nor a verifier or arbiter checking "
+                f"shard {shard} replica {replica}",
+            )
         found = sorted(work.glob(f"computenet-{job}-{shard}-{replica}-*/outputs.json"))
         if not found:
             raise HTTPException(404, f"no outputs here for job {job} shard {shard} replica {replica}")
@@ -63,7 +68,10 @@ def app(work: Path, store: LocalStore, chain_id: int, agent: str,
             raise HTTPException(404, f"no output {path!r} in this result")
         files = {leaf: store.get("sha256", sha) for leaf, sha in entry["files"].items()}
         proof = MerkleTree.from_files(files).proof(path)
-        return Response(files[path], media_type="application/octet-stream",
-                        headers={"X-Merkle-Root": entry["root"], "X-Merkle-Proof": json.dumps(["0x" + p.hex() for p in proof])})  # fmt: skip
+        return Response(
+            files[path],
+            media_type="application/octet-stream",
+            headers={"X-Merkle-Root": entry["root"], "X-Merkle-Proof": json.dumps(["0x" + p.hex() for p in proof])},
+        )
 
     return api

@@ -38,8 +38,11 @@ def reason_bytes(reason: str) -> bytes:
 def check_runnable(manifest: Manifest, *, now: int, lease_end: int, job_gpu_count: int, asset_gpu_count: int) -> None:
     """Raises Decline when the shard cannot finish here inside its lease."""
     if manifest.timeout_seconds + SUBMIT_MARGIN > lease_end - now:
-        raise Decline("lease too short", f"the job may run {manifest.timeout_seconds} s but the lease ends in "
-                                         f"{lease_end - now} s (with {SUBMIT_MARGIN} s kept to submit)")  # fmt: skip
+        raise Decline(
+            "lease too short",
+            f"the job may run {manifest.timeout_seconds} s but the lease ends in "
+            f"{lease_end - now} s (with {SUBMIT_MARGIN} s kept to submit)",
+        )
     if job_gpu_count > asset_gpu_count:
         raise Decline("not enough GPUs", f"the job needs {job_gpu_count} GPUs, this asset has {asset_gpu_count}")
 
@@ -47,8 +50,10 @@ def check_runnable(manifest: Manifest, *, now: int, lease_end: int, job_gpu_coun
 def check_gpus(granted: tuple[int, ...] | None, job_gpu_count: int, pool: tuple[int, ...]) -> tuple[int, ...]:
     """The GPUs pinned to a lease; Decline when the asset has too few free."""
     if granted is None:
-        raise Decline("no free GPU", f"the job needs {job_gpu_count} GPUs; of this asset's {list(pool)} too few are "
-                                     "free (held by other leases)")  # fmt: skip
+        raise Decline(
+            "no free GPU",
+            f"the job needs {job_gpu_count} GPUs; of this asset's {list(pool)} too few are free (held by other leases)",
+        )
     return granted
 
 
@@ -109,7 +114,11 @@ def recovery(entry_state: str, entry_lease: int, lease_end: int, chain: ChainRep
     """
     if chain.lease != entry_lease:
         return "drop"
-    if chain.state == ReplicaState.SUBMITTED or chain.state == ReplicaState.DISPUTED or chain.state == ReplicaState.FINALIZED:
+    if (
+        chain.state == ReplicaState.SUBMITTED
+        or chain.state == ReplicaState.DISPUTED
+        or chain.state == ReplicaState.FINALIZED
+    ):
         return "done"
     if chain.state != ReplicaState.ASSIGNED or now > lease_end:
         return "drop"

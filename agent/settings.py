@@ -10,8 +10,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from computenet.sandbox import Limits
 from computenet.connection import comma_list
+from computenet.sandbox import Limits
 
 
 class AgentSettings(BaseSettings):
@@ -21,9 +21,13 @@ class AgentSettings(BaseSettings):
 
     network: str = Field("http://127.0.0.1:8545", description="ape network choice or node URI")
     account: str = Field(..., description="ape account alias of the agent key (TEST::n locally); it signs and sends")
-    assets: Annotated[list[int], NoDecode] = Field(..., min_length=1, description="asset ids this agent runs, comma-separated")
+    assets: Annotated[list[int], NoDecode] = Field(
+        ..., min_length=1, description="asset ids this agent runs, comma-separated"
+    )
     store_url: str = Field("http://127.0.0.1:8700", description="content store with manifests and inputs")
-    redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="keepers' Redis for heartbeats; empty: none sent")
+    redis_url: str | None = Field(
+        "redis://127.0.0.1:6379/0", description="keepers' Redis for heartbeats; empty: none sent"
+    )
     docker_host: str | None = Field(None, description="Docker engine socket (default: DOCKER_HOST or the system one)")
     work_dir: Path = Field(Path(".agent"), description="shard folders, the output store and the journal")
     capacity: int = Field(0, ge=0, description="shards run at once per asset; 0: the asset's max_leases")

@@ -34,13 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
-from agent import image  # noqa: E402
-from computenet.store import LocalStore, StoreClient, app  # noqa: E402
-from computenet.deploy import deploy_stack  # noqa: E402
 from figures import percentile  # noqa: E402  (bench/ is the script's folder)
+
+from agent import image  # noqa: E402
+from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.domain import Requirements, Spec  # noqa: E402
 from computenet.localnet import Anvil, DockerEngine, ProcessGroup, ServedApp, docker_reachable, wait_until  # noqa: E402
 from computenet.manifest import build_manifest, canonical_json, manifest_hash  # noqa: E402
+from computenet.store import LocalStore, StoreClient, app  # noqa: E402
 
 TOKEN = 10**6
 SHARD_SECONDS = 60  # the reference shard length for the overhead share
@@ -48,8 +49,13 @@ BATCHES = 4  # the shards are reported as this many consecutive runs too
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50": round(percentile(values, 50), 1), "p99": round(percentile(values, 99), 1),
-            "max": round(max(values), 1), "mean": round(statistics.fmean(values), 1)}  # fmt: skip
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 1),
+        "p99": round(percentile(values, 99), 1),
+        "max": round(max(values), 1),
+        "mean": round(statistics.fmean(values), 1),
+    }
 
 
 class DockerEvents(threading.Thread):
@@ -92,8 +98,9 @@ def main() -> None:
     try:
         print("building the job image...", flush=True)
         reference = image.build(client)
-        with Anvil(log=workdir / "anvil.log") as anvil, networks.parse_network_choice(
-            "ethereum:local:foundry", provider_settings={"host": anvil.uri}
+        with (
+            Anvil(log=workdir / "anvil.log") as anvil,
+            networks.parse_network_choice("ethereum:local:foundry", provider_settings={"host": anvil.uri}),
         ):
             acct = accounts.test_accounts
             owner, client_acct, provider, keeper, agent_key = acct[0], acct[1], acct[2], acct[4], acct[6]
@@ -103,24 +110,43 @@ def main() -> None:
                 for spender in (stack.market, stack.assets, stack.keepers):
                     stack.token.approve(spender, 2**256 - 1, sender=who)
             stack.keepers.register(100 * TOKEN, sender=keeper)
-            spec = Spec(gpu_model=0, vram_mib=0, gpu_count=0, cpu_cores=2, region=0, price=100,
-                        expire=chain.pending_timestamp + 30 * 86_400, max_leases=256)  # fmt: skip  (leases stay open: none is finalized)
+            spec = Spec(
+                gpu_model=0,
+                vram_mib=0,
+                gpu_count=0,
+                cpu_cores=2,
+                region=0,
+                price=100,
+                expire=chain.pending_timestamp + 30 * 86_400,
+                max_leases=256,
+            )  # leases stay open: none is finalized
             receipt = stack.assets.register(spec.as_tuple(), agent_key, b"\x11" * 32, sender=provider)
             asset = receipt.events.filter(stack.assets.AssetRegistered)[0].asset
             stack.assets.add_stake(asset, 1_000 * TOKEN, sender=provider)
             deployments = workdir / "deployments.json"
-            deployments.write_text(json.dumps({"ethereum:local": stack.addresses() | {"chain_id": chain.chain_id, "block": 0}}))
+            deployments.write_text(
+                json.dumps({"ethereum:local": stack.addresses() | {"chain_id": chain.chain_id, "block": 0}})
+            )
 
-            manifest = build_manifest(reference, ["python3", "-c", f"import time; time.sleep({args.run_seconds})"], {},
-                                      timeout_seconds=600, max_output_bytes=1 << 20)  # fmt: skip
+            manifest = build_manifest(
+                reference,
+                ["python3", "-c", f"import time; time.sleep({args.run_seconds})"],
+                {},
+                timeout_seconds=600,
+                max_output_bytes=1 << 20,
+            )
             StoreClient(store.url).put(canonical_json(manifest))
             env = os.environ | {
-                "COMPUTENET_DEPLOYMENTS": str(deployments), "COMPUTENET_AGENT_NETWORK": anvil.uri,
-                "COMPUTENET_AGENT_ACCOUNT": "TEST::6", "COMPUTENET_AGENT_ASSETS": str(asset),
-                "COMPUTENET_AGENT_STORE_URL": store.url, "COMPUTENET_AGENT_REDIS_URL": "",
-                "COMPUTENET_AGENT_WORK_DIR": str(workdir / "agent"), "COMPUTENET_AGENT_OUTPUTS_PORT": "0",
+                "COMPUTENET_DEPLOYMENTS": str(deployments),
+                "COMPUTENET_AGENT_NETWORK": anvil.uri,
+                "COMPUTENET_AGENT_ACCOUNT": "TEST::6",
+                "COMPUTENET_AGENT_ASSETS": str(asset),
+                "COMPUTENET_AGENT_STORE_URL": store.url,
+                "COMPUTENET_AGENT_REDIS_URL": "",
+                "COMPUTENET_AGENT_WORK_DIR": str(workdir / "agent"),
+                "COMPUTENET_AGENT_OUTPUTS_PORT": "0",
                 "COMPUTENET_AGENT_CAPACITY": "4",
-            }  # fmt: skip
+            }
             if host:
                 env["COMPUTENET_AGENT_DOCKER_HOST"] = host
             log = workdir / "agent.log"
@@ -129,8 +155,14 @@ def main() -> None:
             events = DockerEvents(client)
             events.start()
 
-            req = Requirements(min_vram_mib=0, gpu_count=0, max_price=200, max_gpu_seconds=600,
-                               deadline=chain.pending_timestamp + 86_400, shard_count=1)  # fmt: skip
+            req = Requirements(
+                min_vram_mib=0,
+                gpu_count=0,
+                max_price=200,
+                max_gpu_seconds=600,
+                deadline=chain.pending_timestamp + 86_400,
+                shard_count=1,
+            )
             dispatch, after, run = [], [], []
             for n in range(args.shards):
                 job = stack.market.post_job(manifest_hash(manifest), req.as_tuple(), sender=client_acct)
@@ -139,15 +171,21 @@ def main() -> None:
                 assigned = time.time()
                 lease = int(stack.market.replica(job_id, 0, 0).lease)
                 name = f"computenet-{job_id}-0-0-{lease}"
-                wait_until(lambda: f'"job": {job_id}, "shard": 0, "replica": 0, "tx"' in log.read_text(), 120,
-                           f"shard {n}'s result", 0.02)  # fmt: skip
+                wait_until(
+                    lambda: f'"job": {job_id}, "shard": 0, "replica": 0, "tx"' in log.read_text(),
+                    120,
+                    f"shard {n}'s result",
+                    0.02,
+                )
                 submitted = _log_time(log, f'"msg": "submitted", "job": {job_id},')
                 wait_until(lambda: name in events.died, 10, "the engine's die event")
                 dispatch.append((events.started[name] - assigned) * 1000)
                 after.append((submitted - events.died[name]) * 1000)
                 run.append((events.died[name] - events.started[name]) * 1000)
-                print(f"  shard {n + 1}/{args.shards}: dispatch {dispatch[-1]:.0f} ms, after-run {after[-1]:.0f} ms",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  shard {n + 1}/{args.shards}: dispatch {dispatch[-1]:.0f} ms, after-run {after[-1]:.0f} ms",
+                    flush=True,
+                )
     finally:
         agent_proc.stop()
         store.stop()
@@ -156,25 +194,52 @@ def main() -> None:
 
     overhead = [d + a for d, a in zip(dispatch, after)]
     share = [o / (SHARD_SECONDS * 1000) * 100 for o in overhead]
-    results = {"dispatch_ms": summary(dispatch), "after_run_ms": summary(after), "container_run_ms": summary(run),
-               "overhead_ms": summary(overhead), "overhead_pct_of_60s": round(statistics.median(share), 3)}  # fmt: skip
+    results = {
+        "dispatch_ms": summary(dispatch),
+        "after_run_ms": summary(after),
+        "container_run_ms": summary(run),
+        "overhead_ms": summary(overhead),
+        "overhead_pct_of_60s": round(statistics.median(share), 3),
+    }
     # The shards in consecutive batches, each a run: its p50s show the spread between runs.
     size = max(1, len(dispatch) // BATCHES)
-    results["runs"] = [{"dispatch_p50_ms": round(percentile(dispatch[i:i + size], 50), 1),
-                        "overhead_p50_ms": round(percentile(overhead[i:i + size], 50), 1)}
-                       for i in range(0, size * BATCHES, size) if dispatch[i:i + size]]  # fmt: skip
+    results["runs"] = [
+        {
+            "dispatch_p50_ms": round(percentile(dispatch[i : i + size], 50), 1),
+            "overhead_p50_ms": round(percentile(overhead[i : i + size], 50), 1),
+        }
+        for i in range(0, size * BATCHES, size)
+        if dispatch[i : i + size]
+    ]
     print()
     print(f"Docker storage driver: {driver}")
-    print(f"dispatch (assignment mined -> container running): p50 {results['dispatch_ms']['p50']} ms, "
-          f"p99 {results['dispatch_ms']['p99']} ms   goal p50 <= 300 ms")
-    print(f"after-run (container exit -> result mined):       p50 {results['after_run_ms']['p50']} ms, "
-          f"p99 {results['after_run_ms']['p99']} ms")
-    print(f"overhead per shard: p50 {results['overhead_ms']['p50']} ms = {results['overhead_pct_of_60s']} % "
-          f"of a 60 s shard   goal <= 1 %")  # fmt: skip
+    print(
+        f"dispatch (assignment mined -> container running): p50 {results['dispatch_ms']['p50']} ms, "
+        f"p99 {results['dispatch_ms']['p99']} ms   goal p50 <= 300 ms"
+    )
+    print(
+        f"after-run (container exit -> result mined):       p50 {results['after_run_ms']['p50']} ms, "
+        f"p99 {results['after_run_ms']['p99']} ms"
+    )
+    print(
+        f"overhead per shard: p50 {results['overhead_ms']['p50']} ms = {results['overhead_pct_of_60s']} % "
+        f"of a 60 s shard   goal <= 1 %"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "agent", "shards": args.shards, "run_seconds": args.run_seconds,
-                                    "cpus": os.cpu_count(), "python": platform.python_version(), "docker_storage": driver,
-                                    "results": results}, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "agent",
+                "shards": args.shards,
+                "run_seconds": args.run_seconds,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "docker_storage": driver,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 
 

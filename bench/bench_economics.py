@@ -96,8 +96,11 @@ SELF, SYBIL = 18, 19
 TWIN = 20
 FIRST_AGENT = 21  # one agent key per asset from here on
 # (owner, how its agent behaves) of every asset, in registration order.
-ASSET_PLAN = ([(p, "honest") for p in HONEST for _ in range(3)] + [(p, "wrong") for p in LIARS for _ in range(2)]
-              + [(SELF, "wrong"), (SELF, "wrong"), (TWIN, "twin_a"), (TWIN, "twin_b"), (SLEEPER, "sleeper")])  # fmt: skip
+ASSET_PLAN = (
+    [(p, "honest") for p in HONEST for _ in range(3)]
+    + [(p, "wrong") for p in LIARS for _ in range(2)]
+    + [(SELF, "wrong"), (SELF, "wrong"), (TWIN, "twin_a"), (TWIN, "twin_b"), (SLEEPER, "sleeper")]
+)
 
 OPEN, ASSIGNED, SUBMITTED, DISPUTED, FINALIZED, CANCELLED = (int(s) for s in ReplicaState)
 
@@ -181,7 +184,7 @@ class Node:
         replies = []
         for start in range(0, len(calls), 500):
             body = []
-            for method, params in calls[start:start + 500]:
+            for method, params in calls[start : start + 500]:
                 self.next_id += 1
                 body.append({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
             answer = self.session.post(self.uri, json=body, timeout=120).json()
@@ -196,7 +199,9 @@ class Node:
         return reply["result"]
 
     def send(self, sender: int, contract: Contract, fn: str, *args, label: str = "") -> None:
-        self.pending.append((self.accounts[sender], contract.address, contract.data(fn, args), label or f"{contract.name}.{fn}{args}"))
+        self.pending.append(
+            (self.accounts[sender], contract.address, contract.data(fn, args), label or f"{contract.name}.{fn}{args}")
+        )
 
     def mine(self, at: int) -> list[dict]:
         """Mines everything sent since the last call into blocks stamped `at`; returns the
@@ -212,8 +217,12 @@ class Node:
             waves[wave].append(tx)
         hashes = []
         for wave in waves or [[]]:
-            replies = self.batch([("eth_sendTransaction", [{"from": s, "to": to, "data": d, "gas": hex(TX_GAS)}])
-                                  for s, to, d, _ in wave])  # fmt: skip
+            replies = self.batch(
+                [
+                    ("eth_sendTransaction", [{"from": s, "to": to, "data": d, "gas": hex(TX_GAS)}])
+                    for s, to, d, _ in wave
+                ]
+            )
             for reply, tx in zip(replies, wave):
                 if "error" in reply:
                     raise RuntimeError(f"{tx[3]} was refused by the node: {reply['error']}")
@@ -229,14 +238,18 @@ class Node:
             self.gas[tx[0]] += int(receipt["gasUsed"], 16)
             if int(receipt["status"], 16) != 1:
                 block = hex(int(receipt["blockNumber"], 16) - 1)
-                again = self.batch([("eth_call", [{"from": tx[0], "to": tx[1], "data": tx[2], "gas": hex(TX_GAS)}, block])])[0]
+                again = self.batch(
+                    [("eth_call", [{"from": tx[0], "to": tx[1], "data": tx[2], "gas": hex(TX_GAS)}, block])]
+                )[0]
                 failed.append(f"{tx[3]}: {again.get('error', {}).get('message', 'reverted')}")
         if failed:
             raise RuntimeError(f"{len(failed)} transaction(s) reverted at {at}:\n  " + "\n  ".join(failed[:20]))
         return receipts
 
     def read(self, items: list[tuple[Contract, str, tuple]]) -> list:
-        replies = self.batch([("eth_call", [{"to": c.address, "data": c.data(fn, args)}, "latest"]) for c, fn, args in items])
+        replies = self.batch(
+            [("eth_call", [{"to": c.address, "data": c.data(fn, args)}, "latest"]) for c, fn, args in items]
+        )
         out = []
         for reply, (c, fn, args) in zip(replies, items):
             if "error" in reply:
@@ -246,15 +259,31 @@ class Node:
 
     def refusal(self, sender: int, contract: Contract, fn: str, *args) -> str | None:
         """The revert reason a call would get now from `sender` (None: it would pass)."""
-        reply = self.batch([("eth_call", [{"from": self.accounts[sender], "to": contract.address,
-                                           "data": contract.data(fn, args), "gas": hex(TX_GAS)}, "latest"])])[0]  # fmt: skip
+        reply = self.batch(
+            [
+                (
+                    "eth_call",
+                    [
+                        {
+                            "from": self.accounts[sender],
+                            "to": contract.address,
+                            "data": contract.data(fn, args),
+                            "gas": hex(TX_GAS),
+                        },
+                        "latest",
+                    ],
+                )
+            ]
+        )[0]
         if "error" not in reply:
             return None
         return reply["error"].get("message", "").split("execution reverted:", 1)[-1].strip() or "reverted"
 
     def logs(self, contract: Contract, event: str) -> list[SimpleNamespace]:
-        found = self.rpc("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest", "address": contract.address,
-                                          "topics": [contract.topic(event)]}])  # fmt: skip
+        found = self.rpc(
+            "eth_getLogs",
+            [{"fromBlock": "0x0", "toBlock": "latest", "address": contract.address, "topics": [contract.topic(event)]}],
+        )
         return [contract.log(event, entry) for entry in found]
 
     def timestamp(self) -> int:
@@ -311,14 +340,23 @@ PARTIES = [
     Party("wrong_root_provider_1", (LIARS[0],), True, "its agents submit wrong roots"),
     Party("wrong_root_provider_2", (LIARS[1],), True, "its agents submit wrong roots"),
     Party("self_challenging_provider", (SELF, SYBIL), True, "wrong roots, challenged first by its own sybil address"),
-    Party("two_replica_provider", (TWIN,), True, "runs both replicas of a replicated shard on its two assets, one wrong"),
+    Party(
+        "two_replica_provider", (TWIN,), True, "runs both replicas of a replicated shard on its two assets, one wrong"
+    ),
     Party("false_challenger_1", (FALSE_CHALLENGERS[0],), True, "challenges an honest result every round"),
     Party("false_challenger_2", (FALSE_CHALLENGERS[1],), True, "challenges an honest result every round"),
-    Party("keeper_client_lease_piling", (PILER,), True,
-          "keeper and client in one key: piles leases on an unresponsive asset, reclaims after expiry, cancels"),
+    Party(
+        "keeper_client_lease_piling",
+        (PILER,),
+        True,
+        "keeper and client in one key: piles leases on an unresponsive asset, reclaims after expiry, cancels",
+    ),
     *[Party(f"honest_provider_{n + 1}", (p,), False, "three assets, correct roots") for n, p in enumerate(HONEST)],
     Party("unresponsive_provider", (SLEEPER,), False, "one asset whose agent is down (the lease piling's target)"),
-    *[Party(f"verifier_{n + 1}", (v,), False, "challenges every wrong result it sees") for n, v in enumerate(VERIFIERS)],
+    *[
+        Party(f"verifier_{n + 1}", (v,), False, "challenges every wrong result it sees")
+        for n, v in enumerate(VERIFIERS)
+    ],
     *[Party(f"client_{n + 1}", (c,), False, "posts the honest jobs") for n, c in enumerate(CLIENTS)],
     Party("keeper", (KEEPER,), False, "assigns, finalizes, applies default outcomes"),
     Party("arbiter", (ARBITER,), False, "the facilitator key: rules on disputes"),
@@ -389,28 +427,41 @@ class Economy:
     def wealth(self) -> dict[int, int]:
         """Per account: token balance + market credits + keeper bond + stakes of the assets it owns."""
         n = len(self.node.accounts)
-        items = ([(self.token, "balanceOf", (a,)) for a in self.node.accounts]
-                 + [(self.market, "credits", (a,)) for a in self.node.accounts]
-                 + [(self.keepers, "keeper", (a,)) for a in self.node.accounts]
-                 + [(self.assets, "stake", (a,)) for a in self.asset_info])  # fmt: skip
+        items = (
+            [(self.token, "balanceOf", (a,)) for a in self.node.accounts]
+            + [(self.market, "credits", (a,)) for a in self.node.accounts]
+            + [(self.keepers, "keeper", (a,)) for a in self.node.accounts]
+            + [(self.assets, "stake", (a,)) for a in self.asset_info]
+        )
         values = self.node.read(items)
         out = {i: values[i] + values[n + i] + values[2 * n + i].bond for i in range(n)}
-        for asset, stake in zip(self.asset_info, values[3 * n:]):
+        for asset, stake in zip(self.asset_info, values[3 * n :]):
             out[self.owner_of(asset)] += stake.amount
         return out
 
     def holdings(self) -> dict:
         """Token balances of every account and contract, the supply, and the market's debt."""
-        contracts = {"market": self.market, "assets": self.assets, "keepers": self.keepers, "court": self.court,
-                     "token": self.token}  # fmt: skip
-        items = ([(self.token, "balanceOf", (a,)) for a in self.node.accounts]
-                 + [(self.token, "balanceOf", (c.address,)) for c in contracts.values()]
-                 + [(self.token, "totalSupply", ()), (self.market, "owed", ())])  # fmt: skip
+        contracts = {
+            "market": self.market,
+            "assets": self.assets,
+            "keepers": self.keepers,
+            "court": self.court,
+            "token": self.token,
+        }
+        items = (
+            [(self.token, "balanceOf", (a,)) for a in self.node.accounts]
+            + [(self.token, "balanceOf", (c.address,)) for c in contracts.values()]
+            + [(self.token, "totalSupply", ()), (self.market, "owed", ())]
+        )
         values = self.node.read(items)
         n = len(self.node.accounts)
-        return {"accounts": sum(values[:n]), **{k: v for k, v in zip(contracts, values[n:n + len(contracts)])},
-                "total_supply": values[-2], "market_owed": values[-1],
-                "total": sum(values[:n + len(contracts)])}  # fmt: skip
+        return {
+            "accounts": sum(values[:n]),
+            **{k: v for k, v in zip(contracts, values[n : n + len(contracts)])},
+            "total_supply": values[-2],
+            "market_owed": values[-1],
+            "total": sum(values[: n + len(contracts)]),
+        }
 
     # ------------------------------------------------------------ set-up
 
@@ -426,8 +477,16 @@ class Economy:
         planned = {}
         for n, (owner, kind) in enumerate(ASSET_PLAN):
             agent = FIRST_AGENT + n
-            spec = Spec(gpu_model=1, vram_mib=81_920, gpu_count=4, cpu_cores=32, region=276,
-                        price=self.rng.randint(1_000, MAX_PRICE), expire=expire, max_leases=8)  # fmt: skip
+            spec = Spec(
+                gpu_model=1,
+                vram_mib=81_920,
+                gpu_count=4,
+                cpu_cores=32,
+                region=276,
+                price=self.rng.randint(1_000, MAX_PRICE),
+                expire=expire,
+                max_leases=8,
+            )
             node.send(owner, self.assets, "register", spec.as_tuple(), node.accounts[agent], keccak(b"asset", n))
             planned[node.accounts[agent]] = (owner, agent, kind)
         for k in (KEEPER, PILER):
@@ -453,9 +512,16 @@ class Economy:
             self.manifests += 1
             manifest = keccak(b"manifest", self.manifests)
             replication = 2 if self.rng.random() < 0.3 else 1
-            req = Requirements(min_vram_mib=40_960, gpu_count=1, max_price=MAX_PRICE, max_gpu_seconds=MAX_GPU_SECONDS,
-                               deadline=self.t + 30 * 86_400, shard_count=self.rng.randint(1, 3), replication=replication,
-                               verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC)  # fmt: skip
+            req = Requirements(
+                min_vram_mib=40_960,
+                gpu_count=1,
+                max_price=MAX_PRICE,
+                max_gpu_seconds=MAX_GPU_SECONDS,
+                deadline=self.t + 30 * 86_400,
+                shard_count=self.rng.randint(1, 3),
+                replication=replication,
+                verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC,
+            )
             client = self.rng.choice(CLIENTS)
             node.send(client, self.market, "post_job", manifest, req.as_tuple())
             posted[manifest] = (client, req, False)
@@ -467,19 +533,30 @@ class Economy:
             # One shard more than the asset can take: its assignment is refused.
             self.manifests += 1
             manifest = keccak(b"manifest", self.manifests)
-            req = Requirements(min_vram_mib=40_960, gpu_count=1, max_price=MAX_PRICE, max_gpu_seconds=MAX_GPU_SECONDS,
-                               deadline=self.t + 30 * 86_400, shard_count=free + 1)  # fmt: skip
+            req = Requirements(
+                min_vram_mib=40_960,
+                gpu_count=1,
+                max_price=MAX_PRICE,
+                max_gpu_seconds=MAX_GPU_SECONDS,
+                deadline=self.t + 30 * 86_400,
+                shard_count=free + 1,
+            )
             node.send(PILER, self.market, "post_job", manifest, req.as_tuple())
             posted[manifest] = (PILER, req, True)
         elif count and available < self.min_stake:
-            self.refusals.setdefault("piling_below_min_stake", f"the unresponsive asset's stake {available:,} is below the "
-                                     f"minimum {self.min_stake:,}: no keeper can assign it, so the piling stops")  # fmt: skip
+            self.refusals.setdefault(
+                "piling_below_min_stake",
+                f"the unresponsive asset's stake {available:,} is below the "
+                f"minimum {self.min_stake:,}: no keeper can assign it, so the piling stops",
+            )
         for receipt in node.mine(self.tick(10)):
             for entry in receipt["logs"]:
                 if entry["topics"][0] == self.market.topic("JobPosted"):
                     e = self.market.log("JobPosted", entry)
                     client, req, piler = posted[bytes(e.manifest_hash)]
-                    self.jobs[e.job] = JobInfo(e.job, client, bytes(e.manifest_hash), req.shard_count, req.replication, piler)
+                    self.jobs[e.job] = JobInfo(
+                        e.job, client, bytes(e.manifest_hash), req.shard_count, req.replication, piler
+                    )
                     self.active.update((e.job, s) for s in range(req.shard_count))
                     self.stats["jobs_posted_by_keeper_client" if piler else "jobs_posted"] += 1
                     self.stats["shards_posted"] += 0 if piler else req.shard_count
@@ -492,8 +569,12 @@ class Economy:
         ids = list(self.asset_info)
         values = node.read([(self.assets, "spec", (a,)) for a in ids] + [(self.assets, "stake", (a,)) for a in ids])
         room = {}
-        for a, spec, stake in zip(ids, values[:len(ids)], values[len(ids):]):
-            ok = spec.active and stake.amount - min(stake.unbonding, stake.amount) >= self.min_stake and a != self.sleeper
+        for a, spec, stake in zip(ids, values[: len(ids)], values[len(ids) :]):
+            ok = (
+                spec.active
+                and stake.amount - min(stake.unbonding, stake.amount) >= self.min_stake
+                and a != self.sleeper
+            )
             room[a] = min(spec.gpu_count - stake.gpus_leased, spec.max_leases - stake.open_leases) if ok else 0
         assigned = 0
         twin_done = False
@@ -506,16 +587,22 @@ class Economy:
                 continue
             busy = {r.asset for r in reps if r.state not in (OPEN, CANCELLED)}
             a, b = self.twin["twin_a"], self.twin["twin_b"]
-            if (not twin_done and info.replication == 2 and len(opened) == 2 and all(r.lease == 0 for r in reps)
-                    and room[a] > 0 and room[b] > 0):  # fmt: skip
+            if (
+                not twin_done
+                and info.replication == 2
+                and len(opened) == 2
+                and all(r.lease == 0 for r in reps)
+                and room[a] > 0
+                and room[b] > 0
+            ):
                 twin_done = True
-                for r, asset in zip(opened, (a, b)):
+                for asset in (a, b):
                     node.send(KEEPER, self.market, "assign", job, shard, asset)
                     room[asset] -= 1
                     assigned += 1
                 self.stats["two_replica_scenarios_forced"] += 1
                 continue
-            for r in opened:
+            for _ in opened:
                 candidates = [x for x in ids if room[x] > 0 and x not in busy and x not in self.rejected[(job, shard)]]
                 if not candidates:
                     break
@@ -556,12 +643,27 @@ class Economy:
                 correct = correct_root(info.manifest, shard)
                 if asset.kind == "sleeper":
                     continue
-                lie = asset.kind == "wrong" or (asset.kind == "twin_b" and any(
-                    o.asset == self.twin["twin_a"] and o.state in (ASSIGNED, SUBMITTED, DISPUTED) for o in reps if o is not r))
+                lie = asset.kind == "wrong" or (
+                    asset.kind == "twin_b"
+                    and any(
+                        o.asset == self.twin["twin_a"] and o.state in (ASSIGNED, SUBMITTED, DISPUTED)
+                        for o in reps
+                        if o is not r
+                    )
+                )
                 root = keccak(b"wrong", info.manifest, shard, r.asset, r.lease) if lie else correct
                 seconds = MAX_GPU_SECONDS if lie else work_seconds(info.manifest, shard)
-                receipt = ExecutionReceipt(job=job, shard=shard, replica=r.index, lease=r.lease, asset=r.asset,
-                                           manifest=info.manifest, output_root=root, gpu_seconds=seconds, exit_code=0)  # fmt: skip
+                receipt = ExecutionReceipt(
+                    job=job,
+                    shard=shard,
+                    replica=r.index,
+                    lease=r.lease,
+                    asset=r.asset,
+                    manifest=info.manifest,
+                    output_root=root,
+                    gpu_seconds=seconds,
+                    exit_code=0,
+                )
                 signature = receipt.sign(self.agent_key(asset.agent), CHAIN_ID, self.market.address)
                 node.send(asset.agent, self.market, "submit_result", job, shard, r.index, root, seconds, 0, signature)
                 sent += 1
@@ -594,10 +696,14 @@ class Economy:
                     if any(self.owner_of(r.asset) == SELF for r in wrong):
                         challenger = SYBIL
                         if "own_challenge" not in self.refusals:
-                            self.refusals["own_challenge"] = node.refusal(SELF, self.court, "challenge", job, shard) or "allowed"
+                            self.refusals["own_challenge"] = (
+                                node.refusal(SELF, self.court, "challenge", job, shard) or "allowed"
+                            )
                             mine = next(r for r in wrong if self.owner_of(r.asset) == SELF)
                             agent = self.asset_info[mine.asset].agent
-                            self.refusals["own_agent_challenge"] = node.refusal(agent, self.court, "challenge", job, shard) or "allowed"
+                            self.refusals["own_agent_challenge"] = (
+                                node.refusal(agent, self.court, "challenge", job, shard) or "allowed"
+                            )
                         self.stats["sybil_challenges"] += 1
                     else:
                         challenger = self.rng.choice(VERIFIERS)
@@ -618,8 +724,11 @@ class Economy:
 
             at = self.tick(60)
             shards = self.read_shards(self.active)
-            open_ = {key: next(r.since for r in reps if r.state == DISPUTED)
-                     for key, reps in shards.items() if any(r.state == DISPUTED for r in reps)}  # fmt: skip
+            open_ = {
+                key: next(r.since for r in reps if r.state == DISPUTED)
+                for key, reps in shards.items()
+                if any(r.state == DISPUTED for r in reps)
+            }
             down = []
             for (job, shard), since in sorted(open_.items()):
                 if (job, shard, since) not in self.down:
@@ -693,9 +802,11 @@ class Economy:
         sent, wrong = self.submit()
         challenges, rulings, defaults = self.disputes()
         finalized, reclaimed = self.settle()
-        return (f"{jobs} jobs posted, {assigned} replicas assigned, {sent} results ({wrong} wrong), "
-                f"{challenges} challenges, {rulings} rulings, {defaults} default outcomes, {finalized} shards finalized, "
-                f"{reclaimed} piled leases reclaimed; {len(self.active)} shards open; {time.monotonic() - start:.1f} s")  # fmt: skip
+        return (
+            f"{jobs} jobs posted, {assigned} replicas assigned, {sent} results ({wrong} wrong), "
+            f"{challenges} challenges, {rulings} rulings, {defaults} default outcomes, {finalized} shards finalized, "
+            f"{reclaimed} piled leases reclaimed; {len(self.active)} shards open; {time.monotonic() - start:.1f} s"
+        )
 
     # ------------------------------------------------------------ the end
 
@@ -706,7 +817,7 @@ class Economy:
         credits = node.read([(self.market, "credits", (a,)) for a in node.accounts])
         owed_accounts = [a for a, c in zip(node.accounts, credits) if c]
         for start in range(0, len(owed_accounts), 64):
-            node.send(KEEPER, self.market, "withdraw_many", owed_accounts[start:start + 64])
+            node.send(KEEPER, self.market, "withdraw_many", owed_accounts[start : start + 64])
         stakes = node.read([(self.assets, "stake", (a,)) for a in self.asset_info])
         for asset, stake in zip(self.asset_info.values(), stakes):
             if stake.amount:
@@ -794,52 +905,82 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         delta = sum(wealth_after[k] - wealth_before[k] for k in p.keys)
         correct = sum(paid_correct[k] for k in p.keys)
         parties[p.name] = {
-            "attacker": p.attacker, "what": p.what, "keys": [node.accounts[k] for k in p.keys],
-            "wealth_before": sum(wealth_before[k] for k in p.keys), "wealth_after": sum(wealth_after[k] for k in p.keys),
-            "wealth_delta": delta, "paid_for_correct_results": correct, "paid_for_wrong_results": sum(paid_wrong[k] for k in p.keys),
-            "net_gain": delta - correct if p.attacker else delta, "slashed": sum(slashed[k] for k in p.keys),
+            "attacker": p.attacker,
+            "what": p.what,
+            "keys": [node.accounts[k] for k in p.keys],
+            "wealth_before": sum(wealth_before[k] for k in p.keys),
+            "wealth_after": sum(wealth_after[k] for k in p.keys),
+            "wealth_delta": delta,
+            "paid_for_correct_results": correct,
+            "paid_for_wrong_results": sum(paid_wrong[k] for k in p.keys),
+            "net_gain": delta - correct if p.attacker else delta,
+            "slashed": sum(slashed[k] for k in p.keys),
             "gas_used": sum(gas.get(k, 0) for k in p.keys),
-        }  # fmt: skip
+        }
     # Agent keys belong to their asset's owner; they hold no tokens, which the sum below checks.
     agents_delta = sum(wealth_after[i] - wealth_before[i] for i in range(FIRST_AGENT, len(node.accounts)))
     honest = [p for p in PARTIES if p.name.startswith("honest_provider")]
     honest_slashed = sum(1 for p in honest if parties[p.name]["slashed"])
     held_in_contracts = {k: supply_after[k] for k in ("market", "assets", "keepers", "court", "token")}
     conservation = {
-        "before": supply_before, "after_run_before_withdrawals": end_before_withdrawals, "after": supply_after,
+        "before": supply_before,
+        "after_run_before_withdrawals": end_before_withdrawals,
+        "after": supply_after,
         "total_equal": supply_before["total"] == supply_after["total"] == end_before_withdrawals["total"],
-        "all_supply_accounted": supply_before["total"] == supply_before["total_supply"] and supply_after["total"] == supply_after["total_supply"],
+        "all_supply_accounted": supply_before["total"] == supply_before["total_supply"]
+        and supply_after["total"] == supply_after["total_supply"],
         "market_balance_equals_owed": end_before_withdrawals["market"] == end_before_withdrawals["market_owed"]
-                                      and supply_after["market"] == supply_after["market_owed"],
+        and supply_after["market"] == supply_after["market_owed"],
         "contracts_empty_at_end": not any(held_in_contracts.values()),
         "sum_of_wealth_deltas": sum(wealth_after[i] - wealth_before[i] for i in wealth_before),
         "agent_keys_delta": agents_delta,
-    }  # fmt: skip
-    conserved = (conservation["total_equal"] and conservation["all_supply_accounted"]
-                 and conservation["market_balance_equals_owed"] and conservation["contracts_empty_at_end"]
-                 and conservation["sum_of_wealth_deltas"] == 0 and agents_delta == 0)  # fmt: skip
+    }
+    conserved = (
+        conservation["total_equal"]
+        and conservation["all_supply_accounted"]
+        and conservation["market_balance_equals_owed"]
+        and conservation["contracts_empty_at_end"]
+        and conservation["sum_of_wealth_deltas"] == 0
+        and agents_delta == 0
+    )
     attackers = {name: v["net_gain"] for name, v in parties.items() if v["attacker"]}
     s = economy.stats
     totals = {
-        "jobs": s["jobs_posted"], "shards": s["shards_posted"], "jobs_by_keeper_client": s["jobs_posted_by_keeper_client"],
-        "assignments": s["assignments"], "results": s["results"], "wrong_results": s["wrong_results"],
-        "shards_finalized": len({(e.job, e.shard) for e in finalized}), "replicas_paid": len(finalized),
-        "wrong_results_paid": sum(1 for e, root in zip(finalized, roots)
-                                  if bytes(root) != correct_root(economy.jobs[e.job].manifest, e.shard)),
-        "disputes_opened": len(opened), "disputes_by_challenge": sum(1 for e in opened if int(e.challenger, 16)),
+        "jobs": s["jobs_posted"],
+        "shards": s["shards_posted"],
+        "jobs_by_keeper_client": s["jobs_posted_by_keeper_client"],
+        "assignments": s["assignments"],
+        "results": s["results"],
+        "wrong_results": s["wrong_results"],
+        "shards_finalized": len({(e.job, e.shard) for e in finalized}),
+        "replicas_paid": len(finalized),
+        "wrong_results_paid": sum(
+            1 for e, root in zip(finalized, roots) if bytes(root) != correct_root(economy.jobs[e.job].manifest, e.shard)
+        ),
+        "disputes_opened": len(opened),
+        "disputes_by_challenge": sum(1 for e in opened if int(e.challenger, 16)),
         "disputes_by_replica_mismatch": sum(1 for e in opened if not int(e.challenger, 16)),
-        "disputes_settled": len(settled), "rulings": sum(1 for e in settled if int(e.arbiter, 16)),
+        "disputes_settled": len(settled),
+        "rulings": sum(1 for e in settled if int(e.arbiter, 16)),
         "default_outcomes": sum(1 for e in settled if not int(e.arbiter, 16)),
-        "verifier_challenges": s["verifier_challenges"], "sybil_challenges": s["sybil_challenges"],
-        "false_challenges": s["false_challenges"], "two_replica_scenarios_forced": s["two_replica_scenarios_forced"],
+        "verifier_challenges": s["verifier_challenges"],
+        "sybil_challenges": s["sybil_challenges"],
+        "false_challenges": s["false_challenges"],
+        "two_replica_scenarios_forced": s["two_replica_scenarios_forced"],
         "two_replica_wrong_results": s["two_replica_wrong_results"],
         "replicas_rejected": len(rejected),
-        "slashed_total": sum(slashed.values()), "reclaims": len(reclaims), "piled_leases": s["piled_leases"],
-        "piled_leases_refused": s["piled_leases_refused"], "disputes_open_at_end": len(open_disputes),
-        "jobs_unfinished_at_end": unfinished, "blocks": node.blocks,
-    }  # fmt: skip
+        "slashed_total": sum(slashed.values()),
+        "reclaims": len(reclaims),
+        "piled_leases": s["piled_leases"],
+        "piled_leases_refused": s["piled_leases_refused"],
+        "disputes_open_at_end": len(open_disputes),
+        "jobs_unfinished_at_end": unfinished,
+        "blocks": node.blocks,
+    }
     goals = {
-        "attacker_net_gain_at_most": 0, "honest_providers_slashed": 0, "disputes_open_past_deadline": 0,
+        "attacker_net_gain_at_most": 0,
+        "honest_providers_slashed": 0,
+        "disputes_open_past_deadline": 0,
         "conservation": "exact",
     }
     met = {
@@ -849,14 +990,23 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         "conserved": conserved,
     }
     return {
-        "benchmark": "economics", "seed": args.seed, "jobs": args.jobs, "quick": args.quick, "rounds": rounds,
+        "benchmark": "economics",
+        "seed": args.seed,
+        "jobs": args.jobs,
+        "quick": args.quick,
+        "rounds": rounds,
         "arbiter_down_share": args.arbiter_down,
         "arbiter": "rules from the correct root, a stand-in for its own re-execution "
-                   "(tested for real in tests/facilitator and tests/adversarial)",
-        "parameters": {"slash_bps": DEFAULT_PARAMETERS.slash_bps, "challenge_bond": DEFAULT_PARAMETERS.challenge_bond,
-                       "challenge_window": DEFAULT_PARAMETERS.challenge_window, "min_stake": DEFAULT_PARAMETERS.min_stake,
-                       "stake_per_asset": STAKE, "keeper_fee_bps": DEFAULT_PARAMETERS.keeper_fee_bps,
-                       "protocol_fee_bps": DEFAULT_PARAMETERS.protocol_fee_bps},
+        "(tested for real in tests/facilitator and tests/adversarial)",
+        "parameters": {
+            "slash_bps": DEFAULT_PARAMETERS.slash_bps,
+            "challenge_bond": DEFAULT_PARAMETERS.challenge_bond,
+            "challenge_window": DEFAULT_PARAMETERS.challenge_window,
+            "min_stake": DEFAULT_PARAMETERS.min_stake,
+            "stake_per_asset": STAKE,
+            "keeper_fee_bps": DEFAULT_PARAMETERS.keeper_fee_bps,
+            "protocol_fee_bps": DEFAULT_PARAMETERS.protocol_fee_bps,
+        },
         "attackers": attackers,
         "honest_providers_slashed": honest_slashed,
         "honest_stake_slashed": sum(parties[p.name]["slashed"] for p in honest),
@@ -866,38 +1016,53 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         "totals": totals,
         "participants": parties,
         "refusals": economy.refusals,
-        "goals": goals, "goals_met": met, "all_goals_met": all(met.values()),
+        "goals": goals,
+        "goals_met": met,
+        "all_goals_met": all(met.values()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "seconds": round(time.monotonic() - started, 1), "logs": str(workdir),
-    }  # fmt: skip
+        "seconds": round(time.monotonic() - started, 1),
+        "logs": str(workdir),
+    }
 
 
 def print_summary(result: dict) -> None:
     t = result["totals"]
     print()
-    print(f"{t['jobs']} jobs ({t['shards']} shards), {t['results']} results ({t['wrong_results']} wrong, "
-          f"{t['wrong_results_paid']} of them paid), {t['disputes_opened']} disputes ({t['disputes_by_challenge']} challenges, "
-          f"{t['disputes_by_replica_mismatch']} replica mismatches): {t['rulings']} rulings, {t['default_outcomes']} "
-          f"default outcomes; {t['reclaims']} piled leases reclaimed; {t['blocks']} blocks")  # fmt: skip
+    print(
+        f"{t['jobs']} jobs ({t['shards']} shards), {t['results']} results ({t['wrong_results']} wrong, "
+        f"{t['wrong_results_paid']} of them paid), {t['disputes_opened']} disputes ({t['disputes_by_challenge']} challenges, "
+        f"{t['disputes_by_replica_mismatch']} replica mismatches): {t['rulings']} rulings, {t['default_outcomes']} "
+        f"default outcomes; {t['reclaims']} piled leases reclaimed; {t['blocks']} blocks"
+    )
     print()
-    print(f"| {'participant':<28} | {'net gain (base units)':>22} | {'wealth delta':>16} | {'paid, correct work':>18} | "
-          f"{'slashed':>13} | goal |")  # fmt: skip
+    print(
+        f"| {'participant':<28} | {'net gain (base units)':>22} | {'wealth delta':>16} | {'paid, correct work':>18} | "
+        f"{'slashed':>13} | goal |"
+    )
     print(f"|{'-' * 30}|{'-' * 24}|{'-' * 18}|{'-' * 20}|{'-' * 15}|------|")
     for name, p in result["participants"].items():
         goal = ("≤ 0 " + ("met" if p["net_gain"] <= 0 else "MISSED")) if p["attacker"] else ""
         gain = f"{p['net_gain']:,}" if p["attacker"] else ""
-        print(f"| {name:<28} | {gain:>22} | {p['wealth_delta']:>16,} | {p['paid_for_correct_results']:>18,} | "
-              f"{p['slashed']:>13,} | {goal} |")  # fmt: skip
+        print(
+            f"| {name:<28} | {gain:>22} | {p['wealth_delta']:>16,} | {p['paid_for_correct_results']:>18,} | "
+            f"{p['slashed']:>13,} | {goal} |"
+        )
     print()
     m = result["goals_met"]
     c = result["conservation"]
-    print(f"honest providers slashed: {result['honest_providers_slashed']} (goal 0: {'met' if m['honest_providers_slashed'] else 'MISSED'})")
-    print(f"disputes open past their ruling deadline: {result['disputes_open_past_deadline']} "
-          f"(goal 0: {'met' if m['disputes_open_past_deadline'] else 'MISSED'})")  # fmt: skip
-    print(f"conservation: {c['before']['total']:,} before, {c['after']['total']:,} after, supply {c['after']['total_supply']:,}; "
-          f"market balance == owed: {c['market_balance_equals_owed']}; contracts empty at the end: "
-          f"{c['contracts_empty_at_end']}; sum of wealth deltas {c['sum_of_wealth_deltas']} "
-          f"(goal exact: {'met' if m['conserved'] else 'MISSED'})")  # fmt: skip
+    print(
+        f"honest providers slashed: {result['honest_providers_slashed']} (goal 0: {'met' if m['honest_providers_slashed'] else 'MISSED'})"
+    )
+    print(
+        f"disputes open past their ruling deadline: {result['disputes_open_past_deadline']} "
+        f"(goal 0: {'met' if m['disputes_open_past_deadline'] else 'MISSED'})"
+    )
+    print(
+        f"conservation: {c['before']['total']:,} before, {c['after']['total']:,} after, supply {c['after']['total_supply']:,}; "
+        f"market balance == owed: {c['market_balance_equals_owed']}; contracts empty at the end: "
+        f"{c['contracts_empty_at_end']}; sum of wealth deltas {c['sum_of_wealth_deltas']} "
+        f"(goal exact: {'met' if m['conserved'] else 'MISSED'})"
+    )
     for what, reason in result["refusals"].items():
         print(f"refused ({what}): {reason}")
     print(f"the arbiter {result['arbiter']}; down for {result['arbiter_down_share']:.0%} of disputes")
@@ -917,8 +1082,10 @@ def main() -> None:
 
     logger.set_level("ERROR")
     workdir = Path(tempfile.mkdtemp(prefix="bench-economics-"))
-    print(f"{args.jobs} jobs, seed {args.seed}, arbiter down for {args.arbiter_down:.0%} of disputes; logs in {workdir}",
-          flush=True)  # fmt: skip
+    print(
+        f"{args.jobs} jobs, seed {args.seed}, arbiter down for {args.arbiter_down:.0%} of disputes; logs in {workdir}",
+        flush=True,
+    )
     result = run(args, workdir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

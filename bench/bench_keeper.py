@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the working directory
 
-from computenet.deploy import deploy_stack  # noqa: E402
 from figures import percentile  # noqa: E402  (bench/ is the script's folder)
+
+from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.domain import Requirements, Spec  # noqa: E402
 from computenet.heartbeat import Heartbeat, publish  # noqa: E402
 from computenet.localnet import Anvil, ProcessGroup, RedisServer, wait_until  # noqa: E402
@@ -51,8 +52,13 @@ OWNER, CLIENT, PROVIDERS, KEEPERS, AGENTS = 0, 1, (2, 3), (4, 5), (6, 7, 8, 9)
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values),
-            "mean": round(statistics.fmean(values), 3)}  # fmt: skip
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values),
+        "mean": round(statistics.fmean(values), 3),
+    }
 
 
 class Watcher(threading.Thread):
@@ -143,8 +149,16 @@ class Network:
         self.agent_of = {}
         for n in range(ASSETS):
             # As many GPUs as a spec holds: leases are never finalized here, and each holds one.
-            spec = Spec(gpu_model=1, vram_mib=81_920, gpu_count=255, cpu_cores=16, region=276, price=100 + n,
-                        expire=expire, max_leases=MAX_LEASES)  # fmt: skip
+            spec = Spec(
+                gpu_model=1,
+                vram_mib=81_920,
+                gpu_count=255,
+                cpu_cores=16,
+                region=276,
+                price=100 + n,
+                expire=expire,
+                max_leases=MAX_LEASES,
+            )
             agent = acct[AGENTS[n % len(AGENTS)]]
             receipt = assets.register(spec.as_tuple(), agent, b"\x11" * 32, sender=acct[PROVIDERS[n % 2]])
             asset = receipt.events.filter(assets.AssetRegistered)[0].asset
@@ -161,10 +175,17 @@ class Network:
     def post(self, shards: int) -> str:
         """Broadcasts a post_job from the client without waiting for it; returns the tx hash."""
         now = int(time.time())
-        req = Requirements(min_vram_mib=40_960, gpu_count=1, max_price=200, max_gpu_seconds=3_600,
-                           deadline=now + 7 * 86_400, shard_count=shards)  # fmt: skip
-        txn = self.stack.market.post_job.as_transaction(MANIFEST, req.as_tuple(), sender=self.client,
-                                                        nonce=self.nonce, gas=400_000, sign=True)  # fmt: skip
+        req = Requirements(
+            min_vram_mib=40_960,
+            gpu_count=1,
+            max_price=200,
+            max_gpu_seconds=3_600,
+            deadline=now + 7 * 86_400,
+            shard_count=shards,
+        )
+        txn = self.stack.market.post_job.as_transaction(
+            MANIFEST, req.as_tuple(), sender=self.client, nonce=self.nonce, gas=400_000, sign=True
+        )
         self.nonce += 1
         return self.web3.eth.send_raw_transaction(txn.serialize_transaction()).to_0x_hex()
 
@@ -173,7 +194,9 @@ class Network:
         return list(getattr(contract, event).range(start, self.web3.eth.block_number + 1))
 
 
-def run_once(net: Network, redis: RedisServer, db: int, keepers: int, jobs: int, shards: int, rng: random.Random) -> dict:
+def run_once(
+    net: Network, redis: RedisServer, db: int, keepers: int, jobs: int, shards: int, rng: random.Random
+) -> dict:
     """One measured run: fresh keepers on fresh Redis databases, `jobs` jobs posted, latencies back."""
     clients, running = [], []
     for k in range(keepers):
@@ -185,8 +208,11 @@ def run_once(net: Network, redis: RedisServer, db: int, keepers: int, jobs: int,
     web3 = net.web3
     try:
         for k in range(keepers):
-            running.append(KeeperProcesses(f"bench-{k}", KEEPERS[k], redis.url(db + k), net.anvil.uri,
-                                           net.deployments, net.workdir).start())  # fmt: skip
+            running.append(
+                KeeperProcesses(
+                    f"bench-{k}", KEEPERS[k], redis.url(db + k), net.anvil.uri, net.deployments, net.workdir
+                ).start()
+            )
         # Warm-up: keepers connected, projection rebuilt, first assignment mined.
         warm_start = web3.eth.block_number
         net.post(1)
@@ -200,8 +226,9 @@ def run_once(net: Network, redis: RedisServer, db: int, keepers: int, jobs: int,
             net.post(shards)
             time.sleep(rng.uniform(0.3, 1.7))
         expected = jobs * shards
-        wait_until(lambda: len(net.logs("ShardAssigned", start)) >= expected, ASSIGN_TIMEOUT,
-                   f"{expected} assignments", 0.2)  # fmt: skip
+        wait_until(
+            lambda: len(net.logs("ShardAssigned", start)) >= expected, ASSIGN_TIMEOUT, f"{expected} assignments", 0.2
+        )
         wait_until(lambda: web3.eth.block_number in watcher.blocks, 5, "the watcher to catch up")
         watcher.stopped.set()
         watcher.join()
@@ -258,38 +285,62 @@ def main() -> None:
             for count in counts:
                 runs = []
                 for run in range(args.runs):
-                    print(f"{count} keeper(s), run {run + 1}/{args.runs}: {args.jobs} jobs x {args.shards} shards...",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"{count} keeper(s), run {run + 1}/{args.runs}: {args.jobs} jobs x {args.shards} shards...",
+                        flush=True,
+                    )
                     runs.append(run_once(net, redis, db, count, args.jobs, args.shards, rng))
                     db += count
                     r = runs[-1]
-                    print(f"  blocks p50 {percentile(r['blocks'], 50)} p95 {percentile(r['blocks'], 95)} max "
-                          f"{max(r['blocks'])}; ms p50 {percentile(r['ms'], 50)} p95 {percentile(r['ms'], 95)}; "
-                          f"reaction ms p50 {percentile(r['reaction_ms'], 50)} p95 {percentile(r['reaction_ms'], 95)}; "
-                          f"reverted keeper txs {r['reverted']}", flush=True)  # fmt: skip
+                    print(
+                        f"  blocks p50 {percentile(r['blocks'], 50)} p95 {percentile(r['blocks'], 95)} max "
+                        f"{max(r['blocks'])}; ms p50 {percentile(r['ms'], 50)} p95 {percentile(r['ms'], 95)}; "
+                        f"reaction ms p50 {percentile(r['reaction_ms'], 50)} p95 {percentile(r['reaction_ms'], 95)}; "
+                        f"reverted keeper txs {r['reverted']}",
+                        flush=True,
+                    )
                 pooled = {k: summary([v for r in runs for v in r[k]]) for k in ("blocks", "ms", "reaction_ms")}
                 results[str(count)] = {
                     "pooled": pooled,
-                    "runs": [{k: summary(r[k]) for k in ("blocks", "ms", "reaction_ms")} | {"reverted": r["reverted"]}
-                             for r in runs],  # fmt: skip
+                    "runs": [
+                        {k: summary(r[k]) for k in ("blocks", "ms", "reaction_ms")} | {"reverted": r["reverted"]}
+                        for r in runs
+                    ],
                 }
 
     print()
-    print(f"{'keepers':>7}  {'blocks p50':>10}  {'p95':>4}  {'max':>4}  {'ms p50':>7}  {'p95':>7}  "
-          f"{'reaction ms p50':>15}  {'p95':>7}  {'per-run blocks p95':>18}")  # fmt: skip
+    print(
+        f"{'keepers':>7}  {'blocks p50':>10}  {'p95':>4}  {'max':>4}  {'ms p50':>7}  {'p95':>7}  "
+        f"{'reaction ms p50':>15}  {'p95':>7}  {'per-run blocks p95':>18}"
+    )
     for count, res in results.items():
         p = res["pooled"]
         per_run = ",".join(str(r["blocks"]["p95"]) for r in res["runs"])
-        print(f"{count:>7}  {p['blocks']['p50']:>10}  {p['blocks']['p95']:>4}  {p['blocks']['max']:>4}  "
-              f"{p['ms']['p50']:>7}  {p['ms']['p95']:>7}  {p['reaction_ms']['p50']:>15}  {p['reaction_ms']['p95']:>7}  "
-              f"{per_run:>18}")  # fmt: skip
+        print(
+            f"{count:>7}  {p['blocks']['p50']:>10}  {p['blocks']['p95']:>4}  {p['blocks']['max']:>4}  "
+            f"{p['ms']['p50']:>7}  {p['ms']['p95']:>7}  {p['reaction_ms']['p50']:>15}  {p['reaction_ms']['p95']:>7}  "
+            f"{per_run:>18}"
+        )
     print("goal: event -> assignment <= 1 block at p95")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "keeper", "block_time_s": 1, "jobs_per_run": args.jobs, "shards_per_job": args.shards,
-        "runs": args.runs, "assets": ASSETS, "workers_per_keeper": 2, "cpus": os.cpu_count(),
-        "python": platform.python_version(), "results": results, "goal_blocks_p95": 1,
-    }, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "keeper",
+                "block_time_s": 1,
+                "jobs_per_run": args.jobs,
+                "shards_per_job": args.shards,
+                "runs": args.runs,
+                "assets": ASSETS,
+                "workers_per_keeper": 2,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "results": results,
+                "goal_blocks_p95": 1,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 
 

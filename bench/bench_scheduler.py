@@ -81,7 +81,9 @@ def build_market(n_assets: int, n_shards: int, seed: int):
             expire=NOW + 30 * DAY if rng.random() < 0.9 else NOW + rng.randrange(6 * 3600),
             active=rng.random() < 0.97,
         )
-        stake = Stake(amount=5_000 if rng.random() < 0.95 else 500, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0)
+        stake = Stake(
+            amount=5_000 if rng.random() < 0.95 else 500, open_leases=0, gpus_leased=0, unbond_at=0, unbonding=0
+        )
         assets.append(Asset(asset_id, rng.choice(owners), f"0x{asset_id:040x}", spec, b"\x00" * 32, stake))
         roll = rng.random()
         if roll < 0.94:
@@ -186,8 +188,10 @@ def main(argv=None) -> int:
 
     weights, policy = Weights(), Policy()
     results = []
-    print(f"{'assets':>8} {'decisions':>9} {'assigned':>8} {'index ms':>9} {'round ms':>9} "
-          f"{'decisions/s':>12} {'p50 ms':>7} {'p99 ms':>7}")
+    print(
+        f"{'assets':>8} {'decisions':>9} {'assigned':>8} {'index ms':>9} {'round ms':>9} "
+        f"{'decisions/s':>12} {'p50 ms':>7} {'p99 ms':>7}"
+    )
     for n_assets in (int(size) for size in args.sizes.split(",")):
         market = build_market(n_assets, args.shards, args.seed)
         runs = args.runs if n_assets < 100_000 else min(args.runs, 3)
@@ -215,8 +219,10 @@ def main(argv=None) -> int:
             "p99_decision_ms": round(1000 * percentile(times, 99), 4),
         }
         results.append(row)
-        print(f"{n_assets:>8} {decisions:>9} {row['assignments']:>8} {1000 * index:>9.1f} {1000 * total:>9.1f} "
-              f"{row['decisions_per_s']:>12,.0f} {row['p50_decision_ms']:>7.3f} {row['p99_decision_ms']:>7.3f}")
+        print(
+            f"{n_assets:>8} {decisions:>9} {row['assignments']:>8} {1000 * index:>9.1f} {1000 * total:>9.1f} "
+            f"{row['decisions_per_s']:>12,.0f} {row['p50_decision_ms']:>7.3f} {row['p99_decision_ms']:>7.3f}"
+        )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,24 +43,39 @@ from examples import workloads  # noqa: E402
 
 
 def one_run(agents: int, shards: int, workdir: Path) -> dict:
-    net = Network(workdir, say=lambda text: print(f"    {text}", flush=True), plans=ASSETS[:agents], keepers=1,
-                  max_leases=shards)
+    net = Network(
+        workdir, say=lambda text: print(f"    {text}", flush=True), plans=ASSETS[:agents], keepers=1, max_leases=shards
+    )
     try:
         net.start()
         chain = run.Chain(net)
         client = Sender(chain.web3, net.test[CLIENT].private_key)
-        job = faults._post(net, chain, client, "throughput", workloads.hashing(files=8, rounds=3000), shards=shards,
-                           replication=1, max_price=max(p.price for p in ASSETS), max_gpu_seconds=30,
-                           timeout_seconds=15)  # fmt: skip
+        job = faults._post(
+            net,
+            chain,
+            client,
+            "throughput",
+            workloads.hashing(files=8, rounds=3000),
+            shards=shards,
+            replication=1,
+            max_price=max(p.price for p in ASSETS),
+            max_gpu_seconds=30,
+            timeout_seconds=15,
+        )
         posted = _time(chain, chain.logs("JobPosted", job=job)[0])
         wait_until(lambda: chain.logs("JobFinished", job=job), 600, f"job {job} to finish", 1)
         submitted = max(_time(chain, e) for e in chain.logs("ResultSubmitted", job=job))
         finalized = max(_time(chain, e) for e in chain.logs("ShardFinalized", job=job))
     finally:
         net.stop()
-    return {"agents": agents, "shards": shards, "execution_s": submitted - posted, "end_to_end_s": finalized - posted,
-            "execution_per_min": round(shards / (submitted - posted) * 60, 1),
-            "end_to_end_per_min": round(shards / (finalized - posted) * 60, 1)}  # fmt: skip
+    return {
+        "agents": agents,
+        "shards": shards,
+        "execution_s": submitted - posted,
+        "end_to_end_s": finalized - posted,
+        "execution_per_min": round(shards / (submitted - posted) * 60, 1),
+        "end_to_end_per_min": round(shards / (finalized - posted) * 60, 1),
+    }
 
 
 def _time(chain: run.Chain, event) -> int:
@@ -85,20 +100,40 @@ def main() -> None:
         for n in range(args.runs):
             print(f"{agents} agent(s), run {n + 1}/{args.runs}: {args.shards} shards", flush=True)
             runs.append(one_run(agents, args.shards, base / f"agents-{agents}-run-{n + 1}"))
-            print(f"  execution {runs[-1]['execution_per_min']} shards/min, end to end {runs[-1]['end_to_end_per_min']} "
-                  f"shards/min", flush=True)  # fmt: skip
-        results.append({"agents": agents, "runs": runs,
-                        "execution_per_min": statistics.median(r["execution_per_min"] for r in runs),
-                        "end_to_end_per_min": statistics.median(r["end_to_end_per_min"] for r in runs)})  # fmt: skip
+            print(
+                f"  execution {runs[-1]['execution_per_min']} shards/min, end to end {runs[-1]['end_to_end_per_min']} "
+                f"shards/min",
+                flush=True,
+            )
+        results.append(
+            {
+                "agents": agents,
+                "runs": runs,
+                "execution_per_min": statistics.median(r["execution_per_min"] for r in runs),
+                "end_to_end_per_min": statistics.median(r["end_to_end_per_min"] for r in runs),
+            }
+        )
     print()
     print("| agents | executed shards/min | finalised shards/min (end to end) |")
     print("|---|---|---|")
     for r in results:
         print(f"| {r['agents']} | {r['execution_per_min']} | {r['end_to_end_per_min']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "throughput", "cpus": os.cpu_count(), "python": platform.python_version(),
-                                    "capacity_per_agent": args.shards, "shards": args.shards, "results": results,
-                                    "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "throughput",
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "capacity_per_agent": args.shards,
+                "shards": args.shards,
+                "results": results,
+                "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -57,7 +57,7 @@ from eth_utils import keccak  # noqa: E402
 from agent import image  # noqa: E402
 from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.domain import Requirements, Spec, Verification  # noqa: E402
-from computenet.localnet import Anvil, DockerEngine, ServedApp, docker_reachable, wait_until  # noqa: E402
+from computenet.localnet import Anvil, DockerEngine, ServedApp, docker_reachable  # noqa: E402
 from computenet.manifest import build_manifest, canonical_json, manifest_hash  # noqa: E402
 from computenet.receipts import ExecutionReceipt  # noqa: E402
 from computenet.sandbox import Limits  # noqa: E402
@@ -72,9 +72,11 @@ TOKEN = 10**6
 TOLERANCE_BPS = 5_000  # the manifest's metering tolerance (its default)
 OPTIMISTIC_SHARE_BPS = 1_000  # what each verifier samples of OPTIMISTIC results
 # A second or so of CPU per shard: sha256 chained over the shard index, written to /out.
-JOB = ("import hashlib, os; i = os.environ['COMPUTENET_SHARD_INDEX']; d = i.encode()\n"
-       "for _ in range(400_000): d = hashlib.sha256(d).digest()\n"
-       "open('/out/result.txt', 'w').write(i + ' ' + d.hex() + '\\n'); print('shard', i, 'done')")  # fmt: skip
+JOB = (
+    "import hashlib, os; i = os.environ['COMPUTENET_SHARD_INDEX']; d = i.encode()\n"
+    "for _ in range(400_000): d = hashlib.sha256(d).digest()\n"
+    "open('/out/result.txt', 'w').write(i + ' ' + d.hex() + '\\n'); print('shard', i, 'done')"
+)
 
 
 @dataclass
@@ -133,8 +135,9 @@ def main() -> None:
     try:
         print("building the job image...", flush=True)
         reference = image.build(client)
-        with Anvil(log=workdir / "anvil.log") as anvil, networks.parse_network_choice(
-            "ethereum:local:foundry", provider_settings={"host": anvil.uri}
+        with (
+            Anvil(log=workdir / "anvil.log") as anvil,
+            networks.parse_network_choice("ethereum:local:foundry", provider_settings={"host": anvil.uri}),
         ):
             net = Network(project, accounts.test_accounts, chain, networks.provider.web3, client, store, workdir)
             manifests = {mode: net.publish(reference, args.spot_check_bps) for mode in MODES}
@@ -153,19 +156,37 @@ def main() -> None:
             engine.stop()
 
     report = {r.mode: summarise(r, args.spot_check_bps) for r in results}
-    goals = all(r["honest_challenged"] == 0 and r["honest_slashed"] == 0 and r["inflated_paid_beyond_tolerance"] == 0
-                and r["duplicate_challenges"] == 0 for r in report.values()) and \
-        report["replicated"]["wrong_caught_pct"] == 100.0  # fmt: skip
+    goals = (
+        all(
+            r["honest_challenged"] == 0
+            and r["honest_slashed"] == 0
+            and r["inflated_paid_beyond_tolerance"] == 0
+            and r["duplicate_challenges"] == 0
+            for r in report.values()
+        )
+        and report["replicated"]["wrong_caught_pct"] == 100.0
+    )
     spot = report["spot_check"]
     goals = goals and spot["within_binomial"]
     print()
     print(f"goals met: {goals}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "verification", "shards_per_mode": shards, "spot_check_bps": args.spot_check_bps,
-        "metering_tolerance_bps": TOLERANCE_BPS, "optimistic_share_bps": OPTIMISTIC_SHARE_BPS,
-        "cpus": os.cpu_count(), "python": platform.python_version(), "goals_met": goals, "modes": report,
-    }, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "verification",
+                "shards_per_mode": shards,
+                "spot_check_bps": args.spot_check_bps,
+                "metering_tolerance_bps": TOLERANCE_BPS,
+                "optimistic_share_bps": OPTIMISTIC_SHARE_BPS,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "goals_met": goals,
+                "modes": report,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     sys.exit(0 if goals else 1)
 
@@ -193,8 +214,16 @@ class Network:
         s.keepers.register(100 * TOKEN, sender=self.keeper)
         self.assets = {}
         for role, provider in self.providers.items():
-            spec = Spec(gpu_model=0, vram_mib=0, gpu_count=0, cpu_cores=2, region=0, price=100,
-                        expire=chain.pending_timestamp + 30 * 86_400, max_leases=256)  # fmt: skip
+            spec = Spec(
+                gpu_model=0,
+                vram_mib=0,
+                gpu_count=0,
+                cpu_cores=2,
+                region=0,
+                price=100,
+                expire=chain.pending_timestamp + 30 * 86_400,
+                max_leases=256,
+            )
             receipt = s.assets.register(spec.as_tuple(), self.agents[role], b"\x11" * 32, sender=provider)
             asset = receipt.events.filter(s.assets.AssetRegistered)[0].asset
             s.assets.add_stake(asset, 1_000 * TOKEN, sender=provider)
@@ -203,21 +232,41 @@ class Network:
         self.store_client = StoreClient(store.url)
         limits = Limits(memory_bytes=256 << 20)
         self.reexecutor = CountingReexecutor(self.store_client, docker=docker_client, limits=limits)
-        self.verifiers = [Verifier(web3, s.market.address, self.reexecutor, sender=Sender(web3, key.private_key),
-                                   share_bps=OPTIMISTIC_SHARE_BPS, state=workdir / f"verifier-{i}.json")
-                          for i, key in enumerate(self.verifier_keys)]  # fmt: skip
-        self.arbiter = Arbiter(web3, Sender(web3, self.facilitator.private_key), s.market.address, s.assets.address,
-                               workdir / "audit.jsonl", self.reexecutor, state=workdir / "arbiter.json")  # fmt: skip
+        self.verifiers = [
+            Verifier(
+                web3,
+                s.market.address,
+                self.reexecutor,
+                sender=Sender(web3, key.private_key),
+                share_bps=OPTIMISTIC_SHARE_BPS,
+                state=workdir / f"verifier-{i}.json",
+            )
+            for i, key in enumerate(self.verifier_keys)
+        ]
+        self.arbiter = Arbiter(
+            web3,
+            Sender(web3, self.facilitator.private_key),
+            s.market.address,
+            s.assets.address,
+            workdir / "audit.jsonl",
+            self.reexecutor,
+            state=workdir / "arbiter.json",
+        )
 
     # ------------------------------------------------------------ set-up
 
     def publish(self, reference: str, spot_check_bps: int) -> bytes:
         """A manifest for the job (its verification section per mode), in the content store."""
         self._n = getattr(self, "_n", 0) + 1
-        manifest = build_manifest(reference, ["python3", "-c", JOB], {}, timeout_seconds=120, max_output_bytes=1 << 16,
-                                  env={"RUN": str(self._n)},  # one manifest per mode
-                                  verification={"spot_check_bps": spot_check_bps,
-                                                "metering_tolerance_bps": TOLERANCE_BPS})  # fmt: skip
+        manifest = build_manifest(
+            reference,
+            ["python3", "-c", JOB],
+            {},
+            timeout_seconds=120,
+            max_output_bytes=1 << 16,
+            env={"RUN": str(self._n)},  # one manifest per mode
+            verification={"spot_check_bps": spot_check_bps, "metering_tolerance_bps": TOLERANCE_BPS},
+        )
         self.store_client.put(canonical_json(manifest))
         return manifest_hash(manifest)
 
@@ -235,11 +284,21 @@ class Network:
         s, chain = self.stack, self.chain
         result = ModeResult(mode, shards)
         replication = 2 if mode == "replicated" else 1
-        verification = {"replicated": Verification.REPLICATED, "spot_check": Verification.SPOT_CHECK,
-                        "optimistic": Verification.OPTIMISTIC}[mode]  # fmt: skip
-        req = Requirements(min_vram_mib=0, gpu_count=0, max_price=200, max_gpu_seconds=600,
-                           deadline=chain.pending_timestamp + 30 * 86_400, shard_count=shards,
-                           replication=replication, verification=verification)  # fmt: skip
+        verification = {
+            "replicated": Verification.REPLICATED,
+            "spot_check": Verification.SPOT_CHECK,
+            "optimistic": Verification.OPTIMISTIC,
+        }[mode]
+        req = Requirements(
+            min_vram_mib=0,
+            gpu_count=0,
+            max_price=200,
+            max_gpu_seconds=600,
+            deadline=chain.pending_timestamp + 30 * 86_400,
+            shard_count=shards,
+            replication=replication,
+            verification=verification,
+        )
         start_block = self.web3.eth.block_number + 1
         tx = s.market.post_job(mhash, req.as_tuple(), sender=self.client)
         job = tx.events.filter(s.market.JobPosted)[0].job
@@ -248,7 +307,9 @@ class Network:
         plan = {}
         for shard in range(shards):
             other = ("liar", "inflater", "honest2", "honest2")[shard % 4]
-            plan[shard] = ["honest", other] if replication == 2 else [("liar", "inflater", "honest", "honest2")[shard % 4]]
+            plan[shard] = (
+                ["honest", other] if replication == 2 else [("liar", "inflater", "honest", "honest2")[shard % 4]]
+            )
         submitted_at: dict[tuple[int, int], int] = {}
         for shard, roles in plan.items():
             for role in roles:
@@ -257,11 +318,14 @@ class Network:
                 self.submit(job, shard, replica, role, honest[shard], result, submitted_at)
         self.settle(job, result)
         # Reopened replicas (slashed ones) re-run on an honest asset that holds none of the shard.
-        for shard, roles in plan.items():
+        for shard in plan:
             for replica in range(replication):
                 if int(s.market.replica(job, shard, replica).state) == 0:  # OPEN
-                    held = {self.role_of[int(s.market.replica(job, shard, r).asset)] for r in range(replication)
-                            if r != replica and int(s.market.replica(job, shard, r).asset)}  # fmt: skip
+                    held = {
+                        self.role_of[int(s.market.replica(job, shard, r).asset)]
+                        for r in range(replication)
+                        if r != replica and int(s.market.replica(job, shard, r).asset)
+                    }
                     role = "honest2" if "honest" in held else "honest"
                     s.market.assign(job, shard, self.assets[role], sender=self.keeper)
                     self.submit(job, shard, replica, role, honest[shard], result, submitted_at)
@@ -282,8 +346,9 @@ class Network:
         self.count_events(job, start_block, result)
         return result
 
-    def submit(self, job: int, shard: int, replica: int, role: str, truth: Honest, result: ModeResult,
-               submitted_at: dict) -> None:  # fmt: skip
+    def submit(
+        self, job: int, shard: int, replica: int, role: str, truth: Honest, result: ModeResult, submitted_at: dict
+    ) -> None:
         s, chain = self.stack, self.chain
         root, claim = truth.root, truth.seconds
         if role == "liar":
@@ -297,9 +362,17 @@ class Network:
         ready = int(rep.since) + claim
         if chain.pending_timestamp < ready:
             chain.pending_timestamp = ready
-        receipt = ExecutionReceipt(job=job, shard=shard, replica=replica, lease=int(rep.lease), asset=int(rep.asset),
-                                   manifest=s.market.job(job).manifest_hash, output_root=root, gpu_seconds=claim,
-                                   exit_code=0)  # fmt: skip
+        receipt = ExecutionReceipt(
+            job=job,
+            shard=shard,
+            replica=replica,
+            lease=int(rep.lease),
+            asset=int(rep.asset),
+            manifest=s.market.job(job).manifest_hash,
+            output_root=root,
+            gpu_seconds=claim,
+            exit_code=0,
+        )
         signature = receipt.sign(self.agents[role].private_key, chain.chain_id, s.market.address)
         tx = s.market.submit_result(job, shard, replica, root, claim, 0, signature, sender=self.providers[role])
         result.gas_total += tx.gas_used
@@ -319,8 +392,11 @@ class Network:
 
     def open_disputes(self, job: int) -> bool:
         req = self.stack.market.job(job).requirements
-        return any(int(self.stack.market.replica(job, shard, r).state) == 3  # DISPUTED
-                   for shard in range(int(req.shard_count)) for r in range(int(req.replication)))  # fmt: skip
+        return any(
+            int(self.stack.market.replica(job, shard, r).state) == 3  # DISPUTED
+            for shard in range(int(req.shard_count))
+            for r in range(int(req.replication))
+        )
 
     def count_events(self, job: int, start_block: int, result: ModeResult) -> None:
         s = self.stack
@@ -362,7 +438,9 @@ class CountingReexecutor(Reexecutor):
 def summarise(r: ModeResult, spot_bps: int) -> dict:
     out = {k: v for k, v in r.__dict__.items() if k != "finality_seconds"}
     out["wrong_caught_pct"] = round(100 * r.wrong_caught / r.wrong_submitted, 1) if r.wrong_submitted else None
-    out["inflated_caught_pct"] = round(100 * r.inflated_caught / r.inflated_submitted, 1) if r.inflated_submitted else None
+    out["inflated_caught_pct"] = (
+        round(100 * r.inflated_caught / r.inflated_submitted, 1) if r.inflated_submitted else None
+    )
     out["finality_seconds_p50"] = statistics.median(r.finality_seconds) if r.finality_seconds else None
     out["gas_per_shard"] = r.gas_total // r.shards
     out["verification_gas_per_shard"] = r.gas_verification // r.shards
@@ -372,20 +450,29 @@ def summarise(r: ModeResult, spot_bps: int) -> dict:
         out["expected_caught"] = round(mean, 2)
         out["expected_caught_interval_3sd"] = [max(0, math.floor(mean - 3 * sd)), min(n, math.ceil(mean + 3 * sd))]
         out["p_at_least_one_caught"] = round(1 - (1 - p) ** n, 4)
-        out["within_binomial"] = out["expected_caught_interval_3sd"][0] <= r.wrong_caught <= out["expected_caught_interval_3sd"][1]
+        out["within_binomial"] = (
+            out["expected_caught_interval_3sd"][0] <= r.wrong_caught <= out["expected_caught_interval_3sd"][1]
+        )
     return out
 
 
 def show(r: ModeResult, spot_bps: int) -> None:
     s = summarise(r, spot_bps)
-    print(f"{r.mode}: wrong results caught {r.wrong_caught}/{r.wrong_submitted}"
-          + (f" (expected {s['expected_caught']}, 3σ {s['expected_caught_interval_3sd']}, "
-             f"P(at least one) {s['p_at_least_one_caught']})" if r.mode == "spot_check" else "")
-          + f"; inflated claims caught {r.inflated_caught}/{r.inflated_submitted}, paid beyond tolerance "
-          f"{r.inflated_paid_beyond_tolerance}; honest challenged {r.honest_challenged}, slashed {r.honest_slashed}; "
-          f"challenges {r.challenges} (duplicates {r.duplicate_challenges}); re-executions {r.reexecutions}; "
-          f"finality p50 {s['finality_seconds_p50']} s of chain time; gas per shard {s['gas_per_shard']:,} "
-          f"(verification {s['verification_gas_per_shard']:,}); {r.wall_seconds} s", flush=True)  # fmt: skip
+    print(
+        f"{r.mode}: wrong results caught {r.wrong_caught}/{r.wrong_submitted}"
+        + (
+            f" (expected {s['expected_caught']}, 3σ {s['expected_caught_interval_3sd']}, "
+            f"P(at least one) {s['p_at_least_one_caught']})"
+            if r.mode == "spot_check"
+            else ""
+        )
+        + f"; inflated claims caught {r.inflated_caught}/{r.inflated_submitted}, paid beyond tolerance "
+        f"{r.inflated_paid_beyond_tolerance}; honest challenged {r.honest_challenged}, slashed {r.honest_slashed}; "
+        f"challenges {r.challenges} (duplicates {r.duplicate_challenges}); re-executions {r.reexecutions}; "
+        f"finality p50 {s['finality_seconds_p50']} s of chain time; gas per shard {s['gas_per_shard']:,} "
+        f"(verification {s['verification_gas_per_shard']:,}); {r.wall_seconds} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

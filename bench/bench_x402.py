@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the working directory
 
+from figures import percentile  # noqa: E402  (bench/ is the script's folder)
+
 from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.eip3009 import TransferAuthorization, random_nonce  # noqa: E402
 from computenet.localnet import Anvil, ProcessGroup, free_port, http_ok, wait_until  # noqa: E402
-from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 
 TOKEN = 10**6
 USDC_TRANSFER_WITH_AUTHORIZATION = 85_700
@@ -44,18 +45,34 @@ IMAGE = "computenet/job@sha256:" + "ab" * 32
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values),
-            "mean": round(statistics.fmean(values), 1)}  # fmt: skip
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values),
+        "mean": round(statistics.fmean(values), 1),
+    }
 
 
 def job_body(now: int) -> dict:
     from computenet.manifest import build_manifest
 
-    manifest = build_manifest(IMAGE, ["python3", "/in/run.py"], {"run.py": b"print(42)"}, timeout_seconds=600,
-                              max_output_bytes=1 << 20)  # fmt: skip
-    return {"manifest": manifest.model_dump(mode="json"),
-            "requirements": {"min_vram_mib": 40_960, "gpu_count": 1, "max_price": 200, "max_gpu_seconds": 600,
-                             "deadline": now + 86_400, "shard_count": 1, "replication": 1, "verification": 0}}  # fmt: skip
+    manifest = build_manifest(
+        IMAGE, ["python3", "/in/run.py"], {"run.py": b"print(42)"}, timeout_seconds=600, max_output_bytes=1 << 20
+    )
+    return {
+        "manifest": manifest.model_dump(mode="json"),
+        "requirements": {
+            "min_vram_mib": 40_960,
+            "gpu_count": 1,
+            "max_price": 200,
+            "max_gpu_seconds": 600,
+            "deadline": now + 86_400,
+            "shard_count": 1,
+            "replication": 1,
+            "verification": 0,
+        },
+    }
 
 
 def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
@@ -78,10 +95,18 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
                 stack.token.faucet(client, 1_000_000 * TOKEN, sender=client)
                 stack.token.approve(stack.market, 2**256 - 1, sender=client)
                 plain = stack.market.post_job(b"\x5a" * 32, _req(anvil), sender=client).gas_used
-                plain = stack.market.post_job(b"\x5a" * 32, _req(anvil), sender=client).gas_used  # warm, as a running market
-                auth = TransferAuthorization(client.address, test[OWNER].address, TOKEN, 0, 4_000_000_000, random_nonce())
-                signature = auth.sign(client.private_key, stack.token.name(), stack.token.version(), 31337, stack.token.address)
-                transfer = stack.token.transferWithAuthorization(*auth.token_args(signature), sender=test[OWNER]).gas_used
+                plain = stack.market.post_job(
+                    b"\x5a" * 32, _req(anvil), sender=client
+                ).gas_used  # warm, as a running market
+                auth = TransferAuthorization(
+                    client.address, test[OWNER].address, TOKEN, 0, 4_000_000_000, random_nonce()
+                )
+                signature = auth.sign(
+                    client.private_key, stack.token.name(), stack.token.version(), 31337, stack.token.address
+                )
+                transfer = stack.token.transferWithAuthorization(
+                    *auth.token_args(signature), sender=test[OWNER]
+                ).gas_used
                 market, token = stack.market.address, stack.token.address
                 payers = [Account.create() for _ in range(runs)]  # tokens, no ETH
                 for payer in payers:
@@ -90,12 +115,20 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
                 anvil.interval_mining(block_time)
             web3 = Web3(Web3.HTTPProvider(anvil.uri))
             fport, gport = free_port(), free_port()
-            env = {**os.environ, "COMPUTENET_FACILITATOR_RPC_URL": anvil.uri, "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
-                   "COMPUTENET_FACILITATOR_MARKET": market, "COMPUTENET_FACILITATOR_PORT": str(fport),
-                   "COMPUTENET_FACILITATOR_AUDIT_LOG": str(workdir / "audit.jsonl"),
-                   "COMPUTENET_FACILITATOR_GATEWAYS": test[GATEWAY].address, "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
-                   "COMPUTENET_GATEWAY_RPC_URL": anvil.uri, "COMPUTENET_GATEWAY_MARKET": market,
-                   "COMPUTENET_GATEWAY_FACILITATOR_URL": f"http://127.0.0.1:{fport}", "COMPUTENET_GATEWAY_PORT": str(gport)}  # fmt: skip
+            env = {
+                **os.environ,
+                "COMPUTENET_FACILITATOR_RPC_URL": anvil.uri,
+                "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
+                "COMPUTENET_FACILITATOR_MARKET": market,
+                "COMPUTENET_FACILITATOR_PORT": str(fport),
+                "COMPUTENET_FACILITATOR_AUDIT_LOG": str(workdir / "audit.jsonl"),
+                "COMPUTENET_FACILITATOR_GATEWAYS": test[GATEWAY].address,
+                "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
+                "COMPUTENET_GATEWAY_RPC_URL": anvil.uri,
+                "COMPUTENET_GATEWAY_MARKET": market,
+                "COMPUTENET_GATEWAY_FACILITATOR_URL": f"http://127.0.0.1:{fport}",
+                "COMPUTENET_GATEWAY_PORT": str(gport),
+            }
             group.spawn([sys.executable, "-m", "facilitator"], workdir / f"facilitator-{block_time}.log", env=env)
             group.spawn([sys.executable, "-m", "gateway"], workdir / f"gateway-{block_time}.log", env=env)
             for port in (fport, gport):
@@ -103,21 +136,32 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
 
             latencies, gas, per_run = [], [], []
             for payer in payers:
-                x402 = x402Client().set_spend_controls({"allowed_assets": [{"network": "eip155:31337", "asset": token}],
-                                                        "max_amount_per_payment": False})  # fmt: skip
+                x402 = x402Client().set_spend_controls(
+                    {"allowed_assets": [{"network": "eip155:31337", "asset": token}], "max_amount_per_payment": False}
+                )
                 register_exact_evm_client(x402, EthAccountSigner(payer), networks="eip155:*")
                 run = asyncio.run(_posts(x402HttpxClient, x402, f"http://127.0.0.1:{gport}", web3, posts))
                 per_run.append(summary([ms for ms, _ in run]))
                 latencies += [ms for ms, _ in run]
                 gas += [g for _, g in run]
-                print(f"  blocks {block_time or 'instant'}: run {len(per_run)}: p50 {per_run[-1]['p50']} ms, "
-                      f"p95 {per_run[-1]['p95']} ms", flush=True)
+                print(
+                    f"  blocks {block_time or 'instant'}: run {len(per_run)}: p50 {per_run[-1]['p50']} ms, "
+                    f"p95 {per_run[-1]['p95']} ms",
+                    flush=True,
+                )
             assert web3.eth.get_balance(payers[0].address) == 0
         finally:
             group.stop()
-    return {"block_time_s": block_time, "latency_ms": summary(latencies), "runs": per_run,
-            "gas": {"post_1_shard_by_authorization": int(statistics.median(gas)), "token_transfer_with_authorization": transfer,
-                    "post_1_shard": plain}}  # fmt: skip
+    return {
+        "block_time_s": block_time,
+        "latency_ms": summary(latencies),
+        "runs": per_run,
+        "gas": {
+            "post_1_shard_by_authorization": int(statistics.median(gas)),
+            "token_transfer_with_authorization": transfer,
+            "post_1_shard": plain,
+        },
+    }
 
 
 async def _posts(client_cls, x402, url: str, web3, posts: int) -> list[tuple[float, int]]:
@@ -144,7 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--posts", type=int, default=20)
-    parser.add_argument("--block-time", default="0,1", help="comma-separated seconds per block (0: a block per transaction)")
+    parser.add_argument(
+        "--block-time", default="0,1", help="comma-separated seconds per block (0: a block per transaction)"
+    )
     args = parser.parse_args()
     from ape.logging import logger
 
@@ -160,12 +206,16 @@ def main() -> None:
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": settings,
-        "gas": {**gas, "plain_transfer_plus_post": plain, "funded_minus_plain": funded - plain,
-                "goal_funded_minus_plain_at_most": GOAL_OVER_PLAIN,
-                "usdc_transfer_with_authorization_anchor": USDC_TRANSFER_WITH_AUTHORIZATION,
-                "funded_minus_usdc_anchor_plus_post": funded - (USDC_TRANSFER_WITH_AUTHORIZATION + gas["post_1_shard"])},
+        "gas": {
+            **gas,
+            "plain_transfer_plus_post": plain,
+            "funded_minus_plain": funded - plain,
+            "goal_funded_minus_plain_at_most": GOAL_OVER_PLAIN,
+            "usdc_transfer_with_authorization_anchor": USDC_TRANSFER_WITH_AUTHORIZATION,
+            "funded_minus_usdc_anchor_plus_post": funded - (USDC_TRANSFER_WITH_AUTHORIZATION + gas["post_1_shard"]),
+        },
         "logs": str(workdir),
-    }  # fmt: skip
+    }
     out = ROOT / "bench" / "results" / "x402.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -174,11 +224,15 @@ def main() -> None:
     print("|---|---|---|---|")
     for s in settings:
         lat = s["latency_ms"]
-        print(f"| {'instant' if not s['block_time_s'] else str(s['block_time_s']) + ' s'} | {lat['p50']} ms | {lat['p95']} ms | {lat['max']} ms |")
+        print(
+            f"| {'instant' if not s['block_time_s'] else str(s['block_time_s']) + ' s'} | {lat['p50']} ms | {lat['p95']} ms | {lat['max']} ms |"
+        )
     print()
-    print(f"gas: funded post {funded:,}; plain transferWithAuthorization {gas['token_transfer_with_authorization']:,} "
-          f"+ plain post {gas['post_1_shard']:,} = {plain:,} (funded {funded - plain:+,}; goal <= +{GOAL_OVER_PLAIN:,}); "
-          f"with USDC's {USDC_TRANSFER_WITH_AUTHORIZATION:,} anchor: {USDC_TRANSFER_WITH_AUTHORIZATION + gas['post_1_shard']:,}")  # fmt: skip
+    print(
+        f"gas: funded post {funded:,}; plain transferWithAuthorization {gas['token_transfer_with_authorization']:,} "
+        f"+ plain post {gas['post_1_shard']:,} = {plain:,} (funded {funded - plain:+,}; goal <= +{GOAL_OVER_PLAIN:,}); "
+        f"with USDC's {USDC_TRANSFER_WITH_AUTHORIZATION:,} anchor: {USDC_TRANSFER_WITH_AUTHORIZATION + gas['post_1_shard']:,}"
+    )
     print(f"written to {out}")
 
 

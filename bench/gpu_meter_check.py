@@ -97,9 +97,11 @@ def gpu_facts() -> dict:
     try:
         handle = pynvml.nvmlDeviceGetHandleByIndex(GPU)
         name = pynvml.nvmlDeviceGetName(handle)
-        return {"gpu_model": name.decode() if isinstance(name, bytes) else name,
-                "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
-                "accounting_on": pynvml.nvmlDeviceGetAccountingMode(handle) == pynvml.NVML_FEATURE_ENABLED}  # fmt: skip
+        return {
+            "gpu_model": name.decode() if isinstance(name, bytes) else name,
+            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "accounting_on": pynvml.nvmlDeviceGetAccountingMode(handle) == pynvml.NVML_FEATURE_ENABLED,
+        }
     finally:
         pynvml.nvmlShutdown()
 
@@ -128,8 +130,10 @@ def raw_stats(pid: int) -> dict | str:
     pynvml.nvmlInit()
     try:
         stats = pynvml.nvmlDeviceGetAccountingStats(pynvml.nvmlDeviceGetHandleByIndex(GPU), pid)
-        return {name: getattr(stats, name) for name in
-                ("gpuUtilization", "memoryUtilization", "maxMemoryUsage", "time", "startTime", "isRunning")}  # fmt: skip
+        return {
+            name: getattr(stats, name)
+            for name in ("gpuUtilization", "memoryUtilization", "maxMemoryUsage", "time", "startTime", "isRunning")
+        }
     except pynvml.NVMLError as error:
         return str(error)
     finally:
@@ -155,8 +159,9 @@ def run_child(seconds: float) -> dict:
     env = os.environ | {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(GPU)}  # NVML's GPU 0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began_unix, began = time.time(), time.monotonic()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(seconds)], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(seconds)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         out, err = child.communicate(timeout=seconds + 300)
     except subprocess.TimeoutExpired:
@@ -169,8 +174,14 @@ def run_child(seconds: float) -> dict:
         report = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         report = {"stdout": out[-2000:], "stderr": err[-4000:]}
-    return {"pid": child.pid, "exit_code": child.returncode, "wall_seconds": round(wall, 3), "cpu_ms": cpu_ms,
-            "started_unix": began_unix, "report": report}  # fmt: skip
+    return {
+        "pid": child.pid,
+        "exit_code": child.returncode,
+        "wall_seconds": round(wall, 3),
+        "cpu_ms": cpu_ms,
+        "started_unix": began_unix,
+        "report": report,
+    }
 
 
 def measured(pid: int, since: float, tries: int = 10) -> dict:
@@ -221,9 +232,15 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = gpu_facts()
     enabled = meter.enable_accounting((GPU,))
-    result |= {"gpu_model": facts["gpu_model"], "driver": facts["driver"],
-               "accounting": {"before": facts["accounting_on"], "enable_accounting": enabled,
-                              "after": gpu_facts()["accounting_on"]}}  # fmt: skip
+    result |= {
+        "gpu_model": facts["gpu_model"],
+        "driver": facts["driver"],
+        "accounting": {
+            "before": facts["accounting_on"],
+            "enable_accounting": enabled,
+            "after": gpu_facts()["accounting_on"],
+        },
+    }
     pids_before = accounting_pids()
     energy_before = energy_mj()
     child = run_child(args.seconds)
@@ -234,10 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     new_pids = [pid for pid in accounting_pids() if pid not in pids_before]
     result["new_accounting_pids"] = {str(pid): raw_stats(pid) for pid in new_pids[-8:]}
     delta = energy_after - energy_before if energy_before is not None and energy_after is not None else None
-    result["energy_mj"] = {"before": energy_before, "after": energy_after, "delta": delta,
-                           "mean_watts": round(delta / 1000 / child["wall_seconds"], 1) if delta else None}  # fmt: skip
-    metering = meter.process_metering([child["pid"]], (GPU,), child["wall_seconds"], cpu_ms=child["cpu_ms"],
-                                      since=child["started_unix"])  # fmt: skip
+    result["energy_mj"] = {
+        "before": energy_before,
+        "after": energy_after,
+        "delta": delta,
+        "mean_watts": round(delta / 1000 / child["wall_seconds"], 1) if delta else None,
+    }
+    metering = meter.process_metering(
+        [child["pid"]], (GPU,), child["wall_seconds"], cpu_ms=child["cpu_ms"], since=child["started_unix"]
+    )
     result["metering"] = dataclasses.asdict(metering)
     result["claim_seconds_one_gpu"] = metering.seconds(1)
     result["claim_seconds_wall_clock_rule"] = max(1, -(-round(child["wall_seconds"] * 1000) // 1000))

@@ -24,16 +24,39 @@ PLOTS = ROOT / "bench" / "plots"
 PYTHON = sys.executable
 
 # Anchors: what comparable networks pay in gas (from their published contracts and receipts).
-ANCHORS = {"iExec deal creation": 472_000, "Ritual Infernet create + deliver": 353_000,
-           "USDC transferWithAuthorization": 85_700, "ERC-721 mint": 73_600}  # fmt: skip
-GOALS = {"lifecycle_1_shard": 250_000, "decisions_per_s_10k": 1_000, "keeper_blocks_p95": 1,
-         "dispatch_p50_ms": 300, "overhead_pct": 1.0, "x402_over_plain": 10_000, "attacker_net_gain": 0,
-         "honest_providers_slashed": 0, "disputes_open_past_deadline": 0}  # fmt: skip
+ANCHORS = {
+    "iExec deal creation": 472_000,
+    "Ritual Infernet create + deliver": 353_000,
+    "USDC transferWithAuthorization": 85_700,
+    "ERC-721 mint": 73_600,
+}
+GOALS = {
+    "lifecycle_1_shard": 250_000,
+    "decisions_per_s_10k": 1_000,
+    "keeper_blocks_p95": 1,
+    "dispatch_p50_ms": 300,
+    "overhead_pct": 1.0,
+    "x402_over_plain": 10_000,
+    "attacker_net_gain": 0,
+    "honest_providers_slashed": 0,
+    "disputes_open_past_deadline": 0,
+}
 
 # name -> (command, what it measures); --quick shortens the long ones.
 BENCHES = {
-    "gas": ([str(ROOT / ".venv" / "bin" / "ape"), "test", "tests/gas/test_gas_snapshot.py", "-q", "-k", "within",
-             "--network", "ethereum:local:foundry"], []),  # fmt: skip
+    "gas": (
+        [
+            str(ROOT / ".venv" / "bin" / "ape"),
+            "test",
+            "tests/gas/test_gas_snapshot.py",
+            "-q",
+            "-k",
+            "within",
+            "--network",
+            "ethereum:local:foundry",
+        ],
+        [],
+    ),
     "scheduler": ([PYTHON, "bench/bench_scheduler.py"], ["--runs", "3"]),
     "keeper": ([PYTHON, "bench/bench_keeper.py"], ["--runs", "2", "--jobs", "10"]),
     "agent": ([PYTHON, "bench/bench_agent.py"], ["--shards", "8"]),  # reported as 4 runs of consecutive shards
@@ -45,15 +68,19 @@ BENCHES = {
 
 
 def run_benchmarks(names: list[str], quick: bool) -> dict[str, float]:
-    env = os.environ | {"GAS_RESULTS": str(RESULTS / "gas.json"),
-                        "PATH": f"{ROOT / '.venv' / 'bin'}:{ROOT / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}"}  # fmt: skip
+    env = os.environ | {
+        "GAS_RESULTS": str(RESULTS / "gas.json"),
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{ROOT / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}",
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)  # a fresh clone has none: git ignores the raw figures
     took = {}
     for name in names:
         command, short = BENCHES[name]
         start = time.monotonic()
-        print(f"\n=== {name}: {' '.join(Path(c).name if c.startswith('/') else c for c in command + (short if quick else []))}",
-              flush=True)  # fmt: skip
+        print(
+            f"\n=== {name}: {' '.join(Path(c).name if c.startswith('/') else c for c in command + (short if quick else []))}",
+            flush=True,
+        )
         done = subprocess.run(command + (short if quick else []), cwd=ROOT, env=env)
         if done.returncode != 0:
             raise SystemExit(f"benchmark {name} failed (exit {done.returncode})")
@@ -84,145 +111,253 @@ def _spread(results: dict, key: str) -> str:
 
 
 def report(data: dict) -> str:
-    out = ["# computenet benchmarks", "",
-           f"Measured on this machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-           f"{time.strftime('%Y-%m-%d')}. Each benchmark is a script in `bench/`; `make bench` reruns them all.", ""]  # fmt: skip
+    out = [
+        "# computenet benchmarks",
+        "",
+        f"Measured on this machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"{time.strftime('%Y-%m-%d')}. Each benchmark is a script in `bench/`; `make bench` reruns them all.",
+        "",
+    ]
     gas = data.get("gas")
     if gas:
         life = gas["lifecycle_1_shard"]
-        out += ["## Gas", "", "Receipt gas (21,000 per transaction included), a warm market; deterministic, so one run.", "",
-                "| step | gas | anchor |", "|---|---|---|"]  # fmt: skip
-        rows = [("register (first asset / later)", f"{gas['register_first_asset']:,} / {gas['register']:,}", "ERC-721 mint 73,600"),
-                ("post, 1 shard", f"{gas['post_1_shard']:,}", ""),
-                ("post funded by x402 (EIP-3009)", f"{gas['post_1_shard_by_authorization']:,}",
-                 f"transferWithAuthorization + post: {gas['token_transfer_with_authorization'] + gas['post_1_shard']:,} here, "
-                 f"{ANCHORS['USDC transferWithAuthorization'] + gas['post_1_shard']:,} with USDC's 85,700"),
-                ("assign", f"{gas['assign']:,}", ""), ("submit_result", f"{gas['submit_result']:,}", ""),
-                ("finalize (last shard)", f"{gas['finalize_last_shard']:,}", ""),
-                ("**lifecycle, 1 shard** (post + assign + submit + finalize)", f"**{life:,}**",
-                 f"iExec deal 472,000; Ritual create + deliver 353,000; goal ≤ 250,000: {_miss(life, GOALS['lifecycle_1_shard'])}"),
-                ("lifecycle, 8 shards", f"{gas['lifecycle_8_shards']:,}", f"{gas['lifecycle_8_shards'] // 8:,} per shard"),
-                ("lifecycle, 1 shard, replication 2", f"{gas['lifecycle_1_shard_replication_2']:,}", ""),
-                ("withdraw", f"{gas['withdraw']:,}", ""), ("reclaim", f"{gas['reclaim']:,}", "")]  # fmt: skip
+        out += [
+            "## Gas",
+            "",
+            "Receipt gas (21,000 per transaction included), a warm market; deterministic, so one run.",
+            "",
+            "| step | gas | anchor |",
+            "|---|---|---|",
+        ]
+        rows = [
+            (
+                "register (first asset / later)",
+                f"{gas['register_first_asset']:,} / {gas['register']:,}",
+                "ERC-721 mint 73,600",
+            ),
+            ("post, 1 shard", f"{gas['post_1_shard']:,}", ""),
+            (
+                "post funded by x402 (EIP-3009)",
+                f"{gas['post_1_shard_by_authorization']:,}",
+                f"transferWithAuthorization + post: {gas['token_transfer_with_authorization'] + gas['post_1_shard']:,} here, "
+                f"{ANCHORS['USDC transferWithAuthorization'] + gas['post_1_shard']:,} with USDC's 85,700",
+            ),
+            ("assign", f"{gas['assign']:,}", ""),
+            ("submit_result", f"{gas['submit_result']:,}", ""),
+            ("finalize (last shard)", f"{gas['finalize_last_shard']:,}", ""),
+            (
+                "**lifecycle, 1 shard** (post + assign + submit + finalize)",
+                f"**{life:,}**",
+                f"iExec deal 472,000; Ritual create + deliver 353,000; goal ≤ 250,000: {_miss(life, GOALS['lifecycle_1_shard'])}",
+            ),
+            ("lifecycle, 8 shards", f"{gas['lifecycle_8_shards']:,}", f"{gas['lifecycle_8_shards'] // 8:,} per shard"),
+            ("lifecycle, 1 shard, replication 2", f"{gas['lifecycle_1_shard_replication_2']:,}", ""),
+            ("withdraw", f"{gas['withdraw']:,}", ""),
+            ("reclaim", f"{gas['reclaim']:,}", ""),
+        ]
         out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
         if life > GOALS["lifecycle_1_shard"]:
-            out += ["", f"The one-shard lifecycle misses its 250k goal by {life - 250_000:,}: it is four transactions "
-                    f"(84,000 of intrinsic cost alone), each writing what the chain must enforce without a keeper's "
-                    f"honesty (the job's terms and escrow, the replica's lease, the signed result and its root, then the "
-                    f"payment credits). Per shard of a larger job it is {gas['lifecycle_8_shards'] // 8:,}."]  # fmt: skip
+            out += [
+                "",
+                f"The one-shard lifecycle misses its 250k goal by {life - 250_000:,}: it is four transactions "
+                f"(84,000 of intrinsic cost alone), each writing what the chain must enforce without a keeper's "
+                f"honesty (the job's terms and escrow, the replica's lease, the signed result and its root, then the "
+                f"payment credits). Per shard of a larger job it is {gas['lifecycle_8_shards'] // 8:,}.",
+            ]
         out += ["", "![gas](plots/gas.png)", ""]
     sched = data.get("scheduler")
     if sched:
-        out += ["## Scheduler", "", "Decisions per second over a market of 1,000 open shards (median round, and the "
-                "slowest and fastest round).", "", "| assets | decisions/s (min–max) | p99 decision |", "|---|---|---|"]  # fmt: skip
+        out += [
+            "## Scheduler",
+            "",
+            "Decisions per second over a market of 1,000 open shards (median round, and the "
+            "slowest and fastest round).",
+            "",
+            "| assets | decisions/s (min–max) | p99 decision |",
+            "|---|---|---|",
+        ]
         for r in sched["results"]:
-            spread = f" ({r['decisions_per_s_min']:,}–{r['decisions_per_s_max']:,})" if "decisions_per_s_min" in r else ""
+            spread = (
+                f" ({r['decisions_per_s_min']:,}–{r['decisions_per_s_max']:,})" if "decisions_per_s_min" in r else ""
+            )
             out.append(f"| {r['assets']:,} | {r['decisions_per_s']:,}{spread} | {r['p99_decision_ms']} ms |")
         ten = next((r for r in sched["results"] if r["assets"] == 10_000), None)
         if ten:
-            out += ["", f"Goal ≥ 1,000/s at 10k assets: {_miss(ten['decisions_per_s'], 1_000, lower_is_better=False)} "
-                    "(Kubernetes' SLO with extended resources is 180 pods/s)."]  # fmt: skip
+            out += [
+                "",
+                f"Goal ≥ 1,000/s at 10k assets: {_miss(ten['decisions_per_s'], 1_000, lower_is_better=False)} "
+                "(Kubernetes' SLO with extended resources is 180 pods/s).",
+            ]
         out += ["", "![scheduler](plots/scheduler.png)", ""]
     keeper = data.get("keeper")
     if keeper:
-        out += ["## Keepers", "", "JobPosted → ShardAssigned mined, anvil with 1 s blocks (pooled over the runs; "
-                "per-run p50 range in brackets).", "", "| keepers | blocks p50 / p95 | ms p50 / p95 | reaction p50 / p95 |",
-                "|---|---|---|---|"]  # fmt: skip
+        out += [
+            "## Keepers",
+            "",
+            "JobPosted → ShardAssigned mined, anvil with 1 s blocks (pooled over the runs; "
+            "per-run p50 range in brackets).",
+            "",
+            "| keepers | blocks p50 / p95 | ms p50 / p95 | reaction p50 / p95 |",
+            "|---|---|---|---|",
+        ]
         for k, r in keeper["results"].items():
             p = r["pooled"]
             spread = [run["ms"]["p50"] for run in r["runs"]]
-            out.append(f"| {k} | {p['blocks']['p50']} / {p['blocks']['p95']} | {p['ms']['p50']} / {p['ms']['p95']} "
-                       f"({min(spread)}–{max(spread)}) | {p['reaction_ms']['p50']} / {p['reaction_ms']['p95']} ms |")  # fmt: skip
+            out.append(
+                f"| {k} | {p['blocks']['p50']} / {p['blocks']['p95']} | {p['ms']['p50']} / {p['ms']['p95']} "
+                f"({min(spread)}–{max(spread)}) | {p['reaction_ms']['p50']} / {p['reaction_ms']['p95']} ms |"
+            )
         worst = max(r["pooled"]["blocks"]["p95"] for r in keeper["results"].values())
         out += ["", f"Goal ≤ 1 block at p95: {_miss(worst, 1)}.", "", "![keepers](plots/keepers.png)", ""]
     agent = data.get("agent")
     if agent:
         r = agent["results"]
-        out += ["## Dispatch", "", f"Assignment mined → container running ({agent['shards']} shards, Docker storage "
-                f"{agent.get('docker_storage', '?')}).", "", "| measure | p50 | p99 | goal |", "|---|---|---|---|",
-                f"| dispatch | {r['dispatch_ms']['p50']} ms{_spread(r, 'dispatch_p50_ms')} | {r['dispatch_ms']['p99']} ms | "
-                f"p50 ≤ 300 ms: {_miss(r['dispatch_ms']['p50'], 300)} |",
-                f"| overhead per shard | {r['overhead_ms']['p50']} ms = {r['overhead_pct_of_60s']} % of 60 s | | ≤ 1 %: "
-                f"{_miss(r['overhead_pct_of_60s'], 1.0)} |", ""]  # fmt: skip
+        out += [
+            "## Dispatch",
+            "",
+            f"Assignment mined → container running ({agent['shards']} shards, Docker storage "
+            f"{agent.get('docker_storage', '?')}).",
+            "",
+            "| measure | p50 | p99 | goal |",
+            "|---|---|---|---|",
+            f"| dispatch | {r['dispatch_ms']['p50']} ms{_spread(r, 'dispatch_p50_ms')} | {r['dispatch_ms']['p99']} ms | "
+            f"p50 ≤ 300 ms: {_miss(r['dispatch_ms']['p50'], 300)} |",
+            f"| overhead per shard | {r['overhead_ms']['p50']} ms = {r['overhead_pct_of_60s']} % of 60 s | | ≤ 1 %: "
+            f"{_miss(r['overhead_pct_of_60s'], 1.0)} |",
+            "",
+        ]
     tp = data.get("throughput")
     if tp:
-        out += ["## Throughput", "", f"One job of {tp['shards']} shards, each agent running {tp['capacity_per_agent']} "
-                "containers at once, one keeper; all on this machine's cores.", "",
-                "| agents | executed shards/min | finalised shards/min (end to end) |", "|---|---|---|"]  # fmt: skip
+        out += [
+            "## Throughput",
+            "",
+            f"One job of {tp['shards']} shards, each agent running {tp['capacity_per_agent']} "
+            "containers at once, one keeper; all on this machine's cores.",
+            "",
+            "| agents | executed shards/min | finalised shards/min (end to end) |",
+            "|---|---|---|",
+        ]
         for r in tp["results"]:
             spread = [x["execution_per_min"] for x in r["runs"]]
-            out.append(f"| {r['agents']} | {r['execution_per_min']} ({min(spread)}–{max(spread)}) | {r['end_to_end_per_min']} |")
+            out.append(
+                f"| {r['agents']} | {r['execution_per_min']} ({min(spread)}–{max(spread)}) | {r['end_to_end_per_min']} |"
+            )
         rates = [r["execution_per_min"] for r in tp["results"]]
-        out += ["", "End to end includes the market's 60 s challenge window, which every result waits before it is "
-                "paid, so for one job it is about shards / (window + execution)."]  # fmt: skip
+        out += [
+            "",
+            "End to end includes the market's 60 s challenge window, which every result waits before it is "
+            "paid, so for one job it is about shards / (window + execution).",
+        ]
         if max(rates) < 1.3 * min(rates):
-            out += ["", f"How it scales: here it does not ({min(rates)}–{max(rates)} shards/min for every agent count). "
-                    "Each shard's work takes about a tenth of a second, so execution is bound by the chain's one-second "
-                    "blocks (an assignment and then a result each wait for one), and every agent, the keeper, the chain "
-                    "and the containers share this machine's cores. More agents add capacity only when the shards' own "
-                    "work, on separate machines, outweighs the two blocks each shard waits for."]  # fmt: skip
+            out += [
+                "",
+                f"How it scales: here it does not ({min(rates)}–{max(rates)} shards/min for every agent count). "
+                "Each shard's work takes about a tenth of a second, so execution is bound by the chain's one-second "
+                "blocks (an assignment and then a result each wait for one), and every agent, the keeper, the chain "
+                "and the containers share this machine's cores. More agents add capacity only when the shards' own "
+                "work, on separate machines, outweighs the two blocks each shard waits for.",
+            ]
         out += ["", "![throughput](plots/throughput.png)", ""]
     x402 = data.get("x402")
     if x402:
-        out += ["## x402", "", "A paid job post with the official `x402HttpxClient`: 402, signing, paid retry, verify, "
-                "settle, 201.", "", "| blocks | p50 | p95 | per-run p50 |", "|---|---|---|---|"]  # fmt: skip
+        out += [
+            "## x402",
+            "",
+            "A paid job post with the official `x402HttpxClient`: 402, signing, paid retry, verify, settle, 201.",
+            "",
+            "| blocks | p50 | p95 | per-run p50 |",
+            "|---|---|---|---|",
+        ]
         for s in x402["settings"]:
             runs = [r["p50"] for r in s["runs"]]
             label = "a block per transaction" if not s["block_time_s"] else f"{s['block_time_s']} s"
-            out.append(f"| {label} | {s['latency_ms']['p50']} ms | {s['latency_ms']['p95']} ms | {min(runs)}–{max(runs)} ms |")
+            out.append(
+                f"| {label} | {s['latency_ms']['p50']} ms | {s['latency_ms']['p95']} ms | {min(runs)}–{max(runs)} ms |"
+            )
         g = x402["gas"]
-        out += ["", f"Gas of a funded post: {g['post_1_shard_by_authorization']:,} against {g['plain_transfer_plus_post']:,} "
-                f"for a plain transfer plus a plain post ({g['funded_minus_plain']:+,}; goal ≤ +10,000: "
-                f"{_miss(g['funded_minus_plain'], 10_000)}).", ""]  # fmt: skip
+        out += [
+            "",
+            f"Gas of a funded post: {g['post_1_shard_by_authorization']:,} against {g['plain_transfer_plus_post']:,} "
+            f"for a plain transfer plus a plain post ({g['funded_minus_plain']:+,}; goal ≤ +10,000: "
+            f"{_miss(g['funded_minus_plain'], 10_000)}).",
+            "",
+        ]
     econ = data.get("economics")
     if econ:
         t, c = econ["totals"], econ["conservation"]
-        out += ["## Economics", "", f"{t['jobs']} jobs ({t['shards']} shards, seed {econ['seed']}) on anvil with the "
-                "default parameters and honest and dishonest participants, each with its own key: "
-                f"{t['results']} results, {t['wrong_results']} of them wrong ({t['wrong_results_paid']} paid); "
-                f"{t['disputes_opened']} disputes ({t['disputes_by_replica_mismatch']} replica mismatches), "
-                f"{t['rulings']} ruled and {t['default_outcomes']} settled by the default outcome after the ruling "
-                "deadline. The arbiter rules from the correct root, a stand-in for its own re-execution (which "
-                f"tests/facilitator and tests/adversarial run for real), and is down for {econ['arbiter_down_share']:.0%} "
-                "of disputes. Net gain: what the attacker's keys hold after (balance, market credits, stakes, keeper "
-                "bond, all withdrawn at the end) less before, less its pay for correct results; token base units.", "",
-                "| attacker | what it does | net gain | goal ≤ 0 |", "|---|---|---|---|"]  # fmt: skip
+        out += [
+            "## Economics",
+            "",
+            f"{t['jobs']} jobs ({t['shards']} shards, seed {econ['seed']}) on anvil with the "
+            "default parameters and honest and dishonest participants, each with its own key: "
+            f"{t['results']} results, {t['wrong_results']} of them wrong ({t['wrong_results_paid']} paid); "
+            f"{t['disputes_opened']} disputes ({t['disputes_by_replica_mismatch']} replica mismatches), "
+            f"{t['rulings']} ruled and {t['default_outcomes']} settled by the default outcome after the ruling "
+            "deadline. The arbiter rules from the correct root, a stand-in for its own re-execution (which "
+            f"tests/facilitator and tests/adversarial run for real), and is down for {econ['arbiter_down_share']:.0%} "
+            "of disputes. Net gain: what the attacker's keys hold after (balance, market credits, stakes, keeper "
+            "bond, all withdrawn at the end) less before, less its pay for correct results; token base units.",
+            "",
+            "| attacker | what it does | net gain | goal ≤ 0 |",
+            "|---|---|---|---|",
+        ]
         for name, gain in econ["attackers"].items():
             what = econ["participants"][name]["what"]
             out.append(f"| {name.replace('_', ' ')} | {what} | {gain:,} | {_miss(gain, GOALS['attacker_net_gain'])} |")
         slashed, late = econ["honest_providers_slashed"], econ["disputes_open_past_deadline"]
-        out += ["", "| measure | value | goal |", "|---|---|---|",
-                f"| honest providers slashed | {slashed} | 0: {_miss(slashed, GOALS['honest_providers_slashed'])} |",
-                f"| disputes open past their ruling deadline | {late} | 0: {_miss(late, GOALS['disputes_open_past_deadline'])} |",
-                f"| conservation | {c['before']['total']:,} before and {c['after']['total']:,} after (the supply); market "
-                f"balance = owed: {c['market_balance_equals_owed']} | exact: {'met' if econ['conserved'] else 'missed'} |"]  # fmt: skip
+        out += [
+            "",
+            "| measure | value | goal |",
+            "|---|---|---|",
+            f"| honest providers slashed | {slashed} | 0: {_miss(slashed, GOALS['honest_providers_slashed'])} |",
+            f"| disputes open past their ruling deadline | {late} | 0: {_miss(late, GOALS['disputes_open_past_deadline'])} |",
+            f"| conservation | {c['before']['total']:,} before and {c['after']['total']:,} after (the supply); market "
+            f"balance = owed: {c['market_balance_equals_owed']} | exact: {'met' if econ['conserved'] else 'missed'} |",
+        ]
         sleeper = econ["participants"].get("unresponsive_provider")
         if sleeper:
-            out += ["", f"The unresponsive asset lost {sleeper['slashed']:,} to {t['reclaims']} reclaims of piled leases, "
-                    "all to the treasury; the keeper and client that piled them gained "
-                    f"{econ['attackers'].get('keeper_client_lease_piling', 0):,}."]  # fmt: skip
+            out += [
+                "",
+                f"The unresponsive asset lost {sleeper['slashed']:,} to {t['reclaims']} reclaims of piled leases, "
+                "all to the treasury; the keeper and client that piled them gained "
+                f"{econ['attackers'].get('keeper_client_lease_piling', 0):,}.",
+            ]
         out.append("")
     ver = data.get("verification")
     if ver:
         m = ver["modes"]
         p = ver["spot_check_bps"] / 100
-        out += ["## Verification under attack", "",
-                f"{ver['shards_per_mode']} shards per mode, each a real container run; a quarter of the replicas on a "
-                "provider that submits wrong roots, a quarter on one that claims four times its metered use plus five "
-                "seconds; two verifier bots and the arbiter re-execute for real (bench/bench_verification.py). "
-                f"Spot checks at {p:g} %, optimistic sampling {ver['optimistic_share_bps'] / 100:g} % per verifier, "
-                f"metering tolerance {ver['metering_tolerance_bps'] / 100:g} %.", "",
-                "| mode | wrong results caught | expected | inflated claims caught | paid beyond tolerance (goal 0) "
-                "| honest challenged (goal 0) | honest slashed (goal 0) | re-executions | finality p50 (chain s) "
-                "| gas per shard (verification) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += [
+            "## Verification under attack",
+            "",
+            f"{ver['shards_per_mode']} shards per mode, each a real container run; a quarter of the replicas on a "
+            "provider that submits wrong roots, a quarter on one that claims four times its metered use plus five "
+            "seconds; two verifier bots and the arbiter re-execute for real (bench/bench_verification.py). "
+            f"Spot checks at {p:g} %, optimistic sampling {ver['optimistic_share_bps'] / 100:g} % per verifier, "
+            f"metering tolerance {ver['metering_tolerance_bps'] / 100:g} %.",
+            "",
+            "| mode | wrong results caught | expected | inflated claims caught | paid beyond tolerance (goal 0) "
+            "| honest challenged (goal 0) | honest slashed (goal 0) | re-executions | finality p50 (chain s) "
+            "| gas per shard (verification) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in m.items():
-            expected = "100 %" if name == "replicated" else (
-                f"{r['expected_caught']} (3σ {r['expected_caught_interval_3sd'][0]}–{r['expected_caught_interval_3sd'][1]}; "
-                f"P(≥ 1) = 1 − (1 − p)^n = {r['p_at_least_one_caught']:.2f})" if name == "spot_check" else "sampled share")
-            out.append(f"| {name.replace('_', ' ')} | {r['wrong_caught']}/{r['wrong_submitted']} | {expected} | "
-                       f"{r['inflated_caught']}/{r['inflated_submitted']} | {r['inflated_paid_beyond_tolerance']} | "
-                       f"{r['honest_challenged']} | {r['honest_slashed']} | {r['reexecutions']} | "
-                       f"{r['finality_seconds_p50']} | {r['gas_per_shard']:,} ({r['verification_gas_per_shard']:,}) |")  # fmt: skip
+            expected = (
+                "100 %"
+                if name == "replicated"
+                else (
+                    f"{r['expected_caught']} (3σ {r['expected_caught_interval_3sd'][0]}–{r['expected_caught_interval_3sd'][1]}; "
+                    f"P(≥ 1) = 1 − (1 − p)^n = {r['p_at_least_one_caught']:.2f})"
+                    if name == "spot_check"
+                    else "sampled share"
+                )
+            )
+            out.append(
+                f"| {name.replace('_', ' ')} | {r['wrong_caught']}/{r['wrong_submitted']} | {expected} | "
+                f"{r['inflated_caught']}/{r['inflated_submitted']} | {r['inflated_paid_beyond_tolerance']} | "
+                f"{r['honest_challenged']} | {r['honest_slashed']} | {r['reexecutions']} | "
+                f"{r['finality_seconds_p50']} | {r['gas_per_shard']:,} ({r['verification_gas_per_shard']:,}) |"
+            )
         out += ["", f"Goals met: {ver['goals_met']}.", ""]
     return "\n".join(out) + "\n"
 
@@ -246,8 +381,11 @@ def plots(data: dict) -> list[Path]:
     gas = data.get("gas")
     if gas:
         fig, ax = plt.subplots(figsize=(8, 4))
-        bars = {"computenet lifecycle (1 shard)": gas["lifecycle_1_shard"], "x402-funded post": gas["post_1_shard_by_authorization"],
-                **ANCHORS}  # fmt: skip
+        bars = {
+            "computenet lifecycle (1 shard)": gas["lifecycle_1_shard"],
+            "x402-funded post": gas["post_1_shard_by_authorization"],
+            **ANCHORS,
+        }
         ax.barh(list(bars), list(bars.values()), color=["C0", "C0"] + ["C7"] * len(ANCHORS))
         ax.axvline(GOALS["lifecycle_1_shard"], color="C3", linestyle="--", label="lifecycle goal 250k")
         ax.set_xlabel("gas")
@@ -296,8 +434,14 @@ def main() -> None:
     combined_path = ROOT / "bench" / "results.json"
     # A partial run (--only) keeps the other benchmarks' run times from the last report.
     previous = json.loads(combined_path.read_text()).get("seconds", {}) if combined_path.exists() else {}
-    combined = {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "seconds": previous | took,
-                "goals": GOALS, "anchors": ANCHORS, **{k: v for k, v in data.items() if v is not None}}  # fmt: skip
+    combined = {
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "seconds": previous | took,
+        "goals": GOALS,
+        "anchors": ANCHORS,
+        **{k: v for k, v in data.items() if v is not None},
+    }
     combined_path.write_text(json.dumps(combined, indent=2) + "\n")
     (ROOT / "bench" / "report.md").write_text(report(data))
     made = plots(data)

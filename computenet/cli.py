@@ -12,7 +12,7 @@ LOCAL_CHAIN_IDS = (31337, 1337)
 
 
 def parse_amount(text: str, decimals: int = DECIMALS) -> int:
-    """"12.5" tokens -> base units; refuses more decimals than the token has."""
+    """ "12.5" tokens -> base units; refuses more decimals than the token has."""
     try:
         value = Decimal(text)
     except InvalidOperation:

@@ -78,9 +78,15 @@ def deploy_stack(
     predicted_court = create_address(deployer.address, deployer.nonce + 2)
     assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted_market, **tx)
     market = deployer.deploy(
-        project.JobMarket, token, assets, keepers, predicted_court, treasury or deployer.address,
-        parameters.as_tuple(), **tx,
-    )  # fmt: skip
+        project.JobMarket,
+        token,
+        assets,
+        keepers,
+        predicted_court,
+        treasury or deployer.address,
+        parameters.as_tuple(),
+        **tx,
+    )
     court = deployer.deploy(project.DisputeCourt, market, assets, **tx)
     for name, got, predicted in (("JobMarket", market, predicted_market), ("DisputeCourt", court, predicted_court)):
         if got.address != predicted:

@@ -203,8 +203,20 @@ class Replica:
         """From JobMarket.replica's tuple (asset, keeper, state, lease, price, deadline, since,
         gpu_seconds) and output_root, as a plain web3 call returns them."""
         asset, keeper, state, lease, price, deadline, since, gpu_seconds = (int(x) for x in fields)
-        return cls(job, shard, index, asset, keeper, ReplicaState(state), lease, price, deadline, since, gpu_seconds,
-                   bytes(output_root))  # fmt: skip
+        return cls(
+            job,
+            shard,
+            index,
+            asset,
+            keeper,
+            ReplicaState(state),
+            lease,
+            price,
+            deadline,
+            since,
+            gpu_seconds,
+            bytes(output_root),
+        )
 
 
 @dataclass(frozen=True)

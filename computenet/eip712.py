@@ -1,9 +1,9 @@
 """EIP-712 hashing shared by every signed message, matching `contracts/modules/eip712.vy`.
 
-    domain_separator = keccak256(abi.encode(DOMAIN_TYPEHASH, keccak256(name), keccak256(version),
-                                            chainId, verifyingContract))
-    digest           = keccak256(0x19 ‖ 0x01 ‖ domain_separator ‖ struct_hash)
-    struct_hash      = keccak256(typehash ‖ abi.encode(fields...))   # static fields only
+domain_separator = keccak256(abi.encode(DOMAIN_TYPEHASH, keccak256(name), keccak256(version),
+                                        chainId, verifyingContract))
+digest           = keccak256(0x19 ‖ 0x01 ‖ domain_separator ‖ struct_hash)
+struct_hash      = keccak256(typehash ‖ abi.encode(fields...))   # static fields only
 """
 
 from collections.abc import Sequence

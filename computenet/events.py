@@ -22,19 +22,28 @@ class Event:
 
 
 def _event(name: str, *arg_names: str) -> type[Event]:
-    cls = dataclass(frozen=True)(
-        type(name, (Event,), {"__annotations__": {a: Any for a in arg_names}, "name": name})
-    )
+    cls = dataclass(frozen=True)(type(name, (Event,), {"__annotations__": {a: Any for a in arg_names}, "name": name}))
     return cls
 
 
 # JobMarket
 JobPosted = _event(
     "JobPosted",
-    "job", "client", "manifest_hash", "budget", "min_vram_mib", "gpu_count", "max_price",
-    "max_gpu_seconds", "deadline", "shard_count", "replication", "verification",
-    "keeper_fee_bps", "protocol_fee_bps",
-)  # fmt: skip
+    "job",
+    "client",
+    "manifest_hash",
+    "budget",
+    "min_vram_mib",
+    "gpu_count",
+    "max_price",
+    "max_gpu_seconds",
+    "deadline",
+    "shard_count",
+    "replication",
+    "verification",
+    "keeper_fee_bps",
+    "protocol_fee_bps",
+)
 ShardAssigned = _event("ShardAssigned", "job", "shard", "replica", "asset", "keeper", "lease", "lease_end", "price")
 ShardDeclined = _event("ShardDeclined", "job", "shard", "replica", "asset", "reason")
 ResultSubmitted = _event(
@@ -58,9 +67,15 @@ Credited = _event("Credited", "account", "amount")
 Withdrawn = _event("Withdrawn", "account", "receiver", "amount")
 ParametersUpdated = _event(
     "ParametersUpdated",
-    "keeper_fee_bps", "protocol_fee_bps", "slash_bps", "challenge_window", "decline_window",
-    "lease_grace", "min_stake", "challenge_bond",
-)  # fmt: skip
+    "keeper_fee_bps",
+    "protocol_fee_bps",
+    "slash_bps",
+    "challenge_window",
+    "decline_window",
+    "lease_grace",
+    "min_stake",
+    "challenge_bond",
+)
 Paused = _event("Paused", "account")
 Unpaused = _event("Unpaused", "account")
 TreasurySet = _event("TreasurySet", "treasury")
@@ -68,9 +83,19 @@ FacilitatorSet = _event("FacilitatorSet", "account", "enabled")
 # ComputeAsset
 AssetRegistered = _event(
     "AssetRegistered",
-    "asset", "owner", "agent", "gpu_model", "vram_mib", "gpu_count", "cpu_cores", "region", "price", "expire",
-    "max_leases", "commit",
-)  # fmt: skip
+    "asset",
+    "owner",
+    "agent",
+    "gpu_model",
+    "vram_mib",
+    "gpu_count",
+    "cpu_cores",
+    "region",
+    "price",
+    "expire",
+    "max_leases",
+    "commit",
+)
 CapacityUpdated = _event("CapacityUpdated", "asset", "max_leases")
 PriceUpdated = _event("PriceUpdated", "asset", "price")
 AssetPaused = _event("AssetPaused", "asset")

@@ -21,7 +21,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-
 from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash, typed_message
 from computenet.errors import ComputenetError, InvalidSignature
 from computenet.receipts import recover_signer, sign_digest

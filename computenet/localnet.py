@@ -14,8 +14,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from computenet.errors import ComputenetError
 
@@ -158,8 +159,14 @@ class Anvil(_Process):
 
     name = "anvil"
 
-    def __init__(self, block_time: float | None = None, port: int | None = None, log: Path | None = None,
-                 accounts: int = 10, timeout: float = 30) -> None:  # fmt: skip
+    def __init__(
+        self,
+        block_time: float | None = None,
+        port: int | None = None,
+        log: Path | None = None,
+        accounts: int = 10,
+        timeout: float = 30,
+    ) -> None:
         self.port = port or free_port()
         argv = [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.port), "--accounts", str(accounts)]
         if block_time is not None:
@@ -197,14 +204,33 @@ class RedisServer(_Process):
 
     name = "redis-server"
 
-    def __init__(self, directory: Path, port: int | None = None, databases: int = 32, log: Path | None = None,
-                 timeout: float = 10) -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        databases: int = 32,
+        log: Path | None = None,
+        timeout: float = 10,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceError("redis-server not found: install it (Debian: apt-get install redis-server)")
         self.port = port or free_port()
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(directory), "--databases", str(databases)]  # fmt: skip
+        argv = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--databases",
+            str(databases),
+        ]
         super().__init__(argv, log)
         self._wait_ready(self._answers, timeout)
 
@@ -230,7 +256,9 @@ class ProcessGroup:
     def __init__(self) -> None:
         self.processes: list[subprocess.Popen] = []
 
-    def spawn(self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
+    def spawn(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> subprocess.Popen:
         with open(log, "w") as out:  # the child keeps its own descriptor
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.processes.append(process)
@@ -258,8 +286,13 @@ class DockerEngine(_Process):
 
     name = "dockerd"
 
-    def __init__(self, directory: Path, log: Path | None = None, timeout: float = 60,
-                 storage_drivers: tuple[str, ...] = ("overlay2", "vfs")) -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: Path,
+        log: Path | None = None,
+        timeout: float = 60,
+        storage_drivers: tuple[str, ...] = ("overlay2", "vfs"),
+    ) -> None:
         binary = shutil.which("dockerd")
         if binary is None:
             raise ServiceError("dockerd not found: install Docker (Debian: apt-get install docker.io)")
@@ -271,9 +304,21 @@ class DockerEngine(_Process):
             root.mkdir(parents=True, exist_ok=True)
             # A unix socket path is limited to 108 bytes; keep it short.
             self.socket = Path(tempfile.mkdtemp(prefix="dockerd-")) / "sock"
-            argv = [binary, "--iptables=false", "--ip6tables=false", "--bridge=none", f"--storage-driver={driver}",
-                    "--data-root", str(root / "data"), "--exec-root", str(self.socket.parent / "exec"),
-                    "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{self.socket}"]  # fmt: skip
+            argv = [
+                binary,
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                f"--storage-driver={driver}",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(self.socket.parent / "exec"),
+                "--pidfile",
+                str(root / "dockerd.pid"),
+                "-H",
+                f"unix://{self.socket}",
+            ]
             super().__init__(argv, log)
             try:
                 self._wait_ready(lambda: self.client().ping(), timeout)

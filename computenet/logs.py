@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line (or plain text), with an event's fields.
 
-    log.info("mined", extra={"fields": {"call": "assign", "tx": "0x..", "block": 12}})
+log.info("mined", extra={"fields": {"call": "assign", "tx": "0x..", "block": 12}})
 """
 
 from __future__ import annotations

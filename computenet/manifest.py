@@ -75,8 +75,11 @@ def _fail(kind: str, message: str, **context: Any) -> PydanticCustomError:
 
 def _check_image(value: str) -> str:
     if "@" not in value:
-        raise _fail("image_digest", "a digest is required: pin the image as name@sha256:<64 lowercase hex>, "
-                                    "not by tag ({value})", value=value)
+        raise _fail(
+            "image_digest",
+            "a digest is required: pin the image as name@sha256:<64 lowercase hex>, not by tag ({value})",
+            value=value,
+        )
     name, digest = value.rsplit("@", 1)
     if not _DIGEST.fullmatch(digest):
         raise _fail("image_digest", "a digest is required: expected sha256:<64 lowercase hex> after '@'")
@@ -116,8 +119,12 @@ def _check_absolute_path(value: str) -> str:
 def _check_output_path(value: str) -> str:
     for mount in (INPUT_MOUNT, TMP_MOUNT, *SYSTEM_PATHS):
         if overlaps(value, mount):
-            raise _fail("output_path", "{path} overlaps {mount} (the input mount, /tmp and system paths are the "
-                                       "sandbox's own)", path=repr(value), mount=mount)  # fmt: skip
+            raise _fail(
+                "output_path",
+                "{path} overlaps {mount} (the input mount, /tmp and system paths are the sandbox's own)",
+                path=repr(value),
+                mount=mount,
+            )
     return value
 
 
@@ -207,8 +214,12 @@ class Inputs(_Strict):
             parts = file.path.split("/")
             for depth in range(1, len(parts)):
                 if "/".join(parts[:depth]) in seen:
-                    raise _fail("path_prefix", "{path} lies inside the input file {folder}", path=repr(file.path),
-                                folder=repr("/".join(parts[:depth])))  # fmt: skip
+                    raise _fail(
+                        "path_prefix",
+                        "{path} lies inside the input file {folder}",
+                        path=repr(file.path),
+                        folder=repr("/".join(parts[:depth])),
+                    )
         return files
 
     @field_validator("root")
@@ -235,8 +246,11 @@ def _check_tolerance(value: str) -> str:
     # A plain decimal in one spelling (no sign, exponent, NaN, leading or trailing zeros),
     # so equal tolerances hash alike and every language reads the same number.
     if not re.fullmatch(r"(0|[1-9][0-9]*)(\.[0-9]*[1-9])?", value):
-        raise _fail("tolerance", "must be a non-negative decimal string written out in full, e.g. \"0.00001\" "
-                                 "(no sign, exponent, leading or trailing zeros)")  # fmt: skip
+        raise _fail(
+            "tolerance",
+            'must be a non-negative decimal string written out in full, e.g. "0.00001" '
+            "(no sign, exponent, leading or trailing zeros)",
+        )
     return value
 
 
@@ -272,9 +286,9 @@ class ResultVerification(_Strict):
     def _numeric_with_numeric_compare(cls, numeric: list[NumericOutput], info: ValidationInfo) -> list[NumericOutput]:
         compare = info.data.get("compare")
         if compare == "exact" and numeric:
-            raise _fail("numeric_unused", "lists files to compare numerically, but compare is \"exact\"")
+            raise _fail("numeric_unused", 'lists files to compare numerically, but compare is "exact"')
         if compare == "numeric" and not numeric:
-            raise _fail("numeric_missing", "must list the files to compare numerically when compare is \"numeric\"")
+            raise _fail("numeric_missing", 'must list the files to compare numerically when compare is "numeric"')
         return numeric
 
 
@@ -343,7 +357,9 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     try:
         json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"manifest: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        raise ManifestError(
+            f"manifest: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
     try:
         return Manifest.model_validate_json(text)
     except ValidationError as error:
@@ -374,9 +390,17 @@ def image_digest(manifest: Manifest) -> str:
     return manifest.image.rsplit("@", 1)[1]
 
 
-def build_manifest(image: str, command: list[str], files: dict[str, bytes], *, timeout_seconds: int,
-                   max_output_bytes: int, env: dict[str, str] | None = None, output_path: str = "/out",
-                   verification: dict[str, Any] | None = None) -> Manifest:  # fmt: skip
+def build_manifest(
+    image: str,
+    command: list[str],
+    files: dict[str, bytes],
+    *,
+    timeout_seconds: int,
+    max_output_bytes: int,
+    env: dict[str, str] | None = None,
+    output_path: str = "/out",
+    verification: dict[str, Any] | None = None,
+) -> Manifest:
     """A validated manifest for `files` (relative path -> content) staged under /in: each
     file named by its SHA-256 and size, and their Merkle root; `verification` is the
     manifest's verification section (ResultVerification's fields; none: the defaults)."""
@@ -386,9 +410,15 @@ def build_manifest(image: str, command: list[str], files: dict[str, bytes], *, t
 
     inputs = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in sorted(files.items())]
     root = "0x" + MerkleTree.from_files(files).root.hex() if files else ZERO_ROOT
-    body = {"version": 1, "image": image, "command": command, "env": env or {},
-            "inputs": {"files": inputs, "root": root},
-            "outputs": {"path": output_path, "max_bytes": max_output_bytes}, "timeout_seconds": timeout_seconds}  # fmt: skip
+    body = {
+        "version": 1,
+        "image": image,
+        "command": command,
+        "env": env or {},
+        "inputs": {"files": inputs, "root": root},
+        "outputs": {"path": output_path, "max_bytes": max_output_bytes},
+        "timeout_seconds": timeout_seconds,
+    }
     if verification is not None:
         body["verification"] = verification
     return parse_manifest(json.dumps(body))

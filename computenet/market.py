@@ -289,7 +289,9 @@ class Market:
             receipt = self.market.assign(job_id, shard, asset_id, sender=sender, **tx)
         return int(receipt.events.filter(self.market.ShardAssigned)[0].replica)
 
-    def receipt_for(self, job_id: int, shard: int, index: int, output_root: bytes, gpu_seconds: int, exit_code: int) -> ExecutionReceipt:
+    def receipt_for(
+        self, job_id: int, shard: int, index: int, output_root: bytes, gpu_seconds: int, exit_code: int
+    ) -> ExecutionReceipt:
         """The receipt an agent signs for a replica's current lease."""
         job = self.job(job_id)
         rep = self.replica(job_id, shard, index)
@@ -323,7 +325,10 @@ class Market:
         self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
         receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
         signature = receipt.sign(agent_key, self.chain_id, self.market.address)
-        if receipt.recover(signature, self.chain_id, self.market.address).lower() != str(self.assets.agentOf(rep.asset)).lower():
+        if (
+            receipt.recover(signature, self.chain_id, self.market.address).lower()
+            != str(self.assets.agentOf(rep.asset)).lower()
+        ):
             raise revert_error("job_market: receipt not signed by the asset's agent", preflight=True)
         with typed_reverts():
             return self.market.submit_result(

@@ -38,9 +38,7 @@ def _check_hash(value: bytes, what: str) -> bytes:
 
 def leaf_from_hashes(path_hash: bytes, content_hash: bytes) -> bytes:
     """The leaf for a file given keccak256 of its UTF-8 path and of its content (what the contract receives)."""
-    return keccak(
-        LEAF_PREFIX + _check_hash(path_hash, "path_hash") + _check_hash(content_hash, "content_hash")
-    )
+    return keccak(LEAF_PREFIX + _check_hash(path_hash, "path_hash") + _check_hash(content_hash, "content_hash"))
 
 
 def leaf(path: str, content: bytes) -> bytes:

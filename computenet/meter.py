@@ -60,10 +60,11 @@ time is missed; a container that ends before its first sample has no CPU figure.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 NVML_ACCOUNTING, CGROUP_CPU, WALL_CLOCK = "nvml-accounting", "cgroup-cpu", "wall-clock"
 METERS = (NVML_ACCOUNTING, CGROUP_CPU, WALL_CLOCK)  # strongest first
@@ -159,8 +160,9 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
     return paths
 
 
-def cgroup_candidates(root: Path, container_id: str, unified: bool,
-                      proc_paths: dict[str, str] | None = None) -> list[Path]:  # fmt: skip
+def cgroup_candidates(
+    root: Path, container_id: str, unified: bool, proc_paths: dict[str, str] | None = None
+) -> list[Path]:
     """Folders that may hold the container's CPU accounting, most likely first. `unified`:
     `root` is a cgroup v2 mount (else v1 or hybrid, v2 at root/unified); `proc_paths`: the
     container's init process's /proc/<pid>/cgroup, parsed."""
@@ -198,8 +200,14 @@ def sum_accounting(entries: Iterable[tuple[int, int]]) -> GpuTime:
     return GpuTime(total, round(weighted / total) if total else None)
 
 
-def choose(gpu_indices: tuple[int, ...], wall_seconds: float, gpu: GpuTime | None, gpu_reason: str,
-           cpu_usec: int | None, cpu_reason: str) -> Metering:  # fmt: skip
+def choose(
+    gpu_indices: tuple[int, ...],
+    wall_seconds: float,
+    gpu: GpuTime | None,
+    gpu_reason: str,
+    cpu_usec: int | None,
+    cpu_reason: str,
+) -> Metering:
     """The Metering of one run from what each meter gave: `gpu` (None: NVML failed, for
     `gpu_reason`), `cpu_usec` (None: not read, for `cpu_reason`). CPU-only work (no
     `gpu_indices`) never uses NVML."""
@@ -290,8 +298,13 @@ def measure_pids(pids: Iterable[int], gpu_indices: Iterable[int], since: float |
         nvml.nvmlShutdown()
 
 
-def process_metering(pids: Iterable[int], gpu_indices: tuple[int, ...], wall_seconds: float,
-                     cpu_ms: int | None = None, since: float | None = None) -> Metering:  # fmt: skip
+def process_metering(
+    pids: Iterable[int],
+    gpu_indices: tuple[int, ...],
+    wall_seconds: float,
+    cpu_ms: int | None = None,
+    since: float | None = None,
+) -> Metering:
     """The Metering of plain processes that have ended: NVML accounting of `pids`, else their
     CPU time `cpu_ms` (e.g. from rusage; meter "cgroup-cpu"), else wall-clock."""
     gpu, gpu_reason = _gpu_time(tuple(pids), gpu_indices, since)
@@ -317,7 +330,9 @@ class ContainerMeter:
     """Meters one container (a docker SDK Container) that runs on `gpu_indices` (NVML
     indices; empty for CPU-only work). See the module docstring."""
 
-    def __init__(self, container: Any, gpu_indices: tuple[int, ...], cgroup_root: str | Path = "/sys/fs/cgroup") -> None:
+    def __init__(
+        self, container: Any, gpu_indices: tuple[int, ...], cgroup_root: str | Path = "/sys/fs/cgroup"
+    ) -> None:
         self.container = container
         self.gpu_indices = tuple(gpu_indices)
         self.root = Path(cgroup_root)
@@ -368,8 +383,10 @@ class ContainerMeter:
         for folder in cgroup_candidates(self.root, container_id, unified, proc_paths):
             if _read_usage(folder) is not None:
                 return folder
-        self._cpu_reason = (f"no cgroup with CPU usage found for container {container_id[:12]} under {self.root}"
-                            f" (init pid {pid or 'unknown'})")  # fmt: skip
+        self._cpu_reason = (
+            f"no cgroup with CPU usage found for container {container_id[:12]} under {self.root}"
+            f" (init pid {pid or 'unknown'})"
+        )
         return None
 
     def _started(self) -> int:
@@ -403,4 +420,3 @@ def _read_usage(folder: Path) -> int | None:
         return parse_cpuacct_usage((folder / "cpuacct.usage").read_text())
     except (OSError, ValueError):
         return None
-

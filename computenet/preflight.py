@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Verification
-from computenet.domain import MAX_REPLICATION, MAX_SHARDS
+from computenet.domain import (
+    MAX_REPLICATION,
+    MAX_SHARDS,
+    Asset,
+    Job,
+    Parameters,
+    Replica,
+    ReplicaState,
+    Requirements,
+    Verification,
+)
 
 UINT32_MAX = 2**32 - 1
 UINT40_MAX = 2**40 - 1
@@ -19,7 +28,9 @@ UINT80_MAX = 2**80 - 1
 ZERO_HASH = b"\x00" * 32
 
 
-def post_problem(manifest_hash: bytes, req: Requirements, params: Parameters, now: int, paused: bool = False) -> str | None:
+def post_problem(
+    manifest_hash: bytes, req: Requirements, params: Parameters, now: int, paused: bool = False
+) -> str | None:
     """Why `post_job(manifest_hash, req)` would revert (token balance and allowance aside)."""
     if paused:
         return "market_params: paused"
@@ -118,7 +129,9 @@ def assign_problem(
     return open_replica(replicas, asset.id)[1]
 
 
-def submit_problem(replica: Replica, now: int, output_root: bytes, gpu_seconds: int = 0, gpu_count: int = 0) -> str | None:
+def submit_problem(
+    replica: Replica, now: int, output_root: bytes, gpu_seconds: int = 0, gpu_count: int = 0
+) -> str | None:
     """Why `submit_result` would revert at `now`, the receipt signature aside; `gpu_count` is
     the job's (a claim may be at most the time since assignment × GPUs, × 1 for CPU work)."""
     if replica.state != ReplicaState.ASSIGNED:

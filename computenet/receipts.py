@@ -16,7 +16,8 @@ from typing import Any
 
 from eth_account import Account
 from eth_keys import keys
-from eth_keys.exceptions import BadSignature, ValidationError as KeysValidationError
+from eth_keys.exceptions import BadSignature
+from eth_keys.exceptions import ValidationError as KeysValidationError
 
 from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash, typed_message
 from computenet.errors import InvalidSignature
@@ -161,4 +162,3 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
     except (BadSignature, KeysValidationError, ValueError) as error:
         raise InvalidSignature(f"signature recovers no key: {error}") from None
     return public_key.to_checksum_address()
-

@@ -13,9 +13,10 @@ The wall-clock limit is enforced by the agent: past it the container is killed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from computenet.meter import engine_seconds  # the engine's RFC 3339 stamps, in Unix seconds
 
@@ -133,8 +134,14 @@ def start(client: Any, spec: RunSpec) -> Any:
     return container
 
 
-def wait(container: Any, timeout_seconds: float, started: float | None = None,
-         on_poll: Callable[[], None] | None = None, poll: float = 0.5, meter: Any = None) -> RunResult:  # fmt: skip
+def wait(
+    container: Any,
+    timeout_seconds: float,
+    started: float | None = None,
+    on_poll: Callable[[], None] | None = None,
+    poll: float = 0.5,
+    meter: Any = None,
+) -> RunResult:
     """Waits for `container` to end, killing it once `timeout_seconds` have passed since
     `started` (default: now); `on_poll` runs between checks (telemetry sampling), and
     `meter` (a computenet.meter.ContainerMeter) samples its CPU time and processes then."""

@@ -25,7 +25,9 @@ def request_message(scope: str, chain_id: int, server: str, request: str, expire
     return f"computenet {scope}|{chain_id}|{server.lower()}|{request}|{expires}"
 
 
-def sign_request(private_key: Any, scope: str, chain_id: int, server: str, request: str, validity: int = 60) -> dict[str, str]:
+def sign_request(
+    private_key: Any, scope: str, chain_id: int, server: str, request: str, validity: int = 60
+) -> dict[str, str]:
     """Headers that authorise `request` (e.g. "GET /path?query") at `server`'s `scope` service."""
     expires = int(time.time()) + validity
     message = request_message(scope, chain_id, server, request, expires)
@@ -40,8 +42,9 @@ def sign_request(private_key: Any, scope: str, chain_id: int, server: str, reque
 def caller(headers: Any, scope: str, chain_id: int, server: str, request: str, now: float) -> str:
     """The address that signed this request; HTTPException 401 naming what is wrong."""
     try:
-        address, expires, signature = (headers[h] for h in ("X-Computenet-Address", "X-Computenet-Expires",
-                                                            "X-Computenet-Signature"))  # fmt: skip
+        address, expires, signature = (
+            headers[h] for h in ("X-Computenet-Address", "X-Computenet-Expires", "X-Computenet-Signature")
+        )
         expires_at = int(expires)
     except (KeyError, ValueError):
         raise HTTPException(401, "sign the request: X-Computenet-Address, X-Computenet-Expires, X-Computenet-Signature")

@@ -54,7 +54,9 @@ def fetch_manifest(store: StoreClient, committed: bytes) -> Manifest:
     try:
         raw = store.get("keccak256", committed.hex(), max_bytes=MAX_MANIFEST_BYTES)
     except BlobTooLarge:
-        raise Decline("manifest too large", f"the manifest 0x{committed.hex()} is over {MAX_MANIFEST_BYTES} bytes") from None
+        raise Decline(
+            "manifest too large", f"the manifest 0x{committed.hex()} is over {MAX_MANIFEST_BYTES} bytes"
+        ) from None
     except BlobNotFound:
         raise Decline("manifest not found", f"the store has no manifest 0x{committed.hex()}") from None
     except StoreError as error:
@@ -88,7 +90,9 @@ def ensure_image(client: Any, reference: str) -> str:
     try:
         image = client.images.pull(f"{name.split(':')[0]}@{digest}")
     except docker.errors.APIError as error:
-        raise Decline("image not found", f"{reference}: not here and not pullable: {error.explanation or error}") from None
+        raise Decline(
+            "image not found", f"{reference}: not here and not pullable: {error.explanation or error}"
+        ) from None
     return image.id
 
 
@@ -141,10 +145,13 @@ def bound_outputs(outputs: Path, max_bytes: int) -> str:
     if os.geteuid() != 0:
         return "not root: outputs bounded per file by RLIMIT_FSIZE and in all by the commitment's check"
     options = f"size={output_bytes(max_bytes)},nr_inodes={OUTPUT_INODES},mode=0777,nosuid,nodev,noexec"
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "computenet-out", str(outputs)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "computenet-out", str(outputs)], capture_output=True, text=True
+    )
     if done.returncode != 0:
-        return f"no tmpfs ({done.stderr.strip() or done.returncode}): outputs bounded by RLIMIT_FSIZE and the commitment"
+        return (
+            f"no tmpfs ({done.stderr.strip() or done.returncode}): outputs bounded by RLIMIT_FSIZE and the commitment"
+        )
     return f"outputs on a tmpfs of {output_bytes(max_bytes)} bytes"
 
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from Crypto.Hash import keccak as _keccak
-
 from eth_utils import keccak
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
@@ -191,13 +190,16 @@ class StoreClient:
     def put(self, data: bytes) -> dict[str, str | int]:
         import json
 
-        request = urllib.request.Request(f"{self.url}/blobs", data=data, method="PUT",
-                                         headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{self.url}/blobs", data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
-            raise StoreError(f"store {self.url} refused the upload: {error.code} {error.read()[:300].decode(errors='replace')}") from None
+            raise StoreError(
+                f"store {self.url} refused the upload: {error.code} {error.read()[:300].decode(errors='replace')}"
+            ) from None
         except urllib.error.URLError as error:
             raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
         if answer.get("sha256") != digest("sha256", data):
@@ -226,7 +228,9 @@ class StoreClient:
                 with urllib.request.urlopen(url, timeout=self.timeout) as response, open(partial, "wb") as out:
                     names = copy_hashed(response, out, max_bytes)
             if names[algorithm] != name:
-                raise StoreError(f"blob {algorithm}:{name} does not match its content (it hashes to {names[algorithm]})")
+                raise StoreError(
+                    f"blob {algorithm}:{name} does not match its content (it hashes to {names[algorithm]})"
+                )
             os.replace(partial, target)
             return names
         finally:

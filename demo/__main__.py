@@ -20,8 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @click.command()
-@click.option("--logs", "logdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for every log (default: logs/demo-<time>).")  # fmt: skip
+@click.option(
+    "--logs",
+    "logdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for every log (default: logs/demo-<time>).",
+)
 @click.option("--shards", type=int, default=8, show_default=True, help="Shards of the batch-inference job.")
 @click.option("--timeout", type=float, default=240, show_default=True, help="Seconds the jobs may take to finish.")
 @click.option("--faults", is_flag=True, help="Run the fault scenario (make demo-faults) instead.")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 from rich.console import Console
@@ -50,29 +50,63 @@ def with_faults(net: Network, console: Console, say: Callable[[str], None], *, s
     net.kill(f"keeper-{len(KEEPERS)}")
     say(f"killed keeper-{len(KEEPERS)} (listener and workers, SIGKILL); keeper-1 carries on alone")
     happened.append(("keeper killed", f"keeper-{len(KEEPERS)} stopped with SIGKILL; keeper-1 did the rest"))
-    replicated = _post(net, chain, client, "replicated hashing", workloads.hashing(files=4, rounds=500), shards=1,
-                       replication=2, max_price=net.assets[liar].price, max_gpu_seconds=30, timeout_seconds=12)  # fmt: skip
-    say(f"job {replicated}: 1 shard x 2 replicas, price cap {net.assets[liar].price}: only assets {honest} and {liar} qualify")
+    replicated = _post(
+        net,
+        chain,
+        client,
+        "replicated hashing",
+        workloads.hashing(files=4, rounds=500),
+        shards=1,
+        replication=2,
+        max_price=net.assets[liar].price,
+        max_gpu_seconds=30,
+        timeout_seconds=12,
+    )
+    say(
+        f"job {replicated}: 1 shard x 2 replicas, price cap {net.assets[liar].price}: only assets {honest} and {liar} qualify"
+    )
     opened = wait_until(lambda: chain.logs("DisputeOpened", job=replicated), 120, "the replicas' dispute", 0.5)
-    say(f"job {replicated}: the replicas' roots differ; dispute opened by the market itself (challenger "
-        f"{opened[0]['args']['challenger']})")  # fmt: skip
+    say(
+        f"job {replicated}: the replicas' roots differ; dispute opened by the market itself (challenger "
+        f"{opened[0]['args']['challenger']})"
+    )
     ruling = _ruling(net, replicated)
     rejected = chain.logs("ReplicaRejected", job=replicated)
-    say(f"facilitator ruled unasked, from its own re-execution: valid root {ruling['valid_root'][:18]}..., "
+    say(
+        f"facilitator ruled unasked, from its own re-execution: valid root {ruling['valid_root'][:18]}..., "
         f"replica(s) {ruling['upheld']} upheld, {len(rejected)} rejected and slashed "
-        f"{format_amount(sum(e['args']['slashed'] for e in rejected))} (tx {ruling['transaction'][:18]}...)")  # fmt: skip
-    happened.append(("dishonest agent", f"asset {liar}'s result differed; disputed; the facilitator re-ran it and "
-                     f"ruled; slashed {format_amount(sum(e['args']['slashed'] for e in rejected))}"))  # fmt: skip
+        f"{format_amount(sum(e['args']['slashed'] for e in rejected))} (tx {ruling['transaction'][:18]}...)"
+    )
+    happened.append(
+        (
+            "dishonest agent",
+            f"asset {liar}'s result differed; disputed; the facilitator re-ran it and "
+            f"ruled; slashed {format_amount(sum(e['args']['slashed'] for e in rejected))}",
+        )
+    )
     net.groups[f"agent-{liar}"].stop()
     net.start_agent(liar)
     say(f"asset {liar}'s node is fixed (an honest agent again); its replica runs again")
 
     # 2. an agent killed mid-shard, then Redis restarted
-    slow_command = ["python3", "-c", f"import runpy, time; time.sleep({SLOW}); "
-                    "runpy.run_path('/in/hash_shard.py', run_name='__main__')"]  # fmt: skip
+    slow_command = [
+        "python3",
+        "-c",
+        f"import runpy, time; time.sleep({SLOW}); runpy.run_path('/in/hash_shard.py', run_name='__main__')",
+    ]
     _, env, inputs = workloads.hashing(files=4, rounds=500)
-    slow = _post(net, chain, client, "slow hashing", (slow_command, env, inputs), shards=shards, replication=1,
-                 max_price=max(p.price for p in net.assets.values()), max_gpu_seconds=30, timeout_seconds=12)  # fmt: skip
+    slow = _post(
+        net,
+        chain,
+        client,
+        "slow hashing",
+        (slow_command, env, inputs),
+        shards=shards,
+        replication=1,
+        max_price=max(p.price for p in net.assets.values()),
+        max_gpu_seconds=30,
+        timeout_seconds=12,
+    )
     say(f"job {slow}: {shards} shards that each take over {SLOW} s")
     victim = wait_until(lambda: _running_on(net, slow, exclude={liar}), 120, "a shard running", 0.2)
     net.kill(f"agent-{victim}")
@@ -81,15 +115,26 @@ def with_faults(net: Network, console: Console, say: Callable[[str], None], *, s
     net.restart_redis()
     say("restarted Redis, empty: the keeper and the agents reconnect")
     replay = wait_until(lambda: _replay_after(net, restarted), 120, "keeper-1 to replay the chain", 0.5)
-    say(f"keeper-1 found its cursor gone and replayed blocks 0-{replay['to']} ({replay['events']} events) from the chain")
+    say(
+        f"keeper-1 found its cursor gone and replayed blocks 0-{replay['to']} ({replay['events']} events) from the chain"
+    )
     reclaimed = wait_until(lambda: chain.logs("ShardReclaimed", job=slow), 180, "the expired lease's reclaim", 1)
-    say(f"job {slow}: shard {reclaimed[0]['args']['shard']} reclaimed from asset {victim}, stake slashed "
-        f"{format_amount(reclaimed[0]['args']['slashed'])}; it is reassigned")  # fmt: skip
+    say(
+        f"job {slow}: shard {reclaimed[0]['args']['shard']} reclaimed from asset {victim}, stake slashed "
+        f"{format_amount(reclaimed[0]['args']['slashed'])}; it is reassigned"
+    )
     net.start_agent(victim)
     say(f"asset {victim}'s agent is back (its finished results are served again; the reclaimed lease is dropped)")
-    happened.append(("agent killed mid-shard", f"asset {victim}'s lease expired; reclaimed; slashed "
-                     f"{format_amount(reclaimed[0]['args']['slashed'])}; reassigned"))  # fmt: skip
-    happened.append(("Redis restarted", f"emptied; keeper-1 replayed blocks 0-{replay['to']} from the chain; no event lost"))
+    happened.append(
+        (
+            "agent killed mid-shard",
+            f"asset {victim}'s lease expired; reclaimed; slashed "
+            f"{format_amount(reclaimed[0]['args']['slashed'])}; reassigned",
+        )
+    )
+    happened.append(
+        ("Redis restarted", f"emptied; keeper-1 replayed blocks 0-{replay['to']} from the chain; no event lost")
+    )
 
     jobs = {replicated: "replicated hashing (a dishonest replica)", slow: "slow hashing (an agent killed)"}
     run.follow(net, chain, console, jobs, timeout)
@@ -113,20 +158,40 @@ def _python() -> list[str]:
     return [sys.executable]
 
 
-def _post(net: Network, chain: run.Chain, client: Sender, name: str, workload: tuple, *, shards: int, replication: int,
-          max_price: int, max_gpu_seconds: int, timeout_seconds: int) -> int:  # fmt: skip
+def _post(
+    net: Network,
+    chain: run.Chain,
+    client: Sender,
+    name: str,
+    workload: tuple,
+    *,
+    shards: int,
+    replication: int,
+    max_price: int,
+    max_gpu_seconds: int,
+    timeout_seconds: int,
+) -> int:
     from computenet.store import StoreClient
 
     command, env, inputs = workload
     store = StoreClient(net.store.url)
-    manifest = build_manifest(net.image, command, inputs, timeout_seconds=timeout_seconds, max_output_bytes=1 << 20, env=env)
+    manifest = build_manifest(
+        net.image, command, inputs, timeout_seconds=timeout_seconds, max_output_bytes=1 << 20, env=env
+    )
     for data in inputs.values():
         store.put(data)
     store.put(canonical_json(manifest))
     now = chain.web3.eth.get_block("latest")["timestamp"]
-    req = Requirements(min_vram_mib=0, gpu_count=0, max_price=max_price, max_gpu_seconds=max_gpu_seconds,
-                       deadline=now + 3_600, shard_count=shards, replication=replication,
-                       verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC)  # fmt: skip
+    req = Requirements(
+        min_vram_mib=0,
+        gpu_count=0,
+        max_price=max_price,
+        max_gpu_seconds=max_gpu_seconds,
+        deadline=now + 3_600,
+        shard_count=shards,
+        replication=replication,
+        verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC,
+    )
     receipt = client.send(chain.market.functions.post_job(manifest_hash(manifest), req.as_tuple()))
     from web3.logs import DISCARD
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Spec
@@ -58,8 +58,16 @@ ASSETS = (
 class Network:
     """Starts and stops every part; `say` reports progress."""
 
-    def __init__(self, logdir: Path, say: Callable[[str], None] = print, *, plans: tuple[AssetPlan, ...] = ASSETS,
-                 keepers: int = len(KEEPERS), max_leases: int = 4, agent_env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        logdir: Path,
+        say: Callable[[str], None] = print,
+        *,
+        plans: tuple[AssetPlan, ...] = ASSETS,
+        keepers: int = len(KEEPERS),
+        max_leases: int = 4,
+        agent_env: dict[str, str] | None = None,
+    ) -> None:
         self.logdir = logdir
         logdir.mkdir(parents=True, exist_ok=True)
         self.say = say
@@ -117,8 +125,9 @@ class Network:
         self._ape.__enter__()
         test = accounts.test_accounts
         self.test = test
-        params = DEFAULT_PARAMETERS.__class__(**{**DEFAULT_PARAMETERS.__dict__, "challenge_window": CHALLENGE_WINDOW,
-                                                 "lease_grace": LEASE_GRACE})  # fmt: skip
+        params = DEFAULT_PARAMETERS.__class__(
+            **{**DEFAULT_PARAMETERS.__dict__, "challenge_window": CHALLENGE_WINDOW, "lease_grace": LEASE_GRACE}
+        )
         self.stack = deploy_stack(project, test[OWNER], treasury=test[TREASURY].address, parameters=params)
         token, assets, keepers, market = self.stack.token, self.stack.assets, self.stack.keepers, self.stack.market
         market.set_facilitator(test[FACILITATOR], True, sender=test[OWNER])
@@ -138,14 +147,24 @@ class Network:
                 test[OWNER].transfer(test[plan.agent], 10 * 10**18)
         expire = chain.pending_timestamp + 30 * 86_400
         for plan in self.plans:
-            spec = Spec(gpu_model=0, vram_mib=0, gpu_count=0, cpu_cores=plan.cpu_cores, region=plan.region,
-                        price=plan.price, expire=expire, max_leases=self.max_leases)  # fmt: skip
+            spec = Spec(
+                gpu_model=0,
+                vram_mib=0,
+                gpu_count=0,
+                cpu_cores=plan.cpu_cores,
+                region=plan.region,
+                price=plan.price,
+                expire=expire,
+                max_leases=self.max_leases,
+            )
             receipt = assets.register(spec.as_tuple(), test[plan.agent], b"\x11" * 32, sender=test[plan.provider])
             asset = receipt.events.filter(assets.AssetRegistered)[0].asset
             assets.add_stake(asset, 1_000 * TOKEN, sender=test[plan.provider])
             self.assets[int(asset)] = plan
-            self.say(f"asset {asset} {plan.name}: {plan.cpu_cores} cores, {plan.price} units/s, "
-                     f"provider TEST::{plan.provider}, agent TEST::{plan.agent}")  # fmt: skip
+            self.say(
+                f"asset {asset} {plan.name}: {plan.cpu_cores} cores, {plan.price} units/s, "
+                f"provider TEST::{plan.provider}, agent TEST::{plan.agent}"
+            )
         self.chain_id = chain.chain_id
         self.deployments = self.logdir / "deployments.json"
         record = self.stack.addresses() | {"chain_id": chain.chain_id, "block": 0}
@@ -168,17 +187,24 @@ class Network:
         self.facilitator_url, self.gateway_url = f"http://127.0.0.1:{fport}", f"http://127.0.0.1:{gport}"
         outputs = ",".join(f"{self.test[self.assets[a].agent].address}={url}" for a, url in self.outputs.items())
         env = os.environ | {
-            "COMPUTENET_FACILITATOR_RPC_URL": self.anvil.uri, "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
-            "COMPUTENET_FACILITATOR_MARKET": self.stack.market.address, "COMPUTENET_FACILITATOR_PORT": str(fport),
+            "COMPUTENET_FACILITATOR_RPC_URL": self.anvil.uri,
+            "COMPUTENET_FACILITATOR_ACCOUNT": f"TEST::{FACILITATOR}",
+            "COMPUTENET_FACILITATOR_MARKET": self.stack.market.address,
+            "COMPUTENET_FACILITATOR_PORT": str(fport),
             "COMPUTENET_FACILITATOR_AUDIT_LOG": str(self.logdir / "facilitator-audit.jsonl"),
-            "COMPUTENET_FACILITATOR_GATEWAYS": self.test[GATEWAY].address, "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
+            "COMPUTENET_FACILITATOR_GATEWAYS": self.test[GATEWAY].address,
+            "COMPUTENET_GATEWAY_ACCOUNT": f"TEST::{GATEWAY}",
             "COMPUTENET_FACILITATOR_ARBITER_STATE": str(self.logdir / "facilitator-arbiter.json"),
             # The arbiter re-executes disputed shards as the agents run them: same store, engine and limits.
-            "COMPUTENET_FACILITATOR_STORE_URL": self.store.url, "COMPUTENET_FACILITATOR_MEMORY_MIB": AGENT_MEMORY_MIB,
-            "COMPUTENET_GATEWAY_RPC_URL": self.anvil.uri, "COMPUTENET_GATEWAY_MARKET": self.stack.market.address,
-            "COMPUTENET_GATEWAY_FACILITATOR_URL": self.facilitator_url, "COMPUTENET_GATEWAY_PORT": str(gport),
-            "COMPUTENET_GATEWAY_STORE_URL": self.store.url, "COMPUTENET_GATEWAY_OUTPUTS": outputs,
-        }  # fmt: skip
+            "COMPUTENET_FACILITATOR_STORE_URL": self.store.url,
+            "COMPUTENET_FACILITATOR_MEMORY_MIB": AGENT_MEMORY_MIB,
+            "COMPUTENET_GATEWAY_RPC_URL": self.anvil.uri,
+            "COMPUTENET_GATEWAY_MARKET": self.stack.market.address,
+            "COMPUTENET_GATEWAY_FACILITATOR_URL": self.facilitator_url,
+            "COMPUTENET_GATEWAY_PORT": str(gport),
+            "COMPUTENET_GATEWAY_STORE_URL": self.store.url,
+            "COMPUTENET_GATEWAY_OUTPUTS": outputs,
+        }
         if self.docker_host:
             env["COMPUTENET_FACILITATOR_DOCKER_HOST"] = self.docker_host
         group = self.groups.setdefault("payments", ProcessGroup())
@@ -192,13 +218,23 @@ class Network:
         plan = self.assets[asset]
         port = int(self.outputs[asset].rsplit(":", 1)[1]) if asset in self.outputs else free_port()
         self.outputs[asset] = f"http://127.0.0.1:{port}"
-        env = os.environ | {
-            "COMPUTENET_DEPLOYMENTS": str(self.deployments), "COMPUTENET_AGENT_NETWORK": self.anvil.uri,
-            "COMPUTENET_AGENT_ACCOUNT": f"TEST::{plan.agent}", "COMPUTENET_AGENT_ASSETS": str(asset),
-            "COMPUTENET_AGENT_STORE_URL": self.store.url, "COMPUTENET_AGENT_REDIS_URL": self.redis.url(0),
-            "COMPUTENET_AGENT_WORK_DIR": str(self.logdir / f"agent-{asset}"), "COMPUTENET_AGENT_OUTPUTS_PORT": str(port),
-            "COMPUTENET_AGENT_MEMORY_MIB": AGENT_MEMORY_MIB, "COMPUTENET_AGENT_LOG_FORMAT": "json",
-        } | self.agent_env | (extra_env or {})  # fmt: skip
+        env = (
+            os.environ
+            | {
+                "COMPUTENET_DEPLOYMENTS": str(self.deployments),
+                "COMPUTENET_AGENT_NETWORK": self.anvil.uri,
+                "COMPUTENET_AGENT_ACCOUNT": f"TEST::{plan.agent}",
+                "COMPUTENET_AGENT_ASSETS": str(asset),
+                "COMPUTENET_AGENT_STORE_URL": self.store.url,
+                "COMPUTENET_AGENT_REDIS_URL": self.redis.url(0),
+                "COMPUTENET_AGENT_WORK_DIR": str(self.logdir / f"agent-{asset}"),
+                "COMPUTENET_AGENT_OUTPUTS_PORT": str(port),
+                "COMPUTENET_AGENT_MEMORY_MIB": AGENT_MEMORY_MIB,
+                "COMPUTENET_AGENT_LOG_FORMAT": "json",
+            }
+            | self.agent_env
+            | (extra_env or {})
+        )
         if self.docker_host:
             env["COMPUTENET_AGENT_DOCKER_HOST"] = env["DOCKER_HOST"] = self.docker_host
         group = self.groups.setdefault(f"agent-{asset}", ProcessGroup())
@@ -209,11 +245,15 @@ class Network:
         """A verifier bot with its own key: re-executes the results sampled for it, challenges wrong ones."""
         self.verifier_state = self.logdir / "verifier-state.json"
         env = os.environ | {
-            "COMPUTENET_VERIFIER_RPC_URL": self.anvil.uri, "COMPUTENET_VERIFIER_MARKET": self.stack.market.address,
-            "COMPUTENET_VERIFIER_ACCOUNT": f"TEST::{VERIFIER}", "COMPUTENET_VERIFIER_STORE_URL": self.store.url,
-            "COMPUTENET_VERIFIER_STATE_FILE": str(self.verifier_state), "COMPUTENET_VERIFIER_METRICS_PORT": "0",
-            "COMPUTENET_VERIFIER_MEMORY_MIB": AGENT_MEMORY_MIB, "COMPUTENET_VERIFIER_LOG_FORMAT": "json",
-        }  # fmt: skip
+            "COMPUTENET_VERIFIER_RPC_URL": self.anvil.uri,
+            "COMPUTENET_VERIFIER_MARKET": self.stack.market.address,
+            "COMPUTENET_VERIFIER_ACCOUNT": f"TEST::{VERIFIER}",
+            "COMPUTENET_VERIFIER_STORE_URL": self.store.url,
+            "COMPUTENET_VERIFIER_STATE_FILE": str(self.verifier_state),
+            "COMPUTENET_VERIFIER_METRICS_PORT": "0",
+            "COMPUTENET_VERIFIER_MEMORY_MIB": AGENT_MEMORY_MIB,
+            "COMPUTENET_VERIFIER_LOG_FORMAT": "json",
+        }
         if self.docker_host:
             env["COMPUTENET_VERIFIER_DOCKER_HOST"] = self.docker_host
         group = self.groups.setdefault("verifier", ProcessGroup())
@@ -230,18 +270,24 @@ class Network:
     def start_keeper(self, index: int) -> None:
         name = f"keeper-{index + 1}"
         env = os.environ | {
-            "COMPUTENET_DEPLOYMENTS": str(self.deployments), "COMPUTENET_KEEPER_NETWORK": self.anvil.uri,
-            "COMPUTENET_KEEPER_NAME": name, "COMPUTENET_KEEPER_ACCOUNT": f"TEST::{KEEPERS[index]}",
-            "COMPUTENET_KEEPER_REDIS_URL": self.redis.url(0), "COMPUTENET_KEEPER_METRICS_PORT": "0",
+            "COMPUTENET_DEPLOYMENTS": str(self.deployments),
+            "COMPUTENET_KEEPER_NETWORK": self.anvil.uri,
+            "COMPUTENET_KEEPER_NAME": name,
+            "COMPUTENET_KEEPER_ACCOUNT": f"TEST::{KEEPERS[index]}",
+            "COMPUTENET_KEEPER_REDIS_URL": self.redis.url(0),
+            "COMPUTENET_KEEPER_METRICS_PORT": "0",
             "COMPUTENET_KEEPER_SWEEP_INTERVAL": "2",
             # Without a GPU the agents report this machine's CPU load, which the whole demo shares:
             # it says nothing about one node being busy.
             "COMPUTENET_KEEPER_MAX_UTILIZATION_PCT": "100",
-        }  # fmt: skip
+        }
         group = self.groups.setdefault(name, ProcessGroup())
         for command in ("listen", "worker", "worker"):
-            group.spawn([sys.executable, "-m", "keepers", command],
-                        self.logdir / f"{name}-{command}-{len(group.processes)}.log", env)  # fmt: skip
+            group.spawn(
+                [sys.executable, "-m", "keepers", command],
+                self.logdir / f"{name}-{command}-{len(group.processes)}.log",
+                env,
+            )
         # One Redis for both keepers (their keys and queues are named apart) and the agents' heartbeats.
         self.say(f"{name} (TEST::{KEEPERS[index]}): a listener and two Celery workers")
 
@@ -296,4 +342,3 @@ class Network:
                     part.stop()
                 except Exception as error:
                     self.say(f"stopping: {error}")
-

@@ -11,8 +11,9 @@ import os
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from rich.console import Console
@@ -22,10 +23,10 @@ from rich.table import Table
 
 from agent.outputs import sign_request
 from computenet.cli import format_amount
+from computenet.localnet import wait_until
 from computenet.manifest import build_manifest, canonical_json
 from computenet.merkle import MerkleTree
 from computenet.web3calls import contract
-from computenet.localnet import wait_until
 from demo.network import CLIENT, Network
 from examples import workloads
 
@@ -77,9 +78,11 @@ def spot_checked(net: Network, chain: Chain, job: int, say: Callable[[str], None
     mine = lambda: [d for d in net.verifier_decisions().values() if d.get("job") == job]  # noqa: E731
     wait_until(lambda: len(mine()) >= results, timeout, "the verifier bot's decisions", 0.5)
     counts = Counter(d["decision"] for d in mine())
-    say(f"verifier bot: {results} results of job {job} drawn at {SPOT_CHECK_BPS / 100:g} % after each was mined; "
+    say(
+        f"verifier bot: {results} results of job {job} drawn at {SPOT_CHECK_BPS / 100:g} % after each was mined; "
         f"{counts['agreed']} re-executed and agreed, {counts['not sampled']} not sampled, "
-        f"{sum(v for k, v in counts.items() if 'challeng' in k)} challenged")
+        f"{sum(v for k, v in counts.items() if 'challeng' in k)} challenged"
+    )
 
 
 # ----------------------------------------------------------------- the two clients
@@ -93,14 +96,44 @@ def post_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], sh
         (folder / "inputs" / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / "inputs" / path).write_bytes(data)
     # Spot-checked: the verifier bot re-executes each result with this probability, drawn after it is in.
-    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env,
-                              verification={"spot_check_bps": SPOT_CHECK_BPS})  # fmt: skip
+    manifest = build_manifest(
+        net.image,
+        command,
+        inputs,
+        timeout_seconds=15,
+        max_output_bytes=1 << 20,
+        env=env,
+        verification={"spot_check_bps": SPOT_CHECK_BPS},
+    )
     (folder / "manifest.json").write_bytes(canonical_json(manifest))
-    argv = [str(ROOT / ".venv" / "bin" / "ape"), "run", "job", "post", str(folder / "manifest.json"),
-            "--shards", str(shards), "--spot-check", "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1",
-            "--store", net.store.url, "--inputs", str(folder / "inputs"),
-            "--network", net.anvil.uri, "--account", f"TEST::{CLIENT}"]  # fmt: skip
-    env_vars = os.environ | {"COMPUTENET_DEPLOYMENTS": str(net.deployments), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    argv = [
+        str(ROOT / ".venv" / "bin" / "ape"),
+        "run",
+        "job",
+        "post",
+        str(folder / "manifest.json"),
+        "--shards",
+        str(shards),
+        "--spot-check",
+        "--max-price",
+        "0.02",
+        "--max-gpu-seconds",
+        "30",
+        "--hours",
+        "1",
+        "--store",
+        net.store.url,
+        "--inputs",
+        str(folder / "inputs"),
+        "--network",
+        net.anvil.uri,
+        "--account",
+        f"TEST::{CLIENT}",
+    ]
+    env_vars = os.environ | {
+        "COMPUTENET_DEPLOYMENTS": str(net.deployments),
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
     say("client 1: " + " ".join(["ape", *argv[1:]]).replace(str(net.logdir) + "/", ""))
     done = subprocess.run(argv, cwd=ROOT, env=env_vars, capture_output=True, text=True, timeout=120)
     (net.logdir / "client-inference.log").write_text(done.stdout + done.stderr)
@@ -114,26 +147,47 @@ def post_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], sh
 
 def pay_over_x402(net: Network, chain: Chain, say: Callable[[str], None]) -> int:
     """Client 2: holds tokens and no ETH; its x402 client pays the gateway's 402 for a hashing job."""
-    from computenet.store import StoreClient
     from x402 import x402Client
     from x402.http.clients.httpx import x402HttpxClient
     from x402.mechanisms.evm import EthAccountSigner
     from x402.mechanisms.evm.exact import register_exact_evm_client
+
+    from computenet.store import StoreClient
 
     command, env, inputs = workloads.hashing(files=8, rounds=2000)
     store = StoreClient(net.store.url)
     for data in inputs.values():
         store.put(data)
     # Spot-checked: the verifier bot re-executes each result with this probability, drawn after it is in.
-    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20, env=env,
-                              verification={"spot_check_bps": SPOT_CHECK_BPS})  # fmt: skip
+    manifest = build_manifest(
+        net.image,
+        command,
+        inputs,
+        timeout_seconds=15,
+        max_output_bytes=1 << 20,
+        env=env,
+        verification={"spot_check_bps": SPOT_CHECK_BPS},
+    )
     now = chain.web3.eth.get_block("latest")["timestamp"]
-    body = {"manifest": manifest.model_dump(mode="json"),
-            "requirements": {"min_vram_mib": 0, "gpu_count": 0, "max_price": 20_000, "max_gpu_seconds": 30,
-                             "deadline": now + 3_600, "shard_count": 4, "replication": 1, "verification": 0}}  # fmt: skip
-    client = x402Client().set_spend_controls({"allowed_assets": [{"network": f"eip155:{net.chain_id}",
-                                                                  "asset": chain.token.address}],
-                                              "max_amount_per_payment": False})  # fmt: skip
+    body = {
+        "manifest": manifest.model_dump(mode="json"),
+        "requirements": {
+            "min_vram_mib": 0,
+            "gpu_count": 0,
+            "max_price": 20_000,
+            "max_gpu_seconds": 30,
+            "deadline": now + 3_600,
+            "shard_count": 4,
+            "replication": 1,
+            "verification": 0,
+        },
+    }
+    client = x402Client().set_spend_controls(
+        {
+            "allowed_assets": [{"network": f"eip155:{net.chain_id}", "asset": chain.token.address}],
+            "max_amount_per_payment": False,
+        }
+    )
     register_exact_evm_client(client, EthAccountSigner(net.payer), networks="eip155:*")
 
     async def pay():
@@ -144,17 +198,23 @@ def pay_over_x402(net: Network, chain: Chain, say: Callable[[str], None]) -> int
     if answer.status_code != 201:
         raise RuntimeError(f"the gateway refused the paid job: {answer.status_code} {answer.text[:400]}")
     job = answer.json()
-    say(f"client 2 ({net.payer.address}, 0 ETH) paid {format_amount(job['budget'])} over x402: job {job['job']} "
-        f"posted, settlement {job['transaction'][:18]}...")  # fmt: skip
+    say(
+        f"client 2 ({net.payer.address}, 0 ETH) paid {format_amount(job['budget'])} over x402: job {job['job']} "
+        f"posted, settlement {job['transaction'][:18]}..."
+    )
     return int(job["job"])
 
 
 # ----------------------------------------------------------------- progress
 
 
-def follow(net: Network, chain: Chain, console: Console, jobs: dict[int, str], timeout: float, payer: str | None = None) -> None:
+def follow(
+    net: Network, chain: Chain, console: Console, jobs: dict[int, str], timeout: float, payer: str | None = None
+) -> None:
     """Live progress until every job is finished (and `payer`, an x402 client, is refunded)."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"))
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}")
+    )
     tasks = {job: progress.add_task(f"job {job} {name}", total=None, states="") for job, name in jobs.items()}
     deadline = time.monotonic() + timeout
     with Live(console=console, refresh_per_second=4) as live:
@@ -163,8 +223,12 @@ def follow(net: Network, chain: Chain, console: Console, jobs: dict[int, str], t
             per_asset: dict[int, Counter] = {asset: Counter() for asset in net.assets}
             for job, view in views.items():
                 states = Counter(s["state"] for s in view["shards"])
-                progress.update(tasks[job], total=len(view["shards"]), completed=states["finalized"],
-                                states="  ".join(f"{s} {states[s]}" for s in STATES if states[s]))  # fmt: skip
+                progress.update(
+                    tasks[job],
+                    total=len(view["shards"]),
+                    completed=states["finalized"],
+                    states="  ".join(f"{s} {states[s]}" for s in STATES if states[s]),
+                )
                 for shard in view["shards"]:
                     for rep in shard["replicas"]:
                         if rep["asset"]:
@@ -172,13 +236,23 @@ def follow(net: Network, chain: Chain, console: Console, jobs: dict[int, str], t
             live.update(_dashboard(progress, per_asset, net))
             refunded = payer is None or chain.market.functions.credits(payer).call() == 0
             with open(net.logdir / "progress.log", "a") as log:  # the same view, one line per look
-                log.write(json.dumps({"ts": round(time.time(), 3), "refunded": refunded,
-                                      "jobs": {j: Counter(s["state"] for s in v["shards"]) for j, v in views.items()}}) + "\n")  # fmt: skip
+                log.write(
+                    json.dumps(
+                        {
+                            "ts": round(time.time(), 3),
+                            "refunded": refunded,
+                            "jobs": {j: Counter(s["state"] for s in v["shards"]) for j, v in views.items()},
+                        }
+                    )
+                    + "\n"
+                )
             if all(view["finished"] for view in views.values()) and refunded:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the jobs did not finish within {timeout:.0f} s: "
-                                   + "; ".join(f"job {j}: {v['unfinished']} shards left" for j, v in views.items()))  # fmt: skip
+                raise TimeoutError(
+                    f"the jobs did not finish within {timeout:.0f} s: "
+                    + "; ".join(f"job {j}: {v['unfinished']} shards left" for j, v in views.items())
+                )
             time.sleep(0.5)
 
 
@@ -199,7 +273,10 @@ def _dashboard(progress: Progress, per_asset: dict[int, Counter], net: Network) 
 def verify_outputs(net: Network, chain: Chain, jobs: dict[int, str]) -> int:
     """Fetches every finalized replica's files from its agent (as the job's client; the x402
     payer through the gateway) and checks them against the replica's on-chain root."""
-    keys = {str(net.test[CLIENT].address).lower(): net.test[CLIENT].private_key, net.payer.address.lower(): net.payer.key}
+    keys = {
+        str(net.test[CLIENT].address).lower(): net.test[CLIENT].private_key,
+        net.payer.address.lower(): net.payer.key,
+    }
     files_checked = 0
     for job in jobs:
         client = chain.market.functions.job(job).call()[0].lower()
@@ -207,13 +284,18 @@ def verify_outputs(net: Network, chain: Chain, jobs: dict[int, str]) -> int:
             shard, replica, asset = event["args"]["shard"], event["args"]["replica"], event["args"]["asset"]
             root = bytes(chain.market.functions.output_root(job, shard, replica).call())
             agent = chain.assets.functions.agentOf(asset).call()
-            base = f"{net.gateway_url}/jobs/{job}/outputs/{shard}/{replica}" if client == net.payer.address.lower() \
-                else f"{net.outputs[asset]}/outputs/{job}/{shard}/{replica}"  # fmt: skip
+            base = (
+                f"{net.gateway_url}/jobs/{job}/outputs/{shard}/{replica}"
+                if client == net.payer.address.lower()
+                else f"{net.outputs[asset]}/outputs/{job}/{shard}/{replica}"
+            )
             target = f"/outputs/{job}/{shard}/{replica}"
             index = _get(f"{base}", keys[client], net.chain_id, agent, target).json()
             files = {}
             for leaf in index["files"]:
-                files[leaf] = _get(f"{base}/file?path={leaf}", keys[client], net.chain_id, agent, f"{target}/file?path={leaf}").content
+                files[leaf] = _get(
+                    f"{base}/file?path={leaf}", keys[client], net.chain_id, agent, f"{target}/file?path={leaf}"
+                ).content
             if MerkleTree.from_files(files).root != root:
                 raise RuntimeError(f"job {job} shard {shard}: the outputs do not match the on-chain root")
             files_checked += len(files)
@@ -248,19 +330,25 @@ def settlement_table(net: Network, chain: Chain, jobs: dict[int, str]) -> Table:
     for job in jobs:
         for event in chain.logs("JobFinished", job=job):
             budget = chain.logs("JobPosted", job=job)[0]["args"]["budget"]
-            table.add_row(event["args"]["client"], "client", format_amount(event["args"]["refund"]),
-                          f"job {job}: refund of a {format_amount(budget)} budget")  # fmt: skip
+            table.add_row(
+                event["args"]["client"],
+                "client",
+                format_amount(event["args"]["refund"]),
+                f"job {job}: refund of a {format_amount(budget)} budget",
+            )
     return table
 
 
 def gas_table(chain: Chain, jobs: dict[int, str]) -> Table:
     table = Table("step", "transactions", "gas (median)", title="gas per step", title_justify="left")
-    steps = {"post (ape run job post)": [chain.logs("JobPosted", job=min(jobs))[0]],
-             "post funded over x402": chain.logs("JobFundedByAuthorization", job=max(jobs)),
-             "assign": [e for j in jobs for e in chain.logs("ShardAssigned", job=j)],
-             "submit_result": [e for j in jobs for e in chain.logs("ResultSubmitted", job=j)],
-             "finalize": [e for j in jobs for e in chain.logs("ShardFinalized", job=j)],
-             "refund payout (withdraw_many)": chain.logs("Withdrawn")}  # fmt: skip
+    steps = {
+        "post (ape run job post)": [chain.logs("JobPosted", job=min(jobs))[0]],
+        "post funded over x402": chain.logs("JobFundedByAuthorization", job=max(jobs)),
+        "assign": [e for j in jobs for e in chain.logs("ShardAssigned", job=j)],
+        "submit_result": [e for j in jobs for e in chain.logs("ResultSubmitted", job=j)],
+        "finalize": [e for j in jobs for e in chain.logs("ShardFinalized", job=j)],
+        "refund payout (withdraw_many)": chain.logs("Withdrawn"),
+    }
     for step, events in steps.items():
         gas = sorted(chain.gas(e["transactionHash"]) for e in {e["transactionHash"]: e for e in events}.values())
         if gas:
@@ -287,14 +375,18 @@ def conserved(before: Balances, after: Balances, console: Console, say: Callable
     """Whether no money appeared or vanished between `before` and `after` (escrow and stakes are
     held by the contracts, so they count); says which."""
     if after.supply != before.supply or after.total != before.total:
-        console.print(f"[red]conservation failed:[/red] {before.total} before, {after.total} after "
-                      f"(supply {before.supply}, then {after.supply})")  # fmt: skip
+        console.print(
+            f"[red]conservation failed:[/red] {before.total} before, {after.total} after "
+            f"(supply {before.supply}, then {after.supply})"
+        )
         return False
     if after.of[after.market] != after.owed:  # every token the market holds is owed to someone
         console.print(f"[red]the market holds {after.of[after.market]} but owes {after.owed}[/red]")
         return False
     moved = sum(abs(after.of[h] - before.of[h]) for h in before.of)
-    say(f"[green]conservation:[/green] {format_amount(after.total)} tokens before and after over {len(before.of)} "
+    say(
+        f"[green]conservation:[/green] {format_amount(after.total)} tokens before and after over {len(before.of)} "
         f"accounts and contracts ({format_amount(moved)} moved between them); nothing appeared or vanished, "
-        f"and the market holds exactly what it owes ({format_amount(after.owed)})")  # fmt: skip
+        f"and the market holds exactly what it owes ({format_amount(after.owed)})"
+    )
     return True

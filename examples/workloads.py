@@ -14,14 +14,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def hashing(files: int = 8, size: int = 4096, rounds: int = 1000, seed: int = 1) -> tuple[list[str], dict[str, str], dict[str, bytes]]:
+def hashing(
+    files: int = 8, size: int = 4096, rounds: int = 1000, seed: int = 1
+) -> tuple[list[str], dict[str, str], dict[str, bytes]]:
     rng = random.Random(seed)
     inputs = {f"data/file-{i:03d}.bin": rng.randbytes(size) for i in range(files)}
     inputs["hash_shard.py"] = (HERE / "hashing" / "hash_shard.py").read_bytes()
     return ["python3", "/in/hash_shard.py"], {"ROUNDS": str(rounds)}, inputs
 
 
-def batch_inference(records: int = 400, features: int = 16, hidden: int = 32, seed: int = 2) -> tuple[list[str], dict[str, str], dict[str, bytes]]:
+def batch_inference(
+    records: int = 400, features: int = 16, hidden: int = 32, seed: int = 2
+) -> tuple[list[str], dict[str, str], dict[str, bytes]]:
     rng = random.Random(seed)
     labels = ["cat", "dog", "bird"]
     model = {
@@ -31,7 +35,9 @@ def batch_inference(records: int = 400, features: int = 16, hidden: int = 32, se
         "b2": [0.0 for _ in labels],
         "labels": labels,
     }
-    lines = [json.dumps({"id": i, "x": [round(rng.uniform(-1, 1), 4) for _ in range(features)]}) for i in range(records)]
+    lines = [
+        json.dumps({"id": i, "x": [round(rng.uniform(-1, 1), 4) for _ in range(features)]}) for i in range(records)
+    ]
     inputs = {
         "model.json": json.dumps(model).encode(),
         "records.jsonl": ("\n".join(lines) + "\n").encode(),

@@ -36,8 +36,12 @@ def main() -> None:
     what = f" and the job market {settings.market}" if settings.market else ""
     click.echo(f"facilitator for {', '.join(networks)}{what} on http://{settings.host}:{settings.port}", err=True)
     if settings.market:
-        click.echo(f"job payments: terms tagged by {', '.join(settings.gateways)}" if settings.gateways else
-                   "job payments: all refused, no gateway is trusted (COMPUTENET_FACILITATOR_GATEWAYS)", err=True)  # fmt: skip
+        click.echo(
+            f"job payments: terms tagged by {', '.join(settings.gateways)}"
+            if settings.gateways
+            else "job payments: all refused, no gateway is trusted (COMPUTENET_FACILITATOR_GATEWAYS)",
+            err=True,
+        )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
@@ -49,12 +53,12 @@ def _market_roles(settings, key: str) -> tuple:
 
     from web3 import Web3
 
-    from computenet.store import StoreClient
     from computenet.connection import ConfigError
+    from computenet.store import StoreClient
     from computenet.web3calls import Sender, contract
-    from verifier.arbiter import Arbiter, router
     from facilitator.jobs import JobSettlement
     from facilitator.refunds import Refunder
+    from verifier.arbiter import Arbiter, router
     from verifier.reexecute import Reexecutor
 
     web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
@@ -75,17 +79,29 @@ def _market_roles(settings, key: str) -> tuple:
         from verifier.outputs import OutputsClient
 
         registry = contract(web3, "ComputeAsset", assets)
-        outputs = OutputsClient(key, web3.eth.chain_id, settings.outputs,
-                                lambda asset: str(registry.functions.agentOf(asset).call()))  # fmt: skip
-    arbiter = Arbiter(web3, sender, settings.market, assets, Path(settings.audit_log), reexecutor,
-                      Path(settings.arbiter_state), settings.start_block, outputs=outputs)  # fmt: skip
+        outputs = OutputsClient(
+            key, web3.eth.chain_id, settings.outputs, lambda asset: str(registry.functions.agentOf(asset).call())
+        )
+    arbiter = Arbiter(
+        web3,
+        sender,
+        settings.market,
+        assets,
+        Path(settings.audit_log),
+        reexecutor,
+        Path(settings.arbiter_state),
+        settings.start_block,
+        outputs=outputs,
+    )
     refunder = Refunder(web3, sender, settings.market, settings.start_block)
 
     @asynccontextmanager
     async def lifespan(app):
         stop = threading.Event()
-        threads = [threading.Thread(target=_poll, args=(name, role.run_once, stop), name=name, daemon=True)
-                   for name, role in (("refunder", refunder), ("arbiter", arbiter))]  # fmt: skip
+        threads = [
+            threading.Thread(target=_poll, args=(name, role.run_once, stop), name=name, daemon=True)
+            for name, role in (("refunder", refunder), ("arbiter", arbiter))
+        ]
         for thread in threads:
             thread.start()
         yield

@@ -46,26 +46,39 @@ class JobTerms:
     @classmethod
     def of(cls, payment_requirements: Any, manifest_hash: bytes, req: Requirements) -> JobTerms:
         """The terms of x402 `payment_requirements` whose `extra` names the job (`manifest_hash`, `req`)."""
-        return cls(str(payment_requirements.network), str(payment_requirements.asset),
-                   str(payment_requirements.pay_to), int(payment_requirements.amount), manifest_hash, req)  # fmt: skip
+        return cls(
+            str(payment_requirements.network),
+            str(payment_requirements.asset),
+            str(payment_requirements.pay_to),
+            int(payment_requirements.amount),
+            manifest_hash,
+            req,
+        )
 
     def message(self, expires: int, payer: str = "", nonce: bytes = b"") -> str:
         req = ",".join(str(int(x)) for x in self.requirements.as_tuple())
-        return (f"computenet job|{self.network}|{self.asset.lower()}|{self.pay_to.lower()}|{self.amount}|"
-                f"0x{self.manifest_hash.hex()}|{req}|{expires}|{payer.lower()}|{nonce.hex()}")  # fmt: skip
+        return (
+            f"computenet job|{self.network}|{self.asset.lower()}|{self.pay_to.lower()}|{self.amount}|"
+            f"0x{self.manifest_hash.hex()}|{req}|{expires}|{payer.lower()}|{nonce.hex()}"
+        )
 
 
 def sign_tag(private_key: Any, terms: JobTerms, expires: int, payer: str = "", nonce: bytes = b"") -> dict[str, Any]:
     """The tag of `terms` until `expires` (unix seconds); with `payer` and `nonce`, bound to that authorization."""
     signed = Account.sign_message(encode_defunct(text=terms.message(expires, payer, nonce)), private_key)
-    tag = {"gateway": Account.from_key(private_key).address, "expires": expires,
-           "signature": "0x" + bytes(signed.signature).hex()}  # fmt: skip
+    tag = {
+        "gateway": Account.from_key(private_key).address,
+        "expires": expires,
+        "signature": "0x" + bytes(signed.signature).hex(),
+    }
     if payer:
         tag |= {"payer": payer, "nonce": "0x" + nonce.hex()}
     return tag
 
 
-def tag_problem(tag: Any, terms: JobTerms, trusted: set[str], now: float, payer: str = "", nonce: bytes = b"") -> str | None:
+def tag_problem(
+    tag: Any, terms: JobTerms, trusted: set[str], now: float, payer: str = "", nonce: bytes = b""
+) -> str | None:
     """What is wrong with `tag` as the tag of a gateway in `trusted` (lowercase addresses) over
     exactly `terms`, unexpired at `now`, and, given `payer` and `nonce`, bound to that
     authorization; None when nothing is."""
@@ -79,7 +92,10 @@ def tag_problem(tag: Any, terms: JobTerms, trusted: set[str], now: float, payer:
         return f"the job's terms are tagged by {gateway}, not by a trusted gateway ({', '.join(sorted(trusted)) or 'none set'})"
     if expires < now:
         return f"the gateway's offer expired at {expires}"
-    if payer and (str(tag.get("payer", "")).lower(), str(tag.get("nonce", "")).lower()) != (payer.lower(), "0x" + nonce.hex()):
+    if payer and (str(tag.get("payer", "")).lower(), str(tag.get("nonce", "")).lower()) != (
+        payer.lower(),
+        "0x" + nonce.hex(),
+    ):
         return f"the gateway's tag is not bound to this authorization (payer {payer}, nonce 0x{nonce.hex()})"
     try:
         signer = Account.recover_message(encode_defunct(text=terms.message(expires, payer, nonce)), signature=signature)

@@ -118,13 +118,17 @@ class JobSettlement:
         try:
             terms = JobTerms.of(requirements, manifest_hash, req)
         except ValueError:
-            raise Refusal("invalid_payment_requirements", f"the amount {requirements.amount!r} is not a number") from None
+            raise Refusal(
+                "invalid_payment_requirements", f"the amount {requirements.amount!r} is not a number"
+            ) from None
         tag = (requirements.extra or {}).get(TAG_EXTRA)
         problem = tag_problem(tag, terms, self.gateways, time.time(), auth.payer, auth.nonce)
         if problem:
             raise Refusal(INVALID_JOB, problem)
         if auth.payee.lower() != self.market_address.lower():
-            raise Refusal(RECIPIENT_MISMATCH, f"the authorization pays {auth.payee}, not the job market {self.market_address}")
+            raise Refusal(
+                RECIPIENT_MISMATCH, f"the authorization pays {auth.payee}, not the job market {self.market_address}"
+            )
         quote = self.market.functions.quote(req.as_tuple()).call()
         if auth.value != quote or int(requirements.amount) != quote:
             raise Refusal(VALUE_MISMATCH, f"the job costs {quote}; the authorization pays {auth.value}")
@@ -153,14 +157,18 @@ class JobSettlement:
                 raise Refusal(TRANSACTION_FAILED, str(error)) from None
             if not self.spent(payment):
                 raise Refusal(TRANSACTION_FAILED, str(error)) from None
-            log.warning("authorization front-run while settling", extra={"fields": {"payer": payment.authorization.payer}})
+            log.warning(
+                "authorization front-run while settling", extra={"fields": {"payer": payment.authorization.payer}}
+            )
             front_run = True
             receipt = self._send(payment, True)
         funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
         job = int(funded[0]["args"]["job"])
         tx = "0x" + bytes(receipt["transactionHash"]).hex()
-        log.info("job funded by authorization",
-                 extra={"fields": {"job": job, "payer": payment.authorization.payer, "front_run": front_run, "tx": tx}})  # fmt: skip
+        log.info(
+            "job funded by authorization",
+            extra={"fields": {"job": job, "payer": payment.authorization.payer, "front_run": front_run, "tx": tx}},
+        )
         return job, tx
 
     def _send(self, payment: JobPayment, front_run: bool) -> Any:
@@ -196,4 +204,3 @@ class JobSettlement:
             if paid and not funded:
                 return True
         return False
-

@@ -42,6 +42,9 @@ class Refunder:
         for first in range(0, len(paid), BATCH):
             batch = paid[first : first + BATCH]
             receipt = self.sender.send(self.market.functions.withdraw_many(batch))
-            log.info("refunds paid", extra={"fields": {"payers": batch, "tx": "0x" + bytes(receipt["transactionHash"]).hex()}})
+            log.info(
+                "refunds paid",
+                extra={"fields": {"payers": batch, "tx": "0x" + bytes(receipt["transactionHash"]).hex()}},
+            )
         self.next_block = latest + 1  # only now: a failed payout is found again by the next scan
         return paid

@@ -69,8 +69,13 @@ def _unsupported(kinds: list[Any], requirements: Any) -> str | None:
     return None
 
 
-def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None = None,
-               routers: tuple[APIRouter, ...] = (), lifespan: Any = None) -> FastAPI:  # fmt: skip
+def create_app(
+    facilitator: Any,
+    networks: list[str],
+    jobs: JobSettlement | None = None,
+    routers: tuple[APIRouter, ...] = (),
+    lifespan: Any = None,
+) -> FastAPI:
     """The API over `facilitator`, offering only `networks` (the package also registers x402 v1
     on every public network it knows, which this facilitator's node does not serve). With
     `jobs`, payments to the job market post jobs; `routers` add endpoints (disputes)."""
@@ -84,6 +89,7 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
     async def check_job_payment(payload: Any, requirements: Any) -> tuple[Any, bool, dict | None]:
         """(payment, front_run, refusal): a front-run authorization is valid as it stands; any
         other must also pass the package's checks (signature, balance, validity window)."""
+
         def read_chain() -> tuple[Any, bool]:  # the quote and the nonce's state: node calls, off the event loop
             payment = jobs.payment(payload, requirements)
             return payment, jobs.spent(payment)
@@ -97,6 +103,7 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
             if not check.is_valid:
                 return None, False, {"reason": check.invalid_reason, "message": check.invalid_message}
         return payment, front_run, None
+
     everything = facilitator.get_supported()
     kinds = [k for k in everything.kinds if k.network in networks]
 
@@ -118,8 +125,11 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
             payment, _, refusal = await check_job_payment(payload, requirements)
             if refusal:
                 log.info("job payment refused", extra={"fields": refusal})
-                return JSONResponse(_without_none({"isValid": False, "invalidReason": refusal["reason"],
-                                                   "invalidMessage": refusal["message"]}))  # fmt: skip
+                return JSONResponse(
+                    _without_none(
+                        {"isValid": False, "invalidReason": refusal["reason"], "invalidMessage": refusal["message"]}
+                    )
+                )
             return JSONResponse({"isValid": True, "payer": payment.authorization.payer})
         result = await facilitator.verify(payload, requirements)
         answer = {"isValid": result.is_valid, "payer": result.payer}
@@ -133,7 +143,9 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
         payload, requirements = _parse(body)
         reason = _unsupported(kinds, requirements)
         if reason:
-            return JSONResponse({"success": False, "errorReason": reason, "transaction": "", "network": requirements.network})
+            return JSONResponse(
+                {"success": False, "errorReason": reason, "transaction": "", "network": requirements.network}
+            )
         if job_payment(requirements):
             return await settle_job(payload, requirements)
         # Verify first: a replayed, expired or underfunded payment gets its reason and
@@ -141,13 +153,27 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
         check = await facilitator.verify(payload, requirements)
         if not check.is_valid:
             log.info("settlement refused", extra={"fields": {"reason": check.invalid_reason, "payer": check.payer}})
-            return JSONResponse({"success": False, "errorReason": check.invalid_reason, "transaction": "",
-                                 "network": requirements.network, **({"payer": check.payer} if check.payer else {})})  # fmt: skip
+            return JSONResponse(
+                {
+                    "success": False,
+                    "errorReason": check.invalid_reason,
+                    "transaction": "",
+                    "network": requirements.network,
+                    **({"payer": check.payer} if check.payer else {}),
+                }
+            )
         result = await facilitator.settle(payload, requirements)
-        answer = {"success": result.success, "transaction": result.transaction or "", "network": result.network,
-                  "payer": result.payer, "errorReason": result.error_reason}  # fmt: skip
-        log.info("settled" if result.success else "settlement failed",
-                 extra={"fields": {k: v for k, v in answer.items() if v}})  # fmt: skip
+        answer = {
+            "success": result.success,
+            "transaction": result.transaction or "",
+            "network": result.network,
+            "payer": result.payer,
+            "errorReason": result.error_reason,
+        }
+        log.info(
+            "settled" if result.success else "settlement failed",
+            extra={"fields": {k: v for k, v in answer.items() if v}},
+        )
         return JSONResponse({k: v for k, v in answer.items() if v is not None})
 
     async def settle_job(payload: Any, requirements: Any) -> JSONResponse:
@@ -155,15 +181,28 @@ def create_app(facilitator: Any, networks: list[str], jobs: JobSettlement | None
         payment, front_run, refusal = await check_job_payment(payload, requirements)
         if refusal:
             log.info("job settlement refused", extra={"fields": refusal})
-            return JSONResponse(_without_none({**failed, "errorReason": refusal["reason"], "errorMessage": refusal["message"]}))
+            return JSONResponse(
+                _without_none({**failed, "errorReason": refusal["reason"], "errorMessage": refusal["message"]})
+            )
         payer = payment.authorization.payer
         try:
             job, tx = await run_in_threadpool(jobs.post, payment, front_run)
         except Refusal as refusal:
-            log.warning("job settlement failed", extra={"fields": {"reason": refusal.reason, "message": refusal.message}})
-            return JSONResponse({**failed, "payer": payer, "errorReason": refusal.reason, "errorMessage": refusal.message})
-        return JSONResponse({"success": True, "transaction": tx, "network": requirements.network, "payer": payer,
-                             "amount": str(payment.authorization.value)})  # fmt: skip
+            log.warning(
+                "job settlement failed", extra={"fields": {"reason": refusal.reason, "message": refusal.message}}
+            )
+            return JSONResponse(
+                {**failed, "payer": payer, "errorReason": refusal.reason, "errorMessage": refusal.message}
+            )
+        return JSONResponse(
+            {
+                "success": True,
+                "transaction": tx,
+                "network": requirements.network,
+                "payer": payer,
+                "amount": str(payment.authorization.value),
+            }
+        )
 
     @api.get("/health")
     def health() -> dict:

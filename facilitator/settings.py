@@ -8,8 +8,8 @@ from eth_utils import is_address
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from computenet.sandbox import Limits
 from computenet.connection import comma_list
+from computenet.sandbox import Limits
 from verifier.settings import outputs_map
 
 
@@ -19,23 +19,40 @@ class FacilitatorSettings(BaseSettings):
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain it settles on")
     account: str = Field(..., description="ape account alias of the facilitator key (TEST::n locally); it pays gas")
     networks: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="CAIP-2 networks served, comma-separated (default: the node's eip155:<chain id>)"
+        default_factory=list,
+        description="CAIP-2 networks served, comma-separated (default: the node's eip155:<chain id>)",
     )
-    market: str = Field("", description="JobMarket address: payments to it post jobs, and it is where disputes are resolved (empty: plain x402 only)")
+    market: str = Field(
+        "",
+        description="JobMarket address: payments to it post jobs, and it is where disputes are resolved (empty: plain x402 only)",
+    )
     gateways: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="addresses of the job gateways whose tagged job terms it settles, comma-separated"
+        default_factory=list,
+        description="addresses of the job gateways whose tagged job terms it settles, comma-separated",
     )
     audit_log: str = Field("logs/facilitator-audit.jsonl", description="where every dispute decision is appended")
-    arbiter_state: str = Field("logs/facilitator-arbiter.json", description="the arbiter's cursor: next block to scan for disputes, those pending")
-    start_block: int = Field(0, ge=0, description="first block the refunder and the arbiter scan (finished x402 jobs; opened disputes)")
-    store_url: str = Field("http://127.0.0.1:8700", description="content store the arbiter fetches manifests and inputs from")
+    arbiter_state: str = Field(
+        "logs/facilitator-arbiter.json",
+        description="the arbiter's cursor: next block to scan for disputes, those pending",
+    )
+    start_block: int = Field(
+        0, ge=0, description="first block the refunder and the arbiter scan (finished x402 jobs; opened disputes)"
+    )
+    store_url: str = Field(
+        "http://127.0.0.1:8700", description="content store the arbiter fetches manifests and inputs from"
+    )
     outputs: Annotated[dict[int, str], NoDecode] = Field(
-        default_factory=dict, description="asset id -> its agent's outputs URL (JSON or 'id=url,id=url'): where the "
-                                          "arbiter reads replicas' results for manifests with a numeric comparator"
-    )  # fmt: skip
-    docker_host: str | None = Field(None, description="Docker engine the arbiter re-executes shards on (default: DOCKER_HOST or the system one)")
+        default_factory=dict,
+        description="asset id -> its agent's outputs URL (JSON or 'id=url,id=url'): where the "
+        "arbiter reads replicas' results for manifests with a numeric comparator",
+    )
+    docker_host: str | None = Field(
+        None, description="Docker engine the arbiter re-executes shards on (default: DOCKER_HOST or the system one)"
+    )
     # The re-executions' containers get an agent's limits (agent/settings.py), so a shard runs as it did.
-    memory_mib: int = Field(Limits().memory_bytes >> 20, gt=0, description="memory limit per re-execution (swap included)")
+    memory_mib: int = Field(
+        Limits().memory_bytes >> 20, gt=0, description="memory limit per re-execution (swap included)"
+    )
     pids: int = Field(Limits().pids, gt=0)
     cpus: float = Field(Limits().cpus, gt=0)
     tmp_mib: int = Field(Limits().tmp_bytes >> 20, gt=0, description="size of each re-execution's /tmp")

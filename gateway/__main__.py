@@ -13,10 +13,10 @@ def main() -> None:
     from pydantic import ValidationError
     from web3 import Web3
 
-    from computenet.store import StoreClient
     from computenet import logs
     from computenet.cli import settings_message
     from computenet.connection import ConfigError, load_account
+    from computenet.store import StoreClient
     from gateway.app import Chain, create_app
     from gateway.settings import GatewaySettings
 
@@ -34,7 +34,9 @@ def main() -> None:
     network = settings.network or f"eip155:{chain.chain_id}"
     store = StoreClient(settings.store_url) if settings.store_url else None
     app = create_app(chain, settings.facilitator_url, network, key, store=store, outputs=settings.outputs_map())
-    click.echo(f"job gateway {Account.from_key(key).address} for {network} on http://{settings.host}:{settings.port}", err=True)
+    click.echo(
+        f"job gateway {Account.from_key(key).address} for {network} on http://{settings.host}:{settings.port}", err=True
+    )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -102,7 +102,9 @@ class Chain:
     def job(self, job_id: int) -> dict | None:
         if not 0 < job_id <= self.market.functions.job_count().call():
             return None
-        client, escrow, unfinished, manifest, raw_req, keeper_bps, protocol_bps = self.market.functions.job(job_id).call()
+        client, escrow, unfinished, manifest, raw_req, keeper_bps, protocol_bps = self.market.functions.job(
+            job_id
+        ).call()
         req = Requirements(*[int(x) for x in raw_req[:7]], Verification(int(raw_req[7])))
         keys = [(s, r) for s in range(req.shard_count) for r in range(req.replication)]
         with self.web3.batch_requests() as batch:
@@ -110,7 +112,9 @@ class Chain:
                 batch.add(self.market.functions.replica(job_id, s, r))
                 batch.add(self.market.functions.output_root(job_id, s, r))
             raw = batch.execute()
-        replicas = [Replica.from_chain(job_id, s, r, rep, root) for (s, r), rep, root in zip(keys, raw[0::2], raw[1::2])]
+        replicas = [
+            Replica.from_chain(job_id, s, r, rep, root) for (s, r), rep, root in zip(keys, raw[0::2], raw[1::2])
+        ]
         shards = [Shard(job_id, s, tuple(x for x in replicas if x.shard == s)) for s in range(req.shard_count)]
         return {
             "job": job_id,
@@ -125,8 +129,13 @@ class Chain:
                     "shard": shard.index,
                     "state": shard.state.name.lower(),
                     "replicas": [
-                        {"replica": x.index, "state": x.state.name.lower(), "asset": x.asset, "gpu_seconds": x.gpu_seconds,
-                         "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None}  # fmt: skip
+                        {
+                            "replica": x.index,
+                            "state": x.state.name.lower(),
+                            "asset": x.asset,
+                            "gpu_seconds": x.gpu_seconds,
+                            "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None,
+                        }
                         for x in shard.replicas
                     ],
                 }
@@ -150,7 +159,9 @@ class Bindings:
         A binding is kept until the authorization expires, PAYMENT_TIMEOUT at most: the x402
         client's last no longer, and one that claims more must not hold memory for longer."""
         self.jobs = {key: kept for key, kept in self.jobs.items() if kept[1] >= now}
-        first, _ = self.jobs.setdefault((auth.payer.lower(), auth.nonce), (terms, min(auth.valid_before, now + PAYMENT_TIMEOUT)))
+        first, _ = self.jobs.setdefault(
+            (auth.payer.lower(), auth.nonce), (terms, min(auth.valid_before, now + PAYMENT_TIMEOUT))
+        )
         if first != terms:
             return f"the authorization 0x{auth.nonce.hex()} of {auth.payer} was presented for another job"
         return None
@@ -160,8 +171,15 @@ def _requirements_json(req: Requirements) -> dict[str, int]:
     return {name: int(getattr(req, name)) for name in Requirements.__dataclass_fields__}
 
 
-def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, store: Any = None,
-               outputs: dict[str, str] | None = None) -> FastAPI:  # fmt: skip
+def create_app(
+    chain: Chain,
+    facilitator_url: str,
+    network: str,
+    key: Any,
+    *,
+    store: Any = None,
+    outputs: dict[str, str] | None = None,
+) -> FastAPI:
     """The gateway for the market `chain` reads, settling through the facilitator at
     `facilitator_url` on `network` (CAIP-2) and tagging its offers with `key` (the facilitator
     trusts its address). `store` (a StoreClient) receives each paid job's manifest; `outputs`
@@ -202,9 +220,15 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
             amount=str(terms.amount),
             pay_to=terms.pay_to,
             max_timeout_seconds=PAYMENT_TIMEOUT,
-            extra={"name": chain.token_name, "version": chain.token_version, TAG_EXTRA: tag,
-                   JOB_EXTRA: {"manifestHash": "0x" + terms.manifest_hash.hex(),
-                               "requirements": _requirements_json(terms.requirements)}},  # fmt: skip
+            extra={
+                "name": chain.token_name,
+                "version": chain.token_version,
+                TAG_EXTRA: tag,
+                JOB_EXTRA: {
+                    "manifestHash": "0x" + terms.manifest_hash.hex(),
+                    "requirements": _requirements_json(terms.requirements),
+                },
+            },
         )
 
     def payment_required(request: Request, accepts: PaymentRequirements, error: str, message: str) -> JSONResponse:
@@ -215,7 +239,9 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
             accepts=[accepts],
         )
         body = {"error": error, "message": message, "accepts": [accepts.model_dump(by_alias=True, exclude_none=True)]}
-        return JSONResponse(body, status_code=402, headers={"PAYMENT-REQUIRED": encode_payment_required_header(required)})
+        return JSONResponse(
+            body, status_code=402, headers={"PAYMENT-REQUIRED": encode_payment_required_header(required)}
+        )
 
     @api.post("/jobs")
     async def post_job(request: Request) -> Response:
@@ -240,12 +266,18 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
 
         header = request.headers.get("PAYMENT-SIGNATURE")
         if not header:
-            return payment_required(request, accepts, "payment_required",
-                                    f"this job costs {accepts.amount} base units of {chain.token_name} at most")  # fmt: skip
+            return payment_required(
+                request,
+                accepts,
+                "payment_required",
+                f"this job costs {accepts.amount} base units of {chain.token_name} at most",
+            )
         try:
             payload = decode_payment_signature_header(header)
         except Exception as error:
-            return payment_required(request, accepts, "invalid_payload", f"PAYMENT-SIGNATURE is not an x402 payment: {error}")
+            return payment_required(
+                request, accepts, "invalid_payload", f"PAYMENT-SIGNATURE is not an x402 payment: {error}"
+            )
         mismatch = _mismatch(getattr(payload, "accepted", None), accepts)
         if mismatch:
             return payment_required(request, accepts, *mismatch)
@@ -256,7 +288,9 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
         try:
             auth = TransferAuthorization.from_x402(payload.payload["authorization"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            return payment_required(request, accepts, "invalid_payload", f"the payment has no EIP-3009 authorization: {error}")
+            return payment_required(
+                request, accepts, "invalid_payload", f"the payment has no EIP-3009 authorization: {error}"
+            )
         problem = bindings.bind(auth, terms, time.time())
         if problem:
             return payment_required(request, accepts, INVALID_JOB, problem)
@@ -268,8 +302,12 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
             return _error(503, "facilitator_unavailable", f"the facilitator could not verify the payment: {error}")
         if not verified.is_valid:
             log.info("payment refused", extra={"fields": {"reason": verified.invalid_reason, "payer": verified.payer}})
-            return payment_required(request, accepts, verified.invalid_reason or "invalid_payment",
-                                    verified.invalid_message or "the facilitator refused the payment")  # fmt: skip
+            return payment_required(
+                request,
+                accepts,
+                verified.invalid_reason or "invalid_payment",
+                verified.invalid_message or "the facilitator refused the payment",
+            )
         if store is not None:
             await run_in_threadpool(store.put, canonical_json(manifest))
         try:
@@ -280,13 +318,22 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
             return _error(503, "facilitator_unavailable", f"the facilitator did not confirm the settlement: {error}")
         if not settled.success:
             log.warning("settlement failed", extra={"fields": {"reason": settled.error_reason, "payer": settled.payer}})
-            return payment_required(request, accepts, settled.error_reason or "settlement_failed",
-                                    settled.error_message or "the facilitator could not settle the payment")  # fmt: skip
+            return payment_required(
+                request,
+                accepts,
+                settled.error_reason or "settlement_failed",
+                settled.error_message or "the facilitator could not settle the payment",
+            )
         job = await run_in_threadpool(chain.funded_by, settled.payer, auth.nonce)
         log.info("job posted", extra={"fields": {"job": job, "payer": settled.payer, "tx": settled.transaction}})
         return JSONResponse(
-            {"job": job, "payer": settled.payer, "budget": int(accepts.amount), "transaction": settled.transaction,
-             "status": f"/jobs/{job}"},  # fmt: skip
+            {
+                "job": job,
+                "payer": settled.payer,
+                "budget": int(accepts.amount),
+                "transaction": settled.transaction,
+                "status": f"/jobs/{job}",
+            },
             status_code=201,
             headers={"PAYMENT-RESPONSE": encode_payment_response_header(settled)},
         )
@@ -324,7 +371,9 @@ def create_app(chain: Chain, facilitator_url: str, network: str, key: Any, *, st
         headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-computenet-")}
         async with httpx.AsyncClient(timeout=60) as http:
             answer = await http.get(base + target, headers=headers)
-        kept = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "x-merkle-proof", "x-merkle-root")}
+        kept = {
+            k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "x-merkle-proof", "x-merkle-root")
+        }
         return Response(answer.content, status_code=answer.status_code, headers=kept)
 
     @api.get("/health")

@@ -16,7 +16,8 @@ class GatewaySettings(BaseSettings):
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain")
     market: str = Field(..., description="JobMarket address")
     account: str = Field(
-        ..., description="ape account alias of the gateway key (TEST::n locally): it tags the job terms it offers; no funds"
+        ...,
+        description="ape account alias of the gateway key (TEST::n locally): it tags the job terms it offers; no funds",
     )
     facilitator_url: str = Field("http://127.0.0.1:4022", description="the x402 facilitator that settles payments")
     network: str = Field("", description="CAIP-2 network offered (default: eip155:<the node's chain id>)")

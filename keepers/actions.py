@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from computenet.connection import broadcast
+from computenet.domain import Job, ReplicaState
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
-from computenet.domain import Job, ReplicaState
 from keepers.decisions import (
     IN_FLIGHT,
     NO_OPEN_REPLICA,
@@ -96,8 +96,14 @@ def confirm(rt: Runtime, sent: Sent) -> tuple[str, tuple | None]:
         return "not mined in time", sent.task
     if sent.pending:
         rt.state.remove_pending(sent.pending)
-    fields = dict(call=sent.call, args=list(sent.args), tx=sent.tx, block=receipt["blockNumber"],
-                  gas=receipt["gasUsed"], seconds=round(time.time() - sent.at, 3))  # fmt: skip
+    fields = dict(
+        call=sent.call,
+        args=list(sent.args),
+        tx=sent.tx,
+        block=receipt["blockNumber"],
+        gas=receipt["gasUsed"],
+        seconds=round(time.time() - sent.at, 3),
+    )
     if receipt["status"] != 1:
         rt.state.record("reverted", **fields)
         log.info("lost race", extra={"fields": fields})
@@ -159,11 +165,20 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
         own = {(s, r): a for j, s, r, a in pending if j == job_id}
         now = view.now()
         decision = decide_assign(
-            job, shard, shards, rt.assets_with(Counter(a for *_, a in pending)),
-            state.nodes(clock_offset=now - int(time.time())), state.reputations(), view.params(), now,
-            paused=market.paused(), pending=own, weights=settings.weights(), policy=settings.policy(),
+            job,
+            shard,
+            shards,
+            rt.assets_with(Counter(a for *_, a in pending)),
+            state.nodes(clock_offset=now - int(time.time())),
+            state.reputations(),
+            view.params(),
+            now,
+            paused=market.paused(),
+            pending=own,
+            weights=settings.weights(),
+            policy=settings.policy(),
             min_fee=settings.min_fee,
-        )  # fmt: skip
+        )
         outcome = _settle(decision)
         if outcome is not None:
             return outcome
@@ -179,8 +194,15 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
         except BaseException:
             state.remove_pending(member)
             raise
-        state.record("sent", call="assign", args=list(decision.args), replica=a.replica, score=round(a.score, 4),
-                     reasons=list(a.reasons), tx=tx_hash.to_0x_hex())  # fmt: skip
+        state.record(
+            "sent",
+            call="assign",
+            args=list(decision.args),
+            replica=a.replica,
+            score=round(a.score, 4),
+            reasons=list(a.reasons),
+            tx=tx_hash.to_0x_hex(),
+        )
     return Sent(tx_hash.to_0x_hex(), "assign", decision.args, ("assign", job_id, shard), member, time.time())
 
 

@@ -75,7 +75,10 @@ class Listener:
         self.state.commit(reaction, last)
         self.state.set_listener(cursor=last, head=safe + self.settings.confirmations, at=round(time.time(), 3))
         if events:
-            log.info("events", extra={"fields": {"from": first, "to": last, "events": len(events), "tasks": len(reaction.tasks)}})
+            log.info(
+                "events",
+                extra={"fields": {"from": first, "to": last, "events": len(events), "tasks": len(reaction.tasks)}},
+            )
         return len(events)
 
     def sweep(self) -> int:
@@ -119,7 +122,9 @@ class Listener:
                 failing = False
             except Exception as error:
                 if not failing:
-                    log.warning("tick failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+                    log.warning(
+                        "tick failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}}
+                    )
                     self._record_error(error)
                 failing = True
                 stop.wait(min(5.0, 10 * self.settings.poll_interval))
@@ -131,4 +136,3 @@ class Listener:
             self.state.record("error", call="listener", error=f"{type(error).__name__}: {error}")
         except Exception:  # Redis itself is down: the log line above is all we can do
             pass
-

@@ -1,9 +1,9 @@
 """The keeper's commands, shared by `ape run keeper ...` and `python -m keepers ...`:
 
-    listen    follow the chain, enqueue tasks, sweep, serve metrics (one per keeper)
-    worker    a Celery worker running the tasks (as many as wanted, on any machine)
-    start     listen, with N workers as child processes
-    status    cursor, queue depth, tracked work, last actions and errors
+listen    follow the chain, enqueue tasks, sweep, serve metrics (one per keeper)
+worker    a Celery worker running the tasks (as many as wanted, on any machine)
+start     listen, with N workers as child processes
+status    cursor, queue depth, tracked work, last actions and errors
 """
 
 from __future__ import annotations
@@ -39,9 +39,14 @@ def _listener(settings: KeeperSettings):
         TASKS[task[0]].apply_async(args=task[1:], queue=settings.queue)
 
     listener = Listener(
-        settings, rt.market, rt.state, enqueue, rt.market.deployment_block,
-        head=lambda: chain.blocks.height, chain_now=rt.view.now,
-    )  # fmt: skip
+        settings,
+        rt.market,
+        rt.state,
+        enqueue,
+        rt.market.deployment_block,
+        head=lambda: chain.blocks.height,
+        chain_now=rt.view.now,
+    )
     return rt, listener
 
 
@@ -56,9 +61,16 @@ def listen(settings: KeeperSettings, stop: threading.Event | None = None) -> Non
     mode = "dry run (no key)" if settings.dry_run else f"keeper {rt.address}"
     log.info(
         "listening",
-        extra={"fields": {"mode": mode, "market": str(rt.market.market.address), "cursor": rt.state.cursor(),
-                          "confirmations": settings.confirmations, "queue": settings.queue}},
-    )  # fmt: skip
+        extra={
+            "fields": {
+                "mode": mode,
+                "market": str(rt.market.market.address),
+                "cursor": rt.state.cursor(),
+                "confirmations": settings.confirmations,
+                "queue": settings.queue,
+            }
+        },
+    )
     listener.run(stop)
     log.info("stopped")
 
@@ -70,15 +82,28 @@ def worker(settings: KeeperSettings) -> None:
     logs.setup(settings.log_format, settings.log_level)
     runtime()  # connect now: a bad key or network fails here, loudly, not in the first task
     app.worker_main(
-        ["worker", "--pool=solo", "-Q", f"{settings.confirm_queue},{settings.queue}", "--loglevel=WARNING", "-n", f"{settings.name}-{os.getpid()}@%h",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    )  # fmt: skip
+        [
+            "worker",
+            "--pool=solo",
+            "-Q",
+            f"{settings.confirm_queue},{settings.queue}",
+            "--loglevel=WARNING",
+            "-n",
+            f"{settings.name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
 
 
 def start(settings: KeeperSettings, workers: int) -> None:
     """The listener here and `workers` worker processes beside it; stopping this stops them."""
     children = [
-        subprocess.Popen([sys.executable, "-m", "keepers", "worker"], env=os.environ | {"COMPUTENET_KEEPER_NETWORK": _network(settings)})
+        subprocess.Popen(
+            [sys.executable, "-m", "keepers", "worker"],
+            env=os.environ | {"COMPUTENET_KEEPER_NETWORK": _network(settings)},
+        )
         for _ in range(workers)
     ]
     try:
@@ -130,8 +155,10 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
     click.echo(f"cursor      {report['cursor']} of head {report['head']} (listener last stepped {seen})")
     click.echo(f"queue       {report['queue']}: {report['queue_depth']} waiting")
     t = report["tracked"]
-    click.echo(f"tracked     {t['open']} open shards, {t['due']} due items ({report['due_now']} due now), "
-               f"{t['nodes']} nodes, {t['pending']} txs in flight")  # fmt: skip
+    click.echo(
+        f"tracked     {t['open']} open shards, {t['due']} due items ({report['due_now']} due now), "
+        f"{t['nodes']} nodes, {t['pending']} txs in flight"
+    )
     click.echo("counts      " + (", ".join(f"{k}={v}" for k, v in sorted(report["stats"].items())) or "none"))
     for title, entries in (("last actions", report["actions"]), ("last errors", report["errors"])):
         click.echo(f"{title}:" + ("" if entries else " none"))

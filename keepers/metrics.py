@@ -23,11 +23,15 @@ class KeeperCollector:
         head = int(listener.get("head", cursor or 0))
         yield GaugeMetricFamily("computenet_keeper_lag_blocks", "Chain head minus cursor", value=head - (cursor or 0))
         yield GaugeMetricFamily("computenet_keeper_queue_depth", "Tasks waiting in the queue", value=self.queue_depth())
-        sizes = GaugeMetricFamily("computenet_keeper_tracked", "Open shards, due work, nodes, pending txs", labels=["kind"])
+        sizes = GaugeMetricFamily(
+            "computenet_keeper_tracked", "Open shards, due work, nodes, pending txs", labels=["kind"]
+        )
         for kind, count in self.state.counts().items():
             sizes.add_metric([kind], count)
         yield sizes
-        actions = CounterMetricFamily("computenet_keeper_actions", "Task outcomes by kind and call", labels=["kind", "call"])
+        actions = CounterMetricFamily(
+            "computenet_keeper_actions", "Task outcomes by kind and call", labels=["kind", "call"]
+        )
         for key, count in sorted(self.state.stats().items()):
             kind, call = key.split(":", 1)
             actions.add_metric([kind, call], count)

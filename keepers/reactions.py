@@ -30,10 +30,19 @@ from computenet import events as ev
 # Events after which an asset may take a lease it could not take before: every open shard
 # is worth another look.
 _WAKERS = (
-    ev.AssetRegistered, ev.AssetResumed, ev.AssetRenewed, ev.PriceUpdated, ev.CapacityUpdated,
-    ev.StakeAdded, ev.Unpaused, ev.ShardFinalized, ev.ShardReclaimed, ev.ShardDeclined, ev.ReplicaRejected,
+    ev.AssetRegistered,
+    ev.AssetResumed,
+    ev.AssetRenewed,
+    ev.PriceUpdated,
+    ev.CapacityUpdated,
+    ev.StakeAdded,
+    ev.Unpaused,
+    ev.ShardFinalized,
+    ev.ShardReclaimed,
+    ev.ShardDeclined,
+    ev.ReplicaRejected,
     ev.KeeperRegistered,
-)  # fmt: skip
+)
 
 REPUTATION_FIELDS = ("finalized", "reclaimed", "disputes_lost")
 

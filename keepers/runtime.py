@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from computenet.domain import Asset, Parameters, Replica, Shard, Stake
 from computenet.connection import ConfigError, load_account, network_context
+from computenet.domain import Asset, Parameters, Replica, Shard, Stake
 from computenet.errors import ContractRevert
 from computenet.market import Market, _spec, typed_reverts
 from keepers.decisions import NO_OPEN_DISPUTE
@@ -141,7 +141,9 @@ def connect(settings: KeeperSettings) -> Runtime:
     market = Market.from_deployments()
     court = str(market.market.COURT())  # expire goes to the court the market itself names
     if str(market.court.address).lower() != court.lower():
-        raise KeeperConfigError(f"the recorded dispute court {market.court.address} is not the market's COURT() {court}")
+        raise KeeperConfigError(
+            f"the recorded dispute court {market.court.address} is not the market's COURT() {court}"
+        )
     account = load_account(settings.account) if settings.account else None
     if account is not None:
         try:

@@ -560,7 +560,9 @@ class Batch:
             if r and free_[k] < need:
                 continue
             slack = ((deadline if e > deadline else e) - lease_end) / span if span > 0 else 0.0
-            score = (wc * (1.0 - p / md) + ws * slack) + (wl * (1.0 - (util_[k] / 100 + r / cap_[k]) / 2) + wr * rep_[k])
+            score = (wc * (1.0 - p / md) + ws * slack) + (
+                wl * (1.0 - (util_[k] / 100 + r / cap_[k]) / 2) + wr * rep_[k]
+            )
             if score > best or (score == best and k < best_k):
                 best, best_k = score, k
         return best_k, best

@@ -25,7 +25,9 @@ class KeeperSettings(BaseSettings):
     poll_interval: float = Field(0.2, gt=0, description="seconds between looks at the chain head")
     sweep_interval: float = Field(5.0, gt=0, description="seconds between sweeps for time-driven and retried work")
     block_range: int = Field(2000, gt=0, description="most blocks per log query")
-    min_fee: int = Field(0, ge=0, description="skip jobs whose keeper fee per replica is at most below this (token units)")
+    min_fee: int = Field(
+        0, ge=0, description="skip jobs whose keeper fee per replica is at most below this (token units)"
+    )
     require_heartbeat: bool = Field(True, description="use only assets whose agent sent a fresh signed heartbeat")
     max_heartbeat_age: int = Field(30, ge=1, description="seconds after which a silent node is presumed down")
     max_utilization_pct: int = Field(90, ge=0, le=100)

@@ -106,7 +106,9 @@ def confirm(self, sent: dict) -> str:
     try:
         outcome, again = actions.confirm(runtime(), sent)
     except actions.NotMined:
-        raise self.retry(countdown=CONFIRM_POLL, max_retries=None, queue=settings.confirm_queue)  # bounded by tx_timeout
+        raise self.retry(
+            countdown=CONFIRM_POLL, max_retries=None, queue=settings.confirm_queue
+        )  # bounded by tx_timeout
     except TRANSIENT as error:
         raise self.retry(exc=error, countdown=1, max_retries=settings.max_retries, queue=settings.confirm_queue)
     if again is not None:

@@ -1,7 +1,7 @@
 """Deploys computenet and records its addresses in deployments.json.
 
-    ape run deploy --network ethereum:local:foundry --account TEST::0
-    ape run deploy --network ethereum:sepolia:alchemy --account deployer --token 0x1c7D...USDC
+ape run deploy --network ethereum:local:foundry --account TEST::0
+ape run deploy --network ethereum:sepolia:alchemy --account deployer --token 0x1c7D...USDC
 """
 
 import click
@@ -16,11 +16,25 @@ from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_UNBONDING_DELAY, 
 @click.command(cls=ConnectedProviderCommand)
 @network_option()
 @account_option()
-@click.option("--token", help="Payment token address (USDC). Required off local chains; locally a TestToken is deployed.")
+@click.option(
+    "--token", help="Payment token address (USDC). Required off local chains; locally a TestToken is deployed."
+)
 @click.option("--treasury", help="Receives protocol fees (default: the deploying account).")
 @click.option("--facilitator", multiple=True, help="Account allowed to resolve disputes (repeatable).")
-@click.option("--unbonding-delay", type=int, default=DEFAULT_UNBONDING_DELAY, show_default=True, help="Seconds before stakes and keeper bonds can be withdrawn.")
-@click.option("--min-keeper-bond", type=int, default=DEFAULT_MIN_KEEPER_BOND, show_default=True, help="Keeper bond, token base units.")
+@click.option(
+    "--unbonding-delay",
+    type=int,
+    default=DEFAULT_UNBONDING_DELAY,
+    show_default=True,
+    help="Seconds before stakes and keeper bonds can be withdrawn.",
+)
+@click.option(
+    "--min-keeper-bond",
+    type=int,
+    default=DEFAULT_MIN_KEEPER_BOND,
+    show_default=True,
+    help="Keeper bond, token base units.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a public network.")
 @clear_errors
 def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_delay, min_keeper_bond, yes):

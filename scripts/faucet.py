@@ -1,6 +1,6 @@
 """Mints test tokens on a local chain.
 
-    ape run faucet --network ... --account TEST::1 100000
+ape run faucet --network ... --account TEST::1 100000
 """
 
 import click

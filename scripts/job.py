@@ -31,17 +31,40 @@ def cli():
 @account_option()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--shards", type=int, default=1, show_default=True)
-@click.option("--replication", type=int, default=1, show_default=True, help="Agents per shard; >1 means REPLICATED verification.")
+@click.option(
+    "--replication", type=int, default=1, show_default=True, help="Agents per shard; >1 means REPLICATED verification."
+)
 @click.option("--spot-check", is_flag=True, help="Verifiers re-execute samples (single replica).")
 @click.option("--min-vram-mib", type=int, default=0, show_default=True)
 @click.option("--gpus", type=int, default=0, show_default=True, help="GPUs per shard (0: CPU work).")
 @click.option("--max-price", required=True, help="Highest price per GPU-second accepted, in tokens.")
 @click.option("--max-gpu-seconds", type=int, required=True, help="Most GPU-seconds paid per shard.")
 @click.option("--hours", type=float, default=24, show_default=True, help="Deadline, hours from now.")
-@click.option("--store", envvar="COMPUTENET_STORE_URL", help="Content store to upload the manifest and inputs to (agents fetch them there).")
-@click.option("--inputs", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder holding the manifest's input files at their paths (default: the manifest's folder).")
+@click.option(
+    "--store",
+    envvar="COMPUTENET_STORE_URL",
+    help="Content store to upload the manifest and inputs to (agents fetch them there).",
+)
+@click.option(
+    "--inputs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding the manifest's input files at their paths (default: the manifest's folder).",
+)
 @clear_errors
-def post(account, manifest, shards, replication, spot_check, min_vram_mib, gpus, max_price, max_gpu_seconds, hours, store, inputs):
+def post(
+    account,
+    manifest,
+    shards,
+    replication,
+    spot_check,
+    min_vram_mib,
+    gpus,
+    max_price,
+    max_gpu_seconds,
+    hours,
+    store,
+    inputs,
+):
     """Post a job for MANIFEST (a JSON manifest); its budget is escrowed. With --store, the
     manifest and its inputs are uploaded first, each checked against the manifest."""
     try:
@@ -98,19 +121,38 @@ def upload(manifest, folder: Path, store_url: str) -> None:
 
 @cli.command()
 @click.option("--image", required=True, help="Image as name@sha256:<digest> (`python -m agent image` prints one).")
-@click.option("--inputs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Folder of input files, staged under /in.")
-@click.option("--timeout", "timeout_seconds", type=int, default=600, show_default=True, help="Wall-clock limit per shard, seconds.")
+@click.option(
+    "--inputs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of input files, staged under /in.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=int,
+    default=600,
+    show_default=True,
+    help="Wall-clock limit per shard, seconds.",
+)
 @click.option("--max-output-bytes", type=int, default=64 << 20, show_default=True)
 @click.option("--env", "env_pairs", multiple=True, help="NAME=value for the container (repeatable).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the manifest JSON.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the manifest JSON.",
+)
 @click.argument("command", nargs=-1, required=True)
 def manifest(image, inputs, timeout_seconds, max_output_bytes, env_pairs, output, command):
     """Write a manifest for COMMAND over the files in --inputs (each named by its SHA-256)."""
     files = {p.relative_to(inputs).as_posix(): p.read_bytes() for p in sorted(inputs.rglob("*")) if p.is_file()}
     env = dict(pair.split("=", 1) for pair in env_pairs)
     try:
-        built = build_manifest(image, list(command), files, timeout_seconds=timeout_seconds,
-                               max_output_bytes=max_output_bytes, env=env)  # fmt: skip
+        built = build_manifest(
+            image, list(command), files, timeout_seconds=timeout_seconds, max_output_bytes=max_output_bytes, env=env
+        )
     except ManifestError as err:
         raise click.ClickException(str(err)) from None
     output.write_bytes(canonical_json(built))
@@ -134,8 +176,7 @@ def status(job_id):
     )
     for shard in market.shards(job_id):
         replicas = ", ".join(
-            f"r{r.index}:{r.state.name.lower()}" + (f"@asset{r.asset}" if r.asset else "")
-            for r in shard.replicas
+            f"r{r.index}:{r.state.name.lower()}" + (f"@asset{r.asset}" if r.asset else "") for r in shard.replicas
         )
         click.echo(f"  shard {shard.index:>4} {shard.state.name.lower():>10}  {replicas}")
 

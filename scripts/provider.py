@@ -37,11 +37,19 @@ def cli():
 @click.option("--region", type=int, default=0, show_default=True, help="ISO 3166-1 numeric country code.")
 @click.option("--price", required=True, help="Price per GPU-second (per second for CPU-only), in tokens, e.g. 0.0004.")
 @click.option("--days", type=int, default=30, show_default=True, help="Listing length in days.")
-@click.option("--max-leases", type=int, help="Leases held at once, each until finalized (default: one per GPU, at least 1).")
-@click.option("--spec-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Spec and attestation document; its keccak256 becomes the ERC-7829 commit.")
+@click.option(
+    "--max-leases", type=int, help="Leases held at once, each until finalized (default: one per GPU, at least 1)."
+)
+@click.option(
+    "--spec-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Spec and attestation document; its keccak256 becomes the ERC-7829 commit.",
+)
 @click.option("--stake", "stake_amount", help="Also stake this many tokens.")
 @clear_errors
-def register(account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price, days, max_leases, spec_file, stake_amount):
+def register(
+    account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price, days, max_leases, spec_file, stake_amount
+):
     """Register a node and mint its asset."""
     market = Market.from_deployments()
     spec = Spec(
@@ -154,7 +162,9 @@ def list_assets(account, owner):
     if not owned:
         click.echo("no assets")
         return
-    click.echo(f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} expires")
+    click.echo(
+        f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} expires"
+    )
     for a in owned:
         state = "active" if a.spec.active else "paused"
         if a.spec.expire < chain.pending_timestamp:

@@ -20,8 +20,12 @@ from computenet.market import Market
 
 @click.command(cls=ConnectedProviderCommand)
 @network_option()
-@click.option("--redis", "redis_url", envvar="COMPUTENET_KEEPER_REDIS_URL", help="The keepers' Redis, for their queues.")
-@click.option("--keepers", default="keeper", show_default=True, help="Keeper names (COMPUTENET_KEEPER_NAME), comma-separated.")
+@click.option(
+    "--redis", "redis_url", envvar="COMPUTENET_KEEPER_REDIS_URL", help="The keepers' Redis, for their queues."
+)
+@click.option(
+    "--keepers", default="keeper", show_default=True, help="Keeper names (COMPUTENET_KEEPER_NAME), comma-separated."
+)
 @click.option("--jobs", "job_limit", type=int, default=10, show_default=True, help="The most recent jobs to list.")
 @click.option("--recent", type=int, default=10, show_default=True, help="Settlements to list.")
 @clear_errors
@@ -39,14 +43,33 @@ def cli(redis_url, keepers, job_limit, recent):
 
 
 def _assets(market: Market) -> Table:
-    table = Table("asset", "owner", "agent", "GPUs", "cores", "price/s", "stake", "open leases", "active",
-                  title="assets", title_justify="left")  # fmt: skip
+    table = Table(
+        "asset",
+        "owner",
+        "agent",
+        "GPUs",
+        "cores",
+        "price/s",
+        "stake",
+        "open leases",
+        "active",
+        title="assets",
+        title_justify="left",
+    )
     for asset_id in range(1, int(market.assets.totalSupply()) + 1):
         asset = market.asset(asset_id)
         spec = asset.spec
-        table.add_row(str(asset.id), asset.owner, asset.agent, f"{spec.gpu_count} × {spec.vram_mib} MiB",
-                      str(spec.cpu_cores), format_amount(spec.price), format_amount(asset.stake.amount),
-                      str(asset.stake.open_leases), "yes" if spec.active else "no")  # fmt: skip
+        table.add_row(
+            str(asset.id),
+            asset.owner,
+            asset.agent,
+            f"{spec.gpu_count} × {spec.vram_mib} MiB",
+            str(spec.cpu_cores),
+            format_amount(spec.price),
+            format_amount(asset.stake.amount),
+            str(asset.stake.open_leases),
+            "yes" if spec.active else "no",
+        )
     return table
 
 
@@ -57,8 +80,13 @@ def _jobs(market: Market, limit: int) -> Table:
     for job_id in range(count, max(0, count - limit), -1):
         job = market.job(job_id)
         shards = Counter(shard.state.name.lower() for shard in market.shards(job_id))
-        table.add_row(str(job_id), job.client, str(job.requirements.shard_count), format_amount(job.escrow),
-                      *[str(shards[s]) for s in states])  # fmt: skip
+        table.add_row(
+            str(job_id),
+            job.client,
+            str(job.requirements.shard_count),
+            format_amount(job.escrow),
+            *[str(shards[s]) for s in states],
+        )
     return table
 
 
@@ -77,9 +105,17 @@ def _settlements(market: Market, recent: int) -> Table:
     events = [e for e in market.events(market.deployment_block) if isinstance(e, (ShardFinalized, JobFinished))]
     for event in events[-recent:]:
         if isinstance(event, ShardFinalized):
-            table.add_row(str(event.block), str(event.job), str(event.shard), "provider paid", event.provider,
-                          f"{format_amount(event.payment)} (+{format_amount(event.keeper_fee)} keeper, "
-                          f"{format_amount(event.protocol_fee)} protocol)")  # fmt: skip
+            table.add_row(
+                str(event.block),
+                str(event.job),
+                str(event.shard),
+                "provider paid",
+                event.provider,
+                f"{format_amount(event.payment)} (+{format_amount(event.keeper_fee)} keeper, "
+                f"{format_amount(event.protocol_fee)} protocol)",
+            )
         else:
-            table.add_row(str(event.block), str(event.job), "", "client refunded", event.client, format_amount(event.refund))
+            table.add_row(
+                str(event.block), str(event.job), "", "client refunded", event.client, format_amount(event.refund)
+            )
     return table

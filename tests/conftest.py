@@ -12,13 +12,13 @@ import pytest
 from eth_utils import keccak
 from hypothesis import HealthCheck, settings
 
+from agent import image
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
-from agent import image
-from computenet.store import LocalStore, StoreClient, app
 from computenet.localnet import DockerEngine, RedisServer, ServedApp, ServiceError, docker_reachable, wait_until
 from computenet.manifest import build_manifest, canonical_json, manifest_hash
 from computenet.receipts import ExecutionReceipt
+from computenet.store import LocalStore, StoreClient, app
 
 settings.register_profile(
     "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -259,7 +259,9 @@ def registered_keeper(keepers, keeper, keeper2):
 def sign_receipt(chain, market):
     """Signs the receipt for a replica's current lease and its job's manifest with `signer`'s key."""
 
-    def sign(signer, job, shard, replica, output_root, gpu_seconds, exit_code=0, manifest_hash=None, lease=None, asset=None):
+    def sign(
+        signer, job, shard, replica, output_root, gpu_seconds, exit_code=0, manifest_hash=None, lease=None, asset=None
+    ):
         _run_for(chain, market, job, shard, replica, gpu_seconds)  # a receipt is signed once the run is over
         rep = market.replica(job, shard, replica)
         manifest_hash = market.job(job).manifest_hash if manifest_hash is None else manifest_hash
@@ -305,7 +307,9 @@ def submit(market, provider, sign_receipt):
 
     def do(agent_account, job, shard, replica, output_root=b"\x42" * 32, gpu_seconds=1_000, exit_code=0, sender=None):
         sig = sign_receipt(agent_account, job, shard, replica, output_root, gpu_seconds, exit_code)
-        return market.submit_result(job, shard, replica, output_root, gpu_seconds, exit_code, sig, sender=sender or provider)
+        return market.submit_result(
+            job, shard, replica, output_root, gpu_seconds, exit_code, sig, sender=sender or provider
+        )
 
     return do
 
@@ -383,9 +387,18 @@ def job_image(docker_engine):
 def publish_job(content_store, job_image):
     """Builds a manifest over `files`, uploads it and its inputs; returns (manifest, its hash)."""
 
-    def publish(command, files, env=None, image_ref=None, timeout_seconds=60, max_output_bytes=1 << 20, verification=None):
-        manifest = build_manifest(image_ref or job_image, command, files, env=env, timeout_seconds=timeout_seconds,
-                                  max_output_bytes=max_output_bytes, verification=verification)  # fmt: skip
+    def publish(
+        command, files, env=None, image_ref=None, timeout_seconds=60, max_output_bytes=1 << 20, verification=None
+    ):
+        manifest = build_manifest(
+            image_ref or job_image,
+            command,
+            files,
+            env=env,
+            timeout_seconds=timeout_seconds,
+            max_output_bytes=max_output_bytes,
+            verification=verification,
+        )
         for data in files.values():
             content_store.client.put(data)
         content_store.client.put(canonical_json(manifest))

@@ -21,8 +21,20 @@ from computenet.domain import BPS, Verification
 from verifier.sampling import MAX_AUDIT_BPS, draw, spot_checked
 
 
-def may_read(*, caller: str, job_client: str, mode: Verification | int, spot_check_bps: int, seed: bytes | None,
-             job: int, shard: int, replica: int, is_bonded: bool, is_facilitator: bool, disputed: bool) -> bool:  # fmt: skip
+def may_read(
+    *,
+    caller: str,
+    job_client: str,
+    mode: Verification | int,
+    spot_check_bps: int,
+    seed: bytes | None,
+    job: int,
+    shard: int,
+    replica: int,
+    is_bonded: bool,
+    is_facilitator: bool,
+    disputed: bool,
+) -> bool:
     """Whether `caller` may read replica `replica` of `job`'s shard `shard`.
 
     @param caller The address that signed the request.

@@ -113,10 +113,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
@@ -125,10 +126,9 @@ from web3.exceptions import ContractLogicError
 from computenet import signed_requests
 from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
 from computenet.errors import ContractRevert, DisputeCourtError, InvalidSignature, JobMarketError
-from computenet.merkle import MAX_PROOF_DEPTH, leaf, verify
-from computenet.receipts import ExecutionReceipt
 from computenet.manifest import ResultVerification
-from computenet.merkle import MerkleTree
+from computenet.merkle import MAX_PROOF_DEPTH, MerkleTree, leaf, verify
+from computenet.receipts import ExecutionReceipt
 from computenet.web3calls import Sender, block_ranges, contract
 from verifier.compare import compare
 from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
@@ -237,16 +237,30 @@ def attachments(evidence: Evidence) -> list[dict[str, Any]]:
     JSON), proven file and attached re-execution file (sha256 of its content)."""
     found: list[dict[str, Any]] = []
     for item in evidence.receipts:
-        found.append({"kind": "receipt", "replica": item.replica, "sha256": _canonical_sha256(item.model_dump(mode="json"))})
+        found.append(
+            {"kind": "receipt", "replica": item.replica, "sha256": _canonical_sha256(item.model_dump(mode="json"))}
+        )
     for item in evidence.proofs:
-        found.append({"kind": "proof", "replica": item.replica, "path": item.path,
-                      "sha256": _sha256(base64.b64decode(item.content))})  # fmt: skip
-    for path, content in (evidence.reexecution.files.items() if evidence.reexecution else ()):
+        found.append(
+            {
+                "kind": "proof",
+                "replica": item.replica,
+                "path": item.path,
+                "sha256": _sha256(base64.b64decode(item.content)),
+            }
+        )
+    for path, content in evidence.reexecution.files.items() if evidence.reexecution else ():
         found.append({"kind": "reexecution", "path": path, "sha256": _sha256(base64.b64decode(content))})
     for result in evidence.results:
         for path, content in result.files.items():
-            found.append({"kind": "result", "replica": result.replica, "path": path,
-                          "sha256": _sha256(base64.b64decode(content))})  # fmt: skip
+            found.append(
+                {
+                    "kind": "result",
+                    "replica": result.replica,
+                    "path": path,
+                    "sha256": _sha256(base64.b64decode(content)),
+                }
+            )
     return found
 
 
@@ -356,15 +370,30 @@ def check_receipts(evidence: Evidence, facts: ChainFacts) -> None:
         rep = _under_ruling(facts, item.replica, what, "receipts")
         root = _bytes(item.output_root)
         if root != rep.output_root:
-            raise Refused(400, "receipts", f"{what}: its output root {item.output_root} is not the replica's "
-                                           f"on-chain root {_hex_of(rep.output_root)}")  # fmt: skip
+            raise Refused(
+                400,
+                "receipts",
+                f"{what}: its output root {item.output_root} is not the replica's "
+                f"on-chain root {_hex_of(rep.output_root)}",
+            )
         # The chain stores the metering capped at the job's maximum.
         if min(item.gpu_seconds, facts.max_gpu_seconds) != rep.gpu_seconds:
-            raise Refused(400, "receipts", f"{what}: it meters {item.gpu_seconds} GPU-seconds, the chain "
-                                           f"recorded {rep.gpu_seconds}")  # fmt: skip
-        receipt = ExecutionReceipt(job=facts.job, shard=facts.shard, replica=item.replica, lease=rep.lease,
-                                   asset=rep.asset, manifest=facts.manifest_hash, output_root=root,
-                                   gpu_seconds=item.gpu_seconds, exit_code=item.exit_code)  # fmt: skip
+            raise Refused(
+                400,
+                "receipts",
+                f"{what}: it meters {item.gpu_seconds} GPU-seconds, the chain recorded {rep.gpu_seconds}",
+            )
+        receipt = ExecutionReceipt(
+            job=facts.job,
+            shard=facts.shard,
+            replica=item.replica,
+            lease=rep.lease,
+            asset=rep.asset,
+            manifest=facts.manifest_hash,
+            output_root=root,
+            gpu_seconds=item.gpu_seconds,
+            exit_code=item.exit_code,
+        )
         try:
             signer = receipt.recover(_bytes(item.signature), facts.chain_id, facts.market)
         except InvalidSignature as error:
@@ -373,8 +402,9 @@ def check_receipts(evidence: Evidence, facts: ChainFacts) -> None:
         if signer.lower() != agent.lower():
             # A signature over other fields recovers some unrelated key, so this is also
             # what a receipt altered after signing looks like.
-            raise Refused(400, "receipts", f"{what}: its signature recovers {signer}, not asset {rep.asset}'s "
-                                           f"agent {agent}")  # fmt: skip
+            raise Refused(
+                400, "receipts", f"{what}: its signature recovers {signer}, not asset {rep.asset}'s agent {agent}"
+            )
 
 
 def check_proofs(evidence: Evidence, facts: ChainFacts) -> None:
@@ -384,8 +414,9 @@ def check_proofs(evidence: Evidence, facts: ChainFacts) -> None:
         rep = _under_ruling(facts, item.replica, what, "proofs")
         file_leaf = leaf(item.path, base64.b64decode(item.content))
         if not verify([_bytes(p) for p in item.proof], rep.output_root, file_leaf):
-            raise Refused(400, "proofs", f"{what}: it does not lead to the replica's on-chain root "
-                                         f"{_hex_of(rep.output_root)}")  # fmt: skip
+            raise Refused(
+                400, "proofs", f"{what}: it does not lead to the replica's on-chain root {_hex_of(rep.output_root)}"
+            )
 
 
 def check_results(evidence: Evidence, facts: ChainFacts) -> dict[int, dict[str, bytes]]:
@@ -398,8 +429,12 @@ def check_results(evidence: Evidence, facts: ChainFacts) -> dict[int, dict[str, 
         files = {path: base64.b64decode(content) for path, content in item.files.items()}
         root = MerkleTree.from_files(files).root if files else ZERO_ROOT
         if root != rep.output_root:
-            raise Refused(400, "proofs", f"{what}: its files' root {_hex_of(root)} is not the replica's on-chain "
-                                         f"root {_hex_of(rep.output_root)}")  # fmt: skip
+            raise Refused(
+                400,
+                "proofs",
+                f"{what}: its files' root {_hex_of(root)} is not the replica's on-chain "
+                f"root {_hex_of(rep.output_root)}",
+            )
         results[item.replica] = files
     return results
 
@@ -412,8 +447,12 @@ def _agrees(rules: ResultVerification, run: Reexecution, rep: Replica, results: 
     return rep.index in results and compare(rules, run.files, results[rep.index]).agree
 
 
-def needs_second_run(facts: ChainFacts, run: Reexecution | bytes, rules: ResultVerification | None = None,
-                     results: dict[int, dict[str, bytes]] | None = None) -> bool:  # fmt: skip
+def needs_second_run(
+    facts: ChainFacts,
+    run: Reexecution | bytes,
+    rules: ResultVerification | None = None,
+    results: dict[int, dict[str, bytes]] | None = None,
+) -> bool:
     """Whether the arbiter's first run agrees with no replica under ruling: then only a second
     run that agrees with it makes it the valid result."""
     if isinstance(run, bytes):
@@ -431,14 +470,21 @@ def _differences(whose: str, claimed: dict[str, bytes], arbiter: dict[str, bytes
         elif path not in claimed:
             found.append(f"{whose} run lacks {path}, which the arbiter's re-execution has")
         elif claimed[path] != arbiter[path]:
-            found.append(f"{whose} file {path} differs from the arbiter's re-execution (sha256 "
-                         f"{_sha256(claimed[path])}, the arbiter's {_sha256(arbiter[path])})")  # fmt: skip
+            found.append(
+                f"{whose} file {path} differs from the arbiter's re-execution (sha256 "
+                f"{_sha256(claimed[path])}, the arbiter's {_sha256(arbiter[path])})"
+            )
     return found
 
 
-def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | None = None,
-           party: str = "the caller", rules: ResultVerification | None = None,
-           results: dict[int, dict[str, bytes]] | None = None) -> Decision:  # fmt: skip
+def decide(
+    facts: ChainFacts,
+    runs: Sequence[Reexecution],
+    evidence: Evidence | None = None,
+    party: str = "the caller",
+    rules: ResultVerification | None = None,
+    results: dict[int, dict[str, bytes]] | None = None,
+) -> Decision:
     """Rule 6: the ruling from the arbiter's runs of the shard (one that agrees with a replica,
     or two), with the attachments of `evidence` (brought by `party`) compared to its files.
 
@@ -459,8 +505,10 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
         raise ValueError("a root no replica submitted is valid only when a second run agrees with it")
     roots = tuple(run.root for run in runs)
     if valid_root == ZERO_ROOT:
-        note = (f"not reproducible: the arbiter's two runs gave {_hex_of(roots[0])} and {_hex_of(roots[1])}; "
-                "no one is at fault and every submitted result stands")  # fmt: skip
+        note = (
+            f"not reproducible: the arbiter's two runs gave {_hex_of(roots[0])} and {_hex_of(roots[1])}; "
+            "no one is at fault and every submitted result stands"
+        )
         return Decision(facts.job, facts.shard, ZERO_ROOT, tuple(i for i, _ in _ruled(facts)), (), roots, (note,))
     evidence = evidence or Evidence(job=facts.job, shard=facts.shard)
     measured = first.metering.seconds(facts.gpu_count)
@@ -472,8 +520,12 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
             if not checked or metering.ok:
                 upheld.append(index)
             else:
-                rejected.append(Rejection(index, f"{metering.reason} ({first.metering.meter}, "
-                                                 f"{rules.metering_tolerance_bps} bps tolerance)"))  # fmt: skip
+                rejected.append(
+                    Rejection(
+                        index,
+                        f"{metering.reason} ({first.metering.meter}, {rules.metering_tolerance_bps} bps tolerance)",
+                    )
+                )
             continue
         proven = {p.path: base64.b64decode(p.content) for p in evidence.proofs if p.replica == index}
         reasons = [f"its root {_hex_of(rep.output_root)} is not the arbiter's {_hex_of(valid_root)}"]
@@ -487,17 +539,29 @@ def decide(facts: ChainFacts, runs: Sequence[Reexecution], evidence: Evidence | 
         attached = {path: base64.b64decode(content) for path, content in evidence.reexecution.files.items()}
         notes = _differences(f"{party}'s", attached, first.files, complete=True) or [
             f"{party}'s run matches the arbiter's re-execution"
-        ]  # fmt: skip
+        ]
     by_root = {i for i, rep in _ruled(facts) if rep.output_root == valid_root}
-    return Decision(facts.job, facts.shard, valid_root, tuple(upheld), tuple(rejected), roots, tuple(notes),
-                    by_mask=set(upheld) != by_root)  # fmt: skip
+    return Decision(
+        facts.job,
+        facts.shard,
+        valid_root,
+        tuple(upheld),
+        tuple(rejected),
+        roots,
+        tuple(notes),
+        by_mask=set(upheld) != by_root,
+    )
 
 
 # ---------------------------------------------------------------- chain, Docker and the audit log
 
 
-def reexecute(reexecutor: Reexecutor, facts: ChainFacts, rules: ResultVerification | None = None,
-              results: dict[int, dict[str, bytes]] | None = None) -> tuple[Reexecution, ...]:  # fmt: skip
+def reexecute(
+    reexecutor: Reexecutor,
+    facts: ChainFacts,
+    rules: ResultVerification | None = None,
+    results: dict[int, dict[str, bytes]] | None = None,
+) -> tuple[Reexecution, ...]:
     """Rule 5: the arbiter's own run of the shard, and a second one when the first agrees with
     no replica (a reproducibility check)."""
     try:
@@ -506,8 +570,9 @@ def reexecute(reexecutor: Reexecutor, facts: ChainFacts, rules: ResultVerificati
             return (first,)
         return first, reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
     except ReexecutionError as error:
-        raise Refused(503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard "
-                                           f"{facts.shard}: {error}") from None  # fmt: skip
+        raise Refused(
+            503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard {facts.shard}: {error}"
+        ) from None
 
 
 class AuditLog:
@@ -585,9 +650,19 @@ class Arbiter:
     """Reads a disputed shard's facts, re-executes it, decides, sends the ruling from the
     facilitator key and logs every decision; `run_once` finds open disputes by itself."""
 
-    def __init__(self, web3: Any, sender: Sender, market: str, assets: str, audit_log: Path, reexecutor: Reexecutor,
-                 state: Path | None = None, start_block: int = 0, retry_seconds: float = 60,
-                 outputs: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        web3: Any,
+        sender: Sender,
+        market: str,
+        assets: str,
+        audit_log: Path,
+        reexecutor: Reexecutor,
+        state: Path | None = None,
+        start_block: int = 0,
+        retry_seconds: float = 60,
+        outputs: Any = None,
+    ) -> None:
         """
         @param web3 A web3 instance on the market's chain.
         @param sender The facilitator key (a JobMarket facilitator).
@@ -627,11 +702,25 @@ class Arbiter:
         gpu_count, max_gpu_seconds, shard_count, replication = (requirements[i] for i in (1, 3, 5, 6))
         if shard >= shard_count:
             raise Refused(404, "open-dispute", f"job {job} has no shard {shard} (it has {shard_count})")
-        replicas = [Replica.from_chain(job, shard, r, calls.replica(job, shard, r).call(**at),
-                                       calls.output_root(job, shard, r).call(**at)) for r in range(replication)]  # fmt: skip
+        replicas = [
+            Replica.from_chain(
+                job, shard, r, calls.replica(job, shard, r).call(**at), calls.output_root(job, shard, r).call(**at)
+            )
+            for r in range(replication)
+        ]
         agents = {rep.asset: self.assets.functions.agentOf(rep.asset).call(**at) for rep in replicas if rep.asset}
-        return ChainFacts(self.web3.eth.chain_id, self.market.address, job, shard, bytes(manifest_hash),
-                          max_gpu_seconds, tuple(replicas), agents, shard_count, gpu_count)  # fmt: skip
+        return ChainFacts(
+            self.web3.eth.chain_id,
+            self.market.address,
+            job,
+            shard,
+            bytes(manifest_hash),
+            max_gpu_seconds,
+            tuple(replicas),
+            agents,
+            shard_count,
+            gpu_count,
+        )
 
     def arbitrate(self, evidence: Evidence, caller: str | None = None, *, unsigned: str = "") -> dict[str, Any]:
         """Rules on the request's shard and sends the ruling; raises Refused (logged) when it
@@ -645,8 +734,9 @@ class Arbiter:
         with self._lock:
             return self._arbitrate(evidence, "request" if caller else "call", caller)
 
-    def _arbitrate(self, evidence: Evidence, trigger: str, caller: str | None = None,
-                   facts: ChainFacts | None = None) -> dict[str, Any]:  # fmt: skip
+    def _arbitrate(
+        self, evidence: Evidence, trigger: str, caller: str | None = None, facts: ChainFacts | None = None
+    ) -> dict[str, Any]:
         base = _base(evidence, trigger, caller)
         heard = caller is not None  # only a request is checked against rule 2
 
@@ -677,16 +767,44 @@ class Arbiter:
             self._log_refusal(base, refusal, applied(refusal.rules), runs)
             raise
         answer = base | _answer(decision) | {"transaction": _hex_of(receipt["transactionHash"])}
-        self.log.append(_stamp(answer | _runs(runs) | {"rules": applied(RULES), "decision": "resolved",
-                                                       "block": receipt["blockNumber"]}))  # fmt: skip
-        keys = ("job", "shard", "valid_root", "reproducible", "runs", "upheld", "rejected", "notes", "ruling",
-                "rejected_mask", "transaction")  # fmt: skip
+        self.log.append(
+            _stamp(
+                answer
+                | _runs(runs)
+                | {"rules": applied(RULES), "decision": "resolved", "block": receipt["blockNumber"]}
+            )
+        )
+        keys = (
+            "job",
+            "shard",
+            "valid_root",
+            "reproducible",
+            "runs",
+            "upheld",
+            "rejected",
+            "notes",
+            "ruling",
+            "rejected_mask",
+            "transaction",
+        )
         return {key: answer[key] for key in keys}
 
-    def _log_refusal(self, base: dict[str, Any], refusal: Refused, rules: list[str],
-                     runs: Sequence[Reexecution] = ()) -> None:  # fmt: skip
-        self.log.append(_stamp(base | _runs(runs) | {"rules": rules, "decision": "refused", "status": refusal.status,
-                                                     "rule": refusal.rule, "reason": refusal.reason}))  # fmt: skip
+    def _log_refusal(
+        self, base: dict[str, Any], refusal: Refused, rules: list[str], runs: Sequence[Reexecution] = ()
+    ) -> None:
+        self.log.append(
+            _stamp(
+                base
+                | _runs(runs)
+                | {
+                    "rules": rules,
+                    "decision": "refused",
+                    "status": refusal.status,
+                    "rule": refusal.rule,
+                    "reason": refusal.reason,
+                }
+            )
+        )
 
     def _send_ruling(self, decision: Decision) -> dict[str, Any]:
         """The ruling on chain at the dispute court (facilitators only, before the ruling
@@ -702,11 +820,13 @@ class Arbiter:
         try:
             return self.reexecutor.manifest(facts.manifest_hash).verification
         except ReexecutionError as error:
-            raise Refused(503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard "
-                                               f"{facts.shard}: {error}") from None  # fmt: skip
+            raise Refused(
+                503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard {facts.shard}: {error}"
+            ) from None
 
-    def _fetch_results(self, facts: ChainFacts, rules: ResultVerification,
-                       results: dict[int, dict[str, bytes]]) -> dict[int, dict[str, bytes]]:  # fmt: skip
+    def _fetch_results(
+        self, facts: ChainFacts, rules: ResultVerification, results: dict[int, dict[str, bytes]]
+    ) -> dict[int, dict[str, bytes]]:
         """With a tolerant comparator, the whole results of the replicas under ruling that no
         request attached, from their agents' outputs services (when configured); a replica
         whose result cannot be had is judged by its root alone."""
@@ -719,8 +839,10 @@ class Arbiter:
             try:
                 found[index] = self.outputs.result(rep.asset, facts.job, facts.shard, index, rep.output_root)
             except Exception as error:  # an agent down or refusing: its root alone speaks for it
-                log.warning("replica result unavailable", extra={"fields": {"job": facts.job, "shard": facts.shard,
-                                                                           "replica": index, "error": str(error)}})  # fmt: skip
+                log.warning(
+                    "replica result unavailable",
+                    extra={"fields": {"job": facts.job, "shard": facts.shard, "replica": index, "error": str(error)}},
+                )
         return found
 
     def _check_caller(self, caller: str, facts: ChainFacts) -> str:
@@ -740,8 +862,12 @@ class Arbiter:
             return "a keeper"
         except ContractLogicError:
             pass
-        raise Refused(403, "caller", f"{caller} is neither job {facts.job}'s client, the challenger, an owner of the "
-                                     "shard's assets nor an active keeper")  # fmt: skip
+        raise Refused(
+            403,
+            "caller",
+            f"{caller} is neither job {facts.job}'s client, the challenger, an owner of the "
+            "shard's assets nor an active keeper",
+        )
 
     # ------------------------------------------------------------ the watch
 
@@ -770,8 +896,10 @@ class Arbiter:
                 except Refused as refusal:
                     if refusal.status >= 500:
                         self._retry_at[dispute] = time.monotonic() + self.retry_seconds
-                        log.warning("dispute not ruled on yet", extra={"fields": {"job": dispute[0], "shard": dispute[1],
-                                                                                   "reason": str(refusal)}})  # fmt: skip
+                        log.warning(
+                            "dispute not ruled on yet",
+                            extra={"fields": {"job": dispute[0], "shard": dispute[1], "reason": str(refusal)}},
+                        )
                         continue
             self._retry_at.pop(dispute, None)
             self.cursor.close(dispute)
@@ -803,19 +931,27 @@ def _runs(runs: Sequence[Reexecution]) -> dict[str, Any]:
     """The audit log's record of the arbiter's runs: each root, and the first one's files."""
     if not runs:
         return {}
-    return {"computed_root": _hex_of(runs[0].root), "runs": [_hex_of(run.root) for run in runs],
-            "arbiter_files": {path: _sha256(data) for path, data in sorted(runs[0].files.items())}}  # fmt: skip
+    return {
+        "computed_root": _hex_of(runs[0].root),
+        "runs": [_hex_of(run.root) for run in runs],
+        "arbiter_files": {path: _sha256(data) for path, data in sorted(runs[0].files.items())},
+    }
 
 
 def _base(evidence: Evidence, trigger: str, caller: str | None = None) -> dict[str, Any]:
     """What every audit line says about the request."""
-    base = {"job": evidence.job, "shard": evidence.shard, "trigger": trigger,
-            "evidence_sha256": evidence_sha256(evidence), "attachments": attachments(evidence)}  # fmt: skip
+    base = {
+        "job": evidence.job,
+        "shard": evidence.shard,
+        "trigger": trigger,
+        "evidence_sha256": evidence_sha256(evidence),
+        "attachments": attachments(evidence),
+    }
     return base | ({"caller": caller} if caller else {})
 
 
 def _stamp(entry: dict[str, Any]) -> dict[str, Any]:
-    return {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")} | entry
+    return {"time": datetime.now(UTC).isoformat(timespec="milliseconds")} | entry
 
 
 # ---------------------------------------------------------------- HTTP
@@ -845,11 +981,15 @@ def router(arbiter: Arbiter) -> APIRouter:
         try:
             evidence = Evidence.model_validate_json(body)
         except ValidationError as error:
-            raise HTTPException(422, error.errors(include_url=False, include_context=False, include_input=False)) from None
+            raise HTTPException(
+                422, error.errors(include_url=False, include_context=False, include_input=False)
+            ) from None
         target = f"POST /disputes {hashlib.sha256(body).hexdigest()}"
         try:
-            who, unsigned = signed_requests.caller(headers, SCOPE, arbiter.chain_id, arbiter.sender.address,
-                                                   target, time.time()), ""  # fmt: skip
+            who, unsigned = (
+                signed_requests.caller(headers, SCOPE, arbiter.chain_id, arbiter.sender.address, target, time.time()),
+                "",
+            )
         except HTTPException as error:  # refused by rule 2, after rule 1, and logged
             who, unsigned = None, str(error.detail)
         try:

@@ -111,8 +111,12 @@ class State:
         if self.path is None:
             return
         with self._lock:
-            body = {"next_block": self.next_block, "waiting": self.waiting, "decisions": self.decisions,
-                    "counts": self.counts}  # fmt: skip
+            body = {
+                "next_block": self.next_block,
+                "waiting": self.waiting,
+                "decisions": self.decisions,
+                "counts": self.counts,
+            }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -125,9 +129,21 @@ class State:
 class Verifier:
     """One verifier key (or none: a dry run that logs what it would challenge) on one market."""
 
-    def __init__(self, web3: Any, market: str, reexecutor: Reexecutor, *, sender: Sender | None = None,
-                 address: str | None = None, share_bps: int = 1_000, state: Path | None = None, start_block: int = 0,
-                 outputs: dict[int, str] | None = None, retry_seconds: float = 30.0, max_attempts: int = 5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        web3: Any,
+        market: str,
+        reexecutor: Reexecutor,
+        *,
+        sender: Sender | None = None,
+        address: str | None = None,
+        share_bps: int = 1_000,
+        state: Path | None = None,
+        start_block: int = 0,
+        outputs: dict[int, str] | None = None,
+        retry_seconds: float = 30.0,
+        max_attempts: int = 5,
+    ) -> None:
         """
         @param web3 A web3 instance on the market's chain.
         @param market The JobMarket address.
@@ -195,9 +211,16 @@ class Verifier:
         for start, stop in block_ranges(self.state.next_block, head):
             for entry in self.market.events.ResultSubmitted().get_logs(from_block=start, to_block=stop):
                 args = entry["args"]
-                item = Submission(int(args["job"]), int(args["shard"]), int(args["replica"]), int(args["asset"]),
-                                  "0x" + bytes(args["output_root"]).hex(), int(args["gpu_seconds"]),
-                                  int(entry["blockNumber"]), int(entry["logIndex"]))  # fmt: skip
+                item = Submission(
+                    int(args["job"]),
+                    int(args["shard"]),
+                    int(args["replica"]),
+                    int(args["asset"]),
+                    "0x" + bytes(args["output_root"]).hex(),
+                    int(args["gpu_seconds"]),
+                    int(entry["blockNumber"]),
+                    int(entry["logIndex"]),
+                )
                 if item.key not in self.state.decisions and item.key not in self.state.waiting:
                     self.state.waiting[item.key] = {"submission": asdict(item), "attempts": 0, "retry_at": 0.0}
                     found += 1
@@ -238,8 +261,9 @@ class Verifier:
         calls = self.market.functions
         base = {"job": item.job, "shard": item.shard, "replica": item.replica, "root": item.root}
         raw = calls.replica(item.job, item.shard, item.replica).call()
-        rep = Replica.from_chain(item.job, item.shard, item.replica, raw,
-                                 calls.output_root(item.job, item.shard, item.replica).call())  # fmt: skip
+        rep = Replica.from_chain(
+            item.job, item.shard, item.replica, raw, calls.output_root(item.job, item.shard, item.replica).call()
+        )
         if rep.state != ReplicaState.SUBMITTED or "0x" + rep.output_root.hex() != item.root:
             return self._log(base | {"decision": "moot", "state": rep.state.name})
         record = calls.job(item.job).call()
@@ -252,9 +276,16 @@ class Verifier:
         if mode == Verification.REPLICATED and not outlier:
             return self._log(base | {"decision": "replicated"})
         seed = bytes(self.web3.eth.get_block(seed_block(item.block))["hash"])
-        if not outlier and not sampled(mode, seed, item.job, item.shard, item.replica,
-                                       spot_check_bps=rules.spot_check_bps, verifier=self.address,
-                                       share_bps=self.share_bps):  # fmt: skip
+        if not outlier and not sampled(
+            mode,
+            seed,
+            item.job,
+            item.shard,
+            item.replica,
+            spot_check_bps=rules.spot_check_bps,
+            verifier=self.address,
+            share_bps=self.share_bps,
+        ):
             return self._log(base | {"decision": "not sampled"}, level=logging.DEBUG)
         if outlier:
             base |= {"metering_outlier": {"claimed": rep.gpu_seconds, "peers": peers}}
@@ -270,11 +301,23 @@ class Verifier:
                 files = self.outputs.result(item.asset, item.job, item.shard, item.replica, rep.output_root)
             except OutputsError as error:
                 fetch_error = str(error)
-        verdict = judge(rules, run.root, run.files, run.metering.seconds(gpu_count), rep.output_root, files,
-                        rep.gpu_seconds, gpu_count)  # fmt: skip
-        found = base | {"computed_root": "0x" + run.root.hex(), "claimed": rep.gpu_seconds,
-                        "allowed": verdict.metering.allowed, "meter": run.metering.meter,
-                        "reasons": list(verdict.reasons)}  # fmt: skip
+        verdict = judge(
+            rules,
+            run.root,
+            run.files,
+            run.metering.seconds(gpu_count),
+            rep.output_root,
+            files,
+            rep.gpu_seconds,
+            gpu_count,
+        )
+        found = base | {
+            "computed_root": "0x" + run.root.hex(),
+            "claimed": rep.gpu_seconds,
+            "allowed": verdict.metering.allowed,
+            "meter": run.metering.meter,
+            "reasons": list(verdict.reasons),
+        }
         if fetch_error:
             found["outputs_error"] = fetch_error
         if not verdict.challenge:
@@ -314,8 +357,15 @@ class Verifier:
                 return self._log(found | {"decision": "already challenged", "challenger": challenger})
             return self._log(found | {"decision": "challenge refused", "reason": error.reason}, level=logging.WARNING)
         self.state.count("challenged")
-        return self._log(found | {"decision": "challenged", "transaction": "0x" + bytes(receipt["transactionHash"]).hex(),
-                                  "block": int(receipt["blockNumber"])}, level=logging.WARNING)  # fmt: skip
+        return self._log(
+            found
+            | {
+                "decision": "challenged",
+                "transaction": "0x" + bytes(receipt["transactionHash"]).hex(),
+                "block": int(receipt["blockNumber"]),
+            },
+            level=logging.WARNING,
+        )
 
     def _challenger(self, item: Submission) -> str:
         return str(self.court.functions.challenge_of(item.job, item.shard).call()[0])

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from Crypto.Hash import keccak as _keccak
 from eth_utils import keccak
@@ -98,8 +99,13 @@ def output_files(outputs: Path, max_bytes: int) -> list[OutputFile]:
 
 
 def _kind(mode: int) -> str:
-    kinds = [(stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]  # fmt: skip
+    kinds = [
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a fifo"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
@@ -129,8 +135,9 @@ def keccak_file(file: OutputFile) -> bytes:
     return hashing.digest()
 
 
-def commit_result(outputs: Path, logs: bytes, max_bytes: int,
-                  content_hash: Callable[[OutputFile], bytes] = keccak_file) -> Commitment:  # fmt: skip
+def commit_result(
+    outputs: Path, logs: bytes, max_bytes: int, content_hash: Callable[[OutputFile], bytes] = keccak_file
+) -> Commitment:
     """The result's commitment, each output streamed through `content_hash` (which returns
     keccak-256 of the content; the agent's also files it in its output store)."""
     hashes: dict[str, bytes] = {}

@@ -121,12 +121,13 @@ def _arrays(path: str, item: NumericOutput, a: bytes, b: bytes) -> list[str]:
         close = bool(np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True))
     if close:
         return []
-    diff = np.abs(x.astype(np.complex128 if x.dtype.kind == "c" else np.float64) -
-                  y.astype(np.complex128 if y.dtype.kind == "c" else np.float64))  # fmt: skip
+    diff = np.abs(
+        x.astype(np.complex128 if x.dtype.kind == "c" else np.float64)
+        - y.astype(np.complex128 if y.dtype.kind == "c" else np.float64)
+    )
     finite = diff[~np.isnan(diff)]
     if np.isnan(x).any() or np.isnan(y).any():
         if not np.array_equal(np.isnan(x), np.isnan(y)):
             return [f"{path} has NaN where the other result has a number"]
     worst = float(np.abs(finite).max()) if finite.size else 0.0
     return [f"{path} differs beyond rtol {item.rtol}, atol {item.atol} (largest difference {worst:.6g})"]
-

@@ -1,7 +1,7 @@
 """The verifier bot's commands (`python -m verifier ...`; settings: COMPUTENET_VERIFIER_*):
 
-    run       follow submitted results, re-execute those sampled, challenge the wrong ones
-    status    the state file: cursor, waiting results, counts, the latest decisions
+run       follow submitted results, re-execute those sampled, challenge the wrong ones
+status    the state file: cursor, waiting results, counts, the latest decisions
 """
 
 from __future__ import annotations
@@ -42,10 +42,19 @@ def build(settings):
         key = load_account(settings.account).private_key
         sender = Sender(web3, key if isinstance(key, str) else "0x" + bytes(key).hex())
     reexecutor = Reexecutor(StoreClient(settings.store_url), docker_host=settings.docker_host, limits=settings.limits())
-    return Verifier(web3, settings.market, reexecutor, sender=sender, address="0x" + "00" * 20 if sender is None else None,
-                    share_bps=settings.optimistic_share_bps, state=Path(settings.state_file),
-                    start_block=settings.start_block, outputs=settings.outputs, retry_seconds=settings.retry_seconds,
-                    max_attempts=settings.max_attempts)  # fmt: skip
+    return Verifier(
+        web3,
+        settings.market,
+        reexecutor,
+        sender=sender,
+        address="0x" + "00" * 20 if sender is None else None,
+        share_bps=settings.optimistic_share_bps,
+        state=Path(settings.state_file),
+        start_block=settings.start_block,
+        outputs=settings.outputs,
+        retry_seconds=settings.retry_seconds,
+        max_attempts=settings.max_attempts,
+    )
 
 
 def run(settings, stop: threading.Event | None = None) -> None:
@@ -61,12 +70,25 @@ def run(settings, stop: threading.Event | None = None) -> None:
             signal.signal(sig, lambda *_: stop.set())
     bonded = bot.bonded()
     if not bonded:
-        log.warning("not an active KeeperRegistry registrant: agents will not serve it sampled outputs, so results "
-                    "of numeric comparators are judged by their roots alone", extra={"fields": {"verifier": bot.address}})  # fmt: skip
+        log.warning(
+            "not an active KeeperRegistry registrant: agents will not serve it sampled outputs, so results "
+            "of numeric comparators are judged by their roots alone",
+            extra={"fields": {"verifier": bot.address}},
+        )
     mode = "dry run (no key)" if bot.dry_run else "challenging"
-    log.info("verifying", extra={"fields": {"verifier": bot.address, "mode": mode, "market": settings.market,
-                                            "cursor": bot.state.next_block, "bonded": bonded,
-                                            "optimistic_share_bps": settings.optimistic_share_bps}})  # fmt: skip
+    log.info(
+        "verifying",
+        extra={
+            "fields": {
+                "verifier": bot.address,
+                "mode": mode,
+                "market": settings.market,
+                "cursor": bot.state.next_block,
+                "bonded": bonded,
+                "optimistic_share_bps": settings.optimistic_share_bps,
+            }
+        },
+    )
     bot.run(stop, settings.poll_interval)
     log.info("stopped")
 
@@ -102,8 +124,17 @@ def status_cmd(as_json: bool, last: int) -> None:
     state = json.loads(path.read_text(encoding="utf-8"))
     decisions = sorted(state["decisions"].items(), key=lambda kv: kv[1]["at"])[-last:]
     if as_json:
-        click.echo(json.dumps({"next_block": state["next_block"], "waiting": len(state["waiting"]),
-                               "counts": state.get("counts", {}), "decisions": dict(decisions)}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "next_block": state["next_block"],
+                    "waiting": len(state["waiting"]),
+                    "counts": state.get("counts", {}),
+                    "decisions": dict(decisions),
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"cursor      next block {state['next_block']}, {len(state['waiting'])} results waiting")
     click.echo("counts      " + ", ".join(f"{k}={v}" for k, v in sorted(state.get("counts", {}).items())))

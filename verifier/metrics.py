@@ -30,8 +30,11 @@ class VerifierCollector:
         cursor = self.state.next_block - 1
         yield GaugeMetricFamily("computenet_verifier_cursor_block", "Last block scanned", value=cursor)
         yield GaugeMetricFamily("computenet_verifier_lag_blocks", "Chain head minus cursor", value=self.head() - cursor)
-        yield GaugeMetricFamily("computenet_verifier_waiting", "Results waiting for their seed block or a retry",
-                                value=len(self.state.waiting))  # fmt: skip
+        yield GaugeMetricFamily(
+            "computenet_verifier_waiting",
+            "Results waiting for their seed block or a retry",
+            value=len(self.state.waiting),
+        )
 
 
 def serve(state: State, head: Callable[[], int], host: str, port: int) -> None:

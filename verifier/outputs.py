@@ -36,8 +36,14 @@ class OutputsError(ComputenetError):
 class OutputsClient:
     """Fetches replicas' results from their agents' outputs services."""
 
-    def __init__(self, private_key: Any, chain_id: int, urls: Mapping[int, str], agent_of: Callable[[int], str],
-                 timeout: float = TIMEOUT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        private_key: Any,
+        chain_id: int,
+        urls: Mapping[int, str],
+        agent_of: Callable[[int], str],
+        timeout: float = TIMEOUT,
+    ) -> None:
         """
         @param private_key The reader's key (the verifier's, or the facilitator's).
         @param chain_id The market's chain.
@@ -84,8 +90,9 @@ class OutputsClient:
         except (ValueError, TypeError):
             raise OutputsError(f"asset {asset}'s agent sent {path} without a readable Merkle proof") from None
         if not verify(proof, root, leaf(path, data)):
-            raise OutputsError(f"asset {asset}'s agent sent a {path} that is not in the replica's on-chain root "
-                               f"0x{root.hex()}")  # fmt: skip
+            raise OutputsError(
+                f"asset {asset}'s agent sent a {path} that is not in the replica's on-chain root 0x{root.hex()}"
+            )
         return data
 
     def result(self, asset: int, job: int, shard: int, replica: int, root: bytes) -> dict[str, bytes]:

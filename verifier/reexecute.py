@@ -26,14 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from computenet import sandbox
+from computenet.errors import ComputenetError
 from computenet.manifest import Manifest
+from computenet.merkle import MerkleTree
 from computenet.meter import Metering
-from computenet.staging import Decline, bound_outputs, ensure_image, fetch_manifest, output_bytes, prepare, release, stage_inputs
+from computenet.staging import (
+    Decline,
+    bound_outputs,
+    ensure_image,
+    fetch_manifest,
+    output_bytes,
+    prepare,
+    release,
+    stage_inputs,
+)
 from computenet.store import StoreClient
 from verifier.commitment import result_files
 from verifier.rules import wall_clock
-from computenet.errors import ComputenetError
-from computenet.merkle import MerkleTree
 
 
 class ReexecutionError(ComputenetError):
@@ -62,8 +71,14 @@ class Reexecution:
 class Reexecutor:
     """Re-executes shards on one Docker engine with manifests and inputs from one content store."""
 
-    def __init__(self, store: StoreClient, *, docker: Any = None, docker_host: str | None = None,
-                 limits: sandbox.Limits = sandbox.Limits()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: StoreClient,
+        *,
+        docker: Any = None,
+        docker_host: str | None = None,
+        limits: sandbox.Limits = sandbox.Limits(),
+    ) -> None:
         """
         @param store The content store clients publish manifests and inputs to.
         @param docker A Docker client; without one, a client for `docker_host` (default:
@@ -94,8 +109,18 @@ class Reexecutor:
             finally:
                 release(shard_folder)  # the output tmpfs, before the folder goes
 
-    def _run(self, manifest: Any, image: str, docker: Any, manifest_hash: bytes, shard: int, shard_count: int,
-             gpu_count: int, inputs: Path, outputs: Path) -> Reexecution:  # fmt: skip
+    def _run(
+        self,
+        manifest: Any,
+        image: str,
+        docker: Any,
+        manifest_hash: bytes,
+        shard: int,
+        shard_count: int,
+        gpu_count: int,
+        inputs: Path,
+        outputs: Path,
+    ) -> Reexecution:
         bound_outputs(outputs, manifest.outputs.max_bytes)
         try:
             stage_inputs(self.store, manifest, inputs)
@@ -104,21 +129,35 @@ class Reexecutor:
         spec = sandbox.RunSpec(
             # Two runs of one shard (a reproducibility check) may overlap with another arbiter's.
             name=f"computenet-reexecute-{manifest_hash.hex()[:12]}-{shard}-{secrets.token_hex(4)}",
-            image=image, command=list(manifest.command), env=dict(manifest.env), shard=shard,
-            shard_count=shard_count, inputs=inputs, outputs=outputs, output_path=manifest.outputs.path,
-            timeout_seconds=manifest.timeout_seconds, gpu_count=gpu_count, gpu_indices=tuple(range(gpu_count)),
+            image=image,
+            command=list(manifest.command),
+            env=dict(manifest.env),
+            shard=shard,
+            shard_count=shard_count,
+            inputs=inputs,
+            outputs=outputs,
+            output_path=manifest.outputs.path,
+            timeout_seconds=manifest.timeout_seconds,
+            gpu_count=gpu_count,
+            gpu_indices=tuple(range(gpu_count)),
             limits=self.limits,
             max_file_bytes=output_bytes(manifest.outputs.max_bytes),
             labels={"computenet.reexecution": f"0x{manifest_hash.hex()}/{shard}"},
-        )  # fmt: skip
+        )
         try:
             run = sandbox.run(docker, spec)
         except Exception as error:  # the engine's errors: no GPU here, out of disk, gone away
             raise ReexecutionError(f"the Docker engine could not run shard {shard}: {error}") from None
         files, _ = result_files(outputs, run.logs, manifest.outputs.max_bytes)
-        return Reexecution(root=MerkleTree.from_files(files).root, files=files, exit_code=run.exit_code,
-                           timed_out=run.timed_out, oom_killed=run.oom_killed, seconds=run.seconds,
-                           metering=run.metering)  # fmt: skip
+        return Reexecution(
+            root=MerkleTree.from_files(files).root,
+            files=files,
+            exit_code=run.exit_code,
+            timed_out=run.timed_out,
+            oom_killed=run.oom_killed,
+            seconds=run.seconds,
+            metering=run.metering,
+        )
 
     def manifest(self, manifest_hash: bytes) -> Manifest:
         """The job's manifest from the content store, checked to be the one committed to."""
@@ -136,7 +175,9 @@ class Reexecutor:
                 client = docker.DockerClient(base_url=self.docker_host) if self.docker_host else docker.from_env()
                 client.ping()
             except Exception as error:
-                raise ReexecutionError(f"no Docker engine at {self.docker_host or 'the default socket'}: {error}") from None
+                raise ReexecutionError(
+                    f"no Docker engine at {self.docker_host or 'the default socket'}: {error}"
+                ) from None
             self._docker = client
         return self._docker
 

@@ -37,8 +37,14 @@ METERING_SLACK_SECONDS = 2  # per GPU: one second of rounding on each side of th
 def wall_clock(wall_seconds: float) -> Metering:
     """A run's metering from its wall-clock time alone (computenet.meter's weakest meter):
     what a re-execution carries until its container is metered (ContainerMeter)."""
-    return Metering(meter=WALL_CLOCK, gpu_ms=0, cpu_ms=0, wall_ms=round(wall_seconds * 1000), gpu_utilization_pct=None,
-                    reason="the re-execution's container was not metered: its wall-clock time")  # fmt: skip
+    return Metering(
+        meter=WALL_CLOCK,
+        gpu_ms=0,
+        cpu_ms=0,
+        wall_ms=round(wall_seconds * 1000),
+        gpu_utilization_pct=None,
+        reason="the re-execution's container was not metered: its wall-clock time",
+    )
 
 
 def allowed_claim(measured_seconds: float, gpu_count: int, tolerance_bps: int) -> int:
@@ -62,7 +68,11 @@ def metering_outlier(claimed: int, peers: list[int], gpu_count: int, tolerance_b
     if not peers:
         return False
     ordered = sorted(peers)
-    median = ordered[len(ordered) // 2] if len(ordered) % 2 else Fraction(ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2], 2)
+    median = (
+        ordered[len(ordered) // 2]
+        if len(ordered) % 2
+        else Fraction(ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2], 2)
+    )
     return claimed > allowed_claim(median, gpu_count, tolerance_bps)
 
 
@@ -98,8 +108,16 @@ class Verdict:
         return not self.agree or not self.metering.ok
 
 
-def judge(rules: Any, run_root: bytes, run_files: Mapping[str, bytes], run_seconds: float, root: bytes,
-          files: Mapping[str, bytes] | None, claimed: int, gpu_count: int) -> Verdict:  # fmt: skip
+def judge(
+    rules: Any,
+    run_root: bytes,
+    run_files: Mapping[str, bytes],
+    run_seconds: float,
+    root: bytes,
+    files: Mapping[str, bytes] | None,
+    claimed: int,
+    gpu_count: int,
+) -> Verdict:
     """The verdict on a replica (its on-chain `root` and `claimed` metering, and its whole
     result `files` when they could be had) from a re-execution (`run_*`; `run_seconds` in the
     claim's unit) under `rules`, the manifest's verification section. Without the replica's
@@ -112,8 +130,10 @@ def judge(rules: Any, run_root: bytes, run_files: Mapping[str, bytes], run_secon
         agree = True
     elif files is None:
         agree = False
-        reasons.append(f"root 0x{root.hex()} is not the re-execution's 0x{run_root.hex()}"
-                       + ("" if rules.compare == "exact" else " and the replica's files could not be had"))  # fmt: skip
+        reasons.append(
+            f"root 0x{root.hex()} is not the re-execution's 0x{run_root.hex()}"
+            + ("" if rules.compare == "exact" else " and the replica's files could not be had")
+        )
     else:
         comparison = compare(rules, files, run_files)
         agree = comparison.agree

@@ -60,8 +60,17 @@ def audited(seed: bytes, job: int, shard: int, replica: int, verifier: str, shar
     return draw(seed, job, shard, replica, verifier) % BPS < min(share_bps, MAX_AUDIT_BPS)
 
 
-def sampled(mode: Verification, seed: bytes, job: int, shard: int, replica: int, *, spot_check_bps: int,
-            verifier: str, share_bps: int) -> bool:  # fmt: skip
+def sampled(
+    mode: Verification,
+    seed: bytes,
+    job: int,
+    shard: int,
+    replica: int,
+    *,
+    spot_check_bps: int,
+    verifier: str,
+    share_bps: int,
+) -> bool:
     """Whether `verifier` re-executes this replica's result: SPOT_CHECK at the job's declared
     rate, OPTIMISTIC at the verifier's share, REPLICATED never (replica agreement checks it)."""
     if mode == Verification.SPOT_CHECK:

@@ -34,11 +34,16 @@ class VerifierSettings(BaseSettings):
 
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the market's chain")
     market: str = Field(..., description="JobMarket address")
-    account: str | None = Field(None, description="ape account alias of the verifier key (TEST::n locally); none: dry run")
+    account: str | None = Field(
+        None, description="ape account alias of the verifier key (TEST::n locally); none: dry run"
+    )
     store_url: str = Field("http://127.0.0.1:8700", description="content store of manifests and inputs")
-    docker_host: str | None = Field(None, description="Docker engine of the re-executions (default: DOCKER_HOST or the system one)")
-    optimistic_share_bps: int = Field(1_000, ge=0, le=MAX_AUDIT_BPS,
-                                      description="share of OPTIMISTIC results this verifier re-executes")  # fmt: skip
+    docker_host: str | None = Field(
+        None, description="Docker engine of the re-executions (default: DOCKER_HOST or the system one)"
+    )
+    optimistic_share_bps: int = Field(
+        1_000, ge=0, le=MAX_AUDIT_BPS, description="share of OPTIMISTIC results this verifier re-executes"
+    )
     outputs: Annotated[dict[int, str], NoDecode] = Field(
         default_factory=dict, description="asset id -> its agent's outputs URL, as JSON or 'id=url,id=url'"
     )
@@ -50,7 +55,9 @@ class VerifierSettings(BaseSettings):
     metrics_port: int = Field(9465, ge=0, le=65535, description="Prometheus endpoint; 0: off")
     metrics_host: str = "127.0.0.1"
     # Re-executions get an agent's container limits (agent/settings.py), so a shard runs as it did.
-    memory_mib: int = Field(Limits().memory_bytes >> 20, gt=0, description="memory limit per re-execution (swap included)")
+    memory_mib: int = Field(
+        Limits().memory_bytes >> 20, gt=0, description="memory limit per re-execution (swap included)"
+    )
     pids: int = Field(Limits().pids, gt=0)
     cpus: float = Field(Limits().cpus, gt=0)
     tmp_mib: int = Field(Limits().tmp_bytes >> 20, gt=0, description="size of each re-execution's /tmp")

@@ -23,6 +23,7 @@ for path in files[index::count]:
         digest = hashlib.sha256(digest).digest()
     result[path.relative_to(root).as_posix()] = digest.hex()
 out = Path(os.environ.get("OUTPUT_DIR", "/out"))
-(out / "result.json").write_text(json.dumps({"shard": index, "of": count, "rounds": rounds, "hashes": result},
-                                            sort_keys=True, indent=1))
+(out / "result.json").write_text(
+    json.dumps({"shard": index, "of": count, "rounds": rounds, "hashes": result}, sort_keys=True, indent=1)
+)
 print(f"shard {index}/{count}: hashed {len(result)} of {len(files)} files, {rounds} rounds each")

@@ -8,11 +8,11 @@ import json
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from terms import ROOT, STAKE, SUM, TOKEN
 
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
 from verifier.arbiter import Arbiter, router, sign
-from terms import ROOT, STAKE, SUM, TOKEN
 from verifier.reexecute import Reexecutor
 
 
@@ -37,8 +37,10 @@ class Ledger:
             record = self.market.job(job)
             held[record.client] = held.get(record.client, 0) + record.escrow
         return {
-            name: sum(self.token.balanceOf(a) + self.market.credits(a) + self.keepers.keeper(a).bond + held.get(a, 0)
-                      for a in addresses)  # fmt: skip
+            name: sum(
+                self.token.balanceOf(a) + self.market.credits(a) + self.keepers.keeper(a).bond + held.get(a, 0)
+                for a in addresses
+            )
             for name, addresses in self.members.items()
         }
 
@@ -144,8 +146,15 @@ def arbiter(chain, market, assets, facilitator, content_store, docker_engine, tm
     Docker engine with the test agents' limits, its audit log and cursor under tmp_path."""
     web3 = chain.provider.web3
     rerun = Reexecutor(content_store.client, docker=docker_engine.client, limits=Limits(memory_bytes=256 << 20))
-    return Arbiter(web3, Sender(web3, facilitator.private_key), market.address, assets.address,
-                   tmp_path / "disputes.jsonl", rerun, tmp_path / "arbiter.json")  # fmt: skip
+    return Arbiter(
+        web3,
+        Sender(web3, facilitator.private_key),
+        market.address,
+        assets.address,
+        tmp_path / "disputes.jsonl",
+        rerun,
+        tmp_path / "arbiter.json",
+    )
 
 
 @pytest.fixture

@@ -59,5 +59,9 @@ def attached(files: dict[str, bytes]) -> dict:
 def proven(files: dict[str, bytes], replica: int, path: str = "out/sum.txt") -> dict:
     """`path` of `files` with its Merkle proof, as POST /disputes takes a file claimed in `replica`'s result."""
     siblings = MerkleTree.from_files(files).proof(path)
-    return {"replica": replica, "path": path, "content": base64.b64encode(files[path]).decode(),
-            "proof": [hx(p) for p in siblings]}  # fmt: skip
+    return {
+        "replica": replica,
+        "path": path,
+        "content": base64.b64encode(files[path]).decode(),
+        "proof": [hx(p) for p in siblings],
+    }

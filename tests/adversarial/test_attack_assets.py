@@ -3,7 +3,6 @@ sale: the transfer waits until no lease is open, clears the agent key and every 
 seller left, and the seller's key can no longer decline or sign for the buyer's stake."""
 
 import ape
-
 from terms import COST, KEEPER_FEE, PAY, PROTOCOL_FEE, STAKE, WRONG
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -11,9 +10,23 @@ BUSY = b"busy".ljust(32, b"\0")
 
 
 def test_an_asset_changes_hands_only_with_no_lease_open_and_the_sellers_key_cannot_act_for_it(
-    market, token, assets, post_job, asset, lease, submit, agents, provider, provider2, accounts, client, keeper,
-    treasury, ledger, after,
-):  # fmt: skip
+    market,
+    token,
+    assets,
+    post_job,
+    asset,
+    lease,
+    submit,
+    agents,
+    provider,
+    provider2,
+    accounts,
+    client,
+    keeper,
+    treasury,
+    ledger,
+    after,
+):
     seller, buyer, back_door = provider, provider2, accounts[14]
     books = ledger(seller=seller, buyer=buyer, client=client, keeper=keeper, treasury=treasury)
     sold = asset(agent_account=agents[0])
@@ -52,5 +65,9 @@ def test_an_asset_changes_hands_only_with_no_lease_open_and_the_sellers_key_cann
 
     # Each is paid for its own lease; the stake went over for its price.
     assert books.changes() == {
-        "seller": PAY, "buyer": PAY, "client": -2 * COST, "keeper": 2 * KEEPER_FEE, "treasury": 2 * PROTOCOL_FEE
-    }  # fmt: skip
+        "seller": PAY,
+        "buyer": PAY,
+        "client": -2 * COST,
+        "keeper": 2 * KEEPER_FEE,
+        "treasury": 2 * PROTOCOL_FEE,
+    }

@@ -9,11 +9,31 @@ which no challenge reaches."""
 
 import ape
 import pytest
+from terms import (
+    BAD,
+    COST,
+    GOOD,
+    KEEPER_FEE,
+    PAY,
+    PROTOCOL_FEE,
+    ROOT,
+    STAKE,
+    SUM_COST,
+    SUM_KEEPER_FEE,
+    SUM_PAY,
+    SUM_PROTOCOL_FEE,
+    SUM_SECONDS,
+    ZERO,
+    B,
+    R,
+    S,
+    attached,
+    hx,
+    proven,
+    root,
+)
 
 from computenet.domain import ReplicaState
-
-from terms import (B, BAD, COST, GOOD, KEEPER_FEE, PAY, PROTOCOL_FEE, R, ROOT, S, STAKE, SUM_COST, SUM_KEEPER_FEE,
-                   SUM_PAY, SUM_PROTOCOL_FEE, SUM_SECONDS, ZERO, attached, hx, proven, root)
 
 
 @pytest.fixture
@@ -36,7 +56,7 @@ PAID_AS_USUAL = {"challenger": -B, "provider": B + PAY, "client": -COST, "keeper
 
 def test_a_stranger_with_made_up_files_loses_exactly_its_bond_to_the_honest_provider(
     market, summing_job, challenged, attacker, keeper, ask_arbiter, after
-):  # fmt: skip
+):
     job = summing_job()
     books = challenged(job, output_root=root(GOOD), gpu_seconds=SUM_SECONDS)
     made_up = {"job": job, "shard": 0, "reexecution": attached(BAD)}
@@ -53,14 +73,19 @@ def test_a_stranger_with_made_up_files_loses_exactly_its_bond_to_the_honest_prov
     after(market.replica(job, 0, 0).deadline)
     market.finalize(job, 0, sender=keeper)
     changes = books.changes()
-    assert changes == {"challenger": -B, "provider": B + SUM_PAY, "client": -SUM_COST, "keeper": SUM_KEEPER_FEE,
-                       "treasury": SUM_PROTOCOL_FEE}  # fmt: skip
+    assert changes == {
+        "challenger": -B,
+        "provider": B + SUM_PAY,
+        "client": -SUM_COST,
+        "keeper": SUM_KEEPER_FEE,
+        "treasury": SUM_PROTOCOL_FEE,
+    }
     assert changes["challenger"] < 0
 
 
 def test_a_client_that_challenges_its_honest_provider_loses_the_bond_and_still_pays(
     chain, market, court, post_job, asset, lease, agent, client, provider, keeper, treasury, facilitator, ledger, after
-):  # fmt: skip
+):
     books = ledger(client=client, provider=provider, keeper=keeper, treasury=treasury)
     job = post_job()
     lease(job, 0, asset(), agent)
@@ -84,7 +109,7 @@ def test_a_client_that_challenges_its_honest_provider_loses_the_bond_and_still_p
 
 def test_a_challenge_of_a_job_no_one_can_reproduce_costs_the_challenger_its_bond(
     market, court, post_job, challenged, keeper, facilitator, after
-):  # fmt: skip
+):
     """The arbiter's two runs differed: the zero root, every result stands, no one is at fault."""
     job = post_job()
     books = challenged(job)
@@ -97,9 +122,26 @@ def test_a_challenge_of_a_job_no_one_can_reproduce_costs_the_challenger_its_bond
 
 
 def test_a_provider_cannot_challenge_its_own_wrong_result_and_loses_through_a_sybil(
-    chain, market, court, assets, summing_job, asset, lease, submit, agents, provider, provider2, sybil, verifier,
-    client, keeper, treasury, ledger, arbiter, after,
-):  # fmt: skip
+    chain,
+    market,
+    court,
+    assets,
+    summing_job,
+    asset,
+    lease,
+    submit,
+    agents,
+    provider,
+    provider2,
+    sybil,
+    verifier,
+    client,
+    keeper,
+    treasury,
+    ledger,
+    arbiter,
+    after,
+):
     """provider2's asset submits a made-up result for replica 0 while the provider's honest
     replica 1 still runs. In its own name (owner or agent key) provider2 cannot challenge;
     its sybil can, hoping the dispute holds off the challenges of the shard until the
@@ -137,14 +179,28 @@ def test_a_provider_cannot_challenge_its_own_wrong_result_and_loses_through_a_sy
 
 
 def test_a_challenge_no_one_rules_on_locks_neither_escrow_nor_stake(
-    market, court, assets, post_job, asset, lease, agent, verifier, stranger, provider, client, keeper, treasury,
-    ledger, after,
-):  # fmt: skip
+    market,
+    court,
+    assets,
+    post_job,
+    asset,
+    lease,
+    agent,
+    verifier,
+    stranger,
+    provider,
+    client,
+    keeper,
+    treasury,
+    ledger,
+    after,
+):
     """The arbiter is down. After the ruling deadline anyone applies the default outcome:
     the result stands, the bond goes back; the shard is then finalized, the job's other
     shard cancelled and the provider's stake, asked back meanwhile, withdrawn."""
-    books = ledger(challenger=verifier, caller=stranger, provider=provider, client=client, keeper=keeper,
-                   treasury=treasury)  # fmt: skip
+    books = ledger(
+        challenger=verifier, caller=stranger, provider=provider, client=client, keeper=keeper, treasury=treasury
+    )
     job = post_job(shard_count=2)
     staked = asset()
     lease(job, 0, staked, agent)
@@ -169,14 +225,32 @@ def test_a_challenge_no_one_rules_on_locks_neither_escrow_nor_stake(
     assets.withdraw_stake(staked, sender=provider)
     assert market.job(job).unfinished == assets.stake(staked).amount == 0
     assert books.changes() == {
-        "challenger": 0, "caller": 0, "provider": PAY, "client": -COST, "keeper": KEEPER_FEE, "treasury": PROTOCOL_FEE
-    }  # fmt: skip
+        "challenger": 0,
+        "caller": 0,
+        "provider": PAY,
+        "client": -COST,
+        "keeper": KEEPER_FEE,
+        "treasury": PROTOCOL_FEE,
+    }
 
 
 def test_a_provider_is_not_paid_for_gpu_seconds_it_did_not_run(
-    market, court, post_job, asset, submit, agent, verifier, provider, client, keeper, registered_keeper, treasury,
-    facilitator, ledger, after,
-):  # fmt: skip
+    market,
+    court,
+    post_job,
+    asset,
+    submit,
+    agent,
+    verifier,
+    provider,
+    client,
+    keeper,
+    registered_keeper,
+    treasury,
+    facilitator,
+    ledger,
+    after,
+):
     """A run of 1,000 GPU-seconds reported as the job's maximum, after waiting long enough for
     the chain's bound to let it through: the arbiter's own run measures 1,000, the claim is
     beyond the job's tolerance of that (verifier.rules), and the ruling rejects the replica
@@ -195,8 +269,9 @@ def test_a_provider_is_not_paid_for_gpu_seconds_it_did_not_run(
     assert market.job(job).escrow == market.quote(market.job(job).requirements)  # nothing paid from the escrow
 
 
-def test_a_claim_beyond_the_time_the_lease_has_run_is_refused(market, post_job, asset, agent, keeper, registered_keeper,
-                                                           provider, sign_receipt, chain):  # fmt: skip
+def test_a_claim_beyond_the_time_the_lease_has_run_is_refused(
+    market, post_job, asset, agent, keeper, registered_keeper, provider, sign_receipt, chain
+):
     """The chain's own bound: GPU-seconds beyond the time since assignment × GPUs revert, so an
     agent cannot claim the job's maximum for a run that just ended."""
     job = post_job()

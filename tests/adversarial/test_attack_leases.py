@@ -6,7 +6,6 @@ decline within the decline window."""
 
 import ape
 import pytest
-
 from terms import S
 
 
@@ -18,7 +17,7 @@ def only(tx, event):
 
 def test_a_keeper_that_is_the_client_gains_nothing_by_piling_leases_on_an_idle_asset(
     market, assets, post_job, asset, client, keeper, registered_keeper, provider, treasury, ledger, after
-):  # fmt: skip
+):
     books = ledger(attacker=(client, keeper), provider=provider, treasury=treasury)
     idle = asset(max_leases=3)  # one GPU, room for three leases; its agent is down
     job = post_job(shard_count=3)  # three 1-GPU shards
@@ -52,7 +51,7 @@ def leased(market, post_job, asset, client, keeper, registered_keeper, provider,
 
 def test_no_one_is_slashed_for_a_lease_that_ran_out_while_the_market_was_paused(
     market, leased, owner, client, keeper, after
-):  # fmt: skip
+):
     books, job = leased
     market.pause(sender=owner)
     after(market.replica(job, 0, 0).deadline)

@@ -11,6 +11,7 @@ from ape.exceptions import ContractLogicError
 from eth_account import Account
 from eth_utils import keccak
 from fastapi.testclient import TestClient
+from terms import TOKEN
 
 from computenet.domain import Requirements, Verification
 from computenet.eip3009 import TransferAuthorization, random_nonce, split
@@ -18,7 +19,6 @@ from computenet.web3calls import Sender
 from facilitator.job_tags import JobTerms, sign_tag
 from facilitator.jobs import JobSettlement
 from facilitator.service import build_facilitator, create_app
-from terms import TOKEN
 
 JOB_A, JOB_B = keccak(b"job A"), keccak(b"job B")
 
@@ -43,8 +43,11 @@ def settle(chain, market, token, facilitator, gateway):
     with TestClient(api) as http:
 
         def post(payment, requirements):
-            body = {"x402Version": 2, "paymentPayload": payment | {"accepted": requirements},
-                    "paymentRequirements": requirements}  # fmt: skip
+            body = {
+                "x402Version": 2,
+                "paymentPayload": payment | {"accepted": requirements},
+                "paymentRequirements": requirements,
+            }
             return http.post("/settle", json=body).json()
 
         yield post
@@ -53,15 +56,23 @@ def settle(chain, market, token, facilitator, gateway):
 def offered(chain, market, token, manifest_hash, req, tag_key, payer="", nonce=b""):
     """The x402 requirements of a job as its gateway offers it: `req` at its quote, under the
     gateway's tag (bound to an authorization's `payer` and `nonce` when given)."""
-    terms = JobTerms(f"eip155:{chain.chain_id}", token.address, market.address, market.quote(req.as_tuple()),
-                     manifest_hash, req)  # fmt: skip
+    terms = JobTerms(
+        f"eip155:{chain.chain_id}", token.address, market.address, market.quote(req.as_tuple()), manifest_hash, req
+    )
     tag = sign_tag(tag_key, terms, int(time.time()) + 300, payer, nonce)
-    job = {"manifestHash": "0x" + manifest_hash.hex(),
-           "requirements": {name: int(getattr(req, name)) for name in Requirements.__dataclass_fields__}}  # fmt: skip
-    return {"scheme": "exact", "network": terms.network, "asset": token.address, "amount": str(terms.amount),
-            "payTo": market.address, "maxTimeoutSeconds": 300,
-            "extra": {"name": token.name(), "version": token.version(), "computenetJob": job,
-                      "computenetTag": tag}}  # fmt: skip
+    job = {
+        "manifestHash": "0x" + manifest_hash.hex(),
+        "requirements": {name: int(getattr(req, name)) for name in Requirements.__dataclass_fields__},
+    }
+    return {
+        "scheme": "exact",
+        "network": terms.network,
+        "asset": token.address,
+        "amount": str(terms.amount),
+        "payTo": market.address,
+        "maxTimeoutSeconds": 300,
+        "extra": {"name": token.name(), "version": token.version(), "computenetJob": job, "computenetTag": tag},
+    }
 
 
 def paid(payer, requirements) -> dict:
@@ -79,7 +90,7 @@ def paid(payer, requirements) -> dict:
 
 def test_a_payment_for_job_a_settles_no_job_b_of_the_same_price(
     chain, market, token, make_requirements, settle, gateway, keeper, facilitator, stranger, ledger
-):  # fmt: skip
+):
     """Someone holding a copy of the payer's payment for job A (two shards) posts it to /settle
     with job B (one shard run twice, the same price): under B's own offer, and under the tag
     the gateway bound to A's payment with B's terms put in. Both are refused and nothing moves;
@@ -96,8 +107,10 @@ def test_a_payment_for_job_a_settles_no_job_b_of_the_same_price(
     bound_a = offered(chain, market, token, JOB_A, req_a, gateway.key, auth.payer, auth.nonce)
     offer_b = offered(chain, market, token, JOB_B, req_b, gateway.key)
     b_under_a_tag = bound_a | {"extra": bound_a["extra"] | {"computenetJob": offer_b["extra"]["computenetJob"]}}
-    copies = [(offer_b, "not bound to this authorization"),
-              (b_under_a_tag, "signature over these job terms and this authorization")]  # fmt: skip
+    copies = [
+        (offer_b, "not bound to this authorization"),
+        (b_under_a_tag, "signature over these job terms and this authorization"),
+    ]
     jobs = market.job_count()
 
     def copies_refused():
@@ -145,7 +158,7 @@ def cancel(chain, token, payer, auth):
 
 def test_the_facilitator_key_cannot_make_escrow_of_tokens_that_never_arrived(
     chain, market, token, make_requirements, post_job, accounts, facilitator, client, stranger, ledger
-):  # fmt: skip
+):
     """The payer cancels its nonce, so the token counts it as used, and the facilitator key
     claims a front run: no escrow, nothing to withdraw, while another client's escrow sits in
     the market. A genuine front run whose job never came goes back to its payer, once."""
@@ -177,8 +190,9 @@ def test_the_facilitator_key_cannot_make_escrow_of_tokens_that_never_arrived(
     with ape.reverts("job_market: authorization already funded a job"):
         market.return_unclaimed(genuine.market_args(), budget, *split(signature), sender=facilitator)
     with ape.reverts("job_market: authorization already funded a job"):
-        market.post_job_with_authorization(JOB_A, req, genuine.market_args(), True, *split(signature),
-                                           sender=facilitator)  # fmt: skip
+        market.post_job_with_authorization(
+            JOB_A, req, genuine.market_args(), True, *split(signature), sender=facilitator
+        )
     market.withdraw(payer, sender=payer)
     assert (market.job_count(), market.credits(payer)) == (others, 0)
     assert books.changes() == {"colluders": 0, "client": 0, "front_runner": 0}
@@ -192,16 +206,20 @@ def attempt(call, *args, **kwargs):
         pass
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "JobMarket checks a front-run claim (post_job_with_authorization with front_run, and "
-    "return_unclaimed) against the market's whole surplus, not against the tokens of that "
-    "authorization: a payer's authorization whose nonce it cancelled itself passes "
-    "_check_spent_authorization, so the facilitator key can hand that payer the tokens another "
-    "payer's front run left in the market before they are returned (or their job posted)"
-))  # fmt: skip
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "JobMarket checks a front-run claim (post_job_with_authorization with front_run, and "
+        "return_unclaimed) against the market's whole surplus, not against the tokens of that "
+        "authorization: a payer's authorization whose nonce it cancelled itself passes "
+        "_check_spent_authorization, so the facilitator key can hand that payer the tokens another "
+        "payer's front run left in the market before they are returned (or their job posted)"
+    ),
+)
 def test_the_facilitator_key_cannot_give_one_payer_the_tokens_of_anothers_front_run(
     chain, market, token, make_requirements, accounts, facilitator, stranger, ledger
-):  # fmt: skip
+):
     victim, accomplice = accounts[14], accounts[15]
     for payer in (victim, accomplice):
         token.faucet(payer, 1_000 * TOKEN, sender=payer)

@@ -6,10 +6,32 @@ root valid, with none, and one no one can reproduce."""
 
 import ape
 import pytest
+from terms import (
+    BAD,
+    COST,
+    GOOD,
+    KEEPER_FEE,
+    OTHER_WRONG,
+    PAY,
+    PROTOCOL_FEE,
+    ROOT,
+    STAKE,
+    SUM_COST,
+    SUM_KEEPER_FEE,
+    SUM_PAY,
+    SUM_PROTOCOL_FEE,
+    SUM_SECONDS,
+    WRONG,
+    ZERO,
+    R,
+    S,
+    attached,
+    hx,
+    proven,
+    root,
+)
 
 from computenet.domain import ReplicaState
-from terms import (BAD, COST, GOOD, KEEPER_FEE, OTHER_WRONG, PAY, PROTOCOL_FEE, R, ROOT, S, STAKE, SUM_COST,
-                   SUM_KEEPER_FEE, SUM_PAY, SUM_PROTOCOL_FEE, SUM_SECONDS, WRONG, ZERO, attached, hx, proven, root)
 
 
 @pytest.fixture
@@ -37,16 +59,40 @@ def disagreeing(market, summing_job, asset, lease, submit, agents, provider2):
 
 @pytest.mark.parametrize("wrong", [0, 1])
 def test_a_dishonest_replica_that_asks_first_is_still_the_one_slashed(
-    market, assets, disagreeing, asset, lease, sign_receipt, ask_arbiter, agents, provider, provider2, client, keeper,
-    treasury, ledger, after, wrong,
-):  # fmt: skip
+    market,
+    assets,
+    disagreeing,
+    asset,
+    lease,
+    sign_receipt,
+    ask_arbiter,
+    agents,
+    provider,
+    provider2,
+    client,
+    keeper,
+    treasury,
+    ledger,
+    after,
+    wrong,
+):
     books = ledger(cheat=provider2, honest=provider, client=client, keeper=keeper, treasury=treasury)
     job, cheat, honest = disagreeing(wrong, last="honest")
     signature = sign_receipt(agents[1], job, 0, wrong, root(BAD), SUM_SECONDS)
-    receipt = {"replica": wrong, "output_root": hx(root(BAD)), "gpu_seconds": SUM_SECONDS, "exit_code": 0,
-               "signature": hx(signature)}  # fmt: skip
-    its_case = {"job": job, "shard": 0, "receipts": [receipt], "proofs": [proven(BAD, wrong)],
-                "reexecution": attached(BAD)}  # fmt: skip
+    receipt = {
+        "replica": wrong,
+        "output_root": hx(root(BAD)),
+        "gpu_seconds": SUM_SECONDS,
+        "exit_code": 0,
+        "signature": hx(signature),
+    }
+    its_case = {
+        "job": job,
+        "shard": 0,
+        "receipts": [receipt],
+        "proofs": [proven(BAD, wrong)],
+        "reexecution": attached(BAD),
+    }
 
     status, answer = ask_arbiter(provider2, its_case)  # the cheat's owner asks before anyone else
 
@@ -61,15 +107,18 @@ def test_a_dishonest_replica_that_asks_first_is_still_the_one_slashed(
     after(max(market.replica(job, 0, r).deadline for r in range(2)))
     market.finalize(job, 0, sender=keeper)
     assert books.changes() == {
-        "cheat": -S, "honest": R + 2 * SUM_PAY, "client": -2 * SUM_COST, "keeper": 2 * SUM_KEEPER_FEE,
+        "cheat": -S,
+        "honest": R + 2 * SUM_PAY,
+        "client": -2 * SUM_COST,
+        "keeper": 2 * SUM_KEEPER_FEE,
         "treasury": S - R + 2 * SUM_PROTOCOL_FEE,
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("wrong", [0, 1])
 def test_the_honest_replica_is_never_the_one_slashed(
     market, assets, disagreeing, arbiter, provider, provider2, client, treasury, ledger, wrong
-):  # fmt: skip
+):
     """The cheat submits last, having seen the honest root; nobody asks for a ruling, the
     arbiter's own watch finds the dispute and rules."""
     books = ledger(cheat=provider2, honest=provider, client=client, treasury=treasury)
@@ -99,7 +148,7 @@ def pair(market, post_job, asset, lease, agents, provider2):
 
 def test_replicas_that_are_all_wrong_each_lose_a_slash_to_the_treasury(
     market, court, pair, provider, provider2, client, treasury, facilitator, ledger
-):  # fmt: skip
+):
     """Two made-up results that differ; the arbiter's two runs agree on a third root."""
     books = ledger(first=provider, second=provider2, client=client, treasury=treasury)
     job = pair(WRONG, OTHER_WRONG)
@@ -112,7 +161,7 @@ def test_replicas_that_are_all_wrong_each_lose_a_slash_to_the_treasury(
 
 def test_a_mismatch_no_one_can_reproduce_pays_every_replica_and_slashes_no_one(
     market, court, pair, provider, provider2, client, keeper, treasury, facilitator, ledger, after
-):  # fmt: skip
+):
     books = ledger(first=provider, second=provider2, client=client, keeper=keeper, treasury=treasury)
     job = pair(ROOT, WRONG)
 
@@ -123,5 +172,9 @@ def test_a_mismatch_no_one_can_reproduce_pays_every_replica_and_slashes_no_one(
     after(max(market.replica(job, 0, r).deadline for r in range(2)))
     market.finalize(job, 0, sender=keeper)
     assert books.changes() == {
-        "first": PAY, "second": PAY, "client": -2 * COST, "keeper": 2 * KEEPER_FEE, "treasury": 2 * PROTOCOL_FEE
-    }  # fmt: skip
+        "first": PAY,
+        "second": PAY,
+        "client": -2 * COST,
+        "keeper": 2 * KEEPER_FEE,
+        "treasury": 2 * PROTOCOL_FEE,
+    }

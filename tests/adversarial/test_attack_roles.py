@@ -7,7 +7,7 @@ docs/disputes.md shown here: a challenge that finds a replica wrong (the shard r
 the client's escrow), a false one split among the accused, a mismatch with one root valid,
 and repeated reclaims."""
 
-from terms import B, COST, KEEPER_FEE, PAY, PROTOCOL_FEE, R, ROOT, S, STAKE, WRONG
+from terms import COST, KEEPER_FEE, PAY, PROTOCOL_FEE, ROOT, STAKE, WRONG, B, R, S
 
 
 def finish(market, job, keeper, after, replicas=1):
@@ -17,9 +17,23 @@ def finish(market, job, keeper, after, replicas=1):
 
 
 def test_a_client_challenging_under_another_name_pays_the_bond_to_the_providers_and_the_work_as_usual(
-    market, court, post_job, asset, lease, submit, agents, client, sybil, provider, provider2, keeper, treasury,
-    facilitator, ledger, after,
-):  # fmt: skip
+    market,
+    court,
+    post_job,
+    asset,
+    lease,
+    submit,
+    agents,
+    client,
+    sybil,
+    provider,
+    provider2,
+    keeper,
+    treasury,
+    facilitator,
+    ledger,
+    after,
+):
     books = ledger(client=(client, sybil), first=provider, second=provider2, keeper=keeper, treasury=treasury)
     job = post_job(replication=2)
     lease(job, 0, asset(agent_account=agents[0]), agents[0], output_root=None)
@@ -33,15 +47,18 @@ def test_a_client_challenging_under_another_name_pays_the_bond_to_the_providers_
 
     changes = books.changes()
     assert changes == {
-        "client": -B - 2 * COST, "first": B // 2 + PAY, "second": B // 2 + PAY, "keeper": 2 * KEEPER_FEE,
+        "client": -B - 2 * COST,
+        "first": B // 2 + PAY,
+        "second": B // 2 + PAY,
+        "keeper": 2 * KEEPER_FEE,
         "treasury": 2 * PROTOCOL_FEE,
-    }  # fmt: skip
+    }
     assert changes["client"] < -2 * COST  # worse than not challenging
 
 
 def test_a_client_that_is_its_own_keeper_gains_nothing_by_reclaiming_again_and_again(
     market, post_job, asset, client, keeper, registered_keeper, provider, treasury, ledger, after
-):  # fmt: skip
+):
     books = ledger(attacker=(client, keeper), provider=provider, treasury=treasury)
     idle = asset()
     job = post_job()
@@ -58,9 +75,22 @@ def test_a_client_that_is_its_own_keeper_gains_nothing_by_reclaiming_again_and_a
 
 
 def test_a_provider_exposing_its_own_wrong_result_through_a_sybil_loses_all_but_the_reward(
-    market, court, post_job, asset, lease, agents, provider, sybil, provider2, client, keeper, treasury, facilitator,
-    ledger, after,
-):  # fmt: skip
+    market,
+    court,
+    post_job,
+    asset,
+    lease,
+    agents,
+    provider,
+    sybil,
+    provider2,
+    client,
+    keeper,
+    treasury,
+    facilitator,
+    ledger,
+    after,
+):
     """The shard then runs again on another asset, on the client's escrow; the client pays
     once, for the result that stands."""
     books = ledger(provider=(provider, sybil), rerun=provider2, client=client, keeper=keeper, treasury=treasury)
@@ -74,15 +104,31 @@ def test_a_provider_exposing_its_own_wrong_result_through_a_sybil_loses_all_but_
 
     changes = books.changes()
     assert changes == {
-        "provider": -S + R, "rerun": PAY, "client": -COST, "keeper": KEEPER_FEE, "treasury": S - R + PROTOCOL_FEE
-    }  # fmt: skip
+        "provider": -S + R,
+        "rerun": PAY,
+        "client": -COST,
+        "keeper": KEEPER_FEE,
+        "treasury": S - R + PROTOCOL_FEE,
+    }
     assert changes["provider"] < 0
 
 
 def test_a_provider_running_both_replicas_with_one_made_up_loses_its_slash_less_the_reward(
-    market, court, post_job, asset, lease, agents, provider, provider2, client, keeper, treasury, facilitator, ledger,
+    market,
+    court,
+    post_job,
+    asset,
+    lease,
+    agents,
+    provider,
+    provider2,
+    client,
+    keeper,
+    treasury,
+    facilitator,
+    ledger,
     after,
-):  # fmt: skip
+):
     """One owner's two assets hold both replicas; one runs the job, the other makes its result
     up. The mismatch opens a dispute by itself; the made-up replica is slashed, its owner gets
     the reward as the upheld provider, and the replica runs again elsewhere."""
@@ -97,7 +143,10 @@ def test_a_provider_running_both_replicas_with_one_made_up_loses_its_slash_less_
 
     changes = books.changes()
     assert changes == {
-        "provider": -S + R + PAY, "rerun": PAY, "client": -2 * COST, "keeper": 2 * KEEPER_FEE,
+        "provider": -S + R + PAY,
+        "rerun": PAY,
+        "client": -2 * COST,
+        "keeper": 2 * KEEPER_FEE,
         "treasury": S - R + 2 * PROTOCOL_FEE,
-    }  # fmt: skip
+    }
     assert changes["provider"] < 0 < 2 * PAY  # running both honestly would have earned 2 x PAY

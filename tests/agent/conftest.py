@@ -45,8 +45,9 @@ class AgentProcess(ProcessGroup):
         """`python -m agent ARGS` with this agent's settings, to its end."""
         import subprocess
 
-        return subprocess.run([sys.executable, "-m", "agent", *args], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "agent", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
 
     def run_status(self):
         """`python -m agent status --json` for this agent's journal."""
@@ -63,11 +64,21 @@ def make_agent(networks, deployments, content_store, docker_engine, tmp_path, st
     """Builds agent processes, each with its own work folder; stops them when the test ends."""
 
     def make(account, assets, **settings):
-        index = next(i for i, a in enumerate(networks.provider.account_manager.test_accounts) if a.address == account.address)
+        index = next(
+            i for i, a in enumerate(networks.provider.account_manager.test_accounts) if a.address == account.address
+        )
         workdir = tmp_path / f"agent-{index}"
         workdir.mkdir(exist_ok=True)
-        proc = AgentProcess(index, assets, workdir, networks.provider.uri, deployments, content_store.url,
-                            docker_engine.host, **settings)  # fmt: skip
+        proc = AgentProcess(
+            index,
+            assets,
+            workdir,
+            networks.provider.uri,
+            deployments,
+            content_store.url,
+            docker_engine.host,
+            **settings,
+        )
         stop_after(proc)
         return proc
 
@@ -98,12 +109,31 @@ def inline_agent(stack, networks, content_store, docker_engine, tmp_path):
     built = []
 
     def make(account, assets, **settings):
-        index = next(i for i, a in enumerate(networks.provider.account_manager.test_accounts) if a.address == account.address)
+        index = next(
+            i for i, a in enumerate(networks.provider.account_manager.test_accounts) if a.address == account.address
+        )
         work = tmp_path / f"inline-agent-{index}"
-        fields = dict(account=f"TEST::{index}", assets=assets, store_url=content_store.url, redis_url="", work_dir=work,
-                      outputs_port=0, memory_mib=256) | settings  # fmt: skip
-        agent = Agent(AgentSettings(**fields), Market.from_stack(stack), account, docker_engine.client,
-                      content_store.client, Journal(work / "journal.sqlite"), LocalStore(work / "outputs"))  # fmt: skip
+        fields = (
+            dict(
+                account=f"TEST::{index}",
+                assets=assets,
+                store_url=content_store.url,
+                redis_url="",
+                work_dir=work,
+                outputs_port=0,
+                memory_mib=256,
+            )
+            | settings
+        )
+        agent = Agent(
+            AgentSettings(**fields),
+            Market.from_stack(stack),
+            account,
+            docker_engine.client,
+            content_store.client,
+            Journal(work / "journal.sqlite"),
+            LocalStore(work / "outputs"),
+        )
         agent.check_assets()
         built.append(agent)
         return agent

@@ -24,17 +24,36 @@ from verifier.commitment import LOG_LEAF
 OUT_LIMIT = 1 << 20
 
 
-def manifest_body(image, command, files=None, *, sizes=None, root=None, output_path="/out", max_bytes=OUT_LIMIT,
-                  timeout=30, paths=None):  # fmt: skip
+def manifest_body(
+    image,
+    command,
+    files=None,
+    *,
+    sizes=None,
+    root=None,
+    output_path="/out",
+    max_bytes=OUT_LIMIT,
+    timeout=30,
+    paths=None,
+):
     """A manifest as JSON data, built by hand so that it may be wrong in any one way."""
     files = files or {}
     sizes, paths = sizes or {}, paths or {}
-    items = [{"path": paths.get(p, p), "size": sizes.get(p, len(d)), "sha256": hashlib.sha256(d).hexdigest()}
-             for p, d in sorted(files.items())]  # fmt: skip
+    items = [
+        {"path": paths.get(p, p), "size": sizes.get(p, len(d)), "sha256": hashlib.sha256(d).hexdigest()}
+        for p, d in sorted(files.items())
+    ]
     if root is None:
         root = "0x" + MerkleTree.from_files(files).root.hex() if files else "0x" + "00" * 32
-    return {"version": 1, "image": image, "command": command, "env": {}, "inputs": {"files": items, "root": root},
-            "outputs": {"path": output_path, "max_bytes": max_bytes}, "timeout_seconds": timeout}  # fmt: skip
+    return {
+        "version": 1,
+        "image": image,
+        "command": command,
+        "env": {},
+        "inputs": {"files": items, "root": root},
+        "outputs": {"path": output_path, "max_bytes": max_bytes},
+        "timeout_seconds": timeout,
+    }
 
 
 def canonical(body):
@@ -102,8 +121,10 @@ FIFO = "import os; os.mkfifo('/out/pipe')"
 NON_UTF8 = "open(b'/out/\\xff\\xfe', 'w').write('x')"
 NOT_PORTABLE = "open('/out/has space', 'w').write('x')"
 DEEP = "import os; p = '/out/' + '/'.join(['d' * 200] * 25); os.makedirs(p); open(p + '/f', 'w').write('x')"
-HUGE = ("import os\nfor i in range(300):\n    try:\n        open(f'/out/{i}', 'wb').write(b'x' * (1 << 20))\n"
-        "    except OSError as e:\n        print(i, e)\n        break")  # fmt: skip
+HUGE = (
+    "import os\nfor i in range(300):\n    try:\n        open(f'/out/{i}', 'wb').write(b'x' * (1 << 20))\n"
+    "    except OSError as e:\n        print(i, e)\n        break"
+)
 CRASH = "raise SystemExit(3)"
 INPUT = {"data/a.txt": b"hello"}
 
@@ -112,31 +133,78 @@ CASES = [
     ("manifest missing", lambda img: None, (), ("declined", "manifest not found")),
     ("manifest not json", lambda img: b"{not json", (), ("declined", "manifest invalid")),
     ("manifest too large", lambda img: b" " * ((1 << 20) + 1), (), ("declined", "manifest too large")),
-    ("manifest not canonical", lambda img: json.dumps(manifest_body(img, py("1")), indent=1).encode(), (),
-     ("declined", "manifest not canonical")),
-    ("input inside an input", lambda img: canonical(manifest_body(img, py("1"), {"a": b"1", "b": b"2"},
-                                                                   paths={"b": "a/b"})), (b"1", b"2"),
-     ("declined", "manifest invalid")),
-    ("output over the input mount", lambda img: canonical(manifest_body(img, py("1"), output_path="/in")), (),
-     ("declined", "manifest invalid")),
-    ("output over /proc", lambda img: canonical(manifest_body(img, py("1"), output_path="/proc/x")), (),
-     ("declined", "manifest invalid")),
-    ("input not portable", lambda img: canonical(manifest_body(img, py("1"), {"a\\b": b"1"})), (b"1",),
-     ("declined", "manifest invalid")),
-    ("input missing", lambda img: canonical(manifest_body(img, py("1"), {"gone": b"never published"})), (),
-     ("declined", "input not found")),
-    ("input smaller than said", lambda img: canonical(manifest_body(img, py("1"), INPUT, sizes={"data/a.txt": 3})),
-     (INPUT["data/a.txt"],), ("declined", "input size mismatch")),
-    ("input larger than said", lambda img: canonical(manifest_body(img, py("1"), INPUT, sizes={"data/a.txt": 9})),
-     (INPUT["data/a.txt"],), ("declined", "input size mismatch")),
-    ("input root wrong", lambda img: canonical(manifest_body(img, py("1"), INPUT, root="0x" + "ab" * 32)),
-     (INPUT["data/a.txt"],), ("declined", "input root mismatch")),
-    ("image missing", lambda img: canonical(manifest_body("computenet/python@sha256:" + "0" * 64, py("1"))), (),
-     ("declined", "image not found")),
-    ("lease too short", lambda img: canonical(manifest_body(img, py("1"), timeout=10**9)), (),
-     ("declined", "lease too short")),
-    ("no such executable", lambda img: canonical(manifest_body(img, ["/no/such/binary"])), (),
-     ("declined", "engine refused container")),
+    (
+        "manifest not canonical",
+        lambda img: json.dumps(manifest_body(img, py("1")), indent=1).encode(),
+        (),
+        ("declined", "manifest not canonical"),
+    ),
+    (
+        "input inside an input",
+        lambda img: canonical(manifest_body(img, py("1"), {"a": b"1", "b": b"2"}, paths={"b": "a/b"})),
+        (b"1", b"2"),
+        ("declined", "manifest invalid"),
+    ),
+    (
+        "output over the input mount",
+        lambda img: canonical(manifest_body(img, py("1"), output_path="/in")),
+        (),
+        ("declined", "manifest invalid"),
+    ),
+    (
+        "output over /proc",
+        lambda img: canonical(manifest_body(img, py("1"), output_path="/proc/x")),
+        (),
+        ("declined", "manifest invalid"),
+    ),
+    (
+        "input not portable",
+        lambda img: canonical(manifest_body(img, py("1"), {"a\\b": b"1"})),
+        (b"1",),
+        ("declined", "manifest invalid"),
+    ),
+    (
+        "input missing",
+        lambda img: canonical(manifest_body(img, py("1"), {"gone": b"never published"})),
+        (),
+        ("declined", "input not found"),
+    ),
+    (
+        "input smaller than said",
+        lambda img: canonical(manifest_body(img, py("1"), INPUT, sizes={"data/a.txt": 3})),
+        (INPUT["data/a.txt"],),
+        ("declined", "input size mismatch"),
+    ),
+    (
+        "input larger than said",
+        lambda img: canonical(manifest_body(img, py("1"), INPUT, sizes={"data/a.txt": 9})),
+        (INPUT["data/a.txt"],),
+        ("declined", "input size mismatch"),
+    ),
+    (
+        "input root wrong",
+        lambda img: canonical(manifest_body(img, py("1"), INPUT, root="0x" + "ab" * 32)),
+        (INPUT["data/a.txt"],),
+        ("declined", "input root mismatch"),
+    ),
+    (
+        "image missing",
+        lambda img: canonical(manifest_body("computenet/python@sha256:" + "0" * 64, py("1"))),
+        (),
+        ("declined", "image not found"),
+    ),
+    (
+        "lease too short",
+        lambda img: canonical(manifest_body(img, py("1"), timeout=10**9)),
+        (),
+        ("declined", "lease too short"),
+    ),
+    (
+        "no such executable",
+        lambda img: canonical(manifest_body(img, ["/no/such/binary"])),
+        (),
+        ("declined", "engine refused container"),
+    ),
     ("a crash", lambda img: canonical(manifest_body(img, py(CRASH))), (), ("failed", 3)),
     ("a symlink out of /out", lambda img: canonical(manifest_body(img, py(SYMLINK_OUT))), (), ("failed", 255)),
     ("a fifo", lambda img: canonical(manifest_body(img, py(FIFO))), (), ("failed", 255)),
@@ -144,8 +212,12 @@ CASES = [
     ("a name not portable", lambda img: canonical(manifest_body(img, py(NOT_PORTABLE))), (), ("failed", 255)),
     ("a tree too deep to name", lambda img: canonical(manifest_body(img, py(DEEP))), (), ("failed", 255)),
     ("outputs past the limit", lambda img: canonical(manifest_body(img, py(HUGE))), (), ("failed", 255)),
-    ("a good run", lambda img: canonical(manifest_body(img, py("open('/out/ok', 'w').write('ok')"))), (),
-     ("succeeded", 0)),
+    (
+        "a good run",
+        lambda img: canonical(manifest_body(img, py("open('/out/ok', 'w').write('ok')"))),
+        (),
+        ("succeeded", 0),
+    ),
 ]
 
 
@@ -217,8 +289,9 @@ def test_a_decline_the_chain_refuses_falls_back_to_a_failed_result(
     assert agent.journal.get(lease.key).note.startswith("image not found: ")
 
 
-def test_a_gpu_job_with_no_free_gpu_on_its_asset_is_declined(inline_agent, register_asset, agents, lease_for, market,
-                                                             job_image):  # fmt: skip
+def test_a_gpu_job_with_no_free_gpu_on_its_asset_is_declined(
+    inline_agent, register_asset, agents, lease_for, market, job_image
+):
     asset = register_asset(agent_account=agents[0], max_leases=4)  # one H100 (not here: no GPU is touched)
     agent = inline_agent(agents[0], [asset], require_gpu_match=False)
     assert agent.gpus.acquire("another lease", (0,), 1) == (0,)  # the asset's one GPU is busy
@@ -229,8 +302,9 @@ def test_a_gpu_job_with_no_free_gpu_on_its_asset_is_declined(inline_agent, regis
     assert agent.gpus.held() == {0: "another lease"}  # the other lease keeps its GPU
 
 
-def test_a_job_that_logs_far_past_the_cap_commits_a_capped_log(inline_agent, cpu_asset, agents, lease_for, market,
-                                                               job_image):  # fmt: skip
+def test_a_job_that_logs_far_past_the_cap_commits_a_capped_log(
+    inline_agent, cpu_asset, agents, lease_for, market, job_image
+):
     asset = cpu_asset(agents[0])
     agent = inline_agent(agents[0], [asset])
     flood = "import sys\nline = b'y' * 1023 + b'\\n'\nfor _ in range(16 * 1024):\n    sys.stdout.buffer.write(line)"
@@ -263,8 +337,16 @@ SNIPPETS = [
     "import os; os.link('/out/a', '/out/b')",
     "x = bytearray(512 << 20)",
 ]
-FLAWS = ["none"] * 14 + ["image missing", "output over a mount", "input inside an input",
-         "input not portable", "input missing", "input size wrong", "input root wrong", "command not runnable"]
+FLAWS = ["none"] * 14 + [
+    "image missing",
+    "output over a mount",
+    "input inside an input",
+    "input not portable",
+    "input missing",
+    "input size wrong",
+    "input root wrong",
+    "command not runnable",
+]
 
 
 @st.composite
@@ -273,9 +355,13 @@ def hostile_jobs(draw):
     (SNIPPETS, up to three) and whose manifest, valid in shape, has at most one flaw."""
     flaw = draw(st.sampled_from(FLAWS))
     code = "; ".join(draw(st.lists(st.sampled_from(SNIPPETS), min_size=1, max_size=3)))
-    command = {"command not runnable": draw(st.sampled_from([["/bin/sh", "-c", "true"], ["python3", "-c"]]))}.get(flaw, py(code))
-    files = {name: draw(st.binary(max_size=64)) for name in draw(st.lists(st.sampled_from(["a", "d/e.txt", "f-1"]),
-                                                                          max_size=2, unique=True))}  # fmt: skip
+    command = {"command not runnable": draw(st.sampled_from([["/bin/sh", "-c", "true"], ["python3", "-c"]]))}.get(
+        flaw, py(code)
+    )
+    files = {
+        name: draw(st.binary(max_size=64))
+        for name in draw(st.lists(st.sampled_from(["a", "d/e.txt", "f-1"]), max_size=2, unique=True))
+    }
     if flaw in ("input inside an input", "input not portable", "input missing", "input size wrong", "input root wrong"):
         files.setdefault("a", b"first input")
     paths = {"input inside an input": {"d/e.txt": "a/e.txt"}, "input not portable": {"a": "a b"}}.get(flaw, {})
@@ -284,11 +370,17 @@ def hostile_jobs(draw):
     published = [data for name, data in files.items() if not (flaw == "input missing" and name == "a")]
     sizes = {"a": len(files["a"]) + draw(st.sampled_from([1, -1]))} if flaw == "input size wrong" else {}
     body = manifest_body(
-        "computenet/python@sha256:" + "0" * 64 if flaw == "image missing" else "IMAGE", command, files, sizes=sizes,
-        paths=paths, output_path=draw(st.sampled_from(["/in", "/tmp/o", "/proc/o", "/var"])) if flaw == "output over a mount"
-        else draw(st.sampled_from(["/out", "/results/run"])), max_bytes=draw(st.sampled_from([1, 4096, OUT_LIMIT])),
+        "computenet/python@sha256:" + "0" * 64 if flaw == "image missing" else "IMAGE",
+        command,
+        files,
+        sizes=sizes,
+        paths=paths,
+        output_path=draw(st.sampled_from(["/in", "/tmp/o", "/proc/o", "/var"]))
+        if flaw == "output over a mount"
+        else draw(st.sampled_from(["/out", "/results/run"])),
+        max_bytes=draw(st.sampled_from([1, 4096, OUT_LIMIT])),
         timeout=draw(st.sampled_from([5, 30])),
-    )  # fmt: skip
+    )
     if flaw == "input root wrong":
         body["inputs"]["root"] = "0x" + "cd" * 32
     return canonical(body), published
@@ -321,11 +413,13 @@ def _vm_hwm_kib(pid):
     raise AssertionError("no VmHWM")
 
 
-WRITE_300_MIB = ("import os, sys\nwritten = 0\nfor i in range(300):\n    try:\n"
-                 "        with open(f'/out/part-{i}', 'wb') as f:\n            f.write(b'w' * (1 << 20))\n"
-                 "        written += 1 << 20\n    except OSError as error:\n        pass\n"
-                 "print('written', written)\nline = b'v' * 1023 + b'\\n'\n"
-                 "for _ in range(32 * 1024):\n    sys.stdout.buffer.write(line)")  # fmt: skip
+WRITE_300_MIB = (
+    "import os, sys\nwritten = 0\nfor i in range(300):\n    try:\n"
+    "        with open(f'/out/part-{i}', 'wb') as f:\n            f.write(b'w' * (1 << 20))\n"
+    "        written += 1 << 20\n    except OSError as error:\n        pass\n"
+    "print('written', written)\nline = b'v' * 1023 + b'\\n'\n"
+    "for _ in range(32 * 1024):\n    sys.stdout.buffer.write(line)"
+)
 
 
 def test_a_job_writing_far_past_its_limit_leaves_memory_flat_and_nothing_on_disk(
@@ -348,7 +442,9 @@ def test_a_job_writing_far_past_its_limit_leaves_memory_flat_and_nothing_on_disk
     job, folder = run(WRITE_300_MIB, OUT_LIMIT)
     growth_mib = (_vm_hwm_kib(pid) - before) / 1024
     assert growth_mib < 32, f"the agent's peak memory grew by {growth_mib:.0f} MiB"
-    submitted = [e for e in market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1) if int(e.job) == job]
+    submitted = [
+        e for e in market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1) if int(e.job) == job
+    ]
     assert int(submitted[0].exit_code) == 255  # over its limit: a failed result
     # nothing of it on the provider's disk but its index and its log
     wait_for(lambda: sorted(os.listdir(folder)) == [execute.INDEX], what="the lease folder to be cleared")

@@ -11,13 +11,13 @@ import urllib.request
 import pytest
 from eth_utils import keccak
 
-from computenet.domain import ReplicaState, Verification
-from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, stream_key
-from computenet.merkle import MerkleTree
 from agent.journal import Journal
 from agent.outputs import sign_request
-from computenet.store import LocalStore
+from computenet.domain import ReplicaState, Verification
+from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, stream_key
 from computenet.localnet import free_port
+from computenet.merkle import MerkleTree
+from computenet.store import LocalStore
 from examples import workloads
 from verifier.access import may_read
 
@@ -35,8 +35,19 @@ def outputs_of(agent_proc, job, shard, replica, lease):
 
 
 def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
-    make_agent, cpu_asset, agents, publish_job, post_job, market, court, keeper, registered_keeper, wait_for, client,
-    stranger, chain,
+    make_agent,
+    cpu_asset,
+    agents,
+    publish_job,
+    post_job,
+    market,
+    court,
+    keeper,
+    registered_keeper,
+    wait_for,
+    client,
+    stranger,
+    chain,
 ):
     a, b = cpu_asset(agents[0]), cpu_asset(agents[1])
     command, env, files = workloads.hashing(files=8, rounds=500)
@@ -47,7 +58,9 @@ def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
     placement = {0: a, 1: a, 2: b, 3: b}
     for shard, asset in placement.items():
         market.assign(job, shard, asset, sender=keeper)
-    wait_for(lambda: all(state_of(market, job, s) == ReplicaState.SUBMITTED for s in range(4)), what="4 results submitted")
+    wait_for(
+        lambda: all(state_of(market, job, s) == ReplicaState.SUBMITTED for s in range(4)), what="4 results submitted"
+    )
 
     hashes = {}
     for shard, asset in placement.items():
@@ -88,30 +101,45 @@ def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
     # that keeper (verifier.access): the agents answer as the rule does, shard by shard.
     chain.mine()  # the block after the last result: its hash seeds the last draw
     for shard, asset in placement.items():
-        (submitted,) = [e for e in market.ResultSubmitted.range(0, chain.blocks.height + 1)
-                        if (e.job, e.shard) == (job, shard)]  # fmt: skip
+        (submitted,) = [
+            e for e in market.ResultSubmitted.range(0, chain.blocks.height + 1) if (e.job, e.shard) == (job, shard)
+        ]
         seed = bytes(chain.provider.web3.eth.get_block(submitted.block_number + 1)["hash"])
-        expected = may_read(caller=keeper.address, job_client=client.address, mode=Verification.OPTIMISTIC,
-                            spot_check_bps=1_000, seed=seed, job=job, shard=shard, replica=0, is_bonded=True,
-                            is_facilitator=False, disputed=False)  # fmt: skip
+        expected = may_read(
+            caller=keeper.address,
+            job_client=client.address,
+            mode=Verification.OPTIMISTIC,
+            spot_check_bps=1_000,
+            seed=seed,
+            job=job,
+            shard=shard,
+            replica=0,
+            is_bonded=True,
+            is_facilitator=False,
+            disputed=False,
+        )
         target = f"/outputs/{job}/{shard}/0"
         agent_address = agents[0 if asset == a else 1].address
-        request = urllib.request.Request(f"http://127.0.0.1:{ports[asset]}{target}",
-                                         headers=sign_request(keeper.private_key, chain.chain_id, agent_address, target))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ports[asset]}{target}",
+            headers=sign_request(keeper.private_key, chain.chain_id, agent_address, target),
+        )
         try:
             code = urllib.request.urlopen(request, timeout=10).status
         except urllib.error.HTTPError as error:
             code = error.code
         assert code == (200 if expected else 403), (shard, expected, code)
-    signed_for_shard_0 = sign_request(client.private_key, chain.chain_id, agents[0].address,
-                                      f"/outputs/{job}/0/0/file?path=out/result.json")  # fmt: skip
+    signed_for_shard_0 = sign_request(
+        client.private_key, chain.chain_id, agents[0].address, f"/outputs/{job}/0/0/file?path=out/result.json"
+    )
     with pytest.raises(urllib.error.HTTPError) as replayed:  # a signature serves one request only
         fetch(client.private_key, 1, headers=signed_for_shard_0)
     assert replayed.value.code == 401
 
 
-def test_a_wrong_image_digest_is_declined_with_its_reason(make_agent, cpu_asset, agents, publish_job, post_job, market,
-                                                           keeper, registered_keeper, wait_for):  # fmt: skip
+def test_a_wrong_image_digest_is_declined_with_its_reason(
+    make_agent, cpu_asset, agents, publish_job, post_job, market, keeper, registered_keeper, wait_for
+):
     asset = cpu_asset(agents[0])
     missing = "computenet/python@sha256:" + "0" * 64
     _, mhash = publish_job(["python3", "-c", "print(1)"], {}, image_ref=missing)
@@ -119,8 +147,9 @@ def test_a_wrong_image_digest_is_declined_with_its_reason(make_agent, cpu_asset,
     start = market.chain_manager.blocks.height
     proc = make_agent(agents[0], [asset]).start()
     market.assign(job, 0, asset, sender=keeper)
-    declined = wait_for(lambda: list(market.ShardDeclined.range(start, market.chain_manager.blocks.height + 1)),
-                        what="the decline")  # fmt: skip
+    declined = wait_for(
+        lambda: list(market.ShardDeclined.range(start, market.chain_manager.blocks.height + 1)), what="the decline"
+    )
     assert declined[0].reason.rstrip(b"\x00") == b"image not found"
     assert state_of(market, job, 0) == ReplicaState.OPEN  # handed back, no penalty
     assert "not here and not pullable" in proc.log()
@@ -155,7 +184,9 @@ def test_an_agent_killed_mid_shard_resumes_it_and_submits_once(
     assert state_of(market, job, 0) == ReplicaState.ASSIGNED
     proc.start()
     wait_for(lambda: state_of(market, job, 0) == ReplicaState.SUBMITTED, what="the resumed shard's result")
-    submitted = [e for e in market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1) if int(e.job) == job]
+    submitted = [
+        e for e in market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1) if int(e.job) == job
+    ]
     assert len(submitted) == 1 and int(submitted[0].exit_code) == 0
     rep = market.replica(job, 0, 0)
     assert outputs_of(proc, job, 0, 0, int(rep.lease))["out/done"] == b"ok"
@@ -170,8 +201,9 @@ def _container_status(client, name):
         return None
 
 
-def test_the_agent_sends_signed_heartbeats_a_keeper_accepts(make_agent, cpu_asset, agents, redis_server, assets, chain,
-                                                            wait_for):  # fmt: skip
+def test_the_agent_sends_signed_heartbeats_a_keeper_accepts(
+    make_agent, cpu_asset, agents, redis_server, assets, chain, wait_for
+):
     asset = cpu_asset(agents[0], max_leases=3)
     client = redis_server.client(0)  # the keeper tests use databases 1 and up
     client.flushdb()
@@ -181,8 +213,9 @@ def test_the_agent_sends_signed_heartbeats_a_keeper_accepts(make_agent, cpu_asse
     beats = [Heartbeat.from_json(fields[STREAM_FIELD.encode()]) for _, fields in entries]
     (first, _), (hb, signature) = beats[0], beats[-1]
     assert hb.seq > first.seq and hb.asset == asset and hb.capacity == 3 and hb.running_shards == 0
-    problem = check_heartbeat(hb, signature, agents[0].address, int(time.time()), 30, first.seq, chain.chain_id,
-                              str(assets.address))  # fmt: skip
+    problem = check_heartbeat(
+        hb, signature, agents[0].address, int(time.time()), 30, first.seq, chain.chain_id, str(assets.address)
+    )
     assert problem is None
 
 
@@ -192,7 +225,9 @@ def test_an_agent_refuses_to_start_naming_what_differs(make_agent, cpu_asset, re
     proc = make_agent(agents[0], [mine, theirs, gpu_asset])
     done = proc.run_command("run")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert f"asset {theirs}: its registered agent is {agents[1].address}, not this key {agents[0].address}" in done.stderr
+    assert (
+        f"asset {theirs}: its registered agent is {agents[1].address}, not this key {agents[0].address}" in done.stderr
+    )
     assert f"asset {gpu_asset}: the asset is registered with 1 GPU(s) but this machine has none (NVML" in done.stderr
     assert f"asset {mine}" not in done.stderr  # a CPU-only asset runs anywhere
 
@@ -211,8 +246,13 @@ def test_a_result_computed_before_a_crash_is_submitted_after_the_restart(
     # What the journal holds when an agent dies between computing a result and sending it.
     journal = Journal(proc.workdir / "journal.sqlite")
     journal.accept(job, 0, 0, int(rep.lease), asset, int(rep.deadline))
-    journal.update((job, 0, 0, int(rep.lease)), "computed", output_root="0x" + root.hex(), gpu_seconds=7,
-                   signature="0x" + bytes(signature).hex())  # fmt: skip
+    journal.update(
+        (job, 0, 0, int(rep.lease)),
+        "computed",
+        output_root="0x" + root.hex(),
+        gpu_seconds=7,
+        signature="0x" + bytes(signature).hex(),
+    )
     journal.close()
     proc.start()
     wait_for(lambda: state_of(market, job, 0) == ReplicaState.SUBMITTED, what="the journaled result to be submitted")

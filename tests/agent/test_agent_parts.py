@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import gpu, plan
-from computenet import sandbox
 from agent.journal import Journal
-from computenet.store import BadName, BlobNotFound, LocalStore, StoreError, digest
+from computenet import sandbox
 from computenet.domain import ReplicaState, Spec
 from computenet.manifest import build_manifest
+from computenet.store import BadName, BlobNotFound, LocalStore, StoreError, digest
 
 
 def _spec(tmp_path, job_image, code, **kw):
@@ -24,9 +24,18 @@ def _spec(tmp_path, job_image, code, **kw):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
     (inputs / "x.txt").write_text("input")
-    fields = dict(name=f"computenet-test-{tmp_path.name}", image=job_image.rsplit("@", 1)[1],
-                  command=["python3", "-c", code], env={}, shard=2, shard_count=4, inputs=inputs, outputs=outputs,
-                  output_path="/out", timeout_seconds=30)  # fmt: skip
+    fields = dict(
+        name=f"computenet-test-{tmp_path.name}",
+        image=job_image.rsplit("@", 1)[1],
+        command=["python3", "-c", code],
+        env={},
+        shard=2,
+        shard_count=4,
+        inputs=inputs,
+        outputs=outputs,
+        output_path="/out",
+        timeout_seconds=30,
+    )
     fields.update(kw)
     return sandbox.RunSpec(**fields)
 
@@ -64,7 +73,9 @@ def test_a_container_has_no_network_a_read_only_root_and_read_only_inputs(docker
 
 
 def test_the_wall_clock_limit_kills_the_container(docker_engine, job_image, tmp_path):
-    result = sandbox.run(docker_engine.client, _spec(tmp_path, job_image, "import time; time.sleep(60)", timeout_seconds=2))
+    result = sandbox.run(
+        docker_engine.client, _spec(tmp_path, job_image, "import time; time.sleep(60)", timeout_seconds=2)
+    )
     assert result.timed_out and result.exit_code == sandbox.KILLED and not result.oom_killed
 
 
@@ -78,8 +89,9 @@ def test_container_options_confine_and_pass_gpus_only_for_gpu_assets(tmp_path):
     assert gpu_options["device_requests"][0]["Count"] == 2
 
 
-def test_a_forged_receipt_is_rejected_on_chain(register_asset, agent, stranger, post_job, market, keeper,
-                                               registered_keeper, sign_receipt):  # fmt: skip
+def test_a_forged_receipt_is_rejected_on_chain(
+    register_asset, agent, stranger, post_job, market, keeper, registered_keeper, sign_receipt
+):
     asset = register_asset(agent_account=agent)
     job = post_job()
     market.assign(job, 0, asset, sender=keeper)
@@ -123,7 +135,9 @@ def test_a_spec_that_does_not_match_the_machine_is_named():
     cpu = gpu.Telemetry("cpu-fallback", (), 4, 0, "NVML unavailable: Shared Library Not Found")
     assert "has none (NVML unavailable" in gpu.spec_mismatch(spec, cpu)
     assert "NVML sees 1" in gpu.spec_mismatch(spec, gpu.Telemetry("nvml", (h100,), 4, 0))
-    assert "GPU 1 (NVIDIA A100-SXM4-40GB) has 40960 MiB" in gpu.spec_mismatch(spec, gpu.Telemetry("nvml", (h100, a100), 4, 0))
+    assert "GPU 1 (NVIDIA A100-SXM4-40GB) has 40960 MiB" in gpu.spec_mismatch(
+        spec, gpu.Telemetry("nvml", (h100, a100), 4, 0)
+    )
     assert gpu.spec_mismatch(spec, gpu.Telemetry("nvml", (h100, h100), 4, 0)) is None
     assert gpu.spec_mismatch(Spec(0, 0, 0, 2, 0, 1, 0), cpu) is None  # CPU-only assets run anywhere
 
@@ -224,8 +238,8 @@ def test_the_batch_inference_example_splits_its_records_over_shards(docker_engin
 
 def test_outputs_over_the_manifests_limit_are_not_committed_only_the_log(tmp_path):
     from agent.execute import collect
-    from verifier.commitment import LOG_LEAF
     from computenet.merkle import MerkleTree
+    from verifier.commitment import LOG_LEAF
 
     outputs = tmp_path / "out"
     (outputs / "sub").mkdir(parents=True)
@@ -234,7 +248,9 @@ def test_outputs_over_the_manifests_limit_are_not_committed_only_the_log(tmp_pat
     store = LocalStore(tmp_path / "store")
     root, names, over = collect(outputs, b"the log", 20, store)
     assert not over and set(names) == {"out/a.txt", "out/sub/b.txt", LOG_LEAF}
-    assert root == MerkleTree.from_files({"out/a.txt": b"a" * 10, "out/sub/b.txt": b"b" * 10, LOG_LEAF: b"the log"}).root
+    assert (
+        root == MerkleTree.from_files({"out/a.txt": b"a" * 10, "out/sub/b.txt": b"b" * 10, LOG_LEAF: b"the log"}).root
+    )
     root, names, over = collect(outputs, b"the log", 19, store)
     assert over and set(names) == {LOG_LEAF} and root == MerkleTree.from_files({LOG_LEAF: b"the log"}).root
 
@@ -321,7 +337,11 @@ def test_gpu_allocations_stay_disjoint_and_within_the_pool(steps):
         (plan.STAGING, plan.Decline("image not found", "detail"), ("decline", "image not found", "detail")),
         (plan.STAGING, RuntimeError("bug"), ("decline", "agent error", "RuntimeError: bug")),
         (plan.STAGING, PermissionError("no"), ("decline", "agent storage error", "PermissionError: no")),
-        (plan.STARTING, RuntimeError("409 conflict"), ("decline", "engine refused container", "RuntimeError: 409 conflict")),
+        (
+            plan.STARTING,
+            RuntimeError("409 conflict"),
+            ("decline", "engine refused container", "RuntimeError: 409 conflict"),
+        ),
         (plan.RAN, RuntimeError("bug"), ("fail", "result not committed", "RuntimeError: bug")),
         (plan.RAN, plan.Decline("image not found"), ("fail", "image not found", "image not found")),
     ],
@@ -454,8 +474,9 @@ def test_the_http_store_spools_uploads_to_disk_and_refuses_one_over_its_limit(tm
         with pytest.raises(StoreError, match="413"):
             client.put(b"k" * 1001)
         chunks = iter([b"c" * 600, b"c" * 600])  # no length declared: the limit holds while it streams
-        request = urllib.request.Request(f"{served.url}/blobs", data=chunks, method="PUT",
-                                         headers={"Transfer-Encoding": "chunked"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{served.url}/blobs", data=chunks, method="PUT", headers={"Transfer-Encoding": "chunked"}
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 413

@@ -760,7 +760,9 @@ def test_set_capacity(assets, asset, provider, stranger):
         assets.set_capacity(asset, 2, sender=stranger)
 
 
-def test_lease_capacity_caps_open_leases(assets, market, provider, agent, register_asset, post_job, keeper, registered_keeper):
+def test_lease_capacity_caps_open_leases(
+    assets, market, provider, agent, register_asset, post_job, keeper, registered_keeper
+):
     """No one can pile more leases on an asset than it offers, to have them expire and slash it,
     even while it has GPUs free."""
     asset = register_asset(max_leases=2, gpu_count=3)
@@ -818,7 +820,9 @@ def test_one_gpu_asset_takes_one_gpu_lease_at_a_time(
     assert leased(assets, asset) == (1, 1)
 
 
-def test_four_gpu_asset_takes_two_two_gpu_leases(assets, market, keeper, registered_keeper, register_asset, post_job, end_lease):
+def test_four_gpu_asset_takes_two_two_gpu_leases(
+    assets, market, keeper, registered_keeper, register_asset, post_job, end_lease
+):
     asset = register_asset(gpu_count=4)
     job = post_job(shard_count=3, gpu_count=2)
     market.assign(job, 0, asset, sender=keeper)
@@ -856,9 +860,21 @@ def test_cpu_leases_are_bounded_only_by_max_leases(assets, market, keeper, regis
 
 
 def test_asset_changes_hands_only_with_no_lease_open(
-    chain, assets, market, court, provider, provider2, agent, keeper, registered_keeper, verifier, facilitator,
-    register_asset, post_job, submit,
-):  # fmt: skip
+    chain,
+    assets,
+    market,
+    court,
+    provider,
+    provider2,
+    agent,
+    keeper,
+    registered_keeper,
+    verifier,
+    facilitator,
+    register_asset,
+    post_job,
+    submit,
+):
     """Assigned, submitted, disputed, upheld: the lease is the seller's until it is finalized."""
     asset = register_asset()
     job = post_job()
@@ -887,7 +903,9 @@ def test_asset_changes_hands_only_with_no_lease_open(
 
 
 @pytest.mark.parametrize("move", ["transferFrom", "safeTransferFrom"])
-def test_transfer_clears_the_agent(assets, market, provider, provider2, agents, keeper, registered_keeper, register_asset, post_job, move):
+def test_transfer_clears_the_agent(
+    assets, market, provider, provider2, agents, keeper, registered_keeper, register_asset, post_job, move
+):
     """The asset takes no lease until its new owner names an agent; the seller can no longer name one."""
     asset = register_asset()
     receipt = getattr(assets, move)(provider, provider2, asset, sender=provider)
@@ -905,7 +923,9 @@ def test_transfer_clears_the_agent(assets, market, provider, provider2, agents, 
     assert leased(assets, asset) == (1, 1)
 
 
-def test_no_agent_comes_before_the_stake_check(assets, market, provider, provider2, keeper, registered_keeper, register_asset, post_job):
+def test_no_agent_comes_before_the_stake_check(
+    assets, market, provider, provider2, keeper, registered_keeper, register_asset, post_job
+):
     unstaked = register_asset(stake=0)
     assets.transferFrom(provider, provider2, unstaked, sender=provider)
     with ape.reverts("compute_asset: no agent"):

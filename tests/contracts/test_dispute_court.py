@@ -160,8 +160,21 @@ def test_the_market_hooks_are_the_courts_alone(market, job, submitted, verifier,
 
 
 def test_a_false_challenge_pays_its_bond_to_the_accused(
-    chain, market, court, assets, job, asset, submitted, verifier, facilitator, provider, treasury, keeper, params, books
-):  # fmt: skip
+    chain,
+    market,
+    court,
+    assets,
+    job,
+    asset,
+    submitted,
+    verifier,
+    facilitator,
+    provider,
+    treasury,
+    keeper,
+    params,
+    books,
+):
     tx = court.challenge(job, 0, sender=verifier)
     before = books(provider, verifier, treasury)
     end = market.replica(job, 0, 0).deadline
@@ -173,8 +186,12 @@ def test_a_false_challenge_pays_its_bond_to_the_accused(
     assert (ev.facilitator, ev.rejected_replicas, ev.upheld, ev.rejected) == (facilitator.address, 0, 1, 0)
     settled = only(ruled, court.DisputeSettled)
     assert (settled.arbiter, settled.challenger, settled.slashed, settled.reward, bool(settled.bond_returned)) == (
-        facilitator.address, verifier.address, 0, 0, False
-    )  # fmt: skip
+        facilitator.address,
+        verifier.address,
+        0,
+        0,
+        False,
+    )
     assert books.gained(before) == {provider: params.challenge_bond, verifier: 0, treasury: 0}
     assert assets.stake(asset).amount == STAKE
     rep = market.replica(job, 0, 0)
@@ -183,7 +200,9 @@ def test_a_false_challenge_pays_its_bond_to_the_accused(
     assert court.challenge_of(job, 0) == (ZERO, 0)
 
 
-def test_a_ruling_never_closes_the_window_for_other_challengers(chain, market, court, job, submitted, verifier, client, facilitator):
+def test_a_ruling_never_closes_the_window_for_other_challengers(
+    chain, market, court, job, submitted, verifier, client, facilitator
+):
     court.challenge(job, 0, sender=verifier)
     chain.pending_timestamp = market.replica(job, 0, 0).deadline + 10  # the window's end passed during the dispute
     court.resolve(job, 0, ROOT, sender=facilitator)
@@ -192,8 +211,21 @@ def test_a_ruling_never_closes_the_window_for_other_challengers(chain, market, c
 
 
 def test_a_wrong_result_is_slashed_and_rewards_its_challenger_a_capped_share(
-    market, court, token, assets, job, asset, submitted, verifier, facilitator, provider, client, treasury, params, books
-):  # fmt: skip
+    market,
+    court,
+    token,
+    assets,
+    job,
+    asset,
+    submitted,
+    verifier,
+    facilitator,
+    provider,
+    client,
+    treasury,
+    params,
+    books,
+):
     court.challenge(job, 0, sender=verifier)
     before = books(provider, verifier, client, treasury)
     slashed = slash_of(params)
@@ -207,15 +239,32 @@ def test_a_wrong_result_is_slashed_and_rewards_its_challenger_a_capped_share(
     settled = only(tx, court.DisputeSettled)
     assert (settled.slashed, settled.reward, bool(settled.bond_returned)) == (slashed, reward, True)
     assert books.gained(before) == {
-        provider: 0, verifier: reward + params.challenge_bond, client: 0, treasury: slashed - reward
-    }  # fmt: skip
+        provider: 0,
+        verifier: reward + params.challenge_bond,
+        client: 0,
+        treasury: slashed - reward,
+    }
     assert market.replica(job, 0, 0).state == ReplicaState.OPEN
     stake = assets.stake(asset)
     assert (stake.amount, stake.open_leases, stake.gpus_leased) == (STAKE - slashed, 0, 0)
     assert market.job(job).escrow == market.quote(market.job(job).requirements)  # the client's escrow is untouched
 
 
-def test_the_reward_is_capped_at_one_bond(market, court, job, register_asset, keeper, registered_keeper, agent, submit, verifier, facilitator, params, books, treasury):
+def test_the_reward_is_capped_at_one_bond(
+    market,
+    court,
+    job,
+    register_asset,
+    keeper,
+    registered_keeper,
+    agent,
+    submit,
+    verifier,
+    facilitator,
+    params,
+    books,
+    treasury,
+):
     big = register_asset(stake=100_000 * TOKEN)
     market.assign(job, 0, big, sender=keeper)
     submit(agent, job, 0, 0)
@@ -227,7 +276,9 @@ def test_the_reward_is_capped_at_one_bond(market, court, job, register_asset, ke
     assert books.gained(before) == {verifier: 2 * params.challenge_bond, treasury: slashed - params.challenge_bond}
 
 
-def test_a_zero_root_lets_every_result_stand(market, court, job, asset, submitted, verifier, facilitator, provider, params, books, assets):
+def test_a_zero_root_lets_every_result_stand(
+    market, court, job, asset, submitted, verifier, facilitator, provider, params, books, assets
+):
     """The arbiter could not reproduce the job: no one is at fault, the challenger loses its bond."""
     court.challenge(job, 0, sender=verifier)
     before = books(provider, verifier)
@@ -237,7 +288,9 @@ def test_a_zero_root_lets_every_result_stand(market, court, job, asset, submitte
     assert assets.stake(asset).amount == STAKE
 
 
-def test_a_false_challenge_of_two_agreeing_replicas_splits_the_bond(market, court, pair, client, provider, provider2, facilitator, params, books):
+def test_a_false_challenge_of_two_agreeing_replicas_splits_the_bond(
+    market, court, pair, client, provider, provider2, facilitator, params, books
+):
     job, _ = pair(ROOT, ROOT)
     court.challenge(job, 0, sender=client)
     before = books(provider, provider2, client)
@@ -246,7 +299,9 @@ def test_a_false_challenge_of_two_agreeing_replicas_splits_the_bond(market, cour
     assert books.gained(before) == {provider: params.challenge_bond - half, provider2: half, client: 0}
 
 
-def test_a_replica_mismatch_rewards_the_upheld_provider_and_the_treasury(market, court, assets, pair, provider, provider2, client, treasury, facilitator, params, books):
+def test_a_replica_mismatch_rewards_the_upheld_provider_and_the_treasury(
+    market, court, assets, pair, provider, provider2, client, treasury, facilitator, params, books
+):
     job, (good, bad) = pair(ROOT, OTHER_ROOT)
     before = books(provider, provider2, client, treasury)
     slashed = slash_of(params)
@@ -259,14 +314,18 @@ def test_a_replica_mismatch_rewards_the_upheld_provider_and_the_treasury(market,
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED, ReplicaState.OPEN]
 
 
-def test_a_mismatch_with_no_valid_root_slashes_every_replica_to_the_treasury(market, court, pair, provider, provider2, client, treasury, facilitator, params, books):
+def test_a_mismatch_with_no_valid_root_slashes_every_replica_to_the_treasury(
+    market, court, pair, provider, provider2, client, treasury, facilitator, params, books
+):
     job, _ = pair(ROOT, OTHER_ROOT)
     before = books(provider, provider2, client, treasury)
     court.resolve(job, 0, b"\x44" * 32, sender=facilitator)
     assert books.gained(before) == {provider: 0, provider2: 0, client: 0, treasury: 2 * slash_of(params)}
 
 
-def test_a_mismatch_no_one_can_reproduce_pays_every_replica(chain, market, court, pair, provider, provider2, keeper, facilitator, params):
+def test_a_mismatch_no_one_can_reproduce_pays_every_replica(
+    chain, market, court, pair, provider, provider2, keeper, facilitator, params
+):
     job, _ = pair(ROOT, OTHER_ROOT)
     court.resolve(job, 0, ZERO_ROOT, sender=facilitator)
     chain.pending_timestamp = max(market.replica(job, 0, r).deadline for r in range(2)) + 1
@@ -276,8 +335,22 @@ def test_a_mismatch_no_one_can_reproduce_pays_every_replica(chain, market, court
 
 
 def test_resolve_rules_on_results_submitted_during_the_dispute(
-    chain, market, court, assets, pair, register_asset, agents, keeper, submit, verifier, facilitator, provider, treasury, params, books
-):  # fmt: skip
+    chain,
+    market,
+    court,
+    assets,
+    pair,
+    register_asset,
+    agents,
+    keeper,
+    submit,
+    verifier,
+    facilitator,
+    provider,
+    treasury,
+    params,
+    books,
+):
     """A replica that submits while another is disputed is ruled on too, so no result that
     disagrees with the ruling can linger; but it proves nothing for the challenger, who
     could have brought it (its own asset, assigned after the challenge): the challenger
@@ -333,7 +406,9 @@ def test_resolve_unknown_shard(market, court, job, submitted, verifier, facilita
 # ================================================================ ruling deadline and the default outcome
 
 
-def test_no_ruling_after_the_deadline_and_no_default_before_it(chain, market, court, job, submitted, verifier, facilitator, stranger):
+def test_no_ruling_after_the_deadline_and_no_default_before_it(
+    chain, market, court, job, submitted, verifier, facilitator, stranger
+):
     court.challenge(job, 0, sender=verifier)
     deadline = court.ruling_deadline(job, 0)
     chain.pending_timestamp = deadline
@@ -344,7 +419,9 @@ def test_no_ruling_after_the_deadline_and_no_default_before_it(chain, market, co
         court.resolve(job, 0, OTHER_ROOT, sender=facilitator)
 
 
-def test_anyone_ends_a_dispute_no_one_ruled_on(chain, market, court, assets, job, asset, submitted, verifier, stranger, provider, keeper, treasury, params, books):
+def test_anyone_ends_a_dispute_no_one_ruled_on(
+    chain, market, court, assets, job, asset, submitted, verifier, stranger, provider, keeper, treasury, params, books
+):
     """The results stand and are final, no one is slashed, the bond goes back: escrow and
     stake are never locked for good, and no one can hold payment off by challenging again."""
     court.challenge(job, 0, sender=verifier)
@@ -418,13 +495,17 @@ def test_verify_output_refuses_tampering(market, court, job, asset, agent, keepe
     assert not court.verify_output(job, 0, 0, keccak(b"out/other.bin"), keccak(content), proof)
     assert not court.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), proof[:-1])
     assert not court.verify_output(job, 0, 0, keccak(path.encode()), keccak(content), tree.proof("logs/stdout.txt"))
-    assert not court.verify_output(job, 0, 1, keccak(path.encode()), keccak(content), proof)  # another replica's (empty) root
+    assert not court.verify_output(
+        job, 0, 1, keccak(path.encode()), keccak(content), proof
+    )  # another replica's (empty) root
 
 
 # ---------------------------------------------------------------- rulings replica by replica
 
 
-def test_a_ruling_by_replica_lets_results_that_agree_within_tolerance_all_stand(market, court, pair, verifier, facilitator, provider, provider2, params, books):
+def test_a_ruling_by_replica_lets_results_that_agree_within_tolerance_all_stand(
+    market, court, pair, verifier, facilitator, provider, provider2, params, books
+):
     """Two replicas of a numeric job differ in their bits but agree within the manifest's
     tolerance: the arbiter's mask rejects neither, and the challenger's bond goes to both."""
     job, _ = pair(ROOT, OTHER_ROOT)  # roots differ: the market opened the dispute itself
@@ -438,7 +519,9 @@ def test_a_ruling_by_replica_lets_results_that_agree_within_tolerance_all_stand(
     assert [market.replica(job, 0, r).state for r in (0, 1)] == [ReplicaState.SUBMITTED] * 2
 
 
-def test_a_ruling_by_replica_slashes_only_the_marked_one(market, court, pair, assets, facilitator, provider, provider2, params, books, treasury):
+def test_a_ruling_by_replica_slashes_only_the_marked_one(
+    market, court, pair, assets, facilitator, provider, provider2, params, books, treasury
+):
     job, (first, second) = pair(ROOT, OTHER_ROOT)
     before = books(provider, provider2, treasury)
     tx = court.resolve_replicas(job, 0, 0b10, sender=facilitator)
@@ -452,7 +535,9 @@ def test_a_ruling_by_replica_slashes_only_the_marked_one(market, court, pair, as
     assert assets.stake(first).amount == STAKE
 
 
-def test_an_inflated_metering_claim_is_slashed_though_its_root_is_right(market, court, job, asset, submitted, verifier, facilitator, provider, treasury, params, books):
+def test_an_inflated_metering_claim_is_slashed_though_its_root_is_right(
+    market, court, job, asset, submitted, verifier, facilitator, provider, treasury, params, books
+):
     """A right root with GPU-seconds beyond the job's tolerance of the arbiter's own
     measurement: the mask rejects it, and the challenger is rewarded as for a wrong root."""
     court.challenge(job, 0, sender=verifier)
@@ -465,7 +550,9 @@ def test_an_inflated_metering_claim_is_slashed_though_its_root_is_right(market, 
     assert market.replica(job, 0, 0).state == ReplicaState.OPEN  # the shard re-runs; the claim is never paid
 
 
-def test_a_ruling_by_replica_is_for_facilitators_before_the_deadline(chain, market, court, job, submitted, verifier, stranger, facilitator):
+def test_a_ruling_by_replica_is_for_facilitators_before_the_deadline(
+    chain, market, court, job, submitted, verifier, stranger, facilitator
+):
     court.challenge(job, 0, sender=verifier)
     with ape.reverts("dispute_court: caller is not a facilitator"):
         court.resolve_replicas(job, 0, 0b1, sender=stranger)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from computenet.domain import ReplicaState, Requirements, Verification, settle_amounts
 from computenet.eip3009 import TransferAuthorization, random_nonce, split
-from computenet.merkle import MerkleTree
 from computenet.receipts import SECP256K1_N, ExecutionReceipt
 
 TOKEN = 10**6
@@ -159,7 +158,12 @@ def test_post_job_escrows_the_quote(market, token, client, make_requirements, pa
     ev = only(tx, market.JobPosted)
     assert (ev.job, ev.client, ev.manifest_hash, ev.budget) == (1, client.address, MANIFEST, budget)
     assert (ev.min_vram_mib, ev.gpu_count, ev.max_price, ev.max_gpu_seconds) == (12_345, 2, 200, 3_600)
-    assert (ev.deadline, ev.shard_count, ev.replication, ev.verification) == (req.deadline, 3, 2, Verification.REPLICATED)
+    assert (ev.deadline, ev.shard_count, ev.replication, ev.verification) == (
+        req.deadline,
+        3,
+        2,
+        Verification.REPLICATED,
+    )
     assert (ev.keeper_fee_bps, ev.protocol_fee_bps) == (params.keeper_fee_bps, params.protocol_fee_bps)
 
     job = market.job(1)
@@ -169,7 +173,16 @@ def test_post_job_escrows_the_quote(market, token, client, make_requirements, pa
     assert job.manifest_hash == MANIFEST
     assert (job.keeper_fee_bps, job.protocol_fee_bps) == (params.keeper_fee_bps, params.protocol_fee_bps)
     r = job.requirements
-    stored = (r.min_vram_mib, r.gpu_count, r.max_price, r.max_gpu_seconds, r.deadline, r.shard_count, r.replication, r.verification)
+    stored = (
+        r.min_vram_mib,
+        r.gpu_count,
+        r.max_price,
+        r.max_gpu_seconds,
+        r.deadline,
+        r.shard_count,
+        r.replication,
+        r.verification,
+    )
     assert stored == req.as_tuple()
 
 
@@ -200,9 +213,18 @@ def test_post_job_snapshots_fees(market, owner, post_job, params, make_requireme
         (dict(replication=0), "job_market: replication out of range"),
         (dict(replication=6), "job_market: replication out of range"),
         (dict(verification=3), "job_market: unknown verification mode"),
-        (dict(replication=2, verification=Verification.OPTIMISTIC), "job_market: verification mode does not match replication"),
-        (dict(replication=2, verification=Verification.SPOT_CHECK), "job_market: verification mode does not match replication"),
-        (dict(replication=1, verification=Verification.REPLICATED), "job_market: verification mode does not match replication"),
+        (
+            dict(replication=2, verification=Verification.OPTIMISTIC),
+            "job_market: verification mode does not match replication",
+        ),
+        (
+            dict(replication=2, verification=Verification.SPOT_CHECK),
+            "job_market: verification mode does not match replication",
+        ),
+        (
+            dict(replication=1, verification=Verification.REPLICATED),
+            "job_market: verification mode does not match replication",
+        ),
         (dict(max_price=0), "job_market: zero price cap"),
         (dict(max_gpu_seconds=0), "job_market: zero gpu-seconds"),
         (dict(deadline=2**40), "job_market: deadline out of range"),
@@ -336,7 +358,9 @@ def test_post_job_with_permit_checks_requirements(chain, market, token, fresh, m
 
 def test_post_job_with_permit_falls_back_on_an_existing_allowance(market, client, make_requirements):
     """A garbage permit is ignored when the client has already approved the market."""
-    tx = market.post_job_with_permit(MANIFEST, make_requirements().as_tuple(), 0, 27, b"\x01" * 32, b"\x01" * 32, sender=client)
+    tx = market.post_job_with_permit(
+        MANIFEST, make_requirements().as_tuple(), 0, 27, b"\x01" * 32, b"\x01" * 32, sender=client
+    )
     assert only(tx, market.JobPosted).client == client.address
 
 
@@ -370,7 +394,9 @@ def test_post_job_with_authorization(market, token, fresh, facilitator, make_req
     auth, vrs = authorize(budget)
     payer_before, market_before = token.balanceOf(fresh), token.balanceOf(market)
 
-    tx = market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator)
+    tx = market.post_job_with_authorization(
+        MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator
+    )
 
     posted = only(tx, market.JobPosted)
     assert (posted.job, posted.client, posted.budget) == (1, fresh.address, budget)
@@ -383,7 +409,9 @@ def test_post_job_with_authorization(market, token, fresh, facilitator, make_req
     assert token.authorizationState(fresh, auth.nonce)
 
 
-def test_post_job_with_authorization_is_for_facilitators_only(market, token, fresh, stranger, make_requirements, authorize):
+def test_post_job_with_authorization_is_for_facilitators_only(
+    market, token, fresh, stranger, make_requirements, authorize
+):
     req = make_requirements()
     auth, vrs = authorize(market.quote(req.as_tuple()))
     with ape.reverts("market_params: caller is not a facilitator"):
@@ -394,7 +422,9 @@ def test_post_job_with_authorization_is_for_facilitators_only(market, token, fre
 
 
 @pytest.mark.parametrize("flaw", ["smaller value", "another payee", "expired", "not yet valid", "wrong signer"])
-def test_post_job_with_a_bad_authorization_moves_nothing(chain, market, token, fresh, stranger, facilitator, make_requirements, authorize, flaw):
+def test_post_job_with_a_bad_authorization_moves_nothing(
+    chain, market, token, fresh, stranger, facilitator, make_requirements, authorize, flaw
+):
     req = make_requirements()
     budget = market.quote(req.as_tuple())
     now = chain.pending_timestamp
@@ -413,7 +443,9 @@ def test_post_job_with_a_bad_authorization_moves_nothing(chain, market, token, f
         auth = replace(auth, payer=fresh.address)
     before = token.balanceOf(fresh), token.balanceOf(market)
     with ape.reverts(reason):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator)
+        market.post_job_with_authorization(
+            MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator
+        )
     assert market.job_count() == 0
     assert (token.balanceOf(fresh), token.balanceOf(market)) == before
 
@@ -425,11 +457,15 @@ def test_an_authorization_funds_one_job_only(market, token, fresh, facilitator, 
     before = token.balanceOf(market)
     for front_run in (False, True):
         with ape.reverts("job_market: authorization already funded a job"):
-            market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), front_run, *vrs, sender=facilitator)
+            market.post_job_with_authorization(
+                MANIFEST, req.as_tuple(), auth.market_args(), front_run, *vrs, sender=facilitator
+            )
     assert market.job_count() == 1 and token.balanceOf(market) == before
 
 
-def test_a_front_run_authorization_funds_its_job_exactly_once(market, token, fresh, stranger, facilitator, make_requirements, authorize):
+def test_a_front_run_authorization_funds_its_job_exactly_once(
+    market, token, fresh, stranger, facilitator, make_requirements, authorize
+):
     """Someone submits the signed authorization straight to the token: the tokens land in the
     market credited to no one; the facilitator then posts the job on them, once."""
     req = make_requirements()
@@ -440,9 +476,13 @@ def test_a_front_run_authorization_funds_its_job_exactly_once(market, token, fre
     token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
     market_before, payer_before = token.balanceOf(market), token.balanceOf(fresh)
     with ape.reverts("FiatTokenV2: authorization is used or canceled"):  # the normal path cannot reuse it
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator)
+        market.post_job_with_authorization(
+            MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator
+        )
 
-    tx = market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
+    tx = market.post_job_with_authorization(
+        MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator
+    )
 
     assert only(tx, market.JobFundedByAuthorization).front_run == 1
     assert only(tx, market.JobPosted).client == fresh.address
@@ -453,16 +493,27 @@ def test_a_front_run_authorization_funds_its_job_exactly_once(market, token, fre
         market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
 
 
-def test_a_front_run_claim_needs_the_payers_signature_for_this_budget(market, token, fresh, stranger, facilitator, make_requirements, authorize):
+def test_a_front_run_claim_needs_the_payers_signature_for_this_budget(
+    market, token, fresh, stranger, facilitator, make_requirements, authorize
+):
     req = make_requirements()
     budget = market.quote(req.as_tuple())
     auth, vrs = authorize(budget)
     token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
     bigger = make_requirements(shard_count=2)
     with ape.reverts("job_market: front-run tokens not here"):  # more than the front run brought
-        market.post_job_with_authorization(MANIFEST, bigger.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
+        market.post_job_with_authorization(
+            MANIFEST, bigger.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator
+        )
     with ape.reverts("job_market: authorization not signed by payer"):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), replace(auth, valid_before=auth.valid_before + 1).market_args(), True, *vrs, sender=facilitator)  # fmt: skip
+        market.post_job_with_authorization(
+            MANIFEST,
+            req.as_tuple(),
+            replace(auth, valid_before=auth.valid_before + 1).market_args(),
+            True,
+            *vrs,
+            sender=facilitator,
+        )
     assert market.job_count() == 0
 
 
@@ -471,14 +522,20 @@ def cancel_nonce(chain, token, payer, nonce, relayer):
     message = TransferAuthorization(payer.address, payer.address, 0, 0, 0, nonce).typed_data(
         token.name(), token.version(), chain.chain_id, token.address
     )
-    message["types"] = {"EIP712Domain": message["types"]["EIP712Domain"],
-                        "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}]}  # fmt: skip
+    message["types"] = {
+        "EIP712Domain": message["types"]["EIP712Domain"],
+        "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}],
+    }
     message |= {"primaryType": "CancelAuthorization", "message": {"authorizer": payer.address, "nonce": nonce}}
     signed = Account.sign_typed_data(payer.private_key, full_message=message)
-    token.cancelAuthorization(payer, nonce, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"), sender=relayer)
+    token.cancelAuthorization(
+        payer, nonce, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"), sender=relayer
+    )
 
 
-def test_a_front_run_claim_never_creates_escrow_without_tokens(chain, market, token, fresh, client, stranger, facilitator, post_job, make_requirements, authorize):
+def test_a_front_run_claim_never_creates_escrow_without_tokens(
+    chain, market, token, fresh, client, stranger, facilitator, post_job, make_requirements, authorize
+):
     """The payer cancels its nonce, so the chain sees it as used, and the facilitator key claims a
     front run: the market refuses, because no tokens owed to no one are here, and the other
     clients' escrow stays theirs."""
@@ -495,10 +552,17 @@ def test_a_front_run_claim_never_creates_escrow_without_tokens(chain, market, to
     with ape.reverts("job_market: front-run tokens not here"):
         market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
 
-    assert (token.balanceOf(market), market.owed(), market.job_count(), market.credits(fresh)) == (held, owed, others, 0)
+    assert (token.balanceOf(market), market.owed(), market.job_count(), market.credits(fresh)) == (
+        held,
+        owed,
+        others,
+        0,
+    )
 
 
-def test_front_run_tokens_whose_job_never_came_return_to_their_payer(chain, market, token, fresh, stranger, facilitator, make_requirements, authorize):
+def test_front_run_tokens_whose_job_never_came_return_to_their_payer(
+    chain, market, token, fresh, stranger, facilitator, make_requirements, authorize
+):
     req = make_requirements()
     budget = market.quote(req.as_tuple())
     auth, vrs = authorize(budget)
@@ -582,10 +646,16 @@ def test_assign(market, assets, keepers, job, asset, keeper, registered_keeper, 
     assert assets.stake(asset).amount == STAKE
 
 
-def test_assign_fills_replicas_in_order(market, keepers, post_job, register_asset, agents, keeper, keeper2, registered_keeper):
+def test_assign_fills_replicas_in_order(
+    market, keepers, post_job, register_asset, agents, keeper, keeper2, registered_keeper
+):
     job = post_job(replication=3)
     ids = [register_asset(agent_account=a) for a in agents[:3]]
-    txs = [market.assign(job, 0, ids[0], sender=keeper), market.assign(job, 0, ids[1], sender=keeper2), market.assign(job, 0, ids[2], sender=keeper)]
+    txs = [
+        market.assign(job, 0, ids[0], sender=keeper),
+        market.assign(job, 0, ids[1], sender=keeper2),
+        market.assign(job, 0, ids[2], sender=keeper),
+    ]
     assert [tx.return_value for tx in txs] == [0, 1, 2]
     assert [market.replica(job, 0, r).asset for r in range(3)] == ids
     assert market.replica(job, 0, 1).keeper == keepers.keeper(keeper2).id == 2
@@ -656,7 +726,9 @@ def test_assign_stake_at_the_minimum(market, assets, job, register_asset, keeper
     assert assets.stake(exact).open_leases == 1
 
 
-def test_assign_asset_whose_stake_is_unbonding(market, assets, job, register_asset, provider, keeper, registered_keeper):
+def test_assign_asset_whose_stake_is_unbonding(
+    market, assets, job, register_asset, provider, keeper, registered_keeper
+):
     """Stake asked back no longer counts toward the minimum."""
     unbonding = register_asset(stake=150 * TOKEN)
     assets.request_unstake(unbonding, 51 * TOKEN, sender=provider)
@@ -691,7 +763,9 @@ def test_assign_asset_priced_above_the_cap(market, job, register_asset, keeper, 
     market.assign(job, 0, register_asset(price=200), sender=keeper)
 
 
-def test_assign_lease_would_end_after_the_deadline(chain, market, client, asset, keeper, registered_keeper, make_requirements, params):
+def test_assign_lease_would_end_after_the_deadline(
+    chain, market, client, asset, keeper, registered_keeper, make_requirements, params
+):
     start = chain.pending_timestamp + 5
     lease = lease_of(make_requirements(), params)
     chain.pending_timestamp = start
@@ -706,7 +780,9 @@ def test_assign_lease_would_end_after_the_deadline(chain, market, client, asset,
     assert only(tx, market.ShardAssigned).lease_end == req.deadline
 
 
-def test_assign_asset_expiring_before_the_lease_ends(chain, market, job, register_asset, keeper, registered_keeper, make_requirements, params):
+def test_assign_asset_expiring_before_the_lease_ends(
+    chain, market, job, register_asset, keeper, registered_keeper, make_requirements, params
+):
     start = chain.pending_timestamp + 5
     lease = lease_of(make_requirements(), params)
     short = register_asset(expire=start + lease - 1)
@@ -819,7 +895,9 @@ def test_submit_result(market, assets, job, asset, agent, assigned, provider, re
 
 
 @pytest.mark.parametrize("gpu_count", [0, 1, 2])
-def test_submit_result_claims_no_more_than_the_lease_time_on_its_gpus(chain, market, post_job, register_asset, keeper, registered_keeper, agent, provider, receipt_for, gpu_count):
+def test_submit_result_claims_no_more_than_the_lease_time_on_its_gpus(
+    chain, market, post_job, register_asset, keeper, registered_keeper, agent, provider, receipt_for, gpu_count
+):
     """A claim is bounded by the time since assignment × the job's GPUs (× 1 for CPU work):
     a 10-second run cannot be claimed at the job's cap. One second more than that reverts."""
     job = post_job(gpu_count=gpu_count, min_vram_mib=0 if gpu_count == 0 else 40_960)
@@ -944,14 +1022,18 @@ def test_submit_result_signed_by_another_key(market, job, assigned, provider, ag
         ("exit_code", 1),
     ],
 )
-def test_submit_result_with_receipt_for_something_else(market, job, agent, assigned, provider, receipt_for, signed, run_for, field, value):
+def test_submit_result_with_receipt_for_something_else(
+    market, job, agent, assigned, provider, receipt_for, signed, run_for, field, value
+):
     run_for(job, 0, 0, GPU_SECONDS)
     sig = signed(agent, receipt_for(job, 0, 0, **{field: value}))
     with ape.reverts("job_market: receipt not signed by the asset's agent"):
         market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, sig, sender=provider)
 
 
-def test_submit_result_with_receipt_for_another_market_or_chain(chain, market, job, agent, assigned, provider, receipt_for, run_for, stranger):
+def test_submit_result_with_receipt_for_another_market_or_chain(
+    chain, market, job, agent, assigned, provider, receipt_for, run_for, stranger
+):
     run_for(job, 0, 0, GPU_SECONDS)
     receipt = receipt_for(job, 0, 0)
     for chain_id, address in ((chain.chain_id + 1, market.address), (chain.chain_id, stranger.address)):
@@ -960,7 +1042,9 @@ def test_submit_result_with_receipt_for_another_market_or_chain(chain, market, j
             market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, sig, sender=provider)
 
 
-def test_submit_result_with_receipt_from_an_earlier_lease(chain, market, job, asset, agent, assigned, keeper, provider, receipt_for, signed):
+def test_submit_result_with_receipt_from_an_earlier_lease(
+    chain, market, job, asset, agent, assigned, keeper, provider, receipt_for, signed
+):
     """A receipt signed under lease 1 does not verify once the same asset holds lease 2."""
     old = receipt_for(job, 0, 0).sign(agent.private_key, chain.chain_id, market.address)
     market.decline(job, 0, 0, REASON, sender=agent)
@@ -973,7 +1057,9 @@ def test_submit_result_with_receipt_from_an_earlier_lease(chain, market, job, as
     assert market.replica(job, 0, 0).state == ReplicaState.SUBMITTED
 
 
-def test_submit_result_after_agent_key_rotation(market, assets, job, asset, agents, assigned, provider, receipt_for, signed):
+def test_submit_result_after_agent_key_rotation(
+    market, assets, job, asset, agents, assigned, provider, receipt_for, signed
+):
     assets.set_agent(asset, agents[1], sender=provider)
     old_key = signed(agents[0], receipt_for(job, 0, 0))
     with ape.reverts("job_market: receipt not signed by the asset's agent"):
@@ -1001,7 +1087,9 @@ def test_submit_result_replicas_agree(market, post_job, register_asset, agents, 
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.SUBMITTED] * 2
 
 
-def test_submit_result_replicas_disagree(market, court, post_job, register_asset, agents, keeper, registered_keeper, submit):
+def test_submit_result_replicas_disagree(
+    market, court, post_job, register_asset, agents, keeper, registered_keeper, submit
+):
     """The last differing root of a replicated shard opens a dispute with no challenger."""
     job = post_job(replication=2)
     for a in agents[:2]:
@@ -1018,16 +1106,39 @@ def test_submit_result_replicas_disagree(market, court, post_job, register_asset
 # ================================================================ finalize
 
 
-def test_finalize(market, token, assets, job, asset, finalizable, provider, keeper, treasury, client, stranger, params, make_requirements):
+def test_finalize(
+    market,
+    token,
+    assets,
+    job,
+    asset,
+    finalizable,
+    provider,
+    keeper,
+    treasury,
+    client,
+    stranger,
+    params,
+    make_requirements,
+):
     budget = quote_of(make_requirements(), params)
-    payment, keeper_fee, protocol_fee = settle_amounts(PRICE, GPU_SECONDS, params.keeper_fee_bps, params.protocol_fee_bps)
+    payment, keeper_fee, protocol_fee = settle_amounts(
+        PRICE, GPU_SECONDS, params.keeper_fee_bps, params.protocol_fee_bps
+    )
     assert (payment, keeper_fee, protocol_fee) == (100_000, 1_000, 500)
     held = token.balanceOf(market)
 
     tx = market.finalize(job, 0, sender=stranger)
 
     ev = only(tx, market.ShardFinalized)
-    assert (ev.job, ev.shard, ev.replica, ev.asset, ev["provider"], ev.keeper) == (job, 0, 0, asset, provider.address, keeper.address)
+    assert (ev.job, ev.shard, ev.replica, ev.asset, ev["provider"], ev.keeper) == (
+        job,
+        0,
+        0,
+        asset,
+        provider.address,
+        keeper.address,
+    )
     assert (ev.payment, ev.keeper_fee, ev.protocol_fee) == (payment, keeper_fee, protocol_fee)
     refund = budget - payment - keeper_fee - protocol_fee
     done = only(tx, market.JobFinished)
@@ -1056,7 +1167,9 @@ def test_finalize(market, token, assets, job, asset, finalizable, provider, keep
     assert assets.stake(asset).amount == STAKE
 
 
-def test_finalize_shard_by_shard(chain, market, post_job, register_asset, agent, keeper, registered_keeper, submit, client, params, make_requirements):
+def test_finalize_shard_by_shard(
+    chain, market, post_job, register_asset, agent, keeper, registered_keeper, submit, client, params, make_requirements
+):
     """Each shard pays its own; only the last refunds the client."""
     job = post_job(shard_count=2)
     budget = quote_of(make_requirements(shard_count=2), params)
@@ -1078,7 +1191,23 @@ def test_finalize_shard_by_shard(chain, market, post_job, register_asset, agent,
     assert (market.job(job).escrow, market.job(job).unfinished) == (0, 0)
 
 
-def test_finalize_pays_every_replica(chain, market, post_job, register_asset, provider, provider2, agents, keeper, keeper2, treasury, registered_keeper, submit, client, params, make_requirements):
+def test_finalize_pays_every_replica(
+    chain,
+    market,
+    post_job,
+    register_asset,
+    provider,
+    provider2,
+    agents,
+    keeper,
+    keeper2,
+    treasury,
+    registered_keeper,
+    submit,
+    client,
+    params,
+    make_requirements,
+):
     job = post_job(replication=2)
     a0 = register_asset(owner=provider, agent_account=agents[0], price=50)
     a1 = register_asset(owner=provider2, agent_account=agents[1], price=80)
@@ -1106,18 +1235,24 @@ def test_finalize_pays_every_replica(chain, market, post_job, register_asset, pr
     assert only(tx, market.JobFinished).refund == refund == market.credits(client)
 
 
-def test_finalize_uses_the_fees_of_the_posting_time(chain, market, owner, job, agent, assigned, submit, keeper, client, params, make_requirements):
+def test_finalize_uses_the_fees_of_the_posting_time(
+    chain, market, owner, job, agent, assigned, submit, keeper, client, params, make_requirements
+):
     market.set_parameters(replace(params, keeper_fee_bps=1000, protocol_fee_bps=1000).as_tuple(), sender=owner)
     submit(agent, job, 0, 0)
     chain.mine(deltatime=params.challenge_window + 1)
     tx = market.finalize(job, 0, sender=keeper)
-    payment, keeper_fee, protocol_fee = settle_amounts(PRICE, GPU_SECONDS, params.keeper_fee_bps, params.protocol_fee_bps)
+    payment, keeper_fee, protocol_fee = settle_amounts(
+        PRICE, GPU_SECONDS, params.keeper_fee_bps, params.protocol_fee_bps
+    )
     ev = only(tx, market.ShardFinalized)
     assert (ev.keeper_fee, ev.protocol_fee) == (keeper_fee, protocol_fee)
     assert market.credits(client) == quote_of(make_requirements(), params) - payment - keeper_fee - protocol_fee
 
 
-def test_an_asset_changes_hands_only_after_its_leases_end(market, assets, job, asset, finalizable, provider, provider2, keeper):
+def test_an_asset_changes_hands_only_after_its_leases_end(
+    market, assets, job, asset, finalizable, provider, provider2, keeper
+):
     """The seller's lease is paid to the seller; no lease of the seller's can be slashed on the buyer's stake."""
     with ape.reverts("compute_asset: asset has open leases"):
         assets.transferFrom(provider, provider2, asset, sender=provider)
@@ -1149,7 +1284,9 @@ def test_finalize_assigned_shard(chain, market, job, assigned, keeper):
         market.finalize(job, 0, sender=keeper)
 
 
-def test_finalize_partly_submitted_shard(chain, market, post_job, register_asset, agents, keeper, registered_keeper, submit, params):
+def test_finalize_partly_submitted_shard(
+    chain, market, post_job, register_asset, agents, keeper, registered_keeper, submit, params
+):
     job = post_job(replication=2)
     for a in agents[:2]:
         market.assign(job, 0, register_asset(agent_account=a), sender=keeper)
@@ -1178,7 +1315,22 @@ def test_finalize_disputed_shard(chain, market, court, job, submitted, verifier,
         market.finalize(job, 0, sender=keeper)
 
 
-def test_finalize_never_stalls_on_replicas_that_disagree(chain, market, court, assets, post_job, register_asset, agents, keeper, registered_keeper, submit, client, facilitator, params, make_requirements):
+def test_finalize_never_stalls_on_replicas_that_disagree(
+    chain,
+    market,
+    court,
+    assets,
+    post_job,
+    register_asset,
+    agents,
+    keeper,
+    registered_keeper,
+    submit,
+    client,
+    facilitator,
+    params,
+    make_requirements,
+):
     """Three replicas, two results that differ, the third never taken up: once the client
     cancels the third after the deadline, the mismatch must still reach a dispute."""
     lease = lease_of(make_requirements(), params)
@@ -1212,7 +1364,9 @@ def test_finalize_unknown_shard(market, job, finalizable, keeper):
 # ================================================================ reclaim
 
 
-def test_reclaim(chain, market, token, assets, job, asset, assigned, keeper, keeper2, client, treasury, params, make_requirements):
+def test_reclaim(
+    chain, market, token, assets, job, asset, assigned, keeper, keeper2, client, treasury, params, make_requirements
+):
     """The whole slash goes to the treasury: no one who can trigger a reclaim (a keeper
     that is also the client) gains from it."""
     chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
@@ -1222,7 +1376,14 @@ def test_reclaim(chain, market, token, assets, job, asset, assigned, keeper, kee
     tx = market.reclaim(job, 0, 0, sender=keeper2)
 
     ev = only(tx, market.ShardReclaimed)
-    assert (ev.job, ev.shard, ev.replica, ev.asset, ev.caller, ev.slashed) == (job, 0, 0, asset, keeper2.address, slashed)
+    assert (ev.job, ev.shard, ev.replica, ev.asset, ev.caller, ev.slashed) == (
+        job,
+        0,
+        0,
+        asset,
+        keeper2.address,
+        slashed,
+    )
     assert market.credits(treasury) == slashed
     assert market.credits(keeper2) == market.credits(keeper) == market.credits(client) == 0
     assert token.balanceOf(market) - held == market.owed() - owed == slashed
@@ -1260,7 +1421,9 @@ def test_reclaim_submitted_replica(chain, market, job, submitted, keeper):
         market.reclaim(job, 0, 0, sender=keeper)
 
 
-def test_reclaim_while_paused_reopens_without_a_slash(chain, market, assets, owner, job, asset, assigned, keeper, client):
+def test_reclaim_while_paused_reopens_without_a_slash(
+    chain, market, assets, owner, job, asset, assigned, keeper, client
+):
     """No one is punished for an outage: while paused a reclaim only reopens the replica."""
     chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
     market.pause(sender=owner)
@@ -1333,7 +1496,9 @@ def test_cancel_partly_assigned_shard_before_the_deadline(market, post_job, asse
         market.cancel(job, 0, sender=client)
 
 
-def test_cancel_partly_assigned_shard_after_the_deadline(chain, market, post_job, asset, agent, keeper, registered_keeper, submit, client, params, make_requirements):
+def test_cancel_partly_assigned_shard_after_the_deadline(
+    chain, market, post_job, asset, agent, keeper, registered_keeper, submit, client, params, make_requirements
+):
     """Past the deadline the open replicas can never be leased, so the client may drop them;
     the shard still settles through its submitted replica."""
     lease = lease_of(make_requirements(), params)
@@ -1369,7 +1534,9 @@ def test_cancel_unknown_shard(market, job, client):
 # ================================================================ paused market
 
 
-def test_pause_lets_running_work_settle(chain, market, court, owner, job, assigned, agent, submit, verifier, facilitator, client, keeper, post_job):
+def test_pause_lets_running_work_settle(
+    chain, market, court, owner, job, assigned, agent, submit, verifier, facilitator, client, keeper, post_job
+):
     """Results, disputes, finalization, cancels and withdrawals go on while paused."""
     other = post_job()
     market.pause(sender=owner)

@@ -11,9 +11,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_demo(tmp_path, *args):
-    env = os.environ | {"PATH": f"{REPO / '.venv' / 'bin'}:{REPO / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "demo", "--logs", str(tmp_path / "logs"), "--shards", "2", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=420)  # fmt: skip
+    env = os.environ | {
+        "PATH": f"{REPO / '.venv' / 'bin'}:{REPO / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}"
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "demo", "--logs", str(tmp_path / "logs"), "--shards", "2", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     return done, done.stdout + done.stderr
 
 

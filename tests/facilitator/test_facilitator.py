@@ -35,12 +35,15 @@ class Chain:
         contract_type = project.TestToken.contract_type
         abi = [item.model_dump(mode="json", by_alias=True) for item in contract_type.abi]
         factory = self.web3.eth.contract(abi=abi, bytecode=contract_type.deployment_bytecode.bytecode)
-        self.token = self.web3.eth.contract(address=self._send(factory.constructor(TEST_TOKEN_NAME))["contractAddress"],
-                                            abi=abi)  # fmt: skip
+        self.token = self.web3.eth.contract(
+            address=self._send(factory.constructor(TEST_TOKEN_NAME))["contractAddress"], abi=abi
+        )
 
     def _send(self, call, key_index=1):
         account = Account.from_key(self.keys[key_index])
-        tx = call.build_transaction({"from": account.address, "nonce": self.web3.eth.get_transaction_count(account.address)})
+        tx = call.build_transaction(
+            {"from": account.address, "nonce": self.web3.eth.get_transaction_count(account.address)}
+        )
         signed = account.sign_transaction(tx)
         receipt = self.web3.eth.wait_for_transaction_receipt(self.web3.eth.send_raw_transaction(signed.raw_transaction))
         assert receipt["status"] == 1
@@ -53,8 +56,11 @@ class Chain:
         return self.token.functions.balanceOf(who).call()
 
     def price(self):
-        return {"amount": str(PRICE), "asset": self.token.address,
-                "extra": {"name": TEST_TOKEN_NAME, "version": self.token.functions.version().call()}}  # fmt: skip
+        return {
+            "amount": str(PRICE),
+            "asset": self.token.address,
+            "extra": {"name": TEST_TOKEN_NAME, "version": self.token.functions.version().call()},
+        }
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +93,11 @@ def paid_endpoint(x402_chain, facilitator_url, merchant):
 
     server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url)))
     server.register(NETWORK, ExactEvmServerScheme())
-    routes = {"GET /report": RouteConfig(accepts=[PaymentOption(scheme="exact", pay_to=merchant,
-                                                                price=x402_chain.price(), network=NETWORK)])}  # fmt: skip
+    routes = {
+        "GET /report": RouteConfig(
+            accepts=[PaymentOption(scheme="exact", pay_to=merchant, price=x402_chain.price(), network=NETWORK)]
+        )
+    }
     app = FastAPI()
 
     @app.get("/report")
@@ -109,7 +118,10 @@ def payer(x402_chain, amount=10 * PRICE):
 
 
 def spend_controls(x402_chain):
-    return {"allowed_assets": [{"network": NETWORK, "asset": x402_chain.token.address}], "max_amount_per_payment": False}
+    return {
+        "allowed_assets": [{"network": NETWORK, "asset": x402_chain.token.address}],
+        "max_amount_per_payment": False,
+    }
 
 
 def decode(header):
@@ -142,7 +154,6 @@ def test_the_official_httpx_client_pays_through_this_facilitator(x402_chain, pai
 
 def test_the_official_requests_client_pays_and_an_unpaid_request_gets_402(x402_chain, paid_endpoint, merchant):
     import requests
-
     from x402 import x402ClientSync
     from x402.http.clients.requests import x402_requests
     from x402.mechanisms.evm import EthAccountSigner
@@ -181,11 +192,23 @@ def signed_body(x402_chain, account, pay_to):
     client = x402ClientSync().set_spend_controls(spend_controls(x402_chain))
     register_exact_evm_client(client, EthAccountSigner(account), networks="eip155:*")
     price = x402_chain.price()
-    requirements = PaymentRequirements(scheme="exact", network=NETWORK, asset=price["asset"], amount=price["amount"],
-                                       pay_to=pay_to, max_timeout_seconds=60, extra=price["extra"])  # fmt: skip
-    payload = client.create_payment_payload(PaymentRequired(x402_version=2, accepts=[requirements], resource={"url": "http://x"}))
-    return {"x402Version": 2, "paymentPayload": payload.model_dump(by_alias=True, exclude_none=True),
-            "paymentRequirements": requirements.model_dump(by_alias=True, exclude_none=True)}  # fmt: skip
+    requirements = PaymentRequirements(
+        scheme="exact",
+        network=NETWORK,
+        asset=price["asset"],
+        amount=price["amount"],
+        pay_to=pay_to,
+        max_timeout_seconds=60,
+        extra=price["extra"],
+    )
+    payload = client.create_payment_payload(
+        PaymentRequired(x402_version=2, accepts=[requirements], resource={"url": "http://x"})
+    )
+    return {
+        "x402Version": 2,
+        "paymentPayload": payload.model_dump(by_alias=True, exclude_none=True),
+        "paymentRequirements": requirements.model_dump(by_alias=True, exclude_none=True),
+    }
 
 
 def test_a_replayed_or_foreign_payment_is_refused_with_the_specs_reason(x402_chain, facilitator_url, merchant):
@@ -196,22 +219,40 @@ def test_a_replayed_or_foreign_payment_is_refused_with_the_specs_reason(x402_cha
     first = requests.post(f"{facilitator_url}/settle", json=body, timeout=30).json()
     assert first["success"] is True
     again = requests.post(f"{facilitator_url}/verify", json=body, timeout=30).json()
-    assert again == {"isValid": False, "invalidReason": "invalid_exact_evm_nonce_already_used", "payer": account.address}
+    assert again == {
+        "isValid": False,
+        "invalidReason": "invalid_exact_evm_nonce_already_used",
+        "payer": account.address,
+    }
     replay = requests.post(f"{facilitator_url}/settle", json=body, timeout=30).json()
-    assert replay == {"success": False, "errorReason": "invalid_exact_evm_nonce_already_used", "transaction": "",
-                      "network": NETWORK, "payer": account.address}  # fmt: skip
+    assert replay == {
+        "success": False,
+        "errorReason": "invalid_exact_evm_nonce_already_used",
+        "transaction": "",
+        "network": NETWORK,
+        "payer": account.address,
+    }
     assert x402_chain.balance(account.address) == 9 * PRICE  # paid once
 
     foreign = json.loads(json.dumps(body))
     foreign["paymentRequirements"]["network"] = "eip155:8453"
     foreign["paymentPayload"]["accepted"]["network"] = "eip155:8453"
     assert requests.post(f"{facilitator_url}/verify", json=foreign, timeout=30).json() == {
-        "isValid": False, "invalidReason": "invalid_network"}  # fmt: skip
+        "isValid": False,
+        "invalidReason": "invalid_network",
+    }
     other_scheme = json.loads(json.dumps(body))
     other_scheme["paymentRequirements"]["scheme"] = "upto"
-    assert requests.post(f"{facilitator_url}/settle", json=other_scheme, timeout=30).json()["errorReason"] == "unsupported_scheme"
-    assert requests.post(f"{facilitator_url}/verify", json={"paymentPayload": {}, "paymentRequirements": {}},
-                         timeout=30).status_code == 400  # fmt: skip
+    assert (
+        requests.post(f"{facilitator_url}/settle", json=other_scheme, timeout=30).json()["errorReason"]
+        == "unsupported_scheme"
+    )
+    assert (
+        requests.post(
+            f"{facilitator_url}/verify", json={"paymentPayload": {}, "paymentRequirements": {}}, timeout=30
+        ).status_code
+        == 400
+    )
 
 
 def resigned(x402_chain, body, account, valid_after, valid_before):
@@ -220,8 +261,9 @@ def resigned(x402_chain, body, account, valid_after, valid_before):
     auth = body["paymentPayload"]["payload"]["authorization"]
     auth.update(validAfter=str(valid_after), validBefore=str(valid_before))
     price = x402_chain.price()
-    signature = TransferAuthorization.from_x402(auth).sign(account.key, price["extra"]["name"], price["extra"]["version"],
-                                                           31337, price["asset"])  # fmt: skip
+    signature = TransferAuthorization.from_x402(auth).sign(
+        account.key, price["extra"]["name"], price["extra"]["version"], 31337, price["asset"]
+    )
     body["paymentPayload"]["payload"]["signature"] = "0x" + signature.hex()
     return body
 
@@ -237,27 +279,35 @@ def _mutated(body, **changes):
     return copy
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("wrong amount", "invalid_exact_evm_payload_authorization_value_mismatch"),
-    ("wrong payee", "invalid_exact_evm_payload_recipient_mismatch"),
-    ("bad signature", "invalid_exact_evm_payload_signature"),
-    ("insufficient balance", "invalid_exact_evm_insufficient_balance"),
-    ("expired", "invalid_exact_evm_payload_authorization_valid_before"),
-    ("not yet valid", "invalid_exact_evm_payload_authorization_valid_after"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("wrong amount", "invalid_exact_evm_payload_authorization_value_mismatch"),
+        ("wrong payee", "invalid_exact_evm_payload_recipient_mismatch"),
+        ("bad signature", "invalid_exact_evm_payload_signature"),
+        ("insufficient balance", "invalid_exact_evm_insufficient_balance"),
+        ("expired", "invalid_exact_evm_payload_authorization_valid_before"),
+        ("not yet valid", "invalid_exact_evm_payload_authorization_valid_after"),
+    ],
+)
 def test_a_bad_payment_gets_the_specs_reason_and_moves_nothing(x402_chain, facilitator_url, merchant, case, reason):
     import requests
 
     account = payer(x402_chain, amount=0 if case == "insufficient balance" else 10 * PRICE)
     body = signed_body(x402_chain, account, merchant)
     if case == "wrong amount":  # the server asks 2 × PRICE; the payer signed PRICE
-        body = _mutated(body, paymentRequirements__amount=str(2 * PRICE), paymentPayload__accepted__amount=str(2 * PRICE))
+        body = _mutated(
+            body, paymentRequirements__amount=str(2 * PRICE), paymentPayload__accepted__amount=str(2 * PRICE)
+        )
     elif case == "wrong payee":
         other = Account.create().address
         body = _mutated(body, paymentRequirements__payTo=other, paymentPayload__accepted__payTo=other)
     elif case == "bad signature":
         signature = body["paymentPayload"]["payload"]["signature"]
-        body = _mutated(body, paymentPayload__payload__signature=signature[:10] + ("0" if signature[10] != "0" else "1") + signature[11:])
+        body = _mutated(
+            body,
+            paymentPayload__payload__signature=signature[:10] + ("0" if signature[10] != "0" else "1") + signature[11:],
+        )
     elif case in ("expired", "not yet valid"):
         now = int(time.time())
         window = (now - 600, now + 2) if case == "expired" else (now + 3_600, now + 7_200)
@@ -277,4 +327,7 @@ def test_the_resigning_helper_makes_valid_authorizations(x402_chain, facilitator
     account = payer(x402_chain)
     now = int(time.time())
     body = resigned(x402_chain, signed_body(x402_chain, account, merchant), account, now - 600, now + 300)
-    assert requests.post(f"{facilitator_url}/verify", json=body, timeout=30).json() == {"isValid": True, "payer": account.address}
+    assert requests.post(f"{facilitator_url}/verify", json=body, timeout=30).json() == {
+        "isValid": True,
+        "payer": account.address,
+    }

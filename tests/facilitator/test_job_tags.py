@@ -14,14 +14,25 @@ from facilitator.job_tags import JobTerms, sign_tag, tag_problem
 GATEWAY = Account.create()
 TRUSTED = {GATEWAY.address.lower()}
 PAYER, NONCE = Account.create().address, b"\x22" * 32
-TERMS = JobTerms("eip155:31337", Account.create().address, Account.create().address, 243_600, b"\x11" * 32,
-                 Requirements(40_960, 1, 200, 600, 2_000_000_000, 2, 1, Verification.OPTIMISTIC))  # fmt: skip
+TERMS = JobTerms(
+    "eip155:31337",
+    Account.create().address,
+    Account.create().address,
+    243_600,
+    b"\x11" * 32,
+    Requirements(40_960, 1, 200, 600, 2_000_000_000, 2, 1, Verification.OPTIMISTIC),
+)
 
 
 def other_terms():
     """TERMS with one field changed, for each field, the requirements' included."""
-    changed = {"network": "eip155:8453", "asset": Account.create().address, "pay_to": Account.create().address,
-               "amount": TERMS.amount + 1, "manifest_hash": b"\x12" * 32}  # fmt: skip
+    changed = {
+        "network": "eip155:8453",
+        "asset": Account.create().address,
+        "pay_to": Account.create().address,
+        "amount": TERMS.amount + 1,
+        "manifest_hash": b"\x12" * 32,
+    }
     for field, value in changed.items():
         yield field, replace(TERMS, **{field: value})
     for field in Requirements.__dataclass_fields__:
@@ -52,17 +63,20 @@ def test_an_offer_tag_is_no_payment_tag_and_a_payment_tag_no_offer_tag():
     assert "signature over these job terms" in tag_problem(payment, TERMS, TRUSTED, now)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("none", "carry no gateway tag"),
-    ("no signature", "must have gateway, expires (unix seconds) and signature"),
-    ("expires not a number", "must have gateway, expires"),
-    ("untrusted signer", "not by a trusted gateway"),
-    ("no gateway trusted", "none set"),
-    ("another key claims the gateway", "signature over"),
-    ("expired", "offer expired"),
-    ("expiry moved", "signature over"),
-    ("signature not a signature", "is not a signature"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("none", "carry no gateway tag"),
+        ("no signature", "must have gateway, expires (unix seconds) and signature"),
+        ("expires not a number", "must have gateway, expires"),
+        ("untrusted signer", "not by a trusted gateway"),
+        ("no gateway trusted", "none set"),
+        ("another key claims the gateway", "signature over"),
+        ("expired", "offer expired"),
+        ("expiry moved", "signature over"),
+        ("signature not a signature", "is not a signature"),
+    ],
+)
 def test_a_bad_tag_is_named(case, message):
     now = time.time()
     tag = sign_tag(GATEWAY.key, TERMS, int(now) + 60, PAYER, NONCE)
@@ -73,10 +87,12 @@ def test_a_bad_tag_is_named(case, message):
         "expires not a number": tag | {"expires": "soon"},
         "untrusted signer": sign_tag(Account.create().key, TERMS, int(now) + 60, PAYER, NONCE),
         "no gateway trusted": tag,
-        "another key claims the gateway": {**sign_tag(Account.create().key, TERMS, int(now) + 60, PAYER, NONCE),
-                                           "gateway": GATEWAY.address},
+        "another key claims the gateway": {
+            **sign_tag(Account.create().key, TERMS, int(now) + 60, PAYER, NONCE),
+            "gateway": GATEWAY.address,
+        },
         "expired": sign_tag(GATEWAY.key, TERMS, int(now) - 1, PAYER, NONCE),
         "expiry moved": tag | {"expires": tag["expires"] + 3_600},
         "signature not a signature": tag | {"signature": "0x1234"},
-    }[case]  # fmt: skip
+    }[case]
     assert message in tag_problem(bad, TERMS, trusted, now, PAYER, NONCE)

@@ -444,7 +444,10 @@ class MarketModel:
         require(rep.state == ASSIGNED, "job_market: replica not assigned")
         require(t <= rep.deadline, "job_market: lease expired")
         require(root != ZERO_ROOT, "job_market: empty output root")
-        require(gpu_seconds <= (t - rep.since) * max(1, job.req.gpu_count), "job_market: gpu_seconds exceed the lease's time")
+        require(
+            gpu_seconds <= (t - rep.since) * max(1, job.req.gpu_count),
+            "job_market: gpu_seconds exceed the lease's time",
+        )
         require(signer == self.assets[rep.asset].agent, "job_market: receipt not signed by the asset's agent")
         rep.state = SUBMITTED
         rep.since = t
@@ -710,9 +713,7 @@ class MarketModel:
         for job in self.jobs.values():
             assert job.escrow >= 0
             assert job.budget == job.escrow + job.spent + (job.refund or 0)
-            done = sum(
-                all(rep.state in (FINALIZED, CANCELLED) for rep in reps) for reps in job.replicas
-            )
+            done = sum(all(rep.state in (FINALIZED, CANCELLED) for rep in reps) for reps in job.replicas)
             assert job.unfinished == job.req.shard_count - done, f"job {job.id}: unfinished count off"
             if job.unfinished == 0:
                 assert job.escrow == 0 and job.refund == job.budget - job.spent

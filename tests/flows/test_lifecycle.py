@@ -114,8 +114,23 @@ class Books:
 
 @pytest.fixture
 def books(
-    chain, token, market, court, assets, keepers, owner, client, provider, provider2, keeper, keeper2, verifier,
-    facilitator, treasury, stranger, agents
+    chain,
+    token,
+    market,
+    court,
+    assets,
+    keepers,
+    owner,
+    client,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    verifier,
+    facilitator,
+    treasury,
+    stranger,
+    agents,
 ):
     # The stranger challenges too: it gets tokens before the books open.
     token.faucet(stranger, 1_000 * TOKEN, sender=stranger)
@@ -213,8 +228,20 @@ def state(market, job, shard, replica):
 
 
 def test_one_shard_full_lifecycle(
-    chain, market, assets, keepers, books, post, amounts, register_asset, submit, params, provider, keeper,
-    agent, stranger
+    chain,
+    market,
+    assets,
+    keepers,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    keeper,
+    agent,
+    stranger,
 ):
     """The plain path: every step moves exactly the money it should, and once everyone
     has withdrawn the market holds nothing."""
@@ -293,8 +320,21 @@ def test_one_shard_full_lifecycle(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_eight_shards_over_four_assets(
-    chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, keeper2, agents, stranger
+    chain,
+    market,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    stranger,
 ):
     """Shards run in parallel on assets of different specs, prices, owners and agents,
     each holding no more one-GPU leases than it has GPUs; each replica is paid at its
@@ -370,8 +410,21 @@ def test_eight_shards_over_four_assets(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_replicated_shard_with_agreeing_roots_pays_both(
-    chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, keeper2, agents, stranger
+    chain,
+    market,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    stranger,
 ):
     """Replicas of one shard must run on distinct assets; when their roots agree,
     each is paid at its own asset's price."""
@@ -407,8 +460,23 @@ def test_replicated_shard_with_agreeing_roots_pays_both(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_replicated_shard_with_disagreeing_roots_is_disputed_and_rerun(
-    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, keeper2, agents, facilitator, stranger
+    chain,
+    market,
+    court,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    facilitator,
+    stranger,
 ):
     """Disagreeing replicas open a dispute by themselves; the arbiter's ruling slashes
     the wrong asset S, of which the first upheld provider gets R (here capped at one
@@ -496,8 +564,21 @@ def test_replicated_shard_with_disagreeing_roots_is_disputed_and_rerun(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_expired_lease_is_reclaimed_and_reassigned(
-    chain, market, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, keeper2, agents, stranger
+    chain,
+    market,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    stranger,
 ):
     """An agent that never submits costs its asset part of its stake, all of it to the
     treasury (neither whoever reclaims nor the client gains from a reclaim); the shard
@@ -556,8 +637,7 @@ def test_expired_lease_is_reclaimed_and_reassigned(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_client_cancels_untaken_shards(
-    chain, market, books, post, amounts, register_asset, submit, params, client, provider, keeper, agent,
-    stranger
+    chain, market, books, post, amounts, register_asset, submit, params, client, provider, keeper, agent, stranger
 ):
     """Cancelled shards count as done without costing anything: the job finishes
     with the last of them and refunds all but the one shard that ran."""
@@ -599,8 +679,20 @@ def test_client_cancels_untaken_shards(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_cancel_of_running_replicated_shard_waits_for_the_deadline(
-    chain, market, assets, books, post, amounts, register_asset, submit, client, provider, provider2,
-    keeper, agents, stranger
+    chain,
+    market,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    client,
+    provider,
+    provider2,
+    keeper,
+    agents,
+    stranger,
 ):
     """A shard partly taken up cannot be cancelled while it may still be completed;
     after the deadline its open replica can be, and the submitted one is still paid."""
@@ -642,8 +734,22 @@ def test_cancel_of_running_replicated_shard_waits_for_the_deadline(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_false_challenge_pays_its_bond_to_the_accused_provider(
-    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, keeper, agent,
-    verifier, facilitator, stranger
+    chain,
+    market,
+    court,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    keeper,
+    agent,
+    verifier,
+    facilitator,
+    stranger,
 ):
     """The shard's own provider and its agent key may not challenge it; anyone else
     may, and a challenge the arbiter finds wrong costs the challenger its bond, which
@@ -708,8 +814,23 @@ def test_false_challenge_pays_its_bond_to_the_accused_provider(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_strangers_challenge_of_a_wrong_result_earns_the_reward(
-    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, keeper2, agents, facilitator, stranger
+    chain,
+    market,
+    court,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    facilitator,
+    stranger,
 ):
     """A stranger who proves a result wrong gets its bond back and R (here a tenth of
     the slash, under the cap), the treasury the rest of the slash S; the wrong result
@@ -773,8 +894,22 @@ def test_strangers_challenge_of_a_wrong_result_earns_the_reward(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_dispute_no_one_rules_on_expires_after_the_ruling_deadline(
-    chain, market, court, assets, books, post, amounts, register_asset, submit, params, provider, provider2,
-    keeper, agent, facilitator, stranger
+    chain,
+    market,
+    court,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    agent,
+    facilitator,
+    stranger,
 ):
     """With the arbiter silent, anyone applies the default outcome after the ruling
     deadline (one lease and one challenge window after the dispute opened): the bond
@@ -818,15 +953,29 @@ def test_dispute_no_one_rules_on_expires_after_the_ruling_deadline(
     assert finished(tx, market) == refund
     books.assert_credits(stranger=bond, provider=payment, keeper=keeper_fee, treasury=protocol_fee, client=refund)
     books.withdraw_all()
-    books.assert_moved(
-        start, market=-budget, provider=payment, keeper=keeper_fee, treasury=protocol_fee, client=refund
-    )
+    books.assert_moved(start, market=-budget, provider=payment, keeper=keeper_fee, treasury=protocol_fee, client=refund)
 
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_ruling_extends_the_window_so_a_second_challenger_still_can(
-    chain, market, court, books, post, amounts, register_asset, submit, params, owner, client, provider,
-    provider2, keeper, keeper2, agents, facilitator, stranger
+    chain,
+    market,
+    court,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    owner,
+    client,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    facilitator,
+    stranger,
 ):
     """A ruling never closes a challenge window early. The client challenges a
     replicated shard late in its windows and loses its bond, split between the two
@@ -903,8 +1052,21 @@ def test_ruling_extends_the_window_so_a_second_challenger_still_can(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_decline_reopens_without_slash_and_voids_the_old_lease(
-    chain, market, assets, books, post, amounts, register_asset, submit, sign_receipt, params, provider,
-    keeper, keeper2, agent, stranger
+    chain,
+    market,
+    assets,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    sign_receipt,
+    params,
+    provider,
+    keeper,
+    keeper2,
+    agent,
+    stranger,
 ):
     """Both assets share one agent key, so only the lease and asset bound into the
     receipt keep the receipt for the declined lease from counting for the new one."""
@@ -953,8 +1115,22 @@ def test_decline_reopens_without_slash_and_voids_the_old_lease(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_losing_keeper_reverts_cleanly(
-    chain, market, assets, keepers, books, post, amounts, register_asset, submit, params, provider,
-    provider2, keeper, keeper2, agents, stranger
+    chain,
+    market,
+    assets,
+    keepers,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    params,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    stranger,
 ):
     """Two keepers go for the only replica: the first wins; the second's transaction
     reverts with the documented reason and changes nothing."""
@@ -991,8 +1167,23 @@ def test_losing_keeper_reverts_cleanly(
 
 @pytest.mark.usefixtures("registered_keeper")
 def test_pause_stops_new_work_but_not_running_work(
-    chain, market, books, post, amounts, register_asset, submit, make_requirements, params, owner, client,
-    provider, provider2, keeper, keeper2, agents, stranger
+    chain,
+    market,
+    books,
+    post,
+    amounts,
+    register_asset,
+    submit,
+    make_requirements,
+    params,
+    owner,
+    client,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    agents,
+    stranger,
 ):
     """While paused nothing new starts and nobody is slashed, but running work is
     submitted, finalized and withdrawn as usual; unpausing resumes the rest."""

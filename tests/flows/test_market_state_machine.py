@@ -92,6 +92,7 @@ UNKNOWN_ASSET = len(CAST) + 1
 def parameters(valid: bool):
     """Market parameters; unless `valid`, now and then out of bounds (keeper fee,
     slash, challenge window)."""
+
     def values(good, bad):
         return st.sampled_from(good if valid else good + bad)
 
@@ -225,19 +226,52 @@ class Cast:
             f"{method}{args} from {sender} at {now + 1}: model predicted revert {reason!r}, chain succeeded"
         )
         got = revert_reason(response["error"])
-        assert got == reason, f"{method}{args} from {sender} at {now + 1}: model predicted {reason!r}, chain said {got!r}"
+        assert got == reason, (
+            f"{method}{args} from {sender} at {now + 1}: model predicted {reason!r}, chain said {got!r}"
+        )
 
 
 @pytest.fixture
-def cast(chain, accounts, stack, token, assets, keepers, market, court, params, owner, client, provider, provider2,
-         keeper, keeper2, verifier, facilitator, treasury, agents, register_asset, registered_keeper):
+def cast(
+    chain,
+    accounts,
+    stack,
+    token,
+    assets,
+    keepers,
+    market,
+    court,
+    params,
+    owner,
+    client,
+    provider,
+    provider2,
+    keeper,
+    keeper2,
+    verifier,
+    facilitator,
+    treasury,
+    agents,
+    register_asset,
+    registered_keeper,
+):
     client2, outsider = accounts[14], accounts[15]
     for funded in (client2, outsider):  # a second client, and a stranger who challenges
         token.faucet(funded, 1_000_000 * TOKEN, sender=funded)
         token.approve(market, 2**256 - 1, sender=funded)
-    people = dict(owner=owner, client=client, client2=client2, provider=provider, provider2=provider2,
-                  keeper=keeper, keeper2=keeper2, verifier=verifier, facilitator=facilitator,
-                  treasury=treasury, outsider=outsider)
+    people = dict(
+        owner=owner,
+        client=client,
+        client2=client2,
+        provider=provider,
+        provider2=provider2,
+        keeper=keeper,
+        keeper2=keeper2,
+        verifier=verifier,
+        facilitator=facilitator,
+        treasury=treasury,
+        outsider=outsider,
+    )
 
     start = chain.pending_timestamp
     asset_models = {}
@@ -248,9 +282,15 @@ def cast(chain, accounts, stack, token, assets, keepers, market, court, params, 
         asset_id = register_asset(owner=people[owner_name], agent_account=agents[agent_index], stake=stake, **spec)
         on_chain = assets.spec(asset_id)
         asset_models[asset_id] = AssetModel(
-            id=asset_id, owner=people[owner_name].address, agent=agents[agent_index].address,
-            gpu_count=on_chain.gpu_count, vram_mib=on_chain.vram_mib, price=on_chain.price,
-            expire=on_chain.expire, max_leases=on_chain.max_leases, stake=stake,
+            id=asset_id,
+            owner=people[owner_name].address,
+            agent=agents[agent_index].address,
+            gpu_count=on_chain.gpu_count,
+            vram_mib=on_chain.vram_mib,
+            price=on_chain.price,
+            expire=on_chain.expire,
+            max_leases=on_chain.max_leases,
+            stake=stake,
         )
     assert sorted(asset_models) == list(range(1, len(CAST) + 1))
 
@@ -270,18 +310,36 @@ def cast(chain, accounts, stack, token, assets, keepers, market, court, params, 
     head = chain.blocks.head
 
     base = MarketModel(
-        params=params, market=market.address, assets_contract=assets.address, treasury=treasury.address,
-        facilitators={facilitator.address}, min_keeper_bond=keepers.min_bond(),
-        unbonding_delay=assets.UNBONDING_DELAY(), now=head.timestamp, balances=balances,
-        assets=asset_models, keepers=keeper_models, approved={a for a, allowed in allowances.items() if allowed},
+        params=params,
+        market=market.address,
+        assets_contract=assets.address,
+        treasury=treasury.address,
+        facilitators={facilitator.address},
+        min_keeper_bond=keepers.min_bond(),
+        unbonding_delay=assets.UNBONDING_DELAY(),
+        now=head.timestamp,
+        balances=balances,
+        assets=asset_models,
+        keepers=keeper_models,
+        approved={a for a, allowed in allowances.items() if allowed},
     )
     rpc = chain.provider.web3.provider
     yield Cast(
-        chain=chain, rpc=rpc, token=token, assets=assets, keepers=keepers, market=market, court=court,
-        accounts=all_accounts, names={k: v.address for k, v in people.items()},
-        agents=[a.address for a in agents], clients=[client.address, client2.address],
+        chain=chain,
+        rpc=rpc,
+        token=token,
+        assets=assets,
+        keepers=keepers,
+        market=market,
+        court=court,
+        accounts=all_accounts,
+        names={k: v.address for k, v in people.items()},
+        agents=[a.address for a in agents],
+        clients=[client.address, client2.address],
         callers=[keeper.address, keeper2.address, verifier.address, outsider.address],
-        holders=holders, supply=supply, base_model=base,
+        holders=holders,
+        supply=supply,
+        base_model=base,
         topics={
             "posted": event_topic(market.JobPosted),
             "finalized": event_topic(market.ShardFinalized),
@@ -340,18 +398,34 @@ class MarketMachine(RuleBasedStateMachine):
         if replication > 1:
             verification = Verification.OPTIMISTIC if mode == "mismatch" else Verification.REPLICATED
         else:
-            verification = {"match": Verification.OPTIMISTIC, "spot": Verification.SPOT_CHECK,
-                            "mismatch": Verification.REPLICATED}[mode]
-        req = Requirements(min_vram_mib=min_vram, gpu_count=gpu_count, max_price=max_price,
-                           max_gpu_seconds=gpu_seconds, deadline=0, shard_count=shards,
-                           replication=replication, verification=verification)
+            verification = {
+                "match": Verification.OPTIMISTIC,
+                "spot": Verification.SPOT_CHECK,
+                "mismatch": Verification.REPLICATED,
+            }[mode]
+        req = Requirements(
+            min_vram_mib=min_vram,
+            gpu_count=gpu_count,
+            max_price=max_price,
+            max_gpu_seconds=gpu_seconds,
+            deadline=0,
+            shard_count=shards,
+            replication=replication,
+            verification=verification,
+        )
         deadline = self.model.now + 1 + self.model.lease_seconds(req) + slack
         return replace(req, deadline=deadline)
 
     def do_post(self, sender, req):
         manifest = keccak(text=f"manifest {len(self.model.jobs) + 1}")
-        return self.act(self.model.post_job, (sender, manifest, req),
-                        self.cast.market, "post_job", (manifest, req.as_tuple()), sender)
+        return self.act(
+            self.model.post_job,
+            (sender, manifest, req),
+            self.cast.market,
+            "post_job",
+            (manifest, req.as_tuple()),
+            sender,
+        )
 
     def do_submit(self, job_id, shard, replica, root, gpu_seconds, forgery):
         model = self.model
@@ -367,16 +441,30 @@ class MarketMachine(RuleBasedStateMachine):
             lease = rep.lease - 1 if rep.lease else rep.lease + 1
         elif forgery == "other gpu-seconds":
             signed_seconds = (gpu_seconds + 1) % 2**32
-        receipt = ExecutionReceipt(job=job_id, shard=shard, replica=replica, lease=lease, asset=rep.asset,
-                                   manifest=job.manifest, output_root=root, gpu_seconds=signed_seconds,
-                                   exit_code=0)
-        signature = receipt.sign(self.cast.accounts[signer_address].private_key,
-                                 self.cast.chain.chain_id, self.cast.market.address)
+        receipt = ExecutionReceipt(
+            job=job_id,
+            shard=shard,
+            replica=replica,
+            lease=lease,
+            asset=rep.asset,
+            manifest=job.manifest,
+            output_root=root,
+            gpu_seconds=signed_seconds,
+            exit_code=0,
+        )
+        signature = receipt.sign(
+            self.cast.accounts[signer_address].private_key, self.cast.chain.chain_id, self.cast.market.address
+        )
         # A signature over other fields recovers to an unrelated address.
         recovered = signer_address if forgery in ("none", "wrong key") else "forged"
-        return self.act(model.submit_result, (job_id, shard, replica, root, gpu_seconds, recovered),
-                        self.cast.market, "submit_result",
-                        (job_id, shard, replica, root, gpu_seconds, 0, signature), self.cast.names["provider"])
+        return self.act(
+            model.submit_result,
+            (job_id, shard, replica, root, gpu_seconds, recovered),
+            self.cast.market,
+            "submit_result",
+            (job_id, shard, replica, root, gpu_seconds, 0, signature),
+            self.cast.names["provider"],
+        )
 
     def gpu_seconds(self, job_id, choice, shard=0, replica=0):
         """A claim: fixed points of the job's cap, or "ran" (the most the lease's time so far
@@ -385,9 +473,18 @@ class MarketMachine(RuleBasedStateMachine):
         cap = job.req.max_gpu_seconds if job else 600
         ran = 1
         if job and shard < len(job.replicas) and replica < len(job.replicas[shard]):
-            ran = min(2**32 - 1, max(0, self.model.now + 1 - job.replicas[shard][replica].since) * max(1, job.req.gpu_count))
-        return {"zero": 0, "half": cap // 2, "cap": cap, "over": cap + 500, "max": 2**32 - 1,
-                "ran": ran, "ran+1": min(ran + 1, 2**32 - 1)}[choice]  # fmt: skip
+            ran = min(
+                2**32 - 1, max(0, self.model.now + 1 - job.replicas[shard][replica].since) * max(1, job.req.gpu_count)
+            )
+        return {
+            "zero": 0,
+            "half": cap // 2,
+            "cap": cap,
+            "over": cap + 500,
+            "max": 2**32 - 1,
+            "ran": ran,
+            "ran+1": min(ran + 1, 2**32 - 1),
+        }[choice]
 
     def shards_with(self, *states):
         return sorted({(j, s) for j, s, _ in self.model.replicas(*states)})
@@ -409,18 +506,28 @@ class MarketMachine(RuleBasedStateMachine):
         """Each example runs under the deployed parameters or a random valid set."""
         if parameters is not None:
             owner = self.cast.names["owner"]
-            self.act(self.model.set_parameters, (parameters,),
-                     self.cast.market, "set_parameters", (parameters.as_tuple(),), owner)
+            self.act(
+                self.model.set_parameters,
+                (parameters,),
+                self.cast.market,
+                "set_parameters",
+                (parameters.as_tuple(),),
+                owner,
+            )
 
-    @initialize(jobs=st.lists(st.fixed_dictionaries(dict(client=st.integers(0, 1), slack=st.integers(0, 8_000),
-                                                         **job_params)), min_size=1, max_size=3))
+    @initialize(
+        jobs=st.lists(
+            st.fixed_dictionaries(dict(client=st.integers(0, 1), slack=st.integers(0, 8_000), **job_params)),
+            min_size=1,
+            max_size=3,
+        )
+    )
     def first_jobs(self, jobs):
         for job in jobs:
             fields = {k: v for k, v in job.items() if k != "client"}
             self.do_post(self.cast.clients[job["client"]], self.requirements(**{**fields, "mode": "match"}))
 
-    @rule(client=st.integers(0, 1), slack=st.one_of(st.sampled_from([-1, 0]), st.integers(0, 8_000)),
-          **job_params)
+    @rule(client=st.integers(0, 1), slack=st.one_of(st.sampled_from([-1, 0]), st.integers(0, 8_000)), **job_params)
     def post_job(self, client, slack, **req):
         self.do_post(self.cast.clients[client], self.requirements(slack=slack, **req))
 
@@ -434,9 +541,12 @@ class MarketMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ keepers
 
-    @rule(eligible=mostly(), choice=st.integers(0, 255),
-          keeper=st.sampled_from(["keeper", "keeper2", "keeper", "keeper2", "outsider"]),
-          asset=st.integers(1, UNKNOWN_ASSET))
+    @rule(
+        eligible=mostly(),
+        choice=st.integers(0, 255),
+        keeper=st.sampled_from(["keeper", "keeper2", "keeper", "keeper2", "outsider"]),
+        asset=st.integers(1, UNKNOWN_ASSET),
+    )
     def assign(self, eligible, choice, keeper, asset):
         """Mostly an assignment the model finds valid; otherwise any keeper (or
         not one), any asset (or an unknown one) on any shard (or an unknown job or
@@ -449,16 +559,28 @@ class MarketMachine(RuleBasedStateMachine):
             unknown = [(len(self.model.jobs) + 1, 0), (1, 3)]
             job_id, shard = pick(self.model.shards() + unknown, choice)
         sender = self.cast.names[keeper]
-        self.act(self.model.assign, (sender, job_id, shard, asset),
-                 self.cast.market, "assign", (job_id, shard, asset), sender)
+        self.act(
+            self.model.assign,
+            (sender, job_id, shard, asset),
+            self.cast.market,
+            "assign",
+            (job_id, shard, asset),
+            sender,
+        )
 
     @precondition(lambda self: self.model.replicas(ASSIGNED))
     @rule(choice=st.integers(0, 255), caller=st.integers(0, 3))
     def reclaim(self, choice, caller):
         job_id, shard, replica = pick(self.model.replicas(ASSIGNED), choice)
         sender = self.cast.callers[caller]
-        self.act(self.model.reclaim, (sender, job_id, shard, replica),
-                 self.cast.market, "reclaim", (job_id, shard, replica), sender)
+        self.act(
+            self.model.reclaim,
+            (sender, job_id, shard, replica),
+            self.cast.market,
+            "reclaim",
+            (job_id, shard, replica),
+            sender,
+        )
 
     @precondition(lambda self: self.model.jobs)
     @rule(choice=st.integers(0, 255), ready=mostly(), caller=st.integers(0, 3))
@@ -472,10 +594,14 @@ class MarketMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ agents
 
     @precondition(lambda self: self.model.jobs)
-    @rule(choice=st.integers(0, 255), assigned=mostly(), replica=st.integers(0, 3),
-          root=st.sampled_from(ROOTS[:1] * 3 + ROOTS[1:] + [ZERO_ROOT]),
-          gpu_seconds=st.sampled_from(["zero", "half", "cap", "over", "max", "ran", "ran", "ran+1"]),
-          forgery=st.sampled_from(["none"] * 6 + ["wrong key", "stale lease", "other gpu-seconds"]))
+    @rule(
+        choice=st.integers(0, 255),
+        assigned=mostly(),
+        replica=st.integers(0, 3),
+        root=st.sampled_from(ROOTS[:1] * 3 + ROOTS[1:] + [ZERO_ROOT]),
+        gpu_seconds=st.sampled_from(["zero", "half", "cap", "over", "max", "ran", "ran", "ran+1"]),
+        forgery=st.sampled_from(["none"] * 6 + ["wrong key", "stale lease", "other gpu-seconds"]),
+    )
     def submit(self, choice, assigned, replica, root, gpu_seconds, forgery):
         """Mostly an assigned replica's result; otherwise one for any replica index,
         live or not, in range or not."""
@@ -488,9 +614,14 @@ class MarketMachine(RuleBasedStateMachine):
                 # The contract stops at the index check, before reading the signature.
                 reason = self.model.run(self.model.submit_result, job_id, shard, replica, root, 1, "")
                 assert reason == "job_market: unknown replica"
-                self.cast.expect_revert(self.cast.market, "submit_result",
-                                        (job_id, shard, replica, root, 1, 0, b"\x00" * 65),
-                                        self.cast.names["provider"], reason, self.model.now)
+                self.cast.expect_revert(
+                    self.cast.market,
+                    "submit_result",
+                    (job_id, shard, replica, root, 1, 0, b"\x00" * 65),
+                    self.cast.names["provider"],
+                    reason,
+                    self.model.now,
+                )
                 return
         self.do_submit(job_id, shard, replica, root, self.gpu_seconds(job_id, gpu_seconds, shard, replica), forgery)
 
@@ -501,14 +632,23 @@ class MarketMachine(RuleBasedStateMachine):
         agent = self.model.assets[self.model.replica(job_id, shard, replica).asset].agent
         sender = agent if own_agent else pick(self.cast.agents, self.cast.agents.index(agent) + 1)
         reason = b"image not found".ljust(32, b"\x00")
-        self.act(self.model.decline, (sender, job_id, shard, replica),
-                 self.cast.market, "decline", (job_id, shard, replica, reason), sender)
+        self.act(
+            self.model.decline,
+            (sender, job_id, shard, replica),
+            self.cast.market,
+            "decline",
+            (job_id, shard, replica, reason),
+            sender,
+        )
 
     # ------------------------------------------------------------ the dispute court
 
     @precondition(lambda self: self.model.jobs)
-    @rule(choice=st.integers(0, 255), live=mostly(),
-          who=st.sampled_from(["stranger", "stranger", "verifier", "client", "other client", "provider", "agent"]))
+    @rule(
+        choice=st.integers(0, 255),
+        live=mostly(),
+        who=st.sampled_from(["stranger", "stranger", "verifier", "client", "other client", "provider", "agent"]),
+    )
     def challenge(self, choice, live, who):
         """Mostly a shard with results inside their window (handed in first if
         there is none); challenged by a stranger, the verifier, the job's client or
@@ -531,8 +671,13 @@ class MarketMachine(RuleBasedStateMachine):
         self.do_challenge(job_id, shard, sender)
 
     @precondition(lambda self: self.model.jobs)
-    @rule(choice=st.integers(0, 255), disputed=mostly(), root=st.integers(0, 5), facilitator=mostly(),
-          late=st.sampled_from([False, False, False, True]))
+    @rule(
+        choice=st.integers(0, 255),
+        disputed=mostly(),
+        root=st.integers(0, 5),
+        facilitator=mostly(),
+        late=st.sampled_from([False, False, False, True]),
+    )
     def resolve(self, choice, disputed, root, facilitator, late):
         """Mostly a facilitator on a disputed shard before its ruling deadline,
         upholding one of its roots, a root nobody submitted, or none (the job is not
@@ -564,8 +709,9 @@ class MarketMachine(RuleBasedStateMachine):
         return pick(roots + [FRESH_ROOT, ZERO_ROOT], choice)
 
     def do_challenge(self, job_id, shard, sender):
-        return self.act(self.model.challenge, (sender, job_id, shard),
-                        self.cast.court, "challenge", (job_id, shard), sender)
+        return self.act(
+            self.model.challenge, (sender, job_id, shard), self.cast.court, "challenge", (job_id, shard), sender
+        )
 
     def do_resolve(self, job_id, shard, valid_root, sender):
         return self.settle(self.model.resolve, "resolve", (job_id, shard, valid_root), sender)
@@ -585,8 +731,11 @@ class MarketMachine(RuleBasedStateMachine):
         they gained exactly the bond and what was slashed into the market."""
         job_id, shard = args[:2]
         challenger, bond = self.model.jobs[job_id].challenges.get(shard, (None, 0))
-        accused = {self.model.assets[rep.asset].owner
-                   for rep in self.model.jobs[job_id].replicas[shard] if rep.state == DISPUTED}
+        accused = {
+            self.model.assets[rep.asset].owner
+            for rep in self.model.jobs[job_id].replicas[shard]
+            if rep.state == DISPUTED
+        }
         parties = {challenger, self.model.treasury} | accused
         credits, balance = self.money()
         reason = self.act(op, (sender, *args), self.cast.court, method, args, sender)
@@ -607,9 +756,12 @@ class MarketMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ money out
 
-    @rule(who=st.sampled_from(["client", "client2", "provider", "provider2", "keeper", "keeper2", "verifier",
-                               "treasury", "outsider"]),
-          how=st.sampled_from(["to self", "to self", "to self", "to another", "to zero", "many"]))
+    @rule(
+        who=st.sampled_from(
+            ["client", "client2", "provider", "provider2", "keeper", "keeper2", "verifier", "treasury", "outsider"]
+        ),
+        how=st.sampled_from(["to self", "to self", "to self", "to another", "to zero", "many"]),
+    )
     def withdraw(self, who, how):
         """One account withdraws to itself, to another or (refused) to no one; or
         anyone pays out a batch."""
@@ -623,8 +775,12 @@ class MarketMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ time
 
-    @rule(past_deadline=st.sampled_from([False, False, False, True]), seconds=st.integers(0, 2_000),
-          choice=st.integers(0, 255), caller=st.integers(0, 3))
+    @rule(
+        past_deadline=st.sampled_from([False, False, False, True]),
+        seconds=st.integers(0, 2_000),
+        choice=st.integers(0, 255),
+        caller=st.integers(0, 3),
+    )
     def advance(self, past_deadline, seconds, choice, caller):
         """Lets up to 2,000 s pass, or now and then runs past a job's deadline; then
         anyone expires the disputes no one ruled on by their deadline, and none is
@@ -640,12 +796,22 @@ class MarketMachine(RuleBasedStateMachine):
         """Someone transfers tokens straight to the market, outside its paths: it
         then holds more than it owes, and owes no one more for it."""
         sender = self.cast.names[who]
-        self.act(self.model.send_aside, (sender, amount),
-                 self.cast.token, "transfer", (self.cast.market.address, amount), sender)
+        self.act(
+            self.model.send_aside,
+            (sender, amount),
+            self.cast.token,
+            "transfer",
+            (self.cast.market.address, amount),
+            sender,
+        )
 
-    @rule(kind=st.sampled_from(["lease end", "challenge end", "decline window", "last lease", "job deadline",
-                                "ruling deadline"]),
-          side=st.sampled_from(["before", "after"]), choice=st.integers(0, 255))
+    @rule(
+        kind=st.sampled_from(
+            ["lease end", "challenge end", "decline window", "last lease", "job deadline", "ruling deadline"]
+        ),
+        side=st.sampled_from(["before", "after"]),
+        choice=st.integers(0, 255),
+    )
     def at_boundary(self, kind, side, choice):
         """Jumps to the last second before a time boundary or the first after it,
         tries the call that only the other side allows (the model must predict its
@@ -669,8 +835,11 @@ class MarketMachine(RuleBasedStateMachine):
         if kind == "decline window":
             # Only a lease younger than the window has its end ahead.
             def young():
-                return [key for key in model.replicas(ASSIGNED)
-                        if model.replica(*key).since + model.params.decline_window > model.now]
+                return [
+                    key
+                    for key in model.replicas(ASSIGNED)
+                    if model.replica(*key).since + model.params.decline_window > model.now
+                ]
 
             if not young():
                 self.lease_one(choice, fresh=True)
@@ -690,13 +859,22 @@ class MarketMachine(RuleBasedStateMachine):
                 if not expiring:
                     j, s, a = pick(targets, choice)
                     asset = model.assets[a]
-                    self.act(model.renew, (a, model.jobs[j].req.deadline - 1),
-                             cast.assets, "renew", (a, model.jobs[j].req.deadline - 1), asset.owner)
+                    self.act(
+                        model.renew,
+                        (a, model.jobs[j].req.deadline - 1),
+                        cast.assets,
+                        "renew",
+                        (a, model.jobs[j].req.deadline - 1),
+                        asset.owner,
+                    )
                     expiring = [(j, s, a)] if a in {x for _, _, x in model.eligible_assignments()} else []
                 targets = expiring
         else:
-            targets = [(j, s) for j, s in self.shards_with(OPEN)
-                       if {ASSIGNED, SUBMITTED, DISPUTED} & {rep.state for rep in model.jobs[j].replicas[s]}]
+            targets = [
+                (j, s)
+                for j, s in self.shards_with(OPEN)
+                if {ASSIGNED, SUBMITTED, DISPUTED} & {rep.state for rep in model.jobs[j].replicas[s]}
+            ]
         if not targets:
             return
         target = pick(targets, choice)
@@ -722,7 +900,9 @@ class MarketMachine(RuleBasedStateMachine):
 
         def assign():
             asset = target[2]  # it passed every check before the jump
-            self.act(model.assign, (keeper, job_id, shard, asset), cast.market, "assign", (job_id, shard, asset), keeper)
+            self.act(
+                model.assign, (keeper, job_id, shard, asset), cast.market, "assign", (job_id, shard, asset), keeper
+            )
 
         def cancel():
             self.act(model.cancel, (job.client, job_id, shard), cast.market, "cancel", (job_id, shard), job.client)
@@ -737,7 +917,9 @@ class MarketMachine(RuleBasedStateMachine):
         last, before, after = {
             "lease end": (lambda: model.replica(*target).deadline, submit, reclaim),
             "challenge end": (
-                lambda: max(rep.deadline for rep in job.replicas[shard] if rep.state == SUBMITTED), challenge, finalize
+                lambda: max(rep.deadline for rep in job.replicas[shard] if rep.state == SUBMITTED),
+                challenge,
+                finalize,
             ),
             "decline window": (lambda: model.replica(*target).since + model.params.decline_window, decline, decline),
             "last lease": (
@@ -764,9 +946,18 @@ class MarketMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ the happy path
 
-    @rule(moves=st.lists(st.tuples(st.integers(0, 255), st.sampled_from(ROOTS[:1] * 3 + ROOTS[1:2]),
-                                   st.sampled_from(["zero", "half", "cap", "over"])), min_size=1, max_size=8),
-          keeper=st.sampled_from(["keeper", "keeper2"]))
+    @rule(
+        moves=st.lists(
+            st.tuples(
+                st.integers(0, 255),
+                st.sampled_from(ROOTS[:1] * 3 + ROOTS[1:2]),
+                st.sampled_from(["zero", "half", "cap", "over"]),
+            ),
+            min_size=1,
+            max_size=8,
+        ),
+        keeper=st.sampled_from(["keeper", "keeper2"]),
+    )
     def progress(self, moves, keeper):
         """Moves unfinished shards along their ordinary life, one step per move:
         rule on a dispute (or expire it past its ruling deadline), submit or
@@ -824,13 +1015,20 @@ class MarketMachine(RuleBasedStateMachine):
                 self.do_submit(job_id, shard, replica, root, claim, "none")
             else:
                 sender = cast.names[keeper]
-                self.act(model.reclaim, (sender, job_id, shard, replica),
-                         cast.market, "reclaim", (job_id, shard, replica), sender)
+                self.act(
+                    model.reclaim,
+                    (sender, job_id, shard, replica),
+                    cast.market,
+                    "reclaim",
+                    (job_id, shard, replica),
+                    sender,
+                )
         elif options:
             asset = pick(options, choice)
             sender = cast.names["keeper"] if model.keepers[cast.names[keeper]].exiting else cast.names[keeper]
-            self.act(model.assign, (sender, job_id, shard, asset),
-                     cast.market, "assign", (job_id, shard, asset), sender)
+            self.act(
+                model.assign, (sender, job_id, shard, asset), cast.market, "assign", (job_id, shard, asset), sender
+            )
         elif OPEN in states:
             self.act(model.cancel, (job.client, job_id, shard), cast.market, "cancel", (job_id, shard), job.client)
         elif choice % 4 == 0 and (job_id, shard) in self.challengeable():
@@ -845,25 +1043,42 @@ class MarketMachine(RuleBasedStateMachine):
         """Posts a job that some asset can take now (when one can take any), so a
         rule that needs work never finds the market empty."""
         model = self.model
-        assets = [a for a in model.assets.values()
-                  if a.active and a.available >= model.params.min_stake and a.price <= 400
-                  and a.agent != ZERO_ADDRESS and a.gpus_leased < a.gpu_count]
+        assets = [
+            a
+            for a in model.assets.values()
+            if a.active
+            and a.available >= model.params.min_stake
+            and a.price <= 400
+            and a.agent != ZERO_ADDRESS
+            and a.gpus_leased < a.gpu_count
+        ]
         if not assets:
             return
         asset = pick(assets, choice)
         replication = 2 + choice % 2 if replicated or choice % 3 == 0 else 1
-        req = self.requirements(shards=1 + choice % 2, replication=replication,
-                                mode="match", gpu_count=min(asset.gpu_count, 1), min_vram=0, gpu_seconds=600,
-                                max_price=400, slack=3_000)
+        req = self.requirements(
+            shards=1 + choice % 2,
+            replication=replication,
+            mode="match",
+            gpu_count=min(asset.gpu_count, 1),
+            min_vram=0,
+            gpu_seconds=600,
+            max_price=400,
+            slack=3_000,
+        )
         if model.now + 1 + model.lease_seconds(req) <= asset.expire:
             self.do_post(self.cast.clients[choice % 2], req)
 
     def lease_one(self, choice, replicated=False, fresh=False):
         """Assigns an eligible replica (of a replicated shard, if asked), posting a
         job for it first if need be (or if asked for a fresh one)."""
+
         def options():
-            return [(j, s, a) for j, s, a in self.model.eligible_assignments()
-                    if not replicated or self.model.jobs[j].req.replication > 1]
+            return [
+                (j, s, a)
+                for j, s, a in self.model.eligible_assignments()
+                if not replicated or self.model.jobs[j].req.replication > 1
+            ]
 
         if fresh or not options():
             self.post_feasible(choice, replicated)
@@ -871,14 +1086,25 @@ class MarketMachine(RuleBasedStateMachine):
         if options:
             job_id, shard, asset = pick(options, choice)
             keeper = self.cast.names["keeper"]
-            self.act(self.model.assign, (keeper, job_id, shard, asset),
-                     self.cast.market, "assign", (job_id, shard, asset), keeper)
+            self.act(
+                self.model.assign,
+                (keeper, job_id, shard, asset),
+                self.cast.market,
+                "assign",
+                (job_id, shard, asset),
+                keeper,
+            )
 
     def challengeable(self):
         """Shards with a result inside its challenge window and no open dispute."""
         model = self.model
-        return sorted({(j, s) for j, s, r in model.replicas(SUBMITTED)
-                       if model.now + 1 <= model.replica(j, s, r).deadline and (j, s) not in model.disputes()})
+        return sorted(
+            {
+                (j, s)
+                for j, s, r in model.replicas(SUBMITTED)
+                if model.now + 1 <= model.replica(j, s, r).deadline and (j, s) not in model.disputes()
+            }
+        )
 
     def hand_in(self, choice):
         """Hands in a result for a lease, leasing a replica first if none is out;
@@ -902,11 +1128,28 @@ class MarketMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ owners
 
-    @rule(kind=st.sampled_from(["price", "capacity", "pause", "renew", "stake", "unstake", "transfer", "agent",
-                                "keeper exit", "parameters"]),
-          asset=st.integers(1, len(CAST)), price=st.sampled_from([40, 60, 100, 150, 300, 500]),
-          capacity=st.sampled_from([0, 1, 2, 16]), percent=st.sampled_from([1, 50, 101]),
-          choice=st.integers(0, 255), parameters=parameters(valid=False))
+    @rule(
+        kind=st.sampled_from(
+            [
+                "price",
+                "capacity",
+                "pause",
+                "renew",
+                "stake",
+                "unstake",
+                "transfer",
+                "agent",
+                "keeper exit",
+                "parameters",
+            ]
+        ),
+        asset=st.integers(1, len(CAST)),
+        price=st.sampled_from([40, 60, 100, 150, 300, 500]),
+        capacity=st.sampled_from([0, 1, 2, 16]),
+        percent=st.sampled_from([1, 50, 101]),
+        choice=st.integers(0, 255),
+        parameters=parameters(valid=False),
+    )
     def owner_action(self, kind, asset, price, capacity, percent, choice, parameters):
         """Providers reprice, resize (zero refused), pause, resume, renew, stake,
         unstake and sell their assets (refused while a lease is open; the buyer then
@@ -914,12 +1157,19 @@ class MarketMachine(RuleBasedStateMachine):
         parameters (some out of bounds)."""
         owner = self.model.assets[asset].owner
         if kind == "capacity":
-            self.act(self.model.set_capacity, (asset, capacity),
-                     self.cast.assets, "set_capacity", (asset, capacity), owner)
+            self.act(
+                self.model.set_capacity, (asset, capacity), self.cast.assets, "set_capacity", (asset, capacity), owner
+            )
         elif kind == "parameters":
             sender = self.cast.names["owner"]
-            self.act(self.model.set_parameters, (parameters,),
-                     self.cast.market, "set_parameters", (parameters.as_tuple(),), sender)
+            self.act(
+                self.model.set_parameters,
+                (parameters,),
+                self.cast.market,
+                "set_parameters",
+                (parameters.as_tuple(),),
+                sender,
+            )
         elif kind == "price":
             self.act(self.model.set_price, (asset, price), self.cast.assets, "set_price", (asset, price), owner)
         elif kind == "pause" and self.model.assets[asset].active:
@@ -932,15 +1182,24 @@ class MarketMachine(RuleBasedStateMachine):
             self.act(self.model.renew, (asset, expire), self.cast.assets, "renew", (asset, expire), owner)
         elif kind == "stake":
             amount = 50 * TOKEN + 1
-            self.act(self.model.add_stake, (owner, asset, amount), self.cast.assets, "add_stake", (asset, amount), owner)
+            self.act(
+                self.model.add_stake, (owner, asset, amount), self.cast.assets, "add_stake", (asset, amount), owner
+            )
         elif kind == "unstake":
             amount = max(1, self.model.assets[asset].stake * percent // 100)
-            self.act(self.model.request_unstake, (asset, amount),
-                     self.cast.assets, "request_unstake", (asset, amount), owner)
+            self.act(
+                self.model.request_unstake, (asset, amount), self.cast.assets, "request_unstake", (asset, amount), owner
+            )
         elif kind == "transfer":
             receiver = self.cast.names["provider2" if owner == self.cast.names["provider"] else "provider"]
-            self.act(self.model.transfer_asset, (owner, receiver, asset),
-                     self.cast.assets, "transferFrom", (owner, receiver, asset), owner)
+            self.act(
+                self.model.transfer_asset,
+                (owner, receiver, asset),
+                self.cast.assets,
+                "transferFrom",
+                (owner, receiver, asset),
+                owner,
+            )
         elif kind == "agent":
             agent = self.cast.agents[CAST[asset - 1][1]]
             self.act(self.model.set_agent, (asset, agent), self.cast.assets, "set_agent", (asset, agent), owner)
@@ -956,15 +1215,38 @@ class MarketMachine(RuleBasedStateMachine):
         owner, keeper = self.cast.names["owner"], self.cast.names["keeper"]
         eligible = self.model.eligible_assignments() or [(1, 0, 1)]
         self.act(self.model.pause_market, (), self.cast.market, "pause", (), owner)
-        self.do_post(self.cast.clients[0], self.requirements(shards=1, replication=1, mode="match", gpu_count=1,
-                                                             min_vram=0, gpu_seconds=600, max_price=400, slack=100))
+        self.do_post(
+            self.cast.clients[0],
+            self.requirements(
+                shards=1,
+                replication=1,
+                mode="match",
+                gpu_count=1,
+                min_vram=0,
+                gpu_seconds=600,
+                max_price=400,
+                slack=100,
+            ),
+        )
         job_id, shard, asset = pick(eligible, choice)
-        self.act(self.model.assign, (keeper, job_id, shard, asset),
-                 self.cast.market, "assign", (job_id, shard, asset), keeper)
+        self.act(
+            self.model.assign,
+            (keeper, job_id, shard, asset),
+            self.cast.market,
+            "assign",
+            (job_id, shard, asset),
+            keeper,
+        )
         job_id, shard, replica = pick(self.model.replicas(ASSIGNED), choice)
         self.mine_until(self.model.replica(job_id, shard, replica).deadline)
-        self.act(self.model.reclaim, (keeper, job_id, shard, replica),
-                 self.cast.market, "reclaim", (job_id, shard, replica), keeper)
+        self.act(
+            self.model.reclaim,
+            (keeper, job_id, shard, replica),
+            self.cast.market,
+            "reclaim",
+            (job_id, shard, replica),
+            keeper,
+        )
         self.act(self.model.unpause_market, (), self.cast.market, "unpause", (), owner)
 
     # ------------------------------------------------------------ invariants
@@ -1033,18 +1315,33 @@ class MarketMachine(RuleBasedStateMachine):
         for job_id, i in jobs.items():
             job = model.jobs[job_id]
             req = job.req
-            expected = [word(job.client), job.escrow, job.unfinished, word(job.manifest),
-                        req.min_vram_mib, req.gpu_count, req.max_price, req.max_gpu_seconds, req.deadline,
-                        req.shard_count, req.replication, int(req.verification),
-                        job.keeper_fee_bps, job.protocol_fee_bps]
+            expected = [
+                word(job.client),
+                job.escrow,
+                job.unfinished,
+                word(job.manifest),
+                req.min_vram_mib,
+                req.gpu_count,
+                req.max_price,
+                req.max_gpu_seconds,
+                req.deadline,
+                req.shard_count,
+                req.replication,
+                int(req.verification),
+                job.keeper_fee_bps,
+                job.protocol_fee_bps,
+            ]
             assert got[i] == expected, f"job {job_id}"
         for (job_id, shard), i in challenges.items():
             challenger, bond = model.jobs[job_id].challenges.get(shard, (ZERO_ADDRESS, 0))
             assert got[i] == [word(challenger), bond], f"challenge of job {job_id} shard {shard}"
             # (6) no provider challenges its own result: the challenger is neither the
             # owner nor the agent key of an asset whose replica it accused.
-            accused = [got[replicas[(job_id, shard, r)]][0] for r in range(model.jobs[job_id].req.replication)
-                       if got[replicas[(job_id, shard, r)]][2] == DISPUTED]
+            accused = [
+                got[replicas[(job_id, shard, r)]][0]
+                for r in range(model.jobs[job_id].req.replication)
+                if got[replicas[(job_id, shard, r)]][2] == DISPUTED
+            ]
             providers = {got[owners[a]][0] for a in accused} | {got[agents[a]][0] for a in accused}
             assert not got[i][0] or got[i][0] not in providers, f"a provider challenges job {job_id} shard {shard}"
         for key, i in deadlines.items():
@@ -1066,9 +1363,19 @@ class MarketMachine(RuleBasedStateMachine):
                 shard, replica, keeper, payment, keeper_fee, protocol_fee = decode(
                     ["uint256", "uint256", "address", "uint256", "uint256", "uint256"], data
                 )
-                payouts.append(Payout(job_id, shard, replica, int(log_topics[2], 16),
-                                      to_checksum_address("0x" + log_topics[3][-40:]),
-                                      to_checksum_address(keeper), payment, keeper_fee, protocol_fee))
+                payouts.append(
+                    Payout(
+                        job_id,
+                        shard,
+                        replica,
+                        int(log_topics[2], 16),
+                        to_checksum_address("0x" + log_topics[3][-40:]),
+                        to_checksum_address(keeper),
+                        payment,
+                        keeper_fee,
+                        protocol_fee,
+                    )
+                )
             else:
                 assert job_id not in refunds, f"job {job_id} finished twice"
                 refunds[job_id] = int.from_bytes(data[:32], "big")

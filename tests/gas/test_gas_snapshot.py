@@ -51,8 +51,27 @@ def write_snapshot(measured: dict[str, int]) -> None:
 
 
 @pytest.fixture
-def measure(chain, market, court, assets, token, keeper, client, provider, facilitator, treasury, verifier, stranger,
-            agents, register_asset, post_job, registered_keeper, submit, params, make_spec):  # fmt: skip
+def measure(
+    chain,
+    market,
+    court,
+    assets,
+    token,
+    keeper,
+    client,
+    provider,
+    facilitator,
+    treasury,
+    verifier,
+    stranger,
+    agents,
+    register_asset,
+    post_job,
+    registered_keeper,
+    submit,
+    params,
+    make_spec,
+):
     """Runs every measured step once and returns {step: gas}."""
     gas: dict[str, int] = {}
 
@@ -156,7 +175,11 @@ def test_gas_within_snapshot(measure):
         Path(os.environ["GAS_RESULTS"]).write_text(json.dumps(measured, indent=2) + "\n")
     snapshot = read_snapshot()
     assert snapshot, f"{SNAPSHOT} is missing: run `make gas-snapshot`"
-    over = {name: (gas, snapshot.get(name)) for name, gas in measured.items() if name not in snapshot or gas > snapshot[name]}
+    over = {
+        name: (gas, snapshot.get(name))
+        for name, gas in measured.items()
+        if name not in snapshot or gas > snapshot[name]
+    }
     assert not over, f"gas above snapshot (measured, snapshot): {over}"
 
 

@@ -23,16 +23,16 @@ from web3 import Web3
 
 from agent.outputs import app as outputs_app
 from agent.outputs import sign_request
-from computenet.store import LocalStore
+from computenet import merkle
 from computenet.connection import network_context
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Verification
 from computenet.eip3009 import TransferAuthorization, split
 from computenet.localnet import Anvil, ServedApp
 from computenet.manifest import build_manifest
-from computenet import merkle
 from computenet.merkle import MerkleTree
 from computenet.receipts import ExecutionReceipt
+from computenet.store import LocalStore
 from computenet.web3calls import Sender, contract
 from facilitator.job_tags import JobTerms, sign_tag
 from facilitator.jobs import JobSettlement, parse_job
@@ -56,7 +56,9 @@ class Net:
         owner, self.provider, self.keeper, self.facilitator = accounts[0], accounts[2], accounts[4], accounts[7]
         self.agent, self.stranger = accounts[10], accounts[9]
         with network_context(self.anvil.uri):
-            stack = deploy_stack(project, owner, parameters=replace(DEFAULT_PARAMETERS, challenge_window=CHALLENGE_WINDOW))
+            stack = deploy_stack(
+                project, owner, parameters=replace(DEFAULT_PARAMETERS, challenge_window=CHALLENGE_WINDOW)
+            )
             stack.market.set_facilitator(self.facilitator, True, sender=owner)
             for who, spender in ((self.keeper, stack.keepers), (self.provider, stack.assets)):
                 stack.token.faucet(who, 10_000 * TOKEN, sender=who)
@@ -71,19 +73,34 @@ class Net:
         self.token = contract(self.web3, "TestToken", stack.token.address)
         self.sender = Sender(self.web3, self.facilitator.private_key)
         self.gateway_key = Account.create()  # tags the gateway's offers; holds nothing
-        self.jobs = JobSettlement(self.web3, self.sender, self.market.address, self.token.address,
-                                  [self.gateway_key.address])  # fmt: skip
-        self.facilitator_app = ServedApp(create_app(build_facilitator(self.facilitator.private_key, self.anvil.uri, [NETWORK]),
-                                                    [NETWORK], self.jobs))  # fmt: skip
+        self.jobs = JobSettlement(
+            self.web3, self.sender, self.market.address, self.token.address, [self.gateway_key.address]
+        )
+        self.facilitator_app = ServedApp(
+            create_app(build_facilitator(self.facilitator.private_key, self.anvil.uri, [NETWORK]), [NETWORK], self.jobs)
+        )
         self.outputs = tmp / "agent-work"
         self.store = LocalStore(tmp / "agent-store")
         self.chain = Chain(self.web3, self.market.address)
-        self.gateway = ServedApp(create_gateway(self.chain, self.facilitator_app.url, NETWORK, self.gateway_key.key,
-                                                outputs={self.agent.address: self.serve_outputs()}))  # fmt: skip
+        self.gateway = ServedApp(
+            create_gateway(
+                self.chain,
+                self.facilitator_app.url,
+                NETWORK,
+                self.gateway_key.key,
+                outputs={self.agent.address: self.serve_outputs()},
+            )
+        )
 
     def serve_outputs(self):
         client_of = lambda job: self.market.functions.job(job).call()[0].lower()  # noqa: E731
-        app = outputs_app(self.outputs, self.store, 31337, self.agent.address, lambda job, shard, replica, who: who.lower() == client_of(job))
+        app = outputs_app(
+            self.outputs,
+            self.store,
+            31337,
+            self.agent.address,
+            lambda job, shard, replica, who: who.lower() == client_of(job),
+        )
         self.outputs_server = ServedApp(app)
         return self.outputs_server.url
 
@@ -116,11 +133,19 @@ def net(project, accounts, tmp_path_factory):
 
 
 def job_body(net, shards=1, **overrides):
-    manifest = build_manifest(IMAGE, ["python3", "/in/run.py"], {"run.py": b"print(42)"}, timeout_seconds=600,
-                              max_output_bytes=1 << 20)  # fmt: skip
-    requirements = dict(min_vram_mib=40_960, gpu_count=1, max_price=200, max_gpu_seconds=600,
-                        deadline=net.now() + 86_400, shard_count=shards, replication=1,
-                        verification=int(Verification.OPTIMISTIC))  # fmt: skip
+    manifest = build_manifest(
+        IMAGE, ["python3", "/in/run.py"], {"run.py": b"print(42)"}, timeout_seconds=600, max_output_bytes=1 << 20
+    )
+    requirements = dict(
+        min_vram_mib=40_960,
+        gpu_count=1,
+        max_price=200,
+        max_gpu_seconds=600,
+        deadline=net.now() + 86_400,
+        shard_count=shards,
+        replication=1,
+        verification=int(Verification.OPTIMISTIC),
+    )
     requirements.update(overrides)
     return {"manifest": manifest.model_dump(mode="json"), "requirements": requirements}
 
@@ -146,7 +171,9 @@ def offer(net, body):
 
     answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=30)
     assert answer.status_code == 402, answer.text
-    return decode_payment_required_header(answer.headers["PAYMENT-REQUIRED"]), decode(answer.headers["PAYMENT-REQUIRED"])["accepts"][0]
+    return decode_payment_required_header(answer.headers["PAYMENT-REQUIRED"]), decode(
+        answer.headers["PAYMENT-REQUIRED"]
+    )["accepts"][0]
 
 
 def signed_payment(net, account, body, **authorization):
@@ -158,8 +185,9 @@ def signed_payment(net, account, body, **authorization):
     payload = clients(net, account, sync=True).create_payment_payload(required)
     if authorization:
         auth = dict(payload.payload["authorization"], **{k: str(v) for k, v in authorization.items()})
-        signed = TransferAuthorization.from_x402(auth).sign(account.key, net.chain.token_name, net.chain.token_version,
-                                                            31337, net.token.address)  # fmt: skip
+        signed = TransferAuthorization.from_x402(auth).sign(
+            account.key, net.chain.token_name, net.chain.token_version, 31337, net.token.address
+        )
         payload = payload.model_copy(update={"payload": {"authorization": auth, "signature": "0x" + signed.hex()}})
     return encode_payment_signature_header(payload)
 
@@ -175,8 +203,9 @@ def encode(payload):
 def same_price_jobs(net):
     """Two different jobs of one price: two shards, or one shard run twice."""
     a = job_body(net, shards=2)
-    b = job_body(net, shards=1, replication=2, verification=int(Verification.REPLICATED),
-                 deadline=a["requirements"]["deadline"])  # fmt: skip
+    b = job_body(
+        net, shards=1, replication=2, verification=int(Verification.REPLICATED), deadline=a["requirements"]["deadline"]
+    )
     return a, b
 
 
@@ -189,8 +218,9 @@ def gateway_tag(net, requirements, *, key=None, expires=None, payment=None):
     parsed = PaymentRequirements.model_validate(requirements)
     terms = JobTerms.of(parsed, *parse_job(parsed.extra))
     auth = TransferAuthorization.from_x402(payment["payload"]["authorization"]) if payment else None
-    return sign_tag(key or net.gateway_key.key, terms, expires or int(time.time()) + 60,
-                    *((auth.payer, auth.nonce) if auth else ()))  # fmt: skip
+    return sign_tag(
+        key or net.gateway_key.key, terms, expires or int(time.time()) + 60, *((auth.payer, auth.nonce) if auth else ())
+    )
 
 
 def with_tag(requirements, tag):
@@ -207,8 +237,12 @@ def at_facilitator(net, endpoint, payment, requirements):
 
 def holdings(net, account):
     """What a refused payment leaves as it was: the payer's and the market's tokens, the jobs and their JobPosted events."""
-    return (net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call(),
-            len(net.market.events.JobPosted().get_logs(from_block=0)))  # fmt: skip
+    return (
+        net.balance(account.address),
+        net.balance(net.market.address),
+        net.market.functions.job_count().call(),
+        len(net.market.events.JobPosted().get_logs(from_block=0)),
+    )
 
 
 def test_an_unpaid_post_gets_the_jobs_offer(net):
@@ -217,7 +251,11 @@ def test_an_unpaid_post_gets_the_jobs_offer(net):
     quote = net.market.functions.quote((40_960, 1, 200, 600, body["requirements"]["deadline"], 4, 1, 0)).call()
     assert int(accepts["amount"]) == quote == 4 * 200 * 600 * 10_150 // 10_000
     assert (accepts["scheme"], accepts["network"], accepts["asset"], accepts["payTo"]) == (
-        "exact", NETWORK, net.token.address, net.market.address)  # fmt: skip
+        "exact",
+        NETWORK,
+        net.token.address,
+        net.market.address,
+    )
     assert accepts["extra"]["computenetJob"]["requirements"]["shard_count"] == 4
     assert accepts["extra"]["name"] == net.chain.token_name
     tag = accepts["extra"]["computenetTag"]
@@ -253,9 +291,17 @@ def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net
     root = MerkleTree.from_files(OUTPUTS).root
     net.send(net.keeper, net.market.functions.assign(job, 0, net.asset))
     lease = net.market.functions.replica(job, 0, 0).call()[3]
-    receipt = ExecutionReceipt(job=job, shard=0, replica=0, lease=lease, asset=net.asset,
-                               manifest=bytes.fromhex(status["manifest_hash"][2:]), output_root=root, gpu_seconds=100,
-                               exit_code=0)  # fmt: skip
+    receipt = ExecutionReceipt(
+        job=job,
+        shard=0,
+        replica=0,
+        lease=lease,
+        asset=net.asset,
+        manifest=bytes.fromhex(status["manifest_hash"][2:]),
+        output_root=root,
+        gpu_seconds=100,
+        exit_code=0,
+    )
     signature = receipt.sign(net.agent.private_key, 31337, net.market.address)
     net.web3.provider.make_request("evm_increaseTime", [100])  # the run takes its 100 s
     net.send(net.provider, net.market.functions.submit_result(job, 0, 0, root, 100, 0, signature))
@@ -278,13 +324,19 @@ def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net
     files = {leaf: net.store.put(data)["sha256"] for leaf, data in OUTPUTS.items()}
     (folder / "outputs.json").write_text(json.dumps({"root": "0x" + root.hex(), "files": files}))
     target = f"/outputs/{job}/0/0/file?path=out/result.txt"
-    fetched = requests.get(f"{net.gateway.url}/jobs/{job}/outputs/0/0/file?path=out/result.txt", timeout=10,
-                           headers=sign_request(account.key, 31337, net.agent.address, target))  # fmt: skip
+    fetched = requests.get(
+        f"{net.gateway.url}/jobs/{job}/outputs/0/0/file?path=out/result.txt",
+        timeout=10,
+        headers=sign_request(account.key, 31337, net.agent.address, target),
+    )
     assert fetched.status_code == 200 and fetched.content == b"42\n"
     proof = [bytes.fromhex(p[2:]) for p in json.loads(fetched.headers["X-Merkle-Proof"])]
     assert merkle.verify(proof, root, merkle.leaf("out/result.txt", b"42\n"))
-    stranger = requests.get(f"{net.gateway.url}/jobs/{job}/outputs/0/0/file?path=out/result.txt", timeout=10,
-                            headers=sign_request(Account.create().key, 31337, net.agent.address, target))  # fmt: skip
+    stranger = requests.get(
+        f"{net.gateway.url}/jobs/{job}/outputs/0/0/file?path=out/result.txt",
+        timeout=10,
+        headers=sign_request(Account.create().key, 31337, net.agent.address, target),
+    )
     assert stranger.status_code == 403
     assert requests.get(f"{net.gateway.url}/jobs/{job}/outputs/0/0", timeout=10).status_code == 401
 
@@ -330,7 +382,9 @@ def test_a_bad_payment_gets_the_specs_reason_and_moves_nothing(net, flaw, reason
     if flaw == "bad signature":  # well formed, but by another key
         payload = decode(header)
         auth = TransferAuthorization.from_x402(payload["payload"]["authorization"])
-        forged = auth.sign(Account.create().key, net.chain.token_name, net.chain.token_version, 31337, net.token.address)
+        forged = auth.sign(
+            Account.create().key, net.chain.token_name, net.chain.token_version, 31337, net.token.address
+        )
         payload["payload"]["signature"] = "0x" + forged.hex()
         header = encode(payload)
     before = net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call()
@@ -341,7 +395,11 @@ def test_a_bad_payment_gets_the_specs_reason_and_moves_nothing(net, flaw, reason
     assert answer.json()["error"] == reason, answer.json()
     assert answer.json()["message"]
     assert decode(answer.headers["PAYMENT-REQUIRED"])["error"] == reason
-    assert (net.balance(account.address), net.balance(net.market.address), net.market.functions.job_count().call()) == before
+    assert (
+        net.balance(account.address),
+        net.balance(net.market.address),
+        net.market.functions.job_count().call(),
+    ) == before
 
 
 def test_a_payment_for_another_job_token_or_network_is_refused(net):
@@ -351,8 +409,11 @@ def test_a_payment_for_another_job_token_or_network_is_refused(net):
     answer = post_paid(net, other_job, header)
     assert answer.status_code == 402 and answer.json()["error"] == "invalid_payment_requirements"
     assert "amount" in answer.json()["message"] or "another job" in answer.json()["message"]
-    for field, value, reason in (("network", "eip155:8453", "invalid_network"), ("scheme", "upto", "unsupported_scheme"),
-                                 ("asset", Account.create().address, "invalid_payment_requirements")):  # fmt: skip
+    for field, value, reason in (
+        ("network", "eip155:8453", "invalid_network"),
+        ("scheme", "upto", "unsupported_scheme"),
+        ("asset", Account.create().address, "invalid_payment_requirements"),
+    ):
         payload = decode(header)
         payload["accepted"][field] = value
         forged = encode(payload)
@@ -362,12 +423,15 @@ def test_a_payment_for_another_job_token_or_network_is_refused(net):
     assert net.balance(account.address) == 1_000 * TOKEN
 
 
-@pytest.mark.parametrize("case, message", [
-    ("untagged", "carry no gateway tag"),
-    ("tagged by another key", "not by a trusted gateway"),
-    ("expired", "offer expired"),
-    ("another job's tag", "signature over these job terms"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("untagged", "carry no gateway tag"),
+        ("tagged by another key", "not by a trusted gateway"),
+        ("expired", "offer expired"),
+        ("another job's tag", "signature over these job terms"),
+    ],
+)
 def test_the_gateway_takes_a_payment_only_for_its_own_unexpired_offer(net, case, message):
     account = net.payer(1_000 * TOKEN)
     job_a, job_b = same_price_jobs(net)
@@ -389,13 +453,16 @@ def test_the_gateway_takes_a_payment_only_for_its_own_unexpired_offer(net, case,
     assert holdings(net, account) == before
 
 
-@pytest.mark.parametrize("case, message", [
-    ("job B's offer", "not bound to this authorization"),
-    ("job B's terms under job A's payment tag", "signature over these job terms and this authorization"),
-    ("untagged", "carry no gateway tag"),
-    ("tagged by an untrusted key", "not by a trusted gateway"),
-    ("tag expired", "offer expired"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("job B's offer", "not bound to this authorization"),
+        ("job B's terms under job A's payment tag", "signature over these job terms and this authorization"),
+        ("untagged", "carry no gateway tag"),
+        ("tagged by an untrusted key", "not by a trusted gateway"),
+        ("tag expired", "offer expired"),
+    ],
+)
 def test_settle_takes_a_job_payment_only_on_terms_the_gateway_bound_to_it(net, case, message):
     """A payment for job A, posted straight to the facilitator by someone else: with job B's
     terms of the same price (B's own valid offer, or A's payment tag), or with A's terms under
@@ -404,16 +471,21 @@ def test_settle_takes_a_job_payment_only_on_terms_the_gateway_bound_to_it(net, c
     job_a, job_b = same_price_jobs(net)
     payment = decode(signed_payment(net, account, job_a))
     offer_a, offer_b = payment["accepted"], offer(net, job_b)[1]
-    assert offer_a["amount"] == offer_b["amount"] and offer_a["extra"]["computenetJob"] != offer_b["extra"]["computenetJob"]
+    assert (
+        offer_a["amount"] == offer_b["amount"]
+        and offer_a["extra"]["computenetJob"] != offer_b["extra"]["computenetJob"]
+    )
     bound_a = with_tag(offer_a, gateway_tag(net, offer_a, payment=payment))  # what the gateway settles job A on
     job_b_under_a = {**bound_a, "extra": bound_a["extra"] | {"computenetJob": offer_b["extra"]["computenetJob"]}}
     requirements = {
         "job B's offer": offer_b,
         "job B's terms under job A's payment tag": job_b_under_a,
         "untagged": with_tag(offer_a, None),
-        "tagged by an untrusted key": with_tag(offer_a, gateway_tag(net, offer_a, key=Account.create().key, payment=payment)),
+        "tagged by an untrusted key": with_tag(
+            offer_a, gateway_tag(net, offer_a, key=Account.create().key, payment=payment)
+        ),
         "tag expired": with_tag(offer_a, gateway_tag(net, offer_a, expires=int(time.time()) - 1, payment=payment)),
-    }[case]  # fmt: skip
+    }[case]
     forged = payment | {"accepted": requirements}
     before = holdings(net, account)
 
@@ -421,7 +493,11 @@ def test_settle_takes_a_job_payment_only_on_terms_the_gateway_bound_to_it(net, c
     settled = at_facilitator(net, "settle", forged, requirements)
 
     assert verified["isValid"] is False and verified["invalidReason"] == "invalid_computenet_job", verified
-    assert settled["success"] is False and settled["errorReason"] == "invalid_computenet_job" and settled["transaction"] == ""
+    assert (
+        settled["success"] is False
+        and settled["errorReason"] == "invalid_computenet_job"
+        and settled["transaction"] == ""
+    )
     assert message in verified["invalidMessage"] and message in settled["errorMessage"]
     assert holdings(net, account) == before
     # The same payment on the terms the gateway binds it to is good: the refusal was the tag's.
@@ -444,7 +520,9 @@ def test_a_copied_payment_header_buys_no_other_job(net):
     def copy_refused():
         before = holdings(net, account)
         at_gateway = post_paid(net, job_b, encode(copy))
-        assert at_gateway.status_code == 402 and at_gateway.json()["error"] == "invalid_computenet_job", at_gateway.json()
+        assert at_gateway.status_code == 402 and at_gateway.json()["error"] == "invalid_computenet_job", (
+            at_gateway.json()
+        )
         assert "was presented for another job" in at_gateway.json()["message"]
         settled = at_facilitator(net, "settle", copy, offer_b)
         assert settled["success"] is False and settled["errorReason"] == "invalid_computenet_job", settled
@@ -486,7 +564,10 @@ def test_a_front_run_authorization_funds_its_job_exactly_once(net):
     header = signed_payment(net, account, body)
     payload = decode(header)["payload"]
     auth = TransferAuthorization.from_x402(payload["authorization"])
-    net.send(net.stranger, net.token.functions.transferWithAuthorization(*auth.token_args(bytes.fromhex(payload["signature"][2:]))))
+    net.send(
+        net.stranger,
+        net.token.functions.transferWithAuthorization(*auth.token_args(bytes.fromhex(payload["signature"][2:]))),
+    )
     escrow = net.balance(net.market.address)
     assert escrow and net.balance(account.address) == 1_000 * TOKEN - auth.value
 
@@ -514,11 +595,17 @@ def test_a_front_run_landing_while_settling_is_caught(net):
     header = signed_payment(net, account, body)
     payload = decode_payment_signature_header(header)
     accepted = decode(header)["accepted"]
-    requirements = PaymentRequirements.model_validate(with_tag(accepted, gateway_tag(net, accepted, payment=decode(header))))
+    requirements = PaymentRequirements.model_validate(
+        with_tag(accepted, gateway_tag(net, accepted, payment=decode(header)))
+    )
     payment = net.jobs.payment(payload, requirements)
     assert net.jobs.spent(payment) is False  # checked before the front run...
-    net.send(net.stranger, net.token.functions.transferWithAuthorization(
-        *payment.authorization.token_args(bytes.fromhex(payment.signature[2:]))))  # fmt: skip
+    net.send(
+        net.stranger,
+        net.token.functions.transferWithAuthorization(
+            *payment.authorization.token_args(bytes.fromhex(payment.signature[2:]))
+        ),
+    )
     escrow = net.balance(net.market.address)
 
     job, _ = net.jobs.post(payment, front_run=False)  # ...sent after it
@@ -533,13 +620,28 @@ def test_a_cancelled_authorization_funds_nothing(net):
     body = job_body(net)
     header = signed_payment(net, account, body)
     nonce = bytes.fromhex(decode(header)["payload"]["authorization"]["nonce"][2:])
-    typed = {"types": {"EIP712Domain": [{"name": n, "type": t} for n, t in (("name", "string"), ("version", "string"),
-                       ("chainId", "uint256"), ("verifyingContract", "address"))],
-                       "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}]},
-             "primaryType": "CancelAuthorization",
-             "domain": {"name": net.chain.token_name, "version": net.chain.token_version, "chainId": 31337,
-                        "verifyingContract": net.token.address},
-             "message": {"authorizer": account.address, "nonce": nonce}}  # fmt: skip
+    typed = {
+        "types": {
+            "EIP712Domain": [
+                {"name": n, "type": t}
+                for n, t in (
+                    ("name", "string"),
+                    ("version", "string"),
+                    ("chainId", "uint256"),
+                    ("verifyingContract", "address"),
+                )
+            ],
+            "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}],
+        },
+        "primaryType": "CancelAuthorization",
+        "domain": {
+            "name": net.chain.token_name,
+            "version": net.chain.token_version,
+            "chainId": 31337,
+            "verifyingContract": net.token.address,
+        },
+        "message": {"authorizer": account.address, "nonce": nonce},
+    }
     v, r, s = split(Account.sign_typed_data(account.key, full_message=typed).signature)
     net.send(net.stranger, net.token.functions.cancelAuthorization(account.address, nonce, v, r, s))
     before = net.balance(net.market.address), net.market.functions.job_count().call()
@@ -555,9 +657,15 @@ def test_bad_requests_are_named(net):
     body = job_body(net)
     body["manifest"]["image"] = "not a digest"
     answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)
-    assert answer.status_code == 422 and answer.json()["error"] == "invalid_manifest" and "image" in answer.json()["message"]
-    for field, value, message in [("path", "/proc/out", "manifest.outputs.path: '/proc/out' overlaps /proc"),
-                                  ("path", "/out put", "manifest.outputs.path: has the character ' '")]:  # fmt: skip
+    assert (
+        answer.status_code == 422
+        and answer.json()["error"] == "invalid_manifest"
+        and "image" in answer.json()["message"]
+    )
+    for field, value, message in [
+        ("path", "/proc/out", "manifest.outputs.path: '/proc/out' overlaps /proc"),
+        ("path", "/out put", "manifest.outputs.path: has the character ' '"),
+    ]:
         body = job_body(net)
         body["manifest"]["outputs"][field] = value
         answer = requests.post(f"{net.gateway.url}/jobs", json=body, timeout=10)

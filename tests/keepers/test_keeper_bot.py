@@ -52,13 +52,21 @@ class Keeper(ProcessGroup):
 
     def start(self, workers=2):
         for command in ["listen"] + ["worker"] * workers:
-            self.spawn([sys.executable, "-m", "keepers", command],
-                       self.logdir / f"{self.name}-{command}-{len(self.processes)}.log", self.env)  # fmt: skip
+            self.spawn(
+                [sys.executable, "-m", "keepers", command],
+                self.logdir / f"{self.name}-{command}-{len(self.processes)}.log",
+                self.env,
+            )
         return self
 
     def run(self, command, *args):
         return subprocess.run(
-            [sys.executable, "-m", "keepers", command, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "keepers", command, *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def logs(self):
@@ -139,8 +147,9 @@ def fleet(register_asset, provider, provider2, agents):
         for i in range(n):
             agent = agents[i % len(agents)]
             price = prices[i] if prices else 100
-            asset = register_asset(owner=provider if i % 2 == 0 else provider2, agent_account=agent, price=price,
-                                   gpu_count=16)  # fmt: skip
+            asset = register_asset(
+                owner=provider if i % 2 == 0 else provider2, agent_account=agent, price=price, gpu_count=16
+            )
             agent_of[asset] = agent
         return agent_of
 
@@ -215,7 +224,9 @@ def test_twenty_jobs_of_four_shards_over_eight_assets_are_each_assigned_once(
     with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
         k.start(workers=2)
         jobs = [post_job(shard_count=4) for _ in range(20)]
-        got = wait_for(lambda: len(assigned(market, jobs, 4)) == 80 and assigned(market, jobs, 4), what="80 shards assigned")
+        got = wait_for(
+            lambda: len(assigned(market, jobs, 4)) == 80 and assigned(market, jobs, 4), what="80 shards assigned"
+        )
     events = assignments(market, start)
     assert Counter((j, s) for j, s, *_ in events) == {(j, s): 1 for j in jobs for s in range(4)}
     assert set(got.values()) <= set(agent_of)
@@ -233,7 +244,9 @@ def test_twenty_jobs_of_four_shards_over_eight_assets_are_each_assigned_once(
     assert "cursor" in text.stdout and "mined" in text.stdout
 
 
-def test_metrics_endpoint_counts_the_keepers_actions(make_keeper, fleet, post_job, market, chain, registered_keeper, assets, wait_for):
+def test_metrics_endpoint_counts_the_keepers_actions(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, assets, wait_for
+):
     agent_of = fleet(2)
     port = free_port()
     k = make_keeper(metrics_port=port)
@@ -248,8 +261,10 @@ def test_metrics_endpoint_counts_the_keepers_actions(make_keeper, fleet, post_jo
             except OSError:
                 return None
 
-        body = wait_for(lambda: (b := scrape()) and 'computenet_keeper_actions_total{call="assign",kind="mined"} 2.0' in b and b,
-                        what="metrics to show two mined assignments")  # fmt: skip
+        body = wait_for(
+            lambda: (b := scrape()) and 'computenet_keeper_actions_total{call="assign",kind="mined"} 2.0' in b and b,
+            what="metrics to show two mined assignments",
+        )
     assert "computenet_keeper_cursor_block" in body and "computenet_keeper_queue_depth" in body
 
 
@@ -267,7 +282,9 @@ def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
         jobs += [post_job(shard_count=4) for _ in range(5)]  # posted while the keeper is down
         k.start(workers=2)
         wait_for(lambda: len(assigned(market, jobs, 4)) == 60, what="all 60 shards assigned after the restart")
-        wait_for(lambda: cursor_of(k) is not None and cursor_of(k) >= chain.blocks.height, what="the cursor at the head")
+        wait_for(
+            lambda: cursor_of(k) is not None and cursor_of(k) >= chain.blocks.height, what="the cursor at the head"
+        )
         before = projection(k)
         k.stop()
 
@@ -278,7 +295,9 @@ def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
         job = post_job(shard_count=2)  # and it goes on working
         wait_for(lambda: len(assigned(market, [job], 2)) == 2, what="a new job assigned after the rebuild")
     events = assignments(market, start)
-    assert Counter((j, s, r) for j, s, r, *_ in events) == {(j, s, 0): 1 for j in jobs + [job] for s in range(4 if j != job else 2)}
+    assert Counter((j, s, r) for j, s, r, *_ in events) == {
+        (j, s, 0): 1 for j in jobs + [job] for s in range(4 if j != job else 2)
+    }
     assert failed_txs_from(chain, keeper, start) == []  # nothing was sent twice
 
 
@@ -297,7 +316,9 @@ def test_two_keepers_assign_every_shard_exactly_once(
         b.start(workers=2)
         wait_for(lambda: len(assigned(market, jobs, 4, 2)) == 40, what="40 replicas assigned by two keepers")
     events = assignments(market, start)
-    assert Counter((j, s, r) for j, s, r, *_ in events) == {(j, s, r): 1 for j in jobs for s in range(4) for r in range(2)}
+    assert Counter((j, s, r) for j, s, r, *_ in events) == {
+        (j, s, r): 1 for j in jobs for s in range(4) for r in range(2)
+    }
     for j in jobs:  # the chain's rule: the replicas of a shard run on distinct assets
         for s in range(4):
             assert len({asset for jj, ss, _, asset, _ in events if (jj, ss) == (j, s)}) == 2
@@ -307,7 +328,10 @@ def test_two_keepers_assign_every_shard_exactly_once(
     # A transaction that lost its race reverted, changing nothing; the shard went to the other keeper.
     lost = failed_txs_from(chain, keeper, start) + failed_txs_from(chain, keeper2, start)
     assert lost, "no same-block race happened: the test did not exercise what it is for"
-    recorded = lambda: sum(json.loads(k.run("status", "--json").stdout)["stats"].get("reverted:assign", 0) for k in (a, b))  # noqa: E731
+
+    def recorded():
+        return sum(json.loads(k.run("status", "--json").stdout)["stats"].get("reverted:assign", 0) for k in (a, b))
+
     wait_for(lambda: recorded() == len(lost), what="each reverted transaction to be seen as a lost race")
 
 
@@ -335,7 +359,9 @@ def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
         submit(agent_of[dear], job, 0, 0)
         chain.pending_timestamp = int(market.replica(job, 0, 0).deadline) + 1
         chain.mine()
-        wait_for(lambda: ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.FINALIZED, what="finalization")
+        wait_for(
+            lambda: ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.FINALIZED, what="finalization"
+        )
     assert market.credits(keeper) > 0  # the keeper fee
     finalized = list(market.ShardFinalized.range(0, chain.blocks.height + 1))
     assert [(int(e.job), int(e.asset)) for e in finalized] == [(job, dear)]
@@ -367,17 +393,26 @@ def test_a_dispute_no_one_rules_on_is_expired_after_its_deadline_and_the_shard_t
         assert court.challenge_of(job, 0) == (ZERO_ADDRESS, 0)
         assert int(market.credits(verifier)) == credit + bond
         (settled,) = court.DisputeSettled.range(start, chain.blocks.height + 1)
-        assert (settled.arbiter, settled.challenger, settled.slashed, settled.bond_returned) == (ZERO_ADDRESS, verifier, 0, True)
+        assert (settled.arbiter, settled.challenger, settled.slashed, settled.bond_returned) == (
+            ZERO_ADDRESS,
+            verifier,
+            0,
+            True,
+        )
         (resolved,) = market.DisputeResolved.range(start, chain.blocks.height + 1)
         assert resolved.facilitator == ZERO_ADDRESS
         assert chain.provider.web3.eth.get_transaction(settled.transaction_hash)["from"] == keeper.address
 
-        wait_for(lambda: ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.FINALIZED, what="finalization")
+        wait_for(
+            lambda: ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.FINALIZED, what="finalization"
+        )
     assert failed_txs_from(chain, keeper, start) == []  # nothing sent early or twice
     assert stats_of(k).get("sent:expire") == 1
 
 
-def test_without_a_key_the_keeper_only_logs_what_it_would_send(make_keeper, fleet, post_job, market, chain, assets, wait_for):
+def test_without_a_key_the_keeper_only_logs_what_it_would_send(
+    make_keeper, fleet, post_job, market, chain, assets, wait_for
+):
     agent_of = fleet(1)
     k = make_keeper(account=None)
     with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
@@ -398,7 +433,10 @@ def test_a_key_that_is_not_a_keeper_stops_the_worker_with_a_clear_error(make_kee
     result = k.run("worker")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "cannot assign: keeper_registry: not a keeper" in result.stderr and "register it with a bond first" in result.stderr
+    assert (
+        "cannot assign: keeper_registry: not a keeper" in result.stderr
+        and "register it with a bond first" in result.stderr
+    )
 
 
 def test_bad_settings_are_named(make_keeper):

@@ -11,20 +11,56 @@ ZERO = "0x" + "00" * 20
 
 def posted(job=1, shards=2, replication=1):
     return ev.JobPosted(
-        block=1, tx="", index=0, job=job, client=A, manifest_hash=b"", budget=0, min_vram_mib=0, gpu_count=0,
-        max_price=1, max_gpu_seconds=1, deadline=0, shard_count=shards, replication=replication, verification=0,
-        keeper_fee_bps=0, protocol_fee_bps=0,
-    )  # fmt: skip
+        block=1,
+        tx="",
+        index=0,
+        job=job,
+        client=A,
+        manifest_hash=b"",
+        budget=0,
+        min_vram_mib=0,
+        gpu_count=0,
+        max_price=1,
+        max_gpu_seconds=1,
+        deadline=0,
+        shard_count=shards,
+        replication=replication,
+        verification=0,
+        keeper_fee_bps=0,
+        protocol_fee_bps=0,
+    )
 
 
 def assigned(job=1, shard=0, replica=0, asset=7, lease_end=500):
-    return ev.ShardAssigned(block=2, tx="", index=0, job=job, shard=shard, replica=replica, asset=asset, keeper=A,
-                            lease=1, lease_end=lease_end, price=1)  # fmt: skip
+    return ev.ShardAssigned(
+        block=2,
+        tx="",
+        index=0,
+        job=job,
+        shard=shard,
+        replica=replica,
+        asset=asset,
+        keeper=A,
+        lease=1,
+        lease_end=lease_end,
+        price=1,
+    )
 
 
 def submitted(job=1, shard=0, replica=0, challenge_end=900):
-    return ev.ResultSubmitted(block=3, tx="", index=0, job=job, shard=shard, replica=replica, asset=7,
-                              output_root=b"", gpu_seconds=1, exit_code=0, challenge_end=challenge_end)  # fmt: skip
+    return ev.ResultSubmitted(
+        block=3,
+        tx="",
+        index=0,
+        job=job,
+        shard=shard,
+        replica=replica,
+        asset=7,
+        output_root=b"",
+        gpu_seconds=1,
+        exit_code=0,
+        challenge_end=challenge_end,
+    )
 
 
 def test_a_posted_job_opens_every_replica_of_every_shard_and_assigns_at_once():
@@ -64,7 +100,9 @@ def test_a_reclaimed_or_declined_lease_reopens_its_replica(cls):
 def test_dispute_flow_counts_the_loser_and_finalizes_after_the_ruling():
     opened = ev.DisputeOpened(block=5, tx="", index=0, job=1, shard=0, challenger=A, bond=1)
     rejected = ev.ReplicaRejected(block=6, tx="", index=0, job=1, shard=0, replica=1, asset=8, slashed=3)
-    resolved = ev.DisputeResolved(block=6, tx="", index=1, job=1, shard=0, facilitator=A, rejected_replicas=0, upheld=1, rejected=1)
+    resolved = ev.DisputeResolved(
+        block=6, tx="", index=1, job=1, shard=0, facilitator=A, rejected_replicas=0, upheld=1, rejected=1
+    )
     r = react([submitted(), opened])
     assert finalize_member(1, 0) in r.undue and finalize_member(1, 0) not in r.due
     r = react([rejected, resolved])
@@ -79,8 +117,17 @@ def opened(job=1, shard=0, block=5):
 
 
 def resolved(job=1, shard=0, block=6, facilitator=ZERO, upheld=1):
-    return ev.DisputeResolved(block=block, tx="", index=1, job=job, shard=shard, facilitator=facilitator,
-                              rejected_replicas=0, upheld=upheld, rejected=0)  # fmt: skip
+    return ev.DisputeResolved(
+        block=block,
+        tx="",
+        index=1,
+        job=job,
+        shard=shard,
+        facilitator=facilitator,
+        rejected_replicas=0,
+        upheld=upheld,
+        rejected=0,
+    )
 
 
 def test_an_open_dispute_is_due_for_expiry_at_once_the_task_reads_its_deadline():
@@ -111,8 +158,20 @@ def test_disputes_of_other_shards_stay_due():
 
 
 def test_finalization_counts_for_the_asset_and_ends_the_due_work():
-    fin = ev.ShardFinalized(block=7, tx="", index=0, job=1, shard=0, replica=0, asset=7, provider=A, keeper=A,
-                            payment=1, keeper_fee=0, protocol_fee=0)  # fmt: skip
+    fin = ev.ShardFinalized(
+        block=7,
+        tx="",
+        index=0,
+        job=1,
+        shard=0,
+        replica=0,
+        asset=7,
+        provider=A,
+        keeper=A,
+        payment=1,
+        keeper_fee=0,
+        protocol_fee=0,
+    )
     r = react([submitted(), fin])
     assert r.reputation == {(7, "finalized"): 1} and finalize_member(1, 0) in r.undue and r.wake
 
@@ -123,8 +182,23 @@ def test_cancelled_replicas_leave_the_open_count():
 
 
 def test_agents_are_tracked_and_a_new_agent_voids_the_old_heartbeat():
-    reg = ev.AssetRegistered(block=1, tx="", index=0, asset=3, owner=A, agent="0x" + "01" * 20, gpu_model=1,
-                             vram_mib=1, gpu_count=1, cpu_cores=1, region=0, price=1, expire=9, max_leases=1, commit=b"")  # fmt: skip
+    reg = ev.AssetRegistered(
+        block=1,
+        tx="",
+        index=0,
+        asset=3,
+        owner=A,
+        agent="0x" + "01" * 20,
+        gpu_model=1,
+        vram_mib=1,
+        gpu_count=1,
+        cpu_cores=1,
+        region=0,
+        price=1,
+        expire=9,
+        max_leases=1,
+        commit=b"",
+    )
     changed = ev.AgentChanged(block=2, tx="", index=0, asset=3, agent="0x" + "02" * 20)
     assert react([reg]).agents == {3: "0x" + "01" * 20} and react([reg]).wake
     r = react([reg, changed])

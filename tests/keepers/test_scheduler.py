@@ -59,13 +59,31 @@ NO_AGENT = "0x" + "00" * 20
 
 
 def asset(
-    id, owner=None, gpus=1, vram=80_000, price=100, expire=NOW + DAY, active=True, stake=1_000, unbonding=0,
-    max_leases=16, open_leases=0, gpus_leased=0, agent=None,
-):  # fmt: skip
+    id,
+    owner=None,
+    gpus=1,
+    vram=80_000,
+    price=100,
+    expire=NOW + DAY,
+    active=True,
+    stake=1_000,
+    unbonding=0,
+    max_leases=16,
+    open_leases=0,
+    gpus_leased=0,
+    agent=None,
+):
     spec = Spec(
-        gpu_model=1, vram_mib=vram, gpu_count=gpus, cpu_cores=8, region=0, price=price, expire=expire, active=active,
+        gpu_model=1,
+        vram_mib=vram,
+        gpu_count=gpus,
+        cpu_cores=8,
+        region=0,
+        price=price,
+        expire=expire,
+        active=active,
         max_leases=max_leases,
-    )  # fmt: skip
+    )
     return Asset(
         id=id,
         owner=owner or f"0x{id:040x}",
@@ -111,8 +129,17 @@ def job(id=1, shards=1, replication=1, gpus=1, vram=40_000, max_price=200, gpu_s
 
 def replica(j, shard, index, state=ReplicaState.OPEN, asset_id=0):
     return Replica(
-        job=j.id, shard=shard, index=index, asset=asset_id, keeper_id=0, state=state,
-        lease=0, price=0, deadline=0, since=0, gpu_seconds=0,
+        job=j.id,
+        shard=shard,
+        index=index,
+        asset=asset_id,
+        keeper_id=0,
+        state=state,
+        lease=0,
+        price=0,
+        deadline=0,
+        since=0,
+        gpu_seconds=0,
     )
 
 
@@ -242,7 +269,8 @@ def replay(assignments, shards, assets, nodes, policy=Policy()):
         else:
             assert not policy.require_heartbeat and given[a.asset] <= policy.assumed_capacity
         replicas[key] = [
-            dataclasses.replace(r, state=ReplicaState.ASSIGNED, asset=a.asset) if r.index == a.replica else r for r in reps
+            dataclasses.replace(r, state=ReplicaState.ASSIGNED, asset=a.asset) if r.index == a.replica else r
+            for r in reps
         ]
 
 
@@ -357,9 +385,11 @@ def test_input_order_does_not_matter(market, rnd):
     shuffled = [list(x) for x in (shards, assets, nodes)]
     for items in shuffled:
         rnd.shuffle(items)
-    shuffled = [
-        dataclasses.replace(s, replicas=tuple(rnd.sample(s.replicas, len(s.replicas)))) for s in shuffled[0]
-    ], shuffled[1], {n.asset: n for n in shuffled[2]}
+    shuffled = (
+        [dataclasses.replace(s, replicas=tuple(rnd.sample(s.replicas, len(s.replicas)))) for s in shuffled[0]],
+        shuffled[1],
+        {n.asset: n for n in shuffled[2]},
+    )
     reps = dict(rnd.sample(sorted(reputations.items()), len(reputations)))
     again = schedule(*shuffled, reps, PARAMS, NOW, weights, policy, **tuning)
     assert again == expected
@@ -382,16 +412,31 @@ def synthetic(rng, n_assets, n_jobs):
         )
         if rng.random() < 0.9:
             capacity = rng.randint(1, 3)
-            nodes.append(node(id, util=rng.randrange(101), free=rng.randrange(200_000), running=rng.randint(0, capacity),
-                              capacity=capacity, last_seen=NOW - rng.randrange(40)))
+            nodes.append(
+                node(
+                    id,
+                    util=rng.randrange(101),
+                    free=rng.randrange(200_000),
+                    running=rng.randint(0, capacity),
+                    capacity=capacity,
+                    last_seen=NOW - rng.randrange(40),
+                )
+            )
         if rng.random() < 0.7:
             reputations[id] = Reputation(rng.randrange(50), rng.randrange(5), rng.randrange(2))
     for job_id in range(1, n_jobs + 1):
         replication = rng.choice([1, 1, 1, 2, 3])
         count = rng.randint(1, 8)
-        j = job(job_id, shards=count, replication=replication, gpus=rng.choice([1, 1, 2, 4]),
-                vram=rng.choice([16_000, 24_000, 40_000, 80_000]), max_price=rng.randrange(50, 500),
-                gpu_seconds=rng.randrange(600, 7_200), deadline=NOW + rng.randrange(3_000, DAY))
+        j = job(
+            job_id,
+            shards=count,
+            replication=replication,
+            gpus=rng.choice([1, 1, 2, 4]),
+            vram=rng.choice([16_000, 24_000, 40_000, 80_000]),
+            max_price=rng.randrange(50, 500),
+            gpu_seconds=rng.randrange(600, 7_200),
+            deadline=NOW + rng.randrange(3_000, DAY),
+        )
         shards.extend(open_shard(j, shard) for shard in range(count))
     return shards, assets, nodes, reputations
 
@@ -498,7 +543,9 @@ def test_overloaded_nodes_are_skipped():
 
 def test_capacity_is_consumed_within_the_batch():
     jobs = [job(id) for id in (1, 2, 3)]
-    got = picked([open_shard(j) for j in jobs], [asset(1, gpus=4)], nodes=[node(1, free=200_000, running=1, capacity=3)])
+    got = picked(
+        [open_shard(j) for j in jobs], [asset(1, gpus=4)], nodes=[node(1, free=200_000, running=1, capacity=3)]
+    )
     assert got == [(1, 0, 0, 1), (2, 0, 0, 1)]
 
 
@@ -692,7 +739,13 @@ def test_weights_must_be_finite_and_non_negative(bad):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"max_heartbeat_age": -1}, {"assumed_capacity": -1}, {"max_utilization_pct": 101}, {"assumed_utilization_pct": -1}]
+    "bad",
+    [
+        {"max_heartbeat_age": -1},
+        {"assumed_capacity": -1},
+        {"max_utilization_pct": 101},
+        {"assumed_utilization_pct": -1},
+    ],
 )
 def test_policy_values_are_checked(bad):
     with pytest.raises(ValueError):
@@ -737,8 +790,12 @@ def test_weights_change_the_ranking(weights, winner):
 def test_load_falls_as_a_node_fills_within_the_batch():
     jobs = [job(id) for id in (1, 2)]
     assets = [asset(1, price=100), asset(2, price=100)]
-    got = run([open_shard(j) for j in jobs], assets, nodes=[node(1, capacity=2), node(2, util=20, capacity=2)],
-              weights=Weights(cost=0, slack=0, load=1, reputation=0))
+    got = run(
+        [open_shard(j) for j in jobs],
+        assets,
+        nodes=[node(1, capacity=2), node(2, util=20, capacity=2)],
+        weights=Weights(cost=0, slack=0, load=1, reputation=0),
+    )
     assert [a.asset for a in got] == [1, 2]  # after one lease node 1 is half full, node 2 is idler
 
 

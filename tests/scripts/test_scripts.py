@@ -123,9 +123,28 @@ def test_faucet_and_provider_commands(ape_run, sdk, accounts):
     assert sdk.token.balanceOf(provider) == 5_000 * TOKEN
 
     out = ape_run.ok(
-        "provider", "register", "--agent", agent.address, "--gpu-model", "1", "--vram-mib", "81920", "--gpus", "8",
-        "--cpu-cores", "64", "--region", "276", "--price", "0.0004", "--days", "30", "--stake", "500", account=3,
-    )  # fmt: skip
+        "provider",
+        "register",
+        "--agent",
+        agent.address,
+        "--gpu-model",
+        "1",
+        "--vram-mib",
+        "81920",
+        "--gpus",
+        "8",
+        "--cpu-cores",
+        "64",
+        "--region",
+        "276",
+        "--price",
+        "0.0004",
+        "--days",
+        "30",
+        "--stake",
+        "500",
+        account=3,
+    )
     assert f"asset 1 registered to {provider.address}" in out
     assert "asset 1 stake: 500" in out
     asset = sdk.asset(1)
@@ -153,9 +172,23 @@ def test_job_commands(ape_run, sdk, accounts, manifest_file, chain):
     client = accounts[1]
     ape_run.ok("faucet", "100", account=1)
     out = ape_run.ok(
-        "job", "post", str(manifest_file()), "--shards", "2", "--min-vram-mib", "16384", "--gpus", "1",
-        "--max-price", "0.0005", "--max-gpu-seconds", "600", "--hours", "2", account=1,
-    )  # fmt: skip
+        "job",
+        "post",
+        str(manifest_file()),
+        "--shards",
+        "2",
+        "--min-vram-mib",
+        "16384",
+        "--gpus",
+        "1",
+        "--max-price",
+        "0.0005",
+        "--max-gpu-seconds",
+        "600",
+        "--hours",
+        "2",
+        account=1,
+    )
     # 500 base units per GPU-second × 600 × 2 shards, plus 1 % + 0.5 % fees
     assert "job 1 posted: 2 shard(s) × 1, budget 0.609 escrowed" in out
     job = sdk.job(1)
@@ -183,20 +216,60 @@ def test_job_commands(ape_run, sdk, accounts, manifest_file, chain):
 
 def test_status_lists_assets_jobs_queues_and_settlements(ape_run, sdk, accounts, manifest_file, redis_server):
     ape_run.ok("faucet", "5000", account=3)
-    ape_run.ok("provider", "register", "--agent", accounts[10].address, "--gpu-model", "1", "--vram-mib", "81920",
-               "--gpus", "8", "--cpu-cores", "64", "--region", "276", "--price", "0.0004", "--days", "30",
-               "--stake", "500", account=3)  # fmt: skip
+    ape_run.ok(
+        "provider",
+        "register",
+        "--agent",
+        accounts[10].address,
+        "--gpu-model",
+        "1",
+        "--vram-mib",
+        "81920",
+        "--gpus",
+        "8",
+        "--cpu-cores",
+        "64",
+        "--region",
+        "276",
+        "--price",
+        "0.0004",
+        "--days",
+        "30",
+        "--stake",
+        "500",
+        account=3,
+    )
     ape_run.ok("faucet", "100", account=1)
-    ape_run.ok("job", "post", str(manifest_file()), "--shards", "2", "--min-vram-mib", "16384", "--gpus", "1",
-               "--max-price", "0.0005", "--max-gpu-seconds", "600", "--hours", "2", account=1)  # fmt: skip
+    ape_run.ok(
+        "job",
+        "post",
+        str(manifest_file()),
+        "--shards",
+        "2",
+        "--min-vram-mib",
+        "16384",
+        "--gpus",
+        "1",
+        "--max-price",
+        "0.0005",
+        "--max-gpu-seconds",
+        "600",
+        "--hours",
+        "2",
+        account=1,
+    )
     redis_server.client(5).rpush("computenet-keeper-a", b"x", b"y")
     out = ape_run.ok("status", "--redis", redis_server.url(5), "--keepers", "keeper-a,keeper-b")
-    assert "assets" in out and "jobs (shards by state)" in out and "keeper queues" in out and "recent settlements" in out
+    assert (
+        "assets" in out and "jobs (shards by state)" in out and "keeper queues" in out and "recent settlements" in out
+    )
     asset = sdk.asset(1)
     assert asset.owner in out and "0.0004" in out  # the registered asset and its price
     job_rows = [line for line in out.splitlines() if line.startswith("│ 1 ") and sdk.job(1).client in line]
     assert job_rows and job_rows[0].split("│")[3].strip() == "2"  # two shards
-    queue_rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines() if "keeper-" in line}
+    queue_rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines() if "keeper-" in line
+    }
     assert queue_rows == {"keeper-a": "2", "keeper-b": "0"}
 
 
@@ -207,10 +280,13 @@ def test_error_paths_print_one_clear_line(ape_run, deployed, manifest_file):
     message = ape_run.fails("job", "post", str(bad), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1)
     assert message.startswith(f"{bad}: manifest.image: a digest is required")
     over_tmp = manifest_file(outputs={"path": "/tmp/out", "max_bytes": 1_000})
-    message = ape_run.fails("job", "post", str(over_tmp), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1)
+    message = ape_run.fails(
+        "job", "post", str(over_tmp), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1
+    )
     assert message.startswith(f"{over_tmp}: manifest.outputs.path: '/tmp/out' overlaps /tmp")
-    nested = manifest_file(inputs={"files": [{"path": p, "size": 1, "sha256": "ab" * 32} for p in ("a", "a/b")],
-                                   "root": "0x" + "cd" * 32})  # fmt: skip
+    nested = manifest_file(
+        inputs={"files": [{"path": p, "size": 1, "sha256": "ab" * 32} for p in ("a", "a/b")], "root": "0x" + "cd" * 32}
+    )
     message = ape_run.fails("job", "post", str(nested), "--max-price", "0.0005", "--max-gpu-seconds", "600", account=1)
     assert message.startswith(f"{nested}: manifest.inputs.files: 'a/b' lies inside the input file 'a'")
     # the faucet's limit is 1,000,000 tokens
@@ -249,7 +325,9 @@ def test_deploy_off_local_chain_requires_token(ape_run, sepolia_like_node, accou
     """`ape run deploy` on a public network without --token stops before sending anything."""
     uri, w3 = sepolia_like_node
     public = ApeRun(uri, ape_run.deployments.with_name("public.json"))
-    assert public.fails("deploy", account=0) == "ethereum:sepolia is not a local chain: pass --token with the USDC address"
+    assert (
+        public.fails("deploy", account=0) == "ethereum:sepolia is not a local chain: pass --token with the USDC address"
+    )
     assert w3.eth.get_transaction_count(accounts[0].address) == 0
     assert not public.deployments.exists()
     # The faucet refuses too: it exists only on local chains.
@@ -264,22 +342,67 @@ def test_job_manifest_and_post_upload_the_inputs_checked_to_the_store(ape_run, s
     manifest = tmp_path / "job.json"
     image = "computenet/python@sha256:" + "ab" * 32
     made = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "ape"), "run", "job", "manifest", "--image", image, "--inputs", str(inputs),
-         "--timeout", "120", "-o", str(manifest), "python3", "/in/run.py"],
-        cwd=REPO, env=ape_run.env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            str(REPO / ".venv" / "bin" / "ape"),
+            "run",
+            "job",
+            "manifest",
+            "--image",
+            image,
+            "--inputs",
+            str(inputs),
+            "--timeout",
+            "120",
+            "-o",
+            str(manifest),
+            "python3",
+            "/in/run.py",
+        ],
+        cwd=REPO,
+        env=ape_run.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     parsed = parse_manifest(manifest.read_bytes())
-    assert [f.path for f in parsed.inputs.files] == ["data/a.bin", "run.py"] and parsed.command == ["python3", "/in/run.py"]
+    assert [f.path for f in parsed.inputs.files] == ["data/a.bin", "run.py"] and parsed.command == [
+        "python3",
+        "/in/run.py",
+    ]
 
     ape_run.ok("faucet", "100", account=1)
     (inputs / "run.py").write_text("print('changed')\n")  # no longer what the manifest names
-    message = ape_run.fails("job", "post", str(manifest), "--inputs", str(inputs), "--store", content_store.url,
-                            "--max-price", "0.0005", "--max-gpu-seconds", "60", account=1)  # fmt: skip
+    message = ape_run.fails(
+        "job",
+        "post",
+        str(manifest),
+        "--inputs",
+        str(inputs),
+        "--store",
+        content_store.url,
+        "--max-price",
+        "0.0005",
+        "--max-gpu-seconds",
+        "60",
+        account=1,
+    )
     assert message == "input run.py: content differs from the manifest (size or sha256)"
     (inputs / "run.py").write_text("print('hi')\n")
-    out = ape_run.ok("job", "post", str(manifest), "--inputs", str(inputs), "--store", content_store.url,
-                     "--max-price", "0.0005", "--max-gpu-seconds", "60", account=1)  # fmt: skip
+    out = ape_run.ok(
+        "job",
+        "post",
+        str(manifest),
+        "--inputs",
+        str(inputs),
+        "--store",
+        content_store.url,
+        "--max-price",
+        "0.0005",
+        "--max-gpu-seconds",
+        "60",
+        account=1,
+    )
     assert f"uploaded the manifest and 2 input(s) to {content_store.url}" in out
     assert content_store.local.get("keccak256", manifest_hash(parsed).hex()) == canonical_json(parsed)
     assert content_store.local.get("sha256", parsed.inputs.files[0].sha256) == b"\x01" * 100

@@ -147,7 +147,16 @@ def test_decode_converts_chain_values_to_plain_python():
 
     event = events.decode(
         "ResultSubmitted",
-        dict(job=Uint(1), shard=0, replica=2, asset=True, output_root=bytearray(ROOT), gpu_seconds=Uint(7), exit_code=0, challenge_end=9),
+        dict(
+            job=Uint(1),
+            shard=0,
+            replica=2,
+            asset=True,
+            output_root=bytearray(ROOT),
+            gpu_seconds=Uint(7),
+            exit_code=0,
+            challenge_end=9,
+        ),
     )
     assert type(event.job) is int and event.job == 1
     assert type(event.output_root) is bytes and event.output_root == ROOT

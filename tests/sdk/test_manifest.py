@@ -1,6 +1,7 @@
 """Job manifest validation and canonical hashing."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -90,7 +91,7 @@ def test_canonical_json_exact_bytes():
         f'{{"path":"config.yaml","sha256":"{"00" * 32}","size":0}}],'
         f'"root":"{ROOT}"}},'
         '"outputs":{"max_bytes":10000000,"path":"/out"},"timeout_seconds":3600,"version":1}'
-    ).encode("utf-8")
+    ).encode()
     assert canonical_json(manifest) == expected
     assert manifest_hash(manifest) == keccak(expected)
     assert len(manifest_hash(manifest)) == 32
@@ -107,7 +108,7 @@ def test_defaults_are_part_of_the_canonical_form():
 
 def test_non_ascii_is_written_as_utf8():
     manifest = parse_manifest(dumps(with_change("env", {"GREETING": "héllo 日本"})))
-    assert "héllo 日本".encode("utf-8") in canonical_json(manifest)
+    assert "héllo 日本".encode() in canonical_json(manifest)
 
 
 def _shuffle_keys(value, rnd):
@@ -235,19 +236,39 @@ INVALID = [
     (with_change("inputs.files.0.path", "with space"), "manifest.inputs.files[0].path", "' '"),
     (with_change("inputs.files.0.path", "r\u00e9sum\u00e9"), "manifest.inputs.files[0].path", "portable"),
     (with_change("inputs.files.0.path", "nul\u0000"), "manifest.inputs.files[0].path", "portable"),
-    (with_change("inputs.files.0.path", "q\"uote"), "manifest.inputs.files[0].path", "portable"),
+    (with_change("inputs.files.0.path", 'q"uote'), "manifest.inputs.files[0].path", "portable"),
     (with_change("inputs.files.0.path", "x" * 256), "manifest.inputs.files[0].path", "255 bytes"),
     (with_change("inputs.files.0.path", "/".join(["d" * 200] * 21)), "manifest.inputs.files[0].path", "4096"),
     (with_change("outputs.path", "/out dir"), "manifest.outputs.path", "portable"),
     # a file that is a folder of another
-    (with_change("inputs.files.1.path", "data/train.csv/x"), "manifest.inputs.files", "inside the input file 'data/train.csv'"),
+    (
+        with_change("inputs.files.1.path", "data/train.csv/x"),
+        "manifest.inputs.files",
+        "inside the input file 'data/train.csv'",
+    ),
     (with_change("inputs.files.1.path", "data"), "manifest.inputs.files", "inside the input file 'data'"),
     # an output path over the sandbox's own mounts or system paths
-    *[(with_change("outputs.path", path), "manifest.outputs.path", "overlaps " + mount) for path, mount in [
-        ("/in", "/in"), ("/in/out", "/in"), ("/tmp", "/tmp"), ("/tmp/out", "/tmp"), ("/proc", "/proc"),
-        ("/sys/fs", "/sys"), ("/dev", "/dev"), ("/etc/out", "/etc"), ("/usr", "/usr"), ("/bin", "/bin"),
-        ("/lib", "/lib"), ("/sbin", "/sbin"), ("/run", "/run"), ("/var/run", "/var/run"), ("/var", "/var/run"),
-        ("/var/run/x", "/var/run")]],
+    *[
+        (with_change("outputs.path", path), "manifest.outputs.path", "overlaps " + mount)
+        for path, mount in [
+            ("/in", "/in"),
+            ("/in/out", "/in"),
+            ("/tmp", "/tmp"),
+            ("/tmp/out", "/tmp"),
+            ("/proc", "/proc"),
+            ("/sys/fs", "/sys"),
+            ("/dev", "/dev"),
+            ("/etc/out", "/etc"),
+            ("/usr", "/usr"),
+            ("/bin", "/bin"),
+            ("/lib", "/lib"),
+            ("/sbin", "/sbin"),
+            ("/run", "/run"),
+            ("/var/run", "/var/run"),
+            ("/var", "/var/run"),
+            ("/var/run/x", "/var/run"),
+        ]
+    ],
     (with_change("inputs.files.1.size", -1), "manifest.inputs.files[1].size", ""),
     (with_change("inputs.files.1.size", 1.5), "manifest.inputs.files[1].size", ""),
     (with_change("inputs.files.1.sha256", "ab" * 31), "manifest.inputs.files[1].sha256", ""),
@@ -310,5 +331,5 @@ def test_non_text_input_is_a_type_error():
 
 def test_manifest_is_frozen():
     manifest = parse_manifest(dumps(VALID))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         manifest.timeout_seconds = 1  # type: ignore[misc]

@@ -133,9 +133,19 @@ def test_job_reads_back_what_was_posted(sdk, client, make_requirements, params):
     assert [s.index for s in shards] == [0, 1, 2]
     assert all(s.state == ReplicaState.OPEN and len(s.replicas) == 2 for s in shards)
     assert shards[1].replicas[1] == Replica(
-        job=job_id, shard=1, index=1, asset=0, keeper_id=0, state=ReplicaState.OPEN, lease=0, price=0,
-        deadline=0, since=0, gpu_seconds=0, output_root=ZERO,
-    )  # fmt: skip
+        job=job_id,
+        shard=1,
+        index=1,
+        asset=0,
+        keeper_id=0,
+        state=ReplicaState.OPEN,
+        lease=0,
+        price=0,
+        deadline=0,
+        since=0,
+        gpu_seconds=0,
+        output_root=ZERO,
+    )
 
 
 @pytest.mark.parametrize("job_id", [0, 2, 999])
@@ -156,9 +166,19 @@ def test_replica_and_shard_after_assign(sdk, chain, job, asset, keeper, register
     req = sdk.job(job).requirements
     assert index == 0
     assert sdk.replica(job, 0, 0) == Replica(
-        job=job, shard=0, index=0, asset=asset, keeper_id=1, state=ReplicaState.ASSIGNED, lease=1, price=100,
-        deadline=head + req.lease_seconds(params.lease_grace), since=head, gpu_seconds=0, output_root=ZERO,
-    )  # fmt: skip
+        job=job,
+        shard=0,
+        index=0,
+        asset=asset,
+        keeper_id=1,
+        state=ReplicaState.ASSIGNED,
+        lease=1,
+        price=100,
+        deadline=head + req.lease_seconds(params.lease_grace),
+        since=head,
+        gpu_seconds=0,
+        output_root=ZERO,
+    )
     assert sdk.shard(job, 0).state == ReplicaState.ASSIGNED
     assert sdk.stake(asset).open_leases == 1
 
@@ -195,8 +215,14 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
     sdk.add_stake(slow, STAKE, sender=provider)
     sdk.keepers.register(100 * TOKEN, sender=keeper)
 
-    req = Requirements(min_vram_mib=40_960, gpu_count=1, max_price=200, max_gpu_seconds=3_600,
-                       deadline=sdk.now() + 7 * DAY, shard_count=3)  # fmt: skip
+    req = Requirements(
+        min_vram_mib=40_960,
+        gpu_count=1,
+        max_price=200,
+        max_gpu_seconds=3_600,
+        deadline=sdk.now() + 7 * DAY,
+        shard_count=3,
+    )
     budget = sdk.quote(req)
     before = token.balanceOf(client)
     job = sdk.post_job(MANIFEST, req, sender=client)
@@ -230,7 +256,11 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
 
     sdk.cancel(job, 1, sender=client)
     sdk.cancel(job, 2, sender=client)
-    assert [s.state for s in sdk.shards(job)] == [ReplicaState.FINALIZED, ReplicaState.CANCELLED, ReplicaState.CANCELLED]
+    assert [s.state for s in sdk.shards(job)] == [
+        ReplicaState.FINALIZED,
+        ReplicaState.CANCELLED,
+        ReplicaState.CANCELLED,
+    ]
     assert sdk.job(job).unfinished == 0 and sdk.job(job).escrow == 0
     refund = budget - payment - keeper_fee - protocol_fee
     assert sdk.credits(client) == refund
@@ -245,13 +275,23 @@ def run_lifecycle(sdk, chain, *, provider, client, keeper, stranger, agent, make
     return SimpleNamespace(job=job, assets=(asset, slow), budget=budget, treasury_credit=slashed + protocol_fee)
 
 
-def test_full_lifecycle_through_the_sdk(sdk, chain, newcomer, newcomer2, keeper, stranger, agent, make_spec, treasury, params, token):
+def test_full_lifecycle_through_the_sdk(
+    sdk, chain, newcomer, newcomer2, keeper, stranger, agent, make_spec, treasury, params, token
+):
     """Provider and client are fresh accounts with no approvals: the SDK approves what it needs."""
     assert token.allowance(newcomer, sdk.assets) == 0 and token.allowance(newcomer2, sdk.market) == 0
     done = run_lifecycle(
-        sdk, chain, provider=newcomer, client=newcomer2, keeper=keeper, stranger=stranger, agent=agent,
-        make_spec=make_spec, treasury=treasury, params=params,
-    )  # fmt: skip
+        sdk,
+        chain,
+        provider=newcomer,
+        client=newcomer2,
+        keeper=keeper,
+        stranger=stranger,
+        agent=agent,
+        make_spec=make_spec,
+        treasury=treasury,
+        params=params,
+    )
     assert token.allowance(newcomer, sdk.assets) == 0  # approved exactly what was staked
     assert token.allowance(newcomer2, sdk.market) == 0  # approved exactly the budget
     assert sdk.credits(treasury) == done.treasury_credit
@@ -270,7 +310,9 @@ def test_add_stake_approves_only_when_needed(sdk, newcomer, provider, agent, mak
     assert token.allowance(provider, sdk.assets) == 2**256 - 1
 
 
-def test_withdraw_to_another_receiver(sdk, chain, asset, job, keeper, registered_keeper, agent, provider, stranger, params, token, run_for):
+def test_withdraw_to_another_receiver(
+    sdk, chain, asset, job, keeper, registered_keeper, agent, provider, stranger, params, token, run_for
+):
     sdk.assign(job, 0, asset, sender=keeper)
     run_for(job, 0, 0, 500)
     sdk.submit_result(job, 0, 0, ROOT, 500, 0, agent_key=agent.private_key, sender=provider)
@@ -290,7 +332,9 @@ def test_withdraw_nothing_is_refused_before_sending(sdk, stranger):
     )
 
 
-def test_submit_with_a_wrong_key_is_refused_before_sending(sdk, asset, job, keeper, registered_keeper, stranger, provider, sign_receipt):
+def test_submit_with_a_wrong_key_is_refused_before_sending(
+    sdk, asset, job, keeper, registered_keeper, stranger, provider, sign_receipt
+):
     sdk.assign(job, 0, asset, sender=keeper)
     reason = "job_market: receipt not signed by the asset's agent"
     signature = sign_receipt(stranger, job, 0, 0, ROOT, 100)
@@ -321,7 +365,9 @@ def assign_case(sdk, keeper, job_id, shard, asset_id, reason, cls):
     )
 
 
-def test_assign_refusals_match_the_chain(sdk, chain, owner, registered_keeper, provider, provider2, register_asset, post_job, params):
+def test_assign_refusals_match_the_chain(
+    sdk, chain, owner, registered_keeper, provider, provider2, register_asset, post_job, params
+):
     keeper = registered_keeper  # registered, bonded and active
     asset = register_asset(gpu_count=3)
     job = post_job()
@@ -332,14 +378,24 @@ def test_assign_refusals_match_the_chain(sdk, chain, owner, registered_keeper, p
     sold = register_asset(stake=0)  # no agent and no stake: the agent is checked first
     sdk.assets.transferFrom(provider, provider2, sold, sender=provider)
     assign_case(sdk, keeper, job, 0, sold, "compute_asset: no agent", ComputeAssetError)
-    assign_case(sdk, keeper, job, 0, register_asset(stake=params.min_stake - 1), "asset_stakes: stake below minimum", StakeError)
+    assign_case(
+        sdk, keeper, job, 0, register_asset(stake=params.min_stake - 1), "asset_stakes: stake below minimum", StakeError
+    )
     paused_asset = register_asset()
     sdk.assets.pause(paused_asset, sender=provider)
     assign_case(sdk, keeper, job, 0, paused_asset, J + "asset is paused", JobMarketError)
     assign_case(sdk, keeper, post_job(gpu_count=2), 0, register_asset(), J + "asset has too few gpus", JobMarketError)
     assign_case(sdk, keeper, job, 0, register_asset(vram_mib=40_959), J + "asset has too little vram", JobMarketError)
     assign_case(sdk, keeper, job, 0, register_asset(price=201), J + "asset price above cap", JobMarketError)
-    assign_case(sdk, keeper, job, 0, register_asset(expire=chain.pending_timestamp + 3_600), J + "asset expires before the lease ends", JobMarketError)
+    assign_case(
+        sdk,
+        keeper,
+        job,
+        0,
+        register_asset(expire=chain.pending_timestamp + 3_600),
+        J + "asset expires before the lease ends",
+        JobMarketError,
+    )
     lease = 3_600 + params.lease_grace
     tight = post_job(deadline=chain.pending_timestamp + lease + 100)
     chain.mine(deltatime=200)
@@ -396,7 +452,9 @@ def test_assign_asset_id_above_uint32(sdk, job, registered_keeper):
 # ------------------------------------------------------------------ pre-flight agreement: the other actions
 
 
-def test_submit_refusals_match_the_chain(sdk, chain, register_asset, post_job, registered_keeper, agent, provider, sign_receipt, params):
+def test_submit_refusals_match_the_chain(
+    sdk, chain, register_asset, post_job, registered_keeper, agent, provider, sign_receipt, params
+):
     asset = register_asset(gpu_count=2)
     job = post_job(shard_count=3)
 
@@ -417,7 +475,9 @@ def test_submit_refusals_match_the_chain(sdk, chain, register_asset, post_job, r
     case(1, ROOT, "job_market: lease expired")
 
 
-def test_a_claim_beyond_the_lease_time_is_refused_before_sending(sdk, chain, asset, job, registered_keeper, agent, provider):
+def test_a_claim_beyond_the_lease_time_is_refused_before_sending(
+    sdk, chain, asset, job, registered_keeper, agent, provider
+):
     """The SDK refuses, as the chain would, a claim beyond the time since assignment × GPUs."""
     sdk.assign(job, 0, asset, sender=registered_keeper)
     claim = 10**6
@@ -432,7 +492,12 @@ def test_a_claim_beyond_the_lease_time_is_refused_before_sending(sdk, chain, ass
 
 def test_finalize_refusals_match_the_chain(sdk, asset, job, registered_keeper, agent, provider, run_for):
     def case(reason):
-        agrees(lambda: sdk.finalize(job, 0, sender=provider), lambda: sdk.market.finalize(job, 0, sender=provider), reason, JobMarketError)
+        agrees(
+            lambda: sdk.finalize(job, 0, sender=provider),
+            lambda: sdk.market.finalize(job, 0, sender=provider),
+            reason,
+            JobMarketError,
+        )
 
     case("job_market: shard not ready")
     sdk.assign(job, 0, asset, sender=registered_keeper)
@@ -440,12 +505,22 @@ def test_finalize_refusals_match_the_chain(sdk, asset, job, registered_keeper, a
     run_for(job, 0, 0, 100)
     sdk.submit_result(job, 0, 0, ROOT, 100, 0, agent_key=agent.private_key, sender=provider)
     case("job_market: challenge window open")
-    agrees(lambda: sdk.finalize(999, 0, sender=provider), lambda: sdk.market.finalize(999, 0, sender=provider), "job_market: unknown job", JobMarketError)
+    agrees(
+        lambda: sdk.finalize(999, 0, sender=provider),
+        lambda: sdk.market.finalize(999, 0, sender=provider),
+        "job_market: unknown job",
+        JobMarketError,
+    )
 
 
 def test_reclaim_refusals_match_the_chain(sdk, chain, owner, asset, job, registered_keeper, stranger, params):
     def case(reason, cls=JobMarketError):
-        agrees(lambda: sdk.reclaim(job, 0, 0, sender=stranger), lambda: sdk.market.reclaim(job, 0, 0, sender=stranger), reason, cls)
+        agrees(
+            lambda: sdk.reclaim(job, 0, 0, sender=stranger),
+            lambda: sdk.market.reclaim(job, 0, 0, sender=stranger),
+            reason,
+            cls,
+        )
 
     case("job_market: replica not assigned")
     sdk.assign(job, 0, asset, sender=registered_keeper)
@@ -461,14 +536,24 @@ def test_cancel_refusals_match_the_chain(sdk, post_job, asset, client, stranger,
     job = post_job(shard_count=2, replication=2)
 
     def case(shard, sender, reason):
-        agrees(lambda: sdk.cancel(job, shard, sender=sender), lambda: sdk.market.cancel(job, shard, sender=sender), reason, JobMarketError)
+        agrees(
+            lambda: sdk.cancel(job, shard, sender=sender),
+            lambda: sdk.market.cancel(job, shard, sender=sender),
+            reason,
+            JobMarketError,
+        )
 
     case(0, stranger, "job_market: caller is not the client")
     sdk.assign(job, 0, asset, sender=registered_keeper)
     case(0, client, "job_market: shard already assigned")
     sdk.cancel(job, 1, sender=client)
     case(1, client, "job_market: nothing to cancel")
-    agrees(lambda: sdk.cancel(999, 0, sender=client), lambda: sdk.market.cancel(999, 0, sender=client), "job_market: unknown job", JobMarketError)
+    agrees(
+        lambda: sdk.cancel(999, 0, sender=client),
+        lambda: sdk.market.cancel(999, 0, sender=client),
+        "job_market: unknown job",
+        JobMarketError,
+    )
 
 
 def test_reads_for_unknown_ids_raise_typed_errors(sdk, job, client, registered_keeper, agent):
@@ -491,15 +576,31 @@ def requirement_errors(now, lease_grace):
         (MANIFEST, r(base, shard_count=0), "job_market: shard count out of range"),
         (MANIFEST, r(base, shard_count=1025), "job_market: shard count out of range"),
         (MANIFEST, r(base, replication=0), "job_market: replication out of range"),
-        (MANIFEST, r(base, replication=6, verification=Verification.REPLICATED), "job_market: replication out of range"),
+        (
+            MANIFEST,
+            r(base, replication=6, verification=Verification.REPLICATED),
+            "job_market: replication out of range",
+        ),
         (MANIFEST, r(base, verification=3), "job_market: unknown verification mode"),
-        (MANIFEST, r(base, verification=Verification.REPLICATED), "job_market: verification mode does not match replication"),
-        (MANIFEST, r(base, replication=2, verification=Verification.SPOT_CHECK), "job_market: verification mode does not match replication"),
+        (
+            MANIFEST,
+            r(base, verification=Verification.REPLICATED),
+            "job_market: verification mode does not match replication",
+        ),
+        (
+            MANIFEST,
+            r(base, replication=2, verification=Verification.SPOT_CHECK),
+            "job_market: verification mode does not match replication",
+        ),
         (MANIFEST, r(base, max_price=0), "job_market: zero price cap"),
         (MANIFEST, r(base, max_gpu_seconds=0), "job_market: zero gpu-seconds"),
         (MANIFEST, r(base, deadline=2**40), "job_market: deadline out of range"),
         (MANIFEST, r(base, deadline=now + lease - 60), "job_market: deadline too soon"),
-        (MANIFEST, r(base, max_price=2**64 - 1, max_gpu_seconds=2**32 - 1, deadline=2**40 - 1), "job_market: budget too large"),
+        (
+            MANIFEST,
+            r(base, max_price=2**64 - 1, max_gpu_seconds=2**32 - 1, deadline=2**40 - 1),
+            "job_market: budget too large",
+        ),
         (ZERO, base, "job_market: empty manifest hash"),
     ]
 
@@ -512,7 +613,9 @@ def test_post_refusals_match_the_chain(sdk, chain, owner, client, params):
             reason,
             JobMarketError,
         )
-    req = Requirements(min_vram_mib=0, gpu_count=1, max_price=200, max_gpu_seconds=3_600, deadline=chain.pending_timestamp + DAY)
+    req = Requirements(
+        min_vram_mib=0, gpu_count=1, max_price=200, max_gpu_seconds=3_600, deadline=chain.pending_timestamp + DAY
+    )
     sdk.market.pause(sender=owner)
     agrees(
         lambda: sdk.post_job(MANIFEST, req, sender=client),
@@ -525,7 +628,9 @@ def test_post_refusals_match_the_chain(sdk, chain, owner, client, params):
 def test_post_without_balance_matches_the_chain(sdk, chain, accounts, token):
     broke = accounts[14]
     token.approve(sdk.market, 2**256 - 1, sender=broke)
-    req = Requirements(min_vram_mib=0, gpu_count=1, max_price=200, max_gpu_seconds=3_600, deadline=chain.pending_timestamp + DAY)
+    req = Requirements(
+        min_vram_mib=0, gpu_count=1, max_price=200, max_gpu_seconds=3_600, deadline=chain.pending_timestamp + DAY
+    )
     agrees(
         lambda: sdk.post_job(MANIFEST, req, sender=broke),
         lambda: sdk.market.post_job(MANIFEST, req.as_tuple(), sender=broke),
@@ -591,14 +696,18 @@ def registered(sdk, spec, agent, owner):
 
 
 @given(spec=specs, req=requirements, situation=situations)
-def test_assign_preflight_predicts_the_chain(sdk, chain, owner, provider, agent, client, registered_keeper, params, spec, req, situation):
+def test_assign_preflight_predicts_the_chain(
+    sdk, chain, owner, provider, agent, client, registered_keeper, params, spec, req, situation
+):
     """assign_problem(...) is None exactly when assign succeeds, and otherwise is the chain's reason."""
     snapshot = chain.snapshot()
     try:
         now = chain.pending_timestamp
         lease = -(-req["max_gpu_seconds"] // max(req["gpu_count"], 1)) + params.lease_grace
         expire = now + lease + spec["expire_after_lease"]
-        node = Spec(H100, spec["vram_mib"], spec["gpu_count"], 8, 276, spec["price"], expire, max_leases=spec["max_leases"])
+        node = Spec(
+            H100, spec["vram_mib"], spec["gpu_count"], 8, 276, spec["price"], expire, max_leases=spec["max_leases"]
+        )
         asset = registered(sdk, node, agent, provider)
         if spec["stake"]:
             sdk.assets.add_stake(asset, spec["stake"], sender=provider)
@@ -607,8 +716,16 @@ def test_assign_preflight_predicts_the_chain(sdk, chain, owner, provider, agent,
         if situation["sold"]:
             sdk.assets.transferFrom(provider, client, asset, sender=provider)
         if situation["elsewhere"] is not None:
-            busy = Requirements(min_vram_mib=0, gpu_count=situation["elsewhere"], max_price=1_000, max_gpu_seconds=60, deadline=now + 30 * DAY)
-            other_job = sdk.market.post_job(MANIFEST, busy.as_tuple(), sender=client).events.filter(sdk.market.JobPosted)[0].job
+            busy = Requirements(
+                min_vram_mib=0,
+                gpu_count=situation["elsewhere"],
+                max_price=1_000,
+                max_gpu_seconds=60,
+                deadline=now + 30 * DAY,
+            )
+            other_job = (
+                sdk.market.post_job(MANIFEST, busy.as_tuple(), sender=client).events.filter(sdk.market.JobPosted)[0].job
+            )
             if chain_outcome(chain, sdk.market, "assign", (other_job, 0, asset), registered_keeper) is None:
                 sdk.market.assign(other_job, 0, asset, sender=registered_keeper)
         wanted = Requirements(
@@ -638,7 +755,9 @@ def test_assign_preflight_predicts_the_chain(sdk, chain, owner, provider, agent,
 
         record = sdk.job(job)
         replicas = sdk.shard(job, shard).replicas if shard < record.requirements.shard_count else ()
-        problem = preflight.assign_problem(record, shard, replicas, sdk.asset(target), sdk.parameters(), sdk.now(), sdk.paused())
+        problem = preflight.assign_problem(
+            record, shard, replicas, sdk.asset(target), sdk.parameters(), sdk.now(), sdk.paused()
+        )
         event(f"assign: {problem}")
         assert problem == chain_outcome(chain, sdk.market, "assign", (job, shard, target), registered_keeper)
         if problem is None:  # and the real transaction goes through
@@ -673,7 +792,7 @@ def test_typed_reverts_other_modules(sdk, asset, stranger, keeper):
 def test_typed_reverts_lets_other_errors_through():
     with pytest.raises(ZeroDivisionError):
         with typed_reverts():
-            1 // 0
+            _ = 1 // 0
 
 
 def test_actions_type_chain_reverts_the_sdk_did_not_foresee(sdk, asset, stranger, agent, make_spec):
@@ -761,9 +880,17 @@ def rebuild(events):
 def lifecycle(sdk, chain, provider, client, keeper, stranger, agent, make_spec, treasury, params):
     start = chain.blocks.head.number + 1
     done = run_lifecycle(
-        sdk, chain, provider=provider, client=client, keeper=keeper, stranger=stranger, agent=agent,
-        make_spec=make_spec, treasury=treasury, params=params,
-    )  # fmt: skip
+        sdk,
+        chain,
+        provider=provider,
+        client=client,
+        keeper=keeper,
+        stranger=stranger,
+        agent=agent,
+        make_spec=make_spec,
+        treasury=treasury,
+        params=params,
+    )
     done.start = start
     return done
 

@@ -51,8 +51,15 @@ def stand_in_nvml(stats=None, accounting=None, init_error=None):
     pid "*" standing for any; `accounting` maps gpu to whether its accounting mode is on
     (default on)."""
     stats, accounting = dict(stats or {}), dict(accounting or {})
-    nvml = types.SimpleNamespace(NVML_FEATURE_ENABLED=1, NVML_FEATURE_DISABLED=0, NVML_ERROR_NO_PERMISSION=4,
-                                 NVML_ERROR_NOT_FOUND=6, NVMLError=FakeNVMLError, calls=[], permitted=True)  # fmt: skip
+    nvml = types.SimpleNamespace(
+        NVML_FEATURE_ENABLED=1,
+        NVML_FEATURE_DISABLED=0,
+        NVML_ERROR_NO_PERMISSION=4,
+        NVML_ERROR_NOT_FOUND=6,
+        NVMLError=FakeNVMLError,
+        calls=[],
+        permitted=True,
+    )
 
     def init():
         if init_error:
@@ -69,8 +76,14 @@ def stand_in_nvml(stats=None, accounting=None, init_error=None):
         if entry is None:
             raise FakeNVMLError(nvml.NVML_ERROR_NOT_FOUND)
         time_ms, utilization, start = entry
-        return types.SimpleNamespace(time=time_ms, gpuUtilization=utilization, startTime=start, isRunning=0,
-                                     memoryUtilization=30, maxMemoryUsage=1 << 30)  # fmt: skip
+        return types.SimpleNamespace(
+            time=time_ms,
+            gpuUtilization=utilization,
+            startTime=start,
+            isRunning=0,
+            memoryUtilization=30,
+            maxMemoryUsage=1 << 30,
+        )
 
     def energy(handle):
         nvml.energy += 3_000_000
@@ -119,14 +132,15 @@ def test_cpuacct_usage_is_nanoseconds():
 def test_procs_and_proc_cgroup_are_parsed():
     assert meter.parse_procs("12\n345\n") == {12, 345}
     v1 = "3:cpu,cpuacct:/docker/abc\n2:memory:/docker/abc\n0::/system.slice/x\n"
-    assert meter.parse_proc_cgroup(v1) == {"cpu,cpuacct": "/docker/abc", "memory": "/docker/abc",
-                                           "": "/system.slice/x"}  # fmt: skip
+    assert meter.parse_proc_cgroup(v1) == {"cpu,cpuacct": "/docker/abc", "memory": "/docker/abc", "": "/system.slice/x"}
 
 
 def test_candidates_cover_the_systemd_and_cgroupfs_layouts():
     root = Path("/sys/fs/cgroup")
-    assert meter.cgroup_candidates(root, CID, unified=True) == [root / f"system.slice/docker-{CID}.scope",
-                                                                root / f"docker/{CID}"]  # fmt: skip
+    assert meter.cgroup_candidates(root, CID, unified=True) == [
+        root / f"system.slice/docker-{CID}.scope",
+        root / f"docker/{CID}",
+    ]
     hybrid = meter.cgroup_candidates(root, CID, unified=False)
     assert root / f"unified/docker/{CID}" in hybrid and root / f"cpuacct/system.slice/docker-{CID}.scope" in hybrid
     assert hybrid.index(root / f"unified/docker/{CID}") < hybrid.index(root / f"cpuacct/docker/{CID}")  # v2 first
@@ -139,7 +153,8 @@ def test_candidates_add_the_init_process_cgroup_but_never_the_root():
     assert root / "unified/kubepods/pod1/abc" in found and root / "cpu,cpuacct/kubepods/pod1/abc" in found
     assert root / "m" not in found and root / "memory/m" not in found
     assert meter.cgroup_candidates(root, CID, unified=True, proc_paths={"": "/"}) == meter.cgroup_candidates(
-        root, CID, unified=True)
+        root, CID, unified=True
+    )
 
 
 def test_engine_stamps():
@@ -181,8 +196,13 @@ def test_a_claim_is_never_below_one_second():
     assert _m(CGROUP_CPU, cpu_ms=0, wall_ms=0).seconds(0) == 1
 
 
-@given(st.sampled_from(meter.METERS), st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9),
-       st.integers(0, 8))  # fmt: skip
+@given(
+    st.sampled_from(meter.METERS),
+    st.integers(0, 10**9),
+    st.integers(0, 10**9),
+    st.integers(0, 10**9),
+    st.integers(0, 8),
+)
 def test_claims_are_whole_positive_seconds_no_more_than_the_gpus_were_held(name, gpu_ms, cpu_ms, wall_ms, gpus):
     claim = _m(name, gpu_ms, cpu_ms, wall_ms).seconds(gpus)
     assert claim >= 1
@@ -197,7 +217,8 @@ def test_choose_prefers_accounting_for_gpu_work():
 
 def test_choose_falls_back_to_cpu_then_wall_clock_naming_why():
     assert meter.choose((0,), 2, None, "NVML unavailable: x", 5000, "") == Metering(
-        CGROUP_CPU, 0, 5, 2000, None, "NVML unavailable: x")
+        CGROUP_CPU, 0, 5, 2000, None, "NVML unavailable: x"
+    )
     walled = meter.choose((0,), 2, None, "NVML unavailable: x", None, "no cgroup found")
     assert walled.meter == WALL_CLOCK and walled.reason == "NVML unavailable: x; no cgroup found"
 
@@ -346,9 +367,18 @@ def _spec(tmp_path, job_image, name, code):
     inputs, outputs = tmp_path / f"{name}-in", tmp_path / f"{name}-out"
     inputs.mkdir()
     outputs.mkdir()
-    return sandbox.RunSpec(name=f"computenet-meter-{name}-{tmp_path.name}", image=job_image.rsplit("@", 1)[1],
-                           command=["python3", "-c", code], env={}, shard=0, shard_count=1, inputs=inputs,
-                           outputs=outputs, output_path="/out", timeout_seconds=30)  # fmt: skip
+    return sandbox.RunSpec(
+        name=f"computenet-meter-{name}-{tmp_path.name}",
+        image=job_image.rsplit("@", 1)[1],
+        command=["python3", "-c", code],
+        env={},
+        shard=0,
+        shard_count=1,
+        inputs=inputs,
+        outputs=outputs,
+        output_path="/out",
+        timeout_seconds=30,
+    )
 
 
 def _metered(client, spec, gpu_indices):
@@ -386,11 +416,19 @@ def test_a_sleeping_cpu_only_container_is_metered_by_its_cgroup_cpu(docker_engin
 
 
 def test_the_meter_imports_nothing_heavy():
-    code = ("import sys, computenet.meter\n"
-            "heavy = {'ape', 'web3', 'eth_utils', 'pydantic', 'docker', 'requests', 'pynvml', 'agent', 'verifier'}\n"
-            "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    code = (
+        "import sys, computenet.meter\n"
+        "heavy = {'ape', 'web3', 'eth_utils', 'pydantic', 'docker', 'requests', 'pynvml', 'agent', 'verifier'}\n"
+        "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -408,8 +446,14 @@ def _gpu_check():
 @needs_no_gpu
 def test_the_gpu_check_says_what_this_machine_lacks(tmp_path):
     out = tmp_path / "gpu_meter.json"
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_meter_check.py"), str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_meter_check.py"), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("cannot run the GPU meter check: NVML unavailable: ")
     report = json.loads(out.read_text())

@@ -5,7 +5,6 @@ that the chain gives the same reasons for the same situations.
 """
 
 import dataclasses
-
 from dataclasses import replace
 
 import pytest
@@ -57,9 +56,13 @@ STAKED = Stake(amount=1_000, open_leases=0, gpus_leased=0, unbond_at=0, unbondin
 
 
 def make_asset(asset_id=1, stake=STAKED, agent=AGENT, **spec):
-    fields = dict(gpu_model=1, vram_mib=81_920, gpu_count=2, cpu_cores=16, region=276, price=150, expire=NOW + 30 * 86_400)
+    fields = dict(
+        gpu_model=1, vram_mib=81_920, gpu_count=2, cpu_cores=16, region=276, price=150, expire=NOW + 30 * 86_400
+    )
     fields.update(spec)
-    return Asset(id=asset_id, owner="0x" + "0a" * 20, agent=agent, spec=Spec(**fields), commit=b"\x11" * 32, stake=stake)
+    return Asset(
+        id=asset_id, owner="0x" + "0a" * 20, agent=agent, spec=Spec(**fields), commit=b"\x11" * 32, stake=stake
+    )
 
 
 def make_job(req=REQ, client=CLIENT):
@@ -77,9 +80,19 @@ def make_job(req=REQ, client=CLIENT):
 
 def rep(index=0, state=ReplicaState.OPEN, asset=0, deadline=0, output_root=ZERO_HASH):
     return Replica(
-        job=1, shard=0, index=index, asset=asset, keeper_id=1 if asset else 0, state=state, lease=1 if asset else 0,
-        price=150, deadline=deadline, since=NOW - 10, gpu_seconds=0, output_root=output_root,
-    )  # fmt: skip
+        job=1,
+        shard=0,
+        index=index,
+        asset=asset,
+        keeper_id=1 if asset else 0,
+        state=state,
+        lease=1 if asset else 0,
+        price=150,
+        deadline=deadline,
+        since=NOW - 10,
+        gpu_seconds=0,
+        output_root=output_root,
+    )
 
 
 def fixes_in_order(check, state, fixes):
@@ -100,7 +113,16 @@ def test_post_happy_path():
 
 
 def test_post_reasons_in_contract_order():
-    bad = Requirements(min_vram_mib=0, gpu_count=0, max_price=0, max_gpu_seconds=0, deadline=2**40, shard_count=0, replication=0, verification=7)
+    bad = Requirements(
+        min_vram_mib=0,
+        gpu_count=0,
+        max_price=0,
+        max_gpu_seconds=0,
+        deadline=2**40,
+        shard_count=0,
+        replication=0,
+        verification=7,
+    )
 
     def check(manifest, req, paused):
         return preflight.post_problem(manifest, req, PARAMS, NOW, paused)
@@ -118,10 +140,42 @@ def test_post_reasons_in_contract_order():
             dict(req=r(bad, shard_count=1, replication=1, verification=Verification.REPLICATED)),
             dict(req=r(bad, shard_count=1, replication=1, verification=Verification.OPTIMISTIC)),
             dict(req=r(bad, shard_count=1, replication=1, verification=0, max_price=2**64 - 1)),
-            dict(req=r(bad, shard_count=1, replication=1, verification=0, max_price=2**64 - 1, max_gpu_seconds=2**32 - 1)),
-            dict(req=r(bad, shard_count=1, replication=1, verification=0, max_price=2**64 - 1, max_gpu_seconds=2**32 - 1, deadline=NOW + 1)),
-            dict(req=r(bad, shard_count=1, replication=1, verification=0, max_price=2**64 - 1, max_gpu_seconds=2**32 - 1, deadline=NOW + 2**32 - 1 + PARAMS.lease_grace)),
-            dict(req=r(bad, shard_count=1, replication=1, verification=0, max_price=1, max_gpu_seconds=2**32 - 1, deadline=NOW + 2**32 - 1 + PARAMS.lease_grace)),
+            dict(
+                req=r(bad, shard_count=1, replication=1, verification=0, max_price=2**64 - 1, max_gpu_seconds=2**32 - 1)
+            ),
+            dict(
+                req=r(
+                    bad,
+                    shard_count=1,
+                    replication=1,
+                    verification=0,
+                    max_price=2**64 - 1,
+                    max_gpu_seconds=2**32 - 1,
+                    deadline=NOW + 1,
+                )
+            ),
+            dict(
+                req=r(
+                    bad,
+                    shard_count=1,
+                    replication=1,
+                    verification=0,
+                    max_price=2**64 - 1,
+                    max_gpu_seconds=2**32 - 1,
+                    deadline=NOW + 2**32 - 1 + PARAMS.lease_grace,
+                )
+            ),
+            dict(
+                req=r(
+                    bad,
+                    shard_count=1,
+                    replication=1,
+                    verification=0,
+                    max_price=1,
+                    max_gpu_seconds=2**32 - 1,
+                    deadline=NOW + 2**32 - 1 + PARAMS.lease_grace,
+                )
+            ),
         ],
     )
     assert seen == [
@@ -153,7 +207,10 @@ def test_post_reasons_in_contract_order():
         (dict(verification=Verification.SPOT_CHECK), None),
         (dict(verification=Verification.REPLICATED), "job_market: verification mode does not match replication"),
         (dict(replication=2), "job_market: verification mode does not match replication"),
-        (dict(replication=2, verification=Verification.SPOT_CHECK), "job_market: verification mode does not match replication"),
+        (
+            dict(replication=2, verification=Verification.SPOT_CHECK),
+            "job_market: verification mode does not match replication",
+        ),
         (dict(replication=2, verification=Verification.REPLICATED), None),
         (dict(max_price=0), "job_market: zero price cap"),
         (dict(max_gpu_seconds=0), "job_market: zero gpu-seconds"),
@@ -171,7 +228,10 @@ def test_post_lease_of_cpu_work_counts_one_gpu():
     """gpu_count 0 spreads GPU-seconds over one 'GPU', as the contract does."""
     req = dataclasses.replace(REQ, gpu_count=0, deadline=NOW + 3_600 + PARAMS.lease_grace)
     assert preflight.post_problem(MANIFEST, req, PARAMS, NOW) is None
-    assert preflight.post_problem(MANIFEST, dataclasses.replace(req, deadline=req.deadline - 1), PARAMS, NOW) == "job_market: deadline too soon"
+    assert (
+        preflight.post_problem(MANIFEST, dataclasses.replace(req, deadline=req.deadline - 1), PARAMS, NOW)
+        == "job_market: deadline too soon"
+    )
 
 
 def test_post_budget_limit_is_uint80():
@@ -317,7 +377,12 @@ def test_assign_reasons_in_contract_order():
             dict(shard=1),
             dict(asset=make_asset(1, active=False)),
             dict(asset=make_asset(1)),
-            dict(replicas=[rep(0, ReplicaState.ASSIGNED, asset=2, deadline=NOW + 10), rep(1, ReplicaState.SUBMITTED, asset=3)]),
+            dict(
+                replicas=[
+                    rep(0, ReplicaState.ASSIGNED, asset=2, deadline=NOW + 10),
+                    rep(1, ReplicaState.SUBMITTED, asset=3),
+                ]
+            ),
             dict(replicas=[rep(0, ReplicaState.ASSIGNED, asset=2, deadline=NOW + 10), rep(1)]),
         ],
     )
@@ -395,12 +460,18 @@ def test_a_claim_is_bounded_by_the_time_since_assignment_on_the_jobs_gpus(gpu_co
     assigned = replace(rep(0, ReplicaState.ASSIGNED, asset=1, deadline=NOW + 100), since=NOW - 10)
     assert preflight.claimable_seconds(assigned, NOW, gpu_count) == allowed
     assert preflight.submit_problem(assigned, NOW, ROOT, allowed, gpu_count) is None
-    assert preflight.submit_problem(assigned, NOW, ROOT, allowed + 1, gpu_count) == "job_market: gpu_seconds exceed the lease's time"
+    assert (
+        preflight.submit_problem(assigned, NOW, ROOT, allowed + 1, gpu_count)
+        == "job_market: gpu_seconds exceed the lease's time"
+    )
 
 
 @pytest.mark.parametrize("state", [s for s in ReplicaState if s != ReplicaState.ASSIGNED])
 def test_submit_needs_an_assigned_replica(state):
-    assert preflight.submit_problem(rep(0, state, asset=1, deadline=NOW + 100), NOW, ROOT) == "job_market: replica not assigned"
+    assert (
+        preflight.submit_problem(rep(0, state, asset=1, deadline=NOW + 100), NOW, ROOT)
+        == "job_market: replica not assigned"
+    )
 
 
 # ------------------------------------------------------------------ finalize_problem
@@ -441,13 +512,18 @@ def test_finalize_reasons_in_contract_order():
     ]
 
 
-@pytest.mark.parametrize("state", [ReplicaState.OPEN, ReplicaState.ASSIGNED, ReplicaState.DISPUTED, ReplicaState.FINALIZED])
+@pytest.mark.parametrize(
+    "state", [ReplicaState.OPEN, ReplicaState.ASSIGNED, ReplicaState.DISPUTED, ReplicaState.FINALIZED]
+)
 def test_finalize_not_ready_states(state):
     assert preflight.finalize_problem([rep(0, state, asset=1)], NOW) == "job_market: shard not ready"
 
 
 def test_finalize_nothing_live_is_not_ready():
-    assert preflight.finalize_problem([rep(0, ReplicaState.CANCELLED), rep(1, ReplicaState.CANCELLED)], NOW) == "job_market: shard not ready"
+    assert (
+        preflight.finalize_problem([rep(0, ReplicaState.CANCELLED), rep(1, ReplicaState.CANCELLED)], NOW)
+        == "job_market: shard not ready"
+    )
     assert preflight.finalize_problem([], NOW) == "job_market: shard not ready"
 
 

@@ -25,8 +25,11 @@ def agent_outputs(chain, market, keepers, content_store, tmp_path):
     served = []
 
     def seed_of(job, replica):
-        submitted = [log for log in market.ResultSubmitted.range(0, chain.blocks.height + 1)
-                     if (log.job, log.shard, log.replica) == (job, 0, replica)]  # fmt: skip
+        submitted = [
+            log
+            for log in market.ResultSubmitted.range(0, chain.blocks.height + 1)
+            if (log.job, log.shard, log.replica) == (job, 0, replica)
+        ]
         if not submitted or seed_block(submitted[-1].block_number) > chain.blocks.height:
             return None
         return bytes(chain.blocks[seed_block(submitted[-1].block_number)].hash)
@@ -42,8 +45,10 @@ def agent_outputs(chain, market, keepers, content_store, tmp_path):
         work, store = tmp_path / f"work-{job}-{replica}", LocalStore(tmp_path / f"outputs-{job}-{replica}")
         folder = work / f"computenet-{job}-0-{replica}-1"
         folder.mkdir(parents=True)
-        index = {"root": "0x" + MerkleTree.from_files(files).root.hex(),
-                 "files": {path: store.put(data)["sha256"] for path, data in files.items()}}  # fmt: skip
+        index = {
+            "root": "0x" + MerkleTree.from_files(files).root.hex(),
+            "files": {path: store.put(data)["sha256"] for path, data in files.items()},
+        }
         (folder / "outputs.json").write_text(json.dumps(index))
 
         def allowed(job_id, shard, replica_, caller):
@@ -52,10 +57,19 @@ def agent_outputs(chain, market, keepers, content_store, tmp_path):
             req = record.requirements
             manifest = parse_manifest(content_store.client.get("keccak256", bytes(record.manifest_hash).hex()))
             disputed = any(market.replica(job_id, 0, r).state == ReplicaState.DISPUTED for r in range(req.replication))
-            return may_read(caller=caller, job_client=record.client, mode=Verification(req.verification),
-                            spot_check_bps=manifest.verification.spot_check_bps, seed=seed_of(job_id, replica),
-                            job=job_id, shard=0, replica=replica, is_bonded=bonded(caller),
-                            is_facilitator=market.is_facilitator(caller), disputed=disputed)  # fmt: skip
+            return may_read(
+                caller=caller,
+                job_client=record.client,
+                mode=Verification(req.verification),
+                spot_check_bps=manifest.verification.spot_check_bps,
+                seed=seed_of(job_id, replica),
+                job=job_id,
+                shard=0,
+                replica=replica,
+                is_bonded=bonded(caller),
+                is_facilitator=market.is_facilitator(caller),
+                disputed=disputed,
+            )
 
         app = ServedApp(outputs_app(work, store, chain.chain_id, agent_account.address, allowed))
         served.append(app)

@@ -14,8 +14,12 @@ NPY = (
     "struct.pack('<%dd' % len(values), *values)\n"
 )
 VALUES = [0.125, -1.5, 3.0, 42.0]
-COMMAND = ["python3", "-c", NPY + f"open('/out/logits.npy', 'wb').write(npy({VALUES!r})); "
-           "open('/out/labels.txt', 'w').write('cat\\n'); print('done')"]  # fmt: skip
+COMMAND = [
+    "python3",
+    "-c",
+    NPY + f"open('/out/logits.npy', 'wb').write(npy({VALUES!r})); "
+    "open('/out/labels.txt', 'w').write('cat\\n'); print('done')",
+]
 NUMERIC = {"compare": "numeric", "numeric": [{"path": "logits.npy", "rtol": "0.001", "atol": "0"}]}
 
 _ns: dict = {}

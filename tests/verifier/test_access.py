@@ -29,10 +29,28 @@ AUDIT_IN = _seed_where(lambda s: draw(s, JOB, SHARD, 0, VERIFIER) % 10_000 < MAX
 AUDIT_OUT = _seed_where(lambda s: draw(s, JOB, SHARD, 0, VERIFIER) % 10_000 >= MAX_AUDIT_BPS)
 
 
-def read(caller=VERIFIER, mode=Verification.SPOT_CHECK, seed=SPOT_IN, bonded=True, facilitator=False,
-         disputed=False, client=CLIENT) -> bool:  # fmt: skip
-    return may_read(caller=caller, job_client=client, mode=mode, spot_check_bps=1_000, seed=seed, job=JOB,
-                    shard=SHARD, replica=0, is_bonded=bonded, is_facilitator=facilitator, disputed=disputed)  # fmt: skip
+def read(
+    caller=VERIFIER,
+    mode=Verification.SPOT_CHECK,
+    seed=SPOT_IN,
+    bonded=True,
+    facilitator=False,
+    disputed=False,
+    client=CLIENT,
+) -> bool:
+    return may_read(
+        caller=caller,
+        job_client=client,
+        mode=mode,
+        spot_check_bps=1_000,
+        seed=seed,
+        job=JOB,
+        shard=SHARD,
+        replica=0,
+        is_bonded=bonded,
+        is_facilitator=facilitator,
+        disputed=disputed,
+    )
 
 
 @pytest.mark.parametrize(

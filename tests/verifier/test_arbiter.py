@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 
-from computenet.sandbox import Limits
 from computenet.domain import Replica, ReplicaState
 from computenet.merkle import MerkleTree
+from computenet.sandbox import Limits
 from computenet.web3calls import Sender
 from verifier.arbiter import (
     RULES,
@@ -48,10 +48,18 @@ BAD = {**GOOD, RESULT: b"41\n"}
 WORSE = {**GOOD, RESULT: b"40\n"}
 
 # The job whose honest result is GOOD: what an honest agent, and the arbiter, commit by running it.
-HONEST = ["python3", "-c", "import os; os.makedirs('/out/metrics'); open('/out/result.txt', 'w').write('42\\n'); "
-          "open('/out/metrics/loss.csv', 'w').write('step,loss\\n1,0.5\\n'); print('epoch 1 done')"]  # fmt: skip
+HONEST = [
+    "python3",
+    "-c",
+    "import os; os.makedirs('/out/metrics'); open('/out/result.txt', 'w').write('42\\n'); "
+    "open('/out/metrics/loss.csv', 'w').write('step,loss\\n1,0.5\\n'); print('epoch 1 done')",
+]
 # A job whose every run differs: random bytes and the clock.
-RANDOM = ["python3", "-c", "import os, time; open('/out/result.txt', 'w').write(os.urandom(16).hex()); print(time.time_ns())"]
+RANDOM = [
+    "python3",
+    "-c",
+    "import os, time; open('/out/result.txt', 'w').write(os.urandom(16).hex()); print(time.time_ns())",
+]
 
 
 # ---------------------------------------------------------------- evidence helpers
@@ -102,8 +110,13 @@ def receipt(sign_receipt):
     def make(signer, job, replica, files, gpu_seconds=GPU_SECONDS, exit_code=0, manifest_hash=None):
         root = root_of(files)
         signature = sign_receipt(signer, job, 0, replica, root, gpu_seconds, exit_code, manifest_hash=manifest_hash)
-        return {"replica": replica, "output_root": hx(root), "gpu_seconds": gpu_seconds, "exit_code": exit_code,
-                "signature": hx(signature)}  # fmt: skip
+        return {
+            "replica": replica,
+            "output_root": hx(root),
+            "gpu_seconds": gpu_seconds,
+            "exit_code": exit_code,
+            "signature": hx(signature),
+        }
 
     return make
 
@@ -123,9 +136,16 @@ def make_arbiter(chain, market, assets, facilitator, tmp_path, reexecutor):
 
     def make(key=None, audit_log=None, state=None, **options):
         web3 = chain.provider.web3
-        return Arbiter(web3, Sender(web3, (key or facilitator).private_key), market.address, assets.address,
-                       audit_log or tmp_path / "audit" / "disputes.jsonl", reexecutor,
-                       state or tmp_path / "arbiter.json", **options)  # fmt: skip
+        return Arbiter(
+            web3,
+            Sender(web3, (key or facilitator).private_key),
+            market.address,
+            assets.address,
+            audit_log or tmp_path / "audit" / "disputes.jsonl",
+            reexecutor,
+            state or tmp_path / "arbiter.json",
+            **options,
+        )
 
     return make
 
@@ -144,7 +164,9 @@ class SignedApi:
     def post(self, path, json, signer=None, headers=None):
         body = _dumps(json)
         if headers is None:
-            headers = sign((signer or self.signer).private_key, self.arbiter.chain_id, self.arbiter.sender.address, body)
+            headers = sign(
+                (signer or self.signer).private_key, self.arbiter.chain_id, self.arbiter.sender.address, body
+            )
         return self.http.post(path, content=body, headers={"Content-Type": "application/json", **headers})
 
     def get(self, path):
@@ -200,8 +222,14 @@ def replicated(market, cpu_job, register_asset, provider2, agents, keeper, regis
             market.assign(job, 0, asset_id, sender=keeper)  # the first assigned takes replica 0
         signer = {honest: agents[0], cheat: agents[1]}
         for r, asset_id in enumerate(by_replica):
-            submit(signer[asset_id], job, 0, r, output_root=root_of(BAD if asset_id == cheat else GOOD),
-                   gpu_seconds=GPU_SECONDS)  # fmt: skip
+            submit(
+                signer[asset_id],
+                job,
+                0,
+                r,
+                output_root=root_of(BAD if asset_id == cheat else GOOD),
+                gpu_seconds=GPU_SECONDS,
+            )
         assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
         assert [market.replica(job, 0, r).asset for r in range(2)] == by_replica
         return Dispute(job, by_replica, manifest_hash or honest_manifest)
@@ -242,9 +270,25 @@ def only(receipt, event):
 
 
 def test_a_challenger_with_made_up_files_cannot_get_an_honest_provider_slashed(
-    chain, market, court, assets, api, arbiter, cpu_job, register_asset, keeper, registered_keeper, agent, submit, provider,
-    verifier, stranger, facilitator, client, params,
-):  # fmt: skip
+    chain,
+    market,
+    court,
+    assets,
+    api,
+    arbiter,
+    cpu_job,
+    register_asset,
+    keeper,
+    registered_keeper,
+    agent,
+    submit,
+    provider,
+    verifier,
+    stranger,
+    facilitator,
+    client,
+    params,
+):
     job = cpu_job()
     asset_id = register_asset()
     market.assign(job, 0, asset_id, sender=keeper)
@@ -260,11 +304,16 @@ def test_a_challenger_with_made_up_files_cannot_get_an_honest_provider_slashed(
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["valid_root"], answer["reproducible"], answer["upheld"], answer["rejected"]) == (
-        hx(root_of(GOOD)), True, [0], []
-    )  # fmt: skip
+        hx(root_of(GOOD)),
+        True,
+        [0],
+        [],
+    )
     assert answer["runs"] == [hx(root_of(GOOD))]  # it matched the replica: one run was enough
-    assert answer["notes"] == [f"the challenger's file {RESULT} differs from the arbiter's re-execution (sha256 "
-                               f"{sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"]  # fmt: skip
+    assert answer["notes"] == [
+        f"the challenger's file {RESULT} differs from the arbiter's re-execution (sha256 "
+        f"{sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"
+    ]
 
     tx = chain.get_receipt(answer["transaction"])
     resolved = only(tx, market.DisputeResolved)
@@ -277,14 +326,21 @@ def test_a_challenger_with_made_up_files_cannot_get_an_honest_provider_slashed(
 
     refused, ruled = arbiter.entries()
     assert (refused["decision"], refused["status"], refused["rule"], refused["caller"]) == (
-        "refused", 403, "caller", stranger.address
-    )  # fmt: skip
+        "refused",
+        403,
+        "caller",
+        stranger.address,
+    )
     assert (ruled["decision"], ruled["trigger"], ruled["caller"]) == ("resolved", "request", verifier.address)
     assert ruled["evidence_sha256"] == canonical_sha256(made_up)
-    assert ruled["attachments"] == [{"kind": "reexecution", "path": path, "sha256": sha(data)} for path, data in BAD.items()]
+    assert ruled["attachments"] == [
+        {"kind": "reexecution", "path": path, "sha256": sha(data)} for path, data in BAD.items()
+    ]
     assert (ruled["computed_root"], ruled["runs"], ruled["transaction"]) == (
-        hx(root_of(GOOD)), [hx(root_of(GOOD))], answer["transaction"]
-    )  # fmt: skip
+        hx(root_of(GOOD)),
+        [hx(root_of(GOOD))],
+        answer["transaction"],
+    )
     assert ruled["arbiter_files"] == {path: sha(data) for path, data in sorted(GOOD.items())}
 
 
@@ -295,21 +351,30 @@ def test_a_dishonest_replica_is_rejected_even_when_its_provider_posts_first(
     dispute = replicated(wrong=wrong)
     job, honest_index = dispute.job, 1 - wrong
     cheat, honest = dispute.assets[wrong], dispute.assets[honest_index]
-    body = evidence(job, receipts=[receipt(agents[1], job, wrong, BAD)],
-                    proofs=[proof(BAD, wrong)], files=BAD)  # fmt: skip
+    body = evidence(job, receipts=[receipt(agents[1], job, wrong, BAD)], proofs=[proof(BAD, wrong)], files=BAD)
     credits_before = {who: market.credits(who) for who in (client, provider, provider2, treasury)}
 
     response = api.post("/disputes", json=body, signer=provider2)  # the dishonest asset's owner, first
 
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert (answer["valid_root"], answer["upheld"], answer["runs"]) == (hx(root_of(GOOD)), [honest_index], [hx(root_of(GOOD))])
+    assert (answer["valid_root"], answer["upheld"], answer["runs"]) == (
+        hx(root_of(GOOD)),
+        [honest_index],
+        [hx(root_of(GOOD))],
+    )
     [rejected] = answer["rejected"]
-    assert rejected == {"replica": wrong, "reason": (
-        f"its root {hx(root_of(BAD))} is not the arbiter's {hx(root_of(GOOD))}; its file {RESULT} differs from the "
-        f"arbiter's re-execution (sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})")}  # fmt: skip
-    assert answer["notes"] == [f"asset {cheat}'s owner's file {RESULT} differs from the arbiter's re-execution "
-                               f"(sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"]  # fmt: skip
+    assert rejected == {
+        "replica": wrong,
+        "reason": (
+            f"its root {hx(root_of(BAD))} is not the arbiter's {hx(root_of(GOOD))}; its file {RESULT} differs from the "
+            f"arbiter's re-execution (sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"
+        ),
+    }
+    assert answer["notes"] == [
+        f"asset {cheat}'s owner's file {RESULT} differs from the arbiter's re-execution "
+        f"(sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"
+    ]
 
     tx = chain.get_receipt(answer["transaction"])
     slashed = STAKE * params.slash_bps // 10_000
@@ -325,9 +390,21 @@ def test_a_dishonest_replica_is_rejected_even_when_its_provider_posts_first(
 
 
 def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one(
-    chain, market, court, assets, arbiter, cpu_job, register_asset, provider2, agents, keeper, registered_keeper, submit,
-    verifier, params,
-):  # fmt: skip
+    chain,
+    market,
+    court,
+    assets,
+    arbiter,
+    cpu_job,
+    register_asset,
+    provider2,
+    agents,
+    keeper,
+    registered_keeper,
+    submit,
+    verifier,
+    params,
+):
     """Both replicas agree on BAD; a verifier challenges; the arbiter's run (GOOD) matches
     neither, so it runs again, the two runs agree and both replicas are wrong."""
     job = cpu_job(replication=2)
@@ -347,37 +424,51 @@ def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one
     tx = chain.get_receipt(answer["transaction"])
     slashed = STAKE * params.slash_bps // 10_000
     assert [(ev.replica, ev.asset, ev.slashed) for ev in tx.events.filter(market.ReplicaRejected)] == [
-        (0, ids[0], slashed), (1, ids[1], slashed)
-    ]  # fmt: skip
+        (0, ids[0], slashed),
+        (1, ids[1], slashed),
+    ]
     reward = min(2 * slashed // 10, params.challenge_bond)
     assert market.credits(verifier) == reward + params.challenge_bond  # a capped reward and the bond back
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.OPEN] * 2
     [entry] = arbiter.entries()
-    assert (entry["trigger"], entry["computed_root"], entry["runs"]) == ("call", hx(root_of(GOOD)), [hx(root_of(GOOD))] * 2)
+    assert (entry["trigger"], entry["computed_root"], entry["runs"]) == (
+        "call",
+        hx(root_of(GOOD)),
+        [hx(root_of(GOOD))] * 2,
+    )
 
 
 def test_a_job_that_is_not_reproducible_puts_no_one_at_fault(publish_job, reexecutor):
     """Decided without a chain: the arbiter's two runs of RANDOM differ, so the ruling is the
     zero root (every submitted result stands) and no replica is rejected."""
     manifest_hash = publish_job(RANDOM, {}, timeout_seconds=30)[1]
-    facts = _facts(_replica(0, ReplicaState.DISPUTED, GOOD), _replica(1, ReplicaState.DISPUTED, BAD),
-                   manifest_hash=manifest_hash)  # fmt: skip
+    facts = _facts(
+        _replica(0, ReplicaState.DISPUTED, GOOD), _replica(1, ReplicaState.DISPUTED, BAD), manifest_hash=manifest_hash
+    )
 
     runs = reexecute(reexecutor, facts)
     decision = decide(facts, runs)
 
     assert len(runs) == 2 and runs[0].root != runs[1].root
-    assert (decision.valid_root, decision.reproducible, decision.upheld, decision.rejected) == (ZERO_ROOT, False, (0, 1), ())
+    assert (decision.valid_root, decision.reproducible, decision.upheld, decision.rejected) == (
+        ZERO_ROOT,
+        False,
+        (0, 1),
+        (),
+    )
     assert decision.runs == (runs[0].root, runs[1].root)
-    assert decision.notes == (f"not reproducible: the arbiter's two runs gave {hx(runs[0].root)} and "
-                              f"{hx(runs[1].root)}; no one is at fault and every submitted result stands",)  # fmt: skip
+    assert decision.notes == (
+        f"not reproducible: the arbiter's two runs gave {hx(runs[0].root)} and "
+        f"{hx(runs[1].root)}; no one is at fault and every submitted result stands",
+    )
 
 
 # ================================================================ the arbiter's watch
 
 
-def test_run_once_rules_on_an_open_dispute_nobody_asked_about(chain, market, assets, make_arbiter, mismatch, params,
-                                                                tmp_path):  # fmt: skip
+def test_run_once_rules_on_an_open_dispute_nobody_asked_about(
+    chain, market, assets, make_arbiter, mismatch, params, tmp_path
+):
     arbiter = make_arbiter()
     opened_at = chain.blocks.head.number
 
@@ -415,9 +506,16 @@ def test_the_watch_keeps_a_dispute_it_cannot_rule_on_yet(market, make_arbiter, r
 
     assert arbiter.cursor.pending == {(dispute.job, 0)}
     [refused] = arbiter.entries()
-    assert (refused["decision"], refused["status"], refused["rule"], refused["trigger"]) == ("refused", 503, "re-execution", "watch")
-    assert refused["reason"] == (f"the arbiter could not re-execute job {dispute.job} shard 0: manifest not found: "
-                                 f"the store has no manifest {hx(manifest_hash(missing))}")  # fmt: skip
+    assert (refused["decision"], refused["status"], refused["rule"], refused["trigger"]) == (
+        "refused",
+        503,
+        "re-execution",
+        "watch",
+    )
+    assert refused["reason"] == (
+        f"the arbiter could not re-execute job {dispute.job} shard 0: manifest not found: "
+        f"the store has no manifest {hx(manifest_hash(missing))}"
+    )
     assert [market.replica(dispute.job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
 
     content_store.client.put(canonical_json(missing))
@@ -429,8 +527,21 @@ def test_the_watch_keeps_a_dispute_it_cannot_rule_on_yet(market, make_arbiter, r
 # ================================================================ refusals
 
 
-def test_refuses_a_shard_without_an_open_dispute(chain, market, assets, api, arbiter, cpu_job, register_asset,
-                                                 keeper, registered_keeper, agent, submit, facilitator, client):  # fmt: skip
+def test_refuses_a_shard_without_an_open_dispute(
+    chain,
+    market,
+    assets,
+    api,
+    arbiter,
+    cpu_job,
+    register_asset,
+    keeper,
+    registered_keeper,
+    agent,
+    submit,
+    facilitator,
+    client,
+):
     job = cpu_job()
     asset_id = register_asset()
     market.assign(job, 0, asset_id, sender=keeper)
@@ -464,9 +575,11 @@ REFUSALS = {
     "forged-signature": (
         lambda d: evidence(d.job, receipts=[d.receipt(d.agents[2], d.job, 1, BAD)]),
         "receipts",
-        lambda d: f"receipt 0 (replica 1): its signature recovers {d.agents[2].address}, "
-                  f"not asset {d.assets[1]}'s agent {d.agents[1].address}",
-    ),  # fmt: skip
+        lambda d: (
+            f"receipt 0 (replica 1): its signature recovers {d.agents[2].address}, "
+            f"not asset {d.assets[1]}'s agent {d.agents[1].address}"
+        ),
+    ),
     "signed-over-another-manifest": (
         lambda d: evidence(d.job, receipts=[d.receipt(d.agents[1], d.job, 1, BAD, manifest_hash=b"\x44" * 32)]),
         "receipts",
@@ -479,12 +592,15 @@ REFUSALS = {
     ),
     "receipt-root-differs": (
         # Genuinely signed by the replica's agent, but not the result the chain holds.
-        lambda d: evidence(d.job, receipts=[d.receipt(d.agents[0], d.job, 0, GOOD),
-                                            d.receipt(d.agents[1], d.job, 1, GOOD)]),
+        lambda d: evidence(
+            d.job, receipts=[d.receipt(d.agents[0], d.job, 0, GOOD), d.receipt(d.agents[1], d.job, 1, GOOD)]
+        ),
         "receipts",
-        lambda d: f"receipt 1 (replica 1): its output root {hx(root_of(GOOD))} is not the replica's on-chain root "
-                  f"{hx(root_of(BAD))}",
-    ),  # fmt: skip
+        lambda d: (
+            f"receipt 1 (replica 1): its output root {hx(root_of(GOOD))} is not the replica's on-chain root "
+            f"{hx(root_of(BAD))}"
+        ),
+    ),
     "receipt-metering-differs": (
         lambda d: evidence(d.job, receipts=[d.receipt(d.agents[1], d.job, 1, BAD, gpu_seconds=999)]),
         "receipts",
@@ -493,7 +609,9 @@ REFUSALS = {
     "proof-does-not-verify": (
         lambda d: evidence(d.job, proofs=[proof(BAD, 1), proof(GOOD, 1)]),
         "proofs",
-        lambda d: f"proof 1 ('{RESULT}' of replica 1): it does not lead to the replica's on-chain root {hx(root_of(BAD))}",
+        lambda d: (
+            f"proof 1 ('{RESULT}' of replica 1): it does not lead to the replica's on-chain root {hx(root_of(BAD))}"
+        ),
     ),
     "proof-of-an-unknown-replica": (
         lambda d: evidence(d.job, proofs=[proof(GOOD, 2)]),
@@ -504,11 +622,13 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-def test_refuses_bad_attachments_and_changes_nothing(chain, market, assets, api, arbiter, mismatch, receipt, agents,
-                                                     facilitator, client, case):  # fmt: skip
+def test_refuses_bad_attachments_and_changes_nothing(
+    chain, market, assets, api, arbiter, mismatch, receipt, agents, facilitator, client, case
+):
     build, rule, fragment = REFUSALS[case]
-    context = SimpleNamespace(job=mismatch.job, assets=mismatch.assets, agents=agents, receipt=receipt,
-                              manifest=mismatch.manifest)  # fmt: skip
+    context = SimpleNamespace(
+        job=mismatch.job, assets=mismatch.assets, agents=agents, receipt=receipt, manifest=mismatch.manifest
+    )
     body = build(context)
     before = snapshot(chain, market, assets, facilitator, mismatch.job, mismatch.assets, [client])
 
@@ -525,16 +645,19 @@ def test_refuses_bad_attachments_and_changes_nothing(chain, market, assets, api,
     assert "transaction" not in entry and "runs" not in entry  # refused before the arbiter ran anything
 
 
-def test_a_shard_the_arbiter_cannot_run_is_refused_and_changes_nothing(chain, market, assets, api, arbiter, replicated,
-                                                                       facilitator, client):  # fmt: skip
+def test_a_shard_the_arbiter_cannot_run_is_refused_and_changes_nothing(
+    chain, market, assets, api, arbiter, replicated, facilitator, client
+):
     dispute = replicated(manifest_hash=b"\x33" * 32)  # in no store
     before = snapshot(chain, market, assets, facilitator, dispute.job, dispute.assets, [client])
 
     response = api.post("/disputes", json=evidence(dispute.job, files=GOOD))
 
     assert response.status_code == 503
-    assert response.json()["detail"] == (f"rule 5 (re-execution): the arbiter could not re-execute job {dispute.job} "
-                                         f"shard 0: manifest not found: the store has no manifest 0x{'33' * 32}")  # fmt: skip
+    assert response.json()["detail"] == (
+        f"rule 5 (re-execution): the arbiter could not re-execute job {dispute.job} "
+        f"shard 0: manifest not found: the store has no manifest 0x{'33' * 32}"
+    )
     assert snapshot(chain, market, assets, facilitator, dispute.job, dispute.assets, [client]) == before
     [entry] = arbiter.entries()
     assert (entry["decision"], entry["rule"], entry["rules"]) == ("refused", "re-execution", list(RULES[:5]))
@@ -565,15 +688,18 @@ def test_a_malformed_body_is_a_422(api, arbiter, mismatch):
     assert arbiter.entries() == []  # not a request at all, so no decision to log
 
 
-def test_only_those_with_a_stake_or_a_bond_are_heard(api, chain, market, mismatch, stranger, keeper, provider2, arbiter):
+def test_only_those_with_a_stake_or_a_bond_are_heard(
+    api, chain, market, mismatch, stranger, keeper, provider2, arbiter
+):
     """Rule 2: an unsigned request is 401, a stranger's 403, both logged, and nothing changes;
     the job's client, an asset's owner and an active keeper are heard."""
     body = evidence(mismatch.job, proofs=[proof(BAD, 0)])  # a proof that fails rule 4 once heard
     nonce = chain.provider.web3.eth.get_transaction_count(arbiter.sender.address)
 
     unsigned = api.post("/disputes", json=body, headers={})
-    signed_for_other_body = api.post("/disputes", json=body,
-                                     headers=sign(stranger.private_key, arbiter.chain_id, arbiter.sender.address, b"{}"))  # fmt: skip
+    signed_for_other_body = api.post(
+        "/disputes", json=body, headers=sign(stranger.private_key, arbiter.chain_id, arbiter.sender.address, b"{}")
+    )
     stranger_answer = api.post("/disputes", json=body, signer=stranger)
 
     assert unsigned.status_code == 401 and unsigned.json()["detail"].startswith("rule 2 (caller): sign the request")
@@ -584,9 +710,10 @@ def test_only_those_with_a_stake_or_a_bond_are_heard(api, chain, market, mismatc
     assert [market.replica(mismatch.job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
     entries = arbiter.entries()
     assert [(e["decision"], e["status"], e["rules"], e.get("caller")) for e in entries] == [
-        ("refused", 401, ["caller"], None), ("refused", 401, ["caller"], None),  # refused before reading the chain
+        ("refused", 401, ["caller"], None),
+        ("refused", 401, ["caller"], None),  # refused before reading the chain
         ("refused", 403, ["open-dispute", "caller"], stranger.address),
-    ]  # fmt: skip
+    ]
     assert all(e["evidence_sha256"] == canonical_sha256(body) and e["trigger"] == "request" for e in entries)
     for allowed in (provider2, keeper):  # the dishonest asset's owner; an active keeper
         answer = api.post("/disputes", json=body, signer=allowed)
@@ -640,13 +767,33 @@ def test_the_audit_log_survives_a_torn_line(tmp_path):
 
 def _replica(index, state, files=None, asset=0):
     root = root_of(files) if files else b"\x00" * 32
-    return Replica(job=1, shard=0, index=index, asset=asset, keeper_id=1, state=state, lease=1, price=100,
-                   deadline=0, since=0, gpu_seconds=GPU_SECONDS, output_root=root)  # fmt: skip
+    return Replica(
+        job=1,
+        shard=0,
+        index=index,
+        asset=asset,
+        keeper_id=1,
+        state=state,
+        lease=1,
+        price=100,
+        deadline=0,
+        since=0,
+        gpu_seconds=GPU_SECONDS,
+        output_root=root,
+    )
 
 
 def _facts(*replicas, manifest_hash=b"\x22" * 32):
-    return ChainFacts(chain_id=31337, market="0x" + "11" * 20, job=1, shard=0, manifest_hash=manifest_hash,
-                      max_gpu_seconds=3_600, replicas=replicas, agents={})  # fmt: skip
+    return ChainFacts(
+        chain_id=31337,
+        market="0x" + "11" * 20,
+        job=1,
+        shard=0,
+        manifest_hash=manifest_hash,
+        max_gpu_seconds=3_600,
+        replicas=replicas,
+        agents={},
+    )
 
 
 def run_of(files: dict[str, bytes]) -> Reexecution:
@@ -668,8 +815,10 @@ def test_decide_rules_only_on_submitted_and_disputed_replicas():
     decision = decide(facts, [run_of(GOOD)], _request(proofs=[proof(BAD, 0)]))
     assert (decision.valid_root, decision.upheld, decision.runs) == (root_of(GOOD), (1,), (root_of(GOOD),))
     assert [r.replica for r in decision.rejected] == [0, 2]
-    assert decision.rejected[0].reason.endswith(f"; its file {RESULT} differs from the arbiter's re-execution "
-                                                f"(sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})")  # fmt: skip
+    assert decision.rejected[0].reason.endswith(
+        f"; its file {RESULT} differs from the arbiter's re-execution "
+        f"(sha256 {sha(BAD[RESULT])}, the arbiter's {sha(GOOD[RESULT])})"
+    )
     assert decision.rejected[1].reason == f"its root {hx(root_of(WORSE))} is not the arbiter's {hx(root_of(GOOD))}"
 
 
@@ -688,7 +837,12 @@ def test_decide_trusts_a_root_no_replica_submitted_only_when_a_second_run_agrees
     assert (agreed.valid_root, agreed.reproducible, agreed.upheld) == (root_of(GOOD), True, ())
     assert [r.replica for r in agreed.rejected] == [0, 1]
     differed = decide(facts, [run_of(GOOD), run_of(BAD)], _request(proofs=[proof(BAD, 0)], files=WORSE))
-    assert (differed.valid_root, differed.reproducible, differed.upheld, differed.rejected) == (ZERO_ROOT, False, (0, 1), ())
+    assert (differed.valid_root, differed.reproducible, differed.upheld, differed.rejected) == (
+        ZERO_ROOT,
+        False,
+        (0, 1),
+        (),
+    )
     assert differed.runs == (root_of(GOOD), root_of(BAD)) and differed.notes[0].startswith("not reproducible:")
 
 
@@ -703,8 +857,10 @@ def test_decide_compares_an_attached_run_to_the_arbiters_but_never_follows_it():
         "the challenger's run lacks out/metrics/loss.csv, which the arbiter's re-execution has",
         f"the challenger's file {RESULT} differs from the arbiter's re-execution (sha256 {sha(BAD[RESULT])}, "
         f"the arbiter's {sha(GOOD[RESULT])})",
-    )  # fmt: skip
-    assert decide(facts, [run_of(GOOD)], _request(files=GOOD)).notes == ("the caller's run matches the arbiter's re-execution",)
+    )
+    assert decide(facts, [run_of(GOOD)], _request(files=GOOD)).notes == (
+        "the caller's run matches the arbiter's re-execution",
+    )
 
 
 def test_attachments_about_a_replica_not_under_ruling_are_refused():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, VALUES, WITHIN, root_of
 
 from computenet.domain import ReplicaState
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
-from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, VALUES, WITHIN, root_of
 from verifier.arbiter import Arbiter, router, sign
 from verifier.compare import load_array
 from verifier.outputs import OutputsClient
@@ -44,16 +44,25 @@ def reexecutor(content_store, docker_engine):
 def make_arbiter(chain, market, assets, facilitator, reexecutor, tmp_path):
     def make(outputs=None):
         web3 = chain.provider.web3
-        return Arbiter(web3, Sender(web3, facilitator.private_key), market.address, assets.address,
-                       tmp_path / "disputes.jsonl", reexecutor, tmp_path / "arbiter.json", chain.blocks.height,
-                       outputs=outputs)  # fmt: skip
+        return Arbiter(
+            web3,
+            Sender(web3, facilitator.private_key),
+            market.address,
+            assets.address,
+            tmp_path / "disputes.jsonl",
+            reexecutor,
+            tmp_path / "arbiter.json",
+            chain.blocks.height,
+            outputs=outputs,
+        )
 
     return make
 
 
 @pytest.fixture
-def numeric_pair(chain, market, publish_job, post_job, register_asset, provider2, agents, keeper, registered_keeper,
-                 submit):  # fmt: skip
+def numeric_pair(
+    chain, market, publish_job, post_job, register_asset, provider2, agents, keeper, registered_keeper, submit
+):
     """A replication-2 CPU job of COMMAND with NUMERIC's tolerance: replica 0 (the provider's
     asset, agents[0]) commits EXACT, replica 1 (provider2's, agents[1]) commits `second`; their
     roots differ, so a dispute opens by itself. Returns (job, assets by replica)."""
@@ -72,8 +81,9 @@ def numeric_pair(chain, market, publish_job, post_job, register_asset, provider2
     return make
 
 
-def test_replicas_within_the_manifests_tolerance_all_stand(chain, market, assets, make_arbiter, numeric_pair, provider,
-                                                           provider2, treasury):  # fmt: skip
+def test_replicas_within_the_manifests_tolerance_all_stand(
+    chain, market, assets, make_arbiter, numeric_pair, provider, provider2, treasury
+):
     job, pair = numeric_pair(WITHIN)
     arbiter = make_arbiter()
     credits = {who: market.credits(who) for who in (provider, provider2, treasury)}
@@ -94,7 +104,12 @@ def test_replicas_within_the_manifests_tolerance_all_stand(chain, market, assets
     assert refused.status_code == 400 and "rule 4 (proofs): result 0 (replica 1)" in refused.json()["detail"]
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert (answer["upheld"], answer["rejected"], answer["ruling"], answer["rejected_mask"]) == ([0, 1], [], "resolve_replicas", 0)
+    assert (answer["upheld"], answer["rejected"], answer["ruling"], answer["rejected_mask"]) == (
+        [0, 1],
+        [],
+        "resolve_replicas",
+        0,
+    )
     assert answer["valid_root"] == "0x" + root_of(EXACT).hex() and answer["runs"] == [answer["valid_root"]]
     tx = chain.get_receipt(answer["transaction"])
     (resolved,) = tx.events.filter(market.DisputeResolved)
@@ -106,13 +121,23 @@ def test_replicas_within_the_manifests_tolerance_all_stand(chain, market, assets
     entry = arbiter.entries()[-1]
     assert {"kind": "result", "replica": 1, "path": "out/logits.npy"} in [
         {k: a[k] for k in ("kind", "replica", "path")} for a in entry["attachments"]
-    ]  # fmt: skip
+    ]
 
 
 def test_the_arbiters_watch_fetches_replica_results_and_rejects_only_the_one_beyond_tolerance(
-    chain, market, assets, make_arbiter, numeric_pair, agent_outputs, agents, facilitator, stranger, provider,
-    treasury, params,
-):  # fmt: skip
+    chain,
+    market,
+    assets,
+    make_arbiter,
+    numeric_pair,
+    agent_outputs,
+    agents,
+    facilitator,
+    stranger,
+    provider,
+    treasury,
+    params,
+):
     job, pair = numeric_pair(BEYOND)
     urls = {pair[0]: agent_outputs(agents[0], job, 0, EXACT), pair[1]: agent_outputs(agents[1], job, 1, BEYOND)}
     agent_of = lambda asset: str(assets.agentOf(asset))  # noqa: E731
@@ -140,9 +165,22 @@ def test_the_arbiters_watch_fetches_replica_results_and_rejects_only_the_one_bey
 
 
 def test_a_right_root_that_claims_more_than_the_run_allows_is_rejected(
-    chain, market, court, assets, make_arbiter, publish_job, post_job, register_asset, agent, keeper,
-    registered_keeper, submit, verifier, treasury, params,
-):  # fmt: skip
+    chain,
+    market,
+    court,
+    assets,
+    make_arbiter,
+    publish_job,
+    post_job,
+    register_asset,
+    agent,
+    keeper,
+    registered_keeper,
+    submit,
+    verifier,
+    treasury,
+    params,
+):
     """The metering counterpart of tests/adversarial's known failure: a one-second run claimed
     as a minute, with the right root, challenged; the arbiter's run measures it and rejects it."""
     mhash = publish_job(COMMAND, {}, timeout_seconds=30)[1]  # exact compare, 50 % metering tolerance

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifier.reexecute import Reexecution
 from computenet.manifest import ResultVerification
 from computenet.merkle import MerkleTree
 from computenet.meter import WALL_CLOCK
+from verifier.reexecute import Reexecution
 from verifier.rules import METERING_SLACK_SECONDS, allowed_claim, check_metering, judge, wall_clock
 
 
@@ -107,15 +107,18 @@ def test_a_right_result_with_an_inflated_claim_is_challenged():
 # ---------------------------------------------------------------- metering outliers
 
 
-@pytest.mark.parametrize("claimed, peers, outlier", [
-    (10, [], False),  # nothing to stand out from
-    (17, [10, 10, 11], False),  # 10 × 1.5 + 2 = 17: inside the tolerance
-    (18, [10, 10, 11], True),
-    (45, [10, 45, 11], True),  # one inflated peer does not move the median
-    (3, [1, 1], False),  # 1 × 1.5 → 2, + 2 of slack
-    (200, [100, 104], True),  # an even count: the mean of the middle two (102 → 153 + 2)
-    (155, [100, 104], False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "claimed, peers, outlier",
+    [
+        (10, [], False),  # nothing to stand out from
+        (17, [10, 10, 11], False),  # 10 × 1.5 + 2 = 17: inside the tolerance
+        (18, [10, 10, 11], True),
+        (45, [10, 45, 11], True),  # one inflated peer does not move the median
+        (3, [1, 1], False),  # 1 × 1.5 → 2, + 2 of slack
+        (200, [100, 104], True),  # an even count: the mean of the middle two (102 → 153 + 2)
+        (155, [100, 104], False),
+    ],
+)
 def test_a_claim_stands_out_beyond_the_tolerance_over_its_peers_median(claimed, peers, outlier):
     from verifier.rules import metering_outlier
 

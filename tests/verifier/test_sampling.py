@@ -21,14 +21,22 @@ def test_the_seed_is_the_block_after_the_submission():
 def test_draws_are_deterministic_and_match_the_packed_encoding():
     expected = keccak(SEED + (7).to_bytes(32, "big") + (2).to_bytes(32, "big") + (1).to_bytes(32, "big"))
     assert draw(SEED, 7, 2, 1) == int.from_bytes(expected, "big") == draw(SEED, 7, 2, 1)
-    with_verifier = keccak(SEED + (7).to_bytes(32, "big") + (2).to_bytes(32, "big") + (1).to_bytes(32, "big")
-                           + bytes.fromhex("a1" * 20))  # fmt: skip
+    with_verifier = keccak(
+        SEED + (7).to_bytes(32, "big") + (2).to_bytes(32, "big") + (1).to_bytes(32, "big") + bytes.fromhex("a1" * 20)
+    )
     assert draw(SEED, 7, 2, 1, ALICE) == int.from_bytes(with_verifier, "big")
 
 
 def test_draws_depend_on_the_post_submit_block_hash_and_every_coordinate():
-    draws = {draw(SEED, 7, 2, 1), draw(keccak(b"block 102"), 7, 2, 1), draw(SEED, 8, 2, 1), draw(SEED, 7, 3, 1),
-             draw(SEED, 7, 2, 0), draw(SEED, 7, 2, 1, ALICE), draw(SEED, 7, 2, 1, BOB)}  # fmt: skip
+    draws = {
+        draw(SEED, 7, 2, 1),
+        draw(keccak(b"block 102"), 7, 2, 1),
+        draw(SEED, 8, 2, 1),
+        draw(SEED, 7, 3, 1),
+        draw(SEED, 7, 2, 0),
+        draw(SEED, 7, 2, 1, ALICE),
+        draw(SEED, 7, 2, 1, BOB),
+    }
     assert len(draws) == 7
     with pytest.raises(ValueError, match="32-byte block hash"):
         draw(b"\x01" * 31, 7, 2, 1)
@@ -73,5 +81,16 @@ def test_optimistic_draws_are_per_verifier_at_its_share_under_the_cap():
 
 
 def test_replicated_shards_are_never_sampled():
-    assert not any(sampled(Verification.REPLICATED, keccak(bytes([i])), 1, 0, 0, spot_check_bps=10_000,
-                           verifier=ALICE, share_bps=10_000) for i in range(50))  # fmt: skip
+    assert not any(
+        sampled(
+            Verification.REPLICATED,
+            keccak(bytes([i])),
+            1,
+            0,
+            0,
+            spot_check_bps=10_000,
+            verifier=ALICE,
+            share_bps=10_000,
+        )
+        for i in range(50)
+    )

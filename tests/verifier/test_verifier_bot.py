@@ -9,24 +9,32 @@ import urllib.request
 
 import pytest
 from hexbytes import HexBytes
+from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, WITHIN
+from numeric_job import root_of as numeric_root
 
 from computenet.domain import ReplicaState, Verification
 from computenet.localnet import ProcessGroup, free_port
 from computenet.merkle import MerkleTree
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
-from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, WITHIN
-from numeric_job import root_of as numeric_root
 from verifier.bot import Verifier
 from verifier.reexecute import Reexecutor
 
 ZERO = "0x" + "00" * 20
 CLAIM = 1  # GPU-seconds claimed: the test jobs run in about a second
 
-GOOD = {"out/result.txt": b"42\n", "out/metrics/loss.csv": b"step,loss\n1,0.5\n", "log/container.log": b"epoch 1 done\n"}
+GOOD = {
+    "out/result.txt": b"42\n",
+    "out/metrics/loss.csv": b"step,loss\n1,0.5\n",
+    "log/container.log": b"epoch 1 done\n",
+}
 BAD = {**GOOD, "out/result.txt": b"41\n"}
-HONEST = ["python3", "-c", "import os; os.makedirs('/out/metrics'); open('/out/result.txt', 'w').write('42\\n'); "
-          "open('/out/metrics/loss.csv', 'w').write('step,loss\\n1,0.5\\n'); print('epoch 1 done')"]  # fmt: skip
+HONEST = [
+    "python3",
+    "-c",
+    "import os; os.makedirs('/out/metrics'); open('/out/result.txt', 'w').write('42\\n'); "
+    "open('/out/metrics/loss.csv', 'w').write('step,loss\\n1,0.5\\n'); print('epoch 1 done')",
+]
 RANDOM = ["python3", "-c", "import os; open('/out/result.txt', 'w').write(os.urandom(16).hex())"]
 
 
@@ -61,8 +69,14 @@ def make_bot(chain, market, reexecutor, tmp_path):
     def make(account, name="verifier", **options):
         web3 = chain.provider.web3
         options.setdefault("start_block", chain.blocks.height)
-        return Verifier(web3, market.address, reexecutor, sender=Sender(web3, account.private_key),
-                        state=tmp_path / f"{name}.json", **options)  # fmt: skip
+        return Verifier(
+            web3,
+            market.address,
+            reexecutor,
+            sender=Sender(web3, account.private_key),
+            state=tmp_path / f"{name}.json",
+            **options,
+        )
 
     return make
 
@@ -102,8 +116,9 @@ def opened(chain, market, start):
 # ================================================================ in process
 
 
-def test_an_honest_spot_checked_result_is_reexecuted_and_not_challenged(chain, market, token, spot_job, result,
-                                                                        make_bot, verifier):  # fmt: skip
+def test_an_honest_spot_checked_result_is_reexecuted_and_not_challenged(
+    chain, market, token, spot_job, result, make_bot, verifier
+):
     bot = make_bot(verifier)
     start = chain.blocks.height
     job = spot_job(HONEST, spot_check_bps=10_000)
@@ -112,11 +127,20 @@ def test_an_honest_spot_checked_result_is_reexecuted_and_not_challenged(chain, m
 
     (decision,) = bot.run_once()
 
-    assert (decision["decision"], decision["mode"], decision["computed_root"]) == ("agreed", "SPOT_CHECK",
-                                                                                  "0x" + root_of(GOOD).hex())  # fmt: skip
+    assert (decision["decision"], decision["mode"], decision["computed_root"]) == (
+        "agreed",
+        "SPOT_CHECK",
+        "0x" + root_of(GOOD).hex(),
+    )
     assert decision["claimed"] == CLAIM and decision["allowed"] >= CLAIM
-    assert bot.state.counts | {} == {"results_seen": 1, "sampled": 1, "reexecuted": 1, "mismatches": 0,
-                                     "challenged": 0, "errors": 0}  # fmt: skip
+    assert bot.state.counts | {} == {
+        "results_seen": 1,
+        "sampled": 1,
+        "reexecuted": 1,
+        "mismatches": 0,
+        "challenged": 0,
+        "errors": 0,
+    }
     assert opened(chain, market, start) == []
     assert market.replica(job, 0, 0).state == ReplicaState.SUBMITTED
     assert token.balanceOf(verifier) == balance  # to the base unit: no bond posted
@@ -124,8 +148,9 @@ def test_an_honest_spot_checked_result_is_reexecuted_and_not_challenged(chain, m
     assert bot.run_once() == []  # decided once; the next step has nothing to do
 
 
-def test_a_result_waits_for_its_seed_block(chain, market, spot_job, register_asset, keeper, registered_keeper, submit,
-                                           agent, make_bot, verifier):  # fmt: skip
+def test_a_result_waits_for_its_seed_block(
+    chain, market, spot_job, register_asset, keeper, registered_keeper, submit, agent, make_bot, verifier
+):
     bot = make_bot(verifier)
     job = spot_job(HONEST)
     asset = register_asset()
@@ -148,8 +173,9 @@ def test_a_spot_check_job_samples_at_its_declared_rate_only(chain, market, spot_
     assert bot.state.counts["reexecuted"] == 0
 
 
-def test_a_wrong_root_is_challenged_and_the_bond_posted(chain, market, token, court, params, spot_job, result,
-                                                        make_bot, verifier):  # fmt: skip
+def test_a_wrong_root_is_challenged_and_the_bond_posted(
+    chain, market, token, court, params, spot_job, result, make_bot, verifier
+):
     bot = make_bot(verifier)
     start = chain.blocks.height
     job = spot_job(HONEST)
@@ -168,8 +194,9 @@ def test_a_wrong_root_is_challenged_and_the_bond_posted(chain, market, token, co
     assert bot.state.counts["challenged"] == 1 and bot.state.counts["mismatches"] == 1
 
 
-def test_an_over_metered_result_is_challenged_even_with_the_right_root(chain, market, spot_job, result, make_bot,
-                                                                       verifier):  # fmt: skip
+def test_an_over_metered_result_is_challenged_even_with_the_right_root(
+    chain, market, spot_job, result, make_bot, verifier
+):
     bot = make_bot(verifier)
     job = spot_job(HONEST)
     result(job, GOOD, claim=5)  # a one-second run claimed as five: allowed ceil(1 × 1.5) + 2 = 4
@@ -180,8 +207,9 @@ def test_an_over_metered_result_is_challenged_even_with_the_right_root(chain, ma
     assert decision["reasons"] == [f"its metering claim 5 exceeds the {decision['allowed']} a re-execution allows"]
 
 
-def test_a_restarted_bot_never_challenges_a_result_again(chain, market, token, spot_job, result, make_bot, verifier,
-                                                         verifier2, arbiter_for, params):  # fmt: skip
+def test_a_restarted_bot_never_challenges_a_result_again(
+    chain, market, token, spot_job, result, make_bot, verifier, verifier2, arbiter_for, params
+):
     """A job no run reproduces: the bot challenges, the arbiter finds it not reproducible and
     the result stands with its window extended. A fresh bot would challenge it again and lose
     a second bond; the same bot restarted from its state file does not."""
@@ -216,9 +244,25 @@ def test_a_restarted_bot_never_challenges_a_result_again(chain, market, token, s
     ids=["within-tolerance", "beyond-tolerance", "not-bonded"],
 )
 def test_a_numeric_result_is_judged_on_its_files_fetched_from_its_agent(
-    chain, market, keepers, token, publish_job, post_job, register_asset, keeper, registered_keeper, submit, agent,
-    agent_outputs, make_bot, verifier, params, files, bonded, expected,
-):  # fmt: skip
+    chain,
+    market,
+    keepers,
+    token,
+    publish_job,
+    post_job,
+    register_asset,
+    keeper,
+    registered_keeper,
+    submit,
+    agent,
+    agent_outputs,
+    make_bot,
+    verifier,
+    params,
+    files,
+    bonded,
+    expected,
+):
     """The replica's result is not the re-execution's bytes. The bot fetches it from the agent
     (which serves a bonded verifier the replicas sampled for it, verifier/access.py), checks
     every file against the on-chain root, and compares within the manifest's tolerance; a
@@ -256,8 +300,16 @@ def arbiter_for(chain, market, assets, facilitator, reexecutor, tmp_path):
 
     def make():
         web3 = chain.provider.web3
-        return Arbiter(web3, Sender(web3, facilitator.private_key), market.address, assets.address,
-                       tmp_path / "disputes.jsonl", reexecutor, tmp_path / "arbiter.json", chain.blocks.height - 20)  # fmt: skip
+        return Arbiter(
+            web3,
+            Sender(web3, facilitator.private_key),
+            market.address,
+            assets.address,
+            tmp_path / "disputes.jsonl",
+            reexecutor,
+            tmp_path / "arbiter.json",
+            chain.blocks.height - 20,
+        )
 
     return make
 
@@ -305,13 +357,37 @@ class VerifierProcess(ProcessGroup):
 
 
 def test_two_verifiers_challenge_a_wrong_result_once_and_a_restart_adds_nothing(
-    chain, networks, market, token, params, content_store, docker_engine, spot_job, result, verifier, verifier2,
-    accounts, stop_after, tmp_path, wait_for,
-):  # fmt: skip
+    chain,
+    networks,
+    market,
+    token,
+    params,
+    content_store,
+    docker_engine,
+    spot_job,
+    result,
+    verifier,
+    verifier2,
+    accounts,
+    stop_after,
+    tmp_path,
+    wait_for,
+):
     index = {accounts[i].address: i for i in (6, 14)}  # the `verifier` and `verifier2` fixtures
     start = chain.blocks.height
-    bots = [VerifierProcess(name, index[who.address], market.address, networks.provider.uri, content_store.url,
-                            docker_engine.host, tmp_path, start) for name, who in (("one", verifier), ("two", verifier2))]  # fmt: skip
+    bots = [
+        VerifierProcess(
+            name,
+            index[who.address],
+            market.address,
+            networks.provider.uri,
+            content_store.url,
+            docker_engine.host,
+            tmp_path,
+            start,
+        )
+        for name, who in (("one", verifier), ("two", verifier2))
+    ]
     for bot in bots:
         stop_after(bot)
         bot.start()
@@ -349,7 +425,7 @@ def test_two_verifiers_challenge_a_wrong_result_once_and_a_restart_adds_nothing(
     head = chain.blocks.height
     wait_for(lambda: all(bot.state()["next_block"] > head for bot in bots), timeout=60, what="restarted bots caught up")
     assert len(opened(chain, market, start)) == 1
-    assert {who.address: chain.provider.web3.eth.get_transaction_count(who.address) for who in (verifier, verifier2)} == nonces
-    assert sum(bot.state()["counts"]["reexecuted"] for bot in bots) == sum(
-        1 for d in decisions if "computed_root" in d
-    )  # fmt: skip
+    assert {
+        who.address: chain.provider.web3.eth.get_transaction_count(who.address) for who in (verifier, verifier2)
+    } == nonces
+    assert sum(bot.state()["counts"]["reexecuted"] for bot in bots) == sum(1 for d in decisions if "computed_root" in d)

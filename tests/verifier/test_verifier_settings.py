@@ -26,7 +26,12 @@ def env(monkeypatch):
 def test_defaults_and_dry_run(env):
     env(market=MARKET)
     settings = VerifierSettings()
-    assert (settings.market, settings.account, settings.dry_run, settings.optimistic_share_bps) == (MARKET, None, True, 1_000)
+    assert (settings.market, settings.account, settings.dry_run, settings.optimistic_share_bps) == (
+        MARKET,
+        None,
+        True,
+        1_000,
+    )
     env(account=" ")
     assert VerifierSettings().dry_run
     env(account="TEST::6")
