@@ -1,9 +1,9 @@
 """Job manifest validation and canonical hashing."""
 
 import copy
-import dataclasses
 import json
 
+import pydantic
 import pytest
 from eth_utils import keccak
 from hypothesis import given
@@ -331,5 +331,5 @@ def test_non_text_input_is_a_type_error():
 
 def test_manifest_is_frozen():
     manifest = parse_manifest(dumps(VALID))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError):
         manifest.timeout_seconds = 1  # type: ignore[misc]
