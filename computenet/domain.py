@@ -13,6 +13,7 @@ from enum import IntEnum
 BPS = 10_000
 MAX_SHARDS = 1024
 MAX_REPLICATION = 5
+MAX_DECLINES = 3  # JobMarket.MAX_DECLINES: a shard declined this often fails and is refunded
 
 
 class ReplicaState(IntEnum):
@@ -143,11 +144,15 @@ def settle_amounts(price: int, gpu_seconds: int, keeper_fee_bps: int, protocol_f
 
 @dataclass(frozen=True)
 class Stake:
+    """ComputeAsset.stake, in its order: a lease is open while its replica runs; once its result
+    is submitted the lease ends and the result is pending (it keeps the stake locked) until final."""
+
     amount: int
     open_leases: int
     gpus_leased: int  # GPUs its open leases hold together
-    unbond_at: int
-    unbonding: int
+    pending_results: int = 0
+    unbond_at: int = 0
+    unbonding: int = 0
 
     @property
     def available(self) -> int:
@@ -165,6 +170,7 @@ class Asset:
     spec: Spec
     commit: bytes
     stake: Stake
+    endpoint: str = ""  # base URL where its agent serves signed heartbeats and outputs
 
 
 @dataclass(frozen=True)

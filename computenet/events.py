@@ -54,6 +54,7 @@ ReplicaRejected = _event("ReplicaRejected", "job", "shard", "replica", "asset", 
 DisputeResolved = _event("DisputeResolved", "job", "shard", "facilitator", "rejected_replicas", "upheld", "rejected")
 ShardReclaimed = _event("ShardReclaimed", "job", "shard", "replica", "asset", "caller", "slashed")
 ShardCancelled = _event("ShardCancelled", "job", "shard", "replicas")
+ShardFailed = _event("ShardFailed", "job", "shard", "declines")  # then ShardCancelled for its open replicas
 ShardFinalized = _event(
     "ShardFinalized", "job", "shard", "replica", "asset", "provider", "keeper", "payment", "keeper_fee", "protocol_fee"
 )
@@ -103,6 +104,7 @@ AssetResumed = _event("AssetResumed", "asset")
 AssetRenewed = _event("AssetRenewed", "asset", "expire")
 AgentChanged = _event("AgentChanged", "asset", "agent")
 CommitUpdated = _event("CommitUpdated", "asset", "commit")
+EndpointChanged = _event("EndpointChanged", "asset", "endpoint")
 UpdateReader = _event("UpdateReader", "tokenId", "reader", "valid")
 Transfer = _event("Transfer", "sender", "receiver", "token_id")  # the asset's ERC-721 events
 Approval = _event("Approval", "owner", "approved", "token_id")

@@ -28,7 +28,7 @@ from computenet.domain import (
 )
 from computenet.errors import revert_error
 from computenet.events import Event, from_log
-from computenet.receipts import ExecutionReceipt
+from computenet.receipts import ExecutionReceipt, cancel_signer
 
 MAX_UINT256 = 2**256 - 1
 
@@ -182,6 +182,10 @@ class Market:
     def stake(self, asset_id: int) -> Stake:
         return Stake(*[int(x) for x in self.assets.stake(asset_id)])
 
+    def endpoint(self, asset_id: int) -> str:
+        """Where the asset's agent serves signed heartbeats and outputs ("" when it names none)."""
+        return str(self.assets.endpoint(asset_id))
+
     def asset(self, asset_id: int) -> Asset | None:
         """The asset, or None if no asset has this id."""
         if not 0 < asset_id <= self.assets.totalSupply():
@@ -193,6 +197,7 @@ class Market:
             spec=_spec(self.assets.spec(asset_id)),
             commit=bytes(self.assets.commitByTokenId(asset_id)),
             stake=self.stake(asset_id),
+            endpoint=self.endpoint(asset_id),
         )
 
     def assets_of(self, owner: str) -> list[Asset]:
@@ -263,9 +268,10 @@ class Market:
 
     # ------------------------------------------------------------- actions
 
-    def register_asset(self, spec: Spec, agent: Any, commit: bytes, sender: Any, **tx: Any) -> int:
+    def register_asset(self, spec: Spec, agent: Any, commit: bytes, sender: Any, endpoint: str = "", **tx: Any) -> int:
+        """Registers a node; `endpoint` is its agent's base URL (heartbeats, outputs), settable later."""
         with typed_reverts():
-            receipt = self.assets.register(spec.as_tuple(), agent, commit, sender=sender, **tx)
+            receipt = self.assets.register(spec.as_tuple(), agent, commit, endpoint, sender=sender, **tx)
         return int(receipt.events.filter(self.assets.AssetRegistered)[0].asset)
 
     def add_stake(self, asset_id: int, amount: int, sender: Any, **tx: Any) -> Any:
@@ -352,9 +358,29 @@ class Market:
             raise revert_error("job_market: unknown job", preflight=True)
         if str(sender.address).lower() != job.client.lower():
             raise revert_error("job_market: caller is not the client", preflight=True)
-        self._check(preflight.cancel_problem(job, str(sender.address), self.shard(job_id, shard).replicas, self.now()))
+        replicas = self.shard(job_id, shard).replicas
+        window = self.parameters().decline_window
+        self._check(preflight.cancel_problem(job, str(sender.address), replicas, self.now(), window))
         with typed_reverts():
             return self.market.cancel(job_id, shard, sender=sender, **tx)
+
+    def cancel_with_signature(
+        self, job_id: int, shard: int, valid_before: int, signature: bytes, sender: Any, **tx: Any
+    ) -> Any:
+        """Relays a client's signed cancel (`sign_cancel`) through the court; `sender` pays the gas."""
+        job = self.job(job_id)
+        if job is None:
+            raise revert_error("job_market: unknown job", preflight=True)
+        if valid_before <= self.now():
+            raise revert_error("dispute_court: cancel signature expired", preflight=True)
+        signer = cancel_signer(self.chain_id, str(self.market.address), job_id, shard, valid_before, signature)
+        if signer.lower() != job.client.lower():
+            raise revert_error("dispute_court: cancel not signed by the client", preflight=True)
+        replicas = self.shard(job_id, shard).replicas
+        window = self.parameters().decline_window
+        self._check(preflight.cancel_problem(job, job.client, replicas, self.now(), window))
+        with typed_reverts():
+            return self.court.cancel_with_signature(job_id, shard, valid_before, signature, sender=sender, **tx)
 
     def challenge(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
         """Challenges a shard's results at the dispute court, approving the market for the bond first."""

@@ -178,12 +178,20 @@ def reclaim_problem(replica: Replica, now: int) -> str | None:
     return None
 
 
-def cancel_problem(job: Job, caller: str, replicas: Sequence[Replica], now: int) -> str | None:
+def cancellable(replica: Replica, now: int, decline_window: int) -> bool:
+    """Whether a cancel takes this replica: open, or assigned and still inside its decline
+    window (its agent could still hand it back, so it has not started)."""
+    if replica.state == ReplicaState.OPEN:
+        return True
+    return replica.state == ReplicaState.ASSIGNED and now <= replica.since + decline_window
+
+
+def cancel_problem(job: Job, caller: str, replicas: Sequence[Replica], now: int, decline_window: int) -> str | None:
     """Why the client's `cancel(job, shard)` would revert."""
     if caller.lower() != job.client.lower():
         return "job_market: caller is not the client"
-    opened = sum(1 for r in replicas if r.state == ReplicaState.OPEN)
-    live = sum(1 for r in replicas if r.state not in (ReplicaState.OPEN, ReplicaState.CANCELLED))
+    opened = sum(1 for r in replicas if cancellable(r, now, decline_window))
+    live = sum(1 for r in replicas if r.state != ReplicaState.CANCELLED) - opened
     if opened == 0:
         return "job_market: nothing to cancel"
     if live and now <= job.requirements.deadline:

@@ -162,3 +162,32 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
     except (BadSignature, KeysValidationError, ValueError) as error:
         raise InvalidSignature(f"signature recovers no key: {error}") from None
     return public_key.to_checksum_address()
+
+
+# A client's cancel, for clients that send no transactions (an x402 payer): the dispute court
+# checks it over the market's domain and cancels for the client (DisputeCourt.cancel_with_signature).
+CANCEL_TYPE = "CancelShard(uint256 job,uint256 shard,uint256 validBefore)"
+CANCEL_TYPEHASH = type_hash(CANCEL_TYPE)
+_CANCEL_MEMBERS = (("job", "uint256"), ("shard", "uint256"), ("validBefore", "uint256"))
+
+
+def cancel_digest(chain_id: int, market: str | bytes, job: int, shard: int, valid_before: int) -> bytes:
+    """The digest a client signs to cancel `shard` of `job` until `valid_before` (unix seconds)."""
+    values = [_as_uint256(name, value) for (name, _), value in zip(_CANCEL_MEMBERS, (job, shard, valid_before))]
+    return hash_typed(market_domain_separator(chain_id, market), hash_struct(CANCEL_TYPEHASH, ["uint256"] * 3, values))
+
+
+def cancel_typed_data(chain_id: int, market: str | bytes, job: int, shard: int, valid_before: int) -> dict[str, Any]:
+    """The full EIP-712 cancel message, for wallets (eth_signTypedData_v4)."""
+    message = {"job": job, "shard": shard, "validBefore": valid_before}
+    return typed_message(DOMAIN_NAME, DOMAIN_VERSION, chain_id, market, "CancelShard", list(_CANCEL_MEMBERS), message)
+
+
+def sign_cancel(private_key: Any, chain_id: int, market: str | bytes, job: int, shard: int, valid_before: int) -> bytes:
+    """A client's 65-byte cancel signature (see `cancel_digest`)."""
+    return sign_digest(cancel_digest(chain_id, market, job, shard, valid_before), private_key)
+
+
+def cancel_signer(chain_id: int, market: str | bytes, job: int, shard: int, valid_before: int, signature: bytes) -> str:
+    """Who signed a cancel; raises InvalidSignature for any form the contracts refuse."""
+    return recover_signer(cancel_digest(chain_id, market, job, shard, valid_before), signature)

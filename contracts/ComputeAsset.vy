@@ -8,11 +8,13 @@
 @dev ERC-7829 rules enforced here: readers survive transfers; `transferFrom`,
      `safeTransferFrom`, `approve` and `setReader` revert after expiry; a reader of a
      token may not transfer, approve or set readers for it. Each asset's stake is
-     held here (modules/asset_stakes.vy); the job market opens, closes and slashes
+     held here (modules/asset_stakes.vy); the job market opens, ends and slashes
      leases against it. A token's stake and future earnings follow the token. An
-     asset changes hands only with no lease open, and the transfer clears its agent
-     key: the seller's key can never act for the buyer's stake, and the asset takes
-     no lease until its new owner sets an agent.
+     asset changes hands only with no lease open and no result pending, and the
+     transfer clears its agent key: the seller's key can never act for the buyer's
+     stake, and the asset takes no lease until its new owner sets an agent. Each
+     asset records its agent's endpoint, where the agent serves signed heartbeats
+     and outputs, so keepers of any operator need nothing in common but the chain.
 """
 
 from ethereum.ercs import IERC165
@@ -58,6 +60,8 @@ spec_word: public(HashMap[uint256, uint256])
 agentOf: public(HashMap[uint256, address])
 # @dev asset -> hash of its spec document and attestation evidence.
 _commits: HashMap[uint256, bytes32]
+# @dev asset -> base URL of its agent's HTTP endpoint (heartbeats, outputs).
+endpoint: public(HashMap[uint256, String[256]])
 # @dev asset -> reader -> may read the asset's data (ERC-7829).
 _readers: HashMap[uint256, HashMap[address, bool]]
 
@@ -116,6 +120,11 @@ event CommitUpdated:
     commit: bytes32
 
 
+event EndpointChanged:
+    asset: indexed(uint256)
+    endpoint: String[256]
+
+
 @deploy
 def __init__(token: IERC20, unbonding_delay: uint256, market: address):
     """
@@ -131,7 +140,7 @@ def __init__(token: IERC20, unbonding_delay: uint256, market: address):
 
 
 @external
-def register(spec: asset_spec.Spec, agent: address, commit: bytes32) -> uint256:
+def register(spec: asset_spec.Spec, agent: address, commit: bytes32, endpoint: String[256] = "") -> uint256:
     """
     @notice Registers a node and mints its asset to the caller, active from now on.
     @param spec The node's spec; `active` is ignored (a new asset is active),
@@ -139,6 +148,7 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32) -> uint256:
            caps the leases it holds at once.
     @param agent The key the node's agent signs receipts and heartbeats with.
     @param commit Hash of the spec document and attestation evidence.
+    @param endpoint Base URL of the agent's HTTP endpoint (may be set later).
     @return The new asset id.
     """
     assert agent != empty(address), "compute_asset: zero agent"
@@ -155,6 +165,9 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32) -> uint256:
     self.agentOf[asset] = agent
     self._commits[asset] = commit
     erc721._mint(msg.sender, asset)
+    if len(endpoint) > 0:
+        self.endpoint[asset] = endpoint
+        log EndpointChanged(asset=asset, endpoint=endpoint)
     log AssetRegistered(
         asset=asset,
         owner=msg.sender,
@@ -271,6 +284,19 @@ def set_commit(asset: uint256, commit: bytes32):
 
 
 @external
+def set_endpoint(asset: uint256, endpoint: String[256]):
+    """
+    @notice Records where the asset's agent serves its signed heartbeats and
+            outputs; keepers and clients read it from here.
+    @param asset The asset.
+    @param endpoint Base URL (empty: none).
+    """
+    self._check_owner_or_operator(asset)
+    self.endpoint[asset] = endpoint
+    log EndpointChanged(asset=asset, endpoint=endpoint)
+
+
+@external
 @view
 def spec(asset: uint256) -> asset_spec.Spec:
     """
@@ -306,30 +332,24 @@ def open_lease(asset: uint256, min_stake: uint256, gpus: uint256) -> uint256:
 
 
 @external
-def close_lease(asset: uint256, gpus: uint256) -> address:
+def end_lease(asset: uint256, gpus: uint256, stage: uint256, slash_bps: uint256) -> uint256:
     """
-    @notice Ends a lease of `gpus` GPUs that went well (market only).
+    @notice Moves a lease of `gpus` GPUs along (market only): LEASE_CLOSED (0) ends
+            a running lease, LEASE_RESULT (1) ends it with a submitted result, which
+            keeps the stake locked until RESULT_CLOSED (2) ends it as final or
+            rejected. A non-zero `slash_bps` takes that share of the stake and sends
+            it to the market (a fault).
     @param asset The asset.
     @param gpus GPUs the lease held.
-    @return The asset's owner, who is paid for the lease.
-    """
-    asset_stakes._check_market()
-    asset_stakes._close_lease(asset, gpus)
-    return erc721._owners[asset]
-
-
-@external
-def slash_lease(asset: uint256, slash_bps: uint256, gpus: uint256) -> uint256:
-    """
-    @notice Ends a faulty lease of `gpus` GPUs and sends `slash_bps` of the stake
-            to the market (market only).
-    @param asset The asset.
+    @param stage LEASE_CLOSED, LEASE_RESULT or RESULT_CLOSED.
     @param slash_bps Share of the stake taken, basis points.
-    @param gpus GPUs the lease held.
     @return Token base units slashed.
     """
     asset_stakes._check_market()
-    return asset_stakes._close_and_slash(asset, slash_bps, gpus)
+    asset_stakes._end(asset, gpus, stage)
+    if slash_bps == 0:
+        return 0
+    return asset_stakes._slash(asset, slash_bps)
 
 
 # ------------------------------------------------------------------ ERC-721 entry points
@@ -489,7 +509,9 @@ def _check_transfer(owner: address, token_id: uint256):
     """
     assert self._check_owner_or_operator(token_id) == owner, "erc721: owner mismatch"
     self._check_unexpired(token_id)
-    assert asset_stakes._stake(token_id).open_leases == 0, "compute_asset: asset has open leases"
+    stake: asset_stakes.Stake = asset_stakes._stake(token_id)
+    assert stake.open_leases == 0, "compute_asset: asset has open leases"
+    assert stake.pending_results == 0, "compute_asset: asset has results that can still be challenged"
 
 
 @internal

@@ -19,11 +19,15 @@
         See docs/disputes.md for the whole table.
 @dev The market holds the replicas, the tokens and the ledger and applies rulings
      (`open_dispute`, `rule`, `credit`, callable only from here); this contract
-     holds the rules: who may challenge, deadlines, and who is credited what.
+     holds the rules: who may challenge, deadlines, and who is credited what. It
+     also checks a client's signed cancel for the market (`cancel_with_signature`),
+     which has no code room left for the signature check.
 """
 
 from . import JobMarket
 from .interfaces import IComputeAsset
+from .modules import ecdsa
+from .modules import market_params
 from .modules import merkle
 
 # ------------------------------------------------------------------ constants
@@ -32,6 +36,7 @@ from .modules import merkle
 #      also capped at one challenge bond, so no one gains from their own fault.
 REWARD_BPS: public(constant(uint256)) = 1000
 _BPS: constant(uint256) = 10000
+_CANCEL_TYPEHASH: constant(bytes32) = keccak256("CancelShard(uint256 job,uint256 shard,uint256 validBefore)")
 _MAX_REPLICATION: constant(uint256) = 5
 
 # @dev Replica states (as in JobMarket).
@@ -104,6 +109,33 @@ def challenge(job_id: uint256, shard: uint256):
     bond: uint256 = staticcall MARKET.challenge_bond()
     self._challenges[job_id][shard] = convert(msg.sender, uint256) | bond << 160
     extcall MARKET.open_dispute(job_id, shard, msg.sender, bond)
+
+
+@external
+def cancel_with_signature(job_id: uint256, shard: uint256, valid_before: uint256, signature: Bytes[65]):
+    """
+    @notice The market's `cancel` for a client that sends no transactions (an x402
+            payer): anyone relays the client's EIP-712 signature of
+            CancelShard(job, shard, validBefore) over the market's domain (its
+            name, version, chain id and address). A cancel cannot be undone, so a
+            replay has nothing left to do; the refund goes to the client as ever.
+    @param job_id The job.
+    @param shard The shard.
+    @param valid_before Unix time from which the signature is void.
+    @param signature The client's 65-byte signature (r ‖ s ‖ v).
+    """
+    assert block.timestamp < valid_before, "dispute_court: cancel signature expired"
+    digest: bytes32 = keccak256(
+        concat(
+            x"1901",
+            staticcall MARKET.DOMAIN_SEPARATOR(),
+            keccak256(abi_encode(_CANCEL_TYPEHASH, job_id, shard, valid_before)),
+        )
+    )
+    signer: address = ecdsa._recover(digest, signature)
+    client: address = (staticcall MARKET.job(job_id)).client
+    assert signer != empty(address) and signer == client, "dispute_court: cancel not signed by the client"
+    extcall MARKET.cancel(job_id, shard)
 
 
 @external
@@ -247,8 +279,12 @@ def _dispute_times(job_id: uint256, shard: uint256) -> (uint256, uint256, uint25
             opened = convert(rep.since, uint256)
             accused += 1
     assert opened != 0, "dispute_court: no open dispute"
-    window: uint256 = convert((staticcall MARKET.parameters()).challenge_window, uint256)
-    return opened, opened + staticcall MARKET.lease_seconds(req) + window, accused
+    params: market_params.Parameters = staticcall MARKET.parameters()
+    # The market's lease length for this job (JobMarket._lease_seconds): the arbiter's
+    # re-execution gets as long as the provider had.
+    gpus: uint256 = max(convert(req.gpu_count, uint256), 1)
+    lease: uint256 = (convert(req.max_gpu_seconds, uint256) + gpus - 1) // gpus + convert(params.lease_grace, uint256)
+    return opened, opened + lease + convert(params.challenge_window, uint256), accused
 
 
 @internal

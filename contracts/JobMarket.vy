@@ -10,7 +10,10 @@
         and, once the job is done, refunds the client what was not used.
 @dev Replica states: OPEN -> ASSIGNED -> SUBMITTED -> FINALIZED, with
      ASSIGNED -> OPEN on decline or reclaim, SUBMITTED -> DISPUTED -> SUBMITTED|OPEN
-     on challenge or replica mismatch, and OPEN -> CANCELLED by the client. Every
+     on challenge or replica mismatch, and OPEN (or ASSIGNED, inside its decline
+     window) -> CANCELLED by the client, or when a shard has been declined
+     MAX_DECLINES times (it then fails and its budget goes back). A lease ends when
+     its result is submitted; the asset's stake answers for the result. Every
      transition emits an event, so the whole market can be rebuilt from logs.
      Disputes are run by the DisputeCourt (COURT), which alone may open them, rule on
      them and credit their bonds and slashes; the market only applies its rulings.
@@ -70,6 +73,15 @@ interface IEIP3009:
 
 MAX_SHARDS: constant(uint256) = 1024
 MAX_REPLICATION: constant(uint256) = 5
+# @dev Declines of one shard (any replica, any asset) after which it fails: a reason
+#      that will not change (a bad image digest, an unfetchable manifest) would
+#      otherwise have keepers assign it again and again.
+MAX_DECLINES: constant(uint256) = 3
+
+# @dev ComputeAsset.end_lease stages.
+_LEASE_CLOSED: constant(uint256) = 0
+_LEASE_RESULT: constant(uint256) = 1
+_RESULT_CLOSED: constant(uint256) = 2
 
 # @dev Replica states.
 OPEN: constant(uint8) = 0
@@ -88,6 +100,7 @@ _BPS: constant(uint256) = 10000
 _TRANSFER_WITH_AUTHORIZATION_TYPEHASH: constant(bytes32) = keccak256(
     "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
 )
+_CANCEL_TYPEHASH: constant(bytes32) = keccak256("CancelShard(uint256 job,uint256 shard,uint256 validBefore)")
 _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
     "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
 )
@@ -173,6 +186,8 @@ _replicas: HashMap[uint256, HashMap[uint256, uint256]]
 _output_roots: HashMap[uint256, HashMap[uint256, bytes32]]
 # @dev keccak256(payer, nonce) -> the job an EIP-3009 authorization funded.
 _funded_by: HashMap[bytes32, uint256]
+# @dev job -> shard -> declines so far.
+_declines: HashMap[uint256, HashMap[uint256, uint256]]
 
 # ------------------------------------------------------------------ events
 
@@ -274,6 +289,12 @@ event ShardCancelled:
     job: indexed(uint256)
     shard: uint256
     replicas: uint256
+
+
+event ShardFailed:
+    job: indexed(uint256)
+    shard: uint256
+    declines: uint256
 
 
 event ShardFinalized:
@@ -457,37 +478,25 @@ def return_unclaimed(auth: Authorization, amount: uint256, v: uint8, r: bytes32,
 @external
 def cancel(job_id: uint256, shard: uint256):
     """
-    @notice Cancels a shard's open replicas: any time if none is taken up, or after
-            the deadline (when they can no longer be assigned).
+    @notice Cancels a shard's replicas that have not started: open ones, and
+            assigned ones still inside their decline window (their lease closes
+            with no slash: its agent loses at most that window's work, and a
+            cancelled replica's outputs are never served, so no one gets work
+            done for free). Any time if no other
+            replica is taken up, or after the deadline (when none can be assigned
+            any more). The court relays a client's signed cancel
+            (`DisputeCourt.cancel_with_signature`), for clients that send no
+            transactions, such as x402 payers.
     @param job_id The job.
     @param shard The shard.
     """
     req: Requirements = self._terms(job_id)[0]
-    head: Head = self._head(job_id)
-    assert msg.sender == head.client, "job_market: caller is not the client"
+    assert msg.sender == self._head(job_id).client or msg.sender == COURT, "job_market: caller is not the client"
     self._check_shard(req.shard_count, shard)
-    opened: uint256 = 0
+    cancelled: uint256 = 0
     live: uint256 = 0
-    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
-        state: uint8 = self._replica(job_id, shard, r).state
-        if state == OPEN:
-            opened += 1
-        elif state != CANCELLED:
-            live += 1
-    assert opened > 0, "job_market: nothing to cancel"
+    cancelled, live = self._close_open(job_id, shard, req)
     assert live == 0 or block.timestamp > convert(req.deadline, uint256), "job_market: shard already assigned"
-    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
-        rep: Replica = self._replica(job_id, shard, r)
-        if rep.state == OPEN:
-            rep.state = CANCELLED
-            rep.since = convert(block.timestamp, uint40)
-            self._store_replica(job_id, shard, r, rep)
-    log ShardCancelled(job=job_id, shard=shard, replicas=opened)
-    if live == 0:
-        self._shard_done(job_id, head)
-    elif req.replication > 1:
-        # The replicas left may all have submitted already, and disagree.
-        self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
 
 
 # ------------------------------------------------------------------ keepers
@@ -581,7 +590,7 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
     slash_bps: uint256 = 0 if settings.paused else convert(settings.slash_bps, uint256)
-    slashed: uint256 = extcall ASSETS.slash_lease(asset, slash_bps, convert(req.gpu_count, uint256))
+    slashed: uint256 = extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_CLOSED, slash_bps)
     settlement._received(slashed)
     settlement._credit(market_params.treasury, slashed)
     log ShardReclaimed(job=job_id, shard=shard, replica=replica, asset=asset, caller=msg.sender, slashed=slashed)
@@ -629,7 +638,8 @@ def finalize(job_id: uint256, shard: uint256):
         rep.since = convert(block.timestamp, uint40)
         self._store_replica(job_id, shard, r, rep)
         asset: uint256 = convert(rep.asset, uint256)
-        provider: address = extcall ASSETS.close_lease(asset, convert(req.gpu_count, uint256))
+        extcall ASSETS.end_lease(asset, 0, _RESULT_CLOSED, 0)
+        provider: address = staticcall ASSETS.ownerOf(asset)
         keeper: address = staticcall KEEPERS.keeper_of(convert(rep.keeper, uint256))
         payment: uint256 = convert(rep.price, uint256) * convert(rep.gpu_seconds, uint256)
         keeper_fee: uint256 = payment * convert(keeper_bps, uint256) // _BPS
@@ -659,7 +669,9 @@ def finalize(job_id: uint256, shard: uint256):
 def decline(job_id: uint256, shard: uint256, replica: uint256, reason: bytes32):
     """
     @notice Lets the asset's agent hand back an assignment it cannot run, without
-            penalty, within the decline window; the replica reopens.
+            penalty, within the decline window; the replica reopens. The shard's
+            MAX_DECLINES-th decline fails it: its open replicas are cancelled and
+            its budget goes back to the client.
     @param job_id The job.
     @param shard The shard.
     @param replica The replica.
@@ -676,8 +688,13 @@ def decline(job_id: uint256, shard: uint256, replica: uint256, reason: bytes32):
     rep.state = OPEN
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
-    extcall ASSETS.close_lease(asset, convert(req.gpu_count, uint256))
+    extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_CLOSED, 0)
     log ShardDeclined(job=job_id, shard=shard, replica=replica, asset=asset, reason=reason)
+    declines: uint256 = self._declines[job_id][shard] + 1
+    self._declines[job_id][shard] = declines
+    if declines >= MAX_DECLINES:
+        log ShardFailed(job=job_id, shard=shard, declines=declines)
+        self._close_open(job_id, shard, req)
 
 
 @external
@@ -730,6 +747,9 @@ def submit_result(
     rep.gpu_seconds = min(gpu_seconds, req.max_gpu_seconds)
     self._store_replica(job_id, shard, replica, rep)
     self._output_roots[job_id][self._index(shard, replica)] = output_root
+    # The lease ends here, so the asset can take its next one at once; the stake
+    # stays locked while this result can still be challenged.
+    extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_RESULT, 0)
     log ResultSubmitted(
         job=job_id,
         shard=shard,
@@ -823,7 +843,7 @@ def rule(
         else:
             rep.state = OPEN
             self._store_replica(job_id, shard, r, rep)
-            lost: uint256 = extcall ASSETS.slash_lease(asset, slash_bps, convert(req.gpu_count, uint256))
+            lost: uint256 = extcall ASSETS.end_lease(asset, 0, _RESULT_CLOSED, slash_bps)
             slashed += lost
             rejected += 1
             log ReplicaRejected(job=job_id, shard=shard, replica=r, asset=asset, slashed=lost)
@@ -878,18 +898,6 @@ def quote(req: Requirements) -> uint256:
     @return Token base units.
     """
     return self._quote(req, market_params._settings())
-
-
-@external
-@view
-def lease_seconds(req: Requirements) -> uint256:
-    """
-    @notice How long one lease of this job lasts: its GPU-seconds spread over its
-            GPUs, plus the set-up grace.
-    @param req The job's requirements.
-    @return Seconds.
-    """
-    return self._lease_seconds(req, market_params._settings())
 
 
 @external
@@ -1074,6 +1082,40 @@ def _receipt_digest(
             )
         )
     )
+
+
+@internal
+def _close_open(job_id: uint256, shard: uint256, req: Requirements) -> (uint256, uint256):
+    """
+    @dev Cancels a shard's replicas that have not started (open, or assigned and
+         inside their decline window); then counts the shard done if no replica is
+         left live, or opens a dispute if the live ones all submitted and disagree.
+         Reverts when none is cancelled. Returns (replicas cancelled, replicas left live).
+    """
+    window: uint256 = convert(market_params._settings().decline_window, uint256)
+    cancelled: uint256 = 0
+    live: uint256 = 0
+    for r: uint256 in range(convert(req.replication, uint256), bound=MAX_REPLICATION):
+        rep: Replica = self._replica(job_id, shard, r)
+        if rep.state == CANCELLED:
+            continue
+        if rep.state == OPEN or (rep.state == ASSIGNED and block.timestamp <= convert(rep.since, uint256) + window):
+            if rep.state == ASSIGNED:
+                extcall ASSETS.end_lease(convert(rep.asset, uint256), convert(req.gpu_count, uint256), _LEASE_CLOSED, 0)
+            rep.state = CANCELLED
+            rep.since = convert(block.timestamp, uint40)
+            self._store_replica(job_id, shard, r, rep)
+            cancelled += 1
+        else:
+            live += 1
+    assert cancelled > 0, "job_market: nothing to cancel"
+    log ShardCancelled(job=job_id, shard=shard, replicas=cancelled)
+    if live == 0:
+        self._shard_done(job_id, self._head(job_id))
+    elif req.replication > 1:
+        # The replicas left may all have submitted already, and disagree.
+        self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
+    return cancelled, live
 
 
 @internal

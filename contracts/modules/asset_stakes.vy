@@ -3,10 +3,13 @@
 @title Asset stakes
 @notice Each compute asset's bond in the payment token. The market lets an asset
         take work only while its stake (less any amount unbonding) meets the
-        market's minimum, counts its open leases, and slashes it on faults; the
-        slashed tokens go to the market, which credits them onward. The stake
-        belongs to the asset, so it moves with the token. Taking it back needs no
-        open lease and the unbonding delay, so a provider cannot run from a dispute.
+        market's minimum, counts its open leases and the results it still answers
+        for, and slashes it on faults; the slashed tokens go to the market, which
+        credits them onward. The stake belongs to the asset, so it moves with the
+        token. A lease ends when its result is submitted, so capacity returns at
+        once; the result then keeps the stake locked until it is final. Taking the
+        stake back needs no open lease, no pending result and the unbonding delay,
+        so a provider cannot run from a dispute.
 """
 
 from ethereum.ercs import IERC20
@@ -15,11 +18,16 @@ from . import erc721
 
 uses: erc721
 
+_MASK8: constant(uint256) = 2**8 - 1
 _MASK16: constant(uint256) = 2**16 - 1
 _MASK40: constant(uint256) = 2**40 - 1
 _MASK88: constant(uint256) = 2**88 - 1
-_MASK96: constant(uint256) = 2**96 - 1
 _BPS: constant(uint256) = 10000
+
+# @dev How `_end` moves a lease along (see there).
+LEASE_CLOSED: constant(uint256) = 0
+LEASE_RESULT: constant(uint256) = 1
+RESULT_CLOSED: constant(uint256) = 2
 
 # @dev The payment token stakes are held in.
 TOKEN: public(immutable(IERC20))
@@ -32,14 +40,15 @@ MARKET: public(immutable(address))
 
 
 struct Stake:
-    amount: uint96  # token base units
-    open_leases: uint16  # replicas assigned, submitted or disputed on this asset
-    gpus_leased: uint16  # GPUs those leases hold together
+    amount: uint96  # token base units (at most 2**88 - 1)
+    open_leases: uint16  # replicas assigned to this asset and still running
+    gpus_leased: uint8  # GPUs those leases hold together
+    pending_results: uint16  # results submitted or disputed, not yet final or rejected
     unbond_at: uint40  # when the unbonding amount may be withdrawn
     unbonding: uint88  # amount asked back; it no longer counts toward eligibility
 
 
-# @dev asset -> Stake, packed (96, 16, 16, 40, 88 bits).
+# @dev asset -> Stake, packed (88, 16, 8, 16, 40, 88 bits).
 _stakes: HashMap[uint256, uint256]
 
 
@@ -132,6 +141,7 @@ def withdraw_stake(asset: uint256) -> uint256:
     assert s.unbonding != 0, "asset_stakes: nothing unbonding"
     assert block.timestamp >= convert(s.unbond_at, uint256), "asset_stakes: still unbonding"
     assert s.open_leases == 0, "asset_stakes: asset has open leases"
+    assert s.pending_results == 0, "asset_stakes: asset has results that can still be challenged"
     amount: uint256 = min(convert(s.unbonding, uint256), convert(s.amount, uint256))
     s.amount -= convert(amount, uint96)
     s.unbonding = 0
@@ -146,7 +156,7 @@ def withdraw_stake(asset: uint256) -> uint256:
 @view
 def stake(asset: uint256) -> Stake:
     """
-    @notice An asset's stake, open leases and unbonding request.
+    @notice An asset's stake, open leases, pending results and unbonding request.
     @param asset The asset.
     @return Its stake record.
     """
@@ -161,9 +171,10 @@ def _stake(asset: uint256) -> Stake:
     """
     word: uint256 = self._stakes[asset]
     return Stake(
-        amount=convert(word & _MASK96, uint96),
-        open_leases=convert((word >> 96) & _MASK16, uint16),
-        gpus_leased=convert((word >> 112) & _MASK16, uint16),
+        amount=convert(word & _MASK88, uint96),
+        open_leases=convert((word >> 88) & _MASK16, uint16),
+        gpus_leased=convert((word >> 104) & _MASK8, uint8),
+        pending_results=convert((word >> 112) & _MASK16, uint16),
         unbond_at=convert((word >> 128) & _MASK40, uint40),
         unbonding=convert(word >> 168, uint88),
     )
@@ -176,8 +187,9 @@ def _store(asset: uint256, s: Stake):
     """
     self._stakes[asset] = (
         convert(s.amount, uint256)
-        | convert(s.open_leases, uint256) << 96
-        | convert(s.gpus_leased, uint256) << 112
+        | convert(s.open_leases, uint256) << 88
+        | convert(s.gpus_leased, uint256) << 104
+        | convert(s.pending_results, uint256) << 112
         | convert(s.unbond_at, uint256) << 128
         | convert(s.unbonding, uint256) << 168
     )
@@ -219,32 +231,36 @@ def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16, gpus: ui
     if gpus <= convert(gpu_count, uint256):  # more than it has at all: the market's "too few gpus"
         assert convert(s.gpus_leased, uint256) + gpus <= convert(gpu_count, uint256), "asset_stakes: asset gpus all leased"
     s.open_leases += 1
-    s.gpus_leased += convert(gpus, uint16)
+    s.gpus_leased += convert(gpus, uint8)
     self._store(asset, s)
 
 
 @internal
-def _close_lease(asset: uint256, gpus: uint256):
+def _end(asset: uint256, gpus: uint256, stage: uint256):
     """
-    @dev Counts a lease of `gpus` GPUs as over.
+    @dev Moves one lease of `gpus` GPUs along: LEASE_CLOSED ends a running lease
+         (declined, cancelled or expired), LEASE_RESULT ends it with a result that
+         stays pending, RESULT_CLOSED ends a pending result (final or rejected).
     """
     s: Stake = self._stake(asset)
-    s.open_leases -= 1
-    s.gpus_leased -= convert(gpus, uint16)
+    if stage == RESULT_CLOSED:
+        s.pending_results -= 1
+    else:
+        s.open_leases -= 1
+        s.gpus_leased -= convert(gpus, uint8)
+        if stage == LEASE_RESULT:
+            s.pending_results += 1
     self._store(asset, s)
 
 
 @internal
-def _close_and_slash(asset: uint256, slash_bps: uint256, gpus: uint256) -> uint256:
+def _slash(asset: uint256, slash_bps: uint256) -> uint256:
     """
-    @dev Ends a faulty lease of `gpus` GPUs, takes `slash_bps` of the stake and
-         sends it to the market.
+    @dev Takes `slash_bps` of the asset's stake and sends it to the market.
     """
     s: Stake = self._stake(asset)
     slashed: uint256 = convert(s.amount, uint256) * slash_bps // _BPS
     s.amount -= convert(slashed, uint96)
-    s.open_leases -= 1
-    s.gpus_leased -= convert(gpus, uint16)
     self._store(asset, s)
     if slashed > 0:
         assert extcall TOKEN.transfer(msg.sender, slashed, default_return_value=True), "asset_stakes: transfer failed"

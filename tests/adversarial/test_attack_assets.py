@@ -38,7 +38,7 @@ def test_an_asset_changes_hands_only_with_no_lease_open_and_the_sellers_key_cann
     with ape.reverts("compute_asset: asset has open leases"):  # assigned
         assets.transferFrom(seller, buyer, sold, sender=seller)
     submit(agents[0], first, 0, 0)
-    with ape.reverts("compute_asset: asset has open leases"):  # submitted, still challengeable
+    with ape.reverts("compute_asset: asset has results that can still be challenged"):  # submitted
         assets.transferFrom(seller, buyer, sold, sender=back_door)
     after(market.replica(first, 0, 0).deadline)
     market.finalize(first, 0, sender=keeper)  # the seller's lease ends under the seller

@@ -210,7 +210,7 @@ def test_a_challenge_no_one_rules_on_locks_neither_escrow_nor_stake(
     after(max(court.ruling_deadline(job, 0), assets.stake(staked).unbond_at))
     with ape.reverts("job_market: shard not ready"):
         market.finalize(job, 0, sender=keeper)
-    with ape.reverts("asset_stakes: asset has open leases"):
+    with ape.reverts("asset_stakes: asset has results that can still be challenged"):
         assets.withdraw_stake(staked, sender=provider)
 
     court.expire(job, 0, sender=stranger)

@@ -786,7 +786,7 @@ def end_lease(chain, market, court, agent, keeper, stranger, verifier, facilitat
         if how == "decline":
             market.decline(job, shard, replica, b"\x00" * 32, sender=agent)
         elif how == "reclaim":
-            chain.mine(deltatime=market.lease_seconds(market.job(job).requirements) + 1)
+            chain.mine(deltatime=market.job(job).requirements.max_gpu_seconds + params.lease_grace + 1)
             market.reclaim(job, shard, replica, sender=stranger)
         else:
             submit(agent, job, shard, replica, output_root=b"\x42" * 32)
@@ -875,18 +875,19 @@ def test_asset_changes_hands_only_with_no_lease_open(
     post_job,
     submit,
 ):
-    """Assigned, submitted, disputed, upheld: the lease is the seller's until it is finalized."""
+    """Assigned, submitted, disputed, upheld: the lease and then its result are the seller's
+    until the result is final (the stake answers for it)."""
     asset = register_asset()
     job = post_job()
 
-    def refused():
+    def refused(why="compute_asset: asset has results that can still be challenged"):
         for move in (assets.transferFrom, assets.safeTransferFrom):
-            with ape.reverts("compute_asset: asset has open leases"):
+            with ape.reverts(why):
                 move(provider, provider2, asset, sender=provider)
         assert assets.ownerOf(asset) == provider
 
     market.assign(job, 0, asset, sender=keeper)
-    refused()
+    refused("compute_asset: asset has open leases")
     submit(agent, job, 0, 0, output_root=b"\x42" * 32)
     refused()
     court.challenge(job, 0, sender=verifier)
@@ -954,7 +955,8 @@ def test_sellers_agent_cannot_act_for_the_buyer(
 
     submit(buyers_agent, job, 1, 0)
     assert [market.replica(job, s, 0).state for s in (0, 1)] == [ReplicaState.OPEN, ReplicaState.SUBMITTED]
-    assert leased(assets, asset) == (1, 1)
+    assert leased(assets, asset) == (0, 0)  # a submitted result holds no lease
+    assert assets.stake(asset).pending_results == 1  # but keeps the stake locked
 
 
 # ================================================================ stakes
@@ -1138,10 +1140,32 @@ def test_market_wiring(assets, market, token):
 
 @pytest.mark.parametrize(
     "hook, args",
-    [("open_lease", (0, 1)), ("close_lease", (1,)), ("slash_lease", (1_000, 1))],
+    [("open_lease", (0, 1)), ("end_lease", (1, 0, 0)), ("end_lease", (1, 1, 0)), ("end_lease", (0, 2, 1_000))],
 )
 @pytest.mark.parametrize("caller", ["stranger", "provider"])
 def test_market_hooks_only_market(request, assets, staked, hook, args, caller):
     who = request.getfixturevalue(caller)
     with ape.reverts("asset_stakes: caller is not the market"):
         getattr(assets, hook)(staked, *args, sender=who)
+
+
+# ================================================================ the agent's endpoint
+
+
+def test_an_asset_records_its_agents_endpoint(assets, provider, operator, stranger, agent, make_spec):
+    """Keepers and clients of any operator find the agent from the chain alone."""
+    tx = assets.register(make_spec().as_tuple(), agent, b"\x11" * 32, "http://node-1.example:8400", sender=provider)
+    asset = tx.events.filter(assets.AssetRegistered)[0].asset
+    assert tx.events.filter(assets.EndpointChanged)[0].endpoint == "http://node-1.example:8400"
+    assert assets.endpoint(asset) == "http://node-1.example:8400"
+    assets.setApprovalForAll(operator, True, sender=provider)
+    moved = assets.set_endpoint(asset, "https://node-1.example", sender=operator)
+    assert moved.events.filter(assets.EndpointChanged)[0].endpoint == "https://node-1.example"
+    assert assets.endpoint(asset) == "https://node-1.example"
+    with ape.reverts("compute_asset: caller is not owner nor approved"):
+        assets.set_endpoint(asset, "http://evil.example", sender=stranger)
+    assert assets.endpoint(asset) == "https://node-1.example"
+
+
+def test_an_asset_registered_without_an_endpoint_names_none(assets, asset):
+    assert assets.endpoint(asset) == ""

@@ -5,8 +5,9 @@ import ape
 import pytest
 from eth_utils import keccak
 
-from computenet.domain import ReplicaState
+from computenet.domain import ReplicaState, Requirements
 from computenet.merkle import MerkleTree
+from computenet.receipts import sign_cancel
 
 TOKEN = 10**6
 ROOT = b"\x42" * 32  # the conftest `submit` factory's default output root
@@ -82,8 +83,10 @@ def test_challenge(market, court, token, job, submitted, verifier, params):
     rep = market.replica(job, 0, 0)
     assert (rep.state, rep.since) == (ReplicaState.DISPUTED, tx.timestamp)
     assert court.challenge_of(job, 0) == (verifier.address, params.challenge_bond)
-    req = market.job(job).requirements
-    assert court.ruling_deadline(job, 0) == tx.timestamp + market.lease_seconds(req) + params.challenge_window
+    req = Requirements(*market.job(job).requirements)
+    assert (
+        court.ruling_deadline(job, 0) == tx.timestamp + req.lease_seconds(params.lease_grace) + params.challenge_window
+    )
 
 
 @pytest.mark.parametrize("who", ["provider", "agent"])
@@ -562,3 +565,61 @@ def test_a_ruling_by_replica_is_for_facilitators_before_the_deadline(
     court.expire(job, 0, sender=stranger)
     with ape.reverts("dispute_court: no open dispute"):
         court.resolve_replicas(job, 0, 0, sender=facilitator)
+
+
+# ================================================================ signed cancels (clients that send no transactions)
+
+
+def _cancel_sig(chain, market, signer, job, shard, valid_before):
+    return sign_cancel(signer.private_key, chain.chain_id, market.address, job, shard, valid_before)
+
+
+def test_a_signed_cancel_relayed_by_anyone_refunds_the_client(
+    chain, market, court, token, post_job, client, stranger, params, make_requirements
+):
+    """The client signs; a stranger pays the gas; the refund is the client's, to the base unit."""
+    job = post_job()
+    valid_before = chain.pending_timestamp + 600
+    sig = _cancel_sig(chain, market, client, job, 0, valid_before)
+    before = token.balanceOf(stranger), market.credits(stranger)
+    tx = court.cancel_with_signature(job, 0, valid_before, sig, sender=stranger)
+    assert only(tx, market.ShardCancelled).replicas == 1
+    quote = make_requirements().quote(params.keeper_fee_bps, params.protocol_fee_bps)
+    assert only(tx, market.JobFinished).refund == quote == market.credits(client)
+    assert (token.balanceOf(stranger), market.credits(stranger)) == before
+    with ape.reverts("job_market: nothing to cancel"):  # a replay has nothing left to do
+        court.cancel_with_signature(job, 0, valid_before, sig, sender=stranger)
+
+
+@pytest.mark.parametrize("flaw", ["signer", "job", "shard", "expired", "valid_before", "market"])
+def test_a_signed_cancel_binds_its_client_job_shard_time_and_market(
+    chain, market, court, post_job, client, stranger, flaw
+):
+    job = post_job(shard_count=2)
+    other = post_job()
+    valid_before = chain.pending_timestamp + 600
+    signer, signed_job, signed_shard, signed_until, where = client, job, 0, valid_before, market.address
+    if flaw == "signer":
+        signer = stranger
+    elif flaw == "job":
+        signed_job = other
+    elif flaw == "shard":
+        signed_shard = 1
+    elif flaw == "valid_before":
+        signed_until = valid_before + 1
+    elif flaw == "market":
+        where = court.address
+    sig = sign_cancel(signer.private_key, chain.chain_id, where, signed_job, signed_shard, signed_until)
+    if flaw == "expired":
+        chain.pending_timestamp = valid_before
+        reason = "dispute_court: cancel signature expired"
+    else:
+        reason = "dispute_court: cancel not signed by the client"
+    with ape.reverts(reason):
+        court.cancel_with_signature(job, 0, valid_before, sig, sender=stranger)
+    assert market.replica(job, 0, 0).state == ReplicaState.OPEN
+
+
+def test_only_the_client_or_the_court_cancels(market, court, job, stranger):
+    with ape.reverts("job_market: caller is not the client"):
+        market.cancel(job, 0, sender=stranger)

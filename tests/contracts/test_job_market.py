@@ -10,7 +10,7 @@ from eth_utils import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from computenet.domain import ReplicaState, Requirements, Verification, settle_amounts
+from computenet.domain import MAX_DECLINES, ReplicaState, Requirements, Verification, settle_amounts
 from computenet.eip3009 import TransferAuthorization, random_nonce, split
 from computenet.receipts import SECP256K1_N, ExecutionReceipt
 
@@ -608,18 +608,15 @@ def test_quote_matches_the_sdk(market, params, req):
     assert market.quote(req.as_tuple()) == quote_of(req, params)
 
 
-@given(req=requirement_values)
-def test_lease_seconds_matches_the_sdk(market, params, req):
-    assert market.lease_seconds(req.as_tuple()) == lease_of(req, params)
-
-
 def test_quote_and_lease_seconds_examples(market, make_requirements):
     # 200 × 3600 = 720,000 + 1 % keeper + 0.5 % protocol
     assert market.quote(make_requirements().as_tuple()) == 730_800
     assert market.quote(make_requirements(shard_count=2, replication=3).as_tuple()) == 6 * 730_800
-    assert market.lease_seconds(make_requirements().as_tuple()) == 3_600 + 300
-    assert market.lease_seconds(make_requirements(gpu_count=7, max_gpu_seconds=15).as_tuple()) == 3 + 300
-    assert market.lease_seconds(make_requirements(gpu_count=0, max_gpu_seconds=15).as_tuple()) == 15 + 300
+    # Lease lengths (the chain's own are checked by the assignments' lease ends and the
+    # court's ruling deadlines): ceil(max GPU-seconds / GPUs) + the grace.
+    assert make_requirements().lease_seconds(300) == 3_600 + 300
+    assert make_requirements(gpu_count=7, max_gpu_seconds=15).lease_seconds(300) == 3 + 300
+    assert make_requirements(gpu_count=0, max_gpu_seconds=15).lease_seconds(300) == 15 + 300
 
 
 # ================================================================ assign
@@ -891,7 +888,10 @@ def test_submit_result(market, assets, job, asset, agent, assigned, provider, re
     assert rep.gpu_seconds == GPU_SECONDS
     assert (rep.asset, rep.lease, rep.price) == (asset, 1, PRICE)
     assert market.output_root(job, 0, 0) == ROOT
-    assert assets.stake(asset).open_leases == 1  # the lease stays open until finalized
+    # The lease ends with the result: the asset has room for its next one at once, and the
+    # result keeps the stake locked until it is final.
+    stake = assets.stake(asset)
+    assert (stake.open_leases, stake.gpus_leased, stake.pending_results) == (0, 0, 1)
 
 
 @pytest.mark.parametrize("gpu_count", [0, 1, 2])
@@ -1254,7 +1254,7 @@ def test_an_asset_changes_hands_only_after_its_leases_end(
     market, assets, job, asset, finalizable, provider, provider2, keeper
 ):
     """The seller's lease is paid to the seller; no lease of the seller's can be slashed on the buyer's stake."""
-    with ape.reverts("compute_asset: asset has open leases"):
+    with ape.reverts("compute_asset: asset has results that can still be challenged"):
         assets.transferFrom(provider, provider2, asset, sender=provider)
     tx = market.finalize(job, 0, sender=keeper)
     assert only(tx, market.ShardFinalized)["provider"] == provider.address
@@ -1484,14 +1484,33 @@ def test_cancel_twice(market, post_job, client):
         market.cancel(job, 0, sender=client)
 
 
-def test_cancel_assigned_shard_before_the_deadline(market, job, assigned, client):
+def test_cancel_an_assigned_replica_that_has_not_started(
+    chain, market, assets, token, job, assigned, asset, client, params, make_requirements
+):
+    """Inside its decline window the agent could still hand the lease back, so it has not
+    started: the client cancels it, the lease closes without a slash, and the budget comes back."""
+    stake = assets.stake(asset).amount
+    chain.pending_timestamp = market.replica(job, 0, 0).since + params.decline_window
+    tx = market.cancel(job, 0, sender=client)
+    assert only(tx, market.ShardCancelled).replicas == 1
+    assert only(tx, market.JobFinished).refund == quote_of(make_requirements(), params) == market.credits(client)
+    assert market.replica(job, 0, 0).state == ReplicaState.CANCELLED
+    s = assets.stake(asset)
+    assert (s.amount, s.open_leases, s.gpus_leased, s.pending_results) == (stake, 0, 0, 0)
+
+
+def test_cancel_an_assigned_replica_that_has_started(chain, market, job, assigned, client, params):
+    chain.pending_timestamp = market.replica(job, 0, 0).since + params.decline_window + 1
     with ape.reverts("job_market: nothing to cancel"):
         market.cancel(job, 0, sender=client)
 
 
-def test_cancel_partly_assigned_shard_before_the_deadline(market, post_job, asset, keeper, registered_keeper, client):
+def test_cancel_partly_assigned_shard_before_the_deadline(
+    chain, market, post_job, asset, keeper, registered_keeper, client, params
+):
     job = post_job(replication=2)
     market.assign(job, 0, asset, sender=keeper)
+    chain.pending_timestamp = market.replica(job, 0, 0).since + params.decline_window + 1
     with ape.reverts("job_market: shard already assigned"):
         market.cancel(job, 0, sender=client)
 
@@ -1625,3 +1644,93 @@ def test_views_of_unknown_ids(market, job):
     with ape.reverts("job_market: unknown replica"):
         market.replica(job, 0, 1)
     assert market.output_root(job, 0, 0) == b"\x00" * 32
+
+
+# ================================================================ declines and failed shards
+
+
+def _decline(market, job, shard, agent, reason=b"image not found"):
+    replica = next(r for r in range(5) if market.replica(job, shard, r).state == ReplicaState.ASSIGNED)
+    return market.decline(job, shard, replica, reason.ljust(32, b"\x00"), sender=agent)
+
+
+def test_a_shard_declined_max_declines_times_fails_and_is_refunded(
+    market, assets, token, post_job, register_asset, agent, keeper, registered_keeper, client, params, make_requirements
+):
+    """A reason that will not change (a bad digest) fails the shard after MAX_DECLINES declines,
+    whichever assets declined: its budget goes back and no keeper can assign it again."""
+    a, b = register_asset(), register_asset()
+    job = post_job(shard_count=2)
+    stakes = [assets.stake(x).amount for x in (a, b)]
+    for n, asset in enumerate((a, b, a), start=1):
+        market.assign(job, 0, asset, sender=keeper)
+        tx = _decline(market, job, 0, agent)
+        failed = tx.events.filter(market.ShardFailed)
+        if n < MAX_DECLINES:
+            assert not failed and market.replica(job, 0, 0).state == ReplicaState.OPEN
+    assert (failed[0].job, failed[0].shard, failed[0].declines) == (job, 0, MAX_DECLINES)
+    assert only(tx, market.ShardCancelled).replicas == 1
+    assert market.replica(job, 0, 0).state == ReplicaState.CANCELLED
+    assert market.job(job).unfinished == 1  # shard 1 still runs
+    with ape.reverts("job_market: shard has no open replica"):
+        market.assign(job, 0, b, sender=keeper)
+    # The job's other shard is untouched; when it is cancelled too, every unit comes back.
+    done = market.cancel(job, 1, sender=client)
+    assert only(done, market.JobFinished).refund == quote_of(make_requirements(shard_count=2), params)
+    assert market.credits(client) == quote_of(make_requirements(shard_count=2), params)
+    assert [assets.stake(x).amount for x in (a, b)] == stakes  # declining is never slashed
+    assert [assets.stake(x).open_leases for x in (a, b)] == [0, 0]
+
+
+def test_a_failed_replicated_shard_keeps_its_running_replicas(
+    chain, market, post_job, register_asset, agent, keeper, registered_keeper, submit, params
+):
+    """Failing a shard cancels only what has not started: a replica already running (past its
+    decline window) still submits and is paid."""
+    a, b, c = register_asset(), register_asset(), register_asset()
+    job = post_job(replication=2)
+    market.assign(job, 0, a, sender=keeper)  # replica 0 runs on a
+    chain.mine(deltatime=params.decline_window + 1)
+    for asset in (b, c, b):  # replica 1 is declined again and again
+        market.assign(job, 0, asset, sender=keeper)
+        tx = market.decline(job, 0, 1, b"image not found".ljust(32, b"\x00"), sender=agent)
+    assert len(tx.events.filter(market.ShardFailed)) == 1
+    assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.ASSIGNED, ReplicaState.CANCELLED]
+    submit(agent, job, 0, 0)
+    chain.mine(deltatime=params.challenge_window + 1)
+    assert only(market.finalize(job, 0, sender=keeper), market.ShardFinalized).payment > 0
+
+
+# ================================================================ a lease ends with its result
+
+
+def test_an_asset_takes_its_next_lease_in_the_block_after_its_result(
+    chain, market, assets, post_job, register_asset, agent, keeper, registered_keeper, submit
+):
+    """One lease of room: the next shard is assigned right after the result, while the first
+    result is still inside its challenge window."""
+    asset = register_asset(max_leases=1)
+    job = post_job(shard_count=2)
+    market.assign(job, 0, asset, sender=keeper)
+    with ape.reverts("asset_stakes: asset at lease capacity"):
+        market.assign(job, 1, asset, sender=keeper)
+    result = submit(agent, job, 0, 0)
+    assigned = market.assign(job, 1, asset, sender=keeper)
+    assert assigned.block_number == result.block_number + 1
+    assert market.replica(job, 0, 0).state == ReplicaState.SUBMITTED
+    stake = assets.stake(asset)
+    assert (stake.open_leases, stake.pending_results) == (1, 1)
+
+
+def test_a_pending_result_keeps_the_stake_locked_until_final(
+    chain, market, assets, asset, job, assigned, agent, keeper, provider, submit, params
+):
+    assets.request_unstake(asset, 1, sender=provider)
+    submit(agent, job, 0, 0)
+    chain.mine(deltatime=assets.UNBONDING_DELAY() + 1)
+    with ape.reverts("asset_stakes: asset has results that can still be challenged"):
+        assets.withdraw_stake(asset, sender=provider)
+    market.finalize(job, 0, sender=keeper)
+    assert assets.stake(asset).pending_results == 0
+    assert assets.withdraw_stake(asset, sender=provider).return_value in (1, None)
+    assert assets.stake(asset).unbonding == 0

@@ -658,6 +658,7 @@ def test_client_cancels_untaken_shards(
         market.assign(job, 1, asset, sender=keeper)
 
     market.assign(job, 0, asset, sender=keeper)
+    chain.mine(deltatime=params.decline_window + 1)  # it has started: its agent can no longer decline
     with ape.reverts("job_market: nothing to cancel"):
         market.cancel(job, 0, sender=client)
     submit(agent, job, 0, 0, output_root=GOOD, gpu_seconds=900, sender=provider)
@@ -701,6 +702,7 @@ def test_cancel_of_running_replicated_shard_waits_for_the_deadline(
     job, req, budget = post(replication=2)
 
     market.assign(job, 0, a1, sender=keeper)
+    chain.mine(deltatime=market.parameters().decline_window + 1)  # replica 0 has started
     with ape.reverts("job_market: shard already assigned"):
         market.cancel(job, 0, sender=client)
     submit(agents[0], job, 0, 0, output_root=GOOD, gpu_seconds=2_222, sender=provider)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from eth_utils import keccak
 
-from computenet.domain import Requirements, Verification
+from computenet.domain import MAX_DECLINES, Requirements, Verification
 from computenet.eip3009 import TransferAuthorization, split
+from computenet.receipts import sign_cancel
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "gas-snapshot"
 LIFECYCLE_LIMIT = 400_000  # post + assign + submit + finalize, one shard
@@ -144,7 +145,7 @@ def measure(
         asset = register_asset(gpu_count=3)
         job = post_job()
         market.assign(job, 0, asset, sender=keeper)
-        chain.mine(deltatime=market.lease_seconds(_req(1, 1)) + 1)
+        chain.mine(deltatime=Requirements(*_req(1, 1)).lease_seconds(params.lease_grace) + 1)
         gas["reclaim"] = market.reclaim(job, 0, 0, sender=keeper).gas_used
         # disputes: a challenge, a ruling each way, and the default outcome after the deadline
         job, challenged = _challenged(asset)
@@ -155,6 +156,16 @@ def measure(
         job, _ = _challenged(asset)
         chain.pending_timestamp = court.ruling_deadline(job, 0) + 1
         gas["expire_dispute"] = court.expire(job, 0, sender=stranger).gas_used
+        # declines (the shard's last one fails it and cancels what is left) and a relayed signed cancel
+        job = post_job()
+        for n in range(MAX_DECLINES):
+            market.assign(job, 0, asset, sender=keeper)
+            declined = market.decline(job, 0, 0, b"\x01" * 32, sender=agent)
+            gas["decline" if n == 0 else "decline_that_fails_the_shard"] = declined.gas_used
+        job = post_job()
+        until = chain.pending_timestamp + 3_600
+        sig = sign_cancel(client.private_key, chain.chain_id, market.address, job, 0, until)
+        gas["cancel_with_signature"] = court.cancel_with_signature(job, 0, until, sig, sender=stranger).gas_used
         return gas
 
     def _challenged(asset):

@@ -41,6 +41,7 @@ from computenet.errors import (
 )
 from computenet.events import EVENTS, from_log
 from computenet.market import Market, typed_reverts
+from computenet.receipts import sign_cancel
 
 TOKEN = 10**6
 STAKE = 1_000 * TOKEN
@@ -532,7 +533,7 @@ def test_reclaim_refusals_match_the_chain(sdk, chain, owner, asset, job, registe
     assert sdk.stake(asset).amount == 1_000 * TOKEN
 
 
-def test_cancel_refusals_match_the_chain(sdk, post_job, asset, client, stranger, registered_keeper):
+def test_cancel_refusals_match_the_chain(chain, sdk, post_job, asset, client, stranger, registered_keeper):
     job = post_job(shard_count=2, replication=2)
 
     def case(shard, sender, reason):
@@ -545,6 +546,7 @@ def test_cancel_refusals_match_the_chain(sdk, post_job, asset, client, stranger,
 
     case(0, stranger, "job_market: caller is not the client")
     sdk.assign(job, 0, asset, sender=registered_keeper)
+    chain.mine(deltatime=sdk.parameters().decline_window + 1)  # replica 0 has started
     case(0, client, "job_market: shard already assigned")
     sdk.cancel(job, 1, sender=client)
     case(1, client, "job_market: nothing to cancel")
@@ -554,6 +556,28 @@ def test_cancel_refusals_match_the_chain(sdk, post_job, asset, client, stranger,
         "job_market: unknown job",
         JobMarketError,
     )
+
+
+def test_a_signed_cancel_is_checked_before_it_is_sent(chain, sdk, post_job, client, stranger):
+    """The SDK refuses what the court would (a wrong signer, an expired signature) without
+    sending anything, and relays a good one: the client's refund, the relayer's gas."""
+    job = post_job()
+    until = chain.pending_timestamp + 600
+    market = str(sdk.market.address)
+    wrong = sign_cancel(stranger.private_key, chain.chain_id, market, job, 0, until)
+    agrees(
+        lambda: sdk.cancel_with_signature(job, 0, until, wrong, sender=stranger),
+        lambda: sdk.court.cancel_with_signature(job, 0, until, wrong, sender=stranger),
+        "dispute_court: cancel not signed by the client",
+        ContractRevert,
+    )
+    good = sign_cancel(client.private_key, chain.chain_id, market, job, 0, until)
+    escrow, before = sdk.job(job).escrow, sdk.credits(client)
+    sdk.cancel_with_signature(job, 0, until, good, sender=stranger)
+    assert sdk.replica(job, 0, 0).state == ReplicaState.CANCELLED
+    assert sdk.credits(client) - before == escrow > 0
+    with pytest.raises(ContractRevert, match="expired"):
+        sdk.cancel_with_signature(job, 0, chain.pending_timestamp - 1, good, sender=stranger)
 
 
 def test_reads_for_unknown_ids_raise_typed_errors(sdk, job, client, registered_keeper, agent):

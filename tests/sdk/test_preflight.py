@@ -78,7 +78,7 @@ def make_job(req=REQ, client=CLIENT):
     )
 
 
-def rep(index=0, state=ReplicaState.OPEN, asset=0, deadline=0, output_root=ZERO_HASH):
+def rep(index=0, state=ReplicaState.OPEN, asset=0, deadline=0, output_root=ZERO_HASH, since=NOW - 10):
     return Replica(
         job=1,
         shard=0,
@@ -89,7 +89,7 @@ def rep(index=0, state=ReplicaState.OPEN, asset=0, deadline=0, output_root=ZERO_
         lease=1 if asset else 0,
         price=150,
         deadline=deadline,
-        since=NOW - 10,
+        since=since,
         gpu_seconds=0,
         output_root=output_root,
     )
@@ -557,18 +557,26 @@ def test_reclaim_reasons_in_contract_order():
 
 # ------------------------------------------------------------------ cancel_problem
 
+WINDOW = 60  # the decline window: an assigned replica inside it has not started
+
+
+def test_cancel_takes_an_assigned_replica_only_inside_its_decline_window():
+    taken = rep(0, ReplicaState.ASSIGNED, asset=1, since=NOW - WINDOW)
+    assert preflight.cancel_problem(make_job(), CLIENT, [taken], NOW, WINDOW) is None
+    assert preflight.cancel_problem(make_job(), CLIENT, [taken], NOW + 1, WINDOW) == "job_market: nothing to cancel"
+
 
 def test_cancel_happy_path():
-    assert preflight.cancel_problem(make_job(), CLIENT, [rep(0)], NOW) is None
+    assert preflight.cancel_problem(make_job(), CLIENT, [rep(0)], NOW, WINDOW) is None
 
 
 def test_cancel_reasons_in_contract_order():
     job = make_job(dataclasses.replace(REQ, replication=2, verification=Verification.REPLICATED))
 
     def check(caller, replicas, now):
-        return preflight.cancel_problem(job, caller, replicas, now)
+        return preflight.cancel_problem(job, caller, replicas, now, WINDOW)
 
-    taken = rep(0, ReplicaState.ASSIGNED, asset=1)
+    taken = rep(0, ReplicaState.ASSIGNED, asset=1, since=NOW - WINDOW - 1)  # started
     seen = fixes_in_order(
         check,
         dict(caller="0x" + "99" * 20, replicas=[taken, rep(1, ReplicaState.CANCELLED)], now=NOW),
@@ -587,14 +595,17 @@ def test_cancel_reasons_in_contract_order():
 
 
 def test_cancel_caller_compared_case_insensitively():
-    assert preflight.cancel_problem(make_job(), CLIENT.upper().replace("0X", "0x"), [rep(0)], NOW) is None
+    assert preflight.cancel_problem(make_job(), CLIENT.upper().replace("0X", "0x"), [rep(0)], NOW, WINDOW) is None
 
 
 def test_cancel_at_the_deadline_is_still_too_early():
     taken = [rep(0, ReplicaState.SUBMITTED, asset=1), rep(1)]
-    assert preflight.cancel_problem(make_job(), CLIENT, taken, REQ.deadline) == "job_market: shard already assigned"
-    assert preflight.cancel_problem(make_job(), CLIENT, taken, REQ.deadline + 1) is None
+    assert (
+        preflight.cancel_problem(make_job(), CLIENT, taken, REQ.deadline, WINDOW)
+        == "job_market: shard already assigned"
+    )
+    assert preflight.cancel_problem(make_job(), CLIENT, taken, REQ.deadline + 1, WINDOW) is None
 
 
 def test_cancel_cancelled_replicas_are_not_live():
-    assert preflight.cancel_problem(make_job(), CLIENT, [rep(0, ReplicaState.CANCELLED), rep(1)], NOW) is None
+    assert preflight.cancel_problem(make_job(), CLIENT, [rep(0, ReplicaState.CANCELLED), rep(1)], NOW, WINDOW) is None
