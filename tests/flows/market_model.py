@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from computenet.domain import (
     BPS,
+    MAX_DECLINES,
     MAX_REPLICATION,
     MAX_SHARDS,
     Parameters,
@@ -99,6 +100,7 @@ class JobModel:
     unfinished: int
     replicas: list[list[ReplicaModel]]
     challenges: dict[int, tuple[str, int]] = field(default_factory=dict)  # shard -> (challenger, bond), the court's
+    declines: dict[int, int] = field(default_factory=dict)  # shard -> declines so far
     spent: int = 0  # payments and fees paid out of the escrow
     refund: int | None = None  # set once, when the last shard is done
 
@@ -115,8 +117,9 @@ class AssetModel:
     max_leases: int
     active: bool = True
     stake: int = 0
-    open_leases: int = 0
+    open_leases: int = 0  # replicas assigned to it and still running
     gpus_leased: int = 0  # GPUs its open leases hold together
+    pending_results: int = 0  # submitted or disputed results: they keep the stake locked
     unbond_at: int = 0
     unbonding: int = 0
 
@@ -219,11 +222,14 @@ class MarketModel:
     def _not_paused(self) -> None:
         require(not self.paused, "market_params: paused")
 
-    def _slash(self, asset_id: int, slash_bps: int, gpus: int) -> int:
-        """asset_stakes._close_and_slash: ends a lease of `gpus` GPUs, moves `slash_bps`
-        of the stake to the market."""
+    def _slash(self, asset_id: int, slash_bps: int, gpus: int | None) -> int:
+        """ComputeAsset.end_lease with a slash: ends a running lease of `gpus` GPUs (None:
+        a pending result), moves `slash_bps` of the stake to the market."""
+        if gpus is None:
+            self._close_result(asset_id)
+        else:
+            self._close_lease(asset_id, gpus)
         slashed = self.assets[asset_id].stake * slash_bps // BPS
-        self._close_lease(asset_id, gpus)
         self.assets[asset_id].stake -= slashed
         self.balances[self.assets_contract] -= slashed
         self.balances[self.market] += slashed
@@ -235,6 +241,12 @@ class MarketModel:
         assert asset.gpus_leased >= gpus, f"asset {asset_id}: releasing {gpus} GPUs, {asset.gpus_leased} leased"
         asset.open_leases -= 1
         asset.gpus_leased -= gpus
+        return asset.owner
+
+    def _close_result(self, asset_id: int) -> str:
+        asset = self.assets[asset_id]
+        assert asset.pending_results > 0, f"asset {asset_id}: closing a result that is not pending"
+        asset.pending_results -= 1
         return asset.owner
 
     def _shard_done(self, job: JobModel) -> None:
@@ -284,20 +296,39 @@ class MarketModel:
             replicas=[[ReplicaModel() for _ in range(req.replication)] for _ in range(req.shard_count)],
         )
 
+    def _unstarted(self, t: int, rep: ReplicaModel) -> bool:
+        """Open, or assigned and inside its decline window: a cancel takes it."""
+        return rep.state == OPEN or (rep.state == ASSIGNED and t <= rep.since + self.params.decline_window)
+
     def cancel(self, t: int, sender: str, job_id: int, shard: int) -> None:
+        """The client's cancel; the court relays a signed one with the client as `sender`."""
         job = self._job(job_id)
         require(sender == job.client, "job_market: caller is not the client")
         self._check_shard(job, shard)
         reps = job.replicas[shard]
-        opened = sum(rep.state == OPEN for rep in reps)
-        live = sum(rep.state not in (OPEN, CANCELLED) for rep in reps)
+        opened = sum(self._unstarted(t, rep) for rep in reps)
+        live = sum(rep.state != CANCELLED for rep in reps) - opened
         require(opened > 0, "job_market: nothing to cancel")
         require(live == 0 or t > job.req.deadline, "job_market: shard already assigned")
+        self._close_unstarted(t, job, shard)
+
+    def cancel_signed(self, t: int, signer: str, job_id: int, shard: int) -> None:
+        """DisputeCourt.cancel_with_signature (a signature valid long after `t`): the client's
+        cancel, whoever relays it."""
+        require(
+            job_id in self.jobs and signer == self.jobs[job_id].client, "dispute_court: cancel not signed by the client"
+        )
+        self.cancel(t, signer, job_id, shard)
+
+    def _close_unstarted(self, t: int, job: JobModel, shard: int) -> None:
+        reps = job.replicas[shard]
         for rep in reps:
-            if rep.state == OPEN:
+            if self._unstarted(t, rep):
+                if rep.state == ASSIGNED:
+                    self._close_lease(rep.asset, job.req.gpu_count)
                 rep.state = CANCELLED
                 rep.since = t
-        if live == 0:
+        if all(rep.state == CANCELLED for rep in reps):
             self._shard_done(job)
         elif job.req.replication > 1:
             # The replicas left may all have submitted already, and disagree.
@@ -406,7 +437,7 @@ class MarketModel:
                 continue
             rep.state = FINALIZED
             rep.since = t
-            provider = self._close_lease(rep.asset, job.req.gpu_count)
+            provider = self._close_result(rep.asset)
             keeper = self.keeper_of(rep.keeper)
             payment, keeper_fee, protocol_fee = settle_amounts(
                 rep.price, rep.gpu_seconds, job.keeper_fee_bps, job.protocol_fee_bps
@@ -434,6 +465,9 @@ class MarketModel:
         rep.state = OPEN
         rep.since = t
         self._close_lease(rep.asset, job.req.gpu_count)
+        job.declines[shard] = job.declines.get(shard, 0) + 1
+        if job.declines[shard] >= MAX_DECLINES:  # the shard fails: what has not started is cancelled
+            self._close_unstarted(t, job, shard)
 
     def submit_result(
         self, t: int, job_id: int, shard: int, replica: int, root: bytes, gpu_seconds: int, signer: str
@@ -454,6 +488,8 @@ class MarketModel:
         rep.deadline = t + self.params.challenge_window
         rep.gpu_seconds = min(gpu_seconds, job.req.max_gpu_seconds)
         rep.root = root
+        self._close_lease(rep.asset, job.req.gpu_count)  # the lease ends; the result is pending
+        self.assets[rep.asset].pending_results += 1
         if job.req.replication > 1:
             self._dispute_if_replicas_disagree(t, job, shard)
 
@@ -544,7 +580,7 @@ class MarketModel:
                     stood.append(self.assets[rep.asset].owner)
             else:
                 rep.state = OPEN
-                slashed += self._slash(rep.asset, self.params.slash_bps, job.req.gpu_count)
+                slashed += self._slash(rep.asset, self.params.slash_bps, None)
                 rejected += 1
         proven = challenger is not None and accused > len(stood)
         rewarded = challenger if proven else (stood[0] if stood else None)
@@ -590,6 +626,7 @@ class MarketModel:
         require(sender == asset.owner, "erc721: owner mismatch")
         require(t <= asset.expire, "compute_asset: expired")
         require(asset.open_leases == 0, "compute_asset: asset has open leases")
+        require(asset.pending_results == 0, "compute_asset: asset has results that can still be challenged")
         asset.owner = receiver
         asset.agent = ZERO_ADDRESS
 
@@ -699,14 +736,17 @@ class MarketModel:
             assert credit >= 0, f"{account} credit negative"
         for asset in self.assets.values():
             assert asset.stake >= 0 and asset.open_leases >= 0, f"asset {asset.id}: {asset}"
-            live = [
-                job.req.gpu_count
+            mine = [
+                (job.req.gpu_count, rep.state)
                 for job in self.jobs.values()
                 for reps in job.replicas
                 for rep in reps
-                if rep.asset == asset.id and rep.state in (ASSIGNED, SUBMITTED, DISPUTED)
+                if rep.asset == asset.id
             ]
+            live = [gpus for gpus, state in mine if state == ASSIGNED]
+            pending = sum(state in (SUBMITTED, DISPUTED) for _, state in mine)
             assert asset.open_leases == len(live), f"asset {asset.id}: {asset.open_leases} leases, {live} live"
+            assert asset.pending_results == pending, f"asset {asset.id}: {asset.pending_results} pending, {pending}"
             assert asset.gpus_leased == sum(live) <= asset.gpu_count, f"asset {asset.id}: GPUs leased {live}"
         paid = [(p.job, p.shard, p.replica) for p in self.payouts]
         assert len(paid) == len(set(paid)), "a replica was paid twice"

@@ -61,7 +61,7 @@ from market_model import (
 )
 
 from computenet.domain import Parameters, Requirements, Verification
-from computenet.receipts import ExecutionReceipt
+from computenet.receipts import ExecutionReceipt, sign_cancel
 
 TOKEN = 10**6
 ROOTS = [keccak(b"output-a"), keccak(b"output-b"), keccak(b"output-c")]
@@ -538,6 +538,24 @@ class MarketMachine(RuleBasedStateMachine):
         client = self.model.jobs[job_id].client
         sender = client if by_client else pick([c for c in self.cast.clients if c != client], 0)
         self.act(self.model.cancel, (sender, job_id, shard), self.cast.market, "cancel", (job_id, shard), sender)
+
+    @precondition(lambda self: self.model.jobs)
+    @rule(choice=st.integers(0, 255), by_client=mostly())
+    def cancel_signed(self, choice, by_client):
+        """A client that sends no transactions signs its cancel; an outsider relays it."""
+        job_id, shard = pick(self.model.shards(), choice)
+        client = self.model.jobs[job_id].client
+        signer = client if by_client else pick([c for c in self.cast.clients if c != client], 0)
+        until = 2**40
+        chain_id = self.cast.chain.chain_id
+        sig = sign_cancel(
+            self.cast.accounts[signer].private_key, chain_id, self.cast.market.address, job_id, shard, until
+        )
+        outsider = self.cast.names["outsider"]
+        args = (job_id, shard, until, sig)
+        self.act(
+            self.model.cancel_signed, (signer, job_id, shard), self.cast.court, "cancel_with_signature", args, outsider
+        )
 
     # ------------------------------------------------------------ keepers
 
@@ -1307,7 +1325,9 @@ class MarketMachine(RuleBasedStateMachine):
         # and no GPU leased twice in the model.
         for asset_id, i in stakes.items():
             a = model.assets[asset_id]
-            assert got[i] == [a.stake, a.open_leases, a.gpus_leased, a.unbond_at, a.unbonding], f"stake of {asset_id}"
+            assert got[i] == [a.stake, a.open_leases, a.gpus_leased, a.pending_results, a.unbond_at, a.unbonding], (
+                f"stake of {asset_id}"
+            )
             spec = got[specs[asset_id]]
             assert spec[5:9] == [a.price, a.expire, a.active, a.max_leases], f"spec of asset {asset_id}"
             assert (got[owners[asset_id]], got[agents[asset_id]]) == ([word(a.owner)], [word(a.agent)])
