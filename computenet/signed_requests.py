@@ -34,7 +34,8 @@ def sign_request(
     expires = int(time.time()) + validity
     message = encode_defunct(text=request_message(scope, chain_id, server, request, expires))
     if hasattr(private_key, "sign_message"):
-        address, signature = str(private_key.address), private_key.sign_message(message).encode_rsv()
+        signed = private_key.sign_message(message)
+        address, signature = str(private_key.address), getattr(signed, "signature", None) or signed.encode_rsv()
     else:
         address, signature = Account.from_key(private_key).address, Account.sign_message(message, private_key).signature
     return {

@@ -712,3 +712,39 @@ def test_job_challenge_dispute_and_withdraw(ape_run, sdk, accounts, chain, run_s
     assert f"0.3045 paid to {client.address}" in ape_run.ok("job", "withdraw", account=CLIENT)
     assert sdk.token.balanceOf(client) - before == ESCROW
     assert ape_run.fails("job", "dispute", "9", "0") == "no job 9"
+
+
+def test_market_decline_and_withdraw_many(ape_run, sdk, accounts, chain, run_shard, manifest_file):
+    """The Market actions no command sends itself: an agent's decline, and a batch payout."""
+    from computenet.errors import ContractRevert
+
+    run_shard()
+    finalize(sdk, chain, accounts)
+    provider, keeper = accounts[PROVIDER], accounts[KEEPER]
+    before = (sdk.token.balanceOf(provider), sdk.token.balanceOf(keeper))
+    assert sdk.withdraw_many([provider, keeper], sender=accounts[OUTSIDER]) == PAYMENT + KEEPER_FEE
+    assert (sdk.token.balanceOf(provider) - before[0], sdk.token.balanceOf(keeper) - before[1]) == (PAYMENT, KEEPER_FEE)
+    with pytest.raises(ContractRevert, match="would revert: settlement: nothing to withdraw"):
+        sdk.withdraw_many([provider, keeper], sender=accounts[OUTSIDER])
+
+    ape_run.ok("faucet", "100", account=CLIENT)
+    ape_run.ok(
+        "job",
+        "post",
+        str(manifest_file()),
+        "--gpus",
+        "1",
+        "--max-price",
+        "0.0005",
+        "--max-gpu-seconds",
+        "60",
+        account=CLIENT,
+    )
+    sdk.assign(2, 0, 1, sender=keeper)
+    with pytest.raises(ContractRevert, match="would revert: job_market: caller is not the asset's agent"):
+        sdk.decline(2, 0, 0, b"image not found", sender=provider)
+    assert sdk.replica(2, 0, 0).state.name == "ASSIGNED"
+    sdk.decline(2, 0, 0, b"image not found", sender=accounts[AGENT])
+    assert sdk.replica(2, 0, 0).state.name == "OPEN"
+    with pytest.raises(ContractRevert, match="would revert: job_market: replica not assigned"):
+        sdk.decline(2, 0, 0, b"image not found", sender=accounts[AGENT])
