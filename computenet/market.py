@@ -269,7 +269,9 @@ class Market:
     def register_asset(self, spec: Spec, agent: Any, commit: bytes, sender: Any, endpoint: str = "", **tx: Any) -> int:
         """Registers a node; `endpoint` is its agent's base URL (heartbeats, outputs), if it serves one."""
         with typed_reverts():
-            receipt = self.assets.register(spec.as_tuple(), agent, commit, endpoint, sender=sender, **tx)
+            receipt = self.assets.register(
+                spec.as_tuple(), agent, commit, *([endpoint] if endpoint else []), sender=sender, **tx
+            )
         return int(receipt.events.filter(self.assets.AssetRegistered)[0].asset)
 
     def add_stake(self, asset_id: int, amount: int, sender: Any, **tx: Any) -> Any:
