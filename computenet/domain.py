@@ -243,3 +243,32 @@ class Shard:
             return ReplicaState.DISPUTED
         order = (ReplicaState.OPEN, ReplicaState.ASSIGNED, ReplicaState.SUBMITTED, ReplicaState.FINALIZED)
         return min(live, key=order.index)
+
+
+@dataclass(frozen=True)
+class KeeperBond:
+    """A keeper's record in KeeperRegistry; id 0 for an account that is not one."""
+
+    id: int
+    bond: int  # token base units
+    exit_at: int  # when the bond may be withdrawn; 0 while active
+
+    @property
+    def exiting(self) -> bool:
+        return self.exit_at != 0
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A shard's latest dispute, open or ruled on (from the court and the market's events)."""
+
+    job: int
+    shard: int
+    open: bool
+    challenger: str | None  # None: the replicas disagreed by themselves
+    bond: int  # token base units the challenger posted
+    disputed: tuple[int, ...]  # while open: the replicas under dispute
+    ruling_deadline: int | None  # while open: when it must be ruled on (unix seconds)
+    arbiter: str | None  # once resolved: the facilitator who ruled; None for the default outcome
+    upheld: int  # once resolved: how many results stood
+    rejected: tuple[int, ...]  # once resolved: the replicas found wrong (slashed and reopened)

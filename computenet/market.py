@@ -16,7 +16,9 @@ from computenet import preflight
 from computenet.deployments import DeploymentNotFound, load
 from computenet.domain import (
     Asset,
+    Dispute,
     Job,
+    KeeperBond,
     Parameters,
     Replica,
     ReplicaState,
@@ -31,6 +33,7 @@ from computenet.events import Event, from_log
 from computenet.receipts import ExecutionReceipt, cancel_signer
 
 MAX_UINT256 = 2**256 - 1
+MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
 
 
 def _spec(raw: Any) -> Spec:
@@ -418,6 +421,150 @@ class Market:
         if self.token.allowance(owner, spender) < amount:
             with typed_reverts():
                 self.token.approve(spender, amount, sender=owner, **tx)
+
+    # ------------------------------------------------------------- roles' own actions
+    # Keepers' bonds, asset endpoints, agents' declines, challenges and withdrawals, each
+    # checked against the contract's rules before it is sent.
+
+    def keeper(self, account: Any) -> KeeperBond:
+        """`account`'s keeper record (id 0 when it is not a keeper)."""
+        raw = self.keepers.keeper(account)
+        return KeeperBond(id=int(raw.id), bond=int(raw.bond), exit_at=int(raw.exit_at))
+
+    def register_keeper(self, bond: int, sender: Any, **tx: Any) -> int:
+        """Bonds `bond` base units and makes `sender` a keeper, approving the registry first
+        when needed; returns the keeper id."""
+        self._check(preflight.keeper_register_problem(self.keeper(sender), bond, int(self.keepers.min_bond())))
+        self._check_balance(sender, bond)
+        self._approve(self.keepers, bond, sender, **tx)
+        with typed_reverts():
+            receipt = self.keepers.register(bond, sender=sender, **tx)
+        return int(receipt.events.filter(self.keepers.KeeperRegistered)[0].id)
+
+    def request_keeper_exit(self, sender: Any, **tx: Any) -> int:
+        """Stops `sender` assigning work and starts its unbonding delay; returns when the bond
+        may be withdrawn (unix seconds)."""
+        self._check(preflight.keeper_exit_problem(self.keeper(sender)))
+        with typed_reverts():
+            receipt = self.keepers.request_exit(sender=sender, **tx)
+        return int(receipt.events.filter(self.keepers.KeeperExitRequested)[0].exit_at)
+
+    def withdraw_keeper_bond(self, sender: Any, **tx: Any) -> int:
+        """Pays `sender`'s bond back after its unbonding delay; returns the base units paid."""
+        self._check(preflight.keeper_withdraw_problem(self.keeper(sender), self.now()))
+        with typed_reverts():
+            receipt = self.keepers.withdraw_bond(sender=sender, **tx)
+        return int(receipt.events.filter(self.keepers.KeeperBondWithdrawn)[0].amount)
+
+    def set_endpoint(self, asset_id: int, endpoint: str, sender: Any, **tx: Any) -> Any:
+        """Sets the asset's endpoint (its owner or an approved operator)."""
+        if len(endpoint.encode()) > MAX_ENDPOINT_BYTES:
+            raise revert_error(f"compute_asset: endpoint longer than {MAX_ENDPOINT_BYTES} bytes", preflight=True)
+        asset = self.asset(asset_id)
+        if asset is None:
+            raise revert_error("erc721: unknown token", preflight=True)
+        caller = str(getattr(sender, "address", sender))
+        if caller.lower() != asset.owner.lower():
+            approved = str(self.assets.getApproved(asset_id)).lower() == caller.lower()
+            if not (approved or self.assets.isApprovedForAll(asset.owner, caller)):
+                raise revert_error("compute_asset: caller is not owner nor approved", preflight=True)
+        with typed_reverts():
+            return self.assets.set_endpoint(asset_id, endpoint, sender=sender, **tx)
+
+    def decline(self, job_id: int, shard: int, index: int, reason: bytes, sender: Any, **tx: Any) -> Any:
+        """Hands back an assignment the asset's agent (`sender`) cannot run, inside the decline
+        window; `reason` is at most 32 bytes (e.g. b"image not found")."""
+        if len(reason) > 32:
+            raise ValueError(f"a decline reason is at most 32 bytes, not {len(reason)}")
+        rep = self.replica(job_id, shard, index, root=False)
+        agent = str(self.assets.agentOf(rep.asset))
+        caller = str(getattr(sender, "address", sender))
+        self._check(preflight.decline_problem(rep, caller, agent, self.parameters().decline_window, self.now()))
+        with typed_reverts():
+            return self.market.decline(job_id, shard, index, reason.ljust(32, b"\x00"), sender=sender, **tx)
+
+    def check_challenge(self, job_id: int, shard: int, challenger: Any) -> int:
+        """Raises what a challenge of the shard by `challenger` would fail with, in the court's
+        order; returns the bond it posts."""
+        job = self.job(job_id)
+        replicas = self.shard(job_id, shard).replicas if job and 0 <= shard < job.requirements.shard_count else ()
+        if job is None or not 0 <= shard < job.requirements.shard_count:
+            self._check(preflight.challenge_problem(job, shard, replicas, self.now()))
+        caller = str(getattr(challenger, "address", challenger)).lower()
+        for rep in replicas:
+            if rep.state in (ReplicaState.OPEN, ReplicaState.CANCELLED):
+                continue
+            if caller in (str(self.assets.ownerOf(rep.asset)).lower(), str(self.assets.agentOf(rep.asset)).lower()):
+                raise revert_error("dispute_court: provider cannot challenge its shard", preflight=True)
+        self._check(preflight.challenge_problem(job, shard, replicas, self.now()))
+        bond = int(self.market.challenge_bond())
+        self._check_balance(challenger, bond)
+        return bond
+
+    def dispute(self, job_id: int, shard: int) -> Dispute | None:
+        """The shard's dispute now open, else the last one ruled on; None if it never had one."""
+        from ape import chain
+
+        replicas = self.shard(job_id, shard).replicas
+        disputed = tuple(r.index for r in replicas if r.state == ReplicaState.DISPUTED)
+        if disputed:
+            challenger, bond = self.court.challenge_of(job_id, shard)
+            return Dispute(
+                job=job_id,
+                shard=shard,
+                open=True,
+                challenger=None if int(str(challenger), 16) == 0 else str(challenger),
+                bond=int(bond),
+                disputed=disputed,
+                ruling_deadline=int(self.court.ruling_deadline(job_id, shard)),
+                arbiter=None,
+                upheld=0,
+                rejected=(),
+            )
+        stop = chain.blocks.height + 1
+        topics = {"job": job_id}
+
+        def of_shard(event: Any) -> list[Any]:
+            logs = event.range(self.deployment_block, stop, search_topics=topics)
+            return [log for log in logs if int(log.shard) == shard]
+
+        resolved = of_shard(self.market.DisputeResolved)
+        if not resolved:
+            return None
+        last = resolved[-1]
+        opened = [log for log in of_shard(self.market.DisputeOpened) if log.block_number <= last.block_number]
+        rejected = [
+            int(log.replica)
+            for log in of_shard(self.market.ReplicaRejected)
+            if log.transaction_hash == last.transaction_hash
+        ]
+        challenger = str(opened[-1].challenger) if opened else None
+        return Dispute(
+            job=job_id,
+            shard=shard,
+            open=False,
+            challenger=None if challenger is None or int(challenger, 16) == 0 else challenger,
+            bond=int(opened[-1].bond) if opened else 0,
+            disputed=(),
+            ruling_deadline=None,
+            arbiter=None if int(str(last.facilitator), 16) == 0 else str(last.facilitator),
+            upheld=int(last.upheld),
+            rejected=tuple(sorted(rejected)),
+        )
+
+    def withdraw_many(self, accounts: Iterable[Any], sender: Any, **tx: Any) -> int:
+        """Pays each account its own market credit (anyone may send it); returns the total paid."""
+        accounts = [str(getattr(a, "address", a)) for a in accounts]
+        total = sum(self.credits(a) for a in accounts)
+        if total == 0:
+            raise revert_error("settlement: nothing to withdraw", preflight=True)
+        with typed_reverts():
+            self.market.withdraw_many(accounts, sender=sender, **tx)
+        return total
+
+    def _check_balance(self, owner: Any, amount: int) -> None:
+        if self.token.balanceOf(owner) < amount:
+            raise revert_error("ERC20: transfer amount exceeds balance", preflight=True)
 
 
 def rejected_mask(replicas: Iterable[int]) -> int:

@@ -15,6 +15,7 @@ from computenet.domain import (
     MAX_SHARDS,
     Asset,
     Job,
+    KeeperBond,
     Parameters,
     Replica,
     ReplicaState,
@@ -25,6 +26,7 @@ from computenet.domain import (
 UINT32_MAX = 2**32 - 1
 UINT40_MAX = 2**40 - 1
 UINT80_MAX = 2**80 - 1
+UINT96_MAX = 2**96 - 1
 ZERO_HASH = b"\x00" * 32
 
 
@@ -196,4 +198,60 @@ def cancel_problem(job: Job, caller: str, replicas: Sequence[Replica], now: int,
         return "job_market: nothing to cancel"
     if live and now <= job.requirements.deadline:
         return "job_market: shard already assigned"
+    return None
+
+
+def keeper_register_problem(keeper: KeeperBond, bond: int, min_bond: int) -> str | None:
+    """Why `KeeperRegistry.register(bond)` would revert (token balance and allowance aside)."""
+    if keeper.id != 0:
+        return "keeper_registry: already registered"
+    if bond < min_bond:
+        return "keeper_registry: bond below minimum"
+    if bond > UINT96_MAX:
+        return "keeper_registry: bond too large"
+    return None
+
+
+def keeper_exit_problem(keeper: KeeperBond) -> str | None:
+    """Why `KeeperRegistry.request_exit()` would revert."""
+    if keeper.id == 0:
+        return "keeper_registry: not a keeper"
+    if keeper.exiting:
+        return "keeper_registry: exit already requested"
+    return None
+
+
+def keeper_withdraw_problem(keeper: KeeperBond, now: int) -> str | None:
+    """Why `KeeperRegistry.withdraw_bond()` would revert."""
+    if keeper.id == 0:
+        return "keeper_registry: not a keeper"
+    if not keeper.exiting:
+        return "keeper_registry: exit not requested"
+    if now < keeper.exit_at:
+        return "keeper_registry: still unbonding"
+    return None
+
+
+def challenge_problem(job: Job | None, shard: int, replicas: Sequence[Replica], now: int) -> str | None:
+    """Why `DisputeCourt.challenge(job, shard)` would revert on the shard's replicas' states
+    (who challenges, and the bond, aside)."""
+    if job is None:
+        return "job_market: unknown job"
+    if not 0 <= shard < job.requirements.shard_count:
+        return "dispute_court: unknown shard"
+    if any(r.state == ReplicaState.DISPUTED for r in replicas):
+        return "job_market: dispute already open"
+    if not any(r.state == ReplicaState.SUBMITTED and now <= r.deadline for r in replicas):
+        return "job_market: nothing to challenge"
+    return None
+
+
+def decline_problem(rep: Replica, caller: str, agent: str, decline_window: int, now: int) -> str | None:
+    """Why `JobMarket.decline` would revert for this replica, `agent` being its asset's agent."""
+    if rep.state != ReplicaState.ASSIGNED:
+        return "job_market: replica not assigned"
+    if caller.lower() != agent.lower():
+        return "job_market: caller is not the asset's agent"
+    if now > rep.since + decline_window:
+        return "job_market: decline window closed"
     return None

@@ -28,14 +28,20 @@ def request_message(scope: str, chain_id: int, server: str, request: str, expire
 def sign_request(
     private_key: Any, scope: str, chain_id: int, server: str, request: str, validity: int = 60
 ) -> dict[str, str]:
-    """Headers that authorise `request` (e.g. "GET /path?query") at `server`'s `scope` service."""
+    """Headers that authorise `request` (e.g. "GET /path?query") at `server`'s `scope` service.
+    `private_key` may also be an ape account, which signs however it holds its key (a keyfile
+    asks for its passphrase)."""
     expires = int(time.time()) + validity
-    message = request_message(scope, chain_id, server, request, expires)
-    signed = Account.sign_message(encode_defunct(text=message), private_key)
+    message = encode_defunct(text=request_message(scope, chain_id, server, request, expires))
+    if hasattr(private_key, "sign_message"):
+        signed = private_key.sign_message(message)
+        address, signature = str(private_key.address), getattr(signed, "signature", None) or signed.encode_rsv()
+    else:
+        address, signature = Account.from_key(private_key).address, Account.sign_message(message, private_key).signature
     return {
-        "X-Computenet-Address": Account.from_key(private_key).address,
+        "X-Computenet-Address": address,
         "X-Computenet-Expires": str(expires),
-        "X-Computenet-Signature": "0x" + bytes(signed.signature).hex(),
+        "X-Computenet-Signature": "0x" + bytes(signature).hex(),
     }
 
 

@@ -76,7 +76,7 @@ def _market_roles(settings, key: str) -> tuple:
     reexecutor = Reexecutor(StoreClient(settings.store_url), docker_host=settings.docker_host, limits=settings.limits())
     outputs = None
     if settings.outputs:  # replicas' results, for manifests whose comparator has a tolerance
-        from verifier.outputs import OutputsClient
+        from computenet.outputs import OutputsClient
 
         registry = contract(web3, "ComputeAsset", assets)
         outputs = OutputsClient(

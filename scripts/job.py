@@ -4,6 +4,10 @@
         --gpus 1 --max-price 0.0005 --max-gpu-seconds 600 --hours 2
     ape run job status --network ... 7
     ape run job cancel --network ... --account client 7 3
+    ape run job outputs --network ... --account client 7 3 --to results/   # fetched and verified
+    ape run job challenge --network ... --account anyone 7 3               # posts the challenge bond
+    ape run job dispute --network ... 7 3
+    ape run job withdraw --network ... --account client                    # refunds and credits
 """
 
 from pathlib import Path
@@ -206,3 +210,143 @@ def cancel(account, job_id, shards):
     click.echo(f"job {job_id}: {cancelled} shard(s) cancelled; credits now {format_amount(market.credits(account))}")
     if cancelled == 0:
         raise click.ClickException(f"no shard of job {job_id} could be cancelled")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("job_id", type=int)
+@click.argument("shard", type=int)
+@click.option("--replica", type=int, help="Replica to fetch (default: the first with a result).")
+@click.option(
+    "--to",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the files under (default: ./job-JOB-SHARD-REPLICA).",
+)
+@click.option("--endpoint", help="The agent's base URL, when the asset records none on chain.")
+@clear_errors
+def outputs(account, job_id, shard, replica, folder, endpoint):
+    """Fetch a replica's output files from its agent (requests signed by the account: the
+    job's client) and check every file against the replica's on-chain output root before
+    writing any of them."""
+    from computenet.outputs import OutputsClient
+
+    market = Market.from_deployments()
+    if market.job(job_id) is None:
+        raise click.ClickException(f"no job {job_id}")
+    replicas = market.shard(job_id, shard).replicas
+    if replica is None:
+        with_result = [r for r in replicas if any(r.output_root)]
+        if not with_result:
+            states = ", ".join(f"r{r.index}:{r.state.name.lower()}" for r in replicas)
+            raise click.ClickException(f"job {job_id} shard {shard} has no result yet ({states})")
+        rep = with_result[0]
+    else:
+        if not 0 <= replica < len(replicas):
+            raise click.ClickException(f"job {job_id} has no replica {replica} (replication {len(replicas)})")
+        rep = replicas[replica]
+        if not any(rep.output_root):
+            raise click.ClickException(
+                f"job {job_id} shard {shard} replica {replica} has no result ({rep.state.name.lower()})"
+            )
+    url = endpoint or market.endpoint(rep.asset)
+    if not url:
+        raise click.ClickException(f"asset {rep.asset} records no endpoint on chain; pass --endpoint URL")
+    client = OutputsClient(account, market.chain_id, {rep.asset: url}, lambda asset: market.asset(asset).agent)
+    files = client.result(rep.asset, job_id, shard, rep.index, rep.output_root)
+    folder = folder or Path(f"job-{job_id}-{shard}-{rep.index}")
+    targets = {path: output_target(folder, path) for path in files}
+    for path, data in files.items():  # every file is verified by now; only these are written
+        targets[path].parent.mkdir(parents=True, exist_ok=True)
+        targets[path].write_bytes(data)
+        click.echo(f"{path}  {len(data)} bytes  verified")
+    total = sum(map(len, files.values()))
+    click.echo(
+        f"job {job_id} shard {shard} replica {rep.index}: {len(files)} file(s), {total} bytes, "
+        f"all in the on-chain root 0x{rep.output_root.hex()}, written under {folder}"
+    )
+
+
+def output_target(folder: Path, path: str) -> Path:
+    """Where output `path` goes under `folder`; refuses a path that would land outside it."""
+    base = folder.resolve()
+    target = (base / path).resolve()
+    if path.startswith("/") or not target.is_relative_to(base) or target == base:
+        raise click.ClickException(f"output {path!r} would be written outside {folder}; nothing was written")
+    return target
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("job_id", type=int)
+@click.argument("shard", type=int)
+@clear_errors
+def challenge(account, job_id, shard):
+    """Challenge SHARD of JOB_ID's results inside their challenge window, posting the challenge
+    bond: it comes back with a reward if the arbiter finds a result wrong, and goes to the
+    accused providers otherwise."""
+    market = Market.from_deployments()
+    bond = market.check_challenge(job_id, shard, account)
+    market.challenge(job_id, shard, sender=account)
+    dispute = market.dispute(job_id, shard)
+    click.echo(
+        f"job {job_id} shard {shard} challenged: bond {format_amount(bond)} posted, replica(s) "
+        f"{replicas_text(dispute.disputed)} disputed, to be ruled on by {dispute.ruling_deadline} (unix time)"
+    )
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@click.argument("job_id", type=int)
+@click.argument("shard", type=int)
+@clear_errors
+def dispute(job_id, shard):
+    """Show SHARD of JOB_ID's dispute: open or resolved, challenger, bond, ruling deadline,
+    rejected replicas."""
+    market = Market.from_deployments()
+    if market.job(job_id) is None:
+        raise click.ClickException(f"no job {job_id}")
+    found = market.dispute(job_id, shard)
+    if found is None:
+        click.echo(f"job {job_id} shard {shard}: no dispute")
+        return
+    challenger = found.challenger or "none (the replicas disagreed)"
+    if found.open:
+        click.echo(f"job {job_id} shard {shard}: dispute open")
+        click.echo(f"  challenger       {challenger}")
+        click.echo(f"  bond             {format_amount(found.bond)}")
+        click.echo(f"  disputed         {replicas_text(found.disputed)}")
+        late = " (passed: anyone may apply the default outcome)" if market.now() > found.ruling_deadline else ""
+        click.echo(f"  ruling deadline  {found.ruling_deadline}{late}")
+    else:
+        click.echo(f"job {job_id} shard {shard}: dispute resolved")
+        click.echo(f"  challenger       {challenger}")
+        click.echo(f"  bond             {format_amount(found.bond)}")
+        click.echo(f"  ruled by         {found.arbiter or 'no one (default outcome: every result stands)'}")
+        click.echo(f"  upheld           {found.upheld}")
+        click.echo(f"  rejected         {replicas_text(found.rejected) or 'none'}")
+
+
+def replicas_text(indices) -> str:
+    return ", ".join(f"r{r}" for r in indices)
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.option("--to", "receiver", help="Pay to this address instead of the account.")
+@clear_errors
+def withdraw(account, receiver):
+    """Withdraw what the market credits the account: refunds of cancelled or unspent budget,
+    and returned challenge bonds and rewards."""
+    from eth_utils import is_address
+
+    if receiver and not is_address(receiver):
+        raise click.ClickException(f"--to {receiver!r} is not an address")
+    market = Market.from_deployments()
+    if not market.credits(account):
+        raise click.ClickException(f"nothing to withdraw: {account.address} has no credits in the market")
+    paid = market.withdraw(account, receiver)
+    click.echo(f"{format_amount(paid)} paid to {receiver or account.address}")

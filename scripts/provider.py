@@ -1,22 +1,27 @@
-"""Provider commands: register GPU nodes as ERC-7829 assets, stake, price, pause, list.
+"""Provider commands: register GPU nodes as ERC-7829 assets, stake, price, pause, list,
+withdraw payments.
 
     ape run provider register --network ... --account provider --agent 0xAgent \
-        --gpu-model 1 --vram-mib 81920 --gpus 8 --cpu-cores 64 --region 276 --price 0.0004 --days 30
+        --gpu-model 1 --vram-mib 81920 --gpus 8 --cpu-cores 64 --region 276 --price 0.0004 --days 30 \
+        --endpoint https://node1.example.com:8701
     ape run provider stake --network ... --account provider 1 500
+    ape run provider set-endpoint --network ... --account provider 1 https://node1.example.com:8701
     ape run provider list --network ... --account provider
+    ape run provider withdraw --network ... --account provider
 """
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
-from eth_utils import keccak
+from eth_utils import is_address, keccak
 
 from computenet.cli import clear_errors, format_amount, parse_amount
 from computenet.domain import Spec
-from computenet.market import Market, typed_reverts
+from computenet.market import MAX_ENDPOINT_BYTES, Market, typed_reverts
 
 DAY = 86_400
 
@@ -46,11 +51,30 @@ def cli():
     help="Spec and attestation document; its keccak256 becomes the ERC-7829 commit.",
 )
 @click.option("--stake", "stake_amount", help="Also stake this many tokens.")
+@click.option(
+    "--endpoint",
+    default="",
+    help="Base URL of the node agent's server (heartbeats, outputs), e.g. https://node1.example.com:8701.",
+)
 @clear_errors
 def register(
-    account, agent, gpu_model, vram_mib, gpus, cpu_cores, region, price, days, max_leases, spec_file, stake_amount
+    account,
+    agent,
+    gpu_model,
+    vram_mib,
+    gpus,
+    cpu_cores,
+    region,
+    price,
+    days,
+    max_leases,
+    spec_file,
+    stake_amount,
+    endpoint,
 ):
     """Register a node and mint its asset."""
+    if endpoint:
+        check_endpoint(endpoint)
     market = Market.from_deployments()
     spec = Spec(
         gpu_model=gpu_model,
@@ -63,11 +87,24 @@ def register(
         max_leases=max_leases or max(gpus, 1),
     )
     commit = keccak(spec_file.read_bytes()) if spec_file else keccak(json.dumps(spec.__dict__, sort_keys=True).encode())
-    asset_id = market.register_asset(spec, agent, commit, sender=account)
+    asset_id = market.register_asset(spec, agent, commit, sender=account, endpoint=endpoint)
     click.echo(f"asset {asset_id} registered to {account.address} (agent {agent}, size {spec.size_mib} MiB)")
+    if endpoint:
+        click.echo(f"asset {asset_id} endpoint: {endpoint}")
     if stake_amount:
         market.add_stake(asset_id, parse_amount(stake_amount), sender=account)
         click.echo(f"asset {asset_id} stake: {format_amount(market.stake(asset_id).amount)}")
+
+
+def check_endpoint(url: str) -> None:
+    """Refuses what is not an http(s) base URL the asset registry can hold."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.ClickException(f"endpoint {url!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise click.ClickException(f"endpoint {url!r}: a base URL has no query or fragment")
+    if len(url.encode()) > MAX_ENDPOINT_BYTES:
+        raise click.ClickException(f"endpoint {url!r} is longer than {MAX_ENDPOINT_BYTES} bytes")
 
 
 def asset_command(name: str | None = None):
@@ -150,6 +187,33 @@ def resume(account, asset):
     click.echo(f"asset {asset} resumed")
 
 
+@asset_command("set-endpoint")
+@click.argument("url")
+def set_endpoint(account, asset, url):
+    """Set the base URL where ASSET's agent serves heartbeats and outputs to URL."""
+    check_endpoint(url)
+    market = Market.from_deployments()
+    market.set_endpoint(asset, url, sender=account)
+    click.echo(f"asset {asset} endpoint: {market.endpoint(asset)}")
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.option("--to", "receiver", help="Pay to this address instead of the account.")
+@clear_errors
+def withdraw(account, receiver):
+    """Withdraw the payments (and dispute bonds and rewards) credited to the account in the market."""
+    if receiver and not is_address(receiver):
+        raise click.ClickException(f"--to {receiver!r} is not an address")
+    market = Market.from_deployments()
+    credits = market.credits(account)
+    if not credits:
+        raise click.ClickException(f"nothing to withdraw: {account.address} has no credits in the market")
+    paid = market.withdraw(account, receiver)
+    click.echo(f"{format_amount(paid)} paid to {receiver or account.address}")
+
+
 @cli.command("list", cls=ConnectedProviderCommand)
 @network_option()
 @account_option()
@@ -163,7 +227,8 @@ def list_assets(account, owner):
         click.echo("no assets")
         return
     click.echo(
-        f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} expires"
+        f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} "
+        f"{'expires':>10} endpoint"
     )
     for a in owned:
         state = "active" if a.spec.active else "paused"
@@ -171,5 +236,5 @@ def list_assets(account, owner):
             state = "expired"
         click.echo(
             f"{a.id:>5} {a.spec.gpu_count:>4} {a.spec.vram_mib:>9} {a.spec.cpu_cores:>5} "
-            f"{format_amount(a.spec.price):>12} {format_amount(a.stake.amount):>12} {a.stake.open_leases:>6} {state:>7} {a.spec.expire}"
+            f"{format_amount(a.spec.price):>12} {format_amount(a.stake.amount):>12} {a.stake.open_leases:>6} {state:>7} {a.spec.expire:>10} {market.endpoint(a.id) or '-'}"
         )

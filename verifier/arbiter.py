@@ -673,7 +673,7 @@ class Arbiter:
         @param state The watch's cursor file (None: kept in memory).
         @param start_block The first block the watch scans when it has no cursor yet.
         @param retry_seconds How long the watch waits before trying again a dispute it could not rule on.
-        @param outputs Fetches replicas' whole results from their agents (verifier.outputs.OutputsClient),
+        @param outputs Fetches replicas' whole results from their agents (computenet.outputs.OutputsClient),
                for manifests whose comparator has a tolerance; None: only results a request attaches.
         """
         self.web3 = web3

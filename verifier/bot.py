@@ -16,7 +16,7 @@ Each step, for every `ResultSubmitted` event since its cursor:
   4. re-execute it (verifier/reexecute.py, as an agent runs it) and judge the replica
      (verifier/rules.py `judge`): its root against the re-execution's, or, for a manifest
      whose comparator has a tolerance, its whole result fetched from its agent and checked
-     against its on-chain root (verifier/outputs.py); and its metering claim against what
+     against its on-chain root (computenet/outputs.py); and its metering claim against what
      the re-execution allows;
   5. challenge (`DisputeCourt.challenge`, posting the bond: the market is approved for it
      first) when the verdict says so, unless a challenge appeared meanwhile; a challenge
@@ -49,8 +49,8 @@ from web3.exceptions import ContractLogicError
 
 from computenet.domain import Replica, ReplicaState, Verification
 from computenet.errors import ContractRevert
+from computenet.outputs import OutputsClient, OutputsError
 from computenet.web3calls import Sender, block_ranges, contract
-from verifier.outputs import OutputsClient, OutputsError
 from verifier.reexecute import ReexecutionError, Reexecutor
 from verifier.rules import PEER_SHARDS, judge, metering_outlier
 from verifier.sampling import sampled, seed_block

@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
+from agent.outputs import app as outputs_app
+from computenet.localnet import ServedApp
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
+from computenet.merkle import MerkleTree
+from computenet.store import LocalStore
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL_BIN = REPO / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin"
@@ -406,3 +410,341 @@ def test_job_manifest_and_post_upload_the_inputs_checked_to_the_store(ape_run, s
     assert f"uploaded the manifest and 2 input(s) to {content_store.url}" in out
     assert content_store.local.get("keccak256", manifest_hash(parsed).hex()) == canonical_json(parsed)
     assert content_store.local.get("sha256", parsed.inputs.files[0].sha256) == b"\x01" * 100
+
+
+# ---------------------------------------------------------------- every role's own commands
+# One shard run through the scripts where they exist and the SDK where an agent or keeper
+# bot would act: provider 3 (agent key 10) registers asset 1, client 1 posts job 1 (one
+# shard), keeper 4 bonds and assigns it, and the agent submits a result of 100 GPU-seconds
+# at 0.0004 per GPU-second: 40,000 base units to the provider, 400 to the keeper at
+# finalization; the budget escrowed is 500 × 600 × 1.015 = 304,500.
+
+PROVIDER, CLIENT, KEEPER, OUTSIDER, FACILITATOR, AGENT = 3, 1, 4, 5, 7, 10
+OUTPUTS = {"result.txt": b"42\n", "logs/stdout.txt": b"trained\n", "model/weights.bin": bytes(range(256)) * 4}
+ESCROW = 304_500
+PAYMENT, KEEPER_FEE = 40_000, 400
+
+
+def move_clock(chain, seconds):
+    """Moves the chain's clock on and mines a block, so scripts read the new time too."""
+    chain.mine(timestamp=chain.pending_timestamp + seconds)
+
+
+@pytest.fixture
+def run_shard(ape_run, sdk, accounts, manifest_file, chain):
+    """Registers, posts, bonds, assigns and submits the shard above; returns the submitted root."""
+
+    def run(outputs=OUTPUTS, *register_args):
+        ape_run.ok("faucet", "5000", account=PROVIDER)
+        ape_run.ok(
+            "provider",
+            "register",
+            "--agent",
+            accounts[AGENT].address,
+            "--gpu-model",
+            "1",
+            "--vram-mib",
+            "81920",
+            "--gpus",
+            "1",
+            "--cpu-cores",
+            "8",
+            "--price",
+            "0.0004",
+            "--stake",
+            "500",
+            *register_args,
+            account=PROVIDER,
+        )
+        ape_run.ok("faucet", "100", account=CLIENT)
+        ape_run.ok(
+            "job",
+            "post",
+            str(manifest_file()),
+            "--min-vram-mib",
+            "16384",
+            "--gpus",
+            "1",
+            "--max-price",
+            "0.0005",
+            "--max-gpu-seconds",
+            "600",
+            "--hours",
+            "2",
+            account=CLIENT,
+        )
+        ape_run.ok("faucet", "1000", account=KEEPER)
+        assert "keeper 1 registered" in ape_run.ok("keeper", "bond", "100", account=KEEPER)
+        sdk.assign(1, 0, 1, sender=accounts[KEEPER])
+        move_clock(chain, 100)
+        root = MerkleTree.from_files(outputs).root
+        sdk.submit_result(1, 0, 0, root, 100, 0, accounts[AGENT].private_key, sender=accounts[PROVIDER])
+        return root
+
+    return run
+
+
+def finalize(sdk, chain, accounts):
+    move_clock(chain, 601)  # past the challenge window
+    sdk.finalize(1, 0, sender=accounts[KEEPER])
+
+
+def test_keeper_bond_info_unbond_withdraw(ape_run, sdk, accounts, chain, run_shard):
+    keeper = accounts[KEEPER]
+    run_shard()
+    finalize(sdk, chain, accounts)
+    info = ape_run.ok("keeper", "info", account=KEEPER).splitlines()
+    head = info.index(f"keeper 1: {keeper.address}")
+    assert [line.split() for line in info[head + 1 :]] == [["bond", "100"], ["state", "active"], ["credits", "0.0004"]]
+
+    # fees now; the bond only after unbonding and its delay
+    before = sdk.token.balanceOf(keeper)
+    out = ape_run.ok("keeper", "withdraw", account=KEEPER)
+    assert f"fees: 0.0004 paid to {keeper.address}" in out
+    assert sdk.token.balanceOf(keeper) - before == KEEPER_FEE
+    assert sdk.credits(keeper) == 0
+    out = ape_run.ok("keeper", "unbond", account=KEEPER)
+    exit_at = sdk.keeper(keeper).exit_at
+    assert f"keeper 1: stopped assigning; bond 100 withdrawable from {exit_at} (unix time)" in out
+    assert exit_at > 0
+    assert ape_run.fails("keeper", "unbond", account=KEEPER) == (
+        f"keeper 1 is already unbonding; its bond can be withdrawn from {exit_at} (unix time)"
+    )
+    assert ape_run.fails("keeper", "withdraw", account=KEEPER) == (
+        f"nothing to withdraw: no fee credits in the market, and the bond is unbonding until {exit_at} (unix time)"
+    )
+    assert "unbonding (exit at" in ape_run.ok("keeper", "info", account=KEEPER)
+    move_clock(chain, 86_400)
+    before = sdk.token.balanceOf(keeper)
+    out = ape_run.ok("keeper", "withdraw", account=KEEPER)
+    assert f"bond: 100 paid to {keeper.address}; keeper 1 deregistered" in out
+    assert sdk.token.balanceOf(keeper) - before == 100 * TOKEN
+    assert sdk.keeper(keeper).id == 0
+    assert "is not a keeper (minimum bond 100)" in ape_run.ok("keeper", "info", account=KEEPER)
+
+
+def test_keeper_bond_refusals_change_nothing(ape_run, sdk, accounts):
+    outsider = accounts[OUTSIDER]
+    ape_run.ok("faucet", "500", account=OUTSIDER)
+    assert ape_run.fails("keeper", "bond", "50", account=OUTSIDER) == (
+        "a bond of 50 is below the registry's minimum of 100"
+    )
+    assert ape_run.fails("keeper", "bond", "600", account=OUTSIDER) == (
+        "would revert: ERC20: transfer amount exceeds balance"
+    )
+    assert sdk.keeper(outsider).id == 0 and sdk.token.balanceOf(outsider) == 500 * TOKEN
+    assert ape_run.fails("keeper", "unbond", account=OUTSIDER) == "would revert: keeper_registry: not a keeper"
+    assert ape_run.fails("keeper", "withdraw", account=OUTSIDER) == (
+        "nothing to withdraw: no fee credits in the market, and the account is not a keeper"
+    )
+    ape_run.ok("keeper", "bond", "200", account=OUTSIDER)
+    assert sdk.keeper(outsider).bond == 200 * TOKEN and sdk.token.balanceOf(outsider) == 300 * TOKEN
+    assert ape_run.fails("keeper", "bond", "100", account=OUTSIDER) == (
+        f"{outsider.address} is already keeper 1 with a bond of 200; "
+        "a bond cannot be topped up: unbond, withdraw and bond again"
+    )
+    assert sdk.keeper(outsider).bond == 200 * TOKEN and sdk.token.balanceOf(outsider) == 300 * TOKEN
+
+
+def test_provider_endpoint_and_withdraw(ape_run, sdk, accounts, chain, run_shard):
+    provider = accounts[PROVIDER]
+    run_shard(OUTPUTS, "--endpoint", "https://node1.example.com:8701")
+    assert sdk.endpoint(1) == "https://node1.example.com:8701"
+    listing = ape_run.ok("provider", "list", account=PROVIDER).splitlines()
+    head = next(i for i, line in enumerate(listing) if line.split()[:1] == ["asset"])
+    assert listing[head].split()[-2:] == ["expires", "endpoint"]
+    assert listing[head + 1].split()[-1] == "https://node1.example.com:8701"
+
+    assert ape_run.fails("provider", "set-endpoint", "1", "ftp://node1.example.com", account=PROVIDER) == (
+        "endpoint 'ftp://node1.example.com' is not an http:// or https:// URL"
+    )
+    assert ape_run.fails("provider", "set-endpoint", "1", "https://elsewhere.example.com", account=OUTSIDER) == (
+        "would revert: compute_asset: caller is not owner nor approved"
+    )
+    assert ape_run.fails("provider", "set-endpoint", "9", "https://elsewhere.example.com", account=PROVIDER) == (
+        "would revert: erc721: unknown token"
+    )
+    assert sdk.endpoint(1) == "https://node1.example.com:8701"
+    out = ape_run.ok("provider", "set-endpoint", "1", "http://10.0.0.7:8701", account=PROVIDER)
+    assert "asset 1 endpoint: http://10.0.0.7:8701" in out
+    assert sdk.endpoint(1) == "http://10.0.0.7:8701"
+    listing = ape_run.ok("provider", "list", account=PROVIDER).splitlines()
+    assert next(line for line in listing if line.split()[:1] == ["1"]).split()[-1] == "http://10.0.0.7:8701"
+
+    assert ape_run.fails("provider", "withdraw", account=PROVIDER) == (
+        f"nothing to withdraw: {provider.address} has no credits in the market"
+    )
+    finalize(sdk, chain, accounts)
+    assert (
+        ape_run.fails("provider", "withdraw", "--to", "0x1234", account=PROVIDER) == "--to '0x1234' is not an address"
+    )
+    before = sdk.token.balanceOf(provider)
+    assert f"0.04 paid to {provider.address}" in ape_run.ok("provider", "withdraw", account=PROVIDER)
+    assert sdk.token.balanceOf(provider) - before == PAYMENT
+    assert sdk.credits(provider) == 0
+
+
+@pytest.fixture
+def serve_outputs(sdk, chain, tmp_path):
+    """`serve(files)` serves `files` as job 1 shard 0 replica 0's result with the agent's own
+    outputs service (agent/outputs.py), answering only the job's client; returns its URL."""
+    served = []
+
+    def serve(files):
+        work = tmp_path / f"work-{len(served)}"
+        store = LocalStore(tmp_path / f"store-{len(served)}")
+        folder = work / "computenet-1-0-0-1"
+        folder.mkdir(parents=True)
+        index = {
+            "root": "0x" + MerkleTree.from_files(files).root.hex(),
+            "files": {path: store.put(data)["sha256"] for path, data in files.items()},
+        }
+        (folder / "outputs.json").write_text(json.dumps(index))
+
+        def allowed(job, shard, replica, caller):
+            return caller.lower() == sdk.job(job).client.lower()
+
+        app = ServedApp(outputs_app(work, store, chain.chain_id, sdk.asset(1).agent, allowed))
+        served.append(app)
+        return app.url
+
+    yield serve
+    for app in served:
+        app.stop()
+
+
+def test_job_outputs_fetched_and_verified(ape_run, sdk, accounts, run_shard, serve_outputs, tmp_path):
+    run_shard()
+    url = serve_outputs(OUTPUTS)
+    to = tmp_path / "results"
+    assert ape_run.fails("job", "outputs", "1", "0", "--to", str(to), account=CLIENT) == (
+        "asset 1 records no endpoint on chain; pass --endpoint URL"
+    )
+    out = ape_run.ok("job", "outputs", "1", "0", "--to", str(to), "--endpoint", url, account=CLIENT)
+    for path, data in OUTPUTS.items():
+        assert f"{path}  {len(data)} bytes  verified" in out
+        assert (to / path).read_bytes() == data
+    assert sorted(p.relative_to(to).as_posix() for p in to.rglob("*") if p.is_file()) == sorted(OUTPUTS)
+    root = sdk.replica(1, 0, 0).output_root
+    assert f"job 1 shard 0 replica 0: 3 file(s), 1035 bytes, all in the on-chain root 0x{root.hex()}" in out
+
+    # the asset's on-chain endpoint serves as well; only the job's client may read
+    sdk.set_endpoint(1, url, sender=accounts[PROVIDER])
+    again = tmp_path / "again"
+    assert "verified" in ape_run.ok("job", "outputs", "1", "0", "--replica", "0", "--to", str(again), account=CLIENT)
+    assert (again / "result.txt").read_bytes() == b"42\n"
+    stranger = tmp_path / "stranger"
+    message = ape_run.fails("job", "outputs", "1", "0", "--to", str(stranger), account=OUTSIDER)
+    assert message.startswith("asset 1's agent answered 403 to GET /outputs/1/0/0")
+    assert not stranger.exists()
+
+
+def test_job_outputs_refuses_a_file_not_in_the_root(ape_run, sdk, run_shard, serve_outputs, tmp_path):
+    run_shard()
+    tampered = OUTPUTS | {"logs/stdout.txt": b"trained well\n"}  # not what the agent committed to
+    url = serve_outputs(tampered)
+    to = tmp_path / "results"
+    message = ape_run.fails("job", "outputs", "1", "0", "--to", str(to), "--endpoint", url, account=CLIENT)
+    root = sdk.replica(1, 0, 0).output_root
+    assert (
+        message == f"asset 1's agent sent a logs/stdout.txt that is not in the replica's on-chain root 0x{root.hex()}"
+    )
+    assert not to.exists()  # nothing unverified is written
+    assert ape_run.fails("job", "outputs", "1", "0", "--replica", "1", "--endpoint", url, account=CLIENT) == (
+        "job 1 has no replica 1 (replication 1)"
+    )
+    assert ape_run.fails("job", "outputs", "9", "0", "--endpoint", url, account=CLIENT) == "no job 9"
+
+
+def test_job_challenge_dispute_and_withdraw(ape_run, sdk, accounts, chain, run_shard):
+    challenger, client = accounts[OUTSIDER], accounts[CLIENT]
+    run_shard()
+    assert "job 1 shard 0: no dispute" in ape_run.ok("job", "dispute", "1", "0")
+    ape_run.ok("faucet", "100", account=OUTSIDER)
+    # the shard's own provider may not challenge it: refused before anything is sent
+    assert ape_run.fails("job", "challenge", "1", "0", account=PROVIDER) == (
+        "would revert: dispute_court: provider cannot challenge its shard"
+    )
+    assert ape_run.fails("job", "challenge", "1", "1", account=OUTSIDER) == "would revert: dispute_court: unknown shard"
+    assert sdk.replica(1, 0, 0).state.name == "SUBMITTED"
+    assert sdk.token.balanceOf(challenger) == 100 * TOKEN
+
+    out = ape_run.ok("job", "challenge", "1", "0", account=OUTSIDER)
+    deadline = sdk.court.ruling_deadline(1, 0)
+    assert f"job 1 shard 0 challenged: bond 10 posted, replica(s) r0 disputed, to be ruled on by {deadline}" in out
+    assert sdk.token.balanceOf(challenger) == 90 * TOKEN
+    status = ape_run.ok("job", "dispute", "1", "0").splitlines()
+    head = status.index("job 1 shard 0: dispute open")
+    assert [line.split() for line in status[head + 1 :]] == [
+        ["challenger", challenger.address],
+        ["bond", "10"],
+        ["disputed", "r0"],
+        ["ruling", "deadline", str(deadline)],
+    ]
+    assert ape_run.fails("job", "challenge", "1", "0", account=OUTSIDER) == (
+        "would revert: job_market: dispute already open"
+    )
+
+    sdk.resolve_replicas(1, 0, [0], sender=accounts[FACILITATOR])
+    status = ape_run.ok("job", "dispute", "1", "0").splitlines()
+    head = status.index("job 1 shard 0: dispute resolved")
+    assert [line.split() for line in status[head + 1 :]] == [
+        ["challenger", challenger.address],
+        ["bond", "10"],
+        ["ruled", "by", accounts[FACILITATOR].address],
+        ["upheld", "0"],
+        ["rejected", "r0"],
+    ]
+
+    # the challenger proved the result wrong: its bond back plus the reward
+    credited = sdk.credits(challenger)
+    assert credited > 10 * TOKEN
+    before = sdk.token.balanceOf(challenger)
+    ape_run.ok("job", "withdraw", account=OUTSIDER)
+    assert sdk.token.balanceOf(challenger) - before == credited
+
+    # the client cancels the reopened shard: the whole budget comes back
+    assert ape_run.fails("job", "withdraw", account=CLIENT) == (
+        f"nothing to withdraw: {client.address} has no credits in the market"
+    )
+    ape_run.ok("job", "cancel", "1", "0", account=CLIENT)
+    before = sdk.token.balanceOf(client)
+    assert f"0.3045 paid to {client.address}" in ape_run.ok("job", "withdraw", account=CLIENT)
+    assert sdk.token.balanceOf(client) - before == ESCROW
+    assert ape_run.fails("job", "dispute", "9", "0") == "no job 9"
+
+
+def test_market_decline_and_withdraw_many(ape_run, sdk, accounts, chain, run_shard, manifest_file):
+    """The Market actions no command sends itself: an agent's decline, and a batch payout."""
+    from computenet.errors import ContractRevert
+
+    run_shard()
+    finalize(sdk, chain, accounts)
+    provider, keeper = accounts[PROVIDER], accounts[KEEPER]
+    before = (sdk.token.balanceOf(provider), sdk.token.balanceOf(keeper))
+    assert sdk.withdraw_many([provider, keeper], sender=accounts[OUTSIDER]) == PAYMENT + KEEPER_FEE
+    assert (sdk.token.balanceOf(provider) - before[0], sdk.token.balanceOf(keeper) - before[1]) == (PAYMENT, KEEPER_FEE)
+    with pytest.raises(ContractRevert, match="would revert: settlement: nothing to withdraw"):
+        sdk.withdraw_many([provider, keeper], sender=accounts[OUTSIDER])
+
+    ape_run.ok("faucet", "100", account=CLIENT)
+    ape_run.ok(
+        "job",
+        "post",
+        str(manifest_file()),
+        "--gpus",
+        "1",
+        "--max-price",
+        "0.0005",
+        "--max-gpu-seconds",
+        "60",
+        account=CLIENT,
+    )
+    sdk.assign(2, 0, 1, sender=keeper)
+    with pytest.raises(ContractRevert, match="would revert: job_market: caller is not the asset's agent"):
+        sdk.decline(2, 0, 0, b"image not found", sender=provider)
+    assert sdk.replica(2, 0, 0).state.name == "ASSIGNED"
+    sdk.decline(2, 0, 0, b"image not found", sender=accounts[AGENT])
+    assert sdk.replica(2, 0, 0).state.name == "OPEN"
+    with pytest.raises(ContractRevert, match="would revert: job_market: replica not assigned"):
+        sdk.decline(2, 0, 0, b"image not found", sender=accounts[AGENT])

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, VALUES, WITHIN, root_of
 
 from computenet.domain import ReplicaState
+from computenet.outputs import OutputsClient
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
 from verifier.arbiter import Arbiter, router, sign
 from verifier.compare import load_array
-from verifier.outputs import OutputsClient
 from verifier.reexecute import Reexecutor
 
 TOKEN = 10**6

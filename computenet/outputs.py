@@ -7,8 +7,8 @@ root, so nothing an agent serves is taken on its word.
 
 Each request is signed (computenet.signed_requests, scope "outputs") for the agent's key
 address, so it works for one agent, one chain, one request and a minute. The agent answers
-only the job's client, a bonded verifier for a replica sampled for it, and a facilitator for a
-disputed shard (verifier/access.py).
+only the job's client (`ape run job outputs`), a bonded verifier for a replica sampled for it,
+and a facilitator for a disputed shard (verifier/access.py).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class OutputsClient:
         timeout: float = TIMEOUT,
     ) -> None:
         """
-        @param private_key The reader's key (the verifier's, or the facilitator's).
+        @param private_key The reader's key (the client's, a verifier's or the facilitator's), or
+               an ape account that signs with it.
         @param chain_id The market's chain.
         @param urls Asset id -> the base URL of its agent's outputs service.
         @param agent_of Asset id -> its agent's address (the server the requests are signed for).
