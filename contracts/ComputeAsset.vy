@@ -202,7 +202,7 @@ def set_price(asset: uint256, price: uint64):
 @external
 def set_capacity(asset: uint256, max_leases: uint16):
     """
-    @notice Sets how many leases the asset holds at once (assigned until finalized);
+    @notice Sets how many leases the asset holds at once (assigned until its result);
             leases already open stay.
     @param asset The asset.
     @param max_leases At least 1.
