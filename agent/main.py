@@ -48,9 +48,11 @@ def build_agent(settings):
     from computenet.market import Market
     from computenet.store import LocalStore, StoreClient
 
+    given = None  # under `ape run`, the network ape joined names the deployment
     if not networks.active_provider or not networks.active_provider.is_connected:
         network_context(settings.network).__enter__()
-    market = Market.from_deployments()
+        given = settings.network
+    market = Market.from_deployments(given)
     account = load_account(settings.account)
     redis_client = None
     if settings.redis_url:

@@ -117,16 +117,21 @@ class Market:
 
     @classmethod
     def from_deployments(cls, network: str | None = None) -> Market:
-        """The market recorded for `network` (default: the connected one's name), or under
-        any alias of the connected chain (computenet.deployments.find)."""
+        """The market recorded for `network` (the choice the role was given; default: the
+        connected one's names), or under any alias of the connected chain
+        (computenet.deployments.find)."""
         from ape import networks
 
         from computenet.deployments import find
 
-        if network is None:
-            network = f"{networks.provider.network.ecosystem.name}:{networks.provider.network.name}"
-        web3 = networks.provider.web3
-        record = find(network, web3.eth.chain_id, lambda address: bool(web3.eth.get_code(address)))
+        provider = networks.provider
+        names = [
+            network,
+            f"{provider.network.ecosystem.name}:{provider.network.name}",
+            getattr(provider, "uri", None),
+        ]
+        web3 = provider.web3
+        record = find([n for n in names if n], web3.eth.chain_id, lambda address: bool(web3.eth.get_code(address)))
         market = cls.at(record)
         market.deployment_block = int(record.get("block", 0))
         return market

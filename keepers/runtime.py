@@ -104,9 +104,11 @@ def connect(settings: KeeperSettings) -> Runtime:
     from ape.logging import logger as ape_logger
 
     ape_logger.set_level("WARNING")  # ape's INFO lines go to stdout, which `status --json` owns
+    given = None  # under `ape run`, the network ape joined names the deployment
     if not networks.active_provider or not networks.active_provider.is_connected:
         network_context(settings.network).__enter__()
-    market = Market.from_deployments()
+        given = settings.network
+    market = Market.from_deployments(given)
     court = str(market.market.COURT())  # expire goes to the court the market itself names
     if str(market.court.address).lower() != court.lower():
         raise KeeperConfigError(
