@@ -127,11 +127,12 @@ def commands(command_kwargs: dict | None = None, options=()):
         """Leases in the journal, per state, and the latest ones."""
         from agent.journal import Journal
         from agent.settings import AgentSettings
+        from computenet.follow import JsonCursor
 
         settings = AgentSettings()
         journal = Journal(Path(settings.work_dir) / "journal.sqlite")
         report = {
-            "cursor": journal.get_meta("cursor"),
+            "cursor": JsonCursor(settings.cursor_path()).load(),
             "counts": journal.counts(),
             "latest": [e.__dict__ for e in journal.entries()[-10:]],
         }

@@ -137,12 +137,22 @@ class Market:
         return market
 
     @classmethod
-    def from_web3_deployments(cls, web3: Any, network: str) -> Market:
+    def from_web3_deployments(cls, web3: Any, network: str, market: str = "") -> Market:
         """`over_web3` for the deployment recorded for `network` (an RPC URL or a network
-        name), or under any alias of the chain `web3` is on."""
-        from computenet.deployments import find
+        name), or under any alias of the chain `web3` is on. A `market` address given
+        explicitly is used as it is, with its record's deployment block when one is known."""
+        from computenet.deployments import find, load_all
 
-        record = find(network, web3.eth.chain_id, lambda address: bool(web3.eth.get_code(address)))
+        chain_id = web3.eth.chain_id
+        if market:
+            known = (
+                r
+                for r in load_all().values()
+                if r.get("chain_id") == chain_id and str(r.get("market", "")).lower() == market.lower()
+            )
+            record = next(known, {})
+            return cls.over_web3(web3, market, int(record.get("block", 0)))
+        record = find(network, chain_id, lambda address: bool(web3.eth.get_code(address)))
         return cls.over_web3(web3, record["market"], int(record.get("block", 0)))
 
     # ------------------------------------------------------------- the reader
