@@ -48,9 +48,11 @@ def build_agent(settings):
     from computenet.market import Market
     from computenet.store import LocalStore, StoreClient
 
+    given = None  # under `ape run`, the network ape joined names the deployment
     if not networks.active_provider or not networks.active_provider.is_connected:
         network_context(settings.network).__enter__()
-    market = Market.from_deployments()
+        given = settings.network
+    market = Market.from_deployments(given)
     account = load_account(settings.account)
     redis_client = None
     if settings.redis_url:
@@ -125,11 +127,12 @@ def commands(command_kwargs: dict | None = None, options=()):
         """Leases in the journal, per state, and the latest ones."""
         from agent.journal import Journal
         from agent.settings import AgentSettings
+        from computenet.follow import JsonCursor
 
         settings = AgentSettings()
         journal = Journal(Path(settings.work_dir) / "journal.sqlite")
         report = {
-            "cursor": journal.get_meta("cursor"),
+            "cursor": JsonCursor(settings.cursor_path()).load(),
             "counts": journal.counts(),
             "latest": [e.__dict__ for e in journal.entries()[-10:]],
         }

@@ -25,6 +25,7 @@ from computenet import events as ev
 from computenet import preflight
 from computenet.connection import ConfigError, broadcast
 from computenet.domain import Asset, Job, ReplicaState
+from computenet.follow import Follower, JsonCursor
 from computenet.heartbeat import Heartbeat, publish
 from computenet.market import Market
 from computenet.staging import Decline
@@ -34,7 +35,6 @@ log = logging.getLogger("agent")
 
 RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
 RETRY_INTERVAL = 10  # seconds between looks for results whose submission failed
-BLOCK_RANGE = 2000  # most blocks per log query
 
 
 @dataclass
@@ -71,6 +71,9 @@ class Agent:
         self.gpus = gpu.Allocator()  # device indices pinned to running leases
         self.jobs: dict[int, Job] = {}
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
+        self.follower = Follower(
+            market, JsonCursor(settings.cursor_path()), roles=("market",), names=("ShardAssigned",)
+        )
 
     # ------------------------------------------------------------ start-up
 
@@ -396,21 +399,19 @@ class Agent:
         except docker.errors.NotFound:
             return None
 
-    def step(self, head: int) -> int:
-        """Reads the events past the cursor up to `head`; returns how many assignments it saw."""
-        cursor = self.journal.get_meta("cursor")
-        first = (self.market.deployment_block or 0) if cursor is None else int(cursor) + 1
-        if first > head:
-            return 0
-        last = min(head, first + BLOCK_RANGE - 1)
+    def step(self) -> int:
+        """Reads the assignments past the cursor (one bounded range); returns how many it saw.
+        The cursor moves only once each is in the journal, so a crash re-reads, never skips."""
         with self.chain_lock:
-            events = self.market.events(first, last + 1)
+            batch = self.follower.poll()
+        if batch is None:
+            return 0
         seen = 0
-        for event in events:
+        for event in batch.events:
             if isinstance(event, ev.ShardAssigned):
                 seen += 1
                 self.on_assigned(event)
-        self.journal.set_meta("cursor", last)
+        self.follower.commit(batch)
         return seen
 
     # ------------------------------------------------------------ heartbeats
@@ -512,8 +513,6 @@ class Agent:
     # ------------------------------------------------------------ loop
 
     def run(self, stop: threading.Event) -> None:
-        from ape import chain
-
         self.recover()
         server = self.serve_outputs()
         last_beat = last_retry = 0.0
@@ -525,9 +524,7 @@ class Agent:
                 if time.time() - last_retry >= RETRY_INTERVAL:
                     self.retry_submissions()
                     last_retry = time.time()
-                with self.chain_lock:
-                    head = chain.blocks.height
-                self.step(head)
+                self.step()
             except Exception as error:
                 log.warning(
                     "loop step failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}}

@@ -30,6 +30,9 @@ class AgentSettings(BaseSettings):
     )
     docker_host: str | None = Field(None, description="Docker engine socket (default: DOCKER_HOST or the system one)")
     work_dir: Path = Field(Path(".agent"), description="shard folders, the output store and the journal")
+    cursor_file: Path | None = Field(
+        None, description="the last block whose assignments were read (default: cursor.json in work_dir)"
+    )
     capacity: int = Field(0, ge=0, description="shards run at once per asset; 0: the asset's max_leases")
     heartbeat_interval: float = Field(3.0, gt=0)
     poll_interval: float = Field(0.2, gt=0, description="seconds between looks at the chain head")
@@ -44,6 +47,9 @@ class AgentSettings(BaseSettings):
     log_level: str = "INFO"
 
     _comma_list = field_validator("assets", mode="before")(lambda value: comma_list(value))
+
+    def cursor_path(self) -> Path:
+        return self.cursor_file or self.work_dir / "cursor.json"
 
     def limits(self) -> Limits:
         return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)

@@ -59,6 +59,7 @@ from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.domain import Requirements, Spec, Verification  # noqa: E402
 from computenet.localnet import Anvil, DockerEngine, ServedApp, docker_reachable  # noqa: E402
 from computenet.manifest import build_manifest, canonical_json, manifest_hash  # noqa: E402
+from computenet.market import Market  # noqa: E402
 from computenet.receipts import ExecutionReceipt  # noqa: E402
 from computenet.sandbox import Limits  # noqa: E402
 from computenet.store import LocalStore, StoreClient, app  # noqa: E402
@@ -234,8 +235,7 @@ class Network:
         self.reexecutor = CountingReexecutor(self.store_client, docker=docker_client, limits=limits)
         self.verifiers = [
             Verifier(
-                web3,
-                s.market.address,
+                Market.over_web3(web3, s.market.address),
                 self.reexecutor,
                 sender=Sender(web3, key.private_key),
                 share_bps=OPTIMISTIC_SHARE_BPS,
@@ -244,10 +244,8 @@ class Network:
             for i, key in enumerate(self.verifier_keys)
         ]
         self.arbiter = Arbiter(
-            web3,
+            Market.over_web3(web3, s.market.address),
             Sender(web3, self.facilitator.private_key),
-            s.market.address,
-            s.assets.address,
             workdir / "audit.jsonl",
             self.reexecutor,
             state=workdir / "arbiter.json",

@@ -7,7 +7,7 @@ logic can use these types and be tested without a chain.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 
 BPS = 10_000
@@ -63,6 +63,11 @@ class Spec:
             self.max_leases,
         )
 
+    @classmethod
+    def from_chain(cls, raw: Sequence) -> Spec:
+        """From ComputeAsset.spec's tuple, as a plain web3 call returns it."""
+        return cls(*(bool(x) if isinstance(x, bool) else int(x) for x in raw))
+
     @property
     def size_mib(self) -> int:
         """ERC-7829 `size`: total GPU memory in MiB."""
@@ -94,6 +99,11 @@ class Parameters:
             self.challenge_bond,
         )
 
+    @classmethod
+    def from_chain(cls, raw: Sequence[int]) -> Parameters:
+        """From JobMarket.parameters' tuple."""
+        return cls(*(int(x) for x in raw))
+
 
 @dataclass(frozen=True)
 class Requirements:
@@ -119,6 +129,14 @@ class Requirements:
             self.replication,
             int(self.verification),
         )
+
+    @classmethod
+    def from_chain(cls, raw: Sequence[int]) -> Requirements:
+        """From the contracts' Requirements tuple (the same order as `as_tuple`)."""
+        values = [int(x) for x in raw]
+        if len(values) != len(fields(cls)):
+            raise ValueError(f"a Requirements tuple has {len(fields(cls))} fields, not {len(values)}")
+        return cls(*values[:-1], Verification(values[-1]))
 
     def max_payment(self) -> int:
         """Most a provider can earn for one replica."""
@@ -154,6 +172,11 @@ class Stake:
     unbond_at: int = 0
     unbonding: int = 0
 
+    @classmethod
+    def from_chain(cls, raw: Sequence[int]) -> Stake:
+        """From ComputeAsset.stake's tuple (the fields in the contract's order)."""
+        return cls(*(int(x) for x in raw))
+
     @property
     def available(self) -> int:
         """Stake that counts toward the market's minimum."""
@@ -187,6 +210,22 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.unfinished == 0
+
+    @classmethod
+    def from_chain(cls, job_id: int, raw: Sequence) -> Job:
+        """From JobMarket.job's tuple (client, escrow, unfinished, manifest_hash, requirements,
+        keeper_fee_bps, protocol_fee_bps), as a plain web3 call returns it."""
+        client, escrow, unfinished, manifest_hash, requirements, keeper_fee_bps, protocol_fee_bps = raw
+        return cls(
+            id=job_id,
+            client=str(client),
+            escrow=int(escrow),
+            manifest_hash=bytes(manifest_hash),
+            requirements=Requirements.from_chain(requirements),
+            keeper_fee_bps=int(keeper_fee_bps),
+            protocol_fee_bps=int(protocol_fee_bps),
+            unfinished=int(unfinished),
+        )
 
 
 @dataclass(frozen=True)

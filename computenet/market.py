@@ -1,6 +1,7 @@
 """The one seam between the chain and the application.
 
-`Market` wraps the four deployed contracts (through ape), returns typed domain objects,
+`Market` wraps the deployed contracts, is the one reader of them every role uses (typed
+domain objects out),
 checks each action against the contracts' rules before sending it (so a doomed
 transaction fails early with the reason the chain would give), and turns chain reverts
 into the same typed errors (computenet.errors).
@@ -8,12 +9,14 @@ into the same typed errors (computenet.errors).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
+from web3._utils.events import get_event_data
+
 from computenet import preflight
-from computenet.deployments import DeploymentNotFound, load
 from computenet.domain import (
     Asset,
     Dispute,
@@ -26,24 +29,25 @@ from computenet.domain import (
     Shard,
     Spec,
     Stake,
-    Verification,
 )
-from computenet.errors import revert_error
-from computenet.events import Event, from_log
+from computenet.errors import ContractRevert, revert_error
+from computenet.events import Event, decode
 from computenet.receipts import ExecutionReceipt, cancel_signer
+from computenet.web3calls import abi, reason_of
 
 MAX_UINT256 = 2**256 - 1
 MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
-
-
-def _spec(raw: Any) -> Spec:
-    return Spec(*[bool(x) if isinstance(x, bool) else int(x) for x in raw])
-
-
-def _requirements(raw: Any) -> Requirements:
-    values = [int(x) for x in raw]
-    values[7] = Verification(values[7])
-    return Requirements(*values)
+ZERO_ROOT = b"\x00" * 32
+ASSET_BATCH = 500  # assets read per JSON-RPC batch
+# The contract type of each role's address (reads need only its ABI; USDC's covers TestToken's reads).
+CONTRACT_TYPES = {
+    "token": "TestToken",
+    "assets": "ComputeAsset",
+    "keepers": "KeeperRegistry",
+    "market": "JobMarket",
+    "court": "DisputeCourt",
+}
+Block = int | str | None  # a block number or tag to read at; None: the latest
 
 
 @contextmanager
@@ -58,15 +62,34 @@ def typed_reverts(preflight: bool = False) -> Iterator[None]:
         raise revert_error(str(err.message), preflight=preflight) from err
 
 
-class Market:
-    """The deployed computenet contracts on one network."""
+@contextmanager
+def typed_read_reverts() -> Iterator[None]:
+    """Re-raises a reverted web3 read as the SDK's typed error for its reason."""
+    from web3.exceptions import ContractLogicError
 
-    def __init__(self, token: Any, assets: Any, keepers: Any, market: Any, court: Any) -> None:
+    try:
+        yield
+    except ContractLogicError as err:
+        raise revert_error(reason_of(err), preflight=True) from err
+
+
+class Market:
+    """The deployed computenet contracts on one network.
+
+    Every read is a plain web3 contract call on one Web3 (ape's own under `ape run` and in
+    tests, or the caller's in the HTTP services, which keep no ape provider), so every role
+    decodes the chain's tuples the same way (computenet.domain's `from_chain`). Actions go
+    through ape's contract instances, which a Market made `over_web3` lacks."""
+
+    def __init__(self, token: Any, assets: Any, keepers: Any, market: Any, court: Any, *, web3: Any = None) -> None:
         self.token = token
         self.assets = assets
         self.keepers = keepers
         self.market = market
         self.court = court
+        self._web3 = web3
+        self._calls: tuple[Any, SimpleNamespace] | None = None
+        self.addresses = {role: str(getattr(self, role).address) for role in CONTRACT_TYPES}
         self.deployment_block = 0  # where to start reading events; from_deployments knows it
 
     @classmethod
@@ -88,155 +111,332 @@ class Market:
         )
 
     @classmethod
-    def from_deployments(cls, network: str | None = None) -> Market:
-        """The market recorded in deployments.json for `network` (default: the connected one)."""
-        from ape import chain, networks
+    def over_web3(cls, web3: Any, market: str, deployment_block: int = 0) -> Market:
+        """A read-only Market on plain web3 (the HTTP services'), for the JobMarket at `market`
+        and the contracts it names; their transactions are built from `calls`."""
+        from web3 import Web3
 
-        if network is None:
-            network = f"{networks.provider.network.ecosystem.name}:{networks.provider.network.name}"
-        record = load(network)
-        if record.get("chain_id") not in (None, chain.chain_id):
-            raise DeploymentNotFound(
-                f"the {network} deployment was made on chain {record['chain_id']}, but the connected chain is {chain.chain_id}"
-            )
-        if not networks.provider.get_code(record["market"]):
-            raise DeploymentNotFound(
-                f"no contract at the recorded market {record['market']} on {network}: "
-                "the chain was reset since deployment; run `ape run deploy` again"
-            )
+        functions = _contract(web3, "market", Web3.to_checksum_address(market)).functions
+        roles = {
+            "token": functions.TOKEN().call(),
+            "assets": functions.ASSETS().call(),
+            "keepers": functions.KEEPERS().call(),
+            "market": Web3.to_checksum_address(market),
+            "court": functions.COURT().call(),
+        }
+        reader = cls(*(SimpleNamespace(address=str(roles[role])) for role in CONTRACT_TYPES), web3=web3)
+        reader.deployment_block = deployment_block
+        return reader
+
+    @classmethod
+    def from_deployments(cls, network: str | None = None) -> Market:
+        """The market recorded for `network` (the choice the role was given; default: the
+        connected one's names), or under any alias of the connected chain
+        (computenet.deployments.find)."""
+        from ape import networks
+
+        from computenet.deployments import find
+
+        provider = networks.provider
+        names = [
+            network,
+            f"{provider.network.ecosystem.name}:{provider.network.name}",
+            getattr(provider, "uri", None),
+        ]
+        web3 = provider.web3
+        record = find([n for n in names if n], web3.eth.chain_id, lambda address: bool(web3.eth.get_code(address)))
         market = cls.at(record)
         market.deployment_block = int(record.get("block", 0))
         return market
+
+    @classmethod
+    def from_web3_deployments(cls, web3: Any, network: str, market: str = "") -> Market:
+        """`over_web3` for the deployment recorded for `network` (an RPC URL or a network
+        name), or under any alias of the chain `web3` is on. A `market` address given
+        explicitly is used as it is, with its record's deployment block when one is known."""
+        from computenet.deployments import find, load_all
+
+        chain_id = web3.eth.chain_id
+        if market:
+            known = (
+                r
+                for r in load_all().values()
+                if r.get("chain_id") == chain_id and str(r.get("market", "")).lower() == market.lower()
+            )
+            record = next(known, {})
+            return cls.over_web3(web3, market, int(record.get("block", 0)))
+        record = find(network, chain_id, lambda address: bool(web3.eth.get_code(address)))
+        return cls.over_web3(web3, record["market"], int(record.get("block", 0)))
+
+    # ------------------------------------------------------------- the reader
+
+    @property
+    def web3(self) -> Any:
+        """The Web3 reads go through: the one given, else ape's connected provider's."""
+        if self._web3 is not None:
+            return self._web3
+        from ape import networks
+
+        return networks.provider.web3
+
+    @property
+    def calls(self) -> SimpleNamespace:
+        """web3 contract objects of the five contracts (`calls.market.functions.job(1).call()`),
+        bound to `web3`; the HTTP services build their transactions from them."""
+        web3 = self.web3
+        if self._calls is None or self._calls[0] is not web3:
+            contracts = {role: _contract(web3, role, self.addresses[role]) for role in CONTRACT_TYPES}
+            self._calls = (web3, SimpleNamespace(**contracts))
+        return self._calls[1]
+
+    def _read(self, role: str, name: str, *args: Any, block: Block = None) -> Any:
+        """One view call; a revert raises the SDK's typed error for its reason."""
+        call = getattr(getattr(self.calls, role).functions, name)(*args)
+        with typed_read_reverts():
+            return call.call() if block is None else call.call(block_identifier=block)
+
+    def _batch(self, calls: list[tuple[str, str, tuple]]) -> list[Any]:
+        """View calls in one JSON-RPC batch: (role, function, args) each; results in order."""
+        if not calls:
+            return []
+        with typed_read_reverts(), self.web3.batch_requests() as batch:
+            for role, name, args in calls:
+                batch.add(getattr(getattr(self.calls, role).functions, name)(*args))
+            return list(batch.execute())
 
     # ------------------------------------------------------------- reads
 
     @property
     def chain_id(self) -> int:
-        from ape import chain
+        return int(self.web3.eth.chain_id)
 
-        return chain.chain_id
+    def head(self) -> int:
+        """The latest block's number."""
+        return int(self.web3.eth.block_number)
 
     def now(self) -> int:
         """Timestamp the next block will (at least) have."""
-        from ape import chain
+        return int(self.web3.eth.get_block("pending")["timestamp"])
 
-        return chain.pending_timestamp
+    def block_hash(self, number: int) -> bytes:
+        return bytes(self.web3.eth.get_block(number)["hash"])
 
     def parameters(self) -> Parameters:
-        return Parameters(*[int(x) for x in self.market.parameters()])
+        return Parameters.from_chain(self._read("market", "parameters"))
 
     def paused(self) -> bool:
-        return bool(self.market.paused())
+        return bool(self._read("market", "paused"))
 
-    def job(self, job_id: int) -> Job | None:
+    def job_count(self, block: Block = None) -> int:
+        return int(self._read("market", "job_count", block=block))
+
+    def job(self, job_id: int, block: Block = None) -> Job | None:
         """The job, or None if no job has this id."""
-        if not 0 < job_id <= self.market.job_count():
+        if not 0 < job_id <= self.job_count(block):
             return None
-        raw = self.market.job(job_id)
-        return Job(
-            id=job_id,
-            client=str(raw.client),
-            escrow=int(raw.escrow),
-            manifest_hash=bytes(raw.manifest_hash),
-            requirements=_requirements(raw.requirements),
-            keeper_fee_bps=int(raw.keeper_fee_bps),
-            protocol_fee_bps=int(raw.protocol_fee_bps),
-            unfinished=int(raw.unfinished),
-        )
+        return Job.from_chain(job_id, self._read("market", "job", job_id, block=block))
 
-    def replica(self, job_id: int, shard: int, index: int, *, root: bool = True) -> Replica:
+    def replica(self, job_id: int, shard: int, index: int, *, root: bool = True, block: Block = None) -> Replica:
         """A replica; an unknown job, shard or replica raises the contract's typed error.
         `root=False` skips the read of its output root (left zero), for callers that need only its state."""
-        with typed_reverts(preflight=True):
-            raw = self.market.replica(job_id, shard, index)
-        return Replica(
-            job=job_id,
-            shard=shard,
-            index=index,
-            asset=int(raw.asset),
-            keeper_id=int(raw.keeper),
-            state=ReplicaState(int(raw.state)),
-            lease=int(raw.lease),
-            price=int(raw.price),
-            deadline=int(raw.deadline),
-            since=int(raw.since),
-            gpu_seconds=int(raw.gpu_seconds),
-            output_root=bytes(self.market.output_root(job_id, shard, index)) if root else b"\x00" * 32,
-        )
+        raw = self._read("market", "replica", job_id, shard, index, block=block)
+        output_root = self._read("market", "output_root", job_id, shard, index, block=block) if root else ZERO_ROOT
+        return Replica.from_chain(job_id, shard, index, raw, output_root)
 
-    def shard(self, job_id: int, shard: int) -> Shard:
-        job = self.job(job_id)
+    def replicas(
+        self, job_id: int, keys: Iterable[tuple[int, int]], *, roots: bool = True, block: Block = None
+    ) -> list[Replica]:
+        """A job's replicas at (shard, index) `keys`, read in one JSON-RPC batch (at `block`)."""
+        keys = list(keys)
+        if block is not None:  # a batch reads the latest block: one call each instead
+            return [self.replica(job_id, s, r, root=roots, block=block) for s, r in keys]
+        calls = []
+        for shard, index in keys:
+            calls.append(("market", "replica", (job_id, shard, index)))
+            if roots:
+                calls.append(("market", "output_root", (job_id, shard, index)))
+        raw = self._batch(calls)
+        step = 2 if roots else 1
+        return [
+            Replica.from_chain(job_id, s, r, raw[step * n], raw[step * n + 1] if roots else ZERO_ROOT)
+            for n, (s, r) in enumerate(keys)
+        ]
+
+    def shard(self, job_id: int, shard: int, job: Job | None = None) -> Shard:
+        """A shard with its replicas (`job`: the job, when the caller has read it already)."""
+        job = job or self.job(job_id)
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
         if not 0 <= shard < job.requirements.shard_count:
             raise revert_error("job_market: unknown shard", preflight=True)
-        return Shard(
-            job=job_id,
-            index=shard,
-            replicas=tuple(self.replica(job_id, shard, r) for r in range(job.requirements.replication)),
-        )
+        replicas = self.replicas(job_id, ((shard, r) for r in range(job.requirements.replication)))
+        return Shard(job=job_id, index=shard, replicas=tuple(replicas))
 
-    def shards(self, job_id: int) -> list[Shard]:
-        job = self.job(job_id)
+    def shards(self, job_id: int, job: Job | None = None) -> list[Shard]:
+        """Every shard of the job with its replicas, in one JSON-RPC batch."""
+        job = job or self.job(job_id)
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
-        return [self.shard(job_id, s) for s in range(job.requirements.shard_count)]
+        req = job.requirements
+        replicas = self.replicas(job_id, ((s, r) for s in range(req.shard_count) for r in range(req.replication)))
+        return [
+            Shard(job_id, s, tuple(replicas[s * req.replication : (s + 1) * req.replication]))
+            for s in range(req.shard_count)
+        ]
 
     def stake(self, asset_id: int) -> Stake:
-        return Stake(*[int(x) for x in self.assets.stake(asset_id)])
+        return Stake.from_chain(self._read("assets", "stake", asset_id))
+
+    def asset_count(self) -> int:
+        return int(self._read("assets", "totalSupply"))
 
     def endpoint(self, asset_id: int) -> str:
         """Where the asset's agent serves signed heartbeats and outputs ("" when it names none)."""
-        return str(self.assets.endpoint(asset_id))
+        return str(self._read("assets", "endpoint", asset_id))
 
     def asset(self, asset_id: int) -> Asset | None:
         """The asset, or None if no asset has this id."""
-        if not 0 < asset_id <= self.assets.totalSupply():
+        if not 0 < asset_id <= self.asset_count():
             return None
+        names = ("ownerOf", "agentOf", "spec", "commitByTokenId", "stake", "endpoint")
+        owner, agent, spec, commit, stake, endpoint = self._batch([("assets", name, (asset_id,)) for name in names])
         return Asset(
-            id=asset_id,
-            owner=str(self.assets.ownerOf(asset_id)),
-            agent=str(self.assets.agentOf(asset_id)),
-            spec=_spec(self.assets.spec(asset_id)),
-            commit=bytes(self.assets.commitByTokenId(asset_id)),
-            stake=self.stake(asset_id),
-            endpoint=self.endpoint(asset_id),
+            asset_id,
+            str(owner),
+            str(agent),
+            Spec.from_chain(spec),
+            bytes(commit),
+            Stake.from_chain(stake),
+            str(endpoint),
         )
+
+    def all_assets(self, batch: int = ASSET_BATCH) -> list[Asset]:
+        """Every asset, `batch` assets per JSON-RPC batch (one round trip each, not five calls
+        per asset); the commitment, which scheduling does not use, is left empty."""
+        count = self.asset_count()
+        names = ("ownerOf", "agentOf", "spec", "stake", "endpoint")
+        out = []
+        for first in range(1, count + 1, batch):
+            ids = range(first, min(count, first + batch - 1) + 1)
+            results = self._batch([("assets", name, (i,)) for i in ids for name in names])
+            for n, i in enumerate(ids):
+                owner, agent, spec, stake, endpoint = results[len(names) * n : len(names) * (n + 1)]
+                out.append(
+                    Asset(i, str(owner), str(agent), Spec.from_chain(spec), b"", Stake.from_chain(stake), str(endpoint))
+                )
+        return out
 
     def assets_of(self, owner: str) -> list[Asset]:
-        """Assets `owner` holds now (scans ids; fine for the registry sizes a CLI lists)."""
-        found = []
-        for asset_id in range(1, self.assets.totalSupply() + 1):
-            if str(self.assets.ownerOf(asset_id)).lower() == str(owner).lower():
-                found.append(self.asset(asset_id))
-        return found
+        """Assets `owner` holds now (fine for the registry sizes a CLI lists)."""
+        return [self.asset(a.id) for a in self.all_assets() if a.owner.lower() == str(owner).lower()]
+
+    def owner_of(self, asset_id: int, block: Block = None) -> str:
+        return str(self._read("assets", "ownerOf", asset_id, block=block))
+
+    def agent_of(self, asset_id: int, block: Block = None) -> str:
+        return str(self._read("assets", "agentOf", asset_id, block=block))
 
     def quote(self, req: Requirements) -> int:
-        return int(self.market.quote(req.as_tuple()))
+        return int(self._read("market", "quote", req.as_tuple()))
 
     def credits(self, account: Any) -> int:
-        return int(self.market.credits(account))
+        return int(self._read("market", "credits", _address(account)))
 
-    def events(self, start_block: int = 0, stop_block: int | None = None) -> list[Event]:
-        """Every event of the asset registry, keeper registry and market from
-        `start_block` up to and excluding `stop_block` (default: to the head), in chain order.
-        One `eth_getLogs` per page of blocks for all three contracts."""
-        from ape import chain
-        from ape.types import LogFilter
+    def funded_by(self, payer: str, nonce: bytes) -> int:
+        """The job an EIP-3009 authorization (payer, nonce) funded; 0: none."""
+        return int(self._read("market", "funded_by", payer, nonce))
 
-        last = chain.blocks.height if stop_block is None else stop_block - 1
+    def challenge_bond(self) -> int:
+        return int(self._read("market", "challenge_bond"))
+
+    def is_facilitator(self, account: Any) -> bool:
+        return bool(self._read("market", "is_facilitator", _address(account)))
+
+    def keeper_id(self, account: Any) -> int | None:
+        """`account`'s keeper id; None when it is no active bonded registrant (the reason
+        is the registry's: `active_keeper_id` raises it typed)."""
+        try:
+            return self.active_keeper_id(account)
+        except ContractRevert:
+            return None
+
+    def active_keeper_id(self, account: Any) -> int:
+        """`account`'s keeper id; raises the registry's typed error when it is not active."""
+        return int(self._read("keepers", "active_keeper_id", _address(account)))
+
+    def challenger(self, job_id: int, shard: int) -> str:
+        """Who challenged the shard's results (the zero address: no open challenge)."""
+        return str(self._read("court", "challenge_of", job_id, shard)[0])
+
+    def ruling_deadline(self, job_id: int, shard: int) -> int:
+        """The ruling deadline of the shard's open dispute (raises typed when none is open)."""
+        return int(self._read("court", "ruling_deadline", job_id, shard))
+
+    def balance(self, account: Any) -> int:
+        return int(self._read("token", "balanceOf", _address(account)))
+
+    def allowance(self, owner: Any, spender: Any) -> int:
+        return int(self._read("token", "allowance", _address(owner), _address(spender)))
+
+    def token_domain(self) -> tuple[str, str]:
+        """The payment token's EIP-712 name and version (EIP-3009 authorizations are signed over them)."""
+        name, version = self._batch([("token", "name", ()), ("token", "version", ())])
+        return str(name), str(version)
+
+    def events(
+        self,
+        start_block: int = 0,
+        stop_block: int | None = None,
+        roles: Sequence[str] = ("assets", "keepers", "market"),
+        names: Iterable[str] | None = None,
+    ) -> list[Event]:
+        """The events of the contracts in `roles` (default: the asset registry, keeper registry
+        and market; "court" adds the dispute court's) from `start_block` up to and excluding
+        `stop_block` (default: to the head), in chain order; `names` keeps only those.
+        One `eth_getLogs` for all of them: the caller bounds the range (computenet.follow)."""
+        last = self.head() if stop_block is None else stop_block - 1
         if last < start_block:
             return []
-        contracts = (self.assets, self.keepers, self.market)
-        abis = {abi.selector: abi for contract in contracts for abi in contract.contract_type.events}
-        log_filter = LogFilter(
-            addresses=[contract.address for contract in contracts],
-            events=list(abis.values()),
-            start_block=start_block,
-            stop_block=last,
+        decoders = self._decoders(tuple(roles))
+        wanted = None if names is None else set(names)
+        topics = sorted({topic for (_, topic), abi in decoders.items() if wanted is None or abi["name"] in wanted})
+        if not topics:
+            return []
+        logs = self.web3.eth.get_logs(
+            {
+                "address": [self.addresses[role] for role in roles],
+                "fromBlock": start_block,
+                "toBlock": last,
+                "topics": [["0x" + topic.hex() for topic in topics]],
+            }
         )
-        logs = sorted(chain.provider.get_contract_logs(log_filter), key=lambda log: (log.block_number, log.log_index))
-        return [from_log(log) for log in logs]
+        out = []
+        for log in sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"])):
+            abi = decoders.get((str(log["address"]).lower(), bytes(log["topics"][0])))
+            if abi is None or (wanted is not None and abi["name"] not in wanted):
+                continue
+            data = get_event_data(self.web3.codec, abi, log)
+            out.append(
+                decode(
+                    data["event"],
+                    dict(data["args"]),
+                    block=log["blockNumber"],
+                    tx="0x" + bytes(log["transactionHash"]).hex(),
+                    index=log["logIndex"],
+                )
+            )
+        return out
+
+    def _decoders(self, roles: tuple[str, ...]) -> dict[tuple[str, bytes], dict]:
+        """(address, topic0) -> event ABI for the contracts in `roles`."""
+        from eth_utils import event_abi_to_log_topic
+
+        found = {}
+        for role in roles:
+            for item in abi(CONTRACT_TYPES[role]):
+                if item.get("type") == "event" and not item.get("anonymous"):
+                    found[(self.addresses[role].lower(), bytes(event_abi_to_log_topic(item)))] = item
+        return found
 
     # ------------------------------------------------------------- checks
 
@@ -248,7 +448,7 @@ class Market:
         """Raises what `post_job` would fail with; returns the budget it escrows."""
         self._check(preflight.post_problem(manifest_hash, req, self.parameters(), self.now(), self.paused()))
         budget = self.quote(req)
-        if self.token.balanceOf(client) < budget:
+        if self.balance(client) < budget:
             raise revert_error("ERC20: transfer amount exceeds balance", preflight=True)
         return budget
 
@@ -258,10 +458,9 @@ class Market:
         paused = self.paused()
         if paused:
             raise revert_error("market_params: paused", preflight=True)
-        with typed_reverts(preflight=True):
-            self.keepers.active_keeper_id(keeper)
+        self.active_keeper_id(keeper)
         job = self.job(job_id)
-        replicas = self.shard(job_id, shard).replicas if job and 0 <= shard < job.requirements.shard_count else ()
+        replicas = self.shard(job_id, shard, job).replicas if job and 0 <= shard < job.requirements.shard_count else ()
         asset = self.asset(asset_id) if asset_id <= preflight.UINT32_MAX else None
         self._check(
             preflight.assign_problem(
@@ -334,10 +533,7 @@ class Market:
         self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
         receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
         signature = receipt.sign(agent_key, self.chain_id, self.market.address)
-        if (
-            receipt.recover(signature, self.chain_id, self.market.address).lower()
-            != str(self.assets.agentOf(rep.asset)).lower()
-        ):
+        if receipt.recover(signature, self.chain_id, self.market.address).lower() != self.agent_of(rep.asset).lower():
             raise revert_error("job_market: receipt not signed by the asset's agent", preflight=True)
         with typed_reverts():
             return self.market.submit_result(
@@ -387,7 +583,7 @@ class Market:
 
     def challenge(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
         """Challenges a shard's results at the dispute court, approving the market for the bond first."""
-        self._approve(self.market, self.market.challenge_bond(), sender, **tx)
+        self._approve(self.market, self.challenge_bond(), sender, **tx)
         with typed_reverts():
             return self.court.challenge(job_id, shard, sender=sender, **tx)
 
@@ -418,7 +614,7 @@ class Market:
         return amount
 
     def _approve(self, spender: Any, amount: int, owner: Any, **tx: Any) -> None:
-        if self.token.allowance(owner, spender) < amount:
+        if self.allowance(owner, spender) < amount:
             with typed_reverts():
                 self.token.approve(spender, amount, sender=owner, **tx)
 
@@ -575,3 +771,13 @@ def rejected_mask(replicas: Iterable[int]) -> int:
             raise ValueError(f"replica index {replica} out of range")
         mask |= 1 << replica
     return mask
+
+
+def _contract(web3: Any, role: str, address: str) -> Any:
+    from computenet.web3calls import contract
+
+    return contract(web3, CONTRACT_TYPES[role], address)
+
+
+def _address(account: Any) -> str:
+    return str(getattr(account, "address", account))

@@ -25,8 +25,8 @@ from agent.outputs import sign_request
 from computenet.cli import format_amount
 from computenet.localnet import wait_until
 from computenet.manifest import build_manifest, canonical_json
+from computenet.market import Market
 from computenet.merkle import MerkleTree
-from computenet.web3calls import contract
 from demo.network import CLIENT, Network
 from examples import workloads
 
@@ -36,15 +36,15 @@ SPOT_CHECK_BPS = 5_000  # client 1's job: half its results re-executed by the ve
 
 
 class Chain:
-    """The demo's reads, over web3."""
+    """The demo's view of the chain: the market's reads through the SDK's Market over a web3 of
+    its own; the raw logs (with their transactions) for the report's tables."""
 
     def __init__(self, net: Network) -> None:
         from web3 import Web3
 
         self.web3 = Web3(Web3.HTTPProvider(net.anvil.uri))
-        self.market = contract(self.web3, "JobMarket", net.stack.market.address)
-        self.token = contract(self.web3, "TestToken", net.stack.token.address)
-        self.assets = contract(self.web3, "ComputeAsset", net.stack.assets.address)
+        self.reader = Market.over_web3(self.web3, net.stack.market.address)
+        self.market, self.token = self.reader.calls.market, self.reader.calls.token  # transactions, logs
 
     def logs(self, event: str, **filters: Any) -> list:
         return getattr(self.market.events, event)().get_logs(from_block=0, argument_filters=filters or None)
@@ -234,7 +234,7 @@ def follow(
                         if rep["asset"]:
                             per_asset[rep["asset"]][rep["state"]] += 1
             live.update(_dashboard(progress, per_asset, net))
-            refunded = payer is None or chain.market.functions.credits(payer).call() == 0
+            refunded = payer is None or chain.reader.credits(payer) == 0
             with open(net.logdir / "progress.log", "a") as log:  # the same view, one line per look
                 log.write(
                     json.dumps(
@@ -279,11 +279,11 @@ def verify_outputs(net: Network, chain: Chain, jobs: dict[int, str]) -> int:
     }
     files_checked = 0
     for job in jobs:
-        client = chain.market.functions.job(job).call()[0].lower()
+        client = chain.reader.job(job).client.lower()
         for event in chain.logs("ShardFinalized", job=job):
             shard, replica, asset = event["args"]["shard"], event["args"]["replica"], event["args"]["asset"]
-            root = bytes(chain.market.functions.output_root(job, shard, replica).call())
-            agent = chain.assets.functions.agentOf(asset).call()
+            root = chain.reader.replica(job, shard, replica).output_root
+            agent = chain.reader.agent_of(asset)
             base = (
                 f"{net.gateway_url}/jobs/{job}/outputs/{shard}/{replica}"
                 if client == net.payer.address.lower()
@@ -363,7 +363,7 @@ class Balances:
         holders = [str(a.address) for a in list(net.test)[:16]] + [net.payer.address]
         holders += [str(c) for c in (net.stack.market.address, net.stack.assets.address, net.stack.keepers.address)]
         self.supply = chain.token.functions.totalSupply().call()
-        self.of = {h: chain.token.functions.balanceOf(h).call() for h in holders}
+        self.of = {h: chain.reader.balance(h) for h in holders}
         self.market, self.owed = str(net.stack.market.address), chain.market.functions.owed().call()
 
     @property

@@ -54,46 +54,46 @@ def _market_roles(settings, key: str) -> tuple:
     from web3 import Web3
 
     from computenet.connection import ConfigError
+    from computenet.deployments import DeploymentNotFound
+    from computenet.follow import JsonCursor
+    from computenet.market import Market
     from computenet.store import StoreClient
-    from computenet.web3calls import Sender, contract
+    from computenet.web3calls import Sender
     from facilitator.jobs import JobSettlement
     from facilitator.refunds import Refunder
+    from facilitator.settings import DEPLOYED
     from verifier.arbiter import Arbiter, router
     from verifier.reexecute import Reexecutor
 
     web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
     sender = Sender(web3, key)
+    deployed = settings.market == DEPLOYED
     try:
-        market = contract(web3, "JobMarket", settings.market)
-        token, assets = market.functions.TOKEN().call(), market.functions.ASSETS().call()
-        if not market.functions.is_facilitator(sender.address).call():
-            raise ConfigError(f"{sender.address} is not a facilitator of the market {settings.market}")
-    except ConfigError:
+        market = Market.from_web3_deployments(web3, settings.rpc_url, "" if deployed else settings.market)
+        if not market.is_facilitator(sender.address):
+            raise ConfigError(f"{sender.address} is not a facilitator of the market {market.addresses['market']}")
+    except (ConfigError, DeploymentNotFound):
         raise
     except Exception as error:
         raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
-    jobs = JobSettlement(web3, sender, settings.market, token, settings.gateways)
+    address = market.addresses["market"]
+    jobs = JobSettlement(web3, sender, address, market.addresses["token"], settings.gateways)
     reexecutor = Reexecutor(StoreClient(settings.store_url), docker_host=settings.docker_host, limits=settings.limits())
     outputs = None
     if settings.outputs:  # replicas' results, for manifests whose comparator has a tolerance
         from computenet.outputs import OutputsClient
 
-        registry = contract(web3, "ComputeAsset", assets)
-        outputs = OutputsClient(
-            key, web3.eth.chain_id, settings.outputs, lambda asset: str(registry.functions.agentOf(asset).call())
-        )
+        outputs = OutputsClient(key, market.chain_id, settings.outputs, market.agent_of)
     arbiter = Arbiter(
-        web3,
+        market,
         sender,
-        settings.market,
-        assets,
         Path(settings.audit_log),
         reexecutor,
         Path(settings.arbiter_state),
         settings.start_block,
         outputs=outputs,
     )
-    refunder = Refunder(web3, sender, settings.market, settings.start_block)
+    refunder = Refunder(market, sender, JsonCursor(settings.refunder_state), settings.start_block)
 
     @asynccontextmanager
     async def lifespan(app):

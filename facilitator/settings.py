@@ -12,6 +12,8 @@ from computenet.connection import comma_list
 from computenet.sandbox import Limits
 from verifier.settings import outputs_map
 
+DEPLOYED = "deployed"  # COMPUTENET_FACILITATOR_MARKET: the market recorded for the connected chain
+
 
 class FacilitatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMPUTENET_FACILITATOR_", extra="ignore")
@@ -24,7 +26,8 @@ class FacilitatorSettings(BaseSettings):
     )
     market: str = Field(
         "",
-        description="JobMarket address: payments to it post jobs, and it is where disputes are resolved (empty: plain x402 only)",
+        description="JobMarket address: payments to it post jobs, and it is where disputes are resolved "
+        f"({DEPLOYED!r}: the deployment recorded for this chain, under any name; empty: plain x402 only)",
     )
     gateways: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -35,8 +38,14 @@ class FacilitatorSettings(BaseSettings):
         "logs/facilitator-arbiter.json",
         description="the arbiter's cursor: next block to scan for disputes, those pending",
     )
-    start_block: int = Field(
-        0, ge=0, description="first block the refunder and the arbiter scan (finished x402 jobs; opened disputes)"
+    refunder_state: str = Field(
+        "logs/facilitator-refunder.json",
+        description="the refunder's cursor and the payers of x402 jobs not finished yet",
+    )
+    start_block: int | None = Field(
+        None,
+        ge=0,
+        description="first block the refunder and the arbiter scan without a cursor (default: the deployment block)",
     )
     store_url: str = Field(
         "http://127.0.0.1:8700", description="content store the arbiter fetches manifests and inputs from"

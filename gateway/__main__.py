@@ -16,6 +16,8 @@ def main() -> None:
     from computenet import logs
     from computenet.cli import settings_message
     from computenet.connection import ConfigError, load_account
+    from computenet.deployments import DeploymentNotFound
+    from computenet.market import Market
     from computenet.store import StoreClient
     from gateway.app import Chain, create_app
     from gateway.settings import GatewaySettings
@@ -25,10 +27,13 @@ def main() -> None:
         key = load_account(settings.account).private_key
         web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
         try:
-            chain = Chain(web3, settings.market)
+            chain = Chain(web3, Market.from_web3_deployments(web3, settings.rpc_url, settings.market))
+        except DeploymentNotFound:
+            raise
         except Exception as error:
-            raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
-    except (ValidationError, ConfigError) as error:
+            where = settings.market or "the recorded deployment"
+            raise ConfigError(f"no JobMarket at {where} on {settings.rpc_url}: {error}") from None
+    except (ValidationError, ConfigError, DeploymentNotFound) as error:
         raise click.ClickException(settings_message(error, "COMPUTENET_GATEWAY_", "gateway")) from None
     logs.setup(settings.log_format, settings.log_level, "gateway")
     network = settings.network or f"eip155:{chain.chain_id}"

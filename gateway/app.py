@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -42,12 +43,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from computenet.domain import Parameters, Replica, Requirements, Shard, Verification
+from computenet.domain import Requirements, Verification
 from computenet.eip3009 import TransferAuthorization
 from computenet.errors import ManifestError
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
+from computenet.market import Market
 from computenet.preflight import post_problem
-from computenet.web3calls import contract
 from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
 from facilitator.jobs import INVALID_JOB, JOB_EXTRA
 
@@ -75,55 +76,39 @@ class JobBody(BaseModel):
 
 
 class Chain:
-    """The reads the gateway makes, over web3."""
+    """The gateway's view of the market: the reads go through the SDK's Market (over this
+    process's web3); it keeps only the payment token's terms, read once."""
 
-    def __init__(self, web3: Any, market: str) -> None:
-        self.web3 = web3
-        self.market = contract(web3, "JobMarket", market)
-        self.assets = contract(web3, "ComputeAsset", self.market.functions.ASSETS().call())
-        token = contract(web3, "TestToken", self.market.functions.TOKEN().call())
-        self.token = token.address
-        self.token_name = token.functions.name().call()
-        self.token_version = token.functions.version().call()
-        self.chain_id = web3.eth.chain_id
+    def __init__(self, web3: Any, market: str | Market) -> None:
+        self.reader = market if isinstance(market, Market) else Market.over_web3(web3, market)
+        self.market = SimpleNamespace(address=self.reader.addresses["market"])
+        self.token = self.reader.addresses["token"]
+        self.token_name, self.token_version = self.reader.token_domain()
+        self.chain_id = self.reader.chain_id
 
     def problem(self, digest: bytes, req: Requirements) -> str | None:
-        params = Parameters(*[int(x) for x in self.market.functions.parameters().call()])
-        paused = bool(self.market.functions.paused().call())
-        now = self.web3.eth.get_block("latest")["timestamp"] + PREFLIGHT_MARGIN
-        return post_problem(digest, req, params, now, paused)
+        reader = self.reader
+        return post_problem(digest, req, reader.parameters(), reader.now() + PREFLIGHT_MARGIN, reader.paused())
 
     def quote(self, req: Requirements) -> int:
-        return int(self.market.functions.quote(req.as_tuple()).call())
+        return self.reader.quote(req)
 
     def funded_by(self, payer: str, nonce: bytes) -> int:
-        return int(self.market.functions.funded_by(payer, nonce).call())
+        return self.reader.funded_by(payer, nonce)
 
     def job(self, job_id: int) -> dict | None:
-        if not 0 < job_id <= self.market.functions.job_count().call():
+        job = self.reader.job(job_id)
+        if job is None:
             return None
-        client, escrow, unfinished, manifest, raw_req, keeper_bps, protocol_bps = self.market.functions.job(
-            job_id
-        ).call()
-        req = Requirements(*[int(x) for x in raw_req[:7]], Verification(int(raw_req[7])))
-        keys = [(s, r) for s in range(req.shard_count) for r in range(req.replication)]
-        with self.web3.batch_requests() as batch:
-            for s, r in keys:
-                batch.add(self.market.functions.replica(job_id, s, r))
-                batch.add(self.market.functions.output_root(job_id, s, r))
-            raw = batch.execute()
-        replicas = [
-            Replica.from_chain(job_id, s, r, rep, root) for (s, r), rep, root in zip(keys, raw[0::2], raw[1::2])
-        ]
-        shards = [Shard(job_id, s, tuple(x for x in replicas if x.shard == s)) for s in range(req.shard_count)]
+        shards = self.reader.shards(job_id, job)
         return {
             "job": job_id,
-            "client": client,
-            "manifest_hash": "0x" + bytes(manifest).hex(),
-            "escrow": int(escrow),
-            "unfinished": int(unfinished),
-            "finished": int(unfinished) == 0,
-            "requirements": _requirements_json(req),
+            "client": job.client,
+            "manifest_hash": "0x" + job.manifest_hash.hex(),
+            "escrow": job.escrow,
+            "unfinished": job.unfinished,
+            "finished": job.finished,
+            "requirements": _requirements_json(job.requirements),
             "shards": [
                 {
                     "shard": shard.index,
@@ -144,7 +129,7 @@ class Chain:
         }
 
     def agent_of(self, asset: int) -> str:
-        return str(self.assets.functions.agentOf(asset).call())
+        return self.reader.agent_of(asset)
 
 
 class Bindings:

@@ -14,7 +14,9 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMPUTENET_GATEWAY_", extra="ignore")
 
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain")
-    market: str = Field(..., description="JobMarket address")
+    market: str = Field(
+        "", description="JobMarket address (empty: the deployment recorded for this chain, under any name)"
+    )
     account: str = Field(
         ...,
         description="ape account alias of the gateway key (TEST::n locally): it tags the job terms it offers; no funds",

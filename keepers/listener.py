@@ -1,9 +1,9 @@
 """The listener: follows the market's events from the cursor kept in Redis and turns them
 into Celery tasks (by id only), and sweeps for work that time alone makes possible.
 
-Each step reads the events of the blocks between the cursor and the head less the
-confirmation depth, enqueues the tasks their reaction names, then commits the reaction to
-the projection together with the new cursor. A crash before the commit only means the
+Each step reads (computenet.follow) the events of the blocks between the cursor and the head
+less the confirmation depth, enqueues the tasks their reaction names, then commits the
+reaction to the projection together with the new cursor. A crash before the commit only means the
 same blocks are read again, and tasks are safe to run twice; a crash after it loses
 nothing, because the sweep re-enqueues whatever the projection still holds open or due.
 Without a cursor (a new keeper, or a Redis that was lost) it starts from the deployment
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from computenet.follow import Follower
 from keepers.reactions import react
 from keepers.settings import KeeperSettings
 from keepers.state import KeeperState
@@ -34,17 +35,21 @@ class Listener:
         market: Any,
         state: KeeperState,
         enqueue: Enqueue,
-        start_block: int,
-        head: Callable[[], int],
         chain_now: Callable[[], int],
+        head: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
-        self.market = market
         self.state = state
         self.enqueue = enqueue
-        self.start_block = start_block
-        self.head = head
         self.chain_now = chain_now
+        # The cursor lives in Redis beside the projection: KeeperState.save commits both at once.
+        self.follower = Follower(
+            market,
+            state,
+            confirmations=settings.confirmations,
+            block_range=settings.block_range,
+            head=head,
+        )
         self._last_sweep = 0.0
 
     def _submit(self, task: tuple) -> bool:
@@ -57,29 +62,34 @@ class Listener:
     def step(self) -> int:
         """Processes the confirmed blocks past the cursor (at most `block_range`); returns how
         many events it read."""
-        cursor = self.state.cursor()
-        first = self.start_block if cursor is None else cursor + 1
-        safe = self.head() - self.settings.confirmations
-        if safe < first:
+        batch = self.follower.poll()
+        if batch is None:
             return 0
-        last = min(safe, first + self.settings.block_range - 1)
-        events = self.market.events(first, last + 1)
-        reaction = react(events)
-        live = safe - last < self.settings.block_range  # catching up from far behind: the sweep will do
+        reaction = react(batch.events)
+        live = batch.head - batch.last < self.settings.block_range  # catching up from far behind: the sweep will do
         if live:
             for task in reaction.tasks:
                 self._submit(task)
         if reaction.wake and live:
             for job, shard in self.state.open_shards():
                 self._submit(("assign", job, shard))
-        self.state.commit(reaction, last)
-        self.state.set_listener(cursor=last, head=safe + self.settings.confirmations, at=round(time.time(), 3))
-        if events:
+        self.follower.commit(batch, reaction)
+        self.state.set_listener(
+            cursor=batch.last, head=batch.head + self.settings.confirmations, at=round(time.time(), 3)
+        )
+        if batch.events:
             log.info(
                 "events",
-                extra={"fields": {"from": first, "to": last, "events": len(events), "tasks": len(reaction.tasks)}},
+                extra={
+                    "fields": {
+                        "from": batch.first,
+                        "to": batch.last,
+                        "events": len(batch.events),
+                        "tasks": len(reaction.tasks),
+                    }
+                },
             )
-        return len(events)
+        return len(batch.events)
 
     def sweep(self) -> int:
         """Enqueues the work due by chain time and a retry of every open shard; returns how many."""
@@ -103,8 +113,7 @@ class Listener:
         Heartbeats come after the events, so those of assets registered meanwhile are known."""
         while True:
             self.step()
-            cursor = self.state.cursor()
-            if cursor is None or cursor >= self.head() - self.settings.confirmations:
+            if self.follower.next_block() > self.follower.safe_head():
                 break
         self.heartbeats()
         if time.time() - self._last_sweep >= self.settings.sweep_interval:

@@ -27,8 +27,6 @@ log = logging.getLogger("keepers.main")
 
 
 def _listener(settings: KeeperSettings):
-    from ape import chain
-
     from keepers.listener import Listener
     from keepers.runtime import runtime
     from keepers.tasks import TASKS
@@ -38,27 +36,20 @@ def _listener(settings: KeeperSettings):
     def enqueue(task: tuple) -> None:
         TASKS[task[0]].apply_async(args=task[1:], queue=settings.queue)
 
-    listener = Listener(
-        settings,
-        rt.market,
-        rt.state,
-        enqueue,
-        rt.market.deployment_block,
-        head=lambda: chain.blocks.height,
-        chain_now=rt.view.now,
-    )
+    listener = Listener(settings, rt.market, rt.state, enqueue, chain_now=rt.view.now)
     return rt, listener
 
 
-def listen(settings: KeeperSettings, stop: threading.Event | None = None) -> None:
+def listen(settings: KeeperSettings, stop: threading.Event | None = None, built: tuple | None = None) -> None:
     logs.setup(settings.log_format, settings.log_level)
-    rt, listener = _listener(settings)
+    rt, listener = built or _listener(settings)
     if settings.metrics_port:
         from keepers.metrics import serve
 
         serve(rt.state, lambda: rt.redis.llen(settings.queue), settings.metrics_host, settings.metrics_port)
     stop = stop or _stop_on_signals()
     mode = "dry run (no key)" if settings.dry_run else f"keeper {rt.address}"
+    rt.state.set_listener(started=round(time.time(), 3), stopped="")
     log.info(
         "listening",
         extra={
@@ -98,7 +89,13 @@ def worker(settings: KeeperSettings) -> None:
 
 
 def start(settings: KeeperSettings, workers: int) -> None:
-    """The listener here and `workers` worker processes beside it; stopping this stops them."""
+    """The listener here and `workers` worker processes beside it; stopping this stops them.
+    The listener connects first (a listener that cannot start starts no workers), and stops
+    as soon as a worker exits: a listener enqueueing tasks that no worker runs would look
+    healthy while nothing is done. The worker's failure is recorded for `status`."""
+    logs.setup(settings.log_format, settings.log_level)
+    built = _listener(settings)
+    rt = built[0]
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "keepers", "worker"],
@@ -106,8 +103,26 @@ def start(settings: KeeperSettings, workers: int) -> None:
         )
         for _ in range(workers)
     ]
+    stop = _stop_on_signals()
+    failed: list[str] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            for child in children:
+                code = child.poll()
+                if code is not None:
+                    message = f"worker process {child.pid} exited with status {code} (its error is in its output above)"
+                    failed.append(message)
+                    log.error("worker exited, stopping", extra={"fields": {"error": message}})
+                    rt.state.record("error", call="worker", error=message)
+                    rt.state.set_listener(stopped=message)
+                    stop.set()
+                    return
+            stop.wait(0.5)
+
+    threading.Thread(target=watch, name="workers", daemon=True).start()
     try:
-        listen(settings)
+        listen(settings, stop, built)
     finally:
         for child in children:
             child.terminate()
@@ -116,6 +131,8 @@ def start(settings: KeeperSettings, workers: int) -> None:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+    if failed:
+        raise click.ClickException(failed[0])
 
 
 def _network(settings: KeeperSettings) -> str:
@@ -153,6 +170,8 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
     click.echo(f"keeper      {report['keeper']}  ({'dry run' if settings.dry_run else 'sending'})")
     click.echo(f"market      {report['market']}")
     click.echo(f"cursor      {report['cursor']} of head {report['head']} (listener last stepped {seen})")
+    if lst.get("stopped"):
+        click.echo(f"listener    stopped: {lst['stopped']}")
     click.echo(f"queue       {report['queue']}: {report['queue_depth']} waiting")
     t = report["tracked"]
     click.echo(

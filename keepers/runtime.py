@@ -10,9 +10,9 @@ from typing import Any
 import redis
 
 from computenet.connection import ConfigError, load_account, network_context
-from computenet.domain import Asset, Parameters, Replica, Shard, Stake
+from computenet.domain import Asset, Parameters, Replica, Shard
 from computenet.errors import ContractRevert
-from computenet.market import Market, _spec, typed_reverts
+from computenet.market import Market
 from keepers.decisions import NO_OPEN_DISPUTE
 from keepers.settings import KeeperSettings
 from keepers.state import KeeperState
@@ -20,7 +20,6 @@ from keepers.state import KeeperState
 # Above this many shards an assign task reads only its own shard, not which assets hold the
 # job's other shards (the spreading preference then rests on this keeper's pending leases).
 HELD_SCAN_LIMIT = 64
-ASSET_BATCH = 500  # assets read per JSON-RPC batch
 
 
 class KeeperConfigError(ConfigError):
@@ -28,19 +27,16 @@ class KeeperConfigError(ConfigError):
 
 
 class ChainView:
-    """Fresh reads for the tasks. The asset list is cached for the block it was read at:
-    assets change rarely, and a stale one only costs a reverted gas estimate, after which
-    `forget_assets` drops the cache."""
+    """Fresh reads for the tasks, through the Market. The asset list is cached for the block
+    it was read at: assets change rarely, and a stale one only costs a reverted gas estimate,
+    after which `forget_assets` drops the cache."""
 
     def __init__(self, market: Market) -> None:
         self.market = market
         self._assets: tuple[int, list[Asset]] = (-1, [])
-        self._registry: Any = None
 
     def head(self) -> int:
-        from ape import chain
-
-        return chain.blocks.height
+        return self.market.head()
 
     def now(self) -> int:
         return self.market.now()
@@ -51,49 +47,21 @@ class ChainView:
     def assets(self) -> list[Asset]:
         head = self.head()
         if self._assets[0] != head:
-            self._assets = (head, self._read_assets())
+            self._assets = (head, self.market.all_assets())
         return self._assets[1]
-
-    def _read_assets(self) -> list[Asset]:
-        """Every asset in JSON-RPC batches (one round trip per ASSET_BATCH assets, not four
-        calls each); the commitment, which scheduling does not use, is left empty."""
-        from ape import networks
-
-        web3 = networks.provider.web3
-        registry = self._web3_registry(web3)
-        count = int(registry.functions.totalSupply().call())
-        out = []
-        for first in range(1, count + 1, ASSET_BATCH):
-            ids = range(first, min(count, first + ASSET_BATCH - 1) + 1)
-            with web3.batch_requests() as batch:
-                for i in ids:
-                    for name in ("ownerOf", "agentOf", "spec", "stake"):
-                        batch.add(getattr(registry.functions, name)(i))
-                results = batch.execute()
-            for n, i in enumerate(ids):
-                owner, agent, spec, stake = results[4 * n : 4 * n + 4]
-                out.append(Asset(i, str(owner), str(agent), _spec(spec), b"", Stake(*[int(x) for x in stake])))
-        return out
-
-    def _web3_registry(self, web3: Any) -> Any:
-        if self._registry is None:
-            abi = [item.model_dump(mode="json", by_alias=True) for item in self.market.assets.contract_type.abi]
-            self._registry = web3.eth.contract(address=str(self.market.assets.address), abi=abi)
-        return self._registry
 
     def forget_assets(self) -> None:
         self._assets = (-1, [])
 
     def replicas(self, job: int, shard: int, replication: int, roots: bool = False) -> tuple[Replica, ...]:
         """The shard's replicas; output roots only when asked (finalize compares them)."""
-        return tuple(self.market.replica(job, shard, index, root=roots) for index in range(replication))
+        return tuple(self.market.replicas(job, ((shard, index) for index in range(replication)), roots=roots))
 
     def ruling_deadline(self, job: int, shard: int) -> int | None:
         """The ruling deadline of the shard's open dispute; None when none is open (or the
         shard does not exist)."""
         try:
-            with typed_reverts(preflight=True):
-                return int(self.market.court.ruling_deadline(job, shard))
+            return self.market.ruling_deadline(job, shard)
         except ContractRevert as error:
             if error.reason in (NO_OPEN_DISPUTE, "dispute_court: unknown shard"):
                 return None
@@ -136,9 +104,11 @@ def connect(settings: KeeperSettings) -> Runtime:
     from ape.logging import logger as ape_logger
 
     ape_logger.set_level("WARNING")  # ape's INFO lines go to stdout, which `status --json` owns
+    given = None  # under `ape run`, the network ape joined names the deployment
     if not networks.active_provider or not networks.active_provider.is_connected:
         network_context(settings.network).__enter__()
-    market = Market.from_deployments()
+        given = settings.network
+    market = Market.from_deployments(given)
     court = str(market.market.COURT())  # expire goes to the court the market itself names
     if str(market.court.address).lower() != court.lower():
         raise KeeperConfigError(
@@ -147,8 +117,7 @@ def connect(settings: KeeperSettings) -> Runtime:
     account = load_account(settings.account) if settings.account else None
     if account is not None:
         try:
-            with typed_reverts(preflight=True):
-                market.keepers.active_keeper_id(account)
+            market.active_keeper_id(account)
         except ContractRevert as error:
             raise KeeperConfigError(
                 f"{account.address} cannot assign: {error.reason} (register it with a bond first)"

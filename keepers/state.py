@@ -47,6 +47,14 @@ class KeeperState:
         """The last block whose events are in the projection; None: nothing yet (or Redis was lost)."""
         return _int(self.redis.get(self.key("cursor")))
 
+    def load(self) -> int | None:
+        """The cursor, for computenet.follow."""
+        return self.cursor()
+
+    def save(self, cursor: int, reaction: Reaction) -> None:
+        """computenet.follow's commit: the reaction and the cursor, together."""
+        self.commit(reaction, cursor)
+
     def commit(self, reaction: Reaction, cursor: int) -> None:
         """Applies a reaction and moves the cursor, atomically."""
         pipe = self.redis.pipeline(transaction=True)

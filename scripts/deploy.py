@@ -1,11 +1,14 @@
-"""Deploys computenet and records its addresses in deployments.json.
+"""Deploys computenet and records its addresses in deployments.json, under the network as it
+was named (less the provider), with the chain id, block and node URL, so every role finds it
+under that name or any other name of the same chain.
 
-ape run deploy --network ethereum:local:foundry --account TEST::0
+anvil &   # a node that outlives the command
+ape run deploy --network http://127.0.0.1:8545 --account TEST::0
 ape run deploy --network ethereum:sepolia:alchemy --account deployer --token 0x1c7D...USDC
 """
 
 import click
-from ape import chain, project
+from ape import chain, networks, project
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 
 from computenet import deployments
@@ -39,6 +42,9 @@ from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_UNBONDING_DELAY, 
 @clear_errors
 def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_delay, min_keeper_bond, yes):
     """Deploy TestToken (local only), KeeperRegistry, ComputeAsset, JobMarket and DisputeCourt."""
+    launched = throwaway_node(networks.provider)
+    if launched:
+        fail(launched)
     local = is_local(chain.chain_id)
     if token is None and not local:
         fail(f"{network_key(ecosystem, network)} is not a local chain: pass --token with the USDC address")
@@ -58,7 +64,30 @@ def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_del
         stack.market.set_facilitator(address, True, sender=account)
         click.echo(f"facilitator {address} enabled")
     record = stack.addresses() | {"chain_id": chain.chain_id, "block": chain.blocks.head.number}
-    file = deployments.save(network_key(ecosystem, network), record)
+    uri = getattr(networks.provider, "uri", None)
+    if uri:
+        record["rpc"] = uri
+    file = deployments.save(given_network(networks.provider, ecosystem, network), record)
     for role, address in stack.addresses().items():
         click.echo(f"{role:8} {address}")
     click.echo(f"recorded in {file}")
+
+
+def given_network(provider, ecosystem, network) -> str:
+    """The record key: the network as the user named it, less the provider ("ethereum:local",
+    "ethereum:sepolia"), or the node URL when a URL was given (ape calls that "ethereum:custom")."""
+    choice = str(getattr(provider, "network_choice", "") or "")
+    return deployments.network_name(choice) if "://" in choice else network_key(ecosystem, network)
+
+
+def throwaway_node(provider) -> str | None:
+    """Why not to deploy when ape started the node itself (no node answered at the configured
+    host, or the host is "auto"): ape-foundry keeps the anvil it launched in `process` (None
+    when it joined a running one) and stops it when the command exits, taking the contracts."""
+    if getattr(provider, "process", None) is None:
+        return None
+    return (
+        f"no node was running, so ape started a throwaway anvil at {provider.uri} that stops when this "
+        "command exits, and the deployment with it. Start a node first (`anvil`), then deploy to it: "
+        "ape run deploy --network http://127.0.0.1:8545"
+    )

@@ -121,15 +121,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
-from web3.exceptions import ContractLogicError
 
 from computenet import signed_requests
 from computenet.domain import MAX_REPLICATION, Replica, ReplicaState
 from computenet.errors import ContractRevert, DisputeCourtError, InvalidSignature, JobMarketError
+from computenet.follow import Batch, Follower, JsonCursor, MemoryCursor
 from computenet.manifest import ResultVerification
+from computenet.market import Market
 from computenet.merkle import MAX_PROOF_DEPTH, MerkleTree, leaf, verify
 from computenet.receipts import ExecutionReceipt
-from computenet.web3calls import Sender, block_ranges, contract
+from computenet.web3calls import Sender
 from verifier.compare import compare
 from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
 from verifier.rules import check_metering
@@ -612,38 +613,25 @@ class AuditLog:
 
 
 class Cursor:
-    """Where the arbiter's watch is: the next block to scan for `DisputeOpened` and the
-    disputes found but not yet ruled on. Kept in a JSON file (none: in memory) replaced
-    atomically, so a restart neither scans the chain again nor forgets a dispute."""
+    """Where the arbiter's watch is: its `DisputeOpened` cursor (computenet.follow) and the
+    disputes found but not yet ruled on, kept together in a JSON file (none: in memory)
+    replaced atomically, so a restart neither scans the chain again nor forgets a dispute."""
 
-    def __init__(self, path: Path | None, start_block: int = 0) -> None:
-        self.path = Path(path) if path else None
-        self.next_block = start_block
-        self.pending: set[tuple[int, int]] = set()
-        if self.path and self.path.exists():
-            state = json.loads(self.path.read_text(encoding="utf-8"))
-            self.next_block = int(state["next_block"])
-            self.pending = {(int(job), int(shard)) for job, shard in state["pending"]}
+    def __init__(self, path: Path | None) -> None:
+        self.store = JsonCursor(path) if path else MemoryCursor()
+        self.pending: set[tuple[int, int]] = {
+            (int(job), int(shard)) for job, shard in self.store.data.get("pending", [])
+        }
 
-    def advance(self, next_block: int, found: set[tuple[int, int]]) -> None:
-        self.next_block = next_block
+    def advance(self, follower: Follower, batch: Batch, found: set[tuple[int, int]]) -> None:
         self.pending |= found
-        self._save()
+        follower.commit(batch, {"pending": sorted(self.pending)})
 
     def close(self, dispute: tuple[int, int]) -> None:
         self.pending.discard(dispute)
-        self._save()
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"next_block": self.next_block, "pending": sorted(self.pending)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        block = self.store.load()
+        if block is not None:  # a dispute is only pending once a range was committed
+            self.store.save(block, {"pending": sorted(self.pending)})
 
 
 class Arbiter:
@@ -652,38 +640,34 @@ class Arbiter:
 
     def __init__(
         self,
-        web3: Any,
+        market: Market,
         sender: Sender,
-        market: str,
-        assets: str,
         audit_log: Path,
         reexecutor: Reexecutor,
         state: Path | None = None,
-        start_block: int = 0,
+        start_block: int | None = None,
         retry_seconds: float = 60,
         outputs: Any = None,
     ) -> None:
         """
-        @param web3 A web3 instance on the market's chain.
+        @param market The market's reader (computenet.market.Market, over the facilitator's web3).
         @param sender The facilitator key (a JobMarket facilitator).
-        @param market The JobMarket address.
-        @param assets The ComputeAsset address.
         @param audit_log The JSON-lines file every decision is appended to.
         @param reexecutor Runs shards again (its Docker engine and content store).
         @param state The watch's cursor file (None: kept in memory).
-        @param start_block The first block the watch scans when it has no cursor yet.
+        @param start_block The first block the watch scans when it has no cursor yet (default: the deployment block).
         @param retry_seconds How long the watch waits before trying again a dispute it could not rule on.
         @param outputs Fetches replicas' whole results from their agents (computenet.outputs.OutputsClient),
                for manifests whose comparator has a tolerance; None: only results a request attaches.
         """
-        self.web3 = web3
+        self.market = market
         self.sender = sender
-        self.market = contract(web3, "JobMarket", market)
-        self.court = contract(web3, "DisputeCourt", self.market.functions.COURT().call())
-        self.assets = contract(web3, "ComputeAsset", assets)
         self.log = AuditLog(audit_log)
         self.reexecutor = reexecutor
-        self.cursor = Cursor(state, start_block)
+        self.cursor = Cursor(state)
+        self.follower = Follower(
+            market, self.cursor.store, roles=("market",), names=("DisputeOpened",), start_block=start_block
+        )
         self.retry_seconds = retry_seconds
         self.outputs = outputs
         self._retry_at: dict[tuple[int, int], float] = {}
@@ -693,33 +677,26 @@ class Arbiter:
 
     def facts(self, job: int, shard: int) -> ChainFacts:
         """The shard's replicas, roots, agents and the job's terms, all read at one block."""
-        at = {"block_identifier": self.web3.eth.block_number}
-        calls = self.market.functions
-        if not 1 <= job <= calls.job_count().call(**at):
+        at = self.market.head()
+        record = self.market.job(job, block=at)
+        if record is None:
             raise Refused(404, "open-dispute", f"job {job} does not exist")
-        record = calls.job(job).call(**at)
-        manifest_hash, requirements = record[3], record[4]
-        gpu_count, max_gpu_seconds, shard_count, replication = (requirements[i] for i in (1, 3, 5, 6))
-        if shard >= shard_count:
-            raise Refused(404, "open-dispute", f"job {job} has no shard {shard} (it has {shard_count})")
-        replicas = [
-            Replica.from_chain(
-                job, shard, r, calls.replica(job, shard, r).call(**at), calls.output_root(job, shard, r).call(**at)
-            )
-            for r in range(replication)
-        ]
-        agents = {rep.asset: self.assets.functions.agentOf(rep.asset).call(**at) for rep in replicas if rep.asset}
+        req = record.requirements
+        if shard >= req.shard_count:
+            raise Refused(404, "open-dispute", f"job {job} has no shard {shard} (it has {req.shard_count})")
+        replicas = self.market.replicas(job, ((shard, r) for r in range(req.replication)), block=at)
+        agents = {rep.asset: self.market.agent_of(rep.asset, block=at) for rep in replicas if rep.asset}
         return ChainFacts(
-            self.web3.eth.chain_id,
-            self.market.address,
+            self.market.chain_id,
+            self.market.addresses["market"],
             job,
             shard,
-            bytes(manifest_hash),
-            max_gpu_seconds,
+            record.manifest_hash,
+            req.max_gpu_seconds,
             tuple(replicas),
             agents,
-            shard_count,
-            gpu_count,
+            req.shard_count,
+            req.gpu_count,
         )
 
     def arbitrate(self, evidence: Evidence, caller: str | None = None, *, unsigned: str = "") -> dict[str, Any]:
@@ -810,7 +787,7 @@ class Arbiter:
         """The ruling on chain at the dispute court (facilitators only, before the ruling
         deadline): by its valid root (the zero root: every submitted result stands), or, when
         the outcome is not "the replicas with that root stand", by the mask of rejected replicas."""
-        court = self.court.functions
+        court = self.market.calls.court.functions
         if decision.by_mask:
             return self.sender.send(court.resolve_replicas(decision.job, decision.shard, decision.rejected_mask))
         return self.sender.send(court.resolve(decision.job, decision.shard, decision.valid_root))
@@ -847,21 +824,16 @@ class Arbiter:
 
     def _check_caller(self, caller: str, facts: ChainFacts) -> str:
         """Rule 2: only those with a stake or a bond in the shard are heard; returns who the caller is to it."""
-        calls = self.market.functions
         who = caller.lower()
-        if who == str(self.court.functions.challenge_of(facts.job, facts.shard).call()[0]).lower():
+        if who == self.market.challenger(facts.job, facts.shard).lower():
             return "the challenger"
-        if who == str(calls.job(facts.job).call()[0]).lower():
+        if who == self.market.job(facts.job).client.lower():
             return "the job's client"
         for rep in facts.replicas:
-            if rep.asset and who == str(self.assets.functions.ownerOf(rep.asset).call()).lower():
+            if rep.asset and who == self.market.owner_of(rep.asset).lower():
                 return f"asset {rep.asset}'s owner"
-        keepers = contract(self.web3, "KeeperRegistry", calls.KEEPERS().call())
-        try:
-            keepers.functions.active_keeper_id(caller).call()  # reverts for all but active keepers
+        if self.market.keeper_id(caller) is not None:
             return "a keeper"
-        except ContractLogicError:
-            pass
         raise Refused(
             403,
             "caller",
@@ -876,12 +848,8 @@ class Arbiter:
         still open, found now or earlier; returns the rulings made. A dispute it cannot rule
         on now (rule 5, or the chain refusing for a passing reason) is tried again after
         `retry_seconds`; one resolved meanwhile is dropped without a log line."""
-        latest = self.web3.eth.block_number
-        found: set[tuple[int, int]] = set()
-        for start, stop in block_ranges(self.cursor.next_block, latest):
-            for entry in self.market.events.DisputeOpened().get_logs(from_block=start, to_block=stop):
-                found.add((int(entry["args"]["job"]), int(entry["args"]["shard"])))
-        self.cursor.advance(latest + 1, found)
+        while (batch := self.follower.poll()) is not None:
+            self.cursor.advance(self.follower, batch, {(int(e.job), int(e.shard)) for e in batch.events})
         rulings = []
         for dispute in sorted(self.cursor.pending):
             if self._retry_at.get(dispute, 0.0) > time.monotonic():
@@ -907,7 +875,7 @@ class Arbiter:
 
     @property
     def chain_id(self) -> int:
-        return self.web3.eth.chain_id
+        return self.market.chain_id
 
     def entries(self) -> list[dict[str, Any]]:
         """The audit log, oldest first."""

@@ -45,12 +45,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from web3.exceptions import ContractLogicError
-
-from computenet.domain import Replica, ReplicaState, Verification
+from computenet.domain import ReplicaState, Verification
 from computenet.errors import ContractRevert
+from computenet.follow import Follower
+from computenet.market import Market
 from computenet.outputs import OutputsClient, OutputsError
-from computenet.web3calls import Sender, block_ranges, contract
+from computenet.web3calls import Sender
 from verifier.reexecute import ReexecutionError, Reexecutor
 from verifier.rules import PEER_SHARDS, judge, metering_outlier
 from verifier.sampling import sampled, seed_block
@@ -97,6 +97,10 @@ class State:
             self.decisions = saved["decisions"]
             self.counts |= saved.get("counts", {})
 
+    def load(self) -> int:
+        """The last block scanned (computenet.follow's cursor)."""
+        return self.next_block - 1
+
     def count(self, name: str, by: int = 1) -> None:
         with self._lock:
             self.counts[name] = self.counts.get(name, 0) + by
@@ -107,7 +111,10 @@ class State:
         self.waiting.pop(key, None)
         self.save()
 
-    def save(self) -> None:
+    def save(self, block: int | None = None) -> None:
+        """Writes the file; `block`: the last block scanned now (computenet.follow's commit)."""
+        if block is not None:
+            self.next_block = block + 1
         if self.path is None:
             return
         with self._lock:
@@ -131,52 +138,45 @@ class Verifier:
 
     def __init__(
         self,
-        web3: Any,
-        market: str,
+        market: Market,
         reexecutor: Reexecutor,
         *,
         sender: Sender | None = None,
         address: str | None = None,
         share_bps: int = 1_000,
         state: Path | None = None,
-        start_block: int = 0,
+        start_block: int | None = None,
         outputs: dict[int, str] | None = None,
         retry_seconds: float = 30.0,
         max_attempts: int = 5,
     ) -> None:
         """
-        @param web3 A web3 instance on the market's chain.
-        @param market The JobMarket address.
+        @param market The market's reader (computenet.market.Market over the verifier's web3).
         @param reexecutor Runs shards again (its Docker engine and content store).
         @param sender The verifier key, which challenges and signs outputs requests; None: dry run.
         @param address Whose draws a dry run makes (default: the sender's).
         @param share_bps The share of OPTIMISTIC results it samples (capped at MAX_AUDIT_BPS).
         @param state The state file (None: kept in memory).
-        @param start_block The first block scanned when there is no state yet.
+        @param start_block The first block scanned when there is no state yet (default: the deployment block).
         @param outputs Asset id -> its agent's outputs URL, for numeric comparators.
         @param retry_seconds The wait before trying a failed result again.
         @param max_attempts Tries per result before it is given up.
         """
         if sender is None and address is None:
             raise ValueError("a verifier needs a key, or an address to draw for in a dry run")
-        self.web3 = web3
+        self.market = market
         self.sender = sender
         self.address = sender.address if sender else str(address)
-        self.market = contract(web3, "JobMarket", market)
-        calls = self.market.functions
-        self.court = contract(web3, "DisputeCourt", calls.COURT().call())
-        self.token = contract(web3, "TestToken", calls.TOKEN().call())
-        self.assets = contract(web3, "ComputeAsset", calls.ASSETS().call())
-        self.keepers = contract(web3, "KeeperRegistry", calls.KEEPERS().call())
         self.reexecutor = reexecutor
         self.share_bps = share_bps
-        self.state = State(state, start_block)
+        self.state = State(state, market.deployment_block if start_block is None else start_block)
+        # The cursor lives in the state file, written with the results found in the same save.
+        self.follower = Follower(market, self.state, roles=("market",), names=("ResultSubmitted",))
         self.retry_seconds = retry_seconds
         self.max_attempts = max_attempts
         self.outputs = None
         if sender is not None:
-            agent_of = lambda asset: str(self.assets.functions.agentOf(asset).call())  # noqa: E731
-            self.outputs = OutputsClient(sender.account.key, web3.eth.chain_id, outputs or {}, agent_of)
+            self.outputs = OutputsClient(sender.account.key, market.chain_id, outputs or {}, market.agent_of)
 
     @property
     def dry_run(self) -> bool:
@@ -185,11 +185,7 @@ class Verifier:
     def bonded(self) -> bool:
         """Whether this verifier is an active bonded registrant of the KeeperRegistry (agents
         serve sampled outputs only to those)."""
-        try:
-            self.keepers.functions.active_keeper_id(self.address).call()
-            return True
-        except ContractLogicError:
-            return False
+        return self.market.keeper_id(self.address) is not None
 
     # ------------------------------------------------------------ the loop
 
@@ -206,28 +202,26 @@ class Verifier:
     def run_once(self) -> list[dict[str, Any]]:
         """Scans the blocks since the cursor for results, then handles every result whose seed
         block exists and whose retry time has come; returns the decisions made."""
-        head = self.web3.eth.block_number
         found = 0
-        for start, stop in block_ranges(self.state.next_block, head):
-            for entry in self.market.events.ResultSubmitted().get_logs(from_block=start, to_block=stop):
-                args = entry["args"]
+        while (batch := self.follower.poll()) is not None:
+            for event in batch.events:
                 item = Submission(
-                    int(args["job"]),
-                    int(args["shard"]),
-                    int(args["replica"]),
-                    int(args["asset"]),
-                    "0x" + bytes(args["output_root"]).hex(),
-                    int(args["gpu_seconds"]),
-                    int(entry["blockNumber"]),
-                    int(entry["logIndex"]),
+                    int(event.job),
+                    int(event.shard),
+                    int(event.replica),
+                    int(event.asset),
+                    "0x" + bytes(event.output_root).hex(),
+                    int(event.gpu_seconds),
+                    event.block,
+                    event.index,
                 )
                 if item.key not in self.state.decisions and item.key not in self.state.waiting:
                     self.state.waiting[item.key] = {"submission": asdict(item), "attempts": 0, "retry_at": 0.0}
                     found += 1
+            self.follower.commit(batch)  # the results found and the cursor, in one write
         if found:
             self.state.count("results_seen", found)
-        self.state.next_block = max(self.state.next_block, head + 1)
-        self.state.save()
+        head = self.market.head()
         decisions = []
         for key, waiting in sorted(self.state.waiting.items(), key=lambda kv: kv[1]["submission"]["block"]):
             item = Submission(**waiting["submission"])
@@ -258,24 +252,20 @@ class Verifier:
 
     def handle(self, item: Submission) -> dict[str, Any]:
         """Read, sample, re-execute, judge and (maybe) challenge one submitted result."""
-        calls = self.market.functions
         base = {"job": item.job, "shard": item.shard, "replica": item.replica, "root": item.root}
-        raw = calls.replica(item.job, item.shard, item.replica).call()
-        rep = Replica.from_chain(
-            item.job, item.shard, item.replica, raw, calls.output_root(item.job, item.shard, item.replica).call()
-        )
+        rep = self.market.replica(item.job, item.shard, item.replica)
         if rep.state != ReplicaState.SUBMITTED or "0x" + rep.output_root.hex() != item.root:
             return self._log(base | {"decision": "moot", "state": rep.state.name})
-        record = calls.job(item.job).call()
-        manifest_hash, requirements = bytes(record[3]), record[4]
-        gpu_count, shard_count, mode = int(requirements[1]), int(requirements[5]), Verification(int(requirements[7]))
+        job = self.market.job(item.job)
+        manifest_hash, req = job.manifest_hash, job.requirements
+        gpu_count, shard_count, mode = req.gpu_count, req.shard_count, req.verification
         base |= {"mode": mode.name}
         rules = self.reexecutor.manifest(manifest_hash).verification
-        peers = self._peer_claims(item, shard_count, int(requirements[6]))
+        peers = self._peer_claims(item, shard_count, req.replication)
         outlier = metering_outlier(rep.gpu_seconds, peers, gpu_count, rules.metering_tolerance_bps)
         if mode == Verification.REPLICATED and not outlier:
             return self._log(base | {"decision": "replicated"})
-        seed = bytes(self.web3.eth.get_block(seed_block(item.block))["hash"])
+        seed = self.market.block_hash(seed_block(item.block))
         if not outlier and not sampled(
             mode,
             seed,
@@ -328,17 +318,15 @@ class Verifier:
     def _peer_claims(self, item: Submission, shard_count: int, replication: int) -> list[int]:
         """The metering claims of the job's other results nearby (the shard's other replicas and
         those of up to PEER_SHARDS shards either side): submitted, disputed or final."""
-        calls = self.market.functions
-        claims = []
         first, last = max(0, item.shard - PEER_SHARDS), min(shard_count - 1, item.shard + PEER_SHARDS)
-        for shard in range(first, last + 1):
-            for replica in range(replication):
-                if (shard, replica) == (item.shard, item.replica):
-                    continue
-                raw = calls.replica(item.job, shard, replica).call()
-                if int(raw[2]) in (ReplicaState.SUBMITTED, ReplicaState.DISPUTED, ReplicaState.FINALIZED):
-                    claims.append(int(raw[7]))
-        return claims
+        keys = [
+            (shard, replica)
+            for shard in range(first, last + 1)
+            for replica in range(replication)
+            if (shard, replica) != (item.shard, item.replica)
+        ]
+        claimed = (ReplicaState.SUBMITTED, ReplicaState.DISPUTED, ReplicaState.FINALIZED)
+        return [rep.gpu_seconds for rep in self.market.replicas(item.job, keys, roots=False) if rep.state in claimed]
 
     def challenge(self, item: Submission, found: dict[str, Any]) -> dict[str, Any]:
         """Challenges the shard unless a challenge is already open; the intent is saved first."""
@@ -350,7 +338,7 @@ class Verifier:
         self._approve_bond()
         self.state.decide(item.key, found | {"decision": "challenging"})  # a restart never sends it again
         try:
-            receipt = self.sender.send(self.court.functions.challenge(item.job, item.shard))
+            receipt = self.sender.send(self.market.calls.court.functions.challenge(item.job, item.shard))
         except ContractRevert as error:
             challenger = self._challenger(item)
             if challenger != ZERO_ADDRESS:  # another verifier's challenge was mined first
@@ -368,12 +356,12 @@ class Verifier:
         )
 
     def _challenger(self, item: Submission) -> str:
-        return str(self.court.functions.challenge_of(item.job, item.shard).call()[0])
+        return self.market.challenger(item.job, item.shard)
 
     def _approve_bond(self) -> None:
-        bond = self.market.functions.challenge_bond().call()
-        if self.token.functions.allowance(self.sender.address, self.market.address).call() < bond:
-            self.sender.send(self.token.functions.approve(self.market.address, bond))
+        bond, spender = self.market.challenge_bond(), self.market.addresses["market"]
+        if self.market.allowance(self.sender.address, spender) < bond:
+            self.sender.send(self.market.calls.token.functions.approve(spender, bond))
 
     def _log(self, decision: dict[str, Any], level: int = logging.INFO) -> dict[str, Any]:
         log.log(level, decision["decision"], extra={"fields": decision})

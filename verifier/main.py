@@ -27,24 +27,28 @@ def build(settings):
     from web3 import Web3
 
     from computenet.connection import ConfigError, load_account
+    from computenet.deployments import DeploymentNotFound
+    from computenet.market import Market
     from computenet.store import StoreClient
-    from computenet.web3calls import Sender, contract
+    from computenet.web3calls import Sender
     from verifier.bot import Verifier
     from verifier.reexecute import Reexecutor
 
     web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
     try:
-        contract(web3, "JobMarket", settings.market).functions.COURT().call()
+        market = Market.from_web3_deployments(web3, settings.rpc_url, settings.market)
+    except DeploymentNotFound:
+        raise
     except Exception as error:
-        raise ConfigError(f"no JobMarket at {settings.market} on {settings.rpc_url}: {error}") from None
+        where = settings.market or "the recorded deployment"
+        raise ConfigError(f"no JobMarket at {where} on {settings.rpc_url}: {error}") from None
     sender = None
     if settings.account:
         key = load_account(settings.account).private_key
         sender = Sender(web3, key if isinstance(key, str) else "0x" + bytes(key).hex())
     reexecutor = Reexecutor(StoreClient(settings.store_url), docker_host=settings.docker_host, limits=settings.limits())
     return Verifier(
-        web3,
-        settings.market,
+        market,
         reexecutor,
         sender=sender,
         address="0x" + "00" * 20 if sender is None else None,
@@ -63,7 +67,7 @@ def run(settings, stop: threading.Event | None = None) -> None:
     if settings.metrics_port:
         from verifier.metrics import serve
 
-        serve(bot.state, lambda: bot.web3.eth.block_number, settings.metrics_host, settings.metrics_port)
+        serve(bot.state, bot.market.head, settings.metrics_host, settings.metrics_port)
     if stop is None:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,7 +86,7 @@ def run(settings, stop: threading.Event | None = None) -> None:
             "fields": {
                 "verifier": bot.address,
                 "mode": mode,
-                "market": settings.market,
+                "market": bot.market.addresses["market"],
                 "cursor": bot.state.next_block,
                 "bonded": bonded,
                 "optimistic_share_bps": settings.optimistic_share_bps,

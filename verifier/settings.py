@@ -33,7 +33,9 @@ class VerifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMPUTENET_VERIFIER_", extra="ignore", frozen=True)
 
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the market's chain")
-    market: str = Field(..., description="JobMarket address")
+    market: str = Field(
+        "", description="JobMarket address (empty: the deployment recorded for this chain, under any name)"
+    )
     account: str | None = Field(
         None, description="ape account alias of the verifier key (TEST::n locally); none: dry run"
     )
@@ -48,7 +50,9 @@ class VerifierSettings(BaseSettings):
         default_factory=dict, description="asset id -> its agent's outputs URL, as JSON or 'id=url,id=url'"
     )
     state_file: str = Field("logs/verifier-state.json", description="cursor and decisions; a restart resumes from it")
-    start_block: int = Field(0, ge=0, description="first block scanned when there is no state file yet")
+    start_block: int | None = Field(
+        None, ge=0, description="first block scanned when there is no state file yet (default: the deployment block)"
+    )
     poll_interval: float = Field(1.0, gt=0, description="seconds between looks at the chain head")
     retry_seconds: float = Field(30.0, ge=0, description="wait before trying again a result that failed (engine down)")
     max_attempts: int = Field(5, ge=1, description="tries per result before it is given up (logged, counted)")

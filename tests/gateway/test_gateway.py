@@ -30,6 +30,7 @@ from computenet.domain import Verification
 from computenet.eip3009 import TransferAuthorization, split
 from computenet.localnet import Anvil, ServedApp
 from computenet.manifest import build_manifest
+from computenet.market import Market
 from computenet.merkle import MerkleTree
 from computenet.receipts import ExecutionReceipt
 from computenet.store import LocalStore
@@ -313,7 +314,7 @@ def test_the_httpx_client_pays_a_job_that_runs_and_refunds_the_unused_budget(net
     fees = paid * 100 // 10_000 + paid * 50 // 10_000
     refund = budget - paid - fees
     assert net.market.functions.credits(account.address).call() == refund
-    assert Refunder(net.web3, net.sender, net.market.address).run_once() == [account.address]
+    assert Refunder(Market.over_web3(net.web3, net.market.address), net.sender).run_once() == [account.address]
     assert net.balance(account.address) == 1_000 * TOKEN - paid - fees  # the unused part came back
     assert net.market.functions.credits(account.address).call() == 0
     assert requests.get(f"{net.gateway.url}/jobs/{job}", timeout=10).json()["finished"] is True

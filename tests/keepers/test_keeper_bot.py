@@ -428,6 +428,26 @@ def test_without_a_key_the_keeper_only_logs_what_it_would_send(
     assert '"msg": "dry run: would send"' in k.logs()
 
 
+def test_start_stops_the_listener_when_a_worker_dies_and_status_says_why(
+    make_keeper, registered_keeper, tmp_path, wait_for
+):
+    """`keepers start`: a listener whose workers are gone would enqueue work no one runs, so it
+    stops with them (non-zero), and `status` shows why instead of "last errors: none"."""
+    k = make_keeper(name="lonely")
+    start = k.spawn([sys.executable, "-m", "keepers", "start", "--workers", "1"], tmp_path / "start.log", k.env)
+    wait_for(lambda: "started" in json.loads(k.run("status", "--json").stdout)["listener"], what="the listener")
+    children = Path(f"/proc/{start.pid}/task/{start.pid}/children")
+    [worker] = wait_for(lambda: [int(pid) for pid in children.read_text().split()], what="the worker process")
+    os.kill(worker, signal.SIGKILL)
+
+    assert start.wait(timeout=60) == 1
+    log = (tmp_path / "start.log").read_text()
+    assert f"Error: worker process {worker} exited with status -9" in log
+    text = k.run("status").stdout
+    assert f"listener    stopped: worker process {worker} exited with status -9" in text
+    assert "last errors: none" not in text and f"worker process {worker} exited" in text.split("last errors:")[1]
+
+
 def test_a_key_that_is_not_a_keeper_stops_the_worker_with_a_clear_error(make_keeper):
     k = make_keeper(account="TEST::9")
     result = k.run("worker")

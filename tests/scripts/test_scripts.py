@@ -81,8 +81,8 @@ def deployed(ape_run, accounts):
     """Deploys with the script, making accounts[7] a facilitator; returns (record, stdout)."""
     out = ape_run.ok("deploy", "--facilitator", accounts[7].address, account=0)
     records = json.loads(ape_run.deployments.read_text())
-    assert len(records) == 1
-    return next(iter(records.values())), out
+    assert list(records) == [ape_run.uri]  # under the network as it was given
+    return records[ape_run.uri], out
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def manifest_file(tmp_path):
 
 def test_deploy_records_the_five_contracts(deployed, chain, sdk, accounts):
     record, out = deployed
-    assert set(record) == {"token", "assets", "keepers", "market", "court", "chain_id", "block"}
-    assert record["chain_id"] == chain.chain_id
+    assert set(record) == {"token", "assets", "keepers", "market", "court", "chain_id", "block", "rpc"}
+    assert record["chain_id"] == chain.chain_id and record["rpc"] == chain.provider.uri
     assert 0 < record["block"] <= chain.blocks.height
     for role in ("token", "assets", "keepers", "market", "court"):
         assert len(chain.provider.get_code(record[role])) > 0, role
@@ -323,6 +323,22 @@ def sepolia_like_node(tmp_path):
     finally:
         node.terminate()
         node.wait(timeout=10)
+
+
+def test_deploy_refuses_a_node_ape_would_throw_away(ape_run, tmp_path):
+    """With no node at the configured host ape-foundry launches an anvil of its own, which
+    stops when the command exits: the deployment would vanish, so the script refuses."""
+    records = tmp_path / "deployments.json"
+    env = ape_run.env | {"COMPUTENET_DEPLOYMENTS": str(records)}
+    command = [str(REPO / ".venv" / "bin" / "ape"), "run", "deploy", "--network", "ethereum:local:foundry"]
+    done = subprocess.run(
+        [*command, "--account", "TEST::0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Start a node first (`anvil`), then deploy to it: ape run deploy --network http://127.0.0.1:8545" in (
+        done.stderr
+    )
+    assert not records.exists()
 
 
 def test_deploy_off_local_chain_requires_token(ape_run, sepolia_like_node, accounts):

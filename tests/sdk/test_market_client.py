@@ -116,6 +116,39 @@ def test_unknown_asset_is_none(sdk, asset, asset_id):
     assert sdk.asset(asset_id) is None
 
 
+def test_job_and_requirements_from_the_chains_tuples(sdk, client, make_requirements, params):
+    """The one decoding of JobMarket.job's tuple: what a plain web3 call returns, field for field."""
+    req = make_requirements(shard_count=4, verification=Verification.SPOT_CHECK, max_price=1_000)
+    job_id = sdk.post_job(MANIFEST, req, sender=client)
+    raw = sdk.calls.market.functions.job(job_id).call()
+    job = Job.from_chain(job_id, raw)
+    assert job.requirements == req and job.requirements.verification is Verification.SPOT_CHECK
+    assert (job.id, job.client, job.manifest_hash, job.unfinished) == (job_id, client.address, MANIFEST, 4)
+    assert job.escrow == req.quote(params.keeper_fee_bps, params.protocol_fee_bps)
+    assert (job.keeper_fee_bps, job.protocol_fee_bps) == (params.keeper_fee_bps, params.protocol_fee_bps)
+    assert Requirements.from_chain(req.as_tuple()) == req
+    assert Requirements.from_chain(sdk.calls.market.functions.job(job_id).call()[4]) == req
+    with pytest.raises(ValueError, match="8 fields, not 7"):
+        Requirements.from_chain(req.as_tuple()[:7])
+
+
+def test_a_read_only_market_over_plain_web3_reads_the_same(sdk, stack, client, make_requirements, asset):
+    """The HTTP services' Market (no ape contracts) reads exactly what the ape-backed one does."""
+    from web3 import Web3
+
+    web3 = Web3(Web3.HTTPProvider(ape.chain.provider.uri))
+    reader = Market.over_web3(web3, stack.market.address, deployment_block=7)
+    assert reader.addresses == sdk.addresses and reader.deployment_block == 7
+    job_id = sdk.post_job(MANIFEST, make_requirements(shard_count=2), sender=client)
+    assert reader.job(job_id) == sdk.job(job_id)
+    assert reader.shards(job_id) == sdk.shards(job_id)
+    assert reader.asset(asset) == sdk.asset(asset)
+    assert reader.all_assets() == [dataclasses.replace(sdk.asset(asset), commit=b"")]
+    assert reader.parameters() == sdk.parameters()
+    with pytest.raises(JobMarketError, match="unknown shard"):
+        reader.replica(job_id, 5, 0)
+
+
 def test_job_reads_back_what_was_posted(sdk, client, make_requirements, params):
     req = make_requirements(shard_count=3, replication=2, min_vram_mib=16_384, gpu_count=2, max_price=77)
     job_id = sdk.post_job(MANIFEST, req, sender=client)
@@ -956,22 +989,5 @@ def test_market_events_after_a_lifecycle(sdk, lifecycle):
 def test_market_events_from_a_block(sdk, chain, owner, asset):
     later = chain.blocks.head.number + 1
     sdk.market.pause(sender=owner)
-    names = [e.name for e in SkipErc721(sdk).events(later)]
+    names = [e.name for e in sdk.events(later)]
     assert names == ["Paused"]
-
-
-class SkipErc721(Market):
-    """Market whose contracts hide ComputeAsset's ERC-721 events, to test events() apart from that bug."""
-
-    def __init__(self, sdk):
-        super().__init__(sdk.token, _Without(sdk.assets, ERC721_EVENTS), sdk.keepers, sdk.market, sdk.court)
-
-
-class _Without:
-    def __init__(self, contract, hidden):
-        self._contract, self._hidden = contract, hidden
-        ct = contract.contract_type
-        self.contract_type = SimpleNamespace(events=[e for e in ct.events if e.name not in hidden])
-
-    def __getattr__(self, name):
-        return getattr(self._contract, name)

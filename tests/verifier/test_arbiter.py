@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 
 from computenet.domain import Replica, ReplicaState
+from computenet.market import Market
 from computenet.merkle import MerkleTree
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
@@ -137,10 +138,8 @@ def make_arbiter(chain, market, assets, facilitator, tmp_path, reexecutor):
     def make(key=None, audit_log=None, state=None, **options):
         web3 = chain.provider.web3
         return Arbiter(
-            web3,
+            Market.over_web3(web3, market.address),
             Sender(web3, (key or facilitator).private_key),
-            market.address,
-            assets.address,
             audit_log or tmp_path / "audit" / "disputes.jsonl",
             reexecutor,
             state or tmp_path / "arbiter.json",
@@ -488,7 +487,7 @@ def test_run_once_rules_on_an_open_dispute_nobody_asked_about(
     # Nothing is ruled twice: not by the next pass, nor by an arbiter restarted on the same cursor.
     assert arbiter.run_once() == []
     restarted = make_arbiter()
-    assert restarted.cursor.next_block > opened_at and restarted.cursor.pending == set()
+    assert restarted.follower.next_block() > opened_at and restarted.cursor.pending == set()
     assert restarted.run_once() == []
     assert len(arbiter.entries()) == 1
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from numeric_job import BEYOND, COMMAND, EXACT, NUMERIC, VALUES, WITHIN, root_of
 
 from computenet.domain import ReplicaState
+from computenet.market import Market
 from computenet.outputs import OutputsClient
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
@@ -45,10 +46,8 @@ def make_arbiter(chain, market, assets, facilitator, reexecutor, tmp_path):
     def make(outputs=None):
         web3 = chain.provider.web3
         return Arbiter(
-            web3,
+            Market.over_web3(web3, market.address),
             Sender(web3, facilitator.private_key),
-            market.address,
-            assets.address,
             tmp_path / "disputes.jsonl",
             reexecutor,
             tmp_path / "arbiter.json",

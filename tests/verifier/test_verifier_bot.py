@@ -14,6 +14,7 @@ from numeric_job import root_of as numeric_root
 
 from computenet.domain import ReplicaState, Verification
 from computenet.localnet import ProcessGroup, free_port
+from computenet.market import Market
 from computenet.merkle import MerkleTree
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
@@ -70,8 +71,7 @@ def make_bot(chain, market, reexecutor, tmp_path):
         web3 = chain.provider.web3
         options.setdefault("start_block", chain.blocks.height)
         return Verifier(
-            web3,
-            market.address,
+            Market.over_web3(web3, market.address),
             reexecutor,
             sender=Sender(web3, account.private_key),
             state=tmp_path / f"{name}.json",
@@ -301,10 +301,8 @@ def arbiter_for(chain, market, assets, facilitator, reexecutor, tmp_path):
     def make():
         web3 = chain.provider.web3
         return Arbiter(
-            web3,
+            Market.over_web3(web3, market.address),
             Sender(web3, facilitator.private_key),
-            market.address,
-            assets.address,
             tmp_path / "disputes.jsonl",
             reexecutor,
             tmp_path / "arbiter.json",

@@ -1,4 +1,4 @@
-"""The verifier bot's settings (COMPUTENET_VERIFIER_*): required market, the optimistic share
+"""The verifier bot's settings (COMPUTENET_VERIFIER_*): the market (or its deployment record), the optimistic share
 under the protocol cap, outputs URLs by asset, dry run without a key."""
 
 import pytest
@@ -38,9 +38,10 @@ def test_defaults_and_dry_run(env):
     assert not VerifierSettings().dry_run
 
 
-def test_the_market_is_required(env):
-    with pytest.raises(ValidationError, match="market"):
-        VerifierSettings()
+def test_without_a_market_the_deployment_record_names_it(env):
+    """No address: the bot uses the deployment recorded for its chain (computenet.deployments.find)."""
+    settings = VerifierSettings()
+    assert (settings.market, settings.start_block) == ("", None)
 
 
 def test_the_optimistic_share_is_capped(env):
