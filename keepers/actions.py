@@ -15,12 +15,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from computenet.connection import broadcast
 from computenet.domain import Job, ReplicaState
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
+from computenet.waiting import Decline
 from keepers.decisions import (
     IN_FLIGHT,
     NO_OPEN_REPLICA,
@@ -152,6 +154,24 @@ def _assign_needless(rt: Runtime, job: Job | None, shard: int) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _block_time(number: int) -> int:
+    from ape import chain
+
+    return int(chain.blocks[number].timestamp)
+
+
+def shard_declines(rt: Runtime, job_id: int, shard: int) -> list[Decline]:
+    """The shard's declines from the projection, each at its block's time."""
+    return [Decline.of(asset, reason, _block_time(block)) for asset, block, reason in rt.state.declines(job_id, shard)]
+
+
+def _seen_until(rt: Runtime) -> int | None:
+    """The chain time of the last block in the projection (None: nothing yet)."""
+    cursor = rt.state.cursor()
+    return None if cursor is None else _block_time(cursor)
+
+
 def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
     """Leases the shard's next open replica to the best asset, if any."""
     market, view, state, settings = rt.market, rt.view, rt.state, rt.settings
@@ -178,6 +198,8 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
             weights=settings.weights(),
             policy=settings.policy(),
             min_fee=settings.min_fee,
+            declines=shard_declines(rt, job_id, shard),
+            seen_until=_seen_until(rt),
         )
         outcome = _settle(decision)
         if outcome is not None:
