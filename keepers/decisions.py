@@ -146,6 +146,25 @@ def _without(assets: list[Asset], ids: set[int]) -> list[Asset]:
     ]
 
 
+def node_verdicts(assets: Iterable[Asset], nodes: Mapping[int, NodeState], policy: Policy, now: int) -> dict[int, str]:
+    """Why the scheduler will not use each asset it will not use, by its heartbeats alone
+    (the chain's own rules are computenet.waiting's): the keeper's facts for the views."""
+    out = {}
+    for asset in assets:
+        node = nodes.get(asset.id)
+        if node is None:
+            if policy.require_heartbeat:
+                out[asset.id] = "no heartbeat"
+            continue
+        if now - node.last_seen > policy.max_heartbeat_age:
+            out[asset.id] = f"last heartbeat {now - node.last_seen} s old (> {policy.max_heartbeat_age} s)"
+        elif node.gpu_utilization_pct > policy.max_utilization_pct:
+            out[asset.id] = f"over utilisation ({node.gpu_utilization_pct} % > {policy.max_utilization_pct} %)"
+        elif node.running_shards >= node.capacity:
+            out[asset.id] = f"full ({node.running_shards} of {node.capacity} leases running)"
+    return out
+
+
 def decide_reclaim(replica: Replica, now: int) -> Decision:
     """Reclaim this replica's lease?"""
     problem = preflight.reclaim_problem(replica, now)

@@ -173,3 +173,25 @@ def test_a_replica_reopened_after_the_projection_waits_for_the_listener():
     assert d == Wait(NOT_SEEN)
     d = decide_assign(j, 0, reopened, [asset(1), asset(2)], nodes(1, 2), {}, PARAMS, NOW, seen_until=NOW - 5)
     assert isinstance(d, Send)
+
+
+def test_node_verdicts_say_why_the_scheduler_skips_an_asset():
+    from dataclasses import replace
+
+    from keepers.decisions import node_verdicts
+
+    fresh = nodes(1)[1]
+    states = {
+        1: fresh,
+        2: replace(fresh, asset=2, last_seen=NOW - 100),
+        3: replace(fresh, asset=3, gpu_utilization_pct=97),
+        4: replace(fresh, asset=4, running_shards=4),
+    }
+    got = node_verdicts([asset(i) for i in range(1, 6)], states, Policy(max_heartbeat_age=30), NOW)
+    assert got == {
+        2: "last heartbeat 100 s old (> 30 s)",
+        3: "over utilisation (97 % > 90 %)",
+        4: "full (4 of 4 leases running)",
+        5: "no heartbeat",
+    }
+    assert 5 not in node_verdicts([asset(5)], {}, Policy(require_heartbeat=False), NOW)
