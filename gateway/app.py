@@ -6,7 +6,15 @@
                 these terms in extra.computenetTag (facilitator/job_tags.py), for OFFER_VALIDITY s
         paid:   201 {job, payer, budget, transaction, status}, PAYMENT-RESPONSE; the
                 facilitator settled the payment by posting exactly this job on chain
-    GET  /jobs/{id}                 the job and each shard's replicas, read from the chain
+    GET  /jobs/{id}                 the job and each shard's replicas, read from the chain, with
+                                    why each replica that is not running waits (computenet.waiting)
+    GET  /jobs/{id}/shards/{shard}/cancel-message?valid_before=
+                                    the EIP-712 CancelShard message for the payer's wallet to sign
+    POST /jobs/{id}/shards/{shard}/cancel  {valid_before, signature}
+                                    cancels the shard's replicas that have not started, on the
+                                    payer's signature (relayed through the dispute court, the
+                                    gateway's key paying the gas); the budget comes back to the
+                                    payer as ever (the facilitator's refunder pays it out)
     GET  /jobs/{id}/outputs/{shard}/{replica}[/file?path=]
                                     a replica's outputs, relayed from its agent; the request
                                     carries the job client's signature for the agent's own
@@ -23,10 +31,13 @@ its own job only, here and at the facilitator's /settle, and once settled the ma
 an x402 client's authorization is valid (PAYMENT_TIMEOUT); a copy that reaches the gateway
 before the payer's own request cannot be told from it.
 
-Every refusal names what is wrong: a malformed manifest or requirements (422), a payment
+Every refusal names what is wrong: a malformed manifest or requirements, or a job no active
+asset can ever take (422, before any payment is asked for), a payment
 that does not match the job's offer or that the facilitator refuses (402 with the spec's
 reason in PAYMENT-REQUIRED and the body). A facilitator that is down or does not serve this
-network makes POST /jobs answer 503; the server keeps running and checks again.
+network makes POST /jobs answer 503; the server keeps running and checks again. A cancel
+whose signature is not the job client's (or has expired) is refused with 403, one with
+nothing to cancel with 409 and the chain's reason.
 """
 
 from __future__ import annotations
@@ -43,12 +54,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from computenet.domain import Requirements, Verification
+from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Shard, Verification
 from computenet.eip3009 import TransferAuthorization
-from computenet.errors import ManifestError
+from computenet.errors import ContractRevert, InvalidSignature, ManifestError
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
 from computenet.preflight import post_problem
+from computenet.receipts import cancel_signer, cancel_typed_data
+from computenet.waiting import Decline, problem_for_new_job, shard_waiting
+from computenet.web3calls import Sender, block_ranges
 from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
 from facilitator.jobs import INVALID_JOB, JOB_EXTRA
 
@@ -57,6 +71,7 @@ log = logging.getLogger("gateway")
 PAYMENT_TIMEOUT = 300  # seconds the client's authorization must stay valid for settlement
 OFFER_VALIDITY = 300  # seconds a 402's offer can be paid in (the x402 client pays at once)
 PREFLIGHT_MARGIN = 60  # seconds between the offer and the post that the deadline must allow for
+CANCEL_MESSAGE_VALIDITY = 600  # seconds a cancel message is valid for when the wallet names no time
 
 
 class RequirementsBody(BaseModel):
@@ -73,6 +88,11 @@ class RequirementsBody(BaseModel):
 class JobBody(BaseModel):
     manifest: dict[str, Any]
     requirements: RequirementsBody
+
+
+class CancelBody(BaseModel):
+    valid_before: int = Field(gt=0, lt=2**256, description="unix time from which the signature is void")
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="the client's 65-byte signature, hex")
 
 
 class Chain:
@@ -131,6 +151,56 @@ class Chain:
     def agent_of(self, asset: int) -> str:
         return self.reader.agent_of(asset)
 
+    # What computenet.waiting needs, and the relay of a signed cancel.
+
+    def now(self) -> int:
+        return self.reader.now()
+
+    def parameters(self) -> Parameters:
+        return self.reader.parameters()
+
+    def paused(self) -> bool:
+        return self.reader.paused()
+
+    def all_assets(self) -> list[Asset]:
+        return self.reader.all_assets()
+
+    def declines(self, job_id: int) -> dict[int, list[Decline]]:
+        """The job's ShardDeclined events by shard, in chain order, each at its block's time."""
+        web3, out = self.reader.web3, {}
+        event = self.reader.calls.market.events.ShardDeclined()
+        for start, stop in block_ranges(self.reader.deployment_block, web3.eth.block_number):
+            for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id}):
+                at = int(web3.eth.get_block(entry["blockNumber"])["timestamp"])
+                args = entry["args"]
+                out.setdefault(int(args["shard"]), []).append(Decline.of(args["asset"], args["reason"], at))
+        return out
+
+    def cancel_with_signature(self, sender: Sender, job: int, shard: int, valid_before: int, signature: bytes) -> Any:
+        """Relays a client's signed cancel through the dispute court; `sender` pays the gas."""
+        return sender.send(self.reader.calls.court.functions.cancel_with_signature(job, shard, valid_before, signature))
+
+
+def _job_of(view: dict) -> tuple[Job, list[Shard]]:
+    """The job and its shards as domain values, from GET /jobs' answer (replicas carry only the
+    state and asset: all that computenet.waiting reads of them)."""
+    req = Requirements(**(view["requirements"] | {"verification": Verification(view["requirements"]["verification"])}))
+    job = Job(view["job"], view["client"], view["escrow"], bytes.fromhex(view["manifest_hash"][2:]), req, 0, 0, 0)
+    shards = [
+        Shard(
+            job.id,
+            s["shard"],
+            tuple(
+                Replica(
+                    job.id, s["shard"], r["replica"], r["asset"], 0, ReplicaState[r["state"].upper()], 0, 0, 0, 0, 0
+                )
+                for r in s["replicas"]
+            ),
+        )
+        for s in view["shards"]
+    ]
+    return job, shards
+
 
 class Bindings:
     """The job each authorization was first presented for: a copy of a payment header is good
@@ -184,6 +254,7 @@ def create_app(
     served: dict[str, bool] = {}  # remembered once the facilitator confirms the network
     me = {Account.from_key(key).address.lower()}
     bindings = Bindings()
+    relay_sender = Sender(chain.reader.web3, key)  # pays the gas of the signed cancels it relays
 
     async def facilitator_problem() -> str | None:
         if served.get(network):
@@ -242,6 +313,9 @@ def create_app(
         problem = await run_in_threadpool(chain.problem, digest, req)
         if problem:
             return _error(422, "invalid_requirements", problem)
+        problem = await run_in_threadpool(never_taken, req)
+        if problem:  # refused before any payment is asked for: it would only sit open
+            return _error(422, "no_eligible_asset", f"no eligible asset: {problem}")
         problem = await facilitator_problem()
         if problem:
             return _error(503, "facilitator_unavailable", problem)
@@ -323,12 +397,65 @@ def create_app(
             headers={"PAYMENT-RESPONSE": encode_payment_response_header(settled)},
         )
 
+    def never_taken(req: Requirements) -> str | None:
+        return problem_for_new_job(req, chain.all_assets(), chain.parameters(), chain.now() + PREFLIGHT_MARGIN)
+
+    def with_waiting(view: dict) -> dict:
+        """GET /jobs' answer with, per shard, why each replica that is not running waits."""
+        job, shards = _job_of(view)
+        assets, params, now, paused = chain.all_assets(), chain.parameters(), chain.now(), chain.paused()
+        declines = chain.declines(job.id) if any(s.state.name != "FINALIZED" for s in shards) else {}
+        for entry, shard in zip(view["shards"], shards):
+            why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
+            entry["waiting"] = {str(r): w.as_json() for r, w in sorted(why.items())}
+            entry["declines"] = len(declines.get(shard.index, []))
+        return view
+
     @api.get("/jobs/{job_id}")
     def get_job(job_id: int) -> JSONResponse:
         job = chain.job(job_id)
         if job is None:
             return _error(404, "unknown_job", f"no job {job_id} on this market")
-        return JSONResponse(job)
+        return JSONResponse(with_waiting(job))
+
+    @api.get("/jobs/{job_id}/shards/{shard}/cancel-message")
+    def cancel_message(job_id: int, shard: int, valid_before: int | None = None) -> JSONResponse:
+        """The EIP-712 message the job's client signs (eth_signTypedData_v4) to cancel the shard."""
+        job = chain.job(job_id)
+        if job is None:
+            return _error(404, "unknown_job", f"no job {job_id} on this market")
+        if not 0 <= shard < len(job["shards"]):
+            return _error(404, "unknown_shard", f"job {job_id} has no shard {shard}")
+        valid_before = valid_before or chain.now() + CANCEL_MESSAGE_VALIDITY
+        typed = cancel_typed_data(chain.chain_id, chain.market.address, job_id, shard, valid_before)
+        return JSONResponse(json.loads(json.dumps(typed, default=_hex)))
+
+    @api.post("/jobs/{job_id}/shards/{shard}/cancel")
+    def cancel(job_id: int, shard: int, body: CancelBody) -> JSONResponse:
+        """Cancels the shard's replicas that have not started, on its client's signature."""
+        job = chain.job(job_id)
+        if job is None:
+            return _error(404, "unknown_job", f"no job {job_id} on this market")
+        if not 0 <= shard < len(job["shards"]):
+            return _error(404, "unknown_shard", f"job {job_id} has no shard {shard}")
+        signature = bytes.fromhex(body.signature[2:])
+        try:
+            signer = cancel_signer(chain.chain_id, chain.market.address, job_id, shard, body.valid_before, signature)
+        except InvalidSignature as error:
+            return _error(403, "invalid_signature", f"the cancel signature is not valid: {error}")
+        if signer.lower() != job["client"].lower():
+            return _error(
+                403, "not_the_client", f"the cancel is signed by {signer}, not by the job's client {job['client']}"
+            )
+        if body.valid_before <= chain.now():
+            return _error(403, "signature_expired", f"the cancel signature expired at {body.valid_before}")
+        try:
+            receipt = chain.cancel_with_signature(relay_sender, job_id, shard, body.valid_before, signature)
+        except ContractRevert as error:
+            return _error(409, "nothing_to_cancel", getattr(error, "reason", None) or str(error))
+        tx = "0x" + bytes(receipt["transactionHash"]).hex()
+        log.info("cancel relayed", extra={"fields": {"job": job_id, "shard": shard, "tx": tx}})
+        return JSONResponse({"job": job_id, "shard": shard, "transaction": tx, "status": f"/jobs/{job_id}"})
 
     @api.get("/jobs/{job_id}/outputs/{shard}/{replica}")
     async def outputs_index(job_id: int, shard: int, replica: int, request: Request) -> Response:
@@ -384,6 +511,13 @@ def _mismatch(accepted: Any, offer: Any) -> tuple[str, str] | None:
     if (accepted.extra or {}).get(JOB_EXTRA) != offer.extra[JOB_EXTRA]:
         return "invalid_payment_requirements", "the payment was made for another job"
     return None
+
+
+def _hex(value: Any) -> str:
+    """JSON for the bytes in a typed message."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _describe(error: ValidationError) -> str:

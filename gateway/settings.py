@@ -19,7 +19,7 @@ class GatewaySettings(BaseSettings):
     )
     account: str = Field(
         ...,
-        description="ape account alias of the gateway key (TEST::n locally): it tags the job terms it offers; no funds",
+        description="ape account alias of the gateway key (TEST::n locally): it tags the job terms it offers and pays the gas of the signed cancels it relays",
     )
     facilitator_url: str = Field("http://127.0.0.1:4022", description="the x402 facilitator that settles payments")
     network: str = Field("", description="CAIP-2 network offered (default: eip155:<the node's chain id>)")

@@ -15,12 +15,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from computenet.connection import broadcast
 from computenet.domain import Job, ReplicaState
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
+from computenet.waiting import Decline, shard_waiting
 from keepers.decisions import (
     IN_FLIGHT,
     NO_OPEN_REPLICA,
@@ -32,6 +34,7 @@ from keepers.decisions import (
     decide_expire,
     decide_finalize,
     decide_reclaim,
+    node_verdicts,
 )
 from keepers.runtime import Runtime
 
@@ -152,6 +155,24 @@ def _assign_needless(rt: Runtime, job: Job | None, shard: int) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _block_time(number: int) -> int:
+    from ape import chain
+
+    return int(chain.blocks[number].timestamp)
+
+
+def shard_declines(rt: Runtime, job_id: int, shard: int) -> list[Decline]:
+    """The shard's declines from the projection, each at its block's time."""
+    return [Decline.of(asset, reason, _block_time(block)) for asset, block, reason in rt.state.declines(job_id, shard)]
+
+
+def _seen_until(rt: Runtime) -> int | None:
+    """The chain time of the last block in the projection (None: nothing yet)."""
+    cursor = rt.state.cursor()
+    return None if cursor is None else _block_time(cursor)
+
+
 def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
     """Leases the shard's next open replica to the best asset, if any."""
     market, view, state, settings = rt.market, rt.view, rt.state, rt.settings
@@ -178,6 +199,8 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
             weights=settings.weights(),
             policy=settings.policy(),
             min_fee=settings.min_fee,
+            declines=shard_declines(rt, job_id, shard),
+            seen_until=_seen_until(rt),
         )
         outcome = _settle(decision)
         if outcome is not None:
@@ -244,3 +267,39 @@ def expire(rt: Runtime, job_id: int, shard: int) -> str | Sent:
     with no ruling: the results stand, the challenger's bond goes back."""
     deadline = rt.view.ruling_deadline(job_id, shard)
     return _simple(rt, decide_expire(job_id, shard, deadline, rt.view.now()), ("expire", job_id, shard))
+
+
+def asset_reasons(rt: Runtime, assets: list, now: int) -> dict[int, str]:
+    """Why this keeper will not use each asset it will not use: the keeper state's own
+    verdicts where it keeps them (`KeeperState.asset_reasons`), else those of its heartbeats."""
+    kept = getattr(rt.state, "asset_reasons", None)
+    if kept is not None:
+        return dict(kept())
+    nodes = rt.state.nodes(clock_offset=now - int(time.time()))
+    return node_verdicts(assets, nodes, rt.settings.policy(), now)
+
+
+def waiting(rt: Runtime, limit: int = 20) -> list[dict]:
+    """The open shards this keeper tracks that it is not assigning, each replica with why
+    (computenet.waiting, with this keeper's facts about assets); at most `limit` shards."""
+    now, params, paused = rt.view.now(), rt.view.params(), rt.market.paused()
+    assets = rt.view.assets()
+    reasons = asset_reasons(rt, assets, now)
+    pending = {(j, s) for j, s, _, _ in rt.state.pending()}
+    out = []
+    for job_id, shard in rt.state.open_shards():
+        if len(out) >= limit:
+            break
+        job = rt.market.job(job_id)
+        if job is None or (job_id, shard) in pending:
+            continue
+        replicas = rt.view.replicas(job_id, shard, job.requirements.replication)
+        why = shard_waiting(
+            job, replicas, assets, shard_declines(rt, job_id, shard), params, now, paused=paused, asset_reasons=reasons
+        )
+        open_why = {r: w for r, w in why.items() if w.kind not in ("failed", "cancelled")}
+        if open_why:
+            out.append(
+                {"job": job_id, "shard": shard, "replicas": {r: w.as_json() for r, w in sorted(open_why.items())}}
+            )
+    return out

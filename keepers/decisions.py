@@ -8,10 +8,10 @@ to `Done`: the chain state it re-reads already shows the work as done.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from computenet import preflight
+from computenet import preflight, waiting
 from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Shard
 from keepers.scheduler import Assignment, Batch, NodeState, OpenShard, Policy, Reputation, Weights
 
@@ -44,6 +44,7 @@ Decision = Send | Done | Wait
 
 NO_OPEN_REPLICA = "job_market: shard has no open replica"
 IN_FLIGHT = "every open replica has an assignment in flight"
+NOT_SEEN = "a replica reopened after the keeper's last processed block"
 
 
 def max_keeper_fee(job: Job) -> int:
@@ -83,9 +84,14 @@ def decide_assign(
     weights: Weights = Weights(),
     policy: Policy = Policy(),
     min_fee: int = 0,
+    declines: Sequence[waiting.Decline] = (),
+    seen_until: int | None = None,
 ) -> Decision:
     """Assign the next open replica of (`job`, `shard`)? `shards` are all the job's shards
-    (the others tell which assets already hold the job)."""
+    (the others tell which assets already hold the job); `declines` the shard's declines so
+    far, as the projection has them up to chain time `seen_until`. A declined shard waits out
+    its backoff (computenet.waiting), then goes preferably to an asset that has not declined
+    it; a failed one is done."""
     if job is None:
         return Done("job_market: unknown job")
     if not 0 <= shard < job.requirements.shard_count:
@@ -103,20 +109,60 @@ def decide_assign(
         return Done(f"keeper fee at most {max_keeper_fee(job)}, below this keeper's minimum {min_fee}")
     if now + job.requirements.lease_seconds(params.lease_grace) > job.requirements.deadline:
         return Done("job_market: lease would end after the deadline")
-    batch = Batch(
-        [OpenShard(job, s.index, s.replicas) for s in shards],
-        assets,
-        nodes,
-        reputations,
-        params,
-        now,
-        weights,
-        policy,
-    )
-    decision = batch.place(job.id, shard)
-    if isinstance(decision, Assignment):
-        return Send("assign", (job.id, shard, decision.asset), decision)
+    if seen_until is not None and any(
+        r.state == ReplicaState.OPEN and r.lease and r.since > seen_until for r in this.replicas
+    ):
+        return Wait(NOT_SEEN)  # reopened by a decline the backoff must count: the listener is a step behind
+    if waiting.failed(declines):
+        return Done(f"shard failed: declined {len(declines)} times")
+    until = waiting.backoff_until(declines)
+    if until is not None and now < until:
+        return Wait(f"backing off until {waiting.clock(until)} after {len(declines)} declines")
+    assets = list(assets)
+    decliners = {d.asset for d in declines}
+    tries = [_without(assets, decliners), assets] if decliners else [assets]
+    for candidates in tries:
+        batch = Batch(
+            [OpenShard(job, s.index, s.replicas) for s in shards],
+            candidates,
+            nodes,
+            reputations,
+            params,
+            now,
+            weights,
+            policy,
+        )
+        decision = batch.place(job.id, shard)
+        if isinstance(decision, Assignment):
+            return Send("assign", (job.id, shard, decision.asset), decision)
     return Wait(decision.reason)
+
+
+def _without(assets: list[Asset], ids: set[int]) -> list[Asset]:
+    """The assets, those in `ids` paused: out of the running, but still there to tell the
+    scheduler whose replicas are whose (the owner rule)."""
+    return [
+        dataclasses.replace(a, spec=dataclasses.replace(a.spec, active=False)) if a.id in ids else a for a in assets
+    ]
+
+
+def node_verdicts(assets: Iterable[Asset], nodes: Mapping[int, NodeState], policy: Policy, now: int) -> dict[int, str]:
+    """Why the scheduler will not use each asset it will not use, by its heartbeats alone
+    (the chain's own rules are computenet.waiting's): the keeper's facts for the views."""
+    out = {}
+    for asset in assets:
+        node = nodes.get(asset.id)
+        if node is None:
+            if policy.require_heartbeat:
+                out[asset.id] = "no heartbeat"
+            continue
+        if now - node.last_seen > policy.max_heartbeat_age:
+            out[asset.id] = f"last heartbeat {now - node.last_seen} s old (> {policy.max_heartbeat_age} s)"
+        elif node.gpu_utilization_pct > policy.max_utilization_pct:
+            out[asset.id] = f"over utilisation ({node.gpu_utilization_pct} % > {policy.max_utilization_pct} %)"
+        elif node.running_shards >= node.capacity:
+            out[asset.id] = f"full ({node.running_shards} of {node.capacity} leases running)"
+    return out
 
 
 def decide_reclaim(replica: Replica, now: int) -> Decision:

@@ -161,6 +161,7 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
         "stats": rt.state.stats(),
         "actions": rt.state.recent("actions"),
         "errors": rt.state.recent("errors"),
+        "waiting": _waiting(rt),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -179,12 +180,28 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
         f"{t['nodes']} nodes, {t['pending']} txs in flight"
     )
     click.echo("counts      " + (", ".join(f"{k}={v}" for k, v in sorted(report["stats"].items())) or "none"))
+    click.echo("not assigning:" + ("" if report["waiting"] else " nothing"))
+    for entry in report["waiting"]:
+        if "error" in entry:
+            click.echo(f"  cannot tell: {entry['error']}")
+        for replica, why in entry["replicas"].items():
+            click.echo(f"  job {entry['job']} shard {entry['shard']} replica {replica}: {why['reason']}")
     for title, entries in (("last actions", report["actions"]), ("last errors", report["errors"])):
         click.echo(f"{title}:" + ("" if entries else " none"))
         for e in entries:
             when = time.strftime("%H:%M:%S", time.localtime(e.pop("at")))
             click.echo(f"  {when} {e.pop('kind'):<8} " + " ".join(f"{k}={v}" for k, v in e.items()))
     return report
+
+
+def _waiting(rt) -> list[dict]:
+    """Why each open shard waits; a failed read is shown as such, never hides the rest of the status."""
+    from keepers.actions import waiting
+
+    try:
+        return waiting(rt)
+    except Exception as error:
+        return [{"error": f"{type(error).__name__}: {error}", "replicas": {}}]
 
 
 _clear = clear_settings_errors("COMPUTENET_KEEPER_", "keeper")

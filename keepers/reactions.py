@@ -14,6 +14,8 @@ can be rebuilt by replaying the events from the deployment block:
                                                                   reads it and waits)
     reputation  per asset: leases finalized, leases reclaimed, disputes lost
     agents      per asset: the agent key its heartbeats must be signed with
+    declines    per shard, its declines ("asset:block:reason hex"), for the backoff
+                (computenet.waiting); dropped once the shard is finalized or failed
 
 Tasks named here run at once for low latency; the periodic sweep re-runs whatever the
 projection says is still open or due, so a task lost to a crash is only late, never missed.
@@ -85,6 +87,8 @@ class Reaction:
     reputation: dict[tuple[int, str], int] = field(default_factory=dict)
     agents: dict[int, str] = field(default_factory=dict)
     forget_nodes: set[int] = field(default_factory=set)
+    declines: dict[str, list[str]] = field(default_factory=dict)  # shard member -> new declines
+    forget_declines: set[str] = field(default_factory=set)  # applied after `declines`
     tasks: list[tuple] = field(default_factory=list)
     wake: bool = False
 
@@ -122,6 +126,11 @@ class Reaction:
             self._open(event.job, event.shard)
             if isinstance(event, ev.ShardReclaimed):
                 self._count(event.asset, "reclaimed")
+            else:
+                entry = f"{event.asset}:{event.block}:{bytes(event.reason).hex()}"
+                self.declines.setdefault(shard_member(event.job, event.shard), []).append(entry)
+        elif isinstance(event, ev.ShardFailed):
+            self.forget_declines.add(shard_member(event.job, event.shard))  # nothing more is assigned
         elif isinstance(event, ev.ShardCancelled):
             self._open(event.job, event.shard, -event.replicas)
         elif isinstance(event, ev.ResultSubmitted):
@@ -140,6 +149,7 @@ class Reaction:
             self._task(("finalize", event.job, event.shard))
         elif isinstance(event, ev.ShardFinalized):
             self._count(event.asset, "finalized")
+            self.forget_declines.add(shard_member(event.job, event.shard))
             self._undue(finalize_member(event.job, event.shard))
         elif isinstance(event, (ev.AssetRegistered, ev.AgentChanged)):
             self.agents[event.asset] = event.agent

@@ -70,6 +70,10 @@ class KeeperState:
             pipe.hset(self.key("agents"), mapping={str(a): agent for a, agent in reaction.agents.items()})
         for asset in reaction.forget_nodes:
             pipe.hdel(self.key("nodes"), str(asset))
+        for member, entries in reaction.declines.items():
+            pipe.rpush(self.key(f"declines:{member}"), *entries)
+        for member in reaction.forget_declines:
+            pipe.delete(self.key(f"declines:{member}"))
         pipe.set(self.key("cursor"), cursor)
         pipe.execute()
         self._drop_closed(list(reaction.open))
@@ -90,6 +94,14 @@ class KeeperState:
                 job, shard = member.decode().split(":")
                 found.append((int(job), int(shard)))
         return sorted(found)
+
+    def declines(self, job: int, shard: int) -> list[tuple[int, int, bytes]]:
+        """The shard's declines so far, in chain order: (asset, block, reason bytes32)."""
+        out = []
+        for raw in self.redis.lrange(self.key(f"declines:{job}:{shard}"), 0, -1):
+            asset, block, reason = raw.decode().split(":")
+            out.append((int(asset), int(block), bytes.fromhex(reason)))
+        return out
 
     def due(self, now: int) -> list[tuple[str, tuple[int, ...]]]:
         """Time-driven work possible at chain time `now`, earliest first."""

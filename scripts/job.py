@@ -17,10 +17,11 @@ from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 
 from computenet.cli import clear_errors, format_amount, parse_amount
-from computenet.domain import Requirements, Verification
+from computenet.domain import ReplicaState, Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
 from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
+from computenet.waiting import Decline, shard_waiting
 
 HOUR = 3_600
 
@@ -168,7 +169,7 @@ def manifest(image, inputs, timeout_seconds, max_output_bytes, env_pairs, output
 @click.argument("job_id", type=int)
 @clear_errors
 def status(job_id):
-    """Show JOB_ID's shards and replicas."""
+    """Show JOB_ID's shards and replicas, and why each replica that is not running waits."""
     market = Market.from_deployments()
     job = market.job(job_id)
     if job is None:
@@ -178,11 +179,33 @@ def status(job_id):
         f"job {job_id} by {job.client}: {req.shard_count} shard(s) × {req.replication}, "
         f"escrow {format_amount(job.escrow)}, {job.unfinished} unfinished, deadline {req.deadline}"
     )
-    for shard in market.shards(job_id):
+    shards = market.shards(job_id)
+    idle = (ReplicaState.OPEN, ReplicaState.CANCELLED)
+    facts = _waiting_facts(market, job_id) if any(r.state in idle for s in shards for r in s.replicas) else None
+    for shard in shards:
         replicas = ", ".join(
             f"r{r.index}:{r.state.name.lower()}" + (f"@asset{r.asset}" if r.asset else "") for r in shard.replicas
         )
         click.echo(f"  shard {shard.index:>4} {shard.state.name.lower():>10}  {replicas}")
+        if facts is not None:
+            assets, declines, params, now, paused = facts
+            why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
+            for index, reason in sorted(why.items()):
+                click.echo(f"         r{index}: {reason}")
+
+
+def _waiting_facts(market, job_id):
+    """What computenet.waiting needs: every asset, the job's declines by shard (each at its
+    block's time), the parameters, the chain's clock, the pause."""
+    assets = [market.asset(i) for i in range(1, int(market.assets.totalSupply()) + 1)]
+    declines = {}
+    logs = market.market.ShardDeclined.range(
+        market.deployment_block, chain.blocks.height + 1, search_topics={"job": job_id}
+    )
+    for event in logs:
+        at = chain.blocks[event.block_number].timestamp
+        declines.setdefault(int(event.shard), []).append(Decline.of(event.asset, event.reason, at))
+    return assets, declines, market.parameters(), market.now(), market.paused()
 
 
 @cli.command(cls=ConnectedProviderCommand)

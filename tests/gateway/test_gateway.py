@@ -694,3 +694,80 @@ def test_a_network_the_facilitator_does_not_serve_answers_503_and_the_server_liv
             down.stop()
     finally:
         served.stop()
+
+
+# ---------------------------------------------------------------- jobs no asset can take, and cancels
+
+
+def test_a_job_no_asset_can_take_is_refused_before_any_payment(net):
+    """The network's one asset has one GPU: a job needing two would only sit open once paid."""
+    from x402.http.clients.requests import x402_requests
+
+    account = net.payer(1_000 * TOKEN)
+    before = holdings(net, account)
+    with x402_requests(clients(net, account, sync=True)) as session:
+        answer = session.post(f"{net.gateway.url}/jobs", json=job_body(net, gpu_count=2), timeout=60)
+    assert answer.status_code == 422 and "PAYMENT-REQUIRED" not in answer.headers
+    assert answer.json() == {
+        "error": "no_eligible_asset",
+        "message": "no eligible asset: needs 2 GPUs (the most any active asset has: 1)",
+    }
+    assert holdings(net, account) == before  # nothing paid, nothing posted
+
+
+def paid_job(net, account, body):
+    from x402.http.clients.requests import x402_requests
+
+    with x402_requests(clients(net, account, sync=True)) as session:
+        answer = session.post(f"{net.gateway.url}/jobs", json=body, timeout=60)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["job"], answer.json()["budget"]
+
+
+def cancel_at_gateway(net, job, shard, signer, valid_before=None):
+    """The wallet's way: fetch the typed message from the gateway, sign it, post the signature."""
+    params = {"valid_before": valid_before} if valid_before else {}
+    typed = requests.get(f"{net.gateway.url}/jobs/{job}/shards/{shard}/cancel-message", params=params, timeout=10)
+    assert typed.status_code == 200, typed.text
+    message = typed.json()
+    signed = Account.sign_typed_data(signer.key, full_message=message)
+    body = {"valid_before": message["message"]["validBefore"], "signature": "0x" + signed.signature.hex()}
+    return requests.post(f"{net.gateway.url}/jobs/{job}/shards/{shard}/cancel", json=body, timeout=60)
+
+
+def test_an_x402_payer_cancels_by_signature_through_the_gateway_and_gets_every_base_unit_back(net):
+    net.anvil.rpc("anvil_setBalance", [net.gateway_key.address, hex(10**18)])  # it pays the relay's gas
+    account = net.payer(1_000 * TOKEN)
+    job, budget = paid_job(net, account, job_body(net))
+    assert net.balance(account.address) == 1_000 * TOKEN - budget
+    view = requests.get(f"{net.gateway.url}/jobs/{job}", timeout=10).json()
+    assert view["shards"][0]["waiting"] == {
+        "0": {"kind": "unassigned", "reason": "waiting for a keeper (1 eligible asset)"}
+    }
+
+    # A stranger's signature is refused, naming who signed; nothing changes.
+    before = holdings(net, account), net.market.functions.replica(job, 0, 0).call()
+    refused = cancel_at_gateway(net, job, 0, Account.create())
+    assert refused.status_code == 403 and refused.json()["error"] == "not_the_client"
+    assert f"not by the job's client {account.address}" in refused.json()["message"]
+    assert (holdings(net, account), net.market.functions.replica(job, 0, 0).call()) == before
+    expired = cancel_at_gateway(net, job, 0, account, valid_before=net.now() - 1)
+    assert expired.status_code == 403 and expired.json()["error"] == "signature_expired"
+
+    answer = cancel_at_gateway(net, job, 0, account)
+
+    assert answer.status_code == 200, answer.text
+    view = requests.get(f"{net.gateway.url}/jobs/{job}", timeout=10).json()
+    assert view["finished"] and view["shards"][0]["state"] == "cancelled"
+    assert view["shards"][0]["waiting"] == {"0": {"kind": "cancelled", "reason": "cancelled"}}
+    assert net.web3.eth.get_balance(account.address) == 0  # the payer never held gas
+    # The refund reaches the payer through the facilitator's refunder, to the base unit.
+    assert net.market.functions.credits(account.address).call() == budget
+    assert account.address in Refunder(net.web3, net.sender, net.market.address).run_once()
+    assert net.balance(account.address) == 1_000 * TOKEN
+
+    again = cancel_at_gateway(net, job, 0, account)
+    assert again.status_code == 409 and again.json() == {
+        "error": "nothing_to_cancel",
+        "message": "job_market: nothing to cancel",
+    }

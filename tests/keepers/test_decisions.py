@@ -137,3 +137,61 @@ def test_expire_is_sent_exactly_when_a_dispute_is_open_and_past_its_deadline(job
         assert decision == Send("expire", (job_id, shard))
     else:
         assert decision == Wait(RULING_PENDING)
+
+
+def test_a_declined_shard_waits_out_its_backoff_then_prefers_an_asset_that_did_not_decline():
+    from computenet.waiting import BACKOFF_BASE, Decline, clock
+
+    cheap, dear = asset(1, price=100), asset(2, price=150)
+    first = [Decline(1, "image not found", NOW - 1)]
+    assert assign(job(), assets=[cheap, dear], declines=first) == Wait(
+        f"backing off until {clock(NOW - 1 + BACKOFF_BASE)} after 1 declines"
+    )
+    two = [Decline(1, "image not found", NOW - 2 * BACKOFF_BASE), Decline(1, "image not found", NOW - 2 * BACKOFF_BASE)]
+    assert isinstance(assign(job(), assets=[cheap, dear], declines=two[:1] + [Decline(1, "x", NOW - 29)]), Wait)
+    d = assign(job(), assets=[cheap, dear], declines=two)
+    assert isinstance(d, Send) and d.args == (1, 0, 2)  # the dearer asset that has not declined
+    # only the decliner can take it: it gets it again
+    d = assign(job(), assets=[cheap], node_ids=(1,), declines=two)
+    assert isinstance(d, Send) and d.args == (1, 0, 1)
+
+
+def test_a_failed_shard_is_done():
+    from computenet.domain import MAX_DECLINES
+    from computenet.waiting import Decline
+
+    declines = [Decline(1, "image not found", NOW - 3_600)] * MAX_DECLINES
+    assert assign(job(), declines=declines) == Done(f"shard failed: declined {MAX_DECLINES} times")
+
+
+def test_a_replica_reopened_after_the_projection_waits_for_the_listener():
+    from keepers.decisions import NOT_SEEN
+
+    j = job(shards=1)
+    reopened = [Shard(1, 0, (Replica(1, 0, 0, 1, 0, S.OPEN, 1, 0, 0, NOW - 5, 0),))]
+    d = decide_assign(j, 0, reopened, [asset(1), asset(2)], nodes(1, 2), {}, PARAMS, NOW, seen_until=NOW - 10)
+    assert d == Wait(NOT_SEEN)
+    d = decide_assign(j, 0, reopened, [asset(1), asset(2)], nodes(1, 2), {}, PARAMS, NOW, seen_until=NOW - 5)
+    assert isinstance(d, Send)
+
+
+def test_node_verdicts_say_why_the_scheduler_skips_an_asset():
+    from dataclasses import replace
+
+    from keepers.decisions import node_verdicts
+
+    fresh = nodes(1)[1]
+    states = {
+        1: fresh,
+        2: replace(fresh, asset=2, last_seen=NOW - 100),
+        3: replace(fresh, asset=3, gpu_utilization_pct=97),
+        4: replace(fresh, asset=4, running_shards=4),
+    }
+    got = node_verdicts([asset(i) for i in range(1, 6)], states, Policy(max_heartbeat_age=30), NOW)
+    assert got == {
+        2: "last heartbeat 100 s old (> 30 s)",
+        3: "over utilisation (97 % > 90 %)",
+        4: "full (4 of 4 leases running)",
+        5: "no heartbeat",
+    }
+    assert 5 not in node_verdicts([asset(5)], {}, Policy(require_heartbeat=False), NOW)

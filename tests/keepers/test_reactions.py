@@ -97,6 +97,18 @@ def test_a_reclaimed_or_declined_lease_reopens_its_replica(cls):
     assert r.wake
 
 
+def test_declines_are_kept_per_shard_for_the_backoff_until_the_shard_fails():
+    def declined(block, asset):
+        return ev.ShardDeclined(block=block, tx="", index=0, job=1, shard=0, replica=0, asset=asset, reason=b"oom")
+
+    r = react([posted(shards=1), assigned(), declined(4, 7), assigned(asset=8), declined(6, 8)])
+    assert r.declines == {"1:0": [f"7:4:{b'oom'.hex()}", f"8:6:{b'oom'.hex()}"]} and not r.forget_declines
+    failed = ev.ShardFailed(block=9, tx="", index=1, job=1, shard=0, declines=3)
+    cancelled = ev.ShardCancelled(block=9, tx="", index=2, job=1, shard=0, replicas=1)
+    r = react([assigned(), declined(9, 7), failed, cancelled])
+    assert r.forget_declines == {"1:0"} and r.open == {"1:0": -1}
+
+
 def test_dispute_flow_counts_the_loser_and_finalizes_after_the_ruling():
     opened = ev.DisputeOpened(block=5, tx="", index=0, job=1, shard=0, challenger=A, bond=1)
     rejected = ev.ReplicaRejected(block=6, tx="", index=0, job=1, shard=0, replica=1, asset=8, slashed=3)

@@ -208,12 +208,15 @@ def test_job_commands(ape_run, sdk, accounts, manifest_file, chain):
         ["shard", "0", "open", "r0:open"],
         ["shard", "1", "open", "r0:open"],
     ]
+    # each open replica says why it waits: no asset here takes a 1-GPU job
+    reasons = [line.strip() for line in status if line.lstrip().startswith("r0:")]
+    assert len(reasons) == 2 and all(r.startswith("r0: no eligible asset: ") for r in reasons), status
 
     # someone else's job: refused before anything is sent
     assert ape_run.fails("job", "cancel", "1", "0", account=2) == "would revert: job_market: caller is not the client"
     assert "job 1: 1 shard(s) cancelled" in ape_run.ok("job", "cancel", "1", "0", account=1)
     status = ape_run.ok("job", "status", "1")
-    assert "shard    0  cancelled  r0:cancelled" in status
+    assert "shard    0  cancelled  r0:cancelled\n         r0: cancelled" in status
     assert "1 unfinished" in status
     assert [sdk.replica(1, s, 0).state.name for s in (0, 1)] == ["CANCELLED", "OPEN"]
 
