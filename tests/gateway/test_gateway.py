@@ -763,7 +763,7 @@ def test_an_x402_payer_cancels_by_signature_through_the_gateway_and_gets_every_b
     assert net.web3.eth.get_balance(account.address) == 0  # the payer never held gas
     # The refund reaches the payer through the facilitator's refunder, to the base unit.
     assert net.market.functions.credits(account.address).call() == budget
-    assert account.address in Refunder(net.web3, net.sender, net.market.address).run_once()
+    assert account.address in Refunder(Market.over_web3(net.web3, net.market.address), net.sender).run_once()
     assert net.balance(account.address) == 1_000 * TOKEN
 
     again = cancel_at_gateway(net, job, 0, account)
