@@ -7,13 +7,15 @@ ape run deploy --network http://127.0.0.1:8545 --account TEST::0
 ape run deploy --network ethereum:sepolia:alchemy --account deployer --token 0x1c7D...USDC
 """
 
+import dataclasses
+
 import click
 from ape import chain, networks, project
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 
 from computenet import deployments
 from computenet.cli import clear_errors, fail, is_local, network_key
-from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_UNBONDING_DELAY, deploy_stack
+from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_PARAMETERS, DEFAULT_UNBONDING_DELAY, deploy_stack
 
 
 @click.command(cls=ConnectedProviderCommand)
@@ -38,9 +40,35 @@ from computenet.deploy import DEFAULT_MIN_KEEPER_BOND, DEFAULT_UNBONDING_DELAY, 
     show_default=True,
     help="Keeper bond, token base units.",
 )
+@click.option(
+    "--challenge-window",
+    type=int,
+    default=DEFAULT_PARAMETERS.challenge_window,
+    show_default=True,
+    help="Seconds a result can be challenged before it is paid (60 to 7 days).",
+)
+@click.option(
+    "--lease-grace",
+    type=int,
+    default=DEFAULT_PARAMETERS.lease_grace,
+    show_default=True,
+    help="Seconds every lease allows beyond the job's GPU-seconds (image, inputs, submission).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a public network.")
 @clear_errors
-def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_delay, min_keeper_bond, yes):
+def cli(
+    ecosystem,
+    network,
+    account,
+    token,
+    treasury,
+    facilitator,
+    unbonding_delay,
+    min_keeper_bond,
+    challenge_window,
+    lease_grace,
+    yes,
+):
     """Deploy TestToken (local only), KeeperRegistry, ComputeAsset, JobMarket and DisputeCourt."""
     launched = throwaway_node(networks.provider)
     if launched:
@@ -59,6 +87,7 @@ def cli(ecosystem, network, account, token, treasury, facilitator, unbonding_del
         token=token_contract,
         min_keeper_bond=min_keeper_bond,
         unbonding_delay=unbonding_delay,
+        parameters=dataclasses.replace(DEFAULT_PARAMETERS, challenge_window=challenge_window, lease_grace=lease_grace),
     )
     for address in facilitator:
         stack.market.set_facilitator(address, True, sender=account)
