@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from terms import ROOT, STAKE, SUM, TOKEN
 
+from computenet.market import Market
 from computenet.sandbox import Limits
 from computenet.web3calls import Sender
 from verifier.arbiter import Arbiter, router, sign
@@ -147,10 +148,8 @@ def arbiter(chain, market, assets, facilitator, content_store, docker_engine, tm
     web3 = chain.provider.web3
     rerun = Reexecutor(content_store.client, docker=docker_engine.client, limits=Limits(memory_bytes=256 << 20))
     return Arbiter(
-        web3,
+        Market.over_web3(web3, market.address),
         Sender(web3, facilitator.private_key),
-        market.address,
-        assets.address,
         tmp_path / "disputes.jsonl",
         rerun,
         tmp_path / "arbiter.json",
