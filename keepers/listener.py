@@ -37,6 +37,7 @@ class Listener:
         start_block: int,
         head: Callable[[], int],
         chain_now: Callable[[], int],
+        heartbeats: Any = None,
     ) -> None:
         self.settings = settings
         self.market = market
@@ -46,6 +47,7 @@ class Listener:
         self.head = head
         self.chain_now = chain_now
         self._last_sweep = 0.0
+        self.intake = heartbeats  # keepers.heartbeats.HeartbeatIntake; None: no polling
 
     def _submit(self, task: tuple) -> bool:
         """Enqueues `task` unless it is already waiting in the queue."""
@@ -92,11 +94,9 @@ class Listener:
         self.state.set_listener(swept=round(time.time(), 3))
         return count
 
-    def heartbeats(self) -> int:
-        accepted, refused = self.state.ingest_heartbeats(time.time(), self.settings.max_heartbeat_age)
-        for reason in refused:
-            log.warning("heartbeat refused", extra={"fields": {"reason": reason}})
-        return accepted
+    def heartbeats(self) -> int | None:
+        """Collects and starts polls of the agents' endpoints; never waits on one."""
+        return self.intake.tick() if self.intake is not None else None
 
     def tick(self) -> None:
         """One round: new events (all of them when catching up), heartbeats, the sweep when due.

@@ -29,6 +29,7 @@ log = logging.getLogger("keepers.main")
 def _listener(settings: KeeperSettings):
     from ape import chain
 
+    from keepers.heartbeats import HeartbeatIntake
     from keepers.listener import Listener
     from keepers.runtime import runtime
     from keepers.tasks import TASKS
@@ -46,6 +47,14 @@ def _listener(settings: KeeperSettings):
         rt.market.deployment_block,
         head=lambda: chain.blocks.height,
         chain_now=rt.view.now,
+        heartbeats=HeartbeatIntake(
+            rt.state,
+            rt.view.assets,
+            settings.policy(),
+            settings.heartbeat_poll_interval,
+            settings.heartbeat_timeout,
+            settings.heartbeat_workers,
+        ),
     )
     return rt, listener
 
@@ -141,6 +150,7 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
         "queue_depth": rt.redis.llen(settings.queue),
         "tracked": rt.state.counts(),
         "due_now": len(rt.state.due(rt.view.now())),
+        "asset_reasons": rt.state.asset_reasons(),
         "stats": rt.state.stats(),
         "actions": rt.state.recent("actions"),
         "errors": rt.state.recent("errors"),
@@ -160,6 +170,10 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
         f"{t['nodes']} nodes, {t['pending']} txs in flight"
     )
     click.echo("counts      " + (", ".join(f"{k}={v}" for k, v in sorted(report["stats"].items())) or "none"))
+    reasons = report["asset_reasons"]
+    click.echo("not eligible:" + ("" if reasons else " none (every polled asset has a fresh heartbeat)"))
+    for asset, reason in reasons.items():
+        click.echo(f"  asset {asset}: {reason}")
     for title, entries in (("last actions", report["actions"]), ("last errors", report["errors"])):
         click.echo(f"{title}:" + ("" if entries else " none"))
         for e in entries:

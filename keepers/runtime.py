@@ -55,8 +55,8 @@ class ChainView:
         return self._assets[1]
 
     def _read_assets(self) -> list[Asset]:
-        """Every asset in JSON-RPC batches (one round trip per ASSET_BATCH assets, not four
-        calls each); the commitment, which scheduling does not use, is left empty."""
+        """Every asset in JSON-RPC batches (one round trip per ASSET_BATCH assets, not five
+        calls each), endpoint included; the commitment, which scheduling does not use, is left empty."""
         from ape import networks
 
         web3 = networks.provider.web3
@@ -67,12 +67,14 @@ class ChainView:
             ids = range(first, min(count, first + ASSET_BATCH - 1) + 1)
             with web3.batch_requests() as batch:
                 for i in ids:
-                    for name in ("ownerOf", "agentOf", "spec", "stake"):
+                    for name in ("ownerOf", "agentOf", "spec", "stake", "endpoint"):
                         batch.add(getattr(registry.functions, name)(i))
                 results = batch.execute()
             for n, i in enumerate(ids):
-                owner, agent, spec, stake = results[4 * n : 4 * n + 4]
-                out.append(Asset(i, str(owner), str(agent), _spec(spec), b"", Stake(*[int(x) for x in stake])))
+                owner, agent, spec, stake, endpoint = results[5 * n : 5 * n + 5]
+                out.append(
+                    Asset(i, str(owner), str(agent), _spec(spec), b"", Stake(*[int(x) for x in stake]), str(endpoint))
+                )
         return out
 
     def _web3_registry(self, web3: Any) -> Any:
