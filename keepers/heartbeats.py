@@ -140,8 +140,11 @@ class HeartbeatIntake:
         return answers
 
     def tick(self) -> int | None:
-        """Never waits on an endpoint: collects a finished round (returns how many heartbeats
-        it accepted) and starts the next when due; None when no round ended."""
+        """Collects a finished round (returns how many heartbeats it accepted) and starts the
+        next when due; None when no round ended. Only the first round is waited for (at most
+        about twice the timeout), so a keeper that starts decides with the nodes it can see."""
+        if self._started == float("-inf"):
+            return self.poll()
         accepted = None
         if self._round and (self.clock() >= self._deadline or all(f.done() for f in self._round.values())):
             accepted = self.ingest(self._collect())

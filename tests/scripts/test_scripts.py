@@ -6,6 +6,7 @@ each test starts from the freshly deployed market with asset and job ids from 1.
 Every failure a user can cause must end in one `Error: ...` line and exit code 1.
 """
 
+import hashlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ from web3 import Web3
 
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
+from computenet.merkle import MerkleTree
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL_BIN = REPO / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin"
@@ -406,3 +408,43 @@ def test_job_manifest_and_post_upload_the_inputs_checked_to_the_store(ape_run, s
     assert f"uploaded the manifest and 2 input(s) to {content_store.url}" in out
     assert content_store.local.get("keccak256", manifest_hash(parsed).hex()) == canonical_json(parsed)
     assert content_store.local.get("sha256", parsed.inputs.files[0].sha256) == b"\x01" * 100
+
+
+def test_job_post_to_several_stores_uploads_to_each_and_lists_them_as_mirrors(
+    ape_run, sdk, content_store, manifest_file, tmp_path
+):
+    from computenet.localnet import ServedApp
+    from computenet.store import LocalStore, app
+
+    second = ServedApp(app(LocalStore(tmp_path / "second")))
+    try:
+        ape_run.ok("faucet", "100", account=1)
+        (tmp_path / "x.txt").write_text("input")
+        files = [{"path": "x.txt", "size": 5, "sha256": hashlib.sha256(b"input").hexdigest()}]
+        root = "0x" + MerkleTree.from_files({"x.txt": b"input"}).root.hex()
+        path = manifest_file(inputs={"files": files, "root": root})
+        out = ape_run.ok(
+            "job",
+            "post",
+            str(path),
+            "--store",
+            f"{content_store.url},{second.url}",
+            "--store",
+            content_store.url,  # named twice: once is enough
+            "--max-price",
+            "0.0005",
+            "--max-gpu-seconds",
+            "60",
+            account=1,
+        )
+        assert f"the manifest lists 2 mirrors: {content_store.url}, {second.url}" in out
+        assert f"uploaded the manifest and 1 input(s) to {content_store.url}, {second.url}" in out
+        posted = parse_manifest(path.read_bytes()).model_copy(update={"stores": [content_store.url, second.url]})
+        mhash = manifest_hash(posted)
+        job_id = int(out.split("job ", 1)[1].split(" posted", 1)[0])
+        assert sdk.job(job_id).manifest_hash == mhash  # the mirrors are part of what the job commits to
+        for store in (content_store.local, LocalStore(tmp_path / "second")):
+            assert parse_manifest(store.get("keccak256", mhash.hex())).stores == [content_store.url, second.url]
+            assert store.get("sha256", files[0]["sha256"]) == b"input"
+    finally:
+        second.stop()
