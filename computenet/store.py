@@ -259,6 +259,20 @@ class StoreClient:
 T = TypeVar("T")
 
 
+def _flatten(sources: Iterable[Any]) -> list[StoreClient | str]:
+    stores: list[StoreClient | str] = []
+    for source in sources:
+        if isinstance(source, Mirrors):
+            stores += source.stores
+        elif isinstance(source, StoreClient):
+            stores.append(source)
+        elif isinstance(source, str):
+            stores += [u.strip().rstrip("/") for u in source.split(",") if u.strip()]
+        else:
+            stores += _flatten(source)
+    return stores
+
+
 class Mirrors:
     """Stores holding the same blobs, read in order (module docstring); `get` and `download`
     are StoreClient's, `put` uploads to every one."""
@@ -276,17 +290,7 @@ class Mirrors:
     def of(cls, *sources: Any) -> Mirrors:
         """The stores of each source in order, duplicates dropped: a URL, a comma-separated
         list of them, a StoreClient, Mirrors, or a list of any of these."""
-        stores: list[StoreClient | str] = []
-        for source in sources:
-            if isinstance(source, Mirrors):
-                stores += source.stores
-            elif isinstance(source, StoreClient):
-                stores.append(source)
-            elif isinstance(source, str):
-                stores += [u.strip().rstrip("/") for u in source.split(",") if u.strip()]
-            else:
-                stores += cls.of(*source).stores
-        return cls(stores)
+        return cls(_flatten(sources))
 
     @property
     def urls(self) -> list[str]:

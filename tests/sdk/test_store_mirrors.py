@@ -106,6 +106,9 @@ def test_every_mirror_failing_declines_naming_each_failure(stores, tmp_path):
 def test_mirrors_upload_to_each_and_name_the_ones_that_refuse(stores):
     good, empty, _, down = stores
     assert Mirrors.of(f"{good},{empty}/", good).urls == [good, empty]  # in order, once each
+    assert Mirrors.of(StoreClient(good), []).urls == [good]  # a manifest that lists none
+    with pytest.raises(StoreError, match="no content store given"):
+        Mirrors.of("", [])
     data = b"to every mirror"
     Mirrors.of(good, empty).put(data)
     for url in (good, empty):
