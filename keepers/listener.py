@@ -95,7 +95,8 @@ class Listener:
         return count
 
     def heartbeats(self) -> int | None:
-        """Collects and starts polls of the agents' endpoints; never waits on one."""
+        """Collects and starts polls of the agents' endpoints (keepers.heartbeats: only the
+        first round is waited for)."""
         return self.intake.tick() if self.intake is not None else None
 
     def tick(self) -> None:
