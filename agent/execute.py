@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import gpu
+from agent.cpu import ASSET_LABEL
 from agent.journal import Lease
 from agent.plan import failed_exit_code, metered_seconds
 from computenet import sandbox
@@ -100,7 +101,7 @@ def start(
         gpu_indices=gpu_indices,
         max_file_bytes=output_bytes(manifest.outputs.max_bytes),
         limits=limits,
-        labels={"computenet.lease": lease.name},
+        labels={"computenet.lease": lease.name, ASSET_LABEL: str(lease.asset)},
     )
     on_start(lease.name)
     return sandbox.start(client, spec)

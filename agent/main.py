@@ -39,14 +39,14 @@ def _docker(host: str | None):
 
 
 def build_agent(settings):
-    """Connects to the chain (unless `ape run` did), Docker, the store and Redis; checks the assets."""
+    """Connects to the chain (unless `ape run` did), Docker and the store(s); checks the assets."""
     from ape import networks
 
     from agent.journal import Journal
     from agent.node import Agent
     from computenet.connection import load_account, network_context
     from computenet.market import Market
-    from computenet.store import LocalStore, StoreClient
+    from computenet.store import LocalStore, Mirrors
 
     given = None  # under `ape run`, the network ape joined names the deployment
     if not networks.active_provider or not networks.active_provider.is_connected:
@@ -54,21 +54,15 @@ def build_agent(settings):
         given = settings.network
     market = Market.from_deployments(given)
     account = load_account(settings.account)
-    redis_client = None
-    if settings.redis_url:
-        import redis
-
-        redis_client = redis.Redis.from_url(settings.redis_url)
     work = Path(settings.work_dir)
     agent = Agent(
         settings,
         market,
         account,
         _docker(settings.docker_host),
-        StoreClient(settings.store_url),
+        Mirrors.of(settings.store_url),
         Journal(work / "journal.sqlite"),
         LocalStore(work / "outputs"),
-        redis_client,
     )
     agent.check_assets()
     return agent
@@ -91,6 +85,7 @@ def run(settings) -> None:
                 "telemetry": agent.telemetry.source,
                 "assets": {a: s.capacity for a, s in agent.served.items()},
                 "work_dir": str(settings.work_dir),
+                "endpoint": settings.endpoint,
             }
         },
     )

@@ -1,7 +1,8 @@
 """The agent on one provider machine: follows the chain for assignments to its assets, runs
 each in a container (as many at once as each asset's capacity, each on GPUs of its own),
-submits the signed result, declines what it cannot run, sends signed heartbeats, and after a
-restart finishes what its journal says was left open.
+submits the signed result, declines what it cannot run, serves signed heartbeats (and the
+outputs) over HTTP at the endpoint its assets record on chain, and after a restart finishes
+what its journal says was left open.
 
 Every failure of a lease ends on chain (agent.plan.on_failure): declined with a reason
 before its container starts, a failed result after. Once a result is committed, the lease's
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent import execute, gpu, plan
+from agent import cpu, execute, gpu, plan
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
@@ -26,15 +27,31 @@ from computenet import preflight
 from computenet.connection import ConfigError, broadcast
 from computenet.domain import Asset, Job, ReplicaState
 from computenet.follow import Follower, JsonCursor
-from computenet.heartbeat import Heartbeat, publish
+from computenet.heartbeat import Heartbeat
 from computenet.market import Market
 from computenet.staging import Decline
-from computenet.store import LocalStore, StoreClient
+from computenet.store import LocalStore, Mirrors, StoreClient
 
 log = logging.getLogger("agent")
 
 RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
 RETRY_INTERVAL = 10  # seconds between looks for results whose submission failed
+
+
+def endpoint_problem(asset: int, registered: str, own: str) -> str | None:
+    """What is wrong with the endpoint `asset` records on chain, given the one this agent
+    serves at (pure); keepers find its heartbeats only there."""
+    command = f"ape run provider set-endpoint {asset} {own or '<url>'}"
+    if not own:
+        return f"asset {asset}: this agent serves no heartbeats (outputs_port 0), so keepers will not assign to it"
+    if not registered:
+        return f"asset {asset} records no endpoint on chain: keepers cannot see its heartbeats; run `{command}`"
+    if registered.rstrip("/") != own.rstrip("/"):
+        return (
+            f"asset {asset} records the endpoint {registered} on chain but this agent serves at {own}: "
+            f"keepers poll the recorded one; run `{command}` (or set COMPUTENET_AGENT_PUBLIC_URL)"
+        )
+    return None
 
 
 @dataclass
@@ -53,13 +70,12 @@ class Agent:
         market: Market,
         account: Any,
         docker: Any,
-        store: StoreClient,
+        store: StoreClient | Mirrors,
         journal: Journal,
         outputs: LocalStore,
-        redis: Any = None,
     ) -> None:
         self.settings, self.market, self.account = settings, market, account
-        self.docker, self.store, self.journal, self.outputs, self.redis = docker, store, journal, outputs, redis
+        self.docker, self.store, self.journal, self.outputs = docker, store, journal, outputs
         self.work = Path(settings.work_dir) / "leases"
         self.work.mkdir(parents=True, exist_ok=True)
         self.chain_lock = threading.RLock()  # ape is shared by the shard threads
@@ -69,6 +85,8 @@ class Agent:
         self.pools: dict[int, ThreadPoolExecutor] = {}
         self.telemetry = gpu.probe()
         self.gpus = gpu.Allocator()  # device indices pinned to running leases
+        self.cpu = cpu.Meter(docker)  # CPU-only assets' utilisation, from their own containers
+        self.beats: dict[int, str] = {}  # asset -> its latest signed heartbeat, as served
         self.jobs: dict[int, Job] = {}
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
         self.follower = Follower(
@@ -100,6 +118,10 @@ class Agent:
             self.pools[asset_id] = ThreadPoolExecutor(capacity, thread_name_prefix=f"asset-{asset_id}")
         if problems:
             raise ConfigError("agent cannot serve: " + "; ".join(problems))
+        for asset_id, served in self.served.items():
+            problem = endpoint_problem(asset_id, served.asset.endpoint, self.settings.endpoint)
+            if problem:
+                log.warning(problem, extra={"fields": {"asset": asset_id, "endpoint": self.settings.endpoint}})
         if self.telemetry.source != "nvml":
             log.warning("no GPU: serving CPU-only assets", extra={"fields": {"reason": self.telemetry.reason}})
         else:  # GPU-seconds are metered by NVML's per-process accounting, which must be on
@@ -416,22 +438,30 @@ class Agent:
 
     # ------------------------------------------------------------ heartbeats
 
-    def heartbeat(self) -> None:
-        if self.redis is None:
-            return
+    def heartbeat(self) -> dict[int, str]:
+        """Signs a heartbeat for each asset; the HTTP service serves the latest. A GPU asset
+        reports NVML's utilisation, a CPU-only one its own containers' CPU use (agent.cpu)."""
         self.telemetry = gpu.probe()
         now = time.time()
+        beats = {}
         for asset_id, served in self.served.items():
+            spec = served.asset.spec
+            if self.telemetry.gpus and spec.gpu_count:
+                utilization = self.telemetry.utilization_pct
+            else:
+                utilization = self.cpu.utilization(asset_id, spec.cpu_cores, now)
             hb = Heartbeat(
                 asset_id,
                 int(now),
-                self.telemetry.utilization_pct,
+                utilization,
                 self.telemetry.free_vram_mib,
                 served.running,
                 served.capacity,
                 int(now * 1000),
             )
-            publish(self.redis, self.chain_id, str(self.market.assets.address), hb, self.account.private_key)
+            beats[asset_id] = hb.wire(self.account.private_key, self.chain_id, str(self.market.assets.address))
+        self.beats = beats  # replaced whole: the server thread reads either the old or the new
+        return beats
 
     # ------------------------------------------------------------ outputs
 
@@ -496,14 +526,15 @@ class Agent:
             return bytes(web3.eth.get_block(seed_block(mined))["hash"])
 
     def serve_outputs(self) -> Any:
-        """Starts the outputs service in a thread; returns the uvicorn server (None when off)."""
+        """Starts the HTTP service (heartbeats, outputs) in a thread; returns the uvicorn server
+        (None when off)."""
         if not self.settings.outputs_port:
             return None
         import uvicorn
 
         from agent.outputs import app
 
-        api = app(self.work, self.outputs, self.chain_id, str(self.account.address), self.may_read)
+        api = app(self.work, self.outputs, self.chain_id, str(self.account.address), self.may_read, lambda: self.beats)
         server = uvicorn.Server(
             uvicorn.Config(api, host=self.settings.outputs_host, port=self.settings.outputs_port, log_level="warning")
         )

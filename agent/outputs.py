@@ -1,11 +1,14 @@
-"""Serving a lease's outputs over HTTP, only to those verifier.access allows: the job's client,
+"""The agent's HTTP service: its assets' signed heartbeats, open to all, and a lease's outputs, only to those verifier.access allows: the job's client,
 a bonded verifier for a replica sampled for it, a facilitator for a shard under dispute; with
 a Merkle proof for any single file so a check needs one leaf, not the whole result.
 
+    GET /heartbeats                                      the latest heartbeat of each asset served
+    GET /heartbeats/{asset}                              that asset's latest heartbeat
     GET /outputs/{job}/{shard}/{replica}                 the index: root, leaf -> sha256
     GET /outputs/{job}/{shard}/{replica}/file?path=LEAF  the file; its proof in X-Merkle-Proof
 
-Every request is signed (EIP-191) by the caller's key over
+A heartbeat is in computenet.heartbeat's wire form and carries the agent's EIP-712
+signature, so it needs no authentication to be trusted. Every outputs request is signed (EIP-191) by the caller's key over
 
     computenet outputs|<chain id>|<agent address>|GET <path and query>|<expires>
 
@@ -36,12 +39,44 @@ def sign_request(private_key: Any, chain_id: int, agent: str, target: str, valid
     return signed_requests.sign_request(private_key, SCOPE, chain_id, agent, f"GET {target}", validity)
 
 
+Heartbeats = Callable[[], dict[int, str]]  # asset id -> its latest heartbeat in wire form
+
+
+def heartbeat_routes(api: FastAPI, latest: Heartbeats) -> None:
+    """Adds GET /heartbeats and GET /heartbeats/{asset} to `api`, served from `latest()`."""
+
+    @api.get("/heartbeats")
+    def get_heartbeats() -> Response:
+        beats = latest()
+        return Response("[" + ",".join(beats[a] for a in sorted(beats)) + "]", media_type="application/json")
+
+    @api.get("/heartbeats/{asset}")
+    def get_heartbeat(asset: int) -> Response:
+        wire = latest().get(asset)
+        if wire is None:
+            raise HTTPException(404, f"no heartbeat here for asset {asset}")
+        return Response(wire, media_type="application/json")
+
+
+def heartbeats_app(latest: Heartbeats) -> FastAPI:
+    """A service of heartbeats alone (for whoever relays or plays agents)."""
+    api = FastAPI(title="computenet heartbeats")
+    heartbeat_routes(api, latest)
+    return api
+
+
 def app(
-    work: Path, store: LocalStore, chain_id: int, agent: str, allowed: Callable[[int, int, int, str], bool]
+    work: Path,
+    store: LocalStore,
+    chain_id: int,
+    agent: str,
+    allowed: Callable[[int, int, int, str], bool],
+    heartbeats: Heartbeats = dict,
 ) -> FastAPI:
-    """The outputs service. `allowed(job, shard, replica, address)` says whether `address` may
-    read that replica's outputs (verifier.access)."""
-    api = FastAPI(title="computenet agent outputs")
+    """The agent's service. `allowed(job, shard, replica, address)` says whether `address` may
+    read that replica's outputs (verifier.access); `heartbeats()` the latest heartbeats."""
+    api = FastAPI(title="computenet agent")
+    heartbeat_routes(api, heartbeats)
 
     def index(job: int, shard: int, replica: int, request: Request) -> dict:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

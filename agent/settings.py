@@ -24,9 +24,9 @@ class AgentSettings(BaseSettings):
     assets: Annotated[list[int], NoDecode] = Field(
         ..., min_length=1, description="asset ids this agent runs, comma-separated"
     )
-    store_url: str = Field("http://127.0.0.1:8700", description="content store with manifests and inputs")
-    redis_url: str | None = Field(
-        "redis://127.0.0.1:6379/0", description="keepers' Redis for heartbeats; empty: none sent"
+    store_url: str = Field(
+        "http://127.0.0.1:8700",
+        description="content store(s) with manifests and inputs, comma-separated, tried in order",
     )
     docker_host: str | None = Field(None, description="Docker engine socket (default: DOCKER_HOST or the system one)")
     work_dir: Path = Field(Path(".agent"), description="shard folders, the output store and the journal")
@@ -42,7 +42,12 @@ class AgentSettings(BaseSettings):
     tmp_mib: int = Field(64, gt=0, description="size of each container's /tmp")
     require_gpu_match: bool = Field(True, description="refuse to start when NVML disagrees with a registered spec")
     outputs_host: str = "127.0.0.1"
-    outputs_port: int = Field(8710, ge=0, le=65535, description="HTTP port serving outputs; 0: off")
+    outputs_port: int = Field(8710, ge=0, le=65535, description="HTTP port serving heartbeats and outputs; 0: off")
+    public_url: str | None = Field(
+        None,
+        description="the URL keepers and verifiers reach that service at, recorded on chain as each asset's "
+        "endpoint (default: http://<outputs_host>:<outputs_port>)",
+    )
     log_format: str = "json"
     log_level: str = "INFO"
 
@@ -50,6 +55,13 @@ class AgentSettings(BaseSettings):
 
     def cursor_path(self) -> Path:
         return self.cursor_file or self.work_dir / "cursor.json"
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL this agent serves heartbeats and outputs at; "" when it serves none."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.outputs_host}:{self.outputs_port}" if self.outputs_port else ""
 
     def limits(self) -> Limits:
         return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)

@@ -142,7 +142,6 @@ def main() -> None:
                 "COMPUTENET_AGENT_ACCOUNT": "TEST::6",
                 "COMPUTENET_AGENT_ASSETS": str(asset),
                 "COMPUTENET_AGENT_STORE_URL": store.url,
-                "COMPUTENET_AGENT_REDIS_URL": "",
                 "COMPUTENET_AGENT_WORK_DIR": str(workdir / "agent"),
                 "COMPUTENET_AGENT_OUTPUTS_PORT": "0",
                 "COMPUTENET_AGENT_CAPACITY": "4",

@@ -36,10 +36,11 @@ os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the wo
 
 from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 
+from agent.outputs import heartbeats_app  # noqa: E402
 from computenet.deploy import deploy_stack  # noqa: E402
 from computenet.domain import Requirements, Spec  # noqa: E402
-from computenet.heartbeat import Heartbeat, publish  # noqa: E402
-from computenet.localnet import Anvil, ProcessGroup, RedisServer, wait_until  # noqa: E402
+from computenet.heartbeat import Heartbeat  # noqa: E402
+from computenet.localnet import Anvil, ProcessGroup, RedisServer, ServedApp, wait_until  # noqa: E402
 
 TOKEN = 10**6
 ASSETS = 8
@@ -88,18 +89,17 @@ class Watcher(threading.Thread):
 class Heartbeats(threading.Thread):
     """Plays the agents: a signed heartbeat for every asset every 0.5 s."""
 
-    def __init__(self, chain_id: int, registry: str, agent_of: dict, clients: list) -> None:
+    def __init__(self, chain_id: int, registry: str, agent_of: dict, board: dict) -> None:
         super().__init__(daemon=True)
         self.args = chain_id, registry
-        self.agent_of, self.clients, self.seq = agent_of, clients, 0
+        self.agent_of, self.board, self.seq = agent_of, board, 0  # board: what the endpoint serves
         self.stopped = threading.Event()
 
     def beat(self) -> None:
         for asset, key in self.agent_of.items():
             self.seq += 1
             hb = Heartbeat(asset, int(time.time()), 10, 800_000, 0, MAX_LEASES, self.seq)
-            for client in self.clients:
-                publish(client, *self.args, hb, key)
+            self.board[asset] = hb.wire(key, *self.args)
 
     def run(self) -> None:
         while not self.stopped.wait(0.5):
@@ -147,6 +147,8 @@ class Network:
             keepers.register(100 * TOKEN, sender=acct[i])
         expire = chain.pending_timestamp + 30 * 86_400
         self.agent_of = {}
+        self.board: dict[int, str] = {}  # every asset's heartbeats, at one endpoint recorded on chain
+        self.endpoint = ServedApp(heartbeats_app(lambda: dict(self.board)))
         for n in range(ASSETS):
             # As many GPUs as a spec holds: leases are never finalized here, and each holds one.
             spec = Spec(
@@ -160,7 +162,9 @@ class Network:
                 max_leases=MAX_LEASES,
             )
             agent = acct[AGENTS[n % len(AGENTS)]]
-            receipt = assets.register(spec.as_tuple(), agent, b"\x11" * 32, sender=acct[PROVIDERS[n % 2]])
+            receipt = assets.register(
+                spec.as_tuple(), agent, b"\x11" * 32, self.endpoint.url, sender=acct[PROVIDERS[n % 2]]
+            )
             asset = receipt.events.filter(assets.AssetRegistered)[0].asset
             assets.add_stake(asset, 1_000 * TOKEN, sender=acct[PROVIDERS[n % 2]])
             self.agent_of[asset] = agent.private_key
@@ -198,11 +202,10 @@ def run_once(
     net: Network, redis: RedisServer, db: int, keepers: int, jobs: int, shards: int, rng: random.Random
 ) -> dict:
     """One measured run: fresh keepers on fresh Redis databases, `jobs` jobs posted, latencies back."""
-    clients, running = [], []
+    running = []
     for k in range(keepers):
         redis.client(db + k).flushdb()
-        clients.append(redis.client(db + k))
-    pump = Heartbeats(net.chain_id, str(net.stack.assets.address), net.agent_of, clients)
+    pump = Heartbeats(net.chain_id, str(net.stack.assets.address), net.agent_of, net.board)
     pump.beat()
     pump.start()
     web3 = net.web3

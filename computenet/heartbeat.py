@@ -9,10 +9,16 @@ A heartbeat is EIP-712 typed data bound to one ComputeAsset deployment:
 
 signed with the asset's registered agent key (`ComputeAsset.agentOf`), the same key that signs
 execution receipts. No contract checks heartbeats; the registry address is the verifying
-contract only so that a heartbeat for one deployment is worthless on another. Agents publish
-them in the compact JSON form of `to_json` on the Redis stream `stream_key` names; keepers
-accept one only if `check_heartbeat` says so: signed by the agent, fresh, and newer than the
-last one accepted from that asset.
+contract only so that a heartbeat for one deployment is worthless on another. Each agent
+serves the latest heartbeat of each of its assets at the endpoint its asset records on chain
+(`ComputeAsset.endpoint`), in the compact JSON form of `to_json`:
+
+    GET <endpoint>/heartbeats           [heartbeat, ...]   one per asset the agent serves
+    GET <endpoint>/heartbeats/<asset>   heartbeat
+
+Keepers poll those endpoints and accept a heartbeat only if `check_heartbeat` says so: signed
+by the asset's agent, fresh, and newer than the last one accepted from that asset. The
+signature is what makes a heartbeat trustworthy, so any transport, or relay, will do.
 """
 
 from __future__ import annotations
@@ -55,17 +61,6 @@ _ZERO_ADDRESS = "0x" + "00" * 20
 
 class HeartbeatError(ComputenetError, ValueError):
     """A heartbeat or its wire form is malformed."""
-
-
-# Agents XADD the `to_json` form to this Redis stream (field "hb"), capped at about
-# STREAM_MAX_LEN entries; every keeper reads the whole stream from its own position.
-STREAM_FIELD = "hb"
-STREAM_MAX_LEN = 10_000
-
-
-def stream_key(chain_id: int, registry: str) -> str:
-    """The Redis stream carrying heartbeats for the ComputeAsset registry at `registry`."""
-    return f"computenet:heartbeats:{chain_id}:{str(registry).lower()}"
 
 
 def registry_domain_separator(chain_id: int, registry: str | bytes) -> bytes:
@@ -142,6 +137,10 @@ class Heartbeat:
         body["signature"] = "0x" + bytes(signature).hex()
         return json.dumps(body, separators=(",", ":"))
 
+    def wire(self, private_key: Any, chain_id: int, registry: str | bytes) -> str:
+        """Signed with `private_key` and in `to_json`'s form: what an agent serves."""
+        return self.to_json(self.sign(private_key, chain_id, registry))
+
     @classmethod
     def from_json(cls, text: str | bytes) -> tuple[Heartbeat, bytes]:
         """(heartbeat, signature) from `to_json`'s form; raises HeartbeatError for anything else."""
@@ -149,8 +148,14 @@ class Heartbeat:
             body = json.loads(text)
         except (ValueError, TypeError) as error:  # JSONDecodeError and bad UTF-8 are ValueErrors
             raise HeartbeatError(f"heartbeat: not JSON: {error}") from None
+        return cls.from_body(body)
+
+    @classmethod
+    def from_body(cls, body: Any) -> tuple[Heartbeat, bytes]:
+        """(heartbeat, signature) from `to_json`'s form already parsed as JSON."""
         if not isinstance(body, dict):
             raise HeartbeatError("heartbeat: wire form must be a JSON object")
+        body = dict(body)
         expected = set(_FIELDS) | {"signature"}
         if set(body) != expected:
             missing, extra = sorted(expected - set(body)), sorted(set(body) - expected)
@@ -204,10 +209,3 @@ def check_heartbeat(
     if signer.lower() != agent_of_asset.lower():
         return "heartbeat: not signed by the asset's agent"
     return None
-
-
-def publish(client: Any, chain_id: int, registry: str, heartbeat: Heartbeat, private_key: Any) -> Any:
-    """Signs `heartbeat` with the agent key and appends it to the keepers' stream on the
-    Redis `client` (trimmed to about STREAM_MAX_LEN); returns the entry id."""
-    wire = heartbeat.to_json(heartbeat.sign(private_key, chain_id, registry))
-    return client.xadd(stream_key(chain_id, registry), {STREAM_FIELD: wire}, maxlen=STREAM_MAX_LEN, approximate=True)

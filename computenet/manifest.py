@@ -27,6 +27,10 @@ equals its defaults, so every manifest written before the section existed keeps 
 (and the stored bytes of jobs already posted stay canonical). When any of its values differs,
 the whole section is written, with its defaults. Numeric tolerances are decimal strings, so
 the canonical JSON holds no floats and reads the same in every language.
+
+`stores`, the content-store mirrors holding the manifest's inputs (http(s) base URLs, tried
+in order after the agent's own store, computenet.staging), is likewise left out when empty.
+Every blob read from a store is checked against its hash, so a mirror needs no trust.
 """
 
 import json
@@ -256,6 +260,23 @@ def _check_tolerance(value: str) -> str:
 
 Tolerance = Annotated[str, AfterValidator(_check_tolerance)]
 
+MAX_STORES = 16
+MAX_STORE_URL = 2048
+_STORE_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
+
+
+def _check_store_url(value: str) -> str:
+    if len(value) > MAX_STORE_URL or not _STORE_URL.fullmatch(value):
+        raise _fail(
+            "store_url",
+            "must be an http(s) base URL without credentials, query or fragment, at most {limit} bytes",
+            limit=MAX_STORE_URL,
+        )
+    return value.rstrip("/")
+
+
+StoreUrl = Annotated[str, AfterValidator(_check_store_url)]
+
 
 class NumericOutput(_Strict):
     """An output file compared as a NumPy array within tolerances: |a - b| <= atol + rtol * |b|."""
@@ -303,6 +324,14 @@ class Manifest(_Strict):
     outputs: Outputs
     timeout_seconds: int = Field(gt=0)
     verification: ResultVerification = ResultVerification()
+    stores: list[StoreUrl] = Field([], max_length=MAX_STORES)
+
+    @field_validator("stores")
+    @classmethod
+    def _unique_stores(cls, stores: list[str]) -> list[str]:
+        if len(set(stores)) != len(stores):
+            raise _fail("duplicate_store", "names a store twice")
+        return stores
 
     @field_validator("command")
     @classmethod
@@ -371,6 +400,8 @@ def canonical_json(manifest: Manifest) -> bytes:
     body = manifest.model_dump(mode="json")
     if manifest.verification == ResultVerification():
         del body["verification"]  # the defaults: the hash of a manifest written before the section
+    if not manifest.stores:
+        del body["stores"]  # likewise: no mirrors listed
     return json.dumps(
         body,
         sort_keys=True,
@@ -383,6 +414,13 @@ def canonical_json(manifest: Manifest) -> bytes:
 def manifest_hash(manifest: Manifest) -> bytes:
     """keccak256 of the canonical JSON: the 32 bytes a job commits to on chain."""
     return keccak(canonical_json(manifest))
+
+
+def with_stores(manifest: Manifest, stores: list[str]) -> Manifest:
+    """The manifest listing `stores` as its mirrors, then those it listed already (a new hash);
+    ManifestError for a bad URL."""
+    merged = list(dict.fromkeys([s.rstrip("/") for s in stores] + list(manifest.stores)))
+    return parse_manifest(json.dumps({**manifest.model_dump(mode="json"), "stores": merged}))
 
 
 def image_digest(manifest: Manifest) -> str:
@@ -400,10 +438,12 @@ def build_manifest(
     env: dict[str, str] | None = None,
     output_path: str = "/out",
     verification: dict[str, Any] | None = None,
+    stores: list[str] | None = None,
 ) -> Manifest:
     """A validated manifest for `files` (relative path -> content) staged under /in: each
     file named by its SHA-256 and size, and their Merkle root; `verification` is the
-    manifest's verification section (ResultVerification's fields; none: the defaults)."""
+    manifest's verification section (ResultVerification's fields; none: the defaults);
+    `stores` the content-store mirrors holding the inputs."""
     import hashlib
 
     from computenet.merkle import MerkleTree
@@ -421,4 +461,6 @@ def build_manifest(
     }
     if verification is not None:
         body["verification"] = verification
+    if stores:
+        body["stores"] = stores
     return parse_manifest(json.dumps(body))

@@ -1,8 +1,14 @@
 """Staging one shard for a run, the same for whoever runs it (an agent, a verifier, the
 arbiter): the manifest fetched by the keccak-256 a job committed to and checked to be
-canonical, the image found here or pulled by its digest (never by tag), and the inputs fetched
-by SHA-256 and checked against the manifest's Merkle root. Each step that cannot be done
-raises Decline with a short reason (an agent's on-chain decline reason) and the long story.
+canonical, the image found here or pulled by its digest (never by tag) and checked to carry
+it, and the inputs fetched by SHA-256 and checked against the manifest's Merkle root. Each
+step that cannot be done raises Decline with a short reason (an agent's on-chain decline
+reason) and the long story.
+
+Where the bytes come from needs no trust: the manifest is read from the stager's own
+store(s), the inputs from those and then the mirrors the manifest lists (`stores`), in
+order, each read checked against its hash (computenet.store.Mirrors); a mirror that fails or
+serves other bytes is skipped, and when none serves an input the Decline names each failure.
 
 Inputs are streamed to disk, each capped at its declared size. A job's outputs are bounded
 on disk: run as root, the lease's out/ folder is a tmpfs of the manifest's `max_bytes` plus
@@ -27,7 +33,7 @@ from eth_utils import keccak
 from computenet.errors import ManifestError
 from computenet.manifest import Manifest, manifest_hash, parse_manifest
 from computenet.merkle import MerkleTree, leaf_from_hashes
-from computenet.store import BlobNotFound, BlobTooLarge, StoreClient, StoreError
+from computenet.store import BlobNotFound, BlobTooLarge, Mirrors, StoreClient, StoreError
 
 log = logging.getLogger("computenet.staging")
 
@@ -49,8 +55,9 @@ class Decline(Exception):
         self.detail = detail or reason
 
 
-def fetch_manifest(store: StoreClient, committed: bytes) -> Manifest:
-    """The manifest the job committed to, from the store (named by its keccak-256)."""
+def fetch_manifest(store: StoreClient | Mirrors, committed: bytes) -> Manifest:
+    """The manifest the job committed to, from the store or the first of the mirrors that
+    has it (named by its keccak-256, and checked against it)."""
     try:
         raw = store.get("keccak256", committed.hex(), max_bytes=MAX_MANIFEST_BYTES)
     except BlobTooLarge:
@@ -93,22 +100,29 @@ def ensure_image(client: Any, reference: str) -> str:
         raise Decline(
             "image not found", f"{reference}: not here and not pullable: {error.explanation or error}"
         ) from None
+    if image.id != digest and not any(d.endswith("@" + digest) for d in image.attrs.get("RepoDigests") or []):
+        raise Decline("image digest mismatch", f"{reference}: the pulled image does not carry that digest")
     return image.id
 
 
-def stage_inputs(store: StoreClient, manifest: Manifest, folder: Path) -> None:
+def stage_inputs(store: StoreClient | Mirrors, manifest: Manifest, folder: Path) -> None:
     """Streams each input to its place under `folder`, capped at and checked against its
-    size and SHA-256, then checks their Merkle root."""
+    size and SHA-256, from `store` or else the manifest's mirrors; then checks their Merkle root."""
+    store = Mirrors.of(store, manifest.stores)
     leaves = []
     for item in manifest.inputs.files:
         target = folder / item.path
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             names = store.download("sha256", item.sha256, target, item.size)
-        except BlobTooLarge:
-            raise Decline("input size mismatch", f"{item.path}: over the {item.size} bytes the manifest says") from None
-        except BlobNotFound:
-            raise Decline("input not found", f"the store has no input {item.path} (sha256 {item.sha256})") from None
+        except BlobTooLarge as error:
+            raise Decline(
+                "input size mismatch", f"{item.path}: over the {item.size} bytes the manifest says ({error})"
+            ) from None
+        except BlobNotFound as error:
+            raise Decline(
+                "input not found", f"no store has input {item.path} (sha256 {item.sha256}): {error}"
+            ) from None
         except StoreError as error:
             raise Decline("input unavailable", f"{item.path}: {error}") from None
         except OSError as error:

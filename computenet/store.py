@@ -13,22 +13,27 @@ blob in memory.
 HTTP: `PUT /blobs` with the bytes as body answers {"sha256", "keccak256", "size"};
 `GET /blobs/{sha256|keccak256}/{64 hex}` answers the bytes. Reads are open: what is stored
 here is what clients publish for agents (manifests, inputs). Outputs stay with the agent.
+
+Mirrors: since every read is checked, a store needs no trust, and `Mirrors` reads from
+several in order: one that is down, lacks the blob or serves other bytes is skipped with a
+warning and the next one tried; when none serves it, the error names each one's failure.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import stat
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from Crypto.Hash import keccak as _keccak
 from eth_utils import keccak
@@ -36,6 +41,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
 from computenet.errors import ComputenetError
+
+log = logging.getLogger("computenet.store")
 
 ALGORITHMS = ("sha256", "keccak256")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -247,6 +254,88 @@ class StoreClient:
             raise StoreError(f"store {self.url}: {error.code} for {algorithm}:{name}") from None
         except urllib.error.URLError as error:
             raise StoreError(f"store {self.url} unreachable: {error.reason}") from None
+
+
+T = TypeVar("T")
+
+
+def _flatten(sources: Iterable[Any]) -> list[StoreClient | str]:
+    stores: list[StoreClient | str] = []
+    for source in sources:
+        if isinstance(source, Mirrors):
+            stores += source.stores
+        elif isinstance(source, StoreClient):
+            stores.append(source)
+        elif isinstance(source, str):
+            stores += [u.strip().rstrip("/") for u in source.split(",") if u.strip()]
+        else:
+            stores += _flatten(source)
+    return stores
+
+
+class Mirrors:
+    """Stores holding the same blobs, read in order (module docstring); `get` and `download`
+    are StoreClient's, `put` uploads to every one."""
+
+    def __init__(self, stores: Iterable[StoreClient | str]) -> None:
+        self.stores: list[StoreClient] = []
+        for store in stores:
+            client = StoreClient(store) if isinstance(store, str) else store
+            if client.url and client.url not in self.urls:
+                self.stores.append(client)
+        if not self.stores:
+            raise StoreError("no content store given")
+
+    @classmethod
+    def of(cls, *sources: Any) -> Mirrors:
+        """The stores of each source in order, duplicates dropped: a URL, a comma-separated
+        list of them, a StoreClient, Mirrors, or a list of any of these."""
+        return cls(_flatten(sources))
+
+    @property
+    def urls(self) -> list[str]:
+        return [store.url for store in self.stores]
+
+    @property
+    def url(self) -> str:
+        return ", ".join(self.urls)
+
+    def _first(self, what: str, read: Callable[[StoreClient], T]) -> T:
+        if len(self.stores) == 1:
+            return read(self.stores[0])  # its own error says it all
+        failures: list[tuple[str, StoreError]] = []
+        for store in self.stores:
+            try:
+                return read(store)
+            except StoreError as error:
+                failures.append((store.url, error))
+                if not isinstance(error, BlobNotFound):
+                    log.warning(
+                        "mirror skipped", extra={"fields": {"store": store.url, "blob": what, "error": str(error)}}
+                    )
+        story = f"no mirror served {what}: " + "; ".join(f"{url}: {error}" for url, error in failures)
+        kinds = {type(error) for _, error in failures}
+        raise (kinds.pop() if len(kinds) == 1 else StoreError)(story)
+
+    def get(self, algorithm: str, hexdigest: str, max_bytes: int | None = None) -> bytes:
+        return self._first(f"{algorithm}:{hexdigest}", lambda store: store.get(algorithm, hexdigest, max_bytes))
+
+    def download(self, algorithm: str, hexdigest: str, target: Path, max_bytes: int) -> dict[str, str | int]:
+        return self._first(
+            f"{algorithm}:{hexdigest}", lambda store: store.download(algorithm, hexdigest, target, max_bytes)
+        )
+
+    def put(self, data: bytes) -> dict[str, str | int]:
+        """Uploads to every mirror; StoreError naming those that refused."""
+        answers, failures = [], []
+        for store in self.stores:
+            try:
+                answers.append(store.put(data))
+            except StoreError as error:
+                failures.append(f"{store.url}: {error}")
+        if failures:
+            raise StoreError("upload failed on " + "; ".join(failures))
+        return answers[0]
 
 
 def app(store: LocalStore):

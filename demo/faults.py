@@ -113,7 +113,7 @@ def with_faults(net: Network, console: Console, say: Callable[[str], None], *, s
     say(f"killed asset {victim}'s agent mid-shard (SIGKILL); its lease will run out")
     restarted = time.time()
     net.restart_redis()
-    say("restarted Redis, empty: the keeper and the agents reconnect")
+    say("restarted Redis, empty: the keepers reconnect")
     replay = wait_until(lambda: _replay_after(net, restarted), 120, "keeper-1 to replay the chain", 0.5)
     say(
         f"keeper-1 found its cursor gone and replayed blocks 0-{replay['to']} ({replay['events']} events) from the chain"

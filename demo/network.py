@@ -1,7 +1,9 @@
-"""The whole network on this machine: anvil (1 s blocks), Redis, a Docker engine, the deployed
-contracts, four provider assets each with its own agent, two keepers (a listener and Celery
-workers each), the facilitator (with its dispute arbiter) and the job gateway. Every process
-logs to one folder, and `stop` ends every process it started, whatever happened before."""
+"""The whole network on this machine: anvil (1 s blocks), Redis (the keepers'), a Docker engine,
+the deployed contracts, four provider assets each with its own agent serving heartbeats and
+outputs at the endpoint its asset records on chain, two keepers (a listener and Celery
+workers each, polling those endpoints), the facilitator (with its dispute arbiter) and the
+job gateway. Every process logs to one folder, and `stop` ends every process it started,
+whatever happened before."""
 
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ class Network:
         self.engine: DockerEngine | None = None
         self.store: ServedApp | None = None
         self.assets: dict[int, AssetPlan] = {}
-        self.outputs: dict[int, str] = {}  # asset -> its agent's outputs server
+        self.outputs: dict[int, str] = {}  # asset -> its agent's endpoint (heartbeats, outputs), as on chain
 
     # ------------------------------------------------------------- start
 
@@ -157,10 +159,14 @@ class Network:
                 expire=expire,
                 max_leases=self.max_leases,
             )
-            receipt = assets.register(spec.as_tuple(), test[plan.agent], b"\x11" * 32, sender=test[plan.provider])
+            endpoint = f"http://127.0.0.1:{free_port()}"  # where its agent will serve, recorded on chain
+            receipt = assets.register(
+                spec.as_tuple(), test[plan.agent], b"\x11" * 32, endpoint, sender=test[plan.provider]
+            )
             asset = receipt.events.filter(assets.AssetRegistered)[0].asset
             assets.add_stake(asset, 1_000 * TOKEN, sender=test[plan.provider])
             self.assets[int(asset)] = plan
+            self.outputs[int(asset)] = endpoint
             self.say(
                 f"asset {asset} {plan.name}: {plan.cpu_cores} cores, {plan.price} units/s, "
                 f"provider TEST::{plan.provider}, agent TEST::{plan.agent}"
@@ -226,9 +232,9 @@ class Network:
                 "COMPUTENET_AGENT_ACCOUNT": f"TEST::{plan.agent}",
                 "COMPUTENET_AGENT_ASSETS": str(asset),
                 "COMPUTENET_AGENT_STORE_URL": self.store.url,
-                "COMPUTENET_AGENT_REDIS_URL": self.redis.url(0),
                 "COMPUTENET_AGENT_WORK_DIR": str(self.logdir / f"agent-{asset}"),
                 "COMPUTENET_AGENT_OUTPUTS_PORT": str(port),
+                "COMPUTENET_AGENT_PUBLIC_URL": self.outputs[asset],
                 "COMPUTENET_AGENT_MEMORY_MIB": AGENT_MEMORY_MIB,
                 "COMPUTENET_AGENT_LOG_FORMAT": "json",
             }
@@ -277,9 +283,10 @@ class Network:
             "COMPUTENET_KEEPER_REDIS_URL": self.redis.url(0),
             "COMPUTENET_KEEPER_METRICS_PORT": "0",
             "COMPUTENET_KEEPER_SWEEP_INTERVAL": "2",
-            # Without a GPU the agents report this machine's CPU load, which the whole demo shares:
-            # it says nothing about one node being busy.
+            # The demo's CPU nodes run CPU-bound shards: a small node is busy with one or two, and
+            # its registered max_leases, not its utilisation, is what limits it here.
             "COMPUTENET_KEEPER_MAX_UTILIZATION_PCT": "100",
+            "COMPUTENET_KEEPER_HEARTBEAT_POLL_INTERVAL": "1",
         }
         group = self.groups.setdefault(name, ProcessGroup())
         for command in ("listen", "worker", "worker"):
@@ -288,7 +295,7 @@ class Network:
                 self.logdir / f"{name}-{command}-{len(group.processes)}.log",
                 env,
             )
-        # One Redis for both keepers (their keys and queues are named apart) and the agents' heartbeats.
+        # One Redis for both keepers (their keys and queues are named apart); the agents need none.
         self.say(f"{name} (TEST::{KEEPERS[index]}): a listener and two Celery workers")
 
     def _wait_ready(self) -> None:

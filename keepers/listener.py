@@ -37,6 +37,7 @@ class Listener:
         enqueue: Enqueue,
         chain_now: Callable[[], int],
         head: Callable[[], int] | None = None,
+        heartbeats: Any = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -51,6 +52,7 @@ class Listener:
             head=head,
         )
         self._last_sweep = 0.0
+        self.intake = heartbeats  # keepers.heartbeats.HeartbeatIntake; None: no polling
 
     def _submit(self, task: tuple) -> bool:
         """Enqueues `task` unless it is already waiting in the queue."""
@@ -102,11 +104,10 @@ class Listener:
         self.state.set_listener(swept=round(time.time(), 3))
         return count
 
-    def heartbeats(self) -> int:
-        accepted, refused = self.state.ingest_heartbeats(time.time(), self.settings.max_heartbeat_age)
-        for reason in refused:
-            log.warning("heartbeat refused", extra={"fields": {"reason": reason}})
-        return accepted
+    def heartbeats(self) -> int | None:
+        """Collects and starts polls of the agents' endpoints (keepers.heartbeats: only the
+        first round is waited for)."""
+        return self.intake.tick() if self.intake is not None else None
 
     def tick(self) -> None:
         """One round: new events (all of them when catching up), heartbeats, the sweep when due.

@@ -27,6 +27,7 @@ log = logging.getLogger("keepers.main")
 
 
 def _listener(settings: KeeperSettings):
+    from keepers.heartbeats import HeartbeatIntake
     from keepers.listener import Listener
     from keepers.runtime import runtime
     from keepers.tasks import TASKS
@@ -36,7 +37,21 @@ def _listener(settings: KeeperSettings):
     def enqueue(task: tuple) -> None:
         TASKS[task[0]].apply_async(args=task[1:], queue=settings.queue)
 
-    listener = Listener(settings, rt.market, rt.state, enqueue, chain_now=rt.view.now)
+    listener = Listener(
+        settings,
+        rt.market,
+        rt.state,
+        enqueue,
+        chain_now=rt.view.now,
+        heartbeats=HeartbeatIntake(
+            rt.state,
+            rt.view.assets,
+            settings.policy(),
+            settings.heartbeat_poll_interval,
+            settings.heartbeat_timeout,
+            settings.heartbeat_workers,
+        ),
+    )
     return rt, listener
 
 
@@ -158,6 +173,7 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
         "queue_depth": rt.redis.llen(settings.queue),
         "tracked": rt.state.counts(),
         "due_now": len(rt.state.due(rt.view.now())),
+        "asset_reasons": rt.state.asset_reasons(),
         "stats": rt.state.stats(),
         "actions": rt.state.recent("actions"),
         "errors": rt.state.recent("errors"),
@@ -186,6 +202,10 @@ def status(settings: KeeperSettings, as_json: bool = False) -> dict:
             click.echo(f"  cannot tell: {entry['error']}")
         for replica, why in entry["replicas"].items():
             click.echo(f"  job {entry['job']} shard {entry['shard']} replica {replica}: {why['reason']}")
+    reasons = report["asset_reasons"]
+    click.echo("not eligible:" + ("" if reasons else " none (every polled asset has a fresh heartbeat)"))
+    for asset, reason in reasons.items():
+        click.echo(f"  asset {asset}: {reason}")
     for title, entries in (("last actions", report["actions"]), ("last errors", report["errors"])):
         click.echo(f"{title}:" + ("" if entries else " none"))
         for e in entries:

@@ -1,7 +1,8 @@
 """The keeper's configuration: one settings object, read from COMPUTENET_KEEPER_* variables.
 
 Every process of one keeper (the listener and each Celery worker) reads the same variables,
-so they agree on the chain, the key and the Redis they share. README.md lists them.
+so they agree on the chain, the key and the Redis they share (the keeper's own: keepers of
+different operators share only the chain). README.md lists them.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ class KeeperSettings(BaseSettings):
     min_fee: int = Field(
         0, ge=0, description="skip jobs whose keeper fee per replica is at most below this (token units)"
     )
-    require_heartbeat: bool = Field(True, description="use only assets whose agent sent a fresh signed heartbeat")
+    require_heartbeat: bool = Field(True, description="use only assets whose agent serves a fresh signed heartbeat")
     max_heartbeat_age: int = Field(30, ge=1, description="seconds after which a silent node is presumed down")
+    heartbeat_poll_interval: float = Field(2.0, gt=0, description="seconds between polls of the agents' endpoints")
+    heartbeat_timeout: float = Field(2.0, gt=0, description="seconds an endpoint has to answer a poll")
+    heartbeat_workers: int = Field(16, ge=1, description="endpoints polled at once")
     max_utilization_pct: int = Field(90, ge=0, le=100)
     weight_cost: float = Field(Weights.cost, ge=0)
     weight_slack: float = Field(Weights.slack, ge=0)

@@ -1,8 +1,10 @@
 """Everything a keeper keeps in Redis, under one prefix per (keeper name, chain, market).
 
-Redis holds only what can be rebuilt from the chain: the cursor and the projection of
-keepers.reactions, accepted heartbeats, the transactions in flight, task de-duplication
-marks, and a short log of actions and errors for `status` and the metrics. The projection
+Redis holds only what can be rebuilt from the chain and the agents' endpoints: the cursor
+and the projection of keepers.reactions, accepted heartbeats and why each asset is not
+eligible (keepers.heartbeats), the transactions in flight, task de-duplication marks, and a
+short log of actions and errors for `status` and the metrics. It is the keeper's own: it
+holds nothing another role writes. The projection
 and the cursor move together in one MULTI/EXEC, so an event is never counted twice.
 """
 
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from computenet.heartbeat import STREAM_FIELD, Heartbeat, HeartbeatError, check_heartbeat, stream_key
+from computenet.heartbeat import Heartbeat, check_heartbeat
 from keepers.reactions import REPUTATION_FIELDS, Reaction, parse_member
 from keepers.scheduler import NodeState, Reputation
 
@@ -36,7 +38,6 @@ class KeeperState:
         self.chain_id = chain_id
         self.registry = registry
         self.prefix = f"computenet:{name}:{chain_id}:{market.lower()}"
-        self.heartbeats = stream_key(chain_id, registry)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -125,39 +126,38 @@ class KeeperState:
 
     # ------------------------------------------------------------- heartbeats
 
-    def ingest_heartbeats(self, now: float, max_age: int, limit: int = 1000) -> tuple[int, list[str]]:
-        """Reads new heartbeats from the stream; keeps those `check_heartbeat` accepts.
-        Returns (accepted, reasons for the refused)."""
-        last = self.redis.get(self.key("heartbeat_cursor")) or b"0-0"
-        reply = self.redis.xread({self.heartbeats: last}, count=limit)
-        accepted, refused = 0, []
-        for _, entries in reply:
-            for entry_id, fields in entries:
-                last = entry_id
-                reason = self._accept(fields.get(STREAM_FIELD.encode(), b""), int(now), max_age)
-                if reason:
-                    refused.append(reason)
-                else:
-                    accepted += 1
-        self.redis.set(self.key("heartbeat_cursor"), last)
-        return accepted, refused
+    UNCHANGED = "heartbeat: the one already accepted"
 
-    def _accept(self, raw: bytes, now: int, max_age: int) -> str | None:
-        try:
-            hb, signature = Heartbeat.from_json(raw)
-        except HeartbeatError as error:
-            return str(error)
-        agent = self.redis.hget(self.key("agents"), str(hb.asset))
+    def accept(self, wire: str | bytes, agent: str, now: int, max_age: int) -> str | None:
+        """Keeps a heartbeat (wire form) that `check_heartbeat` accepts for an asset whose
+        agent is `agent`: None when kept, UNCHANGED when it is the one already kept, else why
+        it was refused. HeartbeatError for a malformed one."""
+        raw = wire.encode() if isinstance(wire, str) else bytes(wire)
+        hb, signature = Heartbeat.from_json(raw)
+        if self.redis.hget(self.key("nodes"), str(hb.asset)) == raw:
+            return self.UNCHANGED
         last_seq = _int(self.redis.hget(self.key("seq"), str(hb.asset)))
-        reason = check_heartbeat(
-            hb, signature, agent.decode() if agent else "", now, max_age, last_seq, self.chain_id, self.registry
-        )
+        reason = check_heartbeat(hb, signature, agent, now, max_age, last_seq, self.chain_id, self.registry)
         if reason is None:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(self.key("nodes"), str(hb.asset), raw)
             pipe.hset(self.key("seq"), str(hb.asset), hb.seq)
             pipe.execute()
         return reason
+
+    def set_asset_reasons(self, reasons: dict[int, str]) -> None:
+        """Replaces the reasons the assets polled are not eligible (keepers.heartbeats)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.key("reasons"))
+        if reasons:
+            pipe.hset(self.key("reasons"), mapping={str(a): r for a, r in reasons.items()})
+        pipe.execute()
+
+    def asset_reasons(self) -> dict[int, str]:
+        """Why each asset is not eligible by its heartbeats, as of the last poll: no endpoint,
+        endpoint unreachable, a refused heartbeat (bad signature, stale, replayed), over
+        utilisation, full. Assets absent are eligible (or were not polled)."""
+        return dict(sorted((int(a), r.decode()) for a, r in self.redis.hgetall(self.key("reasons")).items()))
 
     def nodes(self, clock_offset: int = 0) -> dict[int, NodeState]:
         """Node states from accepted heartbeats; `last_seen` moved by `clock_offset` (chain time

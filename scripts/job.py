@@ -19,7 +19,7 @@ from ape.cli import ConnectedProviderCommand, account_option, network_option
 from computenet.cli import clear_errors, format_amount, parse_amount
 from computenet.domain import ReplicaState, Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
-from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest
+from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest, with_stores
 from computenet.market import Market
 from computenet.waiting import Decline, shard_waiting
 
@@ -47,8 +47,11 @@ def cli():
 @click.option("--hours", type=float, default=24, show_default=True, help="Deadline, hours from now.")
 @click.option(
     "--store",
+    "stores",
+    multiple=True,
     envvar="COMPUTENET_STORE_URL",
-    help="Content store to upload the manifest and inputs to (agents fetch them there).",
+    help="Content store to upload the manifest and inputs to (agents fetch them there). Repeat it, or give a "
+    "comma-separated list, for mirrors: each gets everything, and the manifest lists them (`stores`).",
 )
 @click.option(
     "--inputs",
@@ -67,17 +70,25 @@ def post(
     max_price,
     max_gpu_seconds,
     hours,
-    store,
+    stores,
     inputs,
 ):
     """Post a job for MANIFEST (a JSON manifest); its budget is escrowed. With --store, the
-    manifest and its inputs are uploaded first, each checked against the manifest."""
+    manifest and its inputs are uploaded first, each checked against the manifest; with
+    several, to each of them, and the manifest posted lists them as its mirrors."""
     try:
         parsed = parse_manifest(manifest.read_bytes())
     except ManifestError as err:
         raise click.ClickException(f"{manifest}: {err}") from None
-    if store:
-        upload(parsed, inputs or manifest.parent, store)
+    urls = list(dict.fromkeys(u.strip().rstrip("/") for value in stores for u in value.split(",") if u.strip()))
+    if len(urls) > 1:
+        try:
+            parsed = with_stores(parsed, urls)
+        except ManifestError as err:
+            raise click.ClickException(f"--store: {err}") from None
+        click.echo(f"the manifest lists {len(parsed.stores)} mirrors: {', '.join(parsed.stores)}")
+    if urls:
+        upload(parsed, inputs or manifest.parent, urls)
     if replication > 1:
         mode = Verification.REPLICATED
     else:
@@ -99,11 +110,12 @@ def post(
     click.echo(f"manifest hash 0x{job.manifest_hash.hex()}")
 
 
-def upload(manifest, folder: Path, store_url: str) -> None:
-    """Checks every input under `folder` against the manifest, then uploads inputs and manifest."""
+def upload(manifest, folder: Path, store_urls: list[str]) -> None:
+    """Checks every input under `folder` against the manifest, then uploads inputs and manifest
+    to each store."""
     import hashlib
 
-    from computenet.store import StoreClient, StoreError
+    from computenet.store import Mirrors, StoreError
 
     blobs = []
     for item in manifest.inputs.files:
@@ -114,14 +126,14 @@ def upload(manifest, folder: Path, store_url: str) -> None:
         if len(data) != item.size or hashlib.sha256(data).hexdigest() != item.sha256:
             raise click.ClickException(f"input {item.path}: content differs from the manifest (size or sha256)")
         blobs.append(data)
-    client = StoreClient(store_url)
+    client = Mirrors.of(store_urls)
     try:
         for data in blobs:
             client.put(data)
         client.put(canonical_json(manifest))
     except StoreError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"uploaded the manifest and {len(blobs)} input(s) to {store_url}")
+    click.echo(f"uploaded the manifest and {len(blobs)} input(s) to {client.url}")
 
 
 @cli.command()

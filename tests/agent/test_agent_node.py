@@ -14,7 +14,7 @@ from eth_utils import keccak
 from agent.journal import Journal
 from agent.outputs import sign_request
 from computenet.domain import ReplicaState, Verification
-from computenet.heartbeat import STREAM_FIELD, Heartbeat, check_heartbeat, stream_key
+from computenet.heartbeat import Heartbeat, check_heartbeat
 from computenet.localnet import free_port
 from computenet.merkle import MerkleTree
 from computenet.store import LocalStore
@@ -201,22 +201,40 @@ def _container_status(client, name):
         return None
 
 
-def test_the_agent_sends_signed_heartbeats_a_keeper_accepts(
-    make_agent, cpu_asset, agents, redis_server, assets, chain, wait_for
+def test_the_agent_serves_signed_heartbeats_at_its_endpoint_and_names_a_missing_one(
+    make_agent, cpu_asset, agents, assets, provider, chain, wait_for
 ):
-    asset = cpu_asset(agents[0], max_leases=3)
-    client = redis_server.client(0)  # the keeper tests use databases 1 and up
-    client.flushdb()
-    make_agent(agents[0], [asset], redis_url=redis_server.url(0), heartbeat_interval=0.5).start()
-    key = stream_key(chain.chain_id, str(assets.address))
-    entries = wait_for(lambda: client.xlen(key) >= 2 and client.xrange(key), what="two heartbeats")
-    beats = [Heartbeat.from_json(fields[STREAM_FIELD.encode()]) for _, fields in entries]
-    (first, _), (hb, signature) = beats[0], beats[-1]
-    assert hb.seq > first.seq and hb.asset == asset and hb.capacity == 3 and hb.running_shards == 0
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    served, unlisted = cpu_asset(agents[0], max_leases=3), cpu_asset(agents[0], max_leases=2)
+    assets.set_endpoint(served, url, sender=provider)  # the other records none
+    proc = make_agent(agents[0], [served, unlisted], outputs_port=port, heartbeat_interval=0.5).start()
+
+    def beats():
+        try:
+            with urllib.request.urlopen(f"{url}/heartbeats", timeout=2) as response:
+                return [Heartbeat.from_body(b) for b in json.loads(response.read())]
+        except OSError:
+            return None
+
+    first = wait_for(lambda: beats(), what="the agent's heartbeats")
+    assert [hb.asset for hb, _ in first] == [served, unlisted]
+    later = wait_for(lambda: (b := beats()) and b[0][0].seq > first[0][0].seq and b, what="a newer heartbeat")
+    (hb, signature), (other, _) = later
+    assert (hb.capacity, hb.running_shards, other.capacity) == (3, 0, 2)
+    assert hb.gpu_utilization_pct == 0  # no container runs: the host's own load does not count
     problem = check_heartbeat(
-        hb, signature, agents[0].address, int(time.time()), 30, first.seq, chain.chain_id, str(assets.address)
+        hb, signature, agents[0].address, int(time.time()), 30, first[0][0].seq, chain.chain_id, str(assets.address)
     )
     assert problem is None
+    with urllib.request.urlopen(f"{url}/heartbeats/{served}", timeout=2) as response:
+        assert Heartbeat.from_json(response.read())[0].asset == served
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(f"{url}/heartbeats/{served + 1000}", timeout=2)
+    log = proc.log()
+    assert f"asset {unlisted} records no endpoint on chain" in log
+    assert f"ape run provider set-endpoint {unlisted} {url}" in log
+    assert f"asset {served} records" not in log  # its recorded endpoint is this agent's
 
 
 def test_an_agent_refuses_to_start_naming_what_differs(make_agent, cpu_asset, register_asset, agents):

@@ -1,9 +1,10 @@
 """The keeper bot as operators run it: real listener and Celery worker processes
 (`python -m keepers ...`) against this session's anvil and a real redis-server.
 
-Agents are not part of this suite, so the test plays them: it publishes signed heartbeats
-(the SDK format) for its assets and, where a test needs results, submits them. ape's
-isolation brings the chain back after each test; each test uses its own Redis database.
+Agents are not part of this suite, so the test plays them: each agent key serves signed
+heartbeats (the SDK format) for its assets at an endpoint of its own, recorded on chain, and,
+where a test needs results, the test submits them. ape's isolation brings the chain back
+after each test; each test uses its own Redis database.
 """
 
 import json
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.outputs import heartbeats_app
 from computenet.domain import ReplicaState
-from computenet.heartbeat import Heartbeat, publish
-from computenet.localnet import ProcessGroup, free_port, set_interval_mining
+from computenet.heartbeat import Heartbeat
+from computenet.localnet import ProcessGroup, RedisServer, ServedApp, free_port, set_interval_mining
+from keepers.heartbeats import NO_ENDPOINT
 
 REPO = Path(__file__).resolve().parents[2]
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -45,6 +48,7 @@ class Keeper(ProcessGroup):
             "COMPUTENET_KEEPER_SWEEP_INTERVAL": "1",
             "COMPUTENET_KEEPER_METRICS_PORT": "0",
             "COMPUTENET_KEEPER_TX_TIMEOUT": "30",
+            "COMPUTENET_KEEPER_HEARTBEAT_POLL_INTERVAL": "0.3",
         }
         if account is not None:
             self.env["COMPUTENET_KEEPER_ACCOUNT"] = account
@@ -74,29 +78,45 @@ class Keeper(ProcessGroup):
 
 
 class Agents:
-    """Plays the agents: publishes a signed heartbeat for each live asset every 0.5 s."""
+    """Plays the agents: each agent key serves a signed heartbeat for each of its live assets
+    at its own endpoint (agent.outputs.heartbeats_app), renewed every 0.5 s, and records that
+    endpoint on chain for them. Keepers find them there, as they find real agents."""
 
-    def __init__(self, chain_id, registry, agent_of, clients):
-        self.chain_id, self.registry = chain_id, str(registry)
+    def __init__(self, chain_id, assets, agent_of):
+        self.chain_id, self.assets = chain_id, assets
         self.agent_of = agent_of  # asset id -> ape test account (the agent key)
-        self.clients = clients
         self.live = set(agent_of)
         self.seq = 0
+        self.boards = {key.address: {} for key in agent_of.values()}
+        self.servers = {}
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
+    def endpoint(self, asset):
+        return self.servers[self.agent_of[asset].address].url
+
     def beat(self):
-        for asset in sorted(self.live):
+        for asset, key in sorted(self.agent_of.items()):
+            board = self.boards[key.address]
+            if asset not in self.live:  # its node died: its endpoint serves nothing for it
+                board.pop(asset, None)
+                continue
             self.seq += 1
             hb = Heartbeat(asset, int(time.time()), 10, 800_000, 0, 16, self.seq)
-            for client in self.clients:
-                publish(client, self.chain_id, self.registry, hb, self.agent_of[asset].private_key)
+            board[asset] = hb.wire(key.private_key, self.chain_id, str(self.assets.address))
 
     def _loop(self):
         while not self.stopped.wait(0.5):
             self.beat()
 
     def __enter__(self):
+        from ape import accounts
+
+        owners = {a.address: a for a in accounts.test_accounts}
+        for address, board in self.boards.items():
+            self.servers[address] = ServedApp(heartbeats_app(lambda b=board: dict(b)))
+        for asset in self.agent_of:
+            self.assets.set_endpoint(asset, self.endpoint(asset), sender=owners[self.assets.ownerOf(asset)])
         self.beat()
         self.thread.start()
         return self
@@ -104,6 +124,8 @@ class Agents:
     def __exit__(self, *exc):
         self.stopped.set()
         self.thread.join()
+        for server in self.servers.values():
+            server.stop()
 
 
 @contextmanager
@@ -124,13 +146,14 @@ _dbs = iter(range(1, 32))
 
 @pytest.fixture
 def make_keeper(networks, redis_server, deployments, tmp_path, stop_after):
-    """Builds keepers on fresh Redis databases; stops every process they started."""
+    """Builds keepers on fresh Redis databases (of the session's server, or `redis=(server, db)`);
+    stops every process they started."""
 
-    def make(name="keeper", account="TEST::4", **settings):
-        db = next(_dbs)
-        redis_server.client(db).flushdb()
-        keeper = Keeper(name, account, redis_server.url(db), networks.provider.uri, deployments, tmp_path, **settings)
-        keeper.redis = redis_server.client(db)
+    def make(name="keeper", account="TEST::4", redis=None, **settings):
+        server, db = redis or (redis_server, next(_dbs))
+        server.client(db).flushdb()
+        keeper = Keeper(name, account, server.url(db), networks.provider.uri, deployments, tmp_path, **settings)
+        keeper.redis = server.client(db)
         stop_after(keeper)
         return keeper
 
@@ -221,7 +244,7 @@ def test_twenty_jobs_of_four_shards_over_eight_assets_are_each_assigned_once(
     agent_of = fleet(8)
     k = make_keeper()
     start = chain.blocks.height
-    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+    with Agents(chain.chain_id, assets, agent_of):
         k.start(workers=2)
         jobs = [post_job(shard_count=4) for _ in range(20)]
         got = wait_for(
@@ -250,7 +273,7 @@ def test_metrics_endpoint_counts_the_keepers_actions(
     agent_of = fleet(2)
     port = free_port()
     k = make_keeper(metrics_port=port)
-    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+    with Agents(chain.chain_id, assets, agent_of):
         k.start(workers=1)
         job = post_job(shard_count=2)
         wait_for(lambda: len(assigned(market, [job], 2)) == 2, what="2 shards assigned")
@@ -274,7 +297,7 @@ def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
     agent_of = fleet(8)
     k = make_keeper()
     start = chain.blocks.height
-    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+    with Agents(chain.chain_id, assets, agent_of):
         k.start(workers=2)
         jobs = [post_job(shard_count=4) for _ in range(10)]
         wait_for(lambda: len(assigned(market, jobs, 4)) >= 6, what="the first assignments")
@@ -311,7 +334,7 @@ def test_two_keepers_assign_every_shard_exactly_once(
     jobs = [post_job(shard_count=4, replication=2) for _ in range(5)]
     # A block a second, as on a real chain: both keepers' transactions for one replica can
     # land in the same block, where the second one reverts.
-    with Agents(chain.chain_id, assets.address, agent_of, [a.redis, b.redis]), interval_mining(chain):
+    with Agents(chain.chain_id, assets, agent_of), interval_mining(chain):
         a.start(workers=2)
         b.start(workers=2)
         wait_for(lambda: len(assigned(market, jobs, 4, 2)) == 40, what="40 replicas assigned by two keepers")
@@ -335,13 +358,45 @@ def test_two_keepers_assign_every_shard_exactly_once(
     wait_for(lambda: recorded() == len(lost), what="each reverted transaction to be seen as a lost race")
 
 
+def test_keepers_of_two_operators_share_only_the_chain_and_each_assigns_through_the_endpoints(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, keeper2, assets, wait_for, tmp_path
+):
+    agent_of = fleet(3)
+    *served, unlisted = sorted(agent_of)
+    other = RedisServer(tmp_path)  # the second operator's own Redis: no server in common
+    try:
+        a = make_keeper("keeper-a", "TEST::4")
+        b = make_keeper("keeper-b", "TEST::5", redis=(other, 0))
+        start = chain.blocks.height
+        with Agents(chain.chain_id, assets, {asset: agent_of[asset] for asset in served}):
+            for k, who in ((a, keeper), (b, keeper2)):  # one at a time: each must see the nodes alone
+                k.start(workers=1)
+                job = post_job(shard_count=2)
+                got = wait_for(
+                    lambda j=job: len(assigned(market, [j], 2)) == 2 and assigned(market, [j], 2), what="2 shards"
+                )
+                assert set(got.values()) == set(served)  # never the asset with no endpoint
+                assert {e[4] for e in assignments(market, start) if e[0] == job} == {str(who.address)}
+                report = json.loads(k.run("status", "--json").stdout)
+                assert report["asset_reasons"] == {str(unlisted): NO_ENDPOINT}
+                assert f"asset {unlisted}: {NO_ENDPOINT}" in k.run("status").stdout
+                k.stop()
+        for k in (a, b):  # each Redis holds only its keeper's keys and its Celery queues
+            keys = {key.decode() for key in k.redis.keys("*")}
+            assert keys and all(
+                key.startswith((f"computenet:{k.name}:", f"computenet-{k.name}", "_kombu")) for key in keys
+            )
+    finally:
+        other.stop()
+
+
 def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
     make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, submit, wait_for
 ):
     agent_of = fleet(2, prices=[100, 150])  # asset 1 is cheaper: the first choice
     cheap, dear = sorted(agent_of)
     k = make_keeper(max_heartbeat_age=3)
-    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]) as agents_:
+    with Agents(chain.chain_id, assets, agent_of) as agents_:
         k.start(workers=1)
         job = post_job(shard_count=1)
         wait_for(lambda: assigned(market, [job], 1).get((job, 0, 0)) == cheap, what="the cheap asset's lease")
@@ -374,7 +429,7 @@ def test_a_dispute_no_one_rules_on_is_expired_after_its_deadline_and_the_shard_t
     (asset,) = agent_of
     k = make_keeper()
     start = chain.blocks.height
-    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+    with Agents(chain.chain_id, assets, agent_of):
         k.start(workers=1)
         job = post_job(shard_count=1)
         wait_for(lambda: assigned(market, [job], 1).get((job, 0, 0)) == asset, what="the lease")
@@ -415,7 +470,7 @@ def test_without_a_key_the_keeper_only_logs_what_it_would_send(
 ):
     agent_of = fleet(1)
     k = make_keeper(account=None)
-    with Agents(chain.chain_id, assets.address, agent_of, [k.redis]):
+    with Agents(chain.chain_id, assets, agent_of):
         k.start(workers=1)
         job = post_job(shard_count=1)
         report = wait_for(

@@ -8,8 +8,7 @@ import pytest
 from eth_account import Account
 
 from computenet import events as ev
-from computenet import heartbeat
-from computenet.heartbeat import STREAM_FIELD, Heartbeat
+from computenet.heartbeat import Heartbeat, HeartbeatError
 from keepers.reactions import Reaction, finalize_member, react, reclaim_member
 from keepers.scheduler import Reputation
 from keepers.state import KeeperState, LockTimeout
@@ -19,6 +18,7 @@ MARKET = "0x" + "4d" * 20
 REGISTRY = "0x" + "5a" * 20
 AGENT = Account.from_key(b"\x01" * 32)
 OTHER = Account.from_key(b"\x02" * 32)
+ZERO = "0x" + "00" * 20
 
 
 @pytest.fixture
@@ -49,9 +49,9 @@ def test_a_later_due_time_wins_an_earlier_one_does_not(state):
     assert state.due(949) == [] and state.due(950) == [("finalize", (1, 0))]
 
 
-def publish(state, hb, key=AGENT):
-    """What an agent does: computenet.heartbeat.publish to the stream this keeper reads."""
-    heartbeat.publish(state.redis, CHAIN, REGISTRY, hb, key.key)
+def wire(hb, key=AGENT):
+    """What an agent serves: the heartbeat signed with its key, in wire form."""
+    return hb.wire(key.key, CHAIN, REGISTRY)
 
 
 def hb(asset=3, seq=1, at=None, running=1):
@@ -59,34 +59,43 @@ def hb(asset=3, seq=1, at=None, running=1):
 
 
 def test_only_fresh_heartbeats_signed_by_the_registered_agent_are_kept(state):
-    state.commit(react([ev.AgentChanged(block=1, tx="", index=0, asset=3, agent=AGENT.address)]), 1)
-    publish(state, hb(seq=1))
-    publish(state, hb(seq=2), key=OTHER)  # forged
-    publish(state, hb(seq=1))  # replayed
-    publish(state, hb(asset=4, seq=1))  # no agent registered
-    publish(state, hb(seq=3, at=time.time() - 100))  # stale
-    state.redis.xadd(state.heartbeats, {STREAM_FIELD: b"{not json"})
-    accepted, refused = state.ingest_heartbeats(time.time(), max_age=30)
-    assert accepted == 1
+    now = int(time.time())
+    assert state.accept(wire(hb(seq=1)), AGENT.address, now, 30) is None
+    assert state.accept(wire(hb(seq=1)), AGENT.address, now, 30) == KeeperState.UNCHANGED
+    refused = [
+        state.accept(wire(hb(seq=2), key=OTHER), AGENT.address, now, 30),  # forged
+        state.accept(wire(hb(seq=1, running=2)), AGENT.address, now, 30),  # replayed sequence
+        state.accept(wire(hb(asset=4, seq=1)), ZERO, now, 30),  # no agent registered
+        state.accept(wire(hb(seq=3, at=now - 100)), AGENT.address, now, 30),  # stale
+    ]
     assert [r.split(" (")[0] for r in refused] == [
         "heartbeat: not signed by the asset's agent",
         "heartbeat: replayed sequence",
         "heartbeat: unknown asset",
         "heartbeat: stale",
-        "heartbeat: not JSON: Expecting property name enclosed in double quotes: line 1 column 2",
     ]
+    with pytest.raises(HeartbeatError, match="not JSON"):
+        state.accept(b"{not json", AGENT.address, now, 30)
     node = state.nodes(clock_offset=1000)[3]
     assert node.running_shards == 1 and node.capacity == 4
     assert abs(node.last_seen - (time.time() + 1000)) < 5  # moved onto the chain's clock
-    assert state.ingest_heartbeats(time.time(), max_age=30) == (0, [])  # the stream position is kept
+    assert list(state.nodes()) == [3]
 
 
 def test_a_new_agent_key_drops_the_old_keys_heartbeat(state):
     state.commit(react([ev.AgentChanged(block=1, tx="", index=0, asset=3, agent=AGENT.address)]), 1)
-    publish(state, hb())
-    state.ingest_heartbeats(time.time(), max_age=30)
+    state.accept(wire(hb()), AGENT.address, int(time.time()), 30)
+    assert list(state.nodes()) == [3]
     state.commit(react([ev.AgentChanged(block=2, tx="", index=0, asset=3, agent=OTHER.address)]), 2)
     assert state.nodes() == {}
+
+
+def test_the_reasons_assets_wait_are_replaced_whole(state):
+    assert state.asset_reasons() == {}
+    state.set_asset_reasons({12: "no endpoint on chain", 3: "heartbeat: stale"})
+    assert state.asset_reasons() == {3: "heartbeat: stale", 12: "no endpoint on chain"}
+    state.set_asset_reasons({})
+    assert state.asset_reasons() == {}
 
 
 def test_pending_assignments_expire_and_can_be_removed(state):

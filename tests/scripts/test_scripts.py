@@ -6,6 +6,7 @@ each test starts from the freshly deployed market with asset and job ids from 1.
 Every failure a user can cause must end in one `Error: ...` line and exit code 1.
 """
 
+import hashlib
 import json
 import os
 import socket
@@ -767,3 +768,43 @@ def test_market_decline_and_withdraw_many(ape_run, sdk, accounts, chain, run_sha
     assert sdk.replica(2, 0, 0).state.name == "OPEN"
     with pytest.raises(ContractRevert, match="would revert: job_market: replica not assigned"):
         sdk.decline(2, 0, 0, b"image not found", sender=accounts[AGENT])
+
+
+def test_job_post_to_several_stores_uploads_to_each_and_lists_them_as_mirrors(
+    ape_run, sdk, content_store, manifest_file, tmp_path
+):
+    from computenet.localnet import ServedApp
+    from computenet.store import LocalStore, app
+
+    second = ServedApp(app(LocalStore(tmp_path / "second")))
+    try:
+        ape_run.ok("faucet", "100", account=1)
+        (tmp_path / "x.txt").write_text("input")
+        files = [{"path": "x.txt", "size": 5, "sha256": hashlib.sha256(b"input").hexdigest()}]
+        root = "0x" + MerkleTree.from_files({"x.txt": b"input"}).root.hex()
+        path = manifest_file(inputs={"files": files, "root": root})
+        out = ape_run.ok(
+            "job",
+            "post",
+            str(path),
+            "--store",
+            f"{content_store.url},{second.url}",
+            "--store",
+            content_store.url,  # named twice: once is enough
+            "--max-price",
+            "0.0005",
+            "--max-gpu-seconds",
+            "60",
+            account=1,
+        )
+        assert f"the manifest lists 2 mirrors: {content_store.url}, {second.url}" in out
+        assert f"uploaded the manifest and 1 input(s) to {content_store.url}, {second.url}" in out
+        posted = parse_manifest(path.read_bytes()).model_copy(update={"stores": [content_store.url, second.url]})
+        mhash = manifest_hash(posted)
+        job_id = int(out.split("job ", 1)[1].split(" posted", 1)[0])
+        assert sdk.job(job_id).manifest_hash == mhash  # the mirrors are part of what the job commits to
+        for store in (content_store.local, LocalStore(tmp_path / "second")):
+            assert parse_manifest(store.get("keccak256", mhash.hex())).stores == [content_store.url, second.url]
+            assert store.get("sha256", files[0]["sha256"]) == b"input"
+    finally:
+        second.stop()
