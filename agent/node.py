@@ -475,11 +475,10 @@ class Agent:
         job = self.job(job_id)
         if job is None:
             return False
-        if job.client.lower() == address.lower():
-            return True
         try:
             with self.chain_lock, typed_reverts(preflight=True):
-                states = [r.state for r in self.market.shard(job_id, shard).replicas]
+                replicas = self.market.shard(job_id, shard).replicas
+                states = [r.state for r in replicas]
                 is_facilitator = bool(self.market.market.is_facilitator(address))
                 try:
                     self.market.keepers.active_keeper_id(address)
@@ -500,6 +499,9 @@ class Agent:
             is_bonded=bonded,
             is_facilitator=is_facilitator,
             disputed=ReplicaState.DISPUTED in states,
+            on_chain=replica < len(replicas)
+            and replicas[replica].asset in self.served
+            and replicas[replica].state in (ReplicaState.SUBMITTED, ReplicaState.DISPUTED, ReplicaState.FINALIZED),
         )
 
     def _spot_check_bps(self, job: Job) -> int:

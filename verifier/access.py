@@ -1,6 +1,9 @@
 """Who may read a replica's outputs from its agent (pure: plain values in, a yes or no out).
 
-Outputs are the client's: a provider serves them to
+Outputs are the client's, and exist to be read only once they are a result on chain (the
+replica submitted, disputed or final, under this agent's asset): a replica cancelled before it
+submitted, or one never submitted, is served to no one, so no client gets work done for free
+by cancelling it. Then a provider serves them to
 
   - the job's client, always;
   - a bonded verifier (an active registrant of the KeeperRegistry, the network's only
@@ -34,6 +37,7 @@ def may_read(
     is_bonded: bool,
     is_facilitator: bool,
     disputed: bool,
+    on_chain: bool,
 ) -> bool:
     """Whether `caller` may read replica `replica` of `job`'s shard `shard`.
 
@@ -45,7 +49,11 @@ def may_read(
     @param is_bonded Whether `caller` is an active bonded registrant of the KeeperRegistry.
     @param is_facilitator Whether `caller` is a facilitator of the market.
     @param disputed Whether the shard has an open dispute.
+    @param on_chain Whether the replica's result is on chain (submitted, disputed or final) under
+           the serving agent's asset.
     """
+    if not on_chain:
+        return False
     if caller.lower() == job_client.lower():
         return True
     if is_facilitator and disputed:

@@ -117,6 +117,7 @@ def test_a_four_shard_job_runs_on_two_agents_and_every_output_checks_on_chain(
             is_bonded=True,
             is_facilitator=False,
             disputed=False,
+            on_chain=True,
         )
         target = f"/outputs/{job}/{shard}/0"
         agent_address = agents[0 if asset == a else 1].address

@@ -69,6 +69,8 @@ def agent_outputs(chain, market, keepers, content_store, tmp_path):
                 is_bonded=bonded(caller),
                 is_facilitator=market.is_facilitator(caller),
                 disputed=disputed,
+                on_chain=market.replica(job_id, 0, replica).state
+                in (ReplicaState.SUBMITTED, ReplicaState.DISPUTED, ReplicaState.FINALIZED),
             )
 
         app = ServedApp(outputs_app(work, store, chain.chain_id, agent_account.address, allowed))

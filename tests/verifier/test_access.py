@@ -37,6 +37,7 @@ def read(
     facilitator=False,
     disputed=False,
     client=CLIENT,
+    on_chain=True,
 ) -> bool:
     return may_read(
         caller=caller,
@@ -50,15 +51,20 @@ def read(
         is_bonded=bonded,
         is_facilitator=facilitator,
         disputed=disputed,
+        on_chain=on_chain,
     )
 
 
 @pytest.mark.parametrize(
     "case, expected",
     [
-        # the job's client: always, whatever the mode, seed or dispute
+        # the job's client: always, whatever the mode, seed or dispute, once the result is on chain
         (dict(caller=CLIENT, bonded=False, seed=None), True),
         (dict(caller=CLIENT.upper().replace("0X", "0x"), mode=Verification.REPLICATED, bonded=False), True),
+        # nobody before: a replica cancelled before it submitted gives its client no free work
+        (dict(caller=CLIENT, bonded=False, on_chain=False), False),
+        (dict(on_chain=False), False),
+        (dict(facilitator=True, disputed=True, on_chain=False), False),
         # a bonded verifier: the replicas sampled for it
         (dict(), True),
         (dict(seed=SPOT_OUT), False),
