@@ -43,7 +43,7 @@ def cli():
 @click.option("--price", required=True, help="Price per GPU-second (per second for CPU-only), in tokens, e.g. 0.0004.")
 @click.option("--days", type=int, default=30, show_default=True, help="Listing length in days.")
 @click.option(
-    "--max-leases", type=int, help="Leases held at once, each until finalized (default: one per GPU, at least 1)."
+    "--max-leases", type=int, help="Leases held at once, each until its result (default: one per GPU, at least 1)."
 )
 @click.option(
     "--spec-file",

@@ -18,6 +18,7 @@ import pytest
 from web3 import Web3
 
 from agent.outputs import app as outputs_app
+from computenet.domain import Requirements, Spec, Verification
 from computenet.localnet import ServedApp
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
@@ -451,54 +452,42 @@ def move_clock(chain, seconds):
 
 
 @pytest.fixture
-def run_shard(ape_run, sdk, accounts, manifest_file, chain):
-    """Registers, posts, bonds, assigns and submits the shard above; returns the submitted root."""
+def run_shard(sdk, accounts, manifest_file, chain):
+    """Registers, posts, bonds, assigns and submits the shard above through the SDK (the
+    commands that do each step have their own tests); returns the submitted root."""
 
-    def run(outputs=OUTPUTS, *register_args):
-        ape_run.ok("faucet", "5000", account=PROVIDER)
-        ape_run.ok(
-            "provider",
-            "register",
-            "--agent",
-            accounts[AGENT].address,
-            "--gpu-model",
-            "1",
-            "--vram-mib",
-            "81920",
-            "--gpus",
-            "1",
-            "--cpu-cores",
-            "8",
-            "--price",
-            "0.0004",
-            "--stake",
-            "500",
-            *register_args,
-            account=PROVIDER,
+    def run(outputs=OUTPUTS, endpoint=""):
+        provider, client, keeper = accounts[PROVIDER], accounts[CLIENT], accounts[KEEPER]
+        for who, tokens in ((provider, 5_000), (client, 100), (keeper, 1_000)):
+            sdk.token.faucet(who, tokens * TOKEN, sender=who)
+        spec = Spec(
+            gpu_model=1,
+            vram_mib=81_920,
+            gpu_count=1,
+            cpu_cores=8,
+            region=0,
+            price=400,  # 0.0004 per GPU-second
+            expire=chain.pending_timestamp + 30 * 86_400,
+            max_leases=1,
         )
-        ape_run.ok("faucet", "100", account=CLIENT)
-        ape_run.ok(
-            "job",
-            "post",
-            str(manifest_file()),
-            "--min-vram-mib",
-            "16384",
-            "--gpus",
-            "1",
-            "--max-price",
-            "0.0005",
-            "--max-gpu-seconds",
-            "600",
-            "--hours",
-            "2",
-            account=CLIENT,
+        asset = sdk.register_asset(spec, accounts[AGENT], b"\x11" * 32, sender=provider, endpoint=endpoint)
+        sdk.add_stake(asset, 500 * TOKEN, sender=provider)
+        req = Requirements(
+            min_vram_mib=16_384,
+            gpu_count=1,
+            max_price=500,  # 0.0005
+            max_gpu_seconds=600,
+            deadline=chain.pending_timestamp + 2 * 3_600,
+            shard_count=1,
+            replication=1,
+            verification=Verification.OPTIMISTIC,
         )
-        ape_run.ok("faucet", "1000", account=KEEPER)
-        assert "keeper 1 registered" in ape_run.ok("keeper", "bond", "100", account=KEEPER)
-        sdk.assign(1, 0, 1, sender=accounts[KEEPER])
+        sdk.post_job(manifest_hash(parse_manifest(manifest_file().read_bytes())), req, sender=client)
+        assert sdk.register_keeper(100 * TOKEN, sender=keeper) == 1
+        sdk.assign(1, 0, asset, sender=keeper)
         move_clock(chain, 100)
         root = MerkleTree.from_files(outputs).root
-        sdk.submit_result(1, 0, 0, root, 100, 0, accounts[AGENT].private_key, sender=accounts[PROVIDER])
+        sdk.submit_result(1, 0, 0, root, 100, 0, accounts[AGENT].private_key, sender=provider)
         return root
 
     return run
@@ -568,7 +557,7 @@ def test_keeper_bond_refusals_change_nothing(ape_run, sdk, accounts):
 
 def test_provider_endpoint_and_withdraw(ape_run, sdk, accounts, chain, run_shard):
     provider = accounts[PROVIDER]
-    run_shard(OUTPUTS, "--endpoint", "https://node1.example.com:8701")
+    run_shard(OUTPUTS, endpoint="https://node1.example.com:8701")
     assert sdk.endpoint(1) == "https://node1.example.com:8701"
     listing = ape_run.ok("provider", "list", account=PROVIDER).splitlines()
     head = next(i for i, line in enumerate(listing) if line.split()[:1] == ["asset"])
