@@ -469,22 +469,17 @@ class Agent:
         """Whether `address` may read a replica's outputs (verifier.access): the job's client;
         a bonded verifier for a replica sampled for it; a facilitator for a shard under dispute."""
         from computenet.errors import ContractRevert
-        from computenet.market import typed_reverts
         from verifier.access import may_read
 
         job = self.job(job_id)
         if job is None:
             return False
         try:
-            with self.chain_lock, typed_reverts(preflight=True):
+            with self.chain_lock:
                 replicas = self.market.shard(job_id, shard).replicas
                 states = [r.state for r in replicas]
-                is_facilitator = bool(self.market.market.is_facilitator(address))
-                try:
-                    self.market.keepers.active_keeper_id(address)
-                    bonded = True
-                except ContractRevert:
-                    bonded = False
+                is_facilitator = self.market.is_facilitator(address)
+                bonded = self.market.keeper_id(address) is not None
         except ContractRevert:
             return False
         return may_read(
