@@ -493,9 +493,7 @@ def cancel(job_id: uint256, shard: uint256):
     req: Requirements = self._terms(job_id)[0]
     assert msg.sender == self._head(job_id).client or msg.sender == COURT, "job_market: caller is not the client"
     self._check_shard(req.shard_count, shard)
-    cancelled: uint256 = 0
-    live: uint256 = 0
-    cancelled, live = self._close_open(job_id, shard, req)
+    live: uint256 = self._close_open(job_id, shard, req)
     assert live == 0 or block.timestamp > convert(req.deadline, uint256), "job_market: shard already assigned"
 
 
@@ -1085,12 +1083,12 @@ def _receipt_digest(
 
 
 @internal
-def _close_open(job_id: uint256, shard: uint256, req: Requirements) -> (uint256, uint256):
+def _close_open(job_id: uint256, shard: uint256, req: Requirements) -> uint256:
     """
     @dev Cancels a shard's replicas that have not started (open, or assigned and
          inside their decline window); then counts the shard done if no replica is
          left live, or opens a dispute if the live ones all submitted and disagree.
-         Reverts when none is cancelled. Returns (replicas cancelled, replicas left live).
+         Reverts when none is cancelled. Returns how many replicas are left live.
     """
     window: uint256 = convert(market_params._settings().decline_window, uint256)
     cancelled: uint256 = 0
@@ -1115,7 +1113,7 @@ def _close_open(job_id: uint256, shard: uint256, req: Requirements) -> (uint256,
     elif req.replication > 1:
         # The replicas left may all have submitted already, and disagree.
         self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
-    return cancelled, live
+    return live
 
 
 @internal
