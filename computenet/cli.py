@@ -41,6 +41,19 @@ def fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def pay_credits(market: Any, account: Any, receiver: str | None = None) -> None:
+    """Pays `account`'s whole credit in the market to `receiver` (default: itself) and says so;
+    a bad receiver or nothing to pay is one clear error, before anything is sent."""
+    from eth_utils import is_address
+
+    if receiver and not is_address(receiver):
+        raise click.ClickException(f"--to {receiver!r} is not an address")
+    if not market.credits(account):
+        raise click.ClickException(f"nothing to withdraw: {account.address} has no credits in the market")
+    paid = market.withdraw(account, receiver)
+    click.echo(f"{format_amount(paid)} paid to {receiver or account.address}")
+
+
 def clear_errors(command):
     """Shows SDK errors (reverts, pre-flight refusals, missing deployments) as one
     clear line and exit code 1, instead of a traceback."""

@@ -16,7 +16,7 @@ import click
 from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 
-from computenet.cli import clear_errors, format_amount, parse_amount
+from computenet.cli import clear_errors, format_amount, parse_amount, pay_credits
 from computenet.domain import ReplicaState, Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
 from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest, with_stores
@@ -376,12 +376,4 @@ def replicas_text(indices) -> str:
 def withdraw(account, receiver):
     """Withdraw what the market credits the account: refunds of cancelled or unspent budget,
     and returned challenge bonds and rewards."""
-    from eth_utils import is_address
-
-    if receiver and not is_address(receiver):
-        raise click.ClickException(f"--to {receiver!r} is not an address")
-    market = Market.from_deployments()
-    if not market.credits(account):
-        raise click.ClickException(f"nothing to withdraw: {account.address} has no credits in the market")
-    paid = market.withdraw(account, receiver)
-    click.echo(f"{format_amount(paid)} paid to {receiver or account.address}")
+    pay_credits(Market.from_deployments(), account, receiver)

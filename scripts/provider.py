@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import click
 from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
-from eth_utils import is_address, keccak
+from eth_utils import keccak
 
-from computenet.cli import clear_errors, format_amount, parse_amount
+from computenet.cli import clear_errors, format_amount, parse_amount, pay_credits
 from computenet.domain import Spec
 from computenet.market import MAX_ENDPOINT_BYTES, Market, typed_reverts
 
@@ -204,14 +204,7 @@ def set_endpoint(account, asset, url):
 @clear_errors
 def withdraw(account, receiver):
     """Withdraw the payments (and dispute bonds and rewards) credited to the account in the market."""
-    if receiver and not is_address(receiver):
-        raise click.ClickException(f"--to {receiver!r} is not an address")
-    market = Market.from_deployments()
-    credits = market.credits(account)
-    if not credits:
-        raise click.ClickException(f"nothing to withdraw: {account.address} has no credits in the market")
-    paid = market.withdraw(account, receiver)
-    click.echo(f"{format_amount(paid)} paid to {receiver or account.address}")
+    pay_credits(Market.from_deployments(), account, receiver)
 
 
 @cli.command("list", cls=ConnectedProviderCommand)
