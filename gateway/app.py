@@ -54,7 +54,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Shard, Verification
+from computenet.domain import Asset, Job, Parameters, Requirements, Shard, Verification
 from computenet.eip3009 import TransferAuthorization
 from computenet.errors import ContractRevert, InvalidSignature, ManifestError
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
@@ -117,36 +117,12 @@ class Chain:
         return self.reader.funded_by(payer, nonce)
 
     def job(self, job_id: int) -> dict | None:
+        found = self.job_and_shards(job_id)
+        return None if found is None else _job_json(*found)
+
+    def job_and_shards(self, job_id: int) -> tuple[Job, list[Shard]] | None:
         job = self.reader.job(job_id)
-        if job is None:
-            return None
-        shards = self.reader.shards(job_id, job)
-        return {
-            "job": job_id,
-            "client": job.client,
-            "manifest_hash": "0x" + job.manifest_hash.hex(),
-            "escrow": job.escrow,
-            "unfinished": job.unfinished,
-            "finished": job.finished,
-            "requirements": _requirements_json(job.requirements),
-            "shards": [
-                {
-                    "shard": shard.index,
-                    "state": shard.state.name.lower(),
-                    "replicas": [
-                        {
-                            "replica": x.index,
-                            "state": x.state.name.lower(),
-                            "asset": x.asset,
-                            "gpu_seconds": x.gpu_seconds,
-                            "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None,
-                        }
-                        for x in shard.replicas
-                    ],
-                }
-                for shard in shards
-            ],
-        }
+        return None if job is None else (job, self.reader.shards(job_id, job))
 
     def agent_of(self, asset: int) -> str:
         return self.reader.agent_of(asset)
@@ -181,25 +157,34 @@ class Chain:
         return sender.send(self.reader.calls.court.functions.cancel_with_signature(job, shard, valid_before, signature))
 
 
-def _job_of(view: dict) -> tuple[Job, list[Shard]]:
-    """The job and its shards as domain values, from GET /jobs' answer (replicas carry only the
-    state and asset: all that computenet.waiting reads of them)."""
-    req = Requirements(**(view["requirements"] | {"verification": Verification(view["requirements"]["verification"])}))
-    job = Job(view["job"], view["client"], view["escrow"], bytes.fromhex(view["manifest_hash"][2:]), req, 0, 0, 0)
-    shards = [
-        Shard(
-            job.id,
-            s["shard"],
-            tuple(
-                Replica(
-                    job.id, s["shard"], r["replica"], r["asset"], 0, ReplicaState[r["state"].upper()], 0, 0, 0, 0, 0
-                )
-                for r in s["replicas"]
-            ),
-        )
-        for s in view["shards"]
-    ]
-    return job, shards
+def _job_json(job: Job, shards: list[Shard]) -> dict:
+    """GET /jobs/{id}'s answer: the job and its shards' replicas, as the chain holds them."""
+    return {
+        "job": job.id,
+        "client": job.client,
+        "manifest_hash": "0x" + job.manifest_hash.hex(),
+        "escrow": job.escrow,
+        "unfinished": job.unfinished,
+        "finished": job.finished,
+        "requirements": _requirements_json(job.requirements),
+        "shards": [
+            {
+                "shard": shard.index,
+                "state": shard.state.name.lower(),
+                "replicas": [
+                    {
+                        "replica": x.index,
+                        "state": x.state.name.lower(),
+                        "asset": x.asset,
+                        "gpu_seconds": x.gpu_seconds,
+                        "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None,
+                    }
+                    for x in shard.replicas
+                ],
+            }
+            for shard in shards
+        ],
+    }
 
 
 class Bindings:
@@ -400,9 +385,9 @@ def create_app(
     def never_taken(req: Requirements) -> str | None:
         return problem_for_new_job(req, chain.all_assets(), chain.parameters(), chain.now() + PREFLIGHT_MARGIN)
 
-    def with_waiting(view: dict) -> dict:
+    def with_waiting(job: Job, shards: list[Shard]) -> dict:
         """GET /jobs' answer with, per shard, why each replica that is not running waits."""
-        job, shards = _job_of(view)
+        view = _job_json(job, shards)
         assets, params, now, paused = chain.all_assets(), chain.parameters(), chain.now(), chain.paused()
         declines = chain.declines(job.id) if any(s.state.name != "FINALIZED" for s in shards) else {}
         for entry, shard in zip(view["shards"], shards):
@@ -413,10 +398,10 @@ def create_app(
 
     @api.get("/jobs/{job_id}")
     def get_job(job_id: int) -> JSONResponse:
-        job = chain.job(job_id)
-        if job is None:
+        found = chain.job_and_shards(job_id)
+        if found is None:
             return _error(404, "unknown_job", f"no job {job_id} on this market")
-        return JSONResponse(with_waiting(job))
+        return JSONResponse(with_waiting(*found))
 
     @api.get("/jobs/{job_id}/shards/{shard}/cancel-message")
     def cancel_message(job_id: int, shard: int, valid_before: int | None = None) -> JSONResponse:
