@@ -33,7 +33,8 @@ from computenet.domain import (
 from computenet.errors import ContractRevert, revert_error
 from computenet.events import Event, decode
 from computenet.receipts import ExecutionReceipt, cancel_signer
-from computenet.web3calls import abi, reason_of
+from computenet.waiting import Decline
+from computenet.web3calls import abi, block_ranges, reason_of
 
 MAX_UINT256 = 2**256 - 1
 MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
@@ -309,6 +310,18 @@ class Market:
             Stake.from_chain(stake),
             str(endpoint),
         )
+
+    def declines(self, job_id: int) -> dict[int, list[Decline]]:
+        """The job's ShardDeclined events by shard, in chain order, each at its block's time
+        (what computenet.waiting reads of them), from the deployment block in bounded ranges."""
+        web3, out = self.web3, {}
+        event = self.calls.market.events.ShardDeclined()
+        for start, stop in block_ranges(self.deployment_block, web3.eth.block_number):
+            for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id}):
+                at = int(web3.eth.get_block(entry["blockNumber"])["timestamp"])
+                args = entry["args"]
+                out.setdefault(int(args["shard"]), []).append(Decline.of(args["asset"], args["reason"], at))
+        return out
 
     def all_assets(self, batch: int = ASSET_BATCH) -> list[Asset]:
         """Every asset, `batch` assets per JSON-RPC batch (one round trip each, not five calls

@@ -62,7 +62,7 @@ from computenet.market import Market
 from computenet.preflight import post_problem
 from computenet.receipts import cancel_signer, cancel_typed_data
 from computenet.waiting import Decline, problem_for_new_job, shard_waiting
-from computenet.web3calls import Sender, block_ranges
+from computenet.web3calls import Sender
 from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
 from facilitator.jobs import INVALID_JOB, JOB_EXTRA
 
@@ -142,15 +142,7 @@ class Chain:
         return self.reader.all_assets()
 
     def declines(self, job_id: int) -> dict[int, list[Decline]]:
-        """The job's ShardDeclined events by shard, in chain order, each at its block's time."""
-        web3, out = self.reader.web3, {}
-        event = self.reader.calls.market.events.ShardDeclined()
-        for start, stop in block_ranges(self.reader.deployment_block, web3.eth.block_number):
-            for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id}):
-                at = int(web3.eth.get_block(entry["blockNumber"])["timestamp"])
-                args = entry["args"]
-                out.setdefault(int(args["shard"]), []).append(Decline.of(args["asset"], args["reason"], at))
-        return out
+        return self.reader.declines(job_id)
 
     def cancel_with_signature(self, sender: Sender, job: int, shard: int, valid_before: int, signature: bytes) -> Any:
         """Relays a client's signed cancel through the dispute court; `sender` pays the gas."""

@@ -21,7 +21,7 @@ from computenet.domain import ReplicaState, Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
 from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest, with_stores
 from computenet.market import Market
-from computenet.waiting import Decline, shard_waiting
+from computenet.waiting import shard_waiting
 
 HOUR = 3_600
 
@@ -209,15 +209,7 @@ def status(job_id):
 def _waiting_facts(market, job_id):
     """What computenet.waiting needs: every asset, the job's declines by shard (each at its
     block's time), the parameters, the chain's clock, the pause."""
-    assets = [market.asset(i) for i in range(1, int(market.assets.totalSupply()) + 1)]
-    declines = {}
-    logs = market.market.ShardDeclined.range(
-        market.deployment_block, chain.blocks.height + 1, search_topics={"job": job_id}
-    )
-    for event in logs:
-        at = chain.blocks[event.block_number].timestamp
-        declines.setdefault(int(event.shard), []).append(Decline.of(event.asset, event.reason, at))
-    return assets, declines, market.parameters(), market.now(), market.paused()
+    return market.all_assets(), market.declines(job_id), market.parameters(), market.now(), market.paused()
 
 
 @cli.command(cls=ConnectedProviderCommand)
