@@ -4,7 +4,13 @@ It starts every part (demo/network.py), then one client posts a sharded batch-in
 with `ape run job post` and another, holding no ETH, pays for a hashing job over x402 with
 the official client. Live progress shows the shards per state and per asset; at the end
 every output is fetched from its agent and checked against its on-chain root, a settlement
-table is printed, the token balances are checked to add up, and every process is stopped.
+table is printed, the token balances are checked to add up, and every process is stopped; when
+stdin is a terminal the network stays up for the dApp (served by the gateway at /app/) until
+Ctrl-C.
+
+`python -m demo --serve FILE` starts the same network, runs no job, writes FILE (JSON: the
+URLs, the chain, the contracts, the test accounts' roles; demo/serve.py) once every part is up,
+and serves until SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,13 +36,25 @@ ROOT = Path(__file__).resolve().parent.parent
 @click.option("--shards", type=int, default=8, show_default=True, help="Shards of the batch-inference job.")
 @click.option("--timeout", type=float, default=240, show_default=True, help="Seconds the jobs may take to finish.")
 @click.option("--faults", is_flag=True, help="Run the fault scenario (make demo-faults) instead.")
-def main(logdir: Path | None, shards: int, timeout: float, faults: bool) -> None:
+@click.option(
+    "--serve",
+    "serve_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Run no job: write the network's URLs, contracts and accounts to FILE (JSON) once it is up, "
+    "and serve until SIGTERM or Ctrl-C.",
+)
+def main(logdir: Path | None, shards: int, timeout: float, faults: bool, serve_file: Path | None) -> None:
     """Run the whole network end to end and print its settlement."""
     from rich.console import Console
 
     from demo import faults as fault_scenario
-    from demo import run
+    from demo import run, serve
     from demo.network import Network
+
+    if serve_file is not None and faults:
+        raise click.UsageError("--serve runs no scenario, so it cannot be combined with --faults")
+    serve.stop_on_sigterm()
 
     console = Console()
     if not console.is_terminal:  # a log file or CI: wide enough for the tables
@@ -53,14 +71,23 @@ def main(logdir: Path | None, shards: int, timeout: float, faults: bool) -> None
     ok = False
     try:
         network.start()
+        if serve_file is not None:
+            serve.write_atomically(serve_file, serve.describe(network))
+            ok = True  # stopping on a signal is how serving ends
+            serve.hold(say, f"serving: the dApp at {network.dapp_url}; {serve_file} describes the network")
         scenario = fault_scenario.with_faults if faults else run.end_to_end
         ok = scenario(network, console, say, shards=shards, timeout=timeout)
+        if sys.stdin.isatty():  # a person at a terminal: leave the network up for the dApp
+            serve.hold(say, f"the dApp stays at {network.dapp_url}; Ctrl-C stops the network")
     except KeyboardInterrupt:
-        say("interrupted")
+        say("interrupted" if not ok else "stopping on request")
     except Exception as error:
         console.print(f"[red]Error:[/red] {error}")
         say(f"the logs are in {logdir}")
     finally:
+        serve.ignore_signals()  # a second Ctrl-C must not leave half the processes running
+        if serve_file is not None:
+            serve_file.unlink(missing_ok=True)  # the file says the network is up; it no longer is
         say("stopping every process")
         network.stop()
     say(f"done in {time.monotonic() - start:.0f} s; logs in {logdir}")

@@ -298,8 +298,14 @@ class Network:
         # One Redis for both keepers (their keys and queues are named apart); the agents need none.
         self.say(f"{name} (TEST::{KEEPERS[index]}): a listener and two Celery workers")
 
+    @property
+    def dapp_url(self) -> str:
+        """The dApp, served by the job gateway."""
+        return f"{self.gateway_url}/app/"
+
     def _wait_ready(self) -> None:
         wait_until(lambda: http_ok(f"{self.gateway_url}/health"), 120, "the job gateway")
+        self.say(f"the dApp: {self.dapp_url}")
         for asset in self.assets:
             wait_until(lambda a=asset: http_ok(f"{self.outputs[a]}/docs"), 120, f"asset {asset}'s agent")
         workers = 2 * self.keeper_count

@@ -1,0 +1,154 @@
+"""The dApp's browser tests run over the demo's whole network, started once per session as its
+own process (`python -m demo --serve`, its own anvil, Redis, Docker engine, agents, keepers,
+facilitator and gateway), and drive the page in Debian's chromium with the test wallet
+(wallet.js) injected before the page loads. The network is reached over its own RPC URL with
+web3, not through ape's `chain` (that is ape's separate test anvil)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dapp_steps import open_page
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+NETWORK_START_S = 240  # anvil, dockerd, the job image, keepers' Celery workers, the facilitator
+NETWORK_STOP_S = 60
+POLL_S = 0.2
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+@dataclass
+class DemoNet:
+    """The running network as its --serve file describes it, with a web3 and the SDK's reader on it."""
+
+    info: dict[str, Any]
+    web3: Any
+    reader: Any  # computenet.market.Market over web3
+
+    @property
+    def dapp_url(self) -> str:
+        return self.info["dapp_url"]
+
+    @property
+    def rpc_url(self) -> str:
+        return self.info["rpc_url"]
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.info["chain_id"])
+
+    def account(self, role: str, which: int = 0) -> str:
+        entry = self.info["accounts"][role]
+        return (entry[which] if isinstance(entry, list) else entry)["address"]
+
+    def rpc(self, method: str, params: list | None = None) -> Any:
+        return self.web3.provider.make_request(method, params or [])["result"]
+
+    def token_balance(self, address: str) -> int:
+        return self.reader.balance(address)
+
+    def eth_balance(self, address: str) -> int:
+        return int(self.web3.eth.get_balance(address))
+
+
+def start_network(tmp: Path) -> subprocess.Popen:
+    env = os.environ | {
+        "PATH": f"{REPO / '.venv' / 'bin'}:{REPO / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+    }
+    with open(tmp / "demo.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "demo", "--serve", str(tmp / "net.json"), "--logs", str(tmp / "logs")],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: nothing it starts outlives the session
+        )
+
+
+def wait_for_file(process: subprocess.Popen, path: Path, log: Path, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        if process.poll() is not None:
+            pytest.fail(f"`python -m demo --serve` exited with {process.returncode}:\n{log_tail(log)}")
+        time.sleep(POLL_S)
+    pytest.fail(f"the demo network did not come up within {timeout:.0f} s:\n{log_tail(log)}")
+
+
+def stop_network(process: subprocess.Popen) -> None:
+    """SIGTERM to the demo (it stops everything it started), then the whole group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=NETWORK_STOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
+    from web3 import Web3
+
+    from computenet.market import Market
+
+    tmp = tmp_path_factory.mktemp("dapp-net")
+    process = start_network(tmp)
+    try:
+        info = wait_for_file(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S)
+        web3 = Web3(Web3.HTTPProvider(info["rpc_url"], request_kwargs={"timeout": 30}))
+        yield DemoNet(info, web3, Market.over_web3(web3, info["addresses"]["market"]))
+    finally:
+        stop_network(process)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
+        pytest.fail(f"{CHROMIUM} not found: `make test` installs chromium (Debian's package)")
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []  # chromium's sandbox refuses to run as root
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def open_dapp(browser, demo_net):
+    """A factory of dApp pages (open_page's arguments, less the browser and the network); every
+    context it opened is closed after the test."""
+    pages = []
+
+    def open_(account: str | None = None, **options: Any) -> Any:
+        pages.append(open_page(browser, demo_net, account, **options))
+        return pages[-1]
+
+    yield open_
+    for page in pages:
+        page.context.close()

@@ -1,0 +1,301 @@
+"""The dApp end to end in a real browser over the demo's whole network (anvil, Redis, Docker,
+keepers, agents, facilitator, gateway): every flow is driven through the page's test ids with
+the test wallet, and checked on the chain to the base unit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from dapp_steps import (
+    REJECTED,
+    events,
+    expect_text,
+    fill,
+    open_page,
+    poll,
+    skip_challenge_window,
+    status_of,
+    text_of,
+    wait_number,
+    wallet_requests,
+)
+
+IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+CHALLENGE_WINDOW = 60  # demo/network.py's, the market's minimum
+JOB_S = 150  # upload, x402 settlement, assignment, a container run, finalization, the refund payout
+INPUT = b"hello from the browser\n"
+# Upper-cases the uploaded file into /out: deterministic, a second in the demo's job image.
+COMMAND = (
+    '["python3", "-c", "import pathlib; '
+    "pathlib.Path('/out/upper.txt').write_bytes(pathlib.Path('/in/words.txt').read_bytes().upper())\"]"
+)
+JOB_FORM = {
+    "job-command": COMMAND,
+    "job-shards": 1,
+    "job-replication": 1,
+    "job-verification": "optimistic",
+    "job-deadline-minutes": 60,
+    "job-max-price": 20_000,  # base units per second, above every demo asset's price
+    "job-max-seconds": 30,
+    "job-min-vram": 0,
+    "job-gpus": 0,
+}
+
+
+def screenshot(page, name: str) -> None:
+    """The view as it is now into docs/img/ (overwritten each run)."""
+    IMG.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMG / name), full_page=True)
+
+
+def job_form(page, net, folder: Path) -> None:
+    """Fills the client view's form for the upper-casing job and uploads its one input file."""
+    page.get_by_test_id("nav-client").click()
+    (folder / "words.txt").write_bytes(INPUT)
+    fill(page, {"job-image": net.info["image"], **JOB_FORM})
+    page.get_by_test_id("job-inputs").set_input_files(str(folder / "words.txt"))
+    page.get_by_test_id("quote-button").click()
+
+
+def shard_states(page) -> list[str]:
+    rows = page.locator('[data-testid^="shard-"]')
+    return [rows.nth(i).inner_text().lower() for i in range(rows.count())]
+
+
+def money(net, *accounts: str) -> dict[str, int]:
+    """Token balances of `accounts` and the market, and the market's escrow and credits owed."""
+    market = net.info["addresses"]["market"]
+    figures = {a: net.token_balance(a) for a in (*accounts, market)}
+    figures["owed"] = net.reader.calls.market.functions.owed().call()
+    return figures
+
+
+# ----------------------------------------------------------------- the client's paid job
+
+
+@pytest.fixture(scope="session")
+def paid_job(browser, demo_net, tmp_path_factory):
+    """A client with tokens and no ETH pays a one-shard job over x402 from the page and watches it
+    to the end: finalized, refunded, outputs verified in the browser. The page stays open."""
+    net = demo_net
+    client = net.account("client")
+    net.rpc("anvil_setBalance", [client, "0x0"])  # pays no gas: the facilitator posts the job
+    before = money(net, client)
+    jobs_before = net.reader.job_count()
+
+    page = open_page(browser, net, client)
+    job_form(page, net, tmp_path_factory.mktemp("client"))
+    quote = wait_number(page, "quote")
+    page.get_by_test_id("pay-x402").click()
+    job = poll(
+        lambda: net.reader.job_count() > jobs_before and net.reader.job_count(),
+        60,
+        "the paid job on chain",
+        lambda: status_of(page),
+    )
+
+    row = page.get_by_test_id(f"job-{job}")
+    poll(lambda: row.count() and row.first.is_visible(), 30, f"job-{job} in the page's list", lambda: status_of(page))
+    row.first.click()
+    page.get_by_test_id("job-detail").wait_for()
+
+    skipped = False
+
+    def finished() -> bool:
+        nonlocal skipped
+        states = shard_states(page)
+        if states and not skipped and all("submitted" in s for s in states):
+            skip_challenge_window(net, CHALLENGE_WINDOW + 1)
+            skipped = True
+        return bool(states) and all("finalized" in s for s in states)
+
+    poll(
+        finished, JOB_S, f"job {job}'s shards finalized on the page", lambda: f"{shard_states(page)}; {status_of(page)}"
+    )
+    refund_shown = wait_number(page, "refund")
+    # The facilitator pays an x402 payer's refund out of its credits (the payer has no gas).
+    poll(lambda: events(net, "JobFinished", job=job) and net.reader.credits(client) == 0, 60, "the refund paid out")
+
+    page.get_by_test_id("verify-outputs").click()
+    outputs = page.locator('[data-testid^="output-"]')
+    poll(
+        lambda: (
+            outputs.count()
+            and all(outputs.nth(i).get_attribute("data-verified") is not None for i in range(outputs.count()))
+        ),
+        30,
+        "every output checked in the browser",
+        lambda: status_of(page),
+    )
+    verified = {
+        outputs.nth(i).get_attribute("data-testid"): outputs.nth(i).get_attribute("data-verified")
+        for i in range(outputs.count())
+    }
+    screenshot(page, "dapp-client.png")
+    return SimpleNamespace(
+        page=page,
+        job=job,
+        client=client,
+        quote=quote,
+        refund_shown=refund_shown,
+        verified=verified,
+        before=before,
+        after=money(net, client),
+    )
+
+
+def test_a_client_without_eth_pays_over_x402_watches_the_job_finish_and_verifies_its_outputs(paid_job, demo_net):
+    net, job, client = demo_net, paid_job.job, paid_job.client
+    [posted] = events(net, "JobPosted", job=job)
+    [funded] = events(net, "JobFundedByAuthorization", job=job)
+    [finished] = events(net, "JobFinished", job=job)
+    assert posted["client"] == client and funded["payer"] == client
+    assert paid_job.quote == posted["budget"]  # the page's quote is what the chain escrowed
+    assert paid_job.refund_shown == finished["refund"] > 0
+    assert paid_job.after[client] - paid_job.before[client] == -(posted["budget"] - finished["refund"])
+    assert net.eth_balance(client) == 0
+    paid = sum(e["payment"] + e["keeper_fee"] + e["protocol_fee"] for e in events(net, "ShardFinalized", job=job))
+    assert paid == posted["budget"] - finished["refund"]  # the client paid exactly for the work done
+    assert paid_job.verified and set(paid_job.verified.values()) == {"true"}, paid_job.verified
+    assert any(name.endswith("upper.txt") for name in paid_job.verified)
+    assert net.reader.job(job).escrow == 0
+
+
+# ----------------------------------------------------------------- the provider
+
+
+PROVIDER_FORM = {
+    "reg-gpu-model": 0,
+    "reg-gpus": 0,
+    "reg-vram": 0,
+    "reg-cpu-cores": 6,
+    "reg-memory": 16_384,
+    "reg-region": 250,
+    # Above every job's max price here: the keepers never lease this agent-less node.
+    "reg-price": 90_000,
+    "reg-max-leases": 3,
+    "reg-agent": "0x000000000000000000000000000000000000a9e7",
+    "reg-endpoint": "http://127.0.0.1:9/browser-node",
+}
+STAKE = 250 * 10**6  # base units
+
+
+def test_a_provider_registers_a_node_from_the_page(open_dapp, demo_net):
+    net = demo_net
+    provider = net.account("providers", 0)
+    before, count = net.token_balance(provider), net.reader.asset_count()
+    page = open_dapp(provider)
+    page.get_by_test_id("nav-provider").click()
+    fill(page, {**PROVIDER_FORM, "reg-stake": STAKE})
+    page.get_by_test_id("register").click()
+
+    asset_id = poll(
+        lambda: net.reader.asset_count() > count and net.reader.asset_count(),
+        60,
+        "the new asset on chain",
+        lambda: status_of(page),
+    )
+    asset = net.reader.asset(asset_id)
+    assert asset.owner == provider
+    assert asset.agent.lower() == PROVIDER_FORM["reg-agent"]
+    assert asset.endpoint == PROVIDER_FORM["reg-endpoint"]
+    spec = asset.spec
+    assert (spec.gpu_model, spec.gpu_count, spec.vram_mib, spec.cpu_cores) == (0, 0, 0, 6)
+    assert (spec.region, spec.price, spec.max_leases, spec.active) == (250, 90_000, 3, True)
+    poll(lambda: net.reader.stake(asset_id).amount == STAKE, 30, "the stake on chain", lambda: status_of(page))
+    assert before - net.token_balance(provider) == STAKE
+
+    row = expect_text(page, f"asset-{asset_id}", "90")
+    assert PROVIDER_FORM["reg-endpoint"] in row
+    screenshot(page, "dapp-provider.png")
+
+
+def test_a_rejected_register_transaction_registers_nothing_and_moves_nothing(open_dapp, demo_net):
+    net = demo_net
+    provider = net.account("providers", 1)
+    page = open_dapp(provider)
+    page.get_by_test_id("nav-provider").click()
+    fill(page, {**PROVIDER_FORM, "reg-stake": STAKE})
+    before, count = money(net, provider), net.reader.asset_count()
+    page.evaluate("() => { window.__wallet.rejectNext = 'eth_sendTransaction'; }")
+    page.get_by_test_id("register").click()
+
+    expect_text(page, "error", REJECTED)
+    assert [r.get("rejected") for r in wallet_requests(page, "eth_sendTransaction")] == [True]
+    assert net.reader.asset_count() == count
+    assert money(net, provider) == before
+
+
+# ----------------------------------------------------------------- rejection, chain
+
+
+def test_a_rejected_x402_signature_posts_no_job_and_moves_no_money(open_dapp, demo_net, tmp_path):
+    net = demo_net
+    client = net.account("client")
+    page = open_dapp(client)
+    job_form(page, net, tmp_path)
+    wait_number(page, "quote")
+    before, jobs = money(net, client), net.reader.job_count()
+    page.evaluate("() => { window.__wallet.rejectNext = 'eth_signTypedData_v4'; }")
+    page.get_by_test_id("pay-x402").click()
+
+    expect_text(page, "error", REJECTED)
+    assert [r.get("rejected") for r in wallet_requests(page, "eth_signTypedData_v4")] == [True]
+    assert net.reader.job_count() == jobs
+    assert money(net, client) == before
+
+
+@pytest.mark.parametrize("wallet_knows_the_chain", [True, False], ids=["switch", "add-then-switch"])
+def test_a_wallet_on_the_wrong_chain_is_asked_to_switch(open_dapp, demo_net, wallet_knows_the_chain):
+    net = demo_net
+    known = [1, net.chain_id] if wallet_knows_the_chain else [1]
+    page = open_dapp(net.account("owner"), connect=False, chain_id=1, known_chains=known)
+    page.get_by_test_id("connect").click()
+
+    expect_text(page, "chain", str(net.chain_id))
+    switches = wallet_requests(page, "wallet_switchEthereumChain")
+    assert switches[0]["params"] == [{"chainId": hex(net.chain_id)}]
+    added = wallet_requests(page, "wallet_addEthereumChain")
+    if wallet_knows_the_chain:
+        assert added == []
+    else:
+        assert switches[0]["error"]["code"] == 4902
+        assert [int(a["params"][0]["chainId"], 16) for a in added] == [net.chain_id]
+        assert added[0]["params"][0]["rpcUrls"] == [net.rpc_url]
+    assert page.evaluate("() => window.__wallet.chainId") == net.chain_id
+    assert text_of(page, "wallet-name") == "computenet test wallet"
+    assert text_of(page, "error").strip() == ""
+
+
+# ----------------------------------------------------------------- audit
+
+
+def test_the_audit_view_totals_equal_the_chains_balances(paid_job, open_dapp, demo_net):
+    net = demo_net
+    page = open_dapp(None)  # the audit view needs no wallet
+    page.get_by_test_id("nav-audit").click()
+    page.get_by_test_id(f"audit-job-{paid_job.job}").wait_for()
+    totals = page.get_by_test_id("audit-totals")
+    shown = {
+        key: int(totals.get_attribute(f"data-{key}"))
+        for key in ("escrowed", "paid", "fees", "refunded", "held", "market-balance")
+    }
+
+    finalized = events(net, "ShardFinalized")
+    market = net.info["addresses"]["market"]
+    assert shown == {
+        "escrowed": sum(e["budget"] for e in events(net, "JobPosted")),
+        "paid": sum(e["payment"] for e in finalized),
+        "fees": sum(e["keeper_fee"] + e["protocol_fee"] for e in finalized),
+        "refunded": sum(e["refund"] for e in events(net, "JobFinished")),
+        "held": sum(net.reader.job(j).escrow for j in range(1, net.reader.job_count() + 1)),
+        "market-balance": net.token_balance(market),
+    }
+    assert shown["escrowed"] == shown["paid"] + shown["fees"] + shown["refunded"] + shown["held"]
+    lines = page.get_by_test_id(f"audit-job-{paid_job.job}").locator("[data-tx]")
+    assert lines.count() >= 3  # escrowed, paid, fees, refund: each linked to its transaction
+    for i in range(lines.count()):
+        assert net.web3.eth.get_transaction_receipt(lines.nth(i).get_attribute("data-tx"))["status"] == 1
+    screenshot(page, "dapp-audit.png")
