@@ -19,6 +19,9 @@
                                     a replica's outputs, relayed from its agent; the request
                                     carries the job client's signature for the agent's own
                                     path (agent/outputs.py), so only the payer reads them
+    GET  /, /app/...                the dApp and its config.json (gateway/dapp.py)
+
+Every route answers CORS, so the dApp can be served from anywhere.
 
 Binding a payment to its job. The payer's authorization does not name the job, so on the
 paid retry the gateway checks that the payment accepted exactly this request's offer under
@@ -45,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,6 +69,8 @@ from computenet.waiting import Decline, problem_for_new_job, shard_waiting
 from computenet.web3calls import Sender
 from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
 from facilitator.jobs import INVALID_JOB, JOB_EXTRA
+from gateway.dapp import cors, dapp_routes
+from gateway.settings import DEFAULT_DAPP_DIR
 
 log = logging.getLogger("gateway")
 
@@ -211,11 +217,15 @@ def create_app(
     *,
     store: Any = None,
     outputs: dict[str, str] | None = None,
+    public_rpc_url: str = "",
+    dapp_dir: Path | None = None,
 ) -> FastAPI:
     """The gateway for the market `chain` reads, settling through the facilitator at
     `facilitator_url` on `network` (CAIP-2) and tagging its offers with `key` (the facilitator
     trusts its address). `store` (a StoreClient) receives each paid job's manifest; `outputs`
-    maps agent addresses to their outputs servers."""
+    maps agent addresses to their outputs servers. It serves the dApp in `dapp_dir` (default:
+    this repository's dapp/), which reads the chain at `public_rpc_url` (default: the
+    gateway's own node)."""
     from eth_account import Account
     from x402.http import FacilitatorConfig, HTTPFacilitatorClient
     from x402.http.utils import (
@@ -226,6 +236,15 @@ def create_app(
     from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo
 
     api = FastAPI(title="computenet job gateway")
+    cors(api)
+    dapp_routes(
+        api,
+        chain,
+        public_rpc_url=public_rpc_url or str(getattr(chain.reader.web3.provider, "endpoint_uri", "") or ""),
+        store_url=store.url if store is not None else "",
+        dapp_dir=dapp_dir or DEFAULT_DAPP_DIR,
+        network=network,
+    )
     facilitator = HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url))
     agents = {address.lower(): url.rstrip("/") for address, url in (outputs or {}).items()}
     served: dict[str, bool] = {}  # remembered once the facilitator confirms the network
