@@ -16,11 +16,12 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node redis docker compile lint format test demo demo-faults bench gas-snapshot clean distclean
+.PHONY: venv node dapp redis docker compile lint format test demo demo-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
 node: node_modules/.stamp
+dapp: dapp/dist/app.js
 
 # pip is upgraded first: the bundled one is about twice as slow on this set.
 $(VENV)/bin/python:
@@ -37,6 +38,10 @@ $(VENV)/.stamp: $(VENV)/bin/python requirements.txt pyproject.toml
 node_modules/.stamp: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The dApp's bundle (docs/dapp.md), rebuilt only when its sources or the packages change.
+dapp/dist/app.js: node_modules/.stamp dapp/build.mjs $(wildcard dapp/src/*.js)
+	node dapp/build.mjs
 
 # The keeper tests start their own redis-server; install Debian's when it is missing.
 redis:
@@ -70,13 +75,13 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 # Forced: ape's cache does not notice edits to imported modules.
-test: venv node redis docker
+test: venv node dapp redis docker
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) $(ARGS)
 
 # The whole network on this machine, end to end (README: what it shows). DEMO_ARGS: see python -m demo --help.
 DEMO_ARGS ?=
-demo: venv node redis docker
+demo: venv node dapp redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo $(DEMO_ARGS)
 
@@ -88,7 +93,7 @@ demo-faults: venv node redis docker
 # Every benchmark on the local stack (not part of `make test`): bench/results.json, bench/report.md
 # and bench/plots/. BENCH_ARGS=--quick for a shorter run.
 BENCH_ARGS ?=
-bench: venv node redis docker
+bench: venv node dapp redis docker
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/python bench/report.py $(BENCH_ARGS)
 

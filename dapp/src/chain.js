@@ -1,0 +1,126 @@
+// Reads over the deployment's public RPC (no wallet needed); writes through the wallet, each
+// simulated first (eth_call from the account) so a revert is explained before any prompt.
+// Bare clients and imported actions (not createPublicClient's decorators) keep the bundle small.
+import { createClient, custom, defineChain, http } from "viem";
+import {
+  getBalance,
+  getBlock,
+  getContractEvents,
+  readContract,
+  signMessage,
+  signTypedData,
+  simulateContract,
+  waitForTransactionReceipt,
+  writeContract,
+} from "viem/actions";
+import { PlainError, explainRevert, isRejection, plainMessage, revertReason, REJECTED } from "./errors.js";
+
+const ABI_NAMES = { market: "JobMarket", court: "DisputeCourt", assets: "ComputeAsset", keepers: "KeeperRegistry", token: "Token" };
+
+export function chainOf(config) {
+  return defineChain({
+    id: config.chainId,
+    name: config.chainName,
+    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+    rpcUrls: { default: { http: [config.rpcUrl] } },
+  });
+}
+
+/** {address, abi} of each deployed contract: market, court, assets, keepers, token. */
+export function contractsOf(config) {
+  const out = {};
+  for (const [key, name] of Object.entries(ABI_NAMES))
+    out[key] = { address: config.contracts[key], abi: config.abis[name], name };
+  return out;
+}
+
+export function publicClientOf(config) {
+  return createClient({ chain: chainOf(config), transport: http(config.rpcUrl), pollingInterval: 500 });
+}
+
+export function walletClientOf(config, provider, account) {
+  return createClient({ account, chain: chainOf(config), transport: custom(provider) });
+}
+
+export function read(publicClient, contract, functionName, args = []) {
+  return readContract(publicClient, { address: contract.address, abi: contract.abi, functionName, args });
+}
+
+/**
+ * Simulates `fn` from `account`; a revert throws its plain sentence, unless its reason is in
+ * `tolerate` (a later step of the same flow will fix it, e.g. an approval not yet given).
+ */
+export async function simulate(ctx, contract, fn, args, { tolerate = [] } = {}) {
+  try {
+    await simulateContract(ctx.publicClient, {
+      account: ctx.account,
+      address: contract.address,
+      abi: contract.abi,
+      functionName: fn,
+      args,
+    });
+  } catch (error) {
+    const reason = revertReason(error);
+    if (reason !== null && tolerate.includes(reason)) return;
+    if (reason !== null) throw new PlainError(explainRevert(reason, ctx.config.reverts));
+    throw new PlainError(plainMessage(error, ctx.config.reverts));
+  }
+}
+
+/** Simulates, then sends through the wallet and waits for the receipt; returns the receipt. */
+export async function send(ctx, contract, fn, args = []) {
+  await simulate(ctx, contract, fn, args);
+  let hash;
+  try {
+    hash = await writeContract(ctx.walletClient, {
+      account: ctx.account,
+      address: contract.address,
+      abi: contract.abi,
+      functionName: fn,
+      args,
+    });
+  } catch (error) {
+    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error, ctx.config.reverts));
+  }
+  const receipt = await waitForTransactionReceipt(ctx.publicClient, { hash });
+  if (receipt.status !== "success") throw new PlainError(`The transaction ${hash} failed on chain.`);
+  return receipt;
+}
+
+/** Signs EIP-712 data in the wallet; a rejection becomes the plain sentence. */
+export async function signTyped(ctx, typed) {
+  try {
+    return await signTypedData(ctx.walletClient, { account: ctx.account, ...typed });
+  } catch (error) {
+    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error));
+  }
+}
+
+/** personal_sign of a text message in the wallet. */
+export async function signText(ctx, message) {
+  try {
+    return await signMessage(ctx.walletClient, { account: ctx.account, message });
+  } catch (error) {
+    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error));
+  }
+}
+
+/** The latest block's time (chain time, which a dev chain may have moved ahead of the clock). */
+export async function chainNow(ctx) {
+  return (await getBlock(ctx.publicClient)).timestamp;
+}
+
+export function ethBalance(ctx, address) {
+  return getBalance(ctx.publicClient, { address });
+}
+
+/** A contract's events named `eventName` since the first block, filtered by indexed `args`. */
+export function events(ctx, contract, eventName, args) {
+  return getContractEvents(ctx.publicClient, {
+    address: contract.address,
+    abi: contract.abi,
+    eventName,
+    args,
+    fromBlock: 0n,
+  });
+}

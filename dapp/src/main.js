@@ -1,0 +1,135 @@
+// The page: views and navigation, the wallet connection, and one status line and one error
+// line that every action reports to.
+import { getAddress } from "viem";
+import { loadConfig } from "./config.js";
+import { connectWallet } from "./wallet.js";
+import { contractsOf, publicClientOf, walletClientOf } from "./chain.js";
+import { plainMessage } from "./errors.js";
+import { byId, showError, status } from "./dom.js";
+import * as client from "./client.js";
+import * as provider from "./provider.js";
+import { renderAudit } from "./audit.js";
+
+const ctx = { config: null, contracts: null, publicClient: null, walletClient: null, provider: null, account: null };
+let stopWatching = () => {};
+
+/** Runs an action: clears the error line, shows its failure in plain words. */
+async function act(what, action) {
+  showError("");
+  try {
+    return await action();
+  } catch (error) {
+    showError(plainMessage(error, ctx.config?.reverts));
+    status(`${what} failed`);
+    return undefined;
+  }
+}
+
+function needWallet() {
+  if (!ctx.account) throw new Error("Connect your wallet first.");
+}
+
+const VIEWS = ["client", "provider", "audit"];
+
+function show(view) {
+  for (const name of VIEWS) {
+    byId(`view-${name}`).hidden = name !== view;
+    byId(`nav-${name}`).setAttribute("aria-current", name === view ? "page" : "false");
+  }
+  if (view !== "client") stopWatching();
+  if (view === "audit") act("loading the audit", () => renderAudit(ctx.config.gateway));
+  if (view === "provider" && ctx.account) act("loading your assets", () => refreshProvider());
+  if (view === "client" && ctx.account) act("loading your jobs", () => refreshClient());
+}
+
+const jobActions = {
+  cancel: (job, shard) => act(`cancelling shard ${shard}`, async () => (needWallet(), await client.cancelShard(ctx, job, shard))),
+  challenge: (job, shard) => act(`challenging shard ${shard}`, async () => (needWallet(), await client.challengeShard(ctx, job, shard))),
+};
+
+function openJob(job) {
+  stopWatching();
+  byId("job-detail").hidden = false;
+  byId("outputs").replaceChildren();
+  stopWatching = client.watchJob(ctx, job, jobActions, (error) => showError(plainMessage(error, ctx.config.reverts)));
+}
+
+async function refreshClient() {
+  await client.renderJobs(ctx, openJob);
+  await client.showCredits(ctx, "client-credits");
+}
+
+const assetActions = {
+  setPrice: (asset, value) => act("setting the price", async () => (await provider.setPrice(ctx, asset, value), await refreshProvider())),
+  setEndpoint: (asset, value) => act("setting the endpoint", async () => (await provider.setEndpoint(ctx, asset, value), await refreshProvider())),
+};
+
+async function refreshProvider() {
+  await provider.renderAssets(ctx, assetActions);
+  await client.showCredits(ctx, "provider-credits");
+}
+
+async function connect() {
+  const wallet = await connectWallet(ctx.config);
+  Object.assign(ctx, {
+    provider: wallet.provider,
+    account: getAddress(wallet.account),
+    walletClient: walletClientOf(ctx.config, wallet.provider, getAddress(wallet.account)),
+  });
+  byId("account").textContent = ctx.account;
+  byId("chain").textContent = String(wallet.chainId);
+  byId("wallet-name").textContent = wallet.name;
+  // A wallet that changes account or chain leaves the page stale: start again from the top.
+  wallet.provider.on?.("accountsChanged", () => location.reload());
+  wallet.provider.on?.("chainChanged", () => location.reload());
+  status(`connected ${ctx.account}`);
+  const view = VIEWS.find((name) => !byId(`view-${name}`).hidden);
+  if (view !== "audit") show(view);
+}
+
+function on(testid, event, what, handler) {
+  byId(testid).addEventListener(event, (e) => {
+    e.preventDefault();
+    return act(what, handler);
+  });
+}
+
+function wire() {
+  for (const name of VIEWS) byId(`nav-${name}`).addEventListener("click", () => show(name));
+  on("connect", "click", "connecting", connect);
+  on("quote-button", "click", "quoting", async () => {
+    const { budget } = await client.quote(ctx);
+    status(`the job escrows at most ${budget} base units`);
+  });
+  const posted = async (job) => {
+    await refreshClient();
+    openJob(job);
+  };
+  on("pay-x402", "click", "posting over x402", async () => (needWallet(), await posted(await client.payX402(ctx))));
+  on("pay-onchain", "click", "posting on chain", async () => (needWallet(), await posted(await client.payOnChain(ctx))));
+  on("verify-outputs", "click", "verifying outputs", async () => {
+    needWallet();
+    await client.verifyOutputs(ctx, Number(byId("job-detail").dataset.job));
+  });
+  on("withdraw-credits", "click", "withdrawing credits", async () => (needWallet(), await client.withdrawCredits(ctx), await refreshClient()));
+  on("register", "click", "registering", async () => (needWallet(), await provider.registerAsset(ctx), await refreshProvider()));
+  on("provider-withdraw", "click", "withdrawing credits", async () => (needWallet(), await client.withdrawCredits(ctx), await refreshProvider()));
+}
+
+async function start() {
+  wire();
+  try {
+    ctx.config = await loadConfig();
+  } catch (error) {
+    showError(error.message);
+    return;
+  }
+  ctx.contracts = contractsOf(ctx.config);
+  ctx.publicClient = publicClientOf(ctx.config);
+  byId("token-symbol").textContent = ctx.config.token.symbol;
+  status(`ready: ${ctx.config.chainName || "chain"} ${ctx.config.chainId}; connect your wallet to post jobs or list nodes`);
+  show("client");
+  document.body.dataset.ready = "true";
+}
+
+start();
