@@ -114,6 +114,7 @@ def open_page(browser: Any, net: Any, account: str | None, *, connect: bool = Tr
     if account is not None:
         page.add_init_script(script=wallet_script(net.rpc_url, account, net.chain_id, **wallet))
     page.goto(net.dapp_url)
+    page.locator('body[data-ready="true"]').wait_for()  # the page has its config and is wired
     if connect and account is not None:
         page.get_by_test_id("connect").click()
         expect_text(page, "account", account.lower(), lower=True)

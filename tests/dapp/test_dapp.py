@@ -207,8 +207,10 @@ def test_a_provider_registers_a_node_from_the_page(open_dapp, demo_net):
     poll(lambda: net.reader.stake(asset_id).amount == STAKE, 30, "the stake on chain", lambda: status_of(page))
     assert before - net.token_balance(provider) == STAKE
 
-    row = expect_text(page, f"asset-{asset_id}", "90")
-    assert PROVIDER_FORM["reg-endpoint"] in row
+    row = page.get_by_test_id(f"asset-{asset_id}")
+    poll(lambda: row.count(), 30, f"asset-{asset_id} in the page's list", lambda: status_of(page))
+    shown = {f: row.locator(f'[data-field="{f}"]').inner_text() for f in ("price", "endpoint", "stake")}
+    assert shown == {"price": "90000", "endpoint": PROVIDER_FORM["reg-endpoint"], "stake": str(STAKE)}
     screenshot(page, "dapp-provider.png")
 
 
