@@ -79,7 +79,18 @@ export async function payX402(ctx) {
       }
     },
   };
-  const payingFetch = wrapFetchWithPayment(fetch, new x402Client().register(ctx.config.network, new ExactEvmScheme(signer)));
+  // Pay only the market's own quote, in its token, to the market: not the gateway's word for it.
+  const { market, token } = ctx.contracts;
+  const budget = await read(ctx.publicClient, market, "quote", [req]);
+  const same = (a, b) => String(a).toLowerCase() === String(b).toLowerCase();
+  const theQuote = (_version, offers) =>
+    offers.filter((o) => same(o.payTo, market.address) && same(o.asset, token.address) && BigInt(o.amount) === budget);
+  const payer = x402Client.fromConfig({
+    schemes: [{ network: ctx.config.network, client: new ExactEvmScheme(signer) }],
+    policies: [theQuote],
+    spendControls: { allowedAssets: [{ network: ctx.config.network, asset: token.address, maxAmountPerPayment: String(budget) }] },
+  });
+  const payingFetch = wrapFetchWithPayment(fetch, payer);
   status("posting the job; sign the payment in your wallet…");
   let answer;
   try {

@@ -71,20 +71,27 @@ async function refreshProvider() {
 
 async function connect() {
   const wallet = await connectWallet(ctx.config);
-  Object.assign(ctx, {
-    provider: wallet.provider,
-    account: getAddress(wallet.account),
-    walletClient: walletClientOf(ctx.config, wallet.provider, getAddress(wallet.account)),
-  });
-  byId("account").textContent = ctx.account;
+  ctx.provider = wallet.provider;
   byId("chain").textContent = String(wallet.chainId);
   byId("wallet-name").textContent = wallet.name;
-  // A wallet that changes account or chain leaves the page stale: start again from the top.
-  wallet.provider.on?.("accountsChanged", () => location.reload());
-  wallet.provider.on?.("chainChanged", () => location.reload());
-  status(`connected ${ctx.account}`);
+  await useAccount(wallet.account);
+  wallet.provider.on?.("accountsChanged", (accounts) => act("changing account", () => useAccount(accounts?.[0])));
+  wallet.provider.on?.("chainChanged", (chainId) => {
+    byId("chain").textContent = String(Number(chainId));
+    showError(Number(chainId) === ctx.config.chainId ? "" : `Switch your wallet to chain ${ctx.config.chainId}: it is on ${Number(chainId)}.`);
+  });
+}
+
+/** Makes `address` the page's account (none: disconnected) and redraws the open view. */
+async function useAccount(address) {
+  stopWatching();
+  byId("job-detail").hidden = true;
+  ctx.account = address ? getAddress(address) : null;
+  ctx.walletClient = address ? walletClientOf(ctx.config, ctx.provider, ctx.account) : null;
+  byId("account").textContent = ctx.account ?? "";
+  status(ctx.account ? `connected ${ctx.account}` : "the wallet disconnected");
   const view = VIEWS.find((name) => !byId(`view-${name}`).hidden);
-  if (view !== "audit") show(view);
+  if (ctx.account && view !== "audit") show(view);
 }
 
 function on(testid, event, what, handler) {
