@@ -108,18 +108,26 @@ def stop_network(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
+def demo_net_over(info: dict[str, Any]) -> DemoNet:
     from web3 import Web3
 
     from computenet.market import Market
 
+    web3 = Web3(Web3.HTTPProvider(info["rpc_url"], request_kwargs={"timeout": 30}))
+    return DemoNet(info, web3, Market.over_web3(web3, info["addresses"]["market"]))
+
+
+@pytest.fixture(scope="session")
+def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
+    """The demo network for the session; COMPUTENET_DAPP_TEST_NETWORK=<serve file> reuses one
+    already started with `python -m demo --serve <file>` (left running afterwards)."""
+    if reuse := os.environ.get("COMPUTENET_DAPP_TEST_NETWORK"):
+        yield demo_net_over(json.loads(Path(reuse).read_text()))
+        return
     tmp = tmp_path_factory.mktemp("dapp-net")
     process = start_network(tmp)
     try:
-        info = wait_for_file(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S)
-        web3 = Web3(Web3.HTTPProvider(info["rpc_url"], request_kwargs={"timeout": 30}))
-        yield DemoNet(info, web3, Market.over_web3(web3, info["addresses"]["market"]))
+        yield demo_net_over(wait_for_file(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S))
     finally:
         stop_network(process)
 

@@ -26,9 +26,10 @@ IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 CHALLENGE_WINDOW = 60  # demo/network.py's, the market's minimum
 JOB_S = 150  # upload, x402 settlement, assignment, a container run, finalization, the refund payout
 INPUT = b"hello from the browser\n"
-# Upper-cases the uploaded file into /out: deterministic, a second in the demo's job image.
+# Upper-cases the uploaded file into /out, deterministic; it runs ~2 s so that the metered
+# seconds, and so the provider's payment, are not zero.
 COMMAND = (
-    '["python3", "-c", "import pathlib; '
+    '["python3", "-c", "import pathlib, time; time.sleep(2.2); '
     "pathlib.Path('/out/upper.txt').write_bytes(pathlib.Path('/in/words.txt').read_bytes().upper())\"]"
 )
 JOB_FORM = {
@@ -157,7 +158,7 @@ def test_a_client_without_eth_pays_over_x402_watches_the_job_finish_and_verifies
     assert paid_job.after[client] - paid_job.before[client] == -(posted["budget"] - finished["refund"])
     assert net.eth_balance(client) == 0
     paid = sum(e["payment"] + e["keeper_fee"] + e["protocol_fee"] for e in events(net, "ShardFinalized", job=job))
-    assert paid == posted["budget"] - finished["refund"]  # the client paid exactly for the work done
+    assert 0 < paid == posted["budget"] - finished["refund"]  # the client paid exactly for the work done
     assert paid_job.verified and set(paid_job.verified.values()) == {"true"}, paid_job.verified
     assert any(name.endswith("upper.txt") for name in paid_job.verified)
     assert net.reader.job(job).escrow == 0
