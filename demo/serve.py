@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from computenet.errors import ComputenetError
 from demo.network import AGENTS, CLIENT, FACILITATOR, GATEWAY, KEEPERS, OWNER, PROVIDERS, TREASURY, VERIFIER, Network
 
 ROLES: dict[str, int | tuple[int, ...]] = {
@@ -96,3 +99,59 @@ def hold(say: Callable[[str], None], message: str) -> None:
     sys.stdout.flush()
     while True:
         signal.pause()
+
+
+# ----------------------------------------------------------------- driving it from outside
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServeError(ComputenetError):
+    """The served network did not come up."""
+
+
+def launch(serve_file: Path, logdir: Path, log: Path) -> subprocess.Popen:
+    """Starts `python -m demo --serve serve_file` in its own process group, logging to `log`."""
+    bins = f"{ROOT / '.venv' / 'bin'}:{ROOT / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}"
+    env = os.environ | {"PATH": f"{bins}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "demo", "--serve", str(serve_file), "--logs", str(logdir)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: a hung stop can be ended with all it started
+        )
+
+
+def wait_served(process: subprocess.Popen, serve_file: Path, log: Path, timeout: float) -> dict[str, Any]:
+    """The serve file's record once it is written; ServeError with the log's tail if the process
+    exits first or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while not serve_file.exists():
+        if process.poll() is not None:
+            raise ServeError(f"`python -m demo --serve` exited with {process.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise ServeError(f"the demo network did not come up within {timeout:.0f} s:\n{_tail(log)}")
+        time.sleep(0.2)
+    return json.loads(serve_file.read_text())
+
+
+def stop_served(process: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM (the demo stops everything it started), then SIGKILL to the whole group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"

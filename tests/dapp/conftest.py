@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +17,8 @@ from typing import Any
 import pytest
 from dapp_steps import open_page
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 NETWORK_START_S = 240  # anvil, dockerd, the job image, keepers' Celery workers, the facilitator
-NETWORK_STOP_S = 60
-POLL_S = 0.2
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
 
 
 @dataclass
@@ -69,45 +55,6 @@ class DemoNet:
         return int(self.web3.eth.get_balance(address))
 
 
-def start_network(tmp: Path) -> subprocess.Popen:
-    env = os.environ | {
-        "PATH": f"{REPO / '.venv' / 'bin'}:{REPO / 'node_modules/@foundry-rs/anvil-linux-amd64/bin'}:{os.environ['PATH']}",
-        "PYTHONPATH": str(REPO),
-    }
-    with open(tmp / "demo.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "demo", "--serve", str(tmp / "net.json"), "--logs", str(tmp / "logs")],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: nothing it starts outlives the session
-        )
-
-
-def wait_for_file(process: subprocess.Popen, path: Path, log: Path, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return json.loads(path.read_text())
-        if process.poll() is not None:
-            pytest.fail(f"`python -m demo --serve` exited with {process.returncode}:\n{log_tail(log)}")
-        time.sleep(POLL_S)
-    pytest.fail(f"the demo network did not come up within {timeout:.0f} s:\n{log_tail(log)}")
-
-
-def stop_network(process: subprocess.Popen) -> None:
-    """SIGTERM to the demo (it stops everything it started), then the whole group if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=NETWORK_STOP_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def demo_net_over(info: dict[str, Any]) -> DemoNet:
     from web3 import Web3
 
@@ -124,12 +71,18 @@ def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
     if reuse := os.environ.get("COMPUTENET_DAPP_TEST_NETWORK"):
         yield demo_net_over(json.loads(Path(reuse).read_text()))
         return
+    from demo import serve
+
     tmp = tmp_path_factory.mktemp("dapp-net")
-    process = start_network(tmp)
+    process = serve.launch(tmp / "net.json", tmp / "logs", tmp / "demo.log")
     try:
-        yield demo_net_over(wait_for_file(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S))
+        try:
+            info = serve.wait_served(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S)
+        except serve.ServeError as error:
+            pytest.fail(str(error))
+        yield demo_net_over(info)
     finally:
-        stop_network(process)
+        serve.stop_served(process)
 
 
 @pytest.fixture(scope="session")

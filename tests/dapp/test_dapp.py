@@ -135,7 +135,7 @@ def paid_job(browser, demo_net, tmp_path_factory):
         for i in range(outputs.count())
     }
     screenshot(page, "dapp-client.png")
-    return SimpleNamespace(
+    yield SimpleNamespace(
         page=page,
         job=job,
         client=client,
@@ -145,6 +145,7 @@ def paid_job(browser, demo_net, tmp_path_factory):
         before=before,
         after=money(net, client),
     )
+    page.context.close()
 
 
 def test_a_client_without_eth_pays_over_x402_watches_the_job_finish_and_verifies_its_outputs(paid_job, demo_net):
