@@ -78,7 +78,9 @@ def main(logdir: Path | None, shards: int, timeout: float, faults: bool, serve_f
             serve.hold(say, f"serving: the dApp at {network.dapp_url}; {serve_file} describes the network")
         scenario = fault_scenario.with_faults if faults else run.end_to_end
         ok = scenario(network, console, say, shards=shards, timeout=timeout)
-        if sys.stdin.isatty():  # a person at a terminal: leave the network up for the dApp
+        # A person at a terminal: leave the network up for the dApp. Output read by a program (CI,
+        # tests/demo, even under `pytest -s` where stdin is still the terminal) ends as before.
+        if sys.stdin.isatty() and sys.stdout.isatty():
             serve.hold(say, f"the dApp stays at {network.dapp_url}; Ctrl-C stops the network")
     except KeyboardInterrupt:
         say("interrupted" if not ok else "stopping on request")
