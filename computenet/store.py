@@ -339,8 +339,14 @@ class Mirrors:
 
 
 def app(store: LocalStore):
-    """The store's HTTP service (FastAPI)."""
+    """The store's HTTP service (FastAPI). Reads and uploads are open to pages on any origin
+    (the dApp uploads a job's inputs and manifest from the browser)."""
+    from starlette.middleware.cors import CORSMiddleware
+
     api = FastAPI(title="computenet content store")
+    api.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "PUT", "OPTIONS"], allow_headers=["Content-Type"]
+    )
 
     @api.put("/blobs")
     async def put(request: Request) -> dict:

@@ -7,7 +7,7 @@ import click
 
 @click.command()
 def main() -> None:
-    """Serve POST /jobs (paid with x402) and GET /jobs/{id}."""
+    """Serve POST /jobs (paid with x402), GET /jobs/{id} and the dApp at /app/."""
     import uvicorn
     from eth_account import Account
     from pydantic import ValidationError
@@ -38,10 +38,19 @@ def main() -> None:
     logs.setup(settings.log_format, settings.log_level, "gateway")
     network = settings.network or f"eip155:{chain.chain_id}"
     store = StoreClient(settings.store_url) if settings.store_url else None
-    app = create_app(chain, settings.facilitator_url, network, key, store=store, outputs=settings.outputs_map())
-    click.echo(
-        f"job gateway {Account.from_key(key).address} for {network} on http://{settings.host}:{settings.port}", err=True
+    app = create_app(
+        chain,
+        settings.facilitator_url,
+        network,
+        key,
+        store=store,
+        outputs=settings.outputs_map(),
+        public_rpc_url=settings.public_rpc_url,
+        dapp_dir=settings.dapp_dir,
     )
+    here = f"http://{settings.host}:{settings.port}"
+    click.echo(f"job gateway {Account.from_key(key).address} for {network} on {here}", err=True)
+    click.echo(f"dApp on {here}/app/", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -6,8 +6,12 @@
                 these terms in extra.computenetTag (facilitator/job_tags.py), for OFFER_VALIDITY s
         paid:   201 {job, payer, budget, transaction, status}, PAYMENT-RESPONSE; the
                 facilitator settled the payment by posting exactly this job on chain
+    GET  /jobs?client=0x…           that client's jobs, newest first, from the market's JobPosted
+                                    events (an x402 job's client is its payer): [{job, client,
+                                    budget, escrow, unfinished, block, transaction}]
     GET  /jobs/{id}                 the job and each shard's replicas, read from the chain, with
                                     why each replica that is not running waits (computenet.waiting)
+                                    and each replica's agent and endpoint (null: never assigned)
     GET  /jobs/{id}/shards/{shard}/cancel-message?valid_before=
                                     the EIP-712 CancelShard message for the payer's wallet to sign
     POST /jobs/{id}/shards/{shard}/cancel  {valid_before, signature}
@@ -16,9 +20,13 @@
                                     gateway's key paying the gas); the budget comes back to the
                                     payer as ever (the facilitator's refunder pays it out)
     GET  /jobs/{id}/outputs/{shard}/{replica}[/file?path=]
-                                    a replica's outputs, relayed from its agent; the request
-                                    carries the job client's signature for the agent's own
-                                    path (agent/outputs.py), so only the payer reads them
+                                    a replica's outputs, relayed from its agent (at the URL
+                                    `outputs` names for it, else its asset's on-chain endpoint);
+                                    the request carries the job client's signature for the
+                                    agent's own path (agent/outputs.py), so only the payer reads them
+    GET  /, /app/...                the dApp and its config.json (gateway/dapp.py)
+
+Every route answers CORS, so the dApp can be served from anywhere.
 
 Binding a payment to its job. The payer's authorization does not name the job, so on the
 paid retry the gateway checks that the payment accepted exactly this request's offer under
@@ -44,7 +52,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -57,14 +67,17 @@ from starlette.concurrency import run_in_threadpool
 from computenet.domain import Asset, Job, Parameters, Requirements, Shard, Verification
 from computenet.eip3009 import TransferAuthorization
 from computenet.errors import ContractRevert, InvalidSignature, ManifestError
+from computenet.events import Event
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
-from computenet.market import Market
+from computenet.market import Market, typed_read_reverts
 from computenet.preflight import post_problem
 from computenet.receipts import cancel_signer, cancel_typed_data
 from computenet.waiting import Decline, problem_for_new_job, shard_waiting
-from computenet.web3calls import Sender
+from computenet.web3calls import Sender, block_ranges
 from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
 from facilitator.jobs import INVALID_JOB, JOB_EXTRA
+from gateway.dapp import cors, dapp_routes
+from gateway.settings import DEFAULT_DAPP_DIR
 
 log = logging.getLogger("gateway")
 
@@ -72,6 +85,8 @@ PAYMENT_TIMEOUT = 300  # seconds the client's authorization must stay valid for 
 OFFER_VALIDITY = 300  # seconds a 402's offer can be paid in (the x402 client pays at once)
 PREFLIGHT_MARGIN = 60  # seconds between the offer and the post that the deadline must allow for
 CANCEL_MESSAGE_VALIDITY = 600  # seconds a cancel message is valid for when the wallet names no time
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+JOB_BATCH = 500  # jobs read per JSON-RPC batch
 
 
 class RequirementsBody(BaseModel):
@@ -127,6 +142,33 @@ class Chain:
     def agent_of(self, asset: int) -> str:
         return self.reader.agent_of(asset)
 
+    def endpoint(self, asset: int) -> str:
+        return self.reader.endpoint(asset)
+
+    def jobs_of(self, client: str) -> list[dict]:
+        """GET /jobs?client='s answer: `client`'s JobPosted events, from the deployment block in
+        bounded ranges, with each job's escrow and unfinished shards as they are now."""
+        reader = self.reader
+        posted = [
+            event
+            for start, stop in block_ranges(reader.deployment_block, reader.head())
+            for event in reader.events(start, stop + 1, roles=("market",), names=("JobPosted",))
+            if event.client.lower() == client.lower()
+        ]
+        return client_jobs(posted, self.jobs_now([event.job for event in posted]))
+
+    def jobs_now(self, ids: list[int]) -> dict[int, Job]:
+        """The jobs `ids` as the chain holds them, JOB_BATCH per JSON-RPC batch."""
+        functions, out = self.reader.calls.market.functions, {}
+        for first in range(0, len(ids), JOB_BATCH):
+            chunk = ids[first : first + JOB_BATCH]
+            with typed_read_reverts(), self.reader.web3.batch_requests() as batch:
+                for job_id in chunk:
+                    batch.add(functions.job(job_id))
+                raw = batch.execute()
+            out.update((job_id, Job.from_chain(job_id, r)) for job_id, r in zip(chunk, raw))
+        return out
+
     # What computenet.waiting needs, and the relay of a signed cancel.
 
     def now(self) -> int:
@@ -179,6 +221,34 @@ def _job_json(job: Job, shards: list[Shard]) -> dict:
     }
 
 
+def client_jobs(posted: list[Event], jobs: dict[int, Job]) -> list[dict]:
+    """One row per JobPosted event in `posted`, newest first, with its job's state in `jobs`."""
+    return [
+        {
+            "job": event.job,
+            "client": event.client,
+            "budget": event.budget,
+            "escrow": jobs[event.job].escrow,
+            "unfinished": jobs[event.job].unfinished,
+            "block": event.block,
+            "transaction": event.tx,
+        }
+        for event in sorted(posted, key=lambda e: (e.block, e.index), reverse=True)
+    ]
+
+
+def with_hosts(view: dict, assets: list[Asset]) -> dict:
+    """`view` (GET /jobs/{id}'s answer) with each replica's agent and on-chain endpoint
+    ("" when its asset names none; both None when the replica was never assigned)."""
+    by_id = {asset.id: asset for asset in assets}
+    for shard in view["shards"]:
+        for replica in shard["replicas"]:
+            asset = by_id.get(replica["asset"])
+            replica["agent"] = asset.agent if asset else None
+            replica["endpoint"] = asset.endpoint if asset else None
+    return view
+
+
 class Bindings:
     """The job each authorization was first presented for: a copy of a payment header is good
     at this gateway for that job only."""
@@ -211,11 +281,15 @@ def create_app(
     *,
     store: Any = None,
     outputs: dict[str, str] | None = None,
+    public_rpc_url: str = "",
+    dapp_dir: Path | None = None,
 ) -> FastAPI:
     """The gateway for the market `chain` reads, settling through the facilitator at
     `facilitator_url` on `network` (CAIP-2) and tagging its offers with `key` (the facilitator
     trusts its address). `store` (a StoreClient) receives each paid job's manifest; `outputs`
-    maps agent addresses to their outputs servers."""
+    maps agent addresses to their outputs servers. It serves the dApp in `dapp_dir` (default:
+    this repository's dapp/), which reads the chain at `public_rpc_url` (default: the
+    gateway's own node)."""
     from eth_account import Account
     from x402.http import FacilitatorConfig, HTTPFacilitatorClient
     from x402.http.utils import (
@@ -226,6 +300,15 @@ def create_app(
     from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo
 
     api = FastAPI(title="computenet job gateway")
+    cors(api)
+    dapp_routes(
+        api,
+        chain,
+        public_rpc_url=public_rpc_url or str(getattr(chain.reader.web3.provider, "endpoint_uri", "") or ""),
+        store_url=store.url if store is not None else "",
+        dapp_dir=dapp_dir or DEFAULT_DAPP_DIR,
+        network=network,
+    )
     facilitator = HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url))
     agents = {address.lower(): url.rstrip("/") for address, url in (outputs or {}).items()}
     served: dict[str, bool] = {}  # remembered once the facilitator confirms the network
@@ -379,14 +462,22 @@ def create_app(
 
     def with_waiting(job: Job, shards: list[Shard]) -> dict:
         """GET /jobs' answer with, per shard, why each replica that is not running waits."""
-        view = _job_json(job, shards)
         assets, params, now, paused = chain.all_assets(), chain.parameters(), chain.now(), chain.paused()
+        view = with_hosts(_job_json(job, shards), assets)
         declines = chain.declines(job.id) if any(s.state.name != "FINALIZED" for s in shards) else {}
         for entry, shard in zip(view["shards"], shards):
             why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
             entry["waiting"] = {str(r): w.as_json() for r, w in sorted(why.items())}
             entry["declines"] = len(declines.get(shard.index, []))
         return view
+
+    @api.get("/jobs")
+    def list_jobs(client: str | None = None) -> JSONResponse:
+        if client is None:
+            return _error(422, "invalid_request", "client: required, as in GET /jobs?client=0x…")
+        if not ADDRESS.fullmatch(client):
+            return _error(422, "invalid_address", f"client: {client!r} is not an address (0x and 40 hex digits)")
+        return JSONResponse(chain.jobs_of(client))
 
     @api.get("/jobs/{job_id}")
     def get_job(job_id: int) -> JSONResponse:
@@ -456,10 +547,16 @@ def create_app(
         agent = await run_in_threadpool(chain.agent_of, asset)
         base = agents.get(agent.lower())
         if base is None:
-            return _error(502, "unknown_agent", f"no outputs server known for agent {agent} of asset {asset}")
+            base = (await run_in_threadpool(chain.endpoint, asset)).rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            where = f"its on-chain endpoint is {base!r}" if base else "it names no endpoint on chain"
+            return _error(502, "unknown_agent", f"no outputs server known for agent {agent} of asset {asset}: {where}")
         headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-computenet-")}
-        async with httpx.AsyncClient(timeout=60) as http:
-            answer = await http.get(base + target, headers=headers)
+        try:
+            async with httpx.AsyncClient(timeout=60) as http:
+                answer = await http.get(base + target, headers=headers)
+        except httpx.HTTPError as error:
+            return _error(502, "agent_unreachable", f"the outputs server of asset {asset} at {base} failed: {error}")
         kept = {
             k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "x-merkle-proof", "x-merkle-root")
         }

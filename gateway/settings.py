@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from computenet.connection import comma_list
+
+DEFAULT_DAPP_DIR = Path(__file__).resolve().parent.parent / "dapp"  # this repository's
 
 
 class GatewaySettings(BaseSettings):
@@ -27,6 +30,8 @@ class GatewaySettings(BaseSettings):
     outputs: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="agent outputs servers, comma-separated AGENT_ADDRESS=URL pairs"
     )
+    public_rpc_url: str = Field("", description="JSON-RPC URL the dApp's browsers read the chain at (empty: rpc_url)")
+    dapp_dir: Path = Field(DEFAULT_DAPP_DIR, description="the dApp's folder, served at /app/")
     host: str = "127.0.0.1"
     port: int = Field(4021, ge=0, le=65535)
     log_format: str = "json"
@@ -42,6 +47,11 @@ class GatewaySettings(BaseSettings):
             if not (address.startswith("0x") and len(address) == 42 and url.startswith("http")):
                 raise ValueError(f"{pair!r} is not AGENT_ADDRESS=URL")
         return value
+
+    @model_validator(mode="after")
+    def _public_rpc_url(self) -> GatewaySettings:
+        self.public_rpc_url = self.public_rpc_url or self.rpc_url
+        return self
 
     def outputs_map(self) -> dict[str, str]:
         return dict(pair.split("=", 1) for pair in self.outputs)
