@@ -120,7 +120,6 @@ class JobLedger:
     client: str
     keeper_fee_bps: int
     protocol_fee_bps: int
-    max_gpu_seconds: int
     lines: list[Line] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     finished: bool = False
@@ -200,12 +199,11 @@ class Ledger:
     def totals(self) -> dict[str, int]:
         jobs = [j.totals() for j in self.jobs.values()]
         out = {key: sum(t[key] for t in jobs) for key in JOB_TOTALS}
-        everything = [x for j in self.jobs.values() for x in j.lines] + self.lines
+        bonds = [x for j in self.jobs.values() for x in j.lines if x.kind == "bond"]
         out["fees"] = out["keeper_fees"] + out["protocol_fees"]
-        for detail in ("held", "returned", "forfeited"):
-            out[f"bonds_{detail}" if detail != "held" else "bonds_posted"] = sum(
-                x.amount for x in everything if x.kind == "bond" and x.detail == detail
-            )
+        out["bonds_posted"] = sum(x.amount for x in bonds if x.detail == "held")
+        out["bonds_returned"] = sum(x.amount for x in bonds if x.detail == "returned")
+        out["bonds_forfeited"] = sum(x.amount for x in bonds if x.detail == "forfeited")
         out["unclaimed_returned"] = sum(x.amount for x in self.lines)
         out["credited"] = sum(self.credited.values())
         out["withdrawn"] = sum(self.withdrawn.values())
@@ -213,59 +211,139 @@ class Ledger:
         out["stakes"] = sum(self.stakes.values())
         return out
 
-    def balances(self, held: Holdings) -> dict[str, int]:
-        """The market's balance split into what it owes (escrow, credits, bonds) and the surplus."""
+    def balances(self, chain: Holdings) -> dict[str, int]:
+        """The market's balance split into what it owes (escrow, credits, bonds) and the surplus
+        it owes no one; beside it, what the market says it owes and the stakes' two sides."""
         t = self.totals()
         return {
-            "market": held.market,
+            "market": chain.market,
             "owed": t["owed"],
             "escrow": t["held"],
             "bonds": t["bonds_held"],
-            "surplus": held.market - t["held"] - t["owed"] - t["bonds_held"],
-            "settlement_owed": held.owed,
+            "surplus": chain.market - t["held"] - t["owed"] - t["bonds_held"],
+            "settlement_owed": chain.owed,
             "stakes": t["stakes"],
-            "assets": held.assets,
+            "assets": chain.assets,
         }
 
-    def check(self, held: Holdings) -> list[str]:
+    def check(self, chain: Holdings) -> list[str]:
         """Where the ledger and the chain's own accounts disagree (none: it reconciles)."""
         t, out = self.totals(), []
         owed = t["held"] + t["owed"] + t["bonds_held"]
-        if owed != held.owed:
+        if owed != chain.owed:
             out.append(
-                f"the market owes {held.owed} (settlement.owed) but the events give {owed}: escrow {t['held']}"
+                f"the market owes {chain.owed} (settlement.owed) but the events give {owed}: escrow {t['held']}"
                 f" + credits {t['owed']} + bonds {t['bonds_held']}"
             )
-        if held.market < held.owed:
-            out.append(f"the market holds {held.market}, less than the {held.owed} it owes")
-        if held.assets < t["stakes"]:
-            out.append(f"the asset registry holds {held.assets}, less than the {t['stakes']} staked")
-        owed = {a.lower(): v for a, v in self.owed().items()}
-        for account, credit in sorted(held.credits.items()):
-            if owed.get(account.lower(), 0) != credit:
-                out.append(f"{account} may withdraw {credit}, the events leave {owed.get(account.lower(), 0)}")
+        if chain.market < chain.owed:
+            out.append(f"the market holds {chain.market}, less than the {chain.owed} it owes")
+        if chain.assets < t["stakes"]:
+            out.append(f"the asset registry holds {chain.assets}, less than the {t['stakes']} staked")
+        mine = {a.lower(): v for a, v in self.owed().items()}
+        for account, credit in sorted(chain.credits.items()):
+            if mine.get(account.lower(), 0) != credit:
+                out.append(f"{account} may withdraw {credit}, the events leave {mine.get(account.lower(), 0)}")
         return out
 
-    def as_json(self, held: Holdings) -> dict:
-        problems = self.problems + self.check(held)
+    def as_json(self, chain: Holdings) -> dict:
+        """GET /audit's answer: each job checked against its escrow, the network against `chain`."""
+        jobs = [j.as_json(chain.escrows.get(i)) for i, j in sorted(self.jobs.items())]
+        problems = self.problems + self.check(chain)
         return {
-            "block": held.block,
-            "jobs": [j.as_json(held.escrows.get(i)) for i, j in sorted(self.jobs.items())],
+            "block": chain.block,
+            "jobs": jobs,
             "lines": [x.as_json() for x in self.lines],
             "totals": self.totals(),
-            "balances": self.balances(held),
+            "balances": self.balances(chain),
             "credits": self.owed(),
-            "reconciled": not problems and all(j.check(held.escrows.get(i)) == [] for i, j in self.jobs.items()),
+            "reconciled": not problems and all(j["reconciled"] for j in jobs),
             "problems": problems,
         }
 
 
 @dataclass
-class _Lease:
+class Lease:
+    """One assignment of a replica to an asset and what became of it."""
+
+    job: int
+    shard: int
+    replica: int
     asset: int
+    lease: int
     price: int
     keeper: str
-    gpu_seconds: int | None = None
+    block: int
+    transaction: str
+    state: str = "assigned"  # declined, reclaimed, submitted, rejected, finalized, cancelled
+    gpu_seconds: int | None = None  # as the market bills them (the claim capped at the job's maximum)
+    output_root: str | None = None
+    exit_code: int | None = None
+    paid: int = 0
+    slashed: int = 0
+
+    def as_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Replicas:
+    """Every replica's state and latest lease, as JobMarket moves them, from its events."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, tuple[int, int]] = {}  # job -> (replication, max GPU-seconds)
+        self.states: dict[tuple[int, int, int], str] = {}  # absent: open
+        self.leases: dict[tuple[int, int, int], Lease] = {}
+        self.since: dict[tuple[int, int, int], tuple[int, int]] = {}  # assigned: when
+
+    def lease(self, ev: Event) -> Lease:
+        return self.leases[(int(ev.job), int(ev.shard), int(ev.replica))]
+
+    def lease_of(self, ev: Event) -> Lease | None:
+        return self.leases.get((int(ev.job), int(ev.shard), int(ev.replica)))
+
+    def add(self, ev: Event) -> None:
+        if ev.name == "JobPosted":
+            self.jobs[int(ev.job)] = (int(ev.replication), int(ev.max_gpu_seconds))
+            return
+        if ev.name == "ShardCancelled":
+            self.cancel(int(ev.job), int(ev.shard), int(ev.replicas))
+            return
+        if not hasattr(ev, "replica") or not hasattr(ev, "shard"):
+            return
+        key = (int(ev.job), int(ev.shard), int(ev.replica))
+        lease = self.leases.get(key)
+        if ev.name == "ShardAssigned":
+            self.states[key], self.since[key] = "assigned", (ev.block, ev.index)
+            lease = Lease(*key, int(ev.asset), int(ev.lease), int(ev.price), str(ev.keeper), ev.block, ev.tx)
+            self.leases[key] = lease
+        elif lease is None:
+            return
+        elif ev.name == "ShardDeclined":
+            self.states[key], lease.state = "open", "declined"
+        elif ev.name == "ResultSubmitted":
+            self.states[key] = lease.state = "submitted"
+            lease.output_root, lease.exit_code = _hex(ev.output_root), int(ev.exit_code)
+            cap = self.jobs.get(key[0], (0, int(ev.gpu_seconds)))[1]
+            lease.gpu_seconds = min(int(ev.gpu_seconds), cap)  # the market bills the claim capped
+        elif ev.name in ("ShardReclaimed", "ReplicaRejected"):
+            self.states[key] = "open"
+            lease.state, lease.slashed = ("reclaimed" if ev.name == "ShardReclaimed" else "rejected"), int(ev.slashed)
+        elif ev.name == "ShardFinalized":
+            self.states[key] = lease.state = "finalized"
+            lease.paid = int(ev.payment)
+
+    def cancel(self, job: int, shard: int, count: int) -> None:
+        """JobMarket._close_open cancels every open replica and the assigned ones still inside
+        their decline window; the event only counts them. The window is the same for all, so
+        those are the most recently assigned ones: the count says how many."""
+        replication = self.jobs.get(job, (0, 0))[0]
+        keys = [(job, shard, r) for r in range(replication)]
+        open_ = [k for k in keys if self.states.get(k, "open") == "open"]
+        assigned = sorted((k for k in keys if self.states.get(k) == "assigned"), key=self.since.__getitem__)
+        late = assigned[len(assigned) - min(len(assigned), max(0, count - len(open_))) :]
+        for key in open_ + late:
+            self.states[key] = "cancelled"
+            if key in late:
+                self.leases[key].state = "cancelled"
 
 
 class _Builder:
@@ -274,7 +352,7 @@ class _Builder:
     def __init__(self) -> None:
         self.ledger = Ledger()
         self.treasury = ""
-        self.leases: dict[tuple[int, int, int], _Lease] = {}
+        self.replicas = _Replicas()
         self.bonds: dict[tuple[int, int], tuple[str, int]] = {}  # the court's open challenge
         self.tx = ""
         self.slashes: dict[int, list[int]] = defaultdict(list)  # asset -> StakeSlashed amounts, this transaction
@@ -284,6 +362,7 @@ class _Builder:
     def add(self, ev: Event) -> None:
         if ev.tx != self.tx:
             self.tx, self.slashes, self.rejected, self.ruling = ev.tx, defaultdict(list), [], None
+        self.replicas.add(ev)
         handler = getattr(self, "on_" + ev.name, None)
         if handler is not None:
             handler(ev)
@@ -303,9 +382,7 @@ class _Builder:
         self.treasury = str(ev.treasury)
 
     def on_JobPosted(self, ev: Event) -> None:
-        job = JobLedger(
-            int(ev.job), str(ev.client), int(ev.keeper_fee_bps), int(ev.protocol_fee_bps), int(ev.max_gpu_seconds)
-        )
+        job = JobLedger(int(ev.job), str(ev.client), int(ev.keeper_fee_bps), int(ev.protocol_fee_bps))
         self.ledger.jobs[job.job] = job
         self.line(job, "escrowed", ev.client, ev.budget, ev, detail="post")
 
@@ -320,22 +397,12 @@ class _Builder:
 
     # -- leases and their settlement
 
-    def on_ShardAssigned(self, ev: Event) -> None:
-        self.leases[(int(ev.job), int(ev.shard), int(ev.replica))] = _Lease(int(ev.asset), int(ev.price), ev.keeper)
-
-    def on_ResultSubmitted(self, ev: Event) -> None:
-        lease = self.leases.get((int(ev.job), int(ev.shard), int(ev.replica)))
-        job = self.job(ev)
-        if lease is not None and job is not None:
-            # The event logs the claim; the market stores (and pays) it capped at the job's maximum.
-            lease.gpu_seconds = min(int(ev.gpu_seconds), job.max_gpu_seconds)
-
     def on_ShardFinalized(self, ev: Event) -> None:
         job = self.job(ev)
         if job is None:
             return
         where = f"job {ev.job} shard {ev.shard} replica {ev.replica}"
-        lease = self.leases.get((int(ev.job), int(ev.shard), int(ev.replica)))
+        lease = self.replicas.lease_of(ev)
         price = gpu_seconds = None
         if lease is None or lease.gpu_seconds is None:
             job.problems.append(f"{where} was finalized in {ev.tx} without an assignment and result before it")
@@ -507,29 +574,6 @@ def ledger(events: Iterable[Event]) -> Ledger:
 
 
 @dataclass
-class Lease:
-    """One assignment of a replica to an asset and what became of it."""
-
-    job: int
-    shard: int
-    replica: int
-    lease: int
-    price: int
-    keeper: str
-    block: int
-    transaction: str
-    state: str = "assigned"  # declined, reclaimed, submitted, rejected, finalized, cancelled
-    gpu_seconds: int | None = None  # as the market bills them (the claim capped at the job's maximum)
-    output_root: str | None = None
-    exit_code: int | None = None
-    paid: int = 0
-    slashed: int = 0
-
-    def as_json(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
 class AssetHistory:
     asset: int
     owned: bool  # the owner holds it now
@@ -633,63 +677,3 @@ def provider_history(owner: str, events: Iterable[Event]) -> ProviderHistory:
                 )
             )
     return ProviderHistory(str(owner), list(history.values()))
-
-
-class _Replicas:
-    """Every replica's state and latest lease, as JobMarket moves them, from its events."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[int, tuple[int, int]] = {}  # job -> (replication, max GPU-seconds)
-        self.states: dict[tuple[int, int, int], str] = {}  # absent: open
-        self.leases: dict[tuple[int, int, int], Lease] = {}
-        self.since: dict[tuple[int, int, int], tuple[int, int]] = {}  # assigned: when
-
-    def lease(self, ev: Event) -> Lease:
-        return self.leases[(int(ev.job), int(ev.shard), int(ev.replica))]
-
-    def lease_of(self, ev: Event) -> Lease | None:
-        return self.leases.get((int(ev.job), int(ev.shard), int(ev.replica)))
-
-    def add(self, ev: Event) -> None:
-        if ev.name == "JobPosted":
-            self.jobs[int(ev.job)] = (int(ev.replication), int(ev.max_gpu_seconds))
-            return
-        if ev.name == "ShardCancelled":
-            self.cancel(int(ev.job), int(ev.shard), int(ev.replicas))
-            return
-        if not hasattr(ev, "replica") or not hasattr(ev, "shard"):
-            return
-        key = (int(ev.job), int(ev.shard), int(ev.replica))
-        lease = self.leases.get(key)
-        if ev.name == "ShardAssigned":
-            self.states[key], self.since[key] = "assigned", (ev.block, ev.index)
-            self.leases[key] = Lease(*key, int(ev.lease), int(ev.price), str(ev.keeper), ev.block, ev.tx)
-        elif lease is None:
-            return
-        elif ev.name == "ShardDeclined":
-            self.states[key], lease.state = "open", "declined"
-        elif ev.name == "ResultSubmitted":
-            self.states[key] = lease.state = "submitted"
-            lease.output_root, lease.exit_code = _hex(ev.output_root), int(ev.exit_code)
-            cap = self.jobs.get(key[0], (0, int(ev.gpu_seconds)))[1]
-            lease.gpu_seconds = min(int(ev.gpu_seconds), cap)  # the market bills the claim capped
-        elif ev.name in ("ShardReclaimed", "ReplicaRejected"):
-            self.states[key] = "open"
-            lease.state, lease.slashed = ("reclaimed" if ev.name == "ShardReclaimed" else "rejected"), int(ev.slashed)
-        elif ev.name == "ShardFinalized":
-            self.states[key] = lease.state = "finalized"
-            lease.paid = int(ev.payment)
-
-    def cancel(self, job: int, shard: int, count: int) -> None:
-        """JobMarket._close_open cancels every open replica and the assigned ones still inside
-        their decline window; the event only counts them. The window is the same for all, so
-        those are the most recently assigned ones: the count says how many."""
-        replication = self.jobs.get(job, (0, 0))[0]
-        keys = [(job, shard, r) for r in range(replication)]
-        open_ = [k for k in keys if self.states.get(k, "open") == "open"]
-        assigned = sorted((k for k in keys if self.states.get(k) == "assigned"), key=self.since.__getitem__)
-        late = assigned[len(assigned) - max(0, count - len(open_)) :] if count > len(open_) else []
-        for key in open_ + late:
-            self.states[key] = "cancelled"
-            if key in late:
-                self.leases[key].state = "cancelled"
