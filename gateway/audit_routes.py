@@ -9,8 +9,8 @@
     GET /providers/{address}  that owner's assets with their leases, earnings, slashes and stake
 
 Every read is rebuilt from the chain's events at request time (Market.audit); amounts are
-token base units as JSON integers, transactions 0x-hex. An unknown job answers 404 and a
-malformed address 422, each {"error", "message"}.
+token base units as JSON integers, transactions 0x-hex. An unknown job answers 404, a job id
+that is not a number or a malformed address 422, each {"error", "message"}.
 """
 
 from __future__ import annotations
@@ -30,16 +30,18 @@ def audit_routes(api: FastAPI, reader: Market) -> None:
 
     @api.get("/audit")
     def audit() -> JSONResponse:
-        ledger, held = reader.audit()
-        return JSONResponse(ledger.as_json(held))
+        ledger, chain = reader.audit()
+        return JSONResponse(ledger.as_json(chain))
 
     @api.get("/audit/jobs/{job_id}")
-    def audit_job(job_id: int) -> JSONResponse:
-        ledger, held = reader.audit()
-        job = ledger.jobs.get(job_id)
+    def audit_job(job_id: str) -> JSONResponse:
+        if not job_id.isdecimal():
+            return _error(422, "invalid_job", f"{job_id!r} is not a job id (a whole number)")
+        ledger, chain = reader.audit()
+        job = ledger.jobs.get(int(job_id))
         if job is None:
             return _error(404, "unknown_job", f"no job {job_id} on this market")
-        return JSONResponse(job.as_json(held.escrows.get(job_id)) | {"block": held.block})
+        return JSONResponse(job.as_json(chain.escrows.get(int(job_id))) | {"block": chain.block})
 
     @api.get("/providers/{address}")
     def provider(address: str) -> JSONResponse:

@@ -3,7 +3,8 @@
 One run of the market: a job finalized on one shard while its other shard's lease expires,
 is reclaimed (the lazy asset slashed to the treasury) and cancelled; a job whose wrong
 result a challenger proves (reward, the treasury's share, the bond back) and which is then
-run again and paid; a job left open; a withdrawal and a stray transfer to the market. The
+run again and paid; a job whose challenger is wrong (the bond forfeited to the provider); a
+job left open; a withdrawal and a stray transfer to the market. The
 served ledger must list every line with its transaction, reconcile each job against its
 escrow on chain, and split the market's token balance into escrow, credits (each equal to
 the market's `credits`), bonds and surplus, to the base unit.
@@ -110,8 +111,14 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
     pay2 = settle_amounts(100, 1_300, params.keeper_fee_bps, params.protocol_fee_bps)
     refund2 = budget2 - sum(pay2)
 
-    # Job 3 stays open; someone sends the market tokens it owes no one.
-    job3, budget3, posted3 = post(shard_count=3)
+    # Job 3: a false challenge, whose bond goes to the provider accused; job 4 stays open.
+    job3, budget3, posted3 = post()
+    market.assign(job3, 0, fair, sender=keeper)
+    submit(agents[0], job3, 0, 0, output_root=GOOD, gpu_seconds=10, sender=provider)
+    false_challenge = court.challenge(job3, 0, sender=verifier)
+    upheld = court.resolve(job3, 0, GOOD, sender=facilitator)
+    job4, budget4, posted4 = post(shard_count=3)
+    # Someone sends the market tokens it owes no one.
     token.transfer(market, STRAY, sender=client)
 
     answer = requests.get(served + "/audit", timeout=10).json()
@@ -139,16 +146,21 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
         ("refund", client.address, refund2, None, None, None, None, None, "", t2),
     ]
     assert lines_of(jobs[job3]) == [
-        ("escrowed", client.address, budget3, None, None, None, None, None, "post", posted3)
+        ("escrowed", client.address, budget3, None, None, None, None, None, "post", posted3),
+        ("bond", verifier.address, bond, None, 0, None, None, None, "held", tx_of(false_challenge)),
+        ("bond", provider.address, bond, None, 0, None, None, None, "forfeited", tx_of(upheld)),
+    ]
+    assert lines_of(jobs[job4]) == [
+        ("escrowed", client.address, budget4, None, None, None, None, None, "post", posted4)
     ]
 
     # Each job: escrowed = paid + fees + refunded + held, and held is its escrow on chain.
-    for job_id in (job1, job2, job3):
+    for job_id in (job1, job2, job3, job4):
         t = jobs[job_id]["totals"]
         assert t["escrowed"] == t["paid"] + t["keeper_fees"] + t["protocol_fees"] + t["refunded"] + t["held"]
         assert t["held"] == t["escrow_on_chain"] == market.job(job_id).escrow
         assert jobs[job_id]["reconciled"] is True
-    assert [jobs[j]["totals"]["held"] for j in (job1, job2, job3)] == [0, 0, budget3]
+    assert [jobs[j]["totals"]["held"] for j in (job1, job2, job3, job4)] == [0, 0, budget3, budget4]
     assert (jobs[job1]["totals"]["slashed"], jobs[job2]["totals"]["slashed"]) == (lazy_slash, slash)
 
     # The network: the market's balance is escrow + credits + bonds + the stray tokens, and
@@ -164,7 +176,7 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
     assert balances["owed"] == sum(credits.values())
     for who in (client, provider, provider2, keeper, keeper2, verifier, treasury, stranger):
         assert credits.get(who.address, 0) == market.credits(who), who
-    assert credits[provider.address] == pay2[0]  # job 1's payment was withdrawn
+    assert credits[provider.address] == pay2[0] + bond  # job 1's payment was withdrawn
     assert withdrawn.events.filter(market.Withdrawn)[0].amount == pay1[0]
     assert credits[treasury.address] == lazy_slash + pay1[2] + slash - reward + pay2[2]
     assert credits[verifier.address] == reward + bond
@@ -184,7 +196,11 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
     assets_of = {a["asset"]: a for a in mine["assets"]}
     assert set(assets_of) >= {fair, lazy}
     leases = [(x["job"], x["shard"], x["state"], x["gpu_seconds"], x["paid"]) for x in assets_of[fair]["leases"]]
-    assert leases == [(job1, 0, "finalized", 1_234, pay1[0]), (job2, 0, "finalized", 1_300, pay2[0])]
+    assert leases == [
+        (job1, 0, "finalized", 1_234, pay1[0]),
+        (job2, 0, "finalized", 1_300, pay2[0]),
+        (job3, 0, "submitted", 10, 0),
+    ]
     assert [x["amount"] for x in assets_of[fair]["earnings"]] == [pay1[0], pay2[0]]
     assert [(x["job"], x["state"], x["slashed"]) for x in assets_of[lazy]["leases"]] == [
         (job1, "reclaimed", lazy_slash)
@@ -198,5 +214,10 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
     assert [(x["state"], x["slashed"]) for x in cheated["leases"]] == [("rejected", slash)]
     assert cheated["stake"] == assets.stake(cheat).amount == cheat_stake - slash
 
+    bad = requests.get(f"{served}/audit/jobs/one", timeout=10)
+    assert bad.status_code == 422 and bad.json() == {
+        "error": "invalid_job",
+        "message": "'one' is not a job id (a whole number)",
+    }
     bad = requests.get(f"{served}/providers/0x1234", timeout=10)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_address" and "0x1234" in bad.json()["message"]
