@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from web3 import Web3
 
 from computenet.domain import settle_amounts
+from computenet.eip3009 import TransferAuthorization, random_nonce, split
 from computenet.localnet import ServedApp
 from computenet.market import Market
 from gateway.audit_routes import audit_routes
@@ -221,3 +222,46 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
     }
     bad = requests.get(f"{served}/providers/0x1234", timeout=10)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_address" and "0x1234" in bad.json()["message"]
+
+
+def test_payments_by_authorization_are_escrowed_and_front_run_tokens_are_surplus_until_returned(
+    chain, served, token, market, make_requirements, client, facilitator, stranger
+):
+    """An x402 job is escrowed from its payer; an authorization executed straight at the token
+    leaves its tokens in the market owed to no one (surplus) until the facilitator returns
+    them to the payer, who may then withdraw them."""
+
+    def signed(value):
+        auth = TransferAuthorization(
+            client.address, market.address, value, 0, chain.pending_timestamp + 3_600, random_nonce()
+        )
+        return auth, auth.sign(client.private_key, token.name(), token.version(), chain.chain_id, token.address)
+
+    req = make_requirements().as_tuple()
+    budget = market.quote(req)
+    auth, signature = signed(budget)
+    posted = market.post_job_with_authorization(
+        MANIFEST, req, auth.market_args(), False, *split(signature), sender=facilitator
+    )
+    job = posted.events.filter(market.JobPosted)[0].job
+    fronted, signature = signed(12_345)
+    token.transferWithAuthorization(*fronted.token_args(signature), sender=stranger)
+
+    answer = requests.get(served + "/audit", timeout=10).json()
+    assert answer["problems"] == [] and answer["reconciled"] is True
+    [mine] = [j for j in answer["jobs"] if j["job"] == job]
+    assert lines_of(mine) == [
+        ("escrowed", client.address, budget, None, None, None, None, None, "authorization", tx_of(posted))
+    ]
+    balances = answer["balances"]
+    assert balances["market"] == token.balanceOf(market) == market.owed() + 12_345
+    assert balances["surplus"] == 12_345 and balances["settlement_owed"] == market.owed()
+
+    returned = market.return_unclaimed(fronted.market_args(), 12_345, *split(signature), sender=facilitator)
+    answer = requests.get(served + "/audit", timeout=10).json()
+    assert answer["problems"] == [] and answer["balances"]["surplus"] == 0
+    assert [(x["kind"], x["account"], x["amount"], x["detail"], x["transaction"]) for x in answer["lines"]] == [
+        ("refund", client.address, 12_345, "unclaimed authorization", tx_of(returned))
+    ]
+    assert answer["credits"][client.address] == market.credits(client) == 12_345
+    assert answer["totals"]["unclaimed_returned"] == 12_345
