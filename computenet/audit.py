@@ -63,8 +63,6 @@ EVENT_NAMES = frozenset(
 )
 ZERO = "0x" + "00" * 20
 JOB_TOTALS = ("escrowed", "paid", "keeper_fees", "protocol_fees", "refunded", "held", "slashed", "bonds_held")
-# Lines that are credits in the market (settlement.Credited); `held` bonds and escrow are not.
-_CREDITS = {"paid", "keeper_fee", "protocol_fee", "refund", "slash"}
 
 
 def _same(a: str, b: str) -> bool:
@@ -90,11 +88,6 @@ class Line:
     gpu_seconds: int | None = None
     price: int | None = None
     detail: str = ""
-
-    @property
-    def credit(self) -> bool:
-        """Whether the market credited `amount` to `account` (withdrawable there)."""
-        return self.kind in _CREDITS or (self.kind == "bond" and self.detail != "held")
 
     def as_json(self) -> dict:
         return {
@@ -347,25 +340,46 @@ class _Replicas:
 
 
 class _Builder:
-    """Walks the events in chain order, keeping what later events refer back to."""
+    """Walks the events in chain order, keeping what later events refer back to. Every
+    Credited must be explained by the market event it comes before (finalize, refund, reclaim,
+    unclaimed return) or by the dispute ruling it belongs to, in the contracts' order."""
 
     def __init__(self) -> None:
         self.ledger = Ledger()
-        self.treasury = ""
+        self.treasury = ""  # from TreasurySet; the reader may start after the constructor's
         self.replicas = _Replicas()
-        self.bonds: dict[tuple[int, int], tuple[str, int]] = {}  # the court's open challenge
+        self.bonds: dict[tuple[int, int], tuple[str, int]] = {}  # the court's open challenges
         self.tx = ""
-        self.slashes: dict[int, list[int]] = defaultdict(list)  # asset -> StakeSlashed amounts, this transaction
+        self.credits: list[Event] = []  # Credited of this transaction not yet explained
+        self.slashes: dict[int, list[int]] = defaultdict(list)  # asset -> StakeSlashed, this transaction
         self.rejected: list[Event] = []  # ReplicaRejected of the ruling in this transaction
-        self.ruling: list[Event] | None = None  # Credited since its DisputeResolved, if any
 
     def add(self, ev: Event) -> None:
         if ev.tx != self.tx:
-            self.tx, self.slashes, self.rejected, self.ruling = ev.tx, defaultdict(list), [], None
+            self.flush()
+            self.tx, self.slashes, self.rejected = ev.tx, defaultdict(list), []
         self.replicas.add(ev)
         handler = getattr(self, "on_" + ev.name, None)
         if handler is not None:
             handler(ev)
+
+    def flush(self) -> None:
+        """Credits no market event explained are problems: nothing may be credited silently."""
+        for c in self.credits:
+            self.ledger.problems.append(f"{c.account} was credited {c.amount} in {c.tx}, which no event explains")
+        self.credits = []
+
+    def take(self, problems: list[str], amount: int, account: str | None, what: str) -> str:
+        """The next Credited of this transaction, which must be `amount` to `account` (anyone
+        when None); returns who was credited. settlement._credit skips zero amounts."""
+        if amount == 0:
+            return account or ""
+        got = self.credits.pop(0) if self.credits else None
+        if got is None or int(got.amount) != amount or (account and not _same(got.account, account)):
+            found = "nothing" if got is None else f"{got.amount} to {got.account}"
+            to = f" to {account}" if account else ""
+            problems.append(f"{what} of {amount}{to} in {self.tx} was credited {found}")
+        return str(got.account) if got is not None else (account or "")
 
     def job(self, ev: Event) -> JobLedger | None:
         job = self.ledger.jobs.get(int(ev.job))
@@ -392,10 +406,11 @@ class _Builder:
             job.lines[0] = replace(job.lines[0], detail="authorization")
 
     def on_UnclaimedReturned(self, ev: Event) -> None:
+        self.take(self.ledger.problems, int(ev.amount), str(ev.payer), "the unclaimed authorization returned")
         line = Line("refund", str(ev.payer), int(ev.amount), ev.block, ev.tx, detail="unclaimed authorization")
         self.ledger.lines.append(line)
 
-    # -- leases and their settlement
+    # -- settlement
 
     def on_ShardFinalized(self, ev: Event) -> None:
         job = self.job(ev)
@@ -418,12 +433,16 @@ class _Builder:
                 )
             if int(ev.asset) != lease.asset:
                 job.problems.append(f"{where} was finalized for asset {ev.asset} but assigned to {lease.asset}")
+        # JobMarket.finalize credits the provider, the keeper, then the treasury, then logs.
+        self.take(job.problems, int(ev.payment), str(ev.provider), f"{where}'s payment")
+        self.take(job.problems, int(ev.keeper_fee), str(ev.keeper), f"{where}'s keeper fee")
+        treasury = self.take(job.problems, int(ev.protocol_fee), self.treasury or None, f"{where}'s protocol fee")
         at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
         self.line(job, "paid", ev.provider, ev.payment, ev, gpu_seconds=gpu_seconds, price=price, **at)
         if ev.keeper_fee:
             self.line(job, "keeper_fee", ev.keeper, ev.keeper_fee, ev, **at)
         if ev.protocol_fee:
-            self.line(job, "protocol_fee", self.treasury, ev.protocol_fee, ev, **at)
+            self.line(job, "protocol_fee", treasury, ev.protocol_fee, ev, **at)
 
     def on_JobFinished(self, ev: Event) -> None:
         job = self.job(ev)
@@ -432,6 +451,7 @@ class _Builder:
         left = job.totals()["held"]
         if int(ev.refund) != left:
             job.problems.append(f"job {ev.job} refunded {ev.refund} in {ev.tx}, but {left} of its escrow was left")
+        self.take(job.problems, int(ev.refund), str(ev.client), f"job {ev.job}'s refund")
         self.line(job, "refund", ev.client, ev.refund, ev)
         job.finished = True
 
@@ -454,9 +474,12 @@ class _Builder:
         if job is None:
             return
         self.check_slash(job, ev)
-        if ev.slashed:  # JobMarket.reclaim credits all of it to the treasury
+        # JobMarket.reclaim credits all of it to the treasury.
+        where = f"job {ev.job} shard {ev.shard} replica {ev.replica}"
+        treasury = self.take(job.problems, int(ev.slashed), self.treasury or None, f"{where}'s reclaim slash")
+        if ev.slashed:
             at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
-            self.line(job, "slash", self.treasury, ev.slashed, ev, detail="reclaim", **at)
+            self.line(job, "slash", treasury, ev.slashed, ev, detail="reclaim", **at)
 
     def on_ReplicaRejected(self, ev: Event) -> None:
         job = self.job(ev)
@@ -473,12 +496,11 @@ class _Builder:
             self.line(job, "bond", ev.challenger, ev.bond, ev, shard=int(ev.shard), detail="held")
 
     def on_DisputeResolved(self, ev: Event) -> None:
-        self.ruling = []  # the court's credits for this ruling follow, then its DisputeSettled
+        self.flush()  # the court's credits for this ruling follow, then its DisputeSettled
 
     def on_Credited(self, ev: Event) -> None:
         self.ledger.credited[str(ev.account)] += int(ev.amount)
-        if self.ruling is not None:
-            self.ruling.append(ev)
+        self.credits.append(ev)
 
     def on_Withdrawn(self, ev: Event) -> None:
         self.ledger.withdrawn[str(ev.account)] += int(ev.amount)
@@ -489,33 +511,19 @@ class _Builder:
         the treasury, then the bond: back to the challenger, or split among the accused."""
         job = self.job(ev)
         key = (int(ev.job), int(ev.shard))
-        credits, self.ruling = list(self.ruling or []), None
         rejected = [r for r in self.rejected if (int(r.job), int(r.shard)) == key]
         self.rejected = [r for r in self.rejected if (int(r.job), int(r.shard)) != key]
         challenger, bond = self.bonds.pop(key, (str(ev.challenger), 0))
         if job is None:
             return
-        where = f"the dispute of job {ev.job} shard {ev.shard} settled in {ev.tx}"
+        where = f"the dispute of job {ev.job} shard {ev.shard}"
         slashed, reward = int(ev.slashed), int(ev.reward)
         if sum(int(r.slashed) for r in rejected) != slashed:
             job.problems.append(
-                f"{where} slashed {slashed}, its rejected replicas {[int(r.slashed) for r in rejected]}"
+                f"{where} slashed {slashed} in {ev.tx}, its rejected replicas {[int(r.slashed) for r in rejected]}"
             )
-
-        def take(amount: int, account: str | None, what: str) -> str:
-            """The next credit, which must be `amount` (to `account` when known)."""
-            if amount == 0:
-                return account or ""
-            got = credits.pop(0) if credits else None
-            if got is None or int(got.amount) != amount or (account and not _same(got.account, account)):
-                found = "none" if got is None else f"{got.amount} to {got.account}"
-                job.problems.append(
-                    f"{where} owes {what} {amount}{f' to {account}' if account else ''}, credited {found}"
-                )
-            return str(got.account) if got is not None else (account or "")
-
-        rewarded = take(reward, None, "a reward")
-        take(slashed - reward, self.treasury, "the treasury")
+        rewarded = self.take(job.problems, reward, None, f"{where}'s reward")
+        treasury = self.take(job.problems, slashed - reward, self.treasury or None, f"{where}'s slash")
         # Which asset's tokens make up the reward is not defined on chain (tokens are fungible):
         # it is drawn from the rejected replicas in replica order, the rest of each to the treasury.
         left = reward
@@ -526,18 +534,18 @@ class _Builder:
             if part:
                 self.line(job, "slash", rewarded, part, r, detail="reward", **at)
             if int(r.slashed) - part:
-                self.line(job, "slash", self.treasury, int(r.slashed) - part, r, detail="dispute", **at)
+                self.line(job, "slash", treasury, int(r.slashed) - part, r, detail="dispute", **at)
         if bond and ev.bond_returned:
-            take(bond, challenger, "the returned bond")
+            self.take(job.problems, bond, challenger, f"{where}'s bond returned")
             self.line(job, "bond", challenger, bond, ev, shard=int(ev.shard), detail="returned")
         elif bond:
-            if sum(int(c.amount) for c in credits) != bond:
-                job.problems.append(f"{where} forfeited a bond of {bond}, credited {[int(c.amount) for c in credits]}")
-            for c in credits:
+            shares, self.credits = self.credits, []
+            if sum(int(c.amount) for c in shares) != bond:
+                job.problems.append(
+                    f"{where} forfeited a bond of {bond} in {ev.tx}, credited {[int(c.amount) for c in shares]}"
+                )
+            for c in shares:
                 self.line(job, "bond", c.account, c.amount, ev, shard=int(ev.shard), detail="forfeited")
-            credits = []
-        if credits:
-            job.problems.append(f"{where} credited more than its slash and bond: {[int(c.amount) for c in credits]}")
 
     # -- stakes (the asset registry's)
 
@@ -554,20 +562,8 @@ def ledger(events: Iterable[Event]) -> Ledger:
     builder = _Builder()
     for ev in sorted(events, key=lambda e: (e.block, e.index)):
         builder.add(ev)
-    out = builder.ledger
-    owed_lines: dict[str, int] = defaultdict(int)
-    for line in [x for j in out.jobs.values() for x in j.lines] + out.lines:
-        if line.credit:
-            owed_lines[line.account.lower()] += line.amount
-    credited = defaultdict(int)
-    for account, amount in out.credited.items():
-        credited[account.lower()] += amount
-    for account in sorted(set(owed_lines) | set(credited)):
-        if owed_lines[account] != credited[account]:
-            out.problems.append(
-                f"{account} was credited {credited[account]} (Credited), the ledger's lines give {owed_lines[account]}"
-            )
-    return out
+    builder.flush()
+    return builder.ledger
 
 
 # ------------------------------------------------------------------ providers
