@@ -17,7 +17,9 @@ Each job reconciles: escrowed = paid + keeper fees + protocol fees + refunded + 
 market owes (its `settlement.owed`) escrow held + credits not withdrawn + bonds held, and its
 token balance is that plus a surplus owed to no one (an x402 transfer front-run to the market
 before its job is posted, a stray transfer). Every amount is checked against what the
-contracts would have computed from the same events; a mismatch is a `problem`, never hidden.
+contracts would have computed from the same events, and every Credited must be the one the
+contracts emit for a line, in their order; a mismatch is a `problem`, never hidden. An
+unclaimed authorization returned to its payer is a `refund` line of no job.
 
 `provider_history` gives one owner's assets, each with its leases, earnings, slashes and stake.
 
