@@ -1,6 +1,7 @@
 """The dApp end to end in a real browser over the demo's whole network (anvil, Redis, Docker,
 keepers, agents, facilitator, gateway): every flow is driven through the page's test ids with
-the test wallet, and checked on the chain to the base unit."""
+the test wallet, and checked on the chain to the base unit. One file, so that one network
+serves every test (make test gives each file to one worker)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dapp_steps import (
     text_of,
     wait_number,
     wallet_requests,
+    wallet_script,
 )
 
 IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -71,6 +73,91 @@ def money(net, *accounts: str) -> dict[str, int]:
     figures = {a: net.token_balance(a) for a in (*accounts, market)}
     figures["owed"] = net.reader.calls.market.functions.owed().call()
     return figures
+
+
+# ----------------------------------------------------------------- the served network
+
+
+def test_the_serve_file_names_the_chains_own_accounts_and_contracts(demo_net):
+    net = demo_net
+    assert int(net.rpc("eth_chainId"), 16) == net.chain_id
+    dev = [net.web3.to_checksum_address(a) for a in net.rpc("eth_accounts")]  # anvil signs for these
+    entries = [e for role in net.info["accounts"].values() for e in (role if isinstance(role, list) else [role])]
+    signed_here = [e for e in entries if e["index"] < len(dev)]
+    assert len(signed_here) >= 8 and all(dev[e["index"]] == e["address"] for e in signed_here)
+    for name, address in net.info["addresses"].items():
+        assert net.web3.eth.get_code(address), f"no contract at {name} {address}"
+    assert net.reader.calls.market.address == net.info["addresses"]["market"]
+    assert net.reader.asset_count() >= len(net.info["assets"])
+
+
+# ----------------------------------------------------------------- the test wallet itself
+
+# What the flows below rely on the test wallet for, checked in a page the gateway serves, so a
+# failure there is not blamed on the dApp.
+
+DISCOVER = """() => new Promise((resolve) => {
+    window.addEventListener("eip6963:announceProvider", (e) => resolve(e.detail.info), { once: true });
+    window.dispatchEvent(new Event("eip6963:requestProvider"));
+})"""
+
+SWITCH = """async () => {
+    const provider = window.__wallet.provider, seen = [];
+    provider.on("chainChanged", (id) => seen.push(id));
+    const before = await provider.request({ method: "eth_chainId" });
+    const accountsBefore = await provider.request({ method: "eth_accounts" });
+    const accounts = await provider.request({ method: "eth_requestAccounts" });
+    await provider.request({ method: "wallet_switchEthereumChain", params: [{ chainId: "0x7a69" }] });
+    return { before, accountsBefore, accounts, after: await provider.request({ method: "eth_chainId" }), seen };
+}"""
+
+SEND = """async ([from, to, value]) => {
+    try {
+        return { hash: await window.__wallet.provider.request({
+            method: "eth_sendTransaction", params: [{ from, to, value }] }) };
+    } catch (error) {
+        return { code: error.code, message: error.message };
+    }
+}"""
+
+
+def test_the_wallet_announces_itself_switches_chain_forwards_to_anvil_and_rejects_on_request(browser, demo_net):
+    owner, treasury = demo_net.account("owner"), demo_net.account("treasury")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.add_init_script(script=wallet_script(demo_net.rpc_url, owner, demo_net.chain_id, chain_id=1))
+        page.goto(demo_net.info["gateway_url"] + "/health")
+
+        info = page.evaluate(DISCOVER)
+        assert info["name"] == "computenet test wallet" and info["rdns"] == "org.computenet.testwallet"
+        assert info["icon"].startswith("data:image/svg+xml,") and len(info["uuid"]) == 36
+
+        chain = page.evaluate(SWITCH)
+        assert chain == {
+            "before": "0x1",
+            "accountsBefore": [],
+            "accounts": [owner],
+            "after": hex(demo_net.chain_id),
+            "seen": [hex(demo_net.chain_id)],
+        }
+
+        before = demo_net.eth_balance(treasury)
+        sent = page.evaluate(SEND, [owner, treasury, hex(12_345)])
+        assert "hash" in sent, sent
+        receipt = demo_net.web3.eth.wait_for_transaction_receipt(sent["hash"], timeout=15)
+        assert receipt["status"] == 1 and receipt["from"] == owner
+        assert demo_net.eth_balance(treasury) - before == 12_345
+
+        page.evaluate("() => { window.__wallet.rejectNext = true; }")
+        rejected = page.evaluate(SEND, [owner, treasury, hex(1)])
+        assert rejected["code"] == 4001
+        assert demo_net.eth_balance(treasury) - before == 12_345
+        requests = page.evaluate("() => window.__wallet.requests")
+        assert [r["method"] for r in requests][-2:] == ["eth_sendTransaction", "eth_sendTransaction"]
+        assert requests[-1].get("rejected") is True and "rejected" not in requests[-2]
+    finally:
+        context.close()
 
 
 # ----------------------------------------------------------------- the client's paid job
@@ -298,6 +385,8 @@ def test_the_audit_view_totals_equal_the_chains_balances(paid_job, open_dapp, de
         "market-balance": net.token_balance(market),
     }
     assert shown["escrowed"] == shown["paid"] + shown["fees"] + shown["refunded"] + shown["held"]
+    # No dispute here, so no bond or surplus: every token the market holds is escrow or owed credit.
+    assert shown["market-balance"] == shown["held"] + net.reader.calls.market.functions.owed().call()
     lines = page.get_by_test_id(f"audit-job-{paid_job.job}").locator("[data-tx]")
     assert lines.count() >= 3  # escrowed, paid, fees, refund: each linked to its transaction
     for i in range(lines.count()):
