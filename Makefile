@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node dapp redis docker compile lint format test demo demo-faults bench gas-snapshot clean distclean
+.PHONY: venv node dapp redis docker chromium compile lint format test demo demo-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -62,6 +62,15 @@ docker:
 	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; }; \
 	  else echo "note: dockerd not found and cannot be installed here; the agent tests need a Docker engine (DOCKER_HOST)" >&2; fi; }
 
+# The dApp's browser tests drive Debian's chromium (Playwright, no browser download); install it when missing.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "note: chromium not found and cannot be installed here; the dApp's browser tests need it (Debian: apt-get install chromium)" >&2; fi; }
+
 compile: venv
 	$(RUN) $(VENV)/bin/ape compile
 
@@ -75,9 +84,12 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 # Forced: ape's cache does not notice edits to imported modules.
-test: venv node dapp redis docker
+# Test files run in parallel (pytest-xdist), one worker per core unless TEST_WORKERS says otherwise:
+# each worker has its own anvil, dockerd and Redis, and the tests wait mostly on blocks and processes.
+TEST_WORKERS ?= auto
+test: venv node dapp redis docker chromium
 	$(RUN) $(VENV)/bin/ape compile --force
-	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) $(ARGS)
+	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # The whole network on this machine, end to end (README: what it shows). DEMO_ARGS: see python -m demo --help.
 DEMO_ARGS ?=

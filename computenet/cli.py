@@ -7,6 +7,9 @@ from typing import Any
 
 import click
 
+from computenet.errors import ContractRevert
+from computenet.explain import PLAIN
+
 DECIMALS = 6  # USDC and the test token
 LOCAL_CHAIN_IDS = (31337, 1337)
 
@@ -54,9 +57,30 @@ def pay_credits(market: Any, account: Any, receiver: str | None = None) -> None:
     click.echo(f"{format_amount(paid)} paid to {receiver or account.address}")
 
 
+class Refusal(click.ClickException):
+    """A contract's refusal (a ContractRevert). The one `Error:` line on stderr keeps the
+    contract's exact words, which scripts and tests match; their plain meaning (see
+    computenet/explain.py) follows on stdout."""
+
+    def __init__(self, error: ContractRevert) -> None:
+        super().__init__(str(error))
+        self.plain = PLAIN.get(error.reason)
+
+    def show(self, file: Any = None) -> None:
+        super().show(file)
+        if self.plain:
+            click.echo(self.plain)
+
+
+def refusal_line(error: ContractRevert) -> str:
+    """A refusal on one line: the contract's exact words, then their plain meaning when known."""
+    plain = PLAIN.get(error.reason)
+    return f"{error}. {plain}" if plain else str(error)
+
+
 def clear_errors(command):
     """Shows SDK errors (reverts, pre-flight refusals, missing deployments) as one
-    clear line and exit code 1, instead of a traceback."""
+    clear line and exit code 1, instead of a traceback; a refusal is explained after it."""
     import functools
 
     from computenet.errors import ComputenetError
@@ -65,6 +89,8 @@ def clear_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except ContractRevert as err:
+            raise Refusal(err) from None
         except ComputenetError as err:
             raise click.ClickException(str(err)) from None
 
@@ -96,6 +122,8 @@ def clear_settings_errors(prefix: str, role: str):
         def wrapper(*args, **kwargs):
             try:
                 return command(*args, **kwargs)
+            except ContractRevert as error:
+                raise Refusal(error) from None
             except (ComputenetError, ValidationError) as error:
                 raise click.ClickException(settings_message(error, prefix, role)) from None
 

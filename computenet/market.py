@@ -16,7 +16,7 @@ from typing import Any
 
 from web3._utils.events import get_event_data
 
-from computenet import preflight
+from computenet import audit, preflight
 from computenet.domain import (
     Asset,
     Dispute,
@@ -49,6 +49,7 @@ CONTRACT_TYPES = {
     "court": "DisputeCourt",
 }
 Block = int | str | None  # a block number or tag to read at; None: the latest
+AUDIT_ROLES = ("assets", "market", "court")  # the contracts whose events the audit ledger reads
 
 
 @contextmanager
@@ -196,13 +197,15 @@ class Market:
         with typed_read_reverts():
             return call.call() if block is None else call.call(block_identifier=block)
 
-    def _batch(self, calls: list[tuple[str, str, tuple]]) -> list[Any]:
-        """View calls in one JSON-RPC batch: (role, function, args) each; results in order."""
+    def _batch(self, calls: list[tuple[str, str, tuple]], block: Block = None) -> list[Any]:
+        """View calls in one JSON-RPC batch: (role, function, args) each; results in order
+        (`block`: each read at that block)."""
         if not calls:
             return []
         with typed_read_reverts(), self.web3.batch_requests() as batch:
             for role, name, args in calls:
-                batch.add(getattr(getattr(self.calls, role).functions, name)(*args))
+                call = getattr(getattr(self.calls, role).functions, name)(*args)
+                batch.add(call if block is None else call.call(block_identifier=block))
             return list(batch.execute())
 
     # ------------------------------------------------------------- reads
@@ -439,6 +442,38 @@ class Market:
                 )
             )
         return out
+
+    def audit_events(self, last: int | None = None) -> list[Event]:
+        """The events the audit ledger reads (computenet.audit.EVENT_NAMES) of the asset registry,
+        market and court, from the deployment block to `last` (default: the head), in chain order,
+        one bounded block range per query."""
+        last = self.head() if last is None else last
+        out: list[Event] = []
+        for start, stop in block_ranges(self.deployment_block, last):
+            out += self.events(start, stop + 1, roles=AUDIT_ROLES, names=audit.EVENT_NAMES)
+        return out
+
+    def audit(self) -> tuple[audit.Ledger, audit.Holdings]:
+        """The audit ledger of every job, and what the chain holds to check it against (token
+        balances, `owed`, each job's escrow, each credited account's credit), all at one block."""
+        last = self.head()
+        ledger = audit.ledger(self.audit_events(last))
+        jobs, accounts = sorted(ledger.jobs), sorted(ledger.credited)
+        calls = [
+            ("token", "balanceOf", (self.addresses["market"],)),
+            ("market", "owed", ()),
+            ("token", "balanceOf", (self.addresses["assets"],)),
+            *(("market", "job", (job,)) for job in jobs),
+            *(("market", "credits", (account,)) for account in accounts),
+        ]
+        got = [x for n in range(0, len(calls), ASSET_BATCH) for x in self._batch(calls[n : n + ASSET_BATCH], last)]
+        escrows = {job: int(raw[1]) for job, raw in zip(jobs, got[3 : 3 + len(jobs)])}
+        credits = {account: int(c) for account, c in zip(accounts, got[3 + len(jobs) :])}
+        return ledger, audit.Holdings(last, int(got[0]), int(got[1]), int(got[2]), escrows, credits)
+
+    def provider_history(self, owner: str) -> audit.ProviderHistory:
+        """`owner`'s assets with their leases, earnings, slashes and stake (computenet.audit)."""
+        return audit.provider_history(owner, self.audit_events())
 
     def _decoders(self, roles: tuple[str, ...]) -> dict[tuple[str, bytes], dict]:
         """(address, topic0) -> event ABI for the contracts in `roles`."""

@@ -25,6 +25,8 @@
                                     the request carries the job client's signature for the
                                     agent's own path (agent/outputs.py), so only the payer reads them
     GET  /, /app/...                the dApp and its config.json (gateway/dapp.py)
+    GET  /audit, /audit/jobs/{id}, /providers/{address}
+                                    every flow of funds traced from the chain's events (gateway/audit_routes.py)
 
 Every route answers CORS, so the dApp can be served from anywhere.
 
@@ -76,6 +78,7 @@ from computenet.waiting import Decline, problem_for_new_job, shard_waiting
 from computenet.web3calls import Sender, block_ranges
 from facilitator.job_tags import TAG_EXTRA, JobTerms, sign_tag, tag_problem
 from facilitator.jobs import INVALID_JOB, JOB_EXTRA
+from gateway.audit_routes import audit_routes
 from gateway.dapp import cors, dapp_routes
 from gateway.settings import DEFAULT_DAPP_DIR
 
@@ -309,6 +312,7 @@ def create_app(
         dapp_dir=dapp_dir or DEFAULT_DAPP_DIR,
         network=network,
     )
+    audit_routes(api, chain.reader)
     facilitator = HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url))
     agents = {address.lower(): url.rstrip("/") for address, url in (outputs or {}).items()}
     served: dict[str, bool] = {}  # remembered once the facilitator confirms the network

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 
+from computenet.explain import PLAIN
 from computenet.market import CONTRACT_TYPES
 from computenet.web3calls import abi
 
@@ -69,8 +70,8 @@ def chain_name(chain_id: int) -> str:
 
 
 def _reverts() -> dict[str, str]:
-    """Every revert string of the contracts mapped to a plain sentence (none yet)."""
-    return {}
+    """Every revert string of the contracts mapped to a plain sentence (computenet.explain)."""
+    return PLAIN
 
 
 def config_json(

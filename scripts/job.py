@@ -16,7 +16,7 @@ import click
 from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 
-from computenet.cli import clear_errors, format_amount, parse_amount, pay_credits
+from computenet.cli import clear_errors, format_amount, parse_amount, pay_credits, refusal_line
 from computenet.domain import ReplicaState, Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
 from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest, with_stores
@@ -233,7 +233,7 @@ def cancel(account, job_id, shards):
         except ContractRevert as err:  # one shard's refusal must not stop the rest
             if shards:
                 raise
-            click.echo(f"  shard {shard}: {err}")
+            click.echo(f"  shard {shard}: {refusal_line(err)}")
     click.echo(f"job {job_id}: {cancelled} shard(s) cancelled; credits now {format_amount(market.credits(account))}")
     if cancelled == 0:
         raise click.ClickException(f"no shard of job {job_id} could be cancelled")

@@ -33,6 +33,27 @@ H100 = 1  # GPU model ids used in tests
 A100 = 2
 
 
+# The slowest files, each a whole network or many subprocesses: `make test` spreads files over
+# workers (pytest-xdist, --dist loadfile) in collection order, so these start first and do not
+# end up running alone at the end.
+SLOW_FIRST = (
+    "tests/demo/",
+    "tests/dapp/",
+    "tests/flows/test_market_state_machine.py",
+    "tests/keepers/test_keeper_bot.py",
+    "tests/scripts/",
+    "tests/agent/",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid
+        return next((i for i, prefix in enumerate(SLOW_FIRST) if path.startswith(prefix)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each file is kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _plain_reverts():
     """For every reverted transaction ape-foundry renders and prints the full call trace,

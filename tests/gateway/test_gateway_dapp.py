@@ -10,6 +10,7 @@ from eth_account import Account
 from web3 import Web3
 
 from computenet.domain import Parameters
+from computenet.explain import PLAIN
 from computenet.localnet import ServedApp
 from gateway.app import Chain, create_app
 from gateway.settings import DEFAULT_DAPP_DIR, GatewaySettings
@@ -129,7 +130,9 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     }
     assert config["token"] == {"name": token.name(), "version": "2", "symbol": "cnUSD", "decimals": 6}
     assert config["parameters"] == dataclasses.asdict(Parameters.from_chain(stack.market.parameters()))
-    assert config["reverts"] == {}
+    # Every revert the page may meet, in plain words (computenet.explain keeps the table complete).
+    assert config["reverts"]["job_market: deadline too soon"].startswith("The deadline is too close")
+    assert len(config["reverts"]) == len(PLAIN)
 
     functions = {name: {i["name"] for i in abi if i["type"] == "function"} for name, abi in config["abis"].items()}
     assert set(functions) == {"JobMarket", "DisputeCourt", "ComputeAsset", "KeeperRegistry", "Token"}
