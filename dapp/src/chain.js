@@ -15,6 +15,7 @@ import {
 } from "viem/actions";
 import { PlainError, explainRevert, isRejection, plainMessage, revertReason, REJECTED } from "./errors.js";
 
+const RECEIPT_TIMEOUT_MS = 120_000; // a dropped or replaced transaction is reported, not waited on forever
 const ABI_NAMES = { market: "JobMarket", court: "DisputeCourt", assets: "ComputeAsset", keepers: "KeeperRegistry", token: "Token" };
 
 export function chainOf(config) {
@@ -82,7 +83,12 @@ export async function send(ctx, contract, fn, args = []) {
   } catch (error) {
     throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error, ctx.config.reverts));
   }
-  const receipt = await waitForTransactionReceipt(ctx.publicClient, { hash });
+  let receipt;
+  try {
+    receipt = await waitForTransactionReceipt(ctx.publicClient, { hash, timeout: RECEIPT_TIMEOUT_MS });
+  } catch (error) {
+    throw new PlainError(`The transaction ${hash} was not mined within ${RECEIPT_TIMEOUT_MS / 1000} s: ${error.shortMessage || error.message}`);
+  }
   if (receipt.status !== "success") throw new PlainError(`The transaction ${hash} failed on chain.`);
   return receipt;
 }

@@ -207,7 +207,11 @@ async function refundOf(ctx, job) {
 export async function renderJob(ctx, job, actions) {
   const view = await gatewayJson(ctx, `/jobs/${job}`);
   const detail = byId("job-detail");
+  const drawn = JSON.stringify(view);
+  // Redrawn only on change, so a button is not replaced under the user's (or a test's) click.
+  if (detail.dataset.job === String(job) && detail.dataset.drawn === drawn) return view;
   detail.dataset.job = String(job);
+  detail.dataset.drawn = drawn;
   byId("job-title").textContent = `job ${job}: escrow ${view.escrow}, ${view.unfinished} unfinished${view.finished ? ", finished" : ""}`;
   byId("shards").replaceChildren(
     ...view.shards.map((shard) =>
@@ -254,6 +258,7 @@ export async function verifyOutputs(ctx, job) {
   list.replaceChildren();
   const shown = new Set();
   let count = 0;
+  let matching = 0;
   for (const shard of view.shards) {
     for (const replica of shard.replicas) {
       if (!replica.output_root) continue;
@@ -276,10 +281,13 @@ export async function verifyOutputs(ctx, job) {
           ),
         );
         count++;
+        if (f.verified) matching++;
       }
     }
   }
-  status(count ? `${count} output file(s) checked against the chain` : "no submitted outputs yet");
+  if (!count) status("no submitted outputs yet");
+  else if (matching === count) status(`all ${count} output file(s) match the on-chain roots`);
+  else throw new PlainError(`${count - matching} of ${count} output file(s) do not match the on-chain roots: do not trust them.`);
 }
 
 /** Cancels a shard's unstarted replicas: signed and relayed by the gateway when the wallet has no ETH. */

@@ -39,7 +39,11 @@ function show(view) {
   if (view !== "client") stopWatching();
   if (view === "audit") act("loading the audit", () => renderAudit(ctx.config.gateway));
   if (view === "provider" && ctx.account) act("loading your assets", () => refreshProvider());
-  if (view === "client" && ctx.account) act("loading your jobs", () => refreshClient());
+  if (view === "client" && ctx.account) {
+    act("loading your jobs", () => refreshClient());
+    const open = byId("job-detail");
+    if (!open.hidden && open.dataset.job) openJob(Number(open.dataset.job));
+  }
 }
 
 const jobActions = {
@@ -49,7 +53,9 @@ const jobActions = {
 
 function openJob(job) {
   stopWatching();
-  byId("job-detail").hidden = false;
+  const detail = byId("job-detail");
+  detail.hidden = false;
+  delete detail.dataset.drawn;
   byId("outputs").replaceChildren();
   stopWatching = client.watchJob(ctx, job, jobActions, (error) => showError(plainMessage(error, ctx.config.reverts)));
 }
