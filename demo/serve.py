@@ -78,13 +78,13 @@ def write_atomically(path: Path, record: dict[str, Any]) -> None:
     partial.replace(path)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM ends the demo as Ctrl-C does: through the `finally` that stops every process."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def ignore_signals() -> None:
@@ -95,6 +95,10 @@ def ignore_signals() -> None:
 
 def hold(say: Callable[[str], None], message: str) -> None:
     """Says `message` and waits for SIGTERM or Ctrl-C (raised here as KeyboardInterrupt)."""
+    # Importing ape makes Ctrl-C exit at once (SystemExit 130); while holding, it ends the hold
+    # as SIGTERM does, so the demo says why it stops and exits 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     say(message)
     sys.stdout.flush()
     while True:
