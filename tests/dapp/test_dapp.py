@@ -186,6 +186,7 @@ def paid_job(browser, demo_net, tmp_path_factory):
 
     row = page.get_by_test_id(f"job-{job}")
     poll(lambda: row.count() and row.first.is_visible(), 30, f"job-{job} in the page's list", lambda: status_of(page))
+    listed = row.first.inner_text()
     row.first.click()
     page.get_by_test_id("job-detail").wait_for()
 
@@ -227,6 +228,7 @@ def paid_job(browser, demo_net, tmp_path_factory):
         job=job,
         client=client,
         quote=quote,
+        row=listed,
         refund_shown=refund_shown,
         verified=verified,
         before=before,
@@ -242,6 +244,7 @@ def test_a_client_without_eth_pays_over_x402_watches_the_job_finish_and_verifies
     [finished] = events(net, "JobFinished", job=job)
     assert posted["client"] == client and funded["payer"] == client
     assert paid_job.quote == posted["budget"]  # the page's quote is what the chain escrowed
+    assert f"budget {posted['budget']}" in paid_job.row  # and its list of jobs says so
     assert paid_job.refund_shown == finished["refund"] > 0
     assert paid_job.after[client] - paid_job.before[client] == -(posted["budget"] - finished["refund"])
     assert net.eth_balance(client) == 0
