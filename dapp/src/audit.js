@@ -28,7 +28,8 @@ const LABELS = {
 };
 
 function lineRow(line) {
-  const where = line.shard === null || line.shard === undefined ? "" : `shard ${line.shard}${line.replica === null || line.replica === undefined ? "" : `/${line.replica}`}`;
+  const known = (value) => value !== null && value !== undefined;
+  const where = known(line.shard) ? `shard ${line.shard}` + (known(line.replica) ? `/${line.replica}` : "") : "";
   return el(
     "tr",
     { dataset: { tx: line.transaction, kind: line.kind } },
@@ -46,7 +47,12 @@ function jobSection(job) {
   return el(
     "section",
     { dataset: { testid: `audit-job-${job.job}`, reconciled: String(job.reconciled) }, className: "audit-job" },
-    el("h3", {}, `job ${job.job}`, el("small", { title: job.client }, ` client ${short(job.client)}${job.finished ? ", finished" : ""}`)),
+    el(
+      "h3",
+      {},
+      `job ${job.job}`,
+      el("small", { title: job.client }, ` client ${short(job.client)}${job.finished ? ", finished" : ""}`),
+    ),
     el("table", {}, el("tbody", {}, job.lines.map(lineRow))),
     job.problems.length ? el("p", { className: "error" }, job.problems.join("; ")) : null,
   );

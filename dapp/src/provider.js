@@ -64,7 +64,8 @@ async function ownedOnChain(ctx) {
   const total = await read(ctx.publicClient, assets, "totalSupply");
   const mine = [];
   for (let id = 1n; id <= total; id++)
-    if ((await read(ctx.publicClient, assets, "ownerOf", [id])).toLowerCase() === ctx.account.toLowerCase()) mine.push(id);
+    if ((await read(ctx.publicClient, assets, "ownerOf", [id])).toLowerCase() === ctx.account.toLowerCase())
+      mine.push(id);
   return mine;
 }
 
@@ -93,7 +94,10 @@ async function assetRows(ctx) {
       byAsset(ctx, market, "ShardFinalized", "payment"),
       byAsset(ctx, assets, "StakeSlashed", "amount"),
     ]);
-    figures = new Map(ids.map((id) => [id, { leases: leases.get(id) ?? 0n, earned: earned.get(id) ?? 0n, slashed: slashed.get(id) ?? 0n }]));
+    const of = (by, id) => by.get(id) ?? 0n;
+    figures = new Map(
+      ids.map((id) => [id, { leases: of(leases, id), earned: of(earned, id), slashed: of(slashed, id) }]),
+    );
   }
   const rows = [];
   for (const id of ids) {
@@ -103,7 +107,15 @@ async function assetRows(ctx) {
       read(ctx.publicClient, assets, "stake", [id]),
     ]);
     const f = figures.get(id);
-    rows.push({ asset: id, price: spec.price, endpoint, stake: stake.amount, leases: f.leases, earnings: f.earned, slashes: f.slashed });
+    rows.push({
+      asset: id,
+      price: spec.price,
+      endpoint,
+      stake: stake.amount,
+      leases: f.leases,
+      earnings: f.earned,
+      slashes: f.slashed,
+    });
   }
   return rows;
 }
@@ -128,7 +140,12 @@ function assetRow(row, actions) {
     { dataset: { testid: `asset-${id}` } },
     el("td", {}, id),
     ["price", "endpoint", "stake", "leases", "earnings", "slashes"].map(cell),
-    el("td", {}, form(`set-price-${id}`, "new price", actions.setPrice), form(`set-endpoint-${id}`, "new endpoint", actions.setEndpoint)),
+    el(
+      "td",
+      {},
+      form(`set-price-${id}`, "new price", actions.setPrice),
+      form(`set-endpoint-${id}`, "new endpoint", actions.setEndpoint),
+    ),
   );
 }
 
@@ -140,7 +157,8 @@ export async function renderAssets(ctx, actions) {
 }
 
 export async function setPrice(ctx, asset, text) {
-  if (!/^\d+$/.test(text)) throw new Error(`price: a whole number of base units per GPU-second, not ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text))
+    throw new Error(`price: a whole number of base units per GPU-second, not ${JSON.stringify(text)}`);
   await send(ctx, ctx.contracts.assets, "set_price", [BigInt(asset), BigInt(text)]);
   status(`asset ${asset}'s price is now ${text}`);
 }
