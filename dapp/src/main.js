@@ -41,7 +41,12 @@ function show(view) {
     byId(`nav-${name}`).setAttribute("aria-current", name === view ? "page" : "false");
   }
   if (view !== "client") stopWatching();
-  if (view === "audit") act("loading the audit", () => renderAudit(ctx.config.gateway));
+  if (view === "audit")
+    act("loading the audit", async () => {
+      const ledger = await renderAudit(ctx.config.gateway);
+      const state = ledger.reconciled ? "reconciled" : "NOT reconciled";
+      status(`the ledger at block ${ledger.block}: ${ledger.jobs.length} job(s), ${state}`);
+    });
   if (view === "provider" && ctx.account) act("loading your assets", () => refreshProvider());
   if (view === "client" && ctx.account) {
     act("loading your jobs", () => refreshClient());
