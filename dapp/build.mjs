@@ -23,4 +23,5 @@ await build({
 const code = readFileSync(out);
 const size = { bytes: code.length, gzip_bytes: gzipSync(code, { level: 9 }).length };
 writeFileSync(join(here, "dist", "size.json"), JSON.stringify(size) + "\n");
-console.log(`dapp/dist/app.js: ${(size.bytes / 1024).toFixed(1)} KiB, ${(size.gzip_bytes / 1024).toFixed(1)} KiB gzipped`);
+const kib = (n) => (n / 1024).toFixed(1);
+console.log(`dapp/dist/app.js: ${kib(size.bytes)} KiB, ${kib(size.gzip_bytes)} KiB gzipped`);

@@ -1,38 +1,60 @@
-// The audit view, no wallet needed: the gateway's ledger of every job (GET /audit), each line
-// linked to its transaction, and totals that reconcile with the market's token balance.
+// The audit view, no wallet needed: the gateway's ledger of every job (GET /audit,
+// computenet/audit.py), each line linked to its transaction, and totals that reconcile with
+// the market's token balance; whatever does not reconcile is shown, never hidden.
 import { byId, el, short } from "./dom.js";
 
-const sum = (lines, ...kinds) => lines.filter((l) => kinds.includes(l.kind)).reduce((s, l) => s + BigInt(l.amount), 0n);
-const first = (...values) => values.find((v) => v !== undefined && v !== null);
-
-/** The figures shown in audit-totals, from the ledger's totals (its own figures when it names them). */
+/** The figures shown in audit-totals (and its data-* attributes), from the ledger's sums. */
 export function auditFigures(ledger) {
-  const lines = ledger.jobs.flatMap((j) => j.lines);
-  const t = ledger.totals || {};
-  const b = ledger.balances || {};
-  const fees = first(t.fees, t.keeper_fee !== undefined ? BigInt(t.keeper_fee) + BigInt(t.protocol_fee ?? 0) : undefined);
+  const t = ledger.totals;
   return {
-    escrowed: BigInt(first(t.escrowed, sum(lines, "escrowed"))),
-    paid: BigInt(first(t.paid, sum(lines, "paid"))),
-    fees: BigInt(first(fees, sum(lines, "keeper_fee", "protocol_fee"))),
-    refunded: BigInt(first(t.refunded, t.refund, t.refunds, sum(lines, "refund"))),
-    slashed: BigInt(first(t.slashed, t.slash, t.slashes, sum(lines, "slash"))),
-    held: BigInt(first(t.held, b.escrow, 0)),
-    marketBalance: BigInt(first(b.market, 0)),
+    escrowed: t.escrowed,
+    paid: t.paid,
+    fees: t.fees,
+    refunded: t.refunded,
+    slashed: t.slashed,
+    held: t.held,
+    marketBalance: ledger.balances.market,
   };
 }
 
+const LABELS = {
+  escrowed: "escrowed by clients",
+  paid: "paid to providers",
+  fees: "keeper and protocol fees",
+  refunded: "refunded",
+  slashed: "slashed from stakes",
+  held: "escrow still held",
+  marketBalance: "market's token balance",
+};
+
 function lineRow(line) {
+  const known = (value) => value !== null && value !== undefined;
+  const where = known(line.shard) ? `shard ${line.shard}` + (known(line.replica) ? `/${line.replica}` : "") : "";
   return el(
     "tr",
-    { dataset: { tx: line.transaction ?? "", kind: line.kind } },
-    el("td", {}, line.kind),
+    { dataset: { tx: line.transaction, kind: line.kind } },
+    el("td", {}, line.kind + (line.detail ? ` (${line.detail})` : "")),
     el("td", { title: line.account ?? "" }, short(line.account ?? "")),
     el("td", { className: "num" }, String(line.amount)),
     el("td", {}, line.asset ? `asset ${line.asset}` : ""),
-    el("td", {}, line.shard !== undefined && line.shard !== null ? `shard ${line.shard}${line.replica !== undefined && line.replica !== null ? `/${line.replica}` : ""}` : ""),
-    el("td", {}, line.gpu_seconds ? `${line.gpu_seconds} GPU-s` : ""),
-    el("td", { title: line.transaction ?? "" }, `block ${line.block} · ${short(line.transaction ?? "")}`),
+    el("td", {}, where),
+    el("td", {}, line.gpu_seconds ? `${line.gpu_seconds} GPU-s × ${line.price}` : ""),
+    el("td", { title: line.transaction }, `block ${line.block} · ${short(line.transaction)}`),
+  );
+}
+
+function jobSection(job) {
+  return el(
+    "section",
+    { dataset: { testid: `audit-job-${job.job}`, reconciled: String(job.reconciled) }, className: "audit-job" },
+    el(
+      "h3",
+      {},
+      `job ${job.job}`,
+      el("small", { title: job.client }, ` client ${short(job.client)}${job.finished ? ", finished" : ""}`),
+    ),
+    el("table", {}, el("tbody", {}, job.lines.map(lineRow))),
+    job.problems.length ? el("p", { className: "error" }, job.problems.join("; ")) : null,
   );
 }
 
@@ -40,35 +62,15 @@ export async function renderAudit(gateway) {
   const answer = await fetch(`${gateway}/audit`);
   if (!answer.ok) throw new Error(`The gateway answered ${answer.status} for /audit.`);
   const ledger = await answer.json();
-  byId("audit-jobs").replaceChildren(
-    ...ledger.jobs.map((job) =>
-      el(
-        "section",
-        { dataset: { testid: `audit-job-${job.job}` }, className: "audit-job" },
-        el("h3", {}, `job ${job.job}`, el("small", { title: job.client }, ` client ${short(job.client)}`)),
-        el("table", {}, el("tbody", {}, job.lines.map(lineRow))),
-      ),
-    ),
-  );
-  const f = auditFigures(ledger);
+  byId("audit-jobs").replaceChildren(...[...ledger.jobs].reverse().map(jobSection));
+  const figures = auditFigures(ledger);
   const totals = byId("audit-totals");
-  Object.assign(totals.dataset, {
-    escrowed: f.escrowed,
-    paid: f.paid,
-    fees: f.fees,
-    refunded: f.refunded,
-    slashed: f.slashed,
-    held: f.held,
-    marketBalance: f.marketBalance,
-  });
+  for (const [key, value] of Object.entries(figures)) totals.dataset[key] = String(value);
+  totals.dataset.reconciled = String(ledger.reconciled);
   totals.replaceChildren(
-    el("dt", {}, "escrowed"), el("dd", {}, String(f.escrowed)),
-    el("dt", {}, "paid to providers"), el("dd", {}, String(f.paid)),
-    el("dt", {}, "fees"), el("dd", {}, String(f.fees)),
-    el("dt", {}, "refunded"), el("dd", {}, String(f.refunded)),
-    el("dt", {}, "slashed"), el("dd", {}, String(f.slashed)),
-    el("dt", {}, "escrow still held"), el("dd", {}, String(f.held)),
-    el("dt", {}, "market's token balance"), el("dd", {}, String(f.marketBalance)),
+    ...Object.entries(figures).flatMap(([key, value]) => [el("dt", {}, LABELS[key]), el("dd", {}, String(value))]),
+    el("dt", {}, "reconciled at block " + ledger.block),
+    el("dd", {}, ledger.reconciled ? "yes" : `no: ${ledger.problems.join("; ")}`),
   );
   return ledger;
 }

@@ -16,7 +16,13 @@ import {
 import { PlainError, explainRevert, isRejection, plainMessage, revertReason, REJECTED } from "./errors.js";
 
 const RECEIPT_TIMEOUT_MS = 120_000; // a dropped or replaced transaction is reported, not waited on forever
-const ABI_NAMES = { market: "JobMarket", court: "DisputeCourt", assets: "ComputeAsset", keepers: "KeeperRegistry", token: "Token" };
+const ABI_NAMES = {
+  market: "JobMarket",
+  court: "DisputeCourt",
+  assets: "ComputeAsset",
+  keepers: "KeeperRegistry",
+  token: "Token",
+};
 
 export function chainOf(config) {
   return defineChain({
@@ -87,7 +93,8 @@ export async function send(ctx, contract, fn, args = []) {
   try {
     receipt = await waitForTransactionReceipt(ctx.publicClient, { hash, timeout: RECEIPT_TIMEOUT_MS });
   } catch (error) {
-    throw new PlainError(`The transaction ${hash} was not mined within ${RECEIPT_TIMEOUT_MS / 1000} s: ${error.shortMessage || error.message}`);
+    const why = error.shortMessage || error.message;
+    throw new PlainError(`The transaction ${hash} was not mined within ${RECEIPT_TIMEOUT_MS / 1000} s: ${why}`);
   }
   if (receipt.status !== "success") throw new PlainError(`The transaction ${hash} failed on chain.`);
   return receipt;

@@ -88,7 +88,9 @@ export async function payX402(ctx) {
   const payer = x402Client.fromConfig({
     schemes: [{ network: ctx.config.network, client: new ExactEvmScheme(signer) }],
     policies: [theQuote],
-    spendControls: { allowedAssets: [{ network: ctx.config.network, asset: token.address, maxAmountPerPayment: String(budget) }] },
+    spendControls: {
+      allowedAssets: [{ network: ctx.config.network, asset: token.address, maxAmountPerPayment: String(budget) }],
+    },
   });
   const payingFetch = wrapFetchWithPayment(fetch, payer);
   status("posting the job; sign the payment in your wallet…");
@@ -122,7 +124,8 @@ export async function payOnChain(ctx) {
   const budget = await read(ctx.publicClient, market, "quote", [req]);
   const deadline = (await chainNow(ctx)) + 3600n;
   // Explains a refusal (deadline, price, pause…) before the wallet is asked anything.
-  await simulate(ctx, market, "post_job_with_permit", [hash, req, deadline, 0, "0x" + "00".repeat(32), "0x" + "00".repeat(32)], {
+  const blank = "0x" + "00".repeat(32); // no permit yet: only the allowance may be missing
+  await simulate(ctx, market, "post_job_with_permit", [hash, req, deadline, 0, blank, blank], {
     tolerate: [ALLOWANCE_SHORT],
   });
   let nonce = null;
@@ -133,7 +136,12 @@ export async function payOnChain(ctx) {
   if (nonce !== null) {
     status("sign the permit for the job's budget in your wallet…");
     const signature = await signTyped(ctx, {
-      domain: { name: ctx.config.token.name, version: ctx.config.token.version, chainId: ctx.config.chainId, verifyingContract: token.address },
+      domain: {
+        name: ctx.config.token.name,
+        version: ctx.config.token.version,
+        chainId: ctx.config.chainId,
+        verifyingContract: token.address,
+      },
       types: {
         Permit: [
           { name: "owner", type: "address" },
@@ -148,7 +156,8 @@ export async function payOnChain(ctx) {
     });
     const { r, s, v, yParity } = parseSignature(signature);
     status("posting the job; confirm the transaction in your wallet…");
-    receipt = await send(ctx, market, "post_job_with_permit", [hash, req, deadline, Number(v ?? BigInt(yParity + 27)), r, s]);
+    const vByte = Number(v ?? BigInt(yParity + 27));
+    receipt = await send(ctx, market, "post_job_with_permit", [hash, req, deadline, vByte, r, s]);
   } else {
     const allowance = await read(ctx.publicClient, token, "allowance", [ctx.account, market.address]);
     if (allowance < budget) {
@@ -212,17 +221,19 @@ export async function renderJob(ctx, job, actions) {
   if (detail.dataset.job === String(job) && detail.dataset.drawn === drawn) return view;
   detail.dataset.job = String(job);
   detail.dataset.drawn = drawn;
-  byId("job-title").textContent = `job ${job}: escrow ${view.escrow}, ${view.unfinished} unfinished${view.finished ? ", finished" : ""}`;
+  const finished = view.finished ? ", finished" : "";
+  byId("job-title").textContent = `job ${job}: escrow ${view.escrow}, ${view.unfinished} unfinished${finished}`;
+  const button = (testid, label, onclick) => el("button", { type: "button", dataset: { testid }, onclick }, label);
   byId("shards").replaceChildren(
-    ...view.shards.map((shard) =>
+    ...view.shards.map(({ shard, ...rest }) =>
       el(
         "li",
         {},
-        el("span", { dataset: { testid: `shard-${shard.shard}` } }, shardLine(shard)),
+        el("span", { dataset: { testid: `shard-${shard}` } }, shardLine({ shard, ...rest })),
         " ",
-        el("button", { type: "button", dataset: { testid: `cancel-${shard.shard}` }, onclick: () => actions.cancel(job, shard.shard) }, "cancel"),
+        button(`cancel-${shard}`, "cancel", () => actions.cancel(job, shard)),
         " ",
-        el("button", { type: "button", dataset: { testid: `challenge-${shard.shard}` }, onclick: () => actions.challenge(job, shard.shard) }, "challenge"),
+        button(`challenge-${shard}`, "challenge", () => actions.challenge(job, shard)),
       ),
     ),
   );
@@ -262,7 +273,8 @@ export async function verifyOutputs(ctx, job) {
   for (const shard of view.shards) {
     for (const replica of shard.replicas) {
       if (!replica.output_root) continue;
-      const agent = replica.agent || (await read(ctx.publicClient, ctx.contracts.assets, "agentOf", [BigInt(replica.asset)]));
+      const agent =
+        replica.agent || (await read(ctx.publicClient, ctx.contracts.assets, "agentOf", [BigInt(replica.asset)]));
       status(`fetching shard ${shard.shard} replica ${replica.replica}'s outputs; sign each request in your wallet…`);
       const { files } = await replicaOutputs(ctx, job, shard.shard, replica.replica, agent);
       for (const f of files) {
@@ -273,7 +285,14 @@ export async function verifyOutputs(ctx, job) {
         list.append(
           el(
             "li",
-            { dataset: { testid, verified: String(f.verified), shard: String(shard.shard), replica: String(replica.replica) } },
+            {
+              dataset: {
+                testid,
+                verified: String(f.verified),
+                shard: String(shard.shard),
+                replica: String(replica.replica),
+              },
+            },
             el("strong", {}, f.path),
             ` (${f.bytes.length} bytes, shard ${shard.shard} replica ${replica.replica}) `,
             f.verified ? "✔ matches the on-chain root" : `✘ ${f.problem}`,
@@ -287,7 +306,10 @@ export async function verifyOutputs(ctx, job) {
   }
   if (!count) status("no submitted outputs yet");
   else if (matching === count) status(`all ${count} output file(s) match the on-chain roots`);
-  else throw new PlainError(`${count - matching} of ${count} output file(s) do not match the on-chain roots: do not trust them.`);
+  else
+    throw new PlainError(
+      `${count - matching} of ${count} output file(s) do not match the on-chain roots: do not trust them.`,
+    );
 }
 
 /** Cancels a shard's unstarted replicas: signed and relayed by the gateway when the wallet has no ETH. */
@@ -301,7 +323,10 @@ export async function cancelShard(ctx, job, shard) {
   const typed = await gatewayJson(ctx, `/jobs/${job}/shards/${shard}/cancel-message`);
   let signature;
   try {
-    signature = await ctx.provider.request({ method: "eth_signTypedData_v4", params: [ctx.account, JSON.stringify(typed)] });
+    signature = await ctx.provider.request({
+      method: "eth_signTypedData_v4",
+      params: [ctx.account, JSON.stringify(typed)],
+    });
   } catch (error) {
     throw new PlainError(isRejection(error) ? REJECTED : `The wallet could not sign the cancel: ${error.message}`);
   }

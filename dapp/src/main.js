@@ -25,8 +25,12 @@ async function act(what, action) {
   }
 }
 
-function needWallet() {
-  if (!ctx.account) throw new Error("Connect your wallet first.");
+/** An action that needs the wallet: refused in plain words before it starts without one. */
+function withWallet(what, action) {
+  return act(what, async () => {
+    if (!ctx.account) throw new Error("Connect your wallet first.");
+    return action();
+  });
 }
 
 const VIEWS = ["client", "provider", "audit"];
@@ -37,7 +41,12 @@ function show(view) {
     byId(`nav-${name}`).setAttribute("aria-current", name === view ? "page" : "false");
   }
   if (view !== "client") stopWatching();
-  if (view === "audit") act("loading the audit", () => renderAudit(ctx.config.gateway));
+  if (view === "audit")
+    act("loading the audit", async () => {
+      const ledger = await renderAudit(ctx.config.gateway);
+      const state = ledger.reconciled ? "reconciled" : "NOT reconciled";
+      status(`the ledger at block ${ledger.block}: ${ledger.jobs.length} job(s), ${state}`);
+    });
   if (view === "provider" && ctx.account) act("loading your assets", () => refreshProvider());
   if (view === "client" && ctx.account) {
     act("loading your jobs", () => refreshClient());
@@ -47,8 +56,8 @@ function show(view) {
 }
 
 const jobActions = {
-  cancel: (job, shard) => act(`cancelling shard ${shard}`, async () => (needWallet(), await client.cancelShard(ctx, job, shard))),
-  challenge: (job, shard) => act(`challenging shard ${shard}`, async () => (needWallet(), await client.challengeShard(ctx, job, shard))),
+  cancel: (job, shard) => withWallet(`cancelling shard ${shard}`, () => client.cancelShard(ctx, job, shard)),
+  challenge: (job, shard) => withWallet(`challenging shard ${shard}`, () => client.challengeShard(ctx, job, shard)),
 };
 
 function openJob(job) {
@@ -66,8 +75,16 @@ async function refreshClient() {
 }
 
 const assetActions = {
-  setPrice: (asset, value) => act("setting the price", async () => (await provider.setPrice(ctx, asset, value), await refreshProvider())),
-  setEndpoint: (asset, value) => act("setting the endpoint", async () => (await provider.setEndpoint(ctx, asset, value), await refreshProvider())),
+  setPrice: (asset, value) =>
+    withWallet("setting the price", async () => {
+      await provider.setPrice(ctx, asset, value);
+      await refreshProvider();
+    }),
+  setEndpoint: (asset, value) =>
+    withWallet("setting the endpoint", async () => {
+      await provider.setEndpoint(ctx, asset, value);
+      await refreshProvider();
+    }),
 };
 
 async function refreshProvider() {
@@ -84,7 +101,8 @@ async function connect() {
   wallet.provider.on?.("accountsChanged", (accounts) => act("changing account", () => useAccount(accounts?.[0])));
   wallet.provider.on?.("chainChanged", (chainId) => {
     byId("chain").textContent = String(Number(chainId));
-    showError(Number(chainId) === ctx.config.chainId ? "" : `Switch your wallet to chain ${ctx.config.chainId}: it is on ${Number(chainId)}.`);
+    const wrong = `Switch your wallet to chain ${ctx.config.chainId}: it is on ${Number(chainId)}.`;
+    showError(Number(chainId) === ctx.config.chainId ? "" : wrong);
   });
 }
 
@@ -100,33 +118,42 @@ async function useAccount(address) {
   if (ctx.account && view !== "audit") show(view);
 }
 
-function on(testid, event, what, handler) {
-  byId(testid).addEventListener(event, (e) => {
+/** Wires a button to an action; `wallet` says whether it needs a connected account. */
+function onClick(testid, what, handler, { wallet = true } = {}) {
+  byId(testid).addEventListener("click", (e) => {
     e.preventDefault();
-    return act(what, handler);
+    return wallet ? withWallet(what, handler) : act(what, handler);
   });
 }
 
 function wire() {
   for (const name of VIEWS) byId(`nav-${name}`).addEventListener("click", () => show(name));
-  on("connect", "click", "connecting", connect);
-  on("quote-button", "click", "quoting", async () => {
+  onClick("connect", "connecting", connect, { wallet: false });
+  onClick("quote-button", "quoting", async () => {
     const { budget } = await client.quote(ctx);
     status(`the job escrows at most ${budget} base units`);
-  });
+  }, { wallet: false });
   const posted = async (job) => {
     await refreshClient();
     openJob(job);
   };
-  on("pay-x402", "click", "posting over x402", async () => (needWallet(), await posted(await client.payX402(ctx))));
-  on("pay-onchain", "click", "posting on chain", async () => (needWallet(), await posted(await client.payOnChain(ctx))));
-  on("verify-outputs", "click", "verifying outputs", async () => {
-    needWallet();
-    await client.verifyOutputs(ctx, Number(byId("job-detail").dataset.job));
+  onClick("pay-x402", "posting over x402", async () => posted(await client.payX402(ctx)));
+  onClick("pay-onchain", "posting on chain", async () => posted(await client.payOnChain(ctx)));
+  onClick("verify-outputs", "verifying outputs", () =>
+    client.verifyOutputs(ctx, Number(byId("job-detail").dataset.job)),
+  );
+  onClick("withdraw-credits", "withdrawing credits", async () => {
+    await client.withdrawCredits(ctx);
+    await refreshClient();
   });
-  on("withdraw-credits", "click", "withdrawing credits", async () => (needWallet(), await client.withdrawCredits(ctx), await refreshClient()));
-  on("register", "click", "registering", async () => (needWallet(), await provider.registerAsset(ctx), await refreshProvider()));
-  on("provider-withdraw", "click", "withdrawing credits", async () => (needWallet(), await client.withdrawCredits(ctx), await refreshProvider()));
+  onClick("register", "registering", async () => {
+    await provider.registerAsset(ctx);
+    await refreshProvider();
+  });
+  onClick("provider-withdraw", "withdrawing credits", async () => {
+    await client.withdrawCredits(ctx);
+    await refreshProvider();
+  });
 }
 
 async function start() {
@@ -140,7 +167,8 @@ async function start() {
   ctx.contracts = contractsOf(ctx.config);
   ctx.publicClient = publicClientOf(ctx.config);
   byId("token-symbol").textContent = ctx.config.token.symbol;
-  status(`ready: ${ctx.config.chainName || "chain"} ${ctx.config.chainId}; connect your wallet to post jobs or list nodes`);
+  const where = `${ctx.config.chainName || "chain"} ${ctx.config.chainId}`;
+  status(`ready: ${where}; connect your wallet to post jobs or list nodes`);
   show("client");
   document.body.dataset.ready = "true";
 }

@@ -62,8 +62,10 @@ export async function buildManifest({
   if (!IMAGE.test(image || ""))
     throw new Error(`image: pin it by digest as name@sha256:<64 lowercase hex>, not ${JSON.stringify(image)}`);
   if (!Array.isArray(command) || !command.length || !command[0]) throw new Error("command: name the program to run");
-  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds <= 0) throw new Error("timeout: a whole number of seconds above 0");
-  if (!Number.isInteger(maxOutputBytes) || maxOutputBytes <= 0) throw new Error("max output bytes: a whole number above 0");
+  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds <= 0)
+    throw new Error("timeout: a whole number of seconds above 0");
+  if (!Number.isInteger(maxOutputBytes) || maxOutputBytes <= 0)
+    throw new Error("max output bytes: a whole number above 0");
   const seen = new Set();
   for (const { path } of files) {
     const problem = portableProblem(path);

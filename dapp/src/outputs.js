@@ -18,8 +18,9 @@ async function signedGet(ctx, agent, job, shard, replica, path) {
     agent,
     `GET ${agentPath}`,
   );
-  const url =
-    `${ctx.config.gateway}/jobs/${job}/outputs/${shard}/${replica}` + (path === undefined ? "" : `/file?path=${quotePlus(path)}`);
+  // The relay passes its query on as it is, so the agent sees the request that was signed.
+  const file = path === undefined ? "" : `/file?path=${quotePlus(path)}`;
+  const url = `${ctx.config.gateway}/jobs/${job}/outputs/${shard}/${replica}${file}`;
   const answer = await fetch(url, { headers });
   if (!answer.ok) {
     const body = await answer.text();
@@ -38,7 +39,8 @@ async function signedGet(ctx, agent, job, shard, replica, path) {
  * replica's agent address (the server its requests are signed for).
  */
 export async function replicaOutputs(ctx, job, shard, replica, agent) {
-  const root = (await read(ctx.publicClient, ctx.contracts.market, "output_root", [BigInt(job), BigInt(shard), BigInt(replica)])).toLowerCase();
+  const at = [BigInt(job), BigInt(shard), BigInt(replica)];
+  const root = (await read(ctx.publicClient, ctx.contracts.market, "output_root", at)).toLowerCase();
   const index = await (await signedGet(ctx, agent, job, shard, replica)).json();
   const files = [];
   for (const [path, sha] of Object.entries(index.files || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
@@ -51,12 +53,14 @@ export async function replicaOutputs(ctx, job, shard, replica, agent) {
     let problem = null;
     if (!Array.isArray(proof)) problem = "no readable Merkle proof";
     else if (!verify(proof, root, leaf(path, bytes))) problem = "not in the replica's on-chain root";
-    else if ((await sha256Hex(bytes)) !== String(sha).replace(/^0x/, "").toLowerCase()) problem = "sha256 differs from the index";
+    else if ((await sha256Hex(bytes)) !== String(sha).replace(/^0x/, "").toLowerCase())
+      problem = "sha256 differs from the index";
     files.push({ path, bytes, verified: problem === null, problem });
   }
   // Every file proven, and together they rebuild the root: nothing was left out.
   const complete = files.length > 0 && treeFromFiles(files.map((f) => [f.path, f.bytes])).root === root;
   if (!complete)
-    for (const f of files) if (f.verified) Object.assign(f, { verified: false, problem: "the files do not make up the on-chain root" });
+    for (const f of files)
+      if (f.verified) Object.assign(f, { verified: false, problem: "the files do not make up the on-chain root" });
   return { root, files, complete };
 }

@@ -47,65 +47,82 @@ export async function registerAsset(ctx) {
   return asset;
 }
 
-/** The gateway's history of the owner's assets, or null while it does not serve one. */
-async function fromGateway(ctx) {
+/** GET /providers/{account}: the owner's assets with their leases, earnings and slashes, or
+ * null when the gateway does not answer it (then the chain's events are summed instead). */
+async function history(ctx) {
   try {
     const answer = await fetch(`${ctx.config.gateway}/providers/${ctx.account}`);
-    if (!answer.ok) return null;
-    const body = await answer.json();
-    return Array.isArray(body.assets) ? body.assets : null;
+    return answer.ok ? await answer.json() : null;
   } catch {
     return null;
   }
 }
 
-/** The same figures read from the chain: specs, stakes, payments and slashes by event. */
-async function fromChain(ctx) {
-  const { assets, market } = ctx.contracts;
-  const pc = ctx.publicClient;
-  const total = await read(pc, assets, "totalSupply");
+/** The account's assets now (ownerOf over every asset), when the gateway has no history. */
+async function ownedOnChain(ctx) {
+  const { assets } = ctx.contracts;
+  const total = await read(ctx.publicClient, assets, "totalSupply");
   const mine = [];
   for (let id = 1n; id <= total; id++)
-    if ((await read(pc, assets, "ownerOf", [id])).toLowerCase() === ctx.account.toLowerCase()) mine.push(id);
-  const sum = async (contract, eventName, key) => {
-    const logs = await events(ctx, contract, eventName);
-    const by = new Map();
-    for (const log of logs) by.set(log.args.asset, (by.get(log.args.asset) ?? 0n) + log.args[key]);
-    return by;
-  };
-  const earned = await sum(market, "ShardFinalized", "payment");
-  const slashed = await sum(assets, "StakeSlashed", "amount");
-  const rows = [];
-  for (const id of mine) {
-    const [spec, endpoint, stake] = await Promise.all([
-      read(pc, assets, "spec", [id]),
-      read(pc, assets, "endpoint", [id]),
-      read(pc, assets, "stake", [id]),
+    if ((await read(ctx.publicClient, assets, "ownerOf", [id])).toLowerCase() === ctx.account.toLowerCase())
+      mine.push(id);
+  return mine;
+}
+
+/** asset -> the sum of `key` (or the count, without one) over a contract's events. */
+async function byAsset(ctx, contract, eventName, key) {
+  const by = new Map();
+  for (const log of await events(ctx, contract, eventName))
+    by.set(log.args.asset, (by.get(log.args.asset) ?? 0n) + (key ? log.args[key] : 1n));
+  return by;
+}
+
+/** One row per asset the account owns: price, endpoint and stake read on chain; leases,
+ * earnings and slashes from the gateway's history, else from the chain's events. */
+async function assetRows(ctx) {
+  const { assets, market } = ctx.contracts;
+  const told = await history(ctx);
+  let ids, figures;
+  if (told) {
+    const owned = told.assets.filter((a) => a.owned);
+    ids = owned.map((a) => BigInt(a.asset));
+    figures = new Map(owned.map((a) => [BigInt(a.asset), a.totals]));
+  } else {
+    ids = await ownedOnChain(ctx);
+    const [leases, earned, slashed] = await Promise.all([
+      byAsset(ctx, market, "ShardAssigned"),
+      byAsset(ctx, market, "ShardFinalized", "payment"),
+      byAsset(ctx, assets, "StakeSlashed", "amount"),
     ]);
+    const of = (by, id) => by.get(id) ?? 0n;
+    figures = new Map(
+      ids.map((id) => [id, { leases: of(leases, id), earned: of(earned, id), slashed: of(slashed, id) }]),
+    );
+  }
+  const rows = [];
+  for (const id of ids) {
+    const [spec, endpoint, stake] = await Promise.all([
+      read(ctx.publicClient, assets, "spec", [id]),
+      read(ctx.publicClient, assets, "endpoint", [id]),
+      read(ctx.publicClient, assets, "stake", [id]),
+    ]);
+    const f = figures.get(id);
     rows.push({
-      asset: Number(id),
+      asset: id,
       price: spec.price,
       endpoint,
       stake: stake.amount,
-      leases: stake.open_leases,
-      earnings: earned.get(id) ?? 0n,
-      slashes: slashed.get(id) ?? 0n,
+      leases: f.leases,
+      earnings: f.earned,
+      slashes: f.slashed,
     });
   }
   return rows;
 }
 
-/** A figure from the gateway's answer, which may name it in one of a few ways. */
-const pick = (row, ...keys) => {
-  for (const key of keys) if (row[key] !== undefined && row[key] !== null) return row[key];
-  return "";
-};
-const total = (value) => (Array.isArray(value) ? value.reduce((s, x) => s + BigInt(x.amount ?? x.payment ?? 0), 0n) : value);
-
 function assetRow(row, actions) {
-  const id = pick(row, "asset", "id");
-  const leases = pick(row, "leases", "open_leases");
-  const form = (testid, label, value, apply) =>
+  const id = String(row.asset);
+  const form = (testid, label, apply) =>
     el(
       "form",
       {
@@ -114,32 +131,34 @@ function assetRow(row, actions) {
           apply(id, byId(testid).value.trim());
         },
       },
-      el("input", { dataset: { testid }, placeholder: label, value: String(value ?? "") }),
+      el("input", { dataset: { testid }, placeholder: label }),
       el("button", { type: "submit", dataset: { testid: `${testid}-submit` } }, "set"),
     );
+  const cell = (name) => el("td", { dataset: { field: name } }, String(row[name]));
   return el(
     "tr",
     { dataset: { testid: `asset-${id}` } },
-    el("td", {}, String(id)),
-    el("td", { dataset: { field: "price" } }, String(pick(row, "price"))),
-    el("td", { dataset: { field: "endpoint" } }, String(pick(row, "endpoint"))),
-    el("td", { dataset: { field: "stake" } }, String(pick(row, "stake"))),
-    el("td", { dataset: { field: "leases" } }, String(Array.isArray(leases) ? leases.length : leases)),
-    el("td", { dataset: { field: "earnings" } }, String(total(pick(row, "earnings", "earned", "paid")))),
-    el("td", { dataset: { field: "slashes" } }, String(total(pick(row, "slashes", "slashed")))),
-    el("td", {}, form(`set-price-${id}`, "new price", "", actions.setPrice), form(`set-endpoint-${id}`, "new endpoint", "", actions.setEndpoint)),
+    el("td", {}, id),
+    ["price", "endpoint", "stake", "leases", "earnings", "slashes"].map(cell),
+    el(
+      "td",
+      {},
+      form(`set-price-${id}`, "new price", actions.setPrice),
+      form(`set-endpoint-${id}`, "new endpoint", actions.setEndpoint),
+    ),
   );
 }
 
 export async function renderAssets(ctx, actions) {
-  const rows = (await fromGateway(ctx)) ?? (await fromChain(ctx));
+  const rows = await assetRows(ctx);
   const body = byId("assets").querySelector("tbody");
   body.replaceChildren(...rows.map((row) => assetRow(row, actions)));
   if (!rows.length) body.append(el("tr", {}, el("td", { colSpan: 8 }, "no assets yet")));
 }
 
 export async function setPrice(ctx, asset, text) {
-  if (!/^\d+$/.test(text)) throw new Error(`price: a whole number of base units per GPU-second, not ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text))
+    throw new Error(`price: a whole number of base units per GPU-second, not ${JSON.stringify(text)}`);
   await send(ctx, ctx.contracts.assets, "set_price", [BigInt(asset), BigInt(text)]);
   status(`asset ${asset}'s price is now ${text}`);
 }

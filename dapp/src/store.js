@@ -15,7 +15,10 @@ export async function putBlob(storeUrl, bytes) {
   } catch (error) {
     throw new Error(`The content store at ${storeUrl} did not answer: ${error.message}`);
   }
-  if (!answer.ok) throw new Error(`The content store refused the upload: ${answer.status} ${(await answer.text()).slice(0, 200)}`);
+  if (!answer.ok) {
+    const why = (await answer.text()).slice(0, 200);
+    throw new Error(`The content store refused the upload: ${answer.status} ${why}`);
+  }
   const named = await answer.json();
   for (const key of ["sha256", "keccak256", "size"])
     if (String(named[key]).replace(/^0x/, "").toLowerCase() !== String(expected[key]))
