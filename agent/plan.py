@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from computenet.domain import ReplicaState
+from computenet.domain import SUBMIT_MARGIN, ReplicaState
 from computenet.manifest import Manifest
 from computenet.staging import REASON_BYTES, Decline  # noqa: F401 (the agent declines with it)
 
@@ -24,10 +24,6 @@ STARTING = "starting"  # the engine is creating and starting the container
 RAN = "ran"  # the container started: whatever happens now is its result
 
 AGENT_FAILURE_EXIT = 255  # a failed result's exit code when the container's own is 0 or unknown
-
-# Seconds kept between a container's wall-clock limit and the lease's end, for collecting
-# outputs and getting the result mined.
-SUBMIT_MARGIN = 30
 
 
 def reason_bytes(reason: str) -> bytes:

@@ -14,6 +14,9 @@ BPS = 10_000
 MAX_SHARDS = 1024
 MAX_REPLICATION = 5
 MAX_DECLINES = 3  # JobMarket.MAX_DECLINES: a shard declined this often fails and is refunded
+# Seconds an agent keeps between a run's wall-clock limit and its lease's end, for collecting
+# outputs and getting the result mined: a manifest's timeout must leave them inside the lease.
+SUBMIT_MARGIN = 30
 
 
 class ReplicaState(IntEnum):

@@ -50,7 +50,7 @@ def main(logdir: Path | None, shards: int, timeout: float, faults: bool, serve_f
 
     from demo import faults as fault_scenario
     from demo import run, serve
-    from demo.network import DAPP_LEASE_GRACE, LEASE_GRACE, Network
+    from demo.network import Network
 
     if serve_file is not None and faults:
         raise click.UsageError("--serve runs no scenario, so it cannot be combined with --faults")
@@ -67,8 +67,7 @@ def main(logdir: Path | None, shards: int, timeout: float, faults: bool, serve_f
         console.print(f"[dim]{time.monotonic() - start:6.1f}s[/dim] {text}")
 
     say(f"logs in {logdir}")
-    # The fault scenario waits for a killed agent's lease to run out: the short grace keeps that quick.
-    network = Network(logdir, say, lease_grace=LEASE_GRACE if faults else DAPP_LEASE_GRACE)
+    network = Network(logdir, say)
     ok = False
     try:
         network.start()

@@ -31,9 +31,6 @@ from computenet.localnet import (
 TOKEN = 10**6
 CHALLENGE_WINDOW = 60  # the market's minimum: results wait this long before they are paid
 LEASE_GRACE = 20  # seconds a lease allows beyond the job's GPU-seconds (set-up, pull, submit)
-# The dApp sets a job's timeout to its max GPU-seconds, and an agent keeps 30 s before a lease's
-# end to submit (agent/plan.py), so a network serving the dApp allows more beyond them.
-DAPP_LEASE_GRACE = 60
 AGENT_MEMORY_MIB = "256"  # per container, for the agents and the facilitator's re-executions alike
 
 # Test keys (anvil's default mnemonic, ape's TEST::n): who plays which role.
@@ -72,14 +69,12 @@ class Network:
         keepers: int = len(KEEPERS),
         max_leases: int = 4,
         agent_env: dict[str, str] | None = None,
-        lease_grace: int = LEASE_GRACE,
     ) -> None:
         self.logdir = logdir
         logdir.mkdir(parents=True, exist_ok=True)
         self.say = say
         self.plans, self.keeper_count, self.max_leases = plans, keepers, max_leases
         self.agent_env = agent_env or {}
-        self.lease_grace = lease_grace
         self.groups: dict[str, ProcessGroup] = {}
         self.anvil: Anvil | None = None
         self.redis: RedisServer | None = None
@@ -133,7 +128,7 @@ class Network:
         test = accounts.test_accounts
         self.test = test
         params = DEFAULT_PARAMETERS.__class__(
-            **{**DEFAULT_PARAMETERS.__dict__, "challenge_window": CHALLENGE_WINDOW, "lease_grace": self.lease_grace}
+            **{**DEFAULT_PARAMETERS.__dict__, "challenge_window": CHALLENGE_WINDOW, "lease_grace": LEASE_GRACE}
         )
         self.stack = deploy_stack(project, test[OWNER], treasury=test[TREASURY].address, parameters=params)
         token, assets, keepers, market = self.stack.token, self.stack.assets, self.stack.keepers, self.stack.market

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 
+from computenet.domain import SUBMIT_MARGIN
 from computenet.explain import PLAIN
 from computenet.market import CONTRACT_TYPES
 from computenet.web3calls import abi
@@ -93,6 +94,7 @@ def config_json(
         "token": token,
         "storeUrl": store_url,
         "parameters": {k: int(v) for k, v in dataclasses.asdict(parameters).items()},
+        "submitMargin": SUBMIT_MARGIN,  # what a manifest's timeout must leave of a lease
         "abis": abis(),
         "reverts": _reverts(),
     }

@@ -4,7 +4,7 @@ import { parseEventLogs, parseSignature } from "viem";
 import { signTypedData } from "viem/actions";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
-import { buildManifest, canonicalJson, manifestHash } from "./manifest.js";
+import { buildManifest, canonicalJson, manifestHash, runTimeout } from "./manifest.js";
 import { putBlob } from "./store.js";
 import { parseCommand } from "./command.js";
 import { chainNow, ethBalance, events, read, send, signTyped, simulate } from "./chain.js";
@@ -50,7 +50,7 @@ async function prepareManifest(ctx, req) {
     image: field("job-image"),
     command: parseCommand(byId("job-command").value),
     files,
-    timeoutSeconds: Number(req.max_gpu_seconds), // wall clock per shard, at most what is paid for
+    timeoutSeconds: runTimeout(req, ctx.config),
     maxOutputBytes: MAX_OUTPUT_BYTES,
   });
   status(`uploading ${files.length} input(s) and the manifest to the content store…`);

@@ -4,6 +4,7 @@
 // The checks here only name a mistake early; the gateway and the agents validate in full.
 import { keccak256 } from "viem";
 import { treeFromFiles } from "./merkle.js";
+import { PlainError } from "./errors.js";
 
 export const ZERO_ROOT = "0x" + "00".repeat(32);
 export const DEFAULT_VERIFICATION = Object.freeze({
@@ -127,3 +128,19 @@ export function manifestHash(manifest) {
   return keccak256(canonicalJson(manifest));
 }
 
+const ASSIGN_SLACK = 5n; // seconds of blocks between an assignment and its agent's look at the lease
+
+/** The manifest's wall-clock limit: the lease (GPU-seconds over the GPUs, plus the market's
+ * grace, as Requirements.lease_seconds) less what an agent keeps to submit, so no agent
+ * declines the job as "lease too short". */
+export function runTimeout(req, config) {
+  const gpus = req.gpu_count > 0n ? req.gpu_count : 1n;
+  const lease = (req.max_gpu_seconds + gpus - 1n) / gpus + BigInt(config.parameters.lease_grace);
+  const timeout = lease - BigInt(config.submitMargin) - ASSIGN_SLACK;
+  if (timeout < 1n) {
+    throw new PlainError(
+      `A lease of ${lease} s leaves no time to run: agents keep ${config.submitMargin} s of it to submit. Raise the max GPU-seconds.`,
+    );
+  }
+  return Number(timeout);
+}

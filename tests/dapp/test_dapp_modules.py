@@ -13,6 +13,8 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
+from agent.plan import check_runnable
+from computenet.domain import SUBMIT_MARGIN, Requirements
 from computenet.manifest import build_manifest, canonical_json, manifest_hash
 from computenet.merkle import MerkleTree
 from computenet.signed_requests import request_message
@@ -192,6 +194,27 @@ console.log(JSON.stringify(out));
         == 'input "my file.txt" has the character " ", outside the portable set A-Z a-z 0-9 . _ - + , = @ ~'
     )
     assert got["dot dot"].startswith('input "../x" must be a normalised POSIX path')
+
+
+def test_the_manifest_timeout_fits_the_lease_an_agent_checks():
+    """The page's timeout leaves SUBMIT_MARGIN of the lease (Requirements.lease_seconds), so the
+    agent's own check (agent/plan.py) never declines a job from the page as "lease too short"."""
+    script = """
+const { runTimeout } = await import(src + "/manifest.js");
+const config = { parameters: { lease_grace: input.grace }, submitMargin: input.margin };
+console.log(JSON.stringify(input.cases.map(([seconds, gpus]) => {
+  try { return runTimeout({ max_gpu_seconds: BigInt(seconds), gpu_count: BigInt(gpus) }, config); }
+  catch (error) { return error.message; }
+})));
+"""
+    cases = [(30, 0), (3600, 1), (3601, 8), (10, 0)]
+    answers = node(script, {"grace": 20, "margin": SUBMIT_MARGIN, "cases": cases})
+    for (seconds, gpus), timeout in zip(cases[:3], answers):
+        lease = Requirements(0, gpus, 1, seconds, 0).lease_seconds(20)
+        assert timeout == lease - SUBMIT_MARGIN - 5
+        manifest = build_manifest(IMAGE, ["true"], {}, timeout_seconds=timeout, max_output_bytes=1 << 20)
+        check_runnable(manifest, now=5, lease_end=lease, job_gpu_count=gpus, asset_gpu_count=max(gpus, 1))
+    assert answers[3].startswith("A lease of 30 s leaves no time to run")
 
 
 # ---------------------------------------------------------------- signed requests and commands

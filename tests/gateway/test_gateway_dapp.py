@@ -9,7 +9,7 @@ import requests
 from eth_account import Account
 from web3 import Web3
 
-from computenet.domain import Parameters
+from computenet.domain import SUBMIT_MARGIN, Parameters
 from computenet.explain import PLAIN
 from computenet.localnet import ServedApp
 from gateway.app import Chain, create_app
@@ -133,6 +133,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     # Every revert the page may meet, in plain words (computenet.explain keeps the table complete).
     assert config["reverts"]["job_market: deadline too soon"].startswith("The deadline is too close")
     assert len(config["reverts"]) == len(PLAIN)
+    assert config["submitMargin"] == SUBMIT_MARGIN  # the page's manifests leave it of each lease
 
     functions = {name: {i["name"] for i in abi if i["type"] == "function"} for name, abi in config["abis"].items()}
     assert set(functions) == {"JobMarket", "DisputeCourt", "ComputeAsset", "KeeperRegistry", "Token"}
