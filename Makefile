@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node dapp redis docker chromium compile lint format test demo demo-faults bench gas-snapshot clean distclean
+.PHONY: venv node dapp redis docker chromium compile lint format test screenshots demo demo-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -90,6 +90,11 @@ TEST_WORKERS ?= auto
 test: venv node dapp redis docker chromium
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+
+# The README's pictures of the dApp (docs/img/), taken by its browser tests.
+screenshots: venv node dapp redis docker chromium
+	$(RUN) $(VENV)/bin/ape compile --force
+	COMPUTENET_SCREENSHOTS=$(CURDIR)/docs/img $(RUN) $(VENV)/bin/ape test tests/dapp/test_dapp.py --network $(NETWORK)
 
 # The whole network on this machine, end to end (README: what it shows). DEMO_ARGS: see python -m demo --help.
 DEMO_ARGS ?=

@@ -62,6 +62,7 @@ BENCHES = {
     "agent": ([PYTHON, "bench/bench_agent.py"], ["--shards", "8"]),  # reported as 4 runs of consecutive shards
     "throughput": ([PYTHON, "bench/bench_throughput.py"], ["--shards", "8", "--agents", "1,4"]),
     "x402": ([PYTHON, "bench/bench_x402.py"], ["--runs", "2", "--posts", "10"]),
+    "dapp": ([PYTHON, "bench/bench_dapp.py"], ["--loads", "5"]),
     "economics": ([PYTHON, "bench/bench_economics.py"], ["--quick"]),  # exits 1 when an attacker ends ahead
     "verification": ([PYTHON, "bench/bench_verification.py"], ["--quick"]),  # exits 1 when a goal is missed
 }
@@ -280,6 +281,21 @@ def report(data: dict) -> str:
             f"Gas of a funded post: {g['post_1_shard_by_authorization']:,} against {g['plain_transfer_plus_post']:,} "
             f"for a plain transfer plus a plain post ({g['funded_minus_plain']:+,}; goal ≤ +10,000: "
             f"{_miss(g['funded_minus_plain'], 10_000)}).",
+            "",
+        ]
+    dapp = data.get("dapp")
+    if dapp:
+        size, connected = dapp["bundle"], dapp["load_to_connected_ms"]
+        out += [
+            "## dApp",
+            "",
+            "The page's bundle as `make dapp` builds it, and the time from loading the page (served by the gateway) "
+            "to a connected wallet, in Debian's chromium with the tests' injected EIP-6963 wallet.",
+            "",
+            f"- bundle: {size['bytes']:,} bytes, {size['gzip_bytes']:,} gzipped",
+            f"- page load → connected: p50 {connected['p50']} ms, p95 {connected['p95']} ms over {connected['n']} loads "
+            f"(load → ready p50 {dapp['load_to_ready_ms']['p50']} ms; click → connected p50 "
+            f"{dapp['click_to_connected_ms']['p50']} ms)",
             "",
         ]
     econ = data.get("economics")

@@ -239,6 +239,7 @@ export async function renderJob(ctx, job, actions) {
   );
   const refund = view.finished ? await refundOf(ctx, job) : null;
   byId("refund").textContent = refund === null ? "" : refund.toString();
+  actions.changed?.();
   return view;
 }
 

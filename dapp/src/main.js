@@ -58,6 +58,9 @@ function show(view) {
 const jobActions = {
   cancel: (job, shard) => withWallet(`cancelling shard ${shard}`, () => client.cancelShard(ctx, job, shard)),
   challenge: (job, shard) => withWallet(`challenging shard ${shard}`, () => client.challengeShard(ctx, job, shard)),
+  // The open job moved on: the list's escrow and the credits may have changed with it. A background
+  // redraw leaves the error line alone (the watcher itself reports a gateway that fails).
+  changed: () => refreshClient().catch(() => {}),
 };
 
 function openJob(job) {

@@ -5,6 +5,8 @@ serves every test (make test gives each file to one worker)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +26,9 @@ from dapp_steps import (
     wallet_script,
 )
 
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+# `make screenshots` refreshes the README's pictures (docs/img/); a plain run keeps them in /tmp,
+# so `make test` leaves the tree as it found it.
+IMG = Path(os.environ.get("COMPUTENET_SCREENSHOTS") or Path(tempfile.gettempdir()) / "computenet-dapp-screenshots")
 CHALLENGE_WINDOW = 60  # demo/network.py's, the market's minimum
 JOB_S = 150  # upload, x402 settlement, assignment, a container run, finalization, the refund payout
 INPUT = b"hello from the browser\n"
@@ -48,7 +52,7 @@ JOB_FORM = {
 
 
 def screenshot(page, name: str) -> None:
-    """The view as it is now into docs/img/ (overwritten each run)."""
+    """The view as it is now, into IMG (overwritten each run)."""
     IMG.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMG / name), full_page=True)
 
@@ -206,6 +210,8 @@ def paid_job(browser, demo_net, tmp_path_factory):
     refund_shown = wait_number(page, "refund")
     # The facilitator pays an x402 payer's refund out of its credits (the payer has no gas).
     poll(lambda: events(net, "JobFinished", job=job) and net.reader.credits(client) == 0, 60, "the refund paid out")
+    # The list of jobs follows the open job: its escrow is gone once it finished.
+    poll(lambda: "escrow 0, 0 unfinished" in row.first.inner_text(), 30, "the list of jobs up to date")
 
     page.get_by_test_id("verify-outputs").click()
     outputs = page.locator('[data-testid^="output-"]')
