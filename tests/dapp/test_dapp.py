@@ -57,11 +57,12 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=str(IMG / name), full_page=True)
 
 
-def job_form(page, net, folder: Path) -> None:
-    """Fills the client view's form for the upper-casing job and uploads its one input file."""
+def job_form(page, net, folder: Path, changes: dict | None = None) -> None:
+    """Fills the client view's form for the upper-casing job (with `changes` to its fields) and
+    uploads its one input file."""
     page.get_by_test_id("nav-client").click()
     (folder / "words.txt").write_bytes(INPUT)
-    fill(page, {"job-image": net.info["image"], **JOB_FORM})
+    fill(page, {"job-image": net.info["image"], **JOB_FORM, **(changes or {})})
     page.get_by_test_id("job-inputs").set_input_files(str(folder / "words.txt"))
     page.get_by_test_id("quote-button").click()
 
@@ -326,6 +327,79 @@ def test_a_rejected_register_transaction_registers_nothing_and_moves_nothing(ope
     assert [r.get("rejected") for r in wallet_requests(page, "eth_sendTransaction")] == [True]
     assert net.reader.asset_count() == count
     assert money(net, provider) == before
+
+
+def test_a_provider_changes_price_and_endpoint_and_withdraws_its_earnings(paid_job, open_dapp, demo_net):
+    """The owner of the asset that ran the paid job: its new price and endpoint land on chain,
+    and its earnings (credited at finalization) come out to its wallet to the base unit."""
+    net = demo_net
+    [finalized] = events(net, "ShardFinalized", job=paid_job.job)
+    [assigned] = events(net, "ShardAssigned", job=paid_job.job)
+    asset = assigned["asset"]
+    owner = net.reader.asset(asset).owner
+    earned = net.reader.credits(owner)
+    assert earned >= finalized["payment"] > 0
+    page = open_dapp(owner)
+    page.get_by_test_id("nav-provider").click()
+    row = page.get_by_test_id(f"asset-{asset}")
+    poll(lambda: row.count(), 30, f"asset-{asset} in the page's list", lambda: status_of(page))
+    old = net.reader.asset(asset)
+
+    price = old.spec.price + 1
+    page.get_by_test_id(f"set-price-{asset}").fill(str(price))
+    page.get_by_test_id(f"set-price-{asset}-submit").click()
+    poll(lambda: net.reader.asset(asset).spec.price == price, 30, "the new price on chain", lambda: status_of(page))
+    # The same endpoint written back: the asset's agent keeps serving its keepers at it.
+    page.get_by_test_id(f"set-endpoint-{asset}").fill(old.endpoint + "/")
+    page.get_by_test_id(f"set-endpoint-{asset}-submit").click()
+    poll(
+        lambda: net.reader.asset(asset).endpoint == old.endpoint + "/", 30, "the new endpoint", lambda: status_of(page)
+    )
+    page.get_by_test_id(f"set-endpoint-{asset}").fill(old.endpoint)
+    page.get_by_test_id(f"set-endpoint-{asset}-submit").click()
+    poll(lambda: net.reader.asset(asset).endpoint == old.endpoint, 30, "the endpoint back", lambda: status_of(page))
+
+    expect_text(page, "provider-credits", str(earned))
+    before = net.token_balance(owner)
+    page.get_by_test_id("provider-withdraw").click()
+    poll(lambda: net.reader.credits(owner) == 0, 30, "the credits withdrawn", lambda: status_of(page))
+    assert net.token_balance(owner) - before == earned
+
+
+def test_a_client_pays_on_chain_with_a_permit_and_cancels_a_job_no_asset_takes(open_dapp, demo_net, tmp_path):
+    """A job priced below every asset waits, saying why; its client cancels it from the page
+    and gets every base unit of its budget back."""
+    net = demo_net
+    client = net.account("providers", 1)  # an account with tokens and ETH that runs no agent
+    page = open_dapp(client)
+    job_form(page, net, tmp_path, {"job-max-price": 1})
+    budget = wait_number(page, "quote")
+    before, jobs = net.token_balance(client), net.reader.job_count()
+    page.get_by_test_id("pay-onchain").click()
+    job = poll(
+        lambda: net.reader.job_count() > jobs and net.reader.job_count(),
+        60,
+        "the job on chain",
+        lambda: status_of(page),
+    )
+    [posted] = events(net, "JobPosted", job=job)
+    assert posted["client"] == client and posted["budget"] == budget
+    assert before - net.token_balance(client) == budget
+    assert [r["method"] for r in wallet_requests(page, "eth_signTypedData_v4")] == ["eth_signTypedData_v4"]  # permit
+
+    row = page.get_by_test_id(f"job-{job}")
+    poll(lambda: row.count(), 30, f"job-{job} in the page's list", lambda: status_of(page))
+    row.first.click()
+    expect_text(page, "shard-0", "no eligible asset")
+    page.get_by_test_id("cancel-0").click()
+    poll(lambda: events(net, "JobFinished", job=job), 30, "the job cancelled", lambda: status_of(page))
+    [finished] = events(net, "JobFinished", job=job)
+    assert finished["refund"] == budget and net.reader.credits(client) == budget
+    assert wait_number(page, "refund") == budget
+    expect_text(page, "client-credits", str(budget))
+    page.get_by_test_id("withdraw-credits").click()
+    poll(lambda: net.reader.credits(client) == 0, 30, "the refund withdrawn", lambda: status_of(page))
+    assert net.token_balance(client) == before  # every base unit of the budget back
 
 
 # ----------------------------------------------------------------- rejection, chain
