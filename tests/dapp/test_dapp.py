@@ -26,6 +26,8 @@ from dapp_steps import (
     wallet_script,
 )
 
+from computenet.explain import PLAIN
+
 # `make screenshots` refreshes the README's pictures (docs/img/); a plain run keeps them in /tmp,
 # so `make test` leaves the tree as it found it.
 IMG = Path(os.environ.get("COMPUTENET_SCREENSHOTS") or Path(tempfile.gettempdir()) / "computenet-dapp-screenshots")
@@ -396,6 +398,11 @@ def test_a_client_pays_on_chain_with_a_permit_and_cancels_a_job_no_asset_takes(o
     [finished] = events(net, "JobFinished", job=job)
     assert finished["refund"] == budget and net.reader.credits(client) == budget
     assert wait_number(page, "refund") == budget
+    # Cancelling again: the page simulates the call and says why in plain words, before any wallet prompt.
+    sent = len(wallet_requests(page, "eth_sendTransaction"))
+    page.get_by_test_id("cancel-0").click()
+    expect_text(page, "error", PLAIN["job_market: nothing to cancel"])
+    assert len(wallet_requests(page, "eth_sendTransaction")) == sent
     expect_text(page, "client-credits", str(budget))
     page.get_by_test_id("withdraw-credits").click()
     poll(lambda: net.reader.credits(client) == 0, 30, "the refund withdrawn", lambda: status_of(page))
