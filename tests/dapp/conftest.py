@@ -64,9 +64,10 @@ def demo_net_over(info: dict[str, Any]) -> DemoNet:
     return DemoNet(info, web3, Market.over_web3(web3, info["addresses"]["market"]))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
-    """The demo network for the session; COMPUTENET_DAPP_TEST_NETWORK=<serve file> reuses one
+    """The demo network for the module's tests, stopped after them (not left running beside
+    the rest of a test worker's files); COMPUTENET_DAPP_TEST_NETWORK=<serve file> reuses one
     already started with `python -m demo --serve <file>` (left running afterwards)."""
     if reuse := os.environ.get("COMPUTENET_DAPP_TEST_NETWORK"):
         yield demo_net_over(json.loads(Path(reuse).read_text()))
@@ -85,7 +86,7 @@ def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
         serve.stop_served(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 

@@ -170,7 +170,7 @@ def test_the_wallet_announces_itself_switches_chain_forwards_to_anvil_and_reject
 # ----------------------------------------------------------------- the client's paid job
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def paid_job(browser, demo_net, tmp_path_factory):
     """A client with tokens and no ETH pays a one-shard job over x402 from the page and watches it
     to the end: finalized, refunded, outputs verified in the browser. The page stays open."""

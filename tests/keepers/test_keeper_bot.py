@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from eth_utils import keccak
 
 from agent.outputs import heartbeats_app
 from computenet.domain import ReplicaState
@@ -55,6 +56,7 @@ class Keeper(ProcessGroup):
         self.env.update({f"COMPUTENET_KEEPER_{k.upper()}": str(v) for k, v in settings.items()})
 
     def start(self, workers=2):
+        self.workers = workers
         for command in ["listen"] + ["worker"] * workers:
             self.spawn(
                 [sys.executable, "-m", "keepers", command],
@@ -62,6 +64,21 @@ class Keeper(ProcessGroup):
                 self.env,
             )
         return self
+
+    def ready(self, height, nodes):
+        """Whether its listener is at block `height` with `nodes` heartbeats kept and its Celery
+        workers answer a ping: a keeper that is still starting races no one."""
+        from celery import Celery
+
+        cursor = next((int(self.redis.get(k)) for k in self.redis.scan_iter("computenet:*:cursor")), None)
+        kept = sum(self.redis.hlen(k) for k in self.redis.scan_iter("computenet:*:nodes"))
+        if cursor is None or cursor < height or kept < nodes:
+            return False
+        app = Celery(broker=self.env["COMPUTENET_KEEPER_REDIS_URL"])
+        try:
+            return len(app.control.ping(timeout=0.5) or []) >= self.workers
+        finally:
+            app.close()
 
     def run(self, command, *args):
         return subprocess.run(
@@ -325,18 +342,26 @@ def test_killed_keeper_resumes_and_a_flushed_redis_is_rebuilt_from_the_chain(
 
 
 def test_two_keepers_assign_every_shard_exactly_once(
-    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, keeper2, assets, wait_for
+    make_keeper, fleet, make_requirements, client, market, chain, registered_keeper, keeper, keeper2, assets, wait_for
 ):
     agent_of = fleet(8)
     a = make_keeper("keeper-a", "TEST::4")
     b = make_keeper("keeper-b", "TEST::5")
     start = chain.blocks.height
-    jobs = [post_job(shard_count=4, replication=2) for _ in range(5)]
-    # A block a second, as on a real chain: both keepers' transactions for one replica can
-    # land in the same block, where the second one reverts.
+    # A block a second, as on a real chain: both keepers, ready and idle, see each job in the
+    # same block, so their transactions for one replica can land in one block, where the second
+    # one reverts.
     with Agents(chain.chain_id, assets, agent_of), interval_mining(chain):
         a.start(workers=2)
         b.start(workers=2)
+        wait_for(lambda: a.ready(start, 8) and b.ready(start, 8), what="both keepers ready", interval=0.5)
+        # Sent without waiting for their blocks, so with their nonces named; ids by the market's count.
+        first, nonce = market.job_count() + 1, client.nonce
+        req = make_requirements(shard_count=4, replication=2).as_tuple()
+        for i in range(5):
+            market.post_job(keccak(b"manifest"), req, sender=client, nonce=nonce + i)
+        jobs = list(range(first, first + 5))
+        wait_for(lambda: market.job_count() == jobs[-1], what="5 jobs posted")
         wait_for(lambda: len(assigned(market, jobs, 4, 2)) == 40, what="40 replicas assigned by two keepers")
     events = assignments(market, start)
     assert Counter((j, s, r) for j, s, r, *_ in events) == {
