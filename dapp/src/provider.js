@@ -164,7 +164,8 @@ export async function setPrice(ctx, asset, text) {
 }
 
 export async function setEndpoint(ctx, asset, text) {
-  if (text && !/^https?:\/\/\S+$/.test(text)) throw new Error(`endpoint: an http(s) URL, not ${JSON.stringify(text)}`);
+  // Never empty from here: an asset without an endpoint gets no work, and an empty field is a slip.
+  if (!/^https?:\/\/\S+$/.test(text)) throw new Error(`endpoint: your agent's http(s) URL, not ${JSON.stringify(text)}`);
   await send(ctx, ctx.contracts.assets, "set_endpoint", [BigInt(asset), text]);
-  status(`asset ${asset}'s endpoint is now ${text || "(none)"}`);
+  status(`asset ${asset}'s endpoint is now ${text}`);
 }
