@@ -497,3 +497,45 @@ def test_the_audit_view_totals_equal_the_chains_balances(paid_job, open_dapp, de
     for i in range(lines.count()):
         assert net.web3.eth.get_transaction_receipt(lines.nth(i).get_attribute("data-tx"))["status"] == 1
     screenshot(page, "dapp-audit.png")
+
+
+# ----------------------------------------------------------------- a challenge (last: it leaves a ruling under way)
+
+
+def test_a_client_challenges_a_result_from_the_page_and_the_arbiter_rules(open_dapp, demo_net, tmp_path):
+    """A result inside its challenge window is challenged from the page: the bond is approved and
+    posted, the market opens the dispute, and the facilitator's arbiter re-runs the shard and
+    rules. The result was right, so the bond goes to the provider accused."""
+    net = demo_net
+    client = net.account("client")
+    net.rpc("anvil_setBalance", [client, hex(10**19)])  # this time it sends its own transactions
+    page = open_dapp(client)
+    job_form(page, net, tmp_path)
+    budget = wait_number(page, "quote")
+    jobs = net.reader.job_count()
+    page.get_by_test_id("pay-onchain").click()
+    job = poll(
+        lambda: net.reader.job_count() > jobs and net.reader.job_count(),
+        60,
+        "the job on chain",
+        lambda: status_of(page),
+    )
+    assert events(net, "JobPosted", job=job)[0]["budget"] == budget
+    row = page.get_by_test_id(f"job-{job}")
+    poll(lambda: row.count(), 30, f"job-{job} in the page's list", lambda: status_of(page))
+    row.first.click()
+    expect_text(page, "shard-0", "submitted", timeout=JOB_S)
+
+    before = net.token_balance(client)
+    page.get_by_test_id("challenge-0").click()
+    poll(lambda: events(net, "DisputeOpened", job=job), 30, "the dispute opened", lambda: status_of(page))
+    [opened] = events(net, "DisputeOpened", job=job)
+    assert opened["challenger"] == client and opened["bond"] > 0
+    assert before - net.token_balance(client) == opened["bond"]
+
+    [ruled] = poll(lambda: events(net, "DisputeResolved", job=job), 120, "the arbiter's ruling")
+    [settled] = events(net, "DisputeSettled", job=job)
+    assert ruled["rejected_replicas"] == 0  # the result was right
+    assert int(settled["arbiter"], 16) != 0  # ruled by the arbiter, not by the deadline's default
+    assert settled["challenger"] == client and settled["bond_returned"] is False and settled["slashed"] == 0
+    assert net.token_balance(client) == before - opened["bond"]  # the bond went to the accused
