@@ -80,9 +80,9 @@ def wallet_requests(page: Any, method: str | None = None) -> list[dict]:
     return [r for r in requests if method is None or r["method"] == method]
 
 
-def events(net: Any, name: str, **filters: Any) -> list[dict]:
-    """The market's `name` events since block 0, their args as dicts."""
-    event = getattr(net.reader.calls.market.events, name)()
+def events(net: Any, name: str, contract: str = "market", **filters: Any) -> list[dict]:
+    """The `contract`'s (market, court, ...) `name` events since block 0, their args as dicts."""
+    event = getattr(getattr(net.reader.calls, contract).events, name)()
     return [dict(log["args"]) for log in event.get_logs(from_block=0, argument_filters=filters or None)]
 
 

@@ -534,7 +534,7 @@ def test_a_client_challenges_a_result_from_the_page_and_the_arbiter_rules(open_d
     assert before - net.token_balance(client) == opened["bond"]
 
     [ruled] = poll(lambda: events(net, "DisputeResolved", job=job), 120, "the arbiter's ruling")
-    [settled] = events(net, "DisputeSettled", job=job)
+    [settled] = events(net, "DisputeSettled", "court", job=job)
     assert ruled["rejected_replicas"] == 0  # the result was right
     assert int(settled["arbiter"], 16) != 0  # ruled by the arbiter, not by the deadline's default
     assert settled["challenger"] == client and settled["bond_returned"] is False and settled["slashed"] == 0
