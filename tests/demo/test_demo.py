@@ -3,6 +3,7 @@ as a process that starts every part itself: its own anvil, Redis, content store 
 engine DOCKER_HOST names (or a private dockerd)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def test_make_demo_runs_the_network_end_to_end(tmp_path):
     assert "paid" in out and "over x402" in out and "0 ETH" in out
     assert "outputs verified:" in out and "conservation:" in out
     assert "settlement" in out and "refund of a" in out and "gas per step" in out
+    assert re.search(r"the dApp: http://127\.0\.0\.1:\d+/app/", out)  # printed once the gateway is up
     assert not list((tmp_path / "logs").glob("*.pid"))
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "logs")], capture_output=True, text=True).stdout
     assert leftovers == "", f"processes left running: {leftovers}"
