@@ -39,7 +39,7 @@ from computenet.web3calls import abi, block_ranges, reason_of
 MAX_UINT256 = 2**256 - 1
 MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
 ZERO_ROOT = b"\x00" * 32
-ASSET_BATCH = 500  # assets read per JSON-RPC batch
+READ_BATCH = 2_500  # view calls per JSON-RPC batch (500 assets' five reads)
 # The contract type of each role's address (reads need only its ABI; USDC's covers TestToken's reads).
 CONTRACT_TYPES = {
     "token": "TestToken",
@@ -198,15 +198,16 @@ class Market:
             return call.call() if block is None else call.call(block_identifier=block)
 
     def _batch(self, calls: list[tuple[str, str, tuple]], block: Block = None) -> list[Any]:
-        """View calls in one JSON-RPC batch: (role, function, args) each; results in order
-        (`block`: each read at that block)."""
-        if not calls:
-            return []
-        with typed_read_reverts(), self.web3.batch_requests() as batch:
-            for role, name, args in calls:
-                call = getattr(getattr(self.calls, role).functions, name)(*args)
-                batch.add(call if block is None else call.call(block_identifier=block))
-            return list(batch.execute())
+        """View calls in JSON-RPC batches of READ_BATCH: (role, function, args) each; results in
+        order (`block`: each read at that block)."""
+        out: list[Any] = []
+        for first in range(0, len(calls), READ_BATCH):
+            with typed_read_reverts(), self.web3.batch_requests() as batch:
+                for role, name, args in calls[first : first + READ_BATCH]:
+                    call = getattr(getattr(self.calls, role).functions, name)(*args)
+                    batch.add(call if block is None else call.call(block_identifier=block))
+                out += batch.execute()
+        return out
 
     # ------------------------------------------------------------- reads
 
@@ -326,21 +327,24 @@ class Market:
                 out.setdefault(int(args["shard"]), []).append(Decline.of(args["asset"], args["reason"], at))
         return out
 
-    def all_assets(self, batch: int = ASSET_BATCH) -> list[Asset]:
-        """Every asset, `batch` assets per JSON-RPC batch (one round trip each, not five calls
+    def all_assets(self) -> list[Asset]:
+        """Every asset, read in JSON-RPC batches (one round trip per 500 assets, not five calls
         per asset); the commitment, which scheduling does not use, is left empty."""
-        count = self.asset_count()
+        ids = range(1, self.asset_count() + 1)
         names = ("ownerOf", "agentOf", "spec", "stake", "endpoint")
+        results = self._batch([("assets", name, (i,)) for i in ids for name in names])
         out = []
-        for first in range(1, count + 1, batch):
-            ids = range(first, min(count, first + batch - 1) + 1)
-            results = self._batch([("assets", name, (i,)) for i in ids for name in names])
-            for n, i in enumerate(ids):
-                owner, agent, spec, stake, endpoint = results[len(names) * n : len(names) * (n + 1)]
-                out.append(
-                    Asset(i, str(owner), str(agent), Spec.from_chain(spec), b"", Stake.from_chain(stake), str(endpoint))
-                )
+        for n, i in enumerate(ids):
+            owner, agent, spec, stake, endpoint = results[len(names) * n : len(names) * (n + 1)]
+            out.append(
+                Asset(i, str(owner), str(agent), Spec.from_chain(spec), b"", Stake.from_chain(stake), str(endpoint))
+            )
         return out
+
+    def jobs(self, ids: Sequence[int], block: Block = None) -> dict[int, Job]:
+        """The jobs `ids` as the chain holds them (at `block`), read in JSON-RPC batches."""
+        raw = self._batch([("market", "job", (job_id,)) for job_id in ids], block)
+        return {job_id: Job.from_chain(job_id, r) for job_id, r in zip(ids, raw)}
 
     def assets_of(self, owner: str) -> list[Asset]:
         """Assets `owner` holds now (fine for the registry sizes a CLI lists)."""
@@ -466,7 +470,7 @@ class Market:
             *(("market", "job", (job,)) for job in jobs),
             *(("market", "credits", (account,)) for account in accounts),
         ]
-        got = [x for n in range(0, len(calls), ASSET_BATCH) for x in self._batch(calls[n : n + ASSET_BATCH], last)]
+        got = self._batch(calls, last)
         escrows = {job: int(raw[1]) for job, raw in zip(jobs, got[3 : 3 + len(jobs)])}
         credits = {account: int(c) for account, c in zip(accounts, got[3 + len(jobs) :])}
         return ledger, audit.Holdings(last, int(got[0]), int(got[1]), int(got[2]), escrows, credits)

@@ -71,7 +71,7 @@ from computenet.eip3009 import TransferAuthorization
 from computenet.errors import ContractRevert, InvalidSignature, ManifestError
 from computenet.events import Event
 from computenet.manifest import canonical_json, manifest_hash, parse_manifest
-from computenet.market import Market, typed_read_reverts
+from computenet.market import Market
 from computenet.preflight import post_problem
 from computenet.receipts import cancel_signer, cancel_typed_data
 from computenet.waiting import Decline, problem_for_new_job, shard_waiting
@@ -89,7 +89,6 @@ OFFER_VALIDITY = 300  # seconds a 402's offer can be paid in (the x402 client pa
 PREFLIGHT_MARGIN = 60  # seconds between the offer and the post that the deadline must allow for
 CANCEL_MESSAGE_VALIDITY = 600  # seconds a cancel message is valid for when the wallet names no time
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-JOB_BATCH = 500  # jobs read per JSON-RPC batch
 
 
 class RequirementsBody(BaseModel):
@@ -158,19 +157,7 @@ class Chain:
             for event in reader.events(start, stop + 1, roles=("market",), names=("JobPosted",))
             if event.client.lower() == client.lower()
         ]
-        return client_jobs(posted, self.jobs_now([event.job for event in posted]))
-
-    def jobs_now(self, ids: list[int]) -> dict[int, Job]:
-        """The jobs `ids` as the chain holds them, JOB_BATCH per JSON-RPC batch."""
-        functions, out = self.reader.calls.market.functions, {}
-        for first in range(0, len(ids), JOB_BATCH):
-            chunk = ids[first : first + JOB_BATCH]
-            with typed_read_reverts(), self.reader.web3.batch_requests() as batch:
-                for job_id in chunk:
-                    batch.add(functions.job(job_id))
-                raw = batch.execute()
-            out.update((job_id, Job.from_chain(job_id, r)) for job_id, r in zip(chunk, raw))
-        return out
+        return client_jobs(posted, reader.jobs([event.job for event in posted]))
 
     # What computenet.waiting needs, and the relay of a signed cancel.
 
