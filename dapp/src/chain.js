@@ -53,19 +53,27 @@ export function read(publicClient, contract, functionName, args = []) {
   return readContract(publicClient, { address: contract.address, abi: contract.abi, functionName, args });
 }
 
+/** The call of `fn` on `contract` from the page's account, as viem's actions take it. */
+function callOf(ctx, contract, fn, args) {
+  return { account: ctx.account, address: contract.address, abi: contract.abi, functionName: fn, args };
+}
+
+/** Asks the wallet (`request`); a rejection becomes the plain sentence, as does any other failure. */
+async function inWallet(ctx, request) {
+  try {
+    return await request();
+  } catch (error) {
+    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error, ctx.config.reverts));
+  }
+}
+
 /**
  * Simulates `fn` from `account`; a revert throws its plain sentence, unless its reason is in
  * `tolerate` (a later step of the same flow will fix it, e.g. an approval not yet given).
  */
 export async function simulate(ctx, contract, fn, args, { tolerate = [] } = {}) {
   try {
-    await simulateContract(ctx.publicClient, {
-      account: ctx.account,
-      address: contract.address,
-      abi: contract.abi,
-      functionName: fn,
-      args,
-    });
+    await simulateContract(ctx.publicClient, callOf(ctx, contract, fn, args));
   } catch (error) {
     const reason = revertReason(error);
     if (reason !== null && tolerate.includes(reason)) return;
@@ -77,18 +85,7 @@ export async function simulate(ctx, contract, fn, args, { tolerate = [] } = {}) 
 /** Simulates, then sends through the wallet and waits for the receipt; returns the receipt. */
 export async function send(ctx, contract, fn, args = []) {
   await simulate(ctx, contract, fn, args);
-  let hash;
-  try {
-    hash = await writeContract(ctx.walletClient, {
-      account: ctx.account,
-      address: contract.address,
-      abi: contract.abi,
-      functionName: fn,
-      args,
-    });
-  } catch (error) {
-    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error, ctx.config.reverts));
-  }
+  const hash = await inWallet(ctx, () => writeContract(ctx.walletClient, callOf(ctx, contract, fn, args)));
   let receipt;
   try {
     receipt = await waitForTransactionReceipt(ctx.publicClient, { hash, timeout: RECEIPT_TIMEOUT_MS });
@@ -101,21 +98,13 @@ export async function send(ctx, contract, fn, args = []) {
 }
 
 /** Signs EIP-712 data in the wallet; a rejection becomes the plain sentence. */
-export async function signTyped(ctx, typed) {
-  try {
-    return await signTypedData(ctx.walletClient, { account: ctx.account, ...typed });
-  } catch (error) {
-    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error));
-  }
+export function signTyped(ctx, typed) {
+  return inWallet(ctx, () => signTypedData(ctx.walletClient, { account: ctx.account, ...typed }));
 }
 
 /** personal_sign of a text message in the wallet. */
-export async function signText(ctx, message) {
-  try {
-    return await signMessage(ctx.walletClient, { account: ctx.account, message });
-  } catch (error) {
-    throw new PlainError(isRejection(error) ? REJECTED : plainMessage(error));
-  }
+export function signText(ctx, message) {
+  return inWallet(ctx, () => signMessage(ctx.walletClient, { account: ctx.account, message }));
 }
 
 /** The latest block's time (chain time, which a dev chain may have moved ahead of the clock). */
