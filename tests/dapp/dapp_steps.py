@@ -4,10 +4,11 @@ the chain's own figures to compare the page's with (read over the network's RPC 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from computenet.localnet import wait_until
 
 T = TypeVar("T")
 POLL_S = 0.2
@@ -16,15 +17,11 @@ WALLET_JS = (Path(__file__).parent / "wallet.js").read_text()
 
 
 def poll(condition: Callable[[], T], timeout: float, what: str, describe: Callable[[], str] = lambda: "") -> T:
-    """Calls `condition` until it returns something truthy; fails naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s. {describe()}")
-        time.sleep(POLL_S)
+    """wait_until's bounded poll as a test failure naming `what`, with what the page says then."""
+    try:
+        return wait_until(condition, timeout, what, POLL_S)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}. {describe()}") from None
 
 
 def text_of(page: Any, testid: str) -> str:

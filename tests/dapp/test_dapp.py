@@ -70,6 +70,35 @@ def job_form(page, net, folder: Path, changes: dict | None = None) -> None:
     page.get_by_test_id("quote-button").click()
 
 
+def pay(page, net, button: str) -> int:
+    """Clicks `button` (pay-x402 or pay-onchain); the id of the job it posts on chain."""
+    jobs = net.reader.job_count()
+    page.get_by_test_id(button).click()
+    return poll(
+        lambda: net.reader.job_count() > jobs and net.reader.job_count(),
+        60,
+        "the job on chain",
+        lambda: status_of(page),
+    )
+
+
+def open_job(page, job: int) -> str:
+    """Opens job-<id> from the page's list once it is listed there; the row's text then."""
+    row = page.get_by_test_id(f"job-{job}").first
+    poll(lambda: row.count() and row.is_visible(), 30, f"job-{job} in the page's list", lambda: status_of(page))
+    listed = row.inner_text()
+    row.click()
+    return listed
+
+
+def rejected(page, method: str, button: str) -> None:
+    """The wallet rejects the next `method` request; `button` asks for it; the page says so."""
+    page.evaluate(f"() => {{ window.__wallet.rejectNext = {json.dumps(method)}; }}")
+    page.get_by_test_id(button).click()
+    expect_text(page, "error", REJECTED)
+    assert [r.get("rejected") for r in wallet_requests(page, method)] == [True]
+
+
 def shard_states(page) -> list[str]:
     rows = page.locator('[data-testid^="shard-"]')
     return [rows.nth(i).inner_text().lower() for i in range(rows.count())]
@@ -179,23 +208,12 @@ def paid_job(browser, demo_net, tmp_path_factory):
     client = net.account("client")
     net.rpc("anvil_setBalance", [client, "0x0"])  # pays no gas: the facilitator posts the job
     before = money(net, client)
-    jobs_before = net.reader.job_count()
 
     page = open_page(browser, net, client)
     job_form(page, net, tmp_path_factory.mktemp("client"))
     quote = wait_number(page, "quote")
-    page.get_by_test_id("pay-x402").click()
-    job = poll(
-        lambda: net.reader.job_count() > jobs_before and net.reader.job_count(),
-        60,
-        "the paid job on chain",
-        lambda: status_of(page),
-    )
-
-    row = page.get_by_test_id(f"job-{job}")
-    poll(lambda: row.count() and row.first.is_visible(), 30, f"job-{job} in the page's list", lambda: status_of(page))
-    listed = row.first.inner_text()
-    row.first.click()
+    job = pay(page, net, "pay-x402")
+    listed = open_job(page, job)
     page.get_by_test_id("job-detail").wait_for()
 
     skipped = False
@@ -215,7 +233,8 @@ def paid_job(browser, demo_net, tmp_path_factory):
     # The facilitator pays an x402 payer's refund out of its credits (the payer has no gas).
     poll(lambda: events(net, "JobFinished", job=job) and net.reader.credits(client) == 0, 60, "the refund paid out")
     # The list of jobs follows the open job: its escrow is gone once it finished.
-    poll(lambda: "escrow 0, 0 unfinished" in row.first.inner_text(), 30, "the list of jobs up to date")
+    row = page.get_by_test_id(f"job-{job}").first
+    poll(lambda: "escrow 0, 0 unfinished" in row.inner_text(), 30, "the list of jobs up to date")
 
     page.get_by_test_id("verify-outputs").click()
     outputs = page.locator('[data-testid^="output-"]')
@@ -323,11 +342,7 @@ def test_a_rejected_register_transaction_registers_nothing_and_moves_nothing(ope
     page.get_by_test_id("nav-provider").click()
     fill(page, {**PROVIDER_FORM, "reg-stake": STAKE})
     before, count = money(net, provider), net.reader.asset_count()
-    page.evaluate("() => { window.__wallet.rejectNext = 'eth_sendTransaction'; }")
-    page.get_by_test_id("register").click()
-
-    expect_text(page, "error", REJECTED)
-    assert [r.get("rejected") for r in wallet_requests(page, "eth_sendTransaction")] == [True]
+    rejected(page, "eth_sendTransaction", "register")
     assert net.reader.asset_count() == count
     assert money(net, provider) == before
 
@@ -383,22 +398,14 @@ def test_a_client_pays_on_chain_with_a_permit_and_cancels_a_job_no_asset_takes(o
     page = open_dapp(client)
     job_form(page, net, tmp_path, {"job-max-price": 1})
     budget = wait_number(page, "quote")
-    before, jobs = net.token_balance(client), net.reader.job_count()
-    page.get_by_test_id("pay-onchain").click()
-    job = poll(
-        lambda: net.reader.job_count() > jobs and net.reader.job_count(),
-        60,
-        "the job on chain",
-        lambda: status_of(page),
-    )
+    before = net.token_balance(client)
+    job = pay(page, net, "pay-onchain")
     [posted] = events(net, "JobPosted", job=job)
     assert posted["client"] == client and posted["budget"] == budget
     assert before - net.token_balance(client) == budget
     assert [r["method"] for r in wallet_requests(page, "eth_signTypedData_v4")] == ["eth_signTypedData_v4"]  # permit
 
-    row = page.get_by_test_id(f"job-{job}")
-    poll(lambda: row.count(), 30, f"job-{job} in the page's list", lambda: status_of(page))
-    row.first.click()
+    open_job(page, job)
     expect_text(page, "shard-0", "no eligible asset")
 
     gas = net.eth_balance(client)
@@ -434,11 +441,7 @@ def test_a_rejected_x402_signature_posts_no_job_and_moves_no_money(open_dapp, de
     job_form(page, net, tmp_path)
     wait_number(page, "quote")
     before, jobs = money(net, client), net.reader.job_count()
-    page.evaluate("() => { window.__wallet.rejectNext = 'eth_signTypedData_v4'; }")
-    page.get_by_test_id("pay-x402").click()
-
-    expect_text(page, "error", REJECTED)
-    assert [r.get("rejected") for r in wallet_requests(page, "eth_signTypedData_v4")] == [True]
+    rejected(page, "eth_signTypedData_v4", "pay-x402")
     assert net.reader.job_count() == jobs
     assert money(net, client) == before
 
@@ -512,18 +515,9 @@ def test_a_client_challenges_a_result_from_the_page_and_the_arbiter_rules(open_d
     page = open_dapp(client)
     job_form(page, net, tmp_path)
     budget = wait_number(page, "quote")
-    jobs = net.reader.job_count()
-    page.get_by_test_id("pay-onchain").click()
-    job = poll(
-        lambda: net.reader.job_count() > jobs and net.reader.job_count(),
-        60,
-        "the job on chain",
-        lambda: status_of(page),
-    )
+    job = pay(page, net, "pay-onchain")
     assert events(net, "JobPosted", job=job)[0]["budget"] == budget
-    row = page.get_by_test_id(f"job-{job}")
-    poll(lambda: row.count(), 30, f"job-{job} in the page's list", lambda: status_of(page))
-    row.first.click()
+    open_job(page, job)
     expect_text(page, "shard-0", "submitted", timeout=JOB_S)
 
     before = net.token_balance(client)
