@@ -1,5 +1,7 @@
 # pragma version ~=0.4.3
 # pragma optimize codesize
+# pragma experimental-codegen
+# (Vyper's Venom pipeline: about 3.9 KB less code than the legacy one, the room resources and checkpoints need)
 """
 @title computenet job market
 @notice The scheduler escrow. Clients post jobs whose maximum cost is escrowed;
