@@ -1,20 +1,28 @@
-"""Builds the small Python job image without a registry: Debian's python3.11 packages and
-their dependencies are unpacked into a root filesystem and `docker import`ed.
+"""Builds the job images without a registry: Debian packages and their dependencies are
+unpacked into a root filesystem and `docker import`ed.
 
-    python -m agent image [--tag computenet/python:3.11]
+    python -m agent image [--tag computenet/python:3.11]      the Python image
+    python -m agent.image --ml [--tag computenet/ml:3.11]     the ML image (numpy, scikit-learn)
 
-The image has the full standard library and no shell; jobs run as `nobody`. Its reference
-for manifests, `name@sha256:<image id>`, is printed: the image id is the digest of the
-image's configuration, so it names this content exactly. Downloaded packages are kept in
-.cache/image-debs, so a rebuild needs no network.
+The Python image has the full standard library and no shell; the ML image adds Debian's
+NumPy and scikit-learn (with its bundled data sets, such as `load_digits`) over the
+reference BLAS and LAPACK, whose results do not depend on the CPU they run on (OpenBLAS picks
+kernels per CPU), and its modules compiled ahead (the root filesystem is read-only at run
+time). Jobs run as `nobody`. The reference for manifests, `name@sha256:<image id>`, is
+printed: the image id is the digest of the image's configuration, so it names this content
+exactly. Downloaded packages are kept in .cache/image-debs, so a rebuild needs no network.
+
+Dependencies are resolved as apt would on an empty system: the first alternative of each
+`a | b` group unless another is already chosen, and the first provider of a virtual package,
+leaving out SKIP (and what only they need).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -25,8 +33,13 @@ from computenet.errors import ComputenetError
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "image-debs"
 DEFAULT_TAG = "computenet/python:3.11"
+ML_TAG = "computenet/ml:3.11"
 # Not needed at run time and large (perl alone is 40 MB); the interpreter does not call them.
 SKIP = ("perl", "perl-base", "perl-modules-5.36", "libperl5.36", "dpkg", "tar", "mailcap", "install-info")
+# SciPy's package depends on Pythran, which needs a C++ compiler, Boost and Python's headers
+# (about 300 MB) to compile code ahead of time; nothing imports it at run time. procps (for
+# joblib), usrmerge and init-system-helpers are tools for a booted system with a shell.
+ML_SKIP = (*SKIP, "python3-pythran", "procps", "usrmerge", "init-system-helpers")
 DROP = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 
 
@@ -45,23 +58,75 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 
 
 def packages(root_package: str = "python3.11") -> list[str]:
-    """`root_package` and everything it depends on, less SKIP."""
-    out = _run(
-        [
-            "apt-cache",
-            "depends",
-            "--recurse",
-            "--no-recommends",
-            "--no-suggests",
-            "--no-conflicts",
-            "--no-breaks",
-            "--no-replaces",
-            "--no-enhances",
-            root_package,
-        ]
-    )
+    """`root_package` and everything it depends on, every alternative included, less SKIP."""
+    out = _run(["apt-cache", "depends", "--recurse", *NO_EXTRAS, root_package])
     names = {line.strip() for line in out.splitlines() if line and not line[0].isspace() and not line.startswith("<")}
     return sorted(n for n in names if n not in SKIP)
+
+
+NO_EXTRAS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances")
+
+
+def dependency_graph(text: str) -> dict[str, list[list[str]]]:
+    """`apt-cache depends --recurse` output as package -> its dependency groups, each the
+    alternatives in order; a virtual package (`<name>`) stands for its providers, in order."""
+    graph: dict[str, list[list[str]]] = {}
+    providers: dict[str, list[str]] = {}
+    current: list[list[str]] = []
+    alternatives: list[str] = []  # the group being read, continued while lines start with '|'
+    last: list[str] | None = None  # the alternative a provider line belongs to
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            current = graph.setdefault(line.strip(), []) if not line.startswith("<") else []
+            alternatives, last = [], None
+        elif line.startswith("    "):  # a provider of the virtual package named on the line before
+            if last is not None:
+                last.append(line.strip())
+        else:
+            kind, _, name = line.strip().lstrip("|").partition(": ")
+            if kind not in ("Depends", "PreDepends"):
+                last = None
+                continue
+            name = name.strip()
+            last = providers.setdefault(name, []) if name.startswith("<") else None
+            alternatives.append(name)
+            if not line.lstrip().startswith("|"):
+                current.append(alternatives)
+                alternatives = []
+    return {
+        package: [[p for a in group for p in (providers.get(a, []) if a.startswith("<") else [a])] for group in groups]
+        for package, groups in graph.items()
+    }
+
+
+def resolve(graph: dict[str, list[list[str]]], roots: tuple[str, ...], skip: tuple[str, ...] = SKIP) -> list[str]:
+    """The packages `roots` need: each group satisfied by one already chosen, else by its
+    first alternative not skipped (pure)."""
+    chosen: list[str] = []
+    queue = [r for r in roots if r not in skip]
+    while queue:
+        package = queue.pop(0)
+        if package in chosen:
+            continue
+        chosen.append(package)
+        for group in graph.get(package, []):
+            if any(a in chosen or a in queue for a in group):
+                continue
+            pick = next((a for a in group if a not in skip and a in graph), None)
+            if pick is not None:
+                queue.append(pick)
+    return sorted(chosen)
+
+
+def ml_packages() -> list[str]:
+    """The ML image's packages: Python, NumPy and scikit-learn (module docstring)."""
+    roots = ML_ROOTS
+    return resolve(dependency_graph(_run(["apt-cache", "depends", "--recurse", *NO_EXTRAS, *roots])), roots, ML_SKIP)
+
+
+ML_ROOTS = ("python3.11", "python3", "python3-numpy", "python3-sklearn")
 
 
 def download(names: list[str], cache: Path = CACHE) -> list[Path]:
@@ -97,21 +162,50 @@ def rootfs(debs: list[Path], target: Path) -> None:
     (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
 
 
-def build(client: Any, tag: str = DEFAULT_TAG, cache: Path = CACHE) -> str:
-    """Builds and imports the image; returns its manifest reference `name@sha256:<id>`."""
-    debs = download(packages(), cache)
+def ml_extras(target: Path) -> None:
+    """What dpkg's maintainer scripts would do for the ML image: the BLAS and LAPACK links
+    update-alternatives makes, and the modules compiled (with hashes, not timestamps, so the
+    same packages give the same files) by this interpreter when it is Python 3.11."""
+    import compileall
+    import py_compile
+
+    lib = target / "usr" / "lib" / "x86_64-linux-gnu"
+    for folder in ("blas", "lapack"):
+        for library in sorted((lib / folder).glob("*.so*")):
+            link = lib / library.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(f"{folder}/{library.name}")
+    if sys.version_info[:2] != (3, 11):
+        return  # another version's bytecode is of no use; jobs compile as they import (slower)
+    for folder in ("usr/lib/python3.11", "usr/lib/python3/dist-packages"):
+        compileall.compile_dir(
+            target / folder,
+            quiet=2,
+            stripdir=str(target),
+            prependdir="/",
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            workers=1,
+        )
+
+
+def build(client: Any, tag: str = DEFAULT_TAG, cache: Path = CACHE, ml: bool = False) -> str:
+    """Builds and imports the image (the ML image when `ml`); returns its manifest reference
+    `name@sha256:<id>`."""
+    debs = download(ml_packages() if ml else packages(), cache)
     with tempfile.TemporaryDirectory(prefix="computenet-image-") as tmp:
         target = Path(tmp) / "root"
         target.mkdir()
         rootfs(debs, target)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
+        if ml:
+            ml_extras(target)
+        archive = Path(tmp) / "root.tar"
+        with tarfile.open(archive, mode="w") as tar:
             tar.add(target, arcname=".")
-        buffer.seek(0)
         name, _, version = tag.partition(":")
-        image_id = client.api.import_image_from_data(
-            buffer.read(), repository=name, tag=version or "latest", changes=['CMD ["python3"]', "USER 65534:65534"]
-        )
+        with archive.open("rb") as data:
+            image_id = client.api.import_image_from_data(
+                data, repository=name, tag=version or "latest", changes=['CMD ["python3"]', "USER 65534:65534"]
+            )
     return reference(client, tag, image_id)
 
 
@@ -119,3 +213,36 @@ def reference(client: Any, tag: str, imported: Any = None) -> str:
     """`name@sha256:<image id>` for the image tagged `tag`."""
     image = client.images.get(tag)
     return f"{tag.partition(':')[0]}@{image.id}"
+
+
+def size(client: Any, reference_or_tag: str) -> int:
+    """The image's size in bytes, as the engine counts it."""
+    ref = reference_or_tag.rsplit("@", 1)[1] if "@" in reference_or_tag else reference_or_tag
+    return int(client.images.get(ref).attrs["Size"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m agent.image [--ml] [--tag TAG] [--docker-host URL]`: builds an image and
+    prints its manifest reference, size and build time."""
+    import argparse
+    import time
+
+    from agent.main import _docker
+
+    parser = argparse.ArgumentParser(prog="python -m agent.image", description=main.__doc__)
+    parser.add_argument("--ml", action="store_true", help="the ML image: NumPy and scikit-learn")
+    parser.add_argument("--tag", help=f"default: {DEFAULT_TAG}, or {ML_TAG} with --ml")
+    parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
+    args = parser.parse_args(argv)
+    client = _docker(args.docker_host)
+    started = time.monotonic()
+    try:
+        ref = build(client, args.tag or (ML_TAG if args.ml else DEFAULT_TAG), ml=args.ml)
+    except ImageBuildError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(ref)
+    print(f"{size(client, ref) / 1e6:.0f} MB, built in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
