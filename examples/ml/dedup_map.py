@@ -15,13 +15,11 @@ the same signatures. dedup_reduce.py finds the pairs from all shards' outputs.
 import hashlib
 import io
 import json
-import time
 
 import mlcore  # staged beside this script
 import numpy as np
 
 PRIME = (1 << 31) - 1
-started = time.monotonic()
 index, count = mlcore.shard()
 permutations = mlcore.env_int("PERMUTATIONS", 128)
 rng = np.random.Generator(np.random.PCG64(mlcore.env_int("SEED", 7)))
@@ -71,4 +69,4 @@ mlcore.write_json(
         "words": [len(d["text"].split()) for d in documents],
     },
 )
-print(f"shard {index}/{count} on {dev.name}: {len(documents)} documents, {time.monotonic() - started:.2f} s")
+print(f"shard {index}/{count} on {dev.name}: {len(documents)} documents")

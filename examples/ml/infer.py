@@ -12,11 +12,9 @@ The job's accuracy is the sum of the shards' correct over the sum of their total
 """
 
 import hashlib
-import time
 
 import mlcore  # staged beside this script
 
-started = time.monotonic()
 index, count = mlcore.shard()
 dev = mlcore.device()
 paths = mlcore.previous("model.npz")
@@ -46,7 +44,4 @@ mlcore.write_json(
         "models_sha256": models,
     },
 )
-print(
-    f"shard {index}/{count} on {dev.name}: {correct}/{len(y_mine)} correct, "
-    f"averaged {len(paths)} models, {time.monotonic() - started:.2f} s"
-)
+print(f"shard {index}/{count} on {dev.name}: {correct}/{len(y_mine)} correct, averaged {len(paths)} models")

@@ -8,7 +8,8 @@ one thread, and computes exp and log itself from +, -, *, / (`exp`, `log`), beca
 and libm choose their exp per CPU (AVX-512 or not) and may differ in the last bit. A GPU
 (PyTorch with CUDA in the image, and a GPU passed through) is used when there is one: its
 results are reproducible on the same GPU model and software, not equal to the CPU's, and
-every output names the device that made it.
+every output names the device that made it. Nothing printed depends on time either: the
+container's log is part of a result and compared with the other replicas'.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ outer optimiser with learning rate 1 and no momentum). Writes:
 Checkpoints (when the runtime sets COMPUTENET_CHECKPOINT_DIR): every CHECKPOINT_EVERY steps
 the whole state (step, weights, RNG state, the epoch's data order and position) is written as
 one file, <dir>/checkpoint, atomically (.checkpoint.tmp, then rename). At start, if
-$COMPUTENET_RESUME_DIR/checkpoint exists, training continues from it: the outputs are the
-bytes an uninterrupted run writes.
+$COMPUTENET_RESUME_DIR/checkpoint exists, training continues from it: the outputs and the
+log are the bytes an uninterrupted run writes (the steps it resumed at are kept in its later
+checkpoints only).
 
 Environment: STEPS (100), BATCH (32), LR (0.5), SEED (1), CHECKPOINT_EVERY (10),
 STEP_SECONDS (0: a pause after each step, to make a shard long enough to stop mid-way in a
@@ -57,6 +58,7 @@ else:
 rng = np.random.Generator(np.random.PCG64([seed, round_, index]))
 state = {"step": 0, "epoch": 0, "position": 0, "order": rng.permutation(len(y_mine))}
 model = {k: v.copy() for k, v in start.items()}
+resumed_at: list[int] = []  # the steps this run resumed at: in its checkpoints, never in its outputs or log
 resume = Path(resume_dir) / "checkpoint" if resume_dir else None
 if resume is not None and resume.is_file():
     saved = mlcore.load_npz(resume)
@@ -65,7 +67,7 @@ if resume is not None and resume.is_file():
     model = {"w": saved["w"], "b": saved["b"]}
     rng.bit_generator.state = meta["rng"]
     state = {"step": meta["step"], "epoch": meta["epoch"], "position": meta["position"], "order": saved["order"]}
-    print(f"resumed from step {state['step']}", flush=True)
+    resumed_at = [*meta.get("resumed_at", []), state["step"]]
 
 
 def checkpoint() -> None:
@@ -77,6 +79,7 @@ def checkpoint() -> None:
         "epoch": state["epoch"],
         "position": state["position"],
         "rng": rng.bit_generator.state,
+        "resumed_at": resumed_at,
     }
     arrays = {"w": model["w"], "b": model["b"], "order": state["order"]}
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
@@ -90,7 +93,6 @@ def mean_loss(weights: dict) -> float:
     return float(-mlcore.log(np.maximum(picked, 1e-300)).mean())
 
 
-started = time.monotonic()
 w, b = dev.array(model["w"]), dev.array(model["b"])
 x_all, y_all = dev.array(x_mine), dev.array(onehot)
 while state["step"] < steps:
@@ -130,7 +132,7 @@ metrics = {
 }
 mlcore.write_json(mlcore.OUT / "metrics.json", metrics)
 print(
-    f"round {round_} shard {index}/{count} on {dev.name}: {steps} steps in {time.monotonic() - started:.2f} s, "
+    f"round {round_} shard {index}/{count} on {dev.name}: {steps} steps, "
     f"loss {metrics['loss_start']} -> {metrics['loss']}, held-out accuracy "
     f"{metrics['held_out_accuracy_start']} -> {metrics['held_out_accuracy']}"
 )

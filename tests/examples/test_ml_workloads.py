@@ -9,6 +9,7 @@ import json
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from examples import workloads
@@ -33,24 +34,35 @@ Path('/out/sklearn.json').write_text(json.dumps({'label': y.tolist(), 'predicted
 """
 
 
+def checkpoint_meta(path):
+    with np.load(path) as saved:
+        return json.loads(bytes(saved["meta"]))
+
+
 def outputs(shards):
     assert all(s.result.exit_code == 0 for s in shards), [s.log for s in shards]
     return [s.outputs for s in shards]
 
 
 @pytest.fixture(scope="module")
-def training(run_shards):
+def trained(run_shards):
     """ROUNDS rounds of SHARDS shards, each from the average of the round before: each
-    round's outputs, one {file: bytes} per shard."""
+    round's shards (tests/examples/conftest.py: Shard)."""
     rounds, previous = [], None
     for round_ in range(ROUNDS):
         started = time.monotonic()
-        previous = outputs(run_shards(workloads.ml_train(previous), SHARDS))
-        rounds.append(previous)
-        print(
-            f"round {round_}: {time.monotonic() - started:.1f} s, {[json.loads(f['metrics.json']) for f in previous]}"
-        )
+        shards = run_shards(workloads.ml_train(previous), SHARDS)
+        previous = outputs(shards)
+        rounds.append(shards)
+        metrics = [json.loads(f["metrics.json"]) for f in previous]
+        print(f"round {round_}: {time.monotonic() - started:.1f} s, {metrics}")
     return rounds
+
+
+@pytest.fixture(scope="module")
+def training(trained):
+    """Each round's outputs, one {file: bytes} per shard."""
+    return [outputs(shards) for shards in trained]
 
 
 def test_rounds_of_two_shards_train_from_one_average_each(training):
@@ -91,14 +103,15 @@ def test_inference_with_the_trained_model_reaches_the_stated_accuracy_and_agrees
     assert all(reference["label"][d["index"]] == d["label"] for d in predictions)
 
 
-def test_a_round_run_again_writes_the_same_bytes(run_shards, training):
-    again = outputs(run_shards(workloads.ml_train(training[0]), SHARDS))
-    assert again == training[1]
+def test_a_round_run_again_writes_the_same_bytes_and_log(run_shards, trained, training):
+    again = run_shards(workloads.ml_train(training[-2]), SHARDS)
+    assert outputs(again) == training[-1]
+    assert [s.result.logs for s in again] == [s.result.logs for s in trained[-1]]  # a log is part of a result
 
 
 def test_a_shard_killed_after_its_first_checkpoint_resumes_to_the_same_bytes(run_shards, tmp_path, wait_for):
-    # 40 steps of 0.1 s: long enough to stop after the first checkpoint (step 10).
-    slow = workloads.ml_train(steps=40, checkpoint_every=10, step_seconds="0.1")
+    # 40 steps of 0.05 s: long enough to stop after the first checkpoint (step 10).
+    slow = workloads.ml_train(steps=40, checkpoint_every=10, step_seconds="0.05")
 
     def kill_at_first_checkpoint(started):
         for _spec, container, kept in started:
@@ -116,10 +129,12 @@ def test_a_shard_killed_after_its_first_checkpoint_resumes_to_the_same_bytes(run
         resume.append(shutil.copytree(shard.checkpoints, tmp_path / f"resume-{n}"))
     resumed = run_shards(slow, SHARDS, checkpoints=True, resume=resume)
     never_stopped = run_shards(slow, SHARDS)
-    for shard in resumed:
-        step = int(shard.log.split("resumed from step ")[1].split()[0])
-        assert 10 <= step < 40, shard.log
     assert outputs(resumed) == outputs(never_stopped)
+    assert [s.result.logs for s in resumed] == [s.result.logs for s in never_stopped]
+    for stopped, shard in zip(killed, resumed):
+        stopped_at = checkpoint_meta(stopped.checkpoints / "checkpoint")["step"]
+        last = checkpoint_meta(shard.checkpoints / "checkpoint")
+        assert 10 <= stopped_at < 40 and last["resumed_at"] == [stopped_at] and last["step"] == 40
     assert all(not list(s.checkpoints.glob(".*")) for s in resumed)  # no .checkpoint.tmp left
 
 
