@@ -1,5 +1,6 @@
 """`python -m examples.ml inputs WORKLOAD FOLDER [--prev DIR] [--image REF]`: writes a
-workload's input files under FOLDER and prints the `ape run job manifest` command for them.
+workload's input files under FOLDER and prints the `ape run job manifest` command for them
+(run it from the repository root; it writes FOLDER.json).
 
 WORKLOAD is train, infer, dedup-map or dedup-reduce. DIR holds the previous stage's outputs
 one folder per shard, DIR/<shard>/ (as `ape run job outputs JOB SHARD --to DIR/<shard>`
@@ -51,9 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         target = args.folder / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    name = args.folder.name
     line = ["ape", "run", "job", "manifest", "--image", args.image, "--inputs", str(args.folder)]
-    line += [f"--env={k}={v}" for k, v in env.items()] + ["-o", f"{name}.json", *command]
+    line += [f"--env={k}={v}" for k, v in env.items()] + ["-o", f"{args.folder}.json", *command]
     print(f"{args.folder}: {len(files)} input file(s), {sum(map(len, files.values()))} bytes", file=sys.stderr)
     print(" ".join(part if part == "$IMAGE" else shlex.quote(part) for part in line))
 
