@@ -47,6 +47,8 @@ def env_float(name: str, default: float) -> float:
 # ---------------------------------------------------------------- portable arithmetic
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact (fdlibm)
 _LN2_LO = 1.90821492927058770002e-10
+_INV_LN2 = float.fromhex("0x1.71547652b82fep+0")  # 1 / ln 2, written out: no library log at run time
+_SQRT_HALF = float.fromhex("0x1.6a09e667f3bcdp-1")  # sqrt(1/2)
 _INV_FACT = [1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(14)]
 
 
@@ -54,7 +56,7 @@ def exp(x: np.ndarray) -> np.ndarray:
     """e**x within 2 ulp for x in [-700, 700], from +, *, rint and ldexp only, so every
     CPU gives the same bits: x = k ln 2 + r with |r| <= ln2/2, e**r by its Taylor series."""
     x = np.clip(x, -700.0, 700.0)
-    k = np.rint(x * (1.0 / np.log(2.0)))
+    k = np.rint(x * _INV_LN2)
     r = (x - k * _LN2_HI) - k * _LN2_LO
     poly = np.full_like(r, _INV_FACT[13])
     for c in reversed(_INV_FACT[:13]):
@@ -66,7 +68,7 @@ def log(x: np.ndarray) -> np.ndarray:
     """ln x for x > 0 within 3 ulp, from frexp, +, *, / only: x = m 2**e with m in [sqrt(1/2), sqrt(2)),
     ln m = 2 atanh(s), s = (m - 1) / (m + 1), by its series."""
     m, e = np.frexp(np.asarray(x, dtype=np.float64))
-    small = m < np.sqrt(0.5)
+    small = m < _SQRT_HALF
     m = np.where(small, m * 2.0, m)
     e = np.where(small, e - 1, e).astype(np.float64)
     s = (m - 1.0) / (m + 1.0)
