@@ -36,10 +36,13 @@ DEFAULT_TAG = "computenet/python:3.11"
 ML_TAG = "computenet/ml:3.11"
 # Not needed at run time and large (perl alone is 40 MB); the interpreter does not call them.
 SKIP = ("perl", "perl-base", "perl-modules-5.36", "libperl5.36", "dpkg", "tar", "mailcap", "install-info")
+ML_ROOTS = ("python3.11", "python3", "python3-numpy", "python3-sklearn")
 # SciPy's package depends on Pythran, which needs a C++ compiler, Boost and Python's headers
-# (about 300 MB) to compile code ahead of time; nothing imports it at run time. procps (for
-# joblib), usrmerge and init-system-helpers are tools for a booted system with a shell.
+# (61 packages, about 520 MB) to compile code ahead of time; nothing imports it at run time.
+# procps (for joblib), usrmerge and init-system-helpers are tools for a booted system.
 ML_SKIP = (*SKIP, "python3-pythran", "procps", "usrmerge", "init-system-helpers")
+# Only what a package needs to run: no recommended or suggested packages.
+NO_EXTRAS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances")
 DROP = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 
 
@@ -62,9 +65,6 @@ def packages(root_package: str = "python3.11") -> list[str]:
     out = _run(["apt-cache", "depends", "--recurse", *NO_EXTRAS, root_package])
     names = {line.strip() for line in out.splitlines() if line and not line[0].isspace() and not line.startswith("<")}
     return sorted(n for n in names if n not in SKIP)
-
-
-NO_EXTRAS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances")
 
 
 def dependency_graph(text: str) -> dict[str, list[list[str]]]:
@@ -122,11 +122,8 @@ def resolve(graph: dict[str, list[list[str]]], roots: tuple[str, ...], skip: tup
 
 def ml_packages() -> list[str]:
     """The ML image's packages: Python, NumPy and scikit-learn (module docstring)."""
-    roots = ML_ROOTS
-    return resolve(dependency_graph(_run(["apt-cache", "depends", "--recurse", *NO_EXTRAS, *roots])), roots, ML_SKIP)
-
-
-ML_ROOTS = ("python3.11", "python3", "python3-numpy", "python3-sklearn")
+    out = _run(["apt-cache", "depends", "--recurse", *NO_EXTRAS, *ML_ROOTS])
+    return resolve(dependency_graph(out), ML_ROOTS, ML_SKIP)
 
 
 def download(names: list[str], cache: Path = CACHE) -> list[Path]:
@@ -164,8 +161,8 @@ def rootfs(debs: list[Path], target: Path) -> None:
 
 def ml_extras(target: Path) -> None:
     """What dpkg's maintainer scripts would do for the ML image: the BLAS and LAPACK links
-    update-alternatives makes, and the modules compiled (with hashes, not timestamps, so the
-    same packages give the same files) by this interpreter when it is Python 3.11."""
+    update-alternatives makes, and the modules compiled to bytecode checked by hash, not by
+    timestamp (by this interpreter, when it is Python 3.11)."""
     import compileall
     import py_compile
 
