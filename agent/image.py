@@ -127,13 +127,19 @@ def ml_packages() -> list[str]:
 
 
 def download(names: list[str], cache: Path = CACHE) -> list[Path]:
-    """The .deb of each package, from the cache or downloaded into it."""
+    """The .deb of each package, from the cache or downloaded into it. Builds in parallel
+    (test workers building both images) take turns at the cache, so none reads a package
+    another is still writing."""
+    import fcntl
+
     cache.mkdir(parents=True, exist_ok=True)
-    have = {p.name.split("_", 1)[0]: p for p in cache.glob("*.deb")}
-    missing = [n for n in names if n not in have]
-    if missing:
-        _run(["apt-get", "download", "-q", *missing], cwd=cache)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         have = {p.name.split("_", 1)[0]: p for p in cache.glob("*.deb")}
+        missing = [n for n in names if n not in have]
+        if missing:
+            _run(["apt-get", "download", "-q", *missing], cwd=cache)
+            have = {p.name.split("_", 1)[0]: p for p in cache.glob("*.deb")}
     lost = [n for n in names if n not in have]
     if lost:
         raise ImageBuildError(f"apt-get download did not fetch: {', '.join(lost)}")
