@@ -1,8 +1,8 @@
 """Builds the job images without a registry: Debian packages and their dependencies are
 unpacked into a root filesystem and `docker import`ed.
 
-    python -m agent image [--tag computenet/python:3.11]      the Python image
-    python -m agent.image --ml [--tag computenet/ml:3.11]     the ML image (numpy, scikit-learn)
+    python -m agent image [--tag computenet/python:3.11]       the Python image
+    python -m agent image --ml [--tag computenet/ml:3.11]     the ML image (numpy, scikit-learn)
 
 The Python image has the full standard library and no shell; the ML image adds Debian's
 NumPy and scikit-learn (with its bundled data sets, such as `load_digits`) over the
@@ -222,30 +222,3 @@ def size(client: Any, reference_or_tag: str) -> int:
     """The image's size in bytes, as the engine counts it."""
     ref = reference_or_tag.rsplit("@", 1)[1] if "@" in reference_or_tag else reference_or_tag
     return int(client.images.get(ref).attrs["Size"])
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m agent.image [--ml] [--tag TAG] [--docker-host URL]`: builds an image and
-    prints its manifest reference, size and build time."""
-    import argparse
-    import time
-
-    from agent.main import _docker
-
-    parser = argparse.ArgumentParser(prog="python -m agent.image", description=main.__doc__)
-    parser.add_argument("--ml", action="store_true", help="the ML image: NumPy and scikit-learn")
-    parser.add_argument("--tag", help=f"default: {DEFAULT_TAG}, or {ML_TAG} with --ml")
-    parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
-    args = parser.parse_args(argv)
-    client = _docker(args.docker_host)
-    started = time.monotonic()
-    try:
-        ref = build(client, args.tag or (ML_TAG if args.ml else DEFAULT_TAG), ml=args.ml)
-    except ImageBuildError as error:
-        raise SystemExit(f"error: {error}") from None
-    print(ref)
-    print(f"{size(client, ref) / 1e6:.0f} MB, built in {time.monotonic() - started:.0f} s", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 
 run      serve the configured assets until SIGTERM/SIGINT
 status   the journal: leases per state and the latest ones
-image    build the Python job image and print its manifest reference
+image    build a job image (--ml: the ML image) and print its manifest reference
 store    serve a content-store folder over HTTP
 """
 
@@ -141,14 +141,22 @@ def commands(command_kwargs: dict | None = None, options=()):
             )
 
     @cli.command("image")
-    @click.option("--tag", default="computenet/python:3.11", show_default=True)
+    @click.option("--ml", is_flag=True, help="The ML image: NumPy and scikit-learn (examples/ml).")
+    @click.option("--tag", help="Default: computenet/python:3.11, or computenet/ml:3.11 with --ml.")
     @click.option("--docker-host", envvar="DOCKER_HOST")
     @_clear
-    def image_cmd(tag, docker_host):
-        """Build the Python job image without a registry; print its manifest reference."""
+    def image_cmd(ml, tag, docker_host):
+        """Build a job image without a registry; print its manifest reference (its size and
+        build time go to stderr)."""
+        import time
+
         from agent import image
 
-        click.echo(image.build(_docker(docker_host), tag))
+        client = _docker(docker_host)
+        started = time.monotonic()
+        ref = image.build(client, tag or (image.ML_TAG if ml else image.DEFAULT_TAG), ml=ml)
+        click.echo(ref)
+        click.echo(f"{image.size(client, ref) / 1e6:.0f} MB, built in {time.monotonic() - started:.0f} s", err=True)
 
     @cli.command("store")
     @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), required=True)

@@ -4,7 +4,7 @@
     hashing(files=8)            examples/hashing/hash_shard.py over generated files
     batch_inference(records=..) examples/batch_inference/infer.py, a small perceptron
 
-For the ML image (`python -m agent.image --ml`; docs/ai.md):
+For the ML image (`python -m agent image --ml`; docs/ai.md):
 
     ml_train(previous)          examples/ml/train.py, one DiLoCo-style round on the digits
     ml_infer(previous)          examples/ml/infer.py, batch inference with the trained model

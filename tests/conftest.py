@@ -43,6 +43,7 @@ SLOW_FIRST = (
     "tests/keepers/test_keeper_bot.py",
     "tests/scripts/",
     "tests/agent/",
+    "tests/examples/test_ml_workloads.py",
 )
 
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     inputs.add_argument("workload", choices=sorted(MAKERS))
     inputs.add_argument("folder", type=Path)
     inputs.add_argument("--prev", type=Path, help="the previous stage's outputs, DIR/<shard>/")
-    inputs.add_argument("--image", default="$IMAGE", help="the ML image's reference (python -m agent.image --ml)")
+    inputs.add_argument("--image", default="$IMAGE", help="the ML image's reference (python -m agent image --ml)")
     args = parser.parse_args(argv)
 
     if args.workload in NEEDS_PREVIOUS and args.prev is None:
