@@ -124,11 +124,11 @@ class Net:
             "COMPUTENET_STORE_URL": self.info["store_url"],
         }
 
-    def pipeline(self, file: Path, out: Path) -> subprocess.CompletedProcess:
+    def pipeline(self, file: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.ape("job", "pipeline", str(file), "--out", str(out)),
             cwd=REPO,
-            env=self.env,
+            env=env or self.env,
             capture_output=True,
             text=True,
             timeout=3 * STAGE_S,
@@ -298,3 +298,22 @@ def test_an_output_not_in_its_on_chain_root_stops_the_pipeline_before_the_next_s
     assert not (out / "numbers").exists()  # nothing unverified was written
     state = json.loads((out / "pipeline-state.json").read_text())
     assert [(s["name"], s["job"], s["outputs"]) for s in state["stages"]] == [("numbers", job, None)]
+
+
+def test_a_bad_file_or_no_store_is_one_error_line_and_posts_nothing(net, tmp_path):
+    file, out = pipeline_file(tmp_path / "job", net.info["image"]), tmp_path / "out"
+    jobs_before = net.market.job_count()
+    bad = file.with_name("bad.toml")
+    bad.write_text(file.read_text().replace("shards = 2", "shards = 0"))
+    done = net.pipeline(bad, out)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: {bad}: stage 'numbers' (1 of 2): shards: must be an integer of at least 1, not 0"
+    )
+    no_store = {k: v for k, v in net.env.items() if k != "COMPUTENET_STORE_URL"}
+    done = net.pipeline(file, out, env=no_store)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: no content store: pass --store URL (agents fetch each stage's inputs there)"
+    )
+    assert net.market.job_count() == jobs_before and not out.exists()
