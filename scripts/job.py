@@ -8,6 +8,7 @@
     ape run job challenge --network ... --account anyone 7 3               # posts the challenge bond
     ape run job dispute --network ... 7 3
     ape run job withdraw --network ... --account client                    # refunds and credits
+    ape run job pipeline --network ... --account client pipeline.toml --store URL  # stages in order
 """
 
 from pathlib import Path
@@ -80,7 +81,7 @@ def post(
         parsed = parse_manifest(manifest.read_bytes())
     except ManifestError as err:
         raise click.ClickException(f"{manifest}: {err}") from None
-    urls = list(dict.fromkeys(u.strip().rstrip("/") for value in stores for u in value.split(",") if u.strip()))
+    urls = store_urls(stores)
     if len(urls) > 1:
         try:
             parsed = with_stores(parsed, urls)
@@ -108,6 +109,11 @@ def post(
     job = market.job(job_id)
     click.echo(f"job {job_id} posted: {shards} shard(s) × {replication}, budget {format_amount(job.escrow)} escrowed")
     click.echo(f"manifest hash 0x{job.manifest_hash.hex()}")
+
+
+def store_urls(stores) -> list[str]:
+    """The --store values as URLs, each once: repeated options and comma-separated lists alike."""
+    return list(dict.fromkeys(u.strip().rstrip("/") for value in stores for u in value.split(",") if u.strip()))
 
 
 def upload(manifest, folder: Path, store_urls: list[str]) -> None:
@@ -369,3 +375,46 @@ def withdraw(account, receiver):
     """Withdraw what the market credits the account: refunds of cancelled or unspent budget,
     and returned challenge bonds and rewards."""
     pay_credits(Market.from_deployments(), account, receiver)
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@network_option()
+@account_option()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for every stage's verified outputs and the resume state (default: <name>-outputs beside FILE).",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    envvar="COMPUTENET_STORE_URL",
+    help="Content store(s) each stage's manifest and inputs are uploaded to, as `job post --store`.",
+)
+@clear_errors
+def pipeline(account, file, folder, stores):
+    """Run the stages of FILE (TOML, docs/pipelines.md) in order: each stage's job is posted,
+    followed until every shard is finalized, and its outputs fetched and proven against their
+    on-chain roots before they become the next stage's inputs (/in/prev/<shard>/...). Run it
+    again to resume a pipeline that was stopped."""
+    from computenet.pipeline import PipelineError, parse_pipeline
+    from computenet.pipeline_run import Runner
+
+    try:
+        parsed = parse_pipeline(file.read_text(encoding="utf-8"))
+    except (PipelineError, UnicodeDecodeError) as err:
+        raise click.ClickException(f"{file}: {err}") from None
+    urls = store_urls(stores)
+    out = folder or file.parent / f"{parsed.name}-outputs"
+    runner = Runner(parsed, file.parent, out, Market.from_deployments(), account, urls, click.echo)
+    try:
+        lines = runner.run()
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; run the same command again to resume (state in {runner.state_path})"
+        ) from None
+    for line in lines:
+        click.echo(line)
