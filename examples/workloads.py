@@ -12,7 +12,7 @@ For the ML image (`python -m agent image --ml`; docs/ai.md):
     dedup_reduce(previous)      examples/ml/dedup_reduce.py, the near-duplicate clusters
 
 `previous` is the previous stage's outputs, one {file name: bytes} per shard, staged as the
-pipeline stages them: /in/prev/<shard>/<file>.
+pipeline stages them: /in/prev/<shard>/out/<file>.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def _ml(script: str, env: dict[str, str], files: dict[str, bytes]) -> Workload:
 
 
 def staged(previous: list[dict[str, bytes]] | None) -> dict[str, bytes]:
-    """The previous stage's shard outputs as input files prev/<shard>/<file>."""
-    return {f"prev/{shard}/{name}": data for shard, files in enumerate(previous or []) for name, data in files.items()}
+    """The previous stage's shard outputs as input files prev/<shard>/out/<file>."""
+    return {f"prev/{shard}/out/{name}": data for shard, files in enumerate(previous or []) for name, data in files.items()}
 
 
 def ml_train(

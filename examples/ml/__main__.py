@@ -4,7 +4,7 @@ workload's input files under FOLDER and prints the `ape run job manifest` comman
 
 WORKLOAD is train, infer, dedup-map or dedup-reduce. DIR holds the previous stage's outputs
 one folder per shard, DIR/<shard>/ (as `ape run job outputs JOB SHARD --to DIR/<shard>`
-writes them, under out/), staged as FOLDER/prev/<shard>/<file>.
+writes them, under out/), staged as FOLDER/prev/<shard>/out/<file>.
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Reduce of near-duplicate detection: the map's signatures from every shard, grouped.
 
-Reads /in/prev/<shard>/signatures.npy and documents.json (dedup_map.py's outputs), splits
+Reads /in/prev/<shard>/out/signatures.npy and documents.json (dedup_map.py's outputs), splits
 each signature into BANDS bands (32 of 4 values: locality-sensitive hashing), takes the
 documents sharing a band as candidates, and keeps a pair when the share of equal signature
 values (the estimated Jaccard similarity of their shingles) is at least THRESHOLD (0.5).

@@ -1,7 +1,7 @@
 """Sharded batch inference with the model training produced.
 
 The model is the average of the last training round's shard models, staged at
-/in/prev/<shard>/model.npz (the same outer step the next round would take). Shard s of n
+/in/prev/<shard>/out/model.npz (the same outer step the next round would take). Shard s of n
 classifies held-out digits s, s+n, s+2n, ... of the fixed split (mlcore.digits) and writes
 
     predictions.json  for each of its digits: its index in scikit-learn's data set, the true
@@ -18,7 +18,7 @@ import mlcore  # staged beside this script
 index, count = mlcore.shard()
 dev = mlcore.device()
 paths = mlcore.previous("model.npz")
-assert paths, "no model under /in/prev/<shard>/model.npz"
+assert paths, "no model under /in/prev/<shard>/out/model.npz"
 model = mlcore.average([mlcore.load_npz(p) for p in paths])
 _, _, _, x_held, y_held, held = mlcore.digits()
 x_mine, y_mine, ids = x_held[index::count], y_held[index::count], held[index::count]

@@ -232,12 +232,12 @@ def write_json(path: Path, value) -> None:
 
 
 def previous(name: str) -> list[Path]:
-    """/in/prev/<shard>/<name> of the previous stage's shards, in shard order."""
+    """/in/prev/<shard>/out/<name> of the previous stage's shards, in shard order."""
     prev = IN / "prev"
     if not prev.is_dir():
         return []
     shards = sorted((p for p in prev.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return [p / name for p in shards if (p / name).is_file()]
+    return [p / "out" / name for p in shards if (p / "out" / name).is_file()]
 
 
 def digest(data: bytes) -> str:

@@ -2,7 +2,7 @@
 
 Shard s of n trains on its part of the training set (examples s, s+n, s+2n, ... of the fixed
 split, mlcore.digits) for STEPS minibatch SGD steps, starting from the average of the
-previous round's shard models (/in/prev/<shard>/model.npz, staged by the pipeline) or, in
+previous round's shard models (/in/prev/<shard>/out/model.npz, staged by the pipeline) or, in
 the first round, from weights drawn from SEED. The outer step is that average (DiLoCo's
 outer optimiser with learning rate 1 and no momentum). Writes:
 

@@ -45,10 +45,10 @@ def test_the_corpus_is_the_same_every_time_with_the_planted_copies():
     assert sum(texts[s] != texts[c] for s, c in planted[:5]) >= 4  # a replacement may draw the same word
 
 
-def test_a_stage_sees_the_previous_stages_shards_as_prev_shard_file(tmp_path):
+def test_a_stage_sees_the_previous_stages_shards_as_prev_shard_out_file(tmp_path):
     command, env, files = workloads.ml_infer([{"model.npz": b"0"}, {"model.npz": b"1"}])
     assert command == ["python3", "/in/infer.py"] and env["OPENBLAS_NUM_THREADS"] == "1"
-    assert sorted(files) == ["infer.py", "mlcore.py", "prev/0/model.npz", "prev/1/model.npz"]
+    assert sorted(files) == ["infer.py", "mlcore.py", "prev/0/out/model.npz", "prev/1/out/model.npz"]
 
     fetched = tmp_path / "fetched"  # as `ape run job outputs JOB SHARD --to fetched/SHARD` writes them
     for shard in (1, 0):
@@ -58,5 +58,5 @@ def test_a_stage_sees_the_previous_stages_shards_as_prev_shard_file(tmp_path):
         (fetched / str(shard) / "log" / "container.log").write_bytes(b"log")
     assert ml_cli.previous_outputs(fetched) == [{"model.npz": b"m0"}, {"model.npz": b"m1"}]
     ml_cli.main(["inputs", "infer", str(tmp_path / "job"), "--prev", str(fetched), "--image", "computenet/ml@sha256:x"])
-    assert (tmp_path / "job" / "prev" / "1" / "model.npz").read_bytes() == b"m1"
+    assert (tmp_path / "job" / "prev" / "1" / "out" / "model.npz").read_bytes() == b"m1"
     assert (tmp_path / "job" / "infer.py").read_bytes() == (workloads.ML / "infer.py").read_bytes()

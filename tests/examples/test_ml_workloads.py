@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-paths = sorted(Path('/in/prev').glob('*/model.npz'), key=lambda p: int(p.parent.name))
+paths = sorted(Path('/in/prev').glob('*/out/model.npz'), key=lambda p: int(p.parent.parent.name))
 models = [np.load(p) for p in paths]
 x, y = load_digits(return_X_y=True)
 clf = LogisticRegression()
