@@ -70,7 +70,9 @@ def _ml(script: str, env: dict[str, str], files: dict[str, bytes]) -> Workload:
 
 def staged(previous: list[dict[str, bytes]] | None) -> dict[str, bytes]:
     """The previous stage's shard outputs as input files prev/<shard>/out/<file>."""
-    return {f"prev/{shard}/out/{name}": data for shard, files in enumerate(previous or []) for name, data in files.items()}
+    return {
+        f"prev/{shard}/out/{name}": data for shard, files in enumerate(previous or []) for name, data in files.items()
+    }
 
 
 def ml_train(
