@@ -16,7 +16,7 @@ ARGS ?=
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv node dapp redis docker chromium compile lint format test screenshots demo demo-faults bench gas-snapshot clean distclean
+.PHONY: venv node dapp redis docker chromium compile lint format test screenshots demo demo-faults demo-ai demo-ai-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
@@ -106,6 +106,16 @@ demo: venv node dapp redis docker
 demo-faults: venv node redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo --faults $(DEMO_ARGS)
+
+# Real AI work (docs/ai.md): a digits classifier trained in rounds over several shards and nodes, then
+# inference with it; demo-ai-faults kills a training node after a checkpoint and another resumes it.
+demo-ai: venv node redis docker
+	$(RUN) $(VENV)/bin/ape compile
+	$(RUN) $(VENV)/bin/python -m demo --ai $(DEMO_ARGS)
+
+demo-ai-faults: venv node redis docker
+	$(RUN) $(VENV)/bin/ape compile
+	$(RUN) $(VENV)/bin/python -m demo --ai --faults $(DEMO_ARGS)
 
 # Every benchmark on the local stack (not part of `make test`): bench/results.json, bench/report.md
 # and bench/plots/. BENCH_ARGS=--quick for a shorter run.

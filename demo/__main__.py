@@ -33,9 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
     default=None,
     help="Folder for every log (default: logs/demo-<time>).",
 )
-@click.option("--shards", type=int, default=8, show_default=True, help="Shards of the batch-inference job.")
-@click.option("--timeout", type=float, default=240, show_default=True, help="Seconds the jobs may take to finish.")
+@click.option(
+    "--shards",
+    type=int,
+    default=None,
+    help="Shards of the batch-inference job (default 8), or of each training round with --ai (default 4).",
+)
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds the jobs may take to finish (default 240; 900 with --ai)."
+)
 @click.option("--faults", is_flag=True, help="Run the fault scenario (make demo-faults) instead.")
+@click.option(
+    "--ai",
+    is_flag=True,
+    help="Train a digits classifier over several shards and nodes, then run inference with it (make demo-ai); "
+    "with --faults, a training shard's node is killed and another resumes it from its checkpoint (make demo-ai-faults).",
+)
 @click.option(
     "--serve",
     "serve_file",
@@ -44,22 +57,26 @@ ROOT = Path(__file__).resolve().parent.parent
     help="Run no job: write the network's URLs, contracts and accounts to FILE (JSON) once it is up, "
     "and serve until SIGTERM or Ctrl-C.",
 )
-def main(logdir: Path | None, shards: int, timeout: float, faults: bool, serve_file: Path | None) -> None:
+def main(
+    logdir: Path | None, shards: int | None, timeout: float | None, faults: bool, ai: bool, serve_file: Path | None
+) -> None:
     """Run the whole network end to end and print its settlement."""
     from rich.console import Console
 
+    from demo import ai as ai_scenario
     from demo import faults as fault_scenario
     from demo import run, serve
     from demo.network import Network
 
-    if serve_file is not None and faults:
-        raise click.UsageError("--serve runs no scenario, so it cannot be combined with --faults")
+    if serve_file is not None and (faults or ai):
+        raise click.UsageError("--serve runs no scenario, so it cannot be combined with --faults or --ai")
     serve.stop_on_sigterm()
 
     console = Console()
     if not console.is_terminal:  # a log file or CI: wide enough for the tables
         console = Console(width=120)
-    logdir = logdir or ROOT / "logs" / f"demo{'-faults' if faults else ''}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = "demo" + ("-ai" if ai else "") + ("-faults" if faults else "")
+    logdir = logdir or ROOT / "logs" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     logdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
 
@@ -75,7 +92,12 @@ def main(logdir: Path | None, shards: int, timeout: float, faults: bool, serve_f
             serve.write_atomically(serve_file, serve.describe(network))
             ok = True  # stopping on a signal is how serving ends
             serve.hold(say, f"serving: the dApp at {network.dapp_url}; {serve_file} describes the network")
-        scenario = fault_scenario.with_faults if faults else run.end_to_end
+        if ai:
+            scenario = ai_scenario.resume if faults else ai_scenario.pipeline
+            shards, timeout = shards or ai_scenario.SHARDS, timeout or 900
+        else:
+            scenario = fault_scenario.with_faults if faults else run.end_to_end
+            shards, timeout = shards or 8, timeout or 240
         ok = scenario(network, console, say, shards=shards, timeout=timeout)
         # A person at a terminal: leave the network up for the dApp. Output read by a program (CI,
         # tests/demo, even under `pytest -s` where stdin is still the terminal) ends as before.

@@ -1,0 +1,282 @@
+"""`python -m demo --ai` (make demo-ai): real AI work on the network.
+
+A client runs `ape run job pipeline` over the ML image (examples/ml, docs/ai.md): ROUNDS rounds
+of DiLoCo-style data-parallel training of a digits classifier, each a job of SHARDS shards
+spread over the nodes (each shard trains from the average of the last round's models, staged
+from their verified outputs), then batch inference with the trained model. At the end: the
+held-out accuracy reached, the GPU-seconds (CPU-seconds on this machine) paid per provider, and
+the time taken.
+
+`python -m demo --ai --faults` (make demo-ai-faults): one long training shard; its agent is killed
+after its first checkpoint, a keeper relays the agent's last signed checkpoint from its heartbeat
+and reclaims the lease, and another node resumes the shard from that checkpoint. Each provider is
+paid for what it contributed, and the total is well under twice the shard's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from computenet.cli import format_amount
+from computenet.localnet import wait_until
+from demo import run
+from demo.network import CLIENT, Network
+from examples import workloads
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUNDS, SHARDS = 3, 4
+MAX_PRICE = "0.02"  # tokens per second: above every demo node's price
+# The fault run's shard: 400 steps with a 50 ms pause each (about 20 s), a checkpoint every 10.
+SLOW_STEPS, STEP_SECONDS = 400, "0.05"
+
+
+def build_image(net: Network, say: Callable[[str], None]) -> str:
+    from agent import image
+
+    say("building the ML job image (Debian's NumPy and scikit-learn, imported without a registry)...")
+    started = time.monotonic()
+    ref = image.build(net.docker, image.ML_TAG, ml=True)
+    say(f"ML image {ref}: {image.size(net.docker, ref) / 1e6:.0f} MB in {time.monotonic() - started:.0f} s")
+    return ref
+
+
+def write_inputs(folder: Path, workload: workloads.Workload) -> dict[str, str]:
+    """The workload's own files (its script and mlcore.py; not the previous stage's, which the
+    pipeline stages) under `folder`; returns its env."""
+    _, env, files = workload
+    for path, data in files.items():
+        if not path.startswith("prev/"):
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_bytes(data)
+    return env
+
+
+def pipeline_toml(image: str, train_env: dict[str, str], infer_env: dict[str, str], rounds: int, shards: int) -> str:
+    def env(values: dict[str, str]) -> str:
+        return "{ " + ", ".join(f'{k} = "{v}"' for k, v in sorted(values.items())) + " }"
+
+    lines = [
+        'name = "digits"',
+        "[defaults]",
+        f'image = "{image}"',
+        f'max_price = "{MAX_PRICE}"',
+        "max_gpu_seconds = 60",
+        "cpu_cores = 1",
+        "memory_mib = 256",
+        "disk_mib = 64",
+        "hours = 1",
+        "timeout_seconds = 30",
+    ]
+    for r in range(rounds):
+        lines += ["[[stage]]", f'name = "train-{r}"', 'command = ["python3", "/in/train.py"]', 'inputs = ["train/"]']
+        lines += [f"shards = {shards}", f"env = {env(train_env)}"]
+    lines += ["[[stage]]", 'name = "infer"', 'command = ["python3", "/in/infer.py"]', 'inputs = ["infer/"]']
+    lines += ["shards = 2", f"env = {env(infer_env)}"]
+    return "\n".join(lines) + "\n"
+
+
+def ape_run(net: Network, argv: list[str], say: Callable[[str], None], log: Path, timeout: float) -> None:
+    """Runs `ape run ...` as a user would, saying each line it prints as it prints it."""
+    command = [str(ROOT / ".venv" / "bin" / "ape"), "run", *argv, "--network", net.anvil.uri]
+    command += ["--account", f"TEST::{CLIENT}"]
+    env = os.environ | {
+        "COMPUTENET_DEPLOYMENTS": str(net.deployments),
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    say("client: " + " ".join(["ape", "run", *argv]).replace(str(net.logdir) + "/", ""))
+    deadline = time.monotonic() + timeout
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if not line.startswith("INFO:"):
+                say(f"  {line.rstrip()}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"ape run {argv[0]} {argv[1]} took over {timeout:.0f} s; see {log}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"ape run {argv[0]} {argv[1]} failed (exit {proc.returncode}); see {log}")
+
+
+def pipeline_jobs(out: Path) -> dict[str, int]:
+    state = json.loads((out / "pipeline-state.json").read_text())
+    return {s["name"]: int(s["job"]) for s in state["stages"]}
+
+
+def accuracy(out: Path) -> tuple[int, int, str]:
+    """(correct, total, device) from the inference stage's verified counts."""
+    correct = total = 0
+    devices = set()
+    for counts in sorted(out.glob("infer/*/out/counts.json")):
+        entry = json.loads(counts.read_text())
+        correct, total = correct + entry["correct"], total + entry["total"]
+        devices.add(str(entry.get("device", "?")))
+    return correct, total, ", ".join(sorted(devices))
+
+
+def round_table(out: Path, rounds: int) -> Table:
+    """Per round: the held-out accuracy of the averaged model it started from, its shards' mean
+    loss before and after their local steps, and each shard's own held-out accuracy."""
+    table = Table(
+        "round", "started from (averaged)", "loss (mean)", "each shard's model", title="training", title_justify="left"
+    )
+    for r in range(rounds):
+        metrics = [json.loads(p.read_text()) for p in sorted(out.glob(f"train-{r}/*/out/metrics.json"))]
+        if not metrics:
+            continue
+        before = sum(m["loss_start"] for m in metrics) / len(metrics)
+        after = sum(m["loss"] for m in metrics) / len(metrics)
+        table.add_row(
+            str(r),
+            f"{metrics[0]['held_out_accuracy_start']:.4f}",
+            f"{before:.4f} -> {after:.4f}",
+            " ".join(f"{m['held_out_accuracy']:.3f}" for m in metrics),
+        )
+    return table
+
+
+def _paid_rows(net: Network, chain: run.Chain, jobs: dict[int, str]) -> tuple[Table, int]:
+    seconds: Counter = Counter()
+    paid: Counter = Counter()
+    runs: Counter = Counter()
+    for job in jobs:
+        prices = {
+            (e["args"]["shard"], e["args"]["replica"], e["args"]["asset"]): e["args"]["price"]
+            for e in chain.logs("ShardAssigned", job=job)
+        }
+        for event in chain.logs("ShardFinalized", job=job):
+            a = event["args"]
+            price = prices[(a["shard"], a["replica"], a["asset"])]
+            seconds[a["provider"]] += a["payment"] // price if price else 0
+            paid[a["provider"]] += a["payment"]
+            runs[a["provider"]] += 1
+        for event in chain.logs("ContributionPaid", job=job):
+            a = event["args"]
+            seconds[a["provider"]] += a["gpu_seconds"]
+            paid[a["provider"]] += a["payment"]
+            runs[a["provider"]] += 1
+    table = Table("provider", "shard runs paid", "GPU-seconds", "paid", title="paid per provider", title_justify="left")
+    for provider in sorted(paid):
+        table.add_row(provider, str(runs[provider]), str(seconds[provider]), format_amount(paid[provider]))
+    return table, sum(seconds.values())
+
+
+def pipeline(net: Network, console: Console, say: Callable[[str], None], *, shards: int, timeout: float) -> bool:
+    """Training rounds then inference, by `ape run job pipeline`; see the module's docstring."""
+    chain = run.Chain(net)
+    before = run.Balances(net, chain)
+    image = build_image(net, say)
+    folder = net.logdir / "ai"
+    train_env = write_inputs(folder / "train", workloads.ml_train())
+    infer_env = write_inputs(folder / "infer", workloads.ml_infer([]))
+    file = folder / "digits.toml"
+    file.write_text(pipeline_toml(image, train_env, infer_env, ROUNDS, shards))
+    out = folder / "outputs"
+    started = time.monotonic()
+    ape_run(
+        net,
+        ["job", "pipeline", str(file), "--out", str(out), "--store", net.store.url],
+        say,
+        folder / "pipeline.log",
+        timeout,
+    )
+    took = time.monotonic() - started
+
+    jobs = {job: name for name, job in pipeline_jobs(out).items()}
+    correct, total, device = accuracy(out)
+    console.print(round_table(out, ROUNDS))
+    table, seconds = _paid_rows(net, chain, jobs)
+    console.print(table)
+    console.print(run.settlement_table(net, chain, jobs))
+    say(
+        f"[green]trained and evaluated:[/green] held-out accuracy {correct}/{total} = {correct / max(total, 1):.4f} "
+        f"on {device}, after {ROUNDS} rounds of {shards} shards and inference over 2; {seconds} GPU-seconds paid "
+        f"(CPU-seconds here); {took:.0f} s for the pipeline's {len(jobs)} jobs"
+    )
+    return correct / max(total, 1) >= 0.95 and run.conserved(before, run.Balances(net, chain), console, say)
+
+
+def resume(net: Network, console: Console, say: Callable[[str], None], *, shards: int, timeout: float) -> bool:
+    """One long training shard, its agent killed after a checkpoint, resumed on another node."""
+    chain = run.Chain(net)
+    before = run.Balances(net, chain)
+    image = build_image(net, say)
+    folder = net.logdir / "ai-resume"
+    env = write_inputs(folder / "train", workloads.ml_train(steps=SLOW_STEPS, step_seconds=STEP_SECONDS))
+    manifest = folder / "train.json"
+    args = ["job", "manifest", "--image", image, "--inputs", str(folder / "train"), "--timeout-seconds", "90"]
+    args += [f"--env={k}={v}" for k, v in sorted(env.items())] + ["-o", str(manifest), "python3", "/in/train.py"]
+    _ape_plain(net, args, folder / "manifest.log")
+    post = ["job", "post", str(manifest), "--shards", "1", "--max-price", MAX_PRICE, "--max-gpu-seconds", "60"]
+    post += ["--hours", "1", "--store", net.store.url, "--inputs", str(folder / "train")]
+    post += ["--cpu-cores", "1", "--memory-mib", "256", "--disk-mib", "64"]
+    ape_run(net, post, say, folder / "post.log", 120)
+    job = int(chain.market.functions.job_count().call())
+
+    first = wait_until(lambda: _committed_or_heartbeat(net, chain, job), 120, "the shard's first checkpoint", 0.5)
+    asset = first
+    net.kill(f"agent-{asset}")
+    say(f"killed the agent of asset {asset} ({net.assets[asset].name}) after its first checkpoint (SIGKILL)")
+    adopted = wait_until(lambda: chain.logs("CheckpointAdopted", job=job) or None, 240, "the checkpoint's adoption", 1)[
+        0
+    ]
+    say(
+        f"the lease ran out; a keeper relayed the agent's last signed checkpoint and reclaimed it: checkpoint "
+        f"0x{bytes(adopted['args']['checkpoint']).hex()[:16]}… adopted, {adopted['args']['gpu_seconds']} GPU-seconds "
+        "contributed"
+    )
+    wait_until(lambda: chain.logs("JobFinished", job=job) or None, timeout, f"job {job} to finish", 1)
+    net.start_agent(asset)
+    say(f"asset {asset}'s agent restarted")
+    resumed = [e["args"] for e in chain.logs("ShardAssigned", job=job)][-1]
+    submitted = chain.logs("ResultSubmitted", job=job)[-1]["args"]
+    table, seconds = _paid_rows(net, chain, {job: "training"})
+    console.print(table)
+    own = _uninterrupted_seconds(folder)
+    say(
+        f"[green]resumed:[/green] asset {resumed['asset']} ({net.assets[resumed['asset']].name}) started from the "
+        f"adopted checkpoint and submitted {submitted['gpu_seconds']} GPU-seconds; {seconds} paid in all for a shard "
+        f"whose uninterrupted run meters about {own} ({seconds / max(own, 1):.2f}x, well under 2x)"
+    )
+    return seconds < 2 * max(own, 1) and run.conserved(before, run.Balances(net, chain), console, say)
+
+
+def _ape_plain(net: Network, argv: list[str], log: Path) -> None:
+    command = [str(ROOT / ".venv" / "bin" / "ape"), "run", *argv]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"ape run {' '.join(argv[:2])} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+
+
+def _committed_or_heartbeat(net: Network, chain: run.Chain, job: int) -> int | None:
+    """The asset running `job` once its agent has a checkpoint of it (in its heartbeat)."""
+    import requests
+
+    for asset, url in net.outputs.items():
+        try:
+            body = requests.get(f"{url}/heartbeats/{asset}", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            continue
+        if any(int(c["job"]) == job for c in body.get("checkpoints", [])):
+            return asset
+    return None
+
+
+def _uninterrupted_seconds(folder: Path) -> int:
+    """What the shard's work meters uninterrupted: its steps' pauses, rounded up."""
+    return int(SLOW_STEPS * float(STEP_SECONDS) + 0.999)
