@@ -7,9 +7,9 @@ logic can use these types and be tested without a chain.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
+from typing import Any
 
 BPS = 10_000
 MAX_SHARDS = 1024
@@ -284,7 +284,9 @@ class Checkpoints:
     @classmethod
     def from_chain(cls, fields: Sequence[Any]) -> Checkpoints:
         resume_point, pending, lease, gpu_seconds, contributors, contributed = fields
-        return cls(bytes(resume_point), bytes(pending), int(lease), int(gpu_seconds), int(contributors), int(contributed))
+        return cls(
+            bytes(resume_point), bytes(pending), int(lease), int(gpu_seconds), int(contributors), int(contributed)
+        )
 
     def pending_of(self, lease: int) -> int:
         """The GPU-seconds of the checkpoint committed under `lease` (0: none)."""

@@ -17,6 +17,7 @@ from typing import Any
 from web3._utils.events import get_event_data
 
 from computenet import audit, preflight
+from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.domain import (
     Asset,
     Checkpoints,
@@ -33,7 +34,6 @@ from computenet.domain import (
 )
 from computenet.errors import ContractRevert, revert_error
 from computenet.events import Event, decode
-from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.receipts import ExecutionReceipt, cancel_signer
 from computenet.waiting import Decline
 from computenet.web3calls import abi, block_ranges, reason_of

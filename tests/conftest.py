@@ -13,11 +13,11 @@ from eth_utils import keccak
 from hypothesis import HealthCheck, settings
 
 from agent import image
+from computenet.checkpoints import Checkpoint
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
 from computenet.localnet import DockerEngine, RedisServer, ServedApp, ServiceError, docker_reachable, wait_until
 from computenet.manifest import build_manifest, canonical_json, manifest_hash
-from computenet.checkpoints import Checkpoint
 from computenet.receipts import ExecutionReceipt
 from computenet.store import LocalStore, StoreClient, app
 

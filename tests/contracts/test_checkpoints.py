@@ -410,7 +410,9 @@ def test_conservation_over_a_checkpointed_job(
     submit(agents[0], job, 0, 0, gpu_seconds=500)
     chain.mine(deltatime=params.challenge_window + 1)
     tx = market.finalize(job, 0, sender=keeper)
-    total = sum(e.gpu_seconds for e in tx.events.filter(market.ContributionPaid)) + market.replica(job, 0, 0).gpu_seconds
+    total = (
+        sum(e.gpu_seconds for e in tx.events.filter(market.ContributionPaid)) + market.replica(job, 0, 0).gpu_seconds
+    )
     assert total == 500
     assert only(tx, market.JobFinished).refund == 0  # every cap at max price: all of it paid
     assert token.balanceOf(market) >= market.owed()
