@@ -222,6 +222,25 @@ class SignedCheckpoint:
             return None
 
 
+def check_signed(
+    body: Any, asset: int, agent: str, manifest: bytes | None, chain_id: int, market: str | bytes
+) -> SignedCheckpoint | None:
+    """A heartbeat's checkpoint entry, if it is of `asset` and signed by `agent` (the asset's
+    agent now) over the job's `manifest`; None for anything else (pure: the caller reads the
+    agent and manifest from the chain). Entries are not covered by the heartbeat's signature,
+    so each is checked on its own before a keeper keeps it."""
+    if manifest is None or not isinstance(body, dict) or body.get("asset") != asset:
+        return None
+    try:
+        signed = SignedCheckpoint.from_body(body, manifest)
+    except CheckpointError:
+        return None
+    if signed.checkpoint.gpu_seconds == 0 or signed.checkpoint.checkpoint == b"\x00" * 32:
+        return None
+    signer = signed.signer(chain_id, market)
+    return signed if signer is not None and signer.lower() == str(agent).lower() else None
+
+
 def lease_key(job: int, shard: int, replica: int, lease: int) -> str:
     """A lease's key, as keepers file its newest checkpoint."""
     return f"{job}:{shard}:{replica}:{lease}"
