@@ -292,7 +292,7 @@ class Agent:
     def checkpoint_watch(self, lease: Lease, job: Job, folder: Path, max_bytes: int) -> Any:
         """The poll hook of a running lease: takes its new checkpoints (uploaded, signed, kept
         for the heartbeats) and, with less than SUBMIT_MARGIN seconds of its lease left,
-        commits the latest on chain itself."""
+        commits the latest on chain itself (once; newer ones reach the chain through keepers)."""
         gpus = job.requirements.gpu_count
         market = str(self.market.market.address)
         started: list[float] = []
@@ -335,7 +335,8 @@ class Agent:
                     },
                 )
             latest = watcher.latest
-            if latest is not None and latest is not watcher.committed and lease.lease_end - self.now() < SUBMIT_MARGIN:
+            # once, as the lease nears its end: later ones travel in heartbeats for keepers to relay
+            if latest is not None and watcher.committed is None and lease.lease_end - self.now() < SUBMIT_MARGIN:
                 watcher.committed = latest
                 self.commit_checkpoint(lease, latest)
 
