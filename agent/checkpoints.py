@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,17 +102,9 @@ class Watcher:
         name = newest(files)
         if name is None:
             return None
-        path = self.folder / name
-        st = os.stat(path, follow_symlinks=False)
-        seen = (name, st.st_mtime_ns, st.st_size)
-        if seen == self._seen:
+        data, seen = self._read(name)
+        if data is None or seen == self._seen:
             return None
-        if st.st_size > self.max_bytes:
-            log.warning("checkpoint too large, skipped", extra={"fields": {"file": str(path), "size": st.st_size}})
-            self._seen = seen
-            return None
-        with open(path, "rb") as handle:  # renamed in whole: the bytes are a completed checkpoint
-            data = handle.read(self.max_bytes + 1)
         self.upload(data)
         last = self.latest.checkpoint.gpu_seconds if self.latest else 0
         # A newer checkpoint must claim more than the last (the chain keeps the later one),
@@ -123,6 +116,26 @@ class Watcher:
         self.latest = self.sign(checkpoint_hash(data), seconds)
         self._prune(name, files)
         return self.latest
+
+    def _read(self, name: str) -> tuple[bytes | None, tuple[str, int, int] | None]:
+        """The bytes of checkpoint `name` and its (name, mtime_ns, size); None for anything but
+        a regular file within max_bytes. The folder is the container's: it may swap the file
+        for a link to a host file or a FIFO between the scan and the read, so the file is
+        opened without following links or blocking, and checked once open."""
+        fd = os.open(self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            seen = (name, st.st_mtime_ns, st.st_size)
+            if not stat.S_ISREG(st.st_mode) or seen == self._seen:
+                return None, seen
+            if st.st_size > self.max_bytes:
+                log.warning("checkpoint too large, skipped", extra={"fields": {"file": name, "size": st.st_size}})
+                self._seen = seen
+                return None, seen
+            data = handle.read(self.max_bytes + 1)  # renamed in whole: a completed checkpoint
+        if len(data) > self.max_bytes:
+            return None, seen
+        return data, seen
 
     def _prune(self, keep: str, files: list[FileStat]) -> None:
         """Removes the completed checkpoints older than the one just taken."""

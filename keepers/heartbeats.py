@@ -37,6 +37,9 @@ from keepers.state import KeeperState
 log = logging.getLogger("keepers.heartbeats")
 
 MAX_ANSWER_BYTES = 1 << 20  # an endpoint's answer read at most: about 4,000 heartbeats
+# Checkpoint entries of one heartbeat looked at: an agent serves one per running lease, and each
+# costs a signature recovery (and, for a new job, a read of its manifest).
+MAX_CHECKPOINTS = 64
 NO_ENDPOINT = "no endpoint on chain (its owner runs `ape run provider set-endpoint`)"
 NO_HEARTBEAT = "no heartbeat accepted yet"
 
@@ -219,7 +222,7 @@ class HeartbeatIntake:
         inflated one cannot push out the real one."""
         if self.checkpoints is None:
             return
-        for body in checkpoints_of(wire):
+        for body in checkpoints_of(wire)[:MAX_CHECKPOINTS]:
             if self.checkpoints(body, asset):
                 self.state.keep_checkpoint(body)
 
