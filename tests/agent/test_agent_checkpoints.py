@@ -15,6 +15,7 @@ import urllib.request
 from computenet.checkpoints import check_signed, checkpoint_hash
 from computenet.domain import SUBMIT_MARGIN, ReplicaState
 from computenet.localnet import free_port
+from computenet.staging import release
 from computenet.store import LocalStore
 
 SCRIPT = b"""
@@ -102,6 +103,7 @@ def test_a_reclaimed_shard_resumes_on_another_agent_from_the_adopted_checkpoint(
     proc_a.stop()  # node A goes away with its lease
     for container in docker_engine.client.containers.list(all=True, filters={"label": "computenet=shard"}):
         container.remove(force=True)
+    release(proc_a.workdir / "leases" / f"computenet-{job}-0-0-1")  # its output tmpfs, left mounted
 
     # the lease runs out; its reclaim adopts the checkpoint; B takes the shard and resumes from it
     chain.pending_timestamp = int(market.replica(job, 0, 0).deadline) + 1

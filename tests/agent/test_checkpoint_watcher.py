@@ -34,7 +34,7 @@ def test_the_newest_completed_checkpoint_is_taken_once_signed_and_older_ones_pru
     w, uploaded = watcher(tmp_path)
     assert w.poll() is None  # nothing yet
     write(tmp_path, "step-1", b"one", 10**9)
-    (tmp_path / ".step-2.tmp").write_bytes(b"half")  # being written: never taken
+    (tmp_path / ".step-3.tmp").write_bytes(b"half")  # being written: never taken
     first = w.poll()
     assert first.checkpoint.checkpoint == keccak(b"one") and first.checkpoint.gpu_seconds == 5
     assert uploaded == [b"one"] and w.poll() is None  # the same file is not taken twice
@@ -42,7 +42,7 @@ def test_the_newest_completed_checkpoint_is_taken_once_signed_and_older_ones_pru
     second = w.poll()
     # the meter still says 5: a newer checkpoint claims one more, so it outranks the last on chain
     assert second.checkpoint.gpu_seconds == 6 and w.latest == second
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".step-2.tmp", "step-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".step-3.tmp", "step-2"]
 
 
 def test_no_room_on_chain_leaves_the_last_checkpoint_the_latest(tmp_path):

@@ -416,3 +416,29 @@ def test_conservation_over_a_checkpointed_job(
     assert total == 500
     assert only(tx, market.JobFinished).refund == 0  # every cap at max price: all of it paid
     assert token.balanceOf(market) >= market.owed()
+
+
+# ---------------------------------------------------------------- the SDK seam
+
+
+def test_market_checks_and_relays_a_checkpoint(stack, chain, market, assigned, agents, agent, stranger, run_for):
+    """Market.commit_checkpoint refuses before sending what the chain would refuse, and relays
+    the rest; Market.checkpoint reads the view."""
+    from computenet.errors import ContractRevert
+    from computenet.market import Market
+
+    sdk = Market.from_stack(stack)
+    run_for(assigned, 0, 0, 50)
+    forged = sdk.checkpoint_for(assigned, 0, 0, CKPT, 50).sign(agents[1].private_key, chain.chain_id, market.address)
+    with pytest.raises(ContractRevert, match="checkpoint not signed by the asset's agent") as refused:
+        sdk.commit_checkpoint(forged, sender=stranger)
+    assert refused.value.preflight
+    zero = sdk.checkpoint_for(assigned, 0, 0, ZERO32, 50).sign(agent.private_key, chain.chain_id, market.address)
+    with pytest.raises(ContractRevert, match="empty checkpoint"):
+        sdk.commit_checkpoint(zero, sender=stranger)
+    signed = sdk.checkpoint_for(assigned, 0, 0, CKPT, 50).sign(agent.private_key, chain.chain_id, market.address)
+    sdk.commit_checkpoint(signed, sender=stranger)
+    with pytest.raises(ContractRevert, match="checkpoint not newer"):
+        sdk.commit_checkpoint(signed, sender=stranger)
+    c = sdk.checkpoint(assigned, 0, 0)
+    assert (c.pending, c.pending_lease, c.pending_gpu_seconds, c.pending_of(1), c.pending_of(2)) == (CKPT, 1, 50, 50, 0)
