@@ -61,22 +61,27 @@ def test_commit_checkpoint(market, assigned, asset, agent, stranger, commit_chec
     assert (c.pending, c.pending_gpu_seconds) == (CKPT2, 600)
 
 
-def test_commit_checkpoint_wrong_signer(market, assigned, agents, sign_checkpoint, run_for, stranger):
+def test_commit_checkpoint_wrong_signer(chain, market, assigned, agents, sign_checkpoint, run_for, stranger):
     run_for(assigned, 0, 0, 100)
+    chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     signed = sign_checkpoint(agents[1], assigned, 0, 0, CKPT, 100)
     with ape.reverts("job_market: checkpoint not signed by the asset's agent"):
         market.commit_checkpoint(*signed.market_args(), sender=stranger)
 
 
-def test_commit_checkpoint_garbage_signature(market, assigned, run_for, stranger):
+def test_commit_checkpoint_garbage_signature(chain, market, assigned, run_for, stranger):
     run_for(assigned, 0, 0, 100)
+    chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     with ape.reverts("job_market: checkpoint not signed by the asset's agent"):
         market.commit_checkpoint(assigned, 0, 0, CKPT, 100, b"\x01" * 65, sender=stranger)
 
 
 @pytest.mark.parametrize("field", ["lease", "asset", "manifest_hash"])
-def test_commit_checkpoint_signed_for_another_lease(market, assigned, agent, sign_checkpoint, run_for, stranger, field):
+def test_commit_checkpoint_signed_for_another_lease(
+    chain, market, assigned, agent, sign_checkpoint, run_for, stranger, field
+):
     run_for(assigned, 0, 0, 100)
+    chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     other = {"lease": 2, "asset": 999, "manifest_hash": keccak(b"other")}[field]
     signed = sign_checkpoint(agent, assigned, 0, 0, CKPT, 100, **{field: other})
     with ape.reverts("job_market: checkpoint not signed by the asset's agent"):
@@ -84,7 +89,7 @@ def test_commit_checkpoint_signed_for_another_lease(market, assigned, agent, sig
 
 
 def test_commit_checkpoint_signature_bound_to_replica_fields(
-    market, post_job, register_asset, agent, registered_keeper, keeper, sign_checkpoint, run_for, stranger
+    chain, market, post_job, register_asset, agent, registered_keeper, keeper, sign_checkpoint, run_for, stranger
 ):
     """A signature for one shard is worthless for another, even on the same asset and lease."""
     asset = register_asset(gpu_count=2)
@@ -92,6 +97,7 @@ def test_commit_checkpoint_signature_bound_to_replica_fields(
     market.assign(job, 0, asset, sender=keeper)
     market.assign(job, 1, asset, sender=keeper)
     run_for(job, 0, 0, 100)
+    chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     signed = sign_checkpoint(agent, job, 0, 0, CKPT, 100)
     args = list(signed.market_args())
     args[1] = 1  # shard 1
@@ -138,8 +144,9 @@ def test_commit_checkpoint_zero_seconds(market, assigned, agent, sign_checkpoint
         market.commit_checkpoint(*signed.market_args(), sender=stranger)
 
 
-def test_commit_checkpoint_zero_hash(market, assigned, agent, sign_checkpoint, run_for, stranger):
+def test_commit_checkpoint_zero_hash(chain, market, assigned, agent, sign_checkpoint, run_for, stranger):
     run_for(assigned, 0, 0, 100)
+    chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     signed = sign_checkpoint(agent, assigned, 0, 0, ZERO32, 100)
     with ape.reverts("job_market: empty checkpoint"):
         market.commit_checkpoint(*signed.market_args(), sender=stranger)
@@ -209,6 +216,7 @@ def test_submitted_lease_never_adopts(chain, market, assigned, agent, commit_che
 
 
 def test_contribution_paid_at_finalize_to_the_base_unit(
+    stack,
     chain,
     market,
     token,
@@ -288,6 +296,15 @@ def test_contribution_paid_at_finalize_to_the_base_unit(
     assert token.balanceOf(market) >= market.owed()
     # every token that came in (the slash) went to someone's credit
     assert token.balanceOf(market) - held_before == slashed
+    # the audit ledger reconciles the job, counting the contribution as payment
+    from computenet.market import Market
+
+    ledger, _ = Market.from_stack(stack).audit()
+    audited = ledger.jobs[job]
+    assert audited.finished and audited.check(escrow=0) == [] and audited.problems == []
+    paid = [(x.account, x.amount, x.asset, x.gpu_seconds, x.detail) for x in audited.lines if x.kind == "paid"]
+    assert paid == [(provider.address, pay_a, a, 1_000, "checkpoint"), (provider2.address, pay_b, b, 2_600, "")]
+    assert audited.totals()["paid"] == pay_a + pay_b and audited.totals()["refunded"] == refund
 
 
 def _reclaimed_with(chain, market, job, asset, agent, keeper, commit_checkpoint, seconds, checkpoint=CKPT):
@@ -429,6 +446,7 @@ def test_market_checks_and_relays_a_checkpoint(stack, chain, market, assigned, a
 
     sdk = Market.from_stack(stack)
     run_for(assigned, 0, 0, 50)
+    chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     forged = sdk.checkpoint_for(assigned, 0, 0, CKPT, 50).sign(agents[1].private_key, chain.chain_id, market.address)
     with pytest.raises(ContractRevert, match="checkpoint not signed by the asset's agent") as refused:
         sdk.commit_checkpoint(forged, sender=stranger)
