@@ -84,8 +84,11 @@ def start(
     gpu_indices: tuple[int, ...],
     limits: sandbox.Limits,
     on_start: Callable[[str], None] = lambda name: None,
+    checkpoints: Path | None = None,
+    resume: Path | None = None,
 ) -> Any:
-    """Creates and starts the shard's container on its pinned GPUs; returns it."""
+    """Creates and starts the shard's container on its pinned GPUs, with its checkpoint and
+    resume folders (agent.checkpoints) mounted; returns it."""
     spec = sandbox.RunSpec(
         name=lease.name,
         image=image_id,
@@ -102,6 +105,8 @@ def start(
         max_file_bytes=output_bytes(manifest.outputs.max_bytes),
         limits=limits,
         labels={"computenet.lease": lease.name, ASSET_LABEL: str(lease.asset)},
+        checkpoints=checkpoints,
+        resume=resume,
     )
     on_start(lease.name)
     return sandbox.start(client, spec)
@@ -122,18 +127,33 @@ def discard(container: Any) -> None:
 
 
 def finish(
-    container: Any, manifest: Manifest, *, outputs: Path, gpu_count: int, max_gpu_seconds: int, out_store: LocalStore
+    container: Any,
+    manifest: Manifest,
+    *,
+    outputs: Path,
+    gpu_count: int,
+    max_gpu_seconds: int,
+    out_store: LocalStore,
+    watch: Callable[[ContainerMeter], None] | None = None,
 ) -> Result:
     """Waits for `container` (one just started, or found running after a restart), removes
-    it and commits to its outputs."""
+    it and commits to its outputs. `watch(meter)` runs on each poll while it runs (the
+    lease's checkpoints)."""
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
+    meter = ContainerMeter(container, pinned_gpus(container))
+
+    def on_poll() -> None:
+        samples.append(gpu.probe().utilization_pct)
+        if watch is not None:
+            watch(meter)
+
     try:
         run = sandbox.wait(
             container,
             manifest.timeout_seconds,
             started=sandbox.started_at(container),
-            on_poll=lambda: samples.append(gpu.probe().utilization_pct),
-            meter=ContainerMeter(container, pinned_gpus(container)),
+            on_poll=on_poll,
+            meter=meter,
         )
     finally:
         container.remove(force=True)

@@ -19,13 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent import cpu, execute, gpu, plan
+from agent import checkpoints, cpu, execute, gpu, plan
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
 from computenet import preflight
+from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.connection import ConfigError, broadcast
-from computenet.domain import Asset, Job, ReplicaState
+from computenet.domain import SUBMIT_MARGIN, Asset, Job, ReplicaState
 from computenet.follow import Follower, JsonCursor
 from computenet.heartbeat import Heartbeat
 from computenet.market import Market
@@ -87,6 +88,7 @@ class Agent:
         self.gpus = gpu.Allocator()  # device indices pinned to running leases
         self.cpu = cpu.Meter(docker)  # CPU-only assets' utilisation, from their own containers
         self.beats: dict[int, str] = {}  # asset -> its latest signed heartbeat, as served
+        self.watchers: dict[tuple, checkpoints.Watcher] = {}  # running lease -> its checkpoints
         self.jobs: dict[int, Job] = {}
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
         self.follower = Follower(
@@ -225,6 +227,8 @@ class Agent:
                 bound = execute.bound_outputs(outputs, manifest.outputs.max_bytes)
                 log.info("outputs bounded", extra={"fields": {"lease": lease.name, "bound": bound}})
                 execute.stage_inputs(self.store, manifest, inputs)
+                saved, resume = checkpoints.make_dirs(folder)
+                self.stage_resume(lease, manifest, resume)
                 stage = plan.STARTING
                 container = execute.start(
                     lease,
@@ -237,9 +241,12 @@ class Agent:
                     gpu_indices=gpus,
                     limits=self.settings.limits(),
                     on_start=lambda name: self.journal.update(lease.key, "running", container=name),
+                    checkpoints=saved,
+                    resume=resume,
                 )
             else:  # collecting a container that ran on while the agent was down
                 inputs, outputs = execute.lease_dirs(folder)
+                saved, _ = checkpoints.checkpoint_dirs(folder)
             stage = plan.RAN
             result = execute.finish(
                 container,
@@ -248,6 +255,7 @@ class Agent:
                 gpu_count=job.requirements.gpu_count,
                 max_gpu_seconds=job.requirements.max_gpu_seconds,
                 out_store=self.outputs,
+                watch=self.checkpoint_watch(lease, job, saved, execute.output_bytes(manifest.outputs.max_bytes)),
             )
         except Exception as error:
             outcome = plan.on_failure(stage, error)
@@ -265,7 +273,88 @@ class Agent:
             result = self.failed_result(lease, outcome)
         finally:
             self.gpus.release(lease.name)
+            self.watchers.pop(lease.key, None)
         self.commit(lease, result)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def stage_resume(self, lease: Lease, manifest: Any, resume: Path) -> bool:
+        """Places the replica's adopted checkpoint, if it has one, at resume/checkpoint; a
+        missing or mismatching blob declines the lease (agent.checkpoints.stage_resume)."""
+        with self.chain_lock:
+            point = self.market.checkpoint(lease.job, lease.shard, lease.replica).resume_point
+        stores = Mirrors.of(self.store, manifest.stores)
+        staged = checkpoints.stage_resume(stores, point, resume, execute.output_bytes(manifest.outputs.max_bytes))
+        if staged:
+            log.info("resuming", extra={"fields": {"lease": lease.name, "checkpoint": "0x" + point.hex()}})
+        return staged
+
+    def checkpoint_watch(self, lease: Lease, job: Job, folder: Path, max_bytes: int) -> Any:
+        """The poll hook of a running lease: takes its new checkpoints (uploaded, signed, kept
+        for the heartbeats) and, with less than SUBMIT_MARGIN seconds of its lease left,
+        commits the latest on chain itself (once; newer ones reach the chain through keepers)."""
+        gpus = job.requirements.gpu_count
+        market = str(self.market.market.address)
+        started: list[float] = []
+
+        def sign(digest: bytes, seconds: int) -> SignedCheckpoint:
+            cp = Checkpoint(
+                lease.job, lease.shard, lease.replica, lease.lease, lease.asset, job.manifest_hash, digest, seconds
+            )
+            return cp.sign(self.account.private_key, self.chain_id, market)
+
+        meter_box: list[Any] = []
+
+        def metered() -> int:
+            return min(job.requirements.max_gpu_seconds, meter_box[0].so_far().seconds(gpus))
+
+        def bound() -> int:
+            # the chain's: the lease's time so far on its GPUs; the container's run is within it
+            elapsed = time.time() - (meter_box[0].since or started[0])
+            return min(int(elapsed) * max(1, gpus), job.requirements.max_gpu_seconds)
+
+        watcher = checkpoints.Watcher(
+            folder, sign=sign, upload=self.store.put, metered=metered, bound=bound, max_bytes=max_bytes
+        )
+        self.watchers[lease.key] = watcher
+
+        def watch(meter: Any) -> None:
+            if not started:
+                started.append(time.time())
+                meter_box.append(meter)
+            taken = watcher.poll()
+            if taken is not None:
+                log.info(
+                    "checkpoint",
+                    extra={
+                        "fields": {
+                            "lease": lease.name,
+                            "checkpoint": "0x" + taken.checkpoint.checkpoint.hex(),
+                            "gpu_seconds": taken.checkpoint.gpu_seconds,
+                        }
+                    },
+                )
+            latest = watcher.latest
+            # once, as the lease nears its end: later ones travel in heartbeats for keepers to relay
+            if latest is not None and watcher.committed is None and lease.lease_end - self.now() < SUBMIT_MARGIN:
+                watcher.committed = latest
+                self.commit_checkpoint(lease, latest)
+
+        return watch
+
+    def commit_checkpoint(self, lease: Lease, signed: SignedCheckpoint) -> bool:
+        """Commits a lease's signed checkpoint on chain (its lease is about to run out);
+        False when the chain refused it (logged; a keeper may still relay a newer one)."""
+        try:
+            receipt = self._send("commit_checkpoint", *signed.market_args())
+        except Exception as error:
+            log.warning("checkpoint not committed", extra={"fields": {"lease": lease.name, "error": str(error)}})
+            return False
+        ok = receipt["status"] == 1
+        log.info(
+            "checkpoint committed" if ok else "checkpoint commit reverted", extra={"fields": {"lease": lease.name}}
+        )
+        return ok
 
     def failed_result(self, lease: Lease, outcome: plan.Outcome) -> execute.Result:
         job = self.job(lease.job)
@@ -459,7 +548,12 @@ class Agent:
                 served.capacity,
                 int(now * 1000),
             )
-            beats[asset_id] = hb.wire(self.account.private_key, self.chain_id, str(self.market.assets.address))
+            saved = [
+                w.latest.to_body()
+                for w in list(self.watchers.values())
+                if w.latest is not None and w.latest.checkpoint.asset == asset_id
+            ]
+            beats[asset_id] = hb.wire(self.account.private_key, self.chain_id, str(self.market.assets.address), saved)
         self.beats = beats  # replaced whole: the server thread reads either the old or the new
         return beats
 

@@ -48,6 +48,8 @@ EVENT_NAMES = frozenset(
         "ResultSubmitted",
         "ShardFinalized",
         "ShardReclaimed",
+        "CheckpointAdopted",
+        "ContributionPaid",
         "ShardCancelled",
         "ReplicaRejected",
         "DisputeOpened",
@@ -288,6 +290,9 @@ class _Replicas:
         self.states: dict[tuple[int, int, int], str] = {}  # absent: open
         self.leases: dict[tuple[int, int, int], Lease] = {}
         self.since: dict[tuple[int, int, int], tuple[int, int]] = {}  # assigned: when
+        # replica -> its earlier leases' adopted checkpoints that will be paid, in order:
+        # (asset, price, GPU-seconds), as JobMarket.reclaim records them
+        self.contributions: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
 
     def lease(self, ev: Event) -> Lease:
         return self.leases[(int(ev.job), int(ev.shard), int(ev.replica))]
@@ -317,14 +322,21 @@ class _Replicas:
         elif ev.name == "ResultSubmitted":
             self.states[key] = lease.state = "submitted"
             lease.output_root, lease.exit_code = _hex(ev.output_root), int(ev.exit_code)
-            cap = self.jobs.get(key[0], (0, int(ev.gpu_seconds)))[1]
+            cap = self.jobs.get(key[0], (0, int(ev.gpu_seconds)))[1] - self.contributed(key)
             lease.gpu_seconds = min(int(ev.gpu_seconds), cap)  # the market bills the claim capped
+        elif ev.name == "CheckpointAdopted":
+            if int(ev.gpu_seconds):  # zero: beyond MAX_CONTRIBUTORS or the cap, never paid
+                self.contributions.setdefault(key, []).append((lease.asset, lease.price, int(ev.gpu_seconds)))
         elif ev.name in ("ShardReclaimed", "ReplicaRejected"):
             self.states[key] = "open"
             lease.state, lease.slashed = ("reclaimed" if ev.name == "ShardReclaimed" else "rejected"), int(ev.slashed)
         elif ev.name == "ShardFinalized":
             self.states[key] = lease.state = "finalized"
             lease.paid = int(ev.payment)
+
+    def contributed(self, key: tuple[int, int, int]) -> int:
+        """GPU-seconds the replica's adopted checkpoints take from its cap."""
+        return sum(seconds for _, _, seconds in self.contributions.get(key, []))
 
     def cancel(self, job: int, shard: int, count: int) -> None:
         """JobMarket._close_open cancels every open replica and the assigned ones still inside
@@ -355,6 +367,7 @@ class _Builder:
         self.credits: list[Event] = []  # Credited of this transaction not yet explained
         self.slashes: dict[int, list[int]] = defaultdict(list)  # asset -> StakeSlashed, this transaction
         self.rejected: list[Event] = []  # ReplicaRejected of the ruling in this transaction
+        self.paid_contributions: dict[tuple[int, int, int], int] = {}  # replica -> ContributionPaid so far
 
     def add(self, ev: Event) -> None:
         if ev.tx != self.tx:
@@ -441,6 +454,39 @@ class _Builder:
         treasury = self.take(job.problems, int(ev.protocol_fee), self.treasury or None, f"{where}'s protocol fee")
         at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
         self.line(job, "paid", ev.provider, ev.payment, ev, gpu_seconds=gpu_seconds, price=price, **at)
+        if ev.keeper_fee:
+            self.line(job, "keeper_fee", ev.keeper, ev.keeper_fee, ev, **at)
+        if ev.protocol_fee:
+            self.line(job, "protocol_fee", treasury, ev.protocol_fee, ev, **at)
+
+    def on_ContributionPaid(self, ev: Event) -> None:
+        """JobMarket.finalize pays each adopted checkpoint of a replica, in the order reclaim
+        adopted them, before the replica's own result: credits as for ShardFinalized."""
+        job = self.job(ev)
+        if job is None:
+            return
+        where = f"job {ev.job} shard {ev.shard} replica {ev.replica}"
+        key = (int(ev.job), int(ev.shard), int(ev.replica))
+        paid = self.paid_contributions[key] = self.paid_contributions.get(key, 0) + 1
+        adopted = self.replicas.contributions.get(key, [])
+        price = None
+        if paid > len(adopted):
+            job.problems.append(f"{where} paid a contribution in {ev.tx} that no CheckpointAdopted recorded")
+        else:
+            asset, price, gpu_seconds = adopted[paid - 1]
+            expected = settle_amounts(price, gpu_seconds, job.keeper_fee_bps, job.protocol_fee_bps)
+            logged = (int(ev.payment), int(ev.keeper_fee), int(ev.protocol_fee))
+            if logged != expected or (int(ev.asset), int(ev.gpu_seconds)) != (asset, gpu_seconds):
+                job.problems.append(
+                    f"{where} paid asset {ev.asset}'s contribution {logged} for {ev.gpu_seconds} GPU-seconds in"
+                    f" {ev.tx}, but asset {asset}'s adopted checkpoint of {gpu_seconds} at price {price} gives {expected}"
+                )
+        self.take(job.problems, int(ev.payment), str(ev.provider), f"{where}'s contribution payment")
+        self.take(job.problems, int(ev.keeper_fee), str(ev.keeper), f"{where}'s contribution keeper fee")
+        treasury = self.take(job.problems, int(ev.protocol_fee), self.treasury or None, f"{where}'s protocol fee")
+        at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
+        more = dict(gpu_seconds=int(ev.gpu_seconds), price=price, detail="checkpoint")
+        self.line(job, "paid", ev.provider, ev.payment, ev, **more, **at)
         if ev.keeper_fee:
             self.line(job, "keeper_fee", ev.keeper, ev.keeper_fee, ev, **at)
         if ev.protocol_fee:
@@ -657,6 +703,21 @@ def provider_history(owner: str, events: Iterable[Event]) -> ProviderHistory:
             where = {"job": int(ev.job), "shard": int(ev.shard), "replica": int(ev.replica)}
             mine.slashes.append(
                 where | {"amount": int(ev.slashed), "cause": cause, "block": ev.block, "transaction": ev.tx}
+            )
+        elif ev.name == "ContributionPaid" and held(mine.asset, ev):
+            mine.earnings.append(
+                Line(
+                    "paid",
+                    str(ev.provider),
+                    int(ev.payment),
+                    ev.block,
+                    ev.tx,
+                    asset=mine.asset,
+                    shard=int(ev.shard),
+                    replica=int(ev.replica),
+                    gpu_seconds=int(ev.gpu_seconds),
+                    detail="checkpoint",
+                )
             )
         elif ev.name == "ShardFinalized" and held(mine.asset, ev):
             lease = replicas.lease_of(ev)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
+from typing import Any
 
 BPS = 10_000
 MAX_SHARDS = 1024
@@ -265,6 +266,31 @@ class Replica:
             gpu_seconds,
             bytes(output_root),
         )
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """A replica's checkpoints (JobMarket.checkpoint): the resume point its next lease starts
+    from (zero: fresh), the newest checkpoint committed by `pending_lease` with its metered
+    GPU-seconds (zero lease: none), and the paid contributions of earlier leases."""
+
+    resume_point: bytes
+    pending: bytes
+    pending_lease: int
+    pending_gpu_seconds: int
+    contributors: int
+    contributed: int
+
+    @classmethod
+    def from_chain(cls, fields: Sequence[Any]) -> Checkpoints:
+        resume_point, pending, lease, gpu_seconds, contributors, contributed = fields
+        return cls(
+            bytes(resume_point), bytes(pending), int(lease), int(gpu_seconds), int(contributors), int(contributed)
+        )
+
+    def pending_of(self, lease: int) -> int:
+        """The GPU-seconds of the checkpoint committed under `lease` (0: none)."""
+        return self.pending_gpu_seconds if lease and self.pending_lease == lease else 0
 
 
 @dataclass(frozen=True)

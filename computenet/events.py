@@ -58,6 +58,23 @@ ShardFailed = _event("ShardFailed", "job", "shard", "declines")  # then ShardCan
 ShardFinalized = _event(
     "ShardFinalized", "job", "shard", "replica", "asset", "provider", "keeper", "payment", "keeper_fee", "protocol_fee"
 )
+CheckpointCommitted = _event(
+    "CheckpointCommitted", "job", "shard", "replica", "asset", "lease", "checkpoint", "gpu_seconds"
+)
+CheckpointAdopted = _event("CheckpointAdopted", "job", "shard", "replica", "asset", "checkpoint", "gpu_seconds")
+ContributionPaid = _event(  # an earlier lease's adopted checkpoint, paid when its shard finalizes
+    "ContributionPaid",
+    "job",
+    "shard",
+    "replica",
+    "asset",
+    "provider",
+    "keeper",
+    "gpu_seconds",
+    "payment",
+    "keeper_fee",
+    "protocol_fee",
+)
 JobFinished = _event("JobFinished", "job", "client", "refund")
 JobFundedByAuthorization = _event("JobFundedByAuthorization", "job", "payer", "nonce", "front_run")
 UnclaimedReturned = _event("UnclaimedReturned", "payer", "nonce", "amount")

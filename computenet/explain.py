@@ -252,6 +252,15 @@ PLAIN: dict[str, str] = {
     "job_market: nothing to challenge": (
         "No result of this shard is inside its challenge window, so there is nothing to challenge."
     ),
+    "job_market: checkpoint not newer": (
+        "This lease already committed a checkpoint with as many GPU-seconds or more; a checkpoint must "
+        "claim more than the last one, so an older one cannot replace a newer one. Relay the newest."
+    ),
+    "job_market: checkpoint not signed by the asset's agent": (
+        "The checkpoint signature is malformed, or is not by the asset's registered agent key over this "
+        "lease, checkpoint hash and GPU-seconds. Relay the checkpoint exactly as the agent signed it."
+    ),
+    "job_market: empty checkpoint": "A checkpoint hash cannot be zero: give the keccak256 of the checkpoint file.",
     "job_market: receipt not signed by the asset's agent": (
         "The receipt is not signed by the asset's agent key over exactly this job, shard, replica, lease and result. "
         "Sign it with the agent key the asset records."

@@ -129,17 +129,24 @@ class Heartbeat:
         """The checksum address that signed this heartbeat; raises InvalidSignature for a malformed one."""
         return recover_signer(self.digest(chain_id, registry), signature)
 
-    def to_json(self, signature: bytes) -> str:
-        """The compact wire form: the fields by name plus the signature as 0x-hex, no spaces."""
+    def to_json(self, signature: bytes, checkpoints: list[dict[str, Any]] | None = None) -> str:
+        """The compact wire form: the fields by name plus the signature as 0x-hex, no spaces,
+        and, when given, `checkpoints`: the running leases' signed checkpoints
+        (computenet.checkpoints.SignedCheckpoint.to_body), each signed on its own and not
+        covered by the heartbeat's signature."""
         if not isinstance(signature, (bytes, bytearray, memoryview)):
             raise HeartbeatError(f"heartbeat signature must be bytes, got {type(signature).__name__}")
-        body = {attr: getattr(self, attr) for attr in _FIELDS}
+        body: dict[str, Any] = {attr: getattr(self, attr) for attr in _FIELDS}
         body["signature"] = "0x" + bytes(signature).hex()
+        if checkpoints:
+            body["checkpoints"] = list(checkpoints)
         return json.dumps(body, separators=(",", ":"))
 
-    def wire(self, private_key: Any, chain_id: int, registry: str | bytes) -> str:
+    def wire(
+        self, private_key: Any, chain_id: int, registry: str | bytes, checkpoints: list[dict[str, Any]] | None = None
+    ) -> str:
         """Signed with `private_key` and in `to_json`'s form: what an agent serves."""
-        return self.to_json(self.sign(private_key, chain_id, registry))
+        return self.to_json(self.sign(private_key, chain_id, registry), checkpoints)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> tuple[Heartbeat, bytes]:
@@ -156,6 +163,7 @@ class Heartbeat:
         if not isinstance(body, dict):
             raise HeartbeatError("heartbeat: wire form must be a JSON object")
         body = dict(body)
+        body.pop("checkpoints", None)  # optional, signed apart: see `checkpoints_of`
         expected = set(_FIELDS) | {"signature"}
         if set(body) != expected:
             missing, extra = sorted(expected - set(body)), sorted(set(body) - expected)
@@ -168,6 +176,17 @@ class Heartbeat:
         except ValueError:
             raise HeartbeatError(f"heartbeat.signature is not valid hex: {signature!r}") from None
         return cls(**body), raw
+
+
+def checkpoints_of(text: str | bytes) -> list[Any]:
+    """The `checkpoints` entries of a heartbeat's wire form, unchecked (each is verified on its
+    own: computenet.checkpoints.SignedCheckpoint.from_body); [] when it has none."""
+    try:
+        body = json.loads(text)
+    except (ValueError, TypeError):
+        return []
+    entries = body.get("checkpoints") if isinstance(body, dict) else None
+    return list(entries) if isinstance(entries, list) else []
 
 
 def check_heartbeat(

@@ -17,8 +17,10 @@ from typing import Any
 from web3._utils.events import get_event_data
 
 from computenet import audit, preflight
+from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.domain import (
     Asset,
+    Checkpoints,
     Dispute,
     Job,
     KeeperBond,
@@ -247,6 +249,10 @@ class Market:
         raw = self._read("market", "replica", job_id, shard, index, block=block)
         output_root = self._read("market", "output_root", job_id, shard, index, block=block) if root else ZERO_ROOT
         return Replica.from_chain(job_id, shard, index, raw, output_root)
+
+    def checkpoint(self, job_id: int, shard: int, index: int, block: Block = None) -> Checkpoints:
+        """A replica's resume point, pending checkpoint and contributions (JobMarket.checkpoint)."""
+        return Checkpoints.from_chain(self._read("market", "checkpoint", job_id, shard, index, block=block))
 
     def replicas(
         self, job_id: int, keys: Iterable[tuple[int, int]], *, roots: bool = True, block: Block = None
@@ -591,6 +597,49 @@ class Market:
             return self.market.submit_result(
                 job_id, shard, index, output_root, gpu_seconds, exit_code, signature, sender=sender, **tx
             )
+
+    def checkpoint_for(self, job_id: int, shard: int, index: int, checkpoint: bytes, gpu_seconds: int) -> Checkpoint:
+        """The Checkpoint an agent signs for a replica's current lease."""
+        rep = self.replica(job_id, shard, index, root=False)
+        return Checkpoint(
+            job=job_id,
+            shard=shard,
+            replica=index,
+            lease=rep.lease,
+            asset=rep.asset,
+            manifest=self.job(job_id).manifest_hash,
+            checkpoint=checkpoint,
+            gpu_seconds=gpu_seconds,
+        )
+
+    def checkpoint_problem(self, signed: SignedCheckpoint) -> str | None:
+        """Why `commit_checkpoint(signed)` would revert now (None: it would go through)."""
+        c = signed.checkpoint
+        job = self.job(c.job)
+        if job is None:
+            return "job_market: unknown job"
+        rep = self.replica(c.job, c.shard, c.replica, root=False)
+        if rep.state == ReplicaState.ASSIGNED and c.lease != rep.lease:  # signed for another lease
+            return "job_market: checkpoint not signed by the asset's agent"
+        last = self.checkpoint(c.job, c.shard, c.replica).pending_of(rep.lease)
+        problem = preflight.checkpoint_problem(
+            rep, self.now(), c.checkpoint, c.gpu_seconds, job.requirements.gpu_count, last
+        )
+        if problem:
+            return problem
+        if c.asset != rep.asset or c.manifest != job.manifest_hash:
+            return "job_market: checkpoint not signed by the asset's agent"
+        signer = signed.signer(self.chain_id, self.market.address)
+        if signer is None or signer.lower() != self.agent_of(rep.asset).lower():
+            return "job_market: checkpoint not signed by the asset's agent"
+        return None
+
+    def commit_checkpoint(self, signed: SignedCheckpoint, sender: Any, **tx: Any) -> Any:
+        """Relays an agent's signed checkpoint for its replica's current lease, after checking
+        it would be accepted (anyone may relay)."""
+        self._check(self.checkpoint_problem(signed))
+        with typed_reverts():
+            return self.market.commit_checkpoint(*signed.market_args(), sender=sender, **tx)
 
     def finalize(self, job_id: int, shard: int, sender: Any, **tx: Any) -> Any:
         self._check(preflight.finalize_problem(self.shard(job_id, shard).replicas, self.now()))

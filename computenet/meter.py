@@ -17,6 +17,8 @@ API
     `.sample()`: once per poll while the container runs (`sandbox.wait(on_poll=...)`); reads
     the cgroup's CPU usage and its processes' PIDs, remembered across samples since NVML
     keeps a process's accounting stats after it exits. Never raises.
+    `.so_far(now=None) -> Metering`: while it runs, up to the last sample (a checkpoint's
+    GPU-seconds). Never raises.
     `.finish(wall_seconds) -> Metering`: once the container has ended; `wall_seconds` is its
     run time (`RunResult.seconds`). Never raises.
 
@@ -60,6 +62,7 @@ time is missed; a container that ends before its first sample has no CPU figure.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -399,6 +402,13 @@ class ContainerMeter:
         if pid:
             self.pids.add(pid)
         return pid
+
+    def so_far(self, now: float | None = None) -> Metering:
+        """The Metering of the still running container up to the last sample (its wall time
+        up to `now`, default the clock's): what a checkpoint taken now claims."""
+        wall = max(0.0, (time.time() if now is None else now) - self.since) if self.since else 0.0
+        gpu, gpu_reason = _gpu_time(tuple(self.pids), self.gpu_indices, self.since)
+        return choose(self.gpu_indices, wall, gpu, gpu_reason, self.cpu_usec, self._cpu_reason)
 
     def finish(self, wall_seconds: float) -> Metering:
         """The Metering of the ended container, `wall_seconds` being its run time."""

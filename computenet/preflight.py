@@ -147,6 +147,22 @@ def submit_problem(
     return None
 
 
+def checkpoint_problem(
+    replica: Replica, now: int, checkpoint: bytes, gpu_seconds: int, gpu_count: int, last: int
+) -> str | None:
+    """Why `commit_checkpoint` would revert at `now`, the signature aside; `last` is the
+    GPU-seconds of the checkpoint the replica's current lease last committed (0: none)."""
+    if replica.state != ReplicaState.ASSIGNED:
+        return "job_market: replica not assigned"
+    if bytes(checkpoint) == ZERO_HASH:
+        return "job_market: empty checkpoint"
+    if gpu_seconds > max(0, min(now, replica.deadline) - replica.since) * max(1, gpu_count):
+        return "job_market: gpu_seconds exceed the lease's time"
+    if gpu_seconds <= last:
+        return "job_market: checkpoint not newer"
+    return None
+
+
 def claimable_seconds(replica: Replica, now: int, gpu_count: int) -> int:
     """The most GPU-seconds a result for `replica` may claim if mined at `now`."""
     return max(0, now - replica.since) * max(1, gpu_count)

@@ -4,7 +4,9 @@ The container gets no network, a read-only root filesystem, a small tmpfs at /tm
 (swap included), PID and CPU limits, the unprivileged user `nobody`, no capabilities and no
 privilege escalation. Inputs are mounted read-only at /in, the output folder read-write at
 the manifest's output path; GPUs are passed through `device_requests` only for GPU assets,
-by device index where the agent pinned them (`gpu_indices`), else by count. Each file the
+by device index where the agent pinned them (`gpu_indices`), else by count. An agent's run
+also gets a writable checkpoint folder at /checkpoint and a read-only resume folder at
+/resume (computenet.checkpoints: the protocol), both named in its environment. Each file the
 job writes is capped by RLIMIT_FSIZE (`max_file_bytes`), and its log is kept by the engine
 up to LOG_BYTES (json-file, one file) and read back at most LOG_BYTES.
 The wall-clock limit is enforced by the agent: past it the container is killed.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from computenet.checkpoints import CHECKPOINT_DIR, CHECKPOINT_ENV, RESUME_DIR, RESUME_ENV
 from computenet.meter import engine_seconds  # the engine's RFC 3339 stamps, in Unix seconds
 
 INPUT_PATH = "/in"
@@ -56,6 +59,8 @@ class RunSpec:
     max_file_bytes: int = 0  # RLIMIT_FSIZE, the most bytes in any file it writes; 0: no limit
     limits: Limits = field(default_factory=Limits)
     labels: dict[str, str] = field(default_factory=dict)
+    checkpoints: Path | None = None  # mounted rw at /checkpoint (with `resume` ro at /resume)
+    resume: Path | None = None
 
 
 def container_options(spec: RunSpec) -> dict[str, Any]:
@@ -86,6 +91,10 @@ def container_options(spec: RunSpec) -> dict[str, Any]:
         log_config=LogConfig(type="json-file", config={"max-size": str(LOG_BYTES), "max-file": "1"}),
         detach=True,
     )
+    if spec.checkpoints is not None and spec.resume is not None:
+        options["volumes"][str(spec.checkpoints)] = {"bind": CHECKPOINT_DIR, "mode": "rw"}
+        options["volumes"][str(spec.resume)] = {"bind": RESUME_DIR, "mode": "ro"}
+        options["environment"].update({CHECKPOINT_ENV: CHECKPOINT_DIR, RESUME_ENV: RESUME_DIR})
     if spec.max_file_bytes:
         options["ulimits"] = [Ulimit(name="fsize", soft=spec.max_file_bytes, hard=spec.max_file_bytes)]
     if spec.gpu_indices:
@@ -125,6 +134,8 @@ def start(client: Any, spec: RunSpec) -> Any:
     """Creates and starts the container; the output folder is made writable for `nobody`.
     A container the engine creates but will not start is removed before the error rises."""
     spec.outputs.chmod(0o777)
+    if spec.checkpoints is not None:
+        spec.checkpoints.chmod(0o777)
     container = client.containers.create(**container_options(spec))
     try:
         container.start()

@@ -79,6 +79,10 @@ MAX_REPLICATION: constant(uint256) = 5
 #      that will not change (a bad image digest, an unfetchable manifest) would
 #      otherwise have keepers assign it again and again.
 MAX_DECLINES: constant(uint256) = 3
+# @dev Adopted checkpoints of one replica that are paid for. A replica reclaimed
+#      more often still resumes from its newest adopted checkpoint, but the leases
+#      after the MAX_CONTRIBUTORS-th paid one are not paid for theirs.
+MAX_CONTRIBUTORS: constant(uint256) = 3
 
 # @dev ComputeAsset.end_lease stages.
 _LEASE_CLOSED: constant(uint256) = 0
@@ -105,6 +109,10 @@ _TRANSFER_WITH_AUTHORIZATION_TYPEHASH: constant(bytes32) = keccak256(
 _CANCEL_TYPEHASH: constant(bytes32) = keccak256("CancelShard(uint256 job,uint256 shard,uint256 validBefore)")
 _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
     "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
+)
+
+_CHECKPOINT_TYPEHASH: constant(bytes32) = keccak256(
+    "Checkpoint(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 checkpoint,uint256 gpuSeconds)"
 )
 
 _MASK8: constant(uint256) = 2**8 - 1
@@ -165,6 +173,16 @@ struct Replica:
     gpu_seconds: uint32  # metered use, capped at max_gpu_seconds
 
 
+# @dev Where a replica resumes, and what its earlier leases contributed.
+struct Checkpoints:
+    resume_point: bytes32  # keccak256 of the checkpoint a new lease starts from (zero: fresh)
+    pending: bytes32  # the newest checkpoint committed under `pending_lease`
+    pending_lease: uint16  # the lease `pending` belongs to (zero: none)
+    pending_gpu_seconds: uint32  # that lease's metered use up to `pending`
+    contributors: uint8  # adopted checkpoints that will be paid (at most MAX_CONTRIBUTORS)
+    contributed: uint32  # their GPU-seconds, at most max_gpu_seconds
+
+
 # ------------------------------------------------------------------ storage
 
 # @dev The compute asset registry, which also holds the assets' stakes.
@@ -190,6 +208,16 @@ _output_roots: HashMap[uint256, HashMap[uint256, bytes32]]
 _funded_by: HashMap[bytes32, uint256]
 # @dev job -> shard -> declines so far.
 _declines: HashMap[uint256, HashMap[uint256, uint256]]
+# @dev job -> shard * MAX_REPLICATION + replica -> the adopted checkpoint a new lease resumes from.
+_resume_points: HashMap[uint256, HashMap[uint256, bytes32]]
+# @dev job -> shard * MAX_REPLICATION + replica -> the newest checkpoint committed by a lease.
+_pending_checkpoints: HashMap[uint256, HashMap[uint256, bytes32]]
+# @dev job -> shard * MAX_REPLICATION + replica -> packed: pending lease 0-15, pending
+#      gpu_seconds 16-47, contributors 48-55, contributed gpu_seconds 56-87.
+_checkpoint_books: HashMap[uint256, HashMap[uint256, uint256]]
+# @dev job -> (shard * MAX_REPLICATION + replica) * MAX_CONTRIBUTORS + i -> contribution i,
+#      packed: asset 0-31, keeper id 32-55, price 56-119, gpu_seconds 120-151.
+_contributions: HashMap[uint256, HashMap[uint256, uint256]]
 
 # ------------------------------------------------------------------ events
 
@@ -306,6 +334,38 @@ event ShardFinalized:
     asset: indexed(uint256)
     provider: indexed(address)
     keeper: address
+    payment: uint256
+    keeper_fee: uint256
+    protocol_fee: uint256
+
+
+event CheckpointCommitted:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    lease: uint256
+    checkpoint: bytes32
+    gpu_seconds: uint256
+
+
+event CheckpointAdopted:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    checkpoint: bytes32
+    gpu_seconds: uint256  # credited to the contribution (zero: beyond MAX_CONTRIBUTORS or the cap)
+
+
+event ContributionPaid:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    asset: indexed(uint256)
+    provider: indexed(address)
+    keeper: address
+    gpu_seconds: uint256
     payment: uint256
     keeper_fee: uint256
     protocol_fee: uint256
@@ -570,7 +630,12 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     """
     @notice Takes back a replica whose lease ran out without a result: part of the
             asset's stake is slashed to the treasury and the replica reopens for
-            another asset. No one who can trigger a reclaim gains from it (a keeper
+            another asset. A checkpoint the lease committed (`commit_checkpoint`) is
+            adopted: the replica's next lease resumes from it, and the lease's
+            GPU-seconds up to it are paid at its price when the shard finalizes
+            (capped so all of a replica's GPU-seconds stay within max_gpu_seconds;
+            only the first MAX_CONTRIBUTORS adopted checkpoints are paid, later ones
+            are still resumed from but earn nothing). The slash applies all the same. No one who can trigger a reclaim gains from it (a keeper
             that is also the client would otherwise profit from piling leases onto
             an unresponsive asset). While the market is paused the replica reopens
             without a slash, so no one is punished for an outage and the client can
@@ -589,6 +654,26 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
     rep.state = OPEN
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
+    index: uint256 = self._index(shard, replica)
+    book: uint256 = self._checkpoint_books[job_id][index]
+    if book & _MASK16 == convert(rep.lease, uint256):
+        # The lease committed a checkpoint: the replica resumes from it, and the
+        # lease's metered use up to it is owed if the shard finalizes.
+        checkpoint: bytes32 = self._pending_checkpoints[job_id][index]
+        self._resume_points[job_id][index] = checkpoint
+        count: uint256 = (book >> 48) & _MASK8
+        contributed: uint256 = book >> 56
+        paid: uint256 = 0
+        if count < MAX_CONTRIBUTORS:
+            paid = min((book >> 16) & _MASK32, convert(req.max_gpu_seconds, uint256) - contributed)
+        if paid > 0:
+            self._contributions[job_id][index * MAX_CONTRIBUTORS + count] = (
+                asset | convert(rep.keeper, uint256) << 32 | convert(rep.price, uint256) << 56 | paid << 120
+            )
+            count += 1
+            contributed += paid
+        self._checkpoint_books[job_id][index] = count << 48 | contributed << 56
+        log CheckpointAdopted(job=job_id, shard=shard, replica=replica, asset=asset, checkpoint=checkpoint, gpu_seconds=paid)
     slash_bps: uint256 = 0 if settings.paused else convert(settings.slash_bps, uint256)
     slashed: uint256 = extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_CLOSED, slash_bps)
     settlement._received(slashed)
@@ -601,8 +686,10 @@ def finalize(job_id: uint256, shard: uint256):
     """
     @notice Settles a shard once every live replica has submitted and its challenge
             window has closed. Each replica's provider is credited price ×
-            GPU-seconds, its keeper and the protocol their fees; the job's last shard
-            refunds the client the rest.
+            GPU-seconds, its keeper and the protocol their fees, and so is each
+            earlier lease of the replica whose checkpoint was adopted (its
+            contributions: only now, when the result resumed from it is final); the
+            job's last shard refunds the client the rest.
     @dev Roots are not compared here: replicas that disagree are disputed when the
          last one submits (or a cancel leaves only submitted ones), and a replica that
          submits during a dispute is ruled on with it. Only the court returns them to
@@ -629,7 +716,6 @@ def finalize(job_id: uint256, shard: uint256):
     assert submitted, "job_market: shard not ready"
 
     head: Head = self._head(job_id)
-    treasury: address = market_params.treasury
     for r: uint256 in range(replication, bound=MAX_REPLICATION):
         rep: Replica = self._replica(job_id, shard, r)
         if rep.state != SUBMITTED:
@@ -639,25 +725,18 @@ def finalize(job_id: uint256, shard: uint256):
         self._store_replica(job_id, shard, r, rep)
         asset: uint256 = convert(rep.asset, uint256)
         extcall ASSETS.end_lease(asset, 0, _RESULT_CLOSED, 0)
-        provider: address = staticcall ASSETS.ownerOf(asset)
-        keeper: address = staticcall KEEPERS.keeper_of(convert(rep.keeper, uint256))
-        payment: uint256 = convert(rep.price, uint256) * convert(rep.gpu_seconds, uint256)
-        keeper_fee: uint256 = payment * convert(keeper_bps, uint256) // _BPS
-        protocol_fee: uint256 = payment * convert(protocol_bps, uint256) // _BPS
-        head.escrow -= convert(payment + keeper_fee + protocol_fee, uint80)
-        settlement._credit(provider, payment)
-        settlement._credit(keeper, keeper_fee)
-        settlement._credit(treasury, protocol_fee)
-        log ShardFinalized(
-            job=job_id,
-            shard=shard,
-            replica=r,
-            asset=asset,
-            provider=provider,
-            keeper=keeper,
-            payment=payment,
-            keeper_fee=keeper_fee,
-            protocol_fee=protocol_fee,
+        index: uint256 = self._index(shard, r)
+        for i: uint256 in range((self._checkpoint_books[job_id][index] >> 48) & _MASK8, bound=MAX_CONTRIBUTORS):
+            work: uint256 = self._contributions[job_id][index * MAX_CONTRIBUTORS + i]
+            head.escrow -= self._pay(job_id, shard, r, work, keeper_bps, protocol_bps, True)
+        head.escrow -= self._pay(
+            job_id,
+            shard,
+            r,
+            asset | convert(rep.keeper, uint256) << 32 | convert(rep.price, uint256) << 56 | convert(rep.gpu_seconds, uint256) << 120,
+            keeper_bps,
+            protocol_bps,
+            False,
         )
     self._shard_done(job_id, head)
 
@@ -718,7 +797,8 @@ def submit_result(
     @param replica The replica.
     @param output_root Merkle root over the output files (logs included).
     @param gpu_seconds Metered GPU-seconds (CPU-seconds for CPU work), at most the
-           time since assignment × GPUs; payment is capped at the job's maximum.
+           time since assignment × GPUs; payment is capped at the job's maximum
+           less what the replica's adopted checkpoints contributed.
     @param exit_code The container's exit code.
     @param signature The agent's 65-byte receipt signature (r ‖ s ‖ v).
     """
@@ -744,7 +824,11 @@ def submit_result(
     rep.state = SUBMITTED
     rep.since = convert(block.timestamp, uint40)
     rep.deadline = convert(challenge_end, uint40)
-    rep.gpu_seconds = min(gpu_seconds, req.max_gpu_seconds)
+    # Earlier leases' adopted checkpoints take their share of the cap first.
+    rep.gpu_seconds = min(
+        gpu_seconds,
+        req.max_gpu_seconds - convert(self._checkpoint_books[job_id][self._index(shard, replica)] >> 56, uint32),
+    )
     self._store_replica(job_id, shard, replica, rep)
     self._output_roots[job_id][self._index(shard, replica)] = output_root
     # The lease ends here, so the asset can take its next one at once; the stake
@@ -762,6 +846,77 @@ def submit_result(
     )
     if req.replication > 1:
         self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
+
+
+@external
+def commit_checkpoint(
+    job_id: uint256, shard: uint256, replica: uint256, checkpoint: bytes32, gpu_seconds: uint32, signature: Bytes[65]
+):
+    """
+    @notice Records the newest checkpoint of a replica's current lease, so that if
+            the lease runs out its work is resumed (and paid) rather than lost.
+            Anyone may relay it: the EIP-712 Checkpoint must be signed by the asset's
+            agent key for this lease. Allowed while the replica is assigned, also
+            after its lease deadline until it is reclaimed, so a keeper can relay
+            the last heartbeat's checkpoint before reclaiming.
+    @dev A checkpoint is kept per replica and bound to its lease: a later lease,
+         a declined lease or one whose result was rejected never matches it, so it
+         is adopted only by `reclaim` of the lease that committed it.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @param checkpoint keccak256 of the checkpoint file's bytes.
+    @param gpu_seconds The lease's metered GPU-seconds (CPU-seconds for CPU work) up
+           to the checkpoint: at most the lease's time (to its deadline) × GPUs, and
+           more than the lease's last committed checkpoint.
+    @param signature The agent's 65-byte Checkpoint signature (r ‖ s ‖ v).
+    """
+    req: Requirements = self._terms(job_id)[0]
+    self._check_replica(req, shard, replica)
+    rep: Replica = self._replica(job_id, shard, replica)
+    assert rep.state == ASSIGNED, "job_market: replica not assigned"
+    assert checkpoint != empty(bytes32), "job_market: empty checkpoint"
+    assert convert(gpu_seconds, uint256) <= (
+        min(block.timestamp, convert(rep.deadline, uint256)) - convert(rep.since, uint256)
+    ) * max(convert(req.gpu_count, uint256), 1), "job_market: gpu_seconds exceed the lease's time"
+    index: uint256 = self._index(shard, replica)
+    book: uint256 = self._checkpoint_books[job_id][index]
+    lease: uint256 = convert(rep.lease, uint256)
+    last: uint256 = 0
+    if book & _MASK16 == lease:
+        last = (book >> 16) & _MASK32
+    assert convert(gpu_seconds, uint256) > last, "job_market: checkpoint not newer"
+    asset: uint256 = convert(rep.asset, uint256)
+    digest: bytes32 = eip712._hash_typed(
+        keccak256(
+            abi_encode(
+                _CHECKPOINT_TYPEHASH,
+                job_id,
+                shard,
+                replica,
+                lease,
+                asset,
+                self._manifests[job_id],
+                checkpoint,
+                convert(gpu_seconds, uint256),
+            )
+        )
+    )
+    signer: address = ecdsa._recover(digest, signature)
+    assert signer != empty(address) and signer == staticcall ASSETS.agentOf(
+        asset
+    ), "job_market: checkpoint not signed by the asset's agent"
+    self._pending_checkpoints[job_id][index] = checkpoint
+    self._checkpoint_books[job_id][index] = (book >> 48) << 48 | lease | convert(gpu_seconds, uint256) << 16
+    log CheckpointCommitted(
+        job=job_id,
+        shard=shard,
+        replica=replica,
+        asset=asset,
+        lease=lease,
+        checkpoint=checkpoint,
+        gpu_seconds=convert(gpu_seconds, uint256),
+    )
 
 
 # ------------------------------------------------------------------ disputes (the court's hooks)
@@ -948,6 +1103,32 @@ def output_root(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
     return self._output_roots[job_id][self._index(shard, replica)]
 
 
+@external
+@view
+def checkpoint(job_id: uint256, shard: uint256, replica: uint256) -> Checkpoints:
+    """
+    @notice A replica's checkpoints: the resume point its next lease starts from,
+            the newest one committed by a lease and not yet adopted, and what
+            earlier leases contributed.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @return Resume point, pending checkpoint with its lease and GPU-seconds, and the
+            paid contributors' count and GPU-seconds.
+    """
+    self._check_replica(self._terms(job_id)[0], shard, replica)
+    index: uint256 = self._index(shard, replica)
+    book: uint256 = self._checkpoint_books[job_id][index]
+    return Checkpoints(
+        resume_point=self._resume_points[job_id][index],
+        pending=self._pending_checkpoints[job_id][index] if book & _MASK16 != 0 else empty(bytes32),
+        pending_lease=convert(book & _MASK16, uint16),
+        pending_gpu_seconds=convert((book >> 16) & _MASK32, uint32),
+        contributors=convert((book >> 48) & _MASK8, uint8),
+        contributed=convert(book >> 56, uint32),
+    )
+
+
 # ------------------------------------------------------------------ internals
 
 
@@ -1082,6 +1263,55 @@ def _receipt_digest(
             )
         )
     )
+
+
+@internal
+def _pay(
+    job_id: uint256, shard: uint256, replica: uint256, work: uint256, keeper_bps: uint16, protocol_bps: uint16, contribution: bool
+) -> uint80:
+    """
+    @dev Pays for one lease's work, packed as a contribution (asset 0-31, keeper id
+         32-55, price 56-119, gpu_seconds 120-151): the asset's owner price ×
+         GPU-seconds, the keeper and the treasury their fees at the job's rates.
+         Logs ContributionPaid for an adopted checkpoint's lease, ShardFinalized for
+         the replica's own; returns the total, which the caller takes from the escrow.
+    """
+    asset: uint256 = work & _MASK32
+    provider: address = staticcall ASSETS.ownerOf(asset)
+    keeper: address = staticcall KEEPERS.keeper_of((work >> 32) & _MASK24)
+    gpu_seconds: uint256 = work >> 120
+    payment: uint256 = ((work >> 56) & _MASK64) * gpu_seconds
+    keeper_fee: uint256 = payment * convert(keeper_bps, uint256) // _BPS
+    protocol_fee: uint256 = payment * convert(protocol_bps, uint256) // _BPS
+    settlement._credit(provider, payment)
+    settlement._credit(keeper, keeper_fee)
+    settlement._credit(market_params.treasury, protocol_fee)
+    if contribution:
+        log ContributionPaid(
+            job=job_id,
+            shard=shard,
+            replica=replica,
+            asset=asset,
+            provider=provider,
+            keeper=keeper,
+            gpu_seconds=gpu_seconds,
+            payment=payment,
+            keeper_fee=keeper_fee,
+            protocol_fee=protocol_fee,
+        )
+    else:
+        log ShardFinalized(
+            job=job_id,
+            shard=shard,
+            replica=replica,
+            asset=asset,
+            provider=provider,
+            keeper=keeper,
+            payment=payment,
+            keeper_fee=keeper_fee,
+            protocol_fee=protocol_fee,
+        )
+    return convert(payment + keeper_fee + protocol_fee, uint80)
 
 
 @internal

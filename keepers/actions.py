@@ -30,6 +30,7 @@ from keepers.decisions import (
     Done,
     Send,
     Wait,
+    checkpoint_to_relay,
     decide_assign,
     decide_expire,
     decide_finalize,
@@ -41,6 +42,9 @@ from keepers.runtime import Runtime
 log = logging.getLogger("keepers.actions")
 
 COURT_CALLS = frozenset({"expire"})  # sent to the dispute court; every other call to the market
+# Steps that prepare their task's own call: once mined, the task runs again (a relayed
+# checkpoint before the reclaim that adopts it).
+PRELUDES = frozenset({"commit_checkpoint"})
 
 
 class TransientError(Exception):
@@ -113,7 +117,7 @@ def confirm(rt: Runtime, sent: Sent) -> tuple[str, tuple | None]:
         return "reverted: another keeper was first", sent.task
     rt.state.record("mined", **fields)
     log.info("mined", extra={"fields": fields})
-    return "mined", None
+    return "mined", (sent.task if sent.call in PRELUDES else None)
 
 
 def _settle(decision: Decision) -> str | None:
@@ -250,7 +254,12 @@ def reclaim(rt: Runtime, job_id: int, shard: int, replica: int) -> str | Sent:
     if job is None or not 0 <= shard < job.requirements.shard_count or not 0 <= replica < job.requirements.replication:
         return "done: unknown replica"
     rep = rt.view.replicas(job_id, shard, job.requirements.replication)[replica]
-    return _simple(rt, decide_reclaim(rep, rt.view.now()), ("reclaim", job_id, shard, replica))
+    relay = None
+    kept = rt.state.checkpoint(job_id, shard, replica)
+    if kept is not None and kept.get("lease") == rep.lease:
+        pending = rt.market.checkpoint(job_id, shard, replica).pending_of(rep.lease)
+        relay = checkpoint_to_relay(rep, kept, pending)
+    return _simple(rt, decide_reclaim(rep, rt.view.now(), relay), ("reclaim", job_id, shard, replica))
 
 
 def finalize(rt: Runtime, job_id: int, shard: int) -> str | Sent:

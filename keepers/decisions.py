@@ -165,11 +165,41 @@ def node_verdicts(assets: Iterable[Asset], nodes: Mapping[int, NodeState], polic
     return out
 
 
-def decide_reclaim(replica: Replica, now: int) -> Decision:
-    """Reclaim this replica's lease?"""
+def newer_checkpoint(kept: Mapping | None, body: Mapping) -> bool:
+    """Keep a heartbeat's signed checkpoint `body` instead of `kept` (the one kept for the same
+    replica, None if none)? Yes for a later lease, or the same lease further on."""
+    if kept is None:
+        return True
+    return (body["lease"], body["gpu_seconds"]) > (kept["lease"], kept["gpu_seconds"])
+
+
+def checkpoint_to_relay(replica: Replica, kept: Mapping | None, chain_pending: int) -> Send | None:
+    """The commit_checkpoint to send before reclaiming `replica`: the newest signed checkpoint
+    a heartbeat brought for its current lease (`kept`, wire form), when the chain's pending
+    checkpoint for that lease is older (`chain_pending`: its GPU-seconds, 0 for none), so the
+    reclaim adopts the lease's latest work. None when there is nothing newer to relay."""
+    if kept is None or replica.state != ReplicaState.ASSIGNED:
+        return None
+    same = (kept["job"], kept["shard"], kept["replica"], kept["lease"], kept["asset"]) == (
+        replica.job,
+        replica.shard,
+        replica.index,
+        replica.lease,
+        replica.asset,
+    )
+    if not same or kept["gpu_seconds"] <= chain_pending:
+        return None
+    args = (replica.job, replica.shard, replica.index, kept["checkpoint"], kept["gpu_seconds"], kept["signature"])
+    return Send("commit_checkpoint", args)
+
+
+def decide_reclaim(replica: Replica, now: int, relay: Send | None = None) -> Decision:
+    """Reclaim this replica's lease? When a newer signed checkpoint of the lease is to be
+    relayed first (`relay`, from `checkpoint_to_relay`), that is the step to take; the reclaim
+    follows once it is mined."""
     problem = preflight.reclaim_problem(replica, now)
     if problem is None:
-        return Send("reclaim", (replica.job, replica.shard, replica.index))
+        return relay or Send("reclaim", (replica.job, replica.shard, replica.index))
     if problem == "job_market: lease not expired":
         return Wait(problem)
     return Done(problem)

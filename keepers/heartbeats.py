@@ -28,18 +28,41 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from typing import Any
 
+from computenet.checkpoints import check_signed
 from computenet.domain import Asset
-from computenet.heartbeat import HeartbeatError
+from computenet.heartbeat import HeartbeatError, checkpoints_of
 from keepers.scheduler import NodeState, Policy
 from keepers.state import KeeperState
 
 log = logging.getLogger("keepers.heartbeats")
 
 MAX_ANSWER_BYTES = 1 << 20  # an endpoint's answer read at most: about 4,000 heartbeats
+# Checkpoint entries of one heartbeat looked at: an agent serves one per running lease, and each
+# costs a signature recovery (and, for a new job, a read of its manifest).
+MAX_CHECKPOINTS = 64
 NO_ENDPOINT = "no endpoint on chain (its owner runs `ape run provider set-endpoint`)"
 NO_HEARTBEAT = "no heartbeat accepted yet"
 
 Fetched = list[Any] | str  # an endpoint's heartbeats as parsed JSON, or why none came
+CheckpointCheck = Callable[[Any, Asset], bool]  # is this heartbeat entry a checkpoint signed by the asset's agent?
+
+
+def checkpoint_check(market: Any) -> CheckpointCheck:
+    """`CheckpointCheck` over the chain: the job's manifest (cached: it never changes) and the
+    asset's agent as the intake read it."""
+    manifests: dict[int, bytes | None] = {}
+
+    def check(body: Any, asset: Asset) -> bool:
+        job = body.get("job") if isinstance(body, dict) else None
+        if not isinstance(job, int) or isinstance(job, bool):
+            return False
+        if job not in manifests:
+            found = market.job(job)
+            manifests[job] = None if found is None else found.manifest_hash
+        signed = check_signed(body, asset.id, asset.agent, manifests[job], market.chain_id, market.market.address)
+        return signed is not None
+
+    return check
 
 
 def targets(assets: Iterable[Asset], now: int) -> list[Asset]:
@@ -113,8 +136,10 @@ class HeartbeatIntake:
         timeout: float = 2.0,
         workers: int = 16,
         clock: Callable[[], float] = time.time,
+        checkpoints: CheckpointCheck | None = None,
     ) -> None:
         self.state, self.assets, self.policy = state, assets, policy
+        self.checkpoints = checkpoints
         self.interval, self.timeout, self.clock = interval, timeout, clock
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="heartbeats")
         self._round: dict[str, Future] = {}
@@ -178,6 +203,7 @@ class HeartbeatIntake:
                 problem = str(error)
             if problem is None:
                 accepted += 1
+                self._keep_checkpoints(wire, asset)
             elif problem != KeeperState.UNCHANGED:
                 problems[asset.id] = problem
         nodes = self.state.nodes()
@@ -189,6 +215,16 @@ class HeartbeatIntake:
         self._log_changes(self.state.asset_reasons(), reasons)
         self.state.set_asset_reasons(reasons)
         return accepted
+
+    def _keep_checkpoints(self, wire: str, asset: Asset) -> None:
+        """Keeps the newest signed checkpoint per replica from an accepted heartbeat: only the
+        asset's own, each checked against its agent's signature, so a relay that forged or
+        inflated one cannot push out the real one."""
+        if self.checkpoints is None:
+            return
+        for body in checkpoints_of(wire)[:MAX_CHECKPOINTS]:
+            if self.checkpoints(body, asset):
+                self.state.keep_checkpoint(body)
 
     @staticmethod
     def _log_changes(before: dict[int, str], after: dict[int, str]) -> None:

@@ -27,7 +27,7 @@ log = logging.getLogger("keepers.main")
 
 
 def _listener(settings: KeeperSettings):
-    from keepers.heartbeats import HeartbeatIntake
+    from keepers.heartbeats import HeartbeatIntake, checkpoint_check
     from keepers.listener import Listener
     from keepers.runtime import runtime
     from keepers.tasks import TASKS
@@ -50,6 +50,7 @@ def _listener(settings: KeeperSettings):
             settings.heartbeat_poll_interval,
             settings.heartbeat_timeout,
             settings.heartbeat_workers,
+            checkpoints=checkpoint_check(rt.market),
         ),
     )
     return rt, listener

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from computenet.heartbeat import Heartbeat, check_heartbeat
+from keepers.decisions import newer_checkpoint
 from keepers.reactions import REPUTATION_FIELDS, Reaction, parse_member
 from keepers.scheduler import NodeState, Reputation
 
@@ -144,6 +145,21 @@ class KeeperState:
             pipe.hset(self.key("seq"), str(hb.asset), hb.seq)
             pipe.execute()
         return reason
+
+    def keep_checkpoint(self, body: dict) -> bool:
+        """Keeps a heartbeat's signed checkpoint (wire form, already checked against its
+        signer) if it is newer than the one kept for its replica; True if kept."""
+        field = f"{body['job']}:{body['shard']}:{body['replica']}"
+        raw = self.redis.hget(self.key("checkpoints"), field)
+        if not newer_checkpoint(json.loads(raw) if raw else None, body):
+            return False
+        self.redis.hset(self.key("checkpoints"), field, json.dumps(body, separators=(",", ":")))
+        return True
+
+    def checkpoint(self, job: int, shard: int, replica: int) -> dict | None:
+        """The newest signed checkpoint kept for a replica (its latest lease's), or None."""
+        raw = self.redis.hget(self.key("checkpoints"), f"{job}:{shard}:{replica}")
+        return json.loads(raw) if raw else None
 
     def set_asset_reasons(self, reasons: dict[int, str]) -> None:
         """Replaces the reasons the assets polled are not eligible (keepers.heartbeats)."""

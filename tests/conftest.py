@@ -13,6 +13,7 @@ from eth_utils import keccak
 from hypothesis import HealthCheck, settings
 
 from agent import image
+from computenet.checkpoints import Checkpoint
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
 from computenet.localnet import DockerEngine, RedisServer, ServedApp, ServiceError, docker_reachable, wait_until
@@ -332,6 +333,40 @@ def submit(market, provider, sign_receipt):
         return market.submit_result(
             job, shard, replica, output_root, gpu_seconds, exit_code, sig, sender=sender or provider
         )
+
+    return do
+
+
+@pytest.fixture
+def sign_checkpoint(chain, market):
+    """Signs a Checkpoint for a replica's current lease and its job's manifest with `signer`'s
+    key; returns the SignedCheckpoint (`.market_args()` for commit_checkpoint)."""
+
+    def sign(signer, job, shard, replica, checkpoint, gpu_seconds, lease=None, asset=None, manifest_hash=None):
+        rep = market.replica(job, shard, replica)
+        return Checkpoint(
+            job=job,
+            shard=shard,
+            replica=replica,
+            lease=rep.lease if lease is None else lease,
+            asset=rep.asset if asset is None else asset,
+            manifest=market.job(job).manifest_hash if manifest_hash is None else manifest_hash,
+            checkpoint=checkpoint,
+            gpu_seconds=gpu_seconds,
+        ).sign(signer.private_key, chain.chain_id, market.address)
+
+    return sign
+
+
+@pytest.fixture
+def commit_checkpoint(market, stranger, sign_checkpoint, run_for):
+    """Commits a replica's checkpoint signed by `agent_account` (relayed by a stranger: anyone
+    may), once the chain's clock has moved far enough for its `gpu_seconds`."""
+
+    def do(agent_account, job, shard, replica, checkpoint, gpu_seconds, sender=None):
+        run_for(job, shard, replica, gpu_seconds)
+        signed = sign_checkpoint(agent_account, job, shard, replica, checkpoint, gpu_seconds)
+        return market.commit_checkpoint(*signed.market_args(), sender=sender or stranger)
 
     return do
 

@@ -106,7 +106,7 @@ def left_on_disk(agent, lease):
     """What remains of a lease on the provider's disk: its folder's entries, and whether an
     output tmpfs is still mounted."""
     folder = agent.work / lease.name
-    mounted = lease.name in open("/proc/mounts").read()
+    mounted = str(folder) in open("/proc/mounts").read()  # its own: another test's lease may share its name
     return sorted(os.listdir(folder)) if folder.exists() else [], mounted
 
 

@@ -34,6 +34,7 @@ CANCELLED = ReplicaState.CANCELLED
 
 ZERO_ROOT = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+MAX_CONTRIBUTORS = 3  # JobMarket.MAX_CONTRIBUTORS
 REWARD_BPS = 1000  # DisputeCourt.REWARD_BPS: a proven fault's share of the slash
 MAX_UINT40 = 2**40 - 1
 MAX_UINT80 = 2**80 - 1
@@ -72,6 +73,29 @@ class ReplicaModel:
     since: int = 0
     gpu_seconds: int = 0
     root: bytes = ZERO_ROOT
+    # checkpoints (JobMarket.checkpoint): the resume point, the pending one with its lease and
+    # seconds, and the paid contributions (asset, keeper id, price, GPU-seconds)
+    resume: bytes = ZERO_ROOT
+    pending: bytes = ZERO_ROOT
+    pending_lease: int = 0
+    pending_gpu_seconds: int = 0
+    contributions: list = field(default_factory=list)
+
+    @property
+    def contributed(self) -> int:
+        return sum(c[3] for c in self.contributions)
+
+    def checkpoints(self) -> tuple:
+        """In the order of JobMarket.Checkpoints."""
+        pending = self.pending if self.pending_lease else ZERO_ROOT
+        return (
+            self.resume,
+            pending,
+            self.pending_lease,
+            self.pending_gpu_seconds,
+            len(self.contributions),
+            self.contributed,
+        )
 
     def as_tuple(self) -> tuple:
         """In the order of JobMarket.Replica."""
@@ -168,6 +192,7 @@ class MarketModel:
     jobs: dict[int, JobModel] = field(default_factory=dict)
     credits: dict[str, int] = field(default_factory=dict)
     payouts: list[Payout] = field(default_factory=list)
+    contribution_payouts: list[Payout] = field(default_factory=list)  # ContributionPaid, as Payouts
     approved: set[str] = field(default_factory=set)  # accounts that approved the market for any amount
     surplus: int = 0  # tokens sent to the market outside its paths, owed to no one
 
@@ -416,6 +441,14 @@ class MarketModel:
         require(t > rep.deadline, "job_market: lease not expired")
         rep.state = OPEN
         rep.since = t
+        if rep.pending_lease == rep.lease:  # the lease committed a checkpoint: adopted
+            rep.resume = rep.pending
+            paid = 0
+            if len(rep.contributions) < MAX_CONTRIBUTORS:
+                paid = min(rep.pending_gpu_seconds, job.req.max_gpu_seconds - rep.contributed)
+            if paid:
+                rep.contributions.append((rep.asset, rep.keeper, rep.price, paid))
+            rep.pending, rep.pending_lease, rep.pending_gpu_seconds = ZERO_ROOT, 0, 0
         slashed = self._slash(rep.asset, 0 if self.paused else self.params.slash_bps, job.req.gpu_count)
         self._credit(self.treasury, slashed)
 
@@ -438,6 +471,21 @@ class MarketModel:
             rep.state = FINALIZED
             rep.since = t
             provider = self._close_result(rep.asset)
+            for asset_id, keeper_id, price, seconds in rep.contributions:
+                owner, keeper = self.assets[asset_id].owner, self.keeper_of(keeper_id)
+                payment, keeper_fee, protocol_fee = settle_amounts(
+                    price, seconds, job.keeper_fee_bps, job.protocol_fee_bps
+                )
+                cost = payment + keeper_fee + protocol_fee
+                assert cost <= job.escrow, f"job {job.id}: a contribution to shard {shard} overdraws the escrow"
+                job.escrow -= cost
+                job.spent += cost
+                self._credit(owner, payment)
+                self._credit(keeper, keeper_fee)
+                self._credit(self.treasury, protocol_fee)
+                self.contribution_payouts.append(
+                    Payout(job.id, shard, r, asset_id, owner, keeper, payment, keeper_fee, protocol_fee)
+                )
             keeper = self.keeper_of(rep.keeper)
             payment, keeper_fee, protocol_fee = settle_amounts(
                 rep.price, rep.gpu_seconds, job.keeper_fee_bps, job.protocol_fee_bps
@@ -469,6 +517,23 @@ class MarketModel:
         if job.declines[shard] >= MAX_DECLINES:  # the shard fails: what has not started is cancelled
             self._close_unstarted(t, job, shard)
 
+    def commit_checkpoint(
+        self, t: int, job_id: int, shard: int, replica: int, checkpoint: bytes, gpu_seconds: int, signer: str
+    ) -> None:
+        """`signer` is the address the Checkpoint signature recovers to."""
+        job = self._job(job_id)
+        rep = self._check_replica(job, shard, replica)
+        require(rep.state == ASSIGNED, "job_market: replica not assigned")
+        require(checkpoint != ZERO_ROOT, "job_market: empty checkpoint")
+        require(
+            gpu_seconds <= (min(t, rep.deadline) - rep.since) * max(1, job.req.gpu_count),
+            "job_market: gpu_seconds exceed the lease's time",
+        )
+        last = rep.pending_gpu_seconds if rep.pending_lease == rep.lease else 0
+        require(gpu_seconds > last, "job_market: checkpoint not newer")
+        require(signer == self.assets[rep.asset].agent, "job_market: checkpoint not signed by the asset's agent")
+        rep.pending, rep.pending_lease, rep.pending_gpu_seconds = checkpoint, rep.lease, gpu_seconds
+
     def submit_result(
         self, t: int, job_id: int, shard: int, replica: int, root: bytes, gpu_seconds: int, signer: str
     ) -> None:
@@ -486,7 +551,7 @@ class MarketModel:
         rep.state = SUBMITTED
         rep.since = t
         rep.deadline = t + self.params.challenge_window
-        rep.gpu_seconds = min(gpu_seconds, job.req.max_gpu_seconds)
+        rep.gpu_seconds = min(gpu_seconds, job.req.max_gpu_seconds - rep.contributed)
         rep.root = root
         self._close_lease(rep.asset, job.req.gpu_count)  # the lease ends; the result is pending
         self.assets[rep.asset].pending_results += 1

@@ -60,6 +60,7 @@ from market_model import (
     Payout,
 )
 
+from computenet.checkpoints import Checkpoint
 from computenet.domain import Parameters, Requirements, Verification
 from computenet.receipts import ExecutionReceipt, sign_cancel
 
@@ -343,6 +344,7 @@ def cast(
         topics={
             "posted": event_topic(market.JobPosted),
             "finalized": event_topic(market.ShardFinalized),
+            "contribution": event_topic(market.ContributionPaid),
             "finished": event_topic(market.JobFinished),
         },
     )
@@ -642,6 +644,42 @@ class MarketMachine(RuleBasedStateMachine):
                 )
                 return
         self.do_submit(job_id, shard, replica, root, self.gpu_seconds(job_id, gpu_seconds, shard, replica), forgery)
+
+    @precondition(lambda self: self.model.replicas(ASSIGNED))
+    @rule(
+        choice=st.integers(0, 255),
+        seconds=st.sampled_from(["ran", "ran", "half", "ran+1", "zero"]),
+        late=st.booleans(),
+        forgery=st.sampled_from(["none"] * 5 + ["wrong key", "stale lease", "zero hash"]),
+    )
+    def commit_checkpoint(self, choice, seconds, late, forgery):
+        """An assigned replica's checkpoint, mostly as its agent signed it, relayed by a
+        stranger; sometimes after its lease deadline (as keepers relay before reclaiming)."""
+        model = self.model
+        job_id, shard, replica = pick(model.replicas(ASSIGNED), choice)
+        rep, job = model.replica(job_id, shard, replica), model.jobs[job_id]
+        if late:
+            self.mine_until(rep.deadline + 1)
+        ran = (min(model.now + 1, rep.deadline) - rep.since) * max(1, job.req.gpu_count)
+        gpu_seconds = min(2**32 - 1, {"ran": ran, "half": ran // 2, "ran+1": ran + 1, "zero": 0}[seconds])
+        checkpoint = ZERO_ROOT if forgery == "zero hash" else keccak(b"checkpoint %d" % model.now)
+        agent = model.assets[rep.asset].agent
+        if agent == ZERO_ADDRESS:  # sold since: the key it was registered with
+            agent = self.cast.agents[CAST[rep.asset - 1][1]]
+        signer = pick(self.cast.agents, self.cast.agents.index(agent) + 1) if forgery == "wrong key" else agent
+        lease = rep.lease + 1 if forgery == "stale lease" else rep.lease
+        signed = Checkpoint(job_id, shard, replica, lease, rep.asset, job.manifest, checkpoint, gpu_seconds).sign(
+            self.cast.accounts[signer].private_key, self.cast.chain.chain_id, self.cast.market.address
+        )
+        recovered = "forged" if forgery == "stale lease" else signer
+        self.act(
+            model.commit_checkpoint,
+            (job_id, shard, replica, checkpoint, gpu_seconds, recovered),
+            self.cast.market,
+            "commit_checkpoint",
+            signed.market_args(),
+            self.cast.names["outsider"],
+        )
 
     @precondition(lambda self: self.model.replicas(ASSIGNED))
     @rule(choice=st.integers(0, 255), own_agent=mostly())
@@ -1294,7 +1332,10 @@ class MarketMachine(RuleBasedStateMachine):
         replicas = {key: reads.call(market, "replica(uint256,uint256,uint256)", *key) for key in model.replicas()}
         roots = {key: reads.call(market, "output_root(uint256,uint256,uint256)", *key) for key in model.replicas()}
         topics = cast.topics
-        logs = reads.logs(market, self.from_block, [topics["posted"], topics["finalized"], topics["finished"]])
+        logs = reads.logs(
+            market, self.from_block, [topics["posted"], topics["finalized"], topics["finished"], topics["contribution"]]
+        )
+        checkpoints = {key: reads.call(market, "checkpoint(uint256,uint256,uint256)", *key) for key in model.replicas()}
         got = reads.run()
 
         assert int(got[head]["timestamp"], 16) == model.now
@@ -1370,10 +1411,12 @@ class MarketMachine(RuleBasedStateMachine):
             rep = model.replica(*key)
             assert got[i] == list(rep.as_tuple()), f"replica {key}: chain {got[i]}, model {rep}, now {model.now}"
             assert got[roots[key]] == [word(rep.root)], f"output root of replica {key}"
+            resume, pending, *counts = rep.checkpoints()
+            assert got[checkpoints[key]] == [word(resume), word(pending), *counts], f"checkpoints of replica {key}"
 
         # (3) and (5): from the logs, no replica is paid twice, the payouts are the
         # model's, and every finished job was refunded once, budget minus payouts.
-        budgets, payouts, refunds = {}, [], {}
+        budgets, payouts, refunds, contributions = {}, [], {}, []
         for log in got[logs]:
             log_topics, data = log["topics"], bytes.fromhex(log["data"][2:])
             topic0, job_id = bytes.fromhex(log_topics[0][2:]), int(log_topics[1], 16)
@@ -1396,15 +1439,33 @@ class MarketMachine(RuleBasedStateMachine):
                         protocol_fee,
                     )
                 )
+            elif topic0 == topics["contribution"]:
+                shard, replica, keeper, _, payment, keeper_fee, protocol_fee = decode(
+                    ["uint256", "uint256", "address", "uint256", "uint256", "uint256", "uint256"], data
+                )
+                contributions.append(
+                    Payout(
+                        job_id,
+                        shard,
+                        replica,
+                        int(log_topics[2], 16),
+                        to_checksum_address("0x" + log_topics[3][-40:]),
+                        to_checksum_address(keeper),
+                        payment,
+                        keeper_fee,
+                        protocol_fee,
+                    )
+                )
             else:
                 assert job_id not in refunds, f"job {job_id} finished twice"
                 refunds[job_id] = int.from_bytes(data[:32], "big")
         paid = [(p.job, p.shard, p.replica) for p in payouts]
         assert len(paid) == len(set(paid)), "a replica was paid twice"
         assert payouts == model.payouts
+        assert contributions == model.contribution_payouts
         for job_id, job in model.jobs.items():
             assert budgets[job_id] == job.budget
-            spent = sum(p.payment + p.keeper_fee + p.protocol_fee for p in payouts if p.job == job_id)
+            spent = sum(p.payment + p.keeper_fee + p.protocol_fee for p in payouts + contributions if p.job == job_id)
             if job.unfinished == 0:
                 assert got[jobs[job_id]][1] == 0, f"finished job {job_id} still holds escrow"
                 assert refunds.get(job_id) == budgets[job_id] - spent == job.refund, f"refund of job {job_id}"

@@ -72,6 +72,8 @@ def measure(
     submit,
     params,
     make_spec,
+    sign_checkpoint,
+    run_for,
 ):
     """Runs every measured step once and returns {step: gas}."""
     gas: dict[str, int] = {}
@@ -169,6 +171,21 @@ def measure(
         # A zero calldata byte costs 12 gas less than another, and the signature's bytes differ with
         # the job and time it signs: count it as if none were zero, so the figure is the same in any order.
         gas["cancel_with_signature"] = used + 12 * bytes(sig).count(0)
+        # checkpoints: a lease commits one, runs out and is reclaimed (adopting it); the shard is
+        # reassigned and finalized, paying the contribution before the result
+        asset = register_asset()
+        job = post_job()
+        market.assign(job, 0, asset, sender=keeper)
+        run_for(job, 0, 0, 600)
+        signed = sign_checkpoint(agent, job, 0, 0, keccak(b"gas-snapshot checkpoint"), 600)
+        used = market.commit_checkpoint(*signed.market_args(), sender=stranger).gas_used
+        gas["commit_checkpoint"] = used + 12 * bytes(signed.signature).count(0)  # as cancel_with_signature
+        chain.pending_timestamp = market.replica(job, 0, 0).deadline + 1
+        gas["reclaim_adopting_checkpoint"] = market.reclaim(job, 0, 0, sender=keeper).gas_used
+        market.assign(job, 0, asset, sender=keeper)
+        submit(agent, job, 0, 0)
+        chain.mine(deltatime=params.challenge_window + 1)
+        gas["finalize_with_contribution"] = market.finalize(job, 0, sender=keeper).gas_used
         return gas
 
     def _challenged(asset):

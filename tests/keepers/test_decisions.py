@@ -12,11 +12,13 @@ from keepers.decisions import (
     Done,
     Send,
     Wait,
+    checkpoint_to_relay,
     decide_assign,
     decide_expire,
     decide_finalize,
     decide_reclaim,
     max_keeper_fee,
+    newer_checkpoint,
 )
 from keepers.scheduler import NodeState, Policy
 
@@ -101,6 +103,35 @@ def test_jobs_paying_less_than_the_keepers_minimum_fee_are_skipped():
     assert fee == 200 * 3_600 * 100 // 10_000
     assert isinstance(assign(j, min_fee=fee), Send)
     assert isinstance(assign(j, min_fee=fee + 1), Done)
+
+
+def _kept(lease=2, gpu_seconds=100, asset=1, **more):
+    body = dict(job=1, shard=0, replica=0, lease=lease, asset=asset, checkpoint="0x" + "ab" * 32)
+    return body | dict(gpu_seconds=gpu_seconds, signature="0x" + "cd" * 65) | more
+
+
+def test_a_heartbeat_checkpoint_is_relayed_before_the_reclaim_only_when_newer_than_the_chains():
+    live = Replica(1, 0, 0, 1, 0, S.ASSIGNED, 2, 0, NOW + 10, 0, 0)
+    relay = checkpoint_to_relay(live, _kept(), chain_pending=0)
+    assert relay == Send("commit_checkpoint", (1, 0, 0, "0x" + "ab" * 32, 100, "0x" + "cd" * 65))
+    assert decide_reclaim(live, NOW + 11, relay) == relay  # first the relay; the reclaim once it is mined
+    assert decide_reclaim(live, NOW, relay) == Wait("job_market: lease not expired")
+    assert checkpoint_to_relay(live, _kept(), chain_pending=100) is None  # the chain has it already
+    assert checkpoint_to_relay(live, _kept(), chain_pending=150) is None  # the chain has a newer one
+    assert checkpoint_to_relay(live, _kept(lease=1), chain_pending=0) is None  # an earlier lease's
+    assert checkpoint_to_relay(live, _kept(asset=2), chain_pending=0) is None  # another asset's
+    assert checkpoint_to_relay(live, None, chain_pending=0) is None
+    done = Replica(1, 0, 0, 1, 0, S.OPEN, 2, 0, NOW, 0, 0)
+    assert checkpoint_to_relay(done, _kept(), chain_pending=0) is None
+
+
+def test_the_newest_checkpoint_per_replica_is_kept():
+    assert newer_checkpoint(None, _kept())
+    assert newer_checkpoint(_kept(gpu_seconds=100), _kept(gpu_seconds=101))
+    assert not newer_checkpoint(_kept(gpu_seconds=100), _kept(gpu_seconds=100))
+    assert not newer_checkpoint(_kept(gpu_seconds=100), _kept(gpu_seconds=99))
+    assert newer_checkpoint(_kept(lease=2, gpu_seconds=900), _kept(lease=3, gpu_seconds=1))  # a later lease
+    assert not newer_checkpoint(_kept(lease=3, gpu_seconds=1), _kept(lease=2, gpu_seconds=900))
 
 
 def test_reclaim_waits_for_the_lease_end_and_is_done_once_the_replica_moved_on():

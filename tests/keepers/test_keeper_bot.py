@@ -103,6 +103,7 @@ class Agents:
         self.chain_id, self.assets = chain_id, assets
         self.agent_of = agent_of  # asset id -> ape test account (the agent key)
         self.live = set(agent_of)
+        self.checkpoints = {}  # asset -> signed checkpoint entries its heartbeats carry
         self.seq = 0
         self.boards = {key.address: {} for key in agent_of.values()}
         self.servers = {}
@@ -120,7 +121,9 @@ class Agents:
                 continue
             self.seq += 1
             hb = Heartbeat(asset, int(time.time()), 10, 800_000, 0, 16, self.seq)
-            board[asset] = hb.wire(key.private_key, self.chain_id, str(self.assets.address))
+            board[asset] = hb.wire(
+                key.private_key, self.chain_id, str(self.assets.address), self.checkpoints.get(asset)
+            )
 
     def _loop(self):
         while not self.stopped.wait(0.5):
@@ -445,6 +448,43 @@ def test_an_expired_lease_is_reclaimed_and_reassigned_and_the_shard_finalized(
     assert market.credits(keeper) > 0  # the keeper fee
     finalized = list(market.ShardFinalized.range(0, chain.blocks.height + 1))
     assert [(int(e.job), int(e.asset)) for e in finalized] == [(job, dear)]
+
+
+def test_the_heartbeats_last_checkpoint_is_relayed_before_the_reclaim(
+    make_keeper, fleet, post_job, market, chain, registered_keeper, keeper, assets, sign_checkpoint, wait_for
+):
+    """A node serves a signed checkpoint in its heartbeat, then dies; when its lease runs out
+    the keeper commits that checkpoint on chain (the chain had none) and then reclaims, so the
+    reclaim adopts it. A forged entry served beside it (more seconds, bad signature) is not
+    kept in its place."""
+    agent_of = fleet(1)
+    (asset,) = agent_of
+    k = make_keeper(max_heartbeat_age=3)
+    checkpoint = keccak(b"step 42")
+    with Agents(chain.chain_id, assets, agent_of) as agents_:
+        k.start(workers=1)
+        job = post_job(shard_count=1)
+        wait_for(lambda: assigned(market, [job], 1).get((job, 0, 0)) == asset, what="the lease")
+        signed = sign_checkpoint(agent_of[asset], job, 0, 0, checkpoint, 120)
+        forged = signed.to_body() | {"gpu_seconds": 900}
+        agents_.checkpoints[asset] = [signed.to_body(), forged]
+
+        def kept():
+            return [json.loads(v) for key in k.redis.scan_iter("computenet:*:checkpoints") for v in k.redis.hvals(key)]
+
+        wait_for(lambda: kept() == [signed.to_body()], what="the keeper to keep the signed checkpoint")
+        agents_.live.discard(asset)  # the node dies
+        chain.pending_timestamp = int(market.replica(job, 0, 0).deadline) + 1
+        chain.mine()
+        wait_for(lambda: len(list(market.ShardReclaimed.range(0, chain.blocks.height + 1))) == 1, what="the reclaim")
+    committed = list(market.CheckpointCommitted.range(0, chain.blocks.height + 1))
+    assert [(int(e.job), bytes(e.checkpoint), int(e.gpu_seconds)) for e in committed] == [(job, checkpoint, 120)]
+    relay = chain.provider.web3.eth.get_transaction(committed[0].transaction_hash)
+    assert relay["from"].lower() == keeper.address.lower()  # relayed by the keeper, not the agent
+    adopted = list(market.CheckpointAdopted.range(0, chain.blocks.height + 1))
+    assert [(int(e.asset), bytes(e.checkpoint), int(e.gpu_seconds)) for e in adopted] == [(asset, checkpoint, 120)]
+    assert bytes(market.checkpoint(job, 0, 0).resume_point) == checkpoint
+    assert stats_of(k).get("mined:commit_checkpoint") == 1
 
 
 def test_a_dispute_no_one_rules_on_is_expired_after_its_deadline_and_the_shard_then_finalized(
