@@ -5,9 +5,9 @@ lease's checkpoint folder, if new, is uploaded to the agent's content store, sig
 EIP-712 Checkpoint with the lease's metered GPU-seconds so far, and kept as the lease's latest
 (served in the asset's heartbeats). Older checkpoint files are removed once a newer one is
 taken, so a lease's checkpoints hold at most the newest and the one being written (each
-capped by the container's RLIMIT_FSIZE). `stage_resume`, before a lease starts: the replica's
-adopted resume point fetched by keccak256, checked, and placed at resume/checkpoint; a missing
-or mismatching blob declines the lease.
+capped by the container's RLIMIT_FSIZE). `stage_resume` (computenet.staging, shared with the
+verifiers), before a lease starts: the replica's adopted resume point fetched by keccak256,
+checked, and placed at resume/checkpoint; a missing or mismatching blob declines the lease.
 """
 
 from __future__ import annotations
@@ -19,50 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from computenet.checkpoints import RESUME_FILE, FileStat, SignedCheckpoint, checkpoint_hash, newest, scan
-from computenet.staging import Decline
-from computenet.store import BlobNotFound, BlobTooLarge, Mirrors, StoreClient, StoreError
+from computenet.checkpoints import FileStat, SignedCheckpoint, checkpoint_hash, newest, scan
+from computenet.staging import NO_RESUME as ZERO
+from computenet.staging import checkpoint_dirs, make_dirs, stage_resume
+
+__all__ = ["ZERO", "Watcher", "checkpoint_dirs", "make_dirs", "stage_resume"]
 
 log = logging.getLogger("agent.checkpoints")
-
-ZERO = b"\x00" * 32
-
-
-def checkpoint_dirs(folder: Path) -> tuple[Path, Path]:
-    """A lease folder's checkpoint/ (the container's /checkpoint) and resume/ (its /resume)."""
-    return folder / "checkpoint", folder / "resume"
-
-
-def make_dirs(folder: Path) -> tuple[Path, Path]:
-    """Creates the lease's checkpoint/ and (empty) resume/ folders; returns them."""
-    checkpoints, resume = checkpoint_dirs(folder)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    resume.mkdir(parents=True, exist_ok=True)
-    resume.chmod(0o755)
-    return checkpoints, resume
-
-
-def stage_resume(store: StoreClient | Mirrors, resume_point: bytes, resume: Path, max_bytes: int) -> bool:
-    """Places the adopted checkpoint `resume_point` (keccak256; zero: none) at
-    resume/checkpoint, fetched from `store` and checked against its hash. Decline when no store
-    has it or the bytes differ. Returns whether there was one."""
-    if bytes(resume_point) == ZERO:
-        return False
-    name = bytes(resume_point).hex()
-    try:
-        data = store.get("keccak256", name, max_bytes=max_bytes)
-    except BlobTooLarge:
-        raise Decline("checkpoint too large", f"checkpoint 0x{name} is over {max_bytes} bytes") from None
-    except BlobNotFound as error:
-        raise Decline("checkpoint not found", f"no store has checkpoint 0x{name}: {error}") from None
-    except StoreError as error:
-        raise Decline("checkpoint unavailable", f"checkpoint 0x{name}: {error}") from None
-    if checkpoint_hash(data) != bytes(resume_point):
-        raise Decline("checkpoint mismatch", f"the bytes served for checkpoint 0x{name} hash otherwise")
-    target = resume / RESUME_FILE
-    target.write_bytes(data)
-    target.chmod(0o644)
-    return True
 
 
 class Watcher:

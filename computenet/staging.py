@@ -1,7 +1,9 @@
 """Staging one shard for a run, the same for whoever runs it (an agent, a verifier, the
 arbiter): the manifest fetched by the keccak-256 a job committed to and checked to be
 canonical, the image found here or pulled by its digest (never by tag) and checked to carry
-it, and the inputs fetched by SHA-256 and checked against the manifest's Merkle root. Each
+it, the inputs fetched by SHA-256 and checked against the manifest's Merkle root, and the
+replica's adopted checkpoint (its resume point, computenet.checkpoints) fetched by keccak256,
+checked and placed in the lease's resume/ folder beside an empty checkpoint/ folder. Each
 step that cannot be done raises Decline with a short reason (an agent's on-chain decline
 reason) and the long story.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 from eth_utils import keccak
 
+from computenet.checkpoints import RESUME_FILE, checkpoint_hash
 from computenet.errors import ManifestError
 from computenet.manifest import Manifest, manifest_hash, parse_manifest
 from computenet.merkle import MerkleTree, leaf_from_hashes
@@ -41,6 +44,7 @@ REASON_BYTES = 32  # decline reasons go on chain as bytes32
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest names its inputs; it is never large
 OUTPUT_SLACK = 1 << 20  # bytes of the output tmpfs over max_bytes: pages of small files, folders
 OUTPUT_INODES = 20_000  # files and folders the output tmpfs holds (the commitment takes 10,000 files)
+NO_RESUME = b"\x00" * 32  # a replica's resume point when it starts fresh
 
 
 class Decline(Exception):
@@ -146,6 +150,43 @@ def prepare(folder: Path) -> tuple[Path, Path]:
     inputs.mkdir(parents=True)
     outputs.mkdir()
     return inputs, outputs
+
+
+def checkpoint_dirs(folder: Path) -> tuple[Path, Path]:
+    """A lease folder's checkpoint/ (the container's /checkpoint) and resume/ (its /resume)."""
+    return folder / "checkpoint", folder / "resume"
+
+
+def make_dirs(folder: Path) -> tuple[Path, Path]:
+    """Creates the lease's checkpoint/ and (empty) resume/ folders; returns them."""
+    checkpoints, resume = checkpoint_dirs(folder)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    resume.mkdir(parents=True, exist_ok=True)
+    resume.chmod(0o755)
+    return checkpoints, resume
+
+
+def stage_resume(store: StoreClient | Mirrors, resume_point: bytes, resume: Path, max_bytes: int) -> bool:
+    """Places the adopted checkpoint `resume_point` (keccak256; zero: none) at
+    resume/checkpoint, fetched from `store` and checked against its hash. Decline when no store
+    has it or the bytes differ. Returns whether there was one."""
+    if bytes(resume_point) == NO_RESUME:
+        return False
+    name = bytes(resume_point).hex()
+    try:
+        data = store.get("keccak256", name, max_bytes=max_bytes)
+    except BlobTooLarge:
+        raise Decline("checkpoint too large", f"checkpoint 0x{name} is over {max_bytes} bytes") from None
+    except BlobNotFound as error:
+        raise Decline("checkpoint not found", f"no store has checkpoint 0x{name}: {error}") from None
+    except StoreError as error:
+        raise Decline("checkpoint unavailable", f"checkpoint 0x{name}: {error}") from None
+    if checkpoint_hash(data) != bytes(resume_point):
+        raise Decline("checkpoint mismatch", f"the bytes served for checkpoint 0x{name} hash otherwise")
+    target = resume / RESUME_FILE
+    target.write_bytes(data)
+    target.chmod(0o644)
+    return True
 
 
 def output_bytes(max_bytes: int) -> int:

@@ -23,6 +23,14 @@ root for root):
   - the two runs differ: the job is not reproducible and no one is at fault. `valid_root` is
     the zero root, meaning every submitted result stands (the challenger loses its bond).
 
+A replica that resumed from a checkpoint the market adopted for it (its resume point,
+`Market.checkpoint`) is judged against a run from that checkpoint, staged as its agent
+staged it: an honest provider is judged on what it was given, even when the failed node
+that wrote the checkpoint poisoned it. When the replicas under ruling resumed from different
+points (one resumed, one started fresh), the arbiter runs the shard once per resume point
+(twice when that run agrees with none of that point's replicas) and judges each replica
+against the run from its own point; the ruling then goes on chain replica by replica.
+
 A replica agrees when its root is the arbiter's or, for a manifest whose comparator has a
 tolerance ("numeric"), when its whole result agrees within it: the result's files are
 attached to the request (`results`, checked against the replica's on-chain root) or fetched
@@ -97,10 +105,11 @@ in-process), evidence_sha256 (of the request's canonical JSON: keys sorted, no s
 parsed, defaults included), attachments (kind, replica, path and sha256 of each), rules (the
 names applied, in order; "caller" only for a request), decision ("resolved" or "refused"),
 then valid_root, computed_root (the arbiter's first run), runs (every run's root: two when
-it ran twice), arbiter_files (leaf -> sha256 of its first run), reproducible, upheld,
-rejected, notes, transaction and block, or status, rule and reason (with the runs when it
-had run). A resolution is also traceable from the chain alone by its `DisputeResolved`
-event; the transaction hash links the two.
+it ran twice), run_resume_points (the checkpoint each run resumed from, zero: from scratch),
+parts (per resume point: its replicas, valid root and runs), arbiter_files (leaf -> sha256 of
+its first run), reproducible, upheld, rejected, notes, transaction and block, or status, rule
+and reason (with the runs when it had run). A resolution is also traceable from the chain
+alone by its `DisputeResolved` event; the transaction hash links the two.
 """
 
 from __future__ import annotations
@@ -113,8 +122,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -130,6 +139,7 @@ from computenet.manifest import ResultVerification
 from computenet.market import Market
 from computenet.merkle import MAX_PROOF_DEPTH, MerkleTree, leaf, verify
 from computenet.receipts import ExecutionReceipt
+from computenet.staging import NO_RESUME
 from computenet.web3calls import Sender
 from verifier.compare import compare
 from verifier.reexecute import Reexecution, ReexecutionError, Reexecutor
@@ -282,12 +292,29 @@ class ChainFacts:
     agents: dict[int, str]  # asset -> its agent address, for the assets of `replicas`
     shard_count: int = 1
     gpu_count: int = 0  # GPUs per replica: what a re-execution passes through, as an agent does
+    # Each replica's resume point, by index: the checkpoint its lease started from (zero or
+    # absent: from scratch).
+    resume_points: tuple[bytes, ...] = ()
+    # The replicas this view rules on (None: every one under ruling); `group` makes one per resume point.
+    ruling: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Rejection:
     replica: int
     reason: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """One resume point's share of a ruling: the replicas under ruling that resumed from it
+    (zero: from scratch), the root the arbiter's runs from it make valid (zero: they differed)
+    and those runs' roots."""
+
+    resume_point: bytes
+    replicas: tuple[int, ...]
+    valid_root: bytes
+    runs: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -306,9 +333,14 @@ class Decision:
     # not "the replicas whose root is valid_root stand" (a tolerance let other roots stand, or a
     # replica with the valid root is rejected for its metering).
     by_mask: bool = False
+    # The checkpoint each of `runs` resumed from (zero: from scratch), and the ruling per resume point.
+    resume_points: tuple[bytes, ...] = ()
+    parts: tuple[Part, ...] = ()
 
     @property
     def reproducible(self) -> bool:
+        if self.parts:
+            return all(part.valid_root != ZERO_ROOT for part in self.parts)
         return self.valid_root != ZERO_ROOT
 
     @property
@@ -341,7 +373,34 @@ def _hex_of(value: bytes) -> str:
 
 
 def _ruled(facts: ChainFacts) -> list[tuple[int, Replica]]:
-    return [(index, rep) for index, rep in enumerate(facts.replicas) if rep.state in UNDER_RULING]
+    return [
+        (index, rep)
+        for index, rep in enumerate(facts.replicas)
+        if rep.state in UNDER_RULING and (facts.ruling is None or index in facts.ruling)
+    ]
+
+
+def resume_point(facts: ChainFacts, index: int) -> bytes:
+    """The checkpoint replica `index` resumed from (zero: from scratch)."""
+    return bytes(facts.resume_points[index]) if index < len(facts.resume_points) else NO_RESUME
+
+
+def resume_groups(facts: ChainFacts) -> dict[bytes, tuple[int, ...]]:
+    """The replicas under ruling by the checkpoint they resumed from, the points in the order
+    of their first replica: each point is one re-execution (or two) to judge them by."""
+    groups: dict[bytes, list[int]] = {}
+    for index, _ in _ruled(facts):
+        groups.setdefault(resume_point(facts, index), []).append(index)
+    return {point: tuple(indices) for point, indices in groups.items()}
+
+
+def group(facts: ChainFacts, indices: Sequence[int]) -> ChainFacts:
+    """The facts ruling on `indices` alone (the replicas of one resume point)."""
+    return replace(facts, ruling=tuple(indices))
+
+
+def _from(point: bytes) -> str:
+    return "from scratch" if point == NO_RESUME else f"from checkpoint {_hex_of(point)}"
 
 
 def _under_ruling(facts: ChainFacts, index: int, what: str, rule: str) -> Replica:
@@ -530,6 +589,8 @@ def decide(
             continue
         proven = {p.path: base64.b64decode(p.content) for p in evidence.proofs if p.replica == index}
         reasons = [f"its root {_hex_of(rep.output_root)} is not the arbiter's {_hex_of(valid_root)}"]
+        if first.resume_point != NO_RESUME:
+            reasons[0] += f" (run {_from(first.resume_point)}, where the replica resumed)"
         if index in results:
             differences = compare(rules, results[index], first.files).differences
             reasons += [f"its result: {difference}" for difference in differences]
@@ -554,6 +615,45 @@ def decide(
     )
 
 
+def decide_each(
+    facts: ChainFacts,
+    runs: Mapping[bytes, Sequence[Reexecution]],
+    evidence: Evidence | None = None,
+    party: str = "the caller",
+    rules: ResultVerification | None = None,
+    results: dict[int, dict[str, bytes]] | None = None,
+) -> Decision:
+    """Rule 6 when replicas may have resumed from checkpoints: `runs` are the arbiter's runs
+    from each resume point of the replicas under ruling (`resume_groups`), and each replica is
+    judged (`decide`) against the runs from its own point. One point: that ruling. Several:
+    the ruling goes replica by replica (a valid root cannot speak for replicas given different
+    checkpoints); its `valid_root` is the first point's and it is reproducible when every
+    point's runs are; notes say which point they are about."""
+    groups = resume_groups(facts)
+    if set(runs) != set(groups):
+        raise ValueError("the arbiter's runs must be from exactly the resume points of the replicas under ruling")
+    decided = [
+        (point, decide(group(facts, groups[point]), runs[point], evidence, party, rules, results)) for point in groups
+    ]
+    parts = tuple(Part(point, groups[point], d.valid_root, d.runs) for point, d in decided)
+    points = tuple(point for point, d in decided for _ in d.runs)
+    if len(decided) == 1:
+        return replace(decided[0][1], resume_points=points, parts=parts)
+    valid_root = decided[0][1].valid_root
+    return Decision(
+        facts.job,
+        facts.shard,
+        valid_root,
+        tuple(sorted(i for _, d in decided for i in d.upheld)),
+        tuple(sorted((r for _, d in decided for r in d.rejected), key=lambda r: r.replica)),
+        tuple(root for _, d in decided for root in d.runs),
+        tuple(f"{_from(point)}: {note}" for point, d in decided for note in d.notes),
+        by_mask=True,
+        resume_points=points,
+        parts=parts,
+    )
+
+
 # ---------------------------------------------------------------- chain, Docker and the audit log
 
 
@@ -562,18 +662,35 @@ def reexecute(
     facts: ChainFacts,
     rules: ResultVerification | None = None,
     results: dict[int, dict[str, bytes]] | None = None,
+    resume: bytes = NO_RESUME,
 ) -> tuple[Reexecution, ...]:
-    """Rule 5: the arbiter's own run of the shard, and a second one when the first agrees with
-    no replica (a reproducibility check)."""
+    """Rule 5: the arbiter's own run of the shard from checkpoint `resume` (zero: from
+    scratch), and a second one when the first agrees with no replica (a reproducibility check)."""
+    args = (facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
     try:
-        first = reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
+        first = reexecutor.run(*args, resume_point=resume)
         if not needs_second_run(facts, first, rules, results):
             return (first,)
-        return first, reexecutor.run(facts.manifest_hash, facts.shard, facts.shard_count, facts.gpu_count)
+        return first, reexecutor.run(*args, resume_point=resume)
     except ReexecutionError as error:
         raise Refused(
-            503, "re-execution", f"the arbiter could not re-execute job {facts.job} shard {facts.shard}: {error}"
+            503,
+            "re-execution",
+            f"the arbiter could not re-execute job {facts.job} shard {facts.shard} {_from(resume)}: {error}",
         ) from None
+
+
+def reexecute_each(
+    reexecutor: Reexecutor,
+    facts: ChainFacts,
+    rules: ResultVerification | None = None,
+    results: dict[int, dict[str, bytes]] | None = None,
+) -> dict[bytes, tuple[Reexecution, ...]]:
+    """Rule 5 per resume point of the replicas under ruling: the runs each is judged by."""
+    return {
+        point: reexecute(reexecutor, group(facts, indices), rules, results, point)
+        for point, indices in resume_groups(facts).items()
+    }
 
 
 class AuditLog:
@@ -686,6 +803,12 @@ class Arbiter:
             raise Refused(404, "open-dispute", f"job {job} has no shard {shard} (it has {req.shard_count})")
         replicas = self.market.replicas(job, ((shard, r) for r in range(req.replication)), block=at)
         agents = {rep.asset: self.market.agent_of(rep.asset, block=at) for rep in replicas if rep.asset}
+        points = tuple(
+            self.market.checkpoint(job, shard, rep.index, block=at).resume_point
+            if rep.state in UNDER_RULING
+            else NO_RESUME
+            for rep in replicas
+        )
         return ChainFacts(
             self.market.chain_id,
             self.market.addresses["market"],
@@ -697,6 +820,7 @@ class Arbiter:
             agents,
             req.shard_count,
             req.gpu_count,
+            points,
         )
 
     def arbitrate(self, evidence: Evidence, caller: str | None = None, *, unsigned: str = "") -> dict[str, Any]:
@@ -730,8 +854,9 @@ class Arbiter:
             results = check_results(evidence, facts)
             rules = self._rules(facts)
             results = self._fetch_results(facts, rules, results)
-            runs = reexecute(self.reexecutor, facts, rules, results)
-            decision = decide(facts, runs, evidence, party, rules, results)
+            by_point = reexecute_each(self.reexecutor, facts, rules, results)
+            runs = tuple(run for point_runs in by_point.values() for run in point_runs)
+            decision = decide_each(facts, by_point, evidence, party, rules, results)
             try:
                 receipt = self._send_ruling(decision)
             except ContractRevert as error:
@@ -892,6 +1017,15 @@ def _answer(decision: Decision) -> dict[str, Any]:
         "upheld": list(decision.upheld),
         "rejected": [{"replica": r.replica, "reason": r.reason} for r in decision.rejected],
         "notes": list(decision.notes),
+        "parts": [
+            {
+                "resume_point": _hex_of(part.resume_point),
+                "replicas": list(part.replicas),
+                "valid_root": _hex_of(part.valid_root),
+                "runs": [_hex_of(root) for root in part.runs],
+            }
+            for part in decision.parts
+        ],
     }
 
 
@@ -902,6 +1036,7 @@ def _runs(runs: Sequence[Reexecution]) -> dict[str, Any]:
     return {
         "computed_root": _hex_of(runs[0].root),
         "runs": [_hex_of(run.root) for run in runs],
+        "run_resume_points": [_hex_of(run.resume_point) for run in runs],
         "arbiter_files": {path: _sha256(data) for path, data in sorted(runs[0].files.items())},
     }
 

@@ -13,7 +13,8 @@ Each step, for every `ResultSubmitted` event since its cursor:
      the draw, so inflating a claim is no bet on not being sampled;
   3. skip it when the shard already has a challenge (`DisputeCourt.challenge_of`): one bond
      at stake is enough, and several verifiers do not pile on;
-  4. re-execute it (verifier/reexecute.py, as an agent runs it) and judge the replica
+  4. re-execute it (verifier/reexecute.py, as an agent runs it: from the replica's resume
+     point, the checkpoint the market adopted for it, when it resumed) and judge the replica
      (verifier/rules.py `judge`): its root against the re-execution's, or, for a manifest
      whose comparator has a tolerance, its whole result fetched from its agent and checked
      against its on-chain root (computenet/outputs.py); and its metering claim against what
@@ -283,7 +284,9 @@ class Verifier:
         if self._challenger(item) != ZERO_ADDRESS:
             return self._log(base | {"decision": "already challenged", "challenger": self._challenger(item)})
         log.info("re-executing", extra={"fields": base})
-        run = self.reexecutor.run(manifest_hash, item.shard, shard_count, gpu_count)
+        # A replica that resumed from an adopted checkpoint is judged by a run from it.
+        resume = self.market.checkpoint(item.job, item.shard, item.replica).resume_point
+        run = self.reexecutor.run(manifest_hash, item.shard, shard_count, gpu_count, resume_point=resume)
         self.state.count("reexecuted")
         files, fetch_error = None, ""
         if run.root != rep.output_root and rules.compare != "exact" and self.outputs is not None:
@@ -303,6 +306,7 @@ class Verifier:
         )
         found = base | {
             "computed_root": "0x" + run.root.hex(),
+            "resume_point": "0x" + bytes(resume).hex(),
             "claimed": rep.gpu_seconds,
             "allowed": verdict.metering.allowed,
             "meter": run.metering.meter,

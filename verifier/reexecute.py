@@ -4,6 +4,12 @@ without trusting any party's files (the facilitator's dispute arbiter):
 - the manifest is fetched from the content store by the keccak-256 the job committed to, the
   inputs by their SHA-256 (checked against the manifest's Merkle root), the image found or
   pulled by its digest (agent/execute.py);
+- the replica's resume point (the keccak256 of the checkpoint the market adopted for it, zero
+  when it started fresh) is staged as an agent stages it (computenet.staging.stage_resume): a
+  checkpoint/ folder mounted at /checkpoint and a resume/ folder at /resume holding the
+  checkpoint's bytes, fetched by that hash and checked. A replica that resumed is judged by a
+  run from what it was given, not from scratch: a checkpoint poisoned by the node that failed
+  changes the honest result;
 - the container runs in the agent's sandbox (computenet/sandbox.py: no network, read-only root,
   user `nobody`, memory, PID and CPU limits), with the limits an agent uses and the
   manifest's wall-clock limit;
@@ -12,9 +18,9 @@ without trusting any party's files (the facilitator's dispute arbiter):
   (verifier.commitment): `out/<path>` for each output file, `log/container.log` for the log,
   only the log when the outputs cannot be committed, and the Merkle root over them.
 
-What cannot run (manifest, inputs or image missing or wrong, no Docker engine) raises
-ReexecutionError saying what and where; a run that fails, times out or is killed for memory
-is still a result, as it is for an agent.
+What cannot run (manifest, inputs, resume checkpoint or image missing or wrong, no Docker
+engine) raises ReexecutionError saying what and where; a run that fails, times out or is
+killed for memory is still a result, as it is for an agent.
 """
 
 from __future__ import annotations
@@ -31,16 +37,20 @@ from computenet.manifest import Manifest
 from computenet.merkle import MerkleTree
 from computenet.meter import Metering
 from computenet.staging import (
+    NO_RESUME,
     Decline,
     bound_outputs,
     ensure_image,
     fetch_manifest,
+    lease_dirs,
+    make_dirs,
     output_bytes,
     prepare,
     release,
     stage_inputs,
+    stage_resume,
 )
-from computenet.store import StoreClient
+from computenet.store import Mirrors, StoreClient
 from verifier.commitment import result_files
 from verifier.rules import wall_clock
 
@@ -62,6 +72,8 @@ class Reexecution:
     # What the run used, as the sandbox metered it (computenet.meter.Metering; the claim it
     # supports is `metering.seconds(gpu_count)`); without one, its wall-clock time (verifier.rules.wall_clock).
     metering: Metering | None = None
+    # The checkpoint the run resumed from (keccak256; zero: from scratch).
+    resume_point: bytes = NO_RESUME
 
     def __post_init__(self) -> None:
         if self.metering is None:
@@ -91,9 +103,12 @@ class Reexecutor:
         self.limits = limits
         self._docker = docker
 
-    def run(self, manifest_hash: bytes, shard: int, shard_count: int, gpu_count: int = 0) -> Reexecution:
+    def run(
+        self, manifest_hash: bytes, shard: int, shard_count: int, gpu_count: int = 0, resume_point: bytes = NO_RESUME
+    ) -> Reexecution:
         """Runs shard `shard` of `shard_count` of the job whose manifest hashes to `manifest_hash`,
-        with `gpu_count` GPUs passed through (the job's, as an agent passes them)."""
+        with `gpu_count` GPUs passed through (the job's, as an agent passes them), resumed from
+        the checkpoint `resume_point` (keccak256; zero: from scratch) as an agent resumes."""
         try:
             manifest = fetch_manifest(self.store, manifest_hash)
             docker = self.docker()
@@ -103,9 +118,11 @@ class Reexecutor:
         # The container writes as `nobody`; a facilitator that is not root may not delete its files.
         with tempfile.TemporaryDirectory(prefix="computenet-reexecute-", ignore_cleanup_errors=True) as folder:
             shard_folder = Path(folder) / "shard"
-            inputs, outputs = prepare(shard_folder)
+            prepare(shard_folder)
             try:
-                return self._run(manifest, image, docker, manifest_hash, shard, shard_count, gpu_count, inputs, outputs)
+                return self._run(
+                    manifest, image, docker, manifest_hash, shard, shard_count, gpu_count, shard_folder, resume_point
+                )
             finally:
                 release(shard_folder)  # the output tmpfs, before the folder goes
 
@@ -118,12 +135,17 @@ class Reexecutor:
         shard: int,
         shard_count: int,
         gpu_count: int,
-        inputs: Path,
-        outputs: Path,
+        folder: Path,
+        resume_point: bytes,
     ) -> Reexecution:
+        inputs, outputs = lease_dirs(folder)
         bound_outputs(outputs, manifest.outputs.max_bytes)
+        # An agent mounts both folders for every lease, an empty resume/ when it starts fresh.
+        checkpoints, resume = make_dirs(folder)
         try:
             stage_inputs(self.store, manifest, inputs)
+            stores = Mirrors.of(self.store, manifest.stores)
+            stage_resume(stores, resume_point, resume, output_bytes(manifest.outputs.max_bytes))
         except Decline as decline:
             raise ReexecutionError(_said(decline)) from None
         spec = sandbox.RunSpec(
@@ -143,6 +165,8 @@ class Reexecutor:
             limits=self.limits,
             max_file_bytes=output_bytes(manifest.outputs.max_bytes),
             labels={"computenet.reexecution": f"0x{manifest_hash.hex()}/{shard}"},
+            checkpoints=checkpoints,
+            resume=resume,
         )
         try:
             run = sandbox.run(docker, spec)
@@ -157,6 +181,7 @@ class Reexecutor:
             oom_killed=run.oom_killed,
             seconds=run.seconds,
             metering=run.metering,
+            resume_point=bytes(resume_point),
         )
 
     def manifest(self, manifest_hash: bytes) -> Manifest:

@@ -1,4 +1,5 @@
-"""Verifier fixtures: agents' outputs services, answering whom verifier.access allows."""
+"""Verifier fixtures: the arbiter and its re-executor over the session's chain, Docker engine and
+content store; agents' outputs services, answering whom verifier.access allows."""
 
 import json
 
@@ -9,9 +10,14 @@ from agent.outputs import app as outputs_app
 from computenet.domain import ReplicaState, Verification
 from computenet.localnet import ServedApp
 from computenet.manifest import parse_manifest
+from computenet.market import Market
 from computenet.merkle import MerkleTree
+from computenet.sandbox import Limits
 from computenet.store import LocalStore
+from computenet.web3calls import Sender
 from verifier.access import may_read
+from verifier.arbiter import Arbiter
+from verifier.reexecute import Reexecutor
 from verifier.sampling import seed_block
 
 
@@ -80,3 +86,32 @@ def agent_outputs(chain, market, keepers, content_store, tmp_path):
     yield serve
     for app in served:
         app.stop()
+
+
+@pytest.fixture
+def reexecutor(content_store, docker_engine):
+    # The limits the test agents run with (tests/agent/conftest.py).
+    return Reexecutor(content_store.client, docker=docker_engine.client, limits=Limits(memory_bytes=256 << 20))
+
+
+@pytest.fixture
+def make_arbiter(chain, market, assets, facilitator, tmp_path, reexecutor):
+    """An Arbiter over the session chain; by default with the facilitator key and its own files."""
+
+    def make(key=None, audit_log=None, state=None, **options):
+        web3 = chain.provider.web3
+        return Arbiter(
+            Market.over_web3(web3, market.address),
+            Sender(web3, (key or facilitator).private_key),
+            audit_log or tmp_path / "audit" / "disputes.jsonl",
+            reexecutor,
+            state or tmp_path / "arbiter.json",
+            **options,
+        )
+
+    return make
+
+
+@pytest.fixture
+def arbiter(make_arbiter):
+    return make_arbiter()

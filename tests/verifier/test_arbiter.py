@@ -18,14 +18,10 @@ from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 
 from computenet.domain import Replica, ReplicaState
-from computenet.market import Market
 from computenet.merkle import MerkleTree
-from computenet.sandbox import Limits
-from computenet.web3calls import Sender
 from verifier.arbiter import (
     RULES,
     ZERO_ROOT,
-    Arbiter,
     AuditLog,
     ChainFacts,
     Evidence,
@@ -37,7 +33,7 @@ from verifier.arbiter import (
     router,
     sign,
 )
-from verifier.reexecute import Reexecution, Reexecutor
+from verifier.reexecute import Reexecution
 
 TOKEN = 10**6
 STAKE = 1_000 * TOKEN  # register_asset's default stake
@@ -123,35 +119,6 @@ def receipt(sign_receipt):
 
 
 # ---------------------------------------------------------------- the service
-
-
-@pytest.fixture
-def reexecutor(content_store, docker_engine):
-    # The limits the test agents run with (tests/agent/conftest.py).
-    return Reexecutor(content_store.client, docker=docker_engine.client, limits=Limits(memory_bytes=256 << 20))
-
-
-@pytest.fixture
-def make_arbiter(chain, market, assets, facilitator, tmp_path, reexecutor):
-    """An Arbiter over the session chain; by default with the facilitator key and its own files."""
-
-    def make(key=None, audit_log=None, state=None, **options):
-        web3 = chain.provider.web3
-        return Arbiter(
-            Market.over_web3(web3, market.address),
-            Sender(web3, (key or facilitator).private_key),
-            audit_log or tmp_path / "audit" / "disputes.jsonl",
-            reexecutor,
-            state or tmp_path / "arbiter.json",
-            **options,
-        )
-
-    return make
-
-
-@pytest.fixture
-def arbiter(make_arbiter):
-    return make_arbiter()
 
 
 class SignedApi:
