@@ -43,6 +43,18 @@ def check_runnable(manifest: Manifest, *, now: int, lease_end: int, job_gpu_coun
         raise Decline("not enough GPUs", f"the job needs {job_gpu_count} GPUs, this asset has {asset_gpu_count}")
 
 
+def check_paid(max_gpu_seconds: int, contributed: int) -> None:
+    """Raises Decline when the replica's earlier leases' adopted checkpoints already contributed
+    the job's `max_gpu_seconds` (Market.checkpoint's `contributed`): the market pays the lease
+    that finishes the replica at most max_gpu_seconds − contributed, so it would work for nothing."""
+    if contributed >= max_gpu_seconds:
+        raise Decline(
+            "no gpu-seconds left to pay",
+            f"the replica's earlier leases contributed {contributed} of the job's {max_gpu_seconds} "
+            "GPU-seconds: a result now would be paid nothing",
+        )
+
+
 def check_gpus(granted: tuple[int, ...] | None, job_gpu_count: int, pool: tuple[int, ...]) -> tuple[int, ...]:
     """The GPUs pinned to a lease; Decline when the asset has too few free."""
     if granted is None:

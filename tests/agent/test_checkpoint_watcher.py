@@ -7,6 +7,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
+from agent import plan
 from agent.checkpoints import Watcher, make_dirs, stage_resume
 from computenet.checkpoints import Checkpoint
 from computenet.staging import Decline
@@ -86,3 +87,25 @@ def test_stage_resume_places_the_checked_blob_or_declines(tmp_path, content_stor
     with pytest.raises(Decline) as large:
         stage_resume(content_store.client, keccak(b'{"step": 4}'), resume, 3)
     assert large.value.reason == "checkpoint too large"
+
+
+def test_the_agent_stages_a_resume_point_with_the_verifiers_own_step():
+    from agent import checkpoints
+    from computenet import staging
+
+    assert (checkpoints.stage_resume, checkpoints.make_dirs) == (staging.stage_resume, staging.make_dirs)
+
+
+@pytest.mark.parametrize(
+    ("max_gpu_seconds", "contributed", "declined"),
+    [(3_600, 0, False), (3_600, 3_599, False), (3_600, 3_600, True), (1, 1, True), (1, 0, False)],
+)
+def test_a_lease_with_no_gpu_seconds_left_to_pay_is_declined(max_gpu_seconds, contributed, declined):
+    if not declined:
+        assert plan.check_paid(max_gpu_seconds, contributed) is None
+        return
+    with pytest.raises(Decline) as refused:
+        plan.check_paid(max_gpu_seconds, contributed)
+    assert refused.value.reason == "no gpu-seconds left to pay"
+    assert f"contributed {contributed} of the job's {max_gpu_seconds} GPU-seconds" in refused.value.detail
+    assert plan.reason_bytes(refused.value.reason).rstrip(b"\x00") == b"no gpu-seconds left to pay"
