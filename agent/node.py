@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent import cpu, execute, gpu, plan
+from agent import cpu, execute, gpu, machine, plan
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
@@ -84,6 +84,7 @@ class Agent:
         self.served: dict[int, Served] = {}
         self.pools: dict[int, ThreadPoolExecutor] = {}
         self.telemetry = gpu.probe()
+        self.machine = machine.probe(settings.work_dir)  # declines leases asking more than it has
         self.gpus = gpu.Allocator()  # device indices pinned to running leases
         self.cpu = cpu.Meter(docker)  # CPU-only assets' utilisation, from their own containers
         self.beats: dict[int, str] = {}  # asset -> its latest signed heartbeat, as served
@@ -113,6 +114,11 @@ class Agent:
             if mismatch and self.settings.require_gpu_match:
                 problems.append(f"asset {asset_id}: {mismatch}")
                 continue
+            for problem in plan.spec_problems(asset.spec, self.machine):
+                log.warning(
+                    f"asset {asset_id} {problem}: leases asking more are declined",
+                    extra={"fields": {"asset": asset_id}},
+                )
             capacity = self.settings.capacity or max(1, asset.spec.max_leases)
             self.served[asset_id] = Served(asset, capacity)
             self.pools[asset_id] = ThreadPoolExecutor(capacity, thread_name_prefix=f"asset-{asset_id}")
@@ -214,6 +220,7 @@ class Agent:
                     job_gpu_count=job.requirements.gpu_count,
                     asset_gpu_count=asset.spec.gpu_count,
                 )
+                plan.check_resources(job.requirements, self.machine)
                 pool, count = gpu.asset_gpus(asset.spec), job.requirements.gpu_count
             else:  # the GPUs it was started on stay its own
                 pool = execute.pinned_gpus(container)
@@ -235,7 +242,7 @@ class Agent:
                     outputs=outputs,
                     shard_count=job.requirements.shard_count,
                     gpu_indices=gpus,
-                    limits=self.settings.limits(),
+                    limits=self.settings.limits(job.requirements),
                     on_start=lambda name: self.journal.update(lease.key, "running", container=name),
                 )
             else:  # collecting a container that ran on while the agent was down
@@ -248,6 +255,7 @@ class Agent:
                 gpu_count=job.requirements.gpu_count,
                 max_gpu_seconds=job.requirements.max_gpu_seconds,
                 out_store=self.outputs,
+                disk_bytes=self.settings.limits(job.requirements).output_disk_bytes,
             )
         except Exception as error:
             outcome = plan.on_failure(stage, error)
