@@ -504,9 +504,7 @@ class Batch:
             reasons = (HELD_JOB,)
         if k < 0:
             most = self._most
-            small = most is not None and (
-                req.cpu_cores > most[0] or req.memory_mib > most[1] or req.disk_mib > most[2]
-            )
+            small = most is not None and (req.cpu_cores > most[0] or req.memory_mib > most[1] or req.disk_mib > most[2])
             return Skip(job, shard, slot, TOO_SMALL if small else NO_ASSET)
 
         terms = Terms(
