@@ -126,6 +126,9 @@ def discard(container: Any) -> None:
         pass
 
 
+DISK_LIMIT = "disk limit"  # a failed result's note, when the job wrote more than its lease holds
+
+
 def finish(
     container: Any,
     manifest: Manifest,
@@ -135,15 +138,30 @@ def finish(
     max_gpu_seconds: int,
     out_store: LocalStore,
     watch: Callable[[ContainerMeter], None] | None = None,
+    disk_bytes: int = 0,
 ) -> Result:
     """Waits for `container` (one just started, or found running after a restart), removes
     it and commits to its outputs. `watch(meter)` runs on each poll while it runs (the
-    lease's checkpoints)."""
+    lease's checkpoints). `disk_bytes` (0: none) is what the output folder may hold on disk
+    (`sandbox.Limits.output_disk_bytes`): it is measured on each poll and once the container
+    ends, and a run over it is killed and becomes a failed result noted DISK_LIMIT."""
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
     meter = ContainerMeter(container, pinned_gpus(container))
+    over: list[int] = []  # bytes written when the disk limit was found exceeded
+
+    def check_disk() -> None:
+        if disk_bytes and not over:
+            used = sandbox.disk_usage(outputs)
+            if used > disk_bytes:
+                over.append(used)
+                try:
+                    container.kill()
+                except Exception:  # it ended in the meantime
+                    pass
 
     def on_poll() -> None:
         samples.append(gpu.probe().utilization_pct)
+        check_disk()
         if watch is not None:
             watch(meter)
 
@@ -157,6 +175,17 @@ def finish(
         )
     finally:
         container.remove(force=True)
+    check_disk()
+    if over:
+        return failed(
+            f"{DISK_LIMIT}: the job wrote {over[0]} bytes to its outputs, its lease holds {disk_bytes} "
+            "(with /tmp, the job's disk_mib); the container was killed",
+            out_store,
+            exit_code=run.exit_code or sandbox.KILLED,
+            seconds=run.seconds,
+            gpu_count=gpu_count,
+            max_gpu_seconds=max_gpu_seconds,
+        )
     root, names, refused = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
     exit_code = min(run.exit_code, 255) if refused is None else failed_exit_code(run.exit_code)
     return Result(

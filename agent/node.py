@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent import checkpoints, cpu, execute, gpu, plan
+from agent import checkpoints, cpu, execute, gpu, machine, plan
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
@@ -85,6 +85,7 @@ class Agent:
         self.served: dict[int, Served] = {}
         self.pools: dict[int, ThreadPoolExecutor] = {}
         self.telemetry = gpu.probe()
+        self.machine = machine.probe(settings.work_dir)  # declines leases asking more than it has
         self.gpus = gpu.Allocator()  # device indices pinned to running leases
         self.cpu = cpu.Meter(docker)  # CPU-only assets' utilisation, from their own containers
         self.beats: dict[int, str] = {}  # asset -> its latest signed heartbeat, as served
@@ -115,6 +116,11 @@ class Agent:
             if mismatch and self.settings.require_gpu_match:
                 problems.append(f"asset {asset_id}: {mismatch}")
                 continue
+            for problem in plan.spec_problems(asset.spec, self.machine):
+                log.warning(
+                    f"asset {asset_id} {problem}: leases asking more are declined",
+                    extra={"fields": {"asset": asset_id}},
+                )
             capacity = self.settings.capacity or max(1, asset.spec.max_leases)
             self.served[asset_id] = Served(asset, capacity)
             self.pools[asset_id] = ThreadPoolExecutor(capacity, thread_name_prefix=f"asset-{asset_id}")
@@ -216,6 +222,7 @@ class Agent:
                     job_gpu_count=job.requirements.gpu_count,
                     asset_gpu_count=asset.spec.gpu_count,
                 )
+                plan.check_resources(job.requirements, self.machine)
                 pool, count = gpu.asset_gpus(asset.spec), job.requirements.gpu_count
             else:  # the GPUs it was started on stay its own
                 pool = execute.pinned_gpus(container)
@@ -228,7 +235,7 @@ class Agent:
                 log.info("outputs bounded", extra={"fields": {"lease": lease.name, "bound": bound}})
                 execute.stage_inputs(self.store, manifest, inputs)
                 saved, resume = checkpoints.make_dirs(folder)
-                self.stage_resume(lease, manifest, resume)
+                self.stage_resume(lease, job, manifest, resume)
                 stage = plan.STARTING
                 container = execute.start(
                     lease,
@@ -239,7 +246,7 @@ class Agent:
                     outputs=outputs,
                     shard_count=job.requirements.shard_count,
                     gpu_indices=gpus,
-                    limits=self.settings.limits(),
+                    limits=self.settings.limits(job.requirements),
                     on_start=lambda name: self.journal.update(lease.key, "running", container=name),
                     checkpoints=saved,
                     resume=resume,
@@ -256,6 +263,7 @@ class Agent:
                 max_gpu_seconds=job.requirements.max_gpu_seconds,
                 out_store=self.outputs,
                 watch=self.checkpoint_watch(lease, job, saved, execute.output_bytes(manifest.outputs.max_bytes)),
+                disk_bytes=self.settings.limits(job.requirements).output_disk_bytes,
             )
         except Exception as error:
             outcome = plan.on_failure(stage, error)
@@ -278,11 +286,14 @@ class Agent:
 
     # ------------------------------------------------------------ checkpoints
 
-    def stage_resume(self, lease: Lease, manifest: Any, resume: Path) -> bool:
+    def stage_resume(self, lease: Lease, job: Job, manifest: Any, resume: Path) -> bool:
         """Places the replica's adopted checkpoint, if it has one, at resume/checkpoint; a
-        missing or mismatching blob declines the lease (agent.checkpoints.stage_resume)."""
+        missing or mismatching blob declines the lease (agent.checkpoints.stage_resume), and so
+        does a replica whose earlier leases were paid every GPU-second (agent.plan.check_paid)."""
         with self.chain_lock:
-            point = self.market.checkpoint(lease.job, lease.shard, lease.replica).resume_point
+            book = self.market.checkpoint(lease.job, lease.shard, lease.replica)
+        plan.check_paid(job.requirements.max_gpu_seconds, book.contributed)
+        point = book.resume_point
         stores = Mirrors.of(self.store, manifest.stores)
         staged = checkpoints.stage_resume(stores, point, resume, execute.output_bytes(manifest.outputs.max_bytes))
         if staged:

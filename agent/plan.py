@@ -55,6 +55,38 @@ def check_paid(max_gpu_seconds: int, contributed: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Machine:
+    """What the machine the agent runs on has: CPU cores, memory (MiB), free disk (MiB)."""
+
+    cpu_cores: int
+    memory_mib: int
+    disk_mib: int
+
+
+def check_resources(requirements, machine: Machine) -> None:
+    """Raises Decline when one lease of the job asks more CPU cores, memory or disk than this
+    machine has at all (the chain only knows what the asset's spec declares)."""
+    for need, have, what, reason in (
+        (requirements.cpu_cores, machine.cpu_cores, "CPU cores", "not enough cpu cores"),
+        (requirements.memory_mib, machine.memory_mib, "MiB of memory", "not enough memory"),
+        (requirements.disk_mib, machine.disk_mib, "MiB of disk free", "not enough disk"),
+    ):
+        if need > have:
+            raise Decline(reason, f"the job asks {need} {what} for each lease; this machine has {have}")
+
+
+def spec_problems(spec, machine: Machine) -> list[str]:
+    """What a registered spec declares beyond this machine (CPU cores, memory), for a warning
+    at start: the chain would lease it work the agent must then decline."""
+    problems = []
+    if spec.cpu_cores > machine.cpu_cores:
+        problems.append(f"declares {spec.cpu_cores} CPU cores, this machine has {machine.cpu_cores}")
+    if spec.memory_mib > machine.memory_mib:
+        problems.append(f"declares {spec.memory_mib} MiB of memory, this machine has {machine.memory_mib}")
+    return problems
+
+
 def check_gpus(granted: tuple[int, ...] | None, job_gpu_count: int, pool: tuple[int, ...]) -> tuple[int, ...]:
     """The GPUs pinned to a lease; Decline when the asset has too few free."""
     if granted is None:

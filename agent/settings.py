@@ -36,10 +36,12 @@ class AgentSettings(BaseSettings):
     capacity: int = Field(0, ge=0, description="shards run at once per asset; 0: the asset's max_leases")
     heartbeat_interval: float = Field(3.0, gt=0)
     poll_interval: float = Field(0.2, gt=0, description="seconds between looks at the chain head")
-    memory_mib: int = Field(1024, gt=0, description="memory limit per container (swap included)")
+    memory_mib: int = Field(
+        1024, gt=0, description="memory limit (swap included) of a container whose job names none (fallback)"
+    )
     pids: int = Field(256, gt=0)
-    cpus: float = Field(1.0, gt=0)
-    tmp_mib: int = Field(64, gt=0, description="size of each container's /tmp")
+    cpus: float = Field(1.0, gt=0, description="CPU limit of a container whose job names none (fallback)")
+    tmp_mib: int = Field(64, gt=0, description="most of a lease's disk given to its /tmp tmpfs (in memory)")
     require_gpu_match: bool = Field(True, description="refuse to start when NVML disagrees with a registered spec")
     outputs_host: str = "127.0.0.1"
     outputs_port: int = Field(8710, ge=0, le=65535, description="HTTP port serving heartbeats and outputs; 0: off")
@@ -63,5 +65,13 @@ class AgentSettings(BaseSettings):
             return self.public_url.rstrip("/")
         return f"http://{self.outputs_host}:{self.outputs_port}" if self.outputs_port else ""
 
-    def limits(self) -> Limits:
-        return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)
+    def limits(self, requirements=None) -> Limits:
+        """A container's limits: exactly what its lease holds (the job's cpu_cores, memory_mib
+        and disk_mib; see computenet.sandbox.Limits.for_lease), these settings where the job
+        names none."""
+        fallback = Limits(
+            memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20
+        )
+        if requirements is None:
+            return fallback
+        return Limits.for_lease(requirements, fallback)

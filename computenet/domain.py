@@ -42,7 +42,8 @@ class Verification(IntEnum):
 @dataclass(frozen=True)
 class Spec:
     """What a compute asset offers. `price` is per GPU-second (per second for CPU-only
-    nodes) in token base units; `expire` is unix seconds."""
+    nodes) in token base units; `expire` is unix seconds. Its leases together hold at most
+    its GPUs, `cpu_cores`, `memory_mib` and `disk_mib`."""
 
     gpu_model: int
     vram_mib: int
@@ -53,6 +54,8 @@ class Spec:
     expire: int
     active: bool = True
     max_leases: int = 1  # leases held at once, each from assignment until finalized
+    memory_mib: int = 16384  # memory its leases share, MiB
+    disk_mib: int = 65536  # disk its leases share, MiB
 
     def as_tuple(self) -> tuple:
         return (
@@ -65,6 +68,8 @@ class Spec:
             self.expire,
             self.active,
             self.max_leases,
+            self.memory_mib,
+            self.disk_mib,
         )
 
     @classmethod
@@ -121,6 +126,9 @@ class Requirements:
     shard_count: int = 1
     replication: int = 1
     verification: Verification = Verification.OPTIMISTIC
+    cpu_cores: int = 1  # CPU cores each lease holds
+    memory_mib: int = 1024  # memory each lease holds, MiB
+    disk_mib: int = 1024  # disk each lease may write (outputs, /tmp), MiB
 
     def as_tuple(self) -> tuple:
         return (
@@ -132,6 +140,9 @@ class Requirements:
             self.shard_count,
             self.replication,
             int(self.verification),
+            self.cpu_cores,
+            self.memory_mib,
+            self.disk_mib,
         )
 
     @classmethod
@@ -140,7 +151,12 @@ class Requirements:
         values = [int(x) for x in raw]
         if len(values) != len(fields(cls)):
             raise ValueError(f"a Requirements tuple has {len(fields(cls))} fields, not {len(values)}")
-        return cls(*values[:-1], Verification(values[-1]))
+        values[7] = Verification(values[7])
+        return cls(*values)
+
+    def demand(self) -> tuple[int, int, int, int]:
+        """What each lease holds on an asset: (GPUs, CPU cores, memory MiB, disk MiB)."""
+        return self.gpu_count, self.cpu_cores, self.memory_mib, self.disk_mib
 
     def max_payment(self) -> int:
         """Most a provider can earn for one replica."""
@@ -188,6 +204,19 @@ class Stake:
 
 
 @dataclass(frozen=True)
+class Leased:
+    """ComputeAsset.leased: the CPU cores, memory and disk (MiB) an asset's open leases hold."""
+
+    cpu_cores: int = 0
+    memory_mib: int = 0
+    disk_mib: int = 0
+
+    @classmethod
+    def from_chain(cls, raw: Sequence[int]) -> Leased:
+        return cls(*(int(x) for x in raw))
+
+
+@dataclass(frozen=True)
 class Asset:
     """A registered compute asset (ERC-7829 token)."""
 
@@ -198,6 +227,18 @@ class Asset:
     commit: bytes
     stake: Stake
     endpoint: str = ""  # base URL where its agent serves signed heartbeats and outputs
+    leased: Leased = Leased()  # CPU cores, memory and disk its open leases hold
+
+    @property
+    def free(self) -> tuple[int, int, int, int]:
+        """(GPUs, CPU cores, memory MiB, disk MiB) its open leases leave free."""
+        spec, leased = self.spec, self.leased
+        return (
+            spec.gpu_count - self.stake.gpus_leased,
+            spec.cpu_cores - leased.cpu_cores,
+            spec.memory_mib - leased.memory_mib,
+            spec.disk_mib - leased.disk_mib,
+        )
 
 
 @dataclass(frozen=True)

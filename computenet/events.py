@@ -43,6 +43,9 @@ JobPosted = _event(
     "verification",
     "keeper_fee_bps",
     "protocol_fee_bps",
+    "cpu_cores",
+    "memory_mib",
+    "disk_mib",
 )
 ShardAssigned = _event("ShardAssigned", "job", "shard", "replica", "asset", "keeper", "lease", "lease_end", "price")
 ShardDeclined = _event("ShardDeclined", "job", "shard", "replica", "asset", "reason")
@@ -113,6 +116,8 @@ AssetRegistered = _event(
     "expire",
     "max_leases",
     "commit",
+    "memory_mib",
+    "disk_mib",
 )
 CapacityUpdated = _event("CapacityUpdated", "asset", "max_leases")
 PriceUpdated = _event("PriceUpdated", "asset", "price")

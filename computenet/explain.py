@@ -67,6 +67,18 @@ PLAIN: dict[str, str] = {
         "Too few of the asset's GPUs are free of its other leases for this job's GPU count. "
         "Wait for a lease to end or choose another asset."
     ),
+    "asset_stakes: asset cpu cores all leased": (
+        "Too few of the asset's CPU cores are free of its other leases for this job. "
+        "Wait for a lease to end or choose another asset."
+    ),
+    "asset_stakes: asset disk all leased": (
+        "Too little of the asset's disk is free of its other leases for this job. "
+        "Wait for a lease to end or choose another asset."
+    ),
+    "asset_stakes: asset memory all leased": (
+        "Too little of the asset's memory is free of its other leases for this job. "
+        "Wait for a lease to end or choose another asset."
+    ),
     "asset_stakes: asset has open leases": (
         "The stake cannot be withdrawn while the asset has leases running. Withdraw once they have ended."
     ),
@@ -105,6 +117,15 @@ PLAIN: dict[str, str] = {
         "The asset cannot change hands while some of its results can still be challenged or are disputed. "
         "Transfer it once they are final."
     ),
+    "compute_asset: asset has too few cpu cores": (
+        "The asset has fewer CPU cores than the job asks for each lease. Choose a larger asset."
+    ),
+    "compute_asset: asset has too little disk": (
+        "The asset offers less disk than the job asks for each lease. Choose a larger asset."
+    ),
+    "compute_asset: asset has too little memory": (
+        "The asset offers less memory than the job asks for each lease. Choose a larger asset."
+    ),
     "compute_asset: caller is not owner nor approved": (
         "Only the asset's owner, the account approved for it, or an operator of its owner may do this."
     ),
@@ -124,6 +145,7 @@ PLAIN: dict[str, str] = {
         "The asset has no agent key (a transfer clears it), so it takes no leases. Its owner must set an agent."
     ),
     "compute_asset: no cpu cores": "The node must have at least one CPU core.",
+    "compute_asset: no memory or disk": "The node must offer some memory and some disk. Give both in MiB, above zero.",
     "compute_asset: not paused": "The asset is not paused, so there is nothing to resume.",
     "compute_asset: readers cannot manage": (
         "A reader of this asset may read its data but not transfer, approve or manage it."
@@ -292,6 +314,9 @@ PLAIN: dict[str, str] = {
         "Replicated verification goes with replication above 1, and only with it. Make the two match."
     ),
     "job_market: zero court": _ZERO_ADDRESS.format("The market's dispute court"),
+    "job_market: zero cpu, memory or disk": (
+        "Every lease needs at least one CPU core, some memory and some disk. Give all three above zero."
+    ),
     "job_market: zero gpu-seconds": (
         "The GPU-seconds cap is zero. Give the most GPU-seconds (CPU-seconds for CPU work) a shard may use."
     ),

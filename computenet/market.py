@@ -24,6 +24,7 @@ from computenet.domain import (
     Dispute,
     Job,
     KeeperBond,
+    Leased,
     Parameters,
     Replica,
     ReplicaState,
@@ -309,8 +310,10 @@ class Market:
         """The asset, or None if no asset has this id."""
         if not 0 < asset_id <= self.asset_count():
             return None
-        names = ("ownerOf", "agentOf", "spec", "commitByTokenId", "stake", "endpoint")
-        owner, agent, spec, commit, stake, endpoint = self._batch([("assets", name, (asset_id,)) for name in names])
+        names = ("ownerOf", "agentOf", "spec", "commitByTokenId", "stake", "endpoint", "leased")
+        owner, agent, spec, commit, stake, endpoint, leased = self._batch(
+            [("assets", name, (asset_id,)) for name in names]
+        )
         return Asset(
             asset_id,
             str(owner),
@@ -319,7 +322,12 @@ class Market:
             bytes(commit),
             Stake.from_chain(stake),
             str(endpoint),
+            Leased.from_chain(leased),
         )
+
+    def leased(self, asset_id: int) -> Leased:
+        """The CPU cores, memory and disk the asset's open leases hold together."""
+        return Leased.from_chain(self._read("assets", "leased", asset_id))
 
     def declines(self, job_id: int) -> dict[int, list[Decline]]:
         """The job's ShardDeclined events by shard, in chain order, each at its block's time
@@ -337,13 +345,22 @@ class Market:
         """Every asset, read in JSON-RPC batches (one round trip per 500 assets, not five calls
         per asset); the commitment, which scheduling does not use, is left empty."""
         ids = range(1, self.asset_count() + 1)
-        names = ("ownerOf", "agentOf", "spec", "stake", "endpoint")
+        names = ("ownerOf", "agentOf", "spec", "stake", "endpoint", "leased")
         results = self._batch([("assets", name, (i,)) for i in ids for name in names])
         out = []
         for n, i in enumerate(ids):
-            owner, agent, spec, stake, endpoint = results[len(names) * n : len(names) * (n + 1)]
+            owner, agent, spec, stake, endpoint, leased = results[len(names) * n : len(names) * (n + 1)]
             out.append(
-                Asset(i, str(owner), str(agent), Spec.from_chain(spec), b"", Stake.from_chain(stake), str(endpoint))
+                Asset(
+                    i,
+                    str(owner),
+                    str(agent),
+                    Spec.from_chain(spec),
+                    b"",
+                    Stake.from_chain(stake),
+                    str(endpoint),
+                    Leased.from_chain(leased),
+                )
             )
         return out
 

@@ -50,6 +50,8 @@ def post_problem(
         return "job_market: zero price cap"
     if req.max_gpu_seconds <= 0:
         return "job_market: zero gpu-seconds"
+    if min(req.cpu_cores, req.memory_mib, req.disk_mib) <= 0:
+        return "job_market: zero cpu, memory or disk"
     if req.deadline > UINT40_MAX:
         return "job_market: deadline out of range"
     if now + req.lease_seconds(params.lease_grace) > req.deadline:
@@ -67,14 +69,27 @@ def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, no
         return "compute_asset: unknown asset"
     if int(asset.agent, 16) == 0:  # cleared by a transfer until the new owner sets one
         return "compute_asset: no agent"
+    spec = asset.spec
+    if spec.cpu_cores < req.cpu_cores:
+        return "compute_asset: asset has too few cpu cores"
+    if spec.memory_mib < req.memory_mib:
+        return "compute_asset: asset has too little memory"
+    if spec.disk_mib < req.disk_mib:
+        return "compute_asset: asset has too little disk"
     if asset.stake.available < params.min_stake:
         return "asset_stakes: stake below minimum"
     if asset.stake.open_leases >= asset.spec.max_leases:
         return "asset_stakes: asset at lease capacity"
-    spec = asset.spec
     # An asset with fewer GPUs than the job needs at all gets the market's "too few gpus" below.
     if req.gpu_count <= spec.gpu_count < asset.stake.gpus_leased + req.gpu_count:
         return "asset_stakes: asset gpus all leased"
+    _, cpu_free, memory_free, disk_free = asset.free
+    if cpu_free < req.cpu_cores:
+        return "asset_stakes: asset cpu cores all leased"
+    if memory_free < req.memory_mib:
+        return "asset_stakes: asset memory all leased"
+    if disk_free < req.disk_mib:
+        return "asset_stakes: asset disk all leased"
     if not spec.active:
         return "job_market: asset is paused"
     if spec.gpu_count < req.gpu_count:

@@ -2,7 +2,10 @@
 
 The container gets no network, a read-only root filesystem, a small tmpfs at /tmp, memory
 (swap included), PID and CPU limits, the unprivileged user `nobody`, no capabilities and no
-privilege escalation. Inputs are mounted read-only at /in, the output folder read-write at
+privilege escalation. An agent's container gets exactly what its lease holds
+(`Limits.for_lease`): the job's CPU cores, its memory, and its disk for everything it can
+write, /tmp (a tmpfs of part of it) and the output folder (the rest, measured by the agent
+on each poll: `disk_usage`; over it the container is killed). Inputs are mounted read-only at /in, the output folder read-write at
 the manifest's output path; GPUs are passed through `device_requests` only for GPU assets,
 by device index where the agent pinned them (`gpu_indices`), else by count. An agent's run
 also gets a writable checkpoint folder at /checkpoint and a read-only resume folder at
@@ -14,6 +17,7 @@ The wall-clock limit is enforced by the agent: past it the container is killed.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +42,39 @@ class Limits:
     pids: int = 256
     cpus: float = 1.0
     tmp_bytes: int = 64 << 20
+    disk_bytes: int = 0  # all it may write, /tmp included; 0: no limit beyond /tmp's size
+
+    @classmethod
+    def for_lease(cls, requirements: Any, fallback: Limits) -> Limits:
+        """What one lease of a job holds: its cpu_cores, memory_mib (swap included) and disk_mib,
+        of which /tmp gets at most `fallback.tmp_bytes` and a quarter; a field the job leaves
+        at 0 takes `fallback`'s."""
+        disk = requirements.disk_mib << 20
+        return cls(
+            memory_bytes=(requirements.memory_mib << 20) or fallback.memory_bytes,
+            pids=fallback.pids,
+            cpus=float(requirements.cpu_cores) or fallback.cpus,
+            tmp_bytes=max(1 << 20, min(fallback.tmp_bytes, disk // 4)) if disk else fallback.tmp_bytes,
+            disk_bytes=disk,
+        )
+
+    @property
+    def output_disk_bytes(self) -> int:
+        """What the output folder may hold on disk: the lease's disk less /tmp's (0: no limit)."""
+        return max(0, self.disk_bytes - self.tmp_bytes) if self.disk_bytes else 0
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes the files under `folder` take on disk (allocated blocks, as `du`); files that
+    vanish while it walks count nothing."""
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        for name in files + dirs:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ exports: (
 _IFACE_ERC165: constant(bytes4) = 0x01ffc9a7
 _IFACE_ERC721: constant(bytes4) = 0x80ac58cd
 _IFACE_ERC7829: constant(bytes4) = 0xf7e5dae0
+_MASK16: constant(uint256) = 2**16 - 1
+_MASK32: constant(uint256) = 2**32 - 1
 
 # @dev Collection metadata.
 name: public(constant(String[32])) = "computenet compute asset"
@@ -85,6 +87,8 @@ event AssetRegistered:
     expire: uint64
     max_leases: uint16
     commit: bytes32
+    memory_mib: uint32
+    disk_mib: uint32
 
 
 event PriceUpdated:
@@ -144,8 +148,9 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32, endpoint: S
     """
     @notice Registers a node and mints its asset to the caller, active from now on.
     @param spec The node's spec; `active` is ignored (a new asset is active),
-           `expire` ends the listing (unix seconds) and `max_leases` (at least 1)
-           caps the leases it holds at once.
+           `expire` ends the listing (unix seconds), `max_leases` (at least 1)
+           caps the leases it holds at once, and `cpu_cores`, `memory_mib` and
+           `disk_mib` (MiB, all non-zero) are what its leases share.
     @param agent The key the node's agent signs receipts and heartbeats with.
     @param commit Hash of the spec document and attestation evidence.
     @param endpoint Base URL of the agent's HTTP endpoint (may be set later).
@@ -153,6 +158,7 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32, endpoint: S
     """
     assert agent != empty(address), "compute_asset: zero agent"
     assert spec.cpu_cores > 0, "compute_asset: no cpu cores"
+    assert spec.memory_mib > 0 and spec.disk_mib > 0, "compute_asset: no memory or disk"
     assert spec.gpu_count == 0 or spec.vram_mib > 0, "compute_asset: gpu without vram"
     assert spec.gpu_count > 0 or spec.gpu_model == 0, "compute_asset: gpu model without gpus"
     assert convert(spec.expire, uint256) > block.timestamp, "compute_asset: expiry in the past"
@@ -162,6 +168,7 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32, endpoint: S
     stored: asset_spec.Spec = spec
     stored.active = True
     self.spec_word[asset] = asset_spec._pack(stored)
+    asset_stakes._set_offer(asset, spec.memory_mib, spec.disk_mib)
     self.agentOf[asset] = agent
     self._commits[asset] = commit
     erc721._mint(msg.sender, asset)
@@ -181,6 +188,8 @@ def register(spec: asset_spec.Spec, agent: address, commit: bytes32, endpoint: S
         expire=spec.expire,
         max_leases=spec.max_leases,
         commit=commit,
+        memory_mib=spec.memory_mib,
+        disk_mib=spec.disk_mib,
     )
     return asset
 
@@ -302,24 +311,31 @@ def spec(asset: uint256) -> asset_spec.Spec:
     """
     @notice The asset's spec, price, expiry and state.
     @param asset The asset.
-    @return The spec.
+    @return The spec, with the memory and disk it offers.
     """
     erc721._require_owner(asset)
-    return asset_spec._unpack(self.spec_word[asset])
+    spec: asset_spec.Spec = asset_spec._unpack(self.spec_word[asset])
+    offer: uint256 = asset_stakes._resources[asset]
+    spec.memory_mib = convert(offer & _MASK32, uint32)
+    spec.disk_mib = convert((offer >> 32) & _MASK32, uint32)
+    return spec
 
 
 # ------------------------------------------------------------------ market hooks
 
 
 @external
-def open_lease(asset: uint256, min_stake: uint256, gpus: uint256) -> uint256:
+def open_lease(asset: uint256, min_stake: uint256, demand: uint256) -> uint256:
     """
-    @notice Counts a new lease of `gpus` GPUs on the asset if it has an agent, its
-            stake is enough, it is below its lease capacity and that many of its
-            GPUs are not leased already (market only).
+    @notice Counts a new lease holding `demand` on the asset if it has an agent, has
+            the CPU cores, memory and disk at all, its stake is enough, it is below
+            its lease capacity and its other open leases leave that many GPUs, CPU
+            cores, memory and disk free (market only).
+    @dev Whether it has the GPUs at all the market checks on the returned word.
     @param asset The asset.
     @param min_stake The market's minimum stake, token base units.
-    @param gpus GPUs the lease holds (0 for CPU work).
+    @param demand What the lease holds, packed: gpus 0-7 (0 for CPU work), cpu cores
+           8-23, memory_mib 24-55, disk_mib 56-87.
     @return The asset's packed spec, for the market's eligibility checks.
     """
     asset_stakes._check_market()
@@ -327,26 +343,30 @@ def open_lease(asset: uint256, min_stake: uint256, gpus: uint256) -> uint256:
     assert word != 0, "compute_asset: unknown asset"
     assert self.agentOf[asset] != empty(address), "compute_asset: no agent"
     spec: asset_spec.Spec = asset_spec._unpack(word)
-    asset_stakes._open_lease(asset, min_stake, spec.max_leases, gpus, spec.gpu_count)
+    offer: uint256 = asset_stakes._resources[asset]
+    assert (demand >> 8) & _MASK16 <= convert(spec.cpu_cores, uint256), "compute_asset: asset has too few cpu cores"
+    assert (demand >> 24) & _MASK32 <= offer & _MASK32, "compute_asset: asset has too little memory"
+    assert (demand >> 56) & _MASK32 <= (offer >> 32) & _MASK32, "compute_asset: asset has too little disk"
+    asset_stakes._open_lease(asset, min_stake, spec.max_leases, demand, spec.gpu_count, spec.cpu_cores)
     return word
 
 
 @external
-def end_lease(asset: uint256, gpus: uint256, stage: uint256, slash_bps: uint256) -> uint256:
+def end_lease(asset: uint256, demand: uint256, stage: uint256, slash_bps: uint256) -> uint256:
     """
-    @notice Moves a lease of `gpus` GPUs along (market only): LEASE_CLOSED (0) ends
+    @notice Moves a lease holding `demand` along (market only): LEASE_CLOSED (0) ends
             a running lease, LEASE_RESULT (1) ends it with a submitted result, which
             keeps the stake locked until RESULT_CLOSED (2) ends it as final or
-            rejected. A non-zero `slash_bps` takes that share of the stake and sends
-            it to the market (a fault).
+            rejected; the first two free what the lease held. A non-zero `slash_bps`
+            takes that share of the stake and sends it to the market (a fault).
     @param asset The asset.
-    @param gpus GPUs the lease held.
+    @param demand What the lease held, packed as in `open_lease` (0 for RESULT_CLOSED).
     @param stage LEASE_CLOSED, LEASE_RESULT or RESULT_CLOSED.
     @param slash_bps Share of the stake taken, basis points.
     @return Token base units slashed.
     """
     asset_stakes._check_market()
-    asset_stakes._end(asset, gpus, stage)
+    asset_stakes._end(asset, demand, stage)
     if slash_bps == 0:
         return 0
     return asset_stakes._slash(asset, slash_bps)

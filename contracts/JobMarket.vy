@@ -135,6 +135,9 @@ struct Requirements:
     shard_count: uint16  # independent sub-tasks
     replication: uint8  # agents that run each shard (1 to 5)
     verification: uint8  # OPTIMISTIC, REPLICATED or SPOT_CHECK
+    cpu_cores: uint16  # CPU cores each lease holds (at least 1)
+    memory_mib: uint32  # memory each lease holds, MiB (at least 1)
+    disk_mib: uint32  # disk each lease may write, MiB (at least 1)
 
 
 # @dev An EIP-3009 authorization's terms, less the amount (the job's quote) and payee (the market).
@@ -198,6 +201,9 @@ job_count: public(uint256)
 _job_head: HashMap[uint256, uint256]
 # @dev job -> Requirements and fees, packed (see _pack_terms); never changes.
 _job_terms: HashMap[uint256, uint256]
+# @dev job -> what each of its leases holds on an asset, the argument of ComputeAsset's
+#      open_lease and end_lease: gpus 0-7, cpu_cores 8-23, memory_mib 24-55, disk_mib 56-87.
+_job_demand: HashMap[uint256, uint256]
 # @dev job -> manifest hash.
 _manifests: HashMap[uint256, bytes32]
 # @dev job -> shard * MAX_REPLICATION + replica -> Replica, packed.
@@ -237,6 +243,9 @@ event JobPosted:
     verification: uint8
     keeper_fee_bps: uint16
     protocol_fee_bps: uint16
+    cpu_cores: uint16
+    memory_mib: uint32
+    disk_mib: uint32
 
 
 event JobFundedByAuthorization:
@@ -567,7 +576,8 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     """
     @notice Leases a shard's next open replica to `asset`; active keepers only.
     @dev Enforces every hard constraint: asset active, staked, with an agent, unexpired
-         at lease end, enough VRAM, enough GPUs free of its other leases, price within
+         at lease end, enough VRAM, enough GPUs, CPU cores, memory and disk free of its
+         other leases (ComputeAsset checks all but the GPUs' total), price within
          the cap, lease within the deadline, and no other replica of the shard on the
          same asset.
     @param job_id The job.
@@ -582,7 +592,7 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     self._check_shard(req.shard_count, shard)
     assert asset <= _MASK32, "job_market: unknown asset"
     spec: asset_spec.Spec = asset_spec._unpack(
-        extcall ASSETS.open_lease(asset, convert(settings.min_stake, uint256), convert(req.gpu_count, uint256))
+        extcall ASSETS.open_lease(asset, convert(settings.min_stake, uint256), self._job_demand[job_id])
     )
     assert spec.active, "job_market: asset is paused"
     assert spec.gpu_count >= req.gpu_count, "job_market: asset has too few gpus"
@@ -675,7 +685,7 @@ def reclaim(job_id: uint256, shard: uint256, replica: uint256):
         self._checkpoint_books[job_id][index] = count << 48 | contributed << 56
         log CheckpointAdopted(job=job_id, shard=shard, replica=replica, asset=asset, checkpoint=checkpoint, gpu_seconds=paid)
     slash_bps: uint256 = 0 if settings.paused else convert(settings.slash_bps, uint256)
-    slashed: uint256 = extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_CLOSED, slash_bps)
+    slashed: uint256 = extcall ASSETS.end_lease(asset, self._job_demand[job_id], _LEASE_CLOSED, slash_bps)
     settlement._received(slashed)
     settlement._credit(market_params.treasury, slashed)
     log ShardReclaimed(job=job_id, shard=shard, replica=replica, asset=asset, caller=msg.sender, slashed=slashed)
@@ -767,7 +777,7 @@ def decline(job_id: uint256, shard: uint256, replica: uint256, reason: bytes32):
     rep.state = OPEN
     rep.since = convert(block.timestamp, uint40)
     self._store_replica(job_id, shard, replica, rep)
-    extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_CLOSED, 0)
+    extcall ASSETS.end_lease(asset, self._job_demand[job_id], _LEASE_CLOSED, 0)
     log ShardDeclined(job=job_id, shard=shard, replica=replica, asset=asset, reason=reason)
     declines: uint256 = self._declines[job_id][shard] + 1
     self._declines[job_id][shard] = declines
@@ -833,7 +843,7 @@ def submit_result(
     self._output_roots[job_id][self._index(shard, replica)] = output_root
     # The lease ends here, so the asset can take its next one at once; the stake
     # stays locked while this result can still be challenged.
-    extcall ASSETS.end_lease(asset, convert(req.gpu_count, uint256), _LEASE_RESULT, 0)
+    extcall ASSETS.end_lease(asset, self._job_demand[job_id], _LEASE_RESULT, 0)
     log ResultSubmitted(
         job=job_id,
         shard=shard,
@@ -1067,6 +1077,10 @@ def job(job_id: uint256) -> Job:
     keeper_bps: uint16 = 0
     protocol_bps: uint16 = 0
     req, keeper_bps, protocol_bps = self._terms(job_id)
+    demand: uint256 = self._job_demand[job_id]
+    req.cpu_cores = convert((demand >> 8) & _MASK16, uint16)
+    req.memory_mib = convert((demand >> 24) & _MASK32, uint32)
+    req.disk_mib = convert((demand >> 56) & _MASK32, uint32)
     head: Head = self._head(job_id)
     return Job(
         client=head.client,
@@ -1147,6 +1161,7 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
     assert (req.verification == REPLICATED) == (req.replication > 1), "job_market: verification mode does not match replication"
     assert req.max_price > 0, "job_market: zero price cap"
     assert req.max_gpu_seconds > 0, "job_market: zero gpu-seconds"
+    assert req.cpu_cores > 0 and req.memory_mib > 0 and req.disk_mib > 0, "job_market: zero cpu, memory or disk"
     assert convert(req.deadline, uint256) <= _MASK40, "job_market: deadline out of range"
     assert block.timestamp + self._lease_seconds(req, settings) <= convert(req.deadline, uint256), "job_market: deadline too soon"
     budget: uint256 = self._quote(req, settings)
@@ -1156,6 +1171,7 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
     self.job_count = job_id
     self._store_head(job_id, Head(client=client, escrow=convert(budget, uint80), unfinished=req.shard_count))
     self._job_terms[job_id] = self._pack_terms(req, settings.keeper_fee_bps, settings.protocol_fee_bps)
+    self._job_demand[job_id] = self._pack_demand(req)
     self._manifests[job_id] = manifest_hash
     log JobPosted(
         job=job_id,
@@ -1172,6 +1188,9 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
         verification=req.verification,
         keeper_fee_bps=settings.keeper_fee_bps,
         protocol_fee_bps=settings.protocol_fee_bps,
+        cpu_cores=req.cpu_cores,
+        memory_mib=req.memory_mib,
+        disk_mib=req.disk_mib,
     )
     return job_id, budget
 
@@ -1331,7 +1350,7 @@ def _close_open(job_id: uint256, shard: uint256, req: Requirements) -> uint256:
             continue
         if rep.state == OPEN or (rep.state == ASSIGNED and block.timestamp <= convert(rep.since, uint256) + window):
             if rep.state == ASSIGNED:
-                extcall ASSETS.end_lease(convert(rep.asset, uint256), convert(req.gpu_count, uint256), _LEASE_CLOSED, 0)
+                extcall ASSETS.end_lease(convert(rep.asset, uint256), self._job_demand[job_id], _LEASE_CLOSED, 0)
             rep.state = CANCELLED
             rep.since = convert(block.timestamp, uint40)
             self._store_replica(job_id, shard, r, rep)
@@ -1468,7 +1487,10 @@ def _store_head(job_id: uint256, head: Head):
 @view
 def _terms(job_id: uint256) -> (Requirements, uint16, uint16):
     """
-    @dev The job's requirements and fee bps; reverts for unknown jobs.
+    @dev The job's requirements and fee bps; reverts for unknown jobs. cpu_cores,
+         memory_mib and disk_mib are left zero: they live in `_job_demand`, which only
+         the lease calls (and `job`) read, so finalizing and disputes pay no extra
+         storage read for them.
     """
     terms: uint256 = self._job_terms[job_id]
     assert terms != 0, "job_market: unknown job"
@@ -1481,6 +1503,9 @@ def _terms(job_id: uint256) -> (Requirements, uint16, uint16):
         shard_count=convert((terms >> 40) & _MASK16, uint16),
         replication=convert((terms >> 56) & _MASK8, uint8),
         verification=convert((terms >> 64) & _MASK8, uint8),
+        cpu_cores=0,
+        memory_mib=0,
+        disk_mib=0,
     )
     return req, convert((terms >> 208) & _MASK16, uint16), convert((terms >> 224) & _MASK16, uint16)
 
@@ -1505,6 +1530,21 @@ def _pack_terms(req: Requirements, keeper_bps: uint16, protocol_bps: uint16) -> 
         | convert(req.max_gpu_seconds, uint256) << 176
         | convert(keeper_bps, uint256) << 208
         | convert(protocol_bps, uint256) << 224
+    )
+
+
+@internal
+@pure
+def _pack_demand(req: Requirements) -> uint256:
+    """
+    @dev What one lease holds, for `_job_demand`: gpus 0-7, cpu_cores 8-23,
+         memory_mib 24-55, disk_mib 56-87.
+    """
+    return (
+        convert(req.gpu_count, uint256)
+        | convert(req.cpu_cores, uint256) << 8
+        | convert(req.memory_mib, uint256) << 24
+        | convert(req.disk_mib, uint256) << 56
     )
 
 

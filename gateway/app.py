@@ -100,6 +100,9 @@ class RequirementsBody(BaseModel):
     shard_count: int = Field(1, gt=0, lt=2**16)
     replication: int = Field(1, gt=0, lt=2**8)
     verification: Verification = Verification.OPTIMISTIC
+    cpu_cores: int = Field(1, gt=0, lt=2**16, description="CPU cores each lease holds")
+    memory_mib: int = Field(1024, gt=0, lt=2**32, description="memory each lease holds, MiB")
+    disk_mib: int = Field(1024, gt=0, lt=2**32, description="disk each lease may write, MiB")
 
 
 class JobBody(BaseModel):

@@ -7,7 +7,8 @@ What it guarantees
 ------------------
 * It never proposes what the chain would reject. A candidate passes the asset-side
   rules of `JobMarket.assign` (those of `computenet.preflight.asset_problem`: id,
-  agent, stake, lease capacity, GPUs free of its other leases, paused, GPUs, VRAM,
+  agent, stake, lease capacity, CPU cores, memory and disk (in all and free of its
+  other leases), GPUs free of its other leases, paused, GPUs, VRAM,
   price cap, lease vs deadline, lease vs expiry) and
   `open_replica`'s (not already running this shard), checked against the shard's
   replicas as they stand after the batch's earlier assignments.
@@ -78,9 +79,10 @@ the inequality holds in floating point too, not only in the reals.
 tests/keepers/test_scheduler.py checks this against a brute-force reference.
 
 Assets that fill up are removed from their stream (one whose GPUs are all leased
-stays while the batch has CPU work, which holds no GPU); assets that fail a rule
-that depends on the shard (expiry, same shard, same owner, holding the job, free
-VRAM, GPUs free) are skipped as they come up. The held-job preference is a second
+stays while the batch has CPU work, which holds no GPU; one with no CPU core, memory
+or disk left goes, since every lease holds some); assets that fail a rule that
+depends on the shard (expiry, same shard, same owner, holding the job, free VRAM,
+GPUs, CPU cores, memory or disk free) are skipped as they come up. The held-job preference is a second
 pass over the few assets holding the job, run only when the first finds nothing.
 bench/bench_scheduler.py measures the decisions per second on synthetic markets of
 1k to 100k assets.
@@ -112,6 +114,9 @@ _FREE = frozenset((ReplicaState.OPEN, ReplicaState.CANCELLED))
 
 HELD_JOB = "asset already holds another shard of this job"
 NO_ASSET = "scheduler: no eligible asset"
+# No eligible asset has as many CPU cores, or as much memory or disk, as one lease of the job asks
+# (the chain would refuse them all with compute_asset's "too few"/"too little").
+TOO_SMALL = "scheduler: no eligible asset has the cpu cores, memory or disk the job asks"
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -366,6 +371,13 @@ class Batch:
         self._ids: list[int] = []
         self._gpus: list[int] = []
         self._gpus_free: list[int] = []  # its GPUs no open lease (on chain or in this batch) holds
+        # CPU cores, memory and disk (MiB) no open lease holds, as `_gpus_free`.
+        self._cpu_free: list[int] = []
+        self._mem_free: list[int] = []
+        self._disk_free: list[int] = []
+        # The most CPU cores, memory and disk any eligible asset has in all (for the skip reason);
+        # None while no asset is eligible.
+        self._most: tuple[int, int, int] | None = None
         self._vram: list[int] = []
         self._price: list[int] = []
         self._expire: list[int] = []
@@ -405,10 +417,18 @@ class Batch:
             capacity = min(capacity, spec.max_leases)
             if util > max_util or running >= capacity:
                 continue
+            _, cpu_free, mem_free, disk_free = asset.free
+            has = (spec.cpu_cores, spec.memory_mib, spec.disk_mib)
+            self._most = has if self._most is None else tuple(map(max, self._most, has))
+            if min(cpu_free, mem_free, disk_free) <= 0:  # every lease holds some of each
+                continue
             self._k_of[asset.id] = len(self._ids)
             self._ids.append(asset.id)
             self._gpus.append(spec.gpu_count)
             self._gpus_free.append(spec.gpu_count - asset.stake.gpus_leased)
+            self._cpu_free.append(cpu_free)
+            self._mem_free.append(mem_free)
+            self._disk_free.append(disk_free)
             self._vram.append(spec.vram_mib)
             self._price.append(spec.price)
             self._expire.append(spec.expire)
@@ -483,7 +503,9 @@ class Batch:
             k, score = self._scan(sorted(held - excluded), req, lease_end, need, excluded, st.owners)
             reasons = (HELD_JOB,)
         if k < 0:
-            return Skip(job, shard, slot, NO_ASSET)
+            most = self._most
+            small = most is not None and (req.cpu_cores > most[0] or req.memory_mib > most[1] or req.disk_mib > most[2])
+            return Skip(job, shard, slot, TOO_SMALL if small else NO_ASSET)
 
         terms = Terms(
             cost=cost_term(self._price[k], req.max_price),
@@ -492,19 +514,23 @@ class Batch:
             reputation=self._rep[k],
         )
         asset = self._ids[k]
-        self._give(k, need, req.gpu_count)
+        self._give(k, need, req)
         st.slots.pop(0)
         st.on_shard.add(asset)
         st.owners.add(self._owner[k])
         held.add(k)
         return Assignment(job, shard, slot, asset, score, terms, reasons)
 
-    def _give(self, k: int, need: int, gpus: int) -> None:
+    def _give(self, k: int, need: int, req) -> None:
         self._run[k] += 1
         self._free[k] -= need  # zero when free VRAM is not checked
-        self._gpus_free[k] -= gpus
+        self._gpus_free[k] -= req.gpu_count
+        self._cpu_free[k] -= req.cpu_cores
+        self._mem_free[k] -= req.memory_mib
+        self._disk_free[k] -= req.disk_mib
         gpus_full = self._gpus[k] and not self._gpus_free[k] and not self._cpu_work
-        if self._run[k] >= self._cap[k] or gpus_full:
+        drained = not (self._cpu_free[k] and self._mem_free[k] and self._disk_free[k])
+        if self._run[k] >= self._cap[k] or gpus_full or drained:
             # full: out of its stream for the rest of the batch
             items = self._items[self._stream_of[k]]
             del items[bisect_left(items, (self._price[k], k))]
@@ -531,6 +557,8 @@ class Batch:
         items, qmax = self._items, self._qmax
         expire_, owner_, gpus_free = self._expire, self._owner, self._gpus_free
         gpus = req.gpu_count
+        cpu_free, mem_free, disk_free = self._cpu_free, self._mem_free, self._disk_free
+        cpu, mem, disk = req.cpu_cores, req.memory_mib, req.disk_mib
         util_, run_, cap_, free_, rep_ = self._util, self._run, self._cap, self._free, self._rep
 
         heap = []
@@ -556,6 +584,8 @@ class Batch:
             e = expire_[k]
             if e < lease_end or k in excluded or k in held or owner_[k] in owners or gpus_free[k] < gpus:
                 continue
+            if cpu_free[k] < cpu or mem_free[k] < mem or disk_free[k] < disk:
+                continue
             r = run_[k]
             if r and free_[k] < need:
                 continue
@@ -576,6 +606,9 @@ class Batch:
             if (
                 self._run[k] >= self._cap[k]
                 or self._gpus_free[k] < req.gpu_count
+                or self._cpu_free[k] < req.cpu_cores
+                or self._mem_free[k] < req.memory_mib
+                or self._disk_free[k] < req.disk_mib
                 or self._vram[k] < req.min_vram_mib
                 or self._price[k] > req.max_price
                 or self._expire[k] < lease_end

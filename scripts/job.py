@@ -45,6 +45,11 @@ def cli():
 @click.option("--gpus", type=int, default=0, show_default=True, help="GPUs per shard (0: CPU work).")
 @click.option("--max-price", required=True, help="Highest price per GPU-second accepted, in tokens.")
 @click.option("--max-gpu-seconds", type=int, required=True, help="Most GPU-seconds paid per shard.")
+@click.option("--cpu-cores", type=int, default=1, show_default=True, help="CPU cores each lease holds.")
+@click.option("--memory-mib", type=int, default=1024, show_default=True, help="Memory each lease holds, MiB.")
+@click.option(
+    "--disk-mib", type=int, default=1024, show_default=True, help="Disk each lease may write (outputs, /tmp), MiB."
+)
 @click.option("--hours", type=float, default=24, show_default=True, help="Deadline, hours from now.")
 @click.option(
     "--store",
@@ -70,6 +75,9 @@ def post(
     gpus,
     max_price,
     max_gpu_seconds,
+    cpu_cores,
+    memory_mib,
+    disk_mib,
     hours,
     stores,
     inputs,
@@ -103,6 +111,9 @@ def post(
         shard_count=shards,
         replication=replication,
         verification=mode,
+        cpu_cores=cpu_cores,
+        memory_mib=memory_mib,
+        disk_mib=disk_mib,
     )
     market = Market.from_deployments()
     job_id = market.post_job(manifest_hash(parsed), req, sender=account)

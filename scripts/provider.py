@@ -2,7 +2,8 @@
 withdraw payments.
 
     ape run provider register --network ... --account provider --agent 0xAgent \
-        --gpu-model 1 --vram-mib 81920 --gpus 8 --cpu-cores 64 --region 276 --price 0.0004 --days 30 \
+        --gpu-model 1 --vram-mib 81920 --gpus 8 --cpu-cores 64 --memory-mib 491520 --disk-mib 3500000 \
+        --region 276 --price 0.0004 --days 30 \
         --endpoint https://node1.example.com:8701
     ape run provider stake --network ... --account provider 1 500
     ape run provider set-endpoint --network ... --account provider 1 https://node1.example.com:8701
@@ -19,6 +20,7 @@ from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 from eth_utils import keccak
 
+from agent import machine
 from computenet.cli import clear_errors, format_amount, parse_amount, pay_credits
 from computenet.domain import Spec
 from computenet.market import MAX_ENDPOINT_BYTES, Market, typed_reverts
@@ -39,6 +41,10 @@ def cli():
 @click.option("--vram-mib", type=int, default=0, show_default=True, help="Memory per GPU, MiB.")
 @click.option("--gpus", type=int, default=0, show_default=True, help="GPUs offered.")
 @click.option("--cpu-cores", type=int, required=True, help="CPU cores offered.")
+@click.option("--memory-mib", type=int, help="Memory its leases share, MiB (default: this machine's).")
+@click.option(
+    "--disk-mib", type=int, help="Disk its leases share, MiB (default: what is free in the current folder here)."
+)
 @click.option("--region", type=int, default=0, show_default=True, help="ISO 3166-1 numeric country code.")
 @click.option("--price", required=True, help="Price per GPU-second (per second for CPU-only), in tokens, e.g. 0.0004.")
 @click.option("--days", type=int, default=30, show_default=True, help="Listing length in days.")
@@ -64,6 +70,8 @@ def register(
     vram_mib,
     gpus,
     cpu_cores,
+    memory_mib,
+    disk_mib,
     region,
     price,
     days,
@@ -75,6 +83,10 @@ def register(
     """Register a node and mint its asset."""
     if endpoint:
         check_endpoint(endpoint)
+    if memory_mib is None or disk_mib is None:
+        here = machine.probe(Path.cwd())
+        memory_mib = here.memory_mib if memory_mib is None else memory_mib
+        disk_mib = here.disk_mib if disk_mib is None else disk_mib
     market = Market.from_deployments()
     spec = Spec(
         gpu_model=gpu_model,
@@ -85,6 +97,8 @@ def register(
         price=parse_amount(price),
         expire=chain.pending_timestamp + days * DAY,
         max_leases=max_leases or max(gpus, 1),
+        memory_mib=memory_mib,
+        disk_mib=disk_mib,
     )
     commit = keccak(spec_file.read_bytes()) if spec_file else keccak(json.dumps(spec.__dict__, sort_keys=True).encode())
     asset_id = market.register_asset(spec, agent, commit, sender=account, endpoint=endpoint)
@@ -220,7 +234,7 @@ def list_assets(account, owner):
         click.echo("no assets")
         return
     click.echo(
-        f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} "
+        f"{'asset':>5} {'gpus':>4} {'vram MiB':>9} {'cores':>5} {'mem MiB':>8} {'disk MiB':>9} {'price/GPU-s':>12} {'stake':>12} {'leases':>6} {'state':>7} "
         f"{'expires':>10} endpoint"
     )
     for a in owned:
@@ -229,5 +243,6 @@ def list_assets(account, owner):
             state = "expired"
         click.echo(
             f"{a.id:>5} {a.spec.gpu_count:>4} {a.spec.vram_mib:>9} {a.spec.cpu_cores:>5} "
+            f"{a.spec.memory_mib:>8} {a.spec.disk_mib:>9} "
             f"{format_amount(a.spec.price):>12} {format_amount(a.stake.amount):>12} {a.stake.open_leases:>6} {state:>7} {a.spec.expire:>10} {market.endpoint(a.id) or '-'}"
         )

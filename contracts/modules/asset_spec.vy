@@ -6,6 +6,9 @@
      one call when it checks an assignment), so the layout is defined once.
      Bits: gpu_model 0-31, vram_mib 32-63, gpu_count 64-71, cpu_cores 72-87,
      region 88-103, price 104-167, expire 168-231, active 232, max_leases 240-255.
+     The word is full, so the memory and disk an asset offers are kept beside its
+     lease totals in asset_stakes' resource word; `_pack` ignores them and `_unpack`
+     leaves them zero.
 """
 
 _MASK8: constant(uint256) = 2**8 - 1
@@ -24,6 +27,8 @@ struct Spec:
     expire: uint64  # end of the listing, unix seconds
     active: bool  # false while the owner has paused it
     max_leases: uint16  # leases it holds at once (assigned until finalized), at least 1
+    memory_mib: uint32  # memory offered to leases together, MiB
+    disk_mib: uint32  # disk offered to leases together, MiB
 
 
 @internal
@@ -49,7 +54,7 @@ def _pack(s: Spec) -> uint256:
 @pure
 def _unpack(word: uint256) -> Spec:
     """
-    @dev Storage word -> Spec.
+    @dev Storage word -> Spec, with memory_mib and disk_mib zero (they are not in the word).
     """
     return Spec(
         gpu_model=convert(word & _MASK32, uint32),
@@ -61,4 +66,6 @@ def _unpack(word: uint256) -> Spec:
         expire=convert((word >> 168) & _MASK64, uint64),
         active=(word >> 232) & 1 == 1,
         max_leases=convert(word >> 240, uint16),
+        memory_mib=0,
+        disk_mib=0,
     )

@@ -9,7 +9,9 @@
         token. A lease ends when its result is submitted, so capacity returns at
         once; the result then keeps the stake locked until it is final. Taking the
         stake back needs no open lease, no pending result and the unbonding delay,
-        so a provider cannot run from a dispute.
+        so a provider cannot run from a dispute. Besides GPUs, each lease holds CPU
+        cores, memory and disk; the asset's open leases together never hold more
+        than it offers.
 """
 
 from ethereum.ercs import IERC20
@@ -20,6 +22,7 @@ uses: erc721
 
 _MASK8: constant(uint256) = 2**8 - 1
 _MASK16: constant(uint256) = 2**16 - 1
+_MASK32: constant(uint256) = 2**32 - 1
 _MASK40: constant(uint256) = 2**40 - 1
 _MASK88: constant(uint256) = 2**88 - 1
 _BPS: constant(uint256) = 10000
@@ -39,6 +42,12 @@ UNBONDING_DELAY: public(immutable(uint256))
 MARKET: public(immutable(address))
 
 
+struct Leased:
+    cpu_cores: uint16  # CPU cores the asset's open leases hold together
+    memory_mib: uint32  # memory they hold together, MiB
+    disk_mib: uint32  # disk they hold together, MiB
+
+
 struct Stake:
     amount: uint96  # token base units (at most 2**88 - 1)
     open_leases: uint16  # replicas assigned to this asset and still running
@@ -50,6 +59,10 @@ struct Stake:
 
 # @dev asset -> Stake, packed (88, 16, 8, 16, 40, 88 bits).
 _stakes: HashMap[uint256, uint256]
+# @dev asset -> memory_mib 0-31 and disk_mib 32-63 it offers, and the cpu cores 64-79,
+#      memory 80-111 and disk 112-143 (MiB) its open leases hold together. One word, so a
+#      lease reads and writes a single extra slot, never zero for a registered asset.
+_resources: HashMap[uint256, uint256]
 
 
 event StakeAdded:
@@ -163,6 +176,23 @@ def stake(asset: uint256) -> Stake:
     return self._stake(asset)
 
 
+@external
+@view
+def leased(asset: uint256) -> Leased:
+    """
+    @notice The CPU cores, memory and disk the asset's open leases hold together (its
+            GPUs are in `stake`).
+    @param asset The asset.
+    @return CPU cores, memory (MiB) and disk (MiB) leased.
+    """
+    word: uint256 = self._resources[asset]
+    return Leased(
+        cpu_cores=convert((word >> 64) & _MASK16, uint16),
+        memory_mib=convert((word >> 80) & _MASK32, uint32),
+        disk_mib=convert((word >> 112) & _MASK32, uint32),
+    )
+
+
 @internal
 @view
 def _stake(asset: uint256) -> Stake:
@@ -216,41 +246,74 @@ def _check_market():
 
 
 @internal
-def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16, gpus: uint256, gpu_count: uint8):
+def _set_offer(asset: uint256, memory_mib: uint32, disk_mib: uint32):
     """
-    @dev Counts a new lease of `gpus` GPUs if the stake not unbonding meets
+    @dev Records the memory and disk a newly registered asset offers (nothing leased yet).
+    """
+    self._resources[asset] = convert(memory_mib, uint256) | convert(disk_mib, uint256) << 32
+
+
+@internal
+def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16, demand: uint256, gpu_count: uint8, cpu_cores: uint16):
+    """
+    @dev Counts a new lease holding `demand` (packed: gpus 0-7, cpu cores 8-23,
+         memory_mib 24-55, disk_mib 56-87) if the stake not unbonding meets
          `min_stake`, the asset holds fewer than `max_leases`, and its open leases
-         together hold no more than its `gpu_count` GPUs with this one, so no one
-         can pile leases onto an asset to have them expire and slash it, and no
-         GPU is leased twice.
+         together hold no more than its `gpu_count` GPUs, `cpu_cores` cores and the
+         memory and disk it offers with this one, so no one can pile leases onto an
+         asset to have them expire and slash it, and nothing is leased twice. The
+         caller has checked that the asset has the CPU, memory and disk at all.
     """
     s: Stake = self._stake(asset)
     available: uint256 = convert(s.amount, uint256) - min(convert(s.unbonding, uint256), convert(s.amount, uint256))
     assert available >= min_stake, "asset_stakes: stake below minimum"
     assert s.open_leases < max_leases, "asset_stakes: asset at lease capacity"
+    gpus: uint256 = demand & _MASK8
     if gpus <= convert(gpu_count, uint256):  # more than it has at all: the market's "too few gpus"
         assert convert(s.gpus_leased, uint256) + gpus <= convert(gpu_count, uint256), "asset_stakes: asset gpus all leased"
     s.open_leases += 1
     s.gpus_leased += convert(gpus, uint8)
     self._store(asset, s)
+    res: uint256 = self._resources[asset]
+    assert ((res >> 64) & _MASK16) + ((demand >> 8) & _MASK16) <= convert(cpu_cores, uint256), "asset_stakes: asset cpu cores all leased"
+    assert ((res >> 80) & _MASK32) + ((demand >> 24) & _MASK32) <= res & _MASK32, "asset_stakes: asset memory all leased"
+    assert ((res >> 112) & _MASK32) + ((demand >> 56) & _MASK32) <= (res >> 32) & _MASK32, "asset_stakes: asset disk all leased"
+    # Each total stays within what the asset offers, so no field carries into the next.
+    self._resources[asset] = res + self._held(demand)
 
 
 @internal
-def _end(asset: uint256, gpus: uint256, stage: uint256):
+def _end(asset: uint256, demand: uint256, stage: uint256):
     """
-    @dev Moves one lease of `gpus` GPUs along: LEASE_CLOSED ends a running lease
-         (declined, cancelled or expired), LEASE_RESULT ends it with a result that
-         stays pending, RESULT_CLOSED ends a pending result (final or rejected).
+    @dev Moves one lease holding `demand` (packed as in `_open_lease`) along:
+         LEASE_CLOSED ends a running lease (declined, cancelled or expired),
+         LEASE_RESULT ends it with a result that stays pending, both giving its
+         resources back; RESULT_CLOSED ends a pending result (final or rejected),
+         which holds none (`demand` is 0).
     """
     s: Stake = self._stake(asset)
     if stage == RESULT_CLOSED:
         s.pending_results -= 1
     else:
         s.open_leases -= 1
-        s.gpus_leased -= convert(gpus, uint8)
+        s.gpus_leased -= convert(demand & _MASK8, uint8)
         if stage == LEASE_RESULT:
             s.pending_results += 1
+        self._resources[asset] -= self._held(demand)
     self._store(asset, s)
+
+
+@internal
+@pure
+def _held(demand: uint256) -> uint256:
+    """
+    @dev A lease's CPU cores, memory and disk, placed where `_resources` counts them.
+    """
+    return (
+        ((demand >> 8) & _MASK16) << 64
+        | ((demand >> 24) & _MASK32) << 80
+        | ((demand >> 56) & _MASK32) << 112
+    )
 
 
 @internal

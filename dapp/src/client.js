@@ -31,6 +31,9 @@ export async function requirementsFromForm(ctx) {
     shard_count: wholeNumber("job-shards", "shards", { min: 1 }),
     replication: wholeNumber("job-replication", "replication", { min: 1 }),
     verification: BigInt(verification),
+    cpu_cores: wholeNumber("job-cpu-cores", "CPU cores", { min: 1 }),
+    memory_mib: wholeNumber("job-memory", "memory (MiB)", { min: 1 }),
+    disk_mib: wholeNumber("job-disk", "disk (MiB)", { min: 1 }),
   };
 }
 

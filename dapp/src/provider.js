@@ -19,6 +19,8 @@ async function specFromForm(ctx) {
     expire: (await chainNow(ctx)) + LISTING_DAYS * 86400n,
     active: true,
     max_leases: wholeNumber("reg-max-leases", "max leases", { min: 1 }),
+    memory_mib: wholeNumber("reg-memory", "memory (MiB)", { min: 1 }),
+    disk_mib: wholeNumber("reg-disk", "disk (MiB)", { min: 1 }),
   };
 }
 

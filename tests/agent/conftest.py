@@ -140,3 +140,22 @@ def inline_agent(stack, networks, content_store, docker_engine, tmp_path):
     for agent in built:
         for pool in agent.pools.values():
             pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def lease_for(market, post_job, keeper, registered_keeper, content_store):
+    """Publishes raw manifest bytes and inputs, posts a job on them, assigns its shard to
+    `asset`; returns the Lease as the agent would see it."""
+
+    def make(asset, raw, inputs=(), gpu_count=0, **req):
+        for data in inputs:
+            content_store.client.put(data)
+        mhash = bytes.fromhex(str(content_store.client.put(raw)["keccak256"])) if raw is not None else b"\x77" * 32
+        job = post_job(manifest_hash=mhash, gpu_count=gpu_count, min_vram_mib=0, **req)
+        market.assign(job, 0, asset, sender=keeper)
+        rep = market.replica(job, 0, 0)
+        from agent.journal import Lease
+
+        return Lease(int(job), 0, 0, int(rep.lease), int(asset), int(rep.deadline))
+
+    return make

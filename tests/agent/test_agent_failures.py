@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import execute
-from agent.journal import Lease
 from computenet.domain import ReplicaState
 from computenet.merkle import MerkleTree
 from computenet.sandbox import LOG_BYTES
@@ -60,23 +59,6 @@ def canonical(body):
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@pytest.fixture
-def lease_for(market, post_job, keeper, registered_keeper, content_store):
-    """Publishes raw manifest bytes and inputs, posts a job on them, assigns its shard to
-    `asset`; returns the Lease as the agent would see it."""
-
-    def make(asset, raw, inputs=(), gpu_count=0, **req):
-        for data in inputs:
-            content_store.client.put(data)
-        mhash = bytes.fromhex(str(content_store.client.put(raw)["keccak256"])) if raw is not None else b"\x77" * 32
-        job = post_job(manifest_hash=mhash, gpu_count=gpu_count, min_vram_mib=0, **req)
-        market.assign(job, 0, asset, sender=keeper)
-        rep = market.replica(job, 0, 0)
-        return Lease(int(job), 0, 0, int(rep.lease), int(asset), int(rep.deadline))
-
-    return make
-
-
 def run_one(agent, lease):
     """Runs a lease as the agent's dispatcher would, to its end, in this thread."""
     assert agent.journal.accept(*lease.key, lease.asset, lease.lease_end)
@@ -106,7 +88,7 @@ def left_on_disk(agent, lease):
     """What remains of a lease on the provider's disk: its folder's entries, and whether an
     output tmpfs is still mounted."""
     folder = agent.work / lease.name
-    mounted = str(folder) in open("/proc/mounts").read()  # its own: another test's lease may share its name
+    mounted = f" {folder}/" in open("/proc/mounts").read()  # this agent's folder, not another run's lease
     return sorted(os.listdir(folder)) if folder.exists() else [], mounted
 
 

@@ -161,8 +161,8 @@ def test_going_over_the_memory_limit_is_reported_as_oom_with_exit_code_137(
 ):
     asset = cpu_asset(agents[0])
     _, mhash = publish_job(["python3", "-c", "x = bytearray(512 * 1024 * 1024)"], {})
-    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0)
-    proc = make_agent(agents[0], [asset], memory_mib=64).start()
+    job = post_job(manifest_hash=mhash, gpu_count=0, min_vram_mib=0, memory_mib=64)  # the lease holds 64 MiB
+    proc = make_agent(agents[0], [asset]).start()
     market.assign(job, 0, asset, sender=keeper)
     wait_for(lambda: state_of(market, job, 0) == ReplicaState.SUBMITTED, what="the failed run's result")
     submitted = list(market.ResultSubmitted.range(0, market.chain_manager.blocks.height + 1))

@@ -14,7 +14,19 @@ TOKEN = 10**6
 H100 = 1
 COMMIT = b"\x11" * 32
 MAX_U8, MAX_U16, MAX_U32, MAX_U64 = 2**8 - 1, 2**16 - 1, 2**32 - 1, 2**64 - 1
-SPEC_FIELDS = ("gpu_model", "vram_mib", "gpu_count", "cpu_cores", "region", "price", "expire", "active", "max_leases")
+SPEC_FIELDS = (
+    "gpu_model",
+    "vram_mib",
+    "gpu_count",
+    "cpu_cores",
+    "region",
+    "price",
+    "expire",
+    "active",
+    "max_leases",
+    "memory_mib",
+    "disk_mib",
+)
 
 ERC7829_SIGNATURES = (
     "setReader(uint256,address,bool)",
@@ -520,6 +532,7 @@ def test_register(assets, provider, agent, make_spec):
     )
     assert log.max_leases == spec.max_leases
     assert bytes(log.commit) == commit
+    assert (log.memory_mib, log.disk_mib) == (spec.memory_mib, spec.disk_mib)
     mint = only(receipt, assets.Transfer)
     assert (mint.sender, mint.receiver, mint.token_id) == (ZERO_ADDRESS, provider.address, 1)
 
@@ -557,6 +570,8 @@ def test_register_zero_agent(assets, provider, make_spec):
     "overrides, reason",
     [
         (dict(cpu_cores=0), "compute_asset: no cpu cores"),
+        (dict(memory_mib=0), "compute_asset: no memory or disk"),
+        (dict(disk_mib=0), "compute_asset: no memory or disk"),
         (dict(gpu_count=2, vram_mib=0), "compute_asset: gpu without vram"),
         (dict(gpu_count=0, gpu_model=H100), "compute_asset: gpu model without gpus"),
     ],
@@ -702,7 +717,7 @@ def test_new_owner_manages_old_owner_does_not(assets, asset, provider, provider2
 
 
 def test_spec_packing_extremes(assets, provider, agent):
-    spec = Spec(MAX_U32, MAX_U32, MAX_U8, MAX_U16, MAX_U16, MAX_U64, MAX_U64, True, MAX_U16)
+    spec = Spec(MAX_U32, MAX_U32, MAX_U8, MAX_U16, MAX_U16, MAX_U64, MAX_U64, True, MAX_U16, MAX_U32, MAX_U32)
     assets.register(spec.as_tuple(), agent, COMMIT, sender=provider)
     assert spec_tuple(assets.spec(1)) == spec.as_tuple()
     assert assets.sizeByTokenId(1) == MAX_U8 * MAX_U32
@@ -712,7 +727,7 @@ def test_spec_packing_extremes(assets, provider, agent):
 def test_spec_packing_minimums(chain, assets, provider, agent):
     block_time = chain.pending_timestamp
     chain.pending_timestamp = block_time  # the earliest valid expiry is one second later
-    spec = Spec(0, 0, 0, 1, 0, 0, block_time + 1)
+    spec = Spec(0, 0, 0, 1, 0, 0, block_time + 1, memory_mib=1, disk_mib=1)
     assets.register(spec.as_tuple(), agent, COMMIT, sender=provider)
     assert spec_tuple(assets.spec(1)) == spec.as_tuple()
 
@@ -731,6 +746,8 @@ def valid_specs(draw):
         expire=draw(st.integers(2**34, MAX_U64)),
         active=draw(st.booleans()),
         max_leases=draw(st.integers(1, MAX_U16)),
+        memory_mib=draw(st.integers(1, MAX_U32)),
+        disk_mib=draw(st.integers(1, MAX_U32)),
     )
 
 
@@ -742,6 +759,7 @@ def test_spec_round_trip(assets, provider, agent, spec):
     assert spec_tuple(stored)[:7] == spec.as_tuple()[:7]
     assert stored.active is True
     assert stored.max_leases == spec.max_leases
+    assert (stored.memory_mib, stored.disk_mib) == (spec.memory_mib, spec.disk_mib)
     assert assets.sizeByTokenId(asset_id) == spec.gpu_count * spec.vram_mib
 
 
@@ -854,6 +872,100 @@ def test_cpu_leases_are_bounded_only_by_max_leases(assets, market, keeper, regis
         market.assign(post_job(), 0, cpu_only, sender=keeper)
     market.assign(cpu, 2, cpu_only, sender=keeper)
     assert leased(assets, cpu_only) == (1, 0)
+
+
+# ---------------------------------------------------------------- CPU cores, memory and disk
+
+
+def holdings(assets, token, market, asset):
+    """Everything an assignment could move: the asset's stake record, what its leases hold, and
+    the market's tokens."""
+    return tuple(assets.stake(asset)), tuple(assets.leased(asset)), token.balanceOf(market)
+
+
+@pytest.mark.parametrize(
+    "need, reason",
+    [
+        (dict(cpu_cores=9), "compute_asset: asset has too few cpu cores"),
+        (dict(memory_mib=4_097), "compute_asset: asset has too little memory"),
+        (dict(disk_mib=8_193), "compute_asset: asset has too little disk"),
+    ],
+)
+def test_an_asset_too_small_for_a_job_is_never_leased_to_it(
+    assets, market, token, keeper, registered_keeper, register_asset, post_job, need, reason
+):
+    """Its whole offer is less than one lease of the job asks: refused, and nothing moves."""
+    asset = register_asset(cpu_cores=8, memory_mib=4_096, disk_mib=8_192, max_leases=4)
+    job = post_job(**need)
+    before = holdings(assets, token, market, asset)
+    with ape.reverts(reason):
+        market.assign(job, 0, asset, sender=keeper)
+    assert holdings(assets, token, market, asset) == before == ((1_000 * TOKEN, 0, 0, 0, 0, 0), (0, 0, 0), before[2])
+    assert market.replica(job, 0, 0).state == ReplicaState.OPEN
+    # Exactly what it has is enough.
+    exact = post_job(cpu_cores=8, memory_mib=4_096, disk_mib=8_192)
+    market.assign(exact, 0, asset, sender=keeper)
+    assert tuple(assets.leased(asset)) == (8, 4_096, 8_192)
+
+
+@pytest.mark.parametrize(
+    "need, reason",
+    [
+        (dict(cpu_cores=2, memory_mib=1, disk_mib=1), "asset_stakes: asset cpu cores all leased"),
+        (dict(cpu_cores=1, memory_mib=2_000, disk_mib=1), "asset_stakes: asset memory all leased"),
+        (dict(cpu_cores=1, memory_mib=1, disk_mib=3_000), "asset_stakes: asset disk all leased"),
+    ],
+)
+@pytest.mark.parametrize("how", ["finalize", "decline", "reclaim", "reject"])
+def test_leases_together_hold_no_more_cpu_memory_or_disk_than_the_asset_offers(
+    assets, market, token, keeper, registered_keeper, register_asset, post_job, end_lease, need, reason, how
+):
+    """Two leases fit on a 5-core, 5,000 MiB memory, 8,000 MiB disk asset, a third does not
+    while they run (GPUs and lease capacity to spare), and fits once one ends, however it ends."""
+    asset = register_asset(gpu_count=0, gpu_model=0, vram_mib=0, cpu_cores=5, memory_mib=5_000, disk_mib=8_000)
+    job = post_job(shard_count=3, gpu_count=0, min_vram_mib=0, **need)
+    market.assign(job, 0, asset, sender=keeper)
+    market.assign(job, 1, asset, sender=keeper)
+    assert tuple(assets.leased(asset)) == tuple(2 * need[k] for k in ("cpu_cores", "memory_mib", "disk_mib"))
+    before = holdings(assets, token, market, asset)
+    with ape.reverts(reason):
+        market.assign(job, 2, asset, sender=keeper)
+    assert holdings(assets, token, market, asset) == before
+    assert market.replica(job, 2, 0).state == ReplicaState.OPEN
+
+    end_lease(job, 0, 0, how)
+    assert tuple(assets.leased(asset)) == tuple(need[k] for k in ("cpu_cores", "memory_mib", "disk_mib"))
+    market.assign(job, 2, asset, sender=keeper)
+    assert tuple(assets.leased(asset)) == tuple(2 * need[k] for k in ("cpu_cores", "memory_mib", "disk_mib"))
+
+
+def test_a_submitted_result_frees_cpu_memory_and_disk_at_once(
+    assets, market, agent, keeper, registered_keeper, register_asset, post_job, submit
+):
+    """The lease ends with its result: the next lease may use the resources while the result
+    can still be challenged."""
+    asset = register_asset(cpu_cores=4, memory_mib=2_048, disk_mib=2_048, gpu_count=2)
+    job = post_job(shard_count=2, cpu_cores=4, memory_mib=2_048, disk_mib=2_048)
+    market.assign(job, 0, asset, sender=keeper)
+    with ape.reverts("asset_stakes: asset cpu cores all leased"):
+        market.assign(job, 1, asset, sender=keeper)
+    submit(agent, job, 0, 0, output_root=b"\x42" * 32)
+    assert tuple(assets.leased(asset)) == (0, 0, 0)
+    assert assets.stake(asset).pending_results == 1
+    market.assign(job, 1, asset, sender=keeper)
+    assert tuple(assets.leased(asset)) == (4, 2_048, 2_048)
+
+
+def test_cancelling_an_assigned_replica_frees_what_it_held(
+    assets, market, client, keeper, registered_keeper, register_asset, post_job
+):
+    asset = register_asset(cpu_cores=2, memory_mib=1_024, disk_mib=1_024)
+    job = post_job(cpu_cores=2, memory_mib=1_024, disk_mib=1_024)
+    market.assign(job, 0, asset, sender=keeper)
+    assert tuple(assets.leased(asset)) == (2, 1_024, 1_024)
+    market.cancel(job, 0, sender=client)  # inside the decline window
+    assert tuple(assets.leased(asset)) == (0, 0, 0)
+    assert leased(assets, asset) == (0, 0)
 
 
 # ================================================================ selling an asset

@@ -145,7 +145,9 @@ def fresh(accounts, token, market):
 
 
 def test_post_job_escrows_the_quote(market, token, client, make_requirements, params):
-    req = make_requirements(shard_count=3, replication=2, min_vram_mib=12_345, gpu_count=2)
+    req = make_requirements(
+        shard_count=3, replication=2, min_vram_mib=12_345, gpu_count=2, cpu_cores=6, memory_mib=9_000, disk_mib=70_000
+    )
     budget = market.quote(req.as_tuple())
     assert budget == quote_of(req, params) > 0
     market_before, client_before = token.balanceOf(market), token.balanceOf(client)
@@ -165,6 +167,7 @@ def test_post_job_escrows_the_quote(market, token, client, make_requirements, pa
         Verification.REPLICATED,
     )
     assert (ev.keeper_fee_bps, ev.protocol_fee_bps) == (params.keeper_fee_bps, params.protocol_fee_bps)
+    assert (ev.cpu_cores, ev.memory_mib, ev.disk_mib) == (6, 9_000, 70_000)
 
     job = market.job(1)
     assert job.client == client.address
@@ -182,6 +185,9 @@ def test_post_job_escrows_the_quote(market, token, client, make_requirements, pa
         r.shard_count,
         r.replication,
         r.verification,
+        r.cpu_cores,
+        r.memory_mib,
+        r.disk_mib,
     )
     assert stored == req.as_tuple()
 
@@ -227,16 +233,21 @@ def test_post_job_snapshots_fees(market, owner, post_job, params, make_requireme
         ),
         (dict(max_price=0), "job_market: zero price cap"),
         (dict(max_gpu_seconds=0), "job_market: zero gpu-seconds"),
+        (dict(cpu_cores=0), "job_market: zero cpu, memory or disk"),
+        (dict(memory_mib=0), "job_market: zero cpu, memory or disk"),
+        (dict(disk_mib=0), "job_market: zero cpu, memory or disk"),
         (dict(deadline=2**40), "job_market: deadline out of range"),
         (dict(deadline=2**64 - 1), "job_market: deadline out of range"),
         (dict(max_price=2**64 - 1, shard_count=1024), "job_market: budget too large"),
     ],
 )
-def test_post_job_rejects_bad_requirements(market, client, make_requirements, overrides, reason):
+def test_post_job_rejects_bad_requirements(market, token, client, make_requirements, overrides, reason):
     req = make_requirements(**overrides)
+    balances = token.balanceOf(client), token.balanceOf(market)
     with ape.reverts(reason):
         market.post_job(MANIFEST, req.as_tuple(), sender=client)
     assert market.job_count() == 0
+    assert (token.balanceOf(client), token.balanceOf(market)) == balances
 
 
 def test_post_job_accepts_the_limits(market, client, make_requirements):
@@ -244,7 +255,11 @@ def test_post_job_accepts_the_limits(market, client, make_requirements):
     market.post_job(MANIFEST, make_requirements(shard_count=1024).as_tuple(), sender=client)
     market.post_job(MANIFEST, make_requirements(replication=5).as_tuple(), sender=client)
     market.post_job(MANIFEST, make_requirements(deadline=2**40 - 1).as_tuple(), sender=client)
-    assert market.job_count() == 3
+    most = dict(cpu_cores=2**16 - 1, memory_mib=2**32 - 1, disk_mib=2**32 - 1)
+    market.post_job(MANIFEST, make_requirements(**most).as_tuple(), sender=client)
+    assert market.job_count() == 4
+    r = market.job(4).requirements
+    assert (r.cpu_cores, r.memory_mib, r.disk_mib, r.gpu_count) == (2**16 - 1, 2**32 - 1, 2**32 - 1, 1)
     assert market.job(1).unfinished == 1024
     assert market.job(3).requirements.deadline == 2**40 - 1
 

@@ -51,6 +51,9 @@ JOB_FORM = {
     "job-max-seconds": 30,
     "job-min-vram": 0,
     "job-gpus": 0,
+    "job-cpu-cores": 1,
+    "job-memory": 256,
+    "job-disk": 256,
 }
 
 
@@ -293,6 +296,7 @@ PROVIDER_FORM = {
     "reg-vram": 0,
     "reg-cpu-cores": 6,
     "reg-memory": 16_384,
+    "reg-disk": 40_000,
     "reg-region": 250,
     # Above every job's max price here: the keepers never lease this agent-less node.
     "reg-price": 90_000,
@@ -324,6 +328,7 @@ def test_a_provider_registers_a_node_from_the_page(open_dapp, demo_net):
     assert asset.endpoint == PROVIDER_FORM["reg-endpoint"]
     spec = asset.spec
     assert (spec.gpu_model, spec.gpu_count, spec.vram_mib, spec.cpu_cores) == (0, 0, 0, 6)
+    assert (spec.memory_mib, spec.disk_mib) == (16_384, 40_000)
     assert (spec.region, spec.price, spec.max_leases, spec.active) == (250, 90_000, 3, True)
     poll(lambda: net.reader.stake(asset_id).amount == STAKE, 30, "the stake on chain", lambda: status_of(page))
     assert before - net.token_balance(provider) == STAKE

@@ -1389,6 +1389,9 @@ class MarketMachine(RuleBasedStateMachine):
                 req.shard_count,
                 req.replication,
                 int(req.verification),
+                req.cpu_cores,
+                req.memory_mib,
+                req.disk_mib,
                 job.keeper_fee_bps,
                 job.protocol_fee_bps,
             ]

@@ -28,6 +28,10 @@ LIFECYCLE_LIMIT = 400_000  # post + assign + submit + finalize, one shard
 # what it owes; the rules that make cheating unprofitable may cost at most 5 % on it.
 LIFECYCLE_BEFORE_COURT = 361_268
 LIFECYCLE_GROWTH = 1.05
+# What leases holding CPU cores, memory and disk (not only GPUs) may add to the one-shard
+# lifecycle: the job's demand word, one new slot at posting (22,100 of it), then read on assign
+# and submit, and the asset's resource word read and written on both. Measured: 39,641.
+RESOURCES_ALLOWANCE = 40_000
 # An x402-funded post may cost at most this much more than the two transactions it replaces:
 # a plain EIP-3009 transfer to the market plus a plain post.
 AUTHORIZED_POST_MARGIN = 10_000
@@ -216,8 +220,8 @@ def test_gas_within_snapshot(measure):
 
 def test_gas_goals(measure):
     measured = measure()
-    assert measured["lifecycle_1_shard"] <= LIFECYCLE_LIMIT
-    assert measured["lifecycle_1_shard"] <= LIFECYCLE_BEFORE_COURT * LIFECYCLE_GROWTH
+    assert measured["lifecycle_1_shard"] <= LIFECYCLE_LIMIT + RESOURCES_ALLOWANCE
+    assert measured["lifecycle_1_shard"] <= LIFECYCLE_BEFORE_COURT * LIFECYCLE_GROWTH + RESOURCES_ALLOWANCE
     assert measured["register"] <= REGISTER_LIMIT
     assert measured["register_first_asset"] <= REGISTER_LIMIT
     plain = measured["token_transfer_with_authorization"] + measured["post_1_shard"]

@@ -65,7 +65,7 @@ class Net:
                 stack.token.faucet(who, 10_000 * TOKEN, sender=who)
                 stack.token.approve(spender, 2**256 - 1, sender=who)
             stack.keepers.register(100 * TOKEN, sender=self.keeper)
-            spec = (1, 81_920, 1, 16, 1, 100, 4_000_000_000, True, 1)
+            spec = (1, 81_920, 1, 16, 1, 100, 4_000_000_000, True, 1, 16_384, 65_536)
             receipt = stack.assets.register(spec, self.agent, b"\x11" * 32, sender=self.provider)
             self.asset = receipt.events.filter(stack.assets.AssetRegistered)[0].asset
             stack.assets.add_stake(self.asset, 1_000 * TOKEN, sender=self.provider)
@@ -249,7 +249,9 @@ def holdings(net, account):
 def test_an_unpaid_post_gets_the_jobs_offer(net):
     body = job_body(net, shards=4)
     _, accepts = offer(net, body)
-    quote = net.market.functions.quote((40_960, 1, 200, 600, body["requirements"]["deadline"], 4, 1, 0)).call()
+    quote = net.market.functions.quote(
+        (40_960, 1, 200, 600, body["requirements"]["deadline"], 4, 1, 0, 1, 1024, 1024)
+    ).call()
     assert int(accepts["amount"]) == quote == 4 * 200 * 600 * 10_150 // 10_000
     assert (accepts["scheme"], accepts["network"], accepts["asset"], accepts["payTo"]) == (
         "exact",

@@ -584,3 +584,45 @@ def test_bad_settings_are_named(make_keeper):
     result = k.run("status")
     assert result.returncode == 1
     assert "COMPUTENET_KEEPER_CONFIRMATIONS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_job_asking_more_than_an_asset_has_is_never_assigned_to_it(
+    make_keeper,
+    register_asset,
+    provider,
+    provider2,
+    agents,
+    post_job,
+    market,
+    chain,
+    registered_keeper,
+    keeper,
+    assets,
+    wait_for,
+):
+    """The cheap asset has 2 cores and 4 GiB: a job asking 8 cores and 32 GiB per lease goes to
+    the dear one (both its shards: 16 cores hold two), a job asking 17 cores to none, and the
+    keeper sends nothing the chain refuses."""
+    small = register_asset(
+        owner=provider, agent_account=agents[0], price=10, gpu_count=16, cpu_cores=2, memory_mib=4_096, disk_mib=4_096
+    )
+    big = register_asset(
+        owner=provider2, agent_account=agents[1], price=100, gpu_count=16, cpu_cores=16, memory_mib=65_536
+    )
+    k = make_keeper()
+    start = chain.blocks.height
+    with Agents(chain.chain_id, assets, {small: agents[0], big: agents[1]}):
+        k.start(workers=1)
+        too_big = post_job(cpu_cores=17)
+        fits_big = post_job(shard_count=2, cpu_cores=8, memory_mib=32_768, disk_mib=10_000)
+        got = wait_for(
+            lambda: len(assigned(market, [fits_big], 2)) == 2 and assigned(market, [fits_big], 2),
+            what="the big job's two shards assigned",
+        )
+        small_job = post_job()
+        wait_for(lambda: assigned(market, [small_job], 1), what="the small job assigned")
+    assert set(got.values()) == {big}
+    assert assigned(market, [too_big], 1) == {}
+    assert {a for *_, a, _ in assignments(market, start)} <= {small, big}
+    assert [e for e in assignments(market, start) if e[0] == too_big] == []
+    assert failed_txs_from(chain, keeper, start) == []

@@ -28,6 +28,9 @@ def posted(job=1, shards=2, replication=1):
         verification=0,
         keeper_fee_bps=0,
         protocol_fee_bps=0,
+        cpu_cores=1,
+        memory_mib=1,
+        disk_mib=1,
     )
 
 
@@ -210,6 +213,8 @@ def test_agents_are_tracked_and_a_new_agent_voids_the_old_heartbeat():
         expire=9,
         max_leases=1,
         commit=b"",
+        memory_mib=1,
+        disk_mib=1,
     )
     changed = ev.AgentChanged(block=2, tx="", index=0, asset=3, agent="0x" + "02" * 20)
     assert react([reg]).agents == {3: "0x" + "01" * 20} and react([reg]).wake

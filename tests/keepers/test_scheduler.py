@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Requirements, Spec, Stake
+from computenet.domain import Asset, Job, Leased, Parameters, Replica, ReplicaState, Requirements, Spec, Stake
 from computenet.heartbeat import Heartbeat
 from computenet.preflight import UINT32_MAX, assign_problem, open_replica
 from keepers import scheduler
 from keepers.scheduler import (
     HELD_JOB,
     NO_ASSET,
+    TOO_SMALL,
     Assignment,
     Batch,
     NodeState,
@@ -72,17 +73,23 @@ def asset(
     open_leases=0,
     gpus_leased=0,
     agent=None,
+    cpu=8,
+    memory=16_384,
+    disk=65_536,
+    held=(0, 0, 0),
 ):
     spec = Spec(
         gpu_model=1,
         vram_mib=vram,
         gpu_count=gpus,
-        cpu_cores=8,
+        cpu_cores=cpu,
         region=0,
         price=price,
         expire=expire,
         active=active,
         max_leases=max_leases,
+        memory_mib=memory,
+        disk_mib=disk,
     )
     return Asset(
         id=id,
@@ -91,6 +98,7 @@ def asset(
         spec=spec,
         commit=b"\x00" * 32,
         stake=Stake(amount=stake, open_leases=open_leases, gpus_leased=gpus_leased, unbond_at=0, unbonding=unbonding),
+        leased=Leased(*held),
     )
 
 
@@ -99,7 +107,10 @@ def leased(a, req):
     stake = dataclasses.replace(
         a.stake, open_leases=a.stake.open_leases + 1, gpus_leased=a.stake.gpus_leased + req.gpu_count
     )
-    return dataclasses.replace(a, stake=stake)
+    held = Leased(
+        a.leased.cpu_cores + req.cpu_cores, a.leased.memory_mib + req.memory_mib, a.leased.disk_mib + req.disk_mib
+    )
+    return dataclasses.replace(a, stake=stake, leased=held)
 
 
 def node(id, util=10, free=80_000, running=0, capacity=4, last_seen=NOW):
@@ -113,7 +124,19 @@ def node(id, util=10, free=80_000, running=0, capacity=4, last_seen=NOW):
     )
 
 
-def job(id=1, shards=1, replication=1, gpus=1, vram=40_000, max_price=200, gpu_seconds=GPU_SECONDS, deadline=NOW + DAY):
+def job(
+    id=1,
+    shards=1,
+    replication=1,
+    gpus=1,
+    vram=40_000,
+    max_price=200,
+    gpu_seconds=GPU_SECONDS,
+    deadline=NOW + DAY,
+    cpu=1,
+    memory=1_024,
+    disk=1_024,
+):
     req = Requirements(
         min_vram_mib=vram,
         gpu_count=gpus,
@@ -123,6 +146,9 @@ def job(id=1, shards=1, replication=1, gpus=1, vram=40_000, max_price=200, gpu_s
         shard_count=shards,
         replication=replication,
         verification=1 if replication > 1 else 0,
+        cpu_cores=cpu,
+        memory_mib=memory,
+        disk_mib=disk,
     )
     return Job(id, "0x" + "c1" * 20, 0, b"\x01" * 32, req, 100, 50, shards * replication)
 
@@ -308,6 +334,10 @@ def markets(draw):
                 open_leases=draw(mostly(0, 1, 2)),
                 gpus_leased=min(gpus, draw(mostly(0, 1, 2))),
                 agent=draw(mostly(None, NO_AGENT)),
+                cpu=draw(mostly(4, 1, 2)),
+                memory=draw(mostly(4_096, 1_024, 2_048)),
+                disk=draw(mostly(4_096, 1_024)),
+                held=(draw(mostly(0, 1, 4)), draw(mostly(0, 1_024, 3_072)), draw(mostly(0, 2_048))),
             )
         )
         if draw(mostly(True, False)):
@@ -337,6 +367,9 @@ def markets(draw):
             max_price=draw(mostly(20, 0, 5, 10)),
             gpu_seconds=draw(mostly(600, 1, 1_800)),
             deadline=NOW + draw(mostly(DAY, 0, 400, 1_000, 3_000)),
+            cpu=draw(mostly(1, 2, 3, 5)),
+            memory=draw(mostly(1_024, 2_048, 5_000)),
+            disk=draw(mostly(1_024, 2_048, 5_000)),
         )
         indices = draw(st.lists(st.integers(0, count - 1), unique=True, min_size=1, max_size=count))
         if draw(mostly(False, True)):
@@ -462,6 +495,12 @@ def test_index_equals_brute_force_on_a_larger_market(seed):
         asset(1, price=50, agent=NO_AGENT),  # compute_asset: no agent (sold; the buyer has not set one)
         asset(1, price=50, max_leases=2, open_leases=2),  # asset_stakes: asset at lease capacity
         asset(1, price=50, gpus=2, gpus_leased=2),  # asset_stakes: asset gpus all leased
+        asset(1, price=50, cpu=1, held=(1, 0, 0)),  # asset_stakes: asset cpu cores all leased
+        asset(1, price=50, memory=1_500, held=(0, 1_000, 0)),  # asset_stakes: asset memory all leased
+        asset(1, price=50, disk=1_500, held=(0, 0, 1_000)),  # asset_stakes: asset disk all leased
+        asset(1, price=50, cpu=0),  # compute_asset: asset has too few cpu cores (job asks 1)
+        asset(1, price=50, memory=1_023),  # compute_asset: asset has too little memory
+        asset(1, price=50, disk=1_023),  # compute_asset: asset has too little disk
         asset(1, price=50, gpus=0),  # job_market: asset has too few gpus
         asset(1, price=50, active=False),  # job_market: asset is paused
         asset(1, price=50, vram=39_999),  # too little vram
@@ -580,6 +619,39 @@ def test_free_vram_is_taken_by_leases_in_the_batch():
 
 
 # --- GPUs and agents -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "need",
+    [dict(cpu=3), dict(memory=6_000), dict(disk=6_000)],
+)
+def test_cpu_memory_and_disk_are_never_given_twice_in_a_batch(need):
+    """An asset with 5 cores, 10,000 MiB of memory and disk and room for four leases takes
+    one such lease; the next goes to the dearer asset, the one after waits."""
+    jobs = [job(id, **need) for id in (1, 2, 3)]
+    assets = [
+        asset(1, price=10, gpus=4, max_leases=4, cpu=5, memory=10_000, disk=10_000),
+        asset(2, price=150, gpus=4, max_leases=4, cpu=5, memory=10_000, disk=10_000),
+    ]
+    nodes = [node(1, free=400_000), node(2, free=400_000)]
+    assert picked([open_shard(j) for j in jobs], assets, nodes=nodes) == [(1, 0, 0, 1), (2, 0, 0, 2)]
+
+
+def test_cpu_memory_and_disk_leased_on_chain_are_not_free():
+    busy = asset(1, price=10, cpu=8, memory=8_192, disk=8_192, held=(6, 6_000, 6_000), open_leases=1, gpus=2)
+    other = asset(2, price=150)
+    assert picked([open_shard(job(cpu=3))], [busy, other]) == [(1, 0, 0, 2)]
+    assert picked([open_shard(job(memory=2_500))], [busy, other]) == [(1, 0, 0, 2)]
+    assert picked([open_shard(job(disk=2_500))], [busy, other]) == [(1, 0, 0, 2)]
+    assert picked([open_shard(job(cpu=2, memory=2_192, disk=2_192))], [busy, other]) == [(1, 0, 0, 1)]
+
+
+@pytest.mark.parametrize("need", [dict(cpu=9), dict(memory=16_385), dict(disk=65_537)])
+def test_a_job_bigger_than_every_asset_is_skipped_saying_so(need):
+    """No asset has that much at all: the skip says so, rather than "no eligible asset"."""
+    assets = [asset(1), asset(2)]
+    batch = Batch([open_shard(job(**need))], assets, [node(a.id) for a in assets], {}, PARAMS, NOW)
+    assert batch.place(1, 0) == Skip(1, 0, 0, TOO_SMALL)
 
 
 def test_a_gpu_is_never_given_twice_in_a_batch():

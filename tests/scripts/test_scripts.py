@@ -141,6 +141,10 @@ def test_faucet_and_provider_commands(ape_run, sdk, accounts):
         "8",
         "--cpu-cores",
         "64",
+        "--memory-mib",
+        "491520",
+        "--disk-mib",
+        "3500000",
         "--region",
         "276",
         "--price",
@@ -156,11 +160,12 @@ def test_faucet_and_provider_commands(ape_run, sdk, accounts):
     asset = sdk.asset(1)
     assert (asset.owner, asset.agent) == (provider.address, agent.address)
     assert (asset.spec.gpu_count, asset.spec.vram_mib, asset.spec.cpu_cores, asset.spec.price) == (8, 81_920, 64, 400)
+    assert (asset.spec.memory_mib, asset.spec.disk_mib) == (491_520, 3_500_000)
     assert asset.stake.amount == 500 * TOKEN
 
     listing = ape_run.ok("provider", "list", account=3).splitlines()
     row = next(line for line in listing if line.split()[:1] == ["1"])
-    assert row.split()[:8] == ["1", "8", "81920", "64", "0.0004", "500", "0", "active"]
+    assert row.split()[:10] == ["1", "8", "81920", "64", "491520", "3500000", "0.0004", "500", "0", "active"]
 
     assert "asset 1 price: 0.0005 per GPU-second" in ape_run.ok("provider", "price", "1", "0.0005", account=3)
     assert sdk.asset(1).spec.price == 500
@@ -193,6 +198,12 @@ def test_job_commands(ape_run, sdk, accounts, manifest_file, chain):
         "600",
         "--hours",
         "2",
+        "--cpu-cores",
+        "4",
+        "--memory-mib",
+        "8192",
+        "--disk-mib",
+        "20000",
         account=1,
     )
     # 500 base units per GPU-second × 600 × 2 shards, plus 1 % + 0.5 % fees
@@ -200,6 +211,7 @@ def test_job_commands(ape_run, sdk, accounts, manifest_file, chain):
     job = sdk.job(1)
     assert job.client == client.address and job.escrow == 609_000
     assert job.requirements.shard_count == 2 and job.requirements.min_vram_mib == 16_384
+    assert job.requirements.demand() == (1, 4, 8_192, 20_000)
     # two hours from when the script read the clock, a few blocks before the post landed
     assert 0 <= chain.blocks.head.timestamp + 7_200 - job.requirements.deadline <= 60
     assert f"manifest hash 0x{job.manifest_hash.hex()}" in out

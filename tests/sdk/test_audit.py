@@ -69,6 +69,9 @@ class Log:
             verification=0,
             keeper_fee_bps=kbps,
             protocol_fee_bps=PROTOCOL_BPS,
+            cpu_cores=req.cpu_cores,
+            memory_mib=req.memory_mib,
+            disk_mib=req.disk_mib,
         )
         return budget
 

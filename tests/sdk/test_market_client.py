@@ -128,8 +128,8 @@ def test_job_and_requirements_from_the_chains_tuples(sdk, client, make_requireme
     assert (job.keeper_fee_bps, job.protocol_fee_bps) == (params.keeper_fee_bps, params.protocol_fee_bps)
     assert Requirements.from_chain(req.as_tuple()) == req
     assert Requirements.from_chain(sdk.calls.market.functions.job(job_id).call()[4]) == req
-    with pytest.raises(ValueError, match="8 fields, not 7"):
-        Requirements.from_chain(req.as_tuple()[:7])
+    with pytest.raises(ValueError, match="11 fields, not 10"):
+        Requirements.from_chain(req.as_tuple()[:10])
 
 
 def test_a_read_only_market_over_plain_web3_reads_the_same(sdk, stack, client, make_requirements, asset):
