@@ -146,7 +146,8 @@ def finish(
     (`sandbox.Limits.output_disk_bytes`): it is measured on each poll and once the container
     ends, and a run over it is killed and becomes a failed result noted DISK_LIMIT."""
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
-    meter = ContainerMeter(container, pinned_gpus(container))
+    pinned = pinned_gpus(container)
+    meter = ContainerMeter(container, pinned)
     over: list[int] = []  # bytes written when the disk limit was found exceeded
 
     def check_disk() -> None:
@@ -160,7 +161,7 @@ def finish(
                     pass
 
     def on_poll() -> None:
-        samples.append(gpu.probe().utilization_pct)
+        samples.append(gpu.probe().only(pinned).utilization_pct)  # this lease's GPUs alone
         check_disk()
         if watch is not None:
             watch(meter)

@@ -1,6 +1,7 @@
 """GPU telemetry through NVML (`nvidia-ml-py`), with a CPU fallback that names itself.
 
-`probe()` reads every GPU's model, memory, utilisation, temperature and power. Where NVML
+`probe()` reads every GPU's model, memory, utilisation, temperature and power, and
+`Telemetry.only` narrows a sample to an asset's or a lease's devices. Where NVML
 cannot load (no driver, no GPU), the fallback reports the CPU count and load instead and
 says why, so the agent serves CPU-only assets and tells its operator.
 
@@ -54,6 +55,21 @@ class Telemetry:
     @property
     def free_vram_mib(self) -> int:
         return sum(g.memory_total_mib - g.memory_used_mib for g in self.gpus)
+
+    def only(self, indices: Sequence[int]) -> Telemetry:
+        """This sample's view of the devices `indices` alone (an asset's GPUs, a lease's pinned
+        ones), so one lease's or asset's figures never include another's GPUs (pure). No
+        indices (CPU work): the sample unchanged."""
+        if not indices:
+            return self
+        chosen = set(indices)
+        return Telemetry(
+            self.source,
+            tuple(g for g in self.gpus if g.index in chosen),
+            self.cpu_count,
+            self.cpu_load_pct,
+            self.reason,
+        )
 
 
 def _cpu(reason: str) -> Telemetry:

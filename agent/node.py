@@ -546,15 +546,16 @@ class Agent:
         beats = {}
         for asset_id, served in self.served.items():
             spec = served.asset.spec
-            if self.telemetry.gpus and spec.gpu_count:
-                utilization = self.telemetry.utilization_pct
+            own = self.telemetry.only(gpu.asset_gpus(spec))  # this asset's devices, not the machine's
+            if own.gpus and spec.gpu_count:
+                utilization = own.utilization_pct
             else:
                 utilization = self.cpu.utilization(asset_id, spec.cpu_cores, now)
             hb = Heartbeat(
                 asset_id,
                 int(now),
                 utilization,
-                self.telemetry.free_vram_mib,
+                own.free_vram_mib,
                 served.running,
                 served.capacity,
                 int(now * 1000),

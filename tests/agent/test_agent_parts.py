@@ -483,3 +483,22 @@ def test_the_http_store_spools_uploads_to_disk_and_refuses_one_over_its_limit(tm
     finally:
         served.stop()
     assert sorted(p.name for p in local.dir.iterdir() if p.name.startswith(".")) == []  # no spooled upload left
+
+
+def test_telemetry_of_a_lease_or_asset_reads_only_its_pinned_devices_from_a_fabricated_nvml_sample():
+    """No GPU here: the sample is built by hand as NVML would report four devices."""
+    sample = gpu.Telemetry(
+        "nvml",
+        tuple(gpu.Gpu(i, "NVIDIA H200", 143_771, 1_000 * (i + 1), 10 * (i + 1), 40, 300.0) for i in range(4)),
+        16,
+        0,
+    )
+    pinned = sample.only((1, 3))
+    assert [g.index for g in pinned.gpus] == [1, 3]
+    assert pinned.utilization_pct == 30  # (20 + 40) / 2, not the machine's 25
+    assert pinned.free_vram_mib == (143_771 - 2_000) + (143_771 - 4_000)
+    assert sample.only(()) is sample  # CPU work: the machine's own figures
+    asset = sample.only(
+        gpu.asset_gpus(Spec(gpu_model=2, vram_mib=143_771, gpu_count=2, cpu_cores=8, region=0, price=1, expire=1))
+    )
+    assert [g.index for g in asset.gpus] == [0, 1] and asset.utilization_pct == 15
