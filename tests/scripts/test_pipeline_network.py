@@ -1,9 +1,9 @@
 """`ape run job pipeline` on a whole local network (`python -m demo --serve`: its own anvil
 with 1 s blocks and a 60 s challenge window, a content store, keepers, and agents running
-each shard in Docker with the job image): two stages run in order, the second reading the
-first's outputs from /in/prev/<shard>/..., the run interrupted and resumed without a second
-post; and an agent endpoint serving altered bytes stops the pipeline before the next stage
-is posted.
+each shard in Docker with the job image): agent endpoints serving altered bytes stop the
+pipeline before its second stage is posted, with nothing unverified written; the same command
+run again resumes without a second post, and the second stage reads the first's verified
+outputs from /in/prev/<shard>/....
 
 The command runs as a user runs it, as a subprocess of `ape run`, with this checkout's
 `scripts/` and `computenet` first on the path (a virtual environment shared with another
@@ -11,10 +11,10 @@ checkout carries that one as an editable install, and ape would load its scripts
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +26,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from computenet.localnet import ServedApp, wait_until
+from computenet.localnet import ServedApp
 from computenet.manifest import parse_manifest
 from computenet.merkle import MerkleTree
 from computenet.store import StoreClient
@@ -151,90 +151,7 @@ def net(tmp_path_factory):
         serve.stop_served(process)
 
 
-def test_two_stages_run_in_order_on_verified_outputs_and_an_interrupted_run_resumes(net, tmp_path):
-    file, out = pipeline_file(tmp_path / "job", net.info["image"]), tmp_path / "out"
-    jobs_before = net.market.job_count()
-    state_file = out / "pipeline-state.json"
-
-    def first_job_posted():
-        try:
-            return json.loads(state_file.read_text())["stages"][0]["job"] is not None
-        except (OSError, ValueError, KeyError, IndexError):
-            return False
-
-    # Started, then stopped as Ctrl-C would once stage 1's job is posted.
-    started = time.monotonic()
-    first = subprocess.Popen(
-        net.ape("job", "pipeline", str(file), "--out", str(out)),
-        cwd=REPO,
-        env=net.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until(lambda: first.poll() is not None or first_job_posted(), 120, "stage 1's job to be posted", 0.2)
-        first.send_signal(signal.SIGINT)
-        interrupted = first.communicate(timeout=60)[0]
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode != 0, interrupted
-    assert "stage 1/2 numbers: job" in interrupted and "posted" in interrupted, interrupted
-    job1 = jobs_before + 1
-    assert net.market.job_count() == job1
-
-    # The same command again: it follows the job it posted, then runs stage 2.
-    done = net.pipeline(file, out)
-    output = done.stdout + done.stderr
-    took = time.monotonic() - started
-    assert done.returncode == 0, output[-4000:]
-    assert "resuming from" in output and f"stage 1/2 numbers: following job {job1}" in output, output
-    job2 = job1 + 1
-    assert net.market.job_count() == job2  # stage 1 was not posted twice
-    assert f"stage 2/2 sum: job {job2} posted, 1 shard(s), 5 input(s)" in output, output
-    assert f"stage 2/2 sum: job {job2}, 1/1 shards done" in output
-
-    # The final output, and what stage 2 saw under /in.
-    assert (out / "sum" / "0" / "out" / "sum.txt").read_text() == "30\n"
-    seen = (out / "sum" / "0" / "out" / "seen.txt").read_text().split()
-    assert [p for p in seen if p.startswith("/in/prev/") and "." in p.rsplit("/", 1)[-1]] == [
-        "/in/prev/0/log/container.log",
-        "/in/prev/0/out/n.txt",
-        "/in/prev/1/log/container.log",
-        "/in/prev/1/out/n.txt",
-    ]
-
-    # Stage 2's inputs are exactly stage 1's outputs, which make up the on-chain roots.
-    expected = {}
-    for shard in net.market.shards(job1):
-        folder = out / "numbers" / str(shard.index)
-        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-        final = [r for r in shard.replicas if r.state.name == "FINALIZED"]
-        assert MerkleTree.from_files(files).root == final[0].output_root
-        expected |= {f"prev/{shard.index}/{leaf}": hashlib.sha256(data).hexdigest() for leaf, data in files.items()}
-    assert (out / "numbers" / "1" / "out" / "n.txt").read_text() == "20\n"
-    manifest_hash = net.market.job(job2).manifest_hash
-    manifest = parse_manifest(StoreClient(net.info["store_url"]).get("keccak256", manifest_hash.hex()))
-    staged = {f.path: f.sha256 for f in manifest.inputs.files}
-    assert {p: s for p, s in staged.items() if p.startswith("prev/")} == expected
-    assert set(staged) - set(expected) == {"add.py"}
-
-    # The summary: each stage's job, shards, time, GPU-seconds and who was paid (from the events).
-    providers = {a["provider"] for a in net.info["assets"].values()}
-    assert "pipeline sums: 2 stage(s) done" in output
-    assert f"  numbers: job {job1}, 2 shard(s), " in output and f"  sum: job {job2}, 1 shard(s), " in output
-    paid_lines = [line.split()[0] for line in output.splitlines() if line.startswith("    0x")]
-    assert paid_lines and set(paid_lines) <= providers
-    assert f"outputs of the last stage: {out / 'sum'}" in output
-    print(f"two-stage pipeline, interrupted and resumed: {took:.0f} s")
-
-    # Once done, running it again posts nothing and says the same.
-    again = net.pipeline(file, out)
-    assert again.returncode == 0 and "2 of 2 stage(s) done" in again.stdout and net.market.job_count() == job2
-
-
-@pytest.fixture
+@contextlib.contextmanager
 def tampering_endpoints(net):
     """Points every asset's on-chain endpoint at a proxy of its agent that passes everything
     through (heartbeats, output indexes, proofs) but appends a line to every output file it
@@ -279,25 +196,77 @@ def tampering_endpoints(net):
             served.stop()
 
 
-def test_an_output_not_in_its_on_chain_root_stops_the_pipeline_before_the_next_stage(
-    net, tampering_endpoints, tmp_path
-):
-    file, out = pipeline_file(tmp_path / "job", net.info["image"], first_shards=1), tmp_path / "out"
-    jobs_before = net.market.job_count()
-    done = net.pipeline(file, out)
+def test_a_tampered_output_stops_the_pipeline_and_the_same_command_resumes_on_verified_outputs(net, tmp_path):
+    file, out = pipeline_file(tmp_path / "job", net.info["image"]), tmp_path / "out"
+    job1 = net.market.job_count() + 1
+    started = time.monotonic()
+
+    # Every agent's endpoint serves altered files: stage 1 runs, but none of it checks.
+    with tampering_endpoints(net):
+        done = net.pipeline(file, out)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-4000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-    job = jobs_before + 1
     assert len(errors) == 1, done.stderr
-    assert errors[0].startswith(f"Error: stage 'numbers': job {job} shard 0: no verified result (asset ")
+    assert errors[0].startswith(f"Error: stage 'numbers': job {job1} shard ")
+    assert "no verified result (asset " in errors[0]
     assert "'s agent sent a log/container.log that is not in the replica's on-chain root 0x" in errors[0]
     assert errors[0].endswith("nothing of it was written and the next stage was not posted")
     assert "Traceback" not in output
-    assert net.market.job_count() == job  # stage 2 was never posted
+    assert net.market.job_count() == job1  # stage 2 was never posted
     assert not (out / "numbers").exists()  # nothing unverified was written
     state = json.loads((out / "pipeline-state.json").read_text())
-    assert [(s["name"], s["job"], s["outputs"]) for s in state["stages"]] == [("numbers", job, None)]
+    assert [(s["name"], s["job"], s["outputs"]) for s in state["stages"]] == [("numbers", job1, None)]
+
+    # The endpoints honest again, the same command resumes: it follows the job it posted
+    # (no second post), fetches verified outputs and runs stage 2 on them.
+    done = net.pipeline(file, out)
+    output = done.stdout + done.stderr
+    took = time.monotonic() - started
+    assert done.returncode == 0, output[-4000:]
+    assert "resuming from" in output and f"stage 1/2 numbers: following job {job1}" in output, output
+    job2 = job1 + 1
+    assert net.market.job_count() == job2  # stage 1 was not posted twice
+    assert f"stage 2/2 sum: job {job2} posted, 1 shard(s), 5 input(s)" in output, output
+    assert f"stage 2/2 sum: job {job2}, 1/1 shards done" in output
+
+    # The final output, and what stage 2 saw under /in.
+    assert (out / "sum" / "0" / "out" / "sum.txt").read_text() == "30\n"
+    seen = (out / "sum" / "0" / "out" / "seen.txt").read_text().split()
+    assert [p for p in seen if p.startswith("/in/prev/") and "." in p.rsplit("/", 1)[-1]] == [
+        "/in/prev/0/log/container.log",
+        "/in/prev/0/out/n.txt",
+        "/in/prev/1/log/container.log",
+        "/in/prev/1/out/n.txt",
+    ]
+
+    # Stage 2's inputs are exactly stage 1's outputs, which make up the on-chain roots.
+    expected = {}
+    for shard in net.market.shards(job1):
+        folder = out / "numbers" / str(shard.index)
+        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        final = [r for r in shard.replicas if r.state.name == "FINALIZED"]
+        assert MerkleTree.from_files(files).root == final[0].output_root
+        expected |= {f"prev/{shard.index}/{leaf}": hashlib.sha256(data).hexdigest() for leaf, data in files.items()}
+    assert (out / "numbers" / "1" / "out" / "n.txt").read_text() == "20\n"
+    manifest_hash = net.market.job(job2).manifest_hash
+    manifest = parse_manifest(StoreClient(net.info["store_url"]).get("keccak256", manifest_hash.hex()))
+    staged = {f.path: f.sha256 for f in manifest.inputs.files}
+    assert {p: s for p, s in staged.items() if p.startswith("prev/")} == expected
+    assert set(staged) - set(expected) == {"add.py"}
+
+    # The summary: each stage's job, shards, time, GPU-seconds and who was paid (from the events).
+    providers = {a["provider"] for a in net.info["assets"].values()}
+    assert "pipeline sums: 2 stage(s) done" in output
+    assert f"  numbers: job {job1}, 2 shard(s), " in output and f"  sum: job {job2}, 1 shard(s), " in output
+    paid_lines = [line.split()[0] for line in output.splitlines() if line.startswith("    0x")]
+    assert paid_lines and set(paid_lines) <= providers
+    assert f"outputs of the last stage: {out / 'sum'}" in output
+    print(f"two-stage pipeline, stopped by a tampered output and resumed: {took:.0f} s")
+
+    # Once done, running it again posts nothing and says the same.
+    again = net.pipeline(file, out)
+    assert again.returncode == 0 and "2 of 2 stage(s) done" in again.stdout and net.market.job_count() == job2
 
 
 def test_a_bad_file_or_no_store_is_one_error_line_and_posts_nothing(net, tmp_path):
