@@ -35,8 +35,8 @@ from examples import workloads
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS, SHARDS = 3, 4
 MAX_PRICE = "0.02"  # tokens per second: above every demo node's price
-# The fault run's shard: 400 steps with a 50 ms pause each (about 20 s), a checkpoint every 10.
-SLOW_STEPS, STEP_SECONDS = 400, "0.05"
+# The fault run's shard: 40,000 SGD steps (about 12 CPU-seconds here), a checkpoint every 2,000.
+SLOW_STEPS, CHECKPOINT_EVERY = 40_000, 2_000
 
 
 def build_image(net: Network, say: Callable[[str], None]) -> str:
@@ -211,51 +211,59 @@ def pipeline(net: Network, console: Console, say: Callable[[str], None], *, shar
 
 
 def resume(net: Network, console: Console, say: Callable[[str], None], *, shards: int, timeout: float) -> bool:
-    """One long training shard, its agent killed after a checkpoint, resumed on another node."""
+    """One long training shard, its agent killed after a checkpoint, resumed on another node;
+    the same shard run uninterrupted alongside as the reference."""
     chain = run.Chain(net)
     before = run.Balances(net, chain)
     image = build_image(net, say)
     folder = net.logdir / "ai-resume"
-    env = write_inputs(folder / "train", workloads.ml_train(steps=SLOW_STEPS, step_seconds=STEP_SECONDS))
+    workload = workloads.ml_train(steps=SLOW_STEPS, checkpoint_every=CHECKPOINT_EVERY)
+    env = write_inputs(folder / "train", workload)
     manifest = folder / "train.json"
-    args = ["job", "manifest", "--image", image, "--inputs", str(folder / "train"), "--timeout-seconds", "90"]
+    args = ["job", "manifest", "--image", image, "--inputs", str(folder / "train"), "--timeout", "60"]
     args += [f"--env={k}={v}" for k, v in sorted(env.items())] + ["-o", str(manifest), "python3", "/in/train.py"]
-    _ape_plain(net, args, folder / "manifest.log")
-    post = ["job", "post", str(manifest), "--shards", "1", "--max-price", MAX_PRICE, "--max-gpu-seconds", "60"]
+    _ape_plain(args, folder / "manifest.log")
+    post = ["job", "post", str(manifest), "--shards", "1", "--max-price", MAX_PRICE, "--max-gpu-seconds", "80"]
     post += ["--hours", "1", "--store", net.store.url, "--inputs", str(folder / "train")]
     post += ["--cpu-cores", "1", "--memory-mib", "256", "--disk-mib", "64"]
     ape_run(net, post, say, folder / "post.log", 120)
     job = int(chain.market.functions.job_count().call())
 
-    first = wait_until(lambda: _committed_or_heartbeat(net, chain, job), 120, "the shard's first checkpoint", 0.5)
-    asset = first
+    asset = wait_until(lambda: _checkpointing(net, job), 120, "the shard's first checkpoint in a heartbeat", 0.5)
     net.kill(f"agent-{asset}")
-    say(f"killed the agent of asset {asset} ({net.assets[asset].name}) after its first checkpoint (SIGKILL)")
-    adopted = wait_until(lambda: chain.logs("CheckpointAdopted", job=job) or None, 240, "the checkpoint's adoption", 1)[
-        0
-    ]
     say(
-        f"the lease ran out; a keeper relayed the agent's last signed checkpoint and reclaimed it: checkpoint "
-        f"0x{bytes(adopted['args']['checkpoint']).hex()[:16]}… adopted, {adopted['args']['gpu_seconds']} GPU-seconds "
-        "contributed"
+        f"killed the agent of asset {asset} ({net.assets[asset].name}) mid-training, after its first checkpoint (SIGKILL)"
     )
-    wait_until(lambda: chain.logs("JobFinished", job=job) or None, timeout, f"job {job} to finish", 1)
+    ape_run(net, post, say, folder / "post-reference.log", 120)
+    reference = job + 1
+    say(f"job {reference}: the same shard, to run uninterrupted as the reference")
+    adopted = wait_until(lambda: chain.logs("CheckpointAdopted", job=job) or None, 240, "the checkpoint's adoption", 1)
+    args = adopted[0]["args"]
+    say(
+        f"the lease ran out; a keeper relayed the agent's last signed checkpoint and reclaimed the lease: checkpoint "
+        f"0x{bytes(args['checkpoint']).hex()[:16]}… adopted, {args['gpu_seconds']} GPU-seconds contributed"
+    )
+    for j in (job, reference):
+        wait_until(lambda j=j: chain.logs("JobFinished", job=j) or None, timeout, f"job {j} to finish", 1)
     net.start_agent(asset)
     say(f"asset {asset}'s agent restarted")
-    resumed = [e["args"] for e in chain.logs("ShardAssigned", job=job)][-1]
-    submitted = chain.logs("ResultSubmitted", job=job)[-1]["args"]
-    table, seconds = _paid_rows(net, chain, {job: "training"})
+
+    resumed_on = chain.logs("ShardAssigned", job=job)[-1]["args"]["asset"]
+    roots = {j: bytes(chain.logs("ResultSubmitted", job=j)[-1]["args"]["output_root"]) for j in (job, reference)}
+    table, seconds = _paid_rows(net, chain, {job: "resumed"})
     console.print(table)
-    own = _uninterrupted_seconds(folder)
+    _, own = _paid_rows(net, chain, {reference: "reference"})
+    same = roots[job] == roots[reference]
     say(
-        f"[green]resumed:[/green] asset {resumed['asset']} ({net.assets[resumed['asset']].name}) started from the "
-        f"adopted checkpoint and submitted {submitted['gpu_seconds']} GPU-seconds; {seconds} paid in all for a shard "
-        f"whose uninterrupted run meters about {own} ({seconds / max(own, 1):.2f}x, well under 2x)"
+        f"[green]resumed:[/green] asset {resumed_on} ({net.assets[resumed_on].name}) started from the adopted "
+        f"checkpoint; {seconds} GPU-seconds (CPU-seconds here) paid in all, to both providers, against {own} for the "
+        f"same shard run uninterrupted ({seconds / max(own, 1):.2f}x); output root "
+        f"{'equal to' if same else '[red]different from[/red]'} the uninterrupted run's (0x{roots[job].hex()[:16]}…)"
     )
-    return seconds < 2 * max(own, 1) and run.conserved(before, run.Balances(net, chain), console, say)
+    return same and seconds < 2 * own and run.conserved(before, run.Balances(net, chain), console, say)
 
 
-def _ape_plain(net: Network, argv: list[str], log: Path) -> None:
+def _ape_plain(argv: list[str], log: Path) -> None:
     command = [str(ROOT / ".venv" / "bin" / "ape"), "run", *argv]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     log.write_text(done.stdout + done.stderr)
@@ -263,7 +271,7 @@ def _ape_plain(net: Network, argv: list[str], log: Path) -> None:
         raise RuntimeError(f"ape run {' '.join(argv[:2])} failed: {(done.stderr or done.stdout).strip()[-400:]}")
 
 
-def _committed_or_heartbeat(net: Network, chain: run.Chain, job: int) -> int | None:
+def _checkpointing(net: Network, job: int) -> int | None:
     """The asset running `job` once its agent has a checkpoint of it (in its heartbeat)."""
     import requests
 
@@ -275,8 +283,3 @@ def _committed_or_heartbeat(net: Network, chain: run.Chain, job: int) -> int | N
         if any(int(c["job"]) == job for c in body.get("checkpoints", [])):
             return asset
     return None
-
-
-def _uninterrupted_seconds(folder: Path) -> int:
-    """What the shard's work meters uninterrupted: its steps' pauses, rounded up."""
-    return int(SLOW_STEPS * float(STEP_SECONDS) + 0.999)
