@@ -35,8 +35,9 @@ from examples import workloads
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS, SHARDS = 3, 4
 MAX_PRICE = "0.02"  # tokens per second: above every demo node's price
-# The fault run's shard: 40,000 SGD steps (about 12 CPU-seconds here), a checkpoint every 2,000.
-SLOW_STEPS, CHECKPOINT_EVERY = 40_000, 2_000
+# The fault run's shard: 60,000 SGD steps (about 18 CPU-seconds here), a checkpoint every 3,000.
+SLOW_STEPS, CHECKPOINT_EVERY = 60_000, 3_000
+KEEPER_POLLS_S = 5  # after the first checkpoint shows in a heartbeat, before the node is killed
 
 
 def build_image(net: Network, say: Callable[[str], None]) -> str:
@@ -230,19 +231,21 @@ def resume(net: Network, console: Console, say: Callable[[str], None], *, shards
     job = int(chain.market.functions.job_count().call())
 
     asset = wait_until(lambda: _checkpointing(net, job), 120, "the shard's first checkpoint in a heartbeat", 0.5)
+    say(f"asset {asset} ({net.assets[asset].name}) serves a signed checkpoint of job {job} in its heartbeats")
+    # Keepers poll heartbeats every 2 s: let them take in a checkpoint or two before the node dies.
+    time.sleep(KEEPER_POLLS_S)
     net.kill(f"agent-{asset}")
-    say(
-        f"killed the agent of asset {asset} ({net.assets[asset].name}) mid-training, after its first checkpoint (SIGKILL)"
-    )
-    ape_run(net, post, say, folder / "post-reference.log", 120)
-    reference = job + 1
-    say(f"job {reference}: the same shard, to run uninterrupted as the reference")
+    say(f"killed the agent of asset {asset} mid-training (SIGKILL)")
     adopted = wait_until(lambda: chain.logs("CheckpointAdopted", job=job) or None, 240, "the checkpoint's adoption", 1)
     args = adopted[0]["args"]
     say(
         f"the lease ran out; a keeper relayed the agent's last signed checkpoint and reclaimed the lease: checkpoint "
         f"0x{bytes(args['checkpoint']).hex()[:16]}… adopted, {args['gpu_seconds']} GPU-seconds contributed"
     )
+    # Now that the dead node is out of the keepers' choices, the same shard as the reference.
+    ape_run(net, post, say, folder / "post-reference.log", 120)
+    reference = job + 1
+    say(f"job {reference}: the same shard, to run uninterrupted as the reference")
     for j in (job, reference):
         wait_until(lambda j=j: chain.logs("JobFinished", job=j) or None, timeout, f"job {j} to finish", 1)
     net.start_agent(asset)
