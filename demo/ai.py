@@ -35,8 +35,8 @@ from examples import workloads
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS, SHARDS = 3, 4
 MAX_PRICE = "0.02"  # tokens per second: above every demo node's price
-# The fault run's shard: 60,000 SGD steps (about 18 CPU-seconds here), a checkpoint every 3,000.
-SLOW_STEPS, CHECKPOINT_EVERY = 60_000, 3_000
+# The fault run's shard: 240,000 SGD steps (about 24 CPU-seconds here), a checkpoint every 12,000.
+SLOW_STEPS, CHECKPOINT_EVERY = 240_000, 12_000
 KEEPER_POLLS_S = 5  # after the first checkpoint shows in a heartbeat, before the node is killed
 
 
@@ -221,10 +221,10 @@ def resume(net: Network, console: Console, say: Callable[[str], None], *, shards
     workload = workloads.ml_train(steps=SLOW_STEPS, checkpoint_every=CHECKPOINT_EVERY)
     env = write_inputs(folder / "train", workload)
     manifest = folder / "train.json"
-    args = ["job", "manifest", "--image", image, "--inputs", str(folder / "train"), "--timeout", "60"]
+    args = ["job", "manifest", "--image", image, "--inputs", str(folder / "train"), "--timeout", "45"]
     args += [f"--env={k}={v}" for k, v in sorted(env.items())] + ["-o", str(manifest), "python3", "/in/train.py"]
     _ape_plain(args, folder / "manifest.log")
-    post = ["job", "post", str(manifest), "--shards", "1", "--max-price", MAX_PRICE, "--max-gpu-seconds", "80"]
+    post = ["job", "post", str(manifest), "--shards", "1", "--max-price", MAX_PRICE, "--max-gpu-seconds", "60"]
     post += ["--hours", "1", "--store", net.store.url, "--inputs", str(folder / "train")]
     post += ["--cpu-cores", "1", "--memory-mib", "256", "--disk-mib", "64"]
     ape_run(net, post, say, folder / "post.log", 120)
@@ -235,6 +235,8 @@ def resume(net: Network, console: Console, say: Callable[[str], None], *, shards
     # Keepers poll heartbeats every 2 s: let them take in a checkpoint or two before the node dies.
     time.sleep(KEEPER_POLLS_S)
     net.kill(f"agent-{asset}")
+    if chain.logs("ResultSubmitted", job=job):
+        raise RuntimeError(f"job {job}'s shard finished before its node was killed: raise SLOW_STEPS")
     say(f"killed the agent of asset {asset} mid-training (SIGKILL)")
     adopted = wait_until(lambda: chain.logs("CheckpointAdopted", job=job) or None, 240, "the checkpoint's adoption", 1)
     args = adopted[0]["args"]
