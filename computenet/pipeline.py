@@ -44,9 +44,9 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "spot_check": ("bool", False),
     "gpus": ("size", 0),
     "min_vram_mib": ("size", 0),
-    "cpu_cores": ("size", 0),
-    "memory_mib": ("size", 0),
-    "disk_mib": ("size", 0),
+    "cpu_cores": ("count", 1),  # per lease, as computenet.domain.Requirements' defaults
+    "memory_mib": ("count", 1024),
+    "disk_mib": ("count", 1024),
     "max_price": ("amount", REQUIRED),
     "max_gpu_seconds": ("count", REQUIRED),
     "hours": ("hours", 24),
@@ -55,8 +55,6 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "max_output_bytes": ("count", 64 << 20),
 }
 LIMITS = {"shards": MAX_SHARDS, "replication": MAX_REPLICATION}
-# Requirements the market may not know yet (a market without them ignores them, and says so).
-OPTIONAL_REQUIREMENTS = ("cpu_cores", "memory_mib", "disk_mib")
 
 
 @dataclass(frozen=True)
@@ -258,14 +256,13 @@ def plan_inputs(
     return files
 
 
-def requirements_fields(stage: Stage, deadline: int, supported: Collection[str]) -> tuple[dict[str, Any], list[str]]:
-    """The keyword arguments of computenet.domain.Requirements for the stage, and the names of
-    the stage's nonzero requirements the market does not take (`supported`: its fields)."""
+def requirements_fields(stage: Stage, deadline: int) -> dict[str, Any]:
+    """The keyword arguments of computenet.domain.Requirements for the stage."""
     if stage.replication > 1:
         mode = Verification.REPLICATED
     else:
         mode = Verification.SPOT_CHECK if stage.spot_check else Verification.OPTIMISTIC
-    fields_ = {
+    return {
         "min_vram_mib": stage.min_vram_mib,
         "gpu_count": stage.gpus,
         "max_price": stage.max_price,
@@ -274,14 +271,10 @@ def requirements_fields(stage: Stage, deadline: int, supported: Collection[str])
         "shard_count": stage.shards,
         "replication": stage.replication,
         "verification": mode,
+        "cpu_cores": stage.cpu_cores,
+        "memory_mib": stage.memory_mib,
+        "disk_mib": stage.disk_mib,
     }
-    ignored = []
-    for name in OPTIONAL_REQUIREMENTS:
-        if name in supported:
-            fields_[name] = getattr(stage, name)
-        elif getattr(stage, name):
-            ignored.append(name)
-    return fields_, ignored
 
 
 # ---------------------------------------------------------------- resume state

@@ -18,7 +18,6 @@ they are staged.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -137,11 +136,8 @@ class Runner:
                 return self.save(plan.record_posted(state, step.index, job, time.time()))
         state = self.save(plan.record_posting(state, step.index, stage.name, "0x" + mhash.hex(), self.market.head()))
         self.upload(manifest, files)
-        supported = {f.name for f in dataclasses.fields(Requirements)}
         deadline = self.market.now() + int(stage.hours * HOUR)
-        fields, ignored = plan.requirements_fields(stage, deadline, supported)
-        if ignored:
-            self.say(f"{label}: this market takes no {', '.join(ignored)} requirement yet; not posted with the job")
+        fields = plan.requirements_fields(stage, deadline)
         job = self.market.post_job(mhash, Requirements(**fields), sender=self.account)
         escrow = self.market.job(job).escrow
         self.say(

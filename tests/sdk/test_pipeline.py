@@ -154,9 +154,9 @@ def test_the_plan_refuses_collisions_and_outputs_that_are_not_portable_paths():
         plan.plan_inputs(stage, [], {0: {"../x": b"a"}})
 
 
-def test_requirements_by_keyword_and_the_ones_this_market_does_not_take():
+def test_requirements_by_keyword_with_cpu_memory_and_disk_defaulting_as_the_sdk_does():
     stage = parse_pipeline(FILE).stages[0]
-    fields, ignored = plan.requirements_fields(stage, 1_000, {"min_vram_mib", "gpu_count"})
+    fields = plan.requirements_fields(stage, 1_000)
     assert fields == {
         "min_vram_mib": 0,
         "gpu_count": 0,
@@ -166,15 +166,16 @@ def test_requirements_by_keyword_and_the_ones_this_market_does_not_take():
         "shard_count": 4,
         "replication": 1,
         "verification": Verification.OPTIMISTIC,
+        "cpu_cores": 1,
+        "memory_mib": 1024,
+        "disk_mib": 1024,
     }
-    assert ignored == ["cpu_cores", "memory_mib", "disk_mib"]
-    Requirements(**fields)  # what the market takes today
-    fields, ignored = plan.requirements_fields(stage, 1_000, {"cpu_cores", "memory_mib", "disk_mib"})
-    assert (fields["cpu_cores"], fields["memory_mib"], fields["disk_mib"], ignored) == (1, 1024, 1024, [])
+    Requirements(**fields)  # what the market takes
     replicated = stage_with(replication=3)
-    assert plan.requirements_fields(replicated, 1, ())[0]["verification"] == Verification.REPLICATED
-    assert plan.requirements_fields(stage_with(spot_check=True), 1, ())[0]["verification"] == Verification.SPOT_CHECK
-    assert plan.requirements_fields(stage_with(cpu_cores=0, memory_mib=0, disk_mib=0), 1, ())[1] == []
+    assert plan.requirements_fields(replicated, 1)["verification"] == Verification.REPLICATED
+    assert plan.requirements_fields(stage_with(spot_check=True), 1)["verification"] == Verification.SPOT_CHECK
+    with pytest.raises(PipelineError, match="cpu_cores: must be an integer of at least 1, not 0"):
+        parse_pipeline(FILE.replace("cpu_cores = 1", "cpu_cores = 0"))
 
 
 # ---------------------------------------------------------------- resume
