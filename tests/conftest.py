@@ -37,14 +37,18 @@ A100 = 2
 # The slowest files, each a whole network or many subprocesses: `make test` spreads files over
 # workers (pytest-xdist, --dist loadfile) in collection order, so these start first and do not
 # end up running alone at the end.
-SLOW_FIRST = (
+SLOW_FIRST = (  # longest first, so no long file starts last while the other worker idles
+    "tests/scripts/test_pipeline_network.py",
     "tests/demo/",
     "tests/dapp/",
+    "tests/scripts/",
     "tests/flows/test_market_state_machine.py",
     "tests/keepers/test_keeper_bot.py",
-    "tests/scripts/",
     "tests/agent/",
+    "tests/verifier/",
     "tests/examples/test_ml_workloads.py",
+    "tests/facilitator/",
+    "tests/gateway/",
 )
 
 
