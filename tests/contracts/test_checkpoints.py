@@ -96,7 +96,7 @@ def test_commit_checkpoint_signature_bound_to_replica_fields(
     job = post_job(shard_count=2, gpu_count=1)
     market.assign(job, 0, asset, sender=keeper)
     market.assign(job, 1, asset, sender=keeper)
-    run_for(job, 0, 0, 100)
+    run_for(job, 1, 0, 100)  # shard 1 was assigned last: the claim then fits both shards' time
     chain.mine()  # the claim fits the latest block's time, whatever block estimates run at
     signed = sign_checkpoint(agent, job, 0, 0, CKPT, 100)
     args = list(signed.market_args())
