@@ -15,12 +15,19 @@ ARGS ?=
 # warns once per package; hide only that line.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PIP := $(VENV)/bin/pip
+# The zk prover (docs/zk.md): EZKL declares no licence, so it lives in its own venv and runs
+# only as a separate program; the example model's circuit, keys and EVM verifier go to .zk/.
+ZK_VENV := .venv-zk
+ZK_MODELS := .zk/models
+# EZKL prints these notes on stderr for every circuit it lays out.
+ZK_FILTER := { grep -v -e "columns for range-check" -e "low scale values" || true; }
 
-.PHONY: venv node dapp redis docker chromium compile lint format test screenshots demo demo-faults demo-ai demo-ai-faults bench gas-snapshot clean distclean
+.PHONY: venv node zk dapp redis docker chromium compile lint format test screenshots demo demo-faults demo-ai demo-ai-faults bench gas-snapshot clean distclean
 .DELETE_ON_ERROR:
 
 venv: $(VENV)/.stamp
 node: node_modules/.stamp
+zk: $(ZK_MODELS)/blobs/.stamp
 dapp: dapp/dist/app.js
 
 # pip is upgraded first: the bundled one is about twice as slow on this set.
@@ -32,6 +39,20 @@ $(VENV)/bin/python:
 $(VENV)/.stamp: $(VENV)/bin/python requirements.txt pyproject.toml
 	$(PIP) install -q --no-cache-dir -r requirements.txt 2>&1 | $(PIP_FILTER)
 	$(PIP) install -q --no-deps -e . 2>&1 | $(PIP_FILTER)
+	touch $@
+
+$(ZK_VENV)/.stamp: requirements-zk.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=..." >&2; exit 1; }
+	@echo "zk: installing EZKL into $(ZK_VENV)"
+	$(PYTHON) -m venv $(ZK_VENV)
+	$(ZK_VENV)/bin/pip install -q --no-cache-dir -r requirements-zk.txt 2>&1 | $(PIP_FILTER)
+	touch $@
+
+# Rebuilt only when the tool, the models or the pins change; solcjs (npm's solc) needs node.
+$(ZK_MODELS)/blobs/.stamp: $(ZK_VENV)/.stamp node_modules/.stamp requirements-zk.txt $(wildcard zk/*.py)
+	@command -v node >/dev/null || { echo "error: node not found; the zk verifier is compiled with solcjs (install Node.js)" >&2; exit 1; }
+	rm -rf $(ZK_MODELS)/blobs
+	$(ZK_VENV)/bin/python zk/ezkl_tool.py build --name blobs --out $(ZK_MODELS)/blobs --solcjs node_modules/.bin/solcjs 2>&1 | $(ZK_FILTER)
 	touch $@
 
 # --ignore-scripts: the postinstall only downloads anvil when the platform package is missing.
@@ -87,7 +108,7 @@ format: venv
 # Test files run in parallel (pytest-xdist), one worker per core unless TEST_WORKERS says otherwise:
 # each worker has its own anvil, dockerd and Redis, and the tests wait mostly on blocks and processes.
 TEST_WORKERS ?= auto
-test: venv node dapp redis docker chromium
+test: venv node zk dapp redis docker chromium
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
@@ -98,22 +119,22 @@ screenshots: venv node dapp redis docker chromium
 
 # The whole network on this machine, end to end (README: what it shows). DEMO_ARGS: see python -m demo --help.
 DEMO_ARGS ?=
-demo: venv node dapp redis docker
+demo: venv node zk dapp redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo $(DEMO_ARGS)
 
 # The same network under faults: a killed agent and keeper, Redis restarted, a dishonest agent.
-demo-faults: venv node redis docker
+demo-faults: venv node zk redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo --faults $(DEMO_ARGS)
 
 # Real AI work (docs/ai.md): a digits classifier trained in rounds over several shards and nodes, then
 # inference with it; demo-ai-faults kills a training node after a checkpoint and another resumes it.
-demo-ai: venv node redis docker
+demo-ai: venv node zk redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo --ai $(DEMO_ARGS)
 
-demo-ai-faults: venv node redis docker
+demo-ai-faults: venv node zk redis docker
 	$(RUN) $(VENV)/bin/ape compile
 	$(RUN) $(VENV)/bin/python -m demo --ai --faults $(DEMO_ARGS)
 
@@ -126,10 +147,10 @@ bench: venv node dapp redis docker
 
 clean:
 	rm -rf .build .cache .pytest_cache .hypothesis *.egg-info
-	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -not -path "./node_modules/*" -prune -exec rm -rf {} +
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -not -path "./$(ZK_VENV)/*" -not -path "./node_modules/*" -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) node_modules $(ZK_VENV) .zk
 
 # Rewrites the committed gas-snapshot from a fresh measurement; commit the diff on purpose.
 gas-snapshot: venv node

@@ -48,6 +48,7 @@ class Result:
     utilization_pct: int | None = None  # mean GPU (or CPU) utilisation sampled each second of the run
     note: str = ""  # why it failed, when the agent says so (outputs refused, an agent failure)
     metering: dict | None = None  # computenet.meter.Metering: which meter, and what it measured
+    zk: dict | None = None  # a zk lease's proof bundle (agent.zk.prove_into), when it was proven
 
 
 def collect(outputs: Path, logs: bytes, max_bytes: int, store: LocalStore) -> tuple[bytes, dict[str, str], str | None]:
@@ -127,6 +128,7 @@ def discard(container: Any) -> None:
 
 
 DISK_LIMIT = "disk limit"  # a failed result's note, when the job wrote more than its lease holds
+ZK_PROOF_FAILED = "zk proof failed"  # a failed result's note, when a zk lease's proof could not be made
 
 
 def finish(
@@ -139,12 +141,15 @@ def finish(
     out_store: LocalStore,
     watch: Callable[[ContainerMeter], None] | None = None,
     disk_bytes: int = 0,
+    prove: Callable[[Path], dict] | None = None,
 ) -> Result:
     """Waits for `container` (one just started, or found running after a restart), removes
     it and commits to its outputs. `watch(meter)` runs on each poll while it runs (the
     lease's checkpoints). `disk_bytes` (0: none) is what the output folder may hold on disk
     (`sandbox.Limits.output_disk_bytes`): it is measured on each poll and once the container
-    ends, and a run over it is killed and becomes a failed result noted DISK_LIMIT."""
+    ends, and a run over it is killed and becomes a failed result noted DISK_LIMIT. `prove`
+    (a zk lease's) runs on the outputs folder once the container exited 0; the proving is
+    metered apart from the container, and a proof that fails makes a failed result."""
     samples: list[int] = []  # utilisation while it runs: evidence next to the metered seconds
     pinned = pinned_gpus(container)
     meter = ContainerMeter(container, pinned)
@@ -187,8 +192,24 @@ def finish(
             gpu_count=gpu_count,
             max_gpu_seconds=max_gpu_seconds,
         )
+    bundle = None
+    if prove is not None and run.exit_code == 0:
+        try:
+            bundle = prove(outputs)
+        except Exception as error:  # a shard that cannot be proven has no successful result
+            return failed(
+                f"{ZK_PROOF_FAILED}: {error}",
+                out_store,
+                exit_code=None,
+                seconds=run.seconds,
+                gpu_count=gpu_count,
+                max_gpu_seconds=max_gpu_seconds,
+            )
     root, names, refused = collect(outputs, run.logs, manifest.outputs.max_bytes, out_store)
     exit_code = min(run.exit_code, 255) if refused is None else failed_exit_code(run.exit_code)
+    metering = asdict(run.metering)
+    if bundle is not None:
+        metering["proving"] = bundle["proving"]  # the prover's own time and memory, not the container's
     return Result(
         output_root=root,
         gpu_seconds=min(max_gpu_seconds, run.metering.seconds(gpu_count)),
@@ -199,7 +220,8 @@ def finish(
         files=names,
         utilization_pct=round(sum(samples) / len(samples)) if samples else None,
         note="oom" if run.oom_killed else "timeout" if run.timed_out else (refused or ""),
-        metering=asdict(run.metering),
+        metering=metering,
+        zk=bundle if refused is None else None,
     )
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from agent import checkpoints, cpu, execute, gpu, machine, plan
+from agent import zk as zk_lease
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
-from computenet import preflight
+from computenet import preflight, zk
 from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.connection import ConfigError, broadcast
-from computenet.domain import SUBMIT_MARGIN, Asset, Job, ReplicaState
+from computenet.domain import SUBMIT_MARGIN, Asset, Job, ReplicaState, Verification
 from computenet.follow import Follower, JsonCursor
 from computenet.heartbeat import Heartbeat
 from computenet.market import Market
@@ -92,6 +93,7 @@ class Agent:
         self.watchers: dict[tuple, checkpoints.Watcher] = {}  # running lease -> its checkpoints
         self.jobs: dict[int, Job] = {}
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
+        self.zk_models = zk_lease.local_models(settings.zk_models)  # artifact hash -> what proves it
         self.follower = Follower(
             market, JsonCursor(settings.cursor_path()), roles=("market",), names=("ShardAssigned",)
         )
@@ -147,13 +149,15 @@ class Agent:
                 self.jobs[job_id] = self.market.job(job_id)
         return self.jobs[job_id]
 
-    def _send(self, method_name: str, *args: Any) -> dict:
-        """Sends one transaction from the agent key and waits for its receipt."""
+    def _send(self, method_name: str, *args: Any, contract: Any = None) -> dict:
+        """Sends one transaction (to the market unless `contract` says) from the agent key and
+        waits for its receipt."""
         from ape import networks
 
+        target = self.market.market if contract is None else contract
         with self.chain_lock, self.send_lock:
             # By the pending block's clock: a result's claim is bounded by the time since assignment.
-            tx = broadcast(getattr(self.market.market, method_name), args, self.account, estimate_at="pending")
+            tx = broadcast(getattr(target, method_name), args, self.account, estimate_at="pending")
         receipt = networks.provider.web3.eth.wait_for_transaction_receipt(tx, timeout=RECEIPT_TIMEOUT, poll_latency=0.1)
         return dict(receipt)
 
@@ -214,6 +218,7 @@ class Agent:
             job = self.job(lease.job)
             asset = self.served[lease.asset].asset
             manifest = execute.fetch_manifest(self.store, job.manifest_hash)
+            proving = self.zk_lease(lease, job, manifest) if job.requirements.verification == Verification.ZK else None
             if container is None:
                 plan.check_runnable(
                     manifest,
@@ -255,6 +260,12 @@ class Agent:
                 inputs, outputs = execute.lease_dirs(folder)
                 saved, _ = checkpoints.checkpoint_dirs(folder)
             stage = plan.RAN
+            prove = None
+            if proving is not None:
+
+                def prove(outputs: Path, inputs: Path = inputs) -> dict:
+                    return zk_lease.prove_into(proving, manifest, lease.shard, inputs, outputs, folder / "zk-work")
+
             result = execute.finish(
                 container,
                 manifest,
@@ -264,6 +275,7 @@ class Agent:
                 out_store=self.outputs,
                 watch=self.checkpoint_watch(lease, job, saved, execute.output_bytes(manifest.outputs.max_bytes)),
                 disk_bytes=self.settings.limits(job.requirements).output_disk_bytes,
+                prove=prove,
             )
         except Exception as error:
             outcome = plan.on_failure(stage, error)
@@ -283,6 +295,17 @@ class Agent:
             self.gpus.release(lease.name)
             self.watchers.pop(lease.key, None)
         self.commit(lease, result)
+
+    def zk_lease(self, lease: Lease, job: Job, manifest: Any) -> zk_lease.ZkLease:
+        """A zk lease this agent can prove: its binding matches the manifest and a local model
+        (agent.zk.check), or Decline."""
+        with self.chain_lock:
+            spec = self.market.zk_spec(job.client, job.manifest_hash)
+            model = self.market.zk_model(spec.model) if spec.bound else None
+        binding = zk.binding(
+            self.chain_id, str(self.market.market.address), lease.job, lease.shard, lease.replica, lease.lease
+        )
+        return zk_lease.check(spec, model, manifest, lease.shard, self.zk_models, zk.tag_words(binding))
 
     # ------------------------------------------------------------ checkpoints
 
@@ -387,7 +410,10 @@ class Agent:
         if result.gpu_seconds > allowed:
             result = replace(result, gpu_seconds=allowed)
         execute.write_index(folder, lease, result)
-        execute.release(folder, keep=(execute.INDEX,))
+        if result.zk is not None and result.exit_code == 0:
+            files = {leaf: self.outputs.get("sha256", sha) for leaf, sha in result.files.items()}
+            zk_lease.save_bundle(folder, result.zk, files)
+        execute.release(folder, keep=(execute.INDEX, zk_lease.BUNDLE))
         with self.chain_lock:
             receipt = self.market.receipt_for(
                 lease.job, lease.shard, lease.replica, result.output_root, result.gpu_seconds, result.exit_code
@@ -426,16 +452,31 @@ class Agent:
             self.journal.update(entry.key, "done" if action == "done" else "dropped", note=f"at submit: {action}")
             return
         self.journal.update(entry.key, "submitted")
-        receipt = self._send(
-            "submit_result",
-            entry.job,
-            entry.shard,
-            entry.replica,
-            bytes.fromhex(entry.output_root[2:]),
-            entry.gpu_seconds,
-            entry.exit_code,
-            bytes.fromhex(entry.signature[2:]),
-        )
+        bundle = zk_lease.load_bundle(self.work / entry.name) if entry.exit_code == 0 else None
+        root, signature = bytes.fromhex(entry.output_root[2:]), bytes.fromhex(entry.signature[2:])
+        if bundle is not None:  # proven: through the model registry, which finalizes it at once
+            receipt = self._send(
+                "submit_result",
+                entry.job,
+                entry.shard,
+                entry.replica,
+                root,
+                entry.gpu_seconds,
+                signature,
+                *zk_lease.submit_args(bundle),
+                contract=self.market.models,
+            )
+        else:
+            receipt = self._send(
+                "submit_result",
+                entry.job,
+                entry.shard,
+                entry.replica,
+                root,
+                entry.gpu_seconds,
+                entry.exit_code,
+                signature,
+            )
         tx = receipt["transactionHash"].to_0x_hex()
         if receipt["status"] != 1:
             chain = self.chain_replica(entry.job, entry.shard, entry.replica)

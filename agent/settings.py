@@ -50,10 +50,13 @@ class AgentSettings(BaseSettings):
         description="the URL keepers and verifiers reach that service at, recorded on chain as each asset's "
         "endpoint (default: http://<outputs_host>:<outputs_port>)",
     )
+    zk_models: Annotated[list[Path], NoDecode] = Field(
+        [], description="folders of zk models this agent proves (built by `make zk`), comma-separated"
+    )
     log_format: str = "json"
     log_level: str = "INFO"
 
-    _comma_list = field_validator("assets", mode="before")(lambda value: comma_list(value))
+    _comma_list = field_validator("assets", "zk_models", mode="before")(lambda value: comma_list(value))
 
     def cursor_path(self) -> Path:
         return self.cursor_file or self.work_dir / "cursor.json"

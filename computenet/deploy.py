@@ -37,6 +37,7 @@ class Stack:
     keepers: Any
     market: Any
     court: Any
+    models: Any
 
     def addresses(self) -> dict[str, str]:
         return {
@@ -45,6 +46,7 @@ class Stack:
             "keepers": str(self.keepers.address),
             "market": str(self.market.address),
             "court": str(self.court.address),
+            "models": str(self.models.address),
         }
 
 
@@ -65,17 +67,18 @@ def deploy_stack(
     **tx: Any,
 ) -> Stack:
     """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry,
-    ComputeAsset, JobMarket and DisputeCourt.
+    ComputeAsset, JobMarket, DisputeCourt and ModelRegistry.
 
     ComputeAsset takes the market's address as an immutable, and the market the
-    court's, so each is deployed with the address the next gets one transaction
-    later; the deployer account must send nothing else in between, which is checked.
+    court's and the model registry's, so each is deployed with the address it will
+    get; the deployer account must send nothing else in between, which is checked.
     """
     if token is None:
         token = deployer.deploy(project.TestToken, TEST_TOKEN_NAME, **tx)
     keepers = deployer.deploy(project.KeeperRegistry, token, min_keeper_bond, unbonding_delay, **tx)
     predicted_market = create_address(deployer.address, deployer.nonce + 1)
     predicted_court = create_address(deployer.address, deployer.nonce + 2)
+    predicted_models = create_address(deployer.address, deployer.nonce + 3)
     assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted_market, **tx)
     market = deployer.deploy(
         project.JobMarket,
@@ -83,15 +86,21 @@ def deploy_stack(
         assets,
         keepers,
         predicted_court,
+        predicted_models,
         treasury or deployer.address,
         parameters.as_tuple(),
         **tx,
     )
     court = deployer.deploy(project.DisputeCourt, market, assets, **tx)
-    for name, got, predicted in (("JobMarket", market, predicted_market), ("DisputeCourt", court, predicted_court)):
+    models = deployer.deploy(project.ModelRegistry, market, **tx)
+    for name, got, predicted in (
+        ("JobMarket", market, predicted_market),
+        ("DisputeCourt", court, predicted_court),
+        ("ModelRegistry", models, predicted_models),
+    ):
         if got.address != predicted:
             raise RuntimeError(
                 f"{name} deployed at {got.address}, not at {predicted} where the contract before it expects it: "
                 "another transaction from the deployer came in between; deploy again"
             )
-    return Stack(token=token, assets=assets, keepers=keepers, market=market, court=court)
+    return Stack(token=token, assets=assets, keepers=keepers, market=market, court=court, models=models)

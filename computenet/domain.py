@@ -37,6 +37,7 @@ class Verification(IntEnum):
     OPTIMISTIC = 0
     REPLICATED = 1
     SPOT_CHECK = 2
+    ZK = 3  # each shard's result carries a proof the chain checks (contracts/ModelRegistry.vy)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,41 @@ class Spec:
     def size_mib(self) -> int:
         """ERC-7829 `size`: total GPU memory in MiB."""
         return self.gpu_count * self.vram_mib
+
+
+@dataclass(frozen=True)
+class ZkModel:
+    """ModelRegistry.model: a registered model's verifier and public word counts (no verifier: none)."""
+
+    verifier: str
+    input_words: int
+    output_words: int
+    registrant: str
+    artifact_hash: bytes  # keccak256 of its ONNX, settings and verifying key (computenet.zk)
+
+    @classmethod
+    def from_chain(cls, raw: Sequence) -> ZkModel:
+        return cls(str(raw[0]), int(raw[1]), int(raw[2]), str(raw[3]), bytes(raw[4]))
+
+    @property
+    def registered(self) -> bool:
+        return int(self.verifier, 16) != 0
+
+
+@dataclass(frozen=True)
+class ZkSpec:
+    """ModelRegistry.spec: the model and inputs root a client bound a manifest's zk jobs to (zero: none)."""
+
+    model: bytes
+    inputs_root: bytes
+
+    @classmethod
+    def from_chain(cls, raw: Sequence) -> ZkSpec:
+        return cls(bytes(raw[0]), bytes(raw[1]))
+
+    @property
+    def bound(self) -> bool:
+        return any(self.model)
 
 
 @dataclass(frozen=True)

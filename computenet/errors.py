@@ -62,6 +62,10 @@ class DisputeCourtError(ContractRevert):
     """The dispute court refused (who may challenge, ruling deadlines)."""
 
 
+class ModelRegistryError(ContractRevert):
+    """The model registry refused (zk models, jobs' bindings, proofs)."""
+
+
 class TokenError(ContractRevert):
     """The payment token refused (balance, allowance, authorization)."""
 
@@ -70,6 +74,7 @@ _PREFIXES: tuple[tuple[str, type[ContractRevert]], ...] = (
     ("job_market:", JobMarketError),
     ("market_params:", MarketParamsError),
     ("dispute_court:", DisputeCourtError),
+    ("model_registry:", ModelRegistryError),
     ("settlement:", SettlementError),
     ("compute_asset:", ComputeAssetError),
     ("erc721:", ComputeAssetError),

@@ -308,12 +308,16 @@ PLAIN: dict[str, str] = {
     ),
     "job_market: unknown shard": _UNKNOWN_SHARD,
     "job_market: unknown verification mode": (
-        "The verification mode must be optimistic (0), replicated (1) or spot_check (2)."
+        "The verification mode must be optimistic (0), replicated (1), spot_check (2) or zk (3)."
     ),
     "job_market: verification mode does not match replication": (
         "Replicated verification goes with replication above 1, and only with it. Make the two match."
     ),
-    "job_market: zero court": _ZERO_ADDRESS.format("The market's dispute court"),
+    "job_market: zero court or prover": _ZERO_ADDRESS.format("The market's dispute court or model registry"),
+    "job_market: zk result without its proof": (
+        "A zk job's successful result is accepted only with its proof, through the model registry's "
+        "submit_result; only a failed result (exit code not 0) goes to the market directly."
+    ),
     "job_market: zero cpu, memory or disk": (
         "Every lease needs at least one CPU core, some memory and some disk. Give all three above zero."
     ),
@@ -321,6 +325,41 @@ PLAIN: dict[str, str] = {
         "The GPU-seconds cap is zero. Give the most GPU-seconds (CPU-seconds for CPU work) a shard may use."
     ),
     "job_market: zero price cap": "The price cap is zero. Give the most you will pay per GPU-second, in base units.",
+    # ---------------------------------------------------------------- model registry (zk)
+    "model_registry: empty artifact hash": "The model's artifact hash is zero. Give keccak256 of its artifacts.",
+    "model_registry: empty manifest or inputs root": (
+        "The manifest hash and the inputs root must not be zero: a zk job's inputs are files in its manifest."
+    ),
+    "model_registry: job has no registered model": (
+        "The job's client never bound this job's manifest to a registered model, so no proof can be checked. "
+        "The client binds it (`bind`) before posting."
+    ),
+    "model_registry: manifest already bound": (
+        "This manifest is already bound to a model and inputs, and a binding never changes. "
+        "Post with the binding you made, or change the manifest."
+    ),
+    "model_registry: model already registered": "This model, with this verifier, is already registered: use its id.",
+    "model_registry: no input or output words": "A model needs at least one public input word and one output word.",
+    "model_registry: not a zk job": "This job's verification is not zk: submit its result to the market.",
+    "model_registry: proof does not verify": (
+        "The model's verifier rejected the proof: it was not made for these public inputs with this model."
+    ),
+    "model_registry: proof is for another lease": (
+        "The proof's tag is not this lease's: it was made for another job, shard, replica, lease or market."
+    ),
+    "model_registry: proof's input is not the shard's input": (
+        "The proof's input words are not the shard's input file (zk/<shard>.bin) in the job's bound inputs root."
+    ),
+    "model_registry: proof's outputs are not in the output root": (
+        "The proof's output words are not the file out/zk/outputs.bin of the submitted output root."
+    ),
+    "model_registry: too many public inputs": "A model may have at most 496 input and output words together.",
+    "model_registry: unregistered model": "There is no registered model with this id. Register it first.",
+    "model_registry: verifier has no code": "The verifier address holds no contract. Deploy the verifier first.",
+    "model_registry: wrong number of public inputs": (
+        "The proof has a different number of public inputs than the model's inputs, outputs and two tags."
+    ),
+    "model_registry: zero market": _ZERO_ADDRESS.format("The registry's market"),
     # ---------------------------------------------------------------- keepers
     "keeper_registry: already registered": (
         "This account is already a keeper; after an exit it must withdraw its bond before registering again."

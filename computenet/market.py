@@ -32,6 +32,8 @@ from computenet.domain import (
     Shard,
     Spec,
     Stake,
+    ZkModel,
+    ZkSpec,
 )
 from computenet.errors import ContractRevert, revert_error
 from computenet.events import Event, decode
@@ -50,6 +52,7 @@ CONTRACT_TYPES = {
     "keepers": "KeeperRegistry",
     "market": "JobMarket",
     "court": "DisputeCourt",
+    "models": "ModelRegistry",
 }
 Block = int | str | None  # a block number or tag to read at; None: the latest
 AUDIT_ROLES = ("assets", "market", "court")  # the contracts whose events the audit ledger reads
@@ -86,12 +89,15 @@ class Market:
     decodes the chain's tuples the same way (computenet.domain's `from_chain`). Actions go
     through ape's contract instances, which a Market made `over_web3` lacks."""
 
-    def __init__(self, token: Any, assets: Any, keepers: Any, market: Any, court: Any, *, web3: Any = None) -> None:
+    def __init__(
+        self, token: Any, assets: Any, keepers: Any, market: Any, court: Any, models: Any, *, web3: Any = None
+    ) -> None:
         self.token = token
         self.assets = assets
         self.keepers = keepers
         self.market = market
         self.court = court
+        self.models = models  # the ModelRegistry: ZK models, jobs' bindings, proven results
         self._web3 = web3
         self._calls: tuple[Any, SimpleNamespace] | None = None
         self.addresses = {role: str(getattr(self, role).address) for role in CONTRACT_TYPES}
@@ -99,7 +105,7 @@ class Market:
 
     @classmethod
     def from_stack(cls, stack: Any) -> Market:
-        return cls(stack.token, stack.assets, stack.keepers, stack.market, stack.court)
+        return cls(stack.token, stack.assets, stack.keepers, stack.market, stack.court, stack.models)
 
     @classmethod
     def at(cls, addresses: dict[str, str]) -> Market:
@@ -113,6 +119,7 @@ class Market:
             project.KeeperRegistry.at(addresses["keepers"]),
             market,
             project.DisputeCourt.at(addresses.get("court") or market.COURT()),
+            project.ModelRegistry.at(addresses.get("models") or market.PROVER()),
         )
 
     @classmethod
@@ -128,6 +135,7 @@ class Market:
             "keepers": functions.KEEPERS().call(),
             "market": Web3.to_checksum_address(market),
             "court": functions.COURT().call(),
+            "models": functions.PROVER().call(),
         }
         reader = cls(*(SimpleNamespace(address=str(roles[role])) for role in CONTRACT_TYPES), web3=web3)
         reader.deployment_block = deployment_block
@@ -389,6 +397,16 @@ class Market:
         """The job an EIP-3009 authorization (payer, nonce) funded; 0: none."""
         return int(self._read("market", "funded_by", payer, nonce))
 
+    def zk_model(self, model_id: bytes, block: Block = None) -> ZkModel:
+        return ZkModel.from_chain(self._read("models", "model", model_id, block=block))
+
+    def zk_spec(self, client: str, manifest_hash: bytes, block: Block = None) -> ZkSpec:
+        return ZkSpec.from_chain(self._read("models", "spec", client, manifest_hash, block=block))
+
+    def zk_binding(self, job_id: int, shard: int, index: int, lease: int) -> int:
+        """The tag a proof for this lease carries (computenet.zk.binding computes the same)."""
+        return int(self._read("models", "binding", job_id, shard, index, lease))
+
     def challenge_bond(self) -> int:
         return int(self._read("market", "challenge_bond"))
 
@@ -613,6 +631,61 @@ class Market:
         with typed_reverts():
             return self.market.submit_result(
                 job_id, shard, index, output_root, gpu_seconds, exit_code, signature, sender=sender, **tx
+            )
+
+    def register_model(
+        self, artifact_hash: bytes, verifier: str, input_words: int, output_words: int, sender: Any, **tx: Any
+    ) -> bytes:
+        """Registers a zk model with its deployed verifier; returns the model id."""
+        with typed_reverts():
+            receipt = self.models.register_model(
+                artifact_hash, verifier, input_words, output_words, sender=sender, **tx
+            )
+        return bytes(receipt.events.filter(self.models.ModelRegistered)[0].model)
+
+    def bind_zk(self, manifest_hash: bytes, model_id: bytes, inputs_root: bytes, sender: Any, **tx: Any) -> Any:
+        """Binds the sender's zk jobs with this manifest to a model and their inputs root (once, before posting)."""
+        if not self.zk_model(model_id).registered:
+            raise revert_error("model_registry: unregistered model", preflight=True)
+        if self.zk_spec(str(sender.address), manifest_hash).bound:
+            raise revert_error("model_registry: manifest already bound", preflight=True)
+        with typed_reverts():
+            return self.models.bind(manifest_hash, model_id, inputs_root, sender=sender, **tx)
+
+    def submit_proven(
+        self,
+        job_id: int,
+        shard: int,
+        index: int,
+        output_root: bytes,
+        gpu_seconds: int,
+        signature: bytes,
+        proof: bytes,
+        instances: Sequence[int],
+        input_proof: Sequence[bytes],
+        output_proof: Sequence[bytes],
+        sender: Any,
+        **tx: Any,
+    ) -> Any:
+        """Submits a zk job's result with its proof through the model registry, which checks
+        it, submits the receipt (exit code 0, signed by the agent) and finalizes the shard."""
+        rep = self.replica(job_id, shard, index)
+        gpus = self.job(job_id).requirements.gpu_count
+        self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
+        with typed_reverts():
+            return self.models.submit_result(
+                job_id,
+                shard,
+                index,
+                output_root,
+                gpu_seconds,
+                signature,
+                proof,
+                list(instances),
+                list(input_proof),
+                list(output_proof),
+                sender=sender,
+                **tx,
             )
 
     def checkpoint_for(self, job_id: int, shard: int, index: int, checkpoint: bytes, gpu_seconds: int) -> Checkpoint:

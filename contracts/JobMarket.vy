@@ -98,9 +98,11 @@ FINALIZED: constant(uint8) = 4
 CANCELLED: constant(uint8) = 5
 
 # @dev Verification modes. Replicated jobs (replication > 1) must use REPLICATED.
+#      ZK results arrive through PROVER with a proof the chain checked, and are final at once.
 OPTIMISTIC: constant(uint8) = 0
 REPLICATED: constant(uint8) = 1
 SPOT_CHECK: constant(uint8) = 2
+ZK: constant(uint8) = 3
 
 _BPS: constant(uint256) = 10000
 _TRANSFER_WITH_AUTHORIZATION_TYPEHASH: constant(bytes32) = keccak256(
@@ -134,7 +136,7 @@ struct Requirements:
     deadline: uint64  # every lease must end by this unix time
     shard_count: uint16  # independent sub-tasks
     replication: uint8  # agents that run each shard (1 to 5)
-    verification: uint8  # OPTIMISTIC, REPLICATED or SPOT_CHECK
+    verification: uint8  # OPTIMISTIC, REPLICATED, SPOT_CHECK or ZK
     cpu_cores: uint16  # CPU cores each lease holds (at least 1)
     memory_mib: uint32  # memory each lease holds, MiB (at least 1)
     disk_mib: uint32  # disk each lease may write, MiB (at least 1)
@@ -194,6 +196,8 @@ ASSETS: public(immutable(IComputeAsset))
 KEEPERS: public(immutable(IKeeperRegistry))
 # @dev The dispute court: the only caller of open_dispute, rule and credit.
 COURT: public(immutable(address))
+# @dev The model registry: the only submitter of ZK jobs' proven results.
+PROVER: public(immutable(address))
 
 # @dev Number of jobs posted; ids run from 1 to this.
 job_count: public(uint256)
@@ -395,6 +399,7 @@ def __init__(
     assets: IComputeAsset,
     keepers: IKeeperRegistry,
     court: address,
+    prover: address,
     treasury: address,
     params: market_params.Parameters,
 ):
@@ -403,6 +408,7 @@ def __init__(
     @param assets The ComputeAsset registry.
     @param keepers The keeper registry.
     @param court The DisputeCourt, deployed right after this contract.
+    @param prover The ModelRegistry, which checks ZK proofs, deployed after the court.
     @param treasury Receives protocol fees.
     @param params Initial fees, windows and minimums.
     """
@@ -410,10 +416,11 @@ def __init__(
     eip712.__init__("computenet JobMarket", "1")
     settlement.__init__(token)
     market_params.__init__(treasury, params)
-    assert court != empty(address), "job_market: zero court"
+    assert court != empty(address) and prover != empty(address), "job_market: zero court or prover"
     ASSETS = assets
     KEEPERS = keepers
     COURT = court
+    PROVER = prover
 
 
 # ------------------------------------------------------------------ clients
@@ -799,7 +806,10 @@ def submit_result(
     """
     @notice Records a replica's result. Anyone may relay it; the EIP-712
             ExecutionReceipt must be signed by the asset's agent key. A failed
-            container is still paid for its metered use.
+            container is still paid for its metered use. A ZK job's successful
+            result comes only from PROVER, once its proof verified, and has no
+            challenge window; a failed one has nothing to prove and takes the
+            optimistic path.
     @dev When the last replica of a replicated shard arrives and the roots differ,
          a dispute opens by itself.
     @param job_id The job.
@@ -818,6 +828,8 @@ def submit_result(
     assert rep.state == ASSIGNED, "job_market: replica not assigned"
     assert block.timestamp <= convert(rep.deadline, uint256), "job_market: lease expired"
     assert output_root != empty(bytes32), "job_market: empty output root"
+    proven: bool = req.verification == ZK and exit_code == 0
+    assert not proven or msg.sender == PROVER, "job_market: zk result without its proof"
     # A claim can be no more than the lease's time so far on every GPU (CPU work: one).
     assert convert(gpu_seconds, uint256) <= (block.timestamp - convert(rep.since, uint256)) * max(
         convert(req.gpu_count, uint256), 1
@@ -831,6 +843,8 @@ def submit_result(
     assert signer == staticcall ASSETS.agentOf(asset), "job_market: receipt not signed by the asset's agent"
 
     challenge_end: uint256 = block.timestamp + convert(market_params._settings().challenge_window, uint256)
+    if proven:  # the window closed before it opened: final in this very block
+        challenge_end = block.timestamp - 1
     rep.state = SUBMITTED
     rep.since = convert(block.timestamp, uint40)
     rep.deadline = convert(challenge_end, uint40)
@@ -1157,7 +1171,7 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
     assert manifest_hash != empty(bytes32), "job_market: empty manifest hash"
     assert req.shard_count > 0 and convert(req.shard_count, uint256) <= MAX_SHARDS, "job_market: shard count out of range"
     assert req.replication > 0 and convert(req.replication, uint256) <= MAX_REPLICATION, "job_market: replication out of range"
-    assert req.verification <= SPOT_CHECK, "job_market: unknown verification mode"
+    assert req.verification <= ZK, "job_market: unknown verification mode"
     assert (req.verification == REPLICATED) == (req.replication > 1), "job_market: verification mode does not match replication"
     assert req.max_price > 0, "job_market: zero price cap"
     assert req.max_gpu_seconds > 0, "job_market: zero gpu-seconds"

@@ -41,6 +41,7 @@ CORS_EXPOSE = ["PAYMENT-REQUIRED", "PAYMENT-RESPONSE", "X-Merkle-Proof", "X-Merk
 ABI_NAMES = {
     "market": "JobMarket",
     "court": "DisputeCourt",
+    "models": "ModelRegistry",
     "assets": "ComputeAsset",
     "keepers": "KeeperRegistry",
     "token": "Token",

@@ -72,7 +72,8 @@ def sampled(
     share_bps: int,
 ) -> bool:
     """Whether `verifier` re-executes this replica's result: SPOT_CHECK at the job's declared
-    rate, OPTIMISTIC at the verifier's share, REPLICATED never (replica agreement checks it)."""
+    rate, OPTIMISTIC at the verifier's share, REPLICATED never (replica agreement checks it),
+    ZK never (the chain checked its proof and made it final at once)."""
     if mode == Verification.SPOT_CHECK:
         return spot_checked(seed, job, shard, replica, spot_check_bps)
     if mode == Verification.OPTIMISTIC:

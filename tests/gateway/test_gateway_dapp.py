@@ -124,6 +124,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     assert config["contracts"] == {
         "market": stack.market.address,
         "court": stack.court.address,
+        "models": stack.models.address,
         "assets": stack.assets.address,
         "keepers": stack.keepers.address,
         "token": stack.token.address,

@@ -102,12 +102,12 @@ def manifest_file(tmp_path):
     return write
 
 
-def test_deploy_records_the_five_contracts(deployed, chain, sdk, accounts):
+def test_deploy_records_the_six_contracts(deployed, chain, sdk, accounts):
     record, out = deployed
-    assert set(record) == {"token", "assets", "keepers", "market", "court", "chain_id", "block", "rpc"}
+    assert set(record) == {"token", "assets", "keepers", "market", "court", "models", "chain_id", "block", "rpc"}
     assert record["chain_id"] == chain.chain_id and record["rpc"] == chain.provider.uri
     assert 0 < record["block"] <= chain.blocks.height
-    for role in ("token", "assets", "keepers", "market", "court"):
+    for role in ("token", "assets", "keepers", "market", "court", "models"):
         assert len(chain.provider.get_code(record[role])) > 0, role
         assert f"{role:8} {record[role]}" in out
     assert "recorded in" in out
@@ -117,6 +117,8 @@ def test_deploy_records_the_five_contracts(deployed, chain, sdk, accounts):
     assert sdk.market.KEEPERS() == record["keepers"]
     assert sdk.market.COURT() == record["court"] == sdk.court.address
     assert sdk.court.MARKET() == record["market"]
+    assert sdk.market.PROVER() == record["models"] == sdk.models.address
+    assert sdk.models.MARKET() == record["market"]
     assert sdk.market.owner() == accounts[0].address
     assert sdk.market.is_facilitator(accounts[7].address)
     assert sdk.token.balanceOf(accounts[3]) == 0
