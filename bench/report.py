@@ -65,6 +65,7 @@ BENCHES = {
     "dapp": ([PYTHON, "bench/bench_dapp.py"], ["--loads", "5"]),
     "economics": ([PYTHON, "bench/bench_economics.py"], ["--quick"]),  # exits 1 when an attacker ends ahead
     "verification": ([PYTHON, "bench/bench_verification.py"], ["--quick"]),  # exits 1 when a goal is missed
+    "zk": ([PYTHON, "bench/bench_zk.py"], ["--proofs", "3"]),  # needs `make zk` (.zk/models/blobs, .venv-zk)
 }
 
 
@@ -375,7 +376,48 @@ def report(data: dict) -> str:
                 f"{r['finality_seconds_p50']} | {r['gas_per_shard']:,} ({r['verification_gas_per_shard']:,}) |"
             )
         out += ["", f"Goals met: {ver['goals_met']}.", ""]
+    zkr = data.get("zk")
+    if zkr:
+        out += _zk_section(zkr)
     return "\n".join(out) + "\n"
+
+
+def _zk_section(r: dict) -> list[str]:
+    """The zk level (bench/bench_zk.py): min / median / max over the proven shards."""
+
+    def mmm(s: dict, digits: int = 0) -> str:
+        f = (lambda v: f"{v:,.{digits}f}") if digits else (lambda v: f"{round(v):,}")
+        return f"{f(s['min'])} / {f(s['median'])} / {f(s['max'])}"
+
+    v, f, o = r["verifier"], r["finality"], r["optimistic_gas"]
+    out = [
+        "## ZK verification",
+        "",
+        f"Model `{r['model']}` (EZKL Halo2, KZG on BN254), {r['proofs']} shards each proven for real and submitted "
+        "through `ModelRegistry.submit_result`, which verifies the proof, submits and finalizes in one transaction; "
+        "an optimistic job of as many shards on the same stack for comparison. Min / median / max.",
+        "",
+        "| measure | value | anchor (not measured here) |",
+        "|---|---|---|",
+        f"| `verifyProof` alone (eth_estimateGas: 21,000 base and calldata included) | {mmm(r['verify_proof_gas'])} gas "
+        f"| {r['anchors']['EZKL Halo2 verifier, toy model (measured earlier)']} (EZKL Halo2, toy model); "
+        f"Groth16 {r['anchors']['Groth16 verifier']}; RISC Zero {r['anchors']['RISC Zero verifier']} |",
+        f"| `ModelRegistry.submit_result` (verify + submit + finalize + payment) | {mmm(r['submit_result_gas'])} gas | |",
+        f"| optimistic `submit_result` + `finalize` | {mmm(o['submit_plus_finalize'])} gas "
+        f"| zk costs {r['zk_minus_optimistic_gas']:+,.0f} (medians) |",
+        f"| public instances | {r['public_instances']} | |",
+        f"| verifier runtime code / deployment | {v['runtime_bytes']:,} bytes / {v['deployment_gas']:,} gas | |",
+        f"| register_model / bind | {r['setup_gas']['register_model']:,} / {r['setup_gas']['bind']:,} gas | |",
+        f"| proving (as `zk.prove` reports) | {mmm(r['prove_seconds'], 2)} s, peak {mmm(r['peak_mib'])} MiB | |",
+        f"| proof size | {mmm(r['proof_bytes'])} bytes | |",
+        f"| time to finality, zk: container end → final (proving + submit) | {mmm(f['zk_wall_seconds'], 2)} s; "
+        f"the chain finalizes in the submit's block ({mmm(f['zk_chain_seconds'])} s) | |",
+        f"| time to finality, optimistic: submit → earliest finalize (chain time) | "
+        f"{mmm(f['optimistic_chain_seconds'])} s (window {f['challenge_window']} s + 1 s) "
+        f"| {f['optimistic_over_zk']:,}× the zk path |",
+        "",
+    ]
+    return out
 
 
 def plots(data: dict) -> list[Path]:

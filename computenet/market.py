@@ -194,7 +194,7 @@ class Market:
 
     @property
     def calls(self) -> SimpleNamespace:
-        """web3 contract objects of the five contracts (`calls.market.functions.job(1).call()`),
+        """web3 contract objects of the six contracts (`calls.market.functions.job(1).call()`),
         bound to `web3`; the HTTP services build their transactions from them."""
         web3 = self.web3
         if self._calls is None or self._calls[0] is not web3:
@@ -402,6 +402,16 @@ class Market:
 
     def zk_spec(self, client: str, manifest_hash: bytes, block: Block = None) -> ZkSpec:
         return ZkSpec.from_chain(self._read("models", "spec", client, manifest_hash, block=block))
+
+    def zk_model_id(self, artifacts: Any) -> bytes:
+        """The id a model folder (computenet.zk.ModelArtifacts) has, or will have, here: its verifier's
+        runtime code is what the init code returns, run by an eth_call (no deployment needed)."""
+        from eth_utils import keccak
+
+        from computenet import zk
+
+        runtime = bytes(self.web3.eth.call({"data": "0x" + artifacts.verifier_initcode().hex()}))
+        return zk.model_id(artifacts.artifact_hash, keccak(runtime), artifacts.input_words, artifacts.output_words)
 
     def zk_binding(self, job_id: int, shard: int, index: int, lease: int) -> int:
         """The tag a proof for this lease carries (computenet.zk.binding computes the same)."""

@@ -182,31 +182,6 @@ class ModelArtifacts:
         return json.loads((self.folder / "samples.json").read_text())
 
 
-@dataclass(frozen=True)
-class Registration:
-    """Where a model folder's verifier was deployed and the id it was registered under, per chain."""
-
-    model: bytes
-    verifier: str
-
-
-REGISTRATIONS = "registrations.json"  # in the model folder: chain id -> {"model", "verifier"}
-
-
-def registered_here(folder: Path | str, chain_id: int) -> Registration | None:
-    """The registration `record_registration` kept for this chain, if any."""
-    path = Path(folder) / REGISTRATIONS
-    known = json.loads(path.read_text()).get(str(chain_id)) if path.is_file() else None
-    return Registration(bytes.fromhex(known["model"][2:]), known["verifier"]) if known else None
-
-
-def record_registration(folder: Path | str, chain_id: int, model: bytes, verifier: str) -> None:
-    path = Path(folder) / REGISTRATIONS
-    known = json.loads(path.read_text()) if path.is_file() else {}
-    known[str(chain_id)] = {"model": "0x" + model.hex(), "verifier": verifier}
-    path.write_text(json.dumps(known, indent=1, sort_keys=True))
-
-
 def parse_model_id(text: str) -> bytes:
     """A model id given as 0x-prefixed hex (32 bytes), or ZkError naming the problem."""
     try:

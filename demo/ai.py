@@ -16,7 +16,6 @@ paid for what it contributed, and the total is well under twice the shard's own.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from rich.table import Table
 from computenet.cli import format_amount
 from computenet.localnet import wait_until
 from demo import run
-from demo.network import CLIENT, Network
+from demo.network import Network
 from examples import workloads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,34 +82,6 @@ def pipeline_toml(image: str, train_env: dict[str, str], infer_env: dict[str, st
     lines += ["[[stage]]", 'name = "infer"', 'command = ["python3", "/in/infer.py"]', 'inputs = ["infer/"]']
     lines += ["shards = 2", f"env = {env(infer_env)}"]
     return "\n".join(lines) + "\n"
-
-
-def ape_run(net: Network, argv: list[str], say: Callable[[str], None], log: Path, timeout: float) -> None:
-    """Runs `ape run ...` as a user would, saying each line it prints as it prints it."""
-    command = [str(ROOT / ".venv" / "bin" / "ape"), "run", *argv, "--network", net.anvil.uri]
-    command += ["--account", f"TEST::{CLIENT}"]
-    env = os.environ | {
-        "COMPUTENET_DEPLOYMENTS": str(net.deployments),
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-    }
-    say("client: " + " ".join(["ape", "run", *argv]).replace(str(net.logdir) + "/", ""))
-    deadline = time.monotonic() + timeout
-    with (
-        log.open("w") as out,
-        subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.write(line)
-            if not line.startswith("INFO:"):
-                say(f"  {line.rstrip()}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"ape run {argv[0]} {argv[1]} took over {timeout:.0f} s; see {log}")
-    if proc.returncode != 0:
-        raise RuntimeError(f"ape run {argv[0]} {argv[1]} failed (exit {proc.returncode}); see {log}")
 
 
 def pipeline_jobs(out: Path) -> dict[str, int]:
@@ -188,7 +159,7 @@ def pipeline(net: Network, console: Console, say: Callable[[str], None], *, shar
     file.write_text(pipeline_toml(image, train_env, infer_env, ROUNDS, shards))
     out = folder / "outputs"
     started = time.monotonic()
-    ape_run(
+    run.ape_run(
         net,
         ["job", "pipeline", str(file), "--out", str(out), "--store", net.store.url],
         say,
@@ -227,7 +198,7 @@ def resume(net: Network, console: Console, say: Callable[[str], None], *, shards
     post = ["job", "post", str(manifest), "--shards", "1", "--max-price", MAX_PRICE, "--max-gpu-seconds", "60"]
     post += ["--hours", "1", "--store", net.store.url, "--inputs", str(folder / "train")]
     post += ["--cpu-cores", "1", "--memory-mib", "256", "--disk-mib", "64"]
-    ape_run(net, post, say, folder / "post.log", 120)
+    run.ape_run(net, post, say, folder / "post.log", 120)
     job = int(chain.market.functions.job_count().call())
 
     asset = wait_until(lambda: _checkpointing(net, job), 120, "the shard's first checkpoint in a heartbeat", 0.5)
@@ -245,7 +216,7 @@ def resume(net: Network, console: Console, say: Callable[[str], None], *, shards
         f"0x{bytes(args['checkpoint']).hex()[:16]}… adopted, {args['gpu_seconds']} GPU-seconds contributed"
     )
     # Now that the dead node is out of the keepers' choices, the same shard as the reference.
-    ape_run(net, post, say, folder / "post-reference.log", 120)
+    run.ape_run(net, post, say, folder / "post-reference.log", 120)
     reference = job + 1
     say(f"job {reference}: the same shard, to run uninterrupted as the reference")
     for j in (job, reference):

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from agent.outputs import sign_request
+from computenet import zk
 from computenet.cli import format_amount
 from computenet.localnet import wait_until
 from computenet.manifest import build_manifest, canonical_json
@@ -32,6 +33,7 @@ from examples import workloads
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = ("open", "assigned", "submitted", "disputed", "finalized")
+ZK_MODEL = ROOT / ".zk" / "models" / "blobs"  # built by `make zk`
 SPOT_CHECK_BPS = 5_000  # client 1's job: half its results re-executed by the verifier bot
 
 
@@ -46,8 +48,9 @@ class Chain:
         self.reader = Market.over_web3(self.web3, net.stack.market.address)
         self.market, self.token = self.reader.calls.market, self.reader.calls.token  # transactions, logs
 
-    def logs(self, event: str, **filters: Any) -> list:
-        return getattr(self.market.events, event)().get_logs(from_block=0, argument_filters=filters or None)
+    def logs(self, event: str, role: str = "market", **filters: Any) -> list:
+        events = getattr(self.reader.calls, role).events
+        return getattr(events, event)().get_logs(from_block=0, argument_filters=filters or None)
 
     def gas(self, tx: Any) -> int:
         return int(self.web3.eth.get_transaction_receipt(tx)["gasUsed"])
@@ -59,9 +62,15 @@ def end_to_end(net: Network, console: Console, say: Callable[[str], None], *, sh
 
     inference = post_with_ape_run(net, chain, say, shards)
     hashing = pay_over_x402(net, chain, say)
-    jobs = {inference: "batch inference (ape run job post)", hashing: "hashing (x402, official httpx client)"}
+    proved = post_zk_with_ape_run(net, chain, say, shards)
+    jobs = {
+        inference: "batch inference (ape run job post)",
+        hashing: "hashing (x402, official httpx client)",
+        proved: "zk classifier (proven on chain)",
+    }
     follow(net, chain, console, jobs, timeout, payer=net.payer.address)
     say("every shard finalized; the x402 payer's refund is paid")
+    proven(chain, proved, say)
 
     spot_checked(net, chain, inference, say)
     checked = verify_outputs(net, chain, jobs)
@@ -106,43 +115,84 @@ def post_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], sh
         verification={"spot_check_bps": SPOT_CHECK_BPS},
     )
     (folder / "manifest.json").write_bytes(canonical_json(manifest))
-    argv = [
-        str(ROOT / ".venv" / "bin" / "ape"),
-        "run",
-        "job",
-        "post",
-        str(folder / "manifest.json"),
-        "--shards",
-        str(shards),
-        "--spot-check",
-        "--max-price",
-        "0.02",
-        "--max-gpu-seconds",
-        "30",
-        "--hours",
-        "1",
-        "--store",
-        net.store.url,
-        "--inputs",
-        str(folder / "inputs"),
-        "--network",
-        net.anvil.uri,
-        "--account",
-        f"TEST::{CLIENT}",
-    ]
-    env_vars = os.environ | {
+    argv = ["job", "post", str(folder / "manifest.json"), "--shards", str(shards), "--spot-check"]
+    argv += ["--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1", "--store", net.store.url]
+    out = ape_run(
+        net, [*argv, "--inputs", str(folder / "inputs")], say, net.logdir / "client-inference.log", 120, "client 1"
+    )
+    return int(out.split("job ", 1)[1].split()[0])
+
+
+def post_zk_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None], shards: int) -> int:
+    """Client 3: registers the example zk model (its verifier deployed) and posts a job whose every
+    shard's result is proven: `ape run job post --verification zk` (docs/zk.md)."""
+    folder = net.logdir / "client-zk"
+    ape_run(net, ["model", "register", str(ZK_MODEL)], say, net.logdir / "client-zk-register.log", 120, "client 3")
+    artifacts = zk.ModelArtifacts.load(ZK_MODEL)
+    samples = artifacts.samples()[:shards]
+    inputs = {
+        zk.input_path(s): zk.encode_words(zk.quantize(x["x"], artifacts.input_scale)) for s, x in enumerate(samples)
+    }
+    for path, data in inputs.items():
+        (folder / "inputs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "inputs" / path).write_bytes(data)
+    command = ["python3", "-c", "import os; print('zk input', os.environ['COMPUTENET_SHARD_INDEX'], 'staged')"]
+    manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20)
+    (folder / "manifest.json").write_bytes(canonical_json(manifest))
+    argv = ["job", "post", str(folder / "manifest.json"), "--shards", str(shards), "--verification", "zk"]
+    argv += ["--model", str(ZK_MODEL), "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1"]
+    argv += ["--store", net.store.url, "--inputs", str(folder / "inputs")]
+    out = ape_run(net, argv, say, net.logdir / "client-zk.log", 120, "client 3")
+    return int(out.split("job ", 1)[1].split()[0])
+
+
+def proven(chain: Chain, job: int, say: Callable[[str], None]) -> None:
+    """Says how each shard of the zk job was proven: in one transaction, final in its block."""
+    events = chain.logs("ResultProven", "models", job=job)
+    shards = chain.reader.job(job).requirements.shard_count
+    if len(events) != shards:
+        raise RuntimeError(f"zk job {job}: {len(events)} of its {shards} shards proven; see the agents' logs")
+    for event in events:
+        receipt = chain.reader.web3.eth.get_transaction_receipt(event["transactionHash"])
+        outputs = chain.reader.replica(job, event["args"]["shard"], event["args"]["replica"])
+        say(
+            f"zk job {job} shard {event['args']['shard']}: proven and final in block {receipt['blockNumber']} "
+            f"({receipt['gasUsed']:,} gas: proof checked, result submitted, shard paid); "
+            f"state {outputs.state.name.lower()}"
+        )
+
+
+def ape_run(
+    net: Network, argv: list[str], say: Callable[[str], None], log: Path, timeout: float, who: str = "client"
+) -> str:
+    """Runs `ape run ...` as a user would, saying each line it prints as it prints it; returns what it printed."""
+    command = [str(ROOT / ".venv" / "bin" / "ape"), "run", *argv, "--network", net.anvil.uri]
+    command += ["--account", f"TEST::{CLIENT}"]
+    env = os.environ | {
         "COMPUTENET_DEPLOYMENTS": str(net.deployments),
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
-    say("client 1: " + " ".join(["ape", *argv[1:]]).replace(str(net.logdir) + "/", ""))
-    done = subprocess.run(argv, cwd=ROOT, env=env_vars, capture_output=True, text=True, timeout=120)
-    (net.logdir / "client-inference.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise RuntimeError(f"ape run job post failed: {(done.stderr or done.stdout).strip()[-400:]}")
-    for line in done.stdout.splitlines():
-        if not line.startswith("INFO:"):
-            say(f"  {line}")
-    return int(done.stdout.split("job ", 1)[1].split()[0])
+    say(f"{who}: " + " ".join(["ape", "run", *argv]).replace(str(net.logdir) + "/", "").replace(str(ROOT) + "/", ""))
+    deadline = time.monotonic() + timeout
+    printed = []
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            printed.append(line)
+            if not line.startswith("INFO:"):
+                say(f"  {line.rstrip()}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"ape run {argv[0]} {argv[1]} took over {timeout:.0f} s; see {log}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"ape run {argv[0]} {argv[1]} failed (exit {proc.returncode}); see {log}")
+    return "".join(printed)
 
 
 def pay_over_x402(net: Network, chain: Chain, say: Callable[[str], None]) -> int:

@@ -2,6 +2,7 @@
 
     ape run job post --network ... --account client manifest.json --shards 4 --min-vram-mib 16384 \
         --gpus 1 --max-price 0.0005 --max-gpu-seconds 600 --hours 2
+    ape run job post ... manifest.json --shards 4 --verification zk --model .zk/models/blobs  # proven (docs/zk.md)
     ape run job status --network ... 7
     ape run job cancel --network ... --account client 7 3
     ape run job outputs --network ... --account client 7 3 --to results/   # fetched and verified
@@ -17,6 +18,7 @@ import click
 from ape import chain
 from ape.cli import ConnectedProviderCommand, account_option, network_option
 
+from computenet import zk
 from computenet.cli import clear_errors, format_amount, parse_amount, pay_credits, refusal_line
 from computenet.domain import ReplicaState, Requirements, Verification
 from computenet.errors import ContractRevert, ManifestError
@@ -41,6 +43,16 @@ def cli():
     "--replication", type=int, default=1, show_default=True, help="Agents per shard; >1 means REPLICATED verification."
 )
 @click.option("--spot-check", is_flag=True, help="Verifiers re-execute samples (single replica).")
+@click.option(
+    "--verification",
+    type=click.Choice(["optimistic", "spot-check", "replicated", "zk"]),
+    help="How results are checked (default: from --replication and --spot-check). zk: each shard's "
+    "result carries a proof the chain checks, final at once; needs --model and the inputs zk/<shard>.bin.",
+)
+@click.option(
+    "--model",
+    help="zk: the model, as its id or as its folder once `ape run model register` has run on this chain.",
+)
 @click.option("--min-vram-mib", type=int, default=0, show_default=True)
 @click.option("--gpus", type=int, default=0, show_default=True, help="GPUs per shard (0: CPU work).")
 @click.option("--max-price", required=True, help="Highest price per GPU-second accepted, in tokens.")
@@ -71,6 +83,8 @@ def post(
     shards,
     replication,
     spot_check,
+    verification,
+    model,
     min_vram_mib,
     gpus,
     max_price,
@@ -96,12 +110,15 @@ def post(
         except ManifestError as err:
             raise click.ClickException(f"--store: {err}") from None
         click.echo(f"the manifest lists {len(parsed.stores)} mirrors: {', '.join(parsed.stores)}")
+    mode = verification_mode(verification, replication, spot_check, model)
+    market = Market.from_deployments()
+    model_id = (
+        check_zk_job(market, parsed, inputs or manifest.parent, model, shards) if mode == Verification.ZK else None
+    )
     if urls:
         upload(parsed, inputs or manifest.parent, urls)
-    if replication > 1:
-        mode = Verification.REPLICATED
-    else:
-        mode = Verification.SPOT_CHECK if spot_check else Verification.OPTIMISTIC
+    if model_id is not None:
+        bind_zk(market, account, parsed, model_id)
     req = Requirements(
         min_vram_mib=min_vram_mib,
         gpu_count=gpus,
@@ -115,11 +132,64 @@ def post(
         memory_mib=memory_mib,
         disk_mib=disk_mib,
     )
-    market = Market.from_deployments()
     job_id = market.post_job(manifest_hash(parsed), req, sender=account)
     job = market.job(job_id)
     click.echo(f"job {job_id} posted: {shards} shard(s) × {replication}, budget {format_amount(job.escrow)} escrowed")
     click.echo(f"manifest hash 0x{job.manifest_hash.hex()}")
+
+
+def verification_mode(name, replication, spot_check, model) -> Verification:
+    """The job's verification level from --verification, or from --replication and --spot-check."""
+    if name is None:
+        if replication > 1:
+            return Verification.REPLICATED
+        return Verification.SPOT_CHECK if spot_check else Verification.OPTIMISTIC
+    mode = Verification[name.upper().replace("-", "_")]
+    if (mode == Verification.REPLICATED) != (replication > 1):
+        raise click.ClickException("--verification replicated goes with --replication above 1, and only with it")
+    if spot_check and mode != Verification.SPOT_CHECK:
+        raise click.ClickException(f"--spot-check contradicts --verification {name}")
+    if (mode == Verification.ZK) != (model is not None):
+        raise click.ClickException("--model goes with --verification zk, and zk needs it")
+    return mode
+
+
+def check_zk_job(market, manifest, folder: Path, model: str, shards: int) -> bytes:
+    """The registered model id a zk job runs; refuses a job its agents could not prove: an
+    unregistered model, or a shard without its input file of the model's input words."""
+    try:
+        model_id = (
+            market.zk_model_id(zk.ModelArtifacts.load(model)) if Path(model).is_dir() else zk.parse_model_id(model)
+        )
+    except zk.ZkError as err:
+        raise click.ClickException(f"--model: {err}") from None
+    found = market.zk_model(model_id)
+    if not found.registered:
+        hint = f"; `ape run model register {model}` first" if Path(model).is_dir() else ""
+        raise click.ClickException(f"--model: no model 0x{model_id.hex()} is registered on this chain{hint}")
+    paths = {item.path for item in manifest.inputs.files}
+    for shard in range(shards):
+        path = zk.input_path(shard)
+        if path not in paths:
+            raise click.ClickException(f"zk: the manifest has no input {path} for shard {shard}")
+        try:
+            words = zk.decode_words((folder / path).read_bytes())
+        except (OSError, zk.ZkError) as err:
+            raise click.ClickException(f"zk: input {path}: {err}") from None
+        if len(words) != found.input_words:
+            raise click.ClickException(f"zk: input {path} has {len(words)} words, the model takes {found.input_words}")
+    return model_id
+
+
+def bind_zk(market, account, manifest, model_id: bytes) -> None:
+    """Binds the manifest to the model and its inputs root, unless it already is (bindings never change)."""
+    digest, root = manifest_hash(manifest), bytes.fromhex(manifest.inputs.root[2:])
+    spec = market.zk_spec(str(account.address), digest)
+    if spec.bound and (spec.model, spec.inputs_root) != (model_id, root):
+        raise click.ClickException("zk: this manifest is already bound to another model or inputs root")
+    if not spec.bound:
+        market.bind_zk(digest, model_id, root, sender=account)
+    click.echo(f"zk: manifest bound to model 0x{model_id.hex()} and inputs root {manifest.inputs.root}")
 
 
 def store_urls(stores) -> list[str]:
@@ -204,16 +274,25 @@ def status(job_id):
     if job is None:
         raise click.ClickException(f"no job {job_id}")
     req = job.requirements
+    is_zk = req.verification == Verification.ZK
     click.echo(
         f"job {job_id} by {job.client}: {req.shard_count} shard(s) × {req.replication}, "
-        f"escrow {format_amount(job.escrow)}, {job.unfinished} unfinished, deadline {req.deadline}"
+        + ("verification zk, " if is_zk else "")
+        + f"escrow {format_amount(job.escrow)}, {job.unfinished} unfinished, deadline {req.deadline}"
     )
+    proven = set()
+    if is_zk:  # the bound model, and the results the model registry proved (final at once)
+        spec = market.zk_spec(job.client, job.manifest_hash)
+        click.echo(f"  model {'0x' + spec.model.hex() if spec.bound else 'none bound: no result can be proven'}")
+        proven = _proven(market, job_id)
     shards = market.shards(job_id)
     idle = (ReplicaState.OPEN, ReplicaState.CANCELLED)
     facts = _waiting_facts(market, job_id) if any(r.state in idle for s in shards for r in s.replicas) else None
     for shard in shards:
         replicas = ", ".join(
-            f"r{r.index}:{r.state.name.lower()}" + (f"@asset{r.asset}" if r.asset else "") for r in shard.replicas
+            f"r{r.index}:{'proven' if (shard.index, r.index) in proven else r.state.name.lower()}"
+            + (f"@asset{r.asset}" if r.asset else "")
+            for r in shard.replicas
         )
         click.echo(f"  shard {shard.index:>4} {shard.state.name.lower():>10}  {replicas}")
         if facts is not None:
@@ -221,6 +300,19 @@ def status(job_id):
             why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
             for index, reason in sorted(why.items()):
                 click.echo(f"         r{index}: {reason}")
+
+
+def _proven(market, job_id):
+    """The (shard, replica) results of a zk job the model registry proved: its ResultProven
+    events (a failed zk result, exit code not 0, takes the optimistic way and is not proven)."""
+    from computenet.web3calls import block_ranges
+
+    event = market.calls.models.events.ResultProven()
+    return {
+        (int(entry["args"]["shard"]), int(entry["args"]["replica"]))
+        for start, stop in block_ranges(market.deployment_block, market.head())
+        for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
+    }
 
 
 def _waiting_facts(market, job_id):

@@ -31,16 +31,16 @@ def register(account, folder):
     """Deploy FOLDER's verifier (built by `make zk`) and register the model; prints its id."""
     artifacts = load(folder)
     market = Market.from_deployments()
-    known = zk.registered_here(folder, market.chain_id)
-    if known and market.zk_model(known.model).registered:
-        click.echo(f"model {artifacts.name} already registered: 0x{known.model.hex()} (verifier {known.verifier})")
+    known = market.zk_model(market.zk_model_id(artifacts))
+    if known.registered:
+        click.echo(f"model {artifacts.name} already registered: 0x{market.zk_model_id(artifacts).hex()}")
+        click.echo(f"verifier {known.verifier}")
         return
     click.echo(f"deploying {artifacts.name}'s verifier ({len(artifacts.verifier_initcode())} bytes of init code)")
     verifier = deploy_verifier(account, artifacts)
     model = market.register_model(
         artifacts.artifact_hash, verifier, artifacts.input_words, artifacts.output_words, sender=account
     )
-    zk.record_registration(folder, market.chain_id, model, verifier)
     click.echo(f"model {artifacts.name} registered: 0x{model.hex()}")
     click.echo(f"verifier {verifier}; {artifacts.input_words} input and {artifacts.output_words} output words")
 

@@ -31,6 +31,7 @@ def test_make_demo_runs_the_network_end_to_end(tmp_path):
     assert done.returncode == 0, out[-3000:]
     assert "paid" in out and "over x402" in out and "0 ETH" in out
     assert "outputs verified:" in out and "conservation:" in out
+    assert re.search(r"zk job \d+ shard 0: proven and final in block \d+", out)  # ape run job post --verification zk
     assert "settlement" in out and "refund of a" in out and "gas per step" in out
     assert re.search(r"the dApp: http://127\.0\.0\.1:\d+/app/", out)  # printed once the gateway is up
     assert not list((tmp_path / "logs").glob("*.pid"))

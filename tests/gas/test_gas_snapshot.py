@@ -16,10 +16,14 @@ import os
 from pathlib import Path
 
 import pytest
+from ape.contracts import ContractContainer
 from eth_utils import keccak
+from ethpm_types import ContractType
 
+from computenet import zk
 from computenet.domain import MAX_DECLINES, Requirements, Verification
 from computenet.eip3009 import TransferAuthorization, split
+from computenet.merkle import MerkleTree
 from computenet.receipts import sign_cancel
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "gas-snapshot"
@@ -40,6 +44,27 @@ REGISTER_LIMIT = 200_000
 # the clock would make gas drift; the measured calls use these fixed times instead.
 DEADLINE = 4_000_000_000
 EXPIRE = 4_100_000_000
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """The example zk model (.zk/models/blobs), built by `make zk`."""
+    try:
+        return zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
+    except zk.ZkError as error:
+        pytest.fail(f"{error}: `make gas-snapshot` needs it too (`make zk`)")
+
+
+_proofs: dict = {}
+
+
+def _prove(blobs, words, binding, workdir) -> zk.Proof:
+    """A real proof, once per (input, binding): ape reverts the chain between the tests, so
+    both measure the same job and lease, and the second reuses the first's proof."""
+    key = (tuple(words), binding)
+    if key not in _proofs:
+        _proofs[key] = zk.prove(blobs, words, zk.tag_words(binding), workdir)
+    return _proofs[key]
 
 
 def read_snapshot() -> dict[str, int]:
@@ -78,6 +103,11 @@ def measure(
     make_spec,
     sign_checkpoint,
     run_for,
+    stack,
+    owner,
+    sign_receipt,
+    blobs,
+    tmp_path_factory,
 ):
     """Runs every measured step once and returns {step: gas}."""
     gas: dict[str, int] = {}
@@ -190,7 +220,60 @@ def measure(
         submit(agent, job, 0, 0)
         chain.mine(deltatime=params.challenge_window + 1)
         gas["finalize_with_contribution"] = market.finalize(job, 0, sender=keeper).gas_used
+        _zk()
         return gas
+
+    def _zk():
+        """The zk level: a model registered with its EZKL verifier, a manifest bound to it, and
+        one shard's real proof submitted through the registry (verify + submit + finalize)."""
+        models = stack.models
+        contract_type = ContractType(
+            contractName="Halo2Verifier",
+            abi=blobs.verifier_abi(),
+            deploymentBytecode={"bytecode": "0x" + blobs.verifier_initcode().hex()},
+        )
+        zk_verifier = owner.deploy(ContractContainer(contract_type))
+        registered = models.register_model(
+            blobs.artifact_hash, zk_verifier, blobs.input_words, blobs.output_words, sender=owner
+        )
+        gas["register_model"] = registered.gas_used
+        model = bytes(registered.events.filter(models.ModelRegistered)[0].model)
+        words = zk.quantize(blobs.samples()[0]["x"], blobs.input_scale)
+        inputs = MerkleTree.from_files({zk.input_path(0): zk.encode_words(words)})
+        manifest_hash = keccak(b"gas-snapshot zk manifest")
+        gas["bind_zk"] = models.bind(manifest_hash, model, inputs.root, sender=client).gas_used
+        asset = register_asset(agent_account=agent, expire=EXPIRE)
+        req = Requirements(
+            min_vram_mib=40_960,
+            gpu_count=1,
+            max_price=200,
+            max_gpu_seconds=3_600,
+            deadline=DEADLINE,
+            verification=Verification.ZK,
+        ).as_tuple()
+        job = market.post_job(manifest_hash, req, sender=client).events.filter(market.JobPosted)[0].job
+        market.assign(job, 0, asset, sender=keeper)
+        binding = zk.binding(chain.chain_id, market.address, job, 0, 0, market.replica(job, 0, 0).lease)
+        proof = _prove(blobs, words, binding, tmp_path_factory.mktemp("zk-proof"))
+        _, _, outputs, _ = blobs.layout.split(proof.instances)
+        out = MerkleTree.from_files({zk.OUTPUT_LEAF: zk.encode_words(outputs), "log/container.log": b"proven\n"})
+        sig = sign_receipt(agent, job, 0, 0, out.root, 1_000)
+        used = models.submit_result(
+            job,
+            0,
+            0,
+            out.root,
+            1_000,
+            sig,
+            proof.proof,
+            list(proof.instances),
+            inputs.proof(zk.input_path(0)),
+            out.proof(zk.OUTPUT_LEAF),
+            sender=stranger,
+        ).gas_used
+        # A proof's bytes are random (Halo2 blinds it), so count its zero bytes as if they were
+        # not, as cancel_with_signature does with its signature: the same figure for any proof.
+        gas["submit_proven_zk"] = used + 12 * proof.proof.count(0) + 12 * bytes(sig).count(0)
 
     def _challenged(asset):
         """A new job leased to `asset`, submitted and challenged: (job, the challenge's receipt)."""
