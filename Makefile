@@ -141,7 +141,7 @@ demo-ai-faults: venv node zk redis docker
 # Every benchmark on the local stack (not part of `make test`): bench/results.json, bench/report.md
 # and bench/plots/. BENCH_ARGS=--quick for a shorter run.
 BENCH_ARGS ?=
-bench: venv node dapp redis docker
+bench: venv node dapp redis docker zk
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/python bench/report.py $(BENCH_ARGS)
 
@@ -153,7 +153,7 @@ distclean: clean
 	rm -rf $(VENV) node_modules $(ZK_VENV) .zk
 
 # Rewrites the committed gas-snapshot from a fresh measurement; commit the diff on purpose.
-gas-snapshot: venv node
+gas-snapshot: venv node zk
 	$(RUN) $(VENV)/bin/ape compile --force
 	UPDATE_GAS_SNAPSHOT=1 $(RUN) $(VENV)/bin/ape test tests/gas --network $(NETWORK) -q
 	cat gas-snapshot

@@ -413,6 +413,16 @@ class Market:
         runtime = bytes(self.web3.eth.call({"data": "0x" + artifacts.verifier_initcode().hex()}))
         return zk.model_id(artifacts.artifact_hash, keccak(runtime), artifacts.input_words, artifacts.output_words)
 
+    def proven(self, job_id: int) -> set[tuple[int, int]]:
+        """The (shard, replica) results of a zk job the model registry proved (its ResultProven
+        events); a failed zk result (exit code not 0) takes the optimistic way and is not among them."""
+        event = self.calls.models.events.ResultProven()
+        return {
+            (int(entry["args"]["shard"]), int(entry["args"]["replica"]))
+            for start, stop in block_ranges(self.deployment_block, self.head())
+            for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
+        }
+
     def zk_binding(self, job_id: int, shard: int, index: int, lease: int) -> int:
         """The tag a proof for this lease carries (computenet.zk.binding computes the same)."""
         return int(self._read("models", "binding", job_id, shard, index, lease))

@@ -11,7 +11,9 @@
                                     budget, escrow, unfinished, block, transaction}]
     GET  /jobs/{id}                 the job and each shard's replicas, read from the chain, with
                                     why each replica that is not running waits (computenet.waiting)
-                                    and each replica's agent and endpoint (null: never assigned)
+                                    and each replica's agent and endpoint (null: never assigned);
+                                    its verification mode by name and, for a zk job, the model its
+                                    manifest is bound to and which replicas' results were proven
     GET  /jobs/{id}/shards/{shard}/cancel-message?valid_before=
                                     the EIP-712 CancelShard message for the payer's wallet to sign
     POST /jobs/{id}/shards/{shard}/cancel  {valid_before, signature}
@@ -56,6 +58,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -144,6 +147,14 @@ class Chain:
         job = self.reader.job(job_id)
         return None if job is None else (job, self.reader.shards(job_id, job))
 
+    def zk_facts(self, job: Job) -> ZkFacts | None:
+        """For a zk job, the model its manifest is bound to and the (shard, replica) results the
+        model registry proved (its ResultProven events); None for any other job."""
+        if job.requirements.verification != Verification.ZK:
+            return None
+        spec = self.reader.zk_spec(job.client, job.manifest_hash)
+        return ZkFacts("0x" + spec.model.hex() if spec.bound else None, frozenset(self.reader.proven(job.id)))
+
     def agent_of(self, asset: int) -> str:
         return self.reader.agent_of(asset)
 
@@ -184,8 +195,20 @@ class Chain:
         return sender.send(self.reader.calls.court.functions.cancel_with_signature(job, shard, valid_before, signature))
 
 
-def _job_json(job: Job, shards: list[Shard]) -> dict:
-    """GET /jobs/{id}'s answer: the job and its shards' replicas, as the chain holds them."""
+@dataclass(frozen=True)
+class ZkFacts:
+    """What the model registry holds of a zk job: its bound model id (hex; None: unbound) and
+    the (shard, replica) results it proved, each final at once."""
+
+    model: str | None
+    proven: frozenset[tuple[int, int]]
+
+
+def _job_json(job: Job, shards: list[Shard], zk: ZkFacts | None = None) -> dict:
+    """GET /jobs/{id}'s answer: the job and its shards' replicas, as the chain holds them.
+    `zk` (a zk job's ZkFacts) names its model and marks its proven replicas; a zk result
+    that failed (exit code not 0) took the optimistic way and is not proven."""
+    proven = zk.proven if zk else frozenset()
     return {
         "job": job.id,
         "client": job.client,
@@ -193,6 +216,8 @@ def _job_json(job: Job, shards: list[Shard]) -> dict:
         "escrow": job.escrow,
         "unfinished": job.unfinished,
         "finished": job.finished,
+        "verification": _verification_name(job.requirements.verification),
+        "model": zk.model if zk else None,
         "requirements": _requirements_json(job.requirements),
         "shards": [
             {
@@ -205,6 +230,7 @@ def _job_json(job: Job, shards: list[Shard]) -> dict:
                         "asset": x.asset,
                         "gpu_seconds": x.gpu_seconds,
                         "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None,
+                        "proven": (shard.index, x.index) in proven,
                     }
                     for x in shard.replicas
                 ],
@@ -260,6 +286,14 @@ class Bindings:
         if first != terms:
             return f"the authorization 0x{auth.nonce.hex()} of {auth.payer} was presented for another job"
         return None
+
+
+def _verification_name(mode: int) -> str:
+    """optimistic, replicated, spot_check or zk (an unknown mode by its number)."""
+    try:
+        return Verification(mode).name.lower()
+    except ValueError:
+        return str(mode)
 
 
 def _requirements_json(req: Requirements) -> dict[str, int]:
@@ -457,7 +491,7 @@ def create_app(
     def with_waiting(job: Job, shards: list[Shard]) -> dict:
         """GET /jobs' answer with, per shard, why each replica that is not running waits."""
         assets, params, now, paused = chain.all_assets(), chain.parameters(), chain.now(), chain.paused()
-        view = with_hosts(_job_json(job, shards), assets)
+        view = with_hosts(_job_json(job, shards, chain.zk_facts(job)), assets)
         declines = chain.declines(job.id) if any(s.state.name != "FINALIZED" for s in shards) else {}
         for entry, shard in zip(view["shards"], shards):
             why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)

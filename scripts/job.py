@@ -169,9 +169,10 @@ def check_zk_job(market, manifest, folder: Path, model: str, shards: int) -> byt
         raise click.ClickException(f"--model: no model 0x{model_id.hex()} is registered on this chain{hint}")
     paths = {item.path for item in manifest.inputs.files}
     for shard in range(shards):
+        if zk.input_path(shard) not in paths:
+            raise click.ClickException(f"zk: the manifest has no input {zk.input_path(shard)} for shard {shard}")
+    for shard in range(shards):
         path = zk.input_path(shard)
-        if path not in paths:
-            raise click.ClickException(f"zk: the manifest has no input {path} for shard {shard}")
         try:
             words = zk.decode_words((folder / path).read_bytes())
         except (OSError, zk.ZkError) as err:
@@ -284,7 +285,7 @@ def status(job_id):
     if is_zk:  # the bound model, and the results the model registry proved (final at once)
         spec = market.zk_spec(job.client, job.manifest_hash)
         click.echo(f"  model {'0x' + spec.model.hex() if spec.bound else 'none bound: no result can be proven'}")
-        proven = _proven(market, job_id)
+        proven = market.proven(job_id)
     shards = market.shards(job_id)
     idle = (ReplicaState.OPEN, ReplicaState.CANCELLED)
     facts = _waiting_facts(market, job_id) if any(r.state in idle for s in shards for r in s.replicas) else None
@@ -300,19 +301,6 @@ def status(job_id):
             why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
             for index, reason in sorted(why.items()):
                 click.echo(f"         r{index}: {reason}")
-
-
-def _proven(market, job_id):
-    """The (shard, replica) results of a zk job the model registry proved: its ResultProven
-    events (a failed zk result, exit code not 0, takes the optimistic way and is not proven)."""
-    from computenet.web3calls import block_ranges
-
-    event = market.calls.models.events.ResultProven()
-    return {
-        (int(entry["args"]["shard"]), int(entry["args"]["replica"]))
-        for start, stop in block_ranges(market.deployment_block, market.head())
-        for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
-    }
 
 
 def _waiting_facts(market, job_id):

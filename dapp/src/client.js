@@ -11,8 +11,9 @@ import { chainNow, ethBalance, events, read, send, signTyped, simulate } from ".
 import { PlainError, REJECTED, isRejection } from "./errors.js";
 import { replicaOutputs } from "./outputs.js";
 import { byId, el, field, status, wholeNumber } from "./dom.js";
+import { POSTABLE_VERIFICATION, jobTitle, shardLine } from "./jobview.js";
 
-const VERIFICATION = { optimistic: 0, replicated: 1, spot_check: 2 };
+const VERIFICATION = POSTABLE_VERIFICATION; // zk is posted with its model bound (jobview.js)
 const MAX_OUTPUT_BYTES = 64 << 20; // as `ape run job manifest`
 const ALLOWANCE_SHORT = "ERC20: transfer amount exceeds allowance";
 const POLL_MS = 2000;
@@ -20,7 +21,7 @@ const POLL_MS = 2000;
 /** The job's requirements from the form, as the contract's struct (bigints). */
 export async function requirementsFromForm(ctx) {
   const verification = VERIFICATION[field("job-verification")];
-  if (verification === undefined) throw new Error("verification: optimistic, replicated or spot_check");
+  if (verification === undefined) throw new Error(`verification: ${Object.keys(VERIFICATION).join(", ")}`);
   const minutes = wholeNumber("job-deadline-minutes", "deadline (minutes)", { min: 1 });
   return {
     min_vram_mib: wholeNumber("job-min-vram", "minimum VRAM (MiB)"),
@@ -199,23 +200,14 @@ export async function renderJobs(ctx, onOpen) {
   return jobs;
 }
 
-function shardLine(shard) {
-  const assets = shard.replicas.filter((r) => r.asset).map((r) => r.asset);
-  const waiting = Object.values(shard.waiting || {}).map((w) => w.reason);
-  return [
-    `shard ${shard.shard}: ${shard.state}`,
-    assets.length ? `asset ${assets.join(", ")}` : "no asset yet",
-    ...(waiting.length ? [`waiting: ${waiting.join("; ")}`] : []),
-  ].join(" · ");
-}
-
 /** The job's refund from its JobFinished event, or null while it is not finished. */
 async function refundOf(ctx, job) {
   const found = await events(ctx, ctx.contracts.market, "JobFinished", { job: BigInt(job) });
   return found.length ? found[found.length - 1].args.refund : null;
 }
 
-/** Draws a job's detail once: shards with their state, asset and waiting reason; the refund. */
+/** Draws a job's detail once: its mode (a zk job's model), shards with their state, asset,
+ * proven replicas and waiting reason; the refund. */
 export async function renderJob(ctx, job, actions) {
   const view = await gatewayJson(ctx, `/jobs/${job}`);
   const detail = byId("job-detail");
@@ -224,8 +216,7 @@ export async function renderJob(ctx, job, actions) {
   if (detail.dataset.job === String(job) && detail.dataset.drawn === drawn) return view;
   detail.dataset.job = String(job);
   detail.dataset.drawn = drawn;
-  const finished = view.finished ? ", finished" : "";
-  byId("job-title").textContent = `job ${job}: escrow ${view.escrow}, ${view.unfinished} unfinished${finished}`;
+  byId("job-title").textContent = jobTitle(job, view);
   const button = (testid, label, onclick) => el("button", { type: "button", dataset: { testid }, onclick }, label);
   byId("shards").replaceChildren(
     ...view.shards.map(({ shard, ...rest }) =>

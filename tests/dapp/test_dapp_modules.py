@@ -14,7 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 from agent.plan import check_runnable
-from computenet.domain import SUBMIT_MARGIN, Requirements
+from computenet.domain import SUBMIT_MARGIN, Requirements, Verification
 from computenet.manifest import build_manifest, canonical_json, manifest_hash
 from computenet.merkle import MerkleTree
 from computenet.signed_requests import request_message
@@ -274,3 +274,51 @@ console.log(JSON.stringify([
         "The contract refused: job_market: paused",
         True,
     ]
+
+
+# ---------------------------------------------------------------- a job's view
+
+
+def test_a_job_view_names_its_mode_and_a_zk_jobs_proven_replicas():
+    """jobview.js reads the gateway's GET /jobs/{id} (tests/gateway/test_gateway_jobs.py checks
+    the gateway's side): modes by the SDK's names, and "proven" where the chain checked a zk proof."""
+    model = "0x" + "ab" * 32
+    replica = {"replica": 0, "state": "finalized", "asset": 3, "proven": True}
+    zk_view = {
+        "verification": "zk",
+        "model": model,
+        "escrow": 5,
+        "unfinished": 1,
+        "finished": False,
+        "shards": [
+            {"shard": 0, "state": "finalized", "replicas": [replica], "waiting": {}},
+            {"shard": 1, "state": "finalized", "replicas": [{**replica, "proven": False}], "waiting": {}},
+            {"shard": 2, "state": "open", "replicas": [{**replica, "state": "open", "asset": 0, "proven": False}]},
+        ],
+    }
+    plain = {"requirements": {"verification": 0}, "escrow": 7, "unfinished": 0, "finished": True, "shards": []}
+    script = """
+const v = await import(src + "/jobview.js");
+console.log(JSON.stringify({
+  names: v.VERIFICATION_NAMES,
+  postable: v.POSTABLE_VERIFICATION,
+  byNumber: [0, 1, 2, 3, 9].map(v.verificationName),
+  titles: [v.jobTitle(4, input.zk), v.jobTitle(5, input.plain)],
+  lines: input.zk.shards.map(v.shardLine),
+  states: input.zk.shards.map((s) => v.replicaState(s.replicas[0])),
+}));
+"""
+    got = node(script, {"zk": zk_view, "plain": plain})
+    assert got["names"] == [mode.name.lower() for mode in Verification]
+    assert got["postable"] == {"optimistic": 0, "replicated": 1, "spot_check": 2}  # zk is posted bound to its model
+    assert got["byNumber"] == ["optimistic", "replicated", "spot_check", "zk", "verification 9"]
+    assert got["titles"] == [
+        "job 4 (zk, model 0xababab…abab): escrow 5, 1 unfinished",
+        "job 5 (optimistic): escrow 7, 0 unfinished, finished",
+    ]
+    assert got["lines"] == [
+        "shard 0: finalized · asset 3 · r0 proven",
+        "shard 1: finalized · asset 3",  # a failed zk run, finalized the optimistic way
+        "shard 2: open · no asset yet",
+    ]
+    assert got["states"] == ["proven", "finalized", "open"]

@@ -137,7 +137,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     assert config["submitMargin"] == SUBMIT_MARGIN  # the page's manifests leave it of each lease
 
     functions = {name: {i["name"] for i in abi if i["type"] == "function"} for name, abi in config["abis"].items()}
-    assert set(functions) == {"JobMarket", "DisputeCourt", "ComputeAsset", "KeeperRegistry", "Token"}
+    assert set(functions) == {"JobMarket", "DisputeCourt", "ModelRegistry", "ComputeAsset", "KeeperRegistry", "Token"}
     assert {
         "balanceOf",
         "allowance",
@@ -153,6 +153,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     assert {"register", "set_endpoint", "add_stake", "spec"} <= functions["ComputeAsset"]
     assert {"challenge", "cancel_with_signature"} <= functions["DisputeCourt"]
     assert "register" in functions["KeeperRegistry"]
+    assert {"bind", "spec", "model", "submit_result"} <= functions["ModelRegistry"]  # the zk level's
     # The page's ABIs work as they are: read the chain through them, as viem does.
     web3 = Web3(Web3.HTTPProvider(chain.provider.uri))
     read = web3.eth.contract(address=config["contracts"]["token"], abi=config["abis"]["Token"]).functions

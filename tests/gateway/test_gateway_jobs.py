@@ -3,7 +3,9 @@ session's chain: the list of a client's jobs (those it paid over x402 included),
 replica's agent and endpoint, and outputs relayed from an agent found by its asset's
 on-chain endpoint alone."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,6 +16,7 @@ from agent.outputs import app as outputs_app
 from agent.outputs import sign_request
 from computenet.eip3009 import TransferAuthorization, random_nonce, split
 from computenet.localnet import ServedApp
+from computenet.market import Market
 from computenet.merkle import MerkleTree
 from computenet.store import LocalStore
 from gateway.app import Chain, create_app
@@ -23,6 +26,10 @@ MANIFEST = b"\x42" * 32
 OUTPUTS = {"out/result.txt": b"42\n", "log/container.log": b"done\n"}
 
 pytestmark = pytest.mark.usefixtures("stack", "token", "registered_keeper")  # session fixtures first
+
+_spec = importlib.util.spec_from_file_location("zk_helpers", Path(__file__).parents[1] / "zk" / "zk_helpers.py")
+zk_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(zk_helpers)
 
 
 @pytest.fixture
@@ -171,3 +178,33 @@ def test_an_endpoint_that_does_not_answer_is_a_502_naming_the_asset(
     answer = requests.get(f"{gateway}/jobs/{job}/outputs/0/0", timeout=10)
     assert answer.status_code == 502 and answer.json()["error"] == "agent_unreachable"
     assert f"asset {asset}" in answer.json()["message"]
+
+
+def test_a_zk_jobs_view_names_its_model_and_marks_its_proven_replica(
+    chain, stack, owner, client, provider, keeper, agent, register_asset, make_requirements, post_job, gateway, tmp_path
+):
+    sdk = Market.from_stack(stack)
+    blobs = zk_helpers.blobs()
+    model = zk_helpers.register_model(sdk, blobs, owner)
+    job, files = zk_helpers.post_zk_job(sdk, blobs, model, client, make_requirements(shard_count=2))
+    asset = register_asset(gpu_count=2)  # both shards at once
+    for shard in (0, 1):
+        sdk.assign(job, shard, asset, sender=keeper)
+    zk_helpers.prove_and_submit(sdk, chain, blobs, files, job, 0, agent, provider, tmp_path)
+    # shard 1's run failed: nothing to prove, so it goes the optimistic way and is finalized unproven
+    zk_helpers.run_for(sdk, chain, job, 1, 10)
+    sdk.submit_result(job, 1, 0, b"\x01" * 32, 10, 1, agent.private_key, sender=provider)
+    chain.pending_timestamp += sdk.parameters().challenge_window + 1
+    sdk.finalize(job, 1, sender=keeper)
+
+    view = requests.get(f"{gateway}/jobs/{job}", timeout=10).json()
+
+    assert (view["verification"], view["model"]) == ("zk", "0x" + model.hex())
+    replicas = [(s["state"], r["state"], r["proven"]) for s in view["shards"] for r in s["replicas"]]
+    assert replicas == [("finalized", "finalized", True), ("finalized", "finalized", False)]
+    plain = requests.get(f"{gateway}/jobs/{post_job()}", timeout=10).json()
+    assert (plain["verification"], plain["model"], plain["shards"][0]["replicas"][0]["proven"]) == (
+        "optimistic",
+        None,
+        False,
+    )

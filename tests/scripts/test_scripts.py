@@ -20,7 +20,7 @@ from web3 import Web3
 from agent.outputs import app as outputs_app
 from computenet.domain import Requirements, Spec, Verification
 from computenet.localnet import ServedApp
-from computenet.manifest import canonical_json, manifest_hash, parse_manifest
+from computenet.manifest import build_manifest, canonical_json, manifest_hash, parse_manifest
 from computenet.market import Market
 from computenet.merkle import MerkleTree
 from computenet.store import LocalStore
@@ -811,3 +811,79 @@ def test_job_post_to_several_stores_uploads_to_each_and_lists_them_as_mirrors(
             assert store.get("sha256", files[0]["sha256"]) == b"input"
     finally:
         second.stop()
+
+
+def load_zk_helpers():
+    """tests/zk/zk_helpers.py, by its path (tests/zk is not on sys.path here)."""
+    import importlib.util
+
+    found = importlib.util.spec_from_file_location("zk_helpers", REPO / "tests" / "zk" / "zk_helpers.py")
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
+
+
+def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, accounts, chain, tmp_path):
+    zk_helpers = load_zk_helpers()
+    provider, client, keeper, agent = (accounts[i] for i in (PROVIDER, CLIENT, KEEPER, AGENT))
+    for who, tokens in ((provider, 5_000), (client, 100), (keeper, 1_000)):
+        sdk.token.faucet(who, tokens * TOKEN, sender=who)
+    expire = chain.pending_timestamp + 86_400
+    spec = Spec(gpu_model=1, vram_mib=81_920, gpu_count=1, cpu_cores=8, region=0, price=400, expire=expire)
+    asset = sdk.register_asset(spec, agent, b"\x11" * 32, sender=provider)
+    sdk.add_stake(asset, 500 * TOKEN, sender=provider)
+    sdk.register_keeper(100 * TOKEN, sender=keeper)
+    blobs = zk_helpers.blobs()
+    model = zk_helpers.register_model(sdk, blobs, accounts[0])
+    req = Requirements(
+        min_vram_mib=16_384,
+        gpu_count=1,
+        max_price=500,
+        max_gpu_seconds=600,
+        deadline=chain.pending_timestamp + 2 * 3_600,
+        shard_count=2,
+        replication=1,
+        verification=Verification.ZK,
+    )
+    job, files = zk_helpers.post_zk_job(sdk, blobs, model, client, req)
+    sdk.assign(job, 0, asset, sender=keeper)
+    zk_helpers.prove_and_submit(sdk, chain, blobs, files, job, 0, agent, provider, tmp_path)
+
+    status = ape_run.ok("job", "status", str(job)).splitlines()
+
+    assert any(f"job {job} by {client.address}: 2 shard(s) × 1, verification zk, escrow " in line for line in status)
+    assert f"  model 0x{model.hex()}" in status
+    assert [line.split() for line in status if line.lstrip().startswith("shard")] == [
+        ["shard", "0", "finalized", f"r0:proven@asset{asset}"],
+        ["shard", "1", "open", "r0:open"],
+    ]
+
+
+def test_job_post_refuses_a_zk_job_its_agents_could_not_prove(ape_run, sdk, accounts, tmp_path):
+    from computenet import zk
+
+    zk_helpers = load_zk_helpers()
+    blobs = zk_helpers.blobs()
+    words = zk.quantize(blobs.samples()[0]["x"], blobs.input_scale)
+    files = {zk.input_path(0): zk.encode_words(words), zk.input_path(1): zk.encode_words(words[:3])}
+    for path, data in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(data)
+    manifest = tmp_path / "manifest.json"
+    built = build_manifest(IMAGE, ["true"], files, timeout_seconds=10, max_output_bytes=1024)
+    manifest.write_bytes(canonical_json(built))
+    post = ("job", "post", str(manifest), "--max-price", "0.0001", "--max-gpu-seconds", "60", "--verification", "zk")
+    count = sdk.job_count()
+
+    assert ape_run.fails(*post, account=CLIENT) == "--model goes with --verification zk, and zk needs it"
+    unregistered = "0x" + "ab" * 32
+    assert ape_run.fails(*post, "--model", unregistered, account=CLIENT) == (
+        f"--model: no model {unregistered} is registered on this chain"
+    )
+    model = zk_helpers.register_model(sdk, blobs, accounts[0])
+    too_few = ape_run.fails(*post, "--shards", "2", "--model", "0x" + model.hex(), account=CLIENT)
+    assert too_few == f"zk: input zk/1.bin has 3 words, the model takes {blobs.input_words}"
+    missing = ape_run.fails(*post, "--shards", "3", "--model", "0x" + model.hex(), account=CLIENT)
+    assert missing == "zk: the manifest has no input zk/2.bin for shard 2"
+    assert sdk.job_count() == count  # nothing posted, nothing bound
+    assert not sdk.zk_spec(accounts[CLIENT].address, manifest_hash(parse_manifest(manifest.read_bytes()))).bound
