@@ -94,6 +94,7 @@ class Agent:
         self.jobs: dict[int, Job] = {}
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
         self.zk_models = zk_lease.local_models(settings.zk_models)  # artifact hash -> what proves it
+        self.zk_ids: dict[bytes, bytes] = {}  # artifact hash -> the model id it has with its own verifier
         self.follower = Follower(
             market, JsonCursor(settings.cursor_path()), roles=("market",), names=("ShardAssigned",)
         )
@@ -305,7 +306,13 @@ class Agent:
         binding = zk.binding(
             self.chain_id, str(self.market.market.address), lease.job, lease.shard, lease.replica, lease.lease
         )
-        return zk_lease.check(spec, model, manifest, lease.shard, self.zk_models, zk.tag_words(binding))
+        return zk_lease.check(spec, model, manifest, lease.shard, self.zk_models, zk.tag_words(binding), self.zk_id)
+
+    def zk_id(self, artifacts: zk.ModelArtifacts) -> bytes:
+        if artifacts.artifact_hash not in self.zk_ids:
+            with self.chain_lock:
+                self.zk_ids[artifacts.artifact_hash] = self.market.zk_model_id(artifacts)
+        return self.zk_ids[artifacts.artifact_hash]
 
     # ------------------------------------------------------------ checkpoints
 
@@ -455,17 +462,25 @@ class Agent:
         bundle = zk_lease.load_bundle(self.work / entry.name) if entry.exit_code == 0 else None
         root, signature = bytes.fromhex(entry.output_root[2:]), bytes.fromhex(entry.signature[2:])
         if bundle is not None:  # proven: through the model registry, which finalizes it at once
-            receipt = self._send(
-                "submit_result",
-                entry.job,
-                entry.shard,
-                entry.replica,
-                root,
-                entry.gpu_seconds,
-                signature,
-                *zk_lease.submit_args(bundle),
-                contract=self.market.models,
-            )
+            from ape.exceptions import ContractLogicError
+
+            try:
+                receipt = self._send(
+                    "submit_result",
+                    entry.job,
+                    entry.shard,
+                    entry.replica,
+                    root,
+                    entry.gpu_seconds,
+                    signature,
+                    *zk_lease.submit_args(bundle),
+                    contract=self.market.models,
+                )
+            except ContractLogicError as error:
+                if not str(error.message).startswith("model_registry:"):
+                    raise
+                self.unproven(entry, str(error.message))
+                return
         else:
             receipt = self._send(
                 "submit_result",
@@ -490,6 +505,33 @@ class Agent:
         log.info(
             "submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}}
         )
+
+    def unproven(self, entry: Entry, reason: str) -> None:
+        """A proof the registry refuses (a binding changed under the agent, a verifier that
+        refuses what its own artifacts prove) would leave the lease to run out and be slashed:
+        the result is submitted as failed instead, to the market, the optimistic way."""
+        log.warning(
+            "proof refused, submitting a failed result", extra={"fields": {"lease": entry.name, "reason": reason}}
+        )
+        exit_code = plan.AGENT_FAILURE_EXIT
+        with self.chain_lock:
+            receipt = self.market.receipt_for(
+                entry.job,
+                entry.shard,
+                entry.replica,
+                bytes.fromhex(entry.output_root[2:]),
+                entry.gpu_seconds,
+                exit_code,
+            )
+        signature = receipt.sign(self.account.private_key, self.chain_id, self.market.market.address)
+        self.journal.update(
+            entry.key,
+            "computed",
+            exit_code=exit_code,
+            signature="0x" + signature.hex(),
+            note=f"zk proof refused: {reason}",
+        )
+        self.submit(self.journal.get(entry.key))
 
     def decline(self, lease: Lease, decline: plan.Decline) -> bool:
         """Declines on chain; False when the chain refused it (the caller fails the result instead)."""

@@ -9,6 +9,7 @@ kept in the lease folder (BUNDLE) so a restarted agent can still send them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,12 @@ def check(
     shard: int,
     local: dict[bytes, zk.ModelArtifacts],
     tag: list[int],
+    model_id: Callable[[zk.ModelArtifacts], bytes],
 ) -> ZkLease:
-    """A zk lease this agent can prove, or Decline saying why not (pure)."""
+    """A zk lease this agent can prove, or Decline saying why not. `model_id(artifacts)` is the
+    id the local artifacts have with the verifier compiled from them (Market.zk_model_id): a
+    model registered under the same artifacts with another verifier, one that would refuse the
+    proof, is declined here rather than proven and refused on chain (and the lease lost)."""
     if not spec.bound or model is None or not model.registered:
         raise Decline("zk job not bound", "the job's client bound no registered model to its manifest")
     if "0x" + spec.inputs_root.hex() != manifest.inputs.root:
@@ -67,8 +72,12 @@ def check(
             f"this agent has no artifacts 0x{model.artifact_hash.hex()} for model 0x{spec.model.hex()} "
             "(COMPUTENET_AGENT_ZK_MODELS)",
         )
-    if (artifacts.input_words, artifacts.output_words) != (model.input_words, model.output_words):
-        raise Decline("zk model differs", f"the local {artifacts.name} does not have the registered word counts")
+    if model_id(artifacts) != spec.model:
+        raise Decline(
+            "zk verifier differs",
+            f"model 0x{spec.model.hex()} pairs {artifacts.name}'s artifacts with a verifier that is not the one "
+            f"they compile to (0x{model_id(artifacts).hex()})",
+        )
     return ZkLease(artifacts, spec.model, tag)
 
 
