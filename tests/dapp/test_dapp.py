@@ -538,3 +538,53 @@ def test_a_client_challenges_a_result_from_the_page_and_the_arbiter_rules(open_d
     assert int(settled["arbiter"], 16) != 0  # ruled by the arbiter, not by the deadline's default
     assert settled["challenger"] == client and settled["bond_returned"] is False and settled["slashed"] == 0
     assert net.token_balance(client) == before - opened["bond"]  # the bond went to the accused
+
+
+def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net):
+    """A zk job posted on chain (the example model registered with its verifier, the manifest
+    bound, then posted): an agent proves its shard, the registry finalizes it at once, and the
+    page shows the shard's result as proven."""
+    from computenet import zk
+    from computenet.domain import Requirements, Verification
+    from computenet.manifest import build_manifest, canonical_json
+    from computenet.store import StoreClient
+
+    net, w3 = demo_net, demo_net.web3
+    client = net.account("client")
+    net.rpc("anvil_setBalance", [client, hex(10**19)])
+    contracts = net.reader.calls
+
+    def send(call):
+        receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": client}))
+        assert receipt["status"] == 1
+        return receipt
+
+    blobs = zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
+    model = net.reader.zk_model_id(blobs)
+    if not net.reader.zk_model(model).registered:
+        deployed = w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_transaction({"from": client, "data": "0x" + blobs.verifier_initcode().hex()})
+        )
+        args = (blobs.artifact_hash, deployed["contractAddress"], blobs.input_words, blobs.output_words)
+        send(contracts.models.functions.register_model(*args))
+    words = zk.quantize(blobs.samples()[0]["x"], blobs.input_scale)
+    files = {zk.input_path(0): zk.encode_words(words)}
+    manifest = build_manifest(
+        net.info["image"], ["python3", "-c", "print(1)"], files, timeout_seconds=15, max_output_bytes=1 << 20
+    )
+    store = StoreClient(net.info["store_url"])
+    raw = canonical_json(manifest)
+    for data in (*files.values(), raw):
+        store.put(data)
+    digest = w3.keccak(raw)
+    send(contracts.models.functions.bind(digest, model, bytes.fromhex(manifest.inputs.root[2:])))
+    deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
+    req = Requirements(0, 0, 20_000, 30, deadline, verification=Verification.ZK)
+    send(contracts.token.functions.approve(net.info["addresses"]["market"], net.reader.quote(req)))
+    send(contracts.market.functions.post_job(digest, req.as_tuple()))
+    job = net.reader.job_count()
+
+    poll(lambda: (0, 0) in net.reader.proven(job), JOB_S, f"job {job}'s shard proven")
+    page = open_dapp(client)
+    open_job(page, job)
+    expect_text(page, "shard-0", "proven")
