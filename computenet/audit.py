@@ -448,16 +448,7 @@ class _Builder:
                 )
             if int(ev.asset) != lease.asset:
                 job.problems.append(f"{where} was finalized for asset {ev.asset} but assigned to {lease.asset}")
-        # JobMarket.finalize credits the provider, the keeper, then the treasury, then logs.
-        self.take(job.problems, int(ev.payment), str(ev.provider), f"{where}'s payment")
-        self.take(job.problems, int(ev.keeper_fee), str(ev.keeper), f"{where}'s keeper fee")
-        treasury = self.take(job.problems, int(ev.protocol_fee), self.treasury or None, f"{where}'s protocol fee")
-        at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
-        self.line(job, "paid", ev.provider, ev.payment, ev, gpu_seconds=gpu_seconds, price=price, **at)
-        if ev.keeper_fee:
-            self.line(job, "keeper_fee", ev.keeper, ev.keeper_fee, ev, **at)
-        if ev.protocol_fee:
-            self.line(job, "protocol_fee", treasury, ev.protocol_fee, ev, **at)
+        self.pay(job, ev, where, gpu_seconds, price, contribution=False)
 
     def on_ContributionPaid(self, ev: Event) -> None:
         """JobMarket.finalize pays each adopted checkpoint of a replica, in the order reclaim
@@ -481,12 +472,22 @@ class _Builder:
                     f"{where} paid asset {ev.asset}'s contribution {logged} for {ev.gpu_seconds} GPU-seconds in"
                     f" {ev.tx}, but asset {asset}'s adopted checkpoint of {gpu_seconds} at price {price} gives {expected}"
                 )
-        self.take(job.problems, int(ev.payment), str(ev.provider), f"{where}'s contribution payment")
-        self.take(job.problems, int(ev.keeper_fee), str(ev.keeper), f"{where}'s contribution keeper fee")
+        self.pay(job, ev, where, int(ev.gpu_seconds), price, contribution=True)
+
+    def pay(
+        self, job: JobLedger, ev: Event, where: str, gpu_seconds: int | None, price: int | None, contribution: bool
+    ) -> None:
+        """What JobMarket._pay did for one lease's work, from the ShardFinalized or
+        ContributionPaid it logged: it credits the provider, the keeper, then the treasury, then
+        logs. Takes those credits and writes the provider's paid line, at the GPU-seconds and
+        price it was billed (None where unknown), and the fee lines that are not zero."""
+        what = "contribution " if contribution else ""
+        self.take(job.problems, int(ev.payment), str(ev.provider), f"{where}'s {what}payment")
+        self.take(job.problems, int(ev.keeper_fee), str(ev.keeper), f"{where}'s {what}keeper fee")
         treasury = self.take(job.problems, int(ev.protocol_fee), self.treasury or None, f"{where}'s protocol fee")
         at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
-        more = dict(gpu_seconds=int(ev.gpu_seconds), price=price, detail="checkpoint")
-        self.line(job, "paid", ev.provider, ev.payment, ev, **more, **at)
+        detail = "checkpoint" if contribution else ""
+        self.line(job, "paid", ev.provider, ev.payment, ev, gpu_seconds=gpu_seconds, price=price, detail=detail, **at)
         if ev.keeper_fee:
             self.line(job, "keeper_fee", ev.keeper, ev.keeper_fee, ev, **at)
         if ev.protocol_fee:

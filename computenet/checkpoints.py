@@ -31,17 +31,9 @@ from typing import Any
 
 from eth_utils import keccak
 
-from computenet.eip712 import hash_struct, hash_typed, type_hash, typed_message
+from computenet.eip712 import TypedStruct
 from computenet.errors import ComputenetError, InvalidSignature
-from computenet.receipts import (
-    DOMAIN_NAME,
-    DOMAIN_VERSION,
-    _as_bytes32,
-    _as_uint256,
-    market_domain_separator,
-    recover_signer,
-    sign_digest,
-)
+from computenet.receipts import DOMAIN_NAME, DOMAIN_VERSION, _as_bytes32, _as_uint256
 
 CHECKPOINT_DIR = "/checkpoint"
 RESUME_DIR = "/resume"
@@ -50,23 +42,6 @@ CHECKPOINT_ENV = "COMPUTENET_CHECKPOINT_DIR"
 RESUME_ENV = "COMPUTENET_RESUME_DIR"
 MAX_CONTRIBUTORS = 3  # JobMarket.MAX_CONTRIBUTORS: adopted checkpoints per replica that are paid
 
-CHECKPOINT_TYPE = (
-    "Checkpoint(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,"
-    "bytes32 manifest,bytes32 checkpoint,uint256 gpuSeconds)"
-)
-CHECKPOINT_TYPEHASH = type_hash(CHECKPOINT_TYPE)
-
-# (python field, EIP-712 member, ABI type) in the order of CHECKPOINT_TYPE.
-_MEMBERS = (
-    ("job", "job", "uint256"),
-    ("shard", "shard", "uint256"),
-    ("replica", "replica", "uint256"),
-    ("lease", "lease", "uint256"),
-    ("asset", "asset", "uint256"),
-    ("manifest", "manifest", "bytes32"),
-    ("checkpoint", "checkpoint", "bytes32"),
-    ("gpu_seconds", "gpuSeconds", "uint256"),
-)
 # The wire form: everything the chain call needs (the manifest it reads itself).
 _WIRE = ("job", "shard", "replica", "lease", "asset", "checkpoint", "gpu_seconds", "signature")
 
@@ -121,9 +96,15 @@ def latest_file(folder: str | os.PathLike) -> Path | None:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(TypedStruct):
     """An agent's signed claim: lease `lease` of (job, shard, replica) on `asset` reached
     `checkpoint` (keccak256 of its bytes) after `gpu_seconds` of metered use."""
+
+    EIP712_DOMAIN = (DOMAIN_NAME, DOMAIN_VERSION)
+    EIP712_TYPE = (
+        "Checkpoint(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,"
+        "bytes32 manifest,bytes32 checkpoint,uint256 gpuSeconds)"
+    )
 
     job: int
     shard: int
@@ -135,40 +116,17 @@ class Checkpoint:
     gpu_seconds: int
 
     def __post_init__(self) -> None:
-        for attr, _, abi_type in _MEMBERS:
+        for attr, _, abi_type in self.EIP712_MEMBERS:
             check = _as_bytes32 if abi_type == "bytes32" else _as_uint256
             object.__setattr__(self, attr, check(attr, getattr(self, attr)))
 
-    def _values(self) -> list[Any]:
-        return [getattr(self, attr) for attr, _, _ in _MEMBERS]
-
-    def struct_hash(self) -> bytes:
-        """hashStruct(Checkpoint)."""
-        return hash_struct(CHECKPOINT_TYPEHASH, [abi for _, _, abi in _MEMBERS], self._values())
-
-    def digest(self, chain_id: int, market: str | bytes) -> bytes:
-        """The 32-byte digest signed for the JobMarket at `market` on `chain_id`."""
-        return hash_typed(market_domain_separator(chain_id, market), self.struct_hash())
-
-    def typed_data(self, chain_id: int, market: str | bytes) -> dict[str, Any]:
-        """The full EIP-712 message (eth_signTypedData_v4)."""
-        return typed_message(
-            DOMAIN_NAME,
-            DOMAIN_VERSION,
-            chain_id,
-            market,
-            "Checkpoint",
-            [(member, abi) for _, member, abi in _MEMBERS],
-            {member: getattr(self, attr) for attr, member, _ in _MEMBERS},
-        )
-
-    def sign(self, private_key: Any, chain_id: int, market: str | bytes) -> SignedCheckpoint:
+    def sign(self, private_key: Any, chain_id: int, contract: str | bytes) -> SignedCheckpoint:  # type: ignore[override]
         """Signed by `private_key` (65 bytes r ‖ s ‖ v, low s), with its signature."""
-        return SignedCheckpoint(self, sign_digest(self.digest(chain_id, market), private_key))
+        return SignedCheckpoint(self, super().sign(private_key, chain_id, contract))
 
-    def recover(self, signature: bytes, chain_id: int, market: str | bytes) -> str:
-        """The checksum address that signed it; InvalidSignature for a form the contract refuses."""
-        return recover_signer(self.digest(chain_id, market), signature)
+
+CHECKPOINT_TYPE = Checkpoint.EIP712_TYPE
+CHECKPOINT_TYPEHASH = Checkpoint.EIP712_TYPEHASH
 
 
 @dataclass(frozen=True)

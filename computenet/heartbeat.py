@@ -27,31 +27,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from computenet.eip712 import domain_separator, hash_struct, hash_typed, type_hash, typed_message
+from computenet.eip712 import TypedStruct, domain_separator
 from computenet.errors import ComputenetError, InvalidSignature
-from computenet.receipts import recover_signer, sign_digest
 
 DOMAIN_NAME = "computenet Heartbeat"
 DOMAIN_VERSION = "1"
-
-HEARTBEAT_TYPE = (
-    "Heartbeat(uint256 asset,uint256 timestamp,uint256 gpuUtilizationPct,uint256 freeVramMib,"
-    "uint256 runningShards,uint256 capacity,uint256 seq)"
-)
-HEARTBEAT_TYPEHASH = type_hash(HEARTBEAT_TYPE)
-
-# (python field, EIP-712 member) in the order of HEARTBEAT_TYPE; every member is a uint256.
-_MEMBERS = (
-    ("asset", "asset"),
-    ("timestamp", "timestamp"),
-    ("gpu_utilization_pct", "gpuUtilizationPct"),
-    ("free_vram_mib", "freeVramMib"),
-    ("running_shards", "runningShards"),
-    ("capacity", "capacity"),
-    ("seq", "seq"),
-)
-_FIELDS = tuple(attr for attr, _ in _MEMBERS)
-_ABI_TYPES = ["uint256"] * len(_MEMBERS)
 
 # How far ahead of the keeper's clock a heartbeat may be dated: agents' clocks drift a little.
 DEFAULT_MAX_SKEW = 5
@@ -69,7 +49,7 @@ def registry_domain_separator(chain_id: int, registry: str | bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(TypedStruct):
     """One agent's report on its node at `timestamp` (unix seconds).
 
     `gpu_utilization_pct` is the average over the node's GPUs (0-100); `free_vram_mib` the free
@@ -77,6 +57,12 @@ class Heartbeat:
     many it can run at once. `seq` grows with every heartbeat the agent sends, so a keeper can
     refuse an old one replayed to it.
     """
+
+    EIP712_DOMAIN = (DOMAIN_NAME, DOMAIN_VERSION)
+    EIP712_TYPE = (
+        "Heartbeat(uint256 asset,uint256 timestamp,uint256 gpuUtilizationPct,uint256 freeVramMib,"
+        "uint256 runningShards,uint256 capacity,uint256 seq)"
+    )
 
     asset: int
     timestamp: int
@@ -97,37 +83,6 @@ class Heartbeat:
             object.__setattr__(self, attr, int(value))
         if self.gpu_utilization_pct > 100:
             raise HeartbeatError(f"heartbeat.gpu_utilization_pct must be 0-100, got {self.gpu_utilization_pct}")
-
-    def _values(self) -> list[int]:
-        return [getattr(self, attr) for attr in _FIELDS]
-
-    def struct_hash(self) -> bytes:
-        """hashStruct(Heartbeat)."""
-        return hash_struct(HEARTBEAT_TYPEHASH, _ABI_TYPES, self._values())
-
-    def digest(self, chain_id: int, registry: str | bytes) -> bytes:
-        """The 32-byte digest the agent signs for the registry at `registry` on `chain_id`."""
-        return hash_typed(registry_domain_separator(chain_id, registry), self.struct_hash())
-
-    def typed_data(self, chain_id: int, registry: str | bytes) -> dict[str, Any]:
-        """The full EIP-712 message, for wallets that sign typed data (eth_signTypedData_v4)."""
-        return typed_message(
-            DOMAIN_NAME,
-            DOMAIN_VERSION,
-            chain_id,
-            registry,
-            "Heartbeat",
-            [(member, "uint256") for _, member in _MEMBERS],
-            {member: getattr(self, attr) for attr, member in _MEMBERS},
-        )
-
-    def sign(self, private_key: Any, chain_id: int, registry: str | bytes) -> bytes:
-        """A 65-byte r ‖ s ‖ v signature (v in {27, 28}, low s) by `private_key`."""
-        return sign_digest(self.digest(chain_id, registry), private_key)
-
-    def recover(self, signature: bytes, chain_id: int, registry: str | bytes) -> str:
-        """The checksum address that signed this heartbeat; raises InvalidSignature for a malformed one."""
-        return recover_signer(self.digest(chain_id, registry), signature)
 
     def to_json(self, signature: bytes, checkpoints: list[dict[str, Any]] | None = None) -> str:
         """The compact wire form: the fields by name plus the signature as 0x-hex, no spaces,
@@ -176,6 +131,11 @@ class Heartbeat:
         except ValueError:
             raise HeartbeatError(f"heartbeat.signature is not valid hex: {signature!r}") from None
         return cls(**body), raw
+
+
+HEARTBEAT_TYPE = Heartbeat.EIP712_TYPE
+HEARTBEAT_TYPEHASH = Heartbeat.EIP712_TYPEHASH
+_FIELDS = tuple(attr for attr, _, _ in Heartbeat.EIP712_MEMBERS)  # every member is a uint256
 
 
 def checkpoints_of(text: str | bytes) -> list[Any]:

@@ -36,7 +36,6 @@ ROUNDS, SHARDS = 3, 4
 MAX_PRICE = "0.02"  # tokens per second: above every demo node's price
 # The fault run's shard: 240,000 SGD steps (about 24 CPU-seconds here), a checkpoint every 12,000.
 SLOW_STEPS, CHECKPOINT_EVERY = 240_000, 12_000
-KEEPER_POLLS_S = 5  # after the first checkpoint shows in a heartbeat, before the node is killed
 
 
 def build_image(net: Network, say: Callable[[str], None]) -> str:
@@ -201,10 +200,12 @@ def resume(net: Network, console: Console, say: Callable[[str], None], *, shards
     run.ape_run(net, post, say, folder / "post.log", 120)
     job = int(chain.market.functions.job_count().call())
 
-    asset = wait_until(lambda: _checkpointing(net, job), 120, "the shard's first checkpoint in a heartbeat", 0.5)
+    asset, first = wait_until(lambda: _checkpointing(net, job), 120, "the shard's first checkpoint in a heartbeat", 0.5)
     say(f"asset {asset} ({net.assets[asset].name}) serves a signed checkpoint of job {job} in its heartbeats")
-    # Keepers poll heartbeats every 2 s: let them take in a checkpoint or two before the node dies.
-    time.sleep(KEEPER_POLLS_S)
+    # The node dies only once every keeper has taken that checkpoint in from a heartbeat poll,
+    # so whichever keeper reclaims the lease has it to relay.
+    wait_until(lambda: _keepers_hold(net, first), 60, "the keepers to keep the shard's checkpoint", 0.5)
+    say(f"the keepers hold its checkpoint ({first['gpu_seconds']} GPU-seconds into lease {first['lease']} or later)")
     net.kill(f"agent-{asset}")
     if chain.logs("ResultSubmitted", job=job):
         raise RuntimeError(f"job {job}'s shard finished before its node was killed: raise SLOW_STEPS")
@@ -247,8 +248,8 @@ def _ape_plain(argv: list[str], log: Path) -> None:
         raise RuntimeError(f"ape run {' '.join(argv[:2])} failed: {(done.stderr or done.stdout).strip()[-400:]}")
 
 
-def _checkpointing(net: Network, job: int) -> int | None:
-    """The asset running `job` once its agent has a checkpoint of it (in its heartbeat)."""
+def _checkpointing(net: Network, job: int) -> tuple[int, dict] | None:
+    """The asset running `job` and its checkpoint of it, once its agent has one (in its heartbeat)."""
     import requests
 
     for asset, url in net.outputs.items():
@@ -256,6 +257,34 @@ def _checkpointing(net: Network, job: int) -> int | None:
             body = requests.get(f"{url}/heartbeats/{asset}", timeout=2).json()
         except (requests.RequestException, ValueError):
             continue
-        if any(int(c["job"]) == job for c in body.get("checkpoints", [])):
-            return asset
+        for checkpoint in body.get("checkpoints", []):
+            if int(checkpoint["job"]) == job:
+                return asset, checkpoint
     return None
+
+
+def _keepers_hold(net: Network, checkpoint: dict) -> bool:
+    """Does every keeper keep `checkpoint`, or a later one of the same lease, for its replica
+    (keepers.state, in the keepers' Redis), ready to relay before a reclaim?"""
+    import redis
+
+    from keepers.state import KeeperState
+
+    client = net.redis.client(0)  # the keepers' (COMPUTENET_KEEPER_REDIS_URL)
+    try:
+        for index in range(net.keeper_count):
+            state = KeeperState(
+                client,
+                net.chain_id,
+                str(net.stack.market.address),
+                str(net.stack.assets.address),
+                f"keeper-{index + 1}",
+            )
+            kept = state.checkpoint(int(checkpoint["job"]), int(checkpoint["shard"]), int(checkpoint["replica"]))
+            if kept is None or kept["lease"] != checkpoint["lease"] or kept["gpu_seconds"] < checkpoint["gpu_seconds"]:
+                return False
+        return True
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from dapp_steps import open_page
+from served_demo import served_demo
 
 CHROMIUM = "/usr/bin/chromium"
-NETWORK_START_S = 240  # anvil, dockerd, the job image, keepers' Celery workers, the facilitator
 
 
 @dataclass
@@ -72,18 +72,8 @@ def demo_net(tmp_path_factory) -> Iterator[DemoNet]:
     if reuse := os.environ.get("COMPUTENET_DAPP_TEST_NETWORK"):
         yield demo_net_over(json.loads(Path(reuse).read_text()))
         return
-    from demo import serve
-
-    tmp = tmp_path_factory.mktemp("dapp-net")
-    process = serve.launch(tmp / "net.json", tmp / "logs", tmp / "demo.log")
-    try:
-        try:
-            info = serve.wait_served(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S)
-        except serve.ServeError as error:
-            pytest.fail(str(error))
+    with served_demo(tmp_path_factory.mktemp("dapp-net")) as info:
         yield demo_net_over(info)
-    finally:
-        serve.stop_served(process)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ pipeline before its second stage is posted, with nothing unverified written; the
 run again resumes without a second post, and the second stage reads the first's verified
 outputs from /in/prev/<shard>/....
 
-The command runs as a user runs it, as a subprocess of `ape run`, with this checkout's
-`scripts/` and `computenet` first on the path (a virtual environment shared with another
-checkout carries that one as an editable install, and ape would load its scripts instead)."""
+The command runs as a user runs it, as a subprocess of `ape run` in the checkout."""
 
 from __future__ import annotations
 
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from served_demo import served_demo
 
 from computenet.localnet import ServedApp
 from computenet.manifest import parse_manifest
@@ -32,15 +31,7 @@ from computenet.merkle import MerkleTree
 from computenet.store import StoreClient
 
 REPO = Path(__file__).resolve().parents[2]
-NETWORK_START_S = 240  # anvil, dockerd, the job image, keepers' Celery workers, the facilitator
 STAGE_S = 240  # a stage: the shards' runs, the 60 s challenge window, a keeper's finalize
-# `ape run ...` with this checkout's packages first (see the module's docstring).
-APE = (
-    "import sys; from pathlib import Path; repo = Path(sys.argv.pop(1)).resolve(); "
-    "sys.path[:] = [str(repo)] + [p for p in sys.path if not ((Path(p or '.') / 'computenet').is_dir() "
-    "and Path(p or '.').resolve() != repo)]; "
-    "from ape._cli import cli; sys.argv[0] = 'ape'; sys.exit(cli())"
-)
 
 NUMBER = """\
 import os
@@ -102,10 +93,7 @@ class Net:
     def ape(self, *args: str) -> list[str]:
         """The argv of `ape run ARGS` on this network as the client (TEST::1)."""
         return [
-            sys.executable,
-            "-c",
-            APE,
-            str(REPO),
+            str(Path(sys.executable).with_name("ape")),
             "run",
             *args,
             "--network",
@@ -137,18 +125,8 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    from demo import serve
-
-    tmp = tmp_path_factory.mktemp("pipeline-net")
-    process = serve.launch(tmp / "net.json", tmp / "logs", tmp / "demo.log")
-    try:
-        try:
-            info = serve.wait_served(process, tmp / "net.json", tmp / "demo.log", NETWORK_START_S)
-        except serve.ServeError as error:
-            pytest.fail(str(error))
+    with served_demo(tmp_path_factory.mktemp("pipeline-net")) as info:
         yield Net(info)
-    finally:
-        serve.stop_served(process)
 
 
 @contextlib.contextmanager

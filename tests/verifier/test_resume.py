@@ -143,19 +143,10 @@ def test_a_missing_resume_blob_is_a_reexecution_error_naming_it(reexecutor, coun
 # ---------------------------------------------------------------- the arbiter
 
 
-def expire_and_reclaim(chain, market, keeper, job, replica):
-    chain.pending_timestamp = int(market.replica(job, 0, replica).deadline) + 1
-    chain.mine()
-    return market.reclaim(job, 0, replica, sender=keeper)
-
-
-def test_the_arbiter_upholds_an_honest_replica_resumed_from_an_odd_checkpoint(
+@pytest.fixture
+def resumed_from_odd(
     chain,
     market,
-    court,
-    assets,
-    make_arbiter,
-    reexecutor,
     counting_job,
     post_job,
     register_asset,
@@ -165,20 +156,43 @@ def test_the_arbiter_upholds_an_honest_replica_resumed_from_an_odd_checkpoint(
     registered_keeper,
     commit_checkpoint,
     submit,
-    verifier,
+):
+    """`resumed_from_odd(cheat=False)`: a counting job whose replica 0 resumed from ODD; returns
+    (job, the honest asset). A node (agents[0]) checkpoints ODD on replica 0 and fails; its
+    lease is reclaimed and the checkpoint adopted; an honest node resumes from it and submits
+    FROM_ODD. The honest node is provider2's (agents[1]); with `cheat` the job has two
+    replicas, provider2's node takes replica 1 and submits WRONG before the reclaim, and the
+    honest node is the provider's (agents[2])."""
+
+    def resume(cheat=False):
+        job = post_job(manifest_hash=counting_job, gpu_count=0, min_vram_mib=0, replication=2 if cheat else 1)
+        failing = register_asset(agent_account=agents[0])
+        second = register_asset(owner=provider2, agent_account=agents[1])
+        honest, honest_agent = (register_asset(agent_account=agents[2]), agents[2]) if cheat else (second, agents[1])
+        market.assign(job, 0, failing, sender=keeper)
+        if cheat:
+            market.assign(job, 0, second, sender=keeper)
+        commit_checkpoint(agents[0], job, 0, 0, checkpoint_hash(ODD), 5)
+        if cheat:
+            submit(agents[1], job, 0, 1, output_root=root_of(WRONG), gpu_seconds=GPU_SECONDS)
+        chain.pending_timestamp = int(market.replica(job, 0, 0).deadline) + 1
+        chain.mine()
+        market.reclaim(job, 0, 0, sender=keeper)
+        assert bytes(market.checkpoint(job, 0, 0).resume_point) == checkpoint_hash(ODD)
+        market.assign(job, 0, honest, sender=keeper)
+        submit(honest_agent, job, 0, 0, output_root=root_of(FROM_ODD), gpu_seconds=GPU_SECONDS)
+        return job, honest
+
+    return resume
+
+
+def test_the_arbiter_upholds_an_honest_replica_resumed_from_an_odd_checkpoint(
+    market, court, assets, make_arbiter, reexecutor, counting_job, resumed_from_odd, verifier
 ):
     """A node checkpoints ODD and fails; its lease is reclaimed and the checkpoint adopted; an
     honest provider resumes from it and submits FROM_ODD, which a verifier running from scratch
     challenges. The arbiter runs from the adopted checkpoint and upholds it."""
-    job = post_job(manifest_hash=counting_job, gpu_count=0, min_vram_mib=0)
-    failing = register_asset(agent_account=agents[0])
-    honest = register_asset(owner=provider2, agent_account=agents[1])
-    market.assign(job, 0, failing, sender=keeper)
-    commit_checkpoint(agents[0], job, 0, 0, checkpoint_hash(ODD), 5)
-    expire_and_reclaim(chain, market, keeper, job, 0)
-    assert bytes(market.checkpoint(job, 0, 0).resume_point) == checkpoint_hash(ODD)
-    market.assign(job, 0, honest, sender=keeper)
-    submit(agents[1], job, 0, 0, output_root=root_of(FROM_ODD), gpu_seconds=GPU_SECONDS)
+    job, honest = resumed_from_odd()
     assert reexecutor.run(counting_job, 0, 1).root != root_of(FROM_ODD)  # from scratch it looks wrong
     court.challenge(job, 0, sender=verifier)
     stake = assets.stake(honest).amount
@@ -202,34 +216,13 @@ def test_the_arbiter_upholds_an_honest_replica_resumed_from_an_odd_checkpoint(
 
 
 def test_replicas_from_different_resume_points_are_each_judged_by_a_run_from_their_own(
-    chain,
-    market,
-    make_arbiter,
-    counting_job,
-    post_job,
-    register_asset,
-    provider2,
-    agents,
-    keeper,
-    registered_keeper,
-    commit_checkpoint,
-    submit,
+    market, make_arbiter, resumed_from_odd
 ):
     """Replica 0 resumed from ODD (honest: FROM_ODD); replica 1 ran from scratch and submitted
     WRONG. The roots differ, so a dispute opens by itself; the arbiter runs once from ODD (it
     agrees with replica 0) and twice from scratch (both agree with each other, not with
     replica 1), and rejects replica 1 alone."""
-    job = post_job(manifest_hash=counting_job, gpu_count=0, min_vram_mib=0, replication=2)
-    failing = register_asset(agent_account=agents[0])
-    cheat = register_asset(owner=provider2, agent_account=agents[1])
-    honest = register_asset(agent_account=agents[2])
-    market.assign(job, 0, failing, sender=keeper)
-    market.assign(job, 0, cheat, sender=keeper)
-    commit_checkpoint(agents[0], job, 0, 0, checkpoint_hash(ODD), 5)
-    submit(agents[1], job, 0, 1, output_root=root_of(WRONG), gpu_seconds=GPU_SECONDS)
-    expire_and_reclaim(chain, market, keeper, job, 0)
-    market.assign(job, 0, honest, sender=keeper)
-    submit(agents[2], job, 0, 0, output_root=root_of(FROM_ODD), gpu_seconds=GPU_SECONDS)
+    job, _ = resumed_from_odd(cheat=True)
     assert [market.replica(job, 0, r).state for r in range(2)] == [ReplicaState.DISPUTED] * 2
 
     arbiter = make_arbiter()
