@@ -66,6 +66,7 @@ BENCHES = {
     "economics": ([PYTHON, "bench/bench_economics.py"], ["--quick"]),  # exits 1 when an attacker ends ahead
     "verification": ([PYTHON, "bench/bench_verification.py"], ["--quick"]),  # exits 1 when a goal is missed
     "zk": ([PYTHON, "bench/bench_zk.py"], ["--proofs", "3"]),  # needs `make zk` (.zk/models/blobs, .venv-zk)
+    "attestation": ([PYTHON, "bench/bench_attestation.py"], ["--runs", "50"]),
 }
 
 
@@ -379,7 +380,29 @@ def report(data: dict) -> str:
     zkr = data.get("zk")
     if zkr:
         out += _zk_section(zkr)
+    att = data.get("attestation")
+    if att:
+        out += _attestation_section(att)
     return "\n".join(out) + "\n"
+
+
+def _attestation_section(r: dict) -> list[str]:
+    """TEE evidence verification (bench/bench_attestation.py): milliseconds per quote, by kind."""
+    out = [
+        "",
+        "## TEE evidence verification",
+        "",
+        "Real Intel-signed samples (tests/verifier/evidence/) verified by `verifier/attestation.py` "
+        "(dcap-qvl) at a pinned time inside their collateral's window.",
+        "",
+        "| kind | runs | min / median / p95 / max |",
+        "|---|---|---|",
+    ]
+    for kind, figures in r.items():
+        ms = figures["ms"]
+        line = f"{ms['min']:.2f} / {ms['median']:.2f} / {ms['p95']:.2f} / {ms['max']:.2f} ms"
+        out.append(f"| {kind} ({figures['quote_bytes']:,}-byte quote) | {figures['runs']} | {line} |")
+    return out
 
 
 def _zk_section(r: dict) -> list[str]:
