@@ -659,6 +659,7 @@ class Agent:
         a bonded verifier for a replica sampled for it; a facilitator for a shard under dispute."""
         from computenet.errors import ContractRevert
         from verifier.access import may_read
+        from verifier.sampling import audit_mode
 
         job = self.job(job_id)
         if job is None:
@@ -674,7 +675,9 @@ class Agent:
         return may_read(
             caller=address,
             job_client=job.client,
-            mode=job.requirements.verification,
+            mode=audit_mode(job.requirements.verification, replicas[replica].state)
+            if replica < len(replicas)
+            else job.requirements.verification,
             spot_check_bps=self._spot_check_bps(job),
             seed=self._seed(job_id, shard, replica),
             job=job_id,

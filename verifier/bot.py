@@ -54,7 +54,7 @@ from computenet.outputs import OutputsClient, OutputsError
 from computenet.web3calls import Sender
 from verifier.reexecute import ReexecutionError, Reexecutor
 from verifier.rules import PEER_SHARDS, judge, metering_outlier
-from verifier.sampling import sampled, seed_block
+from verifier.sampling import audit_mode, sampled, seed_block
 
 log = logging.getLogger("verifier.bot")
 
@@ -259,7 +259,7 @@ class Verifier:
             return self._log(base | {"decision": "moot", "state": rep.state.name})
         job = self.market.job(item.job)
         manifest_hash, req = job.manifest_hash, job.requirements
-        gpu_count, shard_count, mode = req.gpu_count, req.shard_count, req.verification
+        gpu_count, shard_count, mode = req.gpu_count, req.shard_count, audit_mode(req.verification, rep.state)
         base |= {"mode": mode.name}
         rules = self.reexecutor.manifest(manifest_hash).verification
         peers = self._peer_claims(item, shard_count, req.replication)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from eth_utils import keccak, to_bytes
 
-from computenet.domain import BPS, Verification
+from computenet.domain import BPS, ReplicaState, Verification
 
 MAX_AUDIT_BPS = 2_500  # the most of OPTIMISTIC results any one verifier may sample (and read)
 
@@ -58,6 +58,16 @@ def spot_checked(seed: bytes, job: int, shard: int, replica: int, spot_check_bps
 def audited(seed: bytes, job: int, shard: int, replica: int, verifier: str, share_bps: int) -> bool:
     """Whether `verifier` samples an OPTIMISTIC replica at its share (capped at MAX_AUDIT_BPS)."""
     return draw(seed, job, shard, replica, verifier) % BPS < min(share_bps, MAX_AUDIT_BPS)
+
+
+def audit_mode(mode: Verification, state: ReplicaState) -> Verification:
+    """The level a result is audited at. A zk result is proven and final at once; one still in
+    its challenge window was not proven (only a failed run takes the window), and its metered
+    claim is audited as an optimistic result's is, so a provider cannot skip proving, report a
+    failure and be paid for the lease's time unchecked."""
+    if mode == Verification.ZK and state in (ReplicaState.SUBMITTED, ReplicaState.DISPUTED):
+        return Verification.OPTIMISTIC
+    return mode
 
 
 def sampled(

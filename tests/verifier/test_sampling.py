@@ -6,8 +6,8 @@ import math
 import pytest
 from eth_utils import keccak
 
-from computenet.domain import Verification
-from verifier.sampling import MAX_AUDIT_BPS, audited, draw, sampled, seed_block, spot_checked
+from computenet.domain import ReplicaState, Verification
+from verifier.sampling import MAX_AUDIT_BPS, audit_mode, audited, draw, sampled, seed_block, spot_checked
 
 SEED = keccak(b"block 101")
 ALICE = "0x" + "a1" * 20
@@ -94,3 +94,32 @@ def test_replicated_shards_are_never_sampled():
         )
         for i in range(50)
     )
+
+
+@pytest.mark.parametrize(
+    "mode, state, audited_as",
+    [
+        (Verification.ZK, ReplicaState.SUBMITTED, Verification.OPTIMISTIC),  # a failed zk run, in its window
+        (Verification.ZK, ReplicaState.DISPUTED, Verification.OPTIMISTIC),
+        (Verification.ZK, ReplicaState.FINALIZED, Verification.ZK),  # proven: nothing to sample
+        (Verification.SPOT_CHECK, ReplicaState.SUBMITTED, Verification.SPOT_CHECK),
+        (Verification.REPLICATED, ReplicaState.SUBMITTED, Verification.REPLICATED),
+    ],
+)
+def test_an_unproven_zk_result_is_audited_as_an_optimistic_one(mode, state, audited_as):
+    """A provider that skips proving and reports a failure still has its metered claim drawn for
+    re-execution at the verifiers' optimistic share; a proven result is never sampled."""
+    assert audit_mode(mode, state) == audited_as
+    seed = b"\x05" * 32
+    drawn = [
+        sampled(
+            audit_mode(mode, state), seed, 1, s, 0, spot_check_bps=10_000, verifier="0x" + "ab" * 20, share_bps=2_500
+        )
+        for s in range(400)
+    ]
+    assert (any(drawn), all(drawn)) == {
+        Verification.OPTIMISTIC: (True, False),
+        Verification.ZK: (False, False),
+        Verification.SPOT_CHECK: (True, True),
+        Verification.REPLICATED: (False, False),
+    }[audited_as]
