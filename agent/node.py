@@ -453,6 +453,8 @@ class Agent:
 
     def submit(self, entry: Entry) -> None:
         """Sends a computed result; a result the chain already holds is done."""
+        from ape.exceptions import ContractLogicError
+
         chain = self.chain_replica(entry.job, entry.shard, entry.replica)
         action = plan.recovery("computed", entry.lease, entry.lease_end, chain, self.now())
         if action != "submit":
@@ -460,38 +462,19 @@ class Agent:
             return
         self.journal.update(entry.key, "submitted")
         bundle = zk_lease.load_bundle(self.work / entry.name) if entry.exit_code == 0 else None
-        root, signature = bytes.fromhex(entry.output_root[2:]), bytes.fromhex(entry.signature[2:])
+        head = (entry.job, entry.shard, entry.replica, bytes.fromhex(entry.output_root[2:]), entry.gpu_seconds)
+        signature = bytes.fromhex(entry.signature[2:])
         if bundle is not None:  # proven: through the model registry, which finalizes it at once
-            from ape.exceptions import ContractLogicError
-
-            try:
-                receipt = self._send(
-                    "submit_result",
-                    entry.job,
-                    entry.shard,
-                    entry.replica,
-                    root,
-                    entry.gpu_seconds,
-                    signature,
-                    *zk_lease.submit_args(bundle),
-                    contract=self.market.models,
-                )
-            except ContractLogicError as error:
-                if not str(error.message).startswith("model_registry:"):
-                    raise
-                self.unproven(entry, str(error.message))
-                return
+            args, contract = (*head, signature, *zk_lease.submit_args(bundle)), self.market.models
         else:
-            receipt = self._send(
-                "submit_result",
-                entry.job,
-                entry.shard,
-                entry.replica,
-                root,
-                entry.gpu_seconds,
-                entry.exit_code,
-                signature,
-            )
+            args, contract = (*head, entry.exit_code, signature), None
+        try:
+            receipt = self._send("submit_result", *args, contract=contract)
+        except ContractLogicError as error:
+            if bundle is None or not str(error.message).startswith("model_registry:"):
+                raise
+            self.unproven(entry, str(error.message))
+            return
         tx = receipt["transactionHash"].to_0x_hex()
         if receipt["status"] != 1:
             chain = self.chain_replica(entry.job, entry.shard, entry.replica)

@@ -43,7 +43,7 @@ from eth_abi import encode  # noqa: E402
 from eth_utils import keccak  # noqa: E402
 
 from computenet import zk  # noqa: E402
-from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack  # noqa: E402
+from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack, deploy_verifier  # noqa: E402
 from computenet.domain import Requirements, Spec, Verification  # noqa: E402
 from computenet.localnet import Anvil  # noqa: E402
 from computenet.merkle import MerkleTree  # noqa: E402
@@ -75,8 +75,6 @@ class Bench:
     """The stack on one anvil, its named accounts, one asset and the model's verifier."""
 
     def __init__(self, project, test_accounts, chain, web3, artifacts: zk.ModelArtifacts, shards: int) -> None:
-        from ape.contracts import ContractContainer
-        from ethpm_types import ContractType
 
         self.chain, self.web3, self.blobs = chain, web3, artifacts
         a = test_accounts
@@ -111,12 +109,7 @@ class Bench:
         self.asset = receipt.events.filter(s.assets.AssetRegistered)[0].asset
         s.assets.add_stake(self.asset, 1_000 * TOKEN, sender=self.provider)
 
-        contract_type = ContractType(
-            contractName="Halo2Verifier",
-            abi=artifacts.verifier_abi(),
-            deploymentBytecode={"bytecode": "0x" + artifacts.verifier_initcode().hex()},
-        )
-        self.verifier = self.owner.deploy(ContractContainer(contract_type))
+        self.verifier = deploy_verifier(artifacts, self.owner)
         self.verifier_deploy_gas = web3.eth.get_transaction_receipt(self.verifier.txn_hash).gasUsed
         self.verifier_runtime_bytes = len(web3.eth.get_code(self.verifier.address))
         self.verifier_initcode_bytes = len(artifacts.verifier_initcode())

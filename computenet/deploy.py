@@ -104,3 +104,18 @@ def deploy_stack(
                 "another transaction from the deployer came in between; deploy again"
             )
     return Stack(token=token, assets=assets, keepers=keepers, market=market, court=court, models=models)
+
+
+def deploy_verifier(artifacts: Any, deployer: Any, **tx: Any) -> Any:
+    """Deploys a zk model's EZKL verifier (`artifacts`: computenet.zk.ModelArtifacts) from the
+    init code solcjs compiled in `make zk`; no Solidity compiler plugin builds it here, so the
+    contract type is given by hand."""
+    from ape.contracts import ContractContainer
+    from ethpm_types import ContractType
+
+    contract_type = ContractType(
+        contractName="Halo2Verifier",
+        abi=artifacts.verifier_abi(),
+        deploymentBytecode={"bytecode": "0x" + artifacts.verifier_initcode().hex()},
+    )
+    return deployer.deploy(ContractContainer(contract_type), **tx)

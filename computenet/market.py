@@ -423,10 +423,6 @@ class Market:
             for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
         }
 
-    def zk_binding(self, job_id: int, shard: int, index: int, lease: int) -> int:
-        """The tag a proof for this lease carries (computenet.zk.binding computes the same)."""
-        return int(self._read("models", "binding", job_id, shard, index, lease))
-
     def challenge_bond(self) -> int:
         return int(self._read("market", "challenge_bond"))
 
@@ -641,9 +637,7 @@ class Market:
         **tx: Any,
     ) -> Any:
         """Signs the receipt with the agent's key, checks it would be accepted, submits."""
-        rep = self.replica(job_id, shard, index)
-        gpus = self.job(job_id).requirements.gpu_count
-        self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
+        rep = self._check_submit(job_id, shard, index, output_root, gpu_seconds)
         receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
         signature = receipt.sign(agent_key, self.chain_id, self.market.address)
         if receipt.recover(signature, self.chain_id, self.market.address).lower() != self.agent_of(rep.asset).lower():
@@ -652,6 +646,13 @@ class Market:
             return self.market.submit_result(
                 job_id, shard, index, output_root, gpu_seconds, exit_code, signature, sender=sender, **tx
             )
+
+    def _check_submit(self, job_id: int, shard: int, index: int, output_root: bytes, gpu_seconds: int) -> Replica:
+        """Raises what the market's submit_result would fail with first; the replica as read."""
+        rep = self.replica(job_id, shard, index)
+        gpus = self.job(job_id).requirements.gpu_count
+        self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
+        return rep
 
     def register_model(
         self, artifact_hash: bytes, verifier: str, input_words: int, output_words: int, sender: Any, **tx: Any
@@ -689,9 +690,7 @@ class Market:
     ) -> Any:
         """Submits a zk job's result with its proof through the model registry, which checks
         it, submits the receipt (exit code 0, signed by the agent) and finalizes the shard."""
-        rep = self.replica(job_id, shard, index)
-        gpus = self.job(job_id).requirements.gpu_count
-        self._check(preflight.submit_problem(rep, self.now(), output_root, gpu_seconds, gpus))
+        self._check_submit(job_id, shard, index, output_root, gpu_seconds)
         with typed_reverts():
             return self.models.submit_result(
                 job_id,

@@ -34,6 +34,7 @@ OUTPUT_LEAF = "out/" + OUTPUT_FILE  # where the result's Merkle tree commits it
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "zk" / "ezkl_tool.py"
+EXAMPLE_MODEL = ROOT / ".zk" / "models" / "blobs"  # the example model `make zk` builds
 HASHED_FILES = ("model.onnx", "settings.json", "vk.key")  # artifact_hash covers these, in this order
 
 

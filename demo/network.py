@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from computenet import zk
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Spec
 from computenet.localnet import (
@@ -32,7 +33,6 @@ TOKEN = 10**6
 CHALLENGE_WINDOW = 60  # the market's minimum: results wait this long before they are paid
 LEASE_GRACE = 20  # seconds a lease allows beyond the job's GPU-seconds (set-up, pull, submit)
 AGENT_MEMORY_MIB = "256"  # per container, for the agents and the facilitator's re-executions alike
-ZK_MODELS = Path(__file__).resolve().parent.parent / ".zk" / "models" / "blobs"  # what the agents prove (make zk)
 
 # Test keys (anvil's default mnemonic, ape's TEST::n): who plays which role.
 OWNER, CLIENT, PROVIDERS, KEEPERS, FACILITATOR, GATEWAY, TREASURY, VERIFIER = 0, 1, (2, 3), (4, 5), 7, 9, 12, 13
@@ -240,7 +240,7 @@ class Network:
                 "COMPUTENET_AGENT_PUBLIC_URL": self.outputs[asset],
                 "COMPUTENET_AGENT_MEMORY_MIB": AGENT_MEMORY_MIB,
                 "COMPUTENET_AGENT_LOG_FORMAT": "json",
-                "COMPUTENET_AGENT_ZK_MODELS": str(ZK_MODELS),
+                "COMPUTENET_AGENT_ZK_MODELS": str(zk.EXAMPLE_MODEL),  # what the agents prove (make zk)
             }
             | self.agent_env
             | (extra_env or {})

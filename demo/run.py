@@ -33,7 +33,6 @@ from examples import workloads
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = ("open", "assigned", "submitted", "disputed", "finalized")
-ZK_MODEL = ROOT / ".zk" / "models" / "blobs"  # built by `make zk`
 SPOT_CHECK_BPS = 5_000  # client 1's job: half its results re-executed by the verifier bot
 
 
@@ -127,8 +126,10 @@ def post_zk_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None],
     """Client 3: registers the example zk model (its verifier deployed) and posts a job whose every
     shard's result is proven: `ape run job post --verification zk` (docs/zk.md)."""
     folder = net.logdir / "client-zk"
-    ape_run(net, ["model", "register", str(ZK_MODEL)], say, net.logdir / "client-zk-register.log", 120, "client 3")
-    artifacts = zk.ModelArtifacts.load(ZK_MODEL)
+    ape_run(
+        net, ["model", "register", str(zk.EXAMPLE_MODEL)], say, net.logdir / "client-zk-register.log", 120, "client 3"
+    )
+    artifacts = zk.ModelArtifacts.load(zk.EXAMPLE_MODEL)
     samples = artifacts.samples()[:shards]
     inputs = {
         zk.input_path(s): zk.encode_words(zk.quantize(x["x"], artifacts.input_scale)) for s, x in enumerate(samples)
@@ -140,7 +141,7 @@ def post_zk_with_ape_run(net: Network, chain: Chain, say: Callable[[str], None],
     manifest = build_manifest(net.image, command, inputs, timeout_seconds=15, max_output_bytes=1 << 20)
     (folder / "manifest.json").write_bytes(canonical_json(manifest))
     argv = ["job", "post", str(folder / "manifest.json"), "--shards", str(shards), "--verification", "zk"]
-    argv += ["--model", str(ZK_MODEL), "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1"]
+    argv += ["--model", str(zk.EXAMPLE_MODEL), "--max-price", "0.02", "--max-gpu-seconds", "30", "--hours", "1"]
     argv += ["--store", net.store.url, "--inputs", str(folder / "inputs")]
     out = ape_run(net, argv, say, net.logdir / "client-zk.log", 120, "client 3")
     return int(out.split("job ", 1)[1].split()[0])

@@ -14,6 +14,7 @@ from ape.cli import ConnectedProviderCommand, account_option, network_option
 
 from computenet import zk
 from computenet.cli import clear_errors
+from computenet.deploy import deploy_verifier
 from computenet.market import Market
 
 
@@ -37,7 +38,7 @@ def register(account, folder):
         click.echo(f"verifier {known.verifier}")
         return
     click.echo(f"deploying {artifacts.name}'s verifier ({len(artifacts.verifier_initcode())} bytes of init code)")
-    verifier = deploy_verifier(account, artifacts)
+    verifier = str(deploy_verifier(artifacts, account).address)
     model = market.register_model(
         artifacts.artifact_hash, verifier, artifacts.input_words, artifacts.output_words, sender=account
     )
@@ -79,16 +80,3 @@ def load(folder: Path) -> zk.ModelArtifacts:
         return zk.ModelArtifacts.load(folder)
     except zk.ZkError as err:
         raise click.ClickException(str(err)) from None
-
-
-def deploy_verifier(account, artifacts: zk.ModelArtifacts) -> str:
-    """Deploys EZKL's verifier from its solcjs init code (there is no Solidity compiler plugin here)."""
-    from ape.contracts import ContractContainer
-    from ethpm_types import ContractType
-
-    contract_type = ContractType(
-        contractName="Halo2Verifier",
-        abi=artifacts.verifier_abi(),
-        deploymentBytecode={"bytecode": "0x" + artifacts.verifier_initcode().hex()},
-    )
-    return str(account.deploy(ContractContainer(contract_type)).address)

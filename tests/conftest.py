@@ -13,6 +13,7 @@ from eth_utils import keccak
 from hypothesis import HealthCheck, settings
 
 from agent import image
+from computenet import zk
 from computenet.checkpoints import Checkpoint
 from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
@@ -177,6 +178,15 @@ def market(stack):
 @pytest.fixture(scope="session")
 def court(stack):
     return stack.court
+
+
+@pytest.fixture(scope="session")
+def blobs() -> zk.ModelArtifacts:
+    """The example zk model (docs/zk.md), which `make test` builds first (`make zk`)."""
+    try:
+        return zk.ModelArtifacts.load(zk.EXAMPLE_MODEL)
+    except zk.ZkError as error:
+        pytest.fail(f"{error}: `make test` builds it with `make zk`")
 
 
 @pytest.fixture(scope="session")

@@ -11,17 +11,13 @@ from test_agent_failures import run_one
 from agent import execute
 from agent import zk as zk_lease
 from computenet import zk
+from computenet.deploy import deploy_verifier
 from computenet.domain import ReplicaState, Verification, ZkModel, ZkSpec
 from computenet.manifest import build_manifest, canonical_json
 from computenet.merkle import MerkleTree, leaf, verify
 from computenet.staging import Decline
 
 IMAGE = "computenet/python@sha256:" + "ab" * 32
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    return zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
 
 
 @pytest.fixture(scope="module")
@@ -119,23 +115,13 @@ def test_proving_writes_the_outputs_and_keeps_what_the_registry_takes(blobs, man
 # ---------------------------------------------------------------- an agent in this process, real parts
 
 
-def deploy(owner, abi, initcode):
-    from ape.contracts import ContractContainer
-    from ethpm_types import ContractType
-
-    contract_type = ContractType(
-        contractName="Verifier", abi=abi, deploymentBytecode={"bytecode": "0x" + initcode.hex()}
-    )
-    return owner.deploy(ContractContainer(contract_type))
-
-
 @pytest.fixture
 def zk_lease_for(stack, blobs, owner, client, lease_for, job_image):
     """A bound two-shard zk job on the example model (registered with `verifier`, default: the one
     its artifacts compile to) whose shard 0 is assigned to `asset`; returns the Lease."""
 
     def make(asset, verifier=None):
-        verifier = verifier or deploy(owner, blobs.verifier_abi(), blobs.verifier_initcode())
+        verifier = verifier or deploy_verifier(blobs, owner)
         receipt = stack.models.register_model(
             blobs.artifact_hash, verifier, blobs.input_words, blobs.output_words, sender=owner
         )

@@ -540,7 +540,7 @@ def test_a_client_challenges_a_result_from_the_page_and_the_arbiter_rules(open_d
     assert net.token_balance(client) == before - opened["bond"]  # the bond went to the accused
 
 
-def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net):
+def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net, blobs):
     """A zk job posted on chain (the example model registered with its verifier, the manifest
     bound, then posted): an agent proves its shard, the registry finalizes it at once, and the
     page shows the shard's result as proven."""
@@ -559,7 +559,6 @@ def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net):
         assert receipt["status"] == 1
         return receipt
 
-    blobs = zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
     model = net.reader.zk_model_id(blobs)
     if not net.reader.zk_model(model).registered:
         deployed = w3.eth.wait_for_transaction_receipt(

@@ -16,11 +16,10 @@ import os
 from pathlib import Path
 
 import pytest
-from ape.contracts import ContractContainer
 from eth_utils import keccak
-from ethpm_types import ContractType
 
 from computenet import zk
+from computenet.deploy import deploy_verifier
 from computenet.domain import MAX_DECLINES, Requirements, Verification
 from computenet.eip3009 import TransferAuthorization, split
 from computenet.merkle import MerkleTree
@@ -44,15 +43,6 @@ REGISTER_LIMIT = 200_000
 # the clock would make gas drift; the measured calls use these fixed times instead.
 DEADLINE = 4_000_000_000
 EXPIRE = 4_100_000_000
-
-
-@pytest.fixture(scope="session")
-def blobs():
-    """The example zk model (.zk/models/blobs), built by `make zk`."""
-    try:
-        return zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
-    except zk.ZkError as error:
-        pytest.fail(f"{error}: `make gas-snapshot` needs it too (`make zk`)")
 
 
 _proofs: dict = {}
@@ -227,12 +217,7 @@ def measure(
         """The zk level: a model registered with its EZKL verifier, a manifest bound to it, and
         one shard's real proof submitted through the registry (verify + submit + finalize)."""
         models = stack.models
-        contract_type = ContractType(
-            contractName="Halo2Verifier",
-            abi=blobs.verifier_abi(),
-            deploymentBytecode={"bytecode": "0x" + blobs.verifier_initcode().hex()},
-        )
-        zk_verifier = owner.deploy(ContractContainer(contract_type))
+        zk_verifier = deploy_verifier(blobs, owner)
         # An artifact hash of its own, so its id is new even where another test file registered
         # the model in this session's registry (ids cover the artifact hash and the verifier's code).
         artifact_hash = keccak(blobs.artifact_hash + b"gas-snapshot")

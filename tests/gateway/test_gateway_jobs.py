@@ -181,10 +181,21 @@ def test_an_endpoint_that_does_not_answer_is_a_502_naming_the_asset(
 
 
 def test_a_zk_jobs_view_names_its_model_and_marks_its_proven_replica(
-    chain, stack, owner, client, provider, keeper, agent, register_asset, make_requirements, post_job, gateway, tmp_path
+    chain,
+    stack,
+    owner,
+    client,
+    provider,
+    keeper,
+    agent,
+    register_asset,
+    make_requirements,
+    post_job,
+    gateway,
+    blobs,
+    tmp_path,
 ):
     sdk = Market.from_stack(stack)
-    blobs = zk_helpers.blobs()
     model = zk_helpers.register_model(sdk, blobs, owner)
     job, files = zk_helpers.post_zk_job(sdk, blobs, model, client, make_requirements(shard_count=2))
     asset = register_asset(gpu_count=2)  # both shards at once

@@ -823,7 +823,7 @@ def load_zk_helpers():
     return module
 
 
-def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, accounts, chain, tmp_path):
+def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, accounts, chain, blobs, tmp_path):
     zk_helpers = load_zk_helpers()
     provider, client, keeper, agent = (accounts[i] for i in (PROVIDER, CLIENT, KEEPER, AGENT))
     for who, tokens in ((provider, 5_000), (client, 100), (keeper, 1_000)):
@@ -833,7 +833,6 @@ def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, acc
     asset = sdk.register_asset(spec, agent, b"\x11" * 32, sender=provider)
     sdk.add_stake(asset, 500 * TOKEN, sender=provider)
     sdk.register_keeper(100 * TOKEN, sender=keeper)
-    blobs = zk_helpers.blobs()
     model = zk_helpers.register_model(sdk, blobs, accounts[0])
     req = Requirements(
         min_vram_mib=16_384,
@@ -859,11 +858,10 @@ def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, acc
     ]
 
 
-def test_job_post_refuses_a_zk_job_its_agents_could_not_prove(ape_run, sdk, accounts, tmp_path):
+def test_job_post_refuses_a_zk_job_its_agents_could_not_prove(ape_run, sdk, accounts, blobs, tmp_path):
     from computenet import zk
 
     zk_helpers = load_zk_helpers()
-    blobs = zk_helpers.blobs()
     words = zk.quantize(blobs.samples()[0]["x"], blobs.input_scale)
     files = {zk.input_path(0): zk.encode_words(words), zk.input_path(1): zk.encode_words(words[:3])}
     for path, data in files.items():

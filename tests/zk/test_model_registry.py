@@ -5,11 +5,10 @@ reason, and nothing moves."""
 
 import ape
 import pytest
-from ape.contracts import ContractContainer
 from eth_utils import keccak
-from ethpm_types import ContractType
 
 from computenet import zk
+from computenet.deploy import deploy_verifier
 from computenet.domain import ReplicaState, Verification, settle_amounts
 from computenet.merkle import MerkleTree
 
@@ -18,21 +17,8 @@ LOG = b"computenet: proven\n"
 
 
 @pytest.fixture(scope="session")
-def blobs():
-    try:
-        return zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
-    except zk.ZkError as error:
-        pytest.fail(f"{error}: `make test` builds it with `make zk`")
-
-
-@pytest.fixture(scope="session")
 def zk_verifier(blobs, owner):
-    contract_type = ContractType(
-        contractName="Halo2Verifier",
-        abi=blobs.verifier_abi(),
-        deploymentBytecode={"bytecode": "0x" + blobs.verifier_initcode().hex()},
-    )
-    return owner.deploy(ContractContainer(contract_type))
+    return deploy_verifier(blobs, owner)
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,6 @@ from computenet import zk
 from computenet.localnet import Anvil
 
 MARKET = "0x" + "ab" * 20
-BLOBS = zk.ROOT / ".zk" / "models" / "blobs"
-
-
 # ---------------------------------------------------------------- encodings
 
 
@@ -90,23 +87,6 @@ def test_tool_python_says_how_to_install(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------- the built model
-
-
-@pytest.fixture(scope="session")
-def blobs() -> zk.ModelArtifacts:
-    """The blobs model `make zk` built; built here (a few seconds) when absent or stale."""
-    try:
-        return zk.ModelArtifacts.load(BLOBS)
-    except zk.ZkError:
-        pass
-    if shutil.which("make") is None or shutil.which("node") is None:
-        if not (zk.ROOT / ".venv-zk").exists():
-            pytest.skip("`.venv-zk` is missing and cannot be built here (needs make and node): run `make zk`")
-    done = subprocess.run(["make", "-s", "zk"], cwd=zk.ROOT, capture_output=True, text=True)
-    if done.returncode != 0 and not (zk.ROOT / ".venv-zk" / "bin" / "python").exists():
-        pytest.skip(f"`.venv-zk` is missing and `make zk` failed: {done.stderr.strip()[-300:]}")
-    assert done.returncode == 0, done.stderr
-    return zk.ModelArtifacts.load(BLOBS)
 
 
 @pytest.fixture(scope="session")

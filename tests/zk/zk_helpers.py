@@ -10,24 +10,15 @@ proof is real (EZKL, about 1.5 s) with the model `make zk` built in .zk/models/b
 import dataclasses
 from pathlib import Path
 
-from ape.contracts import ContractContainer
 from eth_utils import keccak
-from ethpm_types import ContractType
 
 from computenet import zk
+from computenet.deploy import deploy_verifier
 from computenet.domain import Requirements, Verification
 from computenet.merkle import MerkleTree
 
 GPU_SECONDS = 60
 LOG = b"computenet: proven\n"
-
-
-def blobs() -> zk.ModelArtifacts:
-    """The example model; a missing build names `make zk`."""
-    try:
-        return zk.ModelArtifacts.load(zk.ROOT / ".zk" / "models" / "blobs")
-    except zk.ZkError as error:
-        raise AssertionError(f"{error}: `make test` builds it with `make zk`") from None
 
 
 def register_model(sdk, artifacts, owner) -> bytes:
@@ -36,12 +27,7 @@ def register_model(sdk, artifacts, owner) -> bytes:
     known = sdk.zk_model_id(artifacts)
     if sdk.zk_model(known).registered:
         return known
-    contract_type = ContractType(
-        contractName="Halo2Verifier",
-        abi=artifacts.verifier_abi(),
-        deploymentBytecode={"bytecode": "0x" + artifacts.verifier_initcode().hex()},
-    )
-    verifier = owner.deploy(ContractContainer(contract_type))
+    verifier = deploy_verifier(artifacts, owner)
     return sdk.register_model(
         artifacts.artifact_hash, verifier.address, artifacts.input_words, artifacts.output_words, sender=owner
     )
