@@ -540,7 +540,7 @@ def test_a_client_challenges_a_result_from_the_page_and_the_arbiter_rules(open_d
     assert net.token_balance(client) == before - opened["bond"]  # the bond went to the accused
 
 
-def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net, blobs):
+def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net):
     """A zk job posted on chain (the example model registered with its verifier, the manifest
     bound, then posted): an agent proves its shard, the registry finalizes it at once, and the
     page shows the shard's result as proven."""
@@ -549,6 +549,7 @@ def test_a_zk_jobs_shard_shows_proven_on_the_page(open_dapp, demo_net, blobs):
     from computenet.manifest import build_manifest, canonical_json
     from computenet.store import StoreClient
 
+    blobs = zk.ModelArtifacts.load(zk.EXAMPLE_MODEL)  # not the session fixture: ape would rebase isolation
     net, w3 = demo_net, demo_net.web3
     client = net.account("client")
     net.rpc("anvil_setBalance", [client, hex(10**19)])

@@ -14,6 +14,7 @@ from web3 import Web3
 
 from agent.outputs import app as outputs_app
 from agent.outputs import sign_request
+from computenet import zk
 from computenet.eip3009 import TransferAuthorization, random_nonce, split
 from computenet.localnet import ServedApp
 from computenet.market import Market
@@ -192,9 +193,9 @@ def test_a_zk_jobs_view_names_its_model_and_marks_its_proven_replica(
     make_requirements,
     post_job,
     gateway,
-    blobs,
     tmp_path,
 ):
+    blobs = zk.ModelArtifacts.load(zk.EXAMPLE_MODEL)  # not the session fixture: ape would rebase isolation
     sdk = Market.from_stack(stack)
     model = zk_helpers.register_model(sdk, blobs, owner)
     job, files = zk_helpers.post_zk_job(sdk, blobs, model, client, make_requirements(shard_count=2))

@@ -823,7 +823,10 @@ def load_zk_helpers():
     return module
 
 
-def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, accounts, chain, blobs, tmp_path):
+def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, accounts, chain, tmp_path):
+    from computenet import zk
+
+    blobs = zk.ModelArtifacts.load(zk.EXAMPLE_MODEL)  # not the session fixture: ape would rebase isolation
     zk_helpers = load_zk_helpers()
     provider, client, keeper, agent = (accounts[i] for i in (PROVIDER, CLIENT, KEEPER, AGENT))
     for who, tokens in ((provider, 5_000), (client, 100), (keeper, 1_000)):
@@ -858,8 +861,10 @@ def test_job_status_shows_a_zk_jobs_model_and_its_proven_shard(ape_run, sdk, acc
     ]
 
 
-def test_job_post_refuses_a_zk_job_its_agents_could_not_prove(ape_run, sdk, accounts, blobs, tmp_path):
+def test_job_post_refuses_a_zk_job_its_agents_could_not_prove(ape_run, sdk, accounts, tmp_path):
     from computenet import zk
+
+    blobs = zk.ModelArtifacts.load(zk.EXAMPLE_MODEL)
 
     zk_helpers = load_zk_helpers()
     words = zk.quantize(blobs.samples()[0]["x"], blobs.input_scale)
