@@ -74,7 +74,9 @@ class ApeRun:
 
 
 @pytest.fixture(scope="module")
-def ape_run(networks, tmp_path_factory):
+def ape_run(networks, tmp_path_factory, redis_server, content_store):
+    # The session services start here, before the first snapshot: requested first by a late
+    # test, they would make ape rebase its isolation snapshots.
     return ApeRun(networks.provider.uri, tmp_path_factory.mktemp("scripts") / "deployments.json")
 
 
