@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent import checkpoints, cpu, execute, gpu, machine, plan
+from agent import checkpoints, cpu, execute, gpu, machine, plan, tee
 from agent import zk as zk_lease
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
@@ -38,6 +38,7 @@ log = logging.getLogger("agent")
 
 RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
 RETRY_INTERVAL = 10  # seconds between looks for results whose submission failed
+TEE_INTERVAL = 60  # seconds between looks at the assets' TEE verdicts
 
 
 def endpoint_problem(asset: int, registered: str, own: str) -> str | None:
@@ -95,6 +96,8 @@ class Agent:
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
         self.zk_models = zk_lease.local_models(settings.zk_models)  # artifact hash -> what proves it
         self.zk_ids: dict[bytes, bytes] = {}  # artifact hash -> the model id it has with its own verifier
+        self.tee = tee.source(settings.tee)  # None: tee leases are declined
+        self.attestor = tee.AttestorClient(settings.attestor_url) if settings.attestor_url else None
         self.follower = Follower(
             market, JsonCursor(settings.cursor_path()), roles=("market",), names=("ShardAssigned",)
         )
@@ -220,6 +223,8 @@ class Agent:
             asset = self.served[lease.asset].asset
             manifest = execute.fetch_manifest(self.store, job.manifest_hash)
             proving = self.zk_lease(lease, job, manifest) if job.requirements.verification == Verification.ZK else None
+            if job.requirements.verification == Verification.TEE and (self.tee is None or self.attestor is None):
+                raise Decline("no tee here", "a tee job needs a TEE evidence source and an attestor (settings)")
             if container is None:
                 plan.check_runnable(
                     manifest,
@@ -488,6 +493,58 @@ class Agent:
         log.info(
             "submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}}
         )
+        if self.job(entry.job).requirements.verification == Verification.TEE:
+            self.attest_result(entry)
+
+    # ------------------------------------------------------------ tee
+
+    def attest_nodes(self) -> dict[int, str]:
+        """Sends node evidence for each served asset not attested, or whose verdict ends within
+        a day; returns what happened per asset. A failure is logged and tried again later."""
+        if self.tee is None or self.attestor is None:
+            return {}
+        done = {}
+        with self.chain_lock:
+            attested = self.market.attested(list(self.served))
+            verdicts = {a: self.market.tee_verdict(a) for a in self.served}
+            now = self.now()
+        for asset_id, verdict in verdicts.items():
+            if not tee.needs_node_evidence(asset_id in attested, verdict.valid_until, now):
+                done[asset_id] = "attested"
+                continue
+            try:
+                with self.chain_lock:
+                    binding = self.market.node_report_data(asset_id, str(self.account.address))
+                answer = self.attestor.node(asset_id, self.tee.evidence(tee.pad(binding)))
+                done[asset_id] = f"attested until {answer['valid_until']}"
+                log.info("node attested", extra={"fields": {"asset": asset_id, "until": answer["valid_until"]}})
+            except Exception as error:
+                done[asset_id] = f"not attested: {error}"
+                log.warning("node attestation failed", extra={"fields": {"asset": asset_id, "error": str(error)}})
+        return done
+
+    def attest_result(self, entry: Entry) -> str:
+        """Sends a submitted tee result's evidence, so its window ends after the short one; a
+        refusal or an unreachable attestor leaves it the full window (logged, evidence kept)."""
+        if self.tee is None or self.attestor is None:
+            return "no tee here"
+        folder = self.work / entry.name
+        with self.chain_lock:
+            binding = self.market.result_report_data(entry.job, entry.shard, entry.replica)
+        try:
+            evidence = self.tee.evidence(tee.pad(binding))
+        except Exception as error:
+            log.warning("no result evidence", extra={"fields": {"lease": entry.name, "error": str(error)}})
+            return f"no evidence: {error}"
+        try:
+            answer = self.attestor.result(entry.job, entry.shard, entry.replica, evidence)
+        except Exception as error:
+            tee.save(folder, evidence, None, refused=str(error))
+            log.warning("result attestation failed", extra={"fields": {"lease": entry.name, "error": str(error)}})
+            return f"not attested: {error}"
+        tee.save(folder, evidence, answer)
+        log.info("result attested", extra={"fields": {"lease": entry.name, "until": answer["challenge_end"]}})
+        return f"attested, window ends {answer['challenge_end']}"
 
     def unproven(self, entry: Entry, reason: str) -> None:
         """A proof the registry refuses (a binding changed under the agent, a verifier that
@@ -718,9 +775,12 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         self.recover()
         server = self.serve_outputs()
-        last_beat = last_retry = 0.0
+        last_beat = last_retry = last_tee = 0.0
         while not stop.is_set():
             try:
+                if self.tee is not None and time.time() - last_tee >= TEE_INTERVAL:
+                    last_tee = time.time()  # a failure waits for the next interval too
+                    self.attest_nodes()
                 if time.time() - last_beat >= self.settings.heartbeat_interval:
                     self.heartbeat()
                     last_beat = time.time()

@@ -53,6 +53,10 @@ class AgentSettings(BaseSettings):
     zk_models: Annotated[list[Path], NoDecode] = Field(
         [], description="folders of zk models this agent proves (built by `make zk`), comma-separated"
     )
+    tee: str = Field(
+        "", description="TEE evidence source: 'tsm' (Linux configfs-tsm on a TDX or SEV-SNP guest); empty: none"
+    )
+    attestor_url: str = Field("", description="the attestation service that records this agent's TEE verdicts")
     log_format: str = "json"
     log_level: str = "INFO"
 

@@ -392,8 +392,10 @@ def _attestation_section(r: dict) -> list[str]:
         "",
         "## TEE evidence verification",
         "",
-        "Real Intel-signed samples (tests/verifier/evidence/) verified by `verifier/attestation.py` "
-        "(dcap-qvl) at a pinned time inside their collateral's window.",
+        "Real vendor-signed samples (tests/verifier/evidence/) verified as the attestor verifies them "
+        "(`verifier/attestor.py`: dcap-qvl for Intel TDX and SGX quotes, `verifier/snp.py` for AMD "
+        "SEV-SNP reports) at a pinned time inside their collateral's window. NVIDIA GPU evidence is "
+        "not verified (docs/tee.md says why).",
         "",
         "| kind | runs | min / median / p95 / max |",
         "|---|---|---|",
@@ -401,7 +403,7 @@ def _attestation_section(r: dict) -> list[str]:
     for kind, figures in r.items():
         ms = figures["ms"]
         line = f"{ms['min']:.2f} / {ms['median']:.2f} / {ms['p95']:.2f} / {ms['max']:.2f} ms"
-        out.append(f"| {kind} ({figures['quote_bytes']:,}-byte quote) | {figures['runs']} | {line} |")
+        out.append(f"| {kind} ({figures['quote_bytes']:,}-byte evidence) | {figures['runs']} | {line} |")
     return out
 
 

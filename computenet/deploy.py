@@ -25,6 +25,7 @@ DEFAULT_PARAMETERS = Parameters(
 )
 DEFAULT_MIN_KEEPER_BOND = 100 * 10**6
 DEFAULT_UNBONDING_DELAY = 86_400
+DEFAULT_TEE_WINDOW = 60  # seconds an attested TEE result stays open to disputes
 TEST_TOKEN_NAME = "computenet Test USD"
 
 
@@ -38,6 +39,7 @@ class Stack:
     market: Any
     court: Any
     models: Any
+    attestations: Any
 
     def addresses(self) -> dict[str, str]:
         return {
@@ -47,6 +49,7 @@ class Stack:
             "market": str(self.market.address),
             "court": str(self.court.address),
             "models": str(self.models.address),
+            "attestations": str(self.attestations.address),
         }
 
 
@@ -64,13 +67,15 @@ def deploy_stack(
     parameters: Parameters = DEFAULT_PARAMETERS,
     min_keeper_bond: int = DEFAULT_MIN_KEEPER_BOND,
     unbonding_delay: int = DEFAULT_UNBONDING_DELAY,
+    tee_window: int = DEFAULT_TEE_WINDOW,
     **tx: Any,
 ) -> Stack:
     """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry,
-    ComputeAsset, JobMarket, DisputeCourt and ModelRegistry.
+    ComputeAsset, JobMarket, DisputeCourt, ModelRegistry and AttestationRegistry (whose
+    attested results stay open to disputes for `tee_window` seconds).
 
     ComputeAsset takes the market's address as an immutable, and the market the
-    court's and the model registry's, so each is deployed with the address it will
+    court's and the two registries', so each is deployed with the address it will
     get; the deployer account must send nothing else in between, which is checked.
     """
     if token is None:
@@ -79,6 +84,7 @@ def deploy_stack(
     predicted_market = create_address(deployer.address, deployer.nonce + 1)
     predicted_court = create_address(deployer.address, deployer.nonce + 2)
     predicted_models = create_address(deployer.address, deployer.nonce + 3)
+    predicted_attestations = create_address(deployer.address, deployer.nonce + 4)
     assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted_market, **tx)
     market = deployer.deploy(
         project.JobMarket,
@@ -87,23 +93,34 @@ def deploy_stack(
         keepers,
         predicted_court,
         predicted_models,
+        predicted_attestations,
         treasury or deployer.address,
         parameters.as_tuple(),
         **tx,
     )
     court = deployer.deploy(project.DisputeCourt, market, assets, **tx)
     models = deployer.deploy(project.ModelRegistry, market, **tx)
+    attestations = deployer.deploy(project.AttestationRegistry, market, assets, tee_window, **tx)
     for name, got, predicted in (
         ("JobMarket", market, predicted_market),
         ("DisputeCourt", court, predicted_court),
         ("ModelRegistry", models, predicted_models),
+        ("AttestationRegistry", attestations, predicted_attestations),
     ):
         if got.address != predicted:
             raise RuntimeError(
                 f"{name} deployed at {got.address}, not at {predicted} where the contract before it expects it: "
                 "another transaction from the deployer came in between; deploy again"
             )
-    return Stack(token=token, assets=assets, keepers=keepers, market=market, court=court, models=models)
+    return Stack(
+        token=token,
+        assets=assets,
+        keepers=keepers,
+        market=market,
+        court=court,
+        models=models,
+        attestations=attestations,
+    )
 
 
 def deploy_verifier(artifacts: Any, deployer: Any, **tx: Any) -> Any:

@@ -38,6 +38,7 @@ class Verification(IntEnum):
     REPLICATED = 1
     SPOT_CHECK = 2
     ZK = 3  # each shard's result carries a proof the chain checks (contracts/ModelRegistry.vy)
+    TEE = 4  # attested assets only; attested results final after a short window (AttestationRegistry.vy)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,52 @@ class ZkSpec:
     @property
     def bound(self) -> bool:
         return any(self.model)
+
+
+class TeeKind(IntEnum):
+    """AttestationRegistry's TEE kinds, by the names verifier.attestation gives them."""
+
+    TDX = 1
+    SGX = 2
+    SEV_SNP = 3
+
+    @classmethod
+    def named(cls, name: str) -> TeeKind:
+        return cls[name.upper().replace("-", "_")]
+
+
+# The vendors' TCB status names, in AttestationRegistry's order; from OutOfDate on, refused.
+TCB_LEVELS = (
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "Revoked",
+)
+
+
+@dataclass(frozen=True)
+class TeeVerdict:
+    """AttestationRegistry.verdict: an asset's latest node verdict (no attestor: none)."""
+
+    evidence_hash: bytes
+    measurement_hash: bytes  # keccak256 of the measurement
+    agent: str
+    attestor: str
+    kind: int
+    tcb: int
+    valid_from: int
+    valid_until: int
+
+    @classmethod
+    def from_chain(cls, raw: Sequence) -> TeeVerdict:
+        return cls(bytes(raw[0]), bytes(raw[1]), str(raw[2]), str(raw[3]), *(int(x) for x in raw[4:8]))
+
+    @property
+    def recorded(self) -> bool:
+        return int(self.attestor, 16) != 0
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,10 @@ class ModelRegistryError(ContractRevert):
     """The model registry refused (zk models, jobs' bindings, proofs)."""
 
 
+class AttestationRegistryError(ContractRevert):
+    """The attestation registry refused (attestors, node and result verdicts)."""
+
+
 class TokenError(ContractRevert):
     """The payment token refused (balance, allowance, authorization)."""
 
@@ -75,6 +79,7 @@ _PREFIXES: tuple[tuple[str, type[ContractRevert]], ...] = (
     ("market_params:", MarketParamsError),
     ("dispute_court:", DisputeCourtError),
     ("model_registry:", ModelRegistryError),
+    ("attestations:", AttestationRegistryError),
     ("settlement:", SettlementError),
     ("compute_asset:", ComputeAssetError),
     ("erc721:", ComputeAssetError),

@@ -140,6 +140,16 @@ KeeperRegistered = _event("KeeperRegistered", "keeper", "id", "bond")
 KeeperExitRequested = _event("KeeperExitRequested", "keeper", "exit_at")
 KeeperBondWithdrawn = _event("KeeperBondWithdrawn", "keeper", "amount")
 MinBondSet = _event("MinBondSet", "min_bond")
+# AttestationRegistry
+AttestorSet = _event("AttestorSet", "attestor", "allowed")
+ShortWindowSet = _event("ShortWindowSet", "seconds")
+NodeAttested = _event(
+    "NodeAttested", "asset", "attestor", "evidence_hash", "kind", "measurement", "tcb", "valid_from", "valid_until"
+)
+NodeRevoked = _event("NodeRevoked", "asset", "by")
+ResultAttested = _event(
+    "ResultAttested", "job", "shard", "attestor", "replica", "asset", "evidence_hash", "challenge_end"
+)
 # ownership (JobMarket and KeeperRegistry)
 OwnershipTransferStarted = _event("OwnershipTransferStarted", "previous_owner", "new_owner")
 OwnershipTransferred = _event("OwnershipTransferred", "previous_owner", "new_owner")

@@ -313,7 +313,17 @@ PLAIN: dict[str, str] = {
     "job_market: verification mode does not match replication": (
         "Replicated verification goes with replication above 1, and only with it. Make the two match."
     ),
-    "job_market: zero court or prover": _ZERO_ADDRESS.format("The market's dispute court or model registry"),
+    "job_market: zero court, prover or attestations": _ZERO_ADDRESS.format(
+        "The market's dispute court, model registry or attestation registry"
+    ),
+    "job_market: asset not attested": (
+        "A tee job runs only on an asset with a current attestation verdict; this asset has none "
+        "(never attested, expired, its attestor removed, or its agent key changed). Choose an attested asset."
+    ),
+    "job_market: not the attestation registry": "Only the attestation registry may shorten a result's window.",
+    "job_market: no window to shorten": (
+        "The result is not in its challenge window, or its window already ends sooner: nothing to shorten."
+    ),
     "job_market: zk result without its proof": (
         "A zk job's successful result is accepted only with its proof, through the model registry's "
         "submit_result; only a failed result (exit code not 0) goes to the market directly."
@@ -406,6 +416,37 @@ PLAIN: dict[str, str] = {
     "market_params: zero treasury": _ZERO_ADDRESS.format("The treasury"),
     "ownable: caller is not the owner": "Only the contract's owner may do this.",
     "ownable: caller is not the pending owner": ("Only the account the owner named as successor may accept ownership."),
+    # ---------------------------------------------------------------- attestation registry (tee)
+    "attestations: asset has no agent": "The asset has no agent key, so no evidence can bind it. Set its agent first.",
+    "attestations: asset not attested": (
+        "The asset holds no current attestation verdict: attest the node again before its results."
+    ),
+    "attestations: empty evidence or measurement": "The verdict names no evidence hash or no measurement.",
+    "attestations: evidence binds another node": (
+        "The evidence's report data is not this registry's binding of this asset and its agent key "
+        "(node_report_data): it vouches for another node, key or chain."
+    ),
+    "attestations: evidence binds another result": (
+        "The evidence's report data is not this result's binding (result_report_data): it vouches for "
+        "another job, shard, replica, output root, market or chain."
+    ),
+    "attestations: no result in its window": "The replica has no submitted result in its challenge window.",
+    "attestations: not a tee job": "The job's verification level is not tee.",
+    "attestations: not an attestor": "Only an attestor the registry's owner named may record verdicts.",
+    "attestations: platform tcb out of date": (
+        "The platform's TCB level is out of date or revoked; its evidence is not accepted. Update the platform."
+    ),
+    "attestations: result ran in another measurement": (
+        "The result's evidence comes from a TEE measured differently from the one the asset was attested with."
+    ),
+    "attestations: unknown tee kind": "The TEE kind is not TDX (1), SGX (2) or SEV-SNP (3).",
+    "attestations: verdict not current": "The verdict's window does not include now.",
+    "attestations: verdict runs too long": (
+        "A node verdict may run at most 31 days from now (vendors' collateral is current for 30); record a shorter one."
+    ),
+    "attestations: zero attestor": _ZERO_ADDRESS.format("An attestor"),
+    "attestations: zero market or assets": _ZERO_ADDRESS.format("The registry's market or asset registry"),
+    "attestations: zero short window": "The short window must be at least one second.",
     # ---------------------------------------------------------------- settlement
     "settlement: nothing to withdraw": "You have no credits in the market to withdraw.",
     "settlement: transfer failed": (

@@ -32,6 +32,8 @@ from computenet.domain import (
     Shard,
     Spec,
     Stake,
+    TeeVerdict,
+    Verification,
     ZkModel,
     ZkSpec,
 )
@@ -53,6 +55,7 @@ CONTRACT_TYPES = {
     "market": "JobMarket",
     "court": "DisputeCourt",
     "models": "ModelRegistry",
+    "attestations": "AttestationRegistry",
 }
 Block = int | str | None  # a block number or tag to read at; None: the latest
 AUDIT_ROLES = ("assets", "market", "court")  # the contracts whose events the audit ledger reads
@@ -90,7 +93,16 @@ class Market:
     through ape's contract instances, which a Market made `over_web3` lacks."""
 
     def __init__(
-        self, token: Any, assets: Any, keepers: Any, market: Any, court: Any, models: Any, *, web3: Any = None
+        self,
+        token: Any,
+        assets: Any,
+        keepers: Any,
+        market: Any,
+        court: Any,
+        models: Any,
+        attestations: Any,
+        *,
+        web3: Any = None,
     ) -> None:
         self.token = token
         self.assets = assets
@@ -98,6 +110,7 @@ class Market:
         self.market = market
         self.court = court
         self.models = models  # the ModelRegistry: ZK models, jobs' bindings, proven results
+        self.attestations = attestations  # the AttestationRegistry: TEE verdicts on nodes and results
         self._web3 = web3
         self._calls: tuple[Any, SimpleNamespace] | None = None
         self.addresses = {role: str(getattr(self, role).address) for role in CONTRACT_TYPES}
@@ -105,7 +118,7 @@ class Market:
 
     @classmethod
     def from_stack(cls, stack: Any) -> Market:
-        return cls(stack.token, stack.assets, stack.keepers, stack.market, stack.court, stack.models)
+        return cls(*(getattr(stack, role) for role in CONTRACT_TYPES))
 
     @classmethod
     def at(cls, addresses: dict[str, str]) -> Market:
@@ -120,6 +133,7 @@ class Market:
             market,
             project.DisputeCourt.at(addresses.get("court") or market.COURT()),
             project.ModelRegistry.at(addresses.get("models") or market.PROVER()),
+            project.AttestationRegistry.at(addresses.get("attestations") or market.ATTESTATIONS()),
         )
 
     @classmethod
@@ -136,6 +150,7 @@ class Market:
             "market": Web3.to_checksum_address(market),
             "court": functions.COURT().call(),
             "models": functions.PROVER().call(),
+            "attestations": functions.ATTESTATIONS().call(),
         }
         reader = cls(*(SimpleNamespace(address=str(roles[role])) for role in CONTRACT_TYPES), web3=web3)
         reader.deployment_block = deployment_block
@@ -423,6 +438,33 @@ class Market:
             for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
         }
 
+    def tee_verdict(self, asset_id: int, block: Block = None) -> TeeVerdict:
+        """An asset's latest node verdict, current or not."""
+        return TeeVerdict.from_chain(self._read("attestations", "verdict", asset_id, block=block))
+
+    def attested(self, asset_ids: Sequence[int], block: Block = None) -> set[int]:
+        """Those of `asset_ids` with a current verdict (tee jobs may go to them), read in batches."""
+        ids = list(asset_ids)
+        answers = self._batch([("attestations", "attested", (a,)) for a in ids], block=block)
+        return {a for a, yes in zip(ids, answers, strict=True) if yes}
+
+    def node_report_data(self, asset_id: int, agent: str) -> bytes:
+        """The 32 bytes a node's TEE evidence must begin its report data with."""
+        return bytes(self._read("attestations", "node_report_data", asset_id, agent))
+
+    def result_report_data(self, job_id: int, shard: int, replica: int) -> bytes:
+        """The 32 bytes a submitted result's TEE evidence must begin its report data with."""
+        return bytes(self._read("attestations", "result_report_data", job_id, shard, replica))
+
+    def attested_results(self, job_id: int) -> dict[tuple[int, int], int]:
+        """(shard, replica) -> the shortened window end, for a tee job's results an attestor vouched for."""
+        event = self.calls.attestations.events.ResultAttested()
+        return {
+            (int(entry["args"]["shard"]), int(entry["args"]["replica"])): int(entry["args"]["challenge_end"])
+            for start, stop in block_ranges(self.deployment_block, self.head())
+            for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
+        }
+
     def challenge_bond(self) -> int:
         return int(self._read("market", "challenge_bond"))
 
@@ -571,9 +613,18 @@ class Market:
         job = self.job(job_id)
         replicas = self.shard(job_id, shard, job).replicas if job and 0 <= shard < job.requirements.shard_count else ()
         asset = self.asset(asset_id) if asset_id <= preflight.UINT32_MAX else None
+        tee = job is not None and job.requirements.verification == Verification.TEE and asset is not None
         self._check(
             preflight.assign_problem(
-                job, shard, replicas, asset, self.parameters(), self.now(), paused, asset_id=asset_id
+                job,
+                shard,
+                replicas,
+                asset,
+                self.parameters(),
+                self.now(),
+                paused,
+                asset_id=asset_id,
+                attested=tee and asset_id in self.attested([asset_id]),
             )
         )
 

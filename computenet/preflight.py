@@ -61,8 +61,11 @@ def post_problem(
     return None
 
 
-def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, now: int) -> str | None:
-    """Why an asset cannot take a lease of this job now (the asset-side rules of `assign`)."""
+def asset_problem(
+    asset: Asset | None, req: Requirements, params: Parameters, now: int, attested: bool | None = None
+) -> str | None:
+    """Why an asset cannot take a lease of this job now (the asset-side rules of `assign`);
+    `attested`: whether it holds a current TEE verdict (a tee job's rule; None: not known, not checked)."""
     if asset is not None and asset.id > UINT32_MAX:
         return "job_market: unknown asset"  # ids are 32-bit in a packed replica
     if asset is None:
@@ -98,6 +101,8 @@ def asset_problem(asset: Asset | None, req: Requirements, params: Parameters, no
         return "job_market: asset has too little vram"
     if spec.price > req.max_price:
         return "job_market: asset price above cap"
+    if req.verification == Verification.TEE and attested is False:
+        return "job_market: asset not attested"
     lease_end = now + req.lease_seconds(params.lease_grace)
     if lease_end > req.deadline:
         return "job_market: lease would end after the deadline"
@@ -129,6 +134,7 @@ def assign_problem(
     now: int,
     paused: bool = False,
     asset_id: int | None = None,
+    attested: bool | None = None,
 ) -> str | None:
     """Why `assign(job, shard, asset)` would revert, keeper checks aside. `asset_id`
     names the asset asked for when `asset` is None (no such asset)."""
@@ -140,7 +146,7 @@ def assign_problem(
         return "job_market: unknown shard"
     if asset is None and asset_id is not None and asset_id > UINT32_MAX:
         return "job_market: unknown asset"
-    problem = asset_problem(asset, job.requirements, params, now)
+    problem = asset_problem(asset, job.requirements, params, now, attested)
     if problem:
         return problem
     return open_replica(replicas, asset.id)[1]

@@ -15,7 +15,7 @@ Pure: no ape, web3, redis or celery.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from computenet import preflight
@@ -151,15 +151,17 @@ def available_assets(
     params: Parameters,
     now: int,
     asset_reasons: Mapping[int, str] | None = None,
+    attested: Collection[int] | None = None,
 ) -> tuple[list[int], dict[int, str]]:
     """(assets that could take the shard's next replica now, why each asset that could ever take
-    one cannot now): the chain's rules of `assign` (capacity, GPUs leased, already on the shard),
-    then the keeper's own verdicts when given."""
+    one cannot now): the chain's rules of `assign` (capacity, GPUs leased, already on the shard,
+    a tee job's attested assets when `attested` is given), then the keeper's own verdicts when given."""
     ready, blocked = [], {}
     for asset in _active(assets):
         if problem_for_new_job(job.requirements, [asset], params, now) is not None:
             continue  # never eligible: not a busy asset
-        problem = preflight.asset_problem(asset, job.requirements, params, now)
+        known = None if attested is None else asset.id in attested
+        problem = preflight.asset_problem(asset, job.requirements, params, now, known)
         problem = problem or preflight.open_replica(replicas, asset.id)[1]
         if problem is None and asset_reasons and asset.id in asset_reasons:
             problem = asset_reasons[asset.id]
@@ -183,10 +185,12 @@ def shard_waiting(
     *,
     paused: bool = False,
     asset_reasons: Mapping[int, str] | None = None,
+    attested: Collection[int] | None = None,
 ) -> dict[int, Waiting]:
     """Why each OPEN or CANCELLED replica of a shard is not running, by replica index.
     `declines` are the shard's ShardDeclined events in chain order; `asset_reasons` a keeper's
-    verdicts per asset ("no heartbeat", "over utilisation (97 % ≥ 90 %)")."""
+    verdicts per asset ("no heartbeat", "over utilisation (97 % ≥ 90 %)"); `attested` the
+    assets with a current TEE verdict, for a tee job (None: not checked)."""
     out: dict[int, Waiting] = {}
     declines = sorted(declines, key=lambda d: d.at)
     for rep in replicas:
@@ -201,7 +205,7 @@ def shard_waiting(
     if not open_:
         return out
     assets = list(assets)
-    reason = _open_reason(job, replicas, assets, declines, params, now, paused, asset_reasons)
+    reason = _open_reason(job, replicas, assets, declines, params, now, paused, asset_reasons, attested)
     for rep in open_:
         out[rep.index] = reason
     return out
@@ -216,6 +220,7 @@ def _open_reason(
     now: int,
     paused: bool,
     asset_reasons: Mapping[int, str] | None,
+    attested: Collection[int] | None = None,
 ) -> Waiting:
     if paused:
         return Waiting("paused", "the market is paused")
@@ -227,7 +232,7 @@ def _open_reason(
         return Waiting(
             "backing_off", f"backing off until {clock(until)} after {_plural(len(declines), 'decline')}", until
         )
-    ready, blocked = available_assets(job, replicas, assets, params, now, asset_reasons)
+    ready, blocked = available_assets(job, replicas, assets, params, now, asset_reasons, attested)
     if not ready:
         return Waiting("busy", _busy_text(blocked))
     if declines:

@@ -55,6 +55,11 @@ exports: (
     market_params.__interface__,
 )
 
+# @dev What the market asks the attestation registry.
+interface IAttestations:
+    def attested(asset: uint256) -> bool: view
+
+
 # @dev The EIP-3009 part of the payment token (USDC's interface).
 interface IEIP3009:
     def transferWithAuthorization(
@@ -99,10 +104,13 @@ CANCELLED: constant(uint8) = 5
 
 # @dev Verification modes. Replicated jobs (replication > 1) must use REPLICATED.
 #      ZK results arrive through PROVER with a proof the chain checked, and are final at once.
+#      TEE jobs go only to assets ATTESTATIONS holds attested; their results' windows end
+#      early once it verified their evidence.
 OPTIMISTIC: constant(uint8) = 0
 REPLICATED: constant(uint8) = 1
 SPOT_CHECK: constant(uint8) = 2
 ZK: constant(uint8) = 3
+TEE: constant(uint8) = 4
 
 _BPS: constant(uint256) = 10000
 _TRANSFER_WITH_AUTHORIZATION_TYPEHASH: constant(bytes32) = keccak256(
@@ -136,7 +144,7 @@ struct Requirements:
     deadline: uint64  # every lease must end by this unix time
     shard_count: uint16  # independent sub-tasks
     replication: uint8  # agents that run each shard (1 to 5)
-    verification: uint8  # OPTIMISTIC, REPLICATED, SPOT_CHECK or ZK
+    verification: uint8  # OPTIMISTIC, REPLICATED, SPOT_CHECK, ZK or TEE
     cpu_cores: uint16  # CPU cores each lease holds (at least 1)
     memory_mib: uint32  # memory each lease holds, MiB (at least 1)
     disk_mib: uint32  # disk each lease may write, MiB (at least 1)
@@ -198,6 +206,8 @@ KEEPERS: public(immutable(IKeeperRegistry))
 COURT: public(immutable(address))
 # @dev The model registry: the only submitter of ZK jobs' proven results.
 PROVER: public(immutable(address))
+# @dev The attestation registry: says which assets are attested, and shortens attested results' windows.
+ATTESTATIONS: public(immutable(IAttestations))
 
 # @dev Number of jobs posted; ids run from 1 to this.
 job_count: public(uint256)
@@ -400,6 +410,7 @@ def __init__(
     keepers: IKeeperRegistry,
     court: address,
     prover: address,
+    attestations: IAttestations,
     treasury: address,
     params: market_params.Parameters,
 ):
@@ -409,6 +420,7 @@ def __init__(
     @param keepers The keeper registry.
     @param court The DisputeCourt, deployed right after this contract.
     @param prover The ModelRegistry, which checks ZK proofs, deployed after the court.
+    @param attestations The AttestationRegistry, deployed after the model registry.
     @param treasury Receives protocol fees.
     @param params Initial fees, windows and minimums.
     """
@@ -416,11 +428,12 @@ def __init__(
     eip712.__init__("computenet JobMarket", "1")
     settlement.__init__(token)
     market_params.__init__(treasury, params)
-    assert court != empty(address) and prover != empty(address), "job_market: zero court or prover"
+    assert court != empty(address) and prover != empty(address) and attestations.address != empty(address), "job_market: zero court, prover or attestations"
     ASSETS = assets
     KEEPERS = keepers
     COURT = court
     PROVER = prover
+    ATTESTATIONS = attestations
 
 
 # ------------------------------------------------------------------ clients
@@ -585,7 +598,7 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     @dev Enforces every hard constraint: asset active, staked, with an agent, unexpired
          at lease end, enough VRAM, enough GPUs, CPU cores, memory and disk free of its
          other leases (ComputeAsset checks all but the GPUs' total), price within
-         the cap, lease within the deadline, and no other replica of the shard on the
+         the cap, attested for a TEE job, lease within the deadline, and no other replica of the shard on the
          same asset.
     @param job_id The job.
     @param shard The shard.
@@ -605,6 +618,7 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     assert spec.gpu_count >= req.gpu_count, "job_market: asset has too few gpus"
     assert spec.vram_mib >= req.min_vram_mib, "job_market: asset has too little vram"
     assert spec.price <= req.max_price, "job_market: asset price above cap"
+    assert req.verification != TEE or staticcall ATTESTATIONS.attested(asset), "job_market: asset not attested"
     lease_end: uint256 = block.timestamp + self._lease_seconds(req, settings)
     assert lease_end <= convert(req.deadline, uint256), "job_market: lease would end after the deadline"
     assert lease_end <= convert(spec.expire, uint256), "job_market: asset expires before the lease ends"
@@ -870,6 +884,24 @@ def submit_result(
     )
     if req.replication > 1:
         self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
+
+
+@external
+def shorten_window(job_id: uint256, shard: uint256, replica: uint256, end: uint256):
+    """
+    @notice Ends a TEE result's challenge window at `end` instead; only ATTESTATIONS,
+            once an attestor's verdict on the result's evidence is recorded there.
+    @dev Only shortens, only a submitted result: a dispute already open runs its course.
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @param end The new window end, before the current one.
+    """
+    assert msg.sender == ATTESTATIONS.address, "job_market: not the attestation registry"
+    rep: Replica = self._replica(job_id, shard, replica)
+    assert rep.state == SUBMITTED and end < convert(rep.deadline, uint256), "job_market: no window to shorten"
+    rep.deadline = convert(end, uint40)
+    self._store_replica(job_id, shard, replica, rep)
 
 
 @external
@@ -1171,7 +1203,7 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
     assert manifest_hash != empty(bytes32), "job_market: empty manifest hash"
     assert req.shard_count > 0 and convert(req.shard_count, uint256) <= MAX_SHARDS, "job_market: shard count out of range"
     assert req.replication > 0 and convert(req.replication, uint256) <= MAX_REPLICATION, "job_market: replication out of range"
-    assert req.verification <= ZK, "job_market: unknown verification mode"
+    assert req.verification <= TEE, "job_market: unknown verification mode"
     assert (req.verification == REPLICATED) == (req.replication > 1), "job_market: verification mode does not match replication"
     assert req.max_price > 0, "job_market: zero price cap"
     assert req.max_gpu_seconds > 0, "job_market: zero gpu-seconds"

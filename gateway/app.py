@@ -155,6 +155,19 @@ class Chain:
         spec = self.reader.zk_spec(job.client, job.manifest_hash)
         return ZkFacts("0x" + spec.model.hex() if spec.bound else None, frozenset(self.reader.proven(job.id)))
 
+    def attested_results(self, job: Job) -> frozenset[tuple[int, int]]:
+        """For a tee job, the (shard, replica) results an attestor vouched for (their window
+        ended early); empty for any other job."""
+        if job.requirements.verification != Verification.TEE:
+            return frozenset()
+        return frozenset(self.reader.attested_results(job.id))
+
+    def attested_assets(self, job: Job, assets: list[Asset]) -> set[int] | None:
+        """For a tee job, the assets with a current TEE verdict; None for any other job."""
+        if job.requirements.verification != Verification.TEE:
+            return None
+        return self.reader.attested([a.id for a in assets])
+
     def agent_of(self, asset: int) -> str:
         return self.reader.agent_of(asset)
 
@@ -204,10 +217,13 @@ class ZkFacts:
     proven: frozenset[tuple[int, int]]
 
 
-def _job_json(job: Job, shards: list[Shard], zk: ZkFacts | None = None) -> dict:
+def _job_json(
+    job: Job, shards: list[Shard], zk: ZkFacts | None = None, attested: frozenset[tuple[int, int]] = frozenset()
+) -> dict:
     """GET /jobs/{id}'s answer: the job and its shards' replicas, as the chain holds them.
     `zk` (a zk job's ZkFacts) names its model and marks its proven replicas; a zk result
-    that failed (exit code not 0) took the optimistic way and is not proven."""
+    that failed (exit code not 0) took the optimistic way and is not proven. `attested`
+    marks a tee job's results whose evidence an attestor verified (short window)."""
     proven = zk.proven if zk else frozenset()
     return {
         "job": job.id,
@@ -231,6 +247,7 @@ def _job_json(job: Job, shards: list[Shard], zk: ZkFacts | None = None) -> dict:
                         "gpu_seconds": x.gpu_seconds,
                         "output_root": "0x" + x.output_root.hex() if any(x.output_root) else None,
                         "proven": (shard.index, x.index) in proven,
+                        "attested": (shard.index, x.index) in attested,
                     }
                     for x in shard.replicas
                 ],
@@ -289,7 +306,7 @@ class Bindings:
 
 
 def _verification_name(mode: int) -> str:
-    """optimistic, replicated, spot_check or zk (an unknown mode by its number)."""
+    """optimistic, replicated, spot_check, zk or tee (an unknown mode by its number)."""
     try:
         return Verification(mode).name.lower()
     except ValueError:
@@ -491,10 +508,20 @@ def create_app(
     def with_waiting(job: Job, shards: list[Shard]) -> dict:
         """GET /jobs' answer with, per shard, why each replica that is not running waits."""
         assets, params, now, paused = chain.all_assets(), chain.parameters(), chain.now(), chain.paused()
-        view = with_hosts(_job_json(job, shards, chain.zk_facts(job)), assets)
+        view = with_hosts(_job_json(job, shards, chain.zk_facts(job), chain.attested_results(job)), assets)
         declines = chain.declines(job.id) if any(s.state.name != "FINALIZED" for s in shards) else {}
+        attested = chain.attested_assets(job, assets)
         for entry, shard in zip(view["shards"], shards):
-            why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
+            why = shard_waiting(
+                job,
+                shard.replicas,
+                assets,
+                declines.get(shard.index, []),
+                params,
+                now,
+                paused=paused,
+                attested=attested,
+            )
             entry["waiting"] = {str(r): w.as_json() for r, w in sorted(why.items())}
             entry["declines"] = len(declines.get(shard.index, []))
         return view

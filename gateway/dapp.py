@@ -42,6 +42,7 @@ ABI_NAMES = {
     "market": "JobMarket",
     "court": "DisputeCourt",
     "models": "ModelRegistry",
+    "attestations": "AttestationRegistry",
     "assets": "ComputeAsset",
     "keepers": "KeeperRegistry",
     "token": "Token",

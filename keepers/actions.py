@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from computenet.connection import broadcast
-from computenet.domain import Job, ReplicaState
+from computenet.domain import Job, ReplicaState, Verification
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
 from computenet.waiting import Decline, shard_waiting
@@ -189,11 +189,13 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
         pending = state.pending()
         own = {(s, r): a for j, s, r, a in pending if j == job_id}
         now = view.now()
+        assets = rt.assets_with(Counter(a for *_, a in pending))
+        tee = job is not None and job.requirements.verification == Verification.TEE
         decision = decide_assign(
             job,
             shard,
             shards,
-            rt.assets_with(Counter(a for *_, a in pending)),
+            assets,
             state.nodes(clock_offset=now - int(time.time())),
             state.reputations(),
             view.params(),
@@ -205,6 +207,7 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
             min_fee=settings.min_fee,
             declines=shard_declines(rt, job_id, shard),
             seen_until=_seen_until(rt),
+            attested=market.attested([a.id for a in assets]) if tee else (),
         )
         outcome = _settle(decision)
         if outcome is not None:
@@ -303,8 +306,19 @@ def waiting(rt: Runtime, limit: int = 20) -> list[dict]:
         if job is None or (job_id, shard) in pending:
             continue
         replicas = rt.view.replicas(job_id, shard, job.requirements.replication)
+        attested = (
+            rt.market.attested([a.id for a in assets]) if job.requirements.verification == Verification.TEE else None
+        )
         why = shard_waiting(
-            job, replicas, assets, shard_declines(rt, job_id, shard), params, now, paused=paused, asset_reasons=reasons
+            job,
+            replicas,
+            assets,
+            shard_declines(rt, job_id, shard),
+            params,
+            now,
+            paused=paused,
+            asset_reasons=reasons,
+            attested=attested,
         )
         open_why = {r: w for r, w in why.items() if w.kind not in ("failed", "cancelled")}
         if open_why:

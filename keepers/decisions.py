@@ -8,11 +8,11 @@ to `Done`: the chain state it re-reads already shows the work as done.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from computenet import preflight, waiting
-from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Shard
+from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState, Shard, Verification
 from keepers.scheduler import Assignment, Batch, NodeState, OpenShard, Policy, Reputation, Weights
 
 
@@ -45,6 +45,7 @@ Decision = Send | Done | Wait
 NO_OPEN_REPLICA = "job_market: shard has no open replica"
 IN_FLIGHT = "every open replica has an assignment in flight"
 NOT_SEEN = "a replica reopened after the keeper's last processed block"
+NOT_ATTESTED = "no asset is attested for this tee job (job_market: asset not attested)"
 
 
 def max_keeper_fee(job: Job) -> int:
@@ -86,12 +87,13 @@ def decide_assign(
     min_fee: int = 0,
     declines: Sequence[waiting.Decline] = (),
     seen_until: int | None = None,
+    attested: Collection[int] = (),
 ) -> Decision:
     """Assign the next open replica of (`job`, `shard`)? `shards` are all the job's shards
     (the others tell which assets already hold the job); `declines` the shard's declines so
     far, as the projection has them up to chain time `seen_until`. A declined shard waits out
     its backoff (computenet.waiting), then goes preferably to an asset that has not declined
-    it; a failed one is done."""
+    it; a failed one is done. A tee job goes only to the `attested` assets (the chain's rule)."""
     if job is None:
         return Done("job_market: unknown job")
     if not 0 <= shard < job.requirements.shard_count:
@@ -119,6 +121,11 @@ def decide_assign(
     if until is not None and now < until:
         return Wait(f"backing off until {waiting.clock(until)} after {len(declines)} declines")
     assets = list(assets)
+    if job.requirements.verification == Verification.TEE:
+        unattested = {a.id for a in assets} - set(attested)
+        if len(unattested) == len(assets):
+            return Wait(NOT_ATTESTED)
+        assets = _without(assets, unattested)
     decliners = {d.asset for d in declines}
     tries = [_without(assets, decliners), assets] if decliners else [assets]
     for candidates in tries:

@@ -47,6 +47,7 @@ class Listener:
         self.follower = Follower(
             market,
             state,
+            roles=("assets", "keepers", "market", "attestations"),  # the last: tee results' shortened windows
             confirmations=settings.confirmations,
             block_range=settings.block_range,
             head=head,

@@ -83,6 +83,7 @@ class Reaction:
 
     open: dict[str, int] = field(default_factory=dict)  # change of each shard's open-replica count
     due: dict[str, int] = field(default_factory=dict)
+    sooner: dict[str, int] = field(default_factory=dict)  # a member due earlier than it was (a shortened window)
     undue: set[str] = field(default_factory=set)
     reputation: dict[tuple[int, str], int] = field(default_factory=dict)
     agents: dict[int, str] = field(default_factory=dict)
@@ -104,6 +105,7 @@ class Reaction:
 
     def _undue(self, member: str) -> None:
         self.due.pop(member, None)
+        self.sooner.pop(member, None)
         self.undue.add(member)
 
     def _count(self, asset: int, name: str) -> None:
@@ -136,6 +138,8 @@ class Reaction:
         elif isinstance(event, ev.ResultSubmitted):
             self._undue(reclaim_member(event.job, event.shard, event.replica))
             self._due(finalize_member(event.job, event.shard), event.challenge_end)
+        elif isinstance(event, ev.ResultAttested):  # a tee result's window, ended early
+            self.sooner[finalize_member(event.job, event.shard)] = event.challenge_end
         elif isinstance(event, ev.DisputeOpened):
             self._undue(finalize_member(event.job, event.shard))  # the facilitator's ruling comes first
             self._due(expire_member(event.job, event.shard), 0)  # unless none comes by the ruling deadline

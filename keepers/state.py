@@ -64,6 +64,8 @@ class KeeperState:
             pipe.hincrby(self.key("open"), member, change)
         for member, at in reaction.due.items():
             pipe.zadd(self.key("due"), {member: at}, gt=True)  # GT still adds new members
+        for member, at in reaction.sooner.items():
+            pipe.zadd(self.key("due"), {member: at}, lt=True)
         if reaction.undue:
             pipe.zrem(self.key("due"), *reaction.undue)
         for (asset, field), count in reaction.reputation.items():

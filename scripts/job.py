@@ -45,9 +45,11 @@ def cli():
 @click.option("--spot-check", is_flag=True, help="Verifiers re-execute samples (single replica).")
 @click.option(
     "--verification",
-    type=click.Choice(["optimistic", "spot-check", "replicated", "zk"]),
+    type=click.Choice(["optimistic", "spot-check", "replicated", "zk", "tee"]),
     help="How results are checked (default: from --replication and --spot-check). zk: each shard's "
-    "result carries a proof the chain checks, final at once; needs --model and the inputs zk/<shard>.bin.",
+    "result carries a proof the chain checks, final at once; needs --model and the inputs zk/<shard>.bin. "
+    "tee: only assets with a current TEE attestation run it; a result whose evidence an attestor "
+    "verified is final after the short window (docs/tee.md).",
 )
 @click.option(
     "--model",
@@ -275,10 +277,10 @@ def status(job_id):
     if job is None:
         raise click.ClickException(f"no job {job_id}")
     req = job.requirements
-    is_zk = req.verification == Verification.ZK
+    is_zk, is_tee = req.verification == Verification.ZK, req.verification == Verification.TEE
     click.echo(
         f"job {job_id} by {job.client}: {req.shard_count} shard(s) × {req.replication}, "
-        + ("verification zk, " if is_zk else "")
+        + ("verification zk, " if is_zk else "verification tee, " if is_tee else "")
         + f"escrow {format_amount(job.escrow)}, {job.unfinished} unfinished, deadline {req.deadline}"
     )
     proven = set()
@@ -286,19 +288,35 @@ def status(job_id):
         spec = market.zk_spec(job.client, job.manifest_hash)
         click.echo(f"  model {'0x' + spec.model.hex() if spec.bound else 'none bound: no result can be proven'}")
         proven = market.proven(job_id)
+    attested = market.attested_results(job_id) if is_tee else {}  # results vouched for: short window
     shards = market.shards(job_id)
     idle = (ReplicaState.OPEN, ReplicaState.CANCELLED)
     facts = _waiting_facts(market, job_id) if any(r.state in idle for s in shards for r in s.replicas) else None
     for shard in shards:
         replicas = ", ".join(
             f"r{r.index}:{'proven' if (shard.index, r.index) in proven else r.state.name.lower()}"
+            + (
+                f"(attested, window ends {attested[(shard.index, r.index)]})"
+                if (shard.index, r.index) in attested and r.state == ReplicaState.SUBMITTED
+                else ""
+            )
             + (f"@asset{r.asset}" if r.asset else "")
             for r in shard.replicas
         )
         click.echo(f"  shard {shard.index:>4} {shard.state.name.lower():>10}  {replicas}")
         if facts is not None:
             assets, declines, params, now, paused = facts
-            why = shard_waiting(job, shard.replicas, assets, declines.get(shard.index, []), params, now, paused=paused)
+            tee_ready = market.attested([a.id for a in assets]) if is_tee else None
+            why = shard_waiting(
+                job,
+                shard.replicas,
+                assets,
+                declines.get(shard.index, []),
+                params,
+                now,
+                paused=paused,
+                attested=tee_ready,
+            )
             for index, reason in sorted(why.items()):
                 click.echo(f"         r{index}: {reason}")
 

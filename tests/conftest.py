@@ -125,6 +125,12 @@ def treasury(accounts):
 
 
 @pytest.fixture(scope="session")
+def attestor(accounts):
+    """Records TEE verdicts in the attestation registry (named by the owner in `stack`)."""
+    return accounts[14]
+
+
+@pytest.fixture(scope="session")
 def stranger(accounts):
     return accounts[9]
 
@@ -144,9 +150,10 @@ def agent(agents):
 
 
 @pytest.fixture(scope="session")
-def stack(project, owner, treasury, facilitator, client, provider, provider2, keeper, keeper2, verifier):
+def stack(project, owner, treasury, facilitator, attestor, client, provider, provider2, keeper, keeper2, verifier):
     s = deploy_stack(project, owner, treasury=treasury.address)
     s.market.set_facilitator(facilitator, True, sender=owner)
+    s.attestations.set_attestor(attestor, True, sender=owner)
     for who in (client, provider, provider2, keeper, keeper2, verifier):
         s.token.faucet(who, 1_000_000 * TOKEN, sender=who)
         s.token.approve(s.market, 2**256 - 1, sender=who)

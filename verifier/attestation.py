@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dcap_qvl
-from eth_abi import encode
 from eth_utils import keccak
 
 from computenet.errors import ComputenetError
+from computenet.tee import REPORT_DATA_BYTES, result_report_data  # noqa: F401 - the binding, re-exported
 
 TDX, SGX = "tdx", "sgx"
-REPORT_DATA_BYTES = 64
 
 
 class AttestationError(ComputenetError):
@@ -58,13 +57,19 @@ def _unix(text: str) -> int:
 
 
 def collateral_window(collateral_json: str) -> tuple[int, int]:
-    """(latest issue date, earliest next update) of the collateral's TCB info and QE identity:
-    the only times at which all of it is current."""
+    """(latest issue date, last second still current) of the collateral's TCB info, QE
+    identity and both CRLs: the only times at which all of it is current. A CRL is stale from
+    its next update on, the signed JSON only after it."""
+    from cryptography import x509
+
     try:
         body = json.loads(collateral_json)
         signed = [json.loads(body["tcb_info"]), json.loads(body["qe_identity"])]
-        return max(_unix(s["issueDate"]) for s in signed), min(_unix(s["nextUpdate"]) for s in signed)
-    except (ValueError, KeyError, TypeError) as error:
+        crls = [x509.load_der_x509_crl(bytes.fromhex(body[k])) for k in ("root_ca_crl", "pck_crl")]
+        starts = [_unix(s["issueDate"]) for s in signed] + [int(c.last_update_utc.timestamp()) for c in crls]
+        ends = [_unix(s["nextUpdate"]) for s in signed] + [int(c.next_update_utc.timestamp()) - 1 for c in crls]
+        return max(starts), min(ends)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise AttestationError("collateral malformed", repr(error)) from None
 
 
@@ -111,23 +116,41 @@ def _reason(message: str) -> str:
     return "evidence rejected"
 
 
-def result_report_data(chain_id: int, market: str, job: int, shard: int, replica: int, output_root: bytes) -> bytes:
-    """The report data a TEE result's evidence carries: keccak256(abi.encode(chain id, market,
-    job, shard, replica, output root)) and 32 zero bytes, so it vouches for one result only."""
-    digest = keccak(
-        encode(
-            ["uint256", "address", "uint256", "uint256", "uint256", "bytes32"],
-            [chain_id, market, job, shard, replica, output_root],
-        )
-    )
-    return digest + bytes(REPORT_DATA_BYTES - len(digest))
-
-
-def check_bound(verdict: Verdict, expected: bytes) -> None:
-    """Refuses evidence whose report data binds anything but `expected` (another job, shard,
-    replica, output root, market or chain)."""
+def check_bound(verdict: Verdict, expected: bytes, what: str = "result") -> None:
+    """Refuses evidence whose report data binds anything but `expected`: for a result, another
+    job, shard, replica, output root, market or chain; for a node, another asset, agent key,
+    registry or chain. The reason is "report data binds another <what>"."""
     if verdict.report_data != expected:
         raise AttestationError(
-            "report data binds another result",
-            f"the quote carries 0x{verdict.report_data.hex()}, this result needs 0x{expected.hex()}",
+            f"report data binds another {what}",
+            f"the evidence carries 0x{verdict.report_data.hex()}, this {what} needs 0x{expected.hex()}",
         )
+
+
+_FETCH = """
+import asyncio, sys, dcap_qvl
+async def fetch():
+    return await dcap_qvl.get_collateral(sys.argv[1], sys.stdin.buffer.read())
+sys.stdout.write(asyncio.run(fetch()).to_json())
+sys.stdout.flush()
+"""
+
+
+def fetch_collateral(pccs_url: str, quote: bytes, timeout: float = 60) -> str:
+    """A quote's collateral (dcap-qvl's JSON) from a PCCS or Intel's PCS, fetched in a child
+    process: dcap-qvl's fetcher can bring its process down as it exits. AttestationError
+    "collateral unavailable" names what went wrong."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _FETCH, pccs_url], input=bytes(quote), capture_output=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise AttestationError("collateral unavailable", f"{pccs_url} did not answer in {timeout:.0f} s") from None
+    text = done.stdout.decode(errors="replace")
+    if not text.startswith("{"):
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise AttestationError("collateral unavailable", lines[-1] if lines else f"exit code {done.returncode}")
+    return text

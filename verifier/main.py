@@ -111,6 +111,52 @@ def run_cmd() -> None:
     run(VerifierSettings())
 
 
+@cli.command("attestor")
+@clear_settings_errors("COMPUTENET_ATTESTOR_", "attestor")
+def attestor_cmd() -> None:
+    """Serve the attestation service until SIGTERM/SIGINT (settings: COMPUTENET_ATTESTOR_*)."""
+    from verifier.settings import AttestorSettings
+
+    serve_attestor(AttestorSettings())
+
+
+def build_attestor(settings):
+    """The attestation service for `settings`: its key, chain and policy."""
+    from web3 import Web3
+
+    from computenet.connection import load_account
+    from computenet.market import Market
+    from computenet.web3calls import Sender
+    from verifier.attestor import Attestor
+
+    web3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+    market = Market.from_web3_deployments(web3, settings.rpc_url, settings.market)
+    key = load_account(settings.account).private_key
+    sender = Sender(web3, key if isinstance(key, str) else "0x" + bytes(key).hex())
+    return Attestor(market, sender, settings.policy())
+
+
+def serve_attestor(settings) -> None:
+    import uvicorn
+
+    from verifier.attestor import app
+
+    logs.setup(settings.log_format, settings.log_level, "attestor")
+    attestor = build_attestor(settings)
+    log.info(
+        "attesting",
+        extra={
+            "fields": {
+                "attestor": attestor.sender.address,
+                "registry": attestor.market.addresses["attestations"],
+                "accepted_tcb": list(settings.accepted_tcb),
+                "url": f"http://{settings.host}:{settings.port}",
+            }
+        },
+    )
+    uvicorn.run(app(attestor), host=settings.host, port=settings.port, log_level="warning")
+
+
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 @click.option("--last", default=10, show_default=True, help="decisions to show")

@@ -64,8 +64,11 @@ def audit_mode(mode: Verification, state: ReplicaState) -> Verification:
     """The level a result is audited at. A zk result is proven and final at once; one still in
     its challenge window was not proven (only a failed run takes the window), and its metered
     claim is audited as an optimistic result's is, so a provider cannot skip proving, report a
-    failure and be paid for the lease's time unchecked."""
+    failure and be paid for the lease's time unchecked. A tee result is audited as an optimistic
+    one too, whether or not an attestor vouched for it (its window may then be short)."""
     if mode == Verification.ZK and state in (ReplicaState.SUBMITTED, ReplicaState.DISPUTED):
+        return Verification.OPTIMISTIC
+    if mode == Verification.TEE:  # attested or not, at the verifier's share: an attestor is not the last word
         return Verification.OPTIMISTIC
     return mode
 

@@ -81,3 +81,46 @@ class VerifierSettings(BaseSettings):
 
     def limits(self) -> Limits:
         return Limits(memory_bytes=self.memory_mib << 20, pids=self.pids, cpus=self.cpus, tmp_bytes=self.tmp_mib << 20)
+
+
+class AttestorSettings(BaseSettings):
+    """The attestation service's configuration (COMPUTENET_ATTESTOR_*; docs/tee.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="COMPUTENET_ATTESTOR_", extra="ignore", frozen=True)
+
+    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the market's chain")
+    market: str = Field("", description="JobMarket address (empty: the deployment recorded for this chain)")
+    account: str = Field(..., description="ape account alias of the attestor key (TEST::n locally)")
+    host: str = "127.0.0.1"
+    port: int = Field(8720, ge=0, le=65535, description="HTTP port agents send evidence to")
+    accepted_tcb: Annotated[list[str], NoDecode] = Field(
+        ["UpToDate", "SWHardeningNeeded"], description="TCB levels accepted, comma-separated"
+    )
+    measurements: Annotated[list[str], NoDecode] = Field(
+        [], description="TEE measurements accepted (hex MRTD, MRENCLAVE or MEASUREMENT), comma-separated; empty: any"
+    )
+    intel_root: str | None = Field(
+        None, description="DER file of the Intel SGX root CA to pin (default: the one dcap-qvl carries)"
+    )
+    pccs_url: str = Field(
+        "https://api.trustedservices.intel.com",
+        description="PCCS (or Intel's PCS) an Intel quote sent without its collateral gets it from; empty: none",
+    )
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    _lists = field_validator("accepted_tcb", "measurements", mode="before")(
+        lambda value: [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    )
+
+    def policy(self):
+        from pathlib import Path
+
+        from verifier.attestor import Policy
+
+        return Policy(
+            accepted_tcb=tuple(self.accepted_tcb),
+            measurements=frozenset(bytes.fromhex(m.removeprefix("0x")) for m in self.measurements),
+            intel_root_der=Path(self.intel_root).read_bytes() if self.intel_root else None,
+            pccs_url=self.pccs_url,
+        )

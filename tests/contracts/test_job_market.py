@@ -218,7 +218,7 @@ def test_post_job_snapshots_fees(market, owner, post_job, params, make_requireme
         (dict(shard_count=1025), "job_market: shard count out of range"),
         (dict(replication=0), "job_market: replication out of range"),
         (dict(replication=6), "job_market: replication out of range"),
-        (dict(verification=4), "job_market: unknown verification mode"),
+        (dict(verification=5), "job_market: unknown verification mode"),
         (
             dict(replication=2, verification=Verification.OPTIMISTIC),
             "job_market: verification mode does not match replication",

@@ -279,7 +279,7 @@ console.log(JSON.stringify([
 # ---------------------------------------------------------------- a job's view
 
 
-def test_a_job_view_names_its_mode_and_a_zk_jobs_proven_replicas():
+def test_a_job_view_names_its_mode_and_a_zk_jobs_proven_and_a_tee_jobs_attested_replicas():
     """jobview.js reads the gateway's GET /jobs/{id} (tests/gateway/test_gateway_jobs.py checks
     the gateway's side): modes by the SDK's names, and "proven" where the chain checked a zk proof."""
     model = "0x" + "ab" * 32
@@ -297,6 +297,14 @@ def test_a_job_view_names_its_mode_and_a_zk_jobs_proven_replicas():
         ],
     }
     plain = {"requirements": {"verification": 0}, "escrow": 7, "unfinished": 0, "finished": True, "shards": []}
+    attested = {"replica": 0, "state": "submitted", "asset": 4, "proven": False, "attested": True}
+    tee_view = {
+        "verification": "tee",
+        "escrow": 9,
+        "unfinished": 1,
+        "finished": False,
+        "shards": [{"shard": 0, "state": "submitted", "replicas": [attested], "waiting": {}}],
+    }
     script = """
 const v = await import(src + "/jobview.js");
 console.log(JSON.stringify({
@@ -306,11 +314,13 @@ console.log(JSON.stringify({
   titles: [v.jobTitle(4, input.zk), v.jobTitle(5, input.plain)],
   lines: input.zk.shards.map(v.shardLine),
   states: input.zk.shards.map((s) => v.replicaState(s.replicas[0])),
+  tee: [v.jobTitle(6, input.tee), v.shardLine(input.tee.shards[0])],
 }));
 """
-    got = node(script, {"zk": zk_view, "plain": plain})
+    got = node(script, {"zk": zk_view, "plain": plain, "tee": tee_view})
     assert got["names"] == [mode.name.lower() for mode in Verification]
-    assert got["postable"] == {"optimistic": 0, "replicated": 1, "spot_check": 2}  # zk is posted bound to its model
+    # zk is posted bound to its model, through `ape run job post`
+    assert got["postable"] == {"optimistic": 0, "replicated": 1, "spot_check": 2, "tee": 4}
     assert got["byNumber"] == ["optimistic", "replicated", "spot_check", "zk", "verification 9"]
     assert got["titles"] == [
         "job 4 (zk, model 0xababab…abab): escrow 5, 1 unfinished",
@@ -322,3 +332,4 @@ console.log(JSON.stringify({
         "shard 2: open · no asset yet",
     ]
     assert got["states"] == ["proven", "finalized", "open"]
+    assert got["tee"] == ["job 6 (tee): escrow 9, 1 unfinished", "shard 0: submitted · asset 4 · r0 attested"]

@@ -98,6 +98,7 @@ def measure(
     sign_receipt,
     blobs,
     tmp_path_factory,
+    attestor,
 ):
     """Runs every measured step once and returns {step: gas}."""
     gas: dict[str, int] = {}
@@ -121,7 +122,9 @@ def measure(
             steps["total"] += steps["finalize"]
         return steps  # the last assign, submit and finalize, and the sum of all
 
-    def _req(shards, replication):
+    def _req(shards=1, replication=1, verification=None):
+        if verification is None:
+            verification = Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC
         return Requirements(
             min_vram_mib=40_960,
             gpu_count=1,
@@ -130,7 +133,7 @@ def measure(
             deadline=DEADLINE,
             shard_count=shards,
             replication=replication,
-            verification=Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC,
+            verification=verification,
         ).as_tuple()
 
     def _authorization(label: bytes, payee: str, value: int) -> TransferAuthorization:
@@ -211,7 +214,34 @@ def measure(
         chain.mine(deltatime=params.challenge_window + 1)
         gas["finalize_with_contribution"] = market.finalize(job, 0, sender=keeper).gas_used
         _zk()
+        _tee()
         return gas
+
+    def _tee():
+        """The tee level: a node verdict recorded, a tee job's shard assigned to the attested
+        asset, its result submitted and attested (short window), then finalized."""
+        registry = stack.attestations
+        asset = register_asset(agent_account=agent, expire=EXPIRE)
+        # Calldata costs by its zero bytes: constants with none, and a window end whose low
+        # bytes are never zero, so the figure does not drift with the clock.
+        valid_until = (chain.pending_timestamp + 30 * 86_400) | 0x010101
+        binding = registry.node_report_data(asset, agent)
+        attested = registry.attest_node(
+            asset, b"\x11" * 32, 1, b"\x22" * 48, 0, 1, valid_until, binding, sender=attestor
+        )
+        gas["attest_node"] = attested.gas_used + 12 * bytes(binding).count(0)
+        req = _req(verification=Verification.TEE)
+        post = market.post_job(keccak(b"gas-snapshot tee manifest"), req, sender=client)
+        job = post.events.filter(market.JobPosted)[0].job
+        assign = market.assign(job, 0, asset, sender=keeper).gas_used
+        gas["assign_tee"] = assign
+        submitted = submit(agent, job, 0, 0).gas_used
+        report = registry.result_report_data(job, 0, 0)
+        result = registry.attest_result(job, 0, 0, b"\x33" * 32, b"\x22" * 48, 0, report, sender=attestor)
+        gas["attest_result"] = result.gas_used + 12 * bytes(report).count(0)
+        chain.mine(deltatime=registry.short_window() + 1)
+        finalized = market.finalize(job, 0, sender=keeper).gas_used
+        gas["lifecycle_1_shard_tee"] = post.gas_used + assign + submitted + gas["attest_result"] + finalized
 
     def _zk():
         """The zk level: a model registered with its EZKL verifier, a manifest bound to it, and
@@ -231,14 +261,7 @@ def measure(
         manifest_hash = keccak(b"gas-snapshot zk manifest")
         gas["bind_zk"] = models.bind(manifest_hash, model, inputs.root, sender=client).gas_used
         asset = register_asset(agent_account=agent, expire=EXPIRE)
-        req = Requirements(
-            min_vram_mib=40_960,
-            gpu_count=1,
-            max_price=200,
-            max_gpu_seconds=3_600,
-            deadline=DEADLINE,
-            verification=Verification.ZK,
-        ).as_tuple()
+        req = _req(verification=Verification.ZK)
         job = market.post_job(manifest_hash, req, sender=client).events.filter(market.JobPosted)[0].job
         market.assign(job, 0, asset, sender=keeper)
         binding = zk.binding(chain.chain_id, market.address, job, 0, 0, market.replica(job, 0, 0).lease)

@@ -125,6 +125,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
         "market": stack.market.address,
         "court": stack.court.address,
         "models": stack.models.address,
+        "attestations": stack.attestations.address,
         "assets": stack.assets.address,
         "keepers": stack.keepers.address,
         "token": stack.token.address,
@@ -137,7 +138,15 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     assert config["submitMargin"] == SUBMIT_MARGIN  # the page's manifests leave it of each lease
 
     functions = {name: {i["name"] for i in abi if i["type"] == "function"} for name, abi in config["abis"].items()}
-    assert set(functions) == {"JobMarket", "DisputeCourt", "ModelRegistry", "ComputeAsset", "KeeperRegistry", "Token"}
+    assert set(functions) == {
+        "JobMarket",
+        "DisputeCourt",
+        "ModelRegistry",
+        "AttestationRegistry",
+        "ComputeAsset",
+        "KeeperRegistry",
+        "Token",
+    }
     assert {
         "balanceOf",
         "allowance",
@@ -154,6 +163,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     assert {"challenge", "cancel_with_signature"} <= functions["DisputeCourt"]
     assert "register" in functions["KeeperRegistry"]
     assert {"bind", "spec", "model", "submit_result"} <= functions["ModelRegistry"]  # the zk level's
+    assert {"attested", "verdict"} <= functions["AttestationRegistry"]  # the tee level's
     # The page's ABIs work as they are: read the chain through them, as viem does.
     web3 = Web3(Web3.HTTPProvider(chain.provider.uri))
     read = web3.eth.contract(address=config["contracts"]["token"], abi=config["abis"]["Token"]).functions

@@ -220,3 +220,27 @@ def test_a_zk_jobs_view_names_its_model_and_marks_its_proven_replica(
         None,
         False,
     )
+
+
+def test_a_tee_jobs_view_marks_its_attested_replica(
+    chain, stack, client, provider, keeper, agent, attestor, register_asset, make_requirements, gateway
+):
+    sdk = Market.from_stack(stack)
+    registry = stack.attestations
+    asset = register_asset(gpu_count=2)
+    now = chain.pending_timestamp
+    binding = registry.node_report_data(asset, agent.address)
+    registry.attest_node(asset, b"\x01" * 32, 1, bytes(48), 0, now - 60, now + 86_400, binding, sender=attestor)
+    job = sdk.post_job(b"\x0e" * 32, make_requirements(shard_count=2, verification=4), sender=client)
+    for shard in (0, 1):
+        sdk.assign(job, shard, asset, sender=keeper)
+        zk_helpers.run_for(sdk, chain, job, shard, 10)
+        sdk.submit_result(job, shard, 0, b"\x01" * 32, 10, 0, agent.private_key, sender=provider)
+    registry.attest_result(
+        job, 0, 0, b"\x02" * 32, bytes(48), 0, registry.result_report_data(job, 0, 0), sender=attestor
+    )
+
+    view = requests.get(f"{gateway}/jobs/{job}", timeout=10).json()
+
+    assert view["verification"] == "tee"
+    assert [r["attested"] for s in view["shards"] for r in s["replicas"]] == [True, False]

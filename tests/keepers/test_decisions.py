@@ -1,5 +1,7 @@
 """keepers.decisions: what each keeper task does with the state it re-read (pure)."""
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -8,6 +10,7 @@ from keepers.decisions import (
     IN_FLIGHT,
     NO_OPEN_DISPUTE,
     NO_OPEN_REPLICA,
+    NOT_ATTESTED,
     RULING_PENDING,
     Done,
     Send,
@@ -60,6 +63,14 @@ def assign(j, shard=0, state=None, assets=(asset(1), asset(2)), node_ids=(1, 2),
 def test_the_cheapest_fresh_asset_gets_the_open_replica():
     d = assign(job(), assets=[asset(1, price=150), asset(2, price=100)])
     assert isinstance(d, Send) and d.call == "assign" and d.args == (1, 0, 2)
+
+
+def test_a_tee_job_goes_only_to_an_attested_asset_even_a_dearer_one():
+    tee = dataclasses.replace(job(), requirements=dataclasses.replace(job().requirements, verification=4))
+    cheap, dear = asset(1, price=100), asset(2, price=150)
+    assert assign(tee, assets=[cheap, dear], attested={2}).args == (1, 0, 2)
+    assert assign(tee, assets=[cheap, dear]) == Wait(NOT_ATTESTED)
+    assert assign(job(), assets=[cheap, dear], attested={2}).args == (1, 0, 1)  # other levels: any asset
 
 
 def test_a_shard_with_no_open_replica_is_done_and_unknown_ids_are_done():

@@ -586,9 +586,12 @@ def test_bad_settings_are_named(make_keeper):
     assert "COMPUTENET_KEEPER_CONFIRMATIONS" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_job_asking_more_than_an_asset_has_is_never_assigned_to_it(
+def test_a_job_asking_more_than_an_asset_has_is_never_assigned_to_it_and_a_tee_job_only_to_an_attested_one(
     make_keeper,
     register_asset,
+    stack,
+    attestor,
+    submit,
     provider,
     provider2,
     agents,
@@ -602,16 +605,21 @@ def test_a_job_asking_more_than_an_asset_has_is_never_assigned_to_it(
 ):
     """The cheap asset has 2 cores and 4 GiB: a job asking 8 cores and 32 GiB per lease goes to
     the dear one (both its shards: 16 cores hold two), a job asking 17 cores to none, and the
-    keeper sends nothing the chain refuses."""
+    keeper sends nothing the chain refuses. A tee job goes to the only attested asset (4 cores, a
+    middling price), not the cheap one, and its attested result is finalized once the short window
+    ends, long before the full one."""
     small = register_asset(
         owner=provider, agent_account=agents[0], price=10, gpu_count=16, cpu_cores=2, memory_mib=4_096, disk_mib=4_096
     )
     big = register_asset(
         owner=provider2, agent_account=agents[1], price=100, gpu_count=16, cpu_cores=16, memory_mib=65_536
     )
+    secure = register_asset(
+        owner=provider2, agent_account=agents[2], price=50, gpu_count=16, cpu_cores=4, memory_mib=8_192
+    )
     k = make_keeper()
     start = chain.blocks.height
-    with Agents(chain.chain_id, assets, {small: agents[0], big: agents[1]}):
+    with Agents(chain.chain_id, assets, {small: agents[0], big: agents[1], secure: agents[2]}):
         k.start(workers=1)
         too_big = post_job(cpu_cores=17)
         fits_big = post_job(shard_count=2, cpu_cores=8, memory_mib=32_768, disk_mib=10_000)
@@ -621,8 +629,24 @@ def test_a_job_asking_more_than_an_asset_has_is_never_assigned_to_it(
         )
         small_job = post_job()
         wait_for(lambda: assigned(market, [small_job], 1), what="the small job assigned")
+
+        registry, now = stack.attestations, chain.pending_timestamp
+        binding = registry.node_report_data(secure, agents[2])
+        registry.attest_node(secure, b"\x01" * 32, 1, bytes(48), 0, now - 60, now + 86_400, binding, sender=attestor)
+        tee_job = post_job(verification=4)
+        tee = wait_for(lambda: assigned(market, [tee_job], 1), what="the tee job assigned")
+        submit(agents[2], tee_job, 0, 0)
+        report = registry.result_report_data(tee_job, 0, 0)
+        registry.attest_result(tee_job, 0, 0, b"\x02" * 32, bytes(48), 0, report, sender=attestor)
+        chain.pending_timestamp = int(market.replica(tee_job, 0, 0).deadline) + 1
+        chain.mine()
+        wait_for(
+            lambda: ReplicaState(int(market.replica(tee_job, 0, 0).state)) == ReplicaState.FINALIZED,
+            what="the attested tee result finalized after the short window",
+        )
+    assert tee == {(tee_job, 0, 0): secure}
     assert set(got.values()) == {big}
     assert assigned(market, [too_big], 1) == {}
-    assert {a for *_, a, _ in assignments(market, start)} <= {small, big}
+    assert {a for *_, a, _ in assignments(market, start)} <= {small, big, secure}
     assert [e for e in assignments(market, start) if e[0] == too_big] == []
     assert failed_txs_from(chain, keeper, start) == []

@@ -47,6 +47,11 @@ def test_a_later_due_time_wins_an_earlier_one_does_not(state):
     assert state.due(899) == []
     state.commit(Reaction(due={finalize_member(1, 0): 950}), 3)
     assert state.due(949) == [] and state.due(950) == [("finalize", (1, 0))]
+    # a tee result's shortened window brings its finalize forward; a later due time does not undo it
+    state.commit(Reaction(sooner={finalize_member(1, 0): 660}), 4)
+    assert state.due(659) == [] and state.due(660) == [("finalize", (1, 0))]
+    state.commit(Reaction(sooner={finalize_member(1, 0): 700}), 5)
+    assert state.due(660) == [("finalize", (1, 0))]
 
 
 def wire(hb, key=AGENT):

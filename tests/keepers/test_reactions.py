@@ -234,3 +234,13 @@ def test_due_members_parse_back_and_junk_is_refused():
     for junk in ("assign:1:2", "reclaim:1:2", "finalize:1", "expire:1", "expire:1:2:3", "expire:1:x", ""):
         with pytest.raises(ValueError, match="not a due member"):
             parse_member(junk)
+
+
+def test_an_attested_tee_result_is_due_for_finalize_at_its_shortened_window_end():
+    attested = ev.ResultAttested(
+        block=6, tx="", index=0, job=1, shard=0, attestor=A, replica=0, asset=7, evidence_hash=b"", challenge_end=660
+    )
+    r = react([posted(shards=1), assigned(), submitted(), attested])
+    assert r.due == {finalize_member(1, 0): 900} and r.sooner == {finalize_member(1, 0): 660}
+    r = react([attested])  # in a later batch: only the earlier time, applied as "sooner" (ZADD LT)
+    assert r.sooner == {finalize_member(1, 0): 660} and r.due == {}

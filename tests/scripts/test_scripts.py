@@ -106,10 +106,21 @@ def manifest_file(tmp_path):
 
 def test_deploy_records_the_six_contracts(deployed, chain, sdk, accounts):
     record, out = deployed
-    assert set(record) == {"token", "assets", "keepers", "market", "court", "models", "chain_id", "block", "rpc"}
+    assert set(record) == {
+        "token",
+        "assets",
+        "keepers",
+        "market",
+        "court",
+        "models",
+        "attestations",
+        "chain_id",
+        "block",
+        "rpc",
+    }
     assert record["chain_id"] == chain.chain_id and record["rpc"] == chain.provider.uri
     assert 0 < record["block"] <= chain.blocks.height
-    for role in ("token", "assets", "keepers", "market", "court", "models"):
+    for role in ("token", "assets", "keepers", "market", "court", "models", "attestations"):
         assert len(chain.provider.get_code(record[role])) > 0, role
         assert f"{role:8} {record[role]}" in out
     assert "recorded in" in out

@@ -642,7 +642,7 @@ def requirement_errors(now, lease_grace):
             r(base, replication=6, verification=Verification.REPLICATED),
             "job_market: replication out of range",
         ),
-        (MANIFEST, r(base, verification=4), "job_market: unknown verification mode"),
+        (MANIFEST, r(base, verification=5), "job_market: unknown verification mode"),
         (
             MANIFEST,
             r(base, verification=Verification.REPLICATED),

@@ -203,7 +203,7 @@ def test_post_reasons_in_contract_order():
         (dict(replication=0), "job_market: replication out of range"),
         (dict(replication=5, verification=Verification.REPLICATED), None),
         (dict(replication=6, verification=Verification.REPLICATED), "job_market: replication out of range"),
-        (dict(verification=4), "job_market: unknown verification mode"),
+        (dict(verification=5), "job_market: unknown verification mode"),
         (dict(verification=Verification.SPOT_CHECK), None),
         (dict(verification=Verification.REPLICATED), "job_market: verification mode does not match replication"),
         (dict(replication=2), "job_market: verification mode does not match replication"),

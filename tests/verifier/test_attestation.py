@@ -22,7 +22,7 @@ from verifier.attestation import (
 )
 
 EVIDENCE = Path(__file__).parent / "evidence"
-TDX_FROM, TDX_UNTIL = 1750329147, 1752920163  # 2025-06-19T10:32:27Z .. 2025-07-19T10:16:03Z
+TDX_FROM, TDX_UNTIL = 1750329147, 1752919234  # 2025-06-19T10:32:27Z .. the PCK CRL's next update (10:00:35Z) less 1 s
 TDX_MRTD = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
 
 

@@ -104,9 +104,10 @@ def test_replicated_shards_are_never_sampled():
         (Verification.ZK, ReplicaState.FINALIZED, Verification.ZK),  # proven: nothing to sample
         (Verification.SPOT_CHECK, ReplicaState.SUBMITTED, Verification.SPOT_CHECK),
         (Verification.REPLICATED, ReplicaState.SUBMITTED, Verification.REPLICATED),
+        (Verification.TEE, ReplicaState.SUBMITTED, Verification.OPTIMISTIC),  # attested or not
     ],
 )
-def test_an_unproven_zk_result_is_audited_as_an_optimistic_one(mode, state, audited_as):
+def test_an_unproven_zk_result_and_a_tee_result_are_audited_as_optimistic_ones(mode, state, audited_as):
     """A provider that skips proving and reports a failure still has its metered claim drawn for
     re-execution at the verifiers' optimistic share; a proven result is never sampled."""
     assert audit_mode(mode, state) == audited_as
