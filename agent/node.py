@@ -97,6 +97,8 @@ class Agent:
         self.zk_models = zk_lease.local_models(settings.zk_models)  # artifact hash -> what proves it
         self.zk_ids: dict[bytes, bytes] = {}  # artifact hash -> the model id it has with its own verifier
         self.tee = tee.source(settings.tee)  # None: tee leases are declined
+        self.market_address = str(market.market.address)
+        self.attestations = str(market.attestations.address)
         self.attestor = tee.AttestorClient(settings.attestor_url) if settings.attestor_url else None
         self.follower = Follower(
             market, JsonCursor(settings.cursor_path()), roles=("market",), names=("ShardAssigned",)
@@ -513,9 +515,8 @@ class Agent:
                 done[asset_id] = "attested"
                 continue
             try:
-                with self.chain_lock:
-                    binding = self.market.node_report_data(asset_id, str(self.account.address))
-                answer = self.attestor.node(asset_id, self.tee.evidence(tee.pad(binding)))
+                binding = tee.node_report_data(self.chain_id, self.attestations, asset_id, str(self.account.address))
+                answer = self.attestor.node(asset_id, self.tee.evidence(binding))
                 done[asset_id] = f"attested until {answer['valid_until']}"
                 log.info("node attested", extra={"fields": {"asset": asset_id, "until": answer["valid_until"]}})
             except Exception as error:
@@ -529,10 +530,12 @@ class Agent:
         if self.tee is None or self.attestor is None:
             return "no tee here"
         folder = self.work / entry.name
-        with self.chain_lock:
-            binding = self.market.result_report_data(entry.job, entry.shard, entry.replica)
+        root = bytes.fromhex(entry.output_root[2:])
+        binding = tee.result_report_data(
+            self.chain_id, self.market_address, entry.job, entry.shard, entry.replica, root, entry.gpu_seconds
+        )
         try:
-            evidence = self.tee.evidence(tee.pad(binding))
+            evidence = self.tee.evidence(binding)
         except Exception as error:
             log.warning("no result evidence", extra={"fields": {"lease": entry.name, "error": str(error)}})
             return f"no evidence: {error}"

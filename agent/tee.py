@@ -6,8 +6,11 @@ back from `outblob` (`ConfigfsTsm`). The agent asks for two kinds:
 
 - node evidence binding each asset and the agent key (computenet.tee.node_report_data), sent
   at start and again before its verdict runs out, so the asset stays eligible for tee jobs;
-- result evidence binding each tee result's output root (result_report_data), sent once the
-  result is on chain, so its challenge window ends after the short one.
+- result evidence binding each tee result's output root and metered use (result_report_data),
+  sent once the result is on chain, so its challenge window ends after the short one.
+
+Both bindings are computed from what the agent holds itself, never read from its node, so a
+host that feeds it false chain answers still cannot have its TEE vouch for another result.
 
 Refused or unsent evidence loses nothing: the result stands with the full window. The evidence
 sent is kept in the lease folder (`EVIDENCE_FILE`). An agent with no TEE declines tee leases.
@@ -26,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from computenet.tee import REPORT_DATA_BYTES, Evidence, pad  # noqa: F401 - pad: the agent pads its bindings
+from computenet.tee import REPORT_DATA_BYTES, Evidence, node_report_data, result_report_data  # noqa: F401
 
 log = logging.getLogger("agent.tee")
 

@@ -2,8 +2,9 @@
 
 A node's evidence carries node_report_data (this chain, the AttestationRegistry, the asset and
 its agent key) so it vouches that this agent key lives in the TEE; a result's evidence carries
-result_report_data (this chain, the market, job, shard, replica and output root) so it vouches
-for that one result. The contract computes the same 32 bytes (its node_report_data and
+result_report_data (this chain, the market, job, shard, replica, output root and metered
+GPU-seconds) so it vouches for that one result and the use it is paid for. The agent computes
+both from what it holds itself (its key, its own result), never from what a node tells it. The contract computes the same 32 bytes (its node_report_data and
 result_report_data views); the report data's other 32 bytes are zero. Pure: no chain, no I/O.
 """
 
@@ -25,12 +26,15 @@ def node_report_data(chain_id: int, registry: str, asset: int, agent: str) -> by
     return pad(digest)
 
 
-def result_report_data(chain_id: int, market: str, job: int, shard: int, replica: int, output_root: bytes) -> bytes:
-    """keccak256(abi.encode(chain id, market, job, shard, replica, output root)), padded to 64 bytes."""
+def result_report_data(
+    chain_id: int, market: str, job: int, shard: int, replica: int, output_root: bytes, gpu_seconds: int
+) -> bytes:
+    """keccak256(abi.encode(chain id, market, job, shard, replica, output root, gpu_seconds)),
+    padded to 64 bytes."""
     digest = keccak(
         encode(
-            ["uint256", "address", "uint256", "uint256", "uint256", "bytes32"],
-            [chain_id, market, job, shard, replica, output_root],
+            ["uint256", "address", "uint256", "uint256", "uint256", "bytes32", "uint32"],
+            [chain_id, market, job, shard, replica, output_root, gpu_seconds],
         )
     )
     return pad(digest)

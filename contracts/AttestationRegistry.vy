@@ -14,8 +14,8 @@
      can check the attestor; the attestor's word alone finalizes nothing: the
      result stays open to disputes for the short window. The chain itself checks
      what needs no vendor crypto: the report data binds this chain, registry,
-     asset and agent key (nodes), or this chain, market, job, shard, replica and
-     output root (results); out-of-date or revoked TCB levels are refused; a
+     asset and agent key (nodes), or this chain, market, job, shard, replica,
+     output root and metered use (results); out-of-date or revoked TCB levels are refused; a
      verdict lapses when its window ends, its attestor is removed, or the
      asset's agent key changes.
 """
@@ -252,7 +252,8 @@ def attest_result(
     @param measurement Its TEE measurement: the one the asset was attested with.
     @param tcb Its TCB level (below OUT_OF_DATE).
     @param report_data The first 32 bytes of its report data: must be
-           result_report_data(job, shard, replica) for the submitted output root.
+           result_report_data(job, shard, replica) for the submitted output root
+           and metered GPU-seconds.
     """
     assert self.attestors[msg.sender], "attestations: not an attestor"
     assert (staticcall MARKET.job(job_id)).requirements.verification == _TEE, "attestations: not a tee job"
@@ -322,7 +323,7 @@ def result_report_data(job_id: uint256, shard: uint256, replica: uint256) -> byt
     @param job_id The job.
     @param shard The shard.
     @param replica The replica.
-    @return keccak256(abi_encode(chain id, market, job, shard, replica, output root)).
+    @return keccak256(abi_encode(chain id, market, job, shard, replica, output root, gpu_seconds)).
     """
     return self._result_report_data(job_id, shard, replica)
 
@@ -359,8 +360,9 @@ def _node_report_data(asset: uint256, agent: address) -> bytes32:
 @view
 def _result_report_data(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
     """
-    @dev Binds a result's evidence to this chain, market, job, shard, replica and output root.
+    @dev Binds a result's evidence to this chain, market, job, shard, replica, output root
+         and metered use: the TEE vouches for the claim it is paid on, not only the outputs.
     """
-    return keccak256(
-        abi_encode(chain.id, MARKET.address, job_id, shard, replica, staticcall MARKET.output_root(job_id, shard, replica))
-    )
+    root: bytes32 = staticcall MARKET.output_root(job_id, shard, replica)
+    seconds: uint32 = (staticcall MARKET.replica(job_id, shard, replica)).gpu_seconds
+    return keccak256(abi_encode(chain.id, MARKET.address, job_id, shard, replica, root, seconds))

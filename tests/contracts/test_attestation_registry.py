@@ -9,6 +9,7 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
+from computenet import tee
 from computenet.deploy import DEFAULT_TEE_WINDOW
 from computenet.domain import ReplicaState, TeeKind, Verification, settle_amounts
 
@@ -60,13 +61,8 @@ def submitted(stack, tee_job, register_asset, registered_keeper, attest, sign_re
     return tee_job, asset
 
 
-def result_data(chain, stack, job, shard=0, replica=0, root=ROOT):
-    return keccak(
-        encode(
-            ["uint256", "address", "uint256", "uint256", "uint256", "bytes32"],
-            [chain.chain_id, stack.market.address, job, shard, replica, root],
-        )
-    )
+def result_data(chain, stack, job, shard=0, replica=0, root=ROOT, gpu_seconds=GPU_SECONDS):
+    return tee.result_report_data(chain.chain_id, stack.market.address, job, shard, replica, root, gpu_seconds)[:32]
 
 
 def test_only_the_owner_names_attestors_and_only_attestors_record(stack, owner, stranger, register_asset, attest):
@@ -200,6 +196,10 @@ def test_an_attested_result_can_still_be_disputed_inside_its_short_window(stack,
             "attestations: evidence binds another result",
         ),
         (dict(report=lambda c, s, j: result_data(c, s, j + 1)), "attestations: evidence binds another result"),
+        (  # the metered use the provider claims is bound too
+            dict(report=lambda c, s, j: result_data(c, s, j, gpu_seconds=GPU_SECONDS - 1)),
+            "attestations: evidence binds another result",
+        ),
         (dict(measurement=bytes(48)), "attestations: result ran in another measurement"),
         (dict(tcb=5), "attestations: platform tcb out of date"),
         (dict(sender="stranger"), "attestations: not an attestor"),

@@ -86,9 +86,10 @@ def test_evidence_from_an_unknown_root_is_refused():
 def test_report_data_binding_another_result_is_refused():
     quote, collateral = sample("tdx_quote")
     verdict = verify_quote(quote, collateral, TDX_FROM + 3_600)
-    ours = result_report_data(31337, "0x" + "11" * 20, 7, 0, 0, b"\x22" * 32)
+    ours = result_report_data(31337, "0x" + "11" * 20, 7, 0, 0, b"\x22" * 32, 300)
     assert len(ours) == 64 and ours[32:] == bytes(32)
-    assert result_report_data(31337, "0x" + "11" * 20, 8, 0, 0, b"\x22" * 32) != ours  # another job
+    assert result_report_data(31337, "0x" + "11" * 20, 8, 0, 0, b"\x22" * 32, 300) != ours  # another job
+    assert result_report_data(31337, "0x" + "11" * 20, 7, 0, 0, b"\x22" * 32, 301) != ours  # another claim
     with pytest.raises(AttestationError) as refused:
         check_bound(verdict, ours)
     assert refused.value.reason == "report data binds another result"

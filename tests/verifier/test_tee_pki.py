@@ -13,7 +13,7 @@ from verifier.attestation import TDX, AttestationError, check_bound, result_repo
 SAMPLE_FROM, SAMPLE_UNTIL = 1750329147, 1752920163  # the sample collateral's own window
 SAMPLE_MRTD = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
 IN_2026 = 1796000000, 1798600000  # 2026-11-29 .. 2026-12-29
-OURS = result_report_data(31337, "0x" + "11" * 20, 7, 0, 1, b"\x22" * 32)
+OURS = result_report_data(31337, "0x" + "11" * 20, 7, 0, 1, b"\x22" * 32, 300)
 
 
 def test_a_resigned_quote_binds_our_report_data_and_mrtd_under_the_test_root():
