@@ -18,8 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from chain_clock import WindowSkipper
 
 from computenet.localnet import Anvil, ProcessGroup, RedisServer, free_port, http_ok, wait_until
+from computenet.market import Market
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -222,15 +224,17 @@ def _walk(sh: Shell, tmp: Path, node: Anvil, redis_a: RedisServer, redis_b: Redi
         str(job_dir),
     )
 
-    # 5. The job runs and, after the challenge window, is finalized by a keeper.
+    # 5. The job runs and, after the challenge window (its minute skipped on the chain's
+    #    clock once both results are in), is finalized by a keeper.
     market = web3.eth.contract(address=record["market"], abi=_abi("JobMarket"))
     finished = market.events.JobFinished
-    wait_until(
-        lambda: finished.get_logs(from_block=int(record["block"])) or sh.check_alive(),
-        240,
-        "the job to be finalized",
-        interval=1,
-    )
+    with WindowSkipper(web3, Market.over_web3(web3, record["market"])):
+        wait_until(
+            lambda: finished.get_logs(from_block=int(record["block"])) or sh.check_alive(),
+            240,
+            "the job to be finalized",
+            interval=1,
+        )
     refund = finished.get_logs(from_block=int(record["block"]))[0]["args"]["refund"]
     status = sh.run("ape", "run", "job", "status", "--network", net, "1")
     assert "finalized" in status.lower(), status
