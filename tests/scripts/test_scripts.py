@@ -903,3 +903,33 @@ def test_job_post_refuses_a_zk_job_its_agents_could_not_prove(ape_run, sdk, acco
     assert missing == "zk: the manifest has no input zk/2.bin for shard 2"
     assert sdk.job_count() == count  # nothing posted, nothing bound
     assert not sdk.zk_spec(accounts[CLIENT].address, manifest_hash(parse_manifest(manifest.read_bytes()))).bound
+
+
+def test_tee_attestor_window_and_show(ape_run, sdk, accounts, chain):
+    """The registry's owner names an attestor and sets the short window; anyone else is refused
+    in one line; `tee show` prints an asset's verdict once an attestor recorded one."""
+    attestor, provider, agent = accounts[OUTSIDER], accounts[PROVIDER], accounts[AGENT]
+    assert ape_run.fails("tee", "attestor", attestor.address, account=OUTSIDER).startswith(
+        "would revert: ownable: caller is not the owner"
+    )
+    assert "named attestor" in ape_run.ok("tee", "attestor", attestor.address, account=0)
+    assert "stay open 30 s" in ape_run.ok("tee", "window", "30", account=0)
+    assert sdk.attestations.short_window() == 30
+    spec = Spec(
+        gpu_model=1,
+        vram_mib=81_920,
+        gpu_count=1,
+        cpu_cores=8,
+        region=0,
+        price=400,
+        expire=chain.pending_timestamp + 86_400,
+    )
+    sdk.token.faucet(provider, 100 * TOKEN, sender=provider)
+    asset = sdk.register_asset(spec, agent, b"\x11" * 32, sender=provider)
+    assert ape_run.fails("tee", "show", str(asset)) == f"asset {asset} has no TEE verdict"
+    now = chain.pending_timestamp
+    binding = sdk.node_report_data(asset, agent.address)
+    sdk.attestations.attest_node(asset, b"\x01" * 32, 1, bytes(48), 0, now - 60, now + 86_400, binding, sender=attestor)
+    shown = ape_run.ok("tee", "show", str(asset))
+    assert f"asset {asset}: attested" in shown and "kind        tdx" in shown and "tcb         UpToDate" in shown
+    assert f"attestor    {attestor.address}" in shown
