@@ -11,7 +11,10 @@ Shards are assigned one at a time, each a container that sleeps `--run-seconds`.
 - after-run: the engine's `die` event → the agent's "submitted" log line (outputs
   committed, receipt signed, result mined);
 - overhead per shard = dispatch + after-run, also as a share of a 60 s shard (what the
-  agent adds does not grow with the run time; the container's own start-up counts as run).
+  agent adds does not grow with the run time; the container's own start-up counts as run);
+- the floor, in the same run: after each shard, a plain `docker run` of the same image and
+  command on the same engine (call → the engine's `start` event), and dispatch's ratio to it.
+  Absolute times move with the machine; the ratio says what the network adds.
 
 Docker: the engine DOCKER_HOST names, else a private dockerd (root). Figures go to
 bench/results/agent.json.
@@ -162,7 +165,7 @@ def main() -> None:
                 deadline=chain.pending_timestamp + 86_400,
                 shard_count=1,
             )
-            dispatch, after, run = [], [], []
+            dispatch, after, run, floor = [], [], [], []
             for n in range(args.shards):
                 job = stack.market.post_job(manifest_hash(manifest), req.as_tuple(), sender=client_acct)
                 job_id = job.events.filter(stack.market.JobPosted)[0].job
@@ -181,8 +184,10 @@ def main() -> None:
                 dispatch.append((events.started[name] - assigned) * 1000)
                 after.append((submitted - events.died[name]) * 1000)
                 run.append((events.died[name] - events.started[name]) * 1000)
+                floor.append(plain_docker_run(client, events, reference, manifest.command, f"floor-{n}"))
                 print(
-                    f"  shard {n + 1}/{args.shards}: dispatch {dispatch[-1]:.0f} ms, after-run {after[-1]:.0f} ms",
+                    f"  shard {n + 1}/{args.shards}: dispatch {dispatch[-1]:.0f} ms, after-run {after[-1]:.0f} ms, "
+                    f"plain docker run {floor[-1]:.0f} ms",
                     flush=True,
                 )
     finally:
@@ -199,6 +204,8 @@ def main() -> None:
         "container_run_ms": summary(run),
         "overhead_ms": summary(overhead),
         "overhead_pct_of_60s": round(statistics.median(share), 3),
+        "floor_docker_run_ms": summary(floor),
+        "dispatch_floor_ratio_p50": round(percentile(dispatch, 50) / percentile(floor, 50), 2),
     }
     # The shards in consecutive batches, each a run: its p50s show the spread between runs.
     size = max(1, len(dispatch) // BATCHES)
@@ -206,6 +213,10 @@ def main() -> None:
         {
             "dispatch_p50_ms": round(percentile(dispatch[i : i + size], 50), 1),
             "overhead_p50_ms": round(percentile(overhead[i : i + size], 50), 1),
+            "floor_p50_ms": round(percentile(floor[i : i + size], 50), 1),
+            "dispatch_floor_ratio_p50": round(
+                percentile(dispatch[i : i + size], 50) / percentile(floor[i : i + size], 50), 2
+            ),
         }
         for i in range(0, size * BATCHES, size)
         if dispatch[i : i + size]
@@ -215,6 +226,10 @@ def main() -> None:
     print(
         f"dispatch (assignment mined -> container running): p50 {results['dispatch_ms']['p50']} ms, "
         f"p99 {results['dispatch_ms']['p99']} ms   goal p50 <= 300 ms"
+    )
+    print(
+        f"floor (plain docker run, same image and engine):   p50 {results['floor_docker_run_ms']['p50']} ms; "
+        f"dispatch / floor at p50: {results['dispatch_floor_ratio_p50']}   goal <= 1.5"
     )
     print(
         f"after-run (container exit -> result mined):       p50 {results['after_run_ms']['p50']} ms, "
@@ -240,6 +255,22 @@ def main() -> None:
         )
     )
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+def plain_docker_run(client, events: DockerEvents, reference: str, command: list[str], name: str) -> float:
+    """Milliseconds from a plain `docker run` call to the engine's `start` event (the floor of
+    dispatch: what starting the same container costs with no chain, agent or store)."""
+    from computenet.staging import ensure_image
+
+    image_id = ensure_image(client, reference)  # the local image, as the agent resolves it (no pull)
+    called = time.time()
+    container = client.containers.run(image_id, command, name=name, detach=True, network_disabled=True)
+    try:
+        wait_until(lambda: name in events.started, 30, f"{name}'s start event", 0.005)
+        return (events.started[name] - called) * 1000
+    finally:
+        container.wait(timeout=120)
+        container.remove(force=True)
 
 
 def _log_time(log: Path, marker: str) -> float:

@@ -227,8 +227,15 @@ def report(data: dict) -> str:
             f"p50 ≤ 300 ms: {_miss(r['dispatch_ms']['p50'], 300)} |",
             f"| overhead per shard | {r['overhead_ms']['p50']} ms = {r['overhead_pct_of_60s']} % of 60 s | | ≤ 1 %: "
             f"{_miss(r['overhead_pct_of_60s'], 1.0)} |",
-            "",
         ]
+        if "floor_docker_run_ms" in r:  # the same run's floor: a plain docker run of the same container
+            out += [
+                f"| floor: plain `docker run` (same image, engine, run) | {r['floor_docker_run_ms']['p50']} ms"
+                f"{_spread(r, 'floor_p50_ms')} | {r['floor_docker_run_ms']['p99']} ms | |",
+                f"| dispatch / floor | {r['dispatch_floor_ratio_p50']}{_spread(r, 'dispatch_floor_ratio_p50')} | | "
+                f"≤ 1.5: {_miss(r['dispatch_floor_ratio_p50'], 1.5)} |",
+            ]
+        out += [""]
     tp = data.get("throughput")
     if tp:
         out += [
