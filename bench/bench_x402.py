@@ -9,6 +9,10 @@ pays with the official `x402HttpxClient`: one measured post is the whole exchang
 by posting the job, until the 201 arrives. Each block-time setting (0: a block per
 transaction; 1: a block every second) gets its own anvil.
 
+The floor, in the same run: after each paid post, a plain EIP-3009 transferWithAuthorization
+by the same payer, signed and sent directly by a relayer with ETH until its receipt (no 402, no
+gateway, no facilitator, no job). The paid post's ratio to it is what x402 and the market add.
+
 Gas: the receipt gas of the funded posts (post_job_with_authorization), next to the token's
 own transferWithAuthorization and a plain approve-based post_job on the same chain, and the
 USDC anchor of 85.7k for a transferWithAuthorization. Figures go to bench/results/x402.json.
@@ -34,13 +38,14 @@ os.chdir(ROOT)  # ape finds the project (and its compiled contracts) from the wo
 from figures import percentile  # noqa: E402  (bench/ is the script's folder)
 
 from computenet.deploy import deploy_stack  # noqa: E402
+from computenet.domain import Requirements, Spec  # noqa: E402
 from computenet.eip3009 import TransferAuthorization, random_nonce  # noqa: E402
 from computenet.localnet import Anvil, ProcessGroup, free_port, http_ok, wait_until  # noqa: E402
 
 TOKEN = 10**6
 USDC_TRANSFER_WITH_AUTHORIZATION = 85_700
 GOAL_OVER_PLAIN = 10_000
-OWNER, FACILITATOR, CLIENT, GATEWAY = 0, 7, 1, 9
+OWNER, FACILITATOR, CLIENT, PROVIDER, AGENT, RELAYER, GATEWAY = 0, 7, 1, 2, 3, 8, 9
 IMAGE = "computenet/job@sha256:" + "ab" * 32
 
 
@@ -107,6 +112,23 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
                 transfer = stack.token.transferWithAuthorization(
                     *auth.token_args(signature), sender=test[OWNER]
                 ).gas_used
+                # One staked asset the jobs fit, so the gateway takes them (it refuses what no asset can run).
+                provider = test[PROVIDER]
+                stack.token.faucet(provider, 10_000 * TOKEN, sender=provider)
+                stack.token.approve(stack.assets, 2**256 - 1, sender=provider)
+                spec = Spec(
+                    1,
+                    81_920,
+                    8,
+                    16,
+                    0,
+                    100,
+                    int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16) + 30 * 86_400,
+                )
+                asset = stack.assets.register(spec.as_tuple(), test[AGENT], b"\x11" * 32, sender=provider)
+                stack.assets.add_stake(
+                    asset.events.filter(stack.assets.AssetRegistered)[0].asset, 1_000 * TOKEN, sender=provider
+                )
                 market, token = stack.market.address, stack.token.address
                 payers = [Account.create() for _ in range(runs)]  # tokens, no ETH
                 for payer in payers:
@@ -134,19 +156,29 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
             for port in (fport, gport):
                 wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 120, f"service on port {port}")
 
-            latencies, gas, per_run = [], [], []
+            latencies, gas, per_run, floor = [], [], [], []
+            direct = DirectTransfer(web3, token, test[RELAYER])
             for payer in payers:
                 x402 = x402Client().set_spend_controls(
                     {"allowed_assets": [{"network": "eip155:31337", "asset": token}], "max_amount_per_payment": False}
                 )
                 register_exact_evm_client(x402, EthAccountSigner(payer), networks="eip155:*")
-                run = asyncio.run(_posts(x402HttpxClient, x402, f"http://127.0.0.1:{gport}", web3, posts))
-                per_run.append(summary([ms for ms, _ in run]))
-                latencies += [ms for ms, _ in run]
-                gas += [g for _, g in run]
+                run = asyncio.run(
+                    _posts(x402HttpxClient, x402, f"http://127.0.0.1:{gport}", web3, posts, lambda p=payer: direct(p))
+                )
+                run_floor = [f for _, _, f in run]
+                per_run.append(
+                    summary([ms for ms, _, _ in run])
+                    | {"floor_p50": percentile(run_floor, 50)}
+                    | {"ratio_p50": round(percentile([ms for ms, _, _ in run], 50) / percentile(run_floor, 50), 2)}
+                )
+                latencies += [ms for ms, _, _ in run]
+                gas += [g for _, g, _ in run]
+                floor += run_floor
                 print(
                     f"  blocks {block_time or 'instant'}: run {len(per_run)}: p50 {per_run[-1]['p50']} ms, "
-                    f"p95 {per_run[-1]['p95']} ms",
+                    f"p95 {per_run[-1]['p95']} ms; direct transfer p50 {per_run[-1]['floor_p50']} ms "
+                    f"(ratio {per_run[-1]['ratio_p50']})",
                     flush=True,
                 )
             assert web3.eth.get_balance(payers[0].address) == 0
@@ -155,6 +187,8 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
     return {
         "block_time_s": block_time,
         "latency_ms": summary(latencies),
+        "floor_direct_transfer_ms": summary(floor),
+        "ratio_p50": round(percentile(latencies, 50) / percentile(floor, 50), 2),
         "runs": per_run,
         "gas": {
             "post_1_shard_by_authorization": int(statistics.median(gas)),
@@ -164,7 +198,37 @@ def run_setting(block_time: int, runs: int, posts: int, workdir: Path) -> dict:
     }
 
 
-async def _posts(client_cls, x402, url: str, web3, posts: int) -> list[tuple[float, int]]:
+class DirectTransfer:
+    """The floor: a payer's EIP-3009 transferWithAuthorization signed and sent directly by a
+    relayer that holds ETH, until its receipt; returns milliseconds."""
+
+    def __init__(self, web3, token: str, relayer) -> None:
+        from computenet.web3calls import abi
+
+        self.web3, self.relayer = web3, relayer
+        self.token = web3.eth.contract(address=token, abi=abi("TestToken"))
+        self.name, self.version = self.token.functions.name().call(), self.token.functions.version().call()
+
+    def __call__(self, payer) -> float:
+        start = time.perf_counter()
+        auth = TransferAuthorization(payer.address, self.relayer.address, 1, 0, 4_000_000_000, random_nonce())
+        signature = auth.sign(payer.key, self.name, self.version, 31337, self.token.address)
+        tx = self.token.functions.transferWithAuthorization(*auth.token_args(signature)).build_transaction(
+            {
+                "from": self.relayer.address,
+                "nonce": self.web3.eth.get_transaction_count(self.relayer.address, "pending"),
+                "gas": 150_000,
+            }
+        )
+        signed = self.web3.eth.account.sign_transaction(tx, self.relayer.private_key)
+        sent = self.web3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = self.web3.eth.wait_for_transaction_receipt(sent, timeout=60, poll_latency=0.05)
+        assert receipt["status"] == 1, "the direct transfer reverted"
+        return round((time.perf_counter() - start) * 1000, 1)
+
+
+async def _posts(client_cls, x402, url: str, web3, posts: int, floor) -> list[tuple[float, int, float]]:
+    """Each paid post's (milliseconds, gas), then the floor's milliseconds measured right after it."""
     out = []
     async with client_cls(x402) as http:
         for _ in range(posts):
@@ -175,13 +239,13 @@ async def _posts(client_cls, x402, url: str, web3, posts: int) -> list[tuple[flo
             if answer.status_code != 201:
                 raise SystemExit(f"paid post failed: {answer.status_code} {answer.text}")
             gas = web3.eth.get_transaction_receipt(answer.json()["transaction"])["gasUsed"]
-            out.append((round(elapsed, 1), gas))
+            out.append((round(elapsed, 1), gas, floor()))
     return out
 
 
 def _req(anvil: Anvil) -> tuple:
     now = int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
-    return (40_960, 1, 200, 600, now + 86_400, 1, 1, 0)
+    return Requirements(40_960, 1, 200, 600, now + 86_400).as_tuple()
 
 
 def main() -> None:
@@ -220,13 +284,12 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print("| blocks | paid post p50 | p95 | max |")
-    print("|---|---|---|---|")
+    print("| blocks | paid post p50 | p95 | max | floor: direct transfer p50 | ratio p50 |")
+    print("|---|---|---|---|---|---|")
     for s in settings:
-        lat = s["latency_ms"]
-        print(
-            f"| {'instant' if not s['block_time_s'] else str(s['block_time_s']) + ' s'} | {lat['p50']} ms | {lat['p95']} ms | {lat['max']} ms |"
-        )
+        lat, low = s["latency_ms"], s["floor_direct_transfer_ms"]
+        label = "instant" if not s["block_time_s"] else f"{s['block_time_s']} s"
+        print(f"| {label} | {lat['p50']} ms | {lat['p95']} ms | {lat['max']} ms | {low['p50']} ms | {s['ratio_p50']} |")
     print()
     print(
         f"gas: funded post {funded:,}; plain transferWithAuthorization {gas['token_transfer_with_authorization']:,} "

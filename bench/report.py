@@ -284,16 +284,23 @@ def report(data: dict) -> str:
         out += [
             "## x402",
             "",
-            "A paid job post with the official `x402HttpxClient`: 402, signing, paid retry, verify, settle, 201.",
+            "A paid job post with the official `x402HttpxClient`: 402, signing, paid retry, verify, settle, 201. "
+            "The floor, in the same run: the payer's EIP-3009 transfer signed and sent directly by a relayer, "
+            "until its receipt.",
             "",
-            "| blocks | p50 | p95 | per-run p50 |",
-            "|---|---|---|---|",
+            "| blocks | p50 | p95 | per-run p50 | floor p50 | paid post / floor (per run) |",
+            "|---|---|---|---|---|---|",
         ]
         for s in x402["settings"]:
             runs = [r["p50"] for r in s["runs"]]
             label = "a block per transaction" if not s["block_time_s"] else f"{s['block_time_s']} s"
+            floor = "not measured | "
+            if "floor_direct_transfer_ms" in s:
+                ratios = [r["ratio_p50"] for r in s["runs"]]
+                floor = f"{s['floor_direct_transfer_ms']['p50']} ms | {s['ratio_p50']} ({min(ratios)}–{max(ratios)})"
             out.append(
-                f"| {label} | {s['latency_ms']['p50']} ms | {s['latency_ms']['p95']} ms | {min(runs)}–{max(runs)} ms |"
+                f"| {label} | {s['latency_ms']['p50']} ms | {s['latency_ms']['p95']} ms | {min(runs)}–{max(runs)} ms "
+                f"| {floor} |"
             )
         g = x402["gas"]
         out += [
