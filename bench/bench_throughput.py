@@ -10,7 +10,10 @@ each able to hold every shard's lease. A client posts one job of `--shards` shar
 - end to end: shards / (last ShardFinalized − JobPosted), per minute; every result waits the
   market's 60 s challenge window, so this is bounded by the window for small jobs;
 - execution: shards / (last ResultSubmitted − JobPosted), per minute: how fast the network
-  runs the work, the part more agents could speed up.
+  runs the work, the part more agents could speed up;
+- the floor, in the same run: the same shards (image, command, inputs, sandbox options) run
+  by Docker alone on the same engine, all at once, first start to last exit; execution's ratio
+  to it is what the network adds to the work itself.
 
 Figures go to bench/results/throughput.json.
 """
@@ -50,12 +53,13 @@ def one_run(agents: int, shards: int, workdir: Path) -> dict:
         net.start()
         chain = run.Chain(net)
         client = Sender(chain.web3, net.test[CLIENT].private_key)
+        work = workloads.hashing(files=8, rounds=3000)
         job = faults._post(
             net,
             chain,
             client,
             "throughput",
-            workloads.hashing(files=8, rounds=3000),
+            work,
             shards=shards,
             replication=1,
             max_price=max(p.price for p in ASSETS),
@@ -66,16 +70,52 @@ def one_run(agents: int, shards: int, workdir: Path) -> dict:
         wait_until(lambda: chain.logs("JobFinished", job=job), 600, f"job {job} to finish", 1)
         submitted = max(_time(chain, e) for e in chain.logs("ResultSubmitted", job=job))
         finalized = max(_time(chain, e) for e in chain.logs("ShardFinalized", job=job))
+        alone = docker_alone(net.docker, net.image, work, shards, workdir / "docker-alone")
     finally:
         net.stop()
+    execution = shards / (submitted - posted) * 60
     return {
         "agents": agents,
         "shards": shards,
         "execution_s": submitted - posted,
         "end_to_end_s": finalized - posted,
-        "execution_per_min": round(shards / (submitted - posted) * 60, 1),
+        "execution_per_min": round(execution, 1),
         "end_to_end_per_min": round(shards / (finalized - posted) * 60, 1),
+        "docker_alone_s": round(alone, 2),
+        "docker_alone_per_min": round(shards / alone * 60, 1),
+        "floor_ratio": round(shards / alone * 60 / execution, 2),  # how many times Docker alone is faster
     }
+
+
+def docker_alone(client, reference: str, work: tuple, shards: int, folder: Path) -> float:
+    """Seconds from the first start to the last exit of the job's shards run by Docker alone,
+    all at once, with the sandbox options an agent gives them (computenet.sandbox)."""
+    from computenet.sandbox import Limits, RunSpec, container_options
+    from computenet.staging import ensure_image
+
+    command, env, inputs = work
+    image_id = ensure_image(client, reference)
+    staged = folder / "in"
+    for path, data in inputs.items():
+        (staged / path).parent.mkdir(parents=True, exist_ok=True)
+        (staged / path).write_bytes(data)
+    specs = []
+    for shard in range(shards):
+        out = folder / f"out-{shard}"
+        out.mkdir(parents=True)
+        out.chmod(0o777)  # the container runs as nobody
+        name = f"alone-{folder.parent.name}-{shard}"
+        specs.append(RunSpec(name, image_id, command, env, shard, shards, staged, out, "/out", 60, limits=Limits()))
+    start = time.monotonic()
+    containers = [client.containers.run(**container_options(spec)) for spec in specs]
+    try:
+        codes = [c.wait(timeout=300)["StatusCode"] for c in containers]
+    finally:
+        for c in containers:
+            c.remove(force=True)
+    took = time.monotonic() - start
+    assert codes == [0] * shards, f"Docker alone: exit codes {codes}"
+    return took
 
 
 def _time(chain: run.Chain, event) -> int:
@@ -102,7 +142,8 @@ def main() -> None:
             runs.append(one_run(agents, args.shards, base / f"agents-{agents}-run-{n + 1}"))
             print(
                 f"  execution {runs[-1]['execution_per_min']} shards/min, end to end {runs[-1]['end_to_end_per_min']} "
-                f"shards/min",
+                f"shards/min; Docker alone {runs[-1]['docker_alone_per_min']} shards/min "
+                f"({runs[-1]['floor_ratio']}x the network's execution)",
                 flush=True,
             )
         results.append(
@@ -111,13 +152,18 @@ def main() -> None:
                 "runs": runs,
                 "execution_per_min": statistics.median(r["execution_per_min"] for r in runs),
                 "end_to_end_per_min": statistics.median(r["end_to_end_per_min"] for r in runs),
+                "docker_alone_per_min": statistics.median(r["docker_alone_per_min"] for r in runs),
+                "floor_ratio": statistics.median(r["floor_ratio"] for r in runs),
             }
         )
     print()
-    print("| agents | executed shards/min | finalised shards/min (end to end) |")
-    print("|---|---|---|")
+    print("| agents | executed shards/min | finalised shards/min (end to end) | Docker alone | alone / executed |")
+    print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['agents']} | {r['execution_per_min']} | {r['end_to_end_per_min']} |")
+        print(
+            f"| {r['agents']} | {r['execution_per_min']} | {r['end_to_end_per_min']} | {r['docker_alone_per_min']} "
+            f"| {r['floor_ratio']} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

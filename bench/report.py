@@ -253,15 +253,22 @@ def report(data: dict) -> str:
             "## Throughput",
             "",
             f"One job of {tp['shards']} shards, each agent running {tp['capacity_per_agent']} "
-            "containers at once, one keeper; all on this machine's cores.",
+            "containers at once, one keeper; all on this machine's cores. The floor, in the same run: the "
+            "same shards run by Docker alone with the same sandbox options, all at once.",
             "",
-            "| agents | executed shards/min | finalised shards/min (end to end) |",
-            "|---|---|---|",
+            "| agents | executed shards/min | finalised shards/min (end to end) | floor: Docker alone | "
+            "Docker alone / executed |",
+            "|---|---|---|---|---|",
         ]
         for r in tp["results"]:
             spread = [x["execution_per_min"] for x in r["runs"]]
+            floor = "not measured | "
+            if "docker_alone_per_min" in r:
+                ratios = [x["floor_ratio"] for x in r["runs"]]
+                floor = f"{r['docker_alone_per_min']} | {r['floor_ratio']} ({min(ratios)}–{max(ratios)})"
             out.append(
-                f"| {r['agents']} | {r['execution_per_min']} ({min(spread)}–{max(spread)}) | {r['end_to_end_per_min']} |"
+                f"| {r['agents']} | {r['execution_per_min']} ({min(spread)}–{max(spread)}) | {r['end_to_end_per_min']} "
+                f"| {floor} |"
             )
         rates = [r["execution_per_min"] for r in tp["results"]]
         out += [
