@@ -193,16 +193,19 @@ class Network:
         self.board: dict[int, str] = {}  # every asset's heartbeats, at one endpoint recorded on chain
         self.endpoint = ServedApp(heartbeats_app(lambda: dict(self.board)))
         for n in range(ASSETS):
-            # As many GPUs as a spec holds: leases are never finalized here, and each holds one.
+            # As many GPUs as a spec holds, and cores, memory and disk for every lease: leases are
+            # never finalized here, and each holds one GPU, one core, 1 GiB and 1 GiB of disk.
             spec = Spec(
                 gpu_model=1,
                 vram_mib=81_920,
                 gpu_count=255,
-                cpu_cores=16,
+                cpu_cores=MAX_LEASES,
                 region=276,
                 price=100 + n,
                 expire=expire,
                 max_leases=MAX_LEASES,
+                memory_mib=MAX_LEASES * 1_024,
+                disk_mib=MAX_LEASES * 1_024,
             )
             agent = acct[AGENTS[n % len(AGENTS)]]
             receipt = assets.register(

@@ -12,8 +12,9 @@ each able to hold every shard's lease. A client posts one job of `--shards` shar
 - execution: shards / (last ResultSubmitted − JobPosted), per minute: how fast the network
   runs the work, the part more agents could speed up;
 - the floor, in the same run: the same shards (image, command, inputs, sandbox options) run
-  by Docker alone on the same engine, all at once, first start to last exit; execution's ratio
-  to it is what the network adds to the work itself.
+  by Docker alone on the same engine, as many at once as the agents' assets have cores (each
+  lease holds one), first start to last exit; execution's ratio to it is what the network adds
+  to the work itself.
 
 Figures go to bench/results/throughput.json.
 """
@@ -70,7 +71,8 @@ def one_run(agents: int, shards: int, workdir: Path) -> dict:
         wait_until(lambda: chain.logs("JobFinished", job=job), 600, f"job {job} to finish", 1)
         submitted = max(_time(chain, e) for e in chain.logs("ResultSubmitted", job=job))
         finalized = max(_time(chain, e) for e in chain.logs("ShardFinalized", job=job))
-        alone = docker_alone(net.docker, net.image, work, shards, workdir / "docker-alone")
+        at_once = min(shards, sum(plan.cpu_cores for plan in ASSETS[:agents]))
+        alone = docker_alone(net.docker, net.image, work, shards, at_once, workdir / "docker-alone")
     finally:
         net.stop()
     execution = shards / (submitted - posted) * 60
@@ -87,9 +89,11 @@ def one_run(agents: int, shards: int, workdir: Path) -> dict:
     }
 
 
-def docker_alone(client, reference: str, work: tuple, shards: int, folder: Path) -> float:
+def docker_alone(client, reference: str, work: tuple, shards: int, at_once: int, folder: Path) -> float:
     """Seconds from the first start to the last exit of the job's shards run by Docker alone,
-    all at once, with the sandbox options an agent gives them (computenet.sandbox)."""
+    `at_once` at a time, with the sandbox options an agent gives them (computenet.sandbox)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from computenet.sandbox import Limits, RunSpec, container_options
     from computenet.staging import ensure_image
 
@@ -106,13 +110,17 @@ def docker_alone(client, reference: str, work: tuple, shards: int, folder: Path)
         out.chmod(0o777)  # the container runs as nobody
         name = f"alone-{folder.parent.name}-{shard}"
         specs.append(RunSpec(name, image_id, command, env, shard, shards, staged, out, "/out", 60, limits=Limits()))
+
+    def run_one(spec: RunSpec) -> int:
+        container = client.containers.run(**container_options(spec))
+        try:
+            return container.wait(timeout=300)["StatusCode"]
+        finally:
+            container.remove(force=True)
+
     start = time.monotonic()
-    containers = [client.containers.run(**container_options(spec)) for spec in specs]
-    try:
-        codes = [c.wait(timeout=300)["StatusCode"] for c in containers]
-    finally:
-        for c in containers:
-            c.remove(force=True)
+    with ThreadPoolExecutor(at_once) as pool:
+        codes = list(pool.map(run_one, specs))
     took = time.monotonic() - start
     assert codes == [0] * shards, f"Docker alone: exit codes {codes}"
     return took
@@ -152,8 +160,8 @@ def main() -> None:
                 "runs": runs,
                 "execution_per_min": statistics.median(r["execution_per_min"] for r in runs),
                 "end_to_end_per_min": statistics.median(r["end_to_end_per_min"] for r in runs),
-                "docker_alone_per_min": statistics.median(r["docker_alone_per_min"] for r in runs),
-                "floor_ratio": statistics.median(r["floor_ratio"] for r in runs),
+                "docker_alone_per_min": round(statistics.median(r["docker_alone_per_min"] for r in runs), 1),
+                "floor_ratio": round(statistics.median(r["floor_ratio"] for r in runs), 2),
             }
         )
     print()

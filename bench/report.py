@@ -252,9 +252,10 @@ def report(data: dict) -> str:
         out += [
             "## Throughput",
             "",
-            f"One job of {tp['shards']} shards, each agent running {tp['capacity_per_agent']} "
-            "containers at once, one keeper; all on this machine's cores. The floor, in the same run: the "
-            "same shards run by Docker alone with the same sandbox options, all at once.",
+            f"One job of {tp['shards']} shards, each agent's asset holding up to {tp['capacity_per_agent']} "
+            "leases, as many running at once as it has cores (each lease holds one: 2, 4, 8 and 16 for "
+            "the demo's four assets), one keeper; all on this machine's cores. The floor, in the same run: "
+            "the same shards run by Docker alone with the same sandbox options and as many at once.",
             "",
             "| agents | executed shards/min | finalised shards/min (end to end) | floor: Docker alone | "
             "Docker alone / executed |",
@@ -265,7 +266,9 @@ def report(data: dict) -> str:
             floor = "not measured | "
             if "docker_alone_per_min" in r:
                 ratios = [x["floor_ratio"] for x in r["runs"]]
-                floor = f"{r['docker_alone_per_min']} | {r['floor_ratio']} ({min(ratios)}–{max(ratios)})"
+                floor = (
+                    f"{r['docker_alone_per_min']:.1f} | {r['floor_ratio']:.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+                )
             out.append(
                 f"| {r['agents']} | {r['execution_per_min']} ({min(spread)}–{max(spread)}) | {r['end_to_end_per_min']} "
                 f"| {floor} |"
