@@ -25,6 +25,7 @@ from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
 from computenet import preflight, zk
+from computenet import tee as tee_binding
 from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.connection import ConfigError, broadcast
 from computenet.domain import SUBMIT_MARGIN, Asset, Job, ReplicaState, Verification
@@ -515,7 +516,9 @@ class Agent:
                 done[asset_id] = "attested"
                 continue
             try:
-                binding = tee.node_report_data(self.chain_id, self.attestations, asset_id, str(self.account.address))
+                binding = tee_binding.node_report_data(
+                    self.chain_id, self.attestations, asset_id, str(self.account.address)
+                )
                 answer = self.attestor.node(asset_id, self.tee.evidence(binding))
                 done[asset_id] = f"attested until {answer['valid_until']}"
                 log.info("node attested", extra={"fields": {"asset": asset_id, "until": answer["valid_until"]}})
@@ -531,7 +534,7 @@ class Agent:
             return "no tee here"
         folder = self.work / entry.name
         root = bytes.fromhex(entry.output_root[2:])
-        binding = tee.result_report_data(
+        binding = tee_binding.result_report_data(
             self.chain_id, self.market_address, entry.job, entry.shard, entry.replica, root, entry.gpu_seconds
         )
         try:

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from computenet.tee import REPORT_DATA_BYTES, Evidence, node_report_data, result_report_data  # noqa: F401
+from computenet.tee import REPORT_DATA_BYTES, Evidence
 
 log = logging.getLogger("agent.tee")
 

@@ -431,12 +431,19 @@ class Market:
     def proven(self, job_id: int) -> set[tuple[int, int]]:
         """The (shard, replica) results of a zk job the model registry proved (its ResultProven
         events); a failed zk result (exit code not 0) takes the optimistic way and is not among them."""
-        event = self.calls.models.events.ResultProven()
         return {
-            (int(entry["args"]["shard"]), int(entry["args"]["replica"]))
+            (int(e["args"]["shard"]), int(e["args"]["replica"]))
+            for e in self._job_logs("models", "ResultProven", job_id)
+        }
+
+    def _job_logs(self, role: str, name: str, job_id: int) -> list:
+        """`role`'s `name` events of one job since the deployment, in bounded block ranges."""
+        event = getattr(self.calls, role).events[name]()
+        return [
+            entry
             for start, stop in block_ranges(self.deployment_block, self.head())
             for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
-        }
+        ]
 
     def tee_verdict(self, asset_id: int, block: Block = None) -> TeeVerdict:
         """An asset's latest node verdict, current or not."""
@@ -448,6 +455,13 @@ class Market:
         answers = self._batch([("attestations", "attested", (a,)) for a in ids], block=block)
         return {a for a, yes in zip(ids, answers, strict=True) if yes}
 
+    def attested_for(self, job: Job | None, assets: Iterable[Asset]) -> set[int] | None:
+        """For a tee job, which of `assets` it may go to now; None for any other job (no rule,
+        nothing read): what computenet.waiting and the keeper's decisions take."""
+        if job is None or job.requirements.verification != Verification.TEE:
+            return None
+        return self.attested([a.id for a in assets])
+
     def node_report_data(self, asset_id: int, agent: str) -> bytes:
         """The 32 bytes a node's TEE evidence must begin its report data with."""
         return bytes(self._read("attestations", "node_report_data", asset_id, agent))
@@ -458,11 +472,9 @@ class Market:
 
     def attested_results(self, job_id: int) -> dict[tuple[int, int], int]:
         """(shard, replica) -> the shortened window end, for a tee job's results an attestor vouched for."""
-        event = self.calls.attestations.events.ResultAttested()
         return {
-            (int(entry["args"]["shard"]), int(entry["args"]["replica"])): int(entry["args"]["challenge_end"])
-            for start, stop in block_ranges(self.deployment_block, self.head())
-            for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
+            (int(e["args"]["shard"]), int(e["args"]["replica"])): int(e["args"]["challenge_end"])
+            for e in self._job_logs("attestations", "ResultAttested", job_id)
         }
 
     def challenge_bond(self) -> int:

@@ -162,12 +162,6 @@ class Chain:
             return frozenset()
         return frozenset(self.reader.attested_results(job.id))
 
-    def attested_assets(self, job: Job, assets: list[Asset]) -> set[int] | None:
-        """For a tee job, the assets with a current TEE verdict; None for any other job."""
-        if job.requirements.verification != Verification.TEE:
-            return None
-        return self.reader.attested([a.id for a in assets])
-
     def agent_of(self, asset: int) -> str:
         return self.reader.agent_of(asset)
 
@@ -510,7 +504,7 @@ def create_app(
         assets, params, now, paused = chain.all_assets(), chain.parameters(), chain.now(), chain.paused()
         view = with_hosts(_job_json(job, shards, chain.zk_facts(job), chain.attested_results(job)), assets)
         declines = chain.declines(job.id) if any(s.state.name != "FINALIZED" for s in shards) else {}
-        attested = chain.attested_assets(job, assets)
+        attested = chain.reader.attested_for(job, assets)
         for entry, shard in zip(view["shards"], shards):
             why = shard_waiting(
                 job,

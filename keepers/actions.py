@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from computenet.connection import broadcast
-from computenet.domain import Job, ReplicaState, Verification
+from computenet.domain import Job, ReplicaState
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
 from computenet.waiting import Decline, shard_waiting
@@ -190,7 +190,6 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
         own = {(s, r): a for j, s, r, a in pending if j == job_id}
         now = view.now()
         assets = rt.assets_with(Counter(a for *_, a in pending))
-        tee = job is not None and job.requirements.verification == Verification.TEE
         decision = decide_assign(
             job,
             shard,
@@ -207,7 +206,7 @@ def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
             min_fee=settings.min_fee,
             declines=shard_declines(rt, job_id, shard),
             seen_until=_seen_until(rt),
-            attested=market.attested([a.id for a in assets]) if tee else (),
+            attested=market.attested_for(job, assets) or (),
         )
         outcome = _settle(decision)
         if outcome is not None:
@@ -306,9 +305,7 @@ def waiting(rt: Runtime, limit: int = 20) -> list[dict]:
         if job is None or (job_id, shard) in pending:
             continue
         replicas = rt.view.replicas(job_id, shard, job.requirements.replication)
-        attested = (
-            rt.market.attested([a.id for a in assets]) if job.requirements.verification == Verification.TEE else None
-        )
+        attested = rt.market.attested_for(job, assets)
         why = shard_waiting(
             job,
             replicas,

@@ -306,7 +306,7 @@ def status(job_id):
         click.echo(f"  shard {shard.index:>4} {shard.state.name.lower():>10}  {replicas}")
         if facts is not None:
             assets, declines, params, now, paused = facts
-            tee_ready = market.attested([a.id for a in assets]) if is_tee else None
+            tee_ready = market.attested_for(job, assets)
             why = shard_waiting(
                 job,
                 shard.replicas,

@@ -10,8 +10,8 @@ never accepted. A verdict names the evidence (its keccak256), the TEE kind, the 
 bound into the quote, and the window in which the verdict holds (the collateral's).
 
 A result's evidence binds the job, shard and output root through its report data
-(`result_report_data`); `check_bound` refuses evidence that binds anything else. Pure but for
-dcap-qvl's verification: no chain, no network. AMD SEV-SNP and NVIDIA GPU reports are not
+(`computenet.tee.result_report_data`); `check_bound` refuses evidence that binds anything
+else. Pure but for dcap-qvl's verification: no chain, no network. AMD SEV-SNP and NVIDIA GPU reports are not
 checked yet.
 """
 
@@ -25,7 +25,6 @@ import dcap_qvl
 from eth_utils import keccak
 
 from computenet.errors import ComputenetError
-from computenet.tee import REPORT_DATA_BYTES, result_report_data  # noqa: F401 - the binding, re-exported
 
 TDX, SGX = "tdx", "sgx"
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from eth_utils import keccak
 
+from computenet.tee import result_report_data
 from verifier.attestation import (
     SGX,
     TDX,
     AttestationError,
     check_bound,
     collateral_window,
-    result_report_data,
     verify_quote,
 )
 

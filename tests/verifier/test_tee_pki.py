@@ -8,7 +8,8 @@ import dcap_qvl
 import pytest
 from tee_pki import resigned_tdx_quote, test_root_ca_der
 
-from verifier.attestation import TDX, AttestationError, check_bound, result_report_data, verify_quote
+from computenet.tee import result_report_data
+from verifier.attestation import TDX, AttestationError, check_bound, verify_quote
 
 SAMPLE_FROM, SAMPLE_UNTIL = 1750329147, 1752920163  # the sample collateral's own window
 SAMPLE_MRTD = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
