@@ -40,6 +40,7 @@ class Stack:
     court: Any
     models: Any
     attestations: Any
+    relay: Any
 
     def addresses(self) -> dict[str, str]:
         return {
@@ -50,6 +51,7 @@ class Stack:
             "court": str(self.court.address),
             "models": str(self.models.address),
             "attestations": str(self.attestations.address),
+            "relay": str(self.relay.address),
         }
 
 
@@ -70,7 +72,7 @@ def deploy_stack(
     tee_window: int = DEFAULT_TEE_WINDOW,
     **tx: Any,
 ) -> Stack:
-    """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry,
+    """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry, BatchRelay,
     ComputeAsset, JobMarket, DisputeCourt, ModelRegistry and AttestationRegistry (whose
     attested results stay open to disputes for `tee_window` seconds).
 
@@ -81,6 +83,7 @@ def deploy_stack(
     if token is None:
         token = deployer.deploy(project.TestToken, TEST_TOKEN_NAME, **tx)
     keepers = deployer.deploy(project.KeeperRegistry, token, min_keeper_bond, unbonding_delay, **tx)
+    relay = deployer.deploy(project.BatchRelay, **tx)
     predicted_market = create_address(deployer.address, deployer.nonce + 1)
     predicted_court = create_address(deployer.address, deployer.nonce + 2)
     predicted_models = create_address(deployer.address, deployer.nonce + 3)
@@ -94,6 +97,7 @@ def deploy_stack(
         predicted_court,
         predicted_models,
         predicted_attestations,
+        relay,
         treasury or deployer.address,
         parameters.as_tuple(),
         **tx,
@@ -120,6 +124,7 @@ def deploy_stack(
         court=court,
         models=models,
         attestations=attestations,
+        relay=relay,
     )
 
 

@@ -46,6 +46,7 @@ from computenet.web3calls import abi, block_ranges, reason_of
 MAX_UINT256 = 2**256 - 1
 MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
 ZERO_ROOT = b"\x00" * 32
+RELAY_BATCH = 256  # BatchRelay.MAX_ITEMS: items per batched transaction
 READ_BATCH = 2_500  # view calls per JSON-RPC batch (500 assets' five reads)
 # The contract type of each role's address (reads need only its ABI; USDC's covers TestToken's reads).
 CONTRACT_TYPES = {
@@ -56,6 +57,7 @@ CONTRACT_TYPES = {
     "court": "DisputeCourt",
     "models": "ModelRegistry",
     "attestations": "AttestationRegistry",
+    "relay": "BatchRelay",
 }
 Block = int | str | None  # a block number or tag to read at; None: the latest
 AUDIT_ROLES = ("assets", "market", "court")  # the contracts whose events the audit ledger reads
@@ -101,6 +103,7 @@ class Market:
         court: Any,
         models: Any,
         attestations: Any,
+        relay: Any,
         *,
         web3: Any = None,
     ) -> None:
@@ -111,6 +114,7 @@ class Market:
         self.court = court
         self.models = models  # the ModelRegistry: ZK models, jobs' bindings, proven results
         self.attestations = attestations  # the AttestationRegistry: TEE verdicts on nodes and results
+        self.relay = relay  # the BatchRelay: many assignments, results or finalizations in one transaction
         self._web3 = web3
         self._calls: tuple[Any, SimpleNamespace] | None = None
         self.addresses = {role: str(getattr(self, role).address) for role in CONTRACT_TYPES}
@@ -134,6 +138,7 @@ class Market:
             project.DisputeCourt.at(addresses.get("court") or market.COURT()),
             project.ModelRegistry.at(addresses.get("models") or market.PROVER()),
             project.AttestationRegistry.at(addresses.get("attestations") or market.ATTESTATIONS()),
+            project.BatchRelay.at(addresses.get("relay") or market.RELAY()),
         )
 
     @classmethod
@@ -151,6 +156,7 @@ class Market:
             "court": functions.COURT().call(),
             "models": functions.PROVER().call(),
             "attestations": functions.ATTESTATIONS().call(),
+            "relay": functions.RELAY().call(),
         }
         reader = cls(*(SimpleNamespace(address=str(roles[role])) for role in CONTRACT_TYPES), web3=web3)
         reader.deployment_block = deployment_block
@@ -209,7 +215,7 @@ class Market:
 
     @property
     def calls(self) -> SimpleNamespace:
-        """web3 contract objects of the six contracts (`calls.market.functions.job(1).call()`),
+        """web3 contract objects of the contracts (`calls.market.functions.job(1).call()`),
         bound to `web3`; the HTTP services build their transactions from them."""
         web3 = self.web3
         if self._calls is None or self._calls[0] is not web3:
@@ -669,6 +675,66 @@ class Market:
             receipt = self.market.assign(job_id, shard, asset_id, sender=sender, **tx)
         return int(receipt.events.filter(self.market.ShardAssigned)[0].replica)
 
+    def assign_many(
+        self, placements: Sequence[tuple[int, int, int]], sender: Any, **tx: Any
+    ) -> list[tuple[int, int, int, int]]:
+        """Assigns each (job, shard, asset) in one transaction through the relay, as `sender`,
+        who must be an active keeper. The market checks each as it checks `assign`; one it
+        refuses (another keeper was first) is skipped. Returns the (job, shard, replica, asset)
+        leased, in order."""
+        self.active_keeper_id(sender)  # else the market would refuse every placement
+        receipt = self._relay("assign_many", [tuple(p) for p in placements], sender, **tx)
+        if receipt is None:
+            return []
+        events = receipt.events.filter(self.market.ShardAssigned)
+        return [(int(e.job), int(e.shard), int(e.replica), int(e.asset)) for e in events]
+
+    def signed_result(
+        self,
+        job_id: int,
+        shard: int,
+        index: int,
+        output_root: bytes,
+        gpu_seconds: int,
+        exit_code: int,
+        agent_key: Any,
+    ) -> tuple:
+        """A result for `submit_many`: its receipt signed with the agent's key, checked as
+        `submit_result` checks it before sending."""
+        rep = self._check_submit(job_id, shard, index, output_root, gpu_seconds)
+        receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
+        signature = receipt.sign(agent_key, self.chain_id, self.market.address)
+        if receipt.recover(signature, self.chain_id, self.market.address).lower() != self.agent_of(rep.asset).lower():
+            raise revert_error("job_market: receipt not signed by the asset's agent", preflight=True)
+        return (job_id, shard, index, output_root, gpu_seconds, exit_code, signature)
+
+    def submit_many(self, results: Sequence[tuple], sender: Any, **tx: Any) -> list[tuple[int, int, int]]:
+        """Records many results (from `signed_result`) in one transaction; anyone may relay
+        them. One the market refuses is skipped. Returns the (job, shard, replica) recorded."""
+        receipt = self._relay("submit_many", list(results), sender, **tx)
+        if receipt is None:
+            return []
+        events = receipt.events.filter(self.market.ResultSubmitted)
+        return [(int(e.job), int(e.shard), int(e.replica)) for e in events]
+
+    def finalize_many(self, shards: Sequence[tuple[int, int]], sender: Any, **tx: Any) -> list[tuple[int, int]]:
+        """Finalizes each (job, shard) in one transaction, e.g. every final shard of a job;
+        one not ready is skipped. Returns the (job, shard) finalized."""
+        receipt = self._relay("finalize_many", [tuple(s) for s in shards], sender, **tx)
+        if receipt is None:
+            return []
+        finalized = {(int(e.job), int(e.shard)) for e in receipt.events.filter(self.market.ShardFinalized)}
+        return [(j, s) for j, s in dict.fromkeys((int(j), int(s)) for j, s in shards) if (j, s) in finalized]
+
+    def _relay(self, name: str, items: list, sender: Any, **tx: Any) -> Any:
+        """Sends `items` through the relay's `name`; None when there are none."""
+        if not items:
+            return None
+        if len(items) > RELAY_BATCH:
+            raise ValueError(f"{name}: {len(items)} items, at most {RELAY_BATCH} in one transaction")
+        with typed_reverts():
+            return getattr(self.relay, name)(self.market.address, items, sender=sender, **tx)
+
     def receipt_for(
         self, job_id: int, shard: int, index: int, output_root: bytes, gpu_seconds: int, exit_code: int
     ) -> ExecutionReceipt:
@@ -700,15 +766,9 @@ class Market:
         **tx: Any,
     ) -> Any:
         """Signs the receipt with the agent's key, checks it would be accepted, submits."""
-        rep = self._check_submit(job_id, shard, index, output_root, gpu_seconds)
-        receipt = self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code)
-        signature = receipt.sign(agent_key, self.chain_id, self.market.address)
-        if receipt.recover(signature, self.chain_id, self.market.address).lower() != self.agent_of(rep.asset).lower():
-            raise revert_error("job_market: receipt not signed by the asset's agent", preflight=True)
+        result = self.signed_result(job_id, shard, index, output_root, gpu_seconds, exit_code, agent_key)
         with typed_reverts():
-            return self.market.submit_result(
-                job_id, shard, index, output_root, gpu_seconds, exit_code, signature, sender=sender, **tx
-            )
+            return self.market.submit_result(*result, sender=sender, **tx)
 
     def _check_submit(self, job_id: int, shard: int, index: int, output_root: bytes, gpu_seconds: int) -> Replica:
         """Raises what the market's submit_result would fail with first; the replica as read."""

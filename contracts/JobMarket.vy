@@ -208,6 +208,8 @@ COURT: public(immutable(address))
 PROVER: public(immutable(address))
 # @dev The attestation registry: says which assets are attested, and shortens attested results' windows.
 ATTESTATIONS: public(immutable(IAttestations))
+# @dev The batch relay, trusted to name the keeper of an assignment it forwards.
+RELAY: public(immutable(address))
 
 # @dev Number of jobs posted; ids run from 1 to this.
 job_count: public(uint256)
@@ -411,6 +413,7 @@ def __init__(
     court: address,
     prover: address,
     attestations: IAttestations,
+    relay: address,
     treasury: address,
     params: market_params.Parameters,
 ):
@@ -421,6 +424,7 @@ def __init__(
     @param court The DisputeCourt, deployed right after this contract.
     @param prover The ModelRegistry, which checks ZK proofs, deployed after the court.
     @param attestations The AttestationRegistry, deployed after the model registry.
+    @param relay The BatchRelay, whose forwarded assignments name their keeper.
     @param treasury Receives protocol fees.
     @param params Initial fees, windows and minimums.
     """
@@ -434,6 +438,7 @@ def __init__(
     COURT = court
     PROVER = prover
     ATTESTATIONS = attestations
+    RELAY = relay
 
 
 # ------------------------------------------------------------------ clients
@@ -594,7 +599,8 @@ def cancel(job_id: uint256, shard: uint256):
 @external
 def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     """
-    @notice Leases a shard's next open replica to `asset`; active keepers only.
+    @notice Leases a shard's next open replica to `asset`; active keepers only, directly
+            or through RELAY's `assign_many`, which names the keeper that called it.
     @dev Enforces every hard constraint: asset active, staked, with an agent, unexpired
          at lease end, enough VRAM, enough GPUs, CPU cores, memory and disk free of its
          other leases (ComputeAsset checks all but the GPUs' total), price within
@@ -607,7 +613,10 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
     """
     settings: market_params.Settings = market_params._settings()
     market_params._check_not_paused(settings)
-    keeper_id: uint24 = staticcall KEEPERS.active_keeper_id(msg.sender)
+    keeper: address = msg.sender
+    if msg.sender == RELAY:  # the relay appends its caller, the keeper (as ERC-2771)
+        keeper = extract32(slice(msg.data, 100, 32), 0, output_type=address)
+    keeper_id: uint24 = staticcall KEEPERS.active_keeper_id(keeper)
     req: Requirements = self._terms(job_id)[0]
     self._check_shard(req.shard_count, shard)
     assert asset <= _MASK32, "job_market: unknown asset"
@@ -648,7 +657,7 @@ def assign(job_id: uint256, shard: uint256, asset: uint256) -> uint256:
         shard=shard,
         replica=slot,
         asset=asset,
-        keeper=msg.sender,
+        keeper=keeper,
         lease=convert(rep.lease, uint256),
         lease_end=lease_end,
         price=convert(spec.price, uint256),
@@ -757,7 +766,7 @@ def finalize(job_id: uint256, shard: uint256):
         asset: uint256 = convert(rep.asset, uint256)
         extcall ASSETS.end_lease(asset, 0, _RESULT_CLOSED, 0)
         index: uint256 = self._index(shard, r)
-        for i: uint256 in range((self._checkpoint_books[job_id][index] >> 48) & _MASK8, bound=MAX_CONTRIBUTORS):
+        for i: uint256 in range((self._contributed(job_id, shard, r, rep.lease) >> 48) & _MASK8, bound=MAX_CONTRIBUTORS):
             work: uint256 = self._contributions[job_id][index * MAX_CONTRIBUTORS + i]
             head.escrow -= self._pay(job_id, shard, r, work, keeper_bps, protocol_bps, True)
         head.escrow -= self._pay(
@@ -863,10 +872,7 @@ def submit_result(
     rep.since = convert(block.timestamp, uint40)
     rep.deadline = convert(challenge_end, uint40)
     # Earlier leases' adopted checkpoints take their share of the cap first.
-    rep.gpu_seconds = min(
-        gpu_seconds,
-        req.max_gpu_seconds - convert(self._checkpoint_books[job_id][self._index(shard, replica)] >> 56, uint32),
-    )
+    rep.gpu_seconds = min(gpu_seconds, req.max_gpu_seconds - convert(self._contributed(job_id, shard, replica, rep.lease) >> 56, uint32))
     self._store_replica(job_id, shard, replica, rep)
     self._output_roots[job_id][self._index(shard, replica)] = output_root
     # The lease ends here, so the asset can take its next one at once; the stake
@@ -1592,6 +1598,18 @@ def _pack_demand(req: Requirements) -> uint256:
         | convert(req.memory_mib, uint256) << 24
         | convert(req.disk_mib, uint256) << 56
     )
+
+
+@internal
+@view
+def _contributed(job_id: uint256, shard: uint256, replica: uint256, lease: uint16) -> uint256:
+    """
+    @dev The replica's checkpoint book when its lease follows a reclaim, else zero: only
+         a reclaim adopts a contribution, so a first lease skips the storage read.
+    """
+    if lease < 2:
+        return 0
+    return self._checkpoint_books[job_id][self._index(shard, replica)]
 
 
 @internal

@@ -43,6 +43,7 @@ ABI_NAMES = {
     "court": "DisputeCourt",
     "models": "ModelRegistry",
     "attestations": "AttestationRegistry",
+    "relay": "BatchRelay",
     "assets": "ComputeAsset",
     "keepers": "KeeperRegistry",
     "token": "Token",

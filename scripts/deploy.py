@@ -69,7 +69,8 @@ def cli(
     lease_grace,
     yes,
 ):
-    """Deploy TestToken (local only), KeeperRegistry, ComputeAsset, JobMarket and DisputeCourt."""
+    """Deploy TestToken (local only), KeeperRegistry, BatchRelay, ComputeAsset, JobMarket, DisputeCourt,
+    ModelRegistry and AttestationRegistry."""
     launched = throwaway_node(networks.provider)
     if launched:
         fail(launched)

@@ -2,7 +2,9 @@
 """
 @title EIP-712 domain
 @notice Binds every signature to this contract's name, version, chain id and address.
-@dev The separator is cached at deployment and rebuilt only after a chain fork.
+@dev The separator is built on each use from the current chain id (about 200 gas),
+     so a signature for one chain never verifies on a fork; not caching it keeps two
+     immutables out of the market's code, which is at the EIP-170 limit.
 """
 
 _DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
@@ -12,9 +14,6 @@ _DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
 # @dev keccak256 of the domain name and version.
 _NAME_HASH: immutable(bytes32)
 _VERSION_HASH: immutable(bytes32)
-# @dev The separator as computed at deployment, with the chain id it holds for.
-_CACHED_CHAIN_ID: immutable(uint256)
-_CACHED_SEPARATOR: immutable(bytes32)
 
 
 @deploy
@@ -25,8 +24,6 @@ def __init__(name: String[50], version: String[20]):
     """
     _NAME_HASH = keccak256(name)
     _VERSION_HASH = keccak256(version)
-    _CACHED_CHAIN_ID = chain.id
-    _CACHED_SEPARATOR = self._build_separator()
 
 
 @external
@@ -42,17 +39,6 @@ def DOMAIN_SEPARATOR() -> bytes32:
 @internal
 @view
 def _domain_separator() -> bytes32:
-    """
-    @dev The cached separator, rebuilt only if the chain id changed (a fork).
-    """
-    if chain.id == _CACHED_CHAIN_ID:
-        return _CACHED_SEPARATOR
-    return self._build_separator()
-
-
-@internal
-@view
-def _build_separator() -> bytes32:
     """
     @dev keccak256 of the domain for this chain id and contract.
     """

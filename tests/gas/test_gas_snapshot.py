@@ -215,7 +215,37 @@ def measure(
         gas["finalize_with_contribution"] = market.finalize(job, 0, sender=keeper).gas_used
         _zk()
         _tee()
+        _batched()
         return gas
+
+    def _batched():
+        """A 64-shard job through the relay: one assign_many, one submit_many per agent (16
+        results each), one finalize_many; each figure also per item, and the job per shard."""
+        relay, shards, per = stack.relay, 64, 64 // len(agents)
+        asset_ids = [register_asset(agent_account=a, expire=EXPIRE, gpu_count=per, max_leases=per) for a in agents]
+        post = market.post_job(keccak(b"manifest"), _req(shards), sender=client)
+        job = post.events.filter(market.JobPosted)[0].job
+        assigned = relay.assign_many(market, [(job, s, asset_ids[s // per]) for s in range(shards)], sender=keeper)
+        total = post.gas_used + assigned.gas_used
+        for k, a in enumerate(agents):
+            results = []
+            for s in range(k * per, (k + 1) * per):
+                sig = sign_receipt(a, job, s, 0, b"\x42" * 32, 1_000)
+                results.append((job, s, 0, b"\x42" * 32, 1_000, 0, sig))
+            used = relay.submit_many(market, results, sender=a).gas_used
+            used += 12 * sum(bytes(r[-1]).count(0) for r in results)  # as cancel_with_signature
+            total += used
+        chain.mine(deltatime=params.challenge_window + 1)
+        finalized = relay.finalize_many(market, [(job, s) for s in range(shards)], sender=keeper)
+        total += finalized.gas_used
+        gas["assign_many_64"] = assigned.gas_used
+        gas["assign_many_per_item"] = assigned.gas_used // shards
+        gas["submit_many_16"] = used
+        gas["submit_many_per_item"] = used // per
+        gas["finalize_many_64"] = finalized.gas_used
+        gas["finalize_many_per_item"] = finalized.gas_used // shards
+        gas["lifecycle_64_shards_batched"] = total
+        gas["lifecycle_64_shards_batched_per_shard"] = total // shards
 
     def _tee():
         """The tee level: a node verdict recorded, a tee job's shard assigned to the attested
@@ -318,5 +348,7 @@ def test_gas_goals(measure):
     assert measured["lifecycle_1_shard"] <= LIFECYCLE_BEFORE_COURT * LIFECYCLE_GROWTH + RESOURCES_ALLOWANCE
     assert measured["register"] <= REGISTER_LIMIT
     assert measured["register_first_asset"] <= REGISTER_LIMIT
+    # Through the relay a 64-shard job's shards cost at most half of what each costs sent alone.
+    assert 2 * measured["lifecycle_64_shards_batched_per_shard"] <= measured["lifecycle_8_shards"] // 8
     plain = measured["token_transfer_with_authorization"] + measured["post_1_shard"]
     assert measured["post_1_shard_by_authorization"] <= plain + AUTHORIZED_POST_MARGIN

@@ -104,7 +104,7 @@ def manifest_file(tmp_path):
     return write
 
 
-def test_deploy_records_the_six_contracts(deployed, chain, sdk, accounts):
+def test_deploy_records_the_contracts(deployed, chain, sdk, accounts):
     record, out = deployed
     assert set(record) == {
         "token",
@@ -114,13 +114,14 @@ def test_deploy_records_the_six_contracts(deployed, chain, sdk, accounts):
         "court",
         "models",
         "attestations",
+        "relay",
         "chain_id",
         "block",
         "rpc",
     }
     assert record["chain_id"] == chain.chain_id and record["rpc"] == chain.provider.uri
     assert 0 < record["block"] <= chain.blocks.height
-    for role in ("token", "assets", "keepers", "market", "court", "models", "attestations"):
+    for role in ("token", "assets", "keepers", "market", "court", "models", "attestations", "relay"):
         assert len(chain.provider.get_code(record[role])) > 0, role
         assert f"{role:8} {record[role]}" in out
     assert "recorded in" in out
@@ -132,6 +133,7 @@ def test_deploy_records_the_six_contracts(deployed, chain, sdk, accounts):
     assert sdk.court.MARKET() == record["market"]
     assert sdk.market.PROVER() == record["models"] == sdk.models.address
     assert sdk.models.MARKET() == record["market"]
+    assert sdk.market.RELAY() == record["relay"] == sdk.relay.address
     assert sdk.market.owner() == accounts[0].address
     assert sdk.market.is_facilitator(accounts[7].address)
     assert sdk.token.balanceOf(accounts[3]) == 0
