@@ -7,8 +7,17 @@ deadlines; some nodes stale, overloaded, full, unstaked or paused; some replicat
 with a replica already leased). One run is one `schedule` round: the index is built,
 then every open replica gets a decision (an assignment, or the conclusion that none
 fits). Decisions per second is decisions over the median run's total time, index
-included; the per-decision times are of `Batch.place` alone, over all runs. The
-figures go to bench/results/scheduler.json.
+included; the per-decision times are of `Batch.place` alone, over all runs.
+
+The deployed path, on the same markets (`round`): placements (assignments) per second of
+`keepers.decisions.decide_round` over every open shard, its per-shard rules, the index
+build and every placement included; and of `keepers.actions.assign_round` with a runtime
+whose chain view and keeper state are served from memory and no key (a dry run: each
+assignment recorded, nothing sent). That second figure adds what the action does around the
+decision (the open shards, pending assignments, replicas, assets, node states and
+reputations handed over, each assignment recorded); it leaves out what a live keeper waits
+for: JSON-RPC reads, Redis round trips, signing, broadcasting and mining. The figures go
+to bench/results/scheduler.json.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import random
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +43,13 @@ from computenet.domain import (  # noqa: E402
     Replica,
     ReplicaState,
     Requirements,
+    Shard,
     Spec,
     Stake,
     Verification,
 )
-from keepers.scheduler import Batch, NodeState, OpenShard, Policy, Reputation, Skip, Weights  # noqa: E402
+from keepers.decisions import decide_round  # noqa: E402
+from keepers.scheduler import Batch, NodeState, OpenShard, Policy, Reputation, Skip, Weights, schedule  # noqa: E402
 
 NOW = 1_700_000_000
 DAY = 86_400
@@ -172,6 +184,145 @@ def run_once(market, weights: Weights, policy: Policy):
     return end - start, indexed - start, times, assigned
 
 
+class MemoryChain:
+    """The market and chain view an action reads, served from a synthetic market."""
+
+    def __init__(self, shards, assets) -> None:
+        self.jobs = {s.job.id: s.job for s in shards}
+        self.shards: dict[int, list] = {}
+        for s in shards:
+            self.shards.setdefault(s.job.id, []).append(Shard(s.job.id, s.shard, s.replicas))
+        self._assets = assets
+
+    def job(self, job_id):
+        return self.jobs.get(job_id)
+
+    def paused(self):
+        return False
+
+    def attested_for(self, job, assets):
+        return None
+
+    def now(self):
+        return NOW
+
+    def params(self):
+        return PARAMS
+
+    def assets(self):
+        return self._assets
+
+    def forget_assets(self):
+        pass
+
+    def round_shards(self, job, open_shards):
+        return self.shards[job.id]
+
+
+class MemoryState:
+    """The keeper state an action reads and writes, in memory: no cursor, no declines, nothing pending."""
+
+    def __init__(self, shards, nodes, reputations) -> None:
+        self.work = sorted((s.job.id, s.shard) for s in shards)
+        self._nodes = {n.asset: n for n in nodes}
+        self._reputations = reputations
+        self.records: list = []
+
+    def open_shards(self):
+        return self.work
+
+    def pending(self):
+        return []
+
+    def nodes(self, clock_offset=0):
+        return self._nodes
+
+    def reputations(self):
+        return self._reputations
+
+    def declines(self, job, shard):
+        return []
+
+    def cursor(self):
+        return None
+
+    def send_lock(self, account, wait=60.0):
+        return nullcontext()
+
+    def record(self, kind, **fields):
+        self.records.append((kind, fields))
+
+
+def round_inputs(market):
+    """decide_round's arguments for every open shard of the market."""
+    shards, assets, nodes, reputations = market
+    chain = MemoryChain(shards, assets)
+    work = [(s.job.id, s.shard) for s in shards]
+    return work, chain.jobs, chain.shards, assets, {n.asset: n for n in nodes}, reputations
+
+
+def run_round(market, weights: Weights, policy: Policy):
+    """(seconds, placements, shard outcomes) for one decide_round over every open shard."""
+    inputs = round_inputs(market)
+    start = time.perf_counter()
+    plan = decide_round(*inputs, PARAMS, NOW, weights=weights, policy=policy)
+    return time.perf_counter() - start, len(plan.sends), len(plan.outcomes)
+
+
+def run_action(market, settings):
+    """(seconds, placements) for one actions.assign_round, dry run, chain and state in memory."""
+    from keepers import actions
+    from keepers.runtime import Runtime
+
+    shards, assets, nodes, reputations = market
+    chain = MemoryChain(shards, assets)
+    state = MemoryState(shards, nodes, reputations)
+    rt = Runtime(settings, chain, chain, None, None, state)
+    start = time.perf_counter()
+    outcome = actions.assign_round(rt)
+    seconds = time.perf_counter() - start
+    placements = sum(1 for kind, _ in state.records if kind == "dry_run")
+    assert outcome == f"dry run: {placements} assignments", outcome
+    return seconds, placements
+
+
+def measure_round(market, args, n_assets: int, weights: Weights, policy: Policy) -> dict:
+    from keepers.settings import KeeperSettings
+
+    runs = args.runs if n_assets < 100_000 else min(args.runs, 3)
+    rounds = [run_round(market, weights, policy) for _ in range(runs)]
+    assert len({r[1:] for r in rounds}) == 1, "decide_round must be deterministic"
+    # No keeper rule bites on these markets (no declines, tee jobs, pending or fee floor): the
+    # round must place exactly what `schedule` does.
+    plan = decide_round(*round_inputs(market), PARAMS, NOW, weights=weights, policy=policy)
+    assert [s.assignment for s in plan.sends] == schedule(*market, PARAMS, NOW, weights, policy)
+    _, placements, outcomes = rounds[0]
+    # The action's settings: the same weights and heartbeat policy as above.
+    settings = KeeperSettings(
+        **{f"weight_{k}": v for k, v in vars(weights).items()},
+        max_heartbeat_age=policy.max_heartbeat_age,
+        max_utilization_pct=policy.max_utilization_pct,
+        require_heartbeat=policy.require_heartbeat,
+    )
+    acts = [run_action(market, settings) for _ in range(runs)]
+    assert {a[1] for a in acts} == {placements}, "the action must place what decide_round does"
+    total = statistics.median(r[0] for r in rounds)
+    action = statistics.median(a[0] for a in acts)
+    return {
+        "assets": n_assets,
+        "open_shards": args.shards,
+        "placements": placements,
+        "shard_outcomes": outcomes,  # one per open shard: placed in full, waiting or done
+        "runs": runs,
+        "decide_round_median_s": round(total, 6),
+        "placements_per_s": round(placements / total),
+        "placements_per_s_min": round(placements / max(r[0] for r in rounds)),
+        "placements_per_s_max": round(placements / min(r[0] for r in rounds)),
+        "assign_round_median_s": round(action, 6),
+        "assign_round_placements_per_s": round(placements / action),
+    }
+
+
 def percentile(values, pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
@@ -187,7 +338,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     weights, policy = Weights(), Policy()
-    results = []
+    results, round_rows = [], []
     print(
         f"{'assets':>8} {'decisions':>9} {'assigned':>8} {'index ms':>9} {'round ms':>9} "
         f"{'decisions/s':>12} {'p50 ms':>7} {'p99 ms':>7}"
@@ -223,6 +374,19 @@ def main(argv=None) -> int:
             f"{n_assets:>8} {decisions:>9} {row['assignments']:>8} {1000 * index:>9.1f} {1000 * total:>9.1f} "
             f"{row['decisions_per_s']:>12,.0f} {row['p50_decision_ms']:>7.3f} {row['p99_decision_ms']:>7.3f}"
         )
+        round_rows.append(measure_round(market, args, n_assets, weights, policy))
+
+    print("\nthe deployed path: one round over every open shard (index build included)")
+    print(
+        f"{'assets':>8} {'placements':>10} {'decide_round ms':>15} {'placements/s':>12} "
+        f"{'assign_round ms':>15} {'placements/s':>12}"
+    )
+    for r in round_rows:
+        print(
+            f"{r['assets']:>8} {r['placements']:>10} {1000 * r['decide_round_median_s']:>15.1f} "
+            f"{r['placements_per_s']:>12,} {1000 * r['assign_round_median_s']:>15.1f} "
+            f"{r['assign_round_placements_per_s']:>12,}"
+        )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +399,12 @@ def main(argv=None) -> int:
         "weights": vars(weights),
         "policy": vars(policy),
         "results": results,
+        "round": round_rows,
+        "round_includes": (
+            "decide_round: its per-shard rules, the index build and every placement of every open shard; "
+            "assign_round: that plus the action's reads and records, with the chain view and keeper state "
+            "served from memory and no key (a dry run), so no JSON-RPC, Redis, signing, broadcast or mining"
+        ),
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

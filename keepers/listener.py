@@ -3,7 +3,9 @@ into Celery tasks (by id only), and sweeps for work that time alone makes possib
 
 Each step reads (computenet.follow) the events of the blocks between the cursor and the head
 less the confirmation depth, enqueues the tasks their reaction names, then commits the
-reaction to the projection together with the new cursor. A crash before the commit only means the
+reaction to the projection together with the new cursor. Shards to assign are not enqueued one
+by one: once committed, one round (`assign_round`, de-duplicated like any task) places every
+open shard the projection holds. A crash before the commit only means the
 same blocks are read again, and tasks are safe to run twice; a crash after it loses
 nothing, because the sweep re-enqueues whatever the projection still holds open or due.
 Without a cursor (a new keeper, or a Redis that was lost) it starts from the deployment
@@ -26,6 +28,10 @@ from keepers.state import KeeperState
 log = logging.getLogger("keepers.listener")
 
 Enqueue = Callable[[tuple], None]
+
+# Every open shard is placed by one task, a round (keepers.actions.assign_round), not one task each.
+ROUND = ("assign_round",)
+FINALIZE_ROUND = ("finalize_round",)
 
 
 class Listener:
@@ -72,11 +78,11 @@ class Listener:
         live = batch.head - batch.last < self.settings.block_range  # catching up from far behind: the sweep will do
         if live:
             for task in reaction.tasks:
-                self._submit(task)
-        if reaction.wake and live:
-            for job, shard in self.state.open_shards():
-                self._submit(("assign", job, shard))
+                if task[0] != "assign":  # open shards go to the round below
+                    self._submit(task)
         self.follower.commit(batch, reaction)
+        if live and (reaction.wake or any(task[0] == "assign" for task in reaction.tasks)):
+            self._submit(ROUND)  # after the commit: the round reads the open shards from the projection
         self.state.set_listener(
             cursor=batch.last, head=batch.head + self.settings.confirmations, at=round(time.time(), 3)
         )
@@ -95,13 +101,19 @@ class Listener:
         return len(batch.events)
 
     def sweep(self) -> int:
-        """Enqueues the work due by chain time and a retry of every open shard; returns how many."""
+        """Enqueues the work due by chain time and a round while any shard is open; returns how many."""
         now = self.chain_now()
         count = 0
+        finals = False
         for kind, ids in self.state.due(now):
-            count += self._submit((kind, *ids))
-        for job, shard in self.state.open_shards():
-            count += self._submit(("assign", job, shard))
+            if kind == "finalize":
+                finals = True  # every final shard in one round (one transaction through the relay)
+            else:
+                count += self._submit((kind, *ids))
+        if finals:
+            count += self._submit(FINALIZE_ROUND)
+        if self.state.open_shards():
+            count += self._submit(ROUND)
         self.state.set_listener(swept=round(time.time(), 3))
         return count
 

@@ -4,6 +4,7 @@ keeper's key, and Redis. Built once per process, on first use, from the settings
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,6 +73,17 @@ class ChainView:
         req = job.requirements
         indices = range(req.shard_count) if req.shard_count <= HELD_SCAN_LIMIT else [shard]
         return [Shard(job.id, s, self.replicas(job.id, s, req.replication)) for s in indices]
+
+    def round_shards(self, job: Any, open_shards: Iterable[int]) -> list[Shard]:
+        """For a round: the job's `open_shards` with their replicas, and its other shards when the
+        job is small enough (as `job_shards`), read in one JSON-RPC batch."""
+        req = job.requirements
+        wanted = range(req.shard_count) if req.shard_count <= HELD_SCAN_LIMIT else sorted(set(open_shards))
+        indices = [s for s in wanted if 0 <= s < req.shard_count]  # an unknown one is decide_round's to name
+        keys = [(s, r) for s in indices for r in range(req.replication)]
+        replicas = self.market.replicas(job.id, keys, roots=False)
+        n = req.replication
+        return [Shard(job.id, s, tuple(replicas[i * n : (i + 1) * n])) for i, s in enumerate(indices)]
 
 
 @dataclass

@@ -83,7 +83,10 @@ stays while the batch has CPU work, which holds no GPU; one with no CPU core, me
 or disk left goes, since every lease holds some); assets that fail a rule that
 depends on the shard (expiry, same shard, same owner, holding the job, free VRAM,
 GPUs, CPU cores, memory or disk free) are skipped as they come up. The held-job preference is a second
-pass over the few assets holding the job, run only when the first finds nothing.
+pass over the few assets holding the job, run only when the first finds nothing. A placement
+may leave assets out (`place`'s `exclude` and `only`: a keeper's per-job rules); they are
+skipped as they come up too, or, when `only` leaves few, those few are scored one by one,
+so one index serves every job of a round.
 bench/bench_scheduler.py measures the decisions per second on synthetic markets of
 1k to 100k assets.
 """
@@ -93,7 +96,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from computenet.domain import Asset, Job, Parameters, Replica, ReplicaState
@@ -376,8 +379,9 @@ class Batch:
         self._mem_free: list[int] = []
         self._disk_free: list[int] = []
         # The most CPU cores, memory and disk any eligible asset has in all (for the skip reason);
-        # None while no asset is eligible.
+        # None while no asset is eligible. `_has`: each one's, for a placement limited by `only`.
         self._most: tuple[int, int, int] | None = None
+        self._has: dict[int, tuple[int, int, int]] = {}
         self._vram: list[int] = []
         self._price: list[int] = []
         self._expire: list[int] = []
@@ -420,6 +424,7 @@ class Batch:
             _, cpu_free, mem_free, disk_free = asset.free
             has = (spec.cpu_cores, spec.memory_mib, spec.disk_mib)
             self._most = has if self._most is None else tuple(map(max, self._most, has))
+            self._has[asset.id] = has
             if min(cpu_free, mem_free, disk_free) <= 0:  # every lease holds some of each
                 continue
             self._k_of[asset.id] = len(self._ids)
@@ -479,8 +484,16 @@ class Batch:
 
     # --- the decision ----------------------------------------------------------------
 
-    def place(self, job: int, shard: int) -> Assignment | Skip:
-        """Choose the asset for the shard's next open replica and record it in the batch."""
+    def place(
+        self, job: int, shard: int, *, exclude: Collection[int] = (), only: Collection[int] | None = None
+    ) -> Assignment | Skip:
+        """Choose the asset for the shard's next open replica and record it in the batch.
+
+        `exclude` (asset ids) are not candidates for this placement, and with `only` given
+        nothing outside it is: a keeper's per-job rules (assets that declined the shard, a tee
+        job's attested assets) without an index per job. Left out this way, an asset still
+        counts as an owner and a holder, as an ineligible one does; the winner is the same
+        as on an index built without it."""
         st = self._shards[(job, shard)]
         if not st.slots:
             return Skip(job, shard, None, "job_market: shard has no open replica")
@@ -495,15 +508,25 @@ class Batch:
 
         k_of = self._k_of
         excluded = {k_of[a] for a in st.on_shard if a in k_of}
+        excluded.update(k_of[a] for a in exclude if a in k_of)
         held = self._held_k.setdefault(job, set())
         need = req.min_vram_mib * req.gpu_count if self.policy.check_free_vram else 0
-        k, score = self._search(req, lease_end, need, excluded, held, st.owners)
+        allowed = None if only is None else {k_of[a] for a in only if a in k_of} - excluded
+        if allowed is not None and 8 * len(allowed) <= len(self._ids):
+            # Few allowed: scoring each is cheaper than a search that may pass over most others.
+            k, score = self._scan(sorted(allowed - held), req, lease_end, need, excluded, st.owners)
+        else:
+            k, score = self._search(req, lease_end, need, excluded, held, st.owners, allowed)
         reasons: tuple[str, ...] = ()
-        if k < 0 and held:
-            k, score = self._scan(sorted(held - excluded), req, lease_end, need, excluded, st.owners)
+        last = held if allowed is None else held & allowed
+        if k < 0 and last:
+            k, score = self._scan(sorted(last - excluded), req, lease_end, need, excluded, st.owners)
             reasons = (HELD_JOB,)
         if k < 0:
             most = self._most
+            if only is not None:
+                has = [self._has[a] for a in only if a in self._has]
+                most = tuple(max(h[i] for h in has) for i in range(3)) if has else None
             small = most is not None and (req.cpu_cores > most[0] or req.memory_mib > most[1] or req.disk_mib > most[2])
             return Skip(job, shard, slot, TOO_SMALL if small else NO_ASSET)
 
@@ -544,9 +567,18 @@ class Batch:
         return streams
 
     def _search(
-        self, req, lease_end: int, need: int, excluded: set[int], held: set[int], owners: set[str]
+        self,
+        req,
+        lease_end: int,
+        need: int,
+        excluded: set[int],
+        held: set[int],
+        owners: set[str],
+        allowed: set[int] | None = None,
     ) -> tuple[int, float]:
-        """Best-first over the streams; see the module docstring for why stopping is exact."""
+        """Best-first over the streams; see the module docstring for why stopping is exact
+        (skipping candidates, as `allowed` does, only lowers the best score found, so the
+        search goes on longer, never stops early)."""
         w = self.weights
         wc, ws, wl, wr = w.cost, w.slack, w.load, w.reputation
         m = req.max_price
@@ -583,6 +615,8 @@ class Batch:
                 heappop(heap)
             e = expire_[k]
             if e < lease_end or k in excluded or k in held or owner_[k] in owners or gpus_free[k] < gpus:
+                continue
+            if allowed is not None and k not in allowed:
                 continue
             if cpu_free[k] < cpu or mem_free[k] < mem or disk_free[k] < disk:
                 continue

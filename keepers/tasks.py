@@ -1,6 +1,8 @@
-"""The keeper's Celery app: the tasks `assign`, `reclaim`, `finalize` and `expire`, which take ids
-only and are safe to run twice or after another keeper (keepers.actions re-reads the chain
-before sending anything), and `confirm`, which follows each transaction sent.
+"""The keeper's Celery app: the tasks `assign_round` (every open shard, from one index),
+`finalize_round` (every shard due, in one transaction), `assign` and `finalize` (one shard),
+`reclaim` and `expire`, which take ids only and are safe to
+run twice or after another keeper (keepers.actions re-reads the chain before sending
+anything), and `confirm` (`confirm_all` for a round's), which follow each transaction sent.
 
 Run workers with `ape run keeper worker` or, equivalently,
 `celery -A keepers.tasks worker --pool=solo -Q computenet-<name>-confirm,computenet-<name>`;
@@ -10,6 +12,7 @@ both read the COMPUTENET_KEEPER_* settings.
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 import requests
@@ -24,6 +27,7 @@ from keepers.state import LockTimeout
 log = logging.getLogger("keepers.tasks")
 
 CONFIRM_POLL = 0.25  # seconds between looks for a receipt
+BUSY_POLL = 0.25  # seconds before a round that found the send lock held tries again
 
 settings = KeeperSettings()
 app = Celery("computenet-keeper")
@@ -57,18 +61,43 @@ def _logging(**_: object) -> None:
     logs.setup(settings.log_format, settings.log_level)
 
 
+def _follow(sent) -> None:
+    """Follows the transactions a task sent: one confirm task for them all (a round's can be many)."""
+    if len(sent) == 1:
+        confirm.apply_async(args=[sent[0].__dict__], countdown=CONFIRM_POLL, queue=settings.confirm_queue)
+    elif sent:
+        confirm_all.apply_async(args=[[s.__dict__ for s in sent]], countdown=CONFIRM_POLL, queue=settings.confirm_queue)
+
+
+def _again(rt, task, name: str, *ids: int, countdown: float = 0) -> bool:
+    """Enqueues the task again (a new one, with no retries counted), unless it is queued already."""
+    if not rt.state.mark_queued((name, *ids), ttl=max(10, int(3 * settings.sweep_interval))):
+        return False
+    task.apply_async(args=list(ids), countdown=countdown, queue=settings.queue)
+    return True
+
+
 def _run(task, name: str, *ids: int) -> str:
     rt = runtime()
     rt.state.clear_queued((name, *ids))
     try:
         outcome = getattr(actions, name)(rt, *ids)
-        if isinstance(outcome, actions.Sent):
-            confirm.apply_async(args=[outcome.__dict__], countdown=CONFIRM_POLL, queue=settings.confirm_queue)
-            return f"sent {outcome.tx}"
+        sent = [outcome] if isinstance(outcome, actions.Sent) else outcome if isinstance(outcome, list) else []
+        if sent:
+            _follow(sent)
+            if name == "assign_round" and sum(one.items() for one in sent) >= actions.ROUND_SENDS:
+                _again(rt, task, name, *ids)  # a full round: more may be waiting for the next
+            return "sent " + " ".join(one.tx for one in sent)
+    except actions.Busy:
+        # Another round (or a send) holds the lock: come back shortly, unless a round is queued already.
+        queued = _again(rt, task, name, *ids, countdown=BUSY_POLL)
+        return "busy: " + ("runs again shortly" if queued else "a round is queued already")
     except actions.Requeue as requeue:
         # Lost a race or the state moved: look again at once (fresh state), not an error.
+        _follow(requeue.sent)
         raise task.retry(exc=requeue, countdown=0, max_retries=settings.max_retries)
     except TRANSIENT as error:
+        _follow(getattr(error, "sent", ()))
         rt.state.record("retry", call=name, args=list(ids), error=str(error))
         raise task.retry(exc=error, countdown=min(30, 2**task.request.retries), max_retries=settings.max_retries)
     except Exception as error:
@@ -84,6 +113,11 @@ def assign(self, job: int, shard: int) -> str:
     return _run(self, "assign", job, shard)
 
 
+@app.task(bind=True, name="keepers.assign_round")
+def assign_round(self) -> str:
+    return _run(self, "assign_round")
+
+
 @app.task(bind=True, name="keepers.reclaim")
 def reclaim(self, job: int, shard: int, replica: int) -> str:
     return _run(self, "reclaim", job, shard, replica)
@@ -94,15 +128,24 @@ def finalize(self, job: int, shard: int) -> str:
     return _run(self, "finalize", job, shard)
 
 
+@app.task(bind=True, name="keepers.finalize_round")
+def finalize_round(self) -> str:
+    return _run(self, "finalize_round")
+
+
 @app.task(bind=True, name="keepers.expire")
 def expire(self, job: int, shard: int) -> str:
     return _run(self, "expire", job, shard)
 
 
+def _sent(raw: dict) -> actions.Sent:
+    return actions.Sent(**{**raw, "args": tuple(raw["args"]), "task": tuple(raw["task"])})
+
+
 @app.task(bind=True, name="keepers.confirm")
 def confirm(self, sent: dict) -> str:
     """Follows one transaction to its receipt; a reverted or lost one runs its work again."""
-    sent = actions.Sent(**{**sent, "args": tuple(sent["args"]), "task": tuple(sent["task"])})
+    sent = _sent(sent)
     try:
         outcome, again = actions.confirm(runtime(), sent)
     except actions.NotMined:
@@ -116,4 +159,37 @@ def confirm(self, sent: dict) -> str:
     return outcome
 
 
-TASKS = {"assign": assign, "reclaim": reclaim, "finalize": finalize, "expire": expire}
+@app.task(bind=True, name="keepers.confirm_all")
+def confirm_all(self, sent: list[dict]) -> str:
+    """Follows several transactions (a round's) in one task, each as `confirm` does; those not
+    mined yet, or not readable now (until their tx_timeout), are looked at again together.
+    The work of those that failed runs again, once per task named."""
+    rt, rest, again = runtime(), [], []
+    for raw in sent:
+        one = _sent(raw)
+        try:
+            _, task = actions.confirm(rt, one)
+        except actions.NotMined:
+            rest.append(raw)
+            continue
+        except TRANSIENT:
+            if time.time() - one.at < settings.tx_timeout:  # past it the pending record has expired
+                rest.append(raw)
+            continue
+        if task is not None and task not in again:
+            again.append(task)
+    for task in again:
+        TASKS[task[0]].apply_async(args=list(task[1:]), queue=settings.queue)
+    if rest:
+        raise self.retry(args=[rest], countdown=CONFIRM_POLL, max_retries=None, queue=settings.confirm_queue)
+    return f"{len(sent)} followed"
+
+
+TASKS = {
+    "assign": assign,
+    "assign_round": assign_round,
+    "reclaim": reclaim,
+    "finalize": finalize,
+    "finalize_round": finalize_round,
+    "expire": expire,
+}

@@ -429,6 +429,70 @@ def test_input_order_does_not_matter(market, rnd):
     assert schedule(shards, assets, nodes, reputations, PARAMS, NOW, weights, policy) == expected
 
 
+def left_out(batch, exclude, only):
+    """Every placement of a batch with `exclude` and `only` (asset ids) left out of each."""
+    got = []
+    for job_id, shard in batch.order():
+        while batch.has_open_replica(job_id, shard):
+            decision = batch.place(job_id, shard, exclude=exclude, only=only)
+            if isinstance(decision, Skip):
+                break
+            got.append(decision)
+    return got
+
+
+def paused(assets, ids):
+    return [
+        dataclasses.replace(a, spec=dataclasses.replace(a.spec, active=False)) if a.id in ids else a for a in assets
+    ]
+
+
+@given(markets(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_assets_left_out_of_a_placement_are_as_if_paused(market, data):
+    """`place`'s exclude and only keep the exhaustive argmax: the same winners as the brute
+    force over a market where those assets are paused (still owners and holders)."""
+    shards, assets, nodes, reputations, weights, policy, tuning = market
+    ids = sorted(a.id for a in assets)
+    exclude = data.draw(st.sets(st.sampled_from(ids)))
+    only = data.draw(st.none() | st.sets(st.sampled_from(ids)))
+    out = exclude | (set(ids) - only if only is not None else set())
+    batch = Batch(shards, assets, nodes, reputations, PARAMS, NOW, weights, policy, **tuning)
+    got = left_out(batch, exclude, only)
+    expected = brute_force(shards, paused(assets, out), nodes, reputations, PARAMS, NOW, weights, policy)
+    assert as_tuples(got) == expected
+
+
+@pytest.mark.parametrize("allowed", [12, 300])  # few: scored one by one; many: searched
+def test_only_equals_brute_force_on_a_larger_market(allowed):
+    shards, assets, nodes, reputations = synthetic(random.Random(5), 400, 12)
+    rng = random.Random(allowed)
+    only = set(rng.sample(range(1, 401), allowed))
+    exclude = set(rng.sample(range(1, 401), 20))
+    batch = Batch(shards, assets, nodes, reputations, PARAMS, NOW, Weights(), Policy(), band_size=4)
+    got = left_out(batch, exclude, only)
+    assert len(got) >= 10
+    expected = brute_force(
+        shards,
+        paused(assets, exclude | (set(range(1, 401)) - only)),
+        nodes,
+        reputations,
+        PARAMS,
+        NOW,
+        Weights(),
+        Policy(),
+    )
+    assert as_tuples(got) == expected
+
+
+def test_a_job_too_big_for_every_allowed_asset_says_so():
+    big, small = asset(1, cpu=16), asset(2, cpu=4)
+    batch = Batch([open_shard(job(cpu=9))], [big, small], [node(1), node(2)], {}, PARAMS, NOW)
+    assert batch.place(1, 0, only={2}) == Skip(1, 0, 0, TOO_SMALL)
+    assert batch.place(1, 0, exclude={1}) == Skip(1, 0, 0, NO_ASSET)  # left out, not too small
+    assert batch.place(1, 0).asset == 1
+
+
 def synthetic(rng, n_assets, n_jobs):
     assets, nodes, reputations, shards = [], [], {}, []
     for id in range(1, n_assets + 1):
