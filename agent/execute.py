@@ -7,6 +7,7 @@ computenet.staging's, the same for agents and verifiers.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,21 @@ from computenet.store import LocalStore, StoreError
 from verifier.commitment import LOG_LEAF, OutputFile, OutputRefused, commit_result
 
 INDEX = "outputs.json"  # what stays of a lease folder: its output index
+
+
+class Phases:
+    """Milliseconds each step of a lease's dispatch took, from the assignment read to the
+    container's start, for its "started" log line (bench/bench_agent.py reports them)."""
+
+    def __init__(self) -> None:
+        self.began = time.time()  # when the lease was handed to its thread
+        self.ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = round(self.ms.get(name, 0.0) + (now - self._last) * 1000, 1)
+        self._last = now
 
 
 @dataclass(frozen=True)

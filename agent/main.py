@@ -53,6 +53,12 @@ def build_agent(settings):
         network_context(settings.network).__enter__()
         given = settings.network
     market = Market.from_deployments(given)
+    # web3 asks the node its chain id twice per eth_call (its validation); a node's chain id
+    # never changes under a running agent (which signs with the one it read at start), so
+    # it is kept: each contract read is one request, not three.
+    provider = market.web3.provider
+    provider.cacheable_requests = {"eth_chainId"}
+    provider.cache_allowed_requests = True
     account = load_account(settings.account)
     work = Path(settings.work_dir)
     agent = Agent(

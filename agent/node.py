@@ -11,6 +11,7 @@ in/ and out/ are gone; its output index stays, its files are in the output store
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -19,8 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from docker import errors as docker_errors
+
 from agent import checkpoints, cpu, execute, gpu, machine, plan, tee
 from agent import zk as zk_lease
+from agent.heads import HeadNotices
 from agent.journal import Entry, Journal, Lease
 from agent.settings import AgentSettings
 from computenet import events as ev
@@ -28,7 +32,7 @@ from computenet import preflight, zk
 from computenet import tee as tee_binding
 from computenet.checkpoints import Checkpoint, SignedCheckpoint
 from computenet.connection import ConfigError, broadcast
-from computenet.domain import SUBMIT_MARGIN, Asset, Job, ReplicaState, Verification
+from computenet.domain import SUBMIT_MARGIN, Asset, Checkpoints, Job, ReplicaState, Verification
 from computenet.follow import Follower, JsonCursor
 from computenet.heartbeat import Heartbeat
 from computenet.market import Market
@@ -40,6 +44,7 @@ log = logging.getLogger("agent")
 RECEIPT_TIMEOUT = 120  # seconds to wait for a result or decline to be mined
 RETRY_INTERVAL = 10  # seconds between looks for results whose submission failed
 TEE_INTERVAL = 60  # seconds between looks at the assets' TEE verdicts
+MANIFESTS_KEPT = 64  # checked manifests kept by hash (a job's shards, jobs sharing one)
 
 
 def endpoint_problem(asset: int, registered: str, own: str) -> str | None:
@@ -56,6 +61,34 @@ def endpoint_problem(asset: int, registered: str, own: str) -> str | None:
             f"keepers poll the recorded one; run `{command}` (or set COMPUTENET_AGENT_PUBLIC_URL)"
         )
     return None
+
+
+class Assignments:
+    """The market as the agent's Follower reads it: the ShardAssigned events of the agent's own
+    assets only. The node filters on the indexed asset, so the assignments a busy market makes
+    to other assets are neither sent nor decoded (about 0.8 ms each, on the way to one's own)."""
+
+    def __init__(self, market: Market, assets: list[int]) -> None:
+        self.market, self.assets = market, list(assets)
+        self.deployment_block = market.deployment_block
+
+    def head(self) -> int:
+        return self.market.head()
+
+    def events(self, start_block: int, stop_block: int, **_: Any) -> list[ev.Event]:
+        found = self.market.calls.market.events.ShardAssigned().get_logs(
+            argument_filters={"asset": self.assets}, from_block=start_block, to_block=stop_block - 1
+        )
+        return [
+            ev.decode(
+                e["event"],
+                dict(e["args"]),
+                block=e["blockNumber"],
+                tx="0x" + bytes(e["transactionHash"]).hex(),
+                index=e["logIndex"],
+            )
+            for e in found
+        ]
 
 
 @dataclass
@@ -93,7 +126,11 @@ class Agent:
         self.cpu = cpu.Meter(docker)  # CPU-only assets' utilisation, from their own containers
         self.beats: dict[int, str] = {}  # asset -> its latest signed heartbeat, as served
         self.watchers: dict[tuple, checkpoints.Watcher] = {}  # running lease -> its checkpoints
-        self.jobs: dict[int, Job] = {}
+        self.jobs: dict[int, Job] = {}  # a job's terms never change once posted
+        # Kept by the hash the job committed to: those bytes never change, so a kept manifest is
+        # never stale; a Decline (not found, invalid) is not kept, so a later upload is seen.
+        self.manifest = functools.lru_cache(MANIFESTS_KEPT)(self._fetch_manifest)
+        self.images: dict[str, str] = {}  # manifest image -> local image id, while the engine has it
         self.chain_id = market.chain_id  # read once: the shard threads sign with it
         self.zk_models = zk_lease.local_models(settings.zk_models)  # artifact hash -> what proves it
         self.zk_ids: dict[bytes, bytes] = {}  # artifact hash -> the model id it has with its own verifier
@@ -101,9 +138,7 @@ class Agent:
         self.market_address = str(market.market.address)
         self.attestations = str(market.attestations.address)
         self.attestor = tee.AttestorClient(settings.attestor_url) if settings.attestor_url else None
-        self.follower = Follower(
-            market, JsonCursor(settings.cursor_path()), roles=("market",), names=("ShardAssigned",)
-        )
+        self.follower = Follower(Assignments(market, settings.assets), JsonCursor(settings.cursor_path()))
 
     # ------------------------------------------------------------ start-up
 
@@ -156,6 +191,21 @@ class Agent:
                 self.jobs[job_id] = self.market.job(job_id)
         return self.jobs[job_id]
 
+    def lease_reads(self, lease: Lease) -> tuple[Job, int, Checkpoints]:
+        """What a new lease needs of the chain, in one JSON-RPC batch: its job's terms (kept), the
+        chain's time (Market.now) and the replica's checkpoint book, which stays as read while
+        this lease holds the replica (only a reclaim adopts a checkpoint, ending the lease)."""
+        web3, functions = self.market.web3, self.market.calls.market.functions
+        with self.chain_lock, web3.batch_requests() as batch:
+            batch.add(web3.eth.get_block("pending"))
+            batch.add(functions.checkpoint(lease.job, lease.shard, lease.replica))
+            if lease.job not in self.jobs:  # it exists: the chain just assigned one of its shards
+                batch.add(functions.job(lease.job))
+            got = batch.execute()
+        if len(got) == 3:
+            self.jobs[lease.job] = Job.from_chain(lease.job, got[2])
+        return self.jobs[lease.job], int(got[0]["timestamp"]), Checkpoints.from_chain(got[1])
+
     def _send(self, method_name: str, *args: Any, contract: Any = None) -> dict:
         """Sends one transaction (to the market unless `contract` says) from the agent key and
         waits for its receipt."""
@@ -167,6 +217,16 @@ class Agent:
             tx = broadcast(getattr(target, method_name), args, self.account, estimate_at="pending")
         receipt = networks.provider.web3.eth.wait_for_transaction_receipt(tx, timeout=RECEIPT_TIMEOUT, poll_latency=0.1)
         return dict(receipt)
+
+    def _fetch_manifest(self, committed: bytes) -> Any:
+        return execute.fetch_manifest(self.store, committed)
+
+    def image(self, reference: str) -> str:
+        """The local image id for a manifest's image, resolved once (computenet.staging.ensure_image):
+        an id names the image's content, and a start that finds it gone resolves it again."""
+        if reference not in self.images:
+            self.images[reference] = execute.ensure_image(self.docker, reference)
+        return self.images[reference]
 
     def now(self) -> int:
         """The chain's time (leases end by it; a test chain may run ahead of the wall clock)."""
@@ -183,11 +243,11 @@ class Agent:
     def dispatch(self, lease: Lease, container: Any = None) -> None:
         with self.count_lock:
             self.served[lease.asset].running += 1
-        self.pools[lease.asset].submit(self._run_guarded, lease, container)
+        self.pools[lease.asset].submit(self._run_guarded, lease, container, execute.Phases())
 
-    def _run_guarded(self, lease: Lease, container: Any) -> None:
+    def _run_guarded(self, lease: Lease, container: Any, phases: execute.Phases | None = None) -> None:
         try:
-            self.run_lease(lease, container)
+            self.run_lease(lease, container, phases)
         except Exception as error:  # run_lease ends every failure on chain; this is when even that failed
             log.exception(
                 "lease failed and could not be declined or failed on chain", extra={"fields": {"lease": lease.name}}
@@ -216,22 +276,29 @@ class Agent:
             log.warning("submit failed, will retry", extra={"fields": {"lease": entry.name, "error": str(error)}})
             self.journal.update(entry.key, entry.state, note=f"retrying: {error}"[:500])
 
-    def run_lease(self, lease: Lease, container: Any = None) -> None:
+    def run_lease(self, lease: Lease, container: Any = None, phases: execute.Phases | None = None) -> None:
         """Prepares, runs and submits one lease, recording each step in the journal; a
         failure is declined or becomes a failed result (agent.plan.on_failure)."""
         folder = self.work / lease.name
         stage = plan.STAGING if container is None else plan.RAN  # one found after a restart has run
+        phases = phases or execute.Phases()
         try:
-            job = self.job(lease.job)
+            phases.lap("queue")
+            if container is None:
+                job, now, book = self.lease_reads(lease)
+            else:
+                job = self.job(lease.job)
+            phases.lap("chain reads")
             asset = self.served[lease.asset].asset
-            manifest = execute.fetch_manifest(self.store, job.manifest_hash)
+            manifest = self.manifest(job.manifest_hash)
+            phases.lap("manifest")
             proving = self.zk_lease(lease, job, manifest) if job.requirements.verification == Verification.ZK else None
             if job.requirements.verification == Verification.TEE and (self.tee is None or self.attestor is None):
                 raise Decline("no tee here", "a tee job needs a TEE evidence source and an attestor (settings)")
             if container is None:
                 plan.check_runnable(
                     manifest,
-                    now=self.now(),
+                    now=now,
                     lease_end=lease.lease_end,
                     job_gpu_count=job.requirements.gpu_count,
                     asset_gpu_count=asset.spec.gpu_count,
@@ -242,29 +309,49 @@ class Agent:
                 pool = execute.pinned_gpus(container)
                 count = len(pool)
             gpus = plan.check_gpus(self.gpus.acquire(lease.name, pool, count), count, pool)
-            image = execute.ensure_image(self.docker, manifest.image)
+            phases.lap("checks")
+            image = self.image(manifest.image)
+            phases.lap("image")
             if container is None:
                 inputs, outputs = execute.prepare(folder)
+                phases.lap("folders")
                 bound = execute.bound_outputs(outputs, manifest.outputs.max_bytes)
+                phases.lap("output bound")
                 log.info("outputs bounded", extra={"fields": {"lease": lease.name, "bound": bound}})
                 execute.stage_inputs(self.store, manifest, inputs)
+                phases.lap("inputs")
                 saved, resume = checkpoints.make_dirs(folder)
-                self.stage_resume(lease, job, manifest, resume)
+                self.stage_resume(lease, job, manifest, resume, book)
+                phases.lap("resume")
                 stage = plan.STARTING
-                container = execute.start(
-                    lease,
-                    manifest,
-                    image,
-                    client=self.docker,
-                    inputs=inputs,
-                    outputs=outputs,
-                    shard_count=job.requirements.shard_count,
-                    gpu_indices=gpus,
-                    limits=self.settings.limits(job.requirements),
-                    on_start=lambda name: self.journal.update(lease.key, "running", container=name),
-                    checkpoints=saved,
-                    resume=resume,
-                )
+
+                def on_start(name: str) -> None:
+                    self.journal.update(lease.key, "running", container=name)
+                    phases.lap("journal")
+
+                def start(image_id: str) -> Any:
+                    return execute.start(
+                        lease,
+                        manifest,
+                        image_id,
+                        client=self.docker,
+                        inputs=inputs,
+                        outputs=outputs,
+                        shard_count=job.requirements.shard_count,
+                        gpu_indices=gpus,
+                        limits=self.settings.limits(job.requirements),
+                        on_start=on_start,
+                        checkpoints=saved,
+                        resume=resume,
+                    )
+
+                try:
+                    container = start(image)
+                except docker_errors.ImageNotFound:  # removed since it was resolved: pulled again, or declined
+                    self.images.pop(manifest.image, None)
+                    container = start(self.image(manifest.image))
+                phases.lap("container")
+                log.info("started", extra={"fields": {"lease": lease.name, "began": phases.began, "phases": phases.ms}})
             else:  # collecting a container that ran on while the agent was down
                 inputs, outputs = execute.lease_dirs(folder)
                 saved, _ = checkpoints.checkpoint_dirs(folder)
@@ -324,12 +411,11 @@ class Agent:
 
     # ------------------------------------------------------------ checkpoints
 
-    def stage_resume(self, lease: Lease, job: Job, manifest: Any, resume: Path) -> bool:
-        """Places the replica's adopted checkpoint, if it has one, at resume/checkpoint; a
-        missing or mismatching blob declines the lease (agent.checkpoints.stage_resume), and so
-        does a replica whose earlier leases were paid every GPU-second (agent.plan.check_paid)."""
-        with self.chain_lock:
-            book = self.market.checkpoint(lease.job, lease.shard, lease.replica)
+    def stage_resume(self, lease: Lease, job: Job, manifest: Any, resume: Path, book: Checkpoints) -> bool:
+        """Places the replica's adopted checkpoint (`book`: its chain record), if it has one, at
+        resume/checkpoint; a missing or mismatching blob declines the lease
+        (agent.checkpoints.stage_resume), and so does a replica whose earlier leases were paid
+        every GPU-second (agent.plan.check_paid)."""
         plan.check_paid(job.requirements.max_gpu_seconds, book.contributed)
         point = book.resume_point
         stores = Mirrors.of(self.store, manifest.stores)
@@ -739,7 +825,7 @@ class Agent:
 
     def _spot_check_bps(self, job: Job) -> int:
         try:
-            return execute.fetch_manifest(self.store, job.manifest_hash).verification.spot_check_bps
+            return self.manifest(job.manifest_hash).verification.spot_check_bps
         except Decline:
             return 0  # no manifest, no sample: only the client and a ruling arbiter read
 
@@ -781,26 +867,59 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         self.recover()
         server = self.serve_outputs()
+        # The chores have a thread of their own: a slow one (telemetry, the attestor) never delays
+        # the next look at the chain, so an assignment is seen within one poll interval.
+        chores = threading.Thread(target=self.chores, args=(stop,), name="chores", daemon=True)
+        chores.start()
+        self.loop(stop, self.step, self.settings.poll_interval, woke=self.watch_heads(stop))
+        chores.join()
+        for pool in self.pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        if server is not None:
+            server.should_exit = True
+
+    def chores(self, stop: threading.Event) -> None:
+        """Heartbeats, retried submissions and node attestations, each at its own interval."""
         last_beat = last_retry = last_tee = 0.0
+
+        def due() -> None:
+            nonlocal last_beat, last_retry, last_tee
+            if self.tee is not None and time.time() - last_tee >= TEE_INTERVAL:
+                last_tee = time.time()  # a failure waits for the next interval too
+                self.attest_nodes()
+            if time.time() - last_beat >= self.settings.heartbeat_interval:
+                self.heartbeat()
+                last_beat = time.time()
+            if time.time() - last_retry >= RETRY_INTERVAL:
+                self.retry_submissions()
+                last_retry = time.time()
+
+        self.loop(stop, due, self.settings.poll_interval)
+
+    def watch_heads(self, stop: threading.Event) -> threading.Event:
+        """An event set on each new head, where the node pushes them (agent.heads: the websocket
+        ape's provider names, e.g. anvil's own port); never set where there is none."""
+        from ape import networks
+
+        woke = threading.Event()
+        uri = getattr(networks.active_provider, "ws_uri", None) if self.settings.head_notices else None
+        if uri:
+            HeadNotices(uri, woke, stop).start()
+        return woke
+
+    @staticmethod
+    def loop(stop: threading.Event, work: Any, interval: float, woke: threading.Event | None = None) -> None:
+        """Runs `work` every `interval` seconds, or at once when `woke` is set, until `stop`; a
+        failure is logged and retried."""
         while not stop.is_set():
+            if woke is not None:
+                woke.clear()  # set again while `work` runs: it runs again right after
             try:
-                if self.tee is not None and time.time() - last_tee >= TEE_INTERVAL:
-                    last_tee = time.time()  # a failure waits for the next interval too
-                    self.attest_nodes()
-                if time.time() - last_beat >= self.settings.heartbeat_interval:
-                    self.heartbeat()
-                    last_beat = time.time()
-                if time.time() - last_retry >= RETRY_INTERVAL:
-                    self.retry_submissions()
-                    last_retry = time.time()
-                self.step()
+                work()
             except Exception as error:
                 log.warning(
                     "loop step failed, retrying", extra={"fields": {"error": f"{type(error).__name__}: {error}"}}
                 )
                 stop.wait(1)
-            stop.wait(self.settings.poll_interval)
-        for pool in self.pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
-        if server is not None:
-            server.should_exit = True
+            if not stop.is_set():
+                (stop if woke is None else woke).wait(interval)

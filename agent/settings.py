@@ -35,7 +35,17 @@ class AgentSettings(BaseSettings):
     )
     capacity: int = Field(0, ge=0, description="shards run at once per asset; 0: the asset's max_leases")
     heartbeat_interval: float = Field(3.0, gt=0)
-    poll_interval: float = Field(0.2, gt=0, description="seconds between looks at the chain head")
+    poll_interval: float = Field(
+        0.05,
+        gt=0,
+        description="seconds between looks at the chain head (one eth_blockNumber each; logs are read "
+        "only when it moved): without head notices, half of it is the mean wait before an assignment is seen",
+    )
+    head_notices: bool = Field(
+        True,
+        description="also look at once when the node announces a new head over its websocket "
+        "(ape's provider's ws_uri: anvil's own port, or ws_uri in ape-config.yaml); polling goes on beside it",
+    )
     memory_mib: int = Field(
         1024, gt=0, description="memory limit (swap included) of a container whose job names none (fallback)"
     )

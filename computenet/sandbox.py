@@ -17,7 +17,9 @@ The wall-clock limit is enforced by the agent: past it the container is killed.
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ NOBODY = "65534:65534"
 SHARD_INDEX, SHARD_COUNT = "COMPUTENET_SHARD_INDEX", "COMPUTENET_SHARD_COUNT"
 KILLED = 137  # 128 + SIGKILL: the exit code of a container killed for memory or time
 LOG_BYTES = 1 << 20  # the most of a container's log kept and read
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"  # the container's /etc/hosts
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,27 @@ class RunSpec:
     resume: Path | None = None
 
 
+@functools.cache
+def _private_folder() -> Path:
+    return Path(tempfile.mkdtemp(prefix="computenet-sandbox-"))
+
+
+def hosts_file() -> Path:
+    """A file holding HOSTS, mounted read-only at every container's /etc/hosts: the engine
+    writes none for a container it sets up no network for, and a job still reaches its own
+    loopback by name (torchrun's localhost rendezvous, say). Written once per process, in a
+    folder of its own, and again should something remove it."""
+    path = _private_folder() / "hosts"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(HOSTS)
+        path.chmod(0o644)
+    return path
+
+
 def container_options(spec: RunSpec) -> dict[str, Any]:
-    """The keyword arguments of `client.containers.create` for `spec` (pure)."""
+    """The keyword arguments of `client.containers.create` for `spec` (pure, but for the one
+    hosts file it names: `hosts_file`)."""
     from docker.types import DeviceRequest, LogConfig, Ulimit
 
     options: dict[str, Any] = dict(
@@ -110,6 +132,9 @@ def container_options(spec: RunSpec) -> dict[str, Any]:
         name=spec.name,
         environment={**spec.env, SHARD_INDEX: str(spec.shard), SHARD_COUNT: str(spec.shard_count)},
         network_mode="none",
+        # The engine then sets up no libnetwork sandbox (runc still gives the container a network
+        # namespace of its own, loopback only): about 90 ms less per start. /etc/hosts is ours.
+        network_disabled=True,
         read_only=True,
         user=NOBODY,
         cap_drop=["ALL"],
@@ -122,6 +147,7 @@ def container_options(spec: RunSpec) -> dict[str, Any]:
         volumes={
             str(spec.inputs): {"bind": INPUT_PATH, "mode": "ro"},
             str(spec.outputs): {"bind": spec.output_path, "mode": "rw"},
+            str(hosts_file()): {"bind": "/etc/hosts", "mode": "ro"},
         },
         working_dir="/tmp",
         labels={"computenet": "shard", **spec.labels},

@@ -271,6 +271,42 @@ def test_a_decline_the_chain_refuses_falls_back_to_a_failed_result(
     assert agent.journal.get(lease.key).note.startswith("image not found: ")
 
 
+def test_an_image_removed_after_a_lease_used_it_is_resolved_again_and_declined_when_gone(
+    inline_agent, cpu_asset, agents, lease_for, market, job_image, docker_engine
+):
+    client = docker_engine.client
+    base = client.containers.create(job_image.rsplit("@", 1)[1], ["true"])
+    try:  # an image of this test's own, to remove
+        copy = base.commit(repository="computenet/removed", changes=[f"LABEL test={base.id}"])
+    finally:
+        base.remove()
+    reference = f"computenet/removed@{copy.id}"
+    asset = cpu_asset(agents[0])
+    agent = inline_agent(agents[0], [asset])
+    start = market.chain_manager.blocks.height
+    first = lease_for(asset, canonical(manifest_body(reference, py("1"))))
+    run_one(agent, first)
+    assert ending(agent, market, first, start) == ("succeeded", 0) and agent.images == {reference: copy.id}
+    client.images.remove(copy.id, force=True)
+    second = lease_for(asset, canonical(manifest_body(reference, py("2"))))
+    run_one(agent, second)  # the kept id is gone: resolved again, not pullable here
+    assert ending(agent, market, second, start) == ("declined", "image not found") and agent.images == {}
+
+
+def test_a_manifest_not_found_is_not_kept_and_a_checked_one_is(inline_agent, cpu_asset, agents, content_store):
+    from eth_utils import keccak
+
+    from computenet.staging import Decline
+
+    agent = inline_agent(agents[0], [cpu_asset(agents[0])])
+    raw = canonical(manifest_body("computenet/python@sha256:" + "2" * 64, py("'kept'")))
+    with pytest.raises(Decline, match="manifest not found"):
+        agent.manifest(keccak(raw))
+    content_store.client.put(raw)  # uploaded after a lease was declined for it: the next one finds it
+    assert agent.manifest(keccak(raw)) is agent.manifest(keccak(raw))
+    assert (agent.manifest.cache_info().misses, agent.manifest.cache_info().hits) == (2, 1)
+
+
 def test_a_gpu_job_with_no_free_gpu_on_its_asset_is_declined(
     inline_agent, register_asset, agents, lease_for, market, job_image
 ):

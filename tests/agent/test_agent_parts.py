@@ -3,6 +3,7 @@ the journal, and the pure decisions."""
 
 import json
 import shutil
+import threading
 import urllib.request
 
 import ape
@@ -45,6 +46,7 @@ import errno, json, os, socket
 facts = {"interfaces": sorted(os.listdir("/sys/class/net")), "uid": os.getuid(),
          "shard": [os.environ["COMPUTENET_SHARD_INDEX"], os.environ["COMPUTENET_SHARD_COUNT"]],
          "input": open("/in/x.txt").read()}
+facts["localhost"] = socket.gethostbyname("localhost")  # its own loopback, by name
 s = socket.socket()
 s.settimeout(2)
 try:
@@ -66,7 +68,7 @@ def test_a_container_has_no_network_a_read_only_root_and_read_only_inputs(docker
     result = sandbox.run(docker_engine.client, _spec(tmp_path, job_image, PROBE))
     assert result.exit_code == 0, result.logs
     facts = json.loads((tmp_path / "out" / "facts.json").read_text())
-    assert facts["interfaces"] == ["lo"]
+    assert facts["interfaces"] == ["lo"] and facts["localhost"] == "127.0.0.1"
     assert facts["connect"] == "ENETUNREACH"
     assert facts["/etc/owned"] == "EROFS" and facts["/in/owned"] == "EROFS"
     assert facts["uid"] == 65534 and facts["shard"] == ["2", "4"] and facts["input"] == "input"
@@ -83,6 +85,8 @@ def test_container_options_confine_and_pass_gpus_only_for_gpu_assets(tmp_path):
     spec = _spec(tmp_path, "x@sha256:" + "1" * 64, "pass")
     options = sandbox.container_options(spec)
     assert options["network_mode"] == "none" and options["read_only"] and options["cap_drop"] == ["ALL"]
+    assert options["network_disabled"]  # the engine sets up no network for it (no libnetwork sandbox)
+    assert options["volumes"][str(sandbox.hosts_file())] == {"bind": "/etc/hosts", "mode": "ro"}
     assert options["user"] == sandbox.NOBODY and options["mem_limit"] == options["memswap_limit"]
     assert options["volumes"][str(spec.inputs)]["mode"] == "ro" and "device_requests" not in options
     gpu_options = sandbox.container_options(_spec(tmp_path, "x@sha256:" + "1" * 64, "pass", gpu_count=2))
@@ -103,6 +107,76 @@ def test_a_forged_receipt_is_rejected_on_chain(
         market.submit_result(job, 0, 0, b"\x43" * 32, 10, 0, honest, sender=agent)
     market.submit_result(job, 0, 0, b"\x42" * 32, 10, 0, honest, sender=agent)
     assert ReplicaState(int(market.replica(job, 0, 0).state)) == ReplicaState.SUBMITTED
+
+
+def test_the_agent_reads_the_assignments_of_its_own_assets_only(
+    register_asset, agents, post_job, market, keeper, registered_keeper, stack
+):
+    from agent.node import Assignments
+    from computenet.market import Market
+
+    assets = [register_asset(agent_account=agents[n]) for n in (1, 0, 1)]  # one GPU, one lease each
+    mine = assets[1]
+    start = market.chain_manager.blocks.height + 1
+    for asset in assets:
+        market.assign(post_job(), 0, asset, sender=keeper)
+    stop = market.chain_manager.blocks.height + 1
+    reader = Market.from_stack(stack)
+    every = reader.events(start, stop, roles=("market",), names=("ShardAssigned",))
+    assert len(every) == 3 and Assignments(reader, [mine]).events(start, stop) == [e for e in every if e.asset == mine]
+
+
+def test_head_notices_wake_the_loop_on_each_new_block(networks, chain):
+    from agent.heads import HeadNotices
+    from computenet.localnet import wait_until
+
+    stop, woke = threading.Event(), threading.Event()
+    notices = HeadNotices(networks.provider.ws_uri, woke, stop)
+    notices.start()
+    try:
+        wait_until(notices.live.is_set, 10, "the subscription")
+        woke.clear()
+        chain.mine()
+        wait_until(woke.is_set, 5, "the new head's notice")
+    finally:
+        stop.set()
+        notices.join(5)
+    assert not notices.is_alive()
+
+
+def test_without_a_websocket_there_are_no_head_notices_and_the_thread_waits_to_try_again(caplog):
+    from agent.heads import HeadNotices
+    from computenet.localnet import free_port, wait_until
+
+    stop, woke = threading.Event(), threading.Event()
+    notices = HeadNotices(f"ws://127.0.0.1:{free_port()}", woke, stop)
+    with caplog.at_level("WARNING", logger="agent.heads"):
+        notices.start()
+        wait_until(lambda: "no head notices: polling only" in caplog.text, 10, "the warning")
+    assert notices.is_alive() and not notices.live.is_set() and not woke.is_set()
+    stop.set()
+    notices.join(5)
+    assert not notices.is_alive()
+
+
+def test_the_loop_runs_again_at_once_when_woken_not_after_its_interval():
+    from agent.node import Agent
+    from computenet.localnet import wait_until
+
+    stop, woke, runs = threading.Event(), threading.Event(), []
+
+    def work():
+        runs.append(1)
+        if len(runs) == 3:
+            stop.set()
+
+    loop = threading.Thread(target=Agent.loop, args=(stop, work, 60, woke))
+    loop.start()
+    for n in (1, 2):
+        wait_until(lambda n=n: len(runs) == n, 5, f"run {n}")
+        woke.set()
+    loop.join(5)
+    assert len(runs) == 3 and not loop.is_alive()
 
 
 # ---------------------------------------------------------------- telemetry
@@ -265,6 +339,30 @@ def test_container_options_pin_gpus_by_index_options_without_a_gpu(tmp_path):
     assert request["DeviceIDs"] == ["1", "3"] and request["Count"] == 0 and request["Capabilities"] == [["gpu"]]
     cpu = sandbox.container_options(_spec(tmp_path, "x@sha256:" + "1" * 64, "pass"))
     assert "device_requests" not in cpu and "ulimits" not in cpu
+
+
+def test_the_agent_looks_at_the_head_on_each_notice_and_every_50_ms_by_default(monkeypatch):
+    from agent.settings import AgentSettings
+
+    for name in ("POLL_INTERVAL", "HEAD_NOTICES"):
+        monkeypatch.delenv(f"COMPUTENET_AGENT_{name}", raising=False)
+    settings = AgentSettings(account="TEST::0", assets="1")
+    assert settings.poll_interval == 0.05 and settings.head_notices
+
+
+def test_the_hosts_file_is_written_again_when_something_removed_it():
+    path = sandbox.hosts_file()
+    path.unlink()
+    assert sandbox.hosts_file() == path and path.read_text() == sandbox.HOSTS
+
+
+def test_phases_time_each_step_and_add_up_a_repeated_one():
+    from agent.execute import Phases
+
+    phases = Phases()
+    for name in ("a", "b", "a"):
+        phases.lap(name)
+    assert list(phases.ms) == ["a", "b"] and all(ms >= 0 for ms in phases.ms.values())
 
 
 def test_container_options_cap_file_sizes_and_the_log(tmp_path):
