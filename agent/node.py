@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from docker import errors as docker_errors
+from eth_utils import keccak
 
 from agent import checkpoints, cpu, execute, gpu, machine, plan, tee
 from agent import zk as zk_lease
@@ -117,6 +118,10 @@ class Agent:
         self.work.mkdir(parents=True, exist_ok=True)
         self.chain_lock = threading.RLock()  # ape is shared by the shard threads
         self.send_lock = threading.Lock()  # one key: one nonce sequence
+        # Results computed while another submission is on its way wait here and go out together.
+        self.ready: list[Entry] = []
+        self.ready_lock = threading.Lock()
+        self.submit_lock = threading.Lock()
         self.count_lock = threading.Lock()  # shards taken per asset, for heartbeats
         self.served: dict[int, Served] = {}
         self.pools: dict[int, ThreadPoolExecutor] = {}
@@ -543,18 +548,78 @@ class Agent:
                 }
             },
         )
-        self.submit(self.journal.get(lease.key))
+        self.submit_ready(self.journal.get(lease.key))
+
+    def submit_ready(self, entry: Entry) -> None:
+        """Submits a computed result, together with any others computed while the previous
+        submission was on its way: whichever thread sends takes every result ready then, so
+        under load an agent's results share one `submit_many` and when idle none waits."""
+        with self.ready_lock:
+            self.ready.append(entry)
+        with self.submit_lock:
+            with self.ready_lock:
+                batch, self.ready = self.ready, []
+            if batch:  # else a thread before this one sent it with its own
+                self.submit_all(batch)
+
+    def submit_all(self, entries: list[Entry]) -> None:
+        """Sends computed results: a proven zk one alone through the model registry, the others
+        in one `submit_many` through the batch relay (one alone as `submit_result`). One the
+        relay skipped is sent again alone, which names what the market refuses."""
+        alone = [e for e in entries if e.exit_code == 0 and zk_lease.load_bundle(self.work / e.name) is not None]
+        batch = [e for e in entries if e not in alone and self._may_submit(e)]
+        if len(batch) == 1:
+            alone += batch
+        elif batch:
+            items = [
+                (e.job, e.shard, e.replica, bytes.fromhex(e.output_root[2:]), e.gpu_seconds, e.exit_code)
+                + (bytes.fromhex(e.signature[2:]),)
+                for e in batch
+            ]
+            receipt = self._send("submit_many", self.market_address, items, contract=self.market.relay)
+            tx = receipt["transactionHash"].to_0x_hex()
+            recorded = self._results_in(receipt)
+            for entry in batch:
+                if (entry.job, entry.shard, entry.replica) in recorded:
+                    self._submitted(entry, tx)
+                else:
+                    alone.append(entry)
+        for entry in alone:
+            self.submit(entry)
+
+    def _results_in(self, receipt: dict) -> set[tuple[int, int, int]]:
+        """The (job, shard, replica) of each result the market recorded in `receipt`."""
+        topic = keccak(text=self.market.market.ResultSubmitted.abi.selector)
+        address = self.market_address.lower()
+        out = set()
+        for entry in receipt["logs"]:
+            if str(entry["address"]).lower() == address and bytes(entry["topics"][0]) == topic:
+                data = bytes(entry["data"])
+                out.add(
+                    (
+                        int.from_bytes(bytes(entry["topics"][1]), "big"),
+                        *(int.from_bytes(data[i : i + 32], "big") for i in (0, 32)),
+                    )
+                )
+        return out
+
+    def _may_submit(self, entry: Entry) -> bool:
+        """Checks the chain still waits for this result (journaled "submitted" if so); one the
+        chain already holds is done, one it no longer wants dropped."""
+        chain = self.chain_replica(entry.job, entry.shard, entry.replica)
+        action = plan.recovery("computed", entry.lease, entry.lease_end, chain, self.now())
+        if action != "submit":
+            self.journal.update(entry.key, "done" if action == "done" else "dropped", note=f"at submit: {action}")
+            return False
+        self.journal.update(entry.key, "submitted")
+        return True
 
     def submit(self, entry: Entry) -> None:
         """Sends a computed result; a result the chain already holds is done."""
         from ape.exceptions import ContractLogicError
 
-        chain = self.chain_replica(entry.job, entry.shard, entry.replica)
-        action = plan.recovery("computed", entry.lease, entry.lease_end, chain, self.now())
-        if action != "submit":
-            self.journal.update(entry.key, "done" if action == "done" else "dropped", note=f"at submit: {action}")
+        if not self._may_submit(entry):
             return
-        self.journal.update(entry.key, "submitted")
         bundle = zk_lease.load_bundle(self.work / entry.name) if entry.exit_code == 0 else None
         head = (entry.job, entry.shard, entry.replica, bytes.fromhex(entry.output_root[2:]), entry.gpu_seconds)
         signature = bytes.fromhex(entry.signature[2:])
@@ -578,6 +643,9 @@ class Agent:
             self.journal.update(entry.key, "dropped", tx=tx, note="submit_result reverted")
             log.warning("result refused", extra={"fields": {"job": entry.job, "shard": entry.shard, "tx": tx}})
             return
+        self._submitted(entry, tx)
+
+    def _submitted(self, entry: Entry, tx: str) -> None:
         self.journal.update(entry.key, "done", tx=tx)
         log.info(
             "submitted", extra={"fields": {"job": entry.job, "shard": entry.shard, "replica": entry.replica, "tx": tx}}

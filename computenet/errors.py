@@ -70,6 +70,10 @@ class AttestationRegistryError(ContractRevert):
     """The attestation registry refused (attestors, node and result verdicts)."""
 
 
+class BatchRelayError(ContractRevert):
+    """The batch relay refused (a batch that ran out of gas part-way)."""
+
+
 class TokenError(ContractRevert):
     """The payment token refused (balance, allowance, authorization)."""
 
@@ -80,6 +84,7 @@ _PREFIXES: tuple[tuple[str, type[ContractRevert]], ...] = (
     ("dispute_court:", DisputeCourtError),
     ("model_registry:", ModelRegistryError),
     ("attestations:", AttestationRegistryError),
+    ("batch_relay:", BatchRelayError),
     ("settlement:", SettlementError),
     ("compute_asset:", ComputeAssetError),
     ("erc721:", ComputeAssetError),

@@ -324,6 +324,9 @@ PLAIN: dict[str, str] = {
     "job_market: no window to shorten": (
         "The result is not in its challenge window, or its window already ends sooner: nothing to shorten."
     ),
+    "batch_relay: out of gas": (
+        "The batch ran out of gas part-way through an item. Send it again with more gas, or with fewer items."
+    ),
     "job_market: zk result without its proof": (
         "A zk job's successful result is accepted only with its proof, through the model registry's "
         "submit_result; only a failed result (exit code not 0) goes to the market directly."

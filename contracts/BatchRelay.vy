@@ -13,6 +13,10 @@
      keeper (as ERC-2771 does for a trusted forwarder), so a keeper is paid and
      checked as itself, never as the relay. Results and finalizations need no
      sender: the market takes them from anyone.
+     An item that fails for want of gas reverts the whole call instead of being skipped
+     (the market's steps use far less than the 63/64 of what is left that a call gets,
+     so an item left with at most 1/64 ran out of gas): a gas estimate then covers every
+     item, and a sender cannot starve chosen items by the gas it gives.
 """
 
 MAX_ITEMS: constant(uint256) = 256
@@ -51,13 +55,12 @@ def assign_many(market: address, placements: DynArray[Placement, MAX_ITEMS]) -> 
     done: uint256 = 0
     for i: uint256 in range(len(placements), bound=MAX_ITEMS):
         p: Placement = placements[i]
-        if raw_call(
+        if self._called(
             market,
             concat(
                 abi_encode(p.job, p.shard, p.asset, method_id=method_id("assign(uint256,uint256,uint256)")),
                 convert(msg.sender, bytes32),
             ),
-            revert_on_failure=False,
         ):
             done |= 1 << i
     return done
@@ -75,7 +78,7 @@ def submit_many(market: address, results: DynArray[Result, MAX_ITEMS]) -> uint25
     done: uint256 = 0
     for i: uint256 in range(len(results), bound=MAX_ITEMS):
         r: Result = results[i]
-        if raw_call(
+        if self._called(
             market,
             abi_encode(
                 r.job,
@@ -87,7 +90,6 @@ def submit_many(market: address, results: DynArray[Result, MAX_ITEMS]) -> uint25
                 r.signature,
                 method_id=method_id("submit_result(uint256,uint256,uint256,bytes32,uint32,uint8,bytes)"),
             ),
-            revert_on_failure=False,
         ):
             done |= 1 << i
     return done
@@ -105,10 +107,22 @@ def finalize_many(market: address, shards: DynArray[ShardRef, MAX_ITEMS]) -> uin
     done: uint256 = 0
     for i: uint256 in range(len(shards), bound=MAX_ITEMS):
         s: ShardRef = shards[i]
-        if raw_call(
+        if self._called(
             market,
             abi_encode(s.job, s.shard, method_id=method_id("finalize(uint256,uint256)")),
-            revert_on_failure=False,
         ):
             done |= 1 << i
     return done
+
+
+@internal
+def _called(market: address, data: Bytes[1024]) -> bool:
+    """
+    @dev Calls the market with `data`; False if it refused (its changes undone). Reverts
+         if the call ran out of gas rather than being refused.
+    """
+    before: uint256 = msg.gas
+    if raw_call(market, data, revert_on_failure=False):
+        return True
+    assert msg.gas > before // 64, "batch_relay: out of gas"
+    return False

@@ -2,6 +2,7 @@
 checked by the market as if sent alone, a refused item skipped, and nobody paid or
 checked as the relay."""
 
+import ape
 import pytest
 from eth_abi import encode
 from web3.exceptions import ContractLogicError
@@ -128,3 +129,14 @@ def test_finalize_many_pays_each_shard_as_finalize_would_to_the_base_unit(
     assert token.balanceOf(relay) == 0 and token.balanceOf(market) == market.owed()  # conservation
     again = relay.finalize_many(market, [(job4, 0)], sender=stranger)  # nothing is paid twice
     assert not again.events.filter(market.ShardFinalized)
+
+
+def test_a_batch_short_of_gas_reverts_whole_rather_than_skip_items(relay, market, job4, asset4, keeper):
+    """Skipping an item that ran out of gas would let a gas estimate, or a relayer of someone
+    else's batch, leave items out unnoticed: the batch fails instead, and nothing is assigned."""
+    placements = [(job4, s, asset4) for s in range(SHARDS)]
+    with ape.reverts("batch_relay: out of gas"):
+        relay.assign_many(market, placements, sender=keeper, gas=160_000)
+    assert all(market.replica(job4, s, 0).state == ReplicaState.OPEN for s in range(SHARDS))
+    relay.assign_many(market, placements, sender=keeper)  # estimated: every item fits
+    assert all(market.replica(job4, s, 0).state == ReplicaState.ASSIGNED for s in range(SHARDS))
