@@ -32,6 +32,7 @@ ANCHORS = {
 }
 GOALS = {
     "lifecycle_1_shard": 250_000,
+    "shard_of_64": 80_000,
     "decisions_per_s_10k": 1_000,
     "keeper_blocks_p95": 1,
     "dispatch_p50_ms": 300,
@@ -67,6 +68,7 @@ BENCHES = {
     "verification": ([PYTHON, "bench/bench_verification.py"], ["--quick"]),  # exits 1 when a goal is missed
     "zk": ([PYTHON, "bench/bench_zk.py"], ["--proofs", "3"]),  # needs `make zk` (.zk/models/blobs, .venv-zk)
     "attestation": ([PYTHON, "bench/bench_attestation.py"], ["--runs", "50"]),
+    "scale": ([PYTHON, "bench/bench_scale.py"], ["--quick"]),  # N = 10, 100, 1000: about 20 minutes
 }
 
 
@@ -154,6 +156,22 @@ def report(data: dict) -> str:
                 f"iExec deal 472,000; Ritual create + deliver 353,000; goal ≤ 250,000: {_miss(life, GOALS['lifecycle_1_shard'])}",
             ),
             ("lifecycle, 8 shards", f"{gas['lifecycle_8_shards']:,}", f"{gas['lifecycle_8_shards'] // 8:,} per shard"),
+        ]
+        if "lifecycle_64_shards_batched" in gas:
+            per = gas["lifecycle_64_shards_batched_per_shard"]
+            rows += [
+                (
+                    "**64 shards through the batch relay** (post, assign_many, 4 submit_many of 16, finalize_many)",
+                    f"**{gas['lifecycle_64_shards_batched']:,}**",
+                    f"{per:,} per shard; goal ≤ 80,000: {_miss(per, GOALS['shard_of_64'])}",
+                ),
+                (
+                    "per item: assign_many / submit_many / finalize_many",
+                    f"{gas['assign_many_per_item']:,} / {gas['submit_many_per_item']:,} / {gas['finalize_many_per_item']:,}",
+                    "",
+                ),
+            ]
+        rows += [
             ("lifecycle, 1 shard, replication 2", f"{gas['lifecycle_1_shard_replication_2']:,}", ""),
             ("withdraw", f"{gas['withdraw']:,}", ""),
             ("reclaim", f"{gas['reclaim']:,}", ""),
@@ -166,6 +184,16 @@ def report(data: dict) -> str:
                 f"(84,000 of intrinsic cost alone), each writing what the chain must enforce without a keeper's "
                 f"honesty (the job's terms and escrow, the replica's lease, the signed result and its root, then the "
                 f"payment credits). Per shard of a larger job it is {gas['lifecycle_8_shards'] // 8:,}.",
+            ]
+        per = gas.get("lifecycle_64_shards_batched_per_shard")
+        if per and per > GOALS["shard_of_64"]:
+            out += [
+                "",
+                f"Through the relay a shard of a 64-shard job costs {per:,}, {per * 100 // (gas['lifecycle_8_shards'] // 8)} % "
+                "of one sent alone, and misses the 80k goal: each replica still writes two storage slots for the "
+                "first time (its lease word at assign and its output root at submit, 44,200 gas) and logs the "
+                "events the market is rebuilt from; going under it takes slots reused from lease to lease, or one "
+                "result commitment per batch (see the README's Gas section).",
             ]
         out += ["", "![gas](plots/gas.png)", ""]
     sched = data.get("scheduler")
@@ -191,6 +219,28 @@ def report(data: dict) -> str:
                 f"Goal ≥ 1,000/s at 10k assets: {_miss(ten['decisions_per_s'], 1_000, lower_is_better=False)} "
                 "(Kubernetes' SLO with extended resources is 180 pods/s).",
             ]
+        if sched.get("round"):  # the deployed path: the keeper's round, one index for every open shard
+            out += [
+                "",
+                "The keeper's deployed path, a round (`keepers.decisions.decide_round`, and the action "
+                f"`keepers.actions.assign_round` around it): {sched['round_includes']}.",
+                "",
+                "| assets | placements | decide_round | placements/s (min–max) | assign_round | placements/s |",
+                "|---|---|---|---|---|---|",
+            ]
+            for r in sched["round"]:
+                out.append(
+                    f"| {r['assets']:,} | {r['placements']:,} | {r['decide_round_median_s'] * 1000:.1f} ms | "
+                    f"{r['placements_per_s']:,} ({r['placements_per_s_min']:,}–{r['placements_per_s_max']:,}) | "
+                    f"{r['assign_round_median_s'] * 1000:.1f} ms | {r['assign_round_placements_per_s']:,} |"
+                )
+            ten = next((r for r in sched["round"] if r["assets"] == 10_000), None)
+            if ten:
+                rate = ten["assign_round_placements_per_s"]
+                out += [
+                    "",
+                    f"Goal ≥ 1,000 placements/s at 10k assets on the deployed path: {_miss(rate, 1_000, lower_is_better=False)}.",
+                ]
         out += ["", "![scheduler](plots/scheduler.png)", ""]
     keeper = data.get("keeper")
     if keeper:
@@ -418,7 +468,57 @@ def report(data: dict) -> str:
     att = data.get("attestation")
     if att:
         out += _attestation_section(att)
+    scale = data.get("scale")
+    if scale:
+        out += _scale_section(scale)
     return "\n".join(out) + "\n"
+
+
+def _scale_section(r: dict) -> list[str]:
+    """The scale simulation (bench/bench_scale.py): throughput and its limits per N agents."""
+    from scale.analysis import base_sentence, detail_table, markdown_table
+
+    results = r["results"]
+    limit = results[0]["block_gas_limit"]
+    out = [
+        "",
+        "## Scale",
+        "",
+        f"N simulated agents on one anvil ({limit:,}-gas blocks, one a second; the chain's clock runs "
+        f"{r['chain_seconds_per_block']} s a block so the contracts' minimum 60 s challenge window passes in a few "
+        f"blocks), each a registered, staked one-GPU asset with its own agent key, running the real agent's reads, "
+        f"EIP-712 receipt and submission with a null workload; {results[0]['keepers']} keepers racing "
+        f"({r['keeper_mode']}); clients posting jobs of {r['shards_per_job']} shards at an offered load that steps "
+        f"up through {', '.join(f'{x * 60:g}' for x in r['rates_per_s'])} shards/min until the network stops "
+        "keeping up; every posted shard then finalized and the market's books checked. A step's rates are its own "
+        "shards' (good to about a keeper round over the step); 'working off a backlog' is the rate once posting "
+        "stopped, with the queue the ramp left (keepers' rounds then carry more work each). Shares: where a "
+        "shard's time goes from post to final, the challenge window left out, at the most each N kept up with "
+        "(keepers: from an event to their transaction, queueing for a free asset included; chain: waiting for "
+        "inclusion)." + (" A quick run (--quick)." if r.get("quick") else ""),
+        "",
+        markdown_table(results),
+        "",
+        "Where the time and the machine went, at the step where each N saturated (else its last); "
+        "'other' is CPU used by anything else running on the machine meanwhile, and a keeper's "
+        "'assets re-read' is `ChainView.assets` reading every asset once per new block:",
+        "",
+        detail_table(results),
+        "",
+    ]
+    if r.get("base"):
+        out += [base_sentence(r["base"], limit), ""]
+    books = [x["books"]["conserved"] for x in results]
+    out += [
+        f"Books: every posted shard finalized and paid, and the market's token balance equal to what it owes, "
+        f"at every N: {all(books)}.",
+        "",
+        "![scale](plots/scale.png)",
+        "",
+        "![scale shares](plots/scale_shares.png)",
+        "",
+    ]
+    return out
 
 
 def _attestation_section(r: dict) -> list[str]:
@@ -537,6 +637,10 @@ def plots(data: dict) -> list[Path]:
         ax.set(xlabel="agents", ylabel="shards per minute", xticks=xs)
         ax.legend()
         save(fig, "throughput")
+    if data.get("scale"):
+        from scale.plots import draw
+
+        made += draw(data["scale"], PLOTS)
     return made
 
 

@@ -79,9 +79,13 @@ def _send(rt: Runtime, decision: Send) -> Any:
     else:
         contract = rt.market.court if decision.call in COURT_CALLS else rt.market.market
     method = getattr(contract, decision.call)
+    # A batch is estimated against the pending block, whose clock it is decided by and mined
+    # at: against the latest one, items not final there yet would be skipped in the estimate,
+    # and the batch would then run out of gas once they are (the relay reverts it whole).
+    estimate_at = "pending" if decision.call in RELAY_CALLS else None
     try:
         with typed_reverts(preflight=True):
-            return broadcast(method, decision.args, rt.account)
+            return broadcast(method, decision.args, rt.account, estimate_at=estimate_at)
     except (ValueError, Web3Exception) as error:  # the node refused it: nonce taken outside this keeper, fee, ...
         raise TransientError(f"node refused {decision.call}{decision.args}: {error}") from error
 

@@ -1,0 +1,164 @@
+"""The simulation's seam to the chain: every market transaction goes through `Chain`, and
+every receipt comes back through `Inclusions`.
+
+`Chain` has one method per market call the simulation makes, each taking a list of items
+(what one round of a role wants done) and returning, per item, the transaction that carries
+it. Transactions are sent as the real roles send theirs: `computenet.connection.broadcast`
+(the gas estimate, the node's pending nonce, ape's signing), from the keeper's key for
+assign and finalize, from an agent's key for results, from the client's for post_job.
+With `batched` (the default, as the keepers and agents send), several items go out as one
+transaction through the batch relay (assign_many, submit_many: the results of all the
+agents one process runs, as an operator of many nodes sends them, finalize_many); one item,
+or `batched=False`, is one transaction per item (the market's own entry points).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from computenet.connection import broadcast
+from computenet.domain import Requirements
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A broadcast transaction: the call, the items it carries, when it left (wall time)."""
+
+    tx: str
+    call: str
+    items: tuple
+    at: float
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An item whose gas estimate reverted (nothing was sent): another role got there first."""
+
+    call: str
+    item: tuple
+    reason: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A signed result an agent submits: submit_result's arguments and the agent's account."""
+
+    job: int
+    shard: int
+    replica: int
+    output_root: bytes
+    gpu_seconds: int
+    exit_code: int
+    signature: bytes
+    account: Any
+
+    @property
+    def args(self) -> tuple:
+        return (self.job, self.shard, self.replica, self.output_root, self.gpu_seconds, self.exit_code, self.signature)
+
+
+RELAY_BATCH = 256  # BatchRelay.MAX_ITEMS
+
+
+class Chain:
+    """The market calls of the simulation (see the module docstring)."""
+
+    def __init__(self, market: Any, batched: bool = True) -> None:
+        self.market = market
+        self.batched = batched
+
+    def post(self, client: Any, jobs: Iterable[tuple[bytes, Requirements]]) -> list[Sent | Refused]:
+        """post_job per job (the budget was approved once, at set-up)."""
+        return [self._send("post_job", (manifest, req.as_tuple()), client) for manifest, req in jobs]
+
+    def assign(self, keeper: Any, items: Iterable[tuple[int, int, int]]) -> list[Sent | Refused]:
+        """assign(job, shard, asset) per item, or one assign_many."""
+        items = list(items)
+        if self.batched and len(items) > 1:
+            return self._batch("assign", "assign_many", items, items, keeper, estimate_at="pending")
+        return [self._send("assign", item, keeper) for item in items]
+
+    def submit(self, results: Iterable[Result]) -> list[Sent | Refused]:
+        """submit_result per result, from its own agent key, estimated against the pending
+        block as the agent does (a claim is bounded by the time since assignment)."""
+        results = list(results)
+        if self.batched and len(results) > 1:
+            items = [r.args for r in results]
+            return self._batch("submit_result", "submit_many", items, items, results[0].account, estimate_at="pending")
+        return [self._send("submit_result", r.args, r.account, estimate_at="pending") for r in results]
+
+    def finalize(self, keeper: Any, items: Iterable[tuple[int, int]]) -> list[Sent | Refused]:
+        """finalize(job, shard) per item, or one finalize_many."""
+        items = list(items)
+        if self.batched and len(items) > 1:
+            # Estimated at the pending block, whose clock decided the shards are final.
+            return self._batch("finalize", "finalize_many", items, items, keeper, estimate_at="pending")
+        return [self._send("finalize", item, keeper) for item in items]
+
+    def _batch(
+        self, call: str, many: str, args: list, items: list, account: Any, estimate_at: str | None = None
+    ) -> list[Sent | Refused]:
+        """`many` through the relay in chunks of RELAY_BATCH; each item's entry is its chunk's
+        transaction (named by `call`, the step each item stands for)."""
+        from ape.exceptions import ContractLogicError
+
+        out: list[Sent | Refused] = []
+        market = str(self.market.market.address)
+        for first in range(0, len(args), RELAY_BATCH):
+            chunk = args[first : first + RELAY_BATCH]
+            named = tuple(_item(call, a) for a in items[first : first + RELAY_BATCH])
+            try:
+                tx = broadcast(getattr(self.market.relay, many), (market, chunk), account, estimate_at=estimate_at)
+            except ContractLogicError as error:
+                out += [Refused(call, item, str(error.message)) for item in named]
+                continue
+            sent = Sent(tx.to_0x_hex(), call, named, time.time())
+            out += [sent] * len(chunk)
+        return out
+
+    def _send(self, call: str, args: tuple, account: Any, estimate_at: str | None = None) -> Sent | Refused:
+        from ape.exceptions import ContractLogicError
+
+        try:
+            tx = broadcast(getattr(self.market.market, call), args, account, estimate_at=estimate_at)
+        except ContractLogicError as error:
+            return Refused(call, _item(call, args), str(error.message))
+        return Sent(tx.to_0x_hex(), call, (_item(call, args),), time.time())
+
+
+def _item(call: str, args: tuple) -> tuple:
+    """The part of a call's arguments that names its item: (job, shard[, replica or asset])."""
+    if call == "post_job":
+        return ()
+    return tuple(int(a) for a in args[:3]) if call in ("assign", "submit_result") else tuple(int(a) for a in args[:2])
+
+
+class Inclusions:
+    """Receipts of the transactions a process sent, read a block at a time
+    (eth_getBlockReceipts) instead of one poll per transaction."""
+
+    def __init__(self, web3: Any) -> None:
+        self.web3 = web3
+        self.next_block = int(web3.eth.block_number) + 1
+        self.waiting: dict[str, Sent] = {}
+
+    def add(self, sent: Iterable[Sent | Refused]) -> None:
+        for s in sent:
+            if isinstance(s, Sent):
+                self.waiting[s.tx] = s
+
+    def poll(self, head: int | None = None) -> list[tuple[Sent, bool, int]]:
+        """(sent, succeeded, block) for each waiting transaction mined since the last poll."""
+        head = int(self.web3.eth.block_number) if head is None else head
+        done = []
+        while self.next_block <= head:
+            receipts = self.web3.provider.make_request("eth_getBlockReceipts", [hex(self.next_block)])["result"]
+            for r in receipts or ():
+                sent = self.waiting.pop(r["transactionHash"], None)
+                if sent is not None:
+                    done.append((sent, int(r["status"], 16) == 1, self.next_block))
+            self.next_block += 1
+        return done
