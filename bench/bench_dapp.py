@@ -10,8 +10,10 @@ with --network FILE): each load opens the page in a fresh browser context (nothi
 Debian's chromium with the test wallet (tests/dapp/wallet.js) injected, clicks connect as soon
 as the page is ready, and ends when the status line says "connected". The page itself records
 the moments (performance.now(), from the navigation's start): ready (config fetched, page
-wired), the click, connected (accounts, the chain id and the account shown). Figures go to
-bench/results/dapp.json.
+wired), the click, connected (accounts, the chain id and the account shown). The floor, in
+the same browser and loads: what any wallet-connected page of this server must do, with no
+app: a plain file of the same origin opened in a fresh context, the page's config fetched and
+the same wallet asked for its accounts and chain id. Figures go to bench/results/dapp.json.
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
+# The floor: a page of the same origin with no app on it fetches the config and connects the wallet.
+FLOOR_URL = "style.css"
+FLOOR = """async () => {
+  const config = await (await fetch("config.json", { cache: "no-store" })).json();
+  const accounts = await window.__wallet.provider.request({ method: "eth_requestAccounts" });
+  const chainId = Number(await window.__wallet.provider.request({ method: "eth_chainId" }));
+  if (!accounts.length || chainId !== config.chainId) throw new Error("the floor's wallet did not connect");
+  return performance.now();
+}"""
+
+
 def bundle_size() -> dict:
     if not SIZE.exists():
         raise SystemExit(f"{SIZE.relative_to(ROOT)} not found: run `make dapp` first")
@@ -95,9 +108,17 @@ def measure(info: dict, loads: int) -> list[dict]:
                     marks = page.evaluate("() => window.__marks")
                     if account.lower() not in page.get_by_test_id("account").inner_text().lower():
                         raise SystemExit("the page says connected but shows another account")
-                    runs.append(marks)
                 finally:
                     context.close()
+                context = browser.new_context()
+                try:
+                    page = context.new_page()
+                    page.add_init_script(script=script)
+                    page.goto(info["dapp_url"] + FLOOR_URL)
+                    marks["floor"] = page.evaluate(FLOOR)
+                finally:
+                    context.close()
+                runs.append(marks)
         finally:
             browser.close()
     return runs[1:]
@@ -134,22 +155,32 @@ def main() -> None:
     ready = [r["ready"] for r in runs]
     to_connected = [r["connected"] for r in runs]
     connect = [r["connected"] - r["click"] for r in runs]
+    floor = [r["floor"] for r in runs]
+    ratios = [r["connected"] / r["floor"] for r in runs]
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "chromium": CHROMIUM},
         "bundle": size,
         "load_to_ready_ms": summary(ready),
         "load_to_connected_ms": summary(to_connected),
         "click_to_connected_ms": summary(connect),
+        "floor_ms": summary(floor),
+        "connected_over_floor": {
+            "p50": round(statistics.median(to_connected) / statistics.median(floor), 2),
+            "min": round(min(ratios), 2),
+            "max": round(max(ratios), 2),
+        },
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print("| measure | p50 | p95 | min | max |")
     print("|---|---|---|---|---|")
-    for key in ("load_to_ready_ms", "click_to_connected_ms", "load_to_connected_ms"):
+    for key in ("load_to_ready_ms", "click_to_connected_ms", "load_to_connected_ms", "floor_ms"):
         s = report[key]
         print(f"| {key} | {s['p50']} | {s['p95']} | {s['min']} | {s['max']} |")
-    print(f"\n{len(runs)} loads; written to {OUT.relative_to(ROOT)}")
+    r = report["connected_over_floor"]
+    print(f"\nconnected / floor: {r['p50']} ({r['min']}–{r['max']})")
+    print(f"{len(runs)} loads; written to {OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.synthetic_market import MemoryChain  # noqa: E402
 from computenet.domain import (  # noqa: E402
     Asset,
     Job,
@@ -43,7 +44,6 @@ from computenet.domain import (  # noqa: E402
     Replica,
     ReplicaState,
     Requirements,
-    Shard,
     Spec,
     Stake,
     Verification,
@@ -184,41 +184,6 @@ def run_once(market, weights: Weights, policy: Policy):
     return end - start, indexed - start, times, assigned
 
 
-class MemoryChain:
-    """The market and chain view an action reads, served from a synthetic market."""
-
-    def __init__(self, shards, assets) -> None:
-        self.jobs = {s.job.id: s.job for s in shards}
-        self.shards: dict[int, list] = {}
-        for s in shards:
-            self.shards.setdefault(s.job.id, []).append(Shard(s.job.id, s.shard, s.replicas))
-        self._assets = assets
-
-    def job(self, job_id):
-        return self.jobs.get(job_id)
-
-    def paused(self):
-        return False
-
-    def attested_for(self, job, assets):
-        return None
-
-    def now(self):
-        return NOW
-
-    def params(self):
-        return PARAMS
-
-    def assets(self):
-        return self._assets
-
-    def forget_assets(self):
-        pass
-
-    def round_shards(self, job, open_shards):
-        return self.shards[job.id]
-
-
 class MemoryState:
     """The keeper state an action reads and writes, in memory: no cursor, no declines, nothing pending."""
 
@@ -256,7 +221,7 @@ class MemoryState:
 def round_inputs(market):
     """decide_round's arguments for every open shard of the market."""
     shards, assets, nodes, reputations = market
-    chain = MemoryChain(shards, assets)
+    chain = MemoryChain.of_open_shards(shards, assets, PARAMS, NOW)
     work = [(s.job.id, s.shard) for s in shards]
     return work, chain.jobs, chain.shards, assets, {n.asset: n for n in nodes}, reputations
 
@@ -275,7 +240,7 @@ def run_action(market, settings):
     from keepers.runtime import Runtime
 
     shards, assets, nodes, reputations = market
-    chain = MemoryChain(shards, assets)
+    chain = MemoryChain.of_open_shards(shards, assets, PARAMS, NOW)
     state = MemoryState(shards, nodes, reputations)
     rt = Runtime(settings, chain, chain, None, None, state)
     start = time.perf_counter()

@@ -19,7 +19,9 @@ instances; the verifier's runtime size and deployment gas; proving seconds and t
 peak memory per shard, as `zk.prove` reports them; proof size; and time to finality: for zk the
 wall time from the container's end (proving + the submit transaction) with the chain finalizing
 in the submit's own block, for optimistic the chain time from submit to the earliest finalize
-(the challenge window and one second). Anchors from elsewhere are printed beside them, not
+(the challenge window and one second). The zk path's floor, in the same run: EZKL's own proving
+time (measured inside the prover) plus a plain transfer's inclusion, sent by the same relayer
+right after each submit; the ratio is the whole call (prover started, proof, submit) over it. Anchors from elsewhere are printed beside them, not
 measured here. Figures go to bench/results/zk.json.
 """
 
@@ -230,6 +232,9 @@ class Bench:
             sender=self.relayer,
         )
         submit_wall = time.perf_counter() - sent
+        sent = time.perf_counter()  # the floor's transaction: a plain transfer by the same sender
+        self.relayer.transfer(self.keeper, 1)
+        bare_wall = time.perf_counter() - sent
         [finalized] = tx.events.filter(s.market.ShardFinalized)
         rep = s.market.replica(job, shard, 0)
         return {
@@ -245,6 +250,10 @@ class Bench:
             "instances": len(proof.instances),
             "submit_wall_seconds": round(submit_wall, 3),
             "wall_seconds_to_finality": round(proof.seconds + submit_wall, 3),
+            "bare_transaction_wall_seconds": round(bare_wall, 3),
+            # The floor: EZKL's own proving time (inside the prover) and a plain transfer's inclusion.
+            "floor_seconds": round(proof.seconds + bare_wall, 3),
+            "over_floor": round((prove_wall + submit_wall) / (proof.seconds + bare_wall), 2),
             "finalized_in_submit_block": finalized.block_number == tx.block_number,
             "chain_seconds_to_finality": int(rep.since) - self.block_time(tx),
             "state": int(rep.state),
@@ -336,6 +345,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             "zk_wall_seconds_with_prover_start": spread(
                 [round(r["prove_wall_seconds"] + r["submit_wall_seconds"], 3) for r in shards]
             ),
+            "floor_seconds": spread([r["floor_seconds"] for r in shards]),
+            "over_floor": spread([r["over_floor"] for r in shards]),
             "zk_chain_seconds": spread([r["chain_seconds_to_finality"] for r in shards]),
             "optimistic_chain_seconds": opt_chain,
             "challenge_window": DEFAULT_PARAMETERS.challenge_window,
@@ -381,6 +392,10 @@ def print_summary(r: dict) -> None:
         (
             "zk: the same, the prover call's wall time (process start incl.)",
             fmt(f["zk_wall_seconds_with_prover_start"], " s", 2),
+        ),
+        (
+            "floor: EZKL's own proving + a plain transfer's inclusion; ratio",
+            fmt(f["floor_seconds"], " s", 2) + "; " + fmt(f["over_floor"], "x", 2),
         ),
         ("zk: chain time submit -> final", fmt(f["zk_chain_seconds"], " s") + " (final in the submit's block)"),
         (

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
+from eth_utils import event_abi_to_log_topic
 from web3._utils.events import get_event_data
 
 from computenet import audit, preflight
@@ -48,6 +49,10 @@ MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
 ZERO_ROOT = b"\x00" * 32
 RELAY_BATCH = 256  # BatchRelay.MAX_ITEMS: items per batched transaction
 READ_BATCH = 2_500  # view calls per JSON-RPC batch (500 assets' five reads)
+# The registry's events name their asset by one of these indexed arguments (ERC-721's token_id,
+# ERC-7829's tokenId); the market's by `asset`, except these, which free leases naming none.
+ASSET_ID_ARGS = ("asset", "token_id", "tokenId")
+LEASES_FREED_UNNAMED = ("ShardCancelled",)
 # The contract type of each role's address (reads need only its ABI; USDC's covers TestToken's reads).
 CONTRACT_TYPES = {
     "token": "TestToken",
@@ -117,6 +122,7 @@ class Market:
         self.relay = relay  # the BatchRelay: many assignments, results or finalizations in one transaction
         self._web3 = web3
         self._calls: tuple[Any, SimpleNamespace] | None = None
+        self._topics: dict[tuple[str, bytes], int | None] | None = None
         self.addresses = {role: str(getattr(self, role).address) for role in CONTRACT_TYPES}
         self.deployment_block = 0  # where to start reading events; from_deployments knows it
 
@@ -291,16 +297,21 @@ class Market:
         keys = list(keys)
         if block is not None:  # a batch reads the latest block: one call each instead
             return [self.replica(job_id, s, r, root=roots, block=block) for s, r in keys]
+        return self.replicas_of(((job_id, s, r) for s, r in keys), roots=roots)
+
+    def replicas_of(self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True) -> list[Replica]:
+        """The replicas at (job, shard, index) `keys`, of any jobs, read in JSON-RPC batches."""
+        keys = list(keys)
         calls = []
-        for shard, index in keys:
-            calls.append(("market", "replica", (job_id, shard, index)))
+        for key in keys:
+            calls.append(("market", "replica", key))
             if roots:
-                calls.append(("market", "output_root", (job_id, shard, index)))
+                calls.append(("market", "output_root", key))
         raw = self._batch(calls)
         step = 2 if roots else 1
         return [
-            Replica.from_chain(job_id, s, r, raw[step * n], raw[step * n + 1] if roots else ZERO_ROOT)
-            for n, (s, r) in enumerate(keys)
+            Replica.from_chain(j, s, r, raw[step * n], raw[step * n + 1] if roots else ZERO_ROOT)
+            for n, (j, s, r) in enumerate(keys)
         ]
 
     def shard(self, job_id: int, shard: int, job: Job | None = None) -> Shard:
@@ -373,7 +384,11 @@ class Market:
     def all_assets(self) -> list[Asset]:
         """Every asset, read in JSON-RPC batches (one round trip per 500 assets, not five calls
         per asset); the commitment, which scheduling does not use, is left empty."""
-        ids = range(1, self.asset_count() + 1)
+        return self.assets_by_id(range(1, self.asset_count() + 1))
+
+    def assets_by_id(self, ids: Iterable[int]) -> list[Asset]:
+        """The assets `ids` (each an existing id), read as `all_assets` reads them."""
+        ids = list(ids)
         names = ("ownerOf", "agentOf", "spec", "stake", "endpoint", "leased")
         results = self._batch([("assets", name, (i,)) for i in ids for name in names])
         out = []
@@ -392,6 +407,59 @@ class Market:
                 )
             )
         return out
+
+    def assets_touched(self, first: int, last: int) -> tuple[set[int], set[int]] | None:
+        """The ids of the assets whose state may have changed in blocks `first` to `last`, as the
+        registry's and the market's events there name them: (those the registry's events name,
+        which may have changed in any way; those only the market's name, whose leases opened or
+        closed: their stake's lease counts and their leased totals). None when a change named
+        none (a cancel frees the leases of a shard's assigned replicas without naming them)."""
+        where = self._asset_topics()
+        contracts = [self.addresses["assets"], self.addresses["market"]]
+        registry = contracts[0].lower()
+        logs = self.web3.eth.get_logs({"fromBlock": first, "toBlock": last, "address": contracts})
+        whole: set[int] = set()
+        leases: set[int] = set()
+        for entry in logs:
+            topics = entry["topics"]
+            address = str(entry["address"]).lower()
+            key = (address, bytes(topics[0])) if topics else None
+            if key not in where:
+                continue
+            if where[key] is None:
+                return None
+            (whole if address == registry else leases).add(int.from_bytes(bytes(topics[where[key]]), "big"))
+        return whole, leases - whole
+
+    def asset_leases(self, ids: Iterable[int]) -> dict[int, tuple[Stake, Leased]]:
+        """The assets' stakes and leased totals, what their leases change, in one JSON-RPC batch."""
+        ids = list(ids)
+        raw = self._batch([("assets", name, (i,)) for i in ids for name in ("stake", "leased")])
+        return {i: (Stake.from_chain(raw[2 * n]), Leased.from_chain(raw[2 * n + 1])) for n, i in enumerate(ids)}
+
+    def _asset_topics(self) -> dict[tuple[str, bytes], int | None]:
+        """(contract, event topic) -> which topic holds the asset id, for the events that change
+        an asset's state; None for those that change some without naming them."""
+        if self._topics is None:
+            self._topics = {}
+            for role, names in (("assets", ASSET_ID_ARGS), ("market", ("asset",))):
+                contract = getattr(self.calls, role)
+                for abi in contract.abi:
+                    if abi.get("type") != "event":
+                        continue
+                    indexed = [i["name"] for i in abi["inputs"] if i.get("indexed")]
+                    named = [n for n, arg in enumerate(indexed, start=1) if arg in names]
+                    key = (str(contract.address).lower(), bytes(event_abi_to_log_topic(abi)))
+                    if named:
+                        self._topics[key] = named[0]
+                    elif role == "market" and abi["name"] in LEASES_FREED_UNNAMED:
+                        self._topics[key] = None
+        return self._topics
+
+    def jobs_or_none(self, ids: Iterable[int]) -> dict[int, Job | None]:
+        """Each job of `ids` as `job` reads it (None: no such job), all in one JSON-RPC batch."""
+        ids, count = list(ids), self.job_count()
+        return {job_id: None for job_id in ids} | self.jobs([j for j in ids if 0 < j <= count])
 
     def jobs(self, ids: Sequence[int], block: Block = None) -> dict[int, Job]:
         """The jobs `ids` as the chain holds them (at `block`), read in JSON-RPC batches."""

@@ -24,19 +24,16 @@ from typing import Any
 from eth_utils import keccak
 
 from computenet.connection import broadcast
-from computenet.domain import Job, ReplicaState, Verification
+from computenet.domain import Job, Verification
 from computenet.errors import ContractRevert
 from computenet.market import typed_reverts
 from computenet.waiting import Decline, shard_waiting
 from keepers.decisions import (
-    IN_FLIGHT,
-    NO_OPEN_REPLICA,
     Decision,
     Done,
     Send,
     Wait,
     checkpoint_to_relay,
-    decide_assign,
     decide_expire,
     decide_finalize,
     decide_reclaim,
@@ -205,20 +202,6 @@ def _refused(rt: Runtime, decision: Send, error: ContractRevert) -> str:
     raise Requeue(f"{decision.call}{decision.args} would revert: {error.reason}")
 
 
-def _assign_needless(rt: Runtime, job: Job | None, shard: int) -> str | None:
-    """A cheap look at the shard alone: the outcome when it certainly needs nothing, else None."""
-    if job is None or not 0 <= shard < job.requirements.shard_count:
-        return None  # decide_assign names the problem
-    replicas = rt.view.replicas(job.id, shard, job.requirements.replication)
-    open_ = {r.index for r in replicas if r.state == ReplicaState.OPEN}
-    if not open_:
-        return "done: " + NO_OPEN_REPLICA
-    in_flight = {r for j, s, r, _ in rt.state.pending() if (j, s) == (job.id, shard)}
-    if open_ <= in_flight:
-        return "wait: " + IN_FLIGHT
-    return None
-
-
 @lru_cache(maxsize=4096)
 def _block_time(number: int) -> int:
     from ape import chain
@@ -235,45 +218,6 @@ def _seen_until(rt: Runtime) -> int | None:
     """The chain time of the last block in the projection (None: nothing yet)."""
     cursor = rt.state.cursor()
     return None if cursor is None else _block_time(cursor)
-
-
-def assign(rt: Runtime, job_id: int, shard: int) -> str | Sent:
-    """Leases the shard's next open replica to the best asset, if any."""
-    market, view, state, settings = rt.market, rt.view, rt.state, rt.settings
-    job = market.job(job_id)  # a job's terms never change, so one read serves the whole task
-    early = _assign_needless(rt, job, shard)
-    if early is not None:  # the common repeat: nothing open, or all of it in flight; no lock needed
-        return early
-    with state.send_lock(rt.address):
-        shards = view.job_shards(job, shard) if job and 0 <= shard < job.requirements.shard_count else []
-        pending = state.pending()
-        own = {(s, r): a for j, s, r, a in pending if j == job_id}
-        now = view.now()
-        assets = rt.assets_with(Counter(a for *_, a in pending))
-        decision = decide_assign(
-            job,
-            shard,
-            shards,
-            assets,
-            state.nodes(clock_offset=now - int(time.time())),
-            state.reputations(),
-            view.params(),
-            now,
-            paused=market.paused(),
-            pending=own,
-            weights=settings.weights(),
-            policy=settings.policy(),
-            min_fee=settings.min_fee,
-            declines=shard_declines(rt, job_id, shard),
-            seen_until=_seen_until(rt),
-            attested=market.attested_for(job, assets) or (),
-        )
-        outcome = _settle(decision)
-        if outcome is not None:
-            return outcome
-        if rt.account is None:
-            return _dry_run(rt, decision)
-        return _assign_one(rt, decision, ("assign", job_id, shard))
 
 
 def _assign_one(rt: Runtime, decision: Send, task: tuple) -> Sent:
@@ -365,22 +309,36 @@ def assign_round(rt: Runtime) -> str | list[Sent]:
     work = rt.state.open_shards()
     if not work:
         return "done: no open shard"
+    return _locked_round(rt, work, ROUND)
+
+
+def assign(rt: Runtime, job_id: int, shard: int) -> str | list[Sent]:
+    """Places one shard: a round of that shard alone, run as `assign_round` runs its own. The
+    listener turns a reaction's ("assign", job, shard) into a round; this task places one
+    shard named alone, and is what runs again when its assignment fails."""
+    return _locked_round(rt, [(job_id, shard)], ("assign", job_id, shard))
+
+
+def _locked_round(rt: Runtime, work: list[tuple[int, int]], task: tuple) -> str | list[Sent]:
+    """`_round` under the send lock, not waited for: Busy when it is held."""
     with ExitStack() as held:
         try:
             held.enter_context(rt.state.send_lock(rt.address, wait=0))
         except LockTimeout:
             raise Busy("the send lock is held") from None
-        return _round(rt, work)
+        return _round(rt, work, task)
 
 
-def _round(rt: Runtime, work: list[tuple[int, int]]) -> str | list[Sent]:
+def _round(rt: Runtime, work: list[tuple[int, int]], task: tuple) -> str | list[Sent]:
+    """Decides the round for `work`, (job, shard) keys, and sends it; `task` runs again for a
+    failed assignment."""
     market, view, state, settings = rt.market, rt.view, rt.state, rt.settings
     open_of: dict[int, list[int]] = {}
     for job_id, shard in work:
         open_of.setdefault(job_id, []).append(shard)
-    jobs = {job_id: market.job(job_id) for job_id in open_of}
+    jobs = market.jobs_or_none(open_of)
     pending = state.pending()
-    shards = {j: view.round_shards(job, open_of[j]) for j, job in jobs.items() if job is not None}
+    shards = view.round_shards({j: (job, open_of[j]) for j, job in jobs.items() if job is not None})
     now = view.now()
     assets = rt.assets_with(Counter(a for *_, a in pending))
     plan = decide_round(
@@ -405,8 +363,9 @@ def _round(rt: Runtime, work: list[tuple[int, int]]) -> str | list[Sent]:
         for decision in plan.sends:
             _dry_run(rt, decision)
         return f"dry run: {len(plan.sends)} assignments"
-    sent = send_assignments(rt, plan.sends[:ROUND_SENDS])
-    return sent or f"nothing to send: {len(plan.outcomes)} shards wait or are done"
+    sent = send_assignments(rt, plan.sends[:ROUND_SENDS], task)
+    n = len(plan.outcomes)
+    return sent or f"nothing to send: {n} shard{' waits or is' if n == 1 else 's wait or are'} done"
 
 
 def _simple(rt: Runtime, decision: Decision, task: tuple) -> str | Sent:
@@ -459,18 +418,17 @@ def finalize_round(rt: Runtime) -> str | Sent:
     for kind, ids in rt.state.due(now)[:ROUND_SENDS]:
         if kind == "finalize":
             due.setdefault(ids[0], []).append(ids[1])
+    wanted = []  # (job, shard, replication), every replica read in one batch
+    for job_id, job in rt.market.jobs_or_none(due).items():
+        if job is not None:
+            n = job.requirements.replication
+            wanted += [(job_id, s, n) for s in due[job_id] if 0 <= s < job.requirements.shard_count]
+    replicas = iter(rt.market.replicas_of(((j, s, r) for j, s, n in wanted for r in range(n)), roots=True))
     sends: list[Send] = []
-    for job_id, shards in due.items():
-        job = rt.market.job(job_id)
-        if job is None:
-            continue
-        n = job.requirements.replication
-        shards = [s for s in shards if 0 <= s < job.requirements.shard_count]
-        replicas = rt.market.replicas(job_id, [(s, r) for s in shards for r in range(n)], roots=True)
-        for i, shard in enumerate(shards):
-            decision = decide_finalize(job_id, shard, list(replicas[i * n : (i + 1) * n]), now)
-            if isinstance(decision, Send):
-                sends.append(decision)
+    for job_id, shard, n in wanted:
+        decision = decide_finalize(job_id, shard, [next(replicas) for _ in range(n)], now)
+        if isinstance(decision, Send):
+            sends.append(decision)
     if not sends:
         return "wait: no shard due is final yet"
     if len(sends) == 1:

@@ -4,7 +4,7 @@ keeper's key, and Redis. Built once per process, on first use, from the settings
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,8 +18,8 @@ from keepers.decisions import NO_OPEN_DISPUTE
 from keepers.settings import KeeperSettings
 from keepers.state import KeeperState
 
-# Above this many shards an assign task reads only its own shard, not which assets hold the
-# job's other shards (the spreading preference then rests on this keeper's pending leases).
+# Above this many shards a round reads only the job's open shards, not which assets hold its
+# other shards (the spreading preference then rests on this keeper's pending leases).
 HELD_SCAN_LIMIT = 64
 
 
@@ -28,13 +28,20 @@ class KeeperConfigError(ConfigError):
 
 
 class ChainView:
-    """Fresh reads for the tasks, through the Market. The asset list is cached for the block
-    it was read at: assets change rarely, and a stale one only costs a reverted gas estimate,
-    after which `forget_assets` drops the cache."""
+    """Fresh reads for the tasks, through the Market. The asset index is read whole once and
+    then kept current from events: each new head re-reads only the assets its blocks' events
+    name, and any new ones (at a thousand assets a whole read is six thousand calls); one that
+    only the market's events name (a lease opened or closed) only its stake and leased totals,
+    two calls of the six. A change
+    that names no asset, a gap longer than ASSET_EVENTS_SPAN blocks or `forget_assets` (a
+    refused transaction: the state moved under the decision) reads it whole again."""
+
+    ASSET_EVENTS_SPAN = 256
 
     def __init__(self, market: Market) -> None:
         self.market = market
-        self._assets: tuple[int, list[Asset]] = (-1, [])
+        self._assets: dict[int, Asset] = {}
+        self._assets_at = -1  # the head the index is current at (-1: read it whole)
 
     def head(self) -> int:
         return self.market.head()
@@ -47,12 +54,29 @@ class ChainView:
 
     def assets(self) -> list[Asset]:
         head = self.head()
-        if self._assets[0] != head:
-            self._assets = (head, self.market.all_assets())
-        return self._assets[1]
+        if head != self._assets_at:
+            self._refresh_assets(head)
+        return list(self._assets.values())
 
     def forget_assets(self) -> None:
-        self._assets = (-1, [])
+        self._assets_at = -1
+
+    def _refresh_assets(self, head: int) -> None:
+        # Every read is at the latest block, at or past `head`: a change after `head` is read
+        # now and again at the next head, whose events name it; none is missed.
+        touched = None
+        if 0 <= self._assets_at < head <= self._assets_at + self.ASSET_EVENTS_SPAN:
+            touched = self.market.assets_touched(self._assets_at + 1, head)
+        count = self.market.asset_count()
+        if touched is None:
+            assets = {a.id: a for a in self.market.all_assets()}
+        else:
+            whole, leases = ({i for i in ids if 0 < i <= count} for ids in touched)
+            new = set(range(len(self._assets) + 1, count + 1))
+            assets = self._assets | {a.id: a for a in self.market.assets_by_id(sorted(whole | new))}
+            for i, (stake, leased) in self.market.asset_leases(sorted(leases - new)).items():
+                assets[i] = replace(assets[i], stake=stake, leased=leased)  # a lease opened or closed
+        self._assets, self._assets_at = assets, head  # replaced whole: a reader never sees it half-updated
 
     def replicas(self, job: int, shard: int, replication: int, roots: bool = False) -> tuple[Replica, ...]:
         """The shard's replicas; output roots only when asked (finalize compares them)."""
@@ -68,22 +92,22 @@ class ChainView:
                 return None
             raise
 
-    def job_shards(self, job: Any, shard: int) -> list[Shard]:
-        """`shard` with its replicas, and the job's other shards when the job is small enough."""
-        req = job.requirements
-        indices = range(req.shard_count) if req.shard_count <= HELD_SCAN_LIMIT else [shard]
-        return [Shard(job.id, s, self.replicas(job.id, s, req.replication)) for s in indices]
-
-    def round_shards(self, job: Any, open_shards: Iterable[int]) -> list[Shard]:
-        """For a round: the job's `open_shards` with their replicas, and its other shards when the
-        job is small enough (as `job_shards`), read in one JSON-RPC batch."""
-        req = job.requirements
-        wanted = range(req.shard_count) if req.shard_count <= HELD_SCAN_LIMIT else sorted(set(open_shards))
-        indices = [s for s in wanted if 0 <= s < req.shard_count]  # an unknown one is decide_round's to name
-        keys = [(s, r) for s in indices for r in range(req.replication)]
-        replicas = self.market.replicas(job.id, keys, roots=False)
-        n = req.replication
-        return [Shard(job.id, s, tuple(replicas[i * n : (i + 1) * n])) for i, s in enumerate(indices)]
+    def round_shards(self, jobs: Mapping[int, tuple[Any, Iterable[int]]]) -> dict[int, list[Shard]]:
+        """For a round: each job's open shards with their replicas, by job id (`jobs` maps a job
+        id to the job and its open shards), and a job's other shards too (which tell which assets
+        already hold it) when it has at most HELD_SCAN_LIMIT; every job read in one JSON-RPC batch."""
+        wanted: dict[int, tuple[int, list[int]]] = {}
+        for job_id, (job, open_shards) in jobs.items():
+            req = job.requirements
+            shards = range(req.shard_count) if req.shard_count <= HELD_SCAN_LIMIT else sorted(set(open_shards))
+            # an unknown shard is decide_round's to name
+            wanted[job_id] = (req.replication, [s for s in shards if 0 <= s < req.shard_count])
+        keys = [(j, s, r) for j, (n, shards) in wanted.items() for s in shards for r in range(n)]
+        replicas = iter(self.market.replicas_of(keys, roots=False))
+        return {
+            j: [Shard(j, s, tuple(next(replicas) for _ in range(n))) for s in shards]
+            for j, (n, shards) in wanted.items()
+        }
 
 
 @dataclass

@@ -61,6 +61,10 @@ class Result:
 
 
 RELAY_BATCH = 256  # BatchRelay.MAX_ITEMS
+# Results per submit_many: one agent process relays the results of all its agents, so a block
+# of many assignments would otherwise make a 256-result batch of about 14M gas, over what a
+# node estimates for one transaction (a real agent batches only its own few).
+SUBMIT_BATCH = 64
 
 
 class Chain:
@@ -87,7 +91,9 @@ class Chain:
         results = list(results)
         if self.batched and len(results) > 1:
             items = [r.args for r in results]
-            return self._batch("submit_result", "submit_many", items, items, results[0].account, estimate_at="pending")
+            return self._batch(
+                "submit_result", "submit_many", items, items, results[0].account, "pending", SUBMIT_BATCH
+            )
         return [self._send("submit_result", r.args, r.account, estimate_at="pending") for r in results]
 
     def finalize(self, keeper: Any, items: Iterable[tuple[int, int]]) -> list[Sent | Refused]:
@@ -99,21 +105,29 @@ class Chain:
         return [self._send("finalize", item, keeper) for item in items]
 
     def _batch(
-        self, call: str, many: str, args: list, items: list, account: Any, estimate_at: str | None = None
+        self,
+        call: str,
+        many: str,
+        args: list,
+        items: list,
+        account: Any,
+        estimate_at: str | None = None,
+        size: int = RELAY_BATCH,
     ) -> list[Sent | Refused]:
-        """`many` through the relay in chunks of RELAY_BATCH; each item's entry is its chunk's
-        transaction (named by `call`, the step each item stands for)."""
-        from ape.exceptions import ContractLogicError
+        """`many` through the relay in chunks of `size`; each item's entry is its chunk's
+        transaction (named by `call`, the step each item stands for). A chunk whose estimate
+        fails is refused, its reason recorded, and the next one sent."""
+        from ape.exceptions import ContractLogicError, TransactionError
 
         out: list[Sent | Refused] = []
         market = str(self.market.market.address)
-        for first in range(0, len(args), RELAY_BATCH):
-            chunk = args[first : first + RELAY_BATCH]
-            named = tuple(_item(call, a) for a in items[first : first + RELAY_BATCH])
+        for first in range(0, len(args), size):
+            chunk = args[first : first + size]
+            named = tuple(_item(call, a) for a in items[first : first + size])
             try:
                 tx = broadcast(getattr(self.market.relay, many), (market, chunk), account, estimate_at=estimate_at)
-            except ContractLogicError as error:
-                out += [Refused(call, item, str(error.message)) for item in named]
+            except (ContractLogicError, TransactionError) as error:
+                out += [Refused(call, item, str(getattr(error, "message", error))) for item in named]
                 continue
             sent = Sent(tx.to_0x_hex(), call, named, time.time())
             out += [sent] * len(chunk)

@@ -7,16 +7,16 @@ one process running the same pieces in a loop, once per new block:
 - its projection: the market's events from the deployment block (a `Follower`, as the
   listener reads them) folded by `keepers.reactions`, kept in memory (`Projection`, the
   part of `keepers.state.KeeperState` the tasks read: open shards, due work, reputations);
-- its reads: `keepers.runtime.ChainView` (every asset re-read once per new head, a job's
-  shards, a shard's replicas, the chain's clock), on the keeper's own ape connection;
-- its decisions: `keepers.decisions.decide_assign` per open shard (which runs
-  `keepers.scheduler`) with this keeper's unmined assignments as pending, as
-  `keepers.actions.assign` calls it, and `decide_finalize` per due shard;
+- its reads: `keepers.runtime.ChainView` (its asset index, which re-reads the assets each
+  new head's events name; a round's shards in one batch; the chain's clock), on the keeper's
+  own ape connection;
+- its decisions: `keepers.decisions.decide_round` over every open shard at once (one
+  `keepers.scheduler` index per round) with this keeper's unmined assignments as pending, as
+  `keepers.actions.assign_round` calls it, and `decide_finalize` per due shard;
 - its transactions through `scale.chain.Chain`, receipts through `Inclusions`.
 
 Differences from keepers.actions, all to spend less of the machine on the same decisions:
-a job's terms are read once and kept (they never change), a job's shards once per round
-rather than once per shard, and there are no heartbeats: the scheduler counts each
+a job's terms are read once and kept (they never change), and there are no heartbeats: the scheduler counts each
 asset's open leases from the chain (`Policy(require_heartbeat=False)`), capped by its
 registered capacity. Keepers do not share work: each decides every shard, and they race as
 real keepers do (the loser's transaction reverts, or its estimate does).
@@ -155,50 +155,46 @@ class Keeper:
         return self.jobs[job_id]
 
     def assign(self, now: int, params: Any) -> None:
-        from keepers.decisions import Send, decide_assign
+        from keepers.decisions import decide_round
 
         in_flight = Counter((j, s) for j, s, _ in self.pending)
         todo = sorted(key for key, count in self.projection.open_shards().items() if count > in_flight[key])
         if not todo:
             return
-        with self.timings("assets"):  # ChainView re-reads every asset once per new head
-            assets = list(self.view.assets())
+        with self.timings("assets"):  # ChainView's index: the assets the new blocks' events name
+            assets = self.view.assets()
         with self.timings("view"):
-            by_job: dict[int, list[int]] = {}
+            open_of: dict[int, list[int]] = {}
             for job_id, shard in todo:
-                by_job.setdefault(job_id, []).append(shard)
-            shards_of = {job_id: self.view.job_shards(self.job(job_id), shards[0]) for job_id, shards in by_job.items()}
+                open_of.setdefault(job_id, []).append(shard)
+            jobs = {job_id: self.job(job_id) for job_id in open_of}
+            shards = self.view.round_shards({j: (job, open_of[j]) for j, job in jobs.items()})
         # This keeper's unmined assignments count as open leases (keepers.runtime.Runtime.assets_with).
-        position = {a.id: n for n, a in enumerate(assets)}
-        for asset, count in Counter(a for a, _, _ in self.pending.values()).items():
-            assets[position[asset]] = _with_leases(assets[position[asset]], count)
-        reputations = self.projection.reputations()
+        extra = Counter(a for a, _, _ in self.pending.values())
+        assets = [_with_leases(a, extra[a.id]) if extra[a.id] else a for a in assets]
+        with self.timings("decide"):
+            plan = decide_round(
+                todo,
+                jobs,
+                shards,
+                assets,
+                {},
+                self.projection.reputations(),
+                params,
+                now,
+                pending={key: a for key, (a, _, _) in self.pending.items()},
+                policy=self.policy,
+            )
+        placed = {(d.assignment.job, d.assignment.shard) for d in plan.sends}
+        for key, decision in plan.outcomes.items():
+            if key not in placed:
+                self.outcomes[f"assign: {decision.reason}"] += 1
         keys, items = [], []
-        for job_id, shards in by_job.items():
-            job = self.job(job_id)
-            for shard in shards:
-                own = {(s, r): a for (j, s, r), (a, _, _) in self.pending.items() if j == job_id}
-                with self.timings("decide"):
-                    decision = decide_assign(
-                        job,
-                        shard,
-                        shards_of[job_id],
-                        assets,
-                        {},
-                        reputations,
-                        params,
-                        now,
-                        pending=own,
-                        policy=self.policy,
-                    )
-                if not isinstance(decision, Send):
-                    self.outcomes[f"assign: {decision.reason}"] += 1
-                    continue
-                a = decision.assignment
-                self.pending[(a.job, a.shard, a.replica)] = (a.asset, "", time.time())
-                assets[position[a.asset]] = _with_leases(assets[position[a.asset]], 1)
-                keys.append((a.job, a.shard, a.replica))
-                items.append(decision.args)
+        for decision in plan.sends:
+            a = decision.assignment
+            self.pending[(a.job, a.shard, a.replica)] = (a.asset, "", time.time())
+            keys.append((a.job, a.shard, a.replica))
+            items.append(decision.args)
         with self.timings("send", len(items)):
             sent = self.chain.assign(self.account, items)
         for key, s in zip(keys, sent):
@@ -214,15 +210,16 @@ class Keeper:
     def finalize(self, now: int) -> None:
         from keepers.decisions import Send, decide_finalize
 
+        due = [ids for kind, ids in self.projection.due_now(now) if kind == "finalize" and ids not in self.finalizing]
+        if not due:
+            return
+        with self.timings("view"):  # every due shard's replicas in one batch, as keepers.actions.finalize_round
+            wanted = [(j, s, self.job(j).requirements.replication) for j, s in due]
+            replicas = iter(self.market.replicas_of(((j, s, r) for j, s, n in wanted for r in range(n)), roots=True))
         items = []
-        for kind, ids in self.projection.due_now(now):
-            if kind != "finalize" or ids in self.finalizing:
-                continue
-            job_id, shard = ids
-            with self.timings("view"):
-                replicas = self.view.replicas(job_id, shard, self.job(job_id).requirements.replication, roots=True)
+        for job_id, shard, n in wanted:
             with self.timings("decide"):
-                decision = decide_finalize(job_id, shard, list(replicas), now)
+                decision = decide_finalize(job_id, shard, [next(replicas) for _ in range(n)], now)
             if isinstance(decision, Send):
                 items.append(decision.args)
             else:

@@ -31,6 +31,7 @@ RESULT_KEYS = {
     "saturation",
     "gas",
     "post_to_finalized_s",
+    "post_to_final_floor_blocks",
     "books",
     "keeper_outcomes",
 }
@@ -67,6 +68,9 @@ def test_quick_run_finalizes_and_pays_every_posted_shard(tmp_path):
     assert result["block_gas_limit"] == 30_000_000
     assert result["steps"] and STEP_KEYS <= set(result["steps"][0])
     assert result["gas"]["per_shard"] > 0
+    # assign and submit a block each, the 60 s window two 30 s blocks, finalize in the block past it
+    assert result["post_to_final_floor_blocks"] == 5
+    assert result["post_to_finalized_s"]["p50"] >= 5 - 1  # blocks come a second apart: none beats the floor
 
     books = result["books"]
     assert books["shards_posted"] > 0

@@ -100,8 +100,10 @@ def measure(
     tmp_path_factory,
     attestor,
 ):
-    """Runs every measured step once and returns {step: gas}."""
+    """Runs every measured step once and returns {step: gas}; `run.receipts` keeps the
+    receipts of the steps GAS_BREAKDOWN traces."""
     gas: dict[str, int] = {}
+    receipts: dict[str, object] = {}
 
     agent = agents[0]
 
@@ -111,15 +113,20 @@ def measure(
         post = market.post_job(keccak(b"manifest"), _req(shards, replication), sender=client)
         job = post.events.filter(market.JobPosted)[0].job
         steps = {"post": post.gas_used, "assign": 0, "submit": 0, "finalize": 0, "total": post.gas_used}
+        mined = {"post": post}
         for s in range(shards):
             for r in range(replication):
-                steps["assign"] = market.assign(job, s, asset_ids[r], sender=keeper).gas_used
-                steps["submit"] = submit(agents[r], job, s, r).gas_used
+                mined["assign"] = market.assign(job, s, asset_ids[r], sender=keeper)
+                mined["submit"] = submit(agents[r], job, s, r)
+                steps["assign"], steps["submit"] = mined["assign"].gas_used, mined["submit"].gas_used
                 steps["total"] += steps["assign"] + steps["submit"]
         chain.mine(deltatime=params.challenge_window + 1)
         for s in range(shards):
-            steps["finalize"] = market.finalize(job, s, sender=keeper).gas_used
+            mined["finalize"] = market.finalize(job, s, sender=keeper)
+            steps["finalize"] = mined["finalize"].gas_used
             steps["total"] += steps["finalize"]
+        if shards == replication == 1:
+            receipts.update(mined)
         return steps  # the last assign, submit and finalize, and the sum of all
 
     def _req(shards=1, replication=1, verification=None):
@@ -232,12 +239,14 @@ def measure(
             for s in range(k * per, (k + 1) * per):
                 sig = sign_receipt(a, job, s, 0, b"\x42" * 32, 1_000)
                 results.append((job, s, 0, b"\x42" * 32, 1_000, 0, sig))
-            used = relay.submit_many(market, results, sender=a).gas_used
-            used += 12 * sum(bytes(r[-1]).count(0) for r in results)  # as cancel_with_signature
+            submitted = relay.submit_many(market, results, sender=a)
+            used = submitted.gas_used + 12 * sum(bytes(r[-1]).count(0) for r in results)  # as cancel_with_signature
             total += used
         chain.mine(deltatime=params.challenge_window + 1)
         finalized = relay.finalize_many(market, [(job, s) for s in range(shards)], sender=keeper)
         total += finalized.gas_used
+        receipts.update(post_64=post, assign_many_64=assigned, finalize_many_64=finalized)
+        receipts[f"submit_many_{per}"] = submitted
         gas["assign_many_64"] = assigned.gas_used
         gas["assign_many_per_item"] = assigned.gas_used // shards
         gas["submit_many_16"] = used
@@ -323,11 +332,24 @@ def measure(
         submit(agent, job, 0, 0)
         return job, court.challenge(job, 0, sender=verifier)
 
+    run.receipts = receipts
     return run
 
 
-def test_gas_within_snapshot(measure):
+def write_breakdown(path: Path, receipts: dict, web3) -> None:
+    """Each traced step's gas by category (bench/gas_breakdown.py); batches also per item."""
+    from bench.gas_breakdown import per_item, trace
+
+    steps = {name: trace(web3, r.txn_hash, r.gas_used) for name, r in receipts.items()}
+    for name in [n for n in steps if n.endswith(("_many_64", "_many_16", "post_64"))]:
+        steps[f"{name} per item"] = per_item(steps[name], int(name.rsplit("_", 1)[1]))
+    path.write_text(json.dumps(steps, indent=2) + "\n")
+
+
+def test_gas_within_snapshot(measure, chain):
     measured = measure()
+    if os.environ.get("GAS_BREAKDOWN"):  # make bench: where each step's gas goes
+        write_breakdown(Path(os.environ["GAS_BREAKDOWN"]), measure.receipts, chain.provider.web3)
     if os.environ.get("UPDATE_GAS_SNAPSHOT"):
         write_snapshot(measured)
     if os.environ.get("GAS_RESULTS"):  # make bench: the measured figures for the report

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bench.synthetic_market import MemoryChain
 from computenet.domain import (
     MAX_DECLINES,
     Asset,
@@ -360,45 +361,14 @@ def test_a_round_spreads_a_job_and_serves_the_earliest_deadline_first():
 # --- the action: a real Redis, the chain from memory, _send replaced ----------------------
 
 
-class Chain:
-    """Market and ChainView reads served from memory."""
-
-    def __init__(self, jobs, shards, assets):
-        self.jobs, self.shards, self.assets_ = jobs, shards, assets
-        self.market = SimpleNamespace(address=MARKET)
-
-    def job(self, job_id):
-        return self.jobs.get(job_id)
-
-    def paused(self):
-        return False
-
-    def attested_for(self, job, assets):
-        return None
-
-    def now(self):
-        return NOW
-
-    def params(self):
-        return PARAMS
-
-    def assets(self):
-        return self.assets_
-
-    def forget_assets(self):
-        pass
-
-    def round_shards(self, job, open_shards):
-        return self.shards[job.id]
-
-
 @pytest.fixture
 def runtime(redis_server):
     client = redis_server.client(30)
     client.flushdb()
     state = KeeperState(client, 31337, "0x" + "4d" * 20, "0x" + "5a" * 20, "round")
     jobs = {j: make_job(j, shards=2) for j in (1, 2)}
-    chain = Chain(jobs, {j: shards_of(job) for j, job in jobs.items()}, [make_asset(i) for i in range(1, 5)])
+    assets = [make_asset(i) for i in range(1, 5)]
+    chain = MemoryChain(jobs, {j: shards_of(job) for j, job in jobs.items()}, assets, PARAMS, NOW, address=MARKET)
     key = SimpleNamespace(address="0x" + "ee" * 20)
     rt = Runtime(KeeperSettings(require_heartbeat=False), chain, chain, key, client, state)
     state.send_lock = lambda account, wait=60: nullcontext()  # the real lock has its own tests
@@ -437,6 +407,17 @@ def test_a_round_of_one_sends_a_plain_assign(runtime, monkeypatch):
     assert (sent.call, sent.args[:2], sent.items()) == ("assign", (2, 0), 1)
 
 
+def test_the_one_shard_task_is_a_round_of_that_shard_alone(runtime, monkeypatch):
+    monkeypatch.setattr(actions, "_send", lambda rt, d: SimpleNamespace(to_0x_hex=lambda: "0x" + "ef" * 32))
+    [sent] = actions.assign(runtime, 2, 1)
+    assert (sent.call, sent.args[:2], sent.task) == ("assign", (2, 1), ("assign", 2, 1))  # a failure runs it again
+    assert runtime.state.pending() == [(2, 1, 0, sent.args[2])]
+    assert actions.assign(runtime, 2, 1) == "nothing to send: 1 shard waits or is done"  # in flight
+    assert actions.assign(runtime, 9, 0) == "nothing to send: 1 shard waits or is done"  # an unknown job
+    runtime.account = None
+    assert actions.assign(runtime, 1, 0) == "dry run: 1 assignments"
+
+
 def test_a_refused_batch_leaves_nothing_pending_and_requeues_the_round(runtime, monkeypatch):
     def send(rt, decision):
         raise ContractRevert("job_market: asset not active")
@@ -461,6 +442,8 @@ def test_a_round_does_not_wait_for_a_held_send_lock(runtime):
     with runtime.state.send_lock(runtime.address):  # another worker's round, or a send
         with pytest.raises(actions.Busy):
             actions.assign_round(runtime)
+        with pytest.raises(actions.Busy):
+            actions.assign(runtime, 1, 0)
     assert actions.assign_round(runtime) == "dry run: 4 assignments"
 
 
@@ -542,7 +525,7 @@ def test_a_finalize_round_sends_every_final_shard_due_in_one_batch(runtime, monk
         return Replica(job, shard, 0, 1, 1, S.SUBMITTED, 1, 100, deadline, NOW - 700, 10, b"\x42" * 32)
 
     final = {(1, 0): NOW - 1, (1, 1): NOW - 1, (2, 0): NOW - 1, (2, 1): NOW + 10}  # the last window still open
-    runtime.market.replicas = lambda job, keys, roots: [submitted(job, s, final[(job, s)]) for s, _ in keys]
+    runtime.market.replicas_of = lambda keys, roots: [submitted(j, s, final[(j, s)]) for j, s, _ in keys]
     runtime.redis.zadd(runtime.state.key("due"), {f"finalize:{j}:{s}": NOW - 1 for j, s in final})
     sends = []
     monkeypatch.setattr(
