@@ -314,6 +314,13 @@ class Market:
             for n, (j, s, r) in enumerate(keys)
         ]
 
+    def shards_of(self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True) -> list[Shard]:
+        """The shards at (job, shard, replication) `keys`, of any jobs, with their replicas, read
+        in JSON-RPC batches."""
+        keys = list(keys)
+        replicas = iter(self.replicas_of(((j, s, r) for j, s, n in keys for r in range(n)), roots=roots))
+        return [Shard(j, s, tuple(next(replicas) for _ in range(n))) for j, s, n in keys]
+
     def shard(self, job_id: int, shard: int, job: Job | None = None) -> Shard:
         """A shard with its replicas (`job`: the job, when the caller has read it already)."""
         job = job or self.job(job_id)

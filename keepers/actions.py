@@ -418,15 +418,14 @@ def finalize_round(rt: Runtime) -> str | Sent:
     for kind, ids in rt.state.due(now)[:ROUND_SENDS]:
         if kind == "finalize":
             due.setdefault(ids[0], []).append(ids[1])
-    wanted = []  # (job, shard, replication), every replica read in one batch
+    wanted = []  # (job, shard, replication): every replica read in one batch
     for job_id, job in rt.market.jobs_or_none(due).items():
         if job is not None:
             n = job.requirements.replication
             wanted += [(job_id, s, n) for s in due[job_id] if 0 <= s < job.requirements.shard_count]
-    replicas = iter(rt.market.replicas_of(((j, s, r) for j, s, n in wanted for r in range(n)), roots=True))
     sends: list[Send] = []
-    for job_id, shard, n in wanted:
-        decision = decide_finalize(job_id, shard, [next(replicas) for _ in range(n)], now)
+    for shard in rt.market.shards_of(wanted, roots=True):
+        decision = decide_finalize(shard.job, shard.index, list(shard.replicas), now)
         if isinstance(decision, Send):
             sends.append(decision)
     if not sends:

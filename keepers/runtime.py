@@ -32,9 +32,9 @@ class ChainView:
     then kept current from events: each new head re-reads only the assets its blocks' events
     name, and any new ones (at a thousand assets a whole read is six thousand calls); one that
     only the market's events name (a lease opened or closed) only its stake and leased totals,
-    two calls of the six. A change
-    that names no asset, a gap longer than ASSET_EVENTS_SPAN blocks or `forget_assets` (a
-    refused transaction: the state moved under the decision) reads it whole again."""
+    two calls of the six. A change that names no asset, a gap longer than ASSET_EVENTS_SPAN
+    blocks or `forget_assets` (a refused transaction: the state moved under the decision)
+    reads it whole again."""
 
     ASSET_EVENTS_SPAN = 256
 
@@ -67,10 +67,10 @@ class ChainView:
         touched = None
         if 0 <= self._assets_at < head <= self._assets_at + self.ASSET_EVENTS_SPAN:
             touched = self.market.assets_touched(self._assets_at + 1, head)
-        count = self.market.asset_count()
         if touched is None:
             assets = {a.id: a for a in self.market.all_assets()}
         else:
+            count = self.market.asset_count()
             whole, leases = ({i for i in ids if 0 < i <= count} for ids in touched)
             new = set(range(len(self._assets) + 1, count + 1))
             assets = self._assets | {a.id: a for a in self.market.assets_by_id(sorted(whole | new))}
@@ -96,18 +96,16 @@ class ChainView:
         """For a round: each job's open shards with their replicas, by job id (`jobs` maps a job
         id to the job and its open shards), and a job's other shards too (which tell which assets
         already hold it) when it has at most HELD_SCAN_LIMIT; every job read in one JSON-RPC batch."""
-        wanted: dict[int, tuple[int, list[int]]] = {}
+        wanted = []  # (job, shard, replication)
         for job_id, (job, open_shards) in jobs.items():
             req = job.requirements
             shards = range(req.shard_count) if req.shard_count <= HELD_SCAN_LIMIT else sorted(set(open_shards))
             # an unknown shard is decide_round's to name
-            wanted[job_id] = (req.replication, [s for s in shards if 0 <= s < req.shard_count])
-        keys = [(j, s, r) for j, (n, shards) in wanted.items() for s in shards for r in range(n)]
-        replicas = iter(self.market.replicas_of(keys, roots=False))
-        return {
-            j: [Shard(j, s, tuple(next(replicas) for _ in range(n))) for s in shards]
-            for j, (n, shards) in wanted.items()
-        }
+            wanted += [(job_id, s, req.replication) for s in shards if 0 <= s < req.shard_count]
+        out: dict[int, list[Shard]] = {job_id: [] for job_id in jobs}
+        for shard in self.market.shards_of(wanted, roots=False):
+            out[shard.job].append(shard)
+        return out
 
 
 @dataclass
@@ -123,14 +121,19 @@ class Runtime:
     def address(self) -> str:
         return str(self.account.address) if self.account is not None else "dry-run"
 
-    def assets_with(self, extra_leases: dict[int, int]) -> list[Asset]:
+    def assets_with(self, extra_leases: Mapping[int, int]) -> list[Asset]:
         """The assets, counting this keeper's unmined assignments as open leases."""
-        return [
-            replace(a, stake=replace(a.stake, open_leases=a.stake.open_leases + extra_leases[a.id]))
-            if extra_leases.get(a.id)
-            else a
-            for a in self.view.assets()
-        ]
+        return with_leases(self.view.assets(), extra_leases)
+
+
+def with_leases(assets: Iterable[Asset], extra_leases: Mapping[int, int]) -> list[Asset]:
+    """`assets` with `extra_leases[asset]` more open leases each (a keeper's unmined assignments)."""
+    return [
+        replace(a, stake=replace(a.stake, open_leases=a.stake.open_leases + extra_leases[a.id]))
+        if extra_leases.get(a.id)
+        else a
+        for a in assets
+    ]
 
 
 def connect(settings: KeeperSettings) -> Runtime:

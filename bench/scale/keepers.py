@@ -24,7 +24,6 @@ real keepers do (the loser's transaction reverts, or its estimate does).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from typing import Any
@@ -156,6 +155,7 @@ class Keeper:
 
     def assign(self, now: int, params: Any) -> None:
         from keepers.decisions import decide_round
+        from keepers.runtime import with_leases
 
         in_flight = Counter((j, s) for j, s, _ in self.pending)
         todo = sorted(key for key, count in self.projection.open_shards().items() if count > in_flight[key])
@@ -170,8 +170,7 @@ class Keeper:
             jobs = {job_id: self.job(job_id) for job_id in open_of}
             shards = self.view.round_shards({j: (job, open_of[j]) for j, job in jobs.items()})
         # This keeper's unmined assignments count as open leases (keepers.runtime.Runtime.assets_with).
-        extra = Counter(a for a, _, _ in self.pending.values())
-        assets = [_with_leases(a, extra[a.id]) if extra[a.id] else a for a in assets]
+        assets = with_leases(assets, Counter(a for a, _, _ in self.pending.values()))
         with self.timings("decide"):
             plan = decide_round(
                 todo,
@@ -215,11 +214,11 @@ class Keeper:
             return
         with self.timings("view"):  # every due shard's replicas in one batch, as keepers.actions.finalize_round
             wanted = [(j, s, self.job(j).requirements.replication) for j, s in due]
-            replicas = iter(self.market.replicas_of(((j, s, r) for j, s, n in wanted for r in range(n)), roots=True))
+            shards = self.market.shards_of(wanted, roots=True)
         items = []
-        for job_id, shard, n in wanted:
+        for shard in shards:
             with self.timings("decide"):
-                decision = decide_finalize(job_id, shard, [next(replicas) for _ in range(n)], now)
+                decision = decide_finalize(shard.job, shard.index, list(shard.replicas), now)
             if isinstance(decision, Send):
                 items.append(decision.args)
             else:
@@ -259,9 +258,3 @@ class Keeper:
 
     def stats(self) -> dict:
         return {"timings": self.timings.snapshot(), "sent": self.sent, "outcomes": dict(self.outcomes)}
-
-
-def _with_leases(asset: Any, extra: int) -> Any:
-    return dataclasses.replace(
-        asset, stake=dataclasses.replace(asset.stake, open_leases=asset.stake.open_leases + extra)
-    )
