@@ -307,7 +307,9 @@ def run_n(n: int, args, workdir: Path) -> dict:
             def drained() -> bool:
                 healthy()
                 events = [name for b in list(monitor.blocks.values()) for name, _, _ in b.events]
-                return events.count("JobPosted") == len(poster.sent) and events.count("ShardFinalized") >= posted
+                # Counted from what the client sent by now: a post in flight when posting stopped counts too.
+                posted_now = len(poster.sent) * plan.shards_per_job
+                return events.count("JobPosted") == len(poster.sent) and events.count("ShardFinalized") >= posted_now
 
             cpu0, timings0 = snapshot()
             drain = {"start_time": time.time(), "cpu_start": cpu0, "timings_start": timings0}
