@@ -481,10 +481,11 @@ class _Builder:
         ContributionPaid it logged: it credits the provider, the keeper, then the treasury, then
         logs. Takes those credits and writes the provider's paid line, at the GPU-seconds and
         price it was billed (None where unknown), and the fee lines that are not zero."""
-        what = "contribution " if contribution else ""
-        self.take(job.problems, int(ev.payment), str(ev.provider), f"{where}'s {what}payment")
-        self.take(job.problems, int(ev.keeper_fee), str(ev.keeper), f"{where}'s {what}keeper fee")
-        treasury = self.take(job.problems, int(ev.protocol_fee), self.treasury or None, f"{where}'s protocol fee")
+        treasury = self.treasury
+        if ev.protocol_fee and not treasury:
+            job.problems.append(f"{where}'s protocol fee in {ev.tx} went to a treasury no TreasurySet named")
+        for account, amount in ((ev.provider, ev.payment), (ev.keeper, ev.keeper_fee), (treasury, ev.protocol_fee)):
+            self.credit(str(account), int(amount))
         at = dict(asset=int(ev.asset), shard=int(ev.shard), replica=int(ev.replica))
         detail = "checkpoint" if contribution else ""
         self.line(job, "paid", ev.provider, ev.payment, ev, gpu_seconds=gpu_seconds, price=price, detail=detail, **at)
@@ -500,7 +501,7 @@ class _Builder:
         left = job.totals()["held"]
         if int(ev.refund) != left:
             job.problems.append(f"job {ev.job} refunded {ev.refund} in {ev.tx}, but {left} of its escrow was left")
-        self.take(job.problems, int(ev.refund), str(ev.client), f"job {ev.job}'s refund")
+        self.credit(str(ev.client), int(ev.refund))
         self.line(job, "refund", ev.client, ev.refund, ev)
         job.finished = True
 
@@ -547,8 +548,14 @@ class _Builder:
     def on_DisputeResolved(self, ev: Event) -> None:
         self.flush()  # the court's credits for this ruling follow, then its DisputeSettled
 
+    def credit(self, account: str, amount: int) -> None:
+        """A credit the market made without a Credited: its own event names it (JobMarket's
+        settlement._credit_unlogged)."""
+        if amount:
+            self.ledger.credited[account] += amount
+
     def on_Credited(self, ev: Event) -> None:
-        self.ledger.credited[str(ev.account)] += int(ev.amount)
+        self.credit(str(ev.account), int(ev.amount))
         self.credits.append(ev)
 
     def on_Withdrawn(self, ev: Event) -> None:
@@ -605,10 +612,13 @@ class _Builder:
         self.ledger.stakes[int(ev.asset)] = self.ledger.stakes.get(int(ev.asset), 0) - int(ev.amount)
 
 
-def ledger(events: Iterable[Event]) -> Ledger:
+def ledger(events: Iterable[Event], treasury: str = "") -> Ledger:
     """The ledger of `events` (all of the market's, the court's and the asset registry's since
-    the deployment, in chain order). Problems name what does not reconcile."""
+    the deployment, in chain order). Problems name what does not reconcile. `treasury`: the
+    treasury when the events start, for a reader that starts after the constructor's TreasurySet
+    (a protocol fee's credit has no Credited of its own to name it)."""
     builder = _Builder()
+    builder.treasury = treasury
     for ev in sorted(events, key=lambda e: (e.block, e.index)):
         builder.add(ev)
     builder.flush()

@@ -1,4 +1,5 @@
 # pragma version ~=0.4.3
+# pragma experimental-codegen
 # pragma optimize gas
 """
 @title computenet batch relay

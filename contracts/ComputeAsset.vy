@@ -1,4 +1,5 @@
 # pragma version ~=0.4.3
+# pragma experimental-codegen
 """
 @title computenet compute asset
 @notice A GPU (or CPU) node as an ERC-7829 asset: an ERC-721 token whose `commit` is

@@ -1354,9 +1354,10 @@ def _pay(
     payment: uint256 = ((work >> 56) & _MASK64) * gpu_seconds
     keeper_fee: uint256 = payment * convert(keeper_bps, uint256) // _BPS
     protocol_fee: uint256 = payment * convert(protocol_bps, uint256) // _BPS
-    settlement._credit(provider, payment)
-    settlement._credit(keeper, keeper_fee)
-    settlement._credit(market_params.treasury, protocol_fee)
+    # ShardFinalized or ContributionPaid names each of these credits (the treasury's as protocol_fee).
+    settlement._credit_unlogged(provider, payment)
+    settlement._credit_unlogged(keeper, keeper_fee)
+    settlement._credit_unlogged(market_params.treasury, protocol_fee)
     if contribution:
         log ContributionPaid(
             job=job_id,
@@ -1461,7 +1462,7 @@ def _shard_done(job_id: uint256, head: Head):
         head.escrow = 0
     self._store_head(job_id, head)
     if head.unfinished == 0:
-        settlement._credit(head.client, refund)
+        settlement._credit_unlogged(head.client, refund)  # JobFinished names it
         log JobFinished(job=job_id, client=head.client, refund=refund)
 
 

@@ -1,4 +1,5 @@
 # pragma version ~=0.4.3
+# pragma experimental-codegen
 """
 @title computenet keeper registry
 @notice Keepers bond tokens for the right to assign work. A bad keeper can only waste

@@ -80,12 +80,22 @@ def withdraw_many(accounts: DynArray[address, MAX_BATCH]) -> uint256:
 @internal
 def _credit(account: address, amount: uint256):
     """
-    @dev Adds to what `account` may withdraw; zero amounts are skipped.
+    @dev Adds to what `account` may withdraw and logs it; zero amounts are skipped.
     """
     if amount == 0:
         return
-    self.credits[account] += amount
+    self._credit_unlogged(account, amount)
     log Credited(account=account, amount=amount)
+
+
+@internal
+def _credit_unlogged(account: address, amount: uint256):
+    """
+    @dev Adds to what `account` may withdraw without a Credited: for a credit the
+         caller's own event names with its account and amount (a shard's payment and
+         fees, a job's refund), which would otherwise be logged twice.
+    """
+    self.credits[account] += amount
 
 
 @internal

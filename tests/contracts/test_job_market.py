@@ -1158,13 +1158,8 @@ def test_finalize(
     refund = budget - payment - keeper_fee - protocol_fee
     done = only(tx, market.JobFinished)
     assert (done.job, done.client, done.refund) == (job, client.address, refund)
-    credited = [(c.account, c.amount) for c in tx.events.filter(market.Credited)]
-    assert credited == [
-        (provider.address, payment),
-        (keeper.address, keeper_fee),
-        (treasury.address, protocol_fee),
-        (client.address, refund),
-    ]
+    # ShardFinalized and JobFinished name these credits; no Credited logs them a second time
+    assert not list(tx.events.filter(market.Credited))
     assert market.credits(provider) == payment
     assert market.credits(keeper) == keeper_fee
     assert market.credits(treasury) == protocol_fee

@@ -165,9 +165,10 @@ _dbs = iter(range(1, 32))
 
 
 @pytest.fixture
-def make_keeper(networks, redis_server, deployments, tmp_path, stop_after):
+def make_keeper(networks, redis_server, deployments, tmp_path, stop_after, request):
     """Builds keepers on fresh Redis databases (of the session's server, or `redis=(server, db)`);
-    stops every process they started."""
+    stops every process they started. A failed test shows their logs (tests/keepers/conftest.py)."""
+    request.node.keepers = []
 
     def make(name="keeper", account="TEST::4", redis=None, **settings):
         server, db = redis or (redis_server, next(_dbs))
@@ -175,6 +176,7 @@ def make_keeper(networks, redis_server, deployments, tmp_path, stop_after):
         keeper = Keeper(name, account, server.url(db), networks.provider.uri, deployments, tmp_path, **settings)
         keeper.redis = server.client(db)
         stop_after(keeper)
+        request.node.keepers.append(keeper)
         return keeper
 
     return make

@@ -106,10 +106,7 @@ class Log:
     def finalize(self, job, shard, replica, asset, provider, amounts, new_tx=True):
         if new_tx:
             self.tx()
-        payment, keeper_fee, protocol_fee = amounts
-        self.credit(provider, payment)
-        self.credit(KEEPER, keeper_fee)
-        self.credit(TREASURY, protocol_fee)
+        payment, keeper_fee, protocol_fee = amounts  # credited with no Credited: the event names them
         self.emit(
             "ShardFinalized",
             job=job,
@@ -124,8 +121,8 @@ class Log:
         )
 
     def finish(self, job, refund, client=CLIENT):
-        """JobFinished, in the transaction of the job's last finalize or cancel."""
-        self.credit(client, refund)
+        """JobFinished, in the transaction of the job's last finalize or cancel (it names the
+        refund's credit, which has no Credited)."""
         self.emit("JobFinished", job=job, client=client, refund=refund)
 
     def reclaim(self, job, shard, replica, asset, stake, slash_bps=1_000):
@@ -227,15 +224,20 @@ def test_a_finalized_job_pays_provider_keeper_and_treasury_and_refunds_the_rest(
     assert result.owed() == {CLIENT: 605_549, KEEPER: 1_234, PROVIDER: 123_400, TREASURY: 617}
 
 
-def test_the_treasury_is_known_by_its_credits_when_the_deployment_was_not_read():
-    """A reader that starts after the market's constructor never sees TreasurySet: the
-    treasury's lines name whoever the market credited in their place."""
+def test_a_reader_that_did_not_read_the_deployment_names_the_treasury_it_starts_with():
+    """A reader that starts after the market's constructor never sees TreasurySet: it names the
+    treasury it starts with; a slash's Credited names it too. Without one, a protocol fee is a
+    problem rather than a credit to no one."""
     log = Log(deployment=False)
     one_shard_job(log)
     log.post(2)
     log.assign(2, 0, 0, 7, price=100)
     log.reclaim(2, 0, 0, 7, stake=1_000)
-    result = ledger(log.events)
+    finalized = next(e.tx for e in log.events if e.name == "ShardFinalized")
+    assert ledger(log.events).jobs[1].problems == [
+        f"job 1 shard 0 replica 0's protocol fee in {finalized} went to a treasury no TreasurySet named"
+    ]
+    result = ledger(log.events, treasury=TREASURY)
     assert result.problems == [] and result.jobs[1].problems == result.jobs[2].problems == []
     treasury_lines = [x for j in result.jobs.values() for x in j.lines if x.kind in ("protocol_fee", "slash")]
     assert [(x.kind, x.account, x.amount) for x in treasury_lines] == [
@@ -328,13 +330,19 @@ def test_a_credit_with_no_line_or_a_line_with_no_credit_is_caught():
         payment=1_000,
         keeper_fee=10,
         protocol_fee=5,
-    )  # with no Credited before it
+    )  # credits its payment and fees itself: no Credited before it
     result = ledger(log.events)
-    assert result.problems == []
+    assert result.problems == [] and result.jobs[1].problems == []
+    assert dict(result.credited) == {PROVIDER: 1_000, KEEPER: 10, TREASURY: 5}
+
+    log = Log()
+    log.post(1)
+    log.assign(1, 0, 0, 1, price=100)
+    log.reclaim(1, 0, 0, 1, stake=1_000)
+    log.events = [e for e in log.events if e.name != "Credited"]  # a slash credited with no Credited
+    result = ledger(log.events)
     assert result.jobs[1].problems == [
-        f"job 1 shard 0 replica 0's payment of 1000 to {PROVIDER} in {log.hash} was credited nothing",
-        f"job 1 shard 0 replica 0's keeper fee of 10 to {KEEPER} in {log.hash} was credited nothing",
-        f"job 1 shard 0 replica 0's protocol fee of 5 to {TREASURY} in {log.hash} was credited nothing",
+        f"job 1 shard 0 replica 0's reclaim slash of 100 to {TREASURY} in {log.hash} was credited nothing"
     ]
 
 

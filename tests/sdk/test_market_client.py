@@ -875,12 +875,11 @@ EXPECTED_ORDER = [
     "JobPosted",
     "ShardAssigned",
     "ResultSubmitted",
+    "Credited",  # the reclaim's slash, to the treasury, logged before its ShardReclaimed
     "ShardReclaimed",
-    "Credited",  # the slash, to the treasury
     "ShardFinalized",
     "ShardCancelled",
-    "Credited",  # the client's refund, when the last shard is done
-    "JobFinished",
+    "JobFinished",  # names the client's refund, credited with no Credited of its own
     "Withdrawn",
 ]
 ERC721_EVENTS = {"Transfer", "Approval", "ApprovalForAll"}
@@ -903,9 +902,15 @@ def is_subsequence(wanted, names):
     return all(name in it for name in wanted)
 
 
-def rebuild(events):
-    """The market from its events alone: replica states and roots, credits, stakes."""
+def rebuild(events, treasury):
+    """The market from its events alone: replica states and roots, credits, stakes. A payment,
+    its fees and a refund are credited as ShardFinalized and JobFinished name them; every other
+    credit has its Credited."""
     replicas, credits, stakes = {}, {}, {}
+
+    def credit(account, amount):
+        credits[account] = credits.get(account, 0) + amount
+
     for e in events:
         match e.name:
             case "JobPosted":
@@ -922,12 +927,16 @@ def rebuild(events):
             case "ShardFinalized":
                 _, asset, root = replicas[e.job, e.shard, e.replica]
                 replicas[e.job, e.shard, e.replica] = (ReplicaState.FINALIZED, asset, root)
+                for account, amount in ((e.provider, e.payment), (e.keeper, e.keeper_fee), (treasury, e.protocol_fee)):
+                    credit(account, amount)
+            case "JobFinished":
+                credit(e.client, e.refund)
             case "ShardCancelled":
                 for key, (state, asset, root) in replicas.items():
                     if key[:2] == (e.job, e.shard) and state == ReplicaState.OPEN:
                         replicas[key] = (ReplicaState.CANCELLED, asset, root)
             case "Credited":
-                credits[e.account] = credits.get(e.account, 0) + e.amount
+                credit(e.account, e.amount)
             case "Withdrawn":
                 credits[e.account] -= e.amount
             case "StakeAdded" | "StakeSlashed":
@@ -956,14 +965,14 @@ def lifecycle(sdk, chain, provider, client, keeper, stranger, agent, make_spec, 
     return done
 
 
-def test_market_rebuilds_from_its_events(sdk, chain, lifecycle, client, params):
+def test_market_rebuilds_from_its_events(sdk, chain, lifecycle, client, params, treasury):
     events = market_logs(sdk, chain, lifecycle.start)
     names = [e.name for e in events]
     assert is_subsequence(EXPECTED_ORDER, names), names
     assert [(e.block, e.index) for e in events] == sorted((e.block, e.index) for e in events)
     assert all(type(e) is EVENTS[e.name] for e in events)
 
-    replicas, credits, stakes = rebuild(events)
+    replicas, credits, stakes = rebuild(events, treasury.address)
     job = sdk.job(lifecycle.job)
     assert {k for k in replicas} == {(lifecycle.job, s, 0) for s in range(job.requirements.shard_count)}
     for (job_id, shard, index), (state, asset, root) in replicas.items():

@@ -401,9 +401,15 @@ def test_two_verifiers_challenge_a_wrong_result_once_and_a_restart_adds_nothing(
         return found if len(found) == 2 else None
 
     decisions = wait_for(decided, timeout=120, what="both verifiers decided")
-    assert sorted(d["decision"] for d in decisions) == ["already challenged", "challenged"], [b.log() for b in bots]
+    # The other one lost the race, or found the replica already disputed when it came to it
+    # (moot: it had not sampled it yet, as when its seed block came later under load).
+    challenger, other = sorted(decisions, key=lambda d: d["decision"] != "challenged")
+    assert challenger["decision"] == "challenged", [b.log() for b in bots]
+    assert other["decision"] == "already challenged" or (other["decision"], other.get("state")) == (
+        "moot",
+        "DISPUTED",
+    ), [b.log() for b in bots]
     (event,) = opened(chain, market, start)
-    challenger = next(d for d in decisions if d["decision"] == "challenged")
     winner = verifier if event.challenger == verifier.address else verifier2
     loser = verifier2 if winner is verifier else verifier
     assert balances[winner.address] - token.balanceOf(winner) == params.challenge_bond  # to the base unit
@@ -411,7 +417,8 @@ def test_two_verifiers_challenge_a_wrong_result_once_and_a_restart_adds_nothing(
     assert challenger["transaction"] == "0x" + bytes(HexBytes(event.transaction_hash)).hex()
     metrics = {bot.name: bot.metrics() for bot in bots}
     assert sum("computenet_verifier_challenged_total 1.0" in text for text in metrics.values()) == 1
-    assert all("computenet_verifier_sampled_total 1.0" in text for text in metrics.values())
+    sampled = sum("computenet_verifier_sampled_total 1.0" in text for text in metrics.values())
+    assert sampled == (2 if other["decision"] == "already challenged" else 1)
     assert all("computenet_verifier_results_seen_total 1.0" in text for text in metrics.values())
 
     # Both stop and start again from their state files: nothing is re-executed or sent.
