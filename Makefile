@@ -110,7 +110,7 @@ format: venv
 TEST_WORKERS ?= auto
 test: venv node zk dapp redis docker chromium
 	$(RUN) $(VENV)/bin/ape compile --force
-	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # The README's pictures of the dApp (docs/img/), taken by its browser tests.
 screenshots: venv node dapp redis docker chromium

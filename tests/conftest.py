@@ -36,18 +36,21 @@ A100 = 2
 
 
 # The slowest files, each a whole network or many subprocesses: `make test` spreads files over
-# workers (pytest-xdist, --dist loadfile) in collection order, so these start first and do not
-# end up running alone at the end.
-SLOW_FIRST = (  # longest first, so no long file starts last while the other worker idles
+# workers (pytest-xdist, --dist loadfile) in collection order (--no-loadscope-reorder: xdist would
+# otherwise put the files with the most tests first, and so these, which have few, last), so these
+# start first and do not end up running alone at the end. Longest first, as `--durations` measured.
+SLOW_FIRST = (
+    "tests/scripts/test_scripts.py",
+    "tests/demo/test_demo.py",
+    "tests/keepers/test_keeper_bot.py",
     "tests/scripts/test_pipeline_network.py",
     "tests/demo/",
     "tests/dapp/",
-    "tests/scripts/",
     "tests/flows/test_market_state_machine.py",
-    "tests/keepers/test_keeper_bot.py",
     "tests/agent/",
-    "tests/verifier/",
     "tests/examples/test_ml_workloads.py",
+    "tests/verifier/",
+    "tests/scripts/",
     "tests/facilitator/",
     "tests/gateway/",
 )
