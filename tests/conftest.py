@@ -6,6 +6,7 @@ between tests."""
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 
 import pytest
@@ -54,6 +55,19 @@ SLOW_FIRST = (
     "tests/facilitator/",
     "tests/gateway/",
 )
+
+
+def pytest_configure(config):
+    """ape-foundry's `host: auto` picks a random port in the kernel's ephemeral range without
+    checking that it is free: when another socket holds it, anvil cannot listen and the worker's
+    session fails 20 s later ("Timed out waiting for successful RPC connection"). Each session
+    (each xdist worker) takes a port the kernel just found free instead."""
+    from ape import config as ape_config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ape_config.get_config("foundry").host = f"http://127.0.0.1:{port}"
 
 
 def pytest_collection_modifyitems(config, items):
