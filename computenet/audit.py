@@ -478,9 +478,10 @@ class _Builder:
         self, job: JobLedger, ev: Event, where: str, gpu_seconds: int | None, price: int | None, contribution: bool
     ) -> None:
         """What JobMarket._pay did for one lease's work, from the ShardFinalized or
-        ContributionPaid it logged: it credits the provider, the keeper, then the treasury, then
-        logs. Takes those credits and writes the provider's paid line, at the GPU-seconds and
-        price it was billed (None where unknown), and the fee lines that are not zero."""
+        ContributionPaid it logged: it credits the provider, the keeper and the treasury, which
+        that event names (no Credited logs them). Counts those credits and writes the provider's
+        paid line, at the GPU-seconds and price it was billed (None where unknown), and the fee
+        lines that are not zero."""
         treasury = self.treasury
         if ev.protocol_fee and not treasury:
             job.problems.append(f"{where}'s protocol fee in {ev.tx} went to a treasury no TreasurySet named")

@@ -328,8 +328,7 @@ class Market:
             raise revert_error("job_market: unknown job", preflight=True)
         if not 0 <= shard < job.requirements.shard_count:
             raise revert_error("job_market: unknown shard", preflight=True)
-        replicas = self.replicas(job_id, ((shard, r) for r in range(job.requirements.replication)))
-        return Shard(job=job_id, index=shard, replicas=tuple(replicas))
+        return self.shards_of([(job_id, shard, job.requirements.replication)])[0]
 
     def shards(self, job_id: int, job: Job | None = None) -> list[Shard]:
         """Every shard of the job with its replicas, in one JSON-RPC batch."""
@@ -337,11 +336,7 @@ class Market:
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
         req = job.requirements
-        replicas = self.replicas(job_id, ((s, r) for s in range(req.shard_count) for r in range(req.replication)))
-        return [
-            Shard(job_id, s, tuple(replicas[s * req.replication : (s + 1) * req.replication]))
-            for s in range(req.shard_count)
-        ]
+        return self.shards_of((job_id, s, req.replication) for s in range(req.shard_count))
 
     def stake(self, asset_id: int) -> Stake:
         return Stake.from_chain(self._read("assets", "stake", asset_id))
