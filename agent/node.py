@@ -1,8 +1,9 @@
 """The agent on one provider machine: follows the chain for assignments to its assets, runs
 each in a container (as many at once as each asset's capacity, each on GPUs of its own),
-submits the signed result, declines what it cannot run, serves signed heartbeats (and the
-outputs) over HTTP at the endpoint its assets record on chain, and after a restart finishes
-what its journal says was left open.
+submits the signed result (results ready together in one transaction: `Agent.submit_all`),
+declines what it cannot run, serves signed heartbeats (and the outputs) over HTTP at the
+endpoint its assets record on chain, and after a restart finishes what its journal says was
+left open.
 
 Every failure of a lease ends on chain (agent.plan.on_failure): declined with a reason
 before its container starts, a failed result after. Once a result is committed, the lease's
@@ -37,6 +38,7 @@ from computenet.domain import SUBMIT_MARGIN, Asset, Checkpoints, Job, ReplicaSta
 from computenet.follow import Follower, JsonCursor
 from computenet.heartbeat import Heartbeat
 from computenet.market import Market
+from computenet.receipts import MAX_BATCH_RESULTS, ExecutionReceipt, sign_receipts
 from computenet.staging import Decline
 from computenet.store import LocalStore, Mirrors, StoreClient
 
@@ -553,7 +555,8 @@ class Agent:
     def submit_ready(self, entry: Entry) -> None:
         """Submits a computed result, together with any others computed while the previous
         submission was on its way: whichever thread sends takes every result ready then, so
-        under load an agent's results share one `submit_many` and when idle none waits."""
+        under load an agent's results share one transaction (`submit_all`) and when idle none
+        waits."""
         with self.ready_lock:
             self.ready.append(entry)
         with self.submit_lock:
@@ -563,29 +566,97 @@ class Agent:
                 self.submit_all(batch)
 
     def submit_all(self, entries: list[Entry]) -> None:
-        """Sends computed results: a proven zk one alone through the model registry, the others
-        in one `submit_many` through the batch relay (one alone as `submit_result`). One the
-        relay skipped is sent again alone, which names what the market refuses."""
+        """Sends computed results, each the chain still waits for (`_may_submit`):
+        - two or more of single-replica OPTIMISTIC or SPOT_CHECK jobs (`batchable`) in one
+          `JobMarket.submit_results` under one signature of the agent key over their receipts,
+          at most MAX_BATCH_RESULTS a transaction; the market records such a batch all or none,
+          so one it refuses is sent again one by one;
+        - a proven zk one alone through the model registry;
+        - the others (replicated, TEE, a failed zk one, a lone batchable one) in one
+          `submit_many` through the batch relay, or alone as `submit_result`; one the relay
+          skipped is sent again alone.
+        A result sent alone names what the market refuses; every one is tried before the first
+        such error is raised."""
         alone = [e for e in entries if e.exit_code == 0 and zk_lease.load_bundle(self.work / e.name) is not None]
-        batch = [e for e in entries if e not in alone and self._may_submit(e)]
-        if len(batch) == 1:
-            alone += batch
-        elif batch:
+        waiting = [e for e in entries if e not in alone and self._may_submit(e)]
+        batchable = [e for e in waiting if self.batchable(e)]
+        relayed = [e for e in waiting if e not in batchable] if len(batchable) > 1 else waiting
+        if len(batchable) > 1:
+            for part in _parts(sorted(batchable, key=lambda e: (e.asset, e.job, e.shard, e.replica))):
+                alone += self._submit_batch(part)
+        if len(relayed) == 1:
+            alone += relayed
+        elif relayed:
             items = [
                 (e.job, e.shard, e.replica, bytes.fromhex(e.output_root[2:]), e.gpu_seconds, e.exit_code)
                 + (bytes.fromhex(e.signature[2:]),)
-                for e in batch
+                for e in relayed
             ]
             receipt = self._send("submit_many", self.market_address, items, contract=self.market.relay)
             tx = receipt["transactionHash"].to_0x_hex()
             recorded = self._results_in(receipt)
-            for entry in batch:
+            for entry in relayed:
                 if (entry.job, entry.shard, entry.replica) in recorded:
                     self._submitted(entry, tx)
                 else:
                     alone.append(entry)
+        failed: Exception | None = None
         for entry in alone:
-            self.submit(entry)
+            try:
+                self.submit(entry)
+            except Exception as error:  # the others still go; this one is retried (retry_submissions)
+                log.warning("submit failed", extra={"fields": {"lease": entry.name, "error": str(error)}})
+                failed = failed or error
+        if failed is not None:
+            raise failed
+
+    def batchable(self, entry: Entry) -> bool:
+        """Whether the market takes this result in a batch (`submit_results`): its job is
+        OPTIMISTIC or SPOT_CHECK, which have one replica."""
+        return self.job(entry.job).requirements.verification in (Verification.OPTIMISTIC, Verification.SPOT_CHECK)
+
+    def _submit_batch(self, entries: list[Entry]) -> list[Entry]:
+        """Sends `entries` (batchable, journaled "submitted") in one `JobMarket.submit_results`,
+        signed by the agent key over their receipts, each at its journaled lease and asset and
+        its job's manifest. Returns those to send again one by one: all of them when the market
+        refused the batch (it records all or none), else any it did not record."""
+        from ape.exceptions import ContractLogicError
+
+        results = [
+            (e.job, e.shard, e.replica, bytes.fromhex(e.output_root[2:]), e.gpu_seconds, e.exit_code) for e in entries
+        ]
+        receipts = [
+            ExecutionReceipt(
+                job=e.job,
+                shard=e.shard,
+                replica=e.replica,
+                lease=e.lease,
+                asset=e.asset,
+                manifest=self.job(e.job).manifest_hash,
+                output_root=root,
+                gpu_seconds=seconds,
+                exit_code=code,
+            )
+            for e, (*_, root, seconds, code) in zip(entries, results, strict=True)
+        ]
+        signature = sign_receipts(self.account.private_key, self.chain_id, self.market_address, receipts)
+        try:
+            receipt = self._send("submit_results", results, signature)
+        except ContractLogicError as error:
+            log.warning(
+                "result batch refused, sending each alone",
+                extra={"fields": {"results": len(entries), "error": str(error.message)}},
+            )
+            return entries
+        tx = receipt["transactionHash"].to_0x_hex()
+        if receipt["status"] != 1:
+            log.warning("result batch reverted, sending each alone", extra={"fields": {"tx": tx}})
+            return entries
+        recorded = self._results_in(receipt)
+        for entry in entries:
+            if (entry.job, entry.shard, entry.replica) in recorded:
+                self._submitted(entry, tx)
+        return [e for e in entries if (e.job, e.shard, e.replica) not in recorded]
 
     def _results_in(self, receipt: dict) -> set[tuple[int, int, int]]:
         """The (job, shard, replica) of each result the market recorded in `receipt`."""
@@ -991,3 +1062,11 @@ class Agent:
                 stop.wait(1)
             if not stop.is_set():
                 (stop if woke is None else woke).wait(interval)
+
+
+def _parts(entries: list[Entry]) -> list[list[Entry]]:
+    """`entries` in as few consecutive parts of at most MAX_BATCH_RESULTS as can be, of sizes as
+    even as can be (65 results: 33 and 32, not 64 and a batch of one)."""
+    count = -(-len(entries) // MAX_BATCH_RESULTS)
+    size = -(-len(entries) // count) if count else 0
+    return [entries[i : i + size] for i in range(0, len(entries), size)] if entries else []

@@ -13,9 +13,10 @@ The floor, in the same run: after each paid post, a plain EIP-3009 transferWithA
 by the same payer, signed and sent directly by a relayer with ETH until its receipt (no 402, no
 gateway, no facilitator, no job). The paid post's ratio to it is what x402 and the market add.
 
-Gas: the receipt gas of the funded posts (post_job_with_authorization), next to the token's
-own transferWithAuthorization and a plain approve-based post_job on the same chain, and the
-USDC anchor of 85.7k for a transferWithAuthorization. Figures go to bench/results/x402.json.
+Gas: the receipt gas of the funded posts (AuthorizationFunder.post_job_with_authorization),
+next to the token's own transferWithAuthorization and a plain approve-based post_job on the
+same chain, and the USDC anchor of 85.7k for a transferWithAuthorization. Figures go to
+bench/results/x402.json.
 """
 
 from __future__ import annotations

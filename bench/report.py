@@ -117,7 +117,7 @@ def _spread(results: dict, key: str) -> str:
 
 
 LIFECYCLE_STEPS = ("post", "assign", "submit", "finalize")
-BATCH_STEPS = ("post_64 per item", "assign_many_64 per item", "submit_many_16 per item", "finalize_many_64 per item")
+BATCH_STEPS = ("post_64 per item", "assign_many_64 per item", "submit_results_16 per item", "finalize_many_64 per item")
 
 
 def gas_breakdown(steps: dict | None, life: int, per_shard: int | None) -> list[str]:
@@ -138,7 +138,7 @@ def gas_breakdown(steps: dict | None, life: int, per_shard: int | None) -> list[
         "opcode that is not storage, an event or a call):",
         "",
         "| | " + " | ".join(LIFECYCLE_STEPS) + " | **one-shard lifecycle** | post / 64 | assign_many item | "
-        "submit_many item | finalize_many item | **batched shard** |",
+        "submit_results item | finalize_many item | **batched shard** |",
         "|---|" + "---|" * 10,
     ]
     for c in CATEGORIES + ("refund",):
@@ -163,12 +163,10 @@ def gas_breakdown(steps: dict | None, life: int, per_shard: int | None) -> list[
         floor = sum(batched[c] for c in CATEGORIES if c != "execution")
         out += [
             "",
-            f"Through the relay a shard of a 64-shard job costs {per_shard:,} and misses the "
+            f"In batches a shard of a 64-shard job costs {per_shard:,} and misses the "
             f"{GOALS['shard_of_64']:,} goal. With no execution overhead at all it would still cost {floor:,}: "
-            f"its two first-time slots ({batched['new slots']:,}: the lease word at assign, the output root at "
-            f"submit) and the events ({batched['events']:,}) the market is rebuilt from. Going under it takes "
-            "storage slots reused from lease to lease, or one result commitment per batch with each root "
-            "proven when disputed.",
+            f"its first-time slots ({batched['new slots']:,}: the lease word at assign, and a share of each "
+            f"result batch's commitment) and the events ({batched['events']:,}) the market is rebuilt from.",
         ]
     return out
 
@@ -219,13 +217,13 @@ def report(data: dict) -> str:
             per = gas["lifecycle_64_shards_batched_per_shard"]
             rows += [
                 (
-                    "**64 shards through the batch relay** (post, assign_many, 4 submit_many of 16, finalize_many)",
+                    "**64 shards in batches** (post, assign_many, 4 agents' submit_results of 16, finalize_many)",
                     f"**{gas['lifecycle_64_shards_batched']:,}**",
                     f"{per:,} per shard; goal ≤ 80,000: {_miss(per, GOALS['shard_of_64'])}",
                 ),
                 (
-                    "per item: assign_many / submit_many / finalize_many",
-                    f"{gas['assign_many_per_item']:,} / {gas['submit_many_per_item']:,} / {gas['finalize_many_per_item']:,}",
+                    "per item: assign_many / submit_results / finalize_many",
+                    f"{gas['assign_many_per_item']:,} / {gas['submit_results_per_item']:,} / {gas['finalize_many_per_item']:,}",
                     "",
                 ),
             ]

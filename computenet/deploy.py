@@ -41,6 +41,7 @@ class Stack:
     models: Any
     attestations: Any
     relay: Any
+    funder: Any
 
     def addresses(self) -> dict[str, str]:
         return {
@@ -52,6 +53,7 @@ class Stack:
             "models": str(self.models.address),
             "attestations": str(self.attestations.address),
             "relay": str(self.relay.address),
+            "funder": str(self.funder.address),
         }
 
 
@@ -73,11 +75,12 @@ def deploy_stack(
     **tx: Any,
 ) -> Stack:
     """Deploys TestToken (unless `token` is given, e.g. USDC), KeeperRegistry, BatchRelay,
-    ComputeAsset, JobMarket, DisputeCourt, ModelRegistry and AttestationRegistry (whose
-    attested results stay open to disputes for `tee_window` seconds).
+    ComputeAsset, JobMarket, DisputeCourt, ModelRegistry, AttestationRegistry (whose
+    attested results stay open to disputes for `tee_window` seconds) and
+    AuthorizationFunder.
 
     ComputeAsset takes the market's address as an immutable, and the market the
-    court's and the two registries', so each is deployed with the address it will
+    court's, the two registries' and the funder's, so each is deployed with the address it will
     get; the deployer account must send nothing else in between, which is checked.
     """
     if token is None:
@@ -88,6 +91,7 @@ def deploy_stack(
     predicted_court = create_address(deployer.address, deployer.nonce + 2)
     predicted_models = create_address(deployer.address, deployer.nonce + 3)
     predicted_attestations = create_address(deployer.address, deployer.nonce + 4)
+    predicted_funder = create_address(deployer.address, deployer.nonce + 5)
     assets = deployer.deploy(project.ComputeAsset, token, unbonding_delay, predicted_market, **tx)
     market = deployer.deploy(
         project.JobMarket,
@@ -98,6 +102,7 @@ def deploy_stack(
         predicted_models,
         predicted_attestations,
         relay,
+        predicted_funder,
         treasury or deployer.address,
         parameters.as_tuple(),
         **tx,
@@ -105,11 +110,13 @@ def deploy_stack(
     court = deployer.deploy(project.DisputeCourt, market, assets, **tx)
     models = deployer.deploy(project.ModelRegistry, market, **tx)
     attestations = deployer.deploy(project.AttestationRegistry, market, assets, tee_window, **tx)
+    funder = deployer.deploy(project.AuthorizationFunder, market, token, **tx)
     for name, got, predicted in (
         ("JobMarket", market, predicted_market),
         ("DisputeCourt", court, predicted_court),
         ("ModelRegistry", models, predicted_models),
         ("AttestationRegistry", attestations, predicted_attestations),
+        ("AuthorizationFunder", funder, predicted_funder),
     ):
         if got.address != predicted:
             raise RuntimeError(
@@ -125,6 +132,7 @@ def deploy_stack(
         models=models,
         attestations=attestations,
         relay=relay,
+        funder=funder,
     )
 
 

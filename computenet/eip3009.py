@@ -1,5 +1,6 @@
 """EIP-3009 `TransferWithAuthorization`: the signed transfer an x402 `exact` payment carries,
-and how a job is funded over HTTP (JobMarket.post_job_with_authorization)."""
+and how a job is funded over HTTP (AuthorizationFunder.post_job_with_authorization; the
+authorization's payee is the JobMarket)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ class TransferAuthorization:
         return bytes(Account.sign_typed_data(private_key, full_message=message).signature)
 
     def market_args(self) -> tuple:
-        """The `Authorization` struct JobMarket.post_job_with_authorization takes."""
+        """The `Authorization` struct AuthorizationFunder.post_job_with_authorization and
+        return_unclaimed take."""
         return (self.payer, self.valid_after, self.valid_before, self.nonce)
 
     def token_args(self, signature: bytes) -> tuple:

@@ -74,6 +74,10 @@ class BatchRelayError(ContractRevert):
     """The batch relay refused (a batch that ran out of gas part-way)."""
 
 
+class AuthorizationFunderError(ContractRevert):
+    """The authorization funder refused (who may fund, used or unsigned authorizations)."""
+
+
 class TokenError(ContractRevert):
     """The payment token refused (balance, allowance, authorization)."""
 
@@ -85,6 +89,7 @@ _PREFIXES: tuple[tuple[str, type[ContractRevert]], ...] = (
     ("model_registry:", ModelRegistryError),
     ("attestations:", AttestationRegistryError),
     ("batch_relay:", BatchRelayError),
+    ("authorization_funder:", AuthorizationFunderError),
     ("settlement:", SettlementError),
     ("compute_asset:", ComputeAssetError),
     ("erc721:", ComputeAssetError),

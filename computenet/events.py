@@ -52,6 +52,8 @@ ShardDeclined = _event("ShardDeclined", "job", "shard", "replica", "asset", "rea
 ResultSubmitted = _event(
     "ResultSubmitted", "job", "shard", "replica", "asset", "output_root", "gpu_seconds", "exit_code", "challenge_end"
 )
+# A batch of results under one agent signature: their receipts' struct hashes, after their ResultSubmitted
+ResultsCommitted = _event("ResultsCommitted", "agent", "receipts")
 DisputeOpened = _event("DisputeOpened", "job", "shard", "challenger", "bond")
 ReplicaRejected = _event("ReplicaRejected", "job", "shard", "replica", "asset", "slashed")
 DisputeResolved = _event("DisputeResolved", "job", "shard", "facilitator", "rejected_replicas", "upheld", "rejected")
@@ -79,11 +81,13 @@ ContributionPaid = _event(  # an earlier lease's adopted checkpoint, paid when i
     "protocol_fee",
 )
 JobFinished = _event("JobFinished", "job", "client", "refund")
-JobFundedByAuthorization = _event("JobFundedByAuthorization", "job", "payer", "nonce", "front_run")
-UnclaimedReturned = _event("UnclaimedReturned", "payer", "nonce", "amount")
 DisputeSettled = _event(  # the dispute court's
     "DisputeSettled", "job", "shard", "arbiter", "challenger", "slashed", "reward", "bond_returned"
 )
+ResultRevealed = _event("ResultRevealed", "job", "shard", "replica", "lease", "output_root")  # the court's
+# AuthorizationFunder
+JobFundedByAuthorization = _event("JobFundedByAuthorization", "job", "payer", "nonce", "front_run")
+UnclaimedReturned = _event("UnclaimedReturned", "payer", "nonce", "amount")
 Credited = _event("Credited", "account", "amount")
 Withdrawn = _event("Withdrawn", "account", "receiver", "amount")
 ParametersUpdated = _event(

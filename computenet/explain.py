@@ -164,6 +164,24 @@ PLAIN: dict[str, str] = {
     "erc721: transfer to zero address": _ZERO_ADDRESS.format("The receiver of an asset"),
     "erc721: unknown token": _NO_ASSET,
     "erc721: zero address": "The zero address holds no assets; ask about a real address.",
+    # ---------------------------------------------------------------- authorization funder (x402)
+    "authorization_funder: authorization already funded a job": (
+        "This payment authorization (payer and nonce) has already funded a job or been returned; each pays once."
+    ),
+    "authorization_funder: authorization not signed by payer": (
+        "The authorization's signature is not the payer's for a transfer of exactly this amount to the market."
+    ),
+    "authorization_funder: authorization not used": (
+        "The token has not used this authorization yet, so no tokens reached the market under it. "
+        "Submit it without front-run, and the funder has the token make the transfer itself."
+    ),
+    "authorization_funder: caller is not a facilitator": (
+        "Only a facilitator (named by the market's owner) may post jobs from payment authorizations "
+        "or return unclaimed payments."
+    ),
+    "authorization_funder: zero amount": (
+        "There is nothing to return: the amount is zero. Give the amount the authorization transferred."
+    ),
     # ---------------------------------------------------------------- dispute court
     "dispute_court: caller is not a facilitator": (
         "Only a facilitator (an arbiter the market's owner named) may rule on a dispute."
@@ -175,6 +193,19 @@ PLAIN: dict[str, str] = {
         "The signed cancel has expired: its valid-before time has passed. Sign a new one."
     ),
     "dispute_court: no open dispute": "This shard has no open dispute.",
+    "dispute_court: a result's root is not revealed (reveal_result)": (
+        "A result of this shard was recorded in a batch, so its output root is not on chain yet, and a ruling by "
+        "root cannot judge it. Reveal it first with DisputeCourt.reveal_result (Market.reveal_result does it "
+        "from the batch's logs), or rule replica by replica."
+    ),
+    "dispute_court: no such result batch": (
+        "The receipt hashes given are not a batch the market recorded. Pass the batch's ResultsCommitted "
+        "receipts exactly, in order."
+    ),
+    "dispute_court: result not in the batch": (
+        "The result does not match the receipt at that place in the batch for the replica's current lease. "
+        "Pass the result exactly as its ResultSubmitted event logged it, and its index in the batch."
+    ),
     "dispute_court: provider cannot challenge its shard": (
         "You own, or are the agent of, an asset that runs a replica of this shard, so you cannot challenge it. "
         "Someone else must."
@@ -206,16 +237,6 @@ PLAIN: dict[str, str] = {
     "job_market: asset price above cap": (
         "The asset's price per GPU-second is above the job's price cap. Choose a cheaper asset."
     ),
-    "job_market: authorization already funded a job": (
-        "This payment authorization (payer and nonce) has already funded a job or been returned; each pays once."
-    ),
-    "job_market: authorization not signed by payer": (
-        "The authorization's signature is not the payer's for a transfer of exactly this amount to the market."
-    ),
-    "job_market: authorization not used": (
-        "The token has not used this authorization yet, so no tokens reached the market under it. "
-        "Submit it without front-run, and the market makes the transfer itself."
-    ),
     "job_market: budget too large": (
         "The job's budget (price cap × GPU-seconds plus fees, for every shard and replica) is more than the market "
         "can escrow (2^80 - 1 base units). Lower the price cap, GPU-seconds, shards or replication."
@@ -228,6 +249,19 @@ PLAIN: dict[str, str] = {
     ),
     "job_market: caller is not the court": (
         "Only the dispute court may open, rule on or credit disputes; use the DisputeCourt's functions."
+    ),
+    "job_market: no results": "The batch is empty. Submit at least one result.",
+    "job_market: result cannot be batched": (
+        "Only single-replica OPTIMISTIC and SPOT_CHECK jobs' results go in submit_results; submit a replicated, "
+        "ZK or TEE job's result on its own (submit_result, or the relay's submit_many)."
+    ),
+    "job_market: results of more than one agent": (
+        "A batch's results must all be of assets run by one agent key, the one that signs the batch. "
+        "Send each agent's results in a batch of their own."
+    ),
+    "job_market: caller is not the funder": (
+        "Only the market's AuthorizationFunder may post a job or credit an account from tokens already here; "
+        "a facilitator settles x402 payments through the funder's functions."
     ),
     "job_market: challenge window open": (
         "A result of this shard can still be challenged. Finalize it once its challenge window has closed."
@@ -248,16 +282,9 @@ PLAIN: dict[str, str] = {
         "The manifest hash is zero. Give the keccak256 of the job's canonical manifest."
     ),
     "job_market: empty output root": "The output root is zero. Submit the Merkle root of the result's files.",
-    "job_market: front-run tokens not here": (
-        "The market does not hold that many tokens owed to no one (or the amount is zero). "
-        "Make sure the authorization's transfer to the market was mined."
-    ),
     "job_market: gpu_seconds exceed the lease's time": (
         "The GPU-seconds claimed are more than the time since assignment times the job's GPUs (one for CPU work). "
         "Claim no more than was metered."
-    ),
-    "job_market: invalid receipt signature": (
-        "The receipt's signature is malformed and names no signer. Sign the receipt again with the asset's agent key."
     ),
     "job_market: lease expired": (
         "The lease has run out, so its result can no longer be submitted; the replica can now be reclaimed."
@@ -313,8 +340,12 @@ PLAIN: dict[str, str] = {
     "job_market: verification mode does not match replication": (
         "Replicated verification goes with replication above 1, and only with it. Make the two match."
     ),
-    "job_market: zero court, prover or attestations": _ZERO_ADDRESS.format(
-        "The market's dispute court, model registry or attestation registry"
+    "job_market: tokens not here": (
+        "The market does not hold that many tokens owed to no one, so it cannot escrow or credit them. "
+        "Make sure the authorization's transfer to the market was mined."
+    ),
+    "job_market: zero court, prover, attestations or funder": _ZERO_ADDRESS.format(
+        "The market's dispute court, model registry, attestation registry or authorization funder"
     ),
     "job_market: asset not attested": (
         "A tee job runs only on an asset with a current attestation verdict; this asset has none "
@@ -396,10 +427,7 @@ PLAIN: dict[str, str] = {
         "The payment token refused to move the bond. Check the balance and the approval to the keeper registry."
     ),
     # ---------------------------------------------------------------- market parameters, ownership
-    "market_params: caller is not a facilitator": (
-        "Only a facilitator (named by the market's owner) may post jobs from payment authorizations "
-        "or return unclaimed payments."
-    ),
+    "market_params: caller is not a facilitator": "Only a facilitator (named by the market's owner) may do this.",
     "market_params: challenge bond out of range": "The challenge bond must be between 1 and 2^96 - 1 base units.",
     "market_params: challenge window out of range": (
         "The challenge window must be between 60 seconds and 30 days (2,592,000 seconds)."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,9 +39,10 @@ from computenet.domain import (
     ZkModel,
     ZkSpec,
 )
+from computenet.eip712 import recover_signer
 from computenet.errors import ContractRevert, revert_error
 from computenet.events import Event, decode
-from computenet.receipts import ExecutionReceipt, cancel_signer
+from computenet.receipts import MAX_BATCH_RESULTS, ExecutionReceipt, batch_digest, cancel_signer, sign_receipts
 from computenet.waiting import Decline
 from computenet.web3calls import abi, block_ranges, reason_of
 
@@ -63,9 +65,12 @@ CONTRACT_TYPES = {
     "models": "ModelRegistry",
     "attestations": "AttestationRegistry",
     "relay": "BatchRelay",
+    "funder": "AuthorizationFunder",
 }
 Block = int | str | None  # a block number or tag to read at; None: the latest
-AUDIT_ROLES = ("assets", "market", "court")  # the contracts whose events the audit ledger reads
+AUDIT_ROLES = ("assets", "market", "court", "funder")  # the contracts whose events the audit ledger reads
+# Replica states whose current lease has a result, whose root `replica` reads.
+_WITH_RESULT = (ReplicaState.SUBMITTED, ReplicaState.DISPUTED, ReplicaState.FINALIZED)
 
 
 @contextmanager
@@ -109,6 +114,7 @@ class Market:
         models: Any,
         attestations: Any,
         relay: Any,
+        funder: Any,
         *,
         web3: Any = None,
     ) -> None:
@@ -120,6 +126,7 @@ class Market:
         self.models = models  # the ModelRegistry: ZK models, jobs' bindings, proven results
         self.attestations = attestations  # the AttestationRegistry: TEE verdicts on nodes and results
         self.relay = relay  # the BatchRelay: many assignments, results or finalizations in one transaction
+        self.funder = funder  # the AuthorizationFunder: jobs funded by EIP-3009 authorizations (x402)
         self._web3 = web3
         self._calls: tuple[Any, SimpleNamespace] | None = None
         self._topics: dict[tuple[str, bytes], int | None] | None = None
@@ -145,6 +152,7 @@ class Market:
             project.ModelRegistry.at(addresses.get("models") or market.PROVER()),
             project.AttestationRegistry.at(addresses.get("attestations") or market.ATTESTATIONS()),
             project.BatchRelay.at(addresses.get("relay") or market.RELAY()),
+            project.AuthorizationFunder.at(addresses.get("funder") or market.FUNDER()),
         )
 
     @classmethod
@@ -163,6 +171,7 @@ class Market:
             "models": functions.PROVER().call(),
             "attestations": functions.ATTESTATIONS().call(),
             "relay": functions.RELAY().call(),
+            "funder": functions.FUNDER().call(),
         }
         reader = cls(*(SimpleNamespace(address=str(roles[role])) for role in CONTRACT_TYPES), web3=web3)
         reader.deployment_block = deployment_block
@@ -281,44 +290,78 @@ class Market:
 
     def replica(self, job_id: int, shard: int, index: int, *, root: bool = True, block: Block = None) -> Replica:
         """A replica; an unknown job, shard or replica raises the contract's typed error.
-        `root=False` skips the read of its output root (left zero), for callers that need only its state."""
+        `root=False` skips the read of its output root (left zero), for callers that need only its state.
+        The root is its current result's (see `replicas_of`)."""
         raw = self._read("market", "replica", job_id, shard, index, block=block)
-        output_root = self._read("market", "output_root", job_id, shard, index, block=block) if root else ZERO_ROOT
-        return Replica.from_chain(job_id, shard, index, raw, output_root)
+        output_root = self._read("court", "result_root", job_id, shard, index, block=block) if root else ZERO_ROOT
+        return self._with_logged_roots([Replica.from_chain(job_id, shard, index, raw, output_root)], block)[0]
 
     def checkpoint(self, job_id: int, shard: int, index: int, block: Block = None) -> Checkpoints:
         """A replica's resume point, pending checkpoint and contributions (JobMarket.checkpoint)."""
         return Checkpoints.from_chain(self._read("market", "checkpoint", job_id, shard, index, block=block))
 
     def replicas(
-        self, job_id: int, keys: Iterable[tuple[int, int]], *, roots: bool = True, block: Block = None
+        self,
+        job_id: int,
+        keys: Iterable[tuple[int, int]],
+        *,
+        roots: bool = True,
+        logged: bool = True,
+        block: Block = None,
     ) -> list[Replica]:
         """A job's replicas at (shard, index) `keys`, read in one JSON-RPC batch (at `block`)."""
         keys = list(keys)
         if block is not None:  # a batch reads the latest block: one call each instead
             return [self.replica(job_id, s, r, root=roots, block=block) for s, r in keys]
-        return self.replicas_of(((job_id, s, r) for s, r in keys), roots=roots)
+        return self.replicas_of(((job_id, s, r) for s, r in keys), roots=roots, logged=logged)
 
-    def replicas_of(self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True) -> list[Replica]:
-        """The replicas at (job, shard, index) `keys`, of any jobs, read in JSON-RPC batches."""
+    def replicas_of(
+        self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True, logged: bool = True
+    ) -> list[Replica]:
+        """The replicas at (job, shard, index) `keys`, of any jobs, read in JSON-RPC batches. Each
+        one's `output_root` is its current result's: as the market stores it, or as the court
+        holds it revealed, or for a batched result not revealed (JobMarket.submit_results keeps
+        one commitment per batch) as its ResultSubmitted event logged it, unless `logged` is
+        False (then zero: for callers that compare only replicated roots, never batched)."""
         keys = list(keys)
         calls = []
         for key in keys:
             calls.append(("market", "replica", key))
             if roots:
-                calls.append(("market", "output_root", key))
+                calls.append(("court", "result_root", key))
         raw = self._batch(calls)
         step = 2 if roots else 1
-        return [
+        replicas = [
             Replica.from_chain(j, s, r, raw[step * n], raw[step * n + 1] if roots else ZERO_ROOT)
             for n, (j, s, r) in enumerate(keys)
         ]
+        return self._with_logged_roots(replicas) if roots and logged else replicas
 
-    def shards_of(self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True) -> list[Shard]:
+    def _with_logged_roots(self, replicas: list[Replica], block: Block = None) -> list[Replica]:
+        """`replicas` with the root of each batched result that has none on chain filled in from
+        its ResultSubmitted event: the latest of its replica, which its current lease logged."""
+        missing = {rep.job for rep in replicas if rep.state in _WITH_RESULT and rep.output_root == ZERO_ROOT}
+        if not missing:
+            return replicas
+        logged = {}
+        for job_id in sorted(missing):
+            for entry in self._job_logs("market", "ResultSubmitted", job_id, block):
+                args = entry["args"]
+                logged[(job_id, int(args["shard"]), int(args["replica"]))] = bytes(args["output_root"])
+        return [
+            replace(rep, output_root=logged.get((rep.job, rep.shard, rep.index), ZERO_ROOT))
+            if rep.state in _WITH_RESULT and rep.output_root == ZERO_ROOT
+            else rep
+            for rep in replicas
+        ]
+
+    def shards_of(
+        self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True, logged: bool = True
+    ) -> list[Shard]:
         """The shards at (job, shard, replication) `keys`, of any jobs, with their replicas, read
-        in JSON-RPC batches."""
+        in JSON-RPC batches (`roots`, `logged`: as `replicas_of`)."""
         keys = list(keys)
-        replicas = iter(self.replicas_of(((j, s, r) for j, s, n in keys for r in range(n)), roots=roots))
+        replicas = iter(self.replicas_of(((j, s, r) for j, s, n in keys for r in range(n)), roots=roots, logged=logged))
         return [Shard(j, s, tuple(next(replicas) for _ in range(n))) for j, s, n in keys]
 
     def shard(self, job_id: int, shard: int, job: Job | None = None) -> Shard:
@@ -486,7 +529,7 @@ class Market:
 
     def funded_by(self, payer: str, nonce: bytes) -> int:
         """The job an EIP-3009 authorization (payer, nonce) funded; 0: none."""
-        return int(self._read("market", "funded_by", payer, nonce))
+        return int(self._read("funder", "funded_by", payer, nonce))
 
     def zk_model(self, model_id: bytes, block: Block = None) -> ZkModel:
         return ZkModel.from_chain(self._read("models", "model", model_id, block=block))
@@ -512,12 +555,14 @@ class Market:
             for e in self._job_logs("models", "ResultProven", job_id)
         }
 
-    def _job_logs(self, role: str, name: str, job_id: int) -> list:
-        """`role`'s `name` events of one job since the deployment, in bounded block ranges."""
+    def _job_logs(self, role: str, name: str, job_id: int, block: Block = None) -> list:
+        """`role`'s `name` events of one job since the deployment (up to `block`, default the
+        head), in chain order, in bounded block ranges."""
         event = getattr(self.calls, role).events[name]()
+        last = self.head() if block is None else int(self.web3.eth.get_block(block)["number"])
         return [
             entry
-            for start, stop in block_ranges(self.deployment_block, self.head())
+            for start, stop in block_ranges(self.deployment_block, last)
             for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
         ]
 
@@ -786,6 +831,79 @@ class Market:
             return []
         events = receipt.events.filter(self.market.ResultSubmitted)
         return [(int(e.job), int(e.shard), int(e.replica)) for e in events]
+
+    def signed_results(self, results: Sequence[tuple[int, int, int, bytes, int, int]], agent_key: Any) -> bytes:
+        """The agent's one signature over the receipts of `results`, each (job, shard, index,
+        output_root, gpu_seconds, exit_code) at its replica's current lease, for `submit_results`;
+        each is checked as `submit_result` checks it before sending."""
+        receipts, assets = [], set()
+        for job_id, shard, index, output_root, gpu_seconds, exit_code in results:
+            assets.add(self._check_submit(job_id, shard, index, output_root, gpu_seconds).asset)
+            receipts.append(self.receipt_for(job_id, shard, index, output_root, gpu_seconds, exit_code))
+        signature = sign_receipts(agent_key, self.chain_id, self.market.address, receipts)
+        signer = recover_signer(batch_digest(self.chain_id, self.market.address, receipts), signature).lower()
+        if any(self.agent_of(asset).lower() != signer for asset in assets):
+            raise revert_error("job_market: receipt not signed by the asset's agent", preflight=True)
+        return signature
+
+    def submit_results(self, results: Sequence[tuple], signature: bytes, sender: Any, **tx: Any) -> Any:
+        """Records the results of one agent, all or none, under its one signature (see
+        `signed_results`; single-replica OPTIMISTIC and SPOT_CHECK jobs only); anyone may relay them.
+        The market keeps one commitment for them, not each root: see `reveal_result`."""
+        if len(results) > MAX_BATCH_RESULTS:
+            raise ValueError(f"submit_results: {len(results)} results, at most {MAX_BATCH_RESULTS} in one batch")
+        with typed_reverts():
+            return self.market.submit_results([tuple(r) for r in results], signature, sender=sender, **tx)
+
+    def batched_result(self, job_id: int, shard: int, index: int) -> tuple[tuple, list[bytes], int] | None:
+        """What DisputeCourt.reveal_result takes for the replica's current result when it was
+        recorded in a batch and its root is not on chain: (result, the batch's receipt hashes,
+        its index), from the logs of the transaction that recorded it; None if there is nothing
+        to reveal."""
+        rep = self.replica(job_id, shard, index, root=False)
+        if rep.state not in _WITH_RESULT or self._read("court", "result_root", job_id, shard, index) != ZERO_ROOT:
+            return None
+        submitted = [
+            e
+            for e in self._job_logs("market", "ResultSubmitted", job_id)
+            if (int(e["args"]["shard"]), int(e["args"]["replica"])) == (shard, index)
+        ]
+        if not submitted:
+            return None
+        tx = submitted[-1]["transactionHash"]
+        market = self.calls.market
+        group: list[Any] = []
+        for entry in self.web3.eth.get_transaction_receipt(tx)["logs"]:
+            if str(entry["address"]).lower() != self.addresses["market"].lower():
+                continue
+            topic = bytes(entry["topics"][0])
+            if topic == _topic(market.events.ResultSubmitted):
+                group.append(market.events.ResultSubmitted().process_log(entry)["args"])
+            elif topic == _topic(market.events.ResultsCommitted):
+                receipts = [bytes(h) for h in market.events.ResultsCommitted().process_log(entry)["args"]["receipts"]]
+                for position, args in enumerate(group):
+                    if (int(args["job"]), int(args["shard"]), int(args["replica"])) == (job_id, shard, index):
+                        result = (
+                            job_id,
+                            shard,
+                            index,
+                            bytes(args["output_root"]),
+                            int(args["gpu_seconds"]),
+                            int(args["exit_code"]),
+                        )
+                        return result, receipts, position
+                group = []
+        return None
+
+    def reveal_result(self, job_id: int, shard: int, index: int, sender: Any, **tx: Any) -> Any:
+        """Puts the root of the replica's batched result on chain (DisputeCourt.reveal_result), as
+        a ruling by root needs; anyone may. Returns the receipt, or None when its root is
+        already on chain (or it has no result)."""
+        found = self.batched_result(job_id, shard, index)
+        if found is None:
+            return None
+        with typed_reverts():
+            return self.court.reveal_result(*found, sender=sender, **tx)
 
     def finalize_many(self, shards: Sequence[tuple[int, int]], sender: Any, **tx: Any) -> list[tuple[int, int]]:
         """Finalizes each (job, shard) in one transaction, e.g. every final shard of a job;
@@ -1174,6 +1292,11 @@ def rejected_mask(replicas: Iterable[int]) -> int:
             raise ValueError(f"replica index {replica} out of range")
         mask |= 1 << replica
     return mask
+
+
+def _topic(event: Any) -> bytes:
+    """topic0 of a web3 contract event class."""
+    return bytes(event_abi_to_log_topic(event.abi))
 
 
 def _contract(web3: Any, role: str, address: str) -> Any:

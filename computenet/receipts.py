@@ -7,16 +7,26 @@ The JobMarket contract rebuilds the same digest:
     digest      = keccak256(0x1901 ‖ domain_separator("computenet JobMarket", "1", chainId, market)
                             ‖ struct_hash)
 
+Several results of one agent can share one signature (JobMarket.submit_results): the agent
+signs ExecutionReceipts, an array of those struct hashes, and the market stores their
+commitment, keccak256 of the struct hashes packed in order:
+
+    commitment  = keccak256(struct_hash_0 ‖ struct_hash_1 ‖ …)
+    batch_hash  = keccak256(RECEIPTS_TYPEHASH ‖ commitment)
+
 Signatures are r ‖ s ‖ v (65 bytes) with v in {27, 28} and s in the lower half of the
 curve order, the only form the contract's ECDSA module accepts.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils import keccak
+
 from computenet.eip712 import SECP256K1_HALF_N as SECP256K1_HALF_N
 from computenet.eip712 import SECP256K1_N as SECP256K1_N
-from computenet.eip712 import TypedStruct, domain_separator, recover_signer, sign_digest
+from computenet.eip712 import TypedStruct, domain_separator, hash_typed, recover_signer, sign_digest
 
 DOMAIN_NAME = "computenet JobMarket"
 DOMAIN_VERSION = "1"
@@ -83,6 +93,44 @@ class ExecutionReceipt(TypedStruct):
 
 RECEIPT_TYPE = ExecutionReceipt.EIP712_TYPE
 RECEIPT_TYPEHASH = ExecutionReceipt.EIP712_TYPEHASH
+RECEIPTS_TYPE = "ExecutionReceipts(ExecutionReceipt[] receipts)" + RECEIPT_TYPE
+RECEIPTS_TYPEHASH = keccak(text=RECEIPTS_TYPE)
+MAX_BATCH_RESULTS = 64  # JobMarket.MAX_RESULTS
+
+
+def batch_commitment(receipts: Sequence[ExecutionReceipt]) -> bytes:
+    """What JobMarket.submit_results stores for a batch: keccak256 of its receipts' struct hashes
+    packed in order (also the EIP-712 encoding of ExecutionReceipts' array)."""
+    if not receipts:
+        raise ValueError("a batch needs at least one receipt")
+    if len(receipts) > MAX_BATCH_RESULTS:
+        raise ValueError(f"a batch holds at most {MAX_BATCH_RESULTS} receipts, got {len(receipts)}")
+    return keccak(b"".join(r.struct_hash() for r in receipts))
+
+
+def batch_digest(chain_id: int, market: str | bytes, receipts: Sequence[ExecutionReceipt]) -> bytes:
+    """The EIP-712 digest of ExecutionReceipts(receipts) in the market's domain."""
+    return hash_typed(market_domain_separator(chain_id, market), keccak(RECEIPTS_TYPEHASH + batch_commitment(receipts)))
+
+
+def batch_typed_data(chain_id: int, market: str | bytes, receipts: Sequence[ExecutionReceipt]) -> dict[str, Any]:
+    """The full EIP-712 ExecutionReceipts message, as a wallet or eth_account signs it."""
+    one = receipts[0].typed_data(chain_id, market) if receipts else {}
+    if not one:
+        raise ValueError("a batch needs at least one receipt")
+    types = dict(one["types"])
+    types["ExecutionReceipts"] = [{"name": "receipts", "type": "ExecutionReceipt[]"}]
+    return {
+        "types": types,
+        "primaryType": "ExecutionReceipts",
+        "domain": one["domain"],
+        "message": {"receipts": [r.typed_data(chain_id, market)["message"] for r in receipts]},
+    }
+
+
+def sign_receipts(private_key: Any, chain_id: int, market: str | bytes, receipts: Sequence[ExecutionReceipt]) -> bytes:
+    """An agent's one 65-byte signature over a batch of its receipts (JobMarket.submit_results)."""
+    return sign_digest(batch_digest(chain_id, market, receipts), private_key)
 
 
 @dataclass(frozen=True)

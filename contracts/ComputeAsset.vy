@@ -367,10 +367,23 @@ def end_lease(asset: uint256, demand: uint256, stage: uint256, slash_bps: uint25
     @return Token base units slashed.
     """
     asset_stakes._check_market()
-    asset_stakes._end(asset, demand, stage)
+    asset_stakes._end(asset, demand, stage, 1)
     if slash_bps == 0:
         return 0
     return asset_stakes._slash(asset, slash_bps)
+
+
+@external
+def end_results(asset: uint256, demand: uint256, count: uint256):
+    """
+    @notice Ends `count` leases holding `demand` each with results (market only): as
+            `count` LEASE_RESULT `end_lease` calls, for a batch of one asset's results.
+    @param asset The asset.
+    @param demand What each lease held, packed as in `open_lease`.
+    @param count How many leases.
+    """
+    asset_stakes._check_market()
+    asset_stakes._end(asset, demand, asset_stakes.LEASE_RESULT, count)
 
 
 # ------------------------------------------------------------------ ERC-721 entry points

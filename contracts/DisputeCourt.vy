@@ -37,6 +37,11 @@ from .modules import merkle
 REWARD_BPS: public(constant(uint256)) = 1000
 _BPS: constant(uint256) = 10000
 _CANCEL_TYPEHASH: constant(bytes32) = keccak256("CancelShard(uint256 job,uint256 shard,uint256 validBefore)")
+# @dev As in JobMarket: the struct each result of a batch is signed as part of.
+_RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
+    "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
+)
+_MAX_RESULTS: constant(uint256) = 64  # JobMarket.MAX_RESULTS
 _MAX_REPLICATION: constant(uint256) = 5
 
 # @dev Replica states (as in JobMarket).
@@ -54,6 +59,8 @@ ASSETS: public(immutable(IComputeAsset))
 
 # @dev job -> shard -> challenger (bits 0-159) and bond (160-255) of the open challenge.
 _challenges: HashMap[uint256, HashMap[uint256, uint256]]
+# @dev keccak256(job, shard, replica, lease) -> the root revealed for that lease's batched result.
+_revealed: HashMap[bytes32, bytes32]
 
 # ------------------------------------------------------------------ events
 
@@ -66,6 +73,14 @@ event DisputeSettled:
     slashed: uint256  # tokens taken from rejected replicas' stakes
     reward: uint256  # of those, to the challenger or first upheld provider
     bond_returned: bool  # the bond went back to the challenger (else to the accused)
+
+
+event ResultRevealed:
+    job: indexed(uint256)
+    shard: uint256
+    replica: uint256
+    lease: uint256
+    output_root: bytes32
 
 
 # ------------------------------------------------------------------ constructor
@@ -144,7 +159,8 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
     @notice Rules on a disputed shard before its ruling deadline (facilitators
             only): replicas whose root is `valid_root` stand, every other one is
             slashed and reopens; a zero `valid_root` (the arbiter could not
-            reproduce the job) lets every result stand.
+            reproduce the job) lets every result stand. A batched result's root
+            must be revealed first (`reveal_result`).
     @param job_id The job.
     @param shard The shard.
     @param valid_root The root of the arbiter's own re-execution, or zero.
@@ -152,8 +168,15 @@ def resolve(job_id: uint256, shard: uint256, valid_root: bytes32):
     rejected: uint256 = 0
     if valid_root != empty(bytes32):
         req: JobMarket.Requirements = (staticcall MARKET.job(job_id)).requirements
+        assert shard < convert(req.shard_count, uint256), "dispute_court: unknown shard"
         for r: uint256 in range(convert(req.replication, uint256), bound=_MAX_REPLICATION):
-            if staticcall MARKET.output_root(job_id, shard, r) != valid_root:
+            rep: JobMarket.Replica = staticcall MARKET.replica(job_id, shard, r)
+            if rep.state != _SUBMITTED and rep.state != _DISPUTED:
+                continue  # the market rules only on results
+            root: bytes32 = self._root(job_id, shard, r, rep.lease)
+            # A batched result's root is not on chain until revealed: never judge it as zero.
+            assert root != empty(bytes32), "dispute_court: a result's root is not revealed (reveal_result)"
+            if root != valid_root:
                 rejected |= 1 << r
     self._resolve(job_id, shard, rejected)
 
@@ -191,6 +214,47 @@ def expire(job_id: uint256, shard: uint256):
     self._settle(job_id, shard, 0, 0, accused, empty(address))
 
 
+@external
+def reveal_result(result: JobMarket.Result, receipts: DynArray[bytes32, _MAX_RESULTS], index: uint256):
+    """
+    @notice Puts on chain the root of a result the market recorded in a batch
+            (`JobMarket.submit_results`, which keeps one commitment per batch, not
+            each root), for rulings and `verify_output`. Anyone may call it, with
+            the result as ResultSubmitted logged it and its batch's receipt hashes
+            as ResultsCommitted logged them.
+    @dev The receipt binds the replica's current lease, asset and manifest: a batch
+         is recorded all or none and a lease submits once, so at most one recorded
+         receipt matches, and a root revealed for a lease is never read for another.
+    @param result The result.
+    @param receipts Its batch's receipt hashes, in order.
+    @param index Its position in the batch.
+    """
+    rep: JobMarket.Replica = staticcall MARKET.replica(result.job, result.shard, result.replica)
+    receipt: bytes32 = keccak256(
+        abi_encode(
+            _RECEIPT_TYPEHASH,
+            result.job,
+            result.shard,
+            result.replica,
+            convert(rep.lease, uint256),
+            convert(rep.asset, uint256),
+            (staticcall MARKET.job(result.job)).manifest_hash,
+            result.output_root,
+            convert(result.gpu_seconds, uint256),
+            convert(result.exit_code, uint256),
+        )
+    )
+    assert receipts[index] == receipt, "dispute_court: result not in the batch"
+    # The market's commitment: the receipt hashes packed in order.
+    assert staticcall MARKET.result_batches(
+        keccak256(slice(abi_encode(receipts), 64, 32 * len(receipts)))
+    ), "dispute_court: no such result batch"
+    self._revealed[self._lease_key(result.job, result.shard, result.replica, rep.lease)] = result.output_root
+    log ResultRevealed(
+        job=result.job, shard=result.shard, replica=result.replica, lease=convert(rep.lease, uint256), output_root=result.output_root
+    )
+
+
 # ------------------------------------------------------------------ views
 
 
@@ -223,6 +287,20 @@ def ruling_deadline(job_id: uint256, shard: uint256) -> uint256:
 
 @external
 @view
+def result_root(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
+    """
+    @notice The root of a replica's current result: the one the market stored, or
+            for a batched result the one revealed here (zero while neither).
+    @param job_id The job.
+    @param shard The shard.
+    @param replica The replica.
+    @return The root.
+    """
+    return self._result_root(job_id, shard, replica)
+
+
+@external
+@view
 def verify_output(
     job_id: uint256,
     shard: uint256,
@@ -239,13 +317,44 @@ def verify_output(
     @param path_hash keccak256 of the file's path, UTF-8.
     @param content_hash keccak256 of the file's bytes.
     @param proof Sibling hashes from the leaf up.
-    @return True if the proof leads to the submitted root.
+    @return True if the proof leads to the submitted root (a batched result's once revealed).
     """
-    root: bytes32 = staticcall MARKET.output_root(job_id, shard, replica)
+    root: bytes32 = self._result_root(job_id, shard, replica)
     return root != empty(bytes32) and merkle._verify(proof, root, merkle._leaf(path_hash, content_hash))
 
 
 # ------------------------------------------------------------------ internals
+
+
+@internal
+@view
+def _result_root(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
+    """
+    @dev The replica's root as the market holds it, else as revealed for its lease.
+    """
+    return self._root(job_id, shard, replica, (staticcall MARKET.replica(job_id, shard, replica)).lease)
+
+
+@internal
+@view
+def _root(job_id: uint256, shard: uint256, replica: uint256, lease: uint16) -> bytes32:
+    """
+    @dev The market clears a rejected replica's root, so a root it holds is the
+         current lease's; a batched one is only here, keyed by its lease.
+    """
+    root: bytes32 = staticcall MARKET.output_root(job_id, shard, replica)
+    if root == empty(bytes32):
+        root = self._revealed[self._lease_key(job_id, shard, replica, lease)]
+    return root
+
+
+@internal
+@pure
+def _lease_key(job_id: uint256, shard: uint256, replica: uint256, lease: uint16) -> bytes32:
+    """
+    @dev Where a lease's revealed root is kept.
+    """
+    return keccak256(abi_encode(job_id, shard, replica, lease))
 
 
 @internal

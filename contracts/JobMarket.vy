@@ -60,26 +60,12 @@ interface IAttestations:
     def attested(asset: uint256) -> bool: view
 
 
-# @dev The EIP-3009 part of the payment token (USDC's interface).
-interface IEIP3009:
-    def transferWithAuthorization(
-        payer: address,
-        payee: address,
-        amount: uint256,
-        valid_after: uint256,
-        valid_before: uint256,
-        nonce: bytes32,
-        v: uint8,
-        r: bytes32,
-        s: bytes32,
-    ): nonpayable
-    def authorizationState(authorizer: address, nonce: bytes32) -> bool: view
-    def DOMAIN_SEPARATOR() -> bytes32: view
-
 # ------------------------------------------------------------------ constants
 
 MAX_SHARDS: constant(uint256) = 1024
 MAX_REPLICATION: constant(uint256) = 5
+# @dev Most results one `submit_results` records.
+MAX_RESULTS: constant(uint256) = 64
 # @dev Declines of one shard (any replica, any asset) after which it fails: a reason
 #      that will not change (a bad image digest, an unfetchable manifest) would
 #      otherwise have keepers assign it again and again.
@@ -113,14 +99,13 @@ ZK: constant(uint8) = 3
 TEE: constant(uint8) = 4
 
 _BPS: constant(uint256) = 10000
-_TRANSFER_WITH_AUTHORIZATION_TYPEHASH: constant(bytes32) = keccak256(
-    "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
-)
 _CANCEL_TYPEHASH: constant(bytes32) = keccak256("CancelShard(uint256 job,uint256 shard,uint256 validBefore)")
 _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
     "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
 )
-
+_RECEIPTS_TYPEHASH: constant(bytes32) = keccak256(
+    "ExecutionReceipts(ExecutionReceipt[] receipts)ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
+)
 _CHECKPOINT_TYPEHASH: constant(bytes32) = keccak256(
     "Checkpoint(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 checkpoint,uint256 gpuSeconds)"
 )
@@ -150,12 +135,14 @@ struct Requirements:
     disk_mib: uint32  # disk each lease may write, MiB (at least 1)
 
 
-# @dev An EIP-3009 authorization's terms, less the amount (the job's quote) and payee (the market).
-struct Authorization:
-    payer: address
-    valid_after: uint256
-    valid_before: uint256
-    nonce: bytes32
+# @dev A result as an agent submits it; its ExecutionReceipt adds the lease, asset and manifest.
+struct Result:
+    job: uint256
+    shard: uint256
+    replica: uint256
+    output_root: bytes32  # Merkle root over the output files (logs included)
+    gpu_seconds: uint32  # metered use (see submit_result)
+    exit_code: uint8
 
 
 struct Job:
@@ -210,6 +197,8 @@ PROVER: public(immutable(address))
 ATTESTATIONS: public(immutable(IAttestations))
 # @dev The batch relay, trusted to name the keeper of an assignment it forwards.
 RELAY: public(immutable(address))
+# @dev The authorization funder: the only poster of jobs funded by EIP-3009 authorizations.
+FUNDER: public(immutable(address))
 
 # @dev Number of jobs posted; ids run from 1 to this.
 job_count: public(uint256)
@@ -226,8 +215,8 @@ _manifests: HashMap[uint256, bytes32]
 _replicas: HashMap[uint256, HashMap[uint256, uint256]]
 # @dev job -> shard * MAX_REPLICATION + replica -> Merkle root of the submitted outputs.
 _output_roots: HashMap[uint256, HashMap[uint256, bytes32]]
-# @dev keccak256(payer, nonce) -> the job an EIP-3009 authorization funded.
-_funded_by: HashMap[bytes32, uint256]
+# @dev keccak256 of a result batch's receipt hashes -> whether `submit_results` recorded it.
+result_batches: public(HashMap[bytes32, bool])
 # @dev job -> shard -> declines so far.
 _declines: HashMap[uint256, HashMap[uint256, uint256]]
 # @dev job -> shard * MAX_REPLICATION + replica -> the adopted checkpoint a new lease resumes from.
@@ -264,19 +253,6 @@ event JobPosted:
     disk_mib: uint32
 
 
-event JobFundedByAuthorization:
-    job: indexed(uint256)
-    payer: indexed(address)
-    nonce: bytes32
-    front_run: bool  # the authorization reached the token before this call
-
-
-event UnclaimedReturned:
-    payer: indexed(address)
-    nonce: bytes32
-    amount: uint256
-
-
 event ShardAssigned:
     job: indexed(uint256)
     shard: uint256
@@ -305,6 +281,11 @@ event ResultSubmitted:
     gpu_seconds: uint256
     exit_code: uint256
     challenge_end: uint256
+
+
+event ResultsCommitted:
+    agent: indexed(address)
+    receipts: DynArray[bytes32, MAX_RESULTS]  # ExecutionReceipt struct hashes, in the batch's order
 
 
 event DisputeOpened:
@@ -414,6 +395,7 @@ def __init__(
     prover: address,
     attestations: IAttestations,
     relay: address,
+    funder: address,
     treasury: address,
     params: market_params.Parameters,
 ):
@@ -425,6 +407,7 @@ def __init__(
     @param prover The ModelRegistry, which checks ZK proofs, deployed after the court.
     @param attestations The AttestationRegistry, deployed after the model registry.
     @param relay The BatchRelay, whose forwarded assignments name their keeper.
+    @param funder The AuthorizationFunder, deployed after the attestation registry.
     @param treasury Receives protocol fees.
     @param params Initial fees, windows and minimums.
     """
@@ -432,13 +415,14 @@ def __init__(
     eip712.__init__("computenet JobMarket", "1")
     settlement.__init__(token)
     market_params.__init__(treasury, params)
-    assert court != empty(address) and prover != empty(address) and attestations.address != empty(address), "job_market: zero court, prover or attestations"
+    assert court != empty(address) and prover != empty(address) and attestations.address != empty(address) and funder != empty(address), "job_market: zero court, prover, attestations or funder"
     ASSETS = assets
     KEEPERS = keepers
     COURT = court
     PROVER = prover
     ATTESTATIONS = attestations
     RELAY = relay
+    FUNDER = funder
 
 
 # ------------------------------------------------------------------ clients
@@ -499,76 +483,33 @@ def post_job_with_permit(
 
 
 @external
-@nonreentrant
-def post_job_with_authorization(
-    manifest_hash: bytes32, req: Requirements, auth: Authorization, front_run: bool, v: uint8, r: bytes32, s: bytes32
-) -> uint256:
+def post_job_for(client: address, manifest_hash: bytes32, req: Requirements) -> uint256:
     """
-    @notice Posts a job for `auth.payer`, funded by the payer's EIP-3009
-            `transferWithAuthorization` of exactly `quote(req)` to this market: how an
-            x402 payment becomes a job (facilitators only, who bind each payment to the
-            job it was offered for; the payer needs no gas).
-    @dev Each authorization funds one job at most: the market records it (see
-         `funded_by`), and the token consumes its nonce in this call. If someone else submitted the signed authorization to the token
-         first (`front_run`), its tokens are already here, credited to no one; the
-         market then checks the payer's signature and that the nonce is used, and
-         posts the job without a second transfer. A nonce can also be used up by the
-         payer's own `cancelAuthorization`, which the chain cannot tell apart, so a
-         facilitator claims `front_run` only after seeing the token's transfer of
-         this authorization to the market mined; whatever it claims, the tokens must
-         be here and owed to no one (`owed`), so no escrow is ever unbacked.
+    @notice Posts a job for `client`, escrowing tokens already here and owed to no
+            one (FUNDER only: the tokens of the client's EIP-3009 authorization,
+            which FUNDER checked or had the token move here).
+    @param client Who the job belongs to.
     @param manifest_hash keccak256 of the job's canonical JSON manifest.
     @param req The job's requirements.
-    @param auth The authorization's payer, validity window and nonce.
-    @param front_run Whether the authorization was already executed by someone else.
-    @param v Authorization signature v.
-    @param r Authorization signature r.
-    @param s Authorization signature s.
     @return The job id.
     """
-    market_params._check_facilitator()
-    key: bytes32 = keccak256(abi_encode(auth.payer, auth.nonce))
-    assert self._funded_by[key] == 0, "job_market: authorization already funded a job"
     job_id: uint256 = 0
     budget: uint256 = 0
-    job_id, budget = self._post_job(auth.payer, manifest_hash, req)
-    self._funded_by[key] = job_id
-    if front_run:
-        # Escrow is only ever created on tokens that are here and owed to no one.
-        assert settlement._surplus() >= budget, "job_market: front-run tokens not here"
-        self._check_spent_authorization(auth, budget, v, r, s)
-    else:
-        extcall IEIP3009(settlement.TOKEN.address).transferWithAuthorization(
-            auth.payer, self, budget, auth.valid_after, auth.valid_before, auth.nonce, v, r, s
-        )
-    settlement._received(budget)
-    log JobFundedByAuthorization(job=job_id, payer=auth.payer, nonce=auth.nonce, front_run=front_run)
+    job_id, budget = self._post_job(client, manifest_hash, req)
+    self._take_surplus(budget)
     return job_id
 
 
 @external
-@nonreentrant
-def return_unclaimed(auth: Authorization, amount: uint256, v: uint8, r: bytes32, s: bytes32):
+def credit_surplus(account: address, amount: uint256):
     """
-    @notice Credits a payer the tokens of an authorization that was executed straight
-            at the token (front-run) and never funded a job, so they can withdraw them
-            (facilitators only, who first find the token's transfer to the market).
-    @dev Pays only from tokens owed to no one, once per authorization.
-    @param auth The authorization's payer, validity window and nonce.
-    @param amount The amount it transferred.
-    @param v Authorization signature v.
-    @param r Authorization signature r.
-    @param s Authorization signature s.
+    @notice Credits `account` tokens already here and owed to no one (FUNDER only:
+            an authorization executed at the token that funded no job).
+    @param account Who may withdraw them.
+    @param amount Token base units.
     """
-    market_params._check_facilitator()
-    key: bytes32 = keccak256(abi_encode(auth.payer, auth.nonce))
-    assert self._funded_by[key] == 0, "job_market: authorization already funded a job"
-    assert amount > 0 and settlement._surplus() >= amount, "job_market: front-run tokens not here"
-    self._check_spent_authorization(auth, amount, v, r, s)
-    self._funded_by[key] = max_value(uint256)  # returned: it funds no job now
-    settlement._received(amount)
-    settlement._credit(auth.payer, amount)
-    log UnclaimedReturned(payer=auth.payer, nonce=auth.nonce, amount=amount)
+    self._take_surplus(amount)
+    settlement._credit(account, amount)
 
 
 @external
@@ -846,50 +787,73 @@ def submit_result(
     @param signature The agent's 65-byte receipt signature (r ‖ s ‖ v).
     """
     req: Requirements = self._terms(job_id)[0]
-    self._check_replica(req, shard, replica)
-    rep: Replica = self._replica(job_id, shard, replica)
-    assert rep.state == ASSIGNED, "job_market: replica not assigned"
-    assert block.timestamp <= convert(rep.deadline, uint256), "job_market: lease expired"
-    assert output_root != empty(bytes32), "job_market: empty output root"
-    proven: bool = req.verification == ZK and exit_code == 0
-    assert not proven or msg.sender == PROVER, "job_market: zk result without its proof"
-    # A claim can be no more than the lease's time so far on every GPU (CPU work: one).
-    assert convert(gpu_seconds, uint256) <= (block.timestamp - convert(rep.since, uint256)) * max(
-        convert(req.gpu_count, uint256), 1
-    ), "job_market: gpu_seconds exceed the lease's time"
-    asset: uint256 = convert(rep.asset, uint256)
-    digest: bytes32 = self._receipt_digest(
-        job_id, shard, replica, rep.lease, asset, self._manifests[job_id], output_root, gpu_seconds, exit_code
-    )
-    signer: address = ecdsa._recover(digest, signature)
-    assert signer != empty(address), "job_market: invalid receipt signature"
-    assert signer == staticcall ASSETS.agentOf(asset), "job_market: receipt not signed by the asset's agent"
-
     challenge_end: uint256 = block.timestamp + convert(market_params._settings().challenge_window, uint256)
-    if proven:  # the window closed before it opened: final in this very block
-        challenge_end = block.timestamp - 1
-    rep.state = SUBMITTED
-    rep.since = convert(block.timestamp, uint40)
-    rep.deadline = convert(challenge_end, uint40)
-    # Earlier leases' adopted checkpoints take their share of the cap first.
-    rep.gpu_seconds = min(gpu_seconds, req.max_gpu_seconds - convert(self._contributed(job_id, shard, replica, rep.lease) >> 56, uint32))
-    self._store_replica(job_id, shard, replica, rep)
+    if req.verification == ZK and exit_code == 0:
+        assert msg.sender == PROVER, "job_market: zk result without its proof"
+        challenge_end = block.timestamp - 1  # proven: the window closed before it opened, final in this block
+    asset: uint256 = 0
+    receipt: bytes32 = empty(bytes32)
+    asset, receipt = self._record_result(
+        Result(job=job_id, shard=shard, replica=replica, output_root=output_root, gpu_seconds=gpu_seconds, exit_code=exit_code),
+        req,
+        challenge_end,
+    )
+    self._check_agent(receipt, signature, staticcall ASSETS.agentOf(asset))
     self._output_roots[job_id][self._index(shard, replica)] = output_root
     # The lease ends here, so the asset can take its next one at once; the stake
     # stays locked while this result can still be challenged.
     extcall ASSETS.end_lease(asset, self._job_demand[job_id], _LEASE_RESULT, 0)
-    log ResultSubmitted(
-        job=job_id,
-        shard=shard,
-        replica=replica,
-        asset=asset,
-        output_root=output_root,
-        gpu_seconds=convert(gpu_seconds, uint256),
-        exit_code=convert(exit_code, uint256),
-        challenge_end=challenge_end,
-    )
     if req.replication > 1:
         self._dispute_if_replicas_disagree(job_id, shard, convert(req.replication, uint256))
+
+
+@external
+def submit_results(results: DynArray[Result, MAX_RESULTS], signature: Bytes[65]) -> bytes32:
+    """
+    @notice Records several results of one agent, all or none, under one EIP-712
+            ExecutionReceipts signature by the agent's key over their receipts
+            (anyone may relay it). Only for single-replica OPTIMISTIC and
+            SPOT_CHECK jobs: their roots are not stored one by one but as one
+            commitment per batch (ResultsCommitted logs its receipt hashes, and
+            ResultSubmitted each result), so `output_root` reads zero for them;
+            DisputeCourt.reveal_result puts one on chain when a ruling needs it.
+    @param results Up to MAX_RESULTS results, of assets that share one agent.
+    @param signature The agent's 65-byte signature (r ‖ s ‖ v).
+    @return The batch's commitment: keccak256 of its receipt hashes, in order.
+    """
+    receipts: DynArray[bytes32, MAX_RESULTS] = []
+    agent: address = empty(address)
+    challenge_end: uint256 = block.timestamp + convert(market_params._settings().challenge_window, uint256)
+    req: Requirements = empty(Requirements)
+    # Consecutive results of one job on one asset (a run) read the job's terms, ask the
+    # asset's agent and end their leases at the asset once.
+    job_id: uint256 = 0
+    asset: uint256 = 0
+    run: uint256 = 0
+    for result: Result in results:
+        if result.job != job_id:
+            req = self._terms(result.job)[0]
+            assert req.verification == OPTIMISTIC or req.verification == SPOT_CHECK, "job_market: result cannot be batched"
+        leased: uint256 = 0
+        receipt: bytes32 = empty(bytes32)
+        leased, receipt = self._record_result(result, req, challenge_end)
+        receipts.append(receipt)
+        if leased != asset or result.job != job_id:
+            self._end_results(asset, job_id, run)
+            if leased != asset:
+                owner: address = staticcall ASSETS.agentOf(leased)
+                assert agent == empty(address) or owner == agent, "job_market: results of more than one agent"
+                agent = owner
+            asset = leased
+            job_id = result.job
+            run = 0
+        run += 1
+    self._end_results(asset, job_id, run)
+    commitment: bytes32 = self._commitment(receipts)
+    self.result_batches[commitment] = True
+    self._check_agent(keccak256(abi_encode(_RECEIPTS_TYPEHASH, commitment)), signature, agent)
+    log ResultsCommitted(agent=agent, receipts=receipts)
+    return commitment
 
 
 @external
@@ -1060,6 +1024,8 @@ def rule(
         else:
             rep.state = OPEN
             self._store_replica(job_id, shard, r, rep)
+            # Its next lease's result brings its own root (or, batched, none until revealed).
+            self._output_roots[job_id][self._index(shard, r)] = empty(bytes32)
             lost: uint256 = extcall ASSETS.end_lease(asset, 0, _RESULT_CLOSED, slash_bps)
             slashed += lost
             rejected += 1
@@ -1091,18 +1057,6 @@ def credit(account: address, amount: uint256):
 
 
 # ------------------------------------------------------------------ views
-
-
-@external
-@view
-def funded_by(payer: address, nonce: bytes32) -> uint256:
-    """
-    @notice The job an EIP-3009 authorization funded (zero: none).
-    @param payer The authorization's payer.
-    @param nonce The authorization's nonce.
-    @return The job id.
-    """
-    return self._funded_by[keccak256(abi_encode(payer, nonce))]
 
 
 @external
@@ -1163,7 +1117,8 @@ def replica(job_id: uint256, shard: uint256, replica: uint256) -> Replica:
 @view
 def output_root(job_id: uint256, shard: uint256, replica: uint256) -> bytes32:
     """
-    @notice The Merkle root a replica submitted (zero before any result).
+    @notice The Merkle root a replica submitted: zero before any result, after its
+            rejection, and for a batched result (see DisputeCourt.result_root).
     @return The root.
     """
     return self._output_roots[job_id][self._index(shard, replica)]
@@ -1248,36 +1203,6 @@ def _post_job(client: address, manifest_hash: bytes32, req: Requirements) -> (ui
 
 
 @internal
-@view
-def _check_spent_authorization(auth: Authorization, amount: uint256, v: uint8, r: bytes32, s: bytes32):
-    """
-    @dev Reverts unless the payer signed a transfer of `amount` to this market under
-         `auth` and the token has used its nonce.
-    """
-    token: IEIP3009 = IEIP3009(settlement.TOKEN.address)
-    assert staticcall token.authorizationState(auth.payer, auth.nonce), "job_market: authorization not used"
-    digest: bytes32 = keccak256(
-        concat(
-            b"\x19\x01",
-            staticcall token.DOMAIN_SEPARATOR(),
-            keccak256(
-                abi_encode(
-                    _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-                    auth.payer,
-                    self,
-                    amount,
-                    auth.valid_after,
-                    auth.valid_before,
-                    auth.nonce,
-                )
-            ),
-        )
-    )
-    signer: address = ecdsa._recover_vrs(digest, convert(v, uint256), convert(r, uint256), convert(s, uint256))
-    assert signer == auth.payer and signer != empty(address), "job_market: authorization not signed by payer"
-
-
-@internal
 @pure
 def _quote(req: Requirements, settings: market_params.Settings) -> uint256:
     """
@@ -1303,37 +1228,95 @@ def _lease_seconds(req: Requirements, settings: market_params.Settings) -> uint2
 
 
 @internal
+def _record_result(result: Result, req: Requirements, challenge_end: uint256) -> (uint256, bytes32):
+    """
+    @dev Checks a result against its replica's lease and records it, but for its root,
+         signature and the lease's end at the asset, which the caller stores, checks and
+         ends; returns the asset and the result's ExecutionReceipt struct hash.
+    """
+    self._check_replica(req, result.shard, result.replica)
+    rep: Replica = self._replica(result.job, result.shard, result.replica)
+    assert rep.state == ASSIGNED, "job_market: replica not assigned"
+    assert block.timestamp <= convert(rep.deadline, uint256), "job_market: lease expired"
+    assert result.output_root != empty(bytes32), "job_market: empty output root"
+    # A claim can be no more than the lease's time so far on every GPU (CPU work: one).
+    assert convert(result.gpu_seconds, uint256) <= (block.timestamp - convert(rep.since, uint256)) * max(
+        convert(req.gpu_count, uint256), 1
+    ), "job_market: gpu_seconds exceed the lease's time"
+    asset: uint256 = convert(rep.asset, uint256)
+    receipt: bytes32 = self._receipt_hash(result, rep.lease, asset)
+    rep.state = SUBMITTED
+    rep.since = convert(block.timestamp, uint40)
+    rep.deadline = convert(challenge_end, uint40)
+    # Earlier leases' adopted checkpoints take their share of the cap first.
+    rep.gpu_seconds = min(
+        result.gpu_seconds,
+        req.max_gpu_seconds - convert(self._contributed(result.job, result.shard, result.replica, rep.lease) >> 56, uint32),
+    )
+    self._store_replica(result.job, result.shard, result.replica, rep)
+    log ResultSubmitted(
+        job=result.job,
+        shard=result.shard,
+        replica=result.replica,
+        asset=asset,
+        output_root=result.output_root,
+        gpu_seconds=convert(result.gpu_seconds, uint256),
+        exit_code=convert(result.exit_code, uint256),
+        challenge_end=challenge_end,
+    )
+    return asset, receipt
+
+
+@internal
+def _end_results(asset: uint256, job_id: uint256, count: uint256):
+    """
+    @dev Ends `count` leases of the job on the asset with their results (none: nothing).
+    """
+    if count > 0:
+        extcall ASSETS.end_results(asset, self._job_demand[job_id], count)
+
+
+@internal
 @view
-def _receipt_digest(
-    job_id: uint256,
-    shard: uint256,
-    replica: uint256,
-    lease: uint16,
-    asset: uint256,
-    manifest_hash: bytes32,
-    output_root: bytes32,
-    gpu_seconds: uint32,
-    exit_code: uint8,
-) -> bytes32:
+def _receipt_hash(result: Result, lease: uint16, asset: uint256) -> bytes32:
     """
-    @dev EIP-712 digest of an ExecutionReceipt; must match computenet.receipts.
+    @dev EIP-712 struct hash of a result's ExecutionReceipt; must match computenet.receipts.
     """
-    return eip712._hash_typed(
-        keccak256(
-            abi_encode(
-                _RECEIPT_TYPEHASH,
-                job_id,
-                shard,
-                replica,
-                convert(lease, uint256),
-                asset,
-                manifest_hash,
-                output_root,
-                convert(gpu_seconds, uint256),
-                convert(exit_code, uint256),
-            )
+    return keccak256(
+        abi_encode(
+            _RECEIPT_TYPEHASH,
+            result.job,
+            result.shard,
+            result.replica,
+            convert(lease, uint256),
+            asset,
+            self._manifests[result.job],
+            result.output_root,
+            convert(result.gpu_seconds, uint256),
+            convert(result.exit_code, uint256),
         )
     )
+
+
+@internal
+@pure
+def _commitment(receipts: DynArray[bytes32, MAX_RESULTS]) -> bytes32:
+    """
+    @dev keccak256 of the receipt hashes packed in order: a batch's commitment, and the
+         EIP-712 encoding of ExecutionReceipts' array.
+    """
+    assert len(receipts) > 0, "job_market: no results"
+    return keccak256(slice(abi_encode(receipts), 64, 32 * len(receipts)))
+
+
+@internal
+@view
+def _check_agent(struct_hash: bytes32, signature: Bytes[65], agent: address):
+    """
+    @dev Reverts unless `agent` signed the struct in this market's EIP-712 domain.
+    """
+    signer: address = ecdsa._recover(eip712._hash_typed(struct_hash), signature)
+    assert signer != empty(address) and signer == agent, "job_market: receipt not signed by the asset's agent"
 
 
 @internal
@@ -1464,6 +1447,17 @@ def _shard_done(job_id: uint256, head: Head):
     if head.unfinished == 0:
         settlement._credit_unlogged(head.client, refund)  # JobFinished names it
         log JobFinished(job=job_id, client=head.client, refund=refund)
+
+
+@internal
+def _take_surplus(amount: uint256):
+    """
+    @dev Counts `amount` of the tokens owed to no one as owed from now on (FUNDER only),
+         so no escrow or credit is ever unbacked.
+    """
+    assert msg.sender == FUNDER, "job_market: caller is not the funder"
+    assert settlement._surplus() >= amount, "job_market: tokens not here"
+    settlement._received(amount)
 
 
 @internal

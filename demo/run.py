@@ -394,7 +394,7 @@ def gas_table(chain: Chain, jobs: dict[int, str]) -> Table:
     table = Table("step", "transactions", "gas (median)", title="gas per step", title_justify="left")
     steps = {
         "post (ape run job post)": [chain.logs("JobPosted", job=min(jobs))[0]],
-        "post funded over x402": chain.logs("JobFundedByAuthorization", job=max(jobs)),
+        "post funded over x402": chain.logs("JobFundedByAuthorization", "funder", job=max(jobs)),
         "assign": [e for j in jobs for e in chain.logs("ShardAssigned", job=j)],
         "submit_result": [e for j in jobs for e in chain.logs("ResultSubmitted", job=j)],
         "finalize": [e for j in jobs for e in chain.logs("ShardFinalized", job=j)],

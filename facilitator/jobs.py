@@ -6,9 +6,10 @@ the requirements' `extra`:
 
     "computenetJob": {"manifestHash": "0x…", "requirements": {min_vram_mib, gpu_count, …}}
 
-and settling calls `JobMarket.post_job_with_authorization`, which moves exactly the job's
-quote from the payer into its escrow and posts the job in one transaction (the market
-records each authorization it used, so one funds one job at most).
+and settling calls `AuthorizationFunder.post_job_with_authorization` (the market's FUNDER),
+which has the token move exactly the job's quote from the payer to the market and the market
+escrow it and post the job, in one transaction (the funder records each authorization it
+used, so one funds one job at most). The authorization's payee stays the market.
 
 Which job. The payer's authorization does not name the job, and `extra` is unsigned, so a
 copy of a payer's PAYMENT-SIGNATURE header (the authorization and its signature) would buy
@@ -27,8 +28,9 @@ The tokens then sit in the market, the nonce is spent, and the post would fail. 
 facilitator finds the token's `AuthorizationUsed` log for the nonce and checks that its
 transaction moved exactly the quote from the payer to the market and funded no job; then it
 posts the job with `front_run=True`, which uses those tokens once. A nonce the payer
-cancelled shows no such transfer and is refused as used, so the market never posts a job on
-tokens that did not arrive.
+cancelled shows no such transfer and is refused as used; and whatever is claimed, the market
+escrows only tokens that are there and owed to no one, so it never posts a job on tokens
+that did not arrive.
 """
 
 from __future__ import annotations
@@ -99,10 +101,12 @@ class JobSettlement:
     """Verifies and settles payments to the job market on one chain, as its facilitator."""
 
     def __init__(self, web3: Any, sender: Sender, market: str, token: str, gateways: list[str]) -> None:
-        """`gateways`: the addresses of the job gateways whose tags it settles job payments on."""
+        """`gateways`: the addresses of the job gateways whose tags it settles job payments on.
+        The market names its AuthorizationFunder (FUNDER), which the payments are settled through."""
         self.web3 = web3
         self.sender = sender
         self.market = contract(web3, "JobMarket", market)
+        self.funder = contract(web3, "AuthorizationFunder", self.market.functions.FUNDER().call())
         self.token = contract(web3, "TestToken", token)
         self.market_address = self.market.address
         self.gateways = {address.lower() for address in gateways}
@@ -138,7 +142,7 @@ class JobSettlement:
         """Whether the authorization's nonce is already used at the token; raises Refusal when
         it is used and cannot fund this job (a replay, or a cancelled nonce)."""
         auth = payment.authorization
-        job = self.market.functions.funded_by(auth.payer, auth.nonce).call()
+        job = self.funder.functions.funded_by(auth.payer, auth.nonce).call()
         if job:
             raise Refusal(NONCE_USED, f"this authorization already funded job {job}")
         if not self.token.functions.authorizationState(auth.payer, auth.nonce).call():
@@ -162,7 +166,7 @@ class JobSettlement:
             )
             front_run = True
             receipt = self._send(payment, True)
-        funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
+        funded = self.funder.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
         job = int(funded[0]["args"]["job"])
         tx = "0x" + bytes(receipt["transactionHash"]).hex()
         log.info(
@@ -172,7 +176,7 @@ class JobSettlement:
         return job, tx
 
     def _send(self, payment: JobPayment, front_run: bool) -> Any:
-        call = self.market.functions.post_job_with_authorization(
+        call = self.funder.functions.post_job_with_authorization(
             payment.manifest_hash,
             payment.requirements.as_tuple(),
             payment.authorization.market_args(),
@@ -193,7 +197,7 @@ class JobSettlement:
         for entry in used:
             receipt = self.web3.eth.get_transaction_receipt(entry["transactionHash"])
             transfers = self.token.events.Transfer().process_receipt(receipt, errors=DISCARD)
-            funded = self.market.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
+            funded = self.funder.events.JobFundedByAuthorization().process_receipt(receipt, errors=DISCARD)
             paid = any(
                 t["address"] == self.token.address
                 and t["args"]["sender"].lower() == auth.payer.lower()

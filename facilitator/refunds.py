@@ -17,8 +17,8 @@ BATCH = 64  # JobMarket.MAX_BATCH
 
 
 class Refunder:
-    """Follows the market's logs (computenet.follow) and pays out the credits of payers whose
-    authorization-funded job has finished. The payers of jobs not finished yet are kept with
+    """Follows the logs of the market and its AuthorizationFunder (computenet.follow) and pays
+    out the credits of payers whose authorization-funded job has finished. The payers of jobs not finished yet are kept with
     the cursor, so a restart forgets none. Idempotent: an account with nothing owed is
     skipped by the contract, so a range read again pays nothing twice."""
 
@@ -31,7 +31,7 @@ class Refunder:
         self.follower = Follower(
             market,
             self.cursor,
-            roles=("market",),
+            roles=("market", "funder"),  # JobFinished; JobFundedByAuthorization
             names=("JobFundedByAuthorization", "JobFinished"),
             start_block=start_block,
         )

@@ -39,9 +39,9 @@ job each authorization (payer, nonce) was first presented for and refuses it for
 and it hands the facilitator the offer tagged again with the authorization's payer and
 nonce, the only tag a job payment settles on. So a copy of a PAYMENT-SIGNATURE header buys
 its own job only, here and at the facilitator's /settle, and once settled the market's
-`funded_by` refuses it for good. Limits: the bindings live in this process, for as long as
-an x402 client's authorization is valid (PAYMENT_TIMEOUT); a copy that reaches the gateway
-before the payer's own request cannot be told from it.
+AuthorizationFunder (`funded_by`) refuses it for good. Limits: the bindings live in this
+process, for as long as an x402 client's authorization is valid (PAYMENT_TIMEOUT); a copy
+that reaches the gateway before the payer's own request cannot be told from it.
 
 Every refusal names what is wrong: a malformed manifest or requirements, or a job no active
 asset can ever take (422, before any payment is asked for), a payment

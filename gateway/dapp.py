@@ -44,6 +44,7 @@ ABI_NAMES = {
     "models": "ModelRegistry",
     "attestations": "AttestationRegistry",
     "relay": "BatchRelay",
+    "funder": "AuthorizationFunder",
     "assets": "ComputeAsset",
     "keepers": "KeeperRegistry",
     "token": "Token",

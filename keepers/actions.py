@@ -424,7 +424,7 @@ def finalize_round(rt: Runtime) -> str | Sent:
             n = job.requirements.replication
             wanted += [(job_id, s, n) for s in due[job_id] if 0 <= s < job.requirements.shard_count]
     sends: list[Send] = []
-    for shard in rt.market.shards_of(wanted, roots=True):
+    for shard in rt.market.shards_of(wanted, roots=True, logged=False):  # as Runtime.replicas
         decision = decide_finalize(shard.job, shard.index, list(shard.replicas), now)
         if isinstance(decision, Send):
             sends.append(decision)

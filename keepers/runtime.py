@@ -79,8 +79,11 @@ class ChainView:
         self._assets, self._assets_at = assets, head  # replaced whole: a reader never sees it half-updated
 
     def replicas(self, job: int, shard: int, replication: int, roots: bool = False) -> tuple[Replica, ...]:
-        """The shard's replicas; output roots only when asked (finalize compares them)."""
-        return tuple(self.market.replicas(job, ((shard, index) for index in range(replication)), roots=roots))
+        """The shard's replicas; output roots only when asked (finalize compares a replicated
+        shard's, which are always on chain: a batched result's is never compared, so it is not
+        looked up in the logs)."""
+        keys = ((shard, index) for index in range(replication))
+        return tuple(self.market.replicas(job, keys, roots=roots, logged=False))
 
     def ruling_deadline(self, job: int, shard: int) -> int | None:
         """The ruling deadline of the shard's open dispute; None when none is open (or the

@@ -20,7 +20,9 @@ from computenet.deploy import DEFAULT_PARAMETERS, deploy_stack
 from computenet.domain import Requirements, Spec, Verification
 from computenet.localnet import DockerEngine, RedisServer, ServedApp, ServiceError, docker_reachable, wait_until
 from computenet.manifest import build_manifest, canonical_json, manifest_hash
+from computenet.market import Market
 from computenet.receipts import ExecutionReceipt
+from computenet.receipts import sign_receipts as sign_batch
 from computenet.store import LocalStore, StoreClient, app
 
 settings.register_profile(
@@ -204,6 +206,21 @@ def court(stack):
     return stack.court
 
 
+@pytest.fixture
+def fresh(accounts, token, market):
+    """A client who holds tokens but never approved the market."""
+    account = accounts[14]
+    token.faucet(account, 1_000_000 * TOKEN, sender=account)
+    assert token.allowance(account, market) == 0
+    return account
+
+
+@pytest.fixture(scope="session")
+def funder(stack):
+    """The market's AuthorizationFunder, which facilitators settle x402 payments through."""
+    return stack.funder
+
+
 @pytest.fixture(scope="session")
 def blobs() -> zk.ModelArtifacts:
     """The example zk model (docs/zk.md), which `make test` builds first (`make zk`)."""
@@ -338,6 +355,28 @@ def sign_receipt(chain, market):
             exit_code=exit_code,
         )
         return receipt.sign(signer.private_key, chain.chain_id, market.address)
+
+    return sign
+
+
+@pytest.fixture
+def receipts_of(stack):
+    """`receipts_of(results)`: the ExecutionReceipts of `results`, each (job, shard, replica,
+    output_root, gpu_seconds, exit_code), at their replicas' current leases (as an agent signs them)."""
+    sdk = Market.from_stack(stack)
+    return lambda results: [sdk.receipt_for(*result) for result in results]
+
+
+@pytest.fixture
+def sign_receipts(chain, market, receipts_of):
+    """`sign_receipts(signer, results)`: one signature over the receipts of `results` (see
+    `receipts_of`) for JobMarket.submit_results, once the chain's clock has moved far enough
+    for each claim."""
+
+    def sign(signer, results):
+        for job, shard, replica, _, gpu_seconds, _ in results:
+            _run_for(chain, market, job, shard, replica, gpu_seconds)
+        return sign_batch(signer.private_key, chain.chain_id, market.address, receipts_of(results))
 
     return sign
 

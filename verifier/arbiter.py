@@ -41,7 +41,11 @@ the arbiter's run allows (verifier/rules.py, the manifest's `metering_tolerance_
 The ruling goes on chain as `resolve(valid_root)` when it is exactly "the replicas whose
 root is valid_root stand", and otherwise (a tolerance let other roots stand, or a replica
 with the valid root over-metered) as `resolve_replicas(rejected_mask)`: bit r set, replica r
-is rejected; every other replica under ruling stands.
+is rejected; every other replica under ruling stands. The market keeps no root of a result it
+recorded in a batch (JobMarket.submit_results: one commitment per batch), and the court rules
+by root only on roots it can read: before `resolve(valid_root)` the arbiter reveals each such
+root under ruling (DisputeCourt.reveal_result, from the batch's logs), and the audit line
+names those transactions (`revealed`).
 
 A request (JSON; hex is 0x-prefixed, file contents are base64); everything but job and
 shard is an optional attachment:
@@ -858,7 +862,7 @@ class Arbiter:
             runs = tuple(run for point_runs in by_point.values() for run in point_runs)
             decision = decide_each(facts, by_point, evidence, party, rules, results)
             try:
-                receipt = self._send_ruling(decision)
+                receipt, revealed = self._send_ruling(decision, facts)
             except ContractRevert as error:
                 # The read and the send are two moments: another facilitator may have ruled between them
                 # (409). A key the market does not take as a facilitator is this service's fault (503).
@@ -873,6 +877,7 @@ class Arbiter:
             _stamp(
                 answer
                 | _runs(runs)
+                | ({"revealed": revealed} if revealed else {})
                 | {"rules": applied(RULES), "decision": "resolved", "block": receipt["blockNumber"]}
             )
         )
@@ -908,14 +913,39 @@ class Arbiter:
             )
         )
 
-    def _send_ruling(self, decision: Decision) -> dict[str, Any]:
+    def _send_ruling(self, decision: Decision, facts: ChainFacts) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The ruling on chain at the dispute court (facilitators only, before the ruling
         deadline): by its valid root (the zero root: every submitted result stands), or, when
-        the outcome is not "the replicas with that root stand", by the mask of rejected replicas."""
+        the outcome is not "the replicas with that root stand", by the mask of rejected replicas.
+        A ruling by a valid root first reveals the roots it needs (`_reveal_roots`). Returns the
+        ruling's receipt and the reveals sent, each {replica, transaction}."""
         court = self.market.calls.court.functions
         if decision.by_mask:
-            return self.sender.send(court.resolve_replicas(decision.job, decision.shard, decision.rejected_mask))
-        return self.sender.send(court.resolve(decision.job, decision.shard, decision.valid_root))
+            return self.sender.send(court.resolve_replicas(decision.job, decision.shard, decision.rejected_mask)), []
+        revealed = self._reveal_roots(facts) if decision.valid_root != ZERO_ROOT else []
+        return self.sender.send(court.resolve(decision.job, decision.shard, decision.valid_root)), revealed
+
+    def _reveal_roots(self, facts: ChainFacts) -> list[dict[str, Any]]:
+        """Puts on chain (DisputeCourt.reveal_result, which anyone may send) the root of each
+        replica under ruling that the market recorded in a batch (JobMarket.submit_results keeps
+        one commitment per batch, not each root): the court refuses a ruling by root while a
+        live result's root is not on chain. `Market.batched_result` finds the result and its
+        batch in the logs of the transaction that recorded it (None: its root is on chain)."""
+        court = self.market.calls.court.functions
+        revealed = []
+        for index, rep in enumerate(facts.replicas):
+            if rep.state not in UNDER_RULING:
+                continue
+            found = self.market.batched_result(facts.job, facts.shard, index)
+            if found is None:
+                continue
+            receipt = self.sender.send(court.reveal_result(*found))
+            revealed.append({"replica": index, "transaction": _hex_of(receipt["transactionHash"])})
+            log.info(
+                "result root revealed",
+                extra={"fields": {"job": facts.job, "shard": facts.shard, "replica": index}},
+            )
+        return revealed
 
     def _rules(self, facts: ChainFacts) -> ResultVerification:
         """The job manifest's verification section (rule 5: the manifest must be in the store)."""

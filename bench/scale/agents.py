@@ -2,14 +2,16 @@
 
 It follows ShardAssigned as a real agent process does for the assets it serves (one
 `computenet.follow.Follower`, polled every 0.2 s, the agent's default), and for each lease
-of its assets takes the steps of `agent.node.Agent.commit` and `submit` with the same SDK
+of its assets takes the steps of `agent.node.Agent.commit` and `submit_all` with the same SDK
 calls: the job's terms (cached, as the agent caches them), the replica and the chain's clock
 to cap the claim (`preflight.claimable_seconds`), `Market.receipt_for`, the EIP-712 receipt
 signed with the agent's key (`computenet.receipts`), the replica read again and
-`agent.plan.recovery` before sending. The workload is null: no Docker, no store, no journal;
-a fixed one-file output and log committed through `verifier.commitment.commit_result`, as
-`agent.execute.collect` commits a container's, claiming the 1 GPU-second
-`agent.plan.metered_seconds` gives a run of no length. One thread runs the lot: the real
+`agent.plan.recovery` before sending, and an agent's results of one round sent together
+(scale.chain.Chain.submit: two or more in `submit_results` under one signature over their
+receipts). The workload is null: no Docker, no store, no journal; a fixed one-file output
+and log committed through `verifier.commitment.commit_result`, as `agent.execute.collect`
+commits a container's, claiming the 1 GPU-second `agent.plan.metered_seconds` gives a run
+of no length. One thread runs the lot: the real
 agent also serialises its chain calls (its `chain_lock`).
 """
 
@@ -133,7 +135,7 @@ class Agents:
         if action != "submit":
             self.dropped += 1
             return None
-        return Result(job_id, shard, replica, root, gpu_seconds, 0, signature, account)
+        return Result(job_id, shard, replica, root, gpu_seconds, 0, signature, account, receipt)
 
     def stats(self) -> dict:
         return {

@@ -3,7 +3,7 @@
 Every shard's life is cut at moments the chain or a role recorded, each in wall time:
 
     client sends post_job ─chain─▶ JobPosted seen ─keeper─▶ keeper sends assign ─chain─▶
-    ShardAssigned seen ─agent─▶ agent sends submit_result ─chain─▶ ResultSubmitted seen
+    ShardAssigned seen ─agent─▶ agent sends its result(s) ─chain─▶ ResultSubmitted seen
     ─window─▶ the head from which a finalize can be mined ─keeper─▶ keeper sends finalize
     ─chain─▶ ShardFinalized seen
 
@@ -25,8 +25,19 @@ SEGMENTS = {  # segment -> whose time it is
     "keeper_finalize": "keeper",
     "finalize_inclusion": "chain",
 }
-# The market's steps: each on its own, and several in one call through the batch relay.
-MARKET_CALLS = ("post_job", "assign", "submit_result", "finalize", "assign_many", "submit_many", "finalize_many")
+# The market's steps: each on its own, and several in one call (an agent's results in
+# submit_results, assignments and finalizations through the batch relay; submit_many, results
+# through the relay, which the simulation's agents no longer send, stays counted).
+MARKET_CALLS = (
+    "post_job",
+    "assign",
+    "submit_result",
+    "finalize",
+    "assign_many",
+    "submit_results",
+    "submit_many",
+    "finalize_many",
+)
 SATURATED = 0.85  # a step whose finalized rate is under this share of what it posted is saturated
 
 

@@ -7,9 +7,13 @@ it. Transactions are sent as the real roles send theirs: `computenet.connection.
 (the gas estimate, the node's pending nonce, ape's signing), from the keeper's key for
 assign and finalize, from an agent's key for results, from the client's for post_job.
 With `batched` (the default, as the keepers and agents send), several items go out as one
-transaction through the batch relay (assign_many, submit_many: the results of all the
-agents one process runs, as an operator of many nodes sends them, finalize_many); one item,
-or `batched=False`, is one transaction per item (the market's own entry points).
+transaction: assignments and finalizations through the batch relay (assign_many,
+finalize_many), and results grouped by agent (a `JobMarket.submit_results` batch is one
+agent's): each agent's two or more in one `submit_results` under one signature of its key
+over their receipts, as `agent.node.Agent.submit_all` sends a node's, and the lone results
+of the agents one process runs in one `submit_many` through the relay, as an operator of many
+nodes relays them. One item, or `batched=False`, is one transaction per item (the market's
+own entry points).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from computenet.connection import broadcast
 from computenet.domain import Requirements
+from computenet.receipts import MAX_BATCH_RESULTS, ExecutionReceipt, sign_receipts
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ class Refused:
 
 @dataclass(frozen=True)
 class Result:
-    """A signed result an agent submits: submit_result's arguments and the agent's account."""
+    """A signed result an agent submits: submit_result's arguments, the agent's account and
+    the receipt it signed (what a batch of its results is signed over)."""
 
     job: int
     shard: int
@@ -54,16 +60,22 @@ class Result:
     exit_code: int
     signature: bytes
     account: Any
+    receipt: ExecutionReceipt
 
     @property
     def args(self) -> tuple:
         return (self.job, self.shard, self.replica, self.output_root, self.gpu_seconds, self.exit_code, self.signature)
 
+    @property
+    def result(self) -> tuple:
+        """The result as `JobMarket.submit_results` takes it (its Result struct)."""
+        return (self.job, self.shard, self.replica, self.output_root, self.gpu_seconds, self.exit_code)
+
 
 RELAY_BATCH = 256  # BatchRelay.MAX_ITEMS
-# Results per submit_many: one agent process relays the results of all its agents, so a block
-# of many assignments would otherwise make a 256-result batch of about 14M gas, over what a
-# node estimates for one transaction (a real agent batches only its own few).
+# Results per submit_many: one agent process relays the lone results of all its agents, so a
+# block of many assignments would otherwise make a 256-result batch of about 14M gas, over
+# what a node estimates for one transaction.
 SUBMIT_BATCH = 64
 
 
@@ -87,14 +99,56 @@ class Chain:
 
     def submit(self, results: Iterable[Result]) -> list[Sent | Refused]:
         """submit_result per result, from its own agent key, estimated against the pending
-        block as the agent does (a claim is bounded by the time since assignment)."""
+        block as the agent does (a claim is bounded by the time since assignment). Batched:
+        each agent's two or more results in `submit_results` (`_results`), and the lone results
+        of several agents in one `submit_many` through the relay (at most SUBMIT_BATCH a
+        transaction), as an operator of many nodes relays them. Entries follow `results`' order."""
         results = list(results)
-        if self.batched and len(results) > 1:
-            items = [r.args for r in results]
-            return self._batch(
-                "submit_result", "submit_many", items, items, results[0].account, "pending", SUBMIT_BATCH
-            )
-        return [self._send("submit_result", r.args, r.account, estimate_at="pending") for r in results]
+        if not (self.batched and len(results) > 1):
+            return [self._send("submit_result", r.args, r.account, estimate_at="pending") for r in results]
+        by_agent: dict[str, list[int]] = {}
+        for n, r in enumerate(results):
+            by_agent.setdefault(str(r.account.address).lower(), []).append(n)
+        out: list[Sent | Refused | None] = [None] * len(results)
+        lone = [indices[0] for indices in by_agent.values() if len(indices) == 1]
+        for indices in by_agent.values():
+            if len(indices) > 1:
+                for n, s in zip(indices, self._results([results[n] for n in indices]), strict=True):
+                    out[n] = s
+        if len(lone) > 1:  # one result of each of several agents: relayed together, each its own receipt
+            items = [results[n].args for n in lone]
+            account = results[lone[0]].account
+            sent = self._batch("submit_result", "submit_many", items, items, account, "pending", SUBMIT_BATCH)
+        else:
+            sent = [self._send("submit_result", results[n].args, results[n].account, "pending") for n in lone]
+        for n, s in zip(lone, sent, strict=True):
+            out[n] = s
+        return [s for s in out if s is not None]
+
+    def _results(self, results: list[Result]) -> list[Sent | Refused]:
+        """One agent's results in `JobMarket.submit_results`, at most MAX_BATCH_RESULTS a
+        transaction, each signed by the agent's key over the receipts it carries; each item's
+        entry is its transaction (named "submit_result", the step each item stands for). The
+        market records a batch all or none: one whose estimate fails is refused, its reason
+        recorded for each of its items, and the next one sent."""
+        from ape.exceptions import ContractLogicError, TransactionError
+
+        out: list[Sent | Refused] = []
+        market = str(self.market.market.address)
+        account = results[0].account
+        for first in range(0, len(results), MAX_BATCH_RESULTS):
+            chunk = results[first : first + MAX_BATCH_RESULTS]
+            named = tuple(_item("submit_result", r.args) for r in chunk)
+            signature = sign_receipts(account.private_key, self.market.chain_id, market, [r.receipt for r in chunk])
+            args = ([r.result for r in chunk], signature)
+            try:
+                tx = broadcast(self.market.market.submit_results, args, account, estimate_at="pending")
+            except (ContractLogicError, TransactionError) as error:
+                out += [Refused("submit_result", item, str(getattr(error, "message", error))) for item in named]
+                continue
+            sent = Sent(tx.to_0x_hex(), "submit_result", named, time.time())
+            out += [sent] * len(chunk)
+        return out
 
     def finalize(self, keeper: Any, items: Iterable[tuple[int, int]]) -> list[Sent | Refused]:
         """finalize(job, shard) per item, or one finalize_many."""

@@ -283,23 +283,26 @@ def _open_lease(asset: uint256, min_stake: uint256, max_leases: uint16, demand: 
 
 
 @internal
-def _end(asset: uint256, demand: uint256, stage: uint256):
+def _end(asset: uint256, demand: uint256, stage: uint256, count: uint256):
     """
-    @dev Moves one lease holding `demand` (packed as in `_open_lease`) along:
-         LEASE_CLOSED ends a running lease (declined, cancelled or expired),
-         LEASE_RESULT ends it with a result that stays pending, both giving its
-         resources back; RESULT_CLOSED ends a pending result (final or rejected),
-         which holds none (`demand` is 0).
+    @dev Moves `count` leases each holding `demand` (packed as in `_open_lease`) along:
+         LEASE_CLOSED ends running leases (declined, cancelled or expired),
+         LEASE_RESULT ends them with results that stay pending, both giving their
+         resources back; RESULT_CLOSED ends pending results (final or rejected),
+         which hold none (`demand` is 0). Each count is checked not to go below zero,
+         so no lease ends that was not open.
     """
     s: Stake = self._stake(asset)
+    n: uint16 = convert(count, uint16)
     if stage == RESULT_CLOSED:
-        s.pending_results -= 1
+        s.pending_results -= n
     else:
-        s.open_leases -= 1
-        s.gpus_leased -= convert(demand & _MASK8, uint8)
+        s.open_leases -= n
+        s.gpus_leased -= convert((demand & _MASK8) * count, uint8)
         if stage == LEASE_RESULT:
-            s.pending_results += 1
-        self._resources[asset] -= self._held(demand)
+            s.pending_results += n
+        # The leases were counted into every field, so no field borrows from the next.
+        self._resources[asset] -= self._held(demand) * count
     self._store(asset, s)
 
 

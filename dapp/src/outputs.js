@@ -4,7 +4,7 @@
 import { leaf, treeFromFiles, verify } from "./merkle.js";
 import { sha256Hex } from "./manifest.js";
 import { outputsPath, quotePlus, signedHeaders } from "./signed.js";
-import { read, signText } from "./chain.js";
+import { events, read, signText } from "./chain.js";
 
 const SCOPE = "outputs";
 
@@ -35,12 +35,26 @@ async function signedGet(ctx, agent, job, shard, replica, path) {
 }
 
 /**
+ * The replica's current result root, from the chain: as the market stores it or the court
+ * holds it revealed (`result_root`), else, for a result recorded in a batch (one commitment,
+ * no root per replica), as its ResultSubmitted event logged it: the replica's latest.
+ */
+async function chainRoot(ctx, job, shard, replica) {
+  const at = [BigInt(job), BigInt(shard), BigInt(replica)];
+  const root = await read(ctx.publicClient, ctx.contracts.court, "result_root", at);
+  if (BigInt(root) !== 0n) return root.toLowerCase();
+  const logged = (await events(ctx, ctx.contracts.market, "ResultSubmitted", { job: at[0] })).filter(
+    (e) => e.args.shard === at[1] && e.args.replica === at[2],
+  );
+  return (logged.length ? logged[logged.length - 1].args.output_root : root).toLowerCase();
+}
+
+/**
  * Fetches and checks one replica's files: [{path, bytes, verified, problem}]; `agent` is the
  * replica's agent address (the server its requests are signed for).
  */
 export async function replicaOutputs(ctx, job, shard, replica, agent) {
-  const at = [BigInt(job), BigInt(shard), BigInt(replica)];
-  const root = (await read(ctx.publicClient, ctx.contracts.market, "output_root", at)).toLowerCase();
+  const root = await chainRoot(ctx, job, shard, replica);
   const index = await (await signedGet(ctx, agent, job, shard, replica)).json();
   const files = [];
   for (const [path, sha] of Object.entries(index.files || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {

@@ -89,7 +89,7 @@ def paid(payer, requirements) -> dict:
 
 
 def test_a_payment_for_job_a_settles_no_job_b_of_the_same_price(
-    chain, market, token, make_requirements, settle, gateway, keeper, facilitator, stranger, ledger
+    chain, market, funder, token, make_requirements, settle, gateway, keeper, facilitator, stranger, ledger
 ):
     """Someone holding a copy of the payer's payment for job A (two shards) posts it to /settle
     with job B (one shard run twice, the same price): under B's own offer, and under the tag
@@ -128,7 +128,7 @@ def test_a_payment_for_job_a_settles_no_job_b_of_the_same_price(
     copies_refused()
 
     assert settled["success"] is True, settled
-    job = market.funded_by(payer.address, auth.nonce)
+    job = funder.funded_by(payer.address, auth.nonce)
     assert market.job_count() == jobs + 1 == job
     record = market.job(job)
     assert (record.client, record.manifest_hash, record.requirements.shard_count) == (payer.address, JOB_A, 2)
@@ -157,7 +157,7 @@ def cancel(chain, token, payer, auth):
 
 
 def test_the_facilitator_key_cannot_make_escrow_of_tokens_that_never_arrived(
-    chain, market, token, make_requirements, post_job, accounts, facilitator, client, stranger, ledger
+    chain, market, funder, token, make_requirements, post_job, accounts, facilitator, client, stranger, ledger
 ):
     """The payer cancels its nonce, so the token counts it as used, and the facilitator key
     claims a front run: no escrow, nothing to withdraw, while another client's escrow sits in
@@ -173,10 +173,10 @@ def test_the_facilitator_key_cannot_make_escrow_of_tokens_that_never_arrived(
     held = token.balanceOf(market)
     assert held == market.owed() == market.job(others).escrow
 
-    with ape.reverts("job_market: front-run tokens not here"):
-        market.post_job_with_authorization(JOB_A, req, auth.market_args(), True, *split(signature), sender=facilitator)
-    with ape.reverts("job_market: front-run tokens not here"):
-        market.return_unclaimed(auth.market_args(), budget, *split(signature), sender=facilitator)
+    with ape.reverts("job_market: tokens not here"):
+        funder.post_job_with_authorization(JOB_A, req, auth.market_args(), True, *split(signature), sender=facilitator)
+    with ape.reverts("job_market: tokens not here"):
+        funder.return_unclaimed(auth.market_args(), budget, *split(signature), sender=facilitator)
     for who in (payer, facilitator):
         with ape.reverts("settlement: nothing to withdraw"):
             market.withdraw(who, sender=who)
@@ -186,11 +186,12 @@ def test_the_facilitator_key_cannot_make_escrow_of_tokens_that_never_arrived(
     genuine, signature = signed_transfer(chain, market, token, payer, budget)
     token.transferWithAuthorization(*genuine.token_args(signature), sender=stranger)
     assert token.balanceOf(market) - market.owed() == budget  # here, owed to no one
-    market.return_unclaimed(genuine.market_args(), budget, *split(signature), sender=facilitator)
-    with ape.reverts("job_market: authorization already funded a job"):
-        market.return_unclaimed(genuine.market_args(), budget, *split(signature), sender=facilitator)
-    with ape.reverts("job_market: authorization already funded a job"):
-        market.post_job_with_authorization(
+    funder.return_unclaimed(genuine.market_args(), budget, *split(signature), sender=facilitator)
+    assert market.credits(payer) == budget and token.balanceOf(market) == market.owed()
+    with ape.reverts("authorization_funder: authorization already funded a job"):
+        funder.return_unclaimed(genuine.market_args(), budget, *split(signature), sender=facilitator)
+    with ape.reverts("authorization_funder: authorization already funded a job"):
+        funder.post_job_with_authorization(
             JOB_A, req, genuine.market_args(), True, *split(signature), sender=facilitator
         )
     market.withdraw(payer, sender=payer)
@@ -210,15 +211,15 @@ def attempt(call, *args, **kwargs):
     strict=True,
     raises=AssertionError,
     reason=(
-        "JobMarket checks a front-run claim (post_job_with_authorization with front_run, and "
-        "return_unclaimed) against the market's whole surplus, not against the tokens of that "
+        "AuthorizationFunder checks a front-run claim (post_job_with_authorization with front_run, "
+        "and return_unclaimed) against the market's whole surplus, not against the tokens of that "
         "authorization: a payer's authorization whose nonce it cancelled itself passes "
-        "_check_spent_authorization, so the facilitator key can hand that payer the tokens another "
+        "_check_spent, so the facilitator key can hand that payer the tokens another "
         "payer's front run left in the market before they are returned (or their job posted)"
     ),
 )
 def test_the_facilitator_key_cannot_give_one_payer_the_tokens_of_anothers_front_run(
-    chain, market, token, make_requirements, accounts, facilitator, stranger, ledger
+    chain, market, funder, token, make_requirements, accounts, facilitator, stranger, ledger
 ):
     victim, accomplice = accounts[14], accounts[15]
     for payer in (victim, accomplice):
@@ -230,9 +231,9 @@ def test_the_facilitator_key_cannot_give_one_payer_the_tokens_of_anothers_front_
     cancelled, cancelled_signature = signed_transfer(chain, market, token, accomplice, budget)
     cancel(chain, token, accomplice, cancelled)  # used at the token; paid no one
 
-    attempt(market.return_unclaimed, cancelled.market_args(), budget, *split(cancelled_signature), sender=facilitator)
+    attempt(funder.return_unclaimed, cancelled.market_args(), budget, *split(cancelled_signature), sender=facilitator)
     attempt(market.withdraw, accomplice, sender=accomplice)
-    attempt(market.return_unclaimed, fronted.market_args(), budget, *split(signature), sender=facilitator)
+    attempt(funder.return_unclaimed, fronted.market_args(), budget, *split(signature), sender=facilitator)
     attempt(market.withdraw, victim, sender=victim)
 
     changes = books.changes()

@@ -1,7 +1,8 @@
 """Smoke test of the scale simulation (bench/bench_scale.py): its quick mode with N = 3 agents,
 two racing keepers and one short step of load, run as the benchmark runs (its own anvil and
-worker processes). It checks the report's shape and the books: every posted shard finalized
-and paid, the market's token balance equal to what it owes, nothing left in escrow.
+worker processes). It checks the report's shape, that an agent's results went out in one
+`submit_results`, and the books: every posted shard finalized and paid, the market's token
+balance equal to what it owes, nothing left in escrow.
 
 About 20-30 s (the worker processes importing ape is most of it; more on a loaded machine):
 it runs one job-stream step and waits out the pipeline, so it cannot be much shorter.
@@ -21,6 +22,7 @@ QUICK = [
     "--rates", "1",
     "--step-seconds", "4",
     "--step-latencies", "0",  # no warm-up job: the step's rates are not what this checks
+    "--leases-per-asset", "2",  # 4 shards a job on 3 assets: some agent has two results to batch
     "--no-plots",
 ]  # fmt: skip
 RESULT_KEYS = {
@@ -68,6 +70,11 @@ def test_quick_run_finalizes_and_pays_every_posted_shard(tmp_path):
     assert result["block_gas_limit"] == 30_000_000
     assert result["steps"] and STEP_KEYS <= set(result["steps"][0])
     assert result["gas"]["per_shard"] > 0
+    # An agent's results in one submit_results (under one signature), lone ones of several
+    # agents relayed in one submit_many; none of them refused by the market once mined.
+    calls = result["gas"]["per_call"]
+    assert calls["submit_results"]["mined"] >= 1
+    assert all(calls[c]["reverted"] == 0 for c in ("submit_result", "submit_results", "submit_many"))
     # assign and submit a block each, the 60 s window two 30 s blocks, finalize in the block past it
     assert result["post_to_final_floor_blocks"] == 5
     assert result["post_to_finalized_s"]["p50"] >= 5 - 1  # blocks come a second apart: none beats the floor

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from computenet.domain import MAX_DECLINES, ReplicaState, Requirements, Verification, settle_amounts
-from computenet.eip3009 import TransferAuthorization, random_nonce, split
 from computenet.receipts import SECP256K1_N, ExecutionReceipt
 
 TOKEN = 10**6
@@ -130,15 +129,6 @@ def signed(chain, market, run_for):
         return receipt.sign(signer.private_key, chain.chain_id, market.address)
 
     return sign
-
-
-@pytest.fixture
-def fresh(accounts, token, market):
-    """A client who holds tokens but never approved the market."""
-    account = accounts[14]
-    token.faucet(account, 1_000_000 * TOKEN, sender=account)
-    assert token.allowance(account, market) == 0
-    return account
 
 
 # ================================================================ post_job
@@ -377,229 +367,6 @@ def test_post_job_with_permit_falls_back_on_an_existing_allowance(market, client
         MANIFEST, make_requirements().as_tuple(), 0, 27, b"\x01" * 32, b"\x01" * 32, sender=client
     )
     assert only(tx, market.JobPosted).client == client.address
-
-
-# ================================================================ post_job_with_authorization
-
-
-@pytest.fixture
-def authorize(chain, market, token, fresh):
-    """An EIP-3009 TransferWithAuthorization from `fresh` (default) to the market, signed;
-    returns (authorization, (v, r, s))."""
-
-    def make(value, signer=None, payee=None, valid_after=0, valid_before=None):
-        signer = signer or fresh
-        auth = TransferAuthorization(
-            payer=signer.address,
-            payee=str(payee or market.address),
-            value=value,
-            valid_after=valid_after,
-            valid_before=chain.pending_timestamp + 3_600 if valid_before is None else valid_before,
-            nonce=random_nonce(),
-        )
-        signature = auth.sign(signer.private_key, token.name(), token.version(), chain.chain_id, token.address)
-        return auth, split(signature)
-
-    return make
-
-
-def test_post_job_with_authorization(market, token, fresh, facilitator, make_requirements, authorize):
-    req = make_requirements()
-    budget = market.quote(req.as_tuple())
-    auth, vrs = authorize(budget)
-    payer_before, market_before = token.balanceOf(fresh), token.balanceOf(market)
-
-    tx = market.post_job_with_authorization(
-        MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator
-    )
-
-    posted = only(tx, market.JobPosted)
-    assert (posted.job, posted.client, posted.budget) == (1, fresh.address, budget)
-    funded = only(tx, market.JobFundedByAuthorization)
-    assert (funded.job, funded.payer, funded.nonce, funded.front_run) == (1, fresh.address, auth.nonce, 0)
-    assert payer_before - token.balanceOf(fresh) == budget
-    assert token.balanceOf(market) - market_before == budget
-    assert market.job(1).escrow == budget and market.job(1).client == fresh.address
-    assert market.funded_by(fresh, auth.nonce) == 1
-    assert token.authorizationState(fresh, auth.nonce)
-
-
-def test_post_job_with_authorization_is_for_facilitators_only(
-    market, token, fresh, stranger, make_requirements, authorize
-):
-    req = make_requirements()
-    auth, vrs = authorize(market.quote(req.as_tuple()))
-    with ape.reverts("market_params: caller is not a facilitator"):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=fresh)
-    with ape.reverts("market_params: caller is not a facilitator"):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=stranger)
-    assert market.job_count() == 0 and not token.authorizationState(fresh, auth.nonce)
-
-
-@pytest.mark.parametrize("flaw", ["smaller value", "another payee", "expired", "not yet valid", "wrong signer"])
-def test_post_job_with_a_bad_authorization_moves_nothing(
-    chain, market, token, fresh, stranger, facilitator, make_requirements, authorize, flaw
-):
-    req = make_requirements()
-    budget = market.quote(req.as_tuple())
-    now = chain.pending_timestamp
-    reason = {
-        "expired": "FiatTokenV2: authorization is expired",
-        "not yet valid": "FiatTokenV2: authorization is not yet valid",
-    }.get(flaw, "FiatTokenV2: invalid signature")
-    auth, vrs = {
-        "smaller value": lambda: authorize(budget - 1),
-        "another payee": lambda: authorize(budget, payee=stranger.address),
-        "expired": lambda: authorize(budget, valid_before=now - 1),
-        "not yet valid": lambda: authorize(budget, valid_after=now + 3_600),
-        "wrong signer": lambda: authorize(budget, signer=stranger),
-    }[flaw]()
-    if flaw == "wrong signer":  # signed by stranger, claimed for fresh
-        auth = replace(auth, payer=fresh.address)
-    before = token.balanceOf(fresh), token.balanceOf(market)
-    with ape.reverts(reason):
-        market.post_job_with_authorization(
-            MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator
-        )
-    assert market.job_count() == 0
-    assert (token.balanceOf(fresh), token.balanceOf(market)) == before
-
-
-def test_an_authorization_funds_one_job_only(market, token, fresh, facilitator, make_requirements, authorize):
-    req = make_requirements()
-    auth, vrs = authorize(market.quote(req.as_tuple()))
-    market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator)
-    before = token.balanceOf(market)
-    for front_run in (False, True):
-        with ape.reverts("job_market: authorization already funded a job"):
-            market.post_job_with_authorization(
-                MANIFEST, req.as_tuple(), auth.market_args(), front_run, *vrs, sender=facilitator
-            )
-    assert market.job_count() == 1 and token.balanceOf(market) == before
-
-
-def test_a_front_run_authorization_funds_its_job_exactly_once(
-    market, token, fresh, stranger, facilitator, make_requirements, authorize
-):
-    """Someone submits the signed authorization straight to the token: the tokens land in the
-    market credited to no one; the facilitator then posts the job on them, once."""
-    req = make_requirements()
-    budget = market.quote(req.as_tuple())
-    auth, vrs = authorize(budget)
-    with ape.reverts("job_market: front-run tokens not here"):  # no front run happened yet
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
-    token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
-    market_before, payer_before = token.balanceOf(market), token.balanceOf(fresh)
-    with ape.reverts("FiatTokenV2: authorization is used or canceled"):  # the normal path cannot reuse it
-        market.post_job_with_authorization(
-            MANIFEST, req.as_tuple(), auth.market_args(), False, *vrs, sender=facilitator
-        )
-
-    tx = market.post_job_with_authorization(
-        MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator
-    )
-
-    assert only(tx, market.JobFundedByAuthorization).front_run == 1
-    assert only(tx, market.JobPosted).client == fresh.address
-    assert (token.balanceOf(market), token.balanceOf(fresh)) == (market_before, payer_before)  # no second transfer
-    assert market.job(1).escrow == budget
-    assert market.owed() == token.balanceOf(market) == budget  # the front-run tokens are owed now
-    with ape.reverts("job_market: authorization already funded a job"):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
-
-
-def test_a_front_run_claim_needs_the_payers_signature_for_this_budget(
-    market, token, fresh, stranger, facilitator, make_requirements, authorize
-):
-    req = make_requirements()
-    budget = market.quote(req.as_tuple())
-    auth, vrs = authorize(budget)
-    token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
-    bigger = make_requirements(shard_count=2)
-    with ape.reverts("job_market: front-run tokens not here"):  # more than the front run brought
-        market.post_job_with_authorization(
-            MANIFEST, bigger.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator
-        )
-    with ape.reverts("job_market: authorization not signed by payer"):
-        market.post_job_with_authorization(
-            MANIFEST,
-            req.as_tuple(),
-            replace(auth, valid_before=auth.valid_before + 1).market_args(),
-            True,
-            *vrs,
-            sender=facilitator,
-        )
-    assert market.job_count() == 0
-
-
-def cancel_nonce(chain, token, payer, nonce, relayer):
-    """The payer's own EIP-3009 cancelAuthorization of `nonce`: used up without paying anyone."""
-    message = TransferAuthorization(payer.address, payer.address, 0, 0, 0, nonce).typed_data(
-        token.name(), token.version(), chain.chain_id, token.address
-    )
-    message["types"] = {
-        "EIP712Domain": message["types"]["EIP712Domain"],
-        "CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}],
-    }
-    message |= {"primaryType": "CancelAuthorization", "message": {"authorizer": payer.address, "nonce": nonce}}
-    signed = Account.sign_typed_data(payer.private_key, full_message=message)
-    token.cancelAuthorization(
-        payer, nonce, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"), sender=relayer
-    )
-
-
-def test_a_front_run_claim_never_creates_escrow_without_tokens(
-    chain, market, token, fresh, client, stranger, facilitator, post_job, make_requirements, authorize
-):
-    """The payer cancels its nonce, so the chain sees it as used, and the facilitator key claims a
-    front run: the market refuses, because no tokens owed to no one are here, and the other
-    clients' escrow stays theirs."""
-    others = post_job()  # another client's escrow sits in the market
-    req = make_requirements()
-    budget = market.quote(req.as_tuple())
-    auth, vrs = authorize(budget)
-    cancel_nonce(chain, token, fresh, auth.nonce, stranger)
-    held, owed = token.balanceOf(market), market.owed()
-    assert held == owed == market.job(others).escrow
-
-    with ape.reverts("job_market: front-run tokens not here"):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
-    with ape.reverts("job_market: front-run tokens not here"):
-        market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
-
-    assert (token.balanceOf(market), market.owed(), market.job_count(), market.credits(fresh)) == (
-        held,
-        owed,
-        others,
-        0,
-    )
-
-
-def test_front_run_tokens_whose_job_never_came_return_to_their_payer(
-    chain, market, token, fresh, stranger, facilitator, make_requirements, authorize
-):
-    req = make_requirements()
-    budget = market.quote(req.as_tuple())
-    auth, vrs = authorize(budget)
-    token.transferWithAuthorization(*auth.token_args(b"".join([vrs[1], vrs[2], bytes([vrs[0]])])), sender=stranger)
-    paid = token.balanceOf(fresh)
-    with ape.reverts("market_params: caller is not a facilitator"):
-        market.return_unclaimed(auth.market_args(), budget, *vrs, sender=stranger)
-    with ape.reverts("job_market: authorization not signed by payer"):  # the amount is part of what was signed
-        market.return_unclaimed(auth.market_args(), budget - 1, *vrs, sender=facilitator)
-
-    tx = market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
-
-    ev = only(tx, market.UnclaimedReturned)
-    assert (ev.payer, ev.nonce, ev.amount) == (fresh.address, auth.nonce, budget)
-    assert market.credits(fresh) == market.owed() == token.balanceOf(market) == budget
-    with ape.reverts("job_market: authorization already funded a job"):  # once, and never a job after
-        market.return_unclaimed(auth.market_args(), budget, *vrs, sender=facilitator)
-    with ape.reverts("job_market: authorization already funded a job"):
-        market.post_job_with_authorization(MANIFEST, req.as_tuple(), auth.market_args(), True, *vrs, sender=facilitator)
-    market.withdraw(fresh, sender=fresh)
-    assert token.balanceOf(fresh) - paid == budget
-    assert market.owed() == token.balanceOf(market) == 0
 
 
 # ================================================================ quote / lease_seconds
@@ -1012,7 +779,7 @@ def test_submit_result_with_invalid_signature(market, job, agent, assigned, prov
         "bad v": good[:64] + bytes([good[64] + 2]),
         "high s": _high_s_twin(good),
     }[garble]
-    with ape.reverts("job_market: invalid receipt signature"):
+    with ape.reverts("job_market: receipt not signed by the asset's agent"):
         market.submit_result(job, 0, 0, ROOT, GPU_SECONDS, 0, sig, sender=provider)
 
 

@@ -272,7 +272,7 @@ def paid_job(browser, demo_net, tmp_path_factory):
 def test_a_client_without_eth_pays_over_x402_watches_the_job_finish_and_verifies_its_outputs(paid_job, demo_net):
     net, job, client = demo_net, paid_job.job, paid_job.client
     [posted] = events(net, "JobPosted", job=job)
-    [funded] = events(net, "JobFundedByAuthorization", job=job)
+    [funded] = events(net, "JobFundedByAuthorization", "funder", job=job)
     [finished] = events(net, "JobFinished", job=job)
     assert posted["client"] == client and funded["payer"] == client
     assert paid_job.quote == posted["budget"]  # the page's quote is what the chain escrowed

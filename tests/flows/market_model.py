@@ -607,7 +607,10 @@ class MarketModel:
         return opened, opened + self.lease_seconds(job.req) + self.params.challenge_window
 
     def resolve(self, t: int, sender: str, job_id: int, shard: int, valid_root: bytes) -> None:
-        """A facilitator's ruling, before the ruling deadline."""
+        """A facilitator's ruling, before the ruling deadline. A ruling by root reads the
+        shard's roots first (none here is batched, so every one is on chain)."""
+        if valid_root != ZERO_ROOT:
+            require(shard < self._job(job_id).req.shard_count, "dispute_court: unknown shard")
         require(sender in self.facilitators, "dispute_court: caller is not a facilitator")
         opened, deadline = self.ruling_deadline(job_id, shard)
         require(t <= deadline, "dispute_court: ruling deadline passed")
@@ -645,6 +648,7 @@ class MarketModel:
                     stood.append(self.assets[rep.asset].owner)
             else:
                 rep.state = OPEN
+                rep.root = ZERO_ROOT  # the market clears a rejected result's root
                 slashed += self._slash(rep.asset, self.params.slash_bps, None)
                 rejected += 1
         proven = challenger is not None and accused > len(stood)

@@ -225,7 +225,7 @@ def test_the_served_ledger_lists_every_line_and_reconciles_with_the_chain(
 
 
 def test_payments_by_authorization_are_escrowed_and_front_run_tokens_are_surplus_until_returned(
-    chain, served, token, market, make_requirements, client, facilitator, stranger
+    chain, served, stack, token, market, make_requirements, client, facilitator, stranger
 ):
     """An x402 job is escrowed from its payer; an authorization executed straight at the token
     leaves its tokens in the market owed to no one (surplus) until the facilitator returns
@@ -240,7 +240,7 @@ def test_payments_by_authorization_are_escrowed_and_front_run_tokens_are_surplus
     req = make_requirements().as_tuple()
     budget = market.quote(req)
     auth, signature = signed(budget)
-    posted = market.post_job_with_authorization(
+    posted = stack.funder.post_job_with_authorization(
         MANIFEST, req, auth.market_args(), False, *split(signature), sender=facilitator
     )
     job = posted.events.filter(market.JobPosted)[0].job
@@ -257,7 +257,7 @@ def test_payments_by_authorization_are_escrowed_and_front_run_tokens_are_surplus
     assert balances["market"] == token.balanceOf(market) == market.owed() + 12_345
     assert balances["surplus"] == 12_345 and balances["settlement_owed"] == market.owed()
 
-    returned = market.return_unclaimed(fronted.market_args(), 12_345, *split(signature), sender=facilitator)
+    returned = stack.funder.return_unclaimed(fronted.market_args(), 12_345, *split(signature), sender=facilitator)
     answer = requests.get(served + "/audit", timeout=10).json()
     assert answer["problems"] == [] and answer["balances"]["surplus"] == 0
     assert [(x["kind"], x["account"], x["amount"], x["detail"], x["transaction"]) for x in answer["lines"]] == [

@@ -71,6 +71,7 @@ class Net:
             stack.assets.add_stake(self.asset, 1_000 * TOKEN, sender=self.provider)
         self.web3 = Web3(Web3.HTTPProvider(self.anvil.uri))
         self.market = contract(self.web3, "JobMarket", stack.market.address)
+        self.funder = contract(self.web3, "AuthorizationFunder", stack.funder.address)  # x402 jobs are funded here
         self.token = contract(self.web3, "TestToken", stack.token.address)
         self.sender = Sender(self.web3, self.facilitator.private_key)
         self.gateway_key = Account.create()  # tags the gateway's offers; holds nothing
@@ -578,7 +579,7 @@ def test_a_front_run_authorization_funds_its_job_exactly_once(net):
 
     assert answer.status_code == 201, answer.text
     job = answer.json()["job"]
-    funded = net.market.events.JobFundedByAuthorization().get_logs(from_block=0, argument_filters={"job": job})
+    funded = net.funder.events.JobFundedByAuthorization().get_logs(from_block=0, argument_filters={"job": job})
     assert [e["args"]["front_run"] for e in funded] == [True]
     assert net.balance(net.market.address) == escrow  # no second transfer
     assert net.balance(account.address) == 1_000 * TOKEN - auth.value
@@ -613,7 +614,7 @@ def test_a_front_run_landing_while_settling_is_caught(net):
 
     job, _ = net.jobs.post(payment, front_run=False)  # ...sent after it
 
-    assert net.market.functions.funded_by(account.address, payment.authorization.nonce).call() == job
+    assert net.funder.functions.funded_by(account.address, payment.authorization.nonce).call() == job
     assert net.balance(net.market.address) == escrow
 
 

@@ -127,6 +127,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
         "models": stack.models.address,
         "attestations": stack.attestations.address,
         "relay": stack.relay.address,
+        "funder": stack.funder.address,
         "assets": stack.assets.address,
         "keepers": stack.keepers.address,
         "token": stack.token.address,
@@ -145,6 +146,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
         "ModelRegistry",
         "AttestationRegistry",
         "BatchRelay",
+        "AuthorizationFunder",
         "ComputeAsset",
         "KeeperRegistry",
         "Token",
@@ -166,6 +168,7 @@ def test_config_names_the_chain_the_contracts_and_the_token_the_page_uses(stack,
     assert "register" in functions["KeeperRegistry"]
     assert {"bind", "spec", "model", "submit_result"} <= functions["ModelRegistry"]  # the zk level's
     assert {"attested", "verdict"} <= functions["AttestationRegistry"]  # the tee level's
+    assert {"funded_by", "post_job_with_authorization", "return_unclaimed"} <= functions["AuthorizationFunder"]
     # The page's ABIs work as they are: read the chain through them, as viem does.
     web3 = Web3(Web3.HTTPProvider(chain.provider.uri))
     read = web3.eth.contract(address=config["contracts"]["token"], abi=config["abis"]["Token"]).functions

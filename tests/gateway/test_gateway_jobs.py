@@ -56,7 +56,7 @@ def posted(receipt, market):
 
 
 def test_a_clients_jobs_newest_first_with_those_it_paid_over_x402(
-    chain, market, token, client, provider2, facilitator, make_requirements, gateway
+    chain, stack, market, token, client, provider2, facilitator, make_requirements, gateway
 ):
     own = [market.post_job(MANIFEST, make_requirements(shard_count=n).as_tuple(), sender=client) for n in (1, 2)]
     market.post_job(MANIFEST, make_requirements().as_tuple(), sender=provider2)  # someone else's
@@ -70,7 +70,7 @@ def test_a_clients_jobs_newest_first_with_those_it_paid_over_x402(
         nonce=random_nonce(),
     )
     signature = auth.sign(client.private_key, token.name(), token.version(), chain.chain_id, token.address)
-    paid = market.post_job_with_authorization(
+    paid = stack.funder.post_job_with_authorization(
         MANIFEST, req.as_tuple(), auth.market_args(), False, *split(signature), sender=facilitator
     )
     (first, first_budget, *_), (second, *_), (x402, *_) = (posted(r, market) for r in (*own, paid))

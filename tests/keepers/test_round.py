@@ -525,7 +525,9 @@ def test_a_finalize_round_sends_every_final_shard_due_in_one_batch(runtime, monk
         return Replica(job, shard, 0, 1, 1, S.SUBMITTED, 1, 100, deadline, NOW - 700, 10, b"\x42" * 32)
 
     final = {(1, 0): NOW - 1, (1, 1): NOW - 1, (2, 0): NOW - 1, (2, 1): NOW + 10}  # the last window still open
-    runtime.market.shards_of = lambda keys, roots: [Shard(j, s, (submitted(j, s, final[(j, s)]),)) for j, s, _ in keys]
+    runtime.market.shards_of = lambda keys, roots, logged: [
+        Shard(j, s, (submitted(j, s, final[(j, s)]),)) for j, s, _ in keys
+    ]
     runtime.redis.zadd(runtime.state.key("due"), {f"finalize:{j}:{s}": NOW - 1 for j, s in final})
     sends = []
     monkeypatch.setattr(

@@ -115,13 +115,14 @@ def test_deploy_records_the_contracts(deployed, chain, sdk, accounts):
         "models",
         "attestations",
         "relay",
+        "funder",
         "chain_id",
         "block",
         "rpc",
     }
     assert record["chain_id"] == chain.chain_id and record["rpc"] == chain.provider.uri
     assert 0 < record["block"] <= chain.blocks.height
-    for role in ("token", "assets", "keepers", "market", "court", "models", "attestations", "relay"):
+    for role in ("token", "assets", "keepers", "market", "court", "models", "attestations", "relay", "funder"):
         assert len(chain.provider.get_code(record[role])) > 0, role
         assert f"{role:8} {record[role]}" in out
     assert "recorded in" in out
@@ -134,6 +135,8 @@ def test_deploy_records_the_contracts(deployed, chain, sdk, accounts):
     assert sdk.market.PROVER() == record["models"] == sdk.models.address
     assert sdk.models.MARKET() == record["market"]
     assert sdk.market.RELAY() == record["relay"] == sdk.relay.address
+    assert sdk.market.FUNDER() == record["funder"] == sdk.funder.address
+    assert (sdk.funder.MARKET(), sdk.funder.TOKEN()) == (record["market"], record["token"])
     assert sdk.market.owner() == accounts[0].address
     assert sdk.market.is_facilitator(accounts[7].address)
     assert sdk.token.balanceOf(accounts[3]) == 0

@@ -1,7 +1,7 @@
 """The audit ledger and provider histories from hand-built events, without a chain.
 
 `Log` emits events in the order and with the amounts the contracts do (JobMarket,
-DisputeCourt, settlement, asset_stakes); each test checks every line, the totals, and that
+DisputeCourt, AuthorizationFunder, settlement, asset_stakes); each test checks every line, the totals, and that
 a line which does not reconcile is named in `problems`.
 """
 
@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from computenet.audit import Holdings, ledger, provider_history
+from computenet.audit import EVENT_NAMES, Holdings, ledger, provider_history
 from computenet.domain import Requirements, Verification, settle_amounts
 from computenet.events import decode
+from computenet.market import AUDIT_ROLES
 
 CLIENT, PAYER = "0x" + "c1" * 20, "0x" + "c2" * 20
 PROVIDER, PROVIDER2, BUYER = "0x" + "a1" * 20, "0x" + "a2" * 20, "0x" + "a3" * 20
@@ -355,9 +356,14 @@ def test_events_of_a_job_whose_posting_was_not_read_are_named():
     assert result.problems == [f"ShardFinalized in {log.hash} is of job 9, whose JobPosted was not read"]
 
 
+def test_the_audit_reads_the_events_of_the_authorization_funder():
+    """x402 payments are the AuthorizationFunder's events, not the market's."""
+    assert "funder" in AUDIT_ROLES and {"JobFundedByAuthorization", "UnclaimedReturned"} <= set(EVENT_NAMES)
+
+
 def test_an_x402_job_is_escrowed_from_its_payer():
     log = Log()
-    budget = log.post(1, client=PAYER)
+    budget = log.post(1, client=PAYER)  # JobMarket.post_job_for, then in the same transaction the funder's event
     log.emit("JobFundedByAuthorization", job=1, payer=PAYER, nonce=b"\x05" * 32, front_run=False)
     line = ledger(log.events).jobs[1].lines[0]
     assert (line.kind, line.account, line.amount, line.detail) == ("escrowed", PAYER, budget, "authorization")
@@ -545,7 +551,7 @@ def test_the_market_balance_is_escrow_plus_credits_plus_bonds_plus_surplus():
     log.tx()
     log.emit("Withdrawn", account=PROVIDER, receiver=PROVIDER, amount=amounts[0])
     log.tx()
-    log.credit(PAYER, 77)
+    log.credit(PAYER, 77)  # JobMarket.credit_surplus, then in the same transaction the funder's event
     log.emit("UnclaimedReturned", payer=PAYER, nonce=b"\x09" * 32, amount=77)
     result = ledger(log.events)
     totals = result.totals()

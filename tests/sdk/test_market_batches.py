@@ -54,3 +54,42 @@ def test_batches_are_refused_before_sending(sdk, post_job, asset, stranger, agen
     with pytest.raises(ContractRevert, match="replica not assigned"):
         sdk.signed_result(job, 0, 0, b"\x42" * 32, 1, 0, agent.private_key)
     assert sdk.assign_many([], sender=keeper) == [] and sdk.submit_many([], sender=stranger) == []
+
+
+def test_results_under_one_signature_and_their_roots_read_back(
+    sdk, chain, post_job, register_asset, registered_keeper, keeper, agent, provider, stranger, run_for
+):
+    """One agent's results in one submit_results: every replica reads its root though the
+    market stores none (filled in from its event), and a reveal puts one on chain."""
+    job = post_job(shard_count=SHARDS)
+    asset = register_asset(gpu_count=SHARDS, max_leases=SHARDS)
+    sdk.assign_many([(job, s, asset) for s in range(SHARDS)], sender=keeper)
+    for s in range(SHARDS):
+        run_for(job, s, 0, GPU_SECONDS)
+    results = [(job, s, 0, bytes([s + 1]) * 32, GPU_SECONDS, 0) for s in range(SHARDS)]
+    signature = sdk.signed_results(results, agent.private_key)
+    tx = sdk.submit_results(results, signature, sender=provider)
+    assert len(tx.events.filter(sdk.market.ResultsCommitted)) == 1
+    assert [sdk.market.output_root(job, s, 0) for s in range(SHARDS)] == [b"\x00" * 32] * SHARDS
+    assert [r.output_root for s in range(SHARDS) for r in sdk.shard(job, s).replicas] == [r[3] for r in results]
+    assert sdk.replica(job, 1, 0).output_root == results[1][3]
+    assert [r.output_root for r in sdk.replicas(job, [(0, 0)], logged=False)] == [b"\x00" * 32]
+
+    found = sdk.batched_result(job, 1, 0)
+    assert found is not None and found[0] == results[1] and found[2] == 1
+    sdk.reveal_result(job, 1, 0, sender=stranger)
+    assert sdk.court.result_root(job, 1, 0) == results[1][3]
+    assert sdk.batched_result(job, 1, 0) is None  # on chain now: nothing left to reveal
+    assert sdk.reveal_result(job, 1, 0, sender=stranger) is None
+
+
+def test_a_batch_is_refused_before_sending(sdk, post_job, register_asset, registered_keeper, keeper, agents, run_for):
+    job = post_job(shard_count=2)
+    for s in range(2):
+        sdk.assign(job, s, register_asset(agent_account=agents[s]), sender=keeper)
+        run_for(job, s, 0, GPU_SECONDS)
+    results = [(job, s, 0, b"\x42" * 32, GPU_SECONDS, 0) for s in range(2)]
+    with pytest.raises(ContractRevert, match="receipt not signed by the asset's agent"):
+        sdk.signed_results(results, agents[0].private_key)  # shard 1's asset has another agent
+    with pytest.raises(ValueError, match="at most 64"):
+        sdk.submit_results([results[0]] * 65, b"\x00" * 65, sender=agents[0])

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import ape
 import pytest
 from ape import project
 from fastapi import FastAPI
@@ -402,6 +403,90 @@ def test_the_arbiter_runs_twice_when_it_matches_no_replica_and_rejects_every_one
         hx(root_of(GOOD)),
         [hx(root_of(GOOD))] * 2,
     )
+
+
+def test_results_recorded_in_a_batch_are_revealed_and_then_ruled_on_by_root(
+    chain,
+    market,
+    court,
+    assets,
+    arbiter,
+    cpu_job,
+    register_asset,
+    keeper,
+    registered_keeper,
+    agent,
+    sign_receipts,
+    provider,
+    verifier,
+    facilitator,
+    client,
+    treasury,
+    params,
+):
+    """One agent's two results recorded by `submit_results` (no root of either on chain), both
+    challenged: the arbiter reveals each from the batch's logs before it rules by root; the one
+    that committed BAD is slashed, the one that committed GOOD stands and takes the bond."""
+    jobs = [cpu_job(), cpu_job()]
+    ids = [register_asset(), register_asset()]  # both of `provider`, run by `agent`
+    for job, asset_id in zip(jobs, ids, strict=True):
+        market.assign(job, 0, asset_id, sender=keeper)
+    results = [(jobs[0], 0, 0, root_of(BAD), GPU_SECONDS, 0), (jobs[1], 0, 0, root_of(GOOD), GPU_SECONDS, 0)]
+    batch = market.submit_results(results, sign_receipts(agent, results), sender=provider)
+    assert len(batch.events.filter(market.ResultsCommitted)) == 1
+    for job in jobs:
+        assert bytes(court.result_root(job, 0, 0)) == ZERO_ROOT
+        court.challenge(job, 0, sender=verifier)
+    with ape.reverts("dispute_court: a result's root is not revealed (reveal_result)"):
+        court.resolve(jobs[0], 0, root_of(GOOD), sender=facilitator)
+    holders = (provider, verifier, treasury, client)
+    credits = {who: market.credits(who) for who in holders}
+
+    wrong = arbiter.arbitrate(Evidence.model_validate(evidence(jobs[0])))
+
+    assert (wrong["ruling"], wrong["valid_root"], wrong["upheld"]) == ("resolve", hx(root_of(GOOD)), [])
+    assert [r["replica"] for r in wrong["rejected"]] == [0]
+    [entry] = arbiter.entries()
+    [reveal] = entry["revealed"]
+    assert reveal["replica"] == 0 and reveal["transaction"] != wrong["transaction"]
+    revealed = only(chain.get_receipt(reveal["transaction"]), court.ResultRevealed)
+    assert (revealed.job, revealed.replica, bytes(revealed.output_root)) == (jobs[0], 0, root_of(BAD))
+    tx = chain.get_receipt(wrong["transaction"])
+    assert tx.block_number > chain.get_receipt(reveal["transaction"]).block_number
+    slashed = STAKE * params.slash_bps // 10_000
+    rejection = only(tx, market.ReplicaRejected)
+    assert (rejection.job, rejection.replica, rejection.asset, rejection.slashed) == (jobs[0], 0, ids[0], slashed)
+    assert only(tx, market.DisputeResolved).rejected_replicas == 0b1
+    assert market.replica(jobs[0], 0, 0).state == ReplicaState.OPEN
+    assert [assets.stake(a).amount for a in ids] == [STAKE - slashed, STAKE]  # to the base unit
+    reward = min(slashed // 10, params.challenge_bond)  # to the challenger, with its bond back
+    gained = {who: market.credits(who) - before for who, before in credits.items()}
+    assert gained == {provider: 0, verifier: reward + params.challenge_bond, treasury: slashed - reward, client: 0}
+
+    credits = {who: market.credits(who) for who in holders}
+    right = arbiter.arbitrate(Evidence.model_validate(evidence(jobs[1])))
+
+    assert (right["ruling"], right["valid_root"], right["upheld"], right["rejected"]) == (
+        "resolve",
+        hx(root_of(GOOD)),
+        [0],
+        [],
+    )
+    assert [r["replica"] for r in arbiter.entries()[-1]["revealed"]] == [0]
+    assert bytes(court.result_root(jobs[1], 0, 0)) == root_of(GOOD)  # revealed, and the replica stands
+    tx = chain.get_receipt(right["transaction"])
+    resolved = only(tx, market.DisputeResolved)
+    assert (resolved.rejected_replicas, resolved.upheld, resolved.rejected) == (0, 1, 0)
+    assert not tx.events.filter(market.ReplicaRejected)
+    assert market.replica(jobs[1], 0, 0).state == ReplicaState.SUBMITTED
+    assert [assets.stake(a).amount for a in ids] == [STAKE - slashed, STAKE]
+    gained = {who: market.credits(who) - before for who, before in credits.items()}
+    assert gained == {
+        provider: params.challenge_bond,
+        verifier: 0,
+        treasury: 0,
+        client: 0,
+    }  # the false accusation's bond
 
 
 def test_a_job_that_is_not_reproducible_puts_no_one_at_fault(publish_job, reexecutor):
