@@ -937,7 +937,7 @@ class Agent:
             return False
         try:
             with self.chain_lock:
-                replicas = self.market.shard(job_id, shard).replicas
+                replicas = self.market.shard(job_id, shard, roots=False).replicas
                 states = [r.state for r in replicas]
                 is_facilitator = self.market.is_facilitator(address)
                 bonded = self.market.keeper_id(address) is not None

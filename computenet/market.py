@@ -49,6 +49,7 @@ from computenet.web3calls import abi, block_ranges, reason_of
 MAX_UINT256 = 2**256 - 1
 MAX_ENDPOINT_BYTES = 256  # ComputeAsset's String[256]
 ZERO_ROOT = b"\x00" * 32
+LOGGED_ROOTS_LAG = 64  # blocks whose logs are read again on each poll: a reorganisation could replace them
 RELAY_BATCH = 256  # BatchRelay.MAX_ITEMS: items per batched transaction
 READ_BATCH = 2_500  # view calls per JSON-RPC batch (500 assets' five reads)
 # The registry's events name their asset by one of these indexed arguments (ERC-721's token_id,
@@ -130,6 +131,8 @@ class Market:
         self._web3 = web3
         self._calls: tuple[Any, SimpleNamespace] | None = None
         self._topics: dict[tuple[str, bytes], int | None] | None = None
+        # job -> (first block not read yet, (shard, replica) -> logged root): see _logged_roots
+        self._roots_logged: dict[int, tuple[int, dict[tuple[int, int], bytes]]] = {}
         self.addresses = {role: str(getattr(self, role).address) for role in CONTRACT_TYPES}
         self.deployment_block = 0  # where to start reading events; from_deployments knows it
 
@@ -343,17 +346,35 @@ class Market:
         missing = {rep.job for rep in replicas if rep.state in _WITH_RESULT and rep.output_root == ZERO_ROOT}
         if not missing:
             return replicas
-        logged = {}
-        for job_id in sorted(missing):
-            for entry in self._job_logs("market", "ResultSubmitted", job_id, block):
-                args = entry["args"]
-                logged[(job_id, int(args["shard"]), int(args["replica"]))] = bytes(args["output_root"])
+        logged = {job_id: self._logged_roots(job_id, block) for job_id in missing}
         return [
-            replace(rep, output_root=logged.get((rep.job, rep.shard, rep.index), ZERO_ROOT))
+            replace(rep, output_root=logged[rep.job].get((rep.shard, rep.index), ZERO_ROOT))
             if rep.state in _WITH_RESULT and rep.output_root == ZERO_ROOT
             else rep
             for rep in replicas
         ]
+
+    def _logged_roots(self, job_id: int, block: Block = None) -> dict[tuple[int, int], bytes]:
+        """(shard, replica) -> the root of the replica's latest ResultSubmitted, of one job, up to
+        `block` (default: the head). A logged root never changes, so the logs read are kept
+        (but the last LOGGED_ROOTS_LAG blocks', which a reorganisation could still replace) and
+        a poll reads only the blocks since."""
+        last = self.head() if block is None else int(self.web3.eth.get_block(block)["number"])
+        start, roots = self._roots_logged.get(job_id, (self.deployment_block, {}))
+        if last < start:  # a read further back than what is kept: read it all, keep nothing
+            start, roots = self.deployment_block, {}
+        roots, kept = dict(roots), None
+        event = self.calls.market.events.ResultSubmitted()
+        for first, stop in block_ranges(start, last):
+            for entry in event.get_logs(from_block=first, to_block=stop, argument_filters={"job": job_id}):
+                if kept is None and entry["blockNumber"] > last - LOGGED_ROOTS_LAG:
+                    kept = dict(roots)  # what the blocks up to the lag hold
+                args = entry["args"]
+                roots[(int(args["shard"]), int(args["replica"]))] = bytes(args["output_root"])
+        safe = max(start, last - LOGGED_ROOTS_LAG + 1)  # the first block not kept
+        if safe > self._roots_logged.get(job_id, (self.deployment_block, {}))[0]:
+            self._roots_logged[job_id] = (safe, roots if kept is None else kept)
+        return roots
 
     def shards_of(
         self, keys: Iterable[tuple[int, int, int]], *, roots: bool = True, logged: bool = True
@@ -364,22 +385,23 @@ class Market:
         replicas = iter(self.replicas_of(((j, s, r) for j, s, n in keys for r in range(n)), roots=roots, logged=logged))
         return [Shard(j, s, tuple(next(replicas) for _ in range(n))) for j, s, n in keys]
 
-    def shard(self, job_id: int, shard: int, job: Job | None = None) -> Shard:
-        """A shard with its replicas (`job`: the job, when the caller has read it already)."""
+    def shard(self, job_id: int, shard: int, job: Job | None = None, *, roots: bool = True) -> Shard:
+        """A shard with its replicas (`job`: the job, when the caller has read it already;
+        `roots=False`: their states only, roots left zero)."""
         job = job or self.job(job_id)
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
         if not 0 <= shard < job.requirements.shard_count:
             raise revert_error("job_market: unknown shard", preflight=True)
-        return self.shards_of([(job_id, shard, job.requirements.replication)])[0]
+        return self.shards_of([(job_id, shard, job.requirements.replication)], roots=roots)[0]
 
-    def shards(self, job_id: int, job: Job | None = None) -> list[Shard]:
-        """Every shard of the job with its replicas, in one JSON-RPC batch."""
+    def shards(self, job_id: int, job: Job | None = None, *, roots: bool = True) -> list[Shard]:
+        """Every shard of the job with its replicas, in one JSON-RPC batch (`roots`: as `shard`)."""
         job = job or self.job(job_id)
         if job is None:
             raise revert_error("job_market: unknown job", preflight=True)
         req = job.requirements
-        return self.shards_of((job_id, s, req.replication) for s in range(req.shard_count))
+        return self.shards_of(((job_id, s, req.replication) for s in range(req.shard_count)), roots=roots)
 
     def stake(self, asset_id: int) -> Stake:
         return Stake.from_chain(self._read("assets", "stake", asset_id))

@@ -165,7 +165,7 @@ class Runner:
             raise PipelineError(f"the state file names job {job_id}, which this market does not have")
         said, last = None, 0.0
         while True:
-            shards = self.market.shards(job_id, job)
+            shards = self.market.shards(job_id, job, roots=False)  # progress reads states only
             failed = set()
             if any(s.state == ReplicaState.CANCELLED for s in shards):
                 failed = {s for s, d in self.market.declines(job_id).items() if declined_out(d)}

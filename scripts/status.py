@@ -79,7 +79,7 @@ def _jobs(market: Market, limit: int) -> Table:
     count = int(market.market.job_count())
     for job_id in range(count, max(0, count - limit), -1):
         job = market.job(job_id)
-        shards = Counter(shard.state.name.lower() for shard in market.shards(job_id))
+        shards = Counter(shard.state.name.lower() for shard in market.shards(job_id, roots=False))
         table.add_row(
             str(job_id),
             job.client,

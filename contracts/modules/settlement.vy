@@ -93,9 +93,11 @@ def _credit_unlogged(account: address, amount: uint256):
     """
     @dev Adds to what `account` may withdraw without a Credited: for a credit the
          caller's own event names with its account and amount (a shard's payment and
-         fees, a job's refund), which would otherwise be logged twice.
+         fees, a job's refund), which would otherwise be logged twice. A zero amount
+         touches no storage (a zero fee or refund would read and rewrite the slot).
     """
-    self.credits[account] += amount
+    if amount != 0:
+        self.credits[account] += amount
 
 
 @internal

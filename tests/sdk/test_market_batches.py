@@ -5,7 +5,7 @@ import pytest
 
 from computenet.domain import ReplicaState, settle_amounts
 from computenet.errors import ContractRevert, KeeperError
-from computenet.market import RELAY_BATCH, Market
+from computenet.market import LOGGED_ROOTS_LAG, RELAY_BATCH, Market
 
 SHARDS = 3
 GPU_SECONDS = 1_000
@@ -93,3 +93,44 @@ def test_a_batch_is_refused_before_sending(sdk, post_job, register_asset, regist
         sdk.signed_results(results, agents[0].private_key)  # shard 1's asset has another agent
     with pytest.raises(ValueError, match="at most 64"):
         sdk.submit_results([results[0]] * 65, b"\x00" * 65, sender=agents[0])
+
+
+def test_logged_roots_are_read_once_and_follow_a_new_lease(
+    sdk,
+    chain,
+    court,
+    post_job,
+    register_asset,
+    registered_keeper,
+    keeper,
+    agent,
+    verifier,
+    facilitator,
+    stranger,
+    run_for,
+):
+    """The logs a batched root is read from are kept (but the last LOGGED_ROOTS_LAG blocks'),
+    so a poll reads only the blocks since; a result of a later lease is still the one read."""
+    job = post_job(shard_count=2)
+    asset = register_asset(gpu_count=2, max_leases=2)
+    sdk.assign_many([(job, s, asset) for s in range(2)], sender=keeper)
+    for s in range(2):
+        run_for(job, s, 0, GPU_SECONDS)
+    first = [(job, s, 0, b"\x11" * 32, GPU_SECONDS, 0) for s in range(2)]
+    sdk.submit_results(first, sdk.signed_results(first, agent.private_key), sender=agent)
+    chain.mine(LOGGED_ROOTS_LAG + 10)
+    assert [sdk.replica(job, s, 0).output_root for s in range(2)] == [b"\x11" * 32] * 2
+    kept_from = sdk._roots_logged[job][0]
+    assert kept_from == sdk.head() - LOGGED_ROOTS_LAG + 1  # what is kept is not read again
+
+    # Shard 0's result is rejected, its replica leased again and its new result batched.
+    court.challenge(job, 0, sender=verifier)
+    sdk.reveal_result(job, 0, 0, sender=stranger)
+    court.resolve(job, 0, b"\x22" * 32, sender=facilitator)
+    sdk.assign(job, 0, asset, sender=keeper)
+    run_for(job, 0, 0, GPU_SECONDS)
+    again = [(job, 0, 0, b"\x22" * 32, GPU_SECONDS, 0)]
+    sdk.submit_results(again, sdk.signed_results(again, agent.private_key), sender=agent)
+    assert sdk.replica(job, 0, 0).output_root == b"\x22" * 32
+    chain.mine(LOGGED_ROOTS_LAG + 10)
+    assert [sdk.replica(job, s, 0).output_root for s in range(2)] == [b"\x22" * 32, b"\x11" * 32]
