@@ -93,11 +93,9 @@ def _credit_unlogged(account: address, amount: uint256):
     """
     @dev Adds to what `account` may withdraw without a Credited: for a credit the
          caller's own event names with its account and amount (a shard's payment and
-         fees, a job's refund), which would otherwise be logged twice. A zero amount
-         touches no storage (a zero fee or refund would read and rewrite the slot).
+         fees, a job's refund), which would otherwise be logged twice.
     """
-    if amount != 0:
-        self.credits[account] += amount
+    self.credits[account] += amount
 
 
 @internal
