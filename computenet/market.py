@@ -364,13 +364,11 @@ class Market:
         if last < start:  # a read further back than what is kept: read it all, keep nothing
             start, roots = self.deployment_block, {}
         roots, kept = dict(roots), None
-        event = self.calls.market.events.ResultSubmitted()
-        for first, stop in block_ranges(start, last):
-            for entry in event.get_logs(from_block=first, to_block=stop, argument_filters={"job": job_id}):
-                if kept is None and entry["blockNumber"] > last - LOGGED_ROOTS_LAG:
-                    kept = dict(roots)  # what the blocks up to the lag hold
-                args = entry["args"]
-                roots[(int(args["shard"]), int(args["replica"]))] = bytes(args["output_root"])
+        for entry in self._job_logs("market", "ResultSubmitted", job_id, start, last):
+            if kept is None and entry["blockNumber"] > last - LOGGED_ROOTS_LAG:
+                kept = dict(roots)  # what the blocks up to the lag hold
+            args = entry["args"]
+            roots[(int(args["shard"]), int(args["replica"]))] = bytes(args["output_root"])
         safe = max(start, last - LOGGED_ROOTS_LAG + 1)  # the first block not kept
         if safe > self._roots_logged.get(job_id, (self.deployment_block, {}))[0]:
             self._roots_logged[job_id] = (safe, roots if kept is None else kept)
@@ -577,14 +575,15 @@ class Market:
             for e in self._job_logs("models", "ResultProven", job_id)
         }
 
-    def _job_logs(self, role: str, name: str, job_id: int, block: Block = None) -> list:
-        """`role`'s `name` events of one job since the deployment (up to `block`, default the
-        head), in chain order, in bounded block ranges."""
+    def _job_logs(self, role: str, name: str, job_id: int, first: int | None = None, last: int | None = None) -> list:
+        """`role`'s `name` events of one job from block `first` (default: the deployment) to
+        `last` (default: the head), in chain order, in bounded block ranges."""
         event = getattr(self.calls, role).events[name]()
-        last = self.head() if block is None else int(self.web3.eth.get_block(block)["number"])
+        first = self.deployment_block if first is None else first
+        last = self.head() if last is None else last
         return [
             entry
-            for start, stop in block_ranges(self.deployment_block, last)
+            for start, stop in block_ranges(first, last)
             for entry in event.get_logs(from_block=start, to_block=stop, argument_filters={"job": job_id})
         ]
 
