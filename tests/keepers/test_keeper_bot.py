@@ -408,7 +408,7 @@ def test_keepers_of_two_operators_share_only_the_chain_and_each_assigns_through_
                 got = wait_for(
                     lambda j=job: len(assigned(market, [j], 2)) == 2 and assigned(market, [j], 2), what="2 shards"
                 )
-                assert set(got.values()) == set(served)  # never the asset with no endpoint
+                assert set(got.values()) <= set(served)  # never the asset with no endpoint
                 assert {e[4] for e in assignments(market, start) if e[0] == job} == {str(who.address)}
                 report = json.loads(k.run("status", "--json").stdout)
                 assert report["asset_reasons"] == {str(unlisted): NO_ENDPOINT}

@@ -1,4 +1,5 @@
-"""The `ape run` scripts as a user runs them: real subprocesses against this session's anvil.
+"""The `ape run` scripts as a user runs them: a process per command against this session's anvil
+(forked with ape and the scripts' imports already loaded: see prewarmed.py).
 
 The module deploys once with `ape run deploy` (recorded in a temporary deployments
 file); ape's isolation then brings the chain back to that point after every test, so
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prewarmed import PrewarmedApe
 from web3 import Web3
 
 from agent.outputs import app as outputs_app
@@ -29,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 ANVIL_BIN = REPO / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin"
 TOKEN = 10**6
 ZERO_ROOT = "0x" + "00" * 32
+ENV = os.environ | {"PATH": f"{REPO / '.venv' / 'bin'}:{ANVIL_BIN}:{os.environ.get('PATH', '')}"}
 IMAGE = "ghcr.io/acme/train@sha256:" + "ab" * 32
 MANIFEST = {
     "version": 1,
@@ -41,21 +44,18 @@ MANIFEST = {
 
 
 class ApeRun:
-    """`ape run SCRIPT ARGS --network <this session's anvil> [--account TEST::n]`."""
+    """`ape run SCRIPT ARGS --network URI [--account TEST::n]`, its deployments in `deployments`."""
 
-    def __init__(self, uri: str, deployments: Path):
+    def __init__(self, uri: str, deployments: Path, ape: PrewarmedApe):
         self.uri = uri
         self.deployments = deployments
-        self.env = os.environ | {
-            "PATH": f"{REPO / '.venv' / 'bin'}:{ANVIL_BIN}:{os.environ.get('PATH', '')}",
-            "COMPUTENET_DEPLOYMENTS": str(deployments),
-        }
+        self.ape = ape
 
     def __call__(self, *args: str, account: int | None = None) -> subprocess.CompletedProcess:
-        command = [str(REPO / ".venv" / "bin" / "ape"), "run", *args, "--network", self.uri]
+        command = ["run", *args, "--network", self.uri]
         if account is not None:
             command += ["--account", f"TEST::{account}"]
-        return subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120)
+        return self.ape.run(command, env={"COMPUTENET_DEPLOYMENTS": str(self.deployments)}, timeout=120)
 
     def ok(self, *args: str, account: int | None = None) -> str:
         result = self(*args, account=account)
@@ -77,7 +77,10 @@ class ApeRun:
 def ape_run(networks, tmp_path_factory, redis_server, content_store):
     # The session services start here, before the first snapshot: requested first by a late
     # test, they would make ape rebase its isolation snapshots.
-    return ApeRun(networks.provider.uri, tmp_path_factory.mktemp("scripts") / "deployments.json")
+    folder = tmp_path_factory.mktemp("scripts")
+    ape = PrewarmedApe(REPO / ".venv" / "bin" / "python", REPO, ENV, folder / "commands")
+    yield ApeRun(networks.provider.uri, folder / "deployments.json", ape)
+    ape.close()
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +369,7 @@ def test_deploy_refuses_a_node_ape_would_throw_away(ape_run, tmp_path):
     """With no node at the configured host ape-foundry launches an anvil of its own, which
     stops when the command exits: the deployment would vanish, so the script refuses."""
     records = tmp_path / "deployments.json"
-    env = ape_run.env | {"COMPUTENET_DEPLOYMENTS": str(records)}
+    env = ENV | {"COMPUTENET_DEPLOYMENTS": str(records)}
     command = [str(REPO / ".venv" / "bin" / "ape"), "run", "deploy", "--network", "ethereum:local:foundry"]
     done = subprocess.run(
         [*command, "--account", "TEST::0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
@@ -381,7 +384,7 @@ def test_deploy_refuses_a_node_ape_would_throw_away(ape_run, tmp_path):
 def test_deploy_off_local_chain_requires_token(ape_run, sepolia_like_node, accounts):
     """`ape run deploy` on a public network without --token stops before sending anything."""
     uri, w3 = sepolia_like_node
-    public = ApeRun(uri, ape_run.deployments.with_name("public.json"))
+    public = ApeRun(uri, ape_run.deployments.with_name("public.json"), ape_run.ape)
     assert (
         public.fails("deploy", account=0) == "ethereum:sepolia is not a local chain: pass --token with the USDC address"
     )
@@ -416,7 +419,7 @@ def test_job_manifest_and_post_upload_the_inputs_checked_to_the_store(ape_run, s
             "/in/run.py",
         ],
         cwd=REPO,
-        env=ape_run.env,
+        env=ENV | {"COMPUTENET_DEPLOYMENTS": str(ape_run.deployments)},
         capture_output=True,
         text=True,
         timeout=120,
