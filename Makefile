@@ -105,9 +105,11 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 # Forced: ape's cache does not notice edits to imported modules.
-# Test files run in parallel (pytest-xdist), one worker per core unless TEST_WORKERS says otherwise:
-# each worker has its own anvil, dockerd and Redis, and the tests wait mostly on blocks and processes.
-TEST_WORKERS ?= auto
+# Test files run in parallel (pytest-xdist), one worker more than there are cores unless
+# TEST_WORKERS says otherwise: each worker has its own anvil, dockerd and Redis, and the end-to-end
+# tests spend minutes waiting on challenge windows and blocks (with a worker per core the cores were
+# busy 170 % of 200; one more worker fills that: 920 s against 1,001 s on 2 cores).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: venv node zk dapp redis docker chromium
 	$(RUN) $(VENV)/bin/ape compile --force
 	$(RUN) $(VENV)/bin/ape test tests --network $(NETWORK) -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
