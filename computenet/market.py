@@ -346,7 +346,8 @@ class Market:
         missing = {rep.job for rep in replicas if rep.state in _WITH_RESULT and rep.output_root == ZERO_ROOT}
         if not missing:
             return replicas
-        logged = {job_id: self._logged_roots(job_id, block) for job_id in missing}
+        last = self.head() if block is None else int(self.web3.eth.get_block(block)["number"])
+        logged = {job_id: self._logged_roots(job_id, last) for job_id in missing}
         return [
             replace(rep, output_root=logged[rep.job].get((rep.shard, rep.index), ZERO_ROOT))
             if rep.state in _WITH_RESULT and rep.output_root == ZERO_ROOT
@@ -354,15 +355,14 @@ class Market:
             for rep in replicas
         ]
 
-    def _logged_roots(self, job_id: int, block: Block = None) -> dict[tuple[int, int], bytes]:
+    def _logged_roots(self, job_id: int, last: int) -> dict[tuple[int, int], bytes]:
         """(shard, replica) -> the root of the replica's latest ResultSubmitted, of one job, up to
-        `block` (default: the head). A logged root never changes, so the logs read are kept
-        (but the last LOGGED_ROOTS_LAG blocks', which a reorganisation could still replace) and
-        a poll reads only the blocks since."""
-        last = self.head() if block is None else int(self.web3.eth.get_block(block)["number"])
-        start, roots = self._roots_logged.get(job_id, (self.deployment_block, {}))
-        if last < start:  # a read further back than what is kept: read it all, keep nothing
-            start, roots = self.deployment_block, {}
+        block `last`. A logged root never changes, so the logs read are kept (but the last
+        LOGGED_ROOTS_LAG blocks', which a reorganisation could still replace) and a poll reads
+        only the blocks since."""
+        stored = self._roots_logged.get(job_id, (self.deployment_block, {}))
+        # a read further back than what is kept reads it all, and keeps nothing
+        start, roots = stored if last >= stored[0] else (self.deployment_block, {})
         roots, kept = dict(roots), None
         for entry in self._job_logs("market", "ResultSubmitted", job_id, start, last):
             if kept is None and entry["blockNumber"] > last - LOGGED_ROOTS_LAG:
@@ -370,7 +370,7 @@ class Market:
             args = entry["args"]
             roots[(int(args["shard"]), int(args["replica"]))] = bytes(args["output_root"])
         safe = max(start, last - LOGGED_ROOTS_LAG + 1)  # the first block not kept
-        if safe > self._roots_logged.get(job_id, (self.deployment_block, {}))[0]:
+        if safe > stored[0]:
             self._roots_logged[job_id] = (safe, roots if kept is None else kept)
         return roots
 
