@@ -76,3 +76,28 @@ def trace(web3: Any, tx_hash: Any, gas_used: int) -> dict[str, int]:
 def per_item(total: dict[str, int], items: int) -> dict[str, int]:
     """A batch's breakdown per item (rounded down)."""
     return {name: gas // items for name, gas in total.items()}
+
+
+def storage_by_contract(steps: list[dict[str, Any]], to: str) -> dict[str, int]:
+    """SLOAD and SSTORE gas of one transaction by whose storage it is: `steps` its trace's
+    structLogs (with stacks), `to` the address it was sent to. A DELEGATECALL runs on its
+    caller's storage; a CALL or STATICCALL on the callee's."""
+    frames = [to.lower()]
+    out: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if i and step["depth"] < steps[i - 1]["depth"]:
+            del frames[step["depth"] :]  # returned to the caller
+        op = step["op"]
+        if op in ("SLOAD", "SSTORE"):
+            out[frames[-1]] = out.get(frames[-1], 0) + int(step["gasCost"])
+        elif op in _CALLS and i + 1 < len(steps) and steps[i + 1]["depth"] > step["depth"]:
+            callee = f"0x{int(step['stack'][-2], 16):040x}"
+            frames.append(frames[-1] if op in ("DELEGATECALL", "CALLCODE") else callee)
+    return out
+
+
+def trace_storage(web3: Any, tx_hash: Any) -> dict[str, int]:
+    """Traces the mined transaction `tx_hash` and gives its storage gas by contract address."""
+    tx = web3.eth.get_transaction(tx_hash)
+    result = web3.provider.make_request("debug_traceTransaction", [tx_hash, {"enableMemory": False}])
+    return storage_by_contract(result["result"]["structLogs"], tx["to"])

@@ -117,22 +117,70 @@ def _spread(results: dict, key: str) -> str:
 
 
 LIFECYCLE_STEPS = ("post", "assign", "submit", "finalize")
-# What a shard costs in any four-transaction market that keeps these rules, whatever its code: each
-# item is storage or a check that a rule needs (cold slot read 2,100, rewrite 2,900, first write
-# 22,100, a call to another contract 2,600), priced by the EVM's schedule.
-FOUR_TRANSACTION_FLOOR = (
-    ("four transactions, 21,000 each", 84_000),
-    ("the manifest hash, the output root and the agent's signature as calldata (129 non-zero bytes)", 2_064),
-    ("three slots written for the first time: the job's escrow, the lease, the result's root", 66_300),
-    ("the budget into escrow: the token's call and two balances rewritten", 12_600),
-    ("four payees credited at finalize: provider, keeper, treasury and the client's refund", 20_000),
-    ("the job read by assign, submit and finalize and rewritten by finalize; the lease rewritten twice", 19_200),
-    ("the asset checked, its lease opened and ended; the keeper's registration checked", 19_900),
-    ("the agent's signature (ecrecover)", 3_100),
-    ("one event a step (two topics, two words)", 6_548),
-)
-FINALIZE_CLEARS = 2 * 4_800  # the refund for clearing two slots (EIP-3529), under a fifth of finalize's gas
+LEAN_STEPS = tuple(f"lean_{step}" for step in LIFECYCLE_STEPS)
 BATCH_STEPS = ("post_64 per item", "assign_many_64 per item", "submit_results_16 per item", "finalize_many_64 per item")
+
+
+def lean_comparison(steps: dict, lean: dict, one: dict, life: int) -> list[str]:
+    """The one-shard lifecycle beside the lean market's (bench/lean/LeanMarket.vy), by category and
+    by whose storage, and what is left of the goal once everything a rule does not need is gone."""
+    from gas_breakdown import CATEGORIES
+
+    goal = GOALS["lifecycle_1_shard"]
+    lean_life = sum(lean[c] for c in CATEGORIES) + lean["refund"]
+    out = [
+        "",
+        f"The one-shard lifecycle misses its {goal:,} goal by {life - goal:,}. The lean market "
+        "(`bench/lean/LeanMarket.vy`) measures what is left when a market stores only the three words a "
+        "shard needs (the job's escrow, the lease, the output root) and takes the job's other terms back "
+        "as calldata, checked against a hash. It runs the same job under the same rules, on the same "
+        "token, keeper registry and asset contract, and pays everyone the same "
+        "(`tests/gas/test_lean_market.py`):",
+        "",
+        "| | JobMarket | lean market |",
+        "|---|---|---|",
+    ]
+    out += [f"| {c} | {one[c]:,} | {lean[c]:,} |" for c in CATEGORIES if one[c] or lean[c]]
+    out.append(f"| **one-shard lifecycle** | **{life:,}** | **{lean_life:,}** |")
+    by_contract = steps.get("storage by contract")
+    if by_contract:
+
+        def storage(prefix: str) -> dict[str, int]:
+            total: dict[str, int] = {}
+            for step in LIFECYCLE_STEPS:
+                for name, gas in by_contract[prefix + step].items():
+                    name = "the market" if name in ("JobMarket", "LeanMarket") else name
+                    total[name] = total.get(name, 0) + gas
+            return total
+
+        mine, lean_storage = storage(""), storage("lean_")
+        out += [
+            "",
+            "Storage reads and writes by whose storage they are:",
+            "",
+            "| | JobMarket | lean market |",
+            "|---|---|---|",
+        ]
+        out += [f"| {name} | {mine.get(name, 0):,} | {lean_storage.get(name, 0):,} |" for name in mine]
+        registries = lean_storage.get("ComputeAsset", 0) + lean_storage.get("KeeperRegistry", 0)
+        registry_calls = lean["calls"] - steps["lean_post"]["calls"]  # posting calls only the token
+        bound = lean_life - lean["execution"] - registries - registry_calls
+        saved_at_post = sum(steps["post"][c] - steps["lean_post"][c] for c in CATEGORIES)
+        out += [
+            "",
+            f"Three words instead of six save {life - lean_life:,}, {saved_at_post:,} of it at posting. "
+            f"What remains is what the rules cost: four transactions and their calldata "
+            f"({lean['intrinsic']:,}); the market's own storage (the params word, the job, the lease, the "
+            "root, the job counter and what the market owes, four credits); the token's transfer into "
+            "escrow; the events the network is rebuilt from; the agent's signature. Take away all "
+            f"execution ({lean['execution']:,}: ABI decoding, hashing, packing) and let the asset and "
+            f"keeper registries cost nothing, neither their storage ({registries:,}) nor the calls to them "
+            f"({registry_calls:,}): the lean market would still spend {bound:,}, over the goal by "
+            f"{bound - goal:,}. So no market that keeps these rules in four transactions a shard meets "
+            f"{goal:,}. It takes fewer transactions a shard (the batched path above meets its goal), or "
+            "fewer rules.",
+        ]
+    return out
 
 
 def gas_breakdown(steps: dict | None, life: int, per_shard: int | None) -> list[str]:
@@ -162,30 +210,8 @@ def gas_breakdown(steps: dict | None, life: int, per_shard: int | None) -> list[
         cells = [f"{steps[n][c]:,}" for n in LIFECYCLE_STEPS] + [f"**{one[c]:,}**"]
         cells += [f"{steps[n][c]:,}" for n in BATCH_STEPS] + [f"**{batched[c]:,}**"]
         out.append(f"| {c} | " + " | ".join(cells) + " |")
-    if life > GOALS["lifecycle_1_shard"]:
-        floor = sum(gas for _, gas in FOUR_TRANSACTION_FLOOR)
-        room = GOALS["lifecycle_1_shard"] - floor + FINALIZE_CLEARS
-        out += [
-            "",
-            f"The one-shard lifecycle misses its {GOALS['lifecycle_1_shard']:,} goal by "
-            f"{life - GOALS['lifecycle_1_shard']:,}. What any market pays for a shard in four transactions "
-            "(post, assign, submit, finalize) under these rules, before a single opcode of execution:",
-            "",
-            "| floor of a four-transaction shard | gas |",
-            "|---|---|",
-        ]
-        out += [f"| {what} | {gas:,} |" for what, gas in FOUR_TRANSACTION_FLOOR]
-        out += [
-            f"| **floor** | **{floor:,}** |",
-            "",
-            f"Finalize could clear the lease and root slots for {FINALIZE_CLEARS:,} of refunds, which leaves "
-            f"{room:,} gas under the goal for all four transactions' execution (ABI decoding, hashing, "
-            f"arithmetic); this market spends {one['execution']:,} on it. So the goal is the floor itself: "
-            f"meeting it takes a market that stores three slots for a shard instead of this one's six "
-            f"({one['new slots']:,} gas of first writes: the job's head, terms, demand and manifest, the lease "
-            "word and the output root), keeps the job's terms as a commitment its callers present in "
-            "calldata, and reads nothing else; or fewer transactions for a shard.",
-        ]
+    if life > GOALS["lifecycle_1_shard"] and all(k in steps for k in LEAN_STEPS):
+        out += lean_comparison(steps, col(LEAN_STEPS), one, life)
     if per_shard and per_shard > GOALS["shard_of_64"]:
         floor = sum(batched[c] for c in CATEGORIES if c != "execution")
         out += [

@@ -9,6 +9,10 @@ Scenario: a warm market, the usual state of a running network. The measured job 
 the second one its client, provider, keeper and treasury take part in, so their
 credit slots already exist; the first credit ever paid to an account costs 17,100
 gas more (a new storage slot), once per account.
+
+The same one-shard job also goes through the lean market (bench/lean/LeanMarket.vy, the
+`lean_*` figures): a market that stores three words for a shard and takes the job's other
+terms back as calldata, on the same token, keeper registry and asset contract.
 """
 
 import json
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from eth_utils import keccak
+from lean_market import DEADLINE, EXPIRE, snapshot_requirements
 
 from computenet import zk
 from computenet.deploy import deploy_verifier
@@ -41,9 +46,7 @@ AUTHORIZED_POST_MARGIN = 10_000
 REGISTER_LIMIT = 200_000
 BATCHED_SHARD_LIMIT = 80_000  # a shard of a 64-shard job, amortized over its batches
 # Calldata costs 16 gas per non-zero byte and 4 per zero byte, so times derived from
-# the clock would make gas drift; the measured calls use these fixed times instead.
-DEADLINE = 4_000_000_000
-EXPIRE = 4_100_000_000
+# the clock would make gas drift; the measured calls use fixed times (DEADLINE, EXPIRE).
 
 
 _proofs: dict = {}
@@ -101,6 +104,8 @@ def measure(
     blobs,
     tmp_path_factory,
     attestor,
+    lean,
+    lean_lifecycle,
 ):
     """Runs every measured step once and returns {step: gas}; `run.receipts` keeps the
     receipts of the steps GAS_BREAKDOWN traces."""
@@ -132,18 +137,7 @@ def measure(
         return steps  # the last assign, submit and finalize, and the sum of all
 
     def _req(shards=1, replication=1, verification=None):
-        if verification is None:
-            verification = Verification.REPLICATED if replication > 1 else Verification.OPTIMISTIC
-        return Requirements(
-            min_vram_mib=40_960,
-            gpu_count=1,
-            max_price=200,
-            max_gpu_seconds=3_600,
-            deadline=DEADLINE,
-            shard_count=shards,
-            replication=replication,
-            verification=verification,
-        ).as_tuple()
+        return snapshot_requirements(shards, replication, verification).as_tuple()
 
     def _authorization(label: bytes, payee: str, value: int) -> TransferAuthorization:
         # A fixed nonce and window: calldata gas depends on the bytes.
@@ -225,7 +219,17 @@ def measure(
         _zk()
         _tee()
         _batched()
+        _lean()
         return gas
+
+    def _lean():
+        """The same one-shard job through the lean market (bench/lean/LeanMarket.vy), warm as above."""
+        lean_lifecycle()
+        steps = lean_lifecycle()
+        for step in ("post", "assign", "submit", "finalize"):
+            gas[f"lean_{step}"] = steps[step].gas_used
+            receipts[f"lean_{step}"] = steps[step]
+        gas["lean_lifecycle_1_shard"] = sum(gas[f"lean_{step}"] for step in ("post", "assign", "submit", "finalize"))
 
     def _batched():
         """A 64-shard job in batches: one assign_many and one finalize_many through the relay, one
@@ -334,23 +338,39 @@ def measure(
         return job, court.challenge(job, 0, sender=verifier)
 
     run.receipts = receipts
+    run.contracts = {
+        market.address: "JobMarket",
+        assets.address: "ComputeAsset",
+        stack.keepers.address: "KeeperRegistry",
+        token.address: "TestToken",
+        lean.market.address: "LeanMarket",
+        lean.assets.address: "ComputeAsset",
+    }
     return run
 
 
-def write_breakdown(path: Path, receipts: dict, web3) -> None:
-    """Each traced step's gas by category (bench/gas_breakdown.py); batches also per item."""
-    from bench.gas_breakdown import per_item, trace
+def write_breakdown(path: Path, receipts: dict, web3, contracts: dict[str, str]) -> None:
+    """Each traced step's gas by category (bench/gas_breakdown.py); batches also per item; and
+    the one-shard lifecycles' storage gas by contract (`contracts`: address -> name)."""
+    from bench.gas_breakdown import per_item, trace, trace_storage
 
     steps = {name: trace(web3, r.txn_hash, r.gas_used) for name, r in receipts.items()}
     for name in [n for n in steps if n.endswith(("_many_64", "_results_16", "post_64"))]:
         steps[f"{name} per item"] = per_item(steps[name], int(name.rsplit("_", 1)[1]))
+    names = {address.lower(): name for address, name in contracts.items()}
+    by_contract: dict[str, dict[str, int]] = {}
+    for step in ("post", "assign", "submit", "finalize"):
+        for prefix in ("", "lean_"):
+            gas = trace_storage(web3, receipts[prefix + step].txn_hash)
+            by_contract[prefix + step] = {names.get(a, a): g for a, g in gas.items()}
+    steps["storage by contract"] = by_contract
     path.write_text(json.dumps(steps, indent=2) + "\n")
 
 
 def test_gas_within_snapshot(measure, chain):
     measured = measure()
     if os.environ.get("GAS_BREAKDOWN"):  # make bench: where each step's gas goes
-        write_breakdown(Path(os.environ["GAS_BREAKDOWN"]), measure.receipts, chain.provider.web3)
+        write_breakdown(Path(os.environ["GAS_BREAKDOWN"]), measure.receipts, chain.provider.web3, measure.contracts)
     if os.environ.get("UPDATE_GAS_SNAPSHOT"):
         write_snapshot(measured)
     if os.environ.get("GAS_RESULTS"):  # make bench: the measured figures for the report
@@ -375,5 +395,7 @@ def test_gas_goals(measure):
     # at most the scale goal (each agent's results under one signature and one commitment).
     assert 2 * measured["lifecycle_64_shards_batched_per_shard"] <= measured["lifecycle_8_shards"] // 8
     assert measured["lifecycle_64_shards_batched_per_shard"] <= BATCHED_SHARD_LIMIT
+    # The lean market stores three words a shard where JobMarket stores six, under the same rules.
+    assert measured["lean_lifecycle_1_shard"] < measured["lifecycle_1_shard"]
     plain = measured["token_transfer_with_authorization"] + measured["post_1_shard"]
     assert measured["post_1_shard_by_authorization"] <= plain + AUTHORIZED_POST_MARGIN
