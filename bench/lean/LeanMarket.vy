@@ -46,7 +46,8 @@ _RESULT_CLOSED: constant(uint256) = 2
 ASSIGNED: constant(uint8) = 1
 SUBMITTED: constant(uint8) = 2
 FINALIZED: constant(uint8) = 4
-TEE: constant(uint8) = 4
+OPTIMISTIC: constant(uint8) = 0
+SPOT_CHECK: constant(uint8) = 2
 _BPS: constant(uint256) = 10000
 _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
     "ExecutionReceipt(uint256 job,uint256 shard,uint256 replica,uint256 lease,uint256 asset,bytes32 manifest,bytes32 outputRoot,uint256 gpuSeconds,uint256 exitCode)"
@@ -188,7 +189,7 @@ def post_job(manifest_hash: bytes32, req: Requirements) -> uint256:
     assert manifest_hash != empty(bytes32), "lean_market: empty manifest hash"
     assert req.shard_count > 0 and convert(req.shard_count, uint256) <= MAX_SHARDS, "lean_market: shard count out of range"
     assert req.replication == 1, "lean_market: one replica only"
-    assert req.verification <= TEE and req.verification != 1, "lean_market: unknown verification mode"
+    assert req.verification == OPTIMISTIC or req.verification == SPOT_CHECK, "lean_market: optimistic or spot-check jobs only"
     assert req.max_price > 0 and req.max_gpu_seconds > 0, "lean_market: zero price cap or gpu-seconds"
     assert req.cpu_cores > 0 and req.memory_mib > 0 and req.disk_mib > 0, "lean_market: zero cpu, memory or disk"
     assert convert(req.deadline, uint256) <= _MASK40, "lean_market: deadline out of range"
@@ -267,7 +268,6 @@ def assign(job_id: uint256, terms: Terms, shard: uint256, asset: uint256):
     assert convert(spec.gpu_count, uint256) >= (packed >> 104) & _MASK8, "lean_market: asset has too few gpus"
     assert convert(spec.vram_mib, uint256) >= (packed >> 72) & _MASK32, "lean_market: asset has too little vram"
     assert convert(spec.price, uint256) <= (packed >> 112) & _MASK64, "lean_market: asset price above cap"
-    assert (packed >> 64) & _MASK8 != convert(TEE, uint256), "lean_market: no attested assets here"
     lease_end: uint256 = block.timestamp + self._lease_seconds(
         convert((packed >> 176) & _MASK32, uint32), convert((packed >> 104) & _MASK8, uint8), settings
     )
