@@ -14,7 +14,19 @@ def _credits(market, accounts) -> list[int]:
 
 
 def test_lean_market_pays_everyone_what_job_market_pays_for_the_same_job(
-    lean, lean_lifecycle, market, keeper, client, provider, treasury, agent, register_asset, submit, chain, params
+    lean,
+    lean_lifecycle,
+    market,
+    keeper,
+    client,
+    provider,
+    treasury,
+    agent,
+    register_asset,
+    submit,
+    chain,
+    params,
+    make_spec,
 ):
     payees = [provider, keeper, treasury, client]
     gpu_seconds = 1_000
@@ -36,7 +48,9 @@ def test_lean_market_pays_everyone_what_job_market_pays_for_the_same_job(
     market.finalize(job, 0, sender=keeper)
     market_gain = [after - b for after, b in zip(_credits(market, payees), before)]
 
-    payment, keeper_fee, protocol_fee = settle_amounts(100, gpu_seconds, params.keeper_fee_bps, params.protocol_fee_bps)
+    payment, keeper_fee, protocol_fee = settle_amounts(
+        make_spec().price, gpu_seconds, params.keeper_fee_bps, params.protocol_fee_bps
+    )
     budget = snapshot_requirements().quote(params.keeper_fee_bps, params.protocol_fee_bps)
     expected = [payment, keeper_fee, protocol_fee, budget - payment - keeper_fee - protocol_fee]
     assert lean_gain == market_gain == expected
