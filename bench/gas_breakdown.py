@@ -66,11 +66,14 @@ def breakdown(steps: list[dict[str, Any]], data: bytes, gas_used: int) -> dict[s
     return out
 
 
-def trace(web3: Any, tx_hash: Any, gas_used: int) -> dict[str, int]:
-    """Traces the mined transaction `tx_hash` on `web3`'s node and breaks its gas down."""
+def trace(web3: Any, tx_hash: Any, gas_used: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Traces the mined transaction `tx_hash` on `web3`'s node once: its gas by category, and its
+    storage gas by contract address (`storage_by_contract`)."""
     tx = web3.eth.get_transaction(tx_hash)
-    result = web3.provider.make_request("debug_traceTransaction", [tx_hash, {"enableMemory": False}])
-    return breakdown(result["result"]["structLogs"], bytes(tx["input"]), gas_used)
+    steps = web3.provider.make_request("debug_traceTransaction", [tx_hash, {"enableMemory": False}])["result"][
+        "structLogs"
+    ]
+    return breakdown(steps, bytes(tx["input"]), gas_used), storage_by_contract(steps, tx["to"])
 
 
 def per_item(total: dict[str, int], items: int) -> dict[str, int]:
@@ -94,10 +97,3 @@ def storage_by_contract(steps: list[dict[str, Any]], to: str) -> dict[str, int]:
             callee = f"0x{int(step['stack'][-2], 16):040x}"
             frames.append(frames[-1] if op in ("DELEGATECALL", "CALLCODE") else callee)
     return out
-
-
-def trace_storage(web3: Any, tx_hash: Any) -> dict[str, int]:
-    """Traces the mined transaction `tx_hash` and gives its storage gas by contract address."""
-    tx = web3.eth.get_transaction(tx_hash)
-    result = web3.provider.make_request("debug_traceTransaction", [tx_hash, {"enableMemory": False}])
-    return storage_by_contract(result["result"]["structLogs"], tx["to"])

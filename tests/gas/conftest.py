@@ -54,6 +54,6 @@ def lean_lifecycle(lean, chain, client, keeper, registered_keeper, provider, age
         )
         chain.mine(deltatime=params.challenge_window + 1)
         finalize = lean.market.finalize(posted.job, terms, 0, sender=keeper)
-        return {"post": post, "assign": assign, "submit": submit, "finalize": finalize, "terms": terms}
+        return {"post": post, "assign": assign, "submit": submit, "finalize": finalize}
 
     return run

@@ -44,6 +44,7 @@ RESOURCES_ALLOWANCE = 40_000
 # a plain EIP-3009 transfer to the market plus a plain post.
 AUTHORIZED_POST_MARGIN = 10_000
 REGISTER_LIMIT = 200_000
+LIFECYCLE_STEPS = ("post", "assign", "submit", "finalize")
 BATCHED_SHARD_LIMIT = 80_000  # a shard of a 64-shard job, amortized over its batches
 # Calldata costs 16 gas per non-zero byte and 4 per zero byte, so times derived from
 # the clock would make gas drift; the measured calls use fixed times (DEADLINE, EXPIRE).
@@ -226,10 +227,10 @@ def measure(
         """The same one-shard job through the lean market (bench/lean/LeanMarket.vy), warm as above."""
         lean_lifecycle()
         steps = lean_lifecycle()
-        for step in ("post", "assign", "submit", "finalize"):
+        for step in LIFECYCLE_STEPS:
             gas[f"lean_{step}"] = steps[step].gas_used
             receipts[f"lean_{step}"] = steps[step]
-        gas["lean_lifecycle_1_shard"] = sum(gas[f"lean_{step}"] for step in ("post", "assign", "submit", "finalize"))
+        gas["lean_lifecycle_1_shard"] = sum(steps[step].gas_used for step in LIFECYCLE_STEPS)
 
     def _batched():
         """A 64-shard job in batches: one assign_many and one finalize_many through the relay, one
@@ -352,17 +353,17 @@ def measure(
 def write_breakdown(path: Path, receipts: dict, web3, contracts: dict[str, str]) -> None:
     """Each traced step's gas by category (bench/gas_breakdown.py); batches also per item; and
     the one-shard lifecycles' storage gas by contract (`contracts`: address -> name)."""
-    from bench.gas_breakdown import per_item, trace, trace_storage
+    from bench.gas_breakdown import per_item, trace
 
-    steps = {name: trace(web3, r.txn_hash, r.gas_used) for name, r in receipts.items()}
+    names = {address.lower(): name for address, name in contracts.items()}
+    steps: dict = {}
+    by_contract: dict[str, dict[str, int]] = {}
+    for name, r in receipts.items():
+        steps[name], storage = trace(web3, r.txn_hash, r.gas_used)
+        if name.removeprefix("lean_") in LIFECYCLE_STEPS:
+            by_contract[name] = {names.get(a, a): g for a, g in storage.items()}
     for name in [n for n in steps if n.endswith(("_many_64", "_results_16", "post_64"))]:
         steps[f"{name} per item"] = per_item(steps[name], int(name.rsplit("_", 1)[1]))
-    names = {address.lower(): name for address, name in contracts.items()}
-    by_contract: dict[str, dict[str, int]] = {}
-    for step in ("post", "assign", "submit", "finalize"):
-        for prefix in ("", "lean_"):
-            gas = trace_storage(web3, receipts[prefix + step].txn_hash)
-            by_contract[prefix + step] = {names.get(a, a): g for a, g in gas.items()}
     steps["storage by contract"] = by_contract
     path.write_text(json.dumps(steps, indent=2) + "\n")
 
